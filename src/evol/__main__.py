@@ -1,0 +1,3 @@
+from evol.cli import main
+
+main()

@@ -1,0 +1,355 @@
+"""The `evol` command: parse options, build one config, call one library function.
+
+Every option can also come from the environment as EVOL_<OPTION> (EVOL_GENERATIONS=4, ...);
+OPENAI_API_KEY and OPENAI_BASE_URL are read as the OpenAI SDK reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import typer
+from pydantic import SecretStr, ValidationError
+from tqdm import tqdm
+
+from evol import __version__
+from evol.config import RunConfig
+from evol.elimination import EliminationRules
+from evol.errors import EvolError, UsageError
+from evol.llm import GenerationParams
+from evol.operations import parse_weights
+from evol.pipeline import RunSummary
+from evol.pipeline import run as run_pipeline
+from evol.prompts import PROMPT_NAMES, PromptSet
+
+app = typer.Typer(
+    help="Evolve seed instructions into a larger, harder instruction dataset (Evol-Instruct).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+prompts_app = typer.Typer(
+    help="List and show the prompt templates a run uses.", no_args_is_help=True
+)
+app.add_typer(prompts_app, name="prompts")
+
+T = TypeVar("T")
+
+
+class SeedFileFormat(str, Enum):
+    jsonl = "jsonl"
+    json = "json"
+    csv = "csv"
+    text = "text"
+
+
+def _env(name: str) -> str:
+    return f"EVOL_{name.upper().replace('-', '_')}"
+
+
+@contextmanager
+def _user_errors(debug: bool) -> Iterator[None]:
+    """Turn user-facing failures into one line on stderr and the exit code they carry."""
+    try:
+        yield
+    except EvolError as error:
+        if debug:
+            raise
+        typer.echo(f"evol: error: {error}", err=True)
+        raise typer.Exit(error.exit_code) from None
+    except ValidationError as error:
+        if debug:
+            raise
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        typer.echo(f"evol: error: {where}: {first['msg']}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("evol: interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"evol {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Evolve seed instructions into a larger, harder instruction dataset (Evol-Instruct)."""
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    seeds: Path = typer.Argument(
+        ..., help="Seed file: .jsonl (default), .json array, .csv or .txt."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", envvar=_env("out"), help="Run directory (resumed if it exists)."
+    ),
+    generations: int = typer.Option(
+        4, min=0, max=100, envvar=_env("generations"), help="Evolution rounds."
+    ),
+    seed: int = typer.Option(
+        0, envvar=_env("seed"), help="Random seed: same seed, same operations."
+    ),
+    operations: str = typer.Option(
+        "",
+        envvar=_env("operations"),
+        help="Weights or subset, e.g. add_constraints=2,breadth=1 (default: all, uniform).",
+    ),
+    seed_format: SeedFileFormat = typer.Option(
+        None, "--format", envvar=_env("format"), help="Seed file format (default: by extension)."
+    ),
+    field: str = typer.Option(
+        None,
+        envvar=_env("field"),
+        help="Field holding the instruction (default: instruction, prompt or question).",
+    ),
+    skip_invalid: bool = typer.Option(
+        False, envvar=_env("skip_invalid"), help="Skip invalid seed rows instead of stopping."
+    ),
+    prompts: Path = typer.Option(
+        None,
+        "--prompts",
+        envvar=_env("prompts"),
+        help="Directory of templates overriding the shipped ones.",
+    ),
+    answer_seeds: bool = typer.Option(
+        True,
+        "--answer-seeds/--no-answer-seeds",
+        envvar=_env("answer_seeds"),
+        help="Answer seeds that have no output.",
+    ),
+    judge: bool = typer.Option(
+        True,
+        "--judge/--no-judge",
+        envvar=_env("judge"),
+        help="Eliminate evolutions an LLM judges equal to their parent.",
+    ),
+    sorry_check: bool = typer.Option(
+        True,
+        "--sorry-check/--no-sorry-check",
+        envvar=_env("sorry_check"),
+        help="Eliminate short answers that say sorry.",
+    ),
+    stopword_check: bool = typer.Option(
+        True,
+        "--stopword-check/--no-stopword-check",
+        envvar=_env("stopword_check"),
+        help="Eliminate answers of only stop words and punctuation.",
+    ),
+    leak_check: bool = typer.Option(
+        True,
+        "--leak-check/--no-leak-check",
+        envvar=_env("leak_check"),
+        help="Eliminate instructions that leak the evolving prompt's words.",
+    ),
+    backend: str = typer.Option(
+        None,
+        envvar=_env("backend"),
+        help="LLM backend: openai, local, or a plugin (default: openai if configured, else local).",
+    ),
+    base_url: list[str] = typer.Option(
+        None,
+        "--base-url",
+        envvar=[_env("base_url"), "OPENAI_BASE_URL"],
+        help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.",
+    ),
+    api_key: str = typer.Option(
+        None,
+        envvar=[_env("api_key"), "OPENAI_API_KEY"],
+        show_default=False,
+        help="API key (prefer the environment variable).",
+    ),
+    model: str = typer.Option(
+        None, envvar=_env("model"), help="Model for every role (default: the server's only model)."
+    ),
+    evolve_model: str = typer.Option(
+        None, envvar=_env("evolve_model"), help="Model that rewrites instructions."
+    ),
+    answer_model: str = typer.Option(
+        None, envvar=_env("answer_model"), help="Model that answers instructions."
+    ),
+    judge_model: str = typer.Option(
+        None, envvar=_env("judge_model"), help="Model that judges equality."
+    ),
+    model_path: Path = typer.Option(
+        None,
+        envvar=_env("model_path"),
+        help="GGUF file for the local backend (default: SmolLM2-135M-Instruct).",
+    ),
+    temperature: float = typer.Option(
+        None, envvar=_env("temperature"), help="Sampling temperature (default: the provider's)."
+    ),
+    max_tokens: int = typer.Option(
+        None,
+        min=1,
+        envvar=_env("max_tokens"),
+        help="Token cap per reply (default: the provider's).",
+    ),
+    timeout: float = typer.Option(
+        120.0, envvar=_env("timeout"), help="Seconds before one request is abandoned and retried."
+    ),
+    concurrency: int = typer.Option(
+        16, min=1, envvar=_env("concurrency"), help="Requests in flight at most."
+    ),
+    max_retries: int = typer.Option(
+        5,
+        min=0,
+        envvar=_env("max_retries"),
+        help="Retries of a transient failure (429, 5xx, timeout).",
+    ),
+    retry_max_wait: float = typer.Option(
+        60.0, envvar=_env("retry_max_wait"), help="Longest backoff between retries, in seconds."
+    ),
+    overwrite: bool = typer.Option(
+        False, envvar=_env("overwrite"), help="Delete the run in --out and start afresh."
+    ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", envvar=_env("quiet"), help="No progress bar or messages."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", envvar=_env("json"), help="Print the summary as one JSON object on stdout."
+    ),
+    debug: bool = typer.Option(False, envvar=_env("debug"), help="Show tracebacks."),
+) -> None:
+    """Evolve SEEDS through N generations into --out (run it again to resume)."""
+    with _user_errors(debug):
+        config = RunConfig(
+            seeds=seeds,
+            out=out,
+            generations=generations,
+            seed=seed,
+            operations=parse_weights(operations),
+            seed_format=seed_format.value if seed_format else None,
+            field=field,
+            skip_invalid=skip_invalid,
+            prompts_dir=prompts,
+            answer_seeds=answer_seeds,
+            rules=EliminationRules(
+                judge=judge, sorry=sorry_check, stopwords=stopword_check, leak=leak_check
+            ),
+            backend=backend,
+            base_urls=list(base_url or []),
+            api_key=SecretStr(api_key) if api_key else None,
+            api_key_source=_api_key_source(ctx),
+            model=model,
+            evolve_model=evolve_model,
+            answer_model=answer_model,
+            judge_model=judge_model,
+            model_path=model_path,
+            params=GenerationParams(temperature=temperature, max_tokens=max_tokens),
+            timeout=timeout,
+            concurrency=concurrency,
+            max_retries=max_retries,
+            retry_max_wait=retry_max_wait,
+            overwrite=overwrite,
+        )
+        summary = _with_progress(
+            quiet,
+            lambda on_progress, on_info: run_pipeline(
+                config, on_progress=on_progress, on_info=on_info
+            ),
+        )
+    _report(summary, quiet=quiet, as_json=as_json)
+    if summary.status != "complete":
+        raise typer.Exit(1)
+
+
+@prompts_app.command("list")
+def prompts_list(
+    prompts: Path = typer.Option(
+        None, "--prompts", envvar=_env("prompts"), help="Directory of overriding templates."
+    ),
+) -> None:
+    """List the templates and the file each one comes from."""
+    with _user_errors(False):
+        loaded = PromptSet.load(prompts)
+    for name in PROMPT_NAMES:
+        typer.echo(f"{name:<20} {loaded[name].source}")
+
+
+@prompts_app.command("show")
+def prompts_show(
+    name: str = typer.Argument(..., help=f"One of: {', '.join(PROMPT_NAMES)}."),
+    prompts: Path = typer.Option(
+        None, "--prompts", envvar=_env("prompts"), help="Directory of overriding templates."
+    ),
+) -> None:
+    """Print one template as a run would use it."""
+    with _user_errors(False):
+        if name not in PROMPT_NAMES:
+            raise UsageError(f"unknown template {name!r}; known: {', '.join(PROMPT_NAMES)}")
+        typer.echo(PromptSet.load(prompts)[name].text, nl=False)
+
+
+def _api_key_source(ctx: typer.Context) -> str:
+    """The name to blame in an authentication error: the option, or the variable it came from."""
+    source = ctx.get_parameter_source("api_key")
+    if source == click.core.ParameterSource.COMMANDLINE:
+        return "--api-key"
+    return _env("api_key") if os.environ.get(_env("api_key")) else "OPENAI_API_KEY"
+
+
+def _with_progress(quiet: bool, work: Callable[[Any, Any], T]) -> T:
+    show_bar = not quiet and sys.stderr.isatty()
+    bar = tqdm(total=0, unit="step", file=sys.stderr, disable=not show_bar, dynamic_ncols=True)
+
+    def on_progress(done: int, total: int) -> None:
+        bar.total, bar.n = total, done
+        bar.refresh()
+
+    def on_info(message: str) -> None:
+        if not quiet:
+            tqdm.write(f"evol: {message}", file=sys.stderr)
+
+    try:
+        return work(on_progress, on_info)
+    finally:
+        bar.close()
+
+
+def _report(summary: RunSummary, *, quiet: bool, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(summary.model_dump(mode="json"), ensure_ascii=False))
+    if quiet:
+        return
+    per_generation = ", ".join(f"gen {g}: {n}" for g, n in summary.kept_per_generation.items())
+    reasons = ", ".join(f"{r}: {n}" for r, n in summary.eliminated_per_reason.items()) or "none"
+    lines = [
+        f"evol: {summary.status}: {summary.kept} records kept ({per_generation})",
+        f"evol: eliminated {summary.eliminated} ({reasons})",
+    ]
+    if summary.skipped_seeds:
+        lines.append(
+            f"evol: skipped {summary.skipped_seeds} invalid seed rows (listed in run.json)"
+        )
+    if summary.failed:
+        lines.append(
+            f"evol: {len(summary.failed)} steps failed after retries (listed in run.json); run again to retry them"
+        )
+    if summary.dataset:
+        lines.append(f"evol: dataset: {summary.dataset} ({summary.dataset_records} records)")
+    for line in lines:
+        typer.echo(line, err=True)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="evol")

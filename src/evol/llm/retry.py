@@ -1,0 +1,57 @@
+"""The one retry policy: transient failures back off exponentially with jitter.
+
+A server's Retry-After is honoured; anything that is not a `TransientBackendError` is not
+retried. The SDK's own retries are switched off so that the two never multiply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from evol.errors import TransientBackendError
+
+T = TypeVar("T")
+
+
+async def with_retries(
+    call: Callable[[], Awaitable[T]],
+    *,
+    max_retries: int,
+    max_wait: float,
+    on_retry: Callable[[TransientBackendError], None] | None = None,
+) -> T:
+    """Run `call`, retrying transient failures up to `max_retries` times."""
+    backoff = wait_random_exponential(multiplier=0.5, max=max_wait)
+
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            return max(0.0, retry_after)
+        return backoff(state)
+
+    def before_sleep(state: RetryCallState) -> None:
+        if (
+            on_retry
+            and state.outcome
+            and isinstance(error := state.outcome.exception(), TransientBackendError)
+        ):
+            on_retry(error)
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(TransientBackendError),
+        stop=stop_after_attempt(max_retries + 1),
+        wait=wait,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    return await retrying(call)

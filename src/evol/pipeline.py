@@ -1,0 +1,336 @@
+"""`evol.run(config)`: the whole run, from seed file to dataset.
+
+seeds -> engine -> (operation prompt -> LLM -> elimination) -> store. Everything that can be
+checked before a paid call is checked first (prompts, seeds, the run directory), so a bad
+input costs nothing and touches no earlier output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import platform
+import signal
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from evol.config import RunConfig
+from evol.engine import Engine, EngineSettings, RoleModels
+from evol.errors import Interrupted
+from evol.llm import BackendSettings, ChatBackend, choose_backend, create_backend, display_url
+from evol.operations import parse_weights
+from evol.prompts import PromptSet
+from evol.seeds import SeedScan, file_digest, iter_seeds, scan_seeds
+from evol.store import DATASET, RunStore
+
+
+class FailedStep(BaseModel):
+    """A step whose call failed after all retries; resuming the run does it again."""
+
+    id: str
+    round: int
+    role: str
+    error: str
+
+
+class RunSummary(BaseModel):
+    """What a run did, printed by `--json` and kept in run.json."""
+
+    out: str
+    status: str = Field(description="complete, failed (some steps failed) or interrupted")
+    backend: str
+    models: dict[str, str]
+    seeds: int
+    skipped_seeds: int
+    generations: int
+    kept: int
+    kept_per_generation: dict[str, int]
+    eliminated: int
+    eliminated_per_reason: dict[str, int]
+    failed: list[FailedStep]
+    requests: dict[str, int] = Field(description="requests sent by this process, per role")
+    retries: int
+    usage: dict[str, dict[str, int]] = Field(description="tokens of all records on disk, per role")
+    dataset: str | None
+    dataset_records: int | None
+    elapsed_s: float
+
+
+ProgressCallback = Callable[[int, int], None]
+"""Called with (steps done, steps in all); a step is a seed's answer or one evolution round."""
+
+
+def run(
+    config: RunConfig,
+    *,
+    on_progress: ProgressCallback | None = None,
+    on_info: Callable[[str], None] | None = None,
+) -> RunSummary:
+    """Run `config` to the end (or resume it) and return its summary."""
+    return asyncio.run(arun(config, on_progress=on_progress, on_info=on_info))
+
+
+async def arun(
+    config: RunConfig,
+    *,
+    on_progress: ProgressCallback | None = None,
+    on_info: Callable[[str], None] | None = None,
+) -> RunSummary:
+    """The async body of `run`, for callers that already have an event loop."""
+    started = time.monotonic()
+    info = on_info or (lambda _message: None)
+    prompts = PromptSet.load(config.prompts_dir)
+    weights = config.operations or parse_weights(None)
+    scan = scan_seeds(config.seeds, config.seed_options)
+    backend_name = choose_backend(
+        config.backend, base_urls=config.base_urls, has_api_key=config.api_key is not None
+    )
+    backend = create_backend(
+        backend_name,
+        BackendSettings(
+            base_urls=config.base_urls,
+            api_key=config.api_key,
+            api_key_source=config.api_key_source,
+            timeout=config.timeout,
+            model_path=config.model_path,
+        ),
+    )
+    try:
+        models = await _resolve_models(config, backend)
+        fingerprint = _fingerprint(config, scan, prompts, backend_name, models, weights)
+        store = RunStore.open(
+            config.out,
+            fingerprint=fingerprint,
+            generations=config.generations,
+            overwrite=config.overwrite,
+        )
+        where = f" at {', '.join(map(display_url, config.base_urls))}" if config.base_urls else ""
+        info(f"backend {backend_name}{where}, model {_describe(models)}")
+        try:
+            return await _run_engine(
+                config,
+                store,
+                backend,
+                backend_name,
+                models,
+                weights,
+                prompts,
+                scan,
+                fingerprint,
+                started,
+                on_progress,
+            )
+        finally:
+            store.close()
+    finally:
+        await backend.aclose()
+
+
+async def _run_engine(
+    config: RunConfig,
+    store: RunStore,
+    backend: ChatBackend,
+    backend_name: str,
+    models: RoleModels,
+    weights: dict[str, float],
+    prompts: PromptSet,
+    scan: SeedScan,
+    fingerprint: dict[str, Any],
+    started: float,
+    on_progress: ProgressCallback | None,
+) -> RunSummary:
+    total = scan.count * (config.generations + 1)
+    done = store.steps_done()
+    report = on_progress or (lambda _done, _total: None)
+    report(done, total)
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        report(done, total)
+
+    engine = Engine(
+        backend=backend,
+        prompts=prompts,
+        store=store,
+        models=models,
+        settings=EngineSettings(
+            generations=config.generations,
+            run_seed=config.seed,
+            weights=weights,
+            rules=config.rules,
+            answer_seeds=config.answer_seeds,
+            params=config.params,
+            concurrency=config.concurrency,
+            max_retries=config.max_retries,
+            retry_max_wait=config.retry_max_wait,
+        ),
+        on_step=step,
+    )
+    manifest = _Manifest(config, store, backend_name, models, scan, fingerprint)
+    store.write_manifest(manifest.build("running", engine, None, time.monotonic() - started))
+    status, dataset_records = "interrupted", None
+    try:
+        await _until_signalled(engine.run(iter_seeds(config.seeds, config.seed_options)))
+        status = "failed" if engine.stats.failed else "complete"
+        dataset_records = store.write_dataset()
+    finally:
+        summary = manifest.build(status, engine, dataset_records, time.monotonic() - started)
+        store.write_manifest(summary)
+    return RunSummary.model_validate(summary["summary"])
+
+
+async def _until_signalled(work: Any) -> None:
+    """Await `work`; SIGINT or SIGTERM cancels it (no new calls) and raises `Interrupted`."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    signals = (signal.SIGINT, signal.SIGTERM)
+    installed = []
+    for number in signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(number, task.cancel)
+            installed.append(number)
+    try:
+        await task
+    except asyncio.CancelledError:
+        raise Interrupted(
+            "interrupted: everything finished so far is saved; run the same command to resume"
+        ) from None
+    finally:
+        for number in installed:
+            loop.remove_signal_handler(number)
+
+
+async def _resolve_models(config: RunConfig, backend: ChatBackend) -> RoleModels:
+    model = config.model
+    roles = (config.evolve_model, config.answer_model, config.judge_model)
+    if model is None and not all(roles):
+        model = await backend.default_model()
+    return RoleModels(
+        evolve=config.evolve_model or model,
+        answer=config.answer_model or model,
+        judge=config.judge_model or model,
+    )
+
+
+def _describe(models: RoleModels) -> str:
+    names = {models.evolve, models.answer, models.judge}
+    if len(names) == 1:
+        return models.evolve
+    return f"evolve {models.evolve}, answer {models.answer}, judge {models.judge}"
+
+
+def _fingerprint(
+    config: RunConfig,
+    scan: SeedScan,
+    prompts: PromptSet,
+    backend: str,
+    models: RoleModels,
+    weights: dict[str, float],
+) -> dict[str, Any]:
+    """What must stay the same for a resumed run to give the dataset a fresh run would.
+
+    Keys are the options a user changes, so a mismatch can name them. `--generations` may grow.
+    """
+    return {
+        "seeds file content": file_digest(config.seeds),
+        "--format": scan.format,
+        "--field": config.field,
+        "--seed": config.seed,
+        "--operations": dict(sorted(weights.items())),
+        "--prompts": prompts.digest(),
+        "--backend": backend,
+        "--model": {"evolve": models.evolve, "answer": models.answer, "judge": models.judge},
+        "--temperature/--max-tokens": config.params.to_request(),
+        "elimination rules": config.rules.model_dump(),
+        "--answer-seeds": config.answer_seeds,
+    }
+
+
+class _Manifest:
+    """Builds run.json: config without secrets, counts, usage, timings, versions."""
+
+    def __init__(self, config, store, backend_name, models, scan, fingerprint):
+        self.config, self.store, self.backend_name = config, store, backend_name
+        self.models, self.scan, self.fingerprint = models, scan, fingerprint
+        previous = store.previous_manifest or {}
+        self.created_at = previous.get("created_at") or _now()
+        self.previous_elapsed = float(previous.get("timings", {}).get("total_elapsed_s", 0.0))
+
+    def build(
+        self, status: str, engine: Engine, dataset_records: int | None, elapsed: float
+    ) -> dict[str, Any]:
+        counts = self.store.counts.as_dict()
+        failed = [vars(item) for item in engine.stats.failed]
+        summary = {
+            "out": str(self.config.out),
+            "status": status,
+            "backend": self.backend_name,
+            "models": vars(self.models),
+            "seeds": self.scan.count,
+            "skipped_seeds": len(self.scan.skipped),
+            "generations": self.config.generations,
+            "kept": counts["kept"],
+            "kept_per_generation": counts["kept_per_generation"],
+            "eliminated": counts["eliminated"],
+            "eliminated_per_reason": counts["eliminated_per_reason"],
+            "failed": failed,
+            "requests": dict(engine.stats.requests),
+            "retries": sum(engine.stats.retries.values()),
+            "usage": counts["usage"],
+            "dataset": str(self.config.out / DATASET) if dataset_records is not None else None,
+            "dataset_records": dataset_records,
+            "elapsed_s": round(elapsed, 3),
+        }
+        return {
+            "status": status,
+            "created_at": self.created_at,
+            "updated_at": _now(),
+            "config": _public_config(self.config),
+            "fingerprint": self.fingerprint,
+            "backend": {
+                "name": self.backend_name,
+                "base_urls": [display_url(url) for url in self.config.base_urls],
+                "models": vars(self.models),
+                "model_path": str(self.config.model_path) if self.config.model_path else None,
+            },
+            "seeds": {
+                "path": str(self.config.seeds),
+                "format": self.scan.format,
+                "count": self.scan.count,
+                "skipped": [{"line": line, "why": why} for line, why in self.scan.skipped],
+            },
+            "counts": counts,
+            "retries": dict(engine.stats.retries),
+            "summary": summary,
+            "timings": {
+                "this_run_elapsed_s": round(elapsed, 3),
+                "total_elapsed_s": round(self.previous_elapsed + elapsed, 3),
+            },
+            "versions": _versions(),
+        }
+
+
+def _public_config(config: RunConfig) -> dict[str, Any]:
+    data = config.model_dump(mode="json", exclude={"api_key"})
+    data["base_urls"] = [display_url(url) for url in config.base_urls]
+    return data
+
+
+def _versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for package in ("evol", "openai", "llama-cpp-python"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,324 @@
+"""The run directory: append-only JSONL files, the run.json manifest, and resume.
+
+Layout of `--out DIR`:
+
+    gen_0.jsonl        seeds with their answers
+    gen_<k>.jsonl      kept evolutions k steps from their seed
+    eliminated.jsonl   failed evolutions, each with its `reason`
+    dataset.jsonl      gen_0 .. gen_N concatenated: the training set (written at the end)
+    run.json           config without secrets, counts, usage, timings, versions
+
+Every record is appended as one line and flushed before it counts as done, so a crash loses at
+most the calls in flight. On open, a torn last line is cut off and the files are read once to
+rebuild where each lineage stands. The store knows file formats, not LLMs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import jsonlines
+
+from evol.errors import ConfigMismatch, RunDirError
+from evol.records import EliminatedRecord, Record
+
+MANIFEST = "run.json"
+ELIMINATED = "eliminated.jsonl"
+DATASET = "dataset.jsonl"
+_LOCK = ".evol.lock"
+_dumps = partial(json.dumps, ensure_ascii=False)
+
+
+def generation_file(generation: int) -> str:
+    return f"gen_{generation}.jsonl"
+
+
+@dataclass
+class Tip:
+    """The newest kept instruction of a lineage: what its next round evolves."""
+
+    id: str
+    instruction: str
+    input: str
+    generation: int
+
+
+@dataclass
+class LineageProgress:
+    """Where one seed's lineage stands."""
+
+    seed_done: bool = False
+    rounds_done: int = 0
+    tip: Tip | None = None  # None while the seed itself is the tip
+
+
+@dataclass
+class RunCounts:
+    """Totals over every record on disk, kept current as records are added."""
+
+    kept: Counter[int] = field(default_factory=Counter)
+    eliminated: Counter[str] = field(default_factory=Counter)
+    operations: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    usage: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+
+    def add(self, record: dict[str, Any], reason: str | None) -> None:
+        if reason:
+            self.eliminated[reason] += 1
+        else:
+            self.kept[record["generation"]] += 1
+        if record.get("operation"):
+            self.operations[record["operation"]]["eliminated" if reason else "kept"] += 1
+        for role, tokens in (record.get("usage") or {}).items():
+            self.usage[role].update({k: v for k, v in tokens.items() if isinstance(v, int)})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kept_per_generation": {str(k): v for k, v in sorted(self.kept.items())},
+            "kept": sum(self.kept.values()),
+            "eliminated_per_reason": dict(sorted(self.eliminated.items())),
+            "eliminated": sum(self.eliminated.values()),
+            "operations": {op: dict(c) for op, c in sorted(self.operations.items())},
+            "usage": {role: dict(c) for role, c in sorted(self.usage.items())},
+        }
+
+
+class RunStore:
+    """One run directory, opened for appending by one process at a time."""
+
+    def __init__(self, out_dir: Path, generations: int):
+        self.out_dir = out_dir
+        self.generations = generations
+        self.counts = RunCounts()
+        self.previous_manifest: dict[str, Any] | None = None
+        self._progress: dict[str, LineageProgress] = {}
+        self._writers: dict[str, jsonlines.Writer] = {}
+        self._lock_file: Any = None
+
+    @classmethod
+    def open(
+        cls, out_dir: Path, *, fingerprint: dict[str, Any], generations: int, overwrite: bool
+    ) -> RunStore:
+        """Lock `out_dir`, check it holds the same run (or none), repair it and index it."""
+        store = cls(out_dir, generations)
+        store._prepare_dir()
+        if overwrite:
+            store._remove_outputs()
+        store.previous_manifest = store._read_manifest()
+        if store.previous_manifest is not None:
+            _check_fingerprint(out_dir, store.previous_manifest, fingerprint, generations)
+        store._rebuild_index()
+        return store
+
+    def progress(self, root_id: str) -> LineageProgress:
+        """Where the lineage of seed `root_id` stands (fresh if never seen)."""
+        return self._progress.get(root_id) or LineageProgress()
+
+    def steps_done(self) -> int:
+        """Seed answers plus evolution rounds already on disk (for progress after a resume)."""
+        return sum(
+            p.seed_done + min(p.rounds_done, self.generations) for p in self._progress.values()
+        )
+
+    def add(self, record: Record) -> None:
+        """Append a kept record to its generation's file."""
+        data = record.model_dump(mode="json")
+        self._append(generation_file(record.generation), data)
+        self._index(data, reason=None)
+
+    def add_eliminated(self, record: EliminatedRecord) -> None:
+        """Append a failed evolution to eliminated.jsonl."""
+        data = record.model_dump(mode="json")
+        self._append(ELIMINATED, data)
+        self._index(data, reason=record.reason)
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        """Replace run.json atomically: a crash leaves the old or the new one, never half."""
+        _atomic_write(
+            self.out_dir / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
+        )
+
+    def write_dataset(self) -> int:
+        """Write dataset.jsonl as gen_0 .. gen_N in order, atomically; return its line count."""
+        target = self.out_dir / DATASET
+        temporary = target.with_suffix(".jsonl.tmp")
+        lines = 0
+        with temporary.open("wb") as out:
+            for generation in range(self.generations + 1):
+                path = self.out_dir / generation_file(generation)
+                if not path.exists():
+                    continue
+                with path.open("rb") as source:
+                    for line in source:
+                        out.write(line)
+                        lines += 1
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, target)
+        _fsync_dir(self.out_dir)
+        return lines
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+        if self._lock_file:
+            self._lock_file.close()
+            self._lock_file = None
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _prepare_dir(self) -> None:
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise RunDirError(f"{self.out_dir}: --out is a file; give a directory")
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self._lock_file = (self.out_dir / _LOCK).open("a")
+        except OSError as error:
+            raise RunDirError(
+                f"{self.out_dir}: cannot write the run directory: {error.strerror}"
+            ) from None
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirError(
+                f"{self.out_dir}: another evol run is writing to this directory"
+            ) from None
+
+    def _remove_outputs(self) -> None:
+        for path in self._output_files():
+            path.unlink()
+        for name in (MANIFEST, DATASET):
+            (self.out_dir / name).unlink(missing_ok=True)
+
+    def _output_files(self) -> list[Path]:
+        """The files that hold records, gen_0 first."""
+        generations = sorted(
+            self.out_dir.glob("gen_*.jsonl"),
+            key=lambda p: int(p.stem[4:]) if p.stem[4:].isdigit() else -1,
+        )
+        eliminated = self.out_dir / ELIMINATED
+        return generations + ([eliminated] if eliminated.exists() else [])
+
+    def _read_manifest(self) -> dict[str, Any] | None:
+        path = self.out_dir / MANIFEST
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise RunDirError(
+                f"{path}: unreadable manifest ({error}); use --overwrite to start afresh"
+            ) from None
+
+    def _rebuild_index(self) -> None:
+        for path in self._output_files():
+            _repair_torn_tail(path)
+            reason_file = path.name == ELIMINATED
+            with path.open(encoding="utf-8") as lines:
+                for number, line in enumerate(lines, start=1):
+                    try:
+                        data = json.loads(line)
+                    except ValueError:
+                        raise RunDirError(
+                            f"{path}:{number}: corrupt record; use --overwrite to start afresh"
+                        ) from None
+                    self._index(data, reason=data.get("reason") if reason_file else None)
+
+    def _index(self, data: dict[str, Any], reason: str | None) -> None:
+        self.counts.add(data, reason)
+        progress = self._progress.setdefault(data["root_id"], LineageProgress())
+        round_ = data["round"]
+        if round_ == 0:
+            progress.seed_done = True
+            return
+        if round_ > progress.rounds_done:
+            progress.rounds_done = round_
+        if reason is None and (
+            progress.tip is None or data["generation"] > progress.tip.generation
+        ):
+            progress.tip = Tip(
+                data["id"], data["instruction"], data.get("input", ""), data["generation"]
+            )
+        if progress.rounds_done >= self.generations:
+            progress.tip = _finished_tip(progress.tip)
+
+    def _append(self, name: str, data: dict[str, Any]) -> None:
+        writer = self._writers.get(name)
+        if writer is None:
+            handle = (self.out_dir / name).open("a", encoding="utf-8")
+            writer = self._writers[name] = jsonlines.Writer(handle, flush=True, dumps=_dumps)
+        writer.write(data)
+
+
+def _finished_tip(tip: Tip | None) -> Tip | None:
+    # A finished lineage is never evolved again: keep its position, drop its text.
+    return tip and Tip(tip.id, "", "", tip.generation)
+
+
+def _check_fingerprint(
+    out_dir: Path, manifest: dict[str, Any], new: dict[str, Any], generations: int
+) -> None:
+    old = manifest.get("fingerprint", {})
+    differences = {
+        name: (old.get(name), value) for name, value in new.items() if old.get(name) != value
+    }
+    # More generations extend a run (round k is the same whatever N is); fewer would hide records.
+    old_generations = manifest.get("config", {}).get("generations", 0)
+    if generations < old_generations:
+        differences["--generations"] = (old_generations, generations)
+    if differences:
+        raise ConfigMismatch(str(out_dir), differences)
+
+
+def _repair_torn_tail(path: Path) -> None:
+    """Cut a last line that a crash left without its newline or half-written."""
+    with path.open("rb+") as fp:
+        size = fp.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        start = max(0, size - (1 << 16))
+        while True:
+            fp.seek(start)
+            tail = fp.read(size - start)
+            cut = tail.rfind(b"\n", 0, len(tail) - 1)
+            if cut >= 0 or start == 0:
+                break
+            start = max(0, start - (1 << 20))
+        last_start = start + cut + 1 if cut >= 0 else 0
+        last = tail[last_start - start :]
+        if last.endswith(b"\n") and _parses(last):
+            return
+        fp.truncate(last_start)
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("w", encoding="utf-8") as fp:
+        fp.write(text)
+        fp.flush()
+        os.fsync(fp.fileno())
+    os.replace(temporary, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

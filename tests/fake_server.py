@@ -1,0 +1,334 @@
+"""A real OpenAI-compatible HTTP server for the tests: scripted replies and injected faults.
+
+It serves `/v1/models` and `/v1/chat/completions` on 127.0.0.1 from its own thread and event
+loop, records every request, and answers deterministically from the request alone:
+
+- an evolve request (holds `<instruction>`) gets the instruction back with a clause appended;
+- a judge request (holds `<first>`) gets "Different";
+- anything else is an answer request and gets a short, plain answer.
+
+Markers in a seed's text steer it, and survive evolution because the evolver keeps the text:
+`[leak]` (the rewrite leaks prompt words), `[same]` (unchanged rewrite), `[empty]`, `[equal]`
+(the judge says Equal), `[sorry]` and `[stop]` (bad answers), `[too-long]` (400 context
+length on the evolve call), `[leak-once]` (leaks only the first time that text is evolved).
+
+Run it by hand with `python tests/fake_server.py --port 8000 --latency 0.1`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Fault:
+    """One injected failure: an HTTP status, a hang, a garbled body or a dropped connection."""
+
+    kind: str  # "status", "hang", "malformed", "drop"
+    status: int = 500
+    retry_after: float | None = None
+
+
+FaultPlan = Callable[[dict[str, Any]], Fault | None]
+
+
+def fault_rates(seed: int = 0, **rates: float) -> FaultPlan:
+    """Random faults at fixed rates, e.g. fault_rates(rate_429=0.1, rate_500=0.05, hang=0.02)."""
+    rng = random.Random(seed)
+    lock = threading.Lock()
+    table = [
+        ("rate_429", Fault("status", 429, retry_after=0.01)),
+        ("rate_500", Fault("status", 500)),
+        ("hang", Fault("hang")),
+        ("malformed", Fault("malformed")),
+        ("drop", Fault("drop")),
+    ]
+
+    def plan(_body: dict[str, Any]) -> Fault | None:
+        with lock:
+            draw = rng.random()
+        for name, fault in table:
+            rate = rates.get(name, 0.0)
+            if draw < rate:
+                return fault
+            draw -= rate
+        return None
+
+    return plan
+
+
+def scripted(*faults: Fault | None) -> FaultPlan:
+    """The given faults for the first requests, in order, then none."""
+    pending = list(faults)
+    lock = threading.Lock()
+
+    def plan(_body: dict[str, Any]) -> Fault | None:
+        with lock:
+            return pending.pop(0) if pending else None
+
+    return plan
+
+
+class ContextOverflow(Exception):
+    """Raised by a responder to answer 400 context_length_exceeded."""
+
+
+def _between(text: str, start: str, end: str) -> str:
+    head, _, rest = text.partition(start)
+    return rest.partition(end)[0].strip("\n") if rest else ""
+
+
+@dataclass
+class Responder:
+    """The default script: deterministic replies keyed on the request and the seed markers."""
+
+    evolved_once: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, body: dict[str, Any]) -> str:
+        content = body["messages"][-1]["content"]
+        if "<first>" in content:
+            return self.judge(_between(content, "<second>\n", "\n</second>"))
+        if "<instruction>" in content:
+            return self.evolve(_between(content, "<instruction>\n", "\n</instruction>"), content)
+        return self.answer(content)
+
+    def evolve(self, instruction: str, prompt: str) -> str:
+        if "[too-long]" in instruction:
+            raise ContextOverflow
+        if "[empty]" in instruction:
+            return "   "
+        if "[same]" in instruction:
+            return instruction
+        if "[leak]" in instruction:
+            return f"#Rewritten Prompt#: {instruction} in more detail"
+        if "[leak-once]" in instruction:
+            with self.lock:
+                first_time = instruction not in self.evolved_once
+                self.evolved_once.add(instruction)
+            if first_time:
+                return f"The given prompt, rewritten: {instruction}"
+        tag = hashlib.sha256(prompt.encode()).hexdigest()[:6]
+        return f"{instruction} Also consider case {tag}."
+
+    def judge(self, second: str) -> str:
+        return "Equal" if "[equal]" in second else "Different"
+
+    def answer(self, instruction: str) -> str:
+        if "[sorry]" in instruction:
+            return "Sorry, I cannot help with that."
+        if "[stop]" in instruction:
+            return "It is what it is, and that is all."
+        tag = hashlib.sha256(instruction.encode()).hexdigest()[:8]
+        return f"Here is a worked answer ({tag}): first define the terms, then give an example, then check it."
+
+
+class FakeServer:
+    """An OpenAI-compatible server on 127.0.0.1 in a background thread."""
+
+    def __init__(
+        self,
+        *,
+        models: tuple[str, ...] = ("fake-model",),
+        latency: float = 0.0,
+        responder: Callable[[dict[str, Any]], str] | None = None,
+        faults: FaultPlan | None = None,
+        api_key: str | None = None,
+        hang_seconds: float = 30.0,
+        port: int = 0,
+    ):
+        self.models, self.latency = list(models), latency
+        self.responder = responder or Responder()
+        self.faults = faults
+        self.api_key = api_key
+        self.hang_seconds = hang_seconds
+        self.port = port
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.faults_sent: Counter[str] = Counter()
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def requests_for(self, kind: str) -> list[dict[str, Any]]:
+        """Recorded requests of one kind: evolve, judge or answer."""
+
+        def kind_of(body: dict[str, Any]) -> str:
+            content = body["messages"][-1]["content"]
+            return (
+                "judge"
+                if "<first>" in content
+                else "evolve"
+                if "<instruction>" in content
+                else "answer"
+            )
+
+        return [body for body in list(self.requests) if kind_of(body) == kind]
+
+    def start(self) -> FakeServer:
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
+        self._thread.start()
+        if not started.wait(10):
+            raise RuntimeError("fake server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop and self._runner:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread:
+            self._thread.join(10)
+
+    def __enter__(self) -> FakeServer:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def _serve(self, started: threading.Event) -> None:
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self._runner = web.AppRunner(app, access_log=None)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=4096)
+        self._loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        started.set()
+        self._loop.run_forever()
+
+    async def _models(self, request: web.Request) -> web.Response:
+        if denied := self._check_key(request):
+            return denied
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "fake"}
+            for name in self.models
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        if denied := self._check_key(request):
+            return denied
+        if body.get("model") not in self.models:
+            return _error(
+                404, f"The model `{body.get('model')}` does not exist.", "model_not_found"
+            )
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            return await self._reply(request, body)
+        finally:
+            self.in_flight -= 1
+
+    async def _reply(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        fault = self.faults(body) if self.faults else None
+        if fault:
+            self.faults_sent[fault.kind if fault.kind != "status" else str(fault.status)] += 1
+            if fault.kind == "hang":
+                await asyncio.sleep(self.hang_seconds)
+            elif fault.kind == "drop":
+                assert request.transport is not None
+                request.transport.close()
+                return web.Response(status=500)
+            elif fault.kind == "malformed":
+                return web.Response(
+                    text='{"id": "x", "choices": [', content_type="application/json"
+                )
+            else:
+                headers = (
+                    {"Retry-After": f"{fault.retry_after:g}"}
+                    if fault.retry_after is not None
+                    else {}
+                )
+                return _error(fault.status, f"injected {fault.status}", "injected", headers)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        try:
+            text = self.responder(body)
+        except ContextOverflow:
+            return _error(
+                400,
+                "This model's maximum context length is 4096 tokens. Please reduce the length of the messages.",
+                "context_length_exceeded",
+            )
+        prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
+        completion_tokens = len(text.split())
+        return web.json_response(
+            {
+                "id": f"chatcmpl-{len(self.requests)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )
+
+    def _check_key(self, request: web.Request) -> web.Response | None:
+        if self.api_key is None or request.headers.get("Authorization") == f"Bearer {self.api_key}":
+            return None
+        return _error(401, "Incorrect API key provided.", "invalid_api_key")
+
+
+def _error(
+    status: int, message: str, code: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    payload = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
+    return web.Response(
+        status=status, text=json.dumps(payload), content_type="application/json", headers=headers
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--model", action="append", default=None)
+    args = parser.parse_args()
+    server = FakeServer(
+        models=tuple(args.model or ["fake-model"]), latency=args.latency, port=args.port
+    )
+    server.start()
+    print(f"fake OpenAI-compatible server on {server.base_url}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
