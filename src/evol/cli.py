@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,7 +45,7 @@ app.add_typer(prompts_app, name="prompts")
 T = TypeVar("T")
 
 
-class SeedFileFormat(str, Enum):
+class SeedFileFormat(StrEnum):
     jsonl = "jsonl"
     json = "json"
     csv = "csv"
