@@ -10,7 +10,7 @@ loop, records every request, and answers deterministically from the request alon
 Markers in a seed's text steer it, and survive evolution because the evolver keeps the text:
 `[leak]` (the rewrite leaks prompt words), `[same]` (unchanged rewrite), `[empty]`, `[equal]`
 (the judge says Equal), `[sorry]` and `[stop]` (bad answers), `[too-long]` (400 context
-length on the evolve call), `[leak-once]` (leaks only the first time that text is evolved).
+length on the evolve call), `[leak-once]` (leaks only the first time its lineage is evolved).
 
 Run it by hand with `python tests/fake_server.py --port 8000 --latency 0.1`.
 """
@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import json
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -81,6 +82,10 @@ def scripted(*faults: Fault | None) -> FaultPlan:
     return plan
 
 
+_CLAUSE_TEXT = " Also consider case {tag}."
+_CLAUSE = re.compile(r" Also consider case [0-9a-f]{6}\.")
+
+
 class ContextOverflow(Exception):
     """Raised by a responder to answer 400 context_length_exceeded."""
 
@@ -115,13 +120,14 @@ class Responder:
         if "[leak]" in instruction:
             return f"#Rewritten Prompt#: {instruction} in more detail"
         if "[leak-once]" in instruction:
+            seed_text = _CLAUSE.sub("", instruction)
             with self.lock:
-                first_time = instruction not in self.evolved_once
-                self.evolved_once.add(instruction)
+                first_time = seed_text not in self.evolved_once
+                self.evolved_once.add(seed_text)
             if first_time:
                 return f"The given prompt, rewritten: {instruction}"
         tag = hashlib.sha256(prompt.encode()).hexdigest()[:6]
-        return f"{instruction} Also consider case {tag}."
+        return f"{instruction}{_CLAUSE_TEXT.format(tag=tag)}"
 
     def judge(self, second: str) -> str:
         return "Equal" if "[equal]" in second else "Different"

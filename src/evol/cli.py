@@ -15,7 +15,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-import click
 import typer
 from pydantic import SecretStr, ValidationError
 from tqdm import tqdm
@@ -302,7 +301,8 @@ def prompts_show(
 def _api_key_source(ctx: typer.Context) -> str:
     """The name to blame in an authentication error: the option, or the variable it came from."""
     source = ctx.get_parameter_source("api_key")
-    if source == click.core.ParameterSource.COMMANDLINE:
+    # Compared by name: Typer and Click each define their own ParameterSource enum.
+    if getattr(source, "name", None) == "COMMANDLINE":
         return "--api-key"
     return _env("api_key") if os.environ.get(_env("api_key")) else "OPENAI_API_KEY"
 

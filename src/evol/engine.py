@@ -111,6 +111,7 @@ class Engine:
         self.on_step = on_step or (lambda: None)
         self.stats = EngineStats()
         self._slots = asyncio.Semaphore(settings.concurrency)
+        self._fatal: EvolError | None = None
 
     async def run(self, seeds: Iterable[Seed]) -> EngineStats:
         """Evolve every seed; returns when all lineages are done or have failed."""
@@ -238,6 +239,8 @@ class Engine:
 
         async def attempt() -> Completion:
             async with self._slots:
+                if self._fatal:  # the run is stopping: send nothing more
+                    raise self._fatal
                 self.stats.requests[role] += 1
                 return await self.backend.complete(
                     messages, model=model, params=self.settings.params
@@ -250,7 +253,10 @@ class Engine:
                 max_wait=self.settings.retry_max_wait,
                 on_retry=lambda _error: self.stats.retries.update([role]),
             )
-        except (*_FATAL, ContextLengthExceeded):
+        except _FATAL as error:
+            self._fatal = self._fatal or error
+            raise
+        except ContextLengthExceeded:
             raise
         except (BackendError, TransientBackendError) as error:
             raise _ItemFailed from self._fail(item_id, round_, role, error)

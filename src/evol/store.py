@@ -107,13 +107,17 @@ class RunStore:
     ) -> RunStore:
         """Lock `out_dir`, check it holds the same run (or none), repair it and index it."""
         store = cls(out_dir, generations)
-        store._prepare_dir()
-        if overwrite:
-            store._remove_outputs()
-        store.previous_manifest = store._read_manifest()
-        if store.previous_manifest is not None:
-            _check_fingerprint(out_dir, store.previous_manifest, fingerprint, generations)
-        store._rebuild_index()
+        try:
+            store._prepare_dir()
+            if overwrite:
+                store._remove_outputs()
+            store.previous_manifest = store._read_manifest()
+            if store.previous_manifest is not None:
+                _check_fingerprint(out_dir, store.previous_manifest, fingerprint, generations)
+            store._rebuild_index()
+        except BaseException:
+            store.close()
+            raise
         return store
 
     def progress(self, root_id: str) -> LineageProgress:

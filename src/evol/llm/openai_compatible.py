@@ -58,6 +58,10 @@ class OpenAICompatibleBackend:
             )
         except openai.APIError as error:
             raise self._translate(error, model) from None
+        except ValueError:  # the SDK lets json.JSONDecodeError through for a garbled body
+            raise TransientBackendError(
+                f"{display_url(self.base_url)} sent a malformed reply"
+            ) from None
         choices = getattr(response, "choices", None)
         if not choices or not isinstance(getattr(choices[0].message, "content", None), str):
             raise TransientBackendError(

@@ -1,0 +1,59 @@
+"""Operation weights and the reproducible choice of one operation per evolution."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from evol.errors import UsageError
+from evol.operations import OPERATIONS, choose_operation, parse_weights
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (None, dict.fromkeys(OPERATIONS, 1.0)),
+        ("", dict.fromkeys(OPERATIONS, 1.0)),
+        ("add_constraints=2,breadth=1", {"add_constraints": 2.0, "breadth": 1.0}),
+        ("deepen, concretize", {"deepen": 1.0, "concretize": 1.0}),
+        ("deepen=0,breadth=0.5", {"breadth": 0.5}),
+    ],
+)
+def test_parse_weights(spec: str | None, expected: dict[str, float]) -> None:
+    assert parse_weights(spec) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("deep=1", "unknown operation 'deep'"),
+        ("deepen=lots", "must be a number"),
+        ("deepen=-1", ">= 0"),
+        ("deepen=0", "at least one"),
+        ("deepen=inf", "finite"),
+    ],
+)
+def test_bad_weights(spec: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_weights(spec)
+
+
+def test_choice_is_a_pure_function_of_seed_item_and_round() -> None:
+    weights = parse_weights(None)
+    first = [choose_operation(weights, 7, f"s{i}", r) for i in range(50) for r in range(1, 5)]
+    again = [choose_operation(weights, 7, f"s{i}", r) for i in range(50) for r in range(1, 5)]
+    other_seed = [choose_operation(weights, 8, f"s{i}", r) for i in range(50) for r in range(1, 5)]
+    assert first == again
+    assert first != other_seed
+
+
+def test_uniform_by_default_and_weighted_on_request() -> None:
+    uniform = Counter(choose_operation(parse_weights(None), 1, f"s{i}", 1) for i in range(6000))
+    assert set(uniform) == set(OPERATIONS)
+    assert all(800 < n < 1200 for n in uniform.values())
+    weighted = Counter(
+        choose_operation(parse_weights("deepen=3,breadth=1"), 1, f"s{i}", 1) for i in range(4000)
+    )
+    assert set(weighted) == {"deepen", "breadth"}
+    assert 2.5 < weighted["deepen"] / weighted["breadth"] < 3.5

@@ -1,0 +1,533 @@
+"""`evol run` end to end against the fake OpenAI-compatible server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from conftest import read_jsonl, write_seeds
+from fake_server import FakeServer, Fault, scripted
+
+SEEDS = [
+    {"instruction": "Explain {recursion} with #an example", "topic": "cs"},
+    {"instruction": "Write a haiku about the sea", "input": "Use the word 'salt'."},
+    {"instruction": "Compare TCP and UDP", "output": "TCP is reliable; UDP is not."},
+    {"instruction": "Résumé des règles du jeu d'échecs 🚀"},
+    {"instruction": "Give three uses of $PATH and ${HOME}"},
+]
+
+
+def args(server: FakeServer, seeds: Path, out: Path, *extra: object) -> list[object]:
+    return [
+        "run",
+        seeds,
+        "--out",
+        out,
+        "--base-url",
+        server.base_url,
+        "--quiet",
+        "--retry-max-wait",
+        "0.05",
+        *extra,
+    ]
+
+
+def all_records(out: Path) -> list[dict]:
+    return [r for path in sorted(out.glob("gen_*.jsonl")) for r in read_jsonl(path)]
+
+
+def test_run_writes_every_file_with_consistent_lineage(evol, server, tmp_path: Path) -> None:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
+    result = evol(*args(server, seeds, out, "--generations", "3", "--json"))
+    assert result.exit_code == 0, result.stderr
+
+    gen0 = read_jsonl(out / "gen_0.jsonl")
+    assert {r["id"] for r in gen0} == {"s1", "s2", "s3", "s4", "s5"}
+    assert all(r["output"] for r in gen0)
+    by_id = {r["id"]: r for r in all_records(out)}
+    assert (
+        by_id["s1"]["metadata"] == {"topic": "cs"}
+        and by_id["s3"]["output"] == "TCP is reliable; UDP is not."
+    )
+    for generation in (1, 2, 3):
+        records = read_jsonl(out / f"gen_{generation}.jsonl")
+        assert len(records) == 5  # the fake server's evolutions all pass
+        for record in records:
+            parent = by_id[record["parent_id"]]
+            assert record["generation"] == parent["generation"] + 1 == generation
+            assert record["root_id"] == parent["root_id"]
+            assert record["operation"] in {
+                "add_constraints",
+                "deepen",
+                "concretize",
+                "increase_reasoning",
+                "complicate_input",
+                "breadth",
+            }
+            assert record["output"] and record["judge"] == "different"
+            assert set(record["usage"]) == {"evolve", "answer", "judge"}
+
+    dataset = read_jsonl(out / "dataset.jsonl")
+    assert dataset == all_records(out)
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "complete"
+    assert manifest["counts"]["kept_per_generation"] == {"0": 5, "1": 5, "2": 5, "3": 5}
+    assert manifest["config"]["generations"] == 3 and manifest["versions"]["evol"]
+    summary = json.loads(result.stdout)
+    assert summary["kept"] == 20 and summary["eliminated"] == 0 and summary["failed"] == []
+    # Seeds with an output are not answered again: 4 seed answers plus 15 evolution answers.
+    assert summary["requests"] == {"answer": 19, "evolve": 15, "judge": 15}
+    assert summary["usage"]["evolve"]["prompt_tokens"] > 0
+
+
+RULE_SEEDS = [
+    ("leak", "[leak] Describe a cat", "prompt_leak"),
+    ("same", "[same] Describe a dog", "unchanged"),
+    ("empty", "[empty] Describe a cow", "empty"),
+    ("equal", "[equal] Describe a fox", "no_information_gain"),
+    ("sorry", "[sorry] Describe an owl", "sorry"),
+    ("stop", "[stop] Describe a bee", "stopwords_only"),
+    ("long", "[too-long] Describe a yak", "too_long"),
+    ("ok", "Describe a hen", None),
+]
+
+
+def test_each_elimination_rule_is_recorded_with_its_reason(evol, server, tmp_path: Path) -> None:
+    rows = [{"id": key, "instruction": text} for key, text, _ in RULE_SEEDS]
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", rows), tmp_path / "run"
+    assert evol(*args(server, seeds, out, "--generations", "1")).exit_code == 0
+
+    eliminated = {r["root_id"]: r for r in read_jsonl(out / "eliminated.jsonl")}
+    expected = {key: reason for key, _, reason in RULE_SEEDS if reason}
+    assert {root: r["reason"] for root, r in eliminated.items()} == expected
+    assert [r["id"] for r in read_jsonl(out / "gen_1.jsonl")] == ["ok.1"]
+    assert eliminated["long"]["detail"] and "context length" in eliminated["long"]["detail"]
+    # The free checks and the leak rule cost no answer or judge call.
+    free = {"leak", "same", "empty", "long"}
+    assert all(set(eliminated[k]["usage"]) <= {"evolve"} for k in free)
+    judged = {
+        r["messages"][0]["content"].split("<second>\n")[1][:12]
+        for r in server.requests_for("judge")
+    }
+    assert not any(marker in j for j in judged for marker in ("[leak]", "[same]", "[empty]"))
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["counts"]["eliminated_per_reason"] == dict(Counter(expected.values()))
+
+
+def test_a_failed_evolution_returns_its_parent_to_the_pool(evol, server, tmp_path: Path) -> None:
+    rows = [
+        {"id": "once", "instruction": "[leak-once] Name a river"},
+        {"id": "never", "instruction": "[sorry] Name a lake"},
+    ]
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", rows), tmp_path / "run"
+    assert evol(*args(server, seeds, out, "--generations", "3")).exit_code == 0
+
+    eliminated = read_jsonl(out / "eliminated.jsonl")
+    assert sorted((r["id"], r["parent_id"], r["reason"]) for r in eliminated) == [
+        ("never.1", "never", "sorry"),
+        ("never.2", "never", "sorry"),
+        ("never.3", "never", "sorry"),
+        ("once.1", "once", "prompt_leak"),
+    ]
+    kept = {r["id"]: r for r in all_records(out)}
+    # Round 1 failed, so round 2 evolved the seed again: a generation-1 record from round 2.
+    assert (kept["once.2"]["parent_id"], kept["once.2"]["generation"], kept["once.2"]["round"]) == (
+        "once",
+        1,
+        2,
+    )
+    assert (kept["once.2.3"]["parent_id"], kept["once.2.3"]["generation"]) == ("once.2", 2)
+
+
+def test_rules_can_be_switched_off(evol, server, tmp_path: Path) -> None:
+    rows = [
+        {"id": k, "instruction": t}
+        for k, t in [
+            ("eq", "[equal] A"),
+            ("so", "[sorry] B"),
+            ("st", "[stop] C"),
+            ("le", "[leak] D"),
+        ]
+    ]
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", rows), tmp_path / "run"
+    flags = ["--no-judge", "--no-sorry-check", "--no-stopword-check", "--no-leak-check"]
+    assert evol(*args(server, seeds, out, "--generations", "1", *flags)).exit_code == 0
+    assert not (out / "eliminated.jsonl").exists()
+    assert len(read_jsonl(out / "gen_1.jsonl")) == 4
+    assert server.requests_for("judge") == []
+
+
+def test_same_seed_chooses_the_same_operations(evol, server, tmp_path: Path) -> None:
+    rows = [{"instruction": f"Task number {i}"} for i in range(12)]
+    seeds = write_seeds(tmp_path / "seeds.jsonl", rows)
+
+    def operations(out: Path, seed: int) -> dict[str, str]:
+        assert evol(*args(server, seeds, out, "--generations", "2", "--seed", seed)).exit_code == 0
+        return {r["id"]: r["operation"] for r in all_records(out) if r["operation"]}
+
+    first, again, other = (
+        operations(tmp_path / "a", 5),
+        operations(tmp_path / "b", 5),
+        operations(tmp_path / "c", 6),
+    )
+    assert first == again and len(first) == 24
+    assert first != other
+
+
+def test_operation_weights_pick_a_subset(evol, server, tmp_path: Path) -> None:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
+    assert (
+        evol(
+            *args(
+                server, seeds, out, "--generations", "2", "--operations", "concretize=1,breadth=0"
+            )
+        ).exit_code
+        == 0
+    )
+    assert {r["operation"] for r in all_records(out) if r["operation"]} == {"concretize"}
+    assert all(
+        "more specific" in r["messages"][0]["content"] for r in server.requests_for("evolve")
+    )
+
+
+def test_input_is_shown_to_the_evolver_and_carried_along(evol, server, tmp_path: Path) -> None:
+    rows = [{"id": "a", "instruction": "Summarize the text", "input": "Cats sleep a lot."}]
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", rows), tmp_path / "run"
+    assert (
+        evol(*args(server, seeds, out, "--generations", "2", "--operations", "deepen")).exit_code
+        == 0
+    )
+    assert all(
+        "<input>\nCats sleep a lot.\n</input>" in r["messages"][0]["content"]
+        for r in server.requests_for("evolve")
+    )
+    assert [r["input"] for r in all_records(out)] == ["Cats sleep a lot."] * 3
+    answered = [r["messages"][0]["content"] for r in server.requests_for("answer")]
+    assert all(text.endswith("\n\nCats sleep a lot.") for text in answered)
+
+
+def test_breadth_writes_a_new_instruction_without_the_old_input(
+    evol, server, tmp_path: Path
+) -> None:
+    rows = [{"id": "a", "instruction": "Summarize the text", "input": "Cats sleep a lot."}]
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", rows), tmp_path / "run"
+    assert (
+        evol(*args(server, seeds, out, "--generations", "1", "--operations", "breadth")).exit_code
+        == 0
+    )
+    (child,) = read_jsonl(out / "gen_1.jsonl")
+    assert child["operation"] == "breadth" and child["input"] == ""
+
+
+def test_seed_answers_can_be_skipped(evol, server, tmp_path: Path) -> None:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
+    assert evol(*args(server, seeds, out, "--generations", "0", "--no-answer-seeds")).exit_code == 0
+    outputs = [r["output"] for r in read_jsonl(out / "gen_0.jsonl")]
+    assert outputs.count(None) == 4 and "TCP is reliable; UDP is not." in outputs
+    assert server.requests == []
+
+
+def test_rerunning_a_finished_run_makes_no_calls(evol, server, tmp_path: Path) -> None:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
+    assert evol(*args(server, seeds, out, "--generations", "2")).exit_code == 0
+    before = (out / "dataset.jsonl").read_text()
+    calls = len(server.requests)
+    assert evol(*args(server, seeds, out, "--generations", "2")).exit_code == 0
+    assert len(server.requests) == calls
+    assert (out / "dataset.jsonl").read_text() == before
+
+
+def test_more_generations_extend_a_run(evol, server, tmp_path: Path) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS)
+    assert evol(*args(server, seeds, tmp_path / "a", "--generations", "1")).exit_code == 0
+    assert evol(*args(server, seeds, tmp_path / "a", "--generations", "3")).exit_code == 0
+    assert evol(*args(server, seeds, tmp_path / "b", "--generations", "3")).exit_code == 0
+    strip = lambda rs: sorted(json.dumps(r, sort_keys=True) for r in rs)  # noqa: E731
+    assert strip(read_jsonl(tmp_path / "a" / "dataset.jsonl")) == strip(
+        read_jsonl(tmp_path / "b" / "dataset.jsonl")
+    )
+
+
+def test_other_options_on_an_existing_run_are_refused(evol, server, tmp_path: Path) -> None:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
+    assert evol(*args(server, seeds, out, "--generations", "2")).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = evol(
+        *args(server, seeds, out, "--generations", "1", "--seed", "9", "--operations", "deepen")
+    )
+    assert result.exit_code == 2
+    message = result.stderr.strip()
+    assert "\n" not in message and "Traceback" not in message
+    assert all(name in message for name in ("--seed", "--operations", "--generations"))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+    fresh = evol(*args(server, seeds, out, "--generations", "1", "--seed", "9", "--overwrite"))
+    assert fresh.exit_code == 0, fresh.stderr
+    assert not (out / "gen_2.jsonl").exists()
+    assert json.loads((out / "run.json").read_text())["config"]["seed"] == 9
+
+
+def test_a_bad_seed_file_stops_with_one_line_and_touches_nothing(
+    evol, server, tmp_path: Path
+) -> None:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
+    assert evol(*args(server, seeds, out, "--generations", "1")).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with seeds.open("a") as fp:
+        fp.write('{"instruction": "fine"}\n{"instruction": oops}\n')
+    result = evol(*args(server, seeds, out, "--generations", "1"))
+    assert result.exit_code == 2
+    assert (
+        result.stderr.strip()
+        == f"evol: error: {seeds}:7: invalid JSON: Expecting value (column 17)"
+    )
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+    skipped = evol(
+        *args(server, seeds, tmp_path / "skip", "--generations", "1", "--skip-invalid", "--json")
+    )
+    assert skipped.exit_code == 0
+    assert json.loads(skipped.stdout)["skipped_seeds"] == 1
+
+
+def test_an_output_path_that_is_a_file_is_refused(evol, server, tmp_path: Path) -> None:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
+    out.write_text("precious")
+    result = evol(*args(server, seeds, out))
+    assert result.exit_code == 2 and "is a file" in result.stderr
+    assert out.read_text() == "precious"
+
+
+def test_transient_failures_are_retried(evol, tmp_path: Path) -> None:
+    faults = scripted(
+        Fault("status", 429, retry_after=0.01),
+        Fault("status", 500),
+        Fault("malformed"),
+        Fault("drop"),
+        Fault("status", 503),
+        Fault("hang"),
+    )
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS)
+    with FakeServer(faults=faults, hang_seconds=5) as server:
+        result = evol(
+            *args(
+                server, seeds, tmp_path / "run", "--generations", "1", "--timeout", "0.5", "--json"
+            )
+        )
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["retries"] == 6 and summary["failed"] == []
+    assert sum(summary["kept_per_generation"].values()) == 10
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert sum(manifest["retries"].values()) == 6
+
+
+def test_steps_that_keep_failing_end_the_run_with_1_and_a_resume_finishes(
+    evol, tmp_path: Path
+) -> None:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
+    with FakeServer(faults=lambda body: Fault("status", 500)) as server:
+        result = evol(*args(server, seeds, out, "--generations", "2", "--max-retries", "2"))
+        assert result.exit_code == 1
+        assert len(server.requests) == 3 * 9  # 4 seed answers + 5 evolutions, 3 attempts each
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["status"] == "failed"
+    assert len(manifest["summary"]["failed"]) == 9
+    assert "answered 500" in manifest["summary"]["failed"][0]["error"]
+
+    with FakeServer() as healthy:
+        resumed = evol(*args(healthy, seeds, out, "--generations", "2", "--json"))
+    assert resumed.exit_code == 0
+    assert json.loads(resumed.stdout)["kept_per_generation"] == {"0": 5, "1": 5, "2": 5}
+
+
+def test_authentication_failure_stops_at_once_without_the_key(evol, tmp_path: Path) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": f"Task {i}"} for i in range(40)])
+    secret = "sk-test-WRONG-0123456789"
+    with FakeServer(api_key="sk-right") as server:
+        result = evol(
+            *args(
+                server,
+                seeds,
+                tmp_path / "run",
+                "--model",
+                "fake-model",
+                "--concurrency",
+                "4",
+                "--api-key",
+                secret,
+            )
+        )
+        assert len(server.requests) <= 4
+    assert result.exit_code == 2
+    assert (
+        result.stderr.strip()
+        == f"evol: error: authentication failed for {server.base_url}: check --api-key"
+    )
+    with FakeServer(api_key="sk-right") as server:
+        from_env = evol(*args(server, seeds, tmp_path / "run2"), env={"OPENAI_API_KEY": secret})
+    assert from_env.exit_code == 2 and "check OPENAI_API_KEY" in from_env.stderr
+    assert secret not in result.output + from_env.output
+
+
+def test_an_unknown_model_is_one_line_and_exit_2(evol, server, tmp_path: Path) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS)
+    result = evol(*args(server, seeds, tmp_path / "run", "--model", "gpt-nope"))
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no model 'gpt-nope'" in lines[0]
+
+
+def test_models_per_role_and_the_servers_default(evol, tmp_path: Path) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS[:2])
+    with FakeServer(models=("big", "small")) as server:
+        ambiguous = evol(*args(server, seeds, tmp_path / "a"))
+        assert (
+            ambiguous.exit_code == 2
+            and "name a model with --model: it serves big, small" in ambiguous.stderr
+        )
+        roles = ["--model", "small", "--evolve-model", "big"]
+        assert (
+            evol(*args(server, seeds, tmp_path / "b", "--generations", "1", *roles)).exit_code == 0
+        )
+        assert {r["model"] for r in server.requests_for("evolve")} == {"big"}
+        assert {
+            r["model"] for r in server.requests_for("answer") + server.requests_for("judge")
+        } == {"small"}
+    with FakeServer(models=("only-one",)) as server:
+        assert evol(*args(server, seeds, tmp_path / "c", "--generations", "1")).exit_code == 0
+        assert {r["model"] for r in server.requests} == {"only-one"}
+    assert (
+        json.loads((tmp_path / "c" / "run.json").read_text())["backend"]["models"]["judge"]
+        == "only-one"
+    )
+
+
+def test_concurrency_bounds_the_requests_in_flight(evol, tmp_path: Path) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": f"Task {i}"} for i in range(30)])
+    for limit in (1, 6):
+        with FakeServer(latency=0.02) as server:
+            assert (
+                evol(
+                    *args(
+                        server,
+                        seeds,
+                        tmp_path / f"c{limit}",
+                        "--generations",
+                        "2",
+                        "--concurrency",
+                        limit,
+                    )
+                ).exit_code
+                == 0
+            )
+        assert server.peak_in_flight == limit
+
+
+def test_generation_options_are_sent_only_when_set(evol, server, tmp_path: Path) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS[:1])
+    assert evol(*args(server, seeds, tmp_path / "a", "--generations", "1")).exit_code == 0
+    assert all(not {"temperature", "max_tokens", "top_p"} & set(r) for r in server.requests)
+    server.requests.clear()
+    assert (
+        evol(
+            *args(
+                server,
+                seeds,
+                tmp_path / "b",
+                "--generations",
+                "1",
+                "--temperature",
+                "0.3",
+                "--max-tokens",
+                "64",
+            )
+        ).exit_code
+        == 0
+    )
+    assert all(r["temperature"] == 0.3 and r["max_tokens"] == 64 for r in server.requests)
+
+
+def test_every_option_reads_its_environment_variable(evol, server, tmp_path: Path) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS)
+    env = {
+        "OPENAI_BASE_URL": server.base_url,
+        "EVOL_OUT": str(tmp_path / "run"),
+        "EVOL_GENERATIONS": "1",
+        "EVOL_OPERATIONS": "deepen",
+        "EVOL_JUDGE": "false",
+        "EVOL_QUIET": "1",
+    }
+    assert evol("run", seeds, env=env).exit_code == 0
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert manifest["config"]["generations"] == 1
+    assert manifest["config"]["operations"] == {"deepen": 1.0}
+    assert manifest["config"]["rules"]["judge"] is False
+    assert server.requests_for("judge") == []
+
+
+def test_the_api_key_never_reaches_any_output(evol, tmp_path: Path) -> None:
+    secret = "sk-test-SECRET-abcdef123456"
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
+    with FakeServer(api_key=secret) as server:
+        result = evol(
+            *args(server, seeds, out, "--generations", "1", "--json"),
+            env={"OPENAI_API_KEY": secret},
+        )
+    assert result.exit_code == 0
+    assert server.headers[0]["Authorization"] == f"Bearer {secret}"
+    for path in out.iterdir():
+        assert secret not in path.read_text(), path
+    assert secret not in result.output
+
+
+def test_interrupt_saves_progress_and_resume_gives_the_same_dataset(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": f"Task {i}"} for i in range(40)])
+    server.latency = 0.05
+
+    def command(out: Path) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "evol",
+            *map(str, args(server, seeds, out, "--generations", "3", "--concurrency", "4")),
+        ]
+
+    out = tmp_path / "interrupted"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
+    process = subprocess.Popen(command(out), env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while len(read_jsonl(out / "gen_1.jsonl")) < 5 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
+    partial = len(all_records(out))
+    assert 0 < partial < 160
+
+    calls_before = len(server.requests)
+    assert subprocess.run(command(out), env=env).returncode == 0
+    resumed_calls = len(server.requests) - calls_before
+    assert subprocess.run(command(tmp_path / "straight"), env=env).returncode == 0
+    straight_calls = len(server.requests) - calls_before - resumed_calls
+
+    def content(run: Path) -> list[str]:
+        rows = read_jsonl(run / "dataset.jsonl") + read_jsonl(run / "eliminated.jsonl")
+        return sorted(
+            json.dumps({k: v for k, v in r.items() if k != "usage"}, sort_keys=True) for r in rows
+        )
+
+    assert content(out) == content(tmp_path / "straight")
+    ids = [r["id"] for r in read_jsonl(out / "dataset.jsonl")]
+    assert len(ids) == len(set(ids)) == 160
+    assert resumed_calls < straight_calls

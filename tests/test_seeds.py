@@ -1,0 +1,194 @@
+"""Reading seed files: every format, every field rule, and precise errors for bad rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evol.errors import SeedFileError
+from evol.seeds import SeedOptions, iter_seeds, scan_seeds
+
+
+def load(path: Path, **options) -> list:
+    return list(iter_seeds(path, SeedOptions(**options)))
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("s.jsonl", '{"instruction": "A"}\n{"instruction": "B", "input": "x"}\n'),
+        ("s.json", '[\n  {"instruction": "A"},\n  {"instruction": "B", "input": "x"}\n]\n'),
+        ("s.csv", "instruction,input\nA,\nB,x\n"),
+        ("s.txt", "A\nB\n"),
+    ],
+)
+def test_each_format_is_picked_by_extension(tmp_path: Path, name: str, content: str) -> None:
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    seeds = load(path)
+    assert [s.instruction for s in seeds] == ["A", "B"]
+    if not name.endswith(".txt"):
+        assert seeds[1].input == "x"
+
+
+def test_format_option_overrides_the_extension(tmp_path: Path) -> None:
+    path = tmp_path / "seeds.data"
+    path.write_text("one\ntwo\n", encoding="utf-8")
+    assert [s.instruction for s in load(path, format="text")] == ["one", "two"]
+
+
+@pytest.mark.parametrize(
+    ("row", "field", "expected"),
+    [
+        ({"instruction": "I", "prompt": "P"}, None, "I"),
+        ({"prompt": "P", "question": "Q"}, None, "P"),
+        ({"question": "Q"}, None, "Q"),
+        ({"text": "T", "instruction": "I"}, "text", "T"),
+    ],
+)
+def test_instruction_field_order(
+    tmp_path: Path, row: dict, field: str | None, expected: str
+) -> None:
+    path = tmp_path / "s.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    assert load(path, field=field)[0].instruction == expected
+
+
+def test_output_is_kept_and_other_fields_go_to_metadata(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    row = {"id": 7, "instruction": "I", "input": "in", "output": "O", "topic": "math", "n": [1]}
+    path.write_text(json.dumps(row) + "\n")
+    (seed,) = load(path)
+    assert (seed.id, seed.input, seed.output) == ("7", "in", "O")
+    assert seed.metadata == {"topic": "math", "n": [1]}
+
+
+def test_ids_default_to_the_line_number(tmp_path: Path) -> None:
+    path = tmp_path / "s.txt"
+    path.write_text("a\nb\nc\n")
+    assert [s.id for s in load(path)] == ["s1", "s2", "s3"]
+
+
+def test_json_array_rows_know_their_lines(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    path.write_text(
+        '[\n {"instruction": "a"},\n\n {"instruction": "b",\n  "x": 1},\n {"nope": 1}\n]'
+    )
+    with pytest.raises(SeedFileError) as caught:
+        load(path)
+    assert caught.value.line == 6
+
+
+def test_bom_and_crlf_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"instruction": "A"}\r\n{"instruction": "B"}\r\n')
+    assert [s.instruction for s in load(path)] == ["A", "B"]
+
+
+def test_unicode_and_braces_survive(tmp_path: Path) -> None:
+    text = "Résumé {x} #tag $instruction 日本語 🚀 </instruction>"
+    path = tmp_path / "s.jsonl"
+    path.write_text(json.dumps({"instruction": text}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert load(path)[0].instruction == text
+
+
+BAD_FILES = [
+    (
+        "invalid JSON line",
+        "s.jsonl",
+        b'{"instruction": "a"}\n{"instruction": \n',
+        2,
+        "invalid JSON",
+    ),
+    ("blank line", "s.jsonl", b'{"instruction": "a"}\n\n{"instruction": "b"}\n', 2, "blank line"),
+    ("non-UTF-8", "s.jsonl", b'{"instruction": "a"}\n{"instruction": "\xff"}\n', 2, "UTF-8"),
+    ("missing field", "s.jsonl", b'{"text": "a"}\n', 1, "no 'instruction'"),
+    ("non-string instruction", "s.jsonl", b'{"instruction": 5}\n', 1, "must be a string"),
+    ("empty instruction", "s.jsonl", b'{"instruction": "  "}\n', 1, "is empty"),
+    ("not an object", "s.jsonl", b'{"instruction": "a"}\n[1, 2]\n', 2, "expected an object"),
+    (
+        "array as JSONL",
+        "s.jsonl",
+        b'[{"instruction": "a"},\n {"instruction": "b"}]\n',
+        1,
+        "JSON array",
+    ),
+    ("NUL byte", "s.jsonl", b'{"instruction": "a"}\n{"instruction": "b\x00"}\n', 2, "NUL"),
+    (
+        "duplicate id",
+        "s.jsonl",
+        b'{"id": 1, "instruction": "a"}\n{"id": "1", "instruction": "b"}\n',
+        2,
+        "duplicate id",
+    ),
+    (
+        "id colliding with an evolution",
+        "s.jsonl",
+        b'{"id": "a", "instruction": "a"}\n{"id": "a.2", "instruction": "b"}\n',
+        2,
+        "collides",
+    ),
+    (
+        "non-string input",
+        "s.jsonl",
+        b'{"instruction": "a", "input": 3}\n',
+        1,
+        "'input' must be a string",
+    ),
+    ("huge row", "s.jsonl", b'{"instruction": "' + b"x" * 10_000_000 + b'"}\n', 1, "MB"),
+    ("CSV without header", "s.csv", b"What is 2+2?\nName a color\n", 1, "header"),
+    ("CSV ragged row", "s.csv", b"instruction,input\na,b,c\n", 2, "columns"),
+    ("JSON not an array", "s.json", b'{"instruction": "a"}', 1, "JSON array"),
+    (
+        "broken JSON array",
+        "s.json",
+        b'[\n{"instruction": "a"},\n{"instruction": }\n]',
+        3,
+        "invalid JSON",
+    ),
+    ("empty file", "s.jsonl", b"", None, "no seeds"),
+    ("only blank lines", "s.txt", b"\n\n  \n", None, "no seeds"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "name", "content", "line", "message"), BAD_FILES, ids=[c[0] for c in BAD_FILES]
+)
+def test_bad_files_name_file_and_line(
+    tmp_path: Path, case: str, name: str, content: bytes, line: int | None, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(SeedFileError) as caught:
+        scan_seeds(path)
+    error = caught.value
+    assert error.line == line
+    assert message in error.why
+    assert str(error).startswith(f"{path}:{line}:" if line else f"{path}:")
+    assert "\n" not in str(error)
+
+
+@pytest.mark.parametrize("make", ["missing", "directory"])
+def test_unusable_paths(tmp_path: Path, make: str) -> None:
+    path = tmp_path / "seeds.jsonl"
+    if make == "directory":
+        path.mkdir()
+    with pytest.raises(SeedFileError, match="directory" if make == "directory" else "no such file"):
+        scan_seeds(path)
+
+
+def test_skip_invalid_counts_and_keeps_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"instruction": "a"}\nnot json\n{"instruction": 3}\n\n{"instruction": "b"}\n')
+    scan = scan_seeds(path, SeedOptions(skip_invalid=True))
+    assert scan.count == 2
+    assert [line for line, _ in scan.skipped] == [2, 3, 4]
+    assert [s.instruction for s in load(path, skip_invalid=True)] == ["a", "b"]
+
+
+def test_trailing_blank_lines_are_not_rows(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"instruction": "a"}\n\n\n')
+    assert scan_seeds(path).count == 1
