@@ -162,6 +162,7 @@ class FakeServer:
         self.hang_seconds = hang_seconds
         self.port = port
         self.requests: list[dict[str, Any]] = []
+        self.arrivals: list[float] = []  # time.monotonic() of each chat request
         self.headers: list[dict[str, str]] = []
         self.faults_sent: Counter[str] = Counter()
         self.in_flight = 0
@@ -235,6 +236,7 @@ class FakeServer:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        self.arrivals.append(time.monotonic())
         self.requests.append(body)
         self.headers.append(dict(request.headers))
         if denied := self._check_key(request):

@@ -27,6 +27,12 @@ OFF = EliminationRules(judge=False, sorry=False, stopwords=False, leak=False)
         ("Explain X", "#Rewritten Prompt#: Explain X in depth", ON, Reason.PROMPT_LEAK),
         ("Explain X", "Given prompt: explain X with an example", ON, Reason.PROMPT_LEAK),
         ("Explain X", "Here is the created prompt: explain X", ON, Reason.PROMPT_LEAK),
+        (
+            "Explain X",
+            "Explain X. The rules for the rewrite include: 1. stay reasonable",
+            ON,
+            Reason.PROMPT_LEAK,
+        ),
         ("Explain X", "The rewritten prompt asks to explain X", OFF, None),
         ("Summarize the given prompt", "Summarize the given prompt in 3 bullets", ON, None),
         ("Explain X", "Explain X with two examples from biology", ON, None),

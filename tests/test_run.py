@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from conftest import read_jsonl, write_seeds
 from fake_server import FakeServer, Fault, scripted
 
@@ -531,3 +532,116 @@ def test_interrupt_saves_progress_and_resume_gives_the_same_dataset(
     ids = [r["id"] for r in read_jsonl(out / "dataset.jsonl")]
     assert len(ids) == len(set(ids)) == 160
     assert resumed_calls < straight_calls
+
+
+def test_retry_after_is_honoured(evol, tmp_path: Path) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS[:1])
+    with FakeServer(faults=scripted(Fault("status", 429, retry_after=0.8))) as server:
+        result = evol(*args(server, seeds, tmp_path / "run", "--generations", "0", "--json"))
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["retries"] == 1
+    assert (
+        server.arrivals[1] - server.arrivals[0] >= 0.8
+    )  # --retry-max-wait is 0.05: the header won
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_permission_errors_stop_the_run(evol, tmp_path: Path, status: int) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS)
+    with FakeServer(faults=lambda body: Fault("status", status)) as server:
+        result = evol(*args(server, seeds, tmp_path / "run", "--concurrency", "1"))
+        assert len(server.requests) == 1
+    assert result.exit_code == 2
+    assert "authentication failed" in result.stderr and "check OPENAI_API_KEY" in result.stderr
+
+
+def test_a_rejected_request_fails_its_item_without_retries(evol, tmp_path: Path) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS[:2])
+    with FakeServer(faults=scripted(Fault("status", 400))) as server:
+        result = evol(
+            *args(
+                server,
+                seeds,
+                tmp_path / "run",
+                "--generations",
+                "1",
+                "--concurrency",
+                "1",
+                "--json",
+            )
+        )
+        failed = json.loads(result.stdout)["failed"]
+        assert (
+            len(server.requests) == 8
+        )  # as many as a clean run: the rejected call was not retried
+    assert result.exit_code == 1
+    assert [(f["id"], f["round"], f["role"]) for f in failed] == [("s1", 0, "answer")]
+    assert "rejected the request (400)" in failed[0]["error"]
+
+
+def test_progress_bar_only_on_a_terminal(server: FakeServer, tmp_path: Path) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
+
+    def stderr_of(out: str, *extra: str, tty: bool) -> str:
+        command = [
+            sys.executable,
+            "-m",
+            "evol",
+            *map(str, args(server, seeds, tmp_path / out, "--generations", "1")),
+        ]
+        command.remove("--quiet")
+        command += extra
+        if not tty:
+            return subprocess.run(command, env=env, capture_output=True, text=True).stderr
+        leader, follower = pty.openpty()
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=follower)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        process.wait(30)
+        os.close(leader)
+        return b"".join(chunks).decode(errors="replace")
+
+    assert "10/10" in stderr_of("tty", tty=True)
+    piped = stderr_of("pipe", tty=False)
+    assert "evol: complete" in piped and "10/10" not in piped
+    assert stderr_of("quiet", "--quiet", tty=True) == ""
+
+
+def test_sigterm_stops_gracefully_like_ctrl_c(server: FakeServer, tmp_path: Path) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": f"Task {i}"} for i in range(30)])
+    server.latency = 0.05
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
+    command = [
+        sys.executable,
+        "-m",
+        "evol",
+        *map(str, args(server, seeds, out, "--generations", "2", "--concurrency", "2")),
+    ]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not read_jsonl(out / "gen_1.jsonl") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130 and "Traceback" not in stderr
+    calls_at_stop = len(server.requests)
+    time.sleep(0.3)
+    assert len(server.requests) == calls_at_stop  # nothing more was sent
+    assert subprocess.run(command, env=env).returncode == 0
+    assert len(read_jsonl(out / "dataset.jsonl")) == 90

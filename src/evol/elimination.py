@@ -59,6 +59,8 @@ LEAK_PHRASES = (
     "original instruction",
     "new version of the instruction",
     "the instruction above",
+    "rules for the rewrite",
+    "rules for the new instruction",
     "<instruction>",
     "</instruction>",
 )

@@ -246,13 +246,17 @@ class Engine:
                     messages, model=model, params=self.settings.params
                 )
 
+        if (replayed := self.store.recall_call(item_id, role)) is not None:
+            return Completion.model_validate(replayed)
         try:
-            return await with_retries(
+            completion = await with_retries(
                 attempt,
                 max_retries=self.settings.max_retries,
                 max_wait=self.settings.retry_max_wait,
                 on_retry=lambda _error: self.stats.retries.update([role]),
             )
+            self.store.remember_call(item_id, role, completion.model_dump())
+            return completion
         except _FATAL as error:
             self._fatal = self._fatal or error
             raise

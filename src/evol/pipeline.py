@@ -179,6 +179,8 @@ async def _run_engine(
         await _until_signalled(engine.run(iter_seeds(config.seeds, config.seed_options)))
         status = "failed" if engine.stats.failed else "complete"
         dataset_records = store.write_dataset()
+        if status == "complete":
+            store.clear_journal()
     finally:
         summary = manifest.build(status, engine, dataset_records, time.monotonic() - started)
         store.write_manifest(summary)

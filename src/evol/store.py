@@ -7,10 +7,13 @@ Layout of `--out DIR`:
     eliminated.jsonl   failed evolutions, each with its `reason`
     dataset.jsonl      gen_0 .. gen_N concatenated: the training set (written at the end)
     run.json           config without secrets, counts, usage, timings, versions
+    calls.jsonl        replies of calls whose step is not finished yet (the call journal)
 
-Every record is appended as one line and flushed before it counts as done, so a crash loses at
-most the calls in flight. On open, a torn last line is cut off and the files are read once to
-rebuild where each lineage stands. The store knows file formats, not LLMs.
+Every record is appended as one line and flushed before it counts as done. A step takes several
+calls (evolve, then answer and judge), so each reply is also journalled the moment it arrives:
+after a crash the step replays the journalled replies and pays only for the calls that were in
+flight. On open, a torn last line is cut off and the files are read once to rebuild where each
+lineage stands. The store knows file formats, not LLMs.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from evol.records import EliminatedRecord, Record
 MANIFEST = "run.json"
 ELIMINATED = "eliminated.jsonl"
 DATASET = "dataset.jsonl"
+JOURNAL = "calls.jsonl"
 _LOCK = ".evol.lock"
 _dumps = partial(json.dumps, ensure_ascii=False)
 
@@ -98,6 +102,8 @@ class RunStore:
         self.counts = RunCounts()
         self.previous_manifest: dict[str, Any] | None = None
         self._progress: dict[str, LineageProgress] = {}
+        self._journal: dict[tuple[str, str], dict[str, Any]] = {}
+        self._recorded: set[str] = set()
         self._writers: dict[str, jsonlines.Writer] = {}
         self._lock_file: Any = None
 
@@ -115,6 +121,7 @@ class RunStore:
             if store.previous_manifest is not None:
                 _check_fingerprint(out_dir, store.previous_manifest, fingerprint, generations)
             store._rebuild_index()
+            store._load_journal()
         except BaseException:
             store.close()
             raise
@@ -141,6 +148,21 @@ class RunStore:
         data = record.model_dump(mode="json")
         self._append(ELIMINATED, data)
         self._index(data, reason=record.reason)
+
+    def remember_call(self, item_id: str, role: str, reply: dict[str, Any]) -> None:
+        """Journal one call's reply until the record of its step is written."""
+        self._append(JOURNAL, {"item": item_id, "role": role, "reply": reply})
+
+    def recall_call(self, item_id: str, role: str) -> dict[str, Any] | None:
+        """The journalled reply of a call made before a crash, if any (each is replayed once)."""
+        return self._journal.pop((item_id, role), None)
+
+    def clear_journal(self) -> None:
+        """Drop the call journal once every step is recorded: it holds nothing left to replay."""
+        writer = self._writers.pop(JOURNAL, None)
+        if writer:
+            writer.close()
+        (self.out_dir / JOURNAL).unlink(missing_ok=True)
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         """Replace run.json atomically: a crash leaves the old or the new one, never half."""
@@ -198,7 +220,7 @@ class RunStore:
     def _remove_outputs(self) -> None:
         for path in self._output_files():
             path.unlink()
-        for name in (MANIFEST, DATASET):
+        for name in (MANIFEST, DATASET, JOURNAL):
             (self.out_dir / name).unlink(missing_ok=True)
 
     def _output_files(self) -> list[Path]:
@@ -235,8 +257,27 @@ class RunStore:
                         ) from None
                     self._index(data, reason=data.get("reason") if reason_file else None)
 
+    def _load_journal(self) -> None:
+        """Keep the replies of unfinished steps; rewrite the journal with only those."""
+        path = self.out_dir / JOURNAL
+        if not path.exists():
+            return
+        _repair_torn_tail(path)
+        with path.open(encoding="utf-8") as lines:
+            for line in lines:
+                entry = json.loads(line)
+                if entry["item"] not in self._recorded:
+                    self._journal[(entry["item"], entry["role"])] = entry["reply"]
+        text = "".join(
+            _dumps({"item": item, "role": role, "reply": reply}) + "\n"
+            for (item, role), reply in self._journal.items()
+        )
+        _atomic_write(path, text)
+        self._recorded.clear()  # only needed to sort the journal
+
     def _index(self, data: dict[str, Any], reason: str | None) -> None:
         self.counts.add(data, reason)
+        self._recorded.add(data["id"])
         progress = self._progress.setdefault(data["root_id"], LineageProgress())
         round_ = data["round"]
         if round_ == 0:
