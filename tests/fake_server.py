@@ -141,6 +141,12 @@ class Responder:
         return f"Here is a worked answer ({tag}): first define the terms, then give an example, then check it."
 
 
+def kind_of(body: dict[str, Any]) -> str:
+    """What a recorded request asked for: evolve, judge or answer."""
+    content = body["messages"][-1]["content"]
+    return "judge" if "<first>" in content else "evolve" if "<instruction>" in content else "answer"
+
+
 class FakeServer:
     """An OpenAI-compatible server on 127.0.0.1 in a background thread."""
 
@@ -163,6 +169,7 @@ class FakeServer:
         self.port = port
         self.requests: list[dict[str, Any]] = []
         self.arrivals: list[float] = []  # time.monotonic() of each chat request
+        self.finishes: list[float | None] = []  # when its handler ended; None while in flight
         self.headers: list[dict[str, str]] = []
         self.faults_sent: Counter[str] = Counter()
         self.in_flight = 0
@@ -177,16 +184,6 @@ class FakeServer:
 
     def requests_for(self, kind: str) -> list[dict[str, Any]]:
         """Recorded requests of one kind: evolve, judge or answer."""
-
-        def kind_of(body: dict[str, Any]) -> str:
-            content = body["messages"][-1]["content"]
-            return (
-                "judge"
-                if "<first>" in content
-                else "evolve"
-                if "<instruction>" in content
-                else "answer"
-            )
 
         return [body for body in list(self.requests) if kind_of(body) == kind]
 
@@ -236,21 +233,34 @@ class FakeServer:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        serial = len(self.requests)
         self.arrivals.append(time.monotonic())
+        self.finishes.append(None)
         self.requests.append(body)
         self.headers.append(dict(request.headers))
-        if denied := self._check_key(request):
-            return denied
-        if body.get("model") not in self.models:
-            return _error(
-                404, f"The model `{body.get('model')}` does not exist.", "model_not_found"
-            )
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
+            if denied := self._check_key(request):
+                return denied
+            if body.get("model") not in self.models:
+                return _error(
+                    404, f"The model `{body.get('model')}` does not exist.", "model_not_found"
+                )
             return await self._reply(request, body)
         finally:
             self.in_flight -= 1
+            self.finishes[serial] = time.monotonic()
+
+    def in_flight_at(self, moment: float, slack: float = 0.01) -> list[dict[str, Any]]:
+        """Requests sent before `moment` whose reply was not out `slack` seconds before it."""
+        return [
+            body
+            for body, arrived, finished in zip(
+                self.requests, self.arrivals, self.finishes, strict=True
+            )
+            if arrived <= moment and (finished is None or finished >= moment - slack)
+        ]
 
     async def _reply(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         fault = self.faults(body) if self.faults else None
