@@ -29,6 +29,7 @@ from evol.operations import parse_weights
 from evol.pipeline import RunSummary
 from evol.pipeline import run as run_pipeline
 from evol.prompts import PROMPT_NAMES, PromptSet
+from evol.stats import format_stats, run_stats
 
 app = typer.Typer(
     help="Evolve seed instructions into a larger, harder instruction dataset (Evol-Instruct).",
@@ -305,6 +306,32 @@ def run(
     _report(summary, quiet=quiet, as_json=as_json)
     if summary.status != "complete":
         raise typer.Exit(1)
+
+
+@app.command()
+def stats(
+    run_dir: Path = typer.Argument(..., help="A run directory (the --out of evol run)."),
+    price_in: float = typer.Option(
+        None,
+        min=0,
+        envvar=_env("price_in"),
+        help="USD per million prompt tokens (default: built-in table).",
+    ),
+    price_out: float = typer.Option(
+        None,
+        min=0,
+        envvar=_env("price_out"),
+        help="USD per million completion tokens (default: built-in table).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
+) -> None:
+    """Show what a run kept and eliminated per generation and operation, and what it cost."""
+    with _user_errors(False):
+        result = run_stats(run_dir, price_in=price_in, price_out=price_out)
+    if as_json:
+        typer.echo(result.model_dump_json())
+        return
+    typer.echo(format_stats(result))
 
 
 @prompts_app.command("list")

@@ -181,8 +181,8 @@ class Engine:
 
     async def _evolve_once(self, seed: Seed, tip: Tip, round_: int) -> Tip:
         """One round for one lineage; returns the lineage's tip afterwards."""
-        s = self.settings
-        operation = choose_operation(s.weights, s.run_seed, tip.id, round_)
+        rules = self.settings.rules
+        operation = choose_operation(self.settings.weights, self.settings.run_seed, tip.id, round_)
         child_input = "" if operation == BREADTH else tip.input
         draft = Record(
             id=f"{tip.id}.{round_}",
@@ -201,7 +201,7 @@ class Engine:
             evolved = await self._call("evolve", prompt, draft.id, round_)
             draft.usage["evolve"] = _usage(evolved)
             draft.instruction = evolved.text.strip()
-            if reason := check_rewrite(tip.instruction, draft.instruction, s.rules):
+            if reason := check_rewrite(tip.instruction, draft.instruction, rules):
                 return self._eliminate(draft, reason, tip)
             answer, verdict = await self._answer_and_judge(tip, draft)
         except ContextLengthExceeded as error:
@@ -209,7 +209,7 @@ class Engine:
         draft.output, draft.judge = answer, verdict
         if verdict == Verdict.EQUAL:
             return self._eliminate(draft, Reason.NO_INFORMATION_GAIN, tip)
-        if reason := check_answer(answer, s.rules):
+        if reason := check_answer(answer, rules):
             return self._eliminate(draft, reason, tip)
         self.store.add(draft)
         return Tip(draft.id, draft.instruction, draft.input, draft.generation)

@@ -13,6 +13,7 @@ import platform
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -20,22 +21,13 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from evol.config import RunConfig
-from evol.engine import Engine, EngineSettings, RoleModels
+from evol.engine import Engine, EngineSettings, FailedItem, RoleModels
 from evol.errors import Interrupted
 from evol.llm import BackendSettings, ChatBackend, choose_backend, create_backend, display_url
 from evol.operations import parse_weights
 from evol.prompts import PromptSet
 from evol.seeds import SeedScan, file_digest, iter_seeds, scan_seeds
 from evol.store import DATASET, RunStore
-
-
-class FailedStep(BaseModel):
-    """A step whose call failed after all retries; resuming the run does it again."""
-
-    id: str
-    round: int
-    role: str
-    error: str
 
 
 class RunSummary(BaseModel):
@@ -52,7 +44,7 @@ class RunSummary(BaseModel):
     kept_per_generation: dict[str, int]
     eliminated: int
     eliminated_per_reason: dict[str, int]
-    failed: list[FailedStep]
+    failed: list[FailedItem] = Field(description="steps that failed after all retries")
     requests: dict[str, int] = Field(description="requests sent by this process, per role")
     retries: int
     usage: dict[str, dict[str, int]] = Field(description="tokens of all records on disk, per role")
@@ -111,80 +103,138 @@ async def arun(
         )
         where = f" at {', '.join(map(display_url, config.base_urls))}" if config.base_urls else ""
         info(f"backend {backend_name}{where}, model {_describe(models)}")
+        run_parts = _Run(
+            config,
+            prompts,
+            scan,
+            weights,
+            backend,
+            backend_name,
+            models,
+            fingerprint,
+            store,
+            started,
+        )
         try:
-            return await _run_engine(
-                config,
-                store,
-                backend,
-                backend_name,
-                models,
-                weights,
-                prompts,
-                scan,
-                fingerprint,
-                started,
-                on_progress,
-            )
+            return await run_parts.execute(on_progress)
         finally:
             store.close()
     finally:
         await backend.aclose()
 
 
-async def _run_engine(
-    config: RunConfig,
-    store: RunStore,
-    backend: ChatBackend,
-    backend_name: str,
-    models: RoleModels,
-    weights: dict[str, float],
-    prompts: PromptSet,
-    scan: SeedScan,
-    fingerprint: dict[str, Any],
-    started: float,
-    on_progress: ProgressCallback | None,
-) -> RunSummary:
-    total = scan.count * (config.generations + 1)
-    done = store.steps_done()
-    report = on_progress or (lambda _done, _total: None)
-    report(done, total)
+@dataclass
+class _Run:
+    """A run whose inputs are all checked: it drives the engine and writes run.json."""
 
-    def step() -> None:
-        nonlocal done
-        done += 1
+    config: RunConfig
+    prompts: PromptSet
+    scan: SeedScan
+    weights: dict[str, float]
+    backend: ChatBackend
+    backend_name: str
+    models: RoleModels
+    fingerprint: dict[str, Any]
+    store: RunStore
+    started: float
+
+    async def execute(self, on_progress: ProgressCallback | None) -> RunSummary:
+        config, store = self.config, self.store
+        total = self.scan.count * (config.generations + 1)
+        done = store.steps_done()
+        report = on_progress or (lambda _done, _total: None)
         report(done, total)
 
-    engine = Engine(
-        backend=backend,
-        prompts=prompts,
-        store=store,
-        models=models,
-        settings=EngineSettings(
-            generations=config.generations,
-            run_seed=config.seed,
-            weights=weights,
-            rules=config.rules,
-            answer_seeds=config.answer_seeds,
-            params=config.params,
-            concurrency=config.concurrency,
-            max_retries=config.max_retries,
-            retry_max_wait=config.retry_max_wait,
-        ),
-        on_step=step,
-    )
-    manifest = _Manifest(config, store, backend_name, models, scan, fingerprint)
-    store.write_manifest(manifest.build("running", engine, None, time.monotonic() - started))
-    status, dataset_records = "interrupted", None
-    try:
-        await _until_signalled(engine.run(iter_seeds(config.seeds, config.seed_options)))
-        status = "failed" if engine.stats.failed else "complete"
-        dataset_records = store.write_dataset()
-        if status == "complete":
-            store.clear_journal()
-    finally:
-        summary = manifest.build(status, engine, dataset_records, time.monotonic() - started)
-        store.write_manifest(summary)
-    return RunSummary.model_validate(summary["summary"])
+        def step() -> None:
+            nonlocal done
+            done += 1
+            report(done, total)
+
+        engine = Engine(
+            backend=self.backend,
+            prompts=self.prompts,
+            store=store,
+            models=self.models,
+            settings=EngineSettings(
+                generations=config.generations,
+                run_seed=config.seed,
+                weights=self.weights,
+                rules=config.rules,
+                answer_seeds=config.answer_seeds,
+                params=config.params,
+                concurrency=config.concurrency,
+                max_retries=config.max_retries,
+                retry_max_wait=config.retry_max_wait,
+            ),
+            on_step=step,
+        )
+        store.write_manifest(self.manifest("running", engine, None))
+        status, dataset_records = "interrupted", None
+        try:
+            await _until_signalled(engine.run(iter_seeds(config.seeds, config.seed_options)))
+            status = "failed" if engine.stats.failed else "complete"
+            dataset_records = store.write_dataset()
+            if status == "complete":
+                store.clear_journal()
+        finally:
+            manifest = self.manifest(status, engine, dataset_records)
+            store.write_manifest(manifest)
+        return RunSummary.model_validate(manifest["summary"])
+
+    def manifest(self, status: str, engine: Engine, dataset_records: int | None) -> dict[str, Any]:
+        """run.json: config without secrets, counts, usage, timings, versions, the summary."""
+        config, counts = self.config, self.store.counts.as_dict()
+        previous = self.store.previous_manifest or {}
+        elapsed = time.monotonic() - self.started
+        summary = {
+            "out": str(config.out),
+            "status": status,
+            "backend": self.backend_name,
+            "models": vars(self.models),
+            "seeds": self.scan.count,
+            "skipped_seeds": len(self.scan.skipped),
+            "generations": config.generations,
+            "kept": counts["kept"],
+            "kept_per_generation": counts["kept_per_generation"],
+            "eliminated": counts["eliminated"],
+            "eliminated_per_reason": counts["eliminated_per_reason"],
+            "failed": [vars(item) for item in engine.stats.failed],
+            "requests": dict(engine.stats.requests),
+            "retries": sum(engine.stats.retries.values()),
+            "usage": counts["usage"],
+            "dataset": str(config.out / DATASET) if dataset_records is not None else None,
+            "dataset_records": dataset_records,
+            "elapsed_s": round(elapsed, 3),
+        }
+        return {
+            "status": status,
+            "created_at": previous.get("created_at") or _now(),
+            "updated_at": _now(),
+            "config": _public_config(config),
+            "fingerprint": self.fingerprint,
+            "backend": {
+                "name": self.backend_name,
+                "base_urls": [display_url(url) for url in config.base_urls],
+                "models": vars(self.models),
+                "model_path": str(config.model_path) if config.model_path else None,
+            },
+            "seeds": {
+                "path": str(config.seeds),
+                "format": self.scan.format,
+                "count": self.scan.count,
+                "skipped": [{"line": line, "why": why} for line, why in self.scan.skipped],
+            },
+            "counts": counts,
+            "retries": dict(engine.stats.retries),
+            "summary": summary,
+            "timings": {
+                "this_run_elapsed_s": round(elapsed, 3),
+                "total_elapsed_s": round(
+                    previous.get("timings", {}).get("total_elapsed_s", 0.0) + elapsed, 3
+                ),
+            },
+            "versions": _versions(),
+        }
 
 
 async def _until_signalled(work: Any) -> None:
@@ -252,70 +302,6 @@ def _fingerprint(
         "elimination rules": config.rules.model_dump(),
         "--answer-seeds": config.answer_seeds,
     }
-
-
-class _Manifest:
-    """Builds run.json: config without secrets, counts, usage, timings, versions."""
-
-    def __init__(self, config, store, backend_name, models, scan, fingerprint):
-        self.config, self.store, self.backend_name = config, store, backend_name
-        self.models, self.scan, self.fingerprint = models, scan, fingerprint
-        previous = store.previous_manifest or {}
-        self.created_at = previous.get("created_at") or _now()
-        self.previous_elapsed = float(previous.get("timings", {}).get("total_elapsed_s", 0.0))
-
-    def build(
-        self, status: str, engine: Engine, dataset_records: int | None, elapsed: float
-    ) -> dict[str, Any]:
-        counts = self.store.counts.as_dict()
-        failed = [vars(item) for item in engine.stats.failed]
-        summary = {
-            "out": str(self.config.out),
-            "status": status,
-            "backend": self.backend_name,
-            "models": vars(self.models),
-            "seeds": self.scan.count,
-            "skipped_seeds": len(self.scan.skipped),
-            "generations": self.config.generations,
-            "kept": counts["kept"],
-            "kept_per_generation": counts["kept_per_generation"],
-            "eliminated": counts["eliminated"],
-            "eliminated_per_reason": counts["eliminated_per_reason"],
-            "failed": failed,
-            "requests": dict(engine.stats.requests),
-            "retries": sum(engine.stats.retries.values()),
-            "usage": counts["usage"],
-            "dataset": str(self.config.out / DATASET) if dataset_records is not None else None,
-            "dataset_records": dataset_records,
-            "elapsed_s": round(elapsed, 3),
-        }
-        return {
-            "status": status,
-            "created_at": self.created_at,
-            "updated_at": _now(),
-            "config": _public_config(self.config),
-            "fingerprint": self.fingerprint,
-            "backend": {
-                "name": self.backend_name,
-                "base_urls": [display_url(url) for url in self.config.base_urls],
-                "models": vars(self.models),
-                "model_path": str(self.config.model_path) if self.config.model_path else None,
-            },
-            "seeds": {
-                "path": str(self.config.seeds),
-                "format": self.scan.format,
-                "count": self.scan.count,
-                "skipped": [{"line": line, "why": why} for line, why in self.scan.skipped],
-            },
-            "counts": counts,
-            "retries": dict(engine.stats.retries),
-            "summary": summary,
-            "timings": {
-                "this_run_elapsed_s": round(elapsed, 3),
-                "total_elapsed_s": round(self.previous_elapsed + elapsed, 3),
-            },
-            "versions": _versions(),
-        }
 
 
 def _public_config(config: RunConfig) -> dict[str, Any]:

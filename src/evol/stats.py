@@ -1,0 +1,261 @@
+"""`evol stats`: what a run directory holds, per generation and per operation, and what it cost.
+
+Reads the record files once, streaming; knows nothing of LLMs beyond the token counts and model
+names that run.json and the records carry.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from evol.errors import RunDirError
+from evol.store import ELIMINATED, MANIFEST, generation_file
+
+# USD per million tokens (input, output), as the providers published them in 2025. Pass
+# --price-in/--price-out for anything else, or when these have changed.
+PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "o3-mini": (1.10, 4.40),
+}
+_WORD = re.compile(r"\S+")
+
+
+class Lengths(BaseModel):
+    """Length in words: mean, median and 90th percentile."""
+
+    mean: float
+    p50: float
+    p90: float
+
+
+class GenerationStats(BaseModel):
+    generation: int
+    kept: int
+    eliminated: dict[str, int]
+    instruction_words: Lengths | None
+    answer_words: Lengths | None
+
+
+class OperationStats(BaseModel):
+    kept: int
+    eliminated: int
+    success_rate: float
+
+
+class RoleCost(BaseModel):
+    model: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None = Field(description="None when no price is known for the model")
+
+
+class RunStats(BaseModel):
+    """Everything `evol stats` prints."""
+
+    run: str
+    generations: list[GenerationStats]
+    operations: dict[str, OperationStats]
+    roles: dict[str, RoleCost]
+    total_cost_usd: float | None
+
+
+def run_stats(
+    run_dir: Path, *, price_in: float | None = None, price_out: float | None = None
+) -> RunStats:
+    """Summarise the run in `run_dir`; explicit prices (USD per 1M tokens) beat the built-in table."""
+    manifest_path = run_dir / MANIFEST
+    if not manifest_path.is_file():
+        raise RunDirError(f"{run_dir}: no run here (run.json is missing)")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    models: dict[str, str] = manifest.get("backend", {}).get("models", {})
+    if (
+        manifest.get("backend", {}).get("name") == "local"
+        and price_in is None
+        and price_out is None
+    ):
+        price_in = price_out = 0.0  # the embedded model runs on your own CPU
+
+    instruction_words: dict[int, list[int]] = defaultdict(list)
+    answer_words: dict[int, list[int]] = defaultdict(list)
+    eliminated: dict[int, Counter[str]] = defaultdict(Counter)
+    operations: dict[str, Counter[str]] = defaultdict(Counter)
+    tokens: dict[str, Counter[str]] = defaultdict(Counter)
+
+    def take(record: dict[str, Any], reason: str | None) -> None:
+        generation = record["generation"]
+        if reason:
+            eliminated[generation][reason] += 1
+        else:
+            instruction_words[generation].append(len(_WORD.findall(record["instruction"])))
+            if record.get("output") is not None:
+                answer_words[generation].append(len(_WORD.findall(record["output"])))
+        if record.get("operation"):
+            operations[record["operation"]]["eliminated" if reason else "kept"] += 1
+        for role, usage in (record.get("usage") or {}).items():
+            tokens[role].update(usage)
+
+    generation = 0
+    while (path := run_dir / generation_file(generation)).exists():
+        for record in _records(path):
+            take(record, None)
+        generation += 1
+    if (path := run_dir / ELIMINATED).exists():
+        for record in _records(path):
+            take(record, record["reason"])
+
+    last = max([*instruction_words, *eliminated, 0])
+    per_generation = [
+        GenerationStats(
+            generation=g,
+            kept=len(instruction_words[g]),
+            eliminated=dict(sorted(eliminated[g].items())),
+            instruction_words=_lengths(instruction_words[g]),
+            answer_words=_lengths(answer_words[g]),
+        )
+        for g in range(last + 1)
+    ]
+    per_operation = {
+        name: OperationStats(
+            kept=counts["kept"],
+            eliminated=counts["eliminated"],
+            success_rate=round(counts["kept"] / max(1, counts["kept"] + counts["eliminated"]), 4),
+        )
+        for name, counts in sorted(operations.items())
+    }
+    roles = {
+        role: _role_cost(models.get(role), used, price_in, price_out)
+        for role, used in sorted(tokens.items())
+    }
+    costs = [role.cost_usd for role in roles.values()]
+    total = round(sum(costs), 6) if costs and None not in costs else None
+    return RunStats(
+        run=str(run_dir),
+        generations=per_generation,
+        operations=per_operation,
+        roles=roles,
+        total_cost_usd=total,
+    )
+
+
+def _records(path: Path):
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _lengths(values: list[int]) -> Lengths | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return Lengths(
+        mean=round(sum(ordered) / len(ordered), 1),
+        p50=_percentile(ordered, 0.5),
+        p90=_percentile(ordered, 0.9),
+    )
+
+
+def _percentile(ordered: list[int], fraction: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    position = (len(ordered) - 1) * fraction
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return round(ordered[low] + (ordered[high] - ordered[low]) * (position - low), 1)
+
+
+def _role_cost(
+    model: str | None, used: Counter[str], price_in: float | None, price_out: float | None
+) -> RoleCost:
+    known = PRICES.get(model or "")
+    unit_in = price_in if price_in is not None else known[0] if known else None
+    unit_out = price_out if price_out is not None else known[1] if known else None
+    prompt, completion = used["prompt_tokens"], used["completion_tokens"]
+    cost = None
+    if unit_in is not None and unit_out is not None:
+        cost = round((prompt * unit_in + completion * unit_out) / 1_000_000, 6)
+    return RoleCost(model=model, prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost)
+
+
+def format_stats(stats: RunStats) -> str:
+    """The figures as plain-text tables."""
+
+    def table(header: list[str], rows: list[list[str]]) -> list[str]:
+        widths = [
+            max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)
+        ]
+
+        def line(cells: list[str]) -> str:
+            pairs = enumerate(zip(cells, widths, strict=True))
+            return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in pairs)
+
+        return [line(header), line(["-" * w for w in widths]), *(line(row) for row in rows)]
+
+    def words(lengths: Lengths | None) -> list[str]:
+        return (
+            [f"{lengths.mean:g}", f"{lengths.p50:g}", f"{lengths.p90:g}"]
+            if lengths
+            else ["-", "-", "-"]
+        )
+
+    reasons = sorted({reason for g in stats.generations for reason in g.eliminated})
+    lines = [f"run: {stats.run}", ""]
+    lines += table(
+        ["generation", "kept", *reasons, "instr mean", "p50", "p90", "answer mean", "p50", "p90"],
+        [
+            [
+                str(g.generation),
+                str(g.kept),
+                *(str(g.eliminated.get(r, 0)) for r in reasons),
+                *words(g.instruction_words),
+                *words(g.answer_words),
+            ]
+            for g in stats.generations
+        ],
+    )
+    lines += [
+        "",
+        *table(
+            ["operation", "kept", "eliminated", "success"],
+            [
+                [name, str(o.kept), str(o.eliminated), f"{o.success_rate:.0%}"]
+                for name, o in stats.operations.items()
+            ],
+        ),
+    ]
+    cost = lambda value: "-" if value is None else f"${value:.4f}"  # noqa: E731
+    lines += [
+        "",
+        *table(
+            ["role", "model", "prompt tokens", "completion tokens", "cost"],
+            [
+                [
+                    role,
+                    r.model or "-",
+                    str(r.prompt_tokens),
+                    str(r.completion_tokens),
+                    cost(r.cost_usd),
+                ]
+                for role, r in stats.roles.items()
+            ],
+        ),
+    ]
+    lines += [
+        "",
+        f"total cost: {cost(stats.total_cost_usd)}"
+        + (
+            ""
+            if stats.total_cost_usd is not None
+            else " (no price known: pass --price-in and --price-out)"
+        ),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""`evol stats` on a real run against the fake server; expectations computed from the files."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from conftest import read_jsonl, write_seeds
+from fake_server import FakeServer
+
+SEEDS = [
+    {"instruction": "Name two"},
+    {"instruction": "List four small prime numbers"},
+    {"instruction": "Explain in ten words why the sea is salty today"},
+    {"instruction": "[sorry] Describe a cat"},
+    {"instruction": "[leak] Describe a dog"},
+]
+
+
+def percentile(values: list[int], fraction: float) -> float:
+    return round(
+        statistics.quantiles(values, n=100, method="inclusive")[int(fraction * 100) - 1], 1
+    )
+
+
+def test_stats_per_generation_operation_and_role(evol, tmp_path: Path) -> None:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
+    with FakeServer(models=("gpt-4o-mini",)) as server:
+        assert (
+            evol(
+                "run",
+                seeds,
+                "--out",
+                out,
+                "--base-url",
+                server.base_url,
+                "--generations",
+                "2",
+                "--quiet",
+            ).exit_code
+            == 0
+        )
+    result = evol("stats", out, "--json")
+    assert result.exit_code == 0
+    stats = json.loads(result.stdout)
+
+    kept = {g: read_jsonl(out / f"gen_{g}.jsonl") for g in (0, 1, 2)}
+    eliminated = read_jsonl(out / "eliminated.jsonl")
+    for g, row in enumerate(stats["generations"]):
+        words = [len(r["instruction"].split()) for r in kept[g]]
+        assert row["kept"] == len(kept[g]) == 3 + 2 * (g == 0)
+        assert row["instruction_words"] == {
+            "mean": round(statistics.mean(words), 1),
+            "p50": statistics.median(words),
+            "p90": percentile(words, 0.9),
+        }
+        reasons = [r["reason"] for r in eliminated if r["generation"] == g]
+        assert row["eliminated"] == {reason: reasons.count(reason) for reason in set(reasons)}
+    # The fake evolver appends four words a round, so each generation is 4 words longer on average.
+    means = [row["instruction_words"]["mean"] for row in stats["generations"]]
+    assert [round(b - a, 1) for a, b in zip(means[1:], means[2:], strict=False)] == [4.0]
+
+    ops = stats["operations"]
+    everything = [r for g in (1, 2) for r in kept[g]] + eliminated
+    for name, row in ops.items():
+        mine = [r for r in everything if r["operation"] == name]
+        assert row["kept"] + row["eliminated"] == len(mine)
+        assert row["success_rate"] == round(row["kept"] / len(mine), 4)
+    assert sum(row["eliminated"] for row in ops.values()) == len(eliminated) == 4
+
+    prompt = sum(r["usage"]["evolve"]["prompt_tokens"] for r in everything)
+    completion = sum(r["usage"]["evolve"]["completion_tokens"] for r in everything)
+    evolve = stats["roles"]["evolve"]
+    assert (evolve["model"], evolve["prompt_tokens"], evolve["completion_tokens"]) == (
+        "gpt-4o-mini",
+        prompt,
+        completion,
+    )
+    assert evolve["cost_usd"] == round(
+        (prompt * 0.15 + completion * 0.60) / 1e6, 6
+    )  # the built-in table
+
+    priced = json.loads(evol("stats", out, "--json", "--price-in", "1", "--price-out", "2").stdout)
+    assert priced["roles"]["evolve"]["cost_usd"] == round((prompt + 2 * completion) / 1e6, 6)
+    assert priced["total_cost_usd"] == round(
+        sum(r["cost_usd"] for r in priced["roles"].values()), 6
+    )
+
+    table = evol("stats", out)
+    assert table.exit_code == 0 and "success" in table.stdout and "total cost: $" in table.stdout
+
+
+def test_stats_of_a_directory_without_a_run(evol, tmp_path: Path) -> None:
+    result = evol("stats", tmp_path)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"evol: error: {tmp_path}: no run here (run.json is missing)"
