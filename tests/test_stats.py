@@ -54,6 +54,7 @@ def test_stats_per_generation_operation_and_role(evol, tmp_path: Path) -> None:
             "mean": round(statistics.mean(words), 1),
             "p50": statistics.median(words),
             "p90": percentile(words, 0.9),
+            "max": max(words),
         }
         reasons = [r["reason"] for r in eliminated if r["generation"] == g]
         assert row["eliminated"] == {reason: reasons.count(reason) for reason in set(reasons)}

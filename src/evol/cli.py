@@ -28,7 +28,9 @@ from evol.llm import GenerationParams
 from evol.operations import parse_weights
 from evol.pipeline import RunSummary
 from evol.pipeline import run as run_pipeline
+from evol.planning import format_plan, plan_run
 from evol.prompts import PROMPT_NAMES, PromptSet
+from evol.seeds import SeedOptions, describe_seeds, format_report
 from evol.stats import format_stats, run_stats
 
 app = typer.Typer(
@@ -256,6 +258,18 @@ def run(
         False, "--json", envvar=_env("json"), help="Print the summary as one JSON object on stdout."
     ),
     debug: bool = typer.Option(False, envvar=_env("debug"), help="Show tracebacks."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the calls per role and an estimated cost; call nothing."
+    ),
+    price_in: float = typer.Option(
+        None, min=0, envvar=_env("price_in"), help="With --dry-run: USD per million prompt tokens."
+    ),
+    price_out: float = typer.Option(
+        None,
+        min=0,
+        envvar=_env("price_out"),
+        help="With --dry-run: USD per million completion tokens.",
+    ),
     config_file: Path = typer.Option(
         None,
         "--config",
@@ -297,6 +311,10 @@ def run(
             retry_max_wait=retry_max_wait,
             overwrite=overwrite,
         )
+        if dry_run:
+            plan = plan_run(config, price_in=price_in, price_out=price_out)
+            typer.echo(plan.model_dump_json() if as_json else format_plan(plan))
+            return
         summary = _with_progress(
             quiet,
             lambda on_progress, on_info: run_pipeline(
@@ -306,6 +324,33 @@ def run(
     _report(summary, quiet=quiet, as_json=as_json)
     if summary.status != "complete":
         raise typer.Exit(1)
+
+
+@app.command()
+def validate(
+    seeds: Path = typer.Argument(..., help="Seed file to check."),
+    seed_format: SeedFileFormat = typer.Option(
+        None, "--format", envvar=_env("format"), help="Seed file format (default: by extension)."
+    ),
+    field: str = typer.Option(
+        None,
+        envvar=_env("field"),
+        help="Field holding the instruction (default: instruction, prompt or question).",
+    ),
+    skip_invalid: bool = typer.Option(
+        False,
+        envvar=_env("skip_invalid"),
+        help="Report invalid rows instead of stopping at the first.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as one JSON object."),
+) -> None:
+    """Check a seed file the way evol run reads it, and say what it holds."""
+    options = SeedOptions(
+        format=seed_format.value if seed_format else None, field=field, skip_invalid=skip_invalid
+    )
+    with _user_errors(False):
+        report = describe_seeds(seeds, options)
+    typer.echo(report.model_dump_json() if as_json else format_report(report))
 
 
 @app.command()

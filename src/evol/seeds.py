@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from evol.errors import SeedFileError
+from evol.textstats import Lengths, summarize, word_count
 
 SeedFormat = Literal["jsonl", "json", "csv", "text"]
 
@@ -65,6 +67,61 @@ class SeedOptions:
     format: SeedFormat | None = None
     field: str | None = None
     skip_invalid: bool = False
+
+
+class SeedReport(BaseModel):
+    """What `evol validate` found in a seed file."""
+
+    path: str
+    format: SeedFormat
+    seeds: int
+    skipped: list[tuple[int, str]]
+    with_input: int
+    with_output: int
+    metadata_fields: dict[str, int]
+    instruction_words: Lengths | None
+
+
+def describe_seeds(path: Path, options: SeedOptions = SeedOptions()) -> SeedReport:
+    """Check every row of a seed file and summarise what it holds."""
+    scan = SeedScan(path=str(path), format=detect_format(path, options.format))
+    words: list[int] = []
+    with_input = with_output = 0
+    fields: Counter[str] = Counter()
+    for seed in iter_seeds(path, options, scan):
+        words.append(word_count(seed.instruction))
+        with_input += bool(seed.input.strip())
+        with_output += seed.output is not None
+        fields.update(seed.metadata.keys())
+    if not words:
+        raise SeedFileError(
+            str(path), None, "no valid seeds" if scan.skipped else "the file holds no seeds"
+        )
+    return SeedReport(
+        path=str(path),
+        format=scan.format,
+        seeds=len(words),
+        skipped=scan.skipped,
+        with_input=with_input,
+        with_output=with_output,
+        metadata_fields=dict(fields.most_common()),
+        instruction_words=summarize(words),
+    )
+
+
+def format_report(report: SeedReport) -> str:
+    """The report as a few plain lines."""
+    lines = [f"{report.path}: {report.seeds} valid seeds ({report.format})"]
+    lines += [f"  skipped line {line}: {why}" for line, why in report.skipped]
+    lines.append(f"  with input: {report.with_input}, with output: {report.with_output}")
+    if report.metadata_fields:
+        fields = ", ".join(f"{name} ({count})" for name, count in report.metadata_fields.items())
+        lines.append(f"  metadata fields: {fields}")
+    if words := report.instruction_words:
+        lines.append(
+            f"  instruction words: mean {words.mean:g}, p50 {words.p50:g}, p90 {words.p90:g}, max {words.max}"
+        )
+    return "\n".join(lines)
 
 
 def detect_format(path: Path, requested: SeedFormat | None = None) -> SeedFormat:

@@ -7,7 +7,6 @@ names that run.json and the records carry.
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from evol.errors import RunDirError
 from evol.store import ELIMINATED, MANIFEST, generation_file
+from evol.textstats import Lengths, summarize, word_count
 
 # USD per million tokens (input, output), as the providers published them in 2025. Pass
 # --price-in/--price-out for anything else, or when these have changed.
@@ -27,15 +27,6 @@ PRICES: dict[str, tuple[float, float]] = {
     "gpt-4.1-nano": (0.10, 0.40),
     "o3-mini": (1.10, 4.40),
 }
-_WORD = re.compile(r"\S+")
-
-
-class Lengths(BaseModel):
-    """Length in words: mean, median and 90th percentile."""
-
-    mean: float
-    p50: float
-    p90: float
 
 
 class GenerationStats(BaseModel):
@@ -96,9 +87,9 @@ def run_stats(
         if reason:
             eliminated[generation][reason] += 1
         else:
-            instruction_words[generation].append(len(_WORD.findall(record["instruction"])))
+            instruction_words[generation].append(word_count(record["instruction"]))
             if record.get("output") is not None:
-                answer_words[generation].append(len(_WORD.findall(record["output"])))
+                answer_words[generation].append(word_count(record["output"]))
         if record.get("operation"):
             operations[record["operation"]]["eliminated" if reason else "kept"] += 1
         for role, usage in (record.get("usage") or {}).items():
@@ -119,8 +110,8 @@ def run_stats(
             generation=g,
             kept=len(instruction_words[g]),
             eliminated=dict(sorted(eliminated[g].items())),
-            instruction_words=_lengths(instruction_words[g]),
-            answer_words=_lengths(answer_words[g]),
+            instruction_words=summarize(instruction_words[g]),
+            answer_words=summarize(answer_words[g]),
         )
         for g in range(last + 1)
     ]
@@ -154,35 +145,29 @@ def _records(path: Path):
                 yield json.loads(line)
 
 
-def _lengths(values: list[int]) -> Lengths | None:
-    if not values:
+def unit_prices(
+    model: str | None, price_in: float | None, price_out: float | None
+) -> tuple[float, float] | None:
+    """USD per million (prompt, completion) tokens: the given prices, else the table's, else None."""
+    known = PRICES.get(model or "")
+    unit_in = price_in if price_in is not None else known[0] if known else None
+    unit_out = price_out if price_out is not None else known[1] if known else None
+    return None if unit_in is None or unit_out is None else (unit_in, unit_out)
+
+
+def cost_usd(
+    prices: tuple[float, float] | None, prompt_tokens: int, completion_tokens: int
+) -> float | None:
+    if prices is None:
         return None
-    ordered = sorted(values)
-    return Lengths(
-        mean=round(sum(ordered) / len(ordered), 1),
-        p50=_percentile(ordered, 0.5),
-        p90=_percentile(ordered, 0.9),
-    )
-
-
-def _percentile(ordered: list[int], fraction: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    position = (len(ordered) - 1) * fraction
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return round(ordered[low] + (ordered[high] - ordered[low]) * (position - low), 1)
+    return round((prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1_000_000, 6)
 
 
 def _role_cost(
     model: str | None, used: Counter[str], price_in: float | None, price_out: float | None
 ) -> RoleCost:
-    known = PRICES.get(model or "")
-    unit_in = price_in if price_in is not None else known[0] if known else None
-    unit_out = price_out if price_out is not None else known[1] if known else None
     prompt, completion = used["prompt_tokens"], used["completion_tokens"]
-    cost = None
-    if unit_in is not None and unit_out is not None:
-        cost = round((prompt * unit_in + completion * unit_out) / 1_000_000, 6)
+    cost = cost_usd(unit_prices(model, price_in, price_out), prompt, completion)
     return RoleCost(model=model, prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost)
 
 

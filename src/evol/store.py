@@ -127,6 +127,14 @@ class RunStore:
             raise
         return store
 
+    @classmethod
+    def peek(cls, out_dir: Path, *, generations: int) -> RunStore:
+        """Read where a run stands without locking or repairing anything (for planning)."""
+        store = cls(out_dir, generations)
+        if out_dir.is_dir():
+            store._rebuild_index(repair=False)
+        return store
+
     def progress(self, root_id: str) -> LineageProgress:
         """Where the lineage of seed `root_id` stands (fresh if never seen)."""
         return self._progress.get(root_id) or LineageProgress()
@@ -243,15 +251,18 @@ class RunStore:
                 f"{path}: unreadable manifest ({error}); use --overwrite to start afresh"
             ) from None
 
-    def _rebuild_index(self) -> None:
+    def _rebuild_index(self, repair: bool = True) -> None:
         for path in self._output_files():
-            _repair_torn_tail(path)
+            if repair:
+                _repair_torn_tail(path)
             reason_file = path.name == ELIMINATED
             with path.open(encoding="utf-8") as lines:
                 for number, line in enumerate(lines, start=1):
                     try:
                         data = json.loads(line)
                     except ValueError:
+                        if not repair:
+                            continue  # a torn line: the next real run cuts it
                         raise RunDirError(
                             f"{path}:{number}: corrupt record; use --overwrite to start afresh"
                         ) from None

@@ -1,0 +1,148 @@
+"""`evol run --dry-run`: the calls a run would make and what they would cost, calling nothing.
+
+The figures are an upper bound: they assume every evolution is kept, so every round pays for
+an evolve, an answer and a judge call; eliminations only save calls. Tokens are estimated from
+word counts (about 4/3 tokens a word), and an existing run directory counts as work done.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from pydantic import BaseModel
+
+from evol.config import RunConfig
+from evol.operations import parse_weights
+from evol.prompts import PromptSet
+from evol.seeds import iter_seeds, scan_seeds
+from evol.stats import cost_usd, unit_prices
+from evol.store import RunStore
+from evol.textstats import estimate_tokens
+
+# What a reply is assumed to cost when --max-tokens does not bound it.
+ANSWER_TOKENS = 400
+GROWTH_TOKENS = round(20 * 4 / 3)  # an in-depth rewrite adds up to 20 words
+JUDGE_TOKENS = 3
+
+
+class RolePlan(BaseModel):
+    model: str | None
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None
+
+
+class RunPlan(BaseModel):
+    """What `--dry-run` prints."""
+
+    seeds: int
+    skipped_seeds: int
+    generations: int
+    steps: int
+    steps_done: int
+    roles: dict[str, RolePlan]
+    calls: int
+    cost_usd: float | None
+
+
+def plan_run(
+    config: RunConfig, *, price_in: float | None = None, price_out: float | None = None
+) -> RunPlan:
+    """Count the calls `config` would still make, role by role, and estimate their cost."""
+    prompts = PromptSet.load(config.prompts_dir)
+    weights = config.operations or parse_weights(None)
+    scan = scan_seeds(config.seeds, config.seed_options)
+    store = RunStore.peek(config.out, generations=config.generations)
+    calls, prompt_tokens, completion_tokens = Counter(), Counter(), Counter()
+    answer_tokens = config.params.max_tokens or ANSWER_TOKENS
+    # The average operation template: the operation of a future round depends on what is kept.
+    template_tokens = sum(
+        estimate_tokens(prompts.evolve_prompt(name, "", "")) * weight
+        for name, weight in weights.items()
+    ) / sum(weights.values())
+    judge_template = estimate_tokens(prompts.judge_prompt("", ""))
+
+    for seed in iter_seeds(config.seeds, config.seed_options):
+        progress = store.progress(seed.id)
+        instruction = estimate_tokens(seed.instruction) + estimate_tokens(seed.input)
+        if not progress.seed_done and seed.output is None and config.answer_seeds:
+            calls["answer"] += 1
+            prompt_tokens["answer"] += instruction
+            completion_tokens["answer"] += answer_tokens
+        if progress.tip:
+            instruction = estimate_tokens(progress.tip.instruction) + estimate_tokens(
+                progress.tip.input
+            )
+        for _ in range(progress.rounds_done, config.generations):
+            child = instruction + GROWTH_TOKENS
+            calls.update(["evolve", "answer"])
+            prompt_tokens["evolve"] += round(template_tokens) + instruction
+            completion_tokens["evolve"] += child
+            prompt_tokens["answer"] += child
+            completion_tokens["answer"] += answer_tokens
+            if config.rules.judge:
+                calls["judge"] += 1
+                prompt_tokens["judge"] += judge_template + instruction + child
+                completion_tokens["judge"] += JUDGE_TOKENS
+            instruction = child
+
+    models = {
+        "evolve": config.evolve_model,
+        "answer": config.answer_model,
+        "judge": config.judge_model,
+    }
+    roles = {
+        role: _priced(
+            models[role] or config.model,
+            calls[role],
+            prompt_tokens[role],
+            completion_tokens[role],
+            price_in,
+            price_out,
+        )
+        for role in ("evolve", "answer", "judge")
+        if calls[role]
+    }
+    costs = [role.cost_usd for role in roles.values()]
+    return RunPlan(
+        seeds=scan.count,
+        skipped_seeds=len(scan.skipped),
+        generations=config.generations,
+        steps=scan.count * (config.generations + 1),
+        steps_done=store.steps_done(),
+        roles=roles,
+        calls=sum(calls.values()),
+        cost_usd=round(sum(costs), 6) if None not in costs else None,
+    )
+
+
+def _priced(model, calls, prompt, completion, price_in, price_out) -> RolePlan:
+    cost = cost_usd(unit_prices(model, price_in, price_out), prompt, completion)
+    return RolePlan(
+        model=model, calls=calls, prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost
+    )
+
+
+def format_plan(plan: RunPlan) -> str:
+    """The plan as a few plain lines."""
+    lines = [
+        f"plan: {plan.seeds} seeds x {plan.generations} generations"
+        + (f" ({plan.skipped_seeds} invalid rows skipped)" if plan.skipped_seeds else "")
+        + f"; {plan.steps_done} of {plan.steps} steps already done",
+    ]
+    for role, item in plan.roles.items():
+        cost = (
+            "cost unknown (pass --price-in/--price-out)"
+            if item.cost_usd is None
+            else f"~${item.cost_usd:.4f}"
+        )
+        lines.append(
+            f"  {role:<7} {item.calls:>8} calls  ~{item.prompt_tokens:>10} prompt tokens  "
+            f"~{item.completion_tokens:>10} completion tokens  {cost}  [{item.model or 'server default'}]"
+        )
+    total = "unknown" if plan.cost_usd is None else f"~${plan.cost_usd:.4f}"
+    lines.append(
+        f"at most {plan.calls} calls, {total}: an upper bound, as if every evolution were kept"
+    )
+    return "\n".join(lines)
