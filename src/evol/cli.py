@@ -24,6 +24,7 @@ from evol import __version__
 from evol.config import RunConfig
 from evol.elimination import EliminationRules
 from evol.errors import EvolError, UsageError
+from evol.export import export_run, parse_generations, parse_split
 from evol.llm import GenerationParams
 from evol.operations import parse_weights
 from evol.pipeline import RunSummary
@@ -351,6 +352,52 @@ def validate(
     with _user_errors(False):
         report = describe_seeds(seeds, options)
     typer.echo(report.model_dump_json() if as_json else format_report(report))
+
+
+class ExportShape(StrEnum):
+    alpaca = "alpaca"
+    sharegpt = "sharegpt"
+    openai_chat = "openai-chat"
+    jsonl = "jsonl"
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A run directory (the --out of evol run)."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="File to write: .json for one array, else JSON Lines."
+    ),
+    shape: ExportShape = typer.Option(
+        ExportShape.alpaca, "--format", help="Record shape for the trainer."
+    ),
+    generations: str = typer.Option(
+        None, help="Generations to include, e.g. 1-4 or 0,2 (default: all)."
+    ),
+    split: str = typer.Option(None, help="Parts and fractions, e.g. train=0.95,test=0.05."),
+    shuffle: bool = typer.Option(False, help="Shuffle the records before splitting."),
+    seed: int = typer.Option(0, help="Random seed of --shuffle."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the files written as one JSON object."
+    ),
+) -> None:
+    """Write a run's dataset as Alpaca, ShareGPT, OpenAI chat or evol's own JSON Lines."""
+    with _user_errors(False):
+        result = export_run(
+            run_dir,
+            out,
+            shape=shape.value,
+            generations=parse_generations(generations),
+            split=parse_split(split),
+            shuffle=shuffle,
+            seed=seed,
+        )
+    if as_json:
+        typer.echo(result.model_dump_json())
+        return
+    for path, rows in result.files.items():
+        typer.echo(f"{path}: {rows} records")
+    if result.left_out_without_output:
+        typer.echo(f"left out {result.left_out_without_output} records without an output", err=True)
 
 
 @app.command()
