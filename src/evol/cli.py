@@ -31,6 +31,7 @@ from evol.pipeline import RunSummary
 from evol.pipeline import run as run_pipeline
 from evol.planning import format_plan, plan_run
 from evol.prompts import PROMPT_NAMES, PromptSet
+from evol.report import write_report
 from evol.seeds import SeedOptions, describe_seeds, format_report
 from evol.stats import format_stats, run_stats
 
@@ -398,6 +399,20 @@ def export(
         typer.echo(f"{path}: {rows} records")
     if result.left_out_without_output:
         typer.echo(f"left out {result.left_out_without_output} records without an output", err=True)
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A run directory (the --out of evol run)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The HTML file to write."),
+    png: Path = typer.Option(
+        None, "--png", help="Also write each plot as a PNG into this directory."
+    ),
+) -> None:
+    """Write a self-contained HTML page of plots about a run (and, with --png, the plots alone)."""
+    with _user_errors(False):
+        plots = write_report(run_dir, out, png_dir=png)
+    typer.echo(f"{out}: {len(plots)} plots" + (f"; PNG files in {png}" if png else ""))
 
 
 @app.command()

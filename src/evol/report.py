@@ -1,0 +1,246 @@
+"""`evol report`: one self-contained HTML page of plots about a run, and the same plots as PNG.
+
+The page needs no network: the plots are PNG images inlined as data URIs, the style is inline,
+and every text from the run is HTML-escaped. matplotlib (the `report` extra) draws the plots.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evol.errors import UsageError
+from evol.stats import RunStats, run_stats
+from evol.store import ELIMINATED, generation_file
+
+PLOT_NAMES = ("instruction_length", "eliminations", "operations", "lineages")
+LINEAGE_SAMPLE = 6
+
+
+@dataclass
+class Step:
+    generation: int
+    operation: str | None
+    instruction: str
+
+
+def write_report(run_dir: Path, out: Path, *, png_dir: Path | None = None) -> dict[str, bytes]:
+    """Write the HTML report (and the PNGs, if asked); returns the plots by name."""
+    stats = run_stats(run_dir)
+    lineages = sample_lineages(run_dir, LINEAGE_SAMPLE)
+    plots = draw_plots(stats, lineages)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(_page(run_dir, stats, lineages, plots), encoding="utf-8")
+    if png_dir is not None:
+        png_dir.mkdir(parents=True, exist_ok=True)
+        for name, image in plots.items():
+            (png_dir / f"{name}.png").write_bytes(image)
+    return plots
+
+
+def sample_lineages(run_dir: Path, count: int) -> list[list[Step]]:
+    """The deepest lineages (seed first), up to `count`, following kept records from the seed."""
+    children: dict[str, list[dict[str, Any]]] = {}
+    seeds: list[dict[str, Any]] = []
+    generation = 0
+    while (path := run_dir / generation_file(generation)).exists():
+        for record in _records(path):
+            if record["parent_id"] is None:
+                seeds.append(record)
+            else:
+                children.setdefault(record["parent_id"], []).append(record)
+        generation += 1
+
+    def chain(record: dict[str, Any]) -> list[Step]:
+        steps = [Step(record["generation"], record["operation"], record["instruction"])]
+        while kids := children.get(record["id"]):
+            record = max(kids, key=lambda kid: kid["round"])
+            steps.append(Step(record["generation"], record["operation"], record["instruction"]))
+        return steps
+
+    chains = [chain(seed) for seed in seeds]
+    chains.sort(key=len, reverse=True)  # stable: file order among equals
+    return chains[:count]
+
+
+def draw_plots(stats: RunStats, lineages: list[list[Step]]) -> dict[str, bytes]:
+    """The four plots as PNG bytes."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("evol report draws with matplotlib: pip install 'evol[report]'") from None
+    drawers = {
+        "instruction_length": _length_plot,
+        "eliminations": _elimination_plot,
+        "operations": _operation_plot,
+        "lineages": _lineage_plot,
+    }
+    images = {}
+    for name, draw in drawers.items():
+        figure = draw(plt, stats, lineages)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        plt.close(figure)
+        images[name] = buffer.getvalue()
+    return images
+
+
+def _length_plot(plt, stats: RunStats, _lineages):
+    rows = [g for g in stats.generations if g.instruction_words]
+    figure, axes = plt.subplots(figsize=(6.4, 3.4))
+    generations = [g.generation for g in rows]
+    axes.bar(generations, [g.instruction_words.mean for g in rows], color="#8fb3d9", label="mean")
+    axes.plot(
+        generations, [g.instruction_words.p50 for g in rows], "o-", color="#1f4e79", label="median"
+    )
+    axes.plot(
+        generations,
+        [g.instruction_words.p90 for g in rows],
+        "s--",
+        color="#c55a11",
+        label="90th percentile",
+    )
+    axes.set(
+        title="Instruction length by generation",
+        xlabel="generation",
+        ylabel="words",
+        xticks=generations,
+    )
+    axes.legend(frameon=False)
+    return figure
+
+
+def _elimination_plot(plt, stats: RunStats, _lineages):
+    totals: dict[str, int] = {}
+    for row in stats.generations:
+        for reason, count in row.eliminated.items():
+            totals[reason] = totals.get(reason, 0) + count
+    figure, axes = plt.subplots(figsize=(6.4, 3.4))
+    if totals:
+        reasons = sorted(totals, key=totals.get)
+        axes.barh(reasons, [totals[r] for r in reasons], color="#c55a11")
+        axes.set(xlabel="evolutions eliminated")
+    else:
+        axes.text(0.5, 0.5, "no evolution was eliminated", ha="center", va="center")
+        axes.set_axis_off()
+    axes.set_title("Eliminations by reason")
+    return figure
+
+
+def _operation_plot(plt, stats: RunStats, _lineages):
+    names = list(stats.operations)
+    kept = [stats.operations[n].kept for n in names]
+    eliminated = [stats.operations[n].eliminated for n in names]
+    figure, axes = plt.subplots(figsize=(6.4, 3.4))
+    axes.bar(names, kept, color="#548235", label="kept")
+    axes.bar(names, eliminated, bottom=kept, color="#c55a11", label="eliminated")
+    for x, name in enumerate(names):
+        total = kept[x] + eliminated[x]
+        axes.text(
+            x,
+            total,
+            f"{stats.operations[name].success_rate:.0%}",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    axes.set(title="Operation mix and success rate", ylabel="evolutions")
+    axes.tick_params(axis="x", labelrotation=25, labelsize=8)
+    axes.legend(frameon=False)
+    return figure
+
+
+def _lineage_plot(plt, _stats, lineages: list[list[Step]]):
+    depth = max((len(chain) for chain in lineages), default=1)
+    figure, axes = plt.subplots(figsize=(2.6 * depth + 0.6, 0.9 * max(1, len(lineages)) + 0.6))
+    axes.set(
+        xlim=(-0.6, depth - 0.4), ylim=(len(lineages) - 0.5, -0.5), title="A sample of lineages"
+    )
+    axes.set_axis_off()
+    for row, chain in enumerate(lineages):
+        for column, step in enumerate(chain):
+            text = (
+                step.instruction if len(step.instruction) <= 34 else step.instruction[:31] + "..."
+            )
+            axes.text(column, row, f"gen {step.generation}\n{text}", ha="center", va="center", fontsize=7,
+                      bbox={"boxstyle": "round", "facecolor": "#eef3f8", "edgecolor": "#1f4e79"})  # fmt: skip
+            if column:
+                axes.annotate("", xy=(column - 0.38, row), xytext=(column - 0.62, row),
+                              arrowprops={"arrowstyle": "->", "color": "#1f4e79"})  # fmt: skip
+                axes.text(
+                    column - 0.5,
+                    row - 0.22,
+                    step.operation or "",
+                    ha="center",
+                    fontsize=6,
+                    color="#c55a11",
+                )
+    return figure
+
+
+def _records(path: Path):
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _lineage_item(chain: list[Step]) -> str:
+    def step_text(step: Step) -> str:
+        return html.escape(f"[gen {step.generation}] {step.instruction}")
+
+    parts = [step_text(chain[0])]
+    for step in chain[1:]:
+        parts.append(
+            f'<span class="op">&rarr; {html.escape(step.operation or "")}</span> {step_text(step)}'
+        )
+    return "<li>" + " ".join(parts) + "</li>"
+
+
+def _page(
+    run_dir: Path, stats: RunStats, lineages: list[list[Step]], plots: dict[str, bytes]
+) -> str:
+    kept = sum(g.kept for g in stats.generations)
+    eliminated = sum(sum(g.eliminated.values()) for g in stats.generations)
+    cost = "unknown" if stats.total_cost_usd is None else f"${stats.total_cost_usd:.4f}"
+    eliminated_file = run_dir / ELIMINATED
+    figures = "\n".join(
+        f'<figure><img data-plot="{name}" alt="{name.replace("_", " ")}" '
+        f'src="data:image/png;base64,{base64.b64encode(image).decode()}"></figure>'
+        for name, image in plots.items()
+    )
+    rows = "\n".join(_lineage_item(chain) for chain in lineages)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>evol report: {html.escape(str(run_dir))}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 70rem; color: #222; }}
+.figures {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(30rem, 1fr)); gap: 1rem; }}
+figure {{ margin: 0; }} img {{ max-width: 100%; }} .op {{ color: #c55a11; }} li {{ margin: .5rem 0; }}
+</style></head>
+<body>
+<h1>evol report</h1>
+<p>Run <code>{html.escape(str(run_dir))}</code>: {kept} records kept, {eliminated} evolutions eliminated
+({html.escape(str(eliminated_file.name))}), estimated cost {cost}.</p>
+<div class="figures">
+{figures}
+</div>
+<h2>Lineages</h2>
+<ol>
+{rows}
+</ol>
+<script>
+window.addEventListener("load", () => {{
+  const plots = [...document.querySelectorAll("img[data-plot]")];
+  document.body.dataset.plotsLoaded = plots.filter((img) => img.complete && img.naturalWidth > 0).length;
+}});
+</script>
+</body></html>
+"""

@@ -1,0 +1,92 @@
+"""`evol report`: a self-contained page whose every plot renders in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import write_seeds
+
+from evol.report import PLOT_NAMES
+
+SEEDS = [
+    {"instruction": "Explain <script>alert('x')</script> tags {safely}"},
+    {"instruction": "List three rivers"},
+    {"instruction": "[sorry] Describe a cat"},
+    {"instruction": "[equal] Describe a dog"},
+]
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@pytest.fixture
+def report(evol, server, tmp_path: Path) -> tuple[Path, Path]:
+    seeds, run = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
+    assert (
+        evol(
+            "run",
+            seeds,
+            "--out",
+            run,
+            "--base-url",
+            server.base_url,
+            "--generations",
+            "2",
+            "--quiet",
+        ).exit_code
+        == 0
+    )
+    page, pngs = tmp_path / "report.html", tmp_path / "png"
+    result = evol("report", run, "--out", page, "--png", pngs)
+    assert result.exit_code == 0, result.stderr
+    return page, pngs
+
+
+def test_the_page_is_self_contained_and_escapes_run_text(report: tuple[Path, Path]) -> None:
+    page, pngs = report
+    text = page.read_text()
+    assert not re.search(r"""(src|href)=["']?(https?:|//)""", text), "the page must need no network"
+    images = dict(re.findall(r'data-plot="(\w+)"[^>]*src="data:image/png;base64,([^"]+)"', text))
+    assert set(images) == set(PLOT_NAMES)
+    for name, encoded in images.items():
+        image = base64.b64decode(encoded)
+        assert image.startswith(b"\x89PNG\r\n\x1a\n")
+        assert (pngs / f"{name}.png").read_bytes() == image
+    assert (
+        "<script>alert" not in text and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text
+    )
+    assert "{safely}" in text
+
+
+def test_every_plot_renders_in_headless_chromium(report: tuple[Path, Path], tmp_path: Path) -> None:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's chromium (see .ci/run)")
+        pytest.skip("needs Debian's chromium: apt-get install chromium")
+    page, _ = report
+    result = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
+         "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f'data-plots-loaded="{len(PLOT_NAMES)}"' in result.stdout
+    console_errors = [
+        line
+        for line in result.stderr.splitlines()
+        if "CONSOLE" in line and ("Error" in line or "Uncaught" in line)
+    ]
+    assert console_errors == []
+
+
+def test_report_of_a_directory_without_a_run(evol, tmp_path: Path) -> None:
+    result = evol("report", tmp_path, "--out", tmp_path / "r.html")
+    assert result.exit_code == 2 and "no run here" in result.stderr
