@@ -50,6 +50,12 @@ app.add_typer(prompts_app, name="prompts")
 T = TypeVar("T")
 
 
+class DedupChoice(StrEnum):
+    auto = "auto"
+    rouge_l = "rouge-l"
+    minhash = "minhash"
+
+
 class SeedFileFormat(StrEnum):
     jsonl = "jsonl"
     json = "json"
@@ -192,6 +198,24 @@ def run(
         envvar=_env("leak_check"),
         help="Eliminate instructions that leak the evolving prompt's words.",
     ),
+    dedup: bool = typer.Option(
+        False,
+        "--dedup",
+        envvar=_env("dedup"),
+        help="Eliminate evolutions that repeat an instruction of another lineage.",
+    ),
+    dedup_method: DedupChoice = typer.Option(
+        DedupChoice.auto,
+        envvar=_env("dedup_method"),
+        help="rouge-l compares with every instruction; minhash scores likely candidates only (large pools).",
+    ),
+    dedup_threshold: float = typer.Option(
+        0.7,
+        min=0.01,
+        max=1.0,
+        envvar=_env("dedup_threshold"),
+        help="ROUGE-L F1 at which two instructions count as duplicates.",
+    ),
     backend: str = typer.Option(
         None,
         envvar=_env("backend"),
@@ -295,7 +319,13 @@ def run(
             prompts_dir=prompts,
             answer_seeds=answer_seeds,
             rules=EliminationRules(
-                judge=judge, sorry=sorry_check, stopwords=stopword_check, leak=leak_check
+                judge=judge,
+                sorry=sorry_check,
+                stopwords=stopword_check,
+                leak=leak_check,
+                dedup=dedup,
+                dedup_method=dedup_method.value,
+                dedup_threshold=dedup_threshold,
             ),
             backend=backend,
             base_urls=list(base_url or []),

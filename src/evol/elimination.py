@@ -3,7 +3,7 @@
 The paper's four rules (judge says equal, a short "sorry" answer, an answer of only stop words
 and punctuation, a rewrite that leaks the evolving prompt's words) plus two free checks that
 run before any paid call (empty or unchanged rewrite) and `too_long` for prompts that overflow
-the model's context.
+the model's context. The optional `duplicate` rule lives in `evol.dedup`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from enum import StrEnum
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Reason(StrEnum):
@@ -25,6 +26,7 @@ class Reason(StrEnum):
     SORRY = "sorry"
     STOPWORDS_ONLY = "stopwords_only"
     TOO_LONG = "too_long"
+    DUPLICATE = "duplicate"
 
 
 class Verdict(StrEnum):
@@ -44,6 +46,9 @@ class EliminationRules(BaseModel):
     sorry: bool = True
     stopwords: bool = True
     leak: bool = True
+    dedup: bool = False
+    dedup_method: Literal["auto", "rouge-l", "minhash"] = "auto"
+    dedup_threshold: float = Field(0.7, gt=0, le=1)
 
 
 SORRY_MAX_WORDS = 80

@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from evol.dedup import DuplicateIndex
 from evol.elimination import (
     EliminationRules,
     Reason,
@@ -104,10 +105,12 @@ class Engine:
         store: RunStore,
         models: RoleModels,
         settings: EngineSettings,
+        pool: DuplicateIndex | None = None,
         on_step: Callable[[], None] | None = None,
     ):
         self.backend, self.prompts, self.store = backend, prompts, store
         self.models, self.settings = models, settings
+        self.pool = pool  # the kept instructions, when the duplicate rule is on
         self.on_step = on_step or (lambda: None)
         self.stats = EngineStats()
         self._slots = asyncio.Semaphore(settings.concurrency)
@@ -203,6 +206,8 @@ class Engine:
             draft.instruction = evolved.text.strip()
             if reason := check_rewrite(tip.instruction, draft.instruction, rules):
                 return self._eliminate(draft, reason, tip)
+            if self.pool is not None and (original := self.pool.find(draft.instruction, seed.id)):
+                return self._eliminate(draft, Reason.DUPLICATE, tip, duplicate_of=original)
             answer, verdict = await self._answer_and_judge(tip, draft)
         except ContextLengthExceeded as error:
             return self._eliminate(draft, Reason.TOO_LONG, tip, detail=str(error))
@@ -212,6 +217,8 @@ class Engine:
         if reason := check_answer(answer, rules):
             return self._eliminate(draft, reason, tip)
         self.store.add(draft)
+        if self.pool is not None:
+            self.pool.add(draft.id, seed.id, draft.instruction)
         return Tip(draft.id, draft.instruction, draft.input, draft.generation)
 
     async def _answer_and_judge(self, parent: Tip, draft: Record) -> tuple[str, Verdict | None]:
@@ -226,10 +233,8 @@ class Engine:
         verdict = parse_verdict(completions[1].text) if len(completions) > 1 else None
         return completions[0].text, verdict
 
-    def _eliminate(self, draft: Record, reason: Reason, tip: Tip, detail: str | None = None) -> Tip:
-        self.store.add_eliminated(
-            EliminatedRecord(**draft.model_dump(), reason=reason, detail=detail)
-        )
+    def _eliminate(self, draft: Record, reason: Reason, tip: Tip, **why: str) -> Tip:
+        self.store.add_eliminated(EliminatedRecord(**draft.model_dump(), reason=reason, **why))
         return tip
 
     async def _call(self, role: str, content: str, item_id: str, round_: int) -> Completion:

@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from evol.config import RunConfig
+from evol.dedup import DuplicateIndex
 from evol.engine import Engine, EngineSettings, FailedItem, RoleModels
 from evol.errors import Interrupted
 from evol.llm import BackendSettings, ChatBackend, choose_backend, create_backend, display_url
@@ -52,6 +53,10 @@ class RunSummary(BaseModel):
     dataset_records: int | None
     elapsed_s: float
 
+
+# --dedup-method auto compares with every instruction (exact) while the pool can hold at most
+# this many, and uses MinHash candidates above it.
+EXACT_DEDUP_UP_TO = 1_000
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (steps done, steps in all); a step is a seed's answer or one evolution round."""
@@ -166,6 +171,7 @@ class _Run:
                 max_retries=config.max_retries,
                 retry_max_wait=config.retry_max_wait,
             ),
+            pool=self.duplicate_pool(),
             on_step=step,
         )
         store.write_manifest(self.manifest("running", engine, None))
@@ -180,6 +186,25 @@ class _Run:
             manifest = self.manifest(status, engine, dataset_records)
             store.write_manifest(manifest)
         return RunSummary.model_validate(manifest["summary"])
+
+    def duplicate_pool(self) -> DuplicateIndex | None:
+        """With --dedup: every kept instruction so far and every seed, ready for lookups."""
+        rules = self.config.rules
+        if not rules.dedup:
+            return None
+        method = rules.dedup_method
+        if method == "auto":
+            largest = self.scan.count * (self.config.generations + 1)
+            method = "rouge-l" if largest <= EXACT_DEDUP_UP_TO else "minhash"
+        pool = DuplicateIndex(method=method, threshold=rules.dedup_threshold)
+        pooled = set()
+        for record_id, root_id, instruction in self.store.kept_instructions():
+            pool.add(record_id, root_id, instruction)
+            pooled.add(record_id)
+        for seed in iter_seeds(self.config.seeds, self.config.seed_options):
+            if seed.id not in pooled:
+                pool.add(seed.id, seed.id, seed.instruction)
+        return pool
 
     def manifest(self, status: str, engine: Engine, dataset_records: int | None) -> dict[str, Any]:
         """run.json: config without secrets, counts, usage, timings, versions, the summary."""

@@ -44,3 +44,4 @@ class EliminatedRecord(Record):
 
     reason: Reason
     detail: str | None = None
+    duplicate_of: str | None = Field(None, description="with reason duplicate: the id it repeats")

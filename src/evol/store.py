@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -138,6 +139,16 @@ class RunStore:
     def progress(self, root_id: str) -> LineageProgress:
         """Where the lineage of seed `root_id` stands (fresh if never seen)."""
         return self._progress.get(root_id) or LineageProgress()
+
+    def kept_instructions(self) -> Iterator[tuple[str, str, str]]:
+        """(id, root id, instruction) of every kept record on disk, streamed, gen_0 first."""
+        for path in self._output_files():
+            if path.name == ELIMINATED:
+                continue
+            with path.open(encoding="utf-8") as lines:
+                for line in lines:
+                    data = json.loads(line)
+                    yield data["id"], data["root_id"], data["instruction"]
 
     def steps_done(self) -> int:
         """Seed answers plus evolution rounds already on disk (for progress after a resume)."""

@@ -1,0 +1,160 @@
+"""The `duplicate` rule: an evolution too close to an instruction already in the pool.
+
+Exact duplicates are found after normalisation (case, Unicode form, punctuation, spacing).
+Near-duplicates are judged by ROUGE-L F1 >= threshold (0.7 by default), as Self-Instruct does.
+Two ways to find the candidates to score:
+
+- `rouge-l` compares with every instruction in the pool (exact; for pools up to some thousands);
+- `minhash` asks a MinHash LSH index over word sets for likely candidates first, then scores
+  only those (for large pools; a near-duplicate that shares too few words can be missed).
+
+Matches inside the same lineage do not count: an in-depth rewrite is meant to resemble its
+parent. Which instruction came first decides which one is kept, so with several lineages in
+flight the choice can differ between runs.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import unicodedata
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+DedupMethod = Literal["rouge-l", "minhash"]
+_TOKEN = re.compile(r"[^\W_]+")
+_PRIME = (1 << 61) - 1
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-cased alphanumeric words, as rouge_score tokenizes."""
+    return _TOKEN.findall(unicodedata.normalize("NFKC", text).casefold())
+
+
+def rouge_l(candidate: list[str], reference: list[str]) -> float:
+    """ROUGE-L F1 of two token lists (longest common subsequence)."""
+    if not candidate or not reference:
+        return 0.0
+    if len(candidate) < len(reference):
+        candidate, reference = reference, candidate
+    previous = [0] * (len(reference) + 1)
+    for word in candidate:
+        current = [0]
+        for j, other in enumerate(reference):
+            current.append(previous[j] + 1 if word == other else max(previous[j + 1], current[j]))
+        previous = current
+    common = previous[-1]
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(candidate), common / len(reference)
+    return 2 * precision * recall / (precision + recall)
+
+
+@dataclass
+class _Entry:
+    id: str
+    root_id: str
+    words: list[str]
+
+
+@dataclass
+class DuplicateIndex:
+    """The pool of kept instructions, and the search for the one a new instruction repeats."""
+
+    method: DedupMethod = "rouge-l"
+    threshold: float = 0.7
+    # 16 bands of 4 rows: word sets with Jaccard 0.5 become candidates 65% of the time, 0.7
+    # ones 99%; a near-duplicate at ROUGE-L 0.7 shares far more words than that.
+    permutations: int = 64
+    bands: int = 16
+    _entries: list[_Entry] = field(default_factory=list)
+    _exact: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    # A bucket holds one position as a plain int (most do) and several as a list.
+    _buckets: dict[int, int | list[int]] = field(default_factory=dict)
+    _looked_up: dict[str, tuple[list[str], list[int]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        rng = np.random.default_rng(20240415)
+        self._a = rng.integers(1, 1 << 31, self.permutations, dtype=np.uint64)
+        self._b = rng.integers(0, _PRIME, self.permutations, dtype=np.uint64)
+        self._rows = self.permutations // self.bands
+        self._mix = rng.integers(1, 1 << 63, self._rows, dtype=np.uint64) | np.uint64(1)
+        self._band_salt = rng.integers(0, 1 << 63, self.bands, dtype=np.uint64)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, record_id: str, root_id: str, text: str) -> None:
+        """Put a kept instruction into the pool."""
+        words, keys = self._looked_up.pop(text, None) or self._analyse(text)
+        position = len(self._entries)
+        self._entries.append(_Entry(record_id, root_id, words))
+        self._exact[" ".join(words)].append(position)
+        for key in keys:
+            held = self._buckets.get(key)
+            if held is None:
+                self._buckets[key] = position
+            elif isinstance(held, int):
+                self._buckets[key] = [held, position]
+            else:
+                held.append(position)
+
+    def find(self, text: str, root_id: str) -> str | None:
+        """The id of a pool instruction from another lineage that `text` duplicates, if any."""
+        words, keys = self._analyse(text)
+        if len(self._looked_up) > 10_000:  # texts looked up but never added (eliminated)
+            self._looked_up.clear()
+        self._looked_up[text] = (words, keys)
+        for position in self._exact.get(" ".join(words), ()):
+            if self._entries[position].root_id != root_id:
+                return self._entries[position].id
+        for position in self._candidates(words, keys):
+            entry = self._entries[position]
+            if entry.root_id == root_id or not _may_reach(words, entry.words, self.threshold):
+                continue
+            if rouge_l(words, entry.words) >= self.threshold:
+                return entry.id
+        return None
+
+    def _analyse(self, text: str) -> tuple[list[str], list[int]]:
+        words = [sys.intern(word) for word in tokens(text)]
+        return words, self._band_keys(words) if self.method == "minhash" and words else []
+
+    def _candidates(self, words: list[str], keys: list[int]):
+        if self.method == "rouge-l":
+            return range(len(self._entries))
+        found: set[int] = set()
+        for key in keys:
+            held = self._buckets.get(key)
+            if isinstance(held, int):
+                found.add(held)
+            elif held:
+                found.update(held)
+        return sorted(found)
+
+    def _band_keys(self, words: list[str]) -> list[int]:
+        hashes = np.fromiter((zlib.crc32(w.encode()) for w in set(words)), dtype=np.uint64)
+        # (a * x + b) mod p, one row per permutation: a < 2**31, x < 2**32 and b < 2**61, so
+        # the sum stays below 2**64 and uint64 never wraps.
+        signature = (self._a[:, None] * hashes[None, :] + self._b[:, None]) % np.uint64(_PRIME)
+        rows = signature.min(axis=1).reshape(self.bands, self._rows)
+        # One 64-bit key a band (wrapping arithmetic is fine for a hash), salted by band.
+        return ((rows * self._mix).sum(axis=1) ^ self._band_salt).tolist()
+
+
+def _may_reach(first: list[str], second: list[str], threshold: float) -> bool:
+    """Cheap upper bounds on ROUGE-L F1 = 2 * LCS / (len + len), checked before the real thing.
+
+    LCS is at most the shorter length, and at most the words the two share: the distinct
+    common words plus the repeats of either text.
+    """
+    total = len(first) + len(second)
+    if total == 0 or 2 * min(len(first), len(second)) < threshold * total:
+        return False
+    vocabulary, other = set(first), set(second)
+    repeats = min(len(first) - len(vocabulary), len(second) - len(other))
+    return 2 * (len(vocabulary & other) + repeats) >= threshold * total
