@@ -67,6 +67,23 @@ def _env(name: str) -> str:
     return f"EVOL_{name.upper().replace('-', '_')}"
 
 
+# Options that several commands take, declared once.
+SEED_FORMAT_OPTION = typer.Option(
+    None, "--format", envvar=_env("format"), help="Seed file format (default: by extension)."
+)
+FIELD_OPTION = typer.Option(
+    None,
+    envvar=_env("field"),
+    help="Field holding the instruction (default: instruction, prompt or question).",
+)
+PROMPTS_OPTION = typer.Option(
+    None,
+    "--prompts",
+    envvar=_env("prompts"),
+    help="Directory of templates overriding the shipped ones.",
+)
+
+
 @contextmanager
 def _user_errors(debug: bool) -> Iterator[None]:
     """Turn user-facing failures into one line on stderr and the exit code they carry."""
@@ -151,23 +168,12 @@ def run(
         envvar=_env("operations"),
         help="Weights or subset, e.g. add_constraints=2,breadth=1 (default: all, uniform).",
     ),
-    seed_format: SeedFileFormat = typer.Option(
-        None, "--format", envvar=_env("format"), help="Seed file format (default: by extension)."
-    ),
-    field: str = typer.Option(
-        None,
-        envvar=_env("field"),
-        help="Field holding the instruction (default: instruction, prompt or question).",
-    ),
+    seed_format: SeedFileFormat = SEED_FORMAT_OPTION,
+    field: str = FIELD_OPTION,
     skip_invalid: bool = typer.Option(
         False, envvar=_env("skip_invalid"), help="Skip invalid seed rows instead of stopping."
     ),
-    prompts: Path = typer.Option(
-        None,
-        "--prompts",
-        envvar=_env("prompts"),
-        help="Directory of templates overriding the shipped ones.",
-    ),
+    prompts: Path = PROMPTS_OPTION,
     answer_seeds: bool = typer.Option(
         True,
         "--answer-seeds/--no-answer-seeds",
@@ -361,14 +367,8 @@ def run(
 @app.command()
 def validate(
     seeds: Path = typer.Argument(..., help="Seed file to check."),
-    seed_format: SeedFileFormat = typer.Option(
-        None, "--format", envvar=_env("format"), help="Seed file format (default: by extension)."
-    ),
-    field: str = typer.Option(
-        None,
-        envvar=_env("field"),
-        help="Field holding the instruction (default: instruction, prompt or question).",
-    ),
+    seed_format: SeedFileFormat = SEED_FORMAT_OPTION,
+    field: str = FIELD_OPTION,
     skip_invalid: bool = typer.Option(
         False,
         envvar=_env("skip_invalid"),
@@ -473,9 +473,7 @@ def stats(
 
 @prompts_app.command("list")
 def prompts_list(
-    prompts: Path = typer.Option(
-        None, "--prompts", envvar=_env("prompts"), help="Directory of overriding templates."
-    ),
+    prompts: Path = PROMPTS_OPTION,
 ) -> None:
     """List the templates and the file each one comes from."""
     with _user_errors(False):
@@ -487,9 +485,7 @@ def prompts_list(
 @prompts_app.command("show")
 def prompts_show(
     name: str = typer.Argument(..., help=f"One of: {', '.join(PROMPT_NAMES)}."),
-    prompts: Path = typer.Option(
-        None, "--prompts", envvar=_env("prompts"), help="Directory of overriding templates."
-    ),
+    prompts: Path = PROMPTS_OPTION,
 ) -> None:
     """Print one template as a run would use it."""
     with _user_errors(False):
