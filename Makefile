@@ -43,6 +43,7 @@ test-fast: install
 ## bench: speed and memory targets, measured (figures in bench/results.json)
 bench: install
 	$(BIN)/python bench/dedup.py
+	$(BIN)/python bench/throughput.py
 
 ## lint: ruff's checks and formatting
 lint: install
