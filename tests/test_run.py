@@ -645,3 +645,61 @@ def test_sigterm_stops_gracefully_like_ctrl_c(server: FakeServer, tmp_path: Path
     assert len(server.requests) == calls_at_stop  # nothing more was sent
     assert subprocess.run(command, env=env).returncode == 0
     assert len(read_jsonl(out / "dataset.jsonl")) == 90
+
+
+def test_the_sdk_backend_reads_servers_the_same_way(evol, tmp_path: Path) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS[:3])
+    faults = scripted(
+        Fault("status", 429, retry_after=0.01),
+        Fault("status", 500),
+        Fault("malformed"),
+        Fault("drop"),
+    )
+    with FakeServer(faults=faults) as server:
+        result = evol(
+            *args(
+                server,
+                seeds,
+                tmp_path / "run",
+                "--generations",
+                "1",
+                "--backend",
+                "openai-sdk",
+                "--json",
+            )
+        )
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["backend"] == "openai-sdk" and summary["retries"] == 4
+    assert summary["kept_per_generation"] == {"0": 3, "1": 3}
+    with FakeServer(api_key="sk-right") as server:
+        denied = evol(
+            *args(
+                server,
+                seeds,
+                tmp_path / "denied",
+                "--backend",
+                "openai-sdk",
+                "--api-key",
+                "sk-wrong",
+            )
+        )
+        unknown = evol(
+            *args(
+                server,
+                seeds,
+                tmp_path / "unknown",
+                "--backend",
+                "openai-sdk",
+                "--api-key",
+                "sk-right",
+                "--model",
+                "nope",
+            )
+        )
+    assert (
+        denied.exit_code == 2
+        and "authentication failed" in denied.stderr
+        and "sk-wrong" not in denied.output
+    )
+    assert unknown.exit_code == 2 and "no model 'nope'" in unknown.stderr

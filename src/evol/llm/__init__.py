@@ -90,6 +90,7 @@ BackendFactory = Callable[[BackendSettings], ChatBackend]
 
 _BUILTIN: dict[str, str] = {
     "openai": "evol.llm.openai_compatible:OpenAICompatibleBackend",
+    "openai-sdk": "evol.llm.openai_sdk:OpenAISDKBackend",
     "local": "evol.llm.local:LocalBackend",
 }
 _registered: dict[str, BackendFactory] = {}
