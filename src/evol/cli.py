@@ -76,6 +76,19 @@ FIELD_OPTION = typer.Option(
     envvar=_env("field"),
     help="Field holding the instruction (default: instruction, prompt or question).",
 )
+PRICE_IN_OPTION = typer.Option(
+    None,
+    min=0,
+    envvar=_env("price_in"),
+    help="USD per million prompt tokens (default: built-in table).",
+)
+PRICE_OUT_OPTION = typer.Option(
+    None,
+    min=0,
+    envvar=_env("price_out"),
+    help="USD per million completion tokens (default: built-in table).",
+)
+RUN_DIR_ARGUMENT = typer.Argument(..., help="A run directory (the --out of evol run).")
 PROMPTS_OPTION = typer.Option(
     None,
     "--prompts",
@@ -293,15 +306,8 @@ def run(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Print the calls per role and an estimated cost; call nothing."
     ),
-    price_in: float = typer.Option(
-        None, min=0, envvar=_env("price_in"), help="With --dry-run: USD per million prompt tokens."
-    ),
-    price_out: float = typer.Option(
-        None,
-        min=0,
-        envvar=_env("price_out"),
-        help="With --dry-run: USD per million completion tokens.",
-    ),
+    price_in: float = PRICE_IN_OPTION,
+    price_out: float = PRICE_OUT_OPTION,
     config_file: Path = typer.Option(
         None,
         "--config",
@@ -394,7 +400,7 @@ class ExportShape(StrEnum):
 
 @app.command()
 def export(
-    run_dir: Path = typer.Argument(..., help="A run directory (the --out of evol run)."),
+    run_dir: Path = RUN_DIR_ARGUMENT,
     out: Path = typer.Option(
         ..., "--out", "-o", help="File to write: .json for one array, else JSON Lines."
     ),
@@ -433,7 +439,7 @@ def export(
 
 @app.command()
 def report(
-    run_dir: Path = typer.Argument(..., help="A run directory (the --out of evol run)."),
+    run_dir: Path = RUN_DIR_ARGUMENT,
     out: Path = typer.Option(..., "--out", "-o", help="The HTML file to write."),
     png: Path = typer.Option(
         None, "--png", help="Also write each plot as a PNG into this directory."
@@ -447,19 +453,9 @@ def report(
 
 @app.command()
 def stats(
-    run_dir: Path = typer.Argument(..., help="A run directory (the --out of evol run)."),
-    price_in: float = typer.Option(
-        None,
-        min=0,
-        envvar=_env("price_in"),
-        help="USD per million prompt tokens (default: built-in table).",
-    ),
-    price_out: float = typer.Option(
-        None,
-        min=0,
-        envvar=_env("price_out"),
-        help="USD per million completion tokens (default: built-in table).",
-    ),
+    run_dir: Path = RUN_DIR_ARGUMENT,
+    price_in: float = PRICE_IN_OPTION,
+    price_out: float = PRICE_OUT_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
 ) -> None:
     """Show what a run kept and eliminated per generation and operation, and what it cost."""
