@@ -96,3 +96,30 @@ def test_stats_of_a_directory_without_a_run(evol, tmp_path: Path) -> None:
     result = evol("stats", tmp_path)
     assert result.exit_code == 2
     assert result.stderr.strip() == f"evol: error: {tmp_path}: no run here (run.json is missing)"
+
+
+def test_stats_and_report_read_every_generation_file_even_without_gen_0(
+    evol, tmp_path: Path
+) -> None:
+    # Every seed answer can fail after retries while evolutions succeed: gen_0.jsonl is absent.
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS[:3]), tmp_path / "run"
+    with FakeServer() as server:
+        assert (
+            evol(
+                "run",
+                seeds,
+                "--out",
+                out,
+                "--base-url",
+                server.base_url,
+                "--generations",
+                "2",
+                "--quiet",
+            ).exit_code
+            == 0
+        )
+    (out / "gen_0.jsonl").unlink()
+    stats = json.loads(evol("stats", out, "--json").stdout)
+    assert [(g["generation"], g["kept"]) for g in stats["generations"]] == [(0, 0), (1, 3), (2, 3)]
+    assert evol("report", out, "--out", tmp_path / "r.html").exit_code == 0
+    assert "[gen 1]" in (tmp_path / "r.html").read_text()

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from evol.errors import RunDirError, UsageError
-from evol.store import DATASET, MANIFEST, generation_file
+from evol.store import generation_files, iter_records, read_manifest
 
 ExportFormat = Literal["alpaca", "sharegpt", "openai-chat", "jsonl"]
 
@@ -102,10 +102,11 @@ def export_run(
     seed: int = 0,
 ) -> ExportResult:
     """Write the kept records of `run_dir` to `out` in `shape`; returns the files and row counts."""
-    if not (run_dir / MANIFEST).is_file():
-        raise RunDirError(f"{run_dir}: no run here (run.json is missing)")
+    read_manifest(run_dir)
+    if not generation_files(run_dir):
+        raise RunDirError(f"{run_dir}: the run has no records yet")
     records, left_out = [], 0
-    for record in _kept_records(run_dir):
+    for record in iter_records(run_dir):
         if generations is not None and record["generation"] not in generations:
             continue
         if record.get("output") is None:
@@ -120,22 +121,6 @@ def export_run(
         _write(target, rows)
         files[str(target)] = len(rows)
     return ExportResult(files=files, left_out_without_output=left_out)
-
-
-def _kept_records(run_dir: Path):
-    dataset = run_dir / DATASET
-    paths = (
-        [dataset]
-        if dataset.exists()
-        else sorted(run_dir.glob("gen_*.jsonl"), key=lambda p: int(p.stem[4:]))
-    )
-    if not dataset.exists() and not (run_dir / generation_file(0)).exists():
-        raise RunDirError(f"{run_dir}: the run has no records yet")
-    for path in paths:
-        with path.open(encoding="utf-8") as lines:
-            for line in lines:
-                if line.strip():
-                    yield json.loads(line)
 
 
 def _split(records: list[Any], fractions: dict[str, float]) -> dict[str | None, list[Any]]:

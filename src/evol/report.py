@@ -9,14 +9,13 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from evol.errors import UsageError
 from evol.stats import RunStats, run_stats
-from evol.store import ELIMINATED, generation_file
+from evol.store import ELIMINATED, iter_records
 
 PLOT_NAMES = ("instruction_length", "eliminations", "operations", "lineages")
 LINEAGE_SAMPLE = 6
@@ -45,16 +44,13 @@ def write_report(run_dir: Path, out: Path, *, png_dir: Path | None = None) -> di
 
 def sample_lineages(run_dir: Path, count: int) -> list[list[Step]]:
     """The deepest lineages (seed first), up to `count`, following kept records from the seed."""
+    records = list(iter_records(run_dir))
+    present = {record["id"] for record in records}
     children: dict[str, list[dict[str, Any]]] = {}
-    seeds: list[dict[str, Any]] = []
-    generation = 0
-    while (path := run_dir / generation_file(generation)).exists():
-        for record in _records(path):
-            if record["parent_id"] is None:
-                seeds.append(record)
-            else:
-                children.setdefault(record["parent_id"], []).append(record)
-        generation += 1
+    for record in records:
+        children.setdefault(record["parent_id"], []).append(record)
+    # A lineage starts at its seed, or at its oldest record on disk when the seed's is missing.
+    starts = [record for record in records if record["parent_id"] not in present]
 
     def chain(record: dict[str, Any]) -> list[Step]:
         steps = [Step(record["generation"], record["operation"], record["instruction"])]
@@ -63,7 +59,7 @@ def sample_lineages(run_dir: Path, count: int) -> list[list[Step]]:
             steps.append(Step(record["generation"], record["operation"], record["instruction"]))
         return steps
 
-    chains = [chain(seed) for seed in seeds]
+    chains = [chain(start) for start in starts]
     chains.sort(key=len, reverse=True)  # stable: file order among equals
     return chains[:count]
 
@@ -184,13 +180,6 @@ def _lineage_plot(plt, _stats, lineages: list[list[Step]]):
                     color="#c55a11",
                 )
     return figure
-
-
-def _records(path: Path):
-    with path.open(encoding="utf-8") as lines:
-        for line in lines:
-            if line.strip():
-                yield json.loads(line)
 
 
 def _lineage_item(chain: list[Step]) -> str:

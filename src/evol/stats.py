@@ -6,15 +6,13 @@ names that run.json and the records carry.
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from evol.errors import RunDirError
-from evol.store import ELIMINATED, MANIFEST, generation_file
+from evol.store import iter_records, read_manifest
 from evol.textstats import Lengths, summarize, word_count
 
 # USD per million tokens (input, output), as the providers published them in 2025. Pass
@@ -64,10 +62,7 @@ def run_stats(
     run_dir: Path, *, price_in: float | None = None, price_out: float | None = None
 ) -> RunStats:
     """Summarise the run in `run_dir`; explicit prices (USD per 1M tokens) beat the built-in table."""
-    manifest_path = run_dir / MANIFEST
-    if not manifest_path.is_file():
-        raise RunDirError(f"{run_dir}: no run here (run.json is missing)")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest = read_manifest(run_dir)
     models: dict[str, str] = manifest.get("backend", {}).get("models", {})
     if (
         manifest.get("backend", {}).get("name") == "local"
@@ -95,14 +90,10 @@ def run_stats(
         for role, usage in (record.get("usage") or {}).items():
             tokens[role].update(usage)
 
-    generation = 0
-    while (path := run_dir / generation_file(generation)).exists():
-        for record in _records(path):
-            take(record, None)
-        generation += 1
-    if (path := run_dir / ELIMINATED).exists():
-        for record in _records(path):
-            take(record, record["reason"])
+    for record in iter_records(run_dir):
+        take(record, None)
+    for record in iter_records(run_dir, eliminated=True):
+        take(record, record["reason"])
 
     last = max([*instruction_words, *eliminated, 0])
     per_generation = [
@@ -136,13 +127,6 @@ def run_stats(
         roles=roles,
         total_cost_usd=total,
     )
-
-
-def _records(path: Path):
-    with path.open(encoding="utf-8") as lines:
-        for line in lines:
-            if line.strip():
-                yield json.loads(line)
 
 
 def unit_prices(

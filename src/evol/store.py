@@ -45,6 +45,36 @@ def generation_file(generation: int) -> str:
     return f"gen_{generation}.jsonl"
 
 
+def generation_files(run_dir: Path) -> list[Path]:
+    """The gen_<k>.jsonl files of a run directory in generation order; a missing one is skipped
+    (gen_0 is absent when every seed answer failed, yet gen_1 may exist)."""
+    found = [p for p in run_dir.glob("gen_*.jsonl") if p.stem[4:].isdigit()]
+    return sorted(found, key=lambda p: int(p.stem[4:]))
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """run.json of a finished or interrupted run, for the tools that read a run directory."""
+    path = run_dir / MANIFEST
+    if not path.is_file():
+        raise RunDirError(f"{run_dir}: no run here (run.json is missing)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise RunDirError(f"{path}: unreadable manifest ({error})") from None
+
+
+def iter_records(run_dir: Path, *, eliminated: bool = False) -> Iterator[dict[str, Any]]:
+    """Stream the kept records (gen_0 first) or, with `eliminated`, the eliminated ones."""
+    paths = [run_dir / ELIMINATED] if eliminated else generation_files(run_dir)
+    for path in paths:
+        if not path.exists():
+            continue
+        with path.open(encoding="utf-8") as lines:
+            for line in lines:
+                if line.strip():
+                    yield json.loads(line)
+
+
 @dataclass
 class Tip:
     """The newest kept instruction of a lineage: what its next round evolves."""
@@ -142,13 +172,8 @@ class RunStore:
 
     def kept_instructions(self) -> Iterator[tuple[str, str, str]]:
         """(id, root id, instruction) of every kept record on disk, streamed, gen_0 first."""
-        for path in self._output_files():
-            if path.name == ELIMINATED:
-                continue
-            with path.open(encoding="utf-8") as lines:
-                for line in lines:
-                    data = json.loads(line)
-                    yield data["id"], data["root_id"], data["instruction"]
+        for data in iter_records(self.out_dir):
+            yield data["id"], data["root_id"], data["instruction"]
 
     def steps_done(self) -> int:
         """Seed answers plus evolution rounds already on disk (for progress after a resume)."""
@@ -244,12 +269,8 @@ class RunStore:
 
     def _output_files(self) -> list[Path]:
         """The files that hold records, gen_0 first."""
-        generations = sorted(
-            self.out_dir.glob("gen_*.jsonl"),
-            key=lambda p: int(p.stem[4:]) if p.stem[4:].isdigit() else -1,
-        )
         eliminated = self.out_dir / ELIMINATED
-        return generations + ([eliminated] if eliminated.exists() else [])
+        return generation_files(self.out_dir) + ([eliminated] if eliminated.exists() else [])
 
     def _read_manifest(self) -> dict[str, Any] | None:
         path = self.out_dir / MANIFEST
