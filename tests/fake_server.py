@@ -160,6 +160,9 @@ class FakeServer:
         api_key: str | None = None,
         hang_seconds: float = 30.0,
         port: int = 0,
+        max_rate: float | None = None,
+        delay: Callable[[dict[str, Any]], float] | None = None,
+        record: bool = True,
     ):
         self.models, self.latency = list(models), latency
         self.responder = responder or Responder()
@@ -167,6 +170,12 @@ class FakeServer:
         self.api_key = api_key
         self.hang_seconds = hang_seconds
         self.port = port
+        # Requests per second above which it answers 429 (None: no limit; may change while up).
+        self.max_rate = max_rate
+        self._allowance, self._allowance_at = 0.0, time.monotonic()
+        self.delay = delay  # extra seconds for a request, on top of `latency`
+        self.record = record  # False keeps counts only (benchmarks of 100,000s of requests)
+        self.served = 0
         self.requests: list[dict[str, Any]] = []
         self.arrivals: list[float] = []  # time.monotonic() of each chat request
         self.finishes: list[float | None] = []  # when its handler ended; None while in flight
@@ -234,13 +243,18 @@ class FakeServer:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         serial = len(self.requests)
-        self.arrivals.append(time.monotonic())
-        self.finishes.append(None)
-        self.requests.append(body)
-        self.headers.append(dict(request.headers))
+        self.served += 1
+        if self.record:
+            self.arrivals.append(time.monotonic())
+            self.finishes.append(None)
+            self.requests.append(body)
+            self.headers.append(dict(request.headers))
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
+            if self.max_rate is not None and not self._within_rate():
+                self.faults_sent["429"] += 1
+                return _error(429, "Rate limit reached for requests.", "rate_limit_exceeded")
             if denied := self._check_key(request):
                 return denied
             if body.get("model") not in self.models:
@@ -250,7 +264,20 @@ class FakeServer:
             return await self._reply(request, body)
         finally:
             self.in_flight -= 1
-            self.finishes[serial] = time.monotonic()
+            if self.record:
+                self.finishes[serial] = time.monotonic()
+
+    def _within_rate(self) -> bool:
+        """A token bucket holding a fifth of a second's worth of requests."""
+        assert self.max_rate is not None
+        now = time.monotonic()
+        burst = max(1.0, self.max_rate / 5)
+        self._allowance = min(burst, self._allowance + (now - self._allowance_at) * self.max_rate)
+        self._allowance_at = now
+        if self._allowance < 1:
+            return False
+        self._allowance -= 1
+        return True
 
     def in_flight_at(self, moment: float, slack: float = 0.01) -> list[dict[str, Any]]:
         """Requests sent before `moment` whose reply was not out `slack` seconds before it."""
@@ -283,8 +310,9 @@ class FakeServer:
                     else {}
                 )
                 return _error(fault.status, f"injected {fault.status}", "injected", headers)
-        if self.latency:
-            await asyncio.sleep(self.latency)
+        pause = self.latency + (self.delay(body) if self.delay else 0.0)
+        if pause:
+            await asyncio.sleep(pause)
         try:
             text = self.responder(body)
         except ContextOverflow:
@@ -297,7 +325,7 @@ class FakeServer:
         completion_tokens = len(text.split())
         return web.json_response(
             {
-                "id": f"chatcmpl-{len(self.requests)}",
+                "id": f"chatcmpl-{self.served}",
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": body["model"],

@@ -244,7 +244,8 @@ def run(
         None,
         "--base-url",
         envvar=[_env("base_url"), "OPENAI_BASE_URL"],
-        help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1.",
+        help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1; repeat it to spread "
+        "requests over several servers.",
     ),
     api_key: str = typer.Option(
         None,
@@ -282,7 +283,19 @@ def run(
         120.0, envvar=_env("timeout"), help="Seconds before one request is abandoned and retried."
     ),
     concurrency: int = typer.Option(
-        16, min=1, envvar=_env("concurrency"), help="Requests in flight at most."
+        16,
+        min=1,
+        envvar=_env("concurrency"),
+        help="Requests in flight at most (halved on 429, then grown back).",
+    ),
+    rpm: float = typer.Option(
+        None, min=0.1, envvar=_env("rpm"), help="Requests per minute at most (default: no cap)."
+    ),
+    tpm: float = typer.Option(
+        None,
+        min=1,
+        envvar=_env("tpm"),
+        help="Tokens per minute at most, prompt plus completion (default: no cap).",
     ),
     max_retries: int = typer.Option(
         5,
@@ -351,6 +364,8 @@ def run(
             params=GenerationParams(temperature=temperature, max_tokens=max_tokens),
             timeout=timeout,
             concurrency=concurrency,
+            rpm=rpm,
+            tpm=tpm,
             max_retries=max_retries,
             retry_max_wait=retry_max_wait,
             overwrite=overwrite,

@@ -41,6 +41,8 @@ class RunConfig(BaseModel):
 
     timeout: float = Field(120.0, gt=0)
     concurrency: int = Field(16, ge=1)
+    rpm: float | None = Field(None, gt=0, description="requests per minute; None: no cap")
+    tpm: float | None = Field(None, gt=0, description="tokens per minute; None: no cap")
     max_retries: int = Field(5, ge=0)
     retry_max_wait: float = Field(60.0, gt=0)
     overwrite: bool = False

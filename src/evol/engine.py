@@ -9,12 +9,12 @@ one retry policy wraps every request. Results go to the store as soon as they ex
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from evol.dedup import DuplicateIndex
 from evol.elimination import (
     EliminationRules,
     Reason,
@@ -29,8 +29,10 @@ from evol.errors import (
     ContextLengthExceeded,
     EvolError,
     ModelNotFound,
+    RateLimited,
     TransientBackendError,
 )
+from evol.limits import AdaptiveConcurrency, RequestBudget
 from evol.llm import ChatBackend, Completion, GenerationParams
 from evol.llm.retry import with_retries
 from evol.operations import BREADTH, choose_operation
@@ -38,6 +40,9 @@ from evol.prompts import PromptSet
 from evol.records import EliminatedRecord, Record, TokenUsage
 from evol.seeds import Seed
 from evol.store import LineageProgress, RunStore, Tip
+
+if TYPE_CHECKING:  # numpy, which the duplicate rule needs, loads only when the rule is on
+    from evol.dedup import DuplicateIndex
 
 _FATAL = (AuthenticationFailed, ModelNotFound)
 
@@ -64,6 +69,8 @@ class EngineSettings:
     concurrency: int
     max_retries: int
     retry_max_wait: float
+    rpm: float | None = None
+    tpm: float | None = None
 
 
 @dataclass
@@ -113,7 +120,12 @@ class Engine:
         self.pool = pool  # the kept instructions, when the duplicate rule is on
         self.on_step = on_step or (lambda: None)
         self.stats = EngineStats()
-        self._slots = asyncio.Semaphore(settings.concurrency)
+        self.slots = AdaptiveConcurrency(settings.concurrency)
+        self._budget = (
+            RequestBudget(settings.rpm, settings.tpm, settings.params.max_tokens)
+            if settings.rpm or settings.tpm
+            else None
+        )
         self._fatal: EvolError | None = None
 
     async def run(self, seeds: Iterable[Seed]) -> EngineStats:
@@ -243,13 +255,25 @@ class Engine:
         model = getattr(self.models, role)
 
         async def attempt() -> Completion:
-            async with self._slots:
+            async with self.slots:
                 if self._fatal:  # the run is stopping: send nothing more
                     raise self._fatal
+                if budget := self._budget:
+                    estimate = budget.estimate(content)
+                    await budget.take(estimate)
+                sent_at = time.monotonic()
                 self.stats.requests[role] += 1
-                return await self.backend.complete(
-                    messages, model=model, params=self.settings.params
-                )
+                try:
+                    completion = await self.backend.complete(
+                        messages, model=model, params=self.settings.params
+                    )
+                except RateLimited:
+                    self.slots.rate_limited(sent_at)
+                    raise
+                self.slots.succeeded()
+                if budget:
+                    budget.settle(estimate, completion.prompt_tokens, completion.completion_tokens)
+                return completion
 
         if (replayed := self.store.recall_call(item_id, role)) is not None:
             return Completion.model_validate(replayed)

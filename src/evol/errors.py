@@ -82,6 +82,10 @@ class TransientBackendError(Exception):
         self.retry_after = retry_after
 
 
+class RateLimited(TransientBackendError):
+    """A 429: retried like any transient failure, and a signal to send less at once."""
+
+
 class Interrupted(EvolError):
     """The run was stopped by SIGINT or SIGTERM after saving what was finished."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import platform
 import signal
 import time
@@ -16,12 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from evol.config import RunConfig
-from evol.dedup import DuplicateIndex
 from evol.engine import Engine, EngineSettings, FailedItem, RoleModels
 from evol.errors import Interrupted
 from evol.llm import BackendSettings, ChatBackend, choose_backend, create_backend, display_url
@@ -29,6 +29,9 @@ from evol.operations import parse_weights
 from evol.prompts import PromptSet
 from evol.seeds import SeedScan, file_digest, iter_seeds, scan_seeds
 from evol.store import DATASET, RunStore
+
+if TYPE_CHECKING:
+    from evol.dedup import DuplicateIndex
 
 
 class RunSummary(BaseModel):
@@ -69,7 +72,20 @@ def run(
     on_info: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """Run `config` to the end (or resume it) and return its summary."""
-    return asyncio.run(arun(config, on_progress=on_progress, on_info=on_info))
+    # A run makes ~10 short-lived objects a call; the default thresholds would run a full
+    # collection over the long-lived index every few thousand calls. Freeze what exists now.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+    return _event_loop_runner()(arun(config, on_progress=on_progress, on_info=on_info))
+
+
+def _event_loop_runner() -> Callable[[Any], Any]:
+    """uvloop's runner where it is installed (not on Windows): less CPU per call than asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
 
 
 async def arun(
@@ -168,6 +184,8 @@ class _Run:
                 answer_seeds=config.answer_seeds,
                 params=config.params,
                 concurrency=config.concurrency,
+                rpm=config.rpm,
+                tpm=config.tpm,
                 max_retries=config.max_retries,
                 retry_max_wait=config.retry_max_wait,
             ),
@@ -192,6 +210,8 @@ class _Run:
         rules = self.config.rules
         if not rules.dedup:
             return None
+        from evol.dedup import DuplicateIndex
+
         method = rules.dedup_method
         if method == "auto":
             largest = self.scan.count * (self.config.generations + 1)
@@ -251,6 +271,12 @@ class _Run:
             },
             "counts": counts,
             "retries": dict(engine.stats.retries),
+            "concurrency": {
+                "ceiling": config.concurrency,
+                "cuts_on_429": engine.slots.cuts,
+                "lowest": engine.slots.lowest,
+                "final": int(engine.slots.limit),
+            },
             "summary": summary,
             "timings": {
                 "this_run_elapsed_s": round(elapsed, 3),

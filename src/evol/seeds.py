@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, Field
 
 from evol.errors import SeedFileError
@@ -202,6 +203,7 @@ def _to_seed(row: Any, line: int, field_name: str | None) -> Seed:
     if not instruction.strip():
         raise _RowError(f"{key!r} is empty")
     extra = {k: v for k, v in row.items() if k not in (key, "id", "input", "output")}
+    _check_encodable(row)
     return Seed(
         id=_seed_id(row.get("id"), line),
         line=line,
@@ -210,6 +212,14 @@ def _to_seed(row: Any, line: int, field_name: str | None) -> Seed:
         output=_optional_text(row, "output"),
         metadata=extra,
     )
+
+
+def _check_encodable(row: dict[str, Any]) -> None:
+    """Reject a lone surrogate escape (\\ud800 in JSON): no UTF-8 file or request can carry it."""
+    try:
+        orjson.dumps(row)
+    except TypeError as error:
+        raise _RowError(f"cannot be written back as JSON ({error})") from None
 
 
 def _seed_id(value: Any, line: int) -> str:

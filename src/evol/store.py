@@ -24,11 +24,10 @@ import os
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-import jsonlines
+import orjson
 
 from evol.errors import ConfigMismatch, RunDirError
 from evol.records import EliminatedRecord, Record
@@ -38,7 +37,6 @@ ELIMINATED = "eliminated.jsonl"
 DATASET = "dataset.jsonl"
 JOURNAL = "calls.jsonl"
 _LOCK = ".evol.lock"
-_dumps = partial(json.dumps, ensure_ascii=False)
 
 
 def generation_file(generation: int) -> str:
@@ -135,7 +133,7 @@ class RunStore:
         self._progress: dict[str, LineageProgress] = {}
         self._journal: dict[tuple[str, str], dict[str, Any]] = {}
         self._recorded: set[str] = set()
-        self._writers: dict[str, jsonlines.Writer] = {}
+        self._writers: dict[str, BinaryIO] = {}
         self._lock_file: Any = None
 
     @classmethod
@@ -288,16 +286,17 @@ class RunStore:
             if repair:
                 _repair_torn_tail(path)
             reason_file = path.name == ELIMINATED
-            with path.open(encoding="utf-8") as lines:
+            with path.open("rb") as lines:
                 for number, line in enumerate(lines, start=1):
                     try:
-                        data = json.loads(line)
-                    except ValueError:
+                        data = orjson.loads(line)
+                    except orjson.JSONDecodeError:
                         if not repair:
                             continue  # a torn line: the next real run cuts it
                         raise RunDirError(
                             f"{path}:{number}: corrupt record; use --overwrite to start afresh"
                         ) from None
+                    self._recorded.add(data["id"])
                     self._index(data, reason=data.get("reason") if reason_file else None)
 
     def _load_journal(self) -> None:
@@ -312,7 +311,7 @@ class RunStore:
                 if entry["item"] not in self._recorded:
                     self._journal[(entry["item"], entry["role"])] = entry["reply"]
         text = "".join(
-            _dumps({"item": item, "role": role, "reply": reply}) + "\n"
+            json.dumps({"item": item, "role": role, "reply": reply}, ensure_ascii=False) + "\n"
             for (item, role), reply in self._journal.items()
         )
         _atomic_write(path, text)
@@ -320,7 +319,6 @@ class RunStore:
 
     def _index(self, data: dict[str, Any], reason: str | None) -> None:
         self.counts.add(data, reason)
-        self._recorded.add(data["id"])
         progress = self._progress.setdefault(data["root_id"], LineageProgress())
         round_ = data["round"]
         if round_ == 0:
@@ -338,11 +336,12 @@ class RunStore:
             progress.tip = _finished_tip(progress.tip)
 
     def _append(self, name: str, data: dict[str, Any]) -> None:
+        """One line, flushed to the OS: a kill -9 after this returns cannot lose it."""
         writer = self._writers.get(name)
         if writer is None:
-            handle = (self.out_dir / name).open("a", encoding="utf-8")
-            writer = self._writers[name] = jsonlines.Writer(handle, flush=True, dumps=_dumps)
-        writer.write(data)
+            writer = self._writers[name] = (self.out_dir / name).open("ab")
+        writer.write(orjson.dumps(data) + b"\n")
+        writer.flush()
 
 
 def _finished_tip(tip: Tip | None) -> Tip | None:

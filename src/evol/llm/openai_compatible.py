@@ -9,18 +9,20 @@ remedy); `status_error` is shared with the `openai-sdk` backend so both read a s
 from __future__ import annotations
 
 import email.utils
-import json
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+import orjson
+from yarl import URL
 
 from evol.errors import (
     AuthenticationFailed,
     BackendError,
     ContextLengthExceeded,
     ModelNotFound,
+    RateLimited,
     TransientBackendError,
     UsageError,
 )
@@ -36,7 +38,7 @@ _CONTEXT_HINTS = (
     "context window",
     "too many tokens",
 )
-_TRANSIENT_STATUS = {408, 409, 425, 429}
+_TRANSIENT_STATUS = {408, 409, 425}
 
 
 class OpenAICompatibleBackend:
@@ -49,18 +51,24 @@ class OpenAICompatibleBackend:
             "/"
         )
         self.where = display_url(self.base_url)
+        # Built once: aiohttp parses a str URL again on every request.
+        self._chat_url = URL(self.base_url + "/chat/completions")
         self.key_source = settings.api_key_source
         self.timeout = settings.timeout
         self._headers = {"Content-Type": "application/json"}
         if settings.api_key:
             self._headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
         self._session: aiohttp.ClientSession | None = None
+        self._options: dict[GenerationParams, dict[str, float | int]] = {}
 
     async def complete(
         self, messages: list[Message], *, model: str, params: GenerationParams
     ) -> Completion:
-        body = json.dumps({"model": model, "messages": messages, **params.to_request()})
-        data = await self._request("POST", "/chat/completions", model, body)
+        options = self._options.get(params)
+        if options is None:  # one set of params per run: skip pydantic's dump on every call
+            options = self._options[params] = params.to_request()
+        body = orjson.dumps({"model": model, "messages": messages, **options})
+        data = await self._request("POST", self._chat_url, model, body)
         try:
             choice = data["choices"][0]
             text = choice["message"]["content"]
@@ -78,7 +86,7 @@ class OpenAICompatibleBackend:
 
     async def default_model(self) -> str:
         """The server's model when it serves exactly one (vLLM, llama.cpp); else ask for --model."""
-        data = await self._request("GET", "/models", "", None)
+        data = await self._request("GET", URL(self.base_url + "/models"), "", None)
         names = [entry.get("id") for entry in data.get("data", []) if isinstance(entry, dict)]
         if len(names) == 1:
             return names[0]
@@ -90,15 +98,16 @@ class OpenAICompatibleBackend:
             await self._session.close()
             self._session = None
 
-    async def _request(self, method: str, path: str, model: str, body: str | None) -> Any:
+    async def _request(self, method: str, url: URL, model: str, body: bytes | None) -> Any:
         if self._session is None:  # made here, inside the running event loop
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0),
+                cookie_jar=aiohttp.DummyCookieJar(),  # an API sets none; skip the jar's work
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 headers=self._headers,
             )
         try:
-            async with self._session.request(method, self.base_url + path, data=body) as response:
+            async with self._session.request(method, url, data=body) as response:
                 raw = await response.read()
                 status, headers = response.status, response.headers
         except TimeoutError:
@@ -115,8 +124,8 @@ class OpenAICompatibleBackend:
                 headers,
             )
         try:
-            return json.loads(raw)
-        except ValueError:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
             raise TransientBackendError(f"{self.where} sent a malformed reply") from None
 
 
@@ -131,6 +140,8 @@ def status_error(
             f"{where} has no model {model!r} ({message or 'not found'}); check --model, "
             "and that --base-url ends in /v1"
         )
+    if status == 429:
+        return RateLimited(f"{where} answered 429: {message}", retry_after(headers))
     if status in _TRANSIENT_STATUS or status >= 500:
         return TransientBackendError(f"{where} answered {status}: {message}", retry_after(headers))
     if any(hint in message.lower() for hint in _CONTEXT_HINTS):
@@ -174,6 +185,6 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
 
 def _json_or_text(raw: bytes) -> object:
     try:
-        return json.loads(raw)
-    except ValueError:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
         return raw.decode("utf-8", errors="replace")
