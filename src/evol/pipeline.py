@@ -23,8 +23,9 @@ from pydantic import BaseModel, Field
 
 from evol.config import RunConfig
 from evol.engine import Engine, EngineSettings, FailedItem, RoleModels
-from evol.errors import Interrupted
+from evol.errors import BackendError, Interrupted, TransientBackendError
 from evol.llm import BackendSettings, ChatBackend, choose_backend, create_backend, display_url
+from evol.llm.routing import EndpointRouter
 from evol.operations import parse_weights
 from evol.prompts import PromptSet
 from evol.seeds import SeedScan, file_digest, iter_seeds, scan_seeds
@@ -271,6 +272,7 @@ class _Run:
             },
             "counts": counts,
             "retries": dict(engine.stats.retries),
+            "endpoints": _endpoint_stats(self.backend, self.config.base_urls),
             "concurrency": {
                 "ceiling": config.concurrency,
                 "cuts_on_429": engine.slots.cuts,
@@ -286,6 +288,13 @@ class _Run:
             },
             "versions": _versions(),
         }
+
+
+def _endpoint_stats(backend: ChatBackend, base_urls: list[str]) -> list[dict[str, object]]:
+    """Requests and failures per endpoint when there are several (the router counts them)."""
+    if isinstance(backend, EndpointRouter):
+        return backend.endpoint_stats()
+    return [{"url": display_url(url)} for url in base_urls]
 
 
 async def _until_signalled(work: Any) -> None:
@@ -313,7 +322,10 @@ async def _resolve_models(config: RunConfig, backend: ChatBackend) -> RoleModels
     model = config.model
     roles = (config.evolve_model, config.answer_model, config.judge_model)
     if model is None and not all(roles):
-        model = await backend.default_model()
+        try:
+            model = await backend.default_model()
+        except TransientBackendError as error:
+            raise BackendError(f"{error} (asking it which model it serves)") from None
     return RoleModels(
         evolve=config.evolve_model or model,
         answer=config.answer_model or model,

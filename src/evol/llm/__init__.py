@@ -93,6 +93,7 @@ _BUILTIN: dict[str, str] = {
     "openai-sdk": "evol.llm.openai_sdk:OpenAISDKBackend",
     "local": "evol.llm.local:LocalBackend",
 }
+_IN_PROCESS = {"local"}  # backends that ignore --base-url (and OPENAI_BASE_URL)
 _registered: dict[str, BackendFactory] = {}
 
 
@@ -109,8 +110,20 @@ def backend_names() -> list[str]:
 
 
 def create_backend(name: str, settings: BackendSettings) -> ChatBackend:
-    """Build the backend called `name`."""
-    return _factory(name)(settings)
+    """Build the backend called `name`; several base URLs get one backend each, routed."""
+    factory = _factory(name)
+    if name in _IN_PROCESS:
+        settings = settings.model_copy(update={"base_urls": []})
+    if len(settings.base_urls) <= 1:
+        return factory(settings)
+    from evol.llm.routing import EndpointRouter
+
+    return EndpointRouter(
+        [
+            (url, factory(settings.model_copy(update={"base_urls": [url]})))
+            for url in settings.base_urls
+        ]
+    )
 
 
 def _factory(name: str) -> BackendFactory:

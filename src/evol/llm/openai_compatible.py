@@ -45,8 +45,6 @@ class OpenAICompatibleBackend:
     """Chat completions over HTTP, one aiohttp session for the run."""
 
     def __init__(self, settings: BackendSettings):
-        if len(settings.base_urls) > 1:
-            raise UsageError("the openai backend takes one --base-url for now")
         self.base_url = (settings.base_urls[0] if settings.base_urls else DEFAULT_BASE_URL).rstrip(
             "/"
         )

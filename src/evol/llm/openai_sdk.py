@@ -18,8 +18,6 @@ class OpenAISDKBackend:
     """Chat completions through the official SDK."""
 
     def __init__(self, settings: BackendSettings):
-        if len(settings.base_urls) > 1:
-            raise UsageError("the openai-sdk backend takes one --base-url")
         self.base_url = settings.base_urls[0] if settings.base_urls else DEFAULT_BASE_URL
         self.key_source = settings.api_key_source
         # Local servers (vLLM, llama.cpp, Ollama) accept any key, but the SDK insists on one.

@@ -1,0 +1,94 @@
+"""Several endpoints of one backend as one: `--base-url` given more than once.
+
+Each request goes to the endpoint with the fewest requests in flight, so a faster server gets
+more of them. An endpoint whose request fails in a way worth retrying (refused connection,
+timeout, 5xx, 429) rests: it gets no requests for a while, doubling on each failure in a row
+(or as long as its Retry-After says), and is tried again afterwards. The engine's retry of the
+failed request goes to another endpoint, so a server that stops mid-run costs only the
+requests it had in flight.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from evol.errors import TransientBackendError
+from evol.llm import ChatBackend, Completion, GenerationParams, Message, display_url
+
+FIRST_REST_S = 0.5
+LONGEST_REST_S = 30.0
+
+
+@dataclass
+class Endpoint:
+    """One server and what the router knows of it."""
+
+    url: str
+    backend: ChatBackend
+    in_flight: int = 0
+    requests: int = 0
+    failures: int = 0
+    failures_in_a_row: int = 0
+    resting_until: float = 0.0
+
+    def failed(self, retry_after: float | None) -> None:
+        self.failures += 1
+        self.failures_in_a_row += 1
+        rest = FIRST_REST_S * 2 ** (self.failures_in_a_row - 1)
+        if retry_after is not None:
+            rest = retry_after
+        self.resting_until = time.monotonic() + min(rest, LONGEST_REST_S)
+
+    def stats(self) -> dict[str, object]:
+        return {"url": display_url(self.url), "requests": self.requests, "failures": self.failures}
+
+
+class EndpointRouter:
+    """A `ChatBackend` that spreads requests over the backends of several endpoints."""
+
+    def __init__(self, endpoints: list[tuple[str, ChatBackend]]):
+        self.endpoints = [Endpoint(url, backend) for url, backend in endpoints]
+
+    async def complete(
+        self, messages: list[Message], *, model: str, params: GenerationParams
+    ) -> Completion:
+        endpoint = self._pick()
+        endpoint.in_flight += 1
+        endpoint.requests += 1
+        try:
+            completion = await endpoint.backend.complete(messages, model=model, params=params)
+        except TransientBackendError as error:
+            endpoint.failed(error.retry_after)
+            raise
+        finally:
+            endpoint.in_flight -= 1
+        endpoint.failures_in_a_row = 0
+        return completion
+
+    async def default_model(self) -> str:
+        """The first answering endpoint's model."""
+        last_error: TransientBackendError | None = None
+        for endpoint in self.endpoints:
+            try:
+                return await endpoint.backend.default_model()
+            except TransientBackendError as error:
+                endpoint.failed(error.retry_after)
+                last_error = error
+        assert last_error is not None
+        raise last_error
+
+    async def aclose(self) -> None:
+        for endpoint in self.endpoints:
+            await endpoint.backend.aclose()
+
+    def endpoint_stats(self) -> list[dict[str, object]]:
+        """Requests and failures per endpoint, for run.json."""
+        return [endpoint.stats() for endpoint in self.endpoints]
+
+    def _pick(self) -> Endpoint:
+        now = time.monotonic()
+        ready = [endpoint for endpoint in self.endpoints if endpoint.resting_until <= now]
+        if not ready:  # all resting: the one back soonest
+            return min(self.endpoints, key=lambda endpoint: endpoint.resting_until)
+        return min(ready, key=lambda endpoint: endpoint.in_flight)
