@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import read_jsonl, write_seeds
+from conftest import assert_valid_run, read_jsonl, write_seeds
 from fake_server import FakeServer, Fault, scripted
 
 SEEDS = [
@@ -703,3 +703,30 @@ def test_the_sdk_backend_reads_servers_the_same_way(evol, tmp_path: Path) -> Non
         and "sk-wrong" not in denied.output
     )
     assert unknown.exit_code == 2 and "no model 'nope'" in unknown.stderr
+
+
+def test_a_finished_run_is_recognised_without_reading_it_again(
+    evol, server, tmp_path: Path
+) -> None:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
+    assert evol(*args(server, seeds, out, "--generations", "2")).exit_code == 0
+    calls = len(server.requests)
+    quick = evol(*[a for a in args(server, seeds, out, "--generations", "2") if a != "--quiet"])
+    assert quick.exit_code == 0
+    assert f"{out} is complete: nothing to do" in quick.stderr
+    # A file changed since run.json was written: the run is read and repaired, not trusted.
+    (out / "dataset.jsonl").unlink()
+    gen_1 = (out / "gen_1.jsonl").read_bytes()
+    (out / "gen_1.jsonl").write_bytes(gen_1 + b'{"torn": ')
+    repaired = evol(*[a for a in args(server, seeds, out, "--generations", "2") if a != "--quiet"])
+    assert repaired.exit_code == 0
+    assert "nothing to do" not in repaired.stderr
+    assert (out / "gen_1.jsonl").read_bytes() == gen_1
+    assert len(server.requests) == calls
+    assert_valid_run(out)
+    assert (
+        "nothing to do"
+        in evol(
+            *[a for a in args(server, seeds, out, "--generations", "2") if a != "--quiet"]
+        ).stderr
+    )

@@ -28,7 +28,7 @@ from evol.llm import BackendSettings, ChatBackend, choose_backend, create_backen
 from evol.llm.routing import EndpointRouter
 from evol.operations import parse_weights
 from evol.prompts import PromptSet
-from evol.seeds import SeedScan, file_digest, iter_seeds, scan_seeds
+from evol.seeds import SeedScan, detect_format, file_digest, iter_seeds, scan_seeds
 from evol.store import DATASET, RunStore
 
 if TYPE_CHECKING:
@@ -100,7 +100,13 @@ async def arun(
     info = on_info or (lambda _message: None)
     prompts = PromptSet.load(config.prompts_dir)
     weights = config.operations or parse_weights(None)
-    scan = scan_seeds(config.seeds, config.seed_options)
+    # A finished run is not read again: its seed file was checked whole when it ran, and the
+    # fingerprint below proves it is the same file.
+    seeds_digest = file_digest(config.seeds)
+    finished = not config.overwrite and RunStore.finished_as_recorded(
+        config.out, config.generations, seeds_digest
+    )
+    scan = None if finished else scan_seeds(config.seeds, config.seed_options)
     backend_name = choose_backend(
         config.backend, base_urls=config.base_urls, has_api_key=config.api_key is not None
     )
@@ -116,13 +122,19 @@ async def arun(
     )
     try:
         models = await _resolve_models(config, backend)
-        fingerprint = _fingerprint(config, scan, prompts, backend_name, models, weights)
+        fingerprint = _fingerprint(config, seeds_digest, prompts, backend_name, models, weights)
         store = RunStore.open(
             config.out,
             fingerprint=fingerprint,
             generations=config.generations,
             overwrite=config.overwrite,
         )
+        if store.finished:
+            store.close()
+            info(f"{config.out} is complete: nothing to do")
+            assert store.previous_manifest is not None
+            return RunSummary.model_validate(store.previous_manifest["summary"])
+        scan = scan or scan_seeds(config.seeds, config.seed_options)
         where = f" at {', '.join(map(display_url, config.base_urls))}" if config.base_urls else ""
         info(f"backend {backend_name}{where}, model {_describe(models)}")
         run_parts = _Run(
@@ -198,6 +210,7 @@ class _Run:
         try:
             await _until_signalled(engine.run(iter_seeds(config.seeds, config.seed_options)))
             status = "failed" if engine.stats.failed else "complete"
+            store.sort_outputs(self.seed_order())
             dataset_records = store.write_dataset()
             if status == "complete":
                 store.clear_journal()
@@ -205,6 +218,11 @@ class _Run:
             manifest = self.manifest(status, engine, dataset_records)
             store.write_manifest(manifest)
         return RunSummary.model_validate(manifest["summary"])
+
+    def seed_order(self) -> dict[str, int]:
+        """Each seed id's place in the seed file, for ordering the output files."""
+        seeds = iter_seeds(self.config.seeds, self.config.seed_options)
+        return {seed.id: place for place, seed in enumerate(seeds)}
 
     def duplicate_pool(self) -> DuplicateIndex | None:
         """With --dedup: every kept instruction so far and every seed, ready for lookups."""
@@ -271,6 +289,7 @@ class _Run:
                 "skipped": [{"line": line, "why": why} for line, why in self.scan.skipped],
             },
             "counts": counts,
+            "outputs": self.store.output_sizes(),
             "retries": dict(engine.stats.retries),
             "endpoints": _endpoint_stats(self.backend, self.config.base_urls),
             "concurrency": {
@@ -342,7 +361,7 @@ def _describe(models: RoleModels) -> str:
 
 def _fingerprint(
     config: RunConfig,
-    scan: SeedScan,
+    seeds_digest: str,
     prompts: PromptSet,
     backend: str,
     models: RoleModels,
@@ -353,8 +372,8 @@ def _fingerprint(
     Keys are the options a user changes, so a mismatch can name them. `--generations` may grow.
     """
     return {
-        "seeds file content": file_digest(config.seeds),
-        "--format": scan.format,
+        "seeds file content": seeds_digest,
+        "--format": detect_format(config.seeds, config.seed_format),
         "--field": config.field,
         "--seed": config.seed,
         "--operations": dict(sorted(weights.items())),

@@ -22,7 +22,7 @@ import fcntl
 import json
 import os
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -135,6 +135,7 @@ class RunStore:
         self._recorded: set[str] = set()
         self._writers: dict[str, BinaryIO] = {}
         self._lock_file: Any = None
+        self.finished = False  # complete, and untouched since: nothing to index or run
 
     @classmethod
     def open(
@@ -144,11 +145,16 @@ class RunStore:
         store = cls(out_dir, generations)
         try:
             store._prepare_dir()
+            for leftover in out_dir.glob("*.tmp"):  # a crash mid atomic write leaves these
+                leftover.unlink()
             if overwrite:
                 store._remove_outputs()
             store.previous_manifest = store._read_manifest()
             if store.previous_manifest is not None:
                 _check_fingerprint(out_dir, store.previous_manifest, fingerprint, generations)
+                store.finished = store._finished(store.previous_manifest)
+                if store.finished:
+                    return store
             store._rebuild_index()
             store._load_journal()
         except BaseException:
@@ -163,6 +169,29 @@ class RunStore:
         if out_dir.is_dir():
             store._rebuild_index(repair=False)
         return store
+
+    @classmethod
+    def finished_as_recorded(cls, out_dir: Path, generations: int, seeds_digest: str) -> bool:
+        """True when run.json says this seed file's run is complete and its files are as it
+        left them (checked again under the lock by `open`)."""
+        try:
+            manifest = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        same_seeds = manifest.get("fingerprint", {}).get("seeds file content") == seeds_digest
+        return same_seeds and cls(out_dir, generations)._finished(manifest)
+
+    def output_sizes(self) -> dict[str, int]:
+        """Bytes of each file holding records, dataset.jsonl included (recorded in run.json)."""
+        paths = self._output_files() + [self.out_dir / DATASET, self.out_dir / JOURNAL]
+        return {path.name: path.stat().st_size for path in paths if path.exists()}
+
+    def _finished(self, manifest: dict[str, Any]) -> bool:
+        return (
+            manifest.get("status") == "complete"
+            and manifest.get("config", {}).get("generations") == self.generations
+            and manifest.get("outputs") == self.output_sizes()
+        )
 
     def progress(self, root_id: str) -> LineageProgress:
         """Where the lineage of seed `root_id` stands (fresh if never seen)."""
@@ -211,6 +240,21 @@ class RunStore:
         _atomic_write(
             self.out_dir / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
         )
+
+    def sort_outputs(self, seed_order: dict[str, int]) -> None:
+        """Put every record file in seed-file order (then round): lineages finish in any order.
+
+        Each file is rewritten atomically, and only if it is out of order, so a crash part-way
+        leaves every file whole and the next finish sorts what is left.
+        """
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+        unknown = len(seed_order)
+        for path in self._output_files():
+            _sort_lines(
+                path, lambda data: (seed_order.get(data["root_id"], unknown), data["round"])
+            )
 
     def write_dataset(self) -> int:
         """Write dataset.jsonl as gen_0 .. gen_N in order, atomically; return its line count."""
@@ -342,6 +386,28 @@ class RunStore:
             writer = self._writers[name] = (self.out_dir / name).open("ab")
         writer.write(orjson.dumps(data) + b"\n")
         writer.flush()
+
+
+def _sort_lines(path: Path, key: Callable[[dict[str, Any]], tuple[int, int]]) -> None:
+    """Rewrite a JSONL file with its lines ordered by `key`; holds offsets, not the lines."""
+    with path.open("rb") as source:
+        places: list[tuple[tuple[int, int], int, int]] = []
+        offset = 0
+        for line in source:
+            places.append((key(orjson.loads(line)), offset, len(line)))
+            offset += len(line)
+        if all(places[i][0] <= places[i + 1][0] for i in range(len(places) - 1)):
+            return
+        places.sort()
+        temporary = path.with_name(path.name + ".tmp")
+        with temporary.open("wb") as out:
+            for _key, start, length in places:
+                source.seek(start)
+                out.write(source.read(length))
+            out.flush()
+            os.fsync(out.fileno())
+    os.replace(temporary, path)
+    _fsync_dir(path.parent)
 
 
 def _finished_tip(tip: Tip | None) -> Tip | None:
