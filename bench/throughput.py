@@ -1,9 +1,20 @@
-"""Benchmark one evol process against a fake server of fixed latency (`make bench`).
+"""Throughput, rate limits, several endpoints, memory and resume of `evol run` (`make bench`).
 
-Starts the tests' fake OpenAI-compatible server with latency L and no concurrency limit of its
-own, runs `evol run` on N synthetic seeds for G generations (answers and the judge on) with
---concurrency C, and reports the calls made, wall time, calls/s against the limit C/L, client
-CPU per call and the client's peak RSS. Figures go to bench/results.json under "throughput".
+Each case starts the tests' fake OpenAI-compatible server (tests/fake_server.py) with a fixed
+latency L and no concurrency limit of its own, runs `evol run` as a child process on N synthetic
+seeds, and measures the child alone (os.wait4): wall time, CPU per LLM call, peak RSS.
+
+- saturation: 2,000 seeds x 4 generations, L = 100 ms, --concurrency 256: calls/s against the
+  limit C/L, and client CPU per call.
+- rate_limit: a server that answers 429 above 500 requests/s for the first 8 s, then lifts the
+  limit: the concurrency evol keeps in flight is sampled as it backs off (AIMD) and recovers;
+  then the same server with --rpm set just under its limit.
+- endpoints: four servers, one stopped once half of the calls are made: the spread of
+  requests and whether the run noticed.
+- memory: 100,000 seeds x 1 generation (L = 0), and 10,000 for the growth per seed.
+- resume: `evol run` again on the finished 100,000-seed run.
+
+Figures go to bench/results.json under "throughput".
 """
 
 from __future__ import annotations
@@ -12,18 +23,19 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fake_server import FakeServer  # noqa: E402
 
-try:  # the server shares the machine with the client: let it use as little CPU as it can
+try:  # the servers share the machine with the client: let them use as little CPU as they can
     import uvloop
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
@@ -31,54 +43,241 @@ except ImportError:
     pass
 
 RESULTS = Path(__file__).with_name("results.json")
+ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
+CASES = ("saturation", "rate_limit", "endpoints", "memory", "resume")
+
+
+def write_seeds(path: Path, count: int) -> Path:
+    with path.open("w") as fp:
+        for number in range(count):
+            fp.write(json.dumps({"instruction": f"Explain topic {number} to a curious student."}))
+            fp.write("\n")
+    return path
+
+
+def evol_run(seeds: Path, out: Path, servers: list[FakeServer], *options: object) -> dict[str, Any]:
+    """Run `evol run` as a child; its wall time, CPU seconds and peak RSS, and run.json."""
+    urls = [part for server in servers for part in ("--base-url", server.base_url)]
+    command = [sys.executable, "-m", "evol", "run", str(seeds), "--out", str(out), *urls]
+    command += ["--quiet", *map(str, options)]
+    started = time.perf_counter()
+    child = subprocess.Popen(command, env=ENV)
+    _pid, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"evol run failed: {' '.join(command)}")
+    return {
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mb": round(usage.ru_maxrss / 1024),
+        "manifest": json.loads((out / "run.json").read_text()),
+    }
+
+
+def saturation(work: Path, seeds: int = 2000, generations: int = 4) -> dict[str, Any]:
+    latency, concurrency = 0.1, 256
+    seed_file = write_seeds(work / "saturation.jsonl", seeds)
+    with FakeServer(latency=latency, record=False) as server:
+        run = evol_run(
+            seed_file, work / "saturation", [server],
+            "--generations", generations, "--concurrency", concurrency,
+        )  # fmt: skip
+        calls = server.served
+    limit = concurrency / latency
+    return {
+        "seeds": seeds,
+        "generations": generations,
+        "latency_s": latency,
+        "concurrency": concurrency,
+        "calls": calls,
+        "wall_s": round(run["wall_s"], 2),
+        "calls_per_s": round(calls / run["wall_s"]),
+        "limit_calls_per_s": round(limit),
+        "fraction_of_limit": round(calls / run["wall_s"] / limit, 3),
+        "client_cpu_ms_per_call": round(run["cpu_s"] * 1000 / calls, 3),
+        "client_peak_rss_mb": run["peak_rss_mb"],
+    }
+
+
+class Sampler:
+    """Every `every` seconds: the server's requests in flight and its answers (not 429) so far."""
+
+    def __init__(self, server: FakeServer, every: float):
+        self.server, self.every = server, every
+        self.in_flight: list[int] = []
+        self.answered: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every):
+            self.in_flight.append(self.server.in_flight)
+            self.answered.append(self.server.served - self.server.faults_sent["429"])
+
+    def answered_per_s(self) -> list[int]:
+        counts = [0, *self.answered]
+        return [round((b - a) / self.every) for a, b in zip(counts, counts[1:], strict=False)]
+
+
+def rate_limit(work: Path, seeds: int = 1500, generations: int = 2) -> dict[str, Any]:
+    latency, concurrency, server_rate, limited_for = 0.1, 256, 500, 8.0
+    seed_file = write_seeds(work / "rate.jsonl", seeds)
+    figures: dict[str, Any] = {
+        "seeds": seeds,
+        "generations": generations,
+        "latency_s": latency,
+        "concurrency": concurrency,
+        "server_limit_per_s": server_rate,
+    }
+    with FakeServer(latency=latency, max_rate=server_rate, record=False) as server:
+        lift = threading.Timer(limited_for, lambda: setattr(server, "max_rate", None))
+        lift.start()
+        with Sampler(server, 0.5) as sampler:
+            run = evol_run(
+                seed_file, work / "aimd", [server],
+                "--generations", generations, "--concurrency", concurrency,
+            )  # fmt: skip
+        lift.cancel()
+        served, refused = server.served, server.faults_sent["429"]
+    limited = sampler.answered_per_s()[2 : int(limited_for / 0.5)]  # past the first second
+    figures["aimd"] = {
+        "limit_lifted_after_s": limited_for,
+        "requests": served,
+        "answered_429": refused,
+        "share_429": round(refused / served, 3),
+        "answered_per_s_while_limited": round(sum(limited) / len(limited)),
+        "in_flight_every_0_5_s": sampler.in_flight,
+        "answered_per_s_every_0_5_s": sampler.answered_per_s(),
+        "concurrency_cuts": run["manifest"]["concurrency"]["cuts_on_429"],
+        "lowest_concurrency": run["manifest"]["concurrency"]["lowest"],
+        "final_concurrency": run["manifest"]["concurrency"]["final"],
+        "wall_s": round(run["wall_s"], 2),
+        "status": run["manifest"]["status"],
+    }
+    rpm = server_rate * 60 * 0.95
+    with FakeServer(latency=latency, max_rate=server_rate, record=False) as server:
+        run = evol_run(
+            seed_file, work / "rpm", [server],
+            "--generations", generations, "--concurrency", concurrency, "--rpm", rpm,
+        )  # fmt: skip
+        served, refused = server.served, server.faults_sent["429"]
+    figures["rpm"] = {
+        "rpm": rpm,
+        "requests": served,
+        "answered_429": refused,
+        "calls_per_s": round(served / run["wall_s"]),
+        "fraction_of_rpm": round(served / run["wall_s"] / (rpm / 60), 3),
+        "status": run["manifest"]["status"],
+    }
+    return figures
+
+
+def endpoints(work: Path, seeds: int = 2000, generations: int = 2) -> dict[str, Any]:
+    latency, concurrency = 0.1, 256
+    seed_file = write_seeds(work / "endpoints.jsonl", seeds)
+    expected_calls = seeds * (1 + 3 * generations)
+    servers = [FakeServer(latency=latency, record=False).start() for _ in range(4)]
+    stopped_at: dict[str, Any] = {}
+
+    def stop_one_midway() -> None:
+        while sum(server.served for server in servers) < expected_calls // 2:
+            time.sleep(0.005)
+        stopped_at["served_each"] = [server.served for server in servers]
+        servers[3].stop()
+
+    stopper = threading.Thread(target=stop_one_midway, daemon=True)
+    stopper.start()
+    try:
+        run = evol_run(
+            seed_file, work / "endpoints", servers,
+            "--generations", generations, "--concurrency", concurrency,
+        )  # fmt: skip
+    finally:
+        stopper.join(5)
+        for server in servers[:3]:
+            server.stop()
+    manifest = run["manifest"]
+    before = stopped_at["served_each"]
+    records = manifest["counts"]["kept"] + manifest["counts"]["eliminated"]
+    return {
+        "servers": 4,
+        "seeds": seeds,
+        "generations": generations,
+        "latency_s": latency,
+        "concurrency": concurrency,
+        "served_each_when_one_stopped": before,
+        "spread_before_stop": round(min(before) / max(before), 3),
+        "served_each_at_the_end": [server.served for server in servers],
+        "failures_per_endpoint": [e["failures"] for e in manifest["endpoints"]],
+        "status": manifest["status"],
+        "failed_steps": len(manifest["summary"]["failed"]),
+        "records": records,
+        "records_expected": seeds * (1 + generations),
+        "wall_s": round(run["wall_s"], 2),
+        "calls_per_s": round(sum(server.served for server in servers) / run["wall_s"]),
+    }
+
+
+def memory(work: Path, sizes: tuple[int, ...] = (10_000, 100_000)) -> dict[str, Any]:
+    figures: dict[str, Any] = {"generations": 1, "latency_s": 0.0, "concurrency": 256}
+    with FakeServer(record=False) as server:
+        for size in sizes:
+            seed_file = write_seeds(work / f"memory_{size}.jsonl", size)
+            run = evol_run(
+                seed_file, work / f"memory_{size}", [server],
+                "--generations", 1, "--concurrency", 256,
+            )  # fmt: skip
+            figures[f"peak_rss_mb_{size}_seeds"] = run["peak_rss_mb"]
+            figures[f"wall_s_{size}_seeds"] = round(run["wall_s"], 1)
+    small, large = sizes[0], sizes[-1]
+    growth = figures[f"peak_rss_mb_{large}_seeds"] - figures[f"peak_rss_mb_{small}_seeds"]
+    figures["growth_bytes_per_seed"] = round(growth * 1024 * 1024 / (large - small))
+    return figures
+
+
+def resume(work: Path, size: int = 100_000) -> dict[str, Any]:
+    out = work / f"memory_{size}"
+    with FakeServer(record=False) as server:
+        run = evol_run(
+            work / f"memory_{size}.jsonl", out, [server], "--generations", 1, "--concurrency", 256
+        )
+        calls = server.served
+    return {
+        "records": run["manifest"]["summary"]["dataset_records"],
+        "wall_s": round(run["wall_s"], 2),
+        "calls": calls,
+        "peak_rss_mb": run["peak_rss_mb"],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=2000)
-    parser.add_argument("--generations", type=int, default=4)
-    parser.add_argument("--latency", type=float, default=0.1)
-    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--case", action="append", choices=CASES, help="default: all")
     args = parser.parse_args()
-
+    cases = args.case or list(CASES)
+    if "resume" in cases and "memory" not in cases:
+        parser.error("resume re-runs the run of the memory case: add --case memory")
     work = Path(tempfile.mkdtemp(prefix="evol-bench-"))
-    seeds = work / "seeds.jsonl"
-    with seeds.open("w") as fp:
-        for number in range(args.seeds):
-            fp.write(
-                json.dumps({"instruction": f"Explain topic {number} to a curious student."}) + "\n"
-            )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
-    with FakeServer(latency=args.latency) as server:
-        command = [
-            sys.executable, "-m", "evol", "run", str(seeds), "--out", str(work / "run"),
-            "--base-url", server.base_url, "--generations", str(args.generations),
-            "--concurrency", str(args.concurrency), "--quiet",
-        ]  # fmt: skip
-        started = time.perf_counter()
-        subprocess.run(command, env=env, check=True)
-        wall = time.perf_counter() - started
-        calls = len(server.requests)
-    child = resource.getrusage(resource.RUSAGE_CHILDREN)
-    limit = args.concurrency / args.latency
-    figures = {
-        "seeds": args.seeds,
-        "generations": args.generations,
-        "latency_s": args.latency,
-        "concurrency": args.concurrency,
-        "calls": calls,
-        "wall_s": round(wall, 2),
-        "calls_per_s": round(calls / wall),
-        "limit_calls_per_s": round(limit),
-        "fraction_of_limit": round(calls / wall / limit, 3),
-        "client_cpu_ms_per_call": round((child.ru_utime + child.ru_stime) * 1000 / calls, 3),
-        "client_peak_rss_mb": round(child.ru_maxrss / 1024),
-    }
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results["throughput"] = figures
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    for name, value in figures.items():
-        print(f"{name:>24}: {value}")
+    throughput = results.get("throughput", {})
+    if "calls" in throughput:  # the single-case layout of earlier versions
+        throughput = {}
+    for case in cases:
+        figures = globals()[case](work)
+        throughput[case] = figures
+        print(f"{case}:")
+        for name, value in figures.items():
+            print(f"  {name:>34}: {value}")
+        results["throughput"] = throughput
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ from collections import deque
 # a cut in tens of round trips, not hundreds (classic AIMD adds 1 per round trip).
 RECOVERY_ROUND_TRIPS = 32
 CHARS_PER_TOKEN = 4
+# Providers enforce a per-minute limit over short windows (OpenAI: "60,000 RPM may be enforced
+# as 1,000 requests per second"), so a bucket holds only a fifth of a second's worth.
+BURST_S = 0.2
 # The completion size assumed before any reply has told us better (and max_tokens is unset).
 FIRST_COMPLETION_GUESS = 256
 
@@ -83,7 +86,7 @@ class AdaptiveConcurrency:
 
 
 class TokenBucket:
-    """`per_minute` units a minute, refilled continuously, holding at most a second's worth.
+    """`per_minute` units a minute, refilled continuously, holding at most BURST_S worth.
 
     A take may drive the level below zero (one large request still goes); the next one waits
     until the debt is paid back. Takers queue in order.
@@ -91,7 +94,7 @@ class TokenBucket:
 
     def __init__(self, per_minute: float):
         self.rate = per_minute / 60.0
-        self.capacity = max(1.0, self.rate)
+        self.capacity = max(1.0, self.rate * BURST_S)
         self.level = self.capacity
         self._updated = time.monotonic()
         self._queue = asyncio.Lock()
