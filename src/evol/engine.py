@@ -2,8 +2,9 @@
 
 Each seed's lineage is one task that runs its rounds in order: evolve the tip, check the
 rewrite for free, then answer and judge at the same time, then apply the rules. Lineages run
-side by side with no barrier between rounds; one semaphore bounds the requests in flight, and
-one retry policy wraps every request. Results go to the store as soon as they exist.
+side by side with no barrier between rounds; one adaptive limit bounds the requests in flight
+(halved on 429, see `evol.limits`), the --rpm/--tpm budget paces them, and one retry policy
+wraps every request. Results go to the store as soon as they exist.
 """
 
 from __future__ import annotations

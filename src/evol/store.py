@@ -9,11 +9,13 @@ Layout of `--out DIR`:
     run.json           config without secrets, counts, usage, timings, versions
     calls.jsonl        replies of calls whose step is not finished yet (the call journal)
 
-Every record is appended as one line and flushed before it counts as done. A step takes several
+Every record is appended as one line and flushed before it counts as done; lineages finish in
+any order, so the record files are put in seed-file order when a run ends. A step takes several
 calls (evolve, then answer and judge), so each reply is also journalled the moment it arrives:
 after a crash the step replays the journalled replies and pays only for the calls that were in
 flight. On open, a torn last line is cut off and the files are read once to rebuild where each
-lineage stands. The store knows file formats, not LLMs.
+lineage stands, unless run.json shows the run complete and its files untouched since. The
+store knows file formats, not LLMs.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def iter_records(run_dir: Path, *, eliminated: bool = False) -> Iterator[dict[st
                     yield json.loads(line)
 
 
-@dataclass
+@dataclass(slots=True)
 class Tip:
     """The newest kept instruction of a lineage: what its next round evolves."""
 
@@ -83,7 +85,7 @@ class Tip:
     generation: int
 
 
-@dataclass
+@dataclass(slots=True)
 class LineageProgress:
     """Where one seed's lineage stands."""
 
