@@ -43,6 +43,8 @@ except ImportError:
     pass
 
 RESULTS = Path(__file__).with_name("results.json")
+README = Path(__file__).resolve().parents[1] / "README.md"
+TABLE_START, TABLE_END = "<!-- bench:throughput -->", "<!-- /bench:throughput -->"
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
 CASES = ("saturation", "rate_limit", "endpoints", "memory", "resume")
 
@@ -258,6 +260,92 @@ def resume(work: Path, size: int = 100_000) -> dict[str, Any]:
     }
 
 
+def readme_tables(figures: dict[str, Any]) -> str:
+    """The README's performance tables, from the figures in results.json."""
+    out: list[str] = []
+    if run := figures.get("saturation"):
+        out += [
+            f"Saturation: {run['seeds']:,} seeds x {run['generations']} generations, answers and "
+            f"judge on, L = {run['latency_s'] * 1000:g} ms, `--concurrency {run['concurrency']}`:",
+            "",
+            "| calls | wall | calls/s | limit C/L | fraction of limit | client CPU per call "
+            "| client peak RSS |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+            f"| {run['calls']:,} | {run['wall_s']} s | {run['calls_per_s']:,} "
+            f"| {run['limit_calls_per_s']:,} | {run['fraction_of_limit']:.1%} "
+            f"| {run['client_cpu_ms_per_call']} ms | {run['client_peak_rss_mb']} MB |",
+            "",
+        ]
+    if run := figures.get("rate_limit"):
+        aimd, rpm = run["aimd"], run["rpm"]
+        out += [
+            f"Rate limits: a server that answers 429 above {run['server_limit_per_s']} "
+            f"requests/s, `--concurrency {run['concurrency']}`, {run['seeds']:,} seeds x "
+            f"{run['generations']} generations:",
+            "",
+            "| case | requests | answered 429 | answered/s while limited | concurrency | status |",
+            "| --- | --- | --- | --- | --- | --- |",
+            f"| AIMD alone; the limit lifted after {aimd['limit_lifted_after_s']:g} s "
+            f"| {aimd['requests']:,} | {aimd['share_429']:.2%} "
+            f"| {aimd['answered_per_s_while_limited']} "
+            f"| {run['concurrency']} -> {aimd['lowest_concurrency']} (lowest) -> "
+            f"{aimd['final_concurrency']} at the end | {aimd['status']} |",
+            f"| `--rpm {rpm['rpm']:g}` (95% of the limit) | {rpm['requests']:,} "
+            f"| {rpm['answered_429'] / rpm['requests']:.2%} | {rpm['calls_per_s']} "
+            f"| {run['concurrency']} | {rpm['status']} |",
+            "",
+            f"Requests in flight every 0.5 s under AIMD: {aimd['in_flight_every_0_5_s']}.",
+            "",
+        ]
+    if run := figures.get("endpoints"):
+        out += [
+            f"Several servers: {run['servers']} of them, L = {run['latency_s'] * 1000:g} ms, "
+            f"{run['seeds']:,} seeds x {run['generations']} generations; the last one stopped "
+            "when half of the calls were made:",
+            "",
+            "| requests each when it stopped | at the end | failed steps | records | status |",
+            "| --- | --- | --- | --- | --- |",
+            f"| {', '.join(f'{n:,}' for n in run['served_each_when_one_stopped'])} "
+            f"| {', '.join(f'{n:,}' for n in run['served_each_at_the_end'])} "
+            f"| {run['failed_steps']} | {run['records']:,} of {run['records_expected']:,} "
+            f"| {run['status']} |",
+            "",
+        ]
+    if run := figures.get("memory"):
+        sizes = sorted(int(k.split("_")[3]) for k in run if k.startswith("peak_rss_mb_"))
+        out += [
+            "Memory, 1 generation at L = 0 (every seed answered, evolved, answered and judged):",
+            "",
+            "| seeds | LLM calls | wall | peak RSS |",
+            "| --- | --- | --- | --- |",
+            *(
+                f"| {n:,} | {4 * n:,} | {run[f'wall_s_{n}_seeds']} s "
+                f"| {run[f'peak_rss_mb_{n}_seeds']} MB |"
+                for n in sizes
+            ),
+            "",
+            f"The peak grows by {run['growth_bytes_per_seed']} bytes a seed: the resume index "
+            "and, at the end, the seed order used to sort the files.",
+            "",
+        ]
+    if run := figures.get("resume"):
+        out += [
+            f"Re-running the finished {run['records']:,}-record run: {run['wall_s']} s, "
+            f"{run['calls']} calls.",
+            "",
+        ]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def update_readme(figures: dict[str, Any]) -> None:
+    text = README.read_text()
+    start, end = text.find(TABLE_START), text.find(TABLE_END)
+    if start < 0 or end < start:
+        return
+    before, after = text[: start + len(TABLE_START)], text[end:]
+    README.write_text(f"{before}\n{readme_tables(figures)}{after}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", action="append", choices=CASES, help="default: all")
@@ -278,6 +366,7 @@ def main() -> None:
             print(f"  {name:>34}: {value}")
         results["throughput"] = throughput
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    update_readme(throughput)
 
 
 if __name__ == "__main__":

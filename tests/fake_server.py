@@ -223,6 +223,8 @@ class FakeServer:
         app = web.Application()
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat)
+        # Azure OpenAI's layout: the deployment in the path, the API version in the query.
+        app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._chat)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=4096)
@@ -242,6 +244,10 @@ class FakeServer:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        if "deployment" in request.match_info:
+            if "api-version" not in request.query:
+                return _error(404, "Resource not found (no api-version)", "404")
+            body.setdefault("model", request.match_info["deployment"])
         serial = len(self.requests)
         self.served += 1
         if self.record:

@@ -239,3 +239,27 @@ def test_real_model_in_process_through_the_local_backend(tmp_path: Path) -> None
     summary = json.loads(result.stdout)
     assert summary["kept_per_generation"].get("1", 0) + summary["eliminated"] == 3
     assert all(r["output"] for r in read_jsonl(out / "gen_0.jsonl"))
+
+
+def test_azure_style_endpoints_keep_their_query_and_take_the_key_as_api_key(
+    evol, tmp_path: Path
+) -> None:
+    from fake_server import FakeServer
+
+    from evol.llm.openai_compatible import auth_headers
+
+    assert auth_headers("https://res.openai.azure.com/openai/deployments/gpt", "k") == {
+        "api-key": "k"
+    }
+    assert auth_headers("https://api.openai.com/v1", "k") == {"Authorization": "Bearer k"}
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SMALL_SEEDS[:2])
+    with FakeServer(models=("gpt-4o",)) as server:
+        base = server.base_url.removesuffix("/v1")
+        url = f"{base}/openai/deployments/gpt-4o?api-version=2024-10-21"
+        result = evol(
+            "run", seeds, "--out", tmp_path / "run", "--base-url", url, "--model", "gpt-4o",
+            "--generations", "1", "--quiet", "--json",
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["status"] == "complete"
+    assert len(server.requests) == 2 * 4

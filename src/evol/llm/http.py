@@ -6,8 +6,9 @@ on each; this one does only what a JSON API needs and spends about 0.06 ms:
 
 - plain HTTP and TLS (the system's trusted certificates, as the SDK uses);
 - bodies by Content-Length, chunked, or up to the close; gzip and deflate are undone;
-- a pool of idle connections; a request whose reused connection turns out to have been closed
-  by the server before it answered is sent again once on a new one (as aiohttp and the SDK do).
+- a pool of idle connections. A GET whose reused connection turns out to have been closed by
+  the server before it answered is sent again once on a new one, as aiohttp does; a POST is
+  not (the server may have processed it): it fails, and the engine's retry policy counts it.
 
 The HTTP parsing itself is llhttp's, through httptools. Proxies are not handled here: when the
 environment names one for a URL, `connect` returns aiohttp's client instead.
@@ -58,6 +59,9 @@ def connect(base_url: str, headers: Mapping[str, str]) -> JsonClient:
     if parts.scheme in proxies and not urllib.request.proxy_bypass(parts.hostname):
         return AiohttpClient(base_url, headers)
     return HttpClient(base_url, headers)
+
+
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class _NoResponse(ConnectionFailed):
@@ -183,6 +187,8 @@ class HttpClient:
         self.tls = parts.scheme == "https"
         self.port = parts.port or (443 if self.tls else 80)
         self.prefix = parts.path.rstrip("/")
+        # A query in the base URL goes on every request (Azure's ?api-version=...).
+        self.query = f"?{parts.query}" if parts.query else ""
         default_port = self.port == (443 if self.tls else 80)
         host = f"[{self.host}]" if ":" in self.host else self.host
         all_headers = {
@@ -204,20 +210,22 @@ class HttpClient:
     async def request(self, method: str, path: str, body: bytes | None) -> HttpResponse:
         body = body or b""
         message = (
-            f"{method} {self.prefix}{path} HTTP/1.1\r\n".encode("latin-1")
+            f"{method} {self.prefix}{path}{self.query} HTTP/1.1\r\n".encode("latin-1")
             + self._head
             + b"Content-Length: %d\r\n\r\n" % len(body)
             + body
         )
+        resend = method in _IDEMPOTENT
         while True:
             connection, reused = await self._take()
             try:
                 response = await connection.send(message)
             except _NoResponse:
                 connection.close()
-                if reused:
-                    continue  # the server had closed it while idle: nothing was processed
-                raise
+                if reused and resend:
+                    resend = False  # closed while idle, most likely: once more, on a new one
+                    continue
+                raise  # a POST may have been processed: the engine's retry decides
             except BaseException:  # a timeout or cancellation leaves it mid-response
                 connection.close()
                 raise
@@ -234,7 +242,7 @@ class HttpClient:
     async def _take(self) -> tuple[_Connection, bool]:
         while self._idle:
             connection = self._idle.pop()
-            if not connection.closed:
+            if not connection.closed:  # the server's close of an idle one is seen here
                 return connection, True
         loop = asyncio.get_running_loop()
         try:
@@ -256,7 +264,9 @@ class AiohttpClient:
     """aiohttp's client, for what HttpClient leaves out: proxies from the environment."""
 
     def __init__(self, base_url: str, headers: Mapping[str, str]):
-        self.base_url = base_url.rstrip("/")
+        parts = urlsplit(base_url)
+        self.base_url = parts._replace(query="").geturl().rstrip("/")
+        self.query = f"?{parts.query}" if parts.query else ""
         self.headers = dict(headers)
         self._session = None
 
@@ -268,7 +278,8 @@ class AiohttpClient:
                 connector=aiohttp.TCPConnector(limit=0), headers=self.headers, trust_env=True
             )
         try:
-            async with self._session.request(method, self.base_url + path, data=body) as reply:
+            url = self.base_url + path + self.query
+            async with self._session.request(method, url, data=body) as reply:
                 raw = await reply.read()
                 headers = {name.lower(): value for name, value in reply.headers.items()}
                 return HttpResponse(reply.status, headers, raw)

@@ -13,6 +13,7 @@ import email.utils
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -39,6 +40,7 @@ _CONTEXT_HINTS = (
     "too many tokens",
 )
 _TRANSIENT_STATUS = {408, 409, 425}
+_AZURE_HOSTS = (".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com")
 
 
 class OpenAICompatibleBackend:
@@ -48,12 +50,13 @@ class OpenAICompatibleBackend:
         self.base_url = (settings.base_urls[0] if settings.base_urls else DEFAULT_BASE_URL).rstrip(
             "/"
         )
+
         self.where = display_url(self.base_url)
         self.key_source = settings.api_key_source
         self.timeout = settings.timeout
         headers = {"Content-Type": "application/json"}
         if settings.api_key:
-            headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
+            headers |= auth_headers(self.base_url, settings.api_key.get_secret_value())
         try:
             self._client = connect(self.base_url, headers)
         except ValueError as error:
@@ -120,6 +123,13 @@ class OpenAICompatibleBackend:
             return orjson.loads(response.body)
         except orjson.JSONDecodeError:
             raise TransientBackendError(f"{self.where} sent a malformed reply") from None
+
+
+def auth_headers(base_url: str, key: str) -> dict[str, str]:
+    """Bearer auth, except for Azure OpenAI resources, which take the key as `api-key`."""
+    if (urlsplit(base_url).hostname or "").endswith(_AZURE_HOSTS):
+        return {"api-key": key}
+    return {"Authorization": f"Bearer {key}"}
 
 
 def status_error(
