@@ -26,6 +26,20 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
     return head, await reader.readexactly(length)
 
 
+def answering(response: bytes, heads: list[bytes] | None = None) -> Handler:
+    """A handler that reads one request (keeping its head in `heads`), answers and closes."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head, _body = await read_request(reader)
+        if heads is not None:
+            heads.append(head)
+        writer.write(response)
+        await writer.drain()
+        writer.close()
+
+    return handler
+
+
 async def with_raw_server(handler: Handler, use: Callable[[str], Awaitable[object]]) -> object:
     """Serve `handler` on 127.0.0.1 and call `use` with the server's base URL."""
     server = await asyncio.start_server(handler, "127.0.0.1", 0)
@@ -69,12 +83,6 @@ def test_connections_are_kept_alive_and_reused() -> None:
     ids=["chunked", "gzip", "until-close", "http-1.0"],
 )
 def test_every_way_of_ending_a_body_is_read(response: bytes) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(response)
-        await writer.drain()
-        writer.close()
-
     async def use(url: str) -> HttpResponse:
         client = HttpClient(url, {})
         try:
@@ -82,24 +90,20 @@ def test_every_way_of_ending_a_body_is_read(response: bytes) -> None:
         finally:
             await client.close()
 
-    reply = asyncio.run(with_raw_server(handler, use))
+    reply = asyncio.run(with_raw_server(answering(response), use))
     assert isinstance(reply, HttpResponse)
     assert (reply.status, reply.body.replace(b" ", b"")) == (200, b'{"a":1}')
 
 
 def test_a_response_cut_short_is_a_connection_failure() -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial')
-        await writer.drain()
-        writer.close()
+    cut_short = answering(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial')
 
     async def use(url: str) -> None:
         client = HttpClient(url, {})
         with pytest.raises(ConnectionFailed, match="closed the connection"):
             await client.request("POST", "/x", b"{}")
 
-    asyncio.run(with_raw_server(handler, use))
+    asyncio.run(with_raw_server(cut_short, use))
 
 
 def test_a_kept_connection_the_server_closed_while_idle_is_replaced_silently() -> None:
@@ -171,13 +175,7 @@ def test_a_refused_connection_is_a_connection_failure() -> None:
 
 def test_credentials_in_the_url_become_basic_auth_and_headers_are_sent() -> None:
     seen: list[bytes] = []
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head, _body = await read_request(reader)
-        seen.append(head)
-        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
-        await writer.drain()
-        writer.close()
+    handler = answering(b"HTTP/1.1 204 No Content\r\n\r\n", seen)
 
     async def use(url: str) -> int:
         client = HttpClient(url.replace("http://", "http://ann:s%40cret@"), {"X-Test": "1"})
@@ -228,13 +226,9 @@ def test_tls_with_the_systems_trust_store(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_a_proxy_in_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
     proxied: list[bytes] = []
-
-    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head, _body = await read_request(reader)
-        proxied.append(head)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-        await writer.drain()
-        writer.close()
+    proxy = answering(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok", proxied
+    )
 
     async def use(proxy_url: str) -> bytes:
         monkeypatch.setenv("HTTP_PROXY", proxy_url.removesuffix("/v1"))
