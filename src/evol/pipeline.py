@@ -75,9 +75,14 @@ def run(
     """Run `config` to the end (or resume it) and return its summary."""
     # A run makes ~10 short-lived objects a call; the default thresholds would run a full
     # collection over the long-lived index every few thousand calls. Freeze what exists now.
+    thresholds = gc.get_threshold()
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
-    return _event_loop_runner()(arun(config, on_progress=on_progress, on_info=on_info))
+    try:
+        return _event_loop_runner()(arun(config, on_progress=on_progress, on_info=on_info))
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def _event_loop_runner() -> Callable[[Any], Any]:
