@@ -40,6 +40,18 @@ def write_seeds(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
+def run_args(
+    servers: FakeServer | list[FakeServer], seeds: Path, out: Path, *extra: object
+) -> list[object]:
+    """`evol run SEEDS --out OUT --base-url ... --quiet EXTRA` against one or more fake servers."""
+    urls = [
+        option
+        for server in (servers if isinstance(servers, list) else [servers])
+        for option in ("--base-url", server.base_url)
+    ]
+    return ["run", seeds, "--out", out, *urls, "--quiet", *extra]
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []

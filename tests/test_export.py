@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import read_jsonl, write_seeds
+from conftest import read_jsonl, run_args, write_seeds
 
 # datasets must never reach for the Hub: these are local files.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -22,20 +22,7 @@ ROWS = [
 @pytest.fixture
 def run_dir(evol, server, tmp_path: Path) -> Path:
     seeds, out = write_seeds(tmp_path / "seeds.jsonl", ROWS), tmp_path / "run"
-    assert (
-        evol(
-            "run",
-            seeds,
-            "--out",
-            out,
-            "--base-url",
-            server.base_url,
-            "--generations",
-            "2",
-            "--quiet",
-        ).exit_code
-        == 0
-    )
+    assert evol(*run_args(server, seeds, out, "--generations", "2")).exit_code == 0
     return out
 
 
@@ -126,18 +113,7 @@ def test_split_shuffle_and_generations(evol, run_dir: Path, tmp_path: Path) -> N
 def test_records_without_output_are_left_out(evol, server, tmp_path: Path) -> None:
     seeds, run = write_seeds(tmp_path / "seeds.jsonl", ROWS[:4]), tmp_path / "run"
     assert (
-        evol(
-            "run",
-            seeds,
-            "--out",
-            run,
-            "--base-url",
-            server.base_url,
-            "--generations",
-            "1",
-            "--no-answer-seeds",
-            "--quiet",
-        ).exit_code
+        evol(*run_args(server, seeds, run, "--generations", "1", "--no-answer-seeds")).exit_code
         == 0
     )
     result = evol("export", run, "--out", tmp_path / "a.jsonl")

@@ -8,14 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_valid_run, write_seeds
+from conftest import assert_valid_run, run_args, write_seeds
 from fake_server import FakeServer
 
 from evol.limits import AdaptiveConcurrency, RequestBudget, TokenBucket
-
-
-def run_args(server: FakeServer, seeds: Path, out: Path, *extra: object) -> list[object]:
-    return ["run", seeds, "--out", out, "--base-url", server.base_url, "--quiet", *extra]
 
 
 def most_in_any_window(moments: list[float], window: float) -> int:

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import write_seeds
+from conftest import run_args, write_seeds
 
 from evol.report import PLOT_NAMES
 
@@ -29,20 +29,7 @@ CHROMIUM_FLAGS = [
 @pytest.fixture
 def report(evol, server, tmp_path: Path) -> tuple[Path, Path]:
     seeds, run = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
-    assert (
-        evol(
-            "run",
-            seeds,
-            "--out",
-            run,
-            "--base-url",
-            server.base_url,
-            "--generations",
-            "2",
-            "--quiet",
-        ).exit_code
-        == 0
-    )
+    assert evol(*run_args(server, seeds, run, "--generations", "2")).exit_code == 0
     page, pngs = tmp_path / "report.html", tmp_path / "png"
     result = evol("report", run, "--out", page, "--png", pngs)
     assert result.exit_code == 0, result.stderr

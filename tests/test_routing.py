@@ -6,22 +6,22 @@ import json
 import threading
 from pathlib import Path
 
-from conftest import assert_valid_run, write_seeds
+from conftest import assert_valid_run, run_args, write_seeds
 from fake_server import FakeServer, Fault
 
 SEEDS = [{"instruction": f"Explain idea {i} with an example."} for i in range(40)]
 
 
-def run_args(servers: list[FakeServer], seeds: Path, out: Path, *extra: object) -> list[object]:
-    urls = [option for server in servers for option in ("--base-url", server.base_url)]
-    return ["run", seeds, "--out", out, *urls, "--quiet", "--retry-max-wait", "0.2", *extra]
+FAST_RETRIES = ("--retry-max-wait", "0.2")
 
 
 def test_equal_servers_share_the_load_evenly(evol, tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS)
     servers = [FakeServer(latency=0.02).start() for _ in range(3)]
     try:
-        result = evol(*run_args(servers, seeds, tmp_path / "run", "--generations", "2"))
+        result = evol(
+            *run_args(servers, seeds, tmp_path / "run", *FAST_RETRIES, "--generations", "2")
+        )
     finally:
         for server in servers:
             server.stop()
@@ -38,7 +38,9 @@ def test_the_faster_server_gets_more_requests(evol, tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS)
     fast, slow = FakeServer(latency=0.01).start(), FakeServer(latency=0.15).start()
     try:
-        result = evol(*run_args([fast, slow], seeds, tmp_path / "run", "--generations", "1"))
+        result = evol(
+            *run_args([fast, slow], seeds, tmp_path / "run", *FAST_RETRIES, "--generations", "1")
+        )
     finally:
         fast.stop()
         slow.stop()
@@ -53,7 +55,15 @@ def test_a_failing_server_rests_and_the_run_does_not_notice(evol, tmp_path: Path
     healthy = FakeServer(latency=0.02).start()
     try:
         result = evol(
-            *run_args([broken, healthy], seeds, tmp_path / "run", "--generations", "2", "--json")
+            *run_args(
+                [broken, healthy],
+                seeds,
+                tmp_path / "run",
+                *FAST_RETRIES,
+                "--generations",
+                "2",
+                "--json",
+            )
         )
     finally:
         broken.stop()
@@ -85,7 +95,11 @@ def test_a_server_that_stops_midway_costs_nothing_but_its_requests_in_flight(
     watcher = threading.Thread(target=stop_when_busy, daemon=True)
     watcher.start()
     try:
-        result = evol(*run_args(servers, seeds, tmp_path / "run", "--generations", "2", "--json"))
+        result = evol(
+            *run_args(
+                servers, seeds, tmp_path / "run", *FAST_RETRIES, "--generations", "2", "--json"
+            )
+        )
     finally:
         stopped.set()
         watcher.join()

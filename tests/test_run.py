@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import assert_valid_run, read_jsonl, write_seeds
+from conftest import assert_valid_run, read_jsonl, run_args, write_seeds
 from fake_server import FakeServer, Fault, scripted
 
 SEEDS = [
@@ -25,18 +25,7 @@ SEEDS = [
 
 
 def args(server: FakeServer, seeds: Path, out: Path, *extra: object) -> list[object]:
-    return [
-        "run",
-        seeds,
-        "--out",
-        out,
-        "--base-url",
-        server.base_url,
-        "--quiet",
-        "--retry-max-wait",
-        "0.05",
-        *extra,
-    ]
+    return run_args(server, seeds, out, "--retry-max-wait", "0.05", *extra)
 
 
 def all_records(out: Path) -> list[dict]:

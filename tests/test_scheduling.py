@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from conftest import assert_valid_run, read_jsonl, write_seeds
+from conftest import assert_valid_run, read_jsonl, run_args, write_seeds
 from fake_server import FakeServer, kind_of
 
 
@@ -24,9 +24,8 @@ def test_a_slow_lineage_holds_no_other_back(evol, tmp_path: Path) -> None:
 
     with FakeServer(delay=delay) as server:
         result = evol(
-            "run", seeds, "--out", tmp_path / "run", "--base-url", server.base_url,
-            "--generations", "3", "--concurrency", "8", "--quiet",
-        )  # fmt: skip
+            *run_args(server, seeds, tmp_path / "run", "--generations", "3", "--concurrency", "8")
+        )
     assert result.exit_code == 0, result.output
     assert_valid_run(tmp_path / "run")
     calls = list(zip(server.requests, server.arrivals, server.finishes, strict=True))
@@ -47,9 +46,17 @@ def test_an_items_answer_and_judge_are_in_flight_together(evol, tmp_path: Path) 
     )
     with FakeServer(latency=0.2) as server:
         result = evol(
-            "run", seeds, "--out", tmp_path / "run", "--base-url", server.base_url,
-            "--generations", "1", "--concurrency", "16", "--no-answer-seeds", "--quiet",
-        )  # fmt: skip
+            *run_args(
+                server,
+                seeds,
+                tmp_path / "run",
+                "--generations",
+                "1",
+                "--concurrency",
+                "16",
+                "--no-answer-seeds",
+            )
+        )
     assert result.exit_code == 0, result.output
     calls = list(zip(server.requests, server.arrivals, server.finishes, strict=True))
     answers = {content(b): (a, f) for b, a, f in calls if kind_of(b) == "answer"}
@@ -72,9 +79,8 @@ def test_output_files_are_in_seed_order_whatever_order_lineages_finish(
 
     with FakeServer(delay=lambda _body: jitter.uniform(0, 0.05)) as server:
         result = evol(
-            "run", seeds, "--out", tmp_path / "run", "--base-url", server.base_url,
-            "--generations", "3", "--concurrency", "32", "--quiet",
-        )  # fmt: skip
+            *run_args(server, seeds, tmp_path / "run", "--generations", "3", "--concurrency", "32")
+        )
     assert result.exit_code == 0, result.output
     out = tmp_path / "run"
     assert_valid_run(out)

@@ -6,7 +6,7 @@ import json
 import statistics
 from pathlib import Path
 
-from conftest import read_jsonl, write_seeds
+from conftest import read_jsonl, run_args, write_seeds
 from fake_server import FakeServer
 
 SEEDS = [
@@ -27,20 +27,7 @@ def percentile(values: list[int], fraction: float) -> float:
 def test_stats_per_generation_operation_and_role(evol, tmp_path: Path) -> None:
     seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
     with FakeServer(models=("gpt-4o-mini",)) as server:
-        assert (
-            evol(
-                "run",
-                seeds,
-                "--out",
-                out,
-                "--base-url",
-                server.base_url,
-                "--generations",
-                "2",
-                "--quiet",
-            ).exit_code
-            == 0
-        )
+        assert evol(*run_args(server, seeds, out, "--generations", "2")).exit_code == 0
     result = evol("stats", out, "--json")
     assert result.exit_code == 0
     stats = json.loads(result.stdout)
@@ -104,20 +91,7 @@ def test_stats_and_report_read_every_generation_file_even_without_gen_0(
     # Every seed answer can fail after retries while evolutions succeed: gen_0.jsonl is absent.
     seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS[:3]), tmp_path / "run"
     with FakeServer() as server:
-        assert (
-            evol(
-                "run",
-                seeds,
-                "--out",
-                out,
-                "--base-url",
-                server.base_url,
-                "--generations",
-                "2",
-                "--quiet",
-            ).exit_code
-            == 0
-        )
+        assert evol(*run_args(server, seeds, out, "--generations", "2")).exit_code == 0
     (out / "gen_0.jsonl").unlink()
     stats = json.loads(evol("stats", out, "--json").stdout)
     assert [(g["generation"], g["kept"]) for g in stats["generations"]] == [(0, 0), (1, 3), (2, 3)]
