@@ -163,6 +163,7 @@ class FakeServer:
         max_rate: float | None = None,
         delay: Callable[[dict[str, Any]], float] | None = None,
         record: bool = True,
+        hold: Callable[[dict[str, Any]], bool] | None = None,
     ):
         self.models, self.latency = list(models), latency
         self.responder = responder or Responder()
@@ -175,6 +176,11 @@ class FakeServer:
         self._allowance, self._allowance_at = 0.0, time.monotonic()
         self.delay = delay  # extra seconds for a request, on top of `latency`
         self.record = record  # False keeps counts only (benchmarks of 100,000s of requests)
+        # Requests `hold` matches wait, unanswered, until `release()`: a test can then act
+        # (kill the client, say) at a moment that does not depend on the machine's speed.
+        self.hold = hold
+        self.held = 0
+        self._gate: asyncio.Event | None = None
         self.served = 0
         self.requests: list[dict[str, Any]] = []
         self.arrivals: list[float] = []  # time.monotonic() of each chat request
@@ -195,6 +201,20 @@ class FakeServer:
         """Recorded requests of one kind: evolve, judge or answer."""
 
         return [body for body in list(self.requests) if kind_of(body) == kind]
+
+    def release(self) -> None:
+        """Answer the held requests, and hold no more."""
+        self.hold = None
+        if self._loop and self._gate:
+            self._loop.call_soon_threadsafe(self._gate.set)
+
+    def wait_until(self, condition: Callable[[], bool], limit: float = 120.0) -> None:
+        """Block until `condition()` holds; `limit` only guards against a hang, never a pace."""
+        deadline = time.monotonic() + limit
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the condition never held")
+            time.sleep(0.01)
 
     def start(self) -> FakeServer:
         started = threading.Event()
@@ -220,12 +240,14 @@ class FakeServer:
     def _serve(self, started: threading.Event) -> None:
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
+        self._gate = asyncio.Event()
         app = web.Application()
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat)
         # Azure OpenAI's layout: the deployment in the path, the API version in the query.
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._chat)
-        self._runner = web.AppRunner(app, access_log=None)
+        # Held or hung requests are cancelled 1 s into a stop, as a server going down drops them.
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=4096)
         self._loop.run_until_complete(site.start())
@@ -296,6 +318,10 @@ class FakeServer:
         ]
 
     async def _reply(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        if self.hold and self.hold(body):
+            assert self._gate is not None
+            self.held += 1
+            await self._gate.wait()
         fault = self.faults(body) if self.faults else None
         if fault:
             self.faults_sent[fault.kind if fault.kind != "status" else str(fault.status)] += 1
