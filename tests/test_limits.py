@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import assert_valid_run, run_args, write_seeds
-from fake_server import FakeServer
+from fake_server import FakeServer, Fault, scripted
 
 from evol.limits import AdaptiveConcurrency, RequestBudget, TokenBucket
 
@@ -129,8 +129,9 @@ def test_a_request_larger_than_the_bucket_still_goes_and_the_next_one_waits_for_
         await bucket.take(1)  # waits until the level is back to 1
         return time.monotonic() - started
 
-    waited = asyncio.run(scenario())
-    assert 2.3 < waited < 3.5
+    # A debt of 23 plus the 1 asked for, at 10 a second: 2.4 s at least (a busy machine may
+    # take longer, so there is no upper bound).
+    assert asyncio.run(scenario()) >= 2.3
 
 
 def test_rpm_caps_the_requests_the_server_sees_per_second(evol, tmp_path: Path) -> None:
@@ -165,12 +166,12 @@ def test_tpm_caps_the_tokens_the_server_reports_per_second(evol, tmp_path: Path)
     assert span >= (tokens - 200 - largest) / 1000 * 0.8, (tokens, span)
 
 
-def test_a_server_that_429s_above_a_rate_makes_the_run_slow_down_not_fail(
-    evol, tmp_path: Path
-) -> None:
+def test_a_server_that_429s_makes_the_run_slow_down_not_fail(evol, tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": f"Task {i}"} for i in range(60)])
     out = tmp_path / "run"
-    with FakeServer(latency=0.05, max_rate=100) as server:
+    # Forty 429s, then none: the same congestion signal on any machine.
+    too_many = scripted(*[Fault("status", 429, retry_after=0.01)] * 40)
+    with FakeServer(faults=too_many) as server:
         result = evol(
             *run_args(
                 server,
@@ -182,6 +183,8 @@ def test_a_server_that_429s_above_a_rate_makes_the_run_slow_down_not_fail(
                 "32",
                 "--retry-max-wait",
                 "0.2",
+                "--max-retries",
+                "8",
             )  # fmt: skip
         )
     assert result.exit_code == 0, result.output
@@ -189,4 +192,4 @@ def test_a_server_that_429s_above_a_rate_makes_the_run_slow_down_not_fail(
     assert manifest["summary"]["failed"] == []
     limits = manifest["concurrency"]
     assert limits["cuts_on_429"] >= 1 and limits["lowest"] <= 16
-    assert server.faults_sent["429"] >= 1
+    assert server.faults_sent["429"] == 40

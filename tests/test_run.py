@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from conftest import assert_valid_run, read_jsonl, run_args, write_seeds
-from fake_server import FakeServer, Fault, scripted
+from fake_server import FakeServer, Fault, kind_of, scripted
 
 SEEDS = [
     {"instruction": "Explain {recursion} with #an example", "topic": "cs"},
@@ -301,21 +300,29 @@ def test_transient_failures_are_retried(evol, tmp_path: Path) -> None:
         Fault("malformed"),
         Fault("drop"),
         Fault("status", 503),
-        Fault("hang"),
     )
     seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS)
-    with FakeServer(faults=faults, hang_seconds=5) as server:
+    with FakeServer(faults=faults) as server:
+        result = evol(*args(server, seeds, tmp_path / "run", "--generations", "1", "--json"))
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["retries"] == 5 and summary["failed"] == []
+    assert sum(summary["kept_per_generation"].values()) == 10
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert sum(manifest["retries"].values()) == 5
+
+
+def test_a_request_that_hangs_is_abandoned_after_timeout_and_retried(evol, tmp_path: Path) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS[:2])
+    with FakeServer(faults=scripted(Fault("hang")), hang_seconds=5) as server:
         result = evol(
-            *args(
-                server, seeds, tmp_path / "run", "--generations", "1", "--timeout", "0.5", "--json"
-            )
+            *args(server, seeds, tmp_path / "run", "--generations", "0", "--timeout", "1", "--json")
         )
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["retries"] == 6 and summary["failed"] == []
-    assert sum(summary["kept_per_generation"].values()) == 10
-    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert sum(manifest["retries"].values()) == 6
+    # At least the hung request was retried; a busy machine may time out another one too.
+    assert summary["retries"] >= 1 and summary["failed"] == []
+    assert server.faults_sent["hang"] == 1 and summary["kept_per_generation"] == {"0": 2}
 
 
 def test_steps_that_keep_failing_end_the_run_with_1_and_a_resume_finishes(
@@ -399,25 +406,26 @@ def test_models_per_role_and_the_servers_default(evol, tmp_path: Path) -> None:
     )
 
 
-def test_concurrency_bounds_the_requests_in_flight(evol, tmp_path: Path) -> None:
+@pytest.mark.parametrize("limit", [1, 6])
+def test_concurrency_bounds_the_requests_in_flight(tmp_path: Path, limit: int) -> None:
     seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": f"Task {i}"} for i in range(30)])
-    for limit in (1, 6):
-        with FakeServer(latency=0.02) as server:
-            assert (
-                evol(
-                    *args(
-                        server,
-                        seeds,
-                        tmp_path / f"c{limit}",
-                        "--generations",
-                        "2",
-                        "--concurrency",
-                        limit,
-                    )
-                ).exit_code
-                == 0
-            )
-        assert server.peak_in_flight == limit
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
+    # Every request is held until `limit` are: the client fills its limit, and the server sees
+    # no more than that in flight at any moment of the run.
+    with FakeServer(hold=lambda _body: True) as server:
+        options = ("--generations", "2", "--concurrency", limit)
+        command = [
+            sys.executable,
+            "-m",
+            "evol",
+            *map(str, args(server, seeds, tmp_path / "run", *options)),
+        ]
+        process = subprocess.Popen(command, env=env)
+        server.wait_until(lambda: server.held == limit)
+        server.release()
+        assert process.wait(120) == 0
+    assert server.peak_in_flight == limit
+    assert len(server.requests) == 30 * 7
 
 
 def test_generation_options_are_sent_only_when_set(evol, server, tmp_path: Path) -> None:
@@ -477,49 +485,52 @@ def test_the_api_key_never_reaches_any_output(evol, tmp_path: Path) -> None:
     assert secret not in result.output
 
 
-def test_interrupt_saves_progress_and_resume_gives_the_same_dataset(
-    server: FakeServer, tmp_path: Path
+@pytest.mark.parametrize(
+    "signal_number", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"]
+)
+def test_a_signal_stops_at_once_saves_progress_and_resume_gives_the_same_dataset(
+    tmp_path: Path, signal_number: int
 ) -> None:
-    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": f"Task {i}"} for i in range(40)])
-    server.latency = 0.05
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": f"Task {i}"} for i in range(12)])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
 
-    def command(out: Path) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "evol",
-            *map(str, args(server, seeds, out, "--generations", "3", "--concurrency", "4")),
-        ]
+    def command(server: FakeServer, out: Path) -> list[str]:
+        options = ("--generations", "3", "--concurrency", "4")
+        return [sys.executable, "-m", "evol", *map(str, args(server, seeds, out, *options))]
+
+    # Round-2 evolutions are held unanswered: once all 4 slots hold one, the run is mid-way
+    # and waiting, whatever the machine's speed, and the signal must not wait for them.
+    def hold(body: dict) -> bool:
+        return kind_of(body) == "evolve" and "Also consider" in body["messages"][-1]["content"]
 
     out = tmp_path / "interrupted"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
-    process = subprocess.Popen(command(out), env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while len(read_jsonl(out / "gen_1.jsonl")) < 5 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 130, stderr
+    with FakeServer(hold=hold) as server:
+        process = subprocess.Popen(command(server, out), env=env, stderr=subprocess.PIPE, text=True)
+        server.wait_until(lambda: server.held == 4)
+        sent_before_signal = len(server.requests)
+        process.send_signal(signal_number)
+        _, stderr = process.communicate(timeout=60)
+        server.release()
+        assert process.returncode == 130, stderr
+        assert len(server.requests) == sent_before_signal  # nothing was sent after the signal
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert json.loads((out / "run.json").read_text())["status"] == "interrupted"
-    partial = len(all_records(out))
-    assert 0 < partial < 160
+    partial = all_records(out)
+    assert len(partial) >= 8 and {r["round"] for r in partial} == {0, 1}  # what finished is saved
 
-    calls_before = len(server.requests)
-    assert subprocess.run(command(out), env=env).returncode == 0
-    resumed_calls = len(server.requests) - calls_before
-    assert subprocess.run(command(tmp_path / "straight"), env=env).returncode == 0
-    straight_calls = len(server.requests) - calls_before - resumed_calls
+    with FakeServer() as server:
+        assert subprocess.run(command(server, out), env=env).returncode == 0
+        resumed_calls = len(server.requests)
+        assert subprocess.run(command(server, tmp_path / "straight"), env=env).returncode == 0
+        straight_calls = len(server.requests) - resumed_calls
 
     def content(run: Path) -> list[str]:
         rows = read_jsonl(run / "dataset.jsonl") + read_jsonl(run / "eliminated.jsonl")
-        return sorted(
-            json.dumps({k: v for k, v in r.items() if k != "usage"}, sort_keys=True) for r in rows
-        )
+        return sorted(json.dumps(r, sort_keys=True) for r in rows)
 
     assert content(out) == content(tmp_path / "straight")
     ids = [r["id"] for r in read_jsonl(out / "dataset.jsonl")]
-    assert len(ids) == len(set(ids)) == 160
+    assert len(ids) == len(set(ids)) == 48
     assert resumed_calls < straight_calls
 
 
@@ -609,31 +620,6 @@ def test_progress_bar_only_on_a_terminal(server: FakeServer, tmp_path: Path) -> 
     piped = stderr_of("pipe", tty=False)
     assert "evol: complete" in piped and "10/10" not in piped
     assert stderr_of("quiet", "--quiet", tty=True) == ""
-
-
-def test_sigterm_stops_gracefully_like_ctrl_c(server: FakeServer, tmp_path: Path) -> None:
-    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": f"Task {i}"} for i in range(30)])
-    server.latency = 0.05
-    out = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
-    command = [
-        sys.executable,
-        "-m",
-        "evol",
-        *map(str, args(server, seeds, out, "--generations", "2", "--concurrency", "2")),
-    ]
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not read_jsonl(out / "gen_1.jsonl") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=30)
-    assert process.returncode == 130 and "Traceback" not in stderr
-    calls_at_stop = len(server.requests)
-    time.sleep(0.3)
-    assert len(server.requests) == calls_at_stop  # nothing more was sent
-    assert subprocess.run(command, env=env).returncode == 0
-    assert len(read_jsonl(out / "dataset.jsonl")) == 90
 
 
 def test_the_sdk_backend_reads_servers_the_same_way(evol, tmp_path: Path) -> None:

@@ -1,8 +1,15 @@
-"""No barriers between rounds or lineages, and output files in seed order all the same."""
+"""No barriers between rounds or lineages, and output files in seed order all the same.
+
+Each test holds some requests unanswered until the others have done what the promise says
+they can do without them; a barrier in the engine would leave the condition unmet, and the
+release would come from the time limit instead, which the test reports as a failure.
+"""
 
 from __future__ import annotations
 
-import random
+import re
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,58 +21,84 @@ def content(body: dict[str, Any]) -> str:
     return body["messages"][-1]["content"]
 
 
+class ReleaseWhen:
+    """Release the server's held requests once `condition` holds, from a watcher thread."""
+
+    def __init__(self, server: FakeServer, condition: Callable[[], bool], limit: float = 60.0):
+        self.met = False
+
+        def watch() -> None:
+            try:
+                server.wait_until(condition, limit)
+                self.met = True
+            except TimeoutError:
+                pass
+            server.release()
+
+        self.thread = threading.Thread(target=watch, daemon=True)
+        self.thread.start()
+
+    def __enter__(self) -> ReleaseWhen:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.thread.join()
+
+
+def finished(server: FakeServer, which: Callable[[dict[str, Any]], bool]) -> int:
+    return sum(
+        1
+        for body, done in zip(list(server.requests), list(server.finishes), strict=False)
+        if done is not None and which(body)
+    )
+
+
 def test_a_slow_lineage_holds_no_other_back(evol, tmp_path: Path) -> None:
     rows = [{"id": "slow", "instruction": "Plan a trip [slow]"}]
     rows += [{"id": f"f{i}", "instruction": f"Explain idea {i}"} for i in range(6)]
     seeds = write_seeds(tmp_path / "seeds.jsonl", rows)
 
-    def delay(body: dict[str, Any]) -> float:
-        return 0.6 if "[slow]" in content(body) else 0.01
+    def slow(body: dict[str, Any]) -> bool:
+        return "[slow]" in content(body)
 
-    with FakeServer(delay=delay) as server:
-        result = evol(
-            *run_args(server, seeds, tmp_path / "run", "--generations", "3", "--concurrency", "8")
-        )
+    fast_calls = 6 * (1 + 3 * 3)
+    with FakeServer(hold=slow) as server:
+        # The slow lineage's first calls stay unanswered until every fast lineage has run
+        # all three rounds: no round, batch or generation may wait for the slowest item.
+        gate = ReleaseWhen(server, lambda: finished(server, lambda b: not slow(b)) == fast_calls)
+        with gate:
+            result = evol(
+                *run_args(
+                    server, seeds, tmp_path / "run", "--generations", "3", "--concurrency", "8"
+                )
+            )
+    assert gate.met
     assert result.exit_code == 0, result.output
     assert_valid_run(tmp_path / "run")
-    calls = list(zip(server.requests, server.arrivals, server.finishes, strict=True))
-    slow = [(arrived, finished) for body, arrived, finished in calls if "[slow]" in content(body)]
-    fast = [
-        (arrived, finished) for body, arrived, finished in calls if "[slow]" not in content(body)
-    ]
-    assert len(fast) == 6 * (1 + 3 * 3)
-    first_slow_reply = min(finished for _arrived, finished in slow)
-    # Every fast lineage ran all three rounds while the slow one waited for its first reply:
-    # no round, batch or generation waits for the slowest item.
-    assert max(finished for _arrived, finished in fast) < first_slow_reply
 
 
 def test_an_items_answer_and_judge_are_in_flight_together(evol, tmp_path: Path) -> None:
     seeds = write_seeds(
         tmp_path / "seeds.jsonl", [{"instruction": f"Explain idea {i}"} for i in range(4)]
     )
-    with FakeServer(latency=0.2) as server:
-        result = evol(
-            *run_args(
-                server,
-                seeds,
-                tmp_path / "run",
-                "--generations",
-                "1",
-                "--concurrency",
-                "16",
-                "--no-answer-seeds",
+    with FakeServer(hold=lambda body: kind_of(body) == "answer") as server:
+        # Answers are held until every item's judge has arrived: they are sent together.
+        judges = lambda: len(server.requests_for("judge")) == 4  # noqa: E731
+        with ReleaseWhen(server, lambda: server.held == 4 and judges()) as gate:
+            result = evol(
+                *run_args(
+                    server,
+                    seeds,
+                    tmp_path / "run",
+                    "--generations",
+                    "1",
+                    "--concurrency",
+                    "16",
+                    "--no-answer-seeds",
+                )  # fmt: skip
             )
-        )
+    assert gate.met
     assert result.exit_code == 0, result.output
-    calls = list(zip(server.requests, server.arrivals, server.finishes, strict=True))
-    answers = {content(b): (a, f) for b, a, f in calls if kind_of(b) == "answer"}
-    judges = [(b, a, f) for b, a, f in calls if kind_of(b) == "judge"]
-    assert len(answers) == len(judges) == 4
-    for body, arrived, finished in judges:
-        second = content(body).partition("<second>\n")[2].partition("\n</second>")[0]
-        answer_arrived, answer_finished = answers[second]
-        assert answer_arrived < finished and arrived < answer_finished  # the intervals overlap
 
 
 def test_output_files_are_in_seed_order_whatever_order_lineages_finish(
@@ -75,18 +108,27 @@ def test_output_files_are_in_seed_order_whatever_order_lineages_finish(
     rows[3]["instruction"] += " [equal]"  # eliminated every round: several lines per lineage
     rows[17]["instruction"] += " [leak-once]"
     seeds = write_seeds(tmp_path / "seeds.jsonl", rows)
-    jitter = random.Random(7)
 
-    with FakeServer(delay=lambda _body: jitter.uniform(0, 0.05)) as server:
-        result = evol(
-            *run_args(server, seeds, tmp_path / "run", "--generations", "3", "--concurrency", "32")
-        )
+    def first_ten(body: dict[str, Any]) -> bool:
+        number = re.search(r"Explain idea (\d+)", content(body))
+        return number is not None and int(number.group(1)) < 10
+
+    # Lineages 10 to 29 finish before the first ten send a second request, so records are
+    # appended far from seed order. 19 of them make 10 calls; the leak-once one makes 8.
+    later_calls = 19 * 10 + 8
+    with FakeServer(hold=first_ten) as server:
+        done = lambda: finished(server, lambda b: not first_ten(b)) == later_calls  # noqa: E731
+        with ReleaseWhen(server, done) as gate:
+            result = evol(
+                *run_args(
+                    server, seeds, tmp_path / "run", "--generations", "3", "--concurrency", "32"
+                )
+            )
+    assert gate.met
     assert result.exit_code == 0, result.output
     out = tmp_path / "run"
     assert_valid_run(out)
     order = {row["id"]: place for place, row in enumerate(rows)}
-    arrival_order = [content(b) for b in server.requests if kind_of(b) == "answer"]
-    assert arrival_order != sorted(arrival_order, key=lambda text: int(text.split()[2]))
     for generation in range(4):
         records = read_jsonl(out / f"gen_{generation}.jsonl")
         assert records, generation
