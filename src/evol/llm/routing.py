@@ -1,15 +1,17 @@
 """Several endpoints of one backend as one: `--base-url` given more than once.
 
 Each request goes to the endpoint with the fewest requests in flight, so a faster server gets
-more of them. An endpoint whose request fails in a way worth retrying (refused connection,
-timeout, 5xx, 429) rests: it gets no requests for a while, doubling on each failure in a row
-(or as long as its Retry-After says), and is tried again afterwards. The engine's retry of the
-failed request goes to another endpoint, so a server that stops mid-run costs only the
-requests it had in flight.
+more of them; ties go round the endpoints in turn. An endpoint whose request fails in a way
+worth retrying (refused connection, timeout, 5xx, 429) rests: it gets no requests for a while,
+doubling on each failure in a row up to LONGEST_REST_S (or as long as its Retry-After says,
+within the same bound). After a rest it takes one request at a time until one succeeds. The
+engine's retry of the failed request goes to another endpoint, so a server that stops mid-run
+costs only the requests it had in flight.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -18,6 +20,7 @@ from evol.llm import ChatBackend, Completion, GenerationParams, Message, display
 
 FIRST_REST_S = 0.5
 LONGEST_REST_S = 30.0
+_DOUBLINGS_TO_LONGEST = math.ceil(math.log2(LONGEST_REST_S / FIRST_REST_S))
 
 
 @dataclass
@@ -35,10 +38,16 @@ class Endpoint:
     def failed(self, retry_after: float | None) -> None:
         self.failures += 1
         self.failures_in_a_row += 1
-        rest = FIRST_REST_S * 2 ** (self.failures_in_a_row - 1)
-        if retry_after is not None:
-            rest = retry_after
-        self.resting_until = time.monotonic() + min(rest, LONGEST_REST_S)
+        # The exponent stops growing once the rest is at its longest: 2 ** n overflows a float
+        # after about a thousand failures in a row.
+        doublings = min(self.failures_in_a_row - 1, _DOUBLINGS_TO_LONGEST)
+        rest = FIRST_REST_S * 2**doublings if retry_after is None else retry_after
+        self.resting_until = time.monotonic() + min(max(rest, 0.0), LONGEST_REST_S)
+
+    @property
+    def on_probation(self) -> bool:
+        """Back from a rest and not yet answered: one request at a time."""
+        return self.failures_in_a_row > 0
 
     def stats(self) -> dict[str, object]:
         return {"url": display_url(self.url), "requests": self.requests, "failures": self.failures}
@@ -49,6 +58,7 @@ class EndpointRouter:
 
     def __init__(self, endpoints: list[tuple[str, ChatBackend]]):
         self.endpoints = [Endpoint(url, backend) for url, backend in endpoints]
+        self._turn = 0  # where the search for the least busy endpoint starts
 
     async def complete(
         self, messages: list[Message], *, model: str, params: GenerationParams
@@ -88,7 +98,14 @@ class EndpointRouter:
 
     def _pick(self) -> Endpoint:
         now = time.monotonic()
-        ready = [endpoint for endpoint in self.endpoints if endpoint.resting_until <= now]
-        if not ready:  # all resting: the one back soonest
-            return min(self.endpoints, key=lambda endpoint: endpoint.resting_until)
+        count = len(self.endpoints)
+        self._turn = (self._turn + 1) % count
+        in_turn = [self.endpoints[(self._turn + i) % count] for i in range(count)]
+        ready = [
+            endpoint
+            for endpoint in in_turn
+            if endpoint.resting_until <= now and not (endpoint.on_probation and endpoint.in_flight)
+        ]
+        if not ready:  # all resting or probing: the one back soonest
+            return min(in_turn, key=lambda endpoint: endpoint.resting_until)
         return min(ready, key=lambda endpoint: endpoint.in_flight)
