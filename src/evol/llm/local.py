@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import os
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +92,6 @@ class LocalBackend:
     def _load(self) -> Any:
         from llama_cpp import Llama
 
-        return Llama(
-            model_path=str(self.model_path),
-            n_ctx=CONTEXT_TOKENS,
-            n_threads=max(1, os.cpu_count() or 1),
-            verbose=False,
-        )
+        # llama-cpp-python's own thread count (half the cores): llama.cpp's threads spin at
+        # barriers, so one per core is ~13x slower as soon as anything else wants the CPU.
+        return Llama(model_path=str(self.model_path), n_ctx=CONTEXT_TOKENS, verbose=False)
