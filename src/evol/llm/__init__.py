@@ -40,6 +40,9 @@ class GenerationParams(BaseModel):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     max_tokens: int | None = Field(None, ge=1)
+    # Scorers read a digit's probability from these (OpenAI's `logprobs`/`top_logprobs`).
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
 
     def to_request(self) -> dict[str, float | int]:
         """Only the options that were set."""
@@ -53,6 +56,9 @@ class Completion(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str | None = None
+    # With `logprobs` asked for: for each generated token, the most likely tokens at that
+    # position and their log-probabilities (the chosen one included).
+    top_logprobs: list[dict[str, float]] | None = None
 
 
 class BackendSettings(BaseModel):
