@@ -90,7 +90,9 @@ def assert_valid_run(out: Path) -> dict[str, Any]:
         for g in range(generations + 1)
     }
     eliminated = [EliminatedRecord.model_validate(r) for r in read_jsonl(out / "eliminated.jsonl")]
-    by_id = {r.id: r for records in kept.values() for r in records}
+    # A seed whose answer failed is eliminated at generation 0 and still evolves.
+    failed_seeds = [r for r in eliminated if r.generation == 0]
+    by_id = {r.id: r for records in [*kept.values(), failed_seeds] for r in records}
     all_ids = [r.id for records in kept.values() for r in records] + [r.id for r in eliminated]
     assert len(all_ids) == len(set(all_ids)), "duplicate ids"
     for generation, records in kept.items():
@@ -105,6 +107,10 @@ def assert_valid_run(out: Path) -> dict[str, Any]:
             assert record.generation == parent.generation + 1 and record.root_id == parent.root_id
             assert 1 <= record.round <= generations and record.operation
     for record in eliminated:
+        if record.generation == 0:
+            assert record.parent_id is None and record.root_id == record.id and record.round == 0
+            assert record.id not in {r.id for r in kept[0]}
+            continue
         parent = by_id[record.parent_id]
         assert record.generation == parent.generation + 1 and record.root_id == parent.root_id
         assert record.reason in set(Reason)

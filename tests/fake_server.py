@@ -39,7 +39,7 @@ class Fault:
 
     kind: str  # "status", "hang", "malformed", "drop"
     status: int = 500
-    retry_after: float | None = None
+    retry_after: float | str | None = None  # seconds, or the header's text as it is
 
 
 FaultPlan = Callable[[dict[str, Any]], Fault | None]
@@ -336,11 +336,8 @@ class FakeServer:
                     text='{"id": "x", "choices": [', content_type="application/json"
                 )
             else:
-                headers = (
-                    {"Retry-After": f"{fault.retry_after:g}"}
-                    if fault.retry_after is not None
-                    else {}
-                )
+                after = fault.retry_after
+                headers = {} if after is None else {"Retry-After": str(after)}
                 return _error(fault.status, f"injected {fault.status}", "injected", headers)
         pause = self.latency + (self.delay(body) if self.delay else 0.0)
         if pause:

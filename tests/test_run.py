@@ -534,15 +534,35 @@ def test_a_signal_stops_at_once_saves_progress_and_resume_gives_the_same_dataset
     assert resumed_calls < straight_calls
 
 
-def test_retry_after_is_honoured(evol, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("header", "max_wait", "waited_at_least"),
+    [
+        ("0.8", "5", 0.8),  # honoured
+        ("999999999", "0.5", 0.5),  # absurd: --retry-max-wait instead
+        ("inf", "0.5", 0.5),
+        ("Fri, 01 Jan 2100 00:00:00 GMT", "0.5", 0.5),
+        ("-3", "0.5", 0.0),
+        ("soon", "0.5", 0.0),  # unreadable: the usual backoff
+    ],
+)
+def test_retry_after_is_honoured_up_to_retry_max_wait(
+    tmp_path: Path, header: str, max_wait: str, waited_at_least: float
+) -> None:
     seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS[:1])
-    with FakeServer(faults=scripted(Fault("status", 429, retry_after=0.8))) as server:
-        result = evol(*args(server, seeds, tmp_path / "run", "--generations", "0", "--json"))
-    assert result.exit_code == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
+    with FakeServer(faults=scripted(Fault("status", 429, retry_after=header))) as server:
+        options = ("--generations", "0", "--retry-max-wait", max_wait, "--json")
+        command = [
+            sys.executable,
+            "-m",
+            "evol",
+            *map(str, run_args(server, seeds, tmp_path / "run", *options)),
+        ]
+        # A subprocess with a time limit: a wait that ignored the bound would hang, not fail.
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["retries"] == 1
-    assert (
-        server.arrivals[1] - server.arrivals[0] >= 0.8
-    )  # --retry-max-wait is 0.05: the header won
+    assert server.arrivals[1] - server.arrivals[0] >= waited_at_least
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -555,28 +575,39 @@ def test_permission_errors_stop_the_run(evol, tmp_path: Path, status: int) -> No
     assert "authentication failed" in result.stderr and "check OPENAI_API_KEY" in result.stderr
 
 
-def test_a_rejected_request_fails_its_item_without_retries(evol, tmp_path: Path) -> None:
+@pytest.mark.parametrize("rejected", ["seed answer", "evolve"])
+def test_a_rejected_request_is_eliminated_with_the_servers_message(
+    evol, tmp_path: Path, rejected: str
+) -> None:
     seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS[:2])
-    with FakeServer(faults=scripted(Fault("status", 400))) as server:
-        result = evol(
-            *args(
-                server,
-                seeds,
-                tmp_path / "run",
-                "--generations",
-                "1",
-                "--concurrency",
-                "1",
-                "--json",
-            )
-        )
-        failed = json.loads(result.stdout)["failed"]
-        assert (
-            len(server.requests) == 8
-        )  # as many as a clean run: the rejected call was not retried
-    assert result.exit_code == 1
-    assert [(f["id"], f["round"], f["role"]) for f in failed] == [("s1", 0, "answer")]
-    assert "rejected the request (400)" in failed[0]["error"]
+
+    def refuse(body: dict) -> Fault | None:
+        text = body["messages"][-1]["content"]
+        first_seed = SEEDS[0]["instruction"]
+        if (rejected == "seed answer" and text == first_seed) or (
+            rejected == "evolve" and kind_of(body) == "evolve" and first_seed in text
+        ):
+            return Fault("status", 400, retry_after=None)
+        return None
+
+    with FakeServer(faults=refuse) as server:
+        result = evol(*args(server, seeds, tmp_path / "run", "--generations", "1", "--json"))
+        rejected_calls = server.faults_sent["400"]
+    assert result.exit_code == 0, result.stderr  # a run with a refused step can complete
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "complete" and summary["failed"] == []
+    assert rejected_calls == 1  # not retried
+    (eliminated,) = read_jsonl(tmp_path / "run" / "eliminated.jsonl")
+    assert eliminated["reason"] == "rejected" and "injected 400" in eliminated["detail"]
+    if rejected == "seed answer":
+        # The seed's answer is not kept, but the seed still evolves.
+        assert (eliminated["id"], eliminated["generation"]) == ("s1", 0)
+        assert [r["id"] for r in read_jsonl(tmp_path / "run" / "gen_0.jsonl")] == ["s2"]
+        assert {r["id"] for r in read_jsonl(tmp_path / "run" / "gen_1.jsonl")} == {"s1.1", "s2.1"}
+        assert "s1" not in {r["id"] for r in read_jsonl(tmp_path / "run" / "dataset.jsonl")}
+    else:
+        assert (eliminated["id"], eliminated["parent_id"]) == ("s1.1", "s1")
+    assert_valid_run(tmp_path / "run")
 
 
 def test_progress_bar_only_on_a_terminal(server: FakeServer, tmp_path: Path) -> None:

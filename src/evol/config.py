@@ -45,6 +45,7 @@ class RunConfig(BaseModel):
     tpm: float | None = Field(None, gt=0, description="tokens per minute; None: no cap")
     max_retries: int = Field(5, ge=0)
     retry_max_wait: float = Field(60.0, gt=0)
+    max_response_bytes: int = Field(16 * 1024 * 1024, ge=1, description="reply body cap")
     overwrite: bool = False
 
     @property

@@ -26,6 +26,7 @@ class Reason(StrEnum):
     SORRY = "sorry"
     STOPWORDS_ONLY = "stopwords_only"
     TOO_LONG = "too_long"
+    REJECTED = "rejected"
     DUPLICATE = "duplicate"
 
 

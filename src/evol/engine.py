@@ -28,10 +28,13 @@ from evol.errors import (
     AuthenticationFailed,
     BackendError,
     ContextLengthExceeded,
+    EndpointUnreachable,
     EvolError,
     ModelNotFound,
     RateLimited,
+    Redirected,
     TransientBackendError,
+    Unreachable,
 )
 from evol.limits import AdaptiveConcurrency, RequestBudget
 from evol.llm import ChatBackend, Completion, GenerationParams
@@ -45,7 +48,8 @@ from evol.store import LineageProgress, RunStore, Tip
 if TYPE_CHECKING:  # numpy, which the duplicate rule needs, loads only when the rule is on
     from evol.dedup import DuplicateIndex
 
-_FATAL = (AuthenticationFailed, ModelNotFound)
+# Errors that no other request would escape: the run stops at once.
+_FATAL = (AuthenticationFailed, ModelNotFound, Redirected, EndpointUnreachable)
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,14 @@ class EngineStats:
 
 class _ItemFailed(Exception):
     """Ends one lineage for this run; already recorded in `EngineStats.failed`."""
+
+
+class _Refused(Exception):
+    """The server refused a call for good: the step is eliminated with this reason."""
+
+    def __init__(self, reason: Reason, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
 
 
 def compose(instruction: str, input_text: str) -> str:
@@ -157,33 +169,36 @@ class Engine:
         await _all(*steps)
 
     async def _settle_seed(self, seed: Seed) -> None:
-        output, usage = seed.output, {}
-        if output is None and self.settings.answer_seeds:
+        record = Record(
+            id=seed.id,
+            parent_id=None,
+            root_id=seed.id,
+            generation=0,
+            round=0,
+            operation=None,
+            instruction=seed.instruction,
+            input=seed.input,
+            output=seed.output,
+            metadata=seed.metadata,
+        )
+        if record.output is None and self.settings.answer_seeds:
             try:
                 completion = await self._call(
                     "answer", compose(seed.instruction, seed.input), seed.id, 0
                 )
             except _ItemFailed:
                 return
-            except ContextLengthExceeded as error:
-                self._fail(seed.id, 0, "answer", error)
+            except _Refused as refused:
+                # The seed still evolves (its instruction is the user's); its answer is not kept.
+                self.store.add_eliminated(
+                    EliminatedRecord(
+                        **record.model_dump(), reason=refused.reason, detail=refused.detail
+                    )
+                )
+                self.on_step()
                 return
-            output, usage = completion.text, {"answer": _usage(completion)}
-        self.store.add(
-            Record(
-                id=seed.id,
-                parent_id=None,
-                root_id=seed.id,
-                generation=0,
-                round=0,
-                operation=None,
-                instruction=seed.instruction,
-                input=seed.input,
-                output=output,
-                metadata=seed.metadata,
-                usage=usage,
-            )
-        )
+            record.output, record.usage = completion.text, {"answer": _usage(completion)}
+        self.store.add(record)
         self.on_step()
 
     async def _evolve_rounds(self, seed: Seed, progress: LineageProgress) -> None:
@@ -222,8 +237,8 @@ class Engine:
             if self.pool is not None and (original := self.pool.find(draft.instruction, seed.id)):
                 return self._eliminate(draft, Reason.DUPLICATE, tip, duplicate_of=original)
             answer, verdict = await self._answer_and_judge(tip, draft)
-        except ContextLengthExceeded as error:
-            return self._eliminate(draft, Reason.TOO_LONG, tip, detail=str(error))
+        except _Refused as refused:
+            return self._eliminate(draft, refused.reason, tip, detail=refused.detail)
         draft.output, draft.judge = answer, verdict
         if verdict == Verdict.EQUAL:
             return self._eliminate(draft, Reason.NO_INFORMATION_GAIN, tip)
@@ -285,15 +300,24 @@ class Engine:
                 max_wait=self.settings.retry_max_wait,
                 on_retry=lambda _error: self.stats.retries.update([role]),
             )
-            self.store.remember_call(item_id, role, completion.model_dump())
-            return completion
-        except _FATAL as error:
-            self._fatal = self._fatal or error
-            raise
-        except ContextLengthExceeded:
-            raise
-        except (BackendError, TransientBackendError) as error:
+        except Unreachable as error:  # it answered before, and no retry reached it since
+            tries = self.settings.max_retries + 1
+            raise self._stop(EndpointUnreachable(f"{error} ({tries} tries)")) from None
+        except TransientBackendError as error:
             raise _ItemFailed from self._fail(item_id, round_, role, error)
+        except _FATAL as error:
+            raise self._stop(error) from None
+        except ContextLengthExceeded as error:
+            raise _Refused(Reason.TOO_LONG, f"{role}: {error}") from None
+        except BackendError as error:
+            raise _Refused(Reason.REJECTED, f"{role}: {error}") from None
+        self.store.remember_call(item_id, role, completion.model_dump())
+        return completion
+
+    def _stop(self, error: EvolError) -> EvolError:
+        """Stop sending: every request after this one raises the first fatal error."""
+        self._fatal = self._fatal or error
+        return self._fatal
 
     def _fail(self, item_id: str, round_: int, role: str, error: Exception) -> Exception:
         self.stats.failed.append(FailedItem(item_id, round_, role, str(error)))

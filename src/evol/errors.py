@@ -66,6 +66,19 @@ class ModelNotFound(BackendError):
     exit_code = 2
 
 
+class EndpointUnreachable(BackendError):
+    """No connection to an endpoint (DNS, refused, TLS) that never answered, or that stopped
+    answering for good: stop the run and say why. Everything finished is kept for a resume."""
+
+    exit_code = 2
+
+
+class Redirected(BackendError):
+    """The endpoint answered a request with a redirect: --base-url points at the wrong place."""
+
+    exit_code = 2
+
+
 class ContextLengthExceeded(BackendError):
     """The prompt does not fit the model's context: the item is eliminated as `too_long`."""
 
@@ -84,6 +97,12 @@ class TransientBackendError(Exception):
 
 class RateLimited(TransientBackendError):
     """A 429: retried like any transient failure, and a signal to send less at once."""
+
+
+class Unreachable(TransientBackendError):
+    """No connection to an endpoint that has answered before in this run (it may be
+    restarting). When the retries run out, the engine stops the run with `EndpointUnreachable`
+    instead of failing every step one by one."""
 
 
 class Interrupted(EvolError):

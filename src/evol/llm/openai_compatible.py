@@ -1,21 +1,24 @@
 """The `openai` backend: any OpenAI-compatible chat endpoint (OpenAI, vLLM, Ollama, llama.cpp).
 
-It POSTs `/chat/completions` through `evol.llm.http`: the SDK's own transport costs about 4 ms
-of CPU a call, which caps one process near 250 calls/s; this costs 0.06 ms. Failures map onto
-the errors the engine acts on (transient ones are retried there, the rest fail fast with a
-remedy); `status_error` is shared with the `openai-sdk` backend so both read a server alike.
+It POSTs `/chat/completions` through `evol.llm.transport` (aiohttp, every limit set). A reply
+is untrusted input: it is validated against the chat-completion schema, and one that does not
+fit is a transient error for that request, never a crashed run. Failures map onto the errors
+the engine acts on; `status_error` and `parse_reply` are shared with the `openai-sdk` backend
+so that both read a server alike. Every error text is redacted of the key.
 """
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import ValidationError as SchemaError
 
 from evol.errors import (
     AuthenticationFailed,
@@ -23,11 +26,13 @@ from evol.errors import (
     ContextLengthExceeded,
     ModelNotFound,
     RateLimited,
+    Redirected,
     TransientBackendError,
     UsageError,
 )
-from evol.llm import BackendSettings, Completion, GenerationParams, Message, display_url
-from evol.llm.http import ConnectionFailed, connect
+from evol.llm import BackendSettings, Completion, GenerationParams, Message
+from evol.llm.transport import JsonTransport
+from evol.secrets import check_api_key, display_url, redact
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Servers word it differently: OpenAI "maximum context length", vLLM "context length",
@@ -47,82 +52,143 @@ class OpenAICompatibleBackend:
     """Chat completions over HTTP, one pool of keep-alive connections for the run."""
 
     def __init__(self, settings: BackendSettings):
-        self.base_url = (settings.base_urls[0] if settings.base_urls else DEFAULT_BASE_URL).rstrip(
-            "/"
-        )
-
-        self.where = display_url(self.base_url)
+        base_url = (settings.base_urls[0] if settings.base_urls else DEFAULT_BASE_URL).rstrip("/")
+        self.where = display_url(base_url)
         self.key_source = settings.api_key_source
-        self.timeout = settings.timeout
+        self.key = settings.api_key.get_secret_value() if settings.api_key else None
         headers = {"Content-Type": "application/json"}
-        if settings.api_key:
-            headers |= auth_headers(self.base_url, settings.api_key.get_secret_value())
-        try:
-            self._client = connect(self.base_url, headers)
-        except ValueError as error:
-            raise UsageError(f"--base-url {self.where}: {error}") from None
-        except UnicodeEncodeError:
-            raise UsageError(
-                f"{self.key_source} holds characters an HTTP header cannot carry"
-            ) from None
-        self._options: dict[GenerationParams, dict[str, float | int]] = {}
+        if self.key is not None:
+            check_api_key(self.key, self.key_source)
+            headers |= auth_headers(base_url, self.key)
+        self.http = JsonTransport(
+            base_url,
+            headers,
+            timeout=settings.timeout,
+            max_response_bytes=settings.max_response_bytes,
+        )
+        self._options: dict[GenerationParams, dict[str, Any]] = {}
 
     async def complete(
         self, messages: list[Message], *, model: str, params: GenerationParams
     ) -> Completion:
         options = self._options.get(params)
-        if options is None:  # one set of params per run: skip pydantic's dump on every call
+        if options is None:  # a few sets of params per run: skip pydantic's dump on every call
             options = self._options[params] = params.to_request()
         body = orjson.dumps({"model": model, "messages": messages, **options})
-        data = await self._request("POST", "/chat/completions", model, body)
-        try:
-            choice = data["choices"][0]
-            text = choice["message"]["content"]
-            usage = data.get("usage") or {}
-            if not isinstance(text, str):
-                raise TypeError(text)
-            return Completion(
-                text=text,
-                prompt_tokens=usage.get("prompt_tokens") or 0,
-                completion_tokens=usage.get("completion_tokens") or 0,
-                finish_reason=choice.get("finish_reason"),
-            )
-        except (KeyError, IndexError, TypeError, AttributeError):
-            raise TransientBackendError(f"{self.where} sent a reply with no message") from None
+        reply = await self._request("POST", "/chat/completions", model, body)
+        return parse_reply(reply, self.where)
 
     async def default_model(self) -> str:
         """The server's model when it serves exactly one (vLLM, llama.cpp); else ask for --model."""
-        data = await self._request("GET", "/models", "", None)
-        names = [entry.get("id") for entry in data.get("data", []) if isinstance(entry, dict)]
+        reply = await self._request("GET", "/models", "", None)
+        try:
+            listing = _ModelList.model_validate_json(reply)
+        except SchemaError:
+            raise TransientBackendError(f"{self.where} sent a malformed model list") from None
+        names = [entry.id for entry in listing.data]
         if len(names) == 1:
             return names[0]
-        offered = f": it serves {', '.join(map(str, names[:10]))}" if names else ""
+        offered = f": it serves {', '.join(names[:10])}" if names else ""
         raise UsageError(f"name a model with --model{offered}")
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self.http.close()
 
-    async def _request(self, method: str, path: str, model: str, body: bytes | None) -> Any:
-        try:
-            async with asyncio.timeout(self.timeout):
-                response = await self._client.request(method, path, body)
-        except TimeoutError:
-            raise TransientBackendError(f"{self.where} timed out after {self.timeout:g}s") from None
-        except ConnectionFailed as error:
-            raise TransientBackendError(f"cannot reach {self.where}: {error}") from None
-        if response.status >= 400:
+    async def _request(self, method: str, path: str, model: str, body: bytes | None) -> bytes:
+        response = await self.http.request(method, path, body)
+        if response.status >= 400 or response.status < 200:
+            message = redact(body_message(_json_or_text(response.body), ""), self.key)
             raise status_error(
-                self.where,
-                self.key_source,
-                model,
-                response.status,
-                body_message(_json_or_text(response.body), ""),
-                response.headers,
+                self.where, self.key_source, model, response.status, message, response.headers
             )
-        try:
-            return orjson.loads(response.body)
-        except orjson.JSONDecodeError:
-            raise TransientBackendError(f"{self.where} sent a malformed reply") from None
+        return response.body
+
+
+# -- the reply schema: what a chat completion must look like to be used --------------------
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _Alternative(_Schema):
+    token: StrictStr
+    logprob: StrictFloat | StrictInt
+
+
+class _TokenLogprob(_Alternative):
+    top_logprobs: list[_Alternative] = Field(default_factory=list)
+
+
+class _Logprobs(_Schema):
+    content: list[_TokenLogprob] | None = None
+
+
+class _Message(_Schema):
+    content: StrictStr | None = None
+    refusal: StrictStr | None = None
+
+
+class _Choice(_Schema):
+    message: _Message
+    finish_reason: StrictStr | None = None
+    logprobs: _Logprobs | None = None
+
+
+class _Usage(_Schema):
+    prompt_tokens: StrictInt = Field(0, ge=0)
+    completion_tokens: StrictInt = Field(0, ge=0)
+
+
+class _ChatReply(_Schema):
+    choices: list[_Choice] = Field(min_length=1)
+    usage: _Usage | None = None
+
+
+class _ModelEntry(_Schema):
+    id: StrictStr
+
+
+class _ModelList(_Schema):
+    data: list[_ModelEntry]
+
+
+def parse_reply(raw: bytes, where: str) -> Completion:
+    """A chat-completion body as a `Completion`; anything off-schema is a transient error."""
+    try:
+        reply = _ChatReply.model_validate_json(raw)
+    except SchemaError as error:
+        first = error.errors()[0]
+        place = ".".join(str(part) for part in first["loc"]) or "the body"
+        raise TransientBackendError(
+            f"{where} sent a reply that is not a chat completion ({place}: {first['msg']})"
+        ) from None
+    choice = reply.choices[0]
+    if choice.message.content is None:
+        if choice.message.refusal:  # OpenAI's structured refusal: no retry will change it
+            raise BackendError(f"{where} refused the request: {choice.message.refusal[:300]}")
+        raise TransientBackendError(f"{where} sent a reply with no message content")
+    usage = reply.usage or _Usage()
+    return Completion(
+        text=choice.message.content,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        finish_reason=choice.finish_reason,
+        top_logprobs=_top_logprobs(choice.logprobs),
+    )
+
+
+def _top_logprobs(logprobs: _Logprobs | None) -> list[dict[str, float]] | None:
+    if logprobs is None or logprobs.content is None:
+        return None
+    return [
+        {token.token: float(token.logprob)}
+        | {alt.token: float(alt.logprob) for alt in token.top_logprobs}
+        for token in logprobs.content
+    ]
+
+
+# -- errors ---------------------------------------------------------------------------------
 
 
 def auth_headers(base_url: str, key: str) -> dict[str, str]:
@@ -136,6 +202,11 @@ def status_error(
     where: str, key_source: str, model: str, status: int, message: str, headers: Mapping[str, str]
 ) -> Exception:
     """The error an HTTP status means for a run: retry it, stop the run, or fail the item."""
+    if 300 <= status < 400:
+        location = display_url(headers.get("location", "(no Location header)"))
+        return Redirected(
+            f"{where} redirects to {location} ({status}): point --base-url at the final address"
+        )
     if status in (401, 403):
         return AuthenticationFailed(f"authentication failed for {where}: check {key_source}")
     if status == 404:
@@ -145,7 +216,7 @@ def status_error(
         )
     if status == 429:
         return RateLimited(f"{where} answered 429: {message}", retry_after(headers))
-    if status in _TRANSIENT_STATUS or status >= 500:
+    if status in _TRANSIENT_STATUS or status >= 500 or status < 200:
         return TransientBackendError(f"{where} answered {status}: {message}", retry_after(headers))
     if any(hint in message.lower() for hint in _CONTEXT_HINTS):
         return ContextLengthExceeded(f"{where}: {message}")
@@ -157,33 +228,40 @@ def body_message(body: object, fallback: str) -> str:
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return inner["message"]
+            return inner["message"][:300]
         if isinstance(inner, str):
-            return inner
+            return inner[:300]
     if isinstance(body, str) and body.strip():
         return body.strip()[:300]
     return fallback
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds a server asked us to wait: retry-after-ms, or Retry-After in seconds or as a date."""
-    if (millis := headers.get("retry-after-ms")) is not None:
-        try:
-            return float(millis) / 1000
-        except ValueError:
-            pass
+    """Seconds a server asked us to wait (retry-after-ms, or Retry-After in seconds or as a
+    date), or None when it asked for nothing we can read. Never negative; it may be huge or
+    infinite, which the retry policy bounds by --retry-max-wait."""
+    if (millis := headers.get("retry-after-ms")) is not None and (
+        seconds := _seconds(millis)
+    ) is not None:
+        return seconds / 1000
     value = headers.get("retry-after")
     if value is None:
         return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
+    if (seconds := _seconds(value)) is not None:
+        return seconds
     try:
         moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return max(0.0, moment.timestamp() - time.time())
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return None if math.isnan(value) else max(0.0, value)
 
 
 def _json_or_text(raw: bytes) -> object:

@@ -1,7 +1,9 @@
 """The one retry policy: transient failures back off exponentially with jitter.
 
-A server's Retry-After is honoured; anything that is not a `TransientBackendError` is not
-retried. The SDK's own retries are switched off so that the two never multiply.
+A server's Retry-After is honoured up to `max_wait` (--retry-max-wait): a server that asks for
+a day, forever, or a date in 2100 gets `max_wait`. Anything that is not a
+`TransientBackendError` is not retried. The SDK's own retries are switched off so that the two
+never multiply.
 """
 
 from __future__ import annotations
@@ -47,13 +49,13 @@ async def with_retries(
             if error.retry_after is not None
             else random.uniform(0, min(0.5, max_wait))
         )
-        await asyncio.sleep(max(0.0, first_wait))
+        await asyncio.sleep(_bounded(first_wait, max_wait))
 
     def wait(state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
         retry_after = getattr(error, "retry_after", None)
         if retry_after is not None:
-            return max(0.0, retry_after)
+            return _bounded(retry_after, max_wait)
         return backoff(state)
 
     def before_sleep(state: RetryCallState) -> None:
@@ -72,3 +74,8 @@ async def with_retries(
         reraise=True,
     )
     return await retrying(call)
+
+
+def _bounded(seconds: float, max_wait: float) -> float:
+    """`seconds` within [0, max_wait]; NaN counts as no wait."""
+    return min(max(seconds, 0.0), max_wait) if seconds == seconds else 0.0

@@ -6,7 +6,9 @@ worth retrying (refused connection, timeout, 5xx, 429) rests: it gets no request
 doubling on each failure in a row up to LONGEST_REST_S (or as long as its Retry-After says,
 within the same bound). After a rest it takes one request at a time until one succeeds. The
 engine's retry of the failed request goes to another endpoint, so a server that stops mid-run
-costs only the requests it had in flight.
+costs only the requests it had in flight. An endpoint that cannot be reached at all (a wrong
+URL) rests for LONGEST_REST_S at a time; only when none of them can be reached does the run
+stop.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import math
 import time
 from dataclasses import dataclass
 
-from evol.errors import TransientBackendError
-from evol.llm import ChatBackend, Completion, GenerationParams, Message, display_url
+from evol.errors import EndpointUnreachable, TransientBackendError
+from evol.llm import ChatBackend, Completion, GenerationParams, Message
+from evol.secrets import display_url
 
 FIRST_REST_S = 0.5
 LONGEST_REST_S = 30.0
@@ -34,6 +37,7 @@ class Endpoint:
     failures: int = 0
     failures_in_a_row: int = 0
     resting_until: float = 0.0
+    unreachable: bool = False  # never answered: no connection could be made to it
 
     def failed(self, retry_after: float | None) -> None:
         self.failures += 1
@@ -71,19 +75,26 @@ class EndpointRouter:
         except TransientBackendError as error:
             endpoint.failed(error.retry_after)
             raise
+        except EndpointUnreachable as error:
+            endpoint.unreachable = True
+            endpoint.failed(LONGEST_REST_S)
+            if all(other.unreachable for other in self.endpoints):
+                raise
+            raise TransientBackendError(str(error)) from None
         finally:
             endpoint.in_flight -= 1
         endpoint.failures_in_a_row = 0
+        endpoint.unreachable = False
         return completion
 
     async def default_model(self) -> str:
         """The first answering endpoint's model."""
-        last_error: TransientBackendError | None = None
+        last_error: Exception | None = None
         for endpoint in self.endpoints:
             try:
                 return await endpoint.backend.default_model()
-            except TransientBackendError as error:
-                endpoint.failed(error.retry_after)
+            except (TransientBackendError, EndpointUnreachable) as error:
+                endpoint.failed(getattr(error, "retry_after", None))
                 last_error = error
         assert last_error is not None
         raise last_error

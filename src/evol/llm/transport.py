@@ -1,0 +1,251 @@
+"""HTTP for the `openai` backend: aiohttp's client, with every limit set.
+
+A run makes hundreds of thousands of small JSON POSTs to servers that may misbehave, so:
+
+- the whole request (connect, send, headers, body) has one deadline: a body that drips a byte
+  a second cannot outlive `--timeout`;
+- the body is capped (`--max-response-mb`): a Content-Length over the cap is refused before the
+  body is read, and the body is counted as aiohttp decodes it, so an endless chunked body or a
+  gzip bomb stops at the cap (aiohttp inflates a chunk at a time, never the whole bomb);
+- header lines and counts are bounded by aiohttp's limits, and 1xx interim responses (`100
+  Continue`, `103 Early Hints`) are skipped by aiohttp, never taken for the reply;
+- redirects are not followed: a 3xx is an error that names its Location;
+- proxies come from the environment the way the openai SDK takes them (httpx2):
+  HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, and NO_PROXY with host names, domains, IP addresses
+  and CIDR ranges. tests/test_transport.py checks the choice against httpx2's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import ssl
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import aiohttp
+
+from evol import __version__
+from evol.errors import (
+    EndpointUnreachable,
+    Redirected,
+    TransientBackendError,
+    Unreachable,
+    UsageError,
+)
+from evol.secrets import display_url
+
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+_CHUNK = 1 << 16
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+
+class JsonTransport:
+    """Requests to one base URL over one pool of keep-alive connections."""
+
+    def __init__(
+        self,
+        base_url: str,
+        headers: Mapping[str, str],
+        *,
+        timeout: float,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ):
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"--base-url {display_url(base_url)}: not an http:// or https:// URL")
+        self.where = display_url(base_url)
+        self.base = parts._replace(query="", fragment="").geturl().rstrip("/")
+        # A query in the base URL goes on every request (Azure's ?api-version=...).
+        self.query = f"?{parts.query}" if parts.query else ""
+        self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
+        self.headers = {"User-Agent": f"evol/{__version__}", "Accept": "application/json"}
+        self.headers |= headers
+        self.auth = (
+            aiohttp.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
+            if parts.username is not None and "Authorization" not in self.headers
+            else None
+        )
+        self.proxy = proxy_for(base_url)
+        self.answered = False  # has this server ever sent a response in this run?
+        self._session: aiohttp.ClientSession | None = None
+
+    async def request(self, method: str, path: str, body: bytes | None) -> HttpResponse:
+        """Send one request; transport failures become the errors the engine acts on."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._exchange(method, path, body)
+        except TimeoutError:
+            raise TransientBackendError(f"{self.where} timed out after {self.timeout:g}s") from None
+        except aiohttp.ClientConnectorError as error:
+            why = f"cannot reach {self.where}: {_connect_failure(error)}"
+            if self.answered:  # it worked before: it may be restarting
+                raise Unreachable(why) from None
+            raise EndpointUnreachable(f"{why}; check --base-url") from None
+        except aiohttp.ClientError as error:
+            raise TransientBackendError(
+                f"{self.where} sent a broken reply ({type(error).__name__}: {error})"
+            ) from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _exchange(self, method: str, path: str, body: bytes | None) -> HttpResponse:
+        session = self._session or self._open()
+        url = self.base + path + self.query
+        async with session.request(
+            method,
+            url,
+            data=body,
+            auth=self.auth,
+            allow_redirects=False,
+            proxy=self.proxy.url if self.proxy else None,
+            proxy_auth=self.proxy.auth if self.proxy else None,
+        ) as reply:
+            self.answered = True
+            if 300 <= reply.status < 400:
+                location = reply.headers.get("Location", "(no Location header)")
+                raise Redirected(
+                    f"{self.where} redirects to {display_url(location)} ({reply.status}): "
+                    "point --base-url at the final address"
+                )
+            headers = {name.lower(): value for name, value in reply.headers.items()}
+            return HttpResponse(reply.status, headers, await self._body(reply))
+
+    async def _body(self, reply: aiohttp.ClientResponse) -> bytes:
+        cap = self.max_response_bytes
+        if (reply.content_length or 0) > cap:
+            raise TransientBackendError(
+                f"{self.where} announced a reply of {reply.content_length:,} bytes, over the "
+                f"{cap:,}-byte cap (--max-response-mb)"
+            )
+        parts, size = [], 0
+        async for chunk in reply.content.iter_chunked(_CHUNK):
+            size += len(chunk)
+            if size > cap:
+                raise TransientBackendError(
+                    f"{self.where} sent a reply of over {cap:,} bytes (--max-response-mb)"
+                )
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def _open(self) -> aiohttp.ClientSession:
+        # Made here, inside the running event loop. No cookie jar, no environment lookups
+        # (the proxy was chosen above), no limit on connections (the engine bounds requests).
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ssl=ssl.create_default_context()),
+            headers=self.headers,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+            max_line_size=16 * 1024,
+            max_field_size=16 * 1024,
+            max_headers=100,
+        )
+        return self._session
+
+
+def _connect_failure(error: aiohttp.ClientConnectorError) -> str:
+    """Why a connection failed, in words: the TLS reason, the DNS failure, the refusal."""
+    if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        reason = getattr(error.certificate_error, "verify_message", None) or str(
+            error.certificate_error
+        )
+        return f"TLS certificate verification failed ({reason})"
+    if isinstance(error, aiohttp.ClientConnectorSSLError):
+        return f"TLS failed ({getattr(error.os_error, 'reason', None) or error.os_error})"
+    if isinstance(error, aiohttp.ClientConnectorDNSError):
+        return f"cannot resolve host {error.host!r}"
+    number = error.os_error.errno
+    # uvloop words every refusal "Connect call failed": name the cause from the error number.
+    return os.strerror(number).lower() if number else str(error.os_error)
+
+
+@dataclass(frozen=True)
+class Proxy:
+    url: str
+    auth: aiohttp.BasicAuth | None
+
+
+def proxy_for(url: str, proxies: Mapping[str, str] | None = None) -> Proxy | None:
+    """The proxy the environment names for `url`, chosen as httpx2 (the openai SDK) chooses.
+
+    `proxies` is urllib's view of the environment (`getproxies()`: HTTP_PROXY, HTTPS_PROXY,
+    ALL_PROXY, NO_PROXY, lower case first).
+    """
+    proxies = urllib.request.getproxies() if proxies is None else proxies
+    parts = urlsplit(url)
+    target = proxies.get(parts.scheme) or proxies.get("all")
+    if not target or _bypassed(parts, proxies.get("no", "")):
+        return None
+    if "://" not in target:
+        target = f"http://{target}"
+    proxy = urlsplit(target)
+    if proxy.scheme not in ("http", "https"):
+        raise UsageError(
+            f"the proxy {display_url(target)} is a {proxy.scheme} proxy; the openai backend "
+            "goes through HTTP proxies only (use --backend openai-sdk, or an HTTP proxy)"
+        )
+    auth = None
+    if proxy.username is not None:
+        auth = aiohttp.BasicAuth(unquote(proxy.username), unquote(proxy.password or ""))
+        host = f"[{proxy.hostname}]" if ":" in (proxy.hostname or "") else proxy.hostname
+        proxy = proxy._replace(netloc=f"{host}:{proxy.port}" if proxy.port else str(host))
+    return Proxy(proxy.geturl(), auth)
+
+
+def _bypassed(parts, no_proxy: str) -> bool:
+    """Whether NO_PROXY exempts the URL, with curl's rules as httpx2 applies them."""
+    host = (parts.hostname or "").lower()
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    for entry in (item.strip().lower() for item in no_proxy.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        if "://" in entry:  # scheme://host[:port]: that host exactly, as httpx2's URLPattern
+            scheme, _, entry = entry.partition("://")
+            if scheme in ("all", parts.scheme) and _matches(host, port, entry, exact=True):
+                return True
+        elif _matches(host, port, entry):
+            return True
+    return False
+
+
+def _matches(host: str, port: int, entry: str, *, exact: bool = False) -> bool:
+    network = _network(entry)
+    if network is not None:
+        try:
+            return ipaddress.ip_address(host) in network
+        except ValueError:
+            return False
+    name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+    if entry_port and entry_port.isdigit() and int(entry_port) != port:
+        return False
+    name = name.strip("[]")
+    if exact:
+        return host == name
+    if name.startswith("*."):
+        name = name[1:]  # *.example.com: the subdomains only, as .example.com
+    if name.startswith("."):
+        return host.endswith(name)
+    return host == name or host.endswith(f".{name}")
+
+
+def _network(entry: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """The addresses an IP entry covers (one address, or a CIDR range); None for a name."""
+    try:
+        return ipaddress.ip_network(entry.strip("[]"), strict=False)
+    except ValueError:
+        return None
