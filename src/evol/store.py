@@ -8,6 +8,10 @@ Layout of `--out DIR`:
     dataset.jsonl      gen_0 .. gen_N concatenated: the training set (written at the end)
     run.json           config without secrets, counts, usage, timings, versions
     calls.jsonl        replies of calls whose step is not finished yet (the call journal)
+    .evol.lock         held while a process writes the run (the file itself stays)
+
+The directory is the user's: evol refuses a non-empty one that holds no run of its own, and
+only ever writes, rewrites or deletes the files named above, never through a symbolic link.
 
 Every record is appended as one line and flushed before it counts as done; lineages finish in
 any order, so the record files are put in seed-file order when a run ends. A step takes several
@@ -20,9 +24,9 @@ store knows file formats, not LLMs.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
+from filelock import FileLock, Timeout
 
 from evol.errors import ConfigMismatch, RunDirError
 from evol.records import EliminatedRecord, Record
@@ -39,6 +44,11 @@ ELIMINATED = "eliminated.jsonl"
 DATASET = "dataset.jsonl"
 JOURNAL = "calls.jsonl"
 _LOCK = ".evol.lock"
+# Every file evol may write in a run directory; nothing else there is ever touched.
+_OWN_NAME = re.compile(
+    r"(gen_\d+\.jsonl|eliminated\.jsonl|dataset\.jsonl|calls\.jsonl|run\.json)(\.tmp)?"
+)
+_WRITE_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
 
 
 def generation_file(generation: int) -> str:
@@ -148,7 +158,8 @@ class RunStore:
         try:
             store._prepare_dir()
             for leftover in out_dir.glob("*.tmp"):  # a crash mid atomic write leaves these
-                leftover.unlink()
+                if _OWN_NAME.fullmatch(leftover.name):
+                    leftover.unlink()
             if overwrite:
                 store._remove_outputs()
             store.previous_manifest = store._read_manifest()
@@ -283,7 +294,7 @@ class RunStore:
             writer.close()
         self._writers.clear()
         if self._lock_file:
-            self._lock_file.close()
+            self._lock_file.release()
             self._lock_file = None
 
     # -- internals ---------------------------------------------------------------------------
@@ -291,18 +302,18 @@ class RunStore:
     def _prepare_dir(self) -> None:
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise RunDirError(f"{self.out_dir}: --out is a file; give a directory")
+        _refuse_foreign(self.out_dir)
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._lock_file = (self.out_dir / _LOCK).open("a")
+            self._lock_file = FileLock(self.out_dir / _LOCK)
+            self._lock_file.acquire(timeout=0)
+        except Timeout:
+            raise RunDirError(
+                f"{self.out_dir}: another evol run is writing to this directory"
+            ) from None
         except OSError as error:
             raise RunDirError(
                 f"{self.out_dir}: cannot write the run directory: {error.strerror}"
-            ) from None
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunDirError(
-                f"{self.out_dir}: another evol run is writing to this directory"
             ) from None
 
     def _remove_outputs(self) -> None:
@@ -342,6 +353,10 @@ class RunStore:
                         raise RunDirError(
                             f"{path}:{number}: corrupt record; use --overwrite to start afresh"
                         ) from None
+                    if not _is_record(data):
+                        raise RunDirError(
+                            f"{path}:{number}: not an evol record; use --overwrite to start afresh"
+                        )
                     self._recorded.add(data["id"])
                     self._index(data, reason=data.get("reason") if reason_file else None)
 
@@ -385,9 +400,57 @@ class RunStore:
         """One line, flushed to the OS: a kill -9 after this returns cannot lose it."""
         writer = self._writers.get(name)
         if writer is None:
-            writer = self._writers[name] = (self.out_dir / name).open("ab")
+            writer = self._writers[name] = _open_for_append(self.out_dir / name)
         writer.write(orjson.dumps(data) + b"\n")
         writer.flush()
+
+
+def _refuse_foreign(out_dir: Path) -> None:
+    """Refuse a directory that holds things but no evol run, and any link among evol's files.
+
+    evol writes run.json before its first record, so a run directory without one holds
+    nothing of evol's but a lock or a leftover temporary file.
+    """
+    if not out_dir.is_dir():
+        return
+    entries = list(out_dir.iterdir())
+    for entry in entries:
+        if (_OWN_NAME.fullmatch(entry.name) or entry.name == _LOCK) and entry.is_symlink():
+            raise RunDirError(
+                f"{entry}: is a symbolic link; evol writes only regular files in its run "
+                "directory: remove the link or choose another --out"
+            )
+    manifest = out_dir / MANIFEST
+    if manifest.is_file():
+        return
+    others = [
+        entry.name for entry in entries if entry.name != _LOCK and not entry.name.endswith(".tmp")
+    ]
+    if others:
+        shown = ", ".join(sorted(others)[:3]) + (", ..." if len(others) > 3 else "")
+        raise RunDirError(
+            f"{out_dir}: not empty ({shown}) and holds no evol run (no run.json): choose a new "
+            "or empty directory for --out"
+        )
+
+
+def _is_record(data: object) -> bool:
+    """The fields the resume index reads, with their types."""
+    return (
+        isinstance(data, dict)
+        and isinstance(data.get("id"), str)
+        and isinstance(data.get("root_id"), str)
+        and isinstance(data.get("round"), int)
+        and isinstance(data.get("generation"), int)
+    )
+
+
+def _open_for_append(path: Path) -> BinaryIO:
+    """Open for appending, refusing to follow a symbolic link (where the OS can say so)."""
+    try:
+        return os.fdopen(os.open(path, _WRITE_FLAGS, 0o644), "ab")
+    except OSError as error:
+        raise RunDirError(f"{path}: cannot write it: {error.strerror}") from None
 
 
 def _sort_lines(path: Path, key: Callable[[dict[str, Any]], tuple[int, int]]) -> None:

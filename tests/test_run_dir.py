@@ -1,0 +1,142 @@
+"""--out is the user's directory: evol never costs them a file, and locks what it writes."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import read_jsonl, run_args, write_seeds
+from filelock import FileLock
+
+SEEDS = [{"instruction": f"Explain idea {i}"} for i in range(3)]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and not p.is_symlink()}
+
+
+@pytest.mark.parametrize("overwrite", [False, True], ids=["plain", "--overwrite"])
+def test_a_non_empty_directory_that_is_not_a_run_is_refused(
+    evol, server, tmp_path: Path, overwrite: bool
+) -> None:
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "thesis.tmp").write_text("chapter 3, unsaved")
+    (out / "gen_0.jsonl").write_text('{"my": "own data"}\n')
+    before = snapshot(out)
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS)
+    result = evol(*run_args(server, seeds, out, *(["--overwrite"] if overwrite else [])))
+    assert result.exit_code == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "not empty" in result.stderr and "holds no evol run" in result.stderr
+    assert snapshot(out) == before and server.requests == []
+
+
+def test_a_link_among_evols_files_is_refused_and_its_target_untouched(
+    evol, server, tmp_path: Path
+) -> None:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
+    assert evol(*run_args(server, seeds, out, "--generations", "1")).exit_code == 0
+    elsewhere = tmp_path / "precious.jsonl"
+    elsewhere.write_text("not yours\n")
+    (out / "gen_1.jsonl").unlink()
+    (out / "gen_1.jsonl").symlink_to(elsewhere)
+    result = evol(*run_args(server, seeds, out, "--generations", "2"))
+    assert result.exit_code == 2 and "symbolic link" in result.stderr
+    assert elsewhere.read_text() == "not yours\n"
+
+
+def test_a_link_in_a_directory_without_a_run_is_refused(evol, server, tmp_path: Path) -> None:
+    out, elsewhere = tmp_path / "run", tmp_path / "outside.jsonl"
+    out.mkdir()
+    elsewhere.write_text('{"keep": "me"}\n')
+    (out / "gen_0.jsonl").symlink_to(elsewhere)
+    result = evol(*run_args(server, write_seeds(tmp_path / "s.jsonl", SEEDS), out))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert elsewhere.read_text() == '{"keep": "me"}\n'
+
+
+def test_files_of_the_users_next_to_a_run_are_left_alone(evol, server, tmp_path: Path) -> None:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
+    assert evol(*run_args(server, seeds, out, "--generations", "1")).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    (out / "thesis.tmp").write_text("mine too")
+    (out / "run.json.tmp").write_text("half a manifest")  # what a crash leaves: evol's own
+    assert evol(*run_args(server, seeds, out, "--generations", "2")).exit_code == 0
+    assert evol(*run_args(server, seeds, out, "--generations", "1", "--overwrite")).exit_code == 0
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "thesis.tmp").read_text() == "mine too"
+    assert not (out / "run.json.tmp").exists()
+
+
+@pytest.mark.parametrize(
+    "line", ['{"foo": 1}', '{"id": 5, "root_id": "s1", "round": 0, "generation": 0}', "[1, 2]"]
+)
+def test_a_line_that_is_json_but_not_a_record_is_one_clear_error(
+    evol, server, tmp_path: Path, line: str
+) -> None:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
+    assert evol(*run_args(server, seeds, out, "--generations", "1")).exit_code == 0
+    gen_1 = out / "gen_1.jsonl"
+    gen_1.write_text(gen_1.read_text() + line + "\n")
+    result = evol(*run_args(server, seeds, out, "--generations", "2"))
+    assert result.exit_code == 2
+    assert f"{gen_1}:4: not an evol record" in result.stderr and "Traceback" not in result.output
+
+
+def test_the_directory_is_locked_while_a_run_writes_it(evol, server, tmp_path: Path) -> None:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
+    assert evol(*run_args(server, seeds, out, "--generations", "0")).exit_code == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
+    command = [
+        sys.executable,
+        "-m",
+        "evol",
+        *map(str, run_args(server, seeds, out, "--generations", "1")),
+    ]
+    with FileLock(out / ".evol.lock"):  # another process holds it
+        held = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert held.returncode == 2 and "another evol run is writing" in held.stderr
+    free = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert free.returncode == 0, free.stderr
+    assert len(read_jsonl(out / "gen_1.jsonl")) == 3
+
+
+def test_evol_imports_without_posix_only_modules() -> None:
+    code = (
+        "import sys\n"
+        "for name in ('fcntl', 'termios', 'pty', 'resource', 'grp', 'pwd'):\n"
+        "    sys.modules[name] = None  # as on Windows: importing it raises ImportError\n"
+        "import evol, evol.cli, evol.store, evol.pipeline, evol.engine\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout == "ok\n", result.stderr
+
+
+def test_the_library_call_leaves_the_process_as_it_found_it(server, tmp_path: Path) -> None:
+    import evol
+
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS)
+    gc.freeze()  # the host's own frozen objects: a library must not thaw them
+    try:
+        thresholds, frozen = gc.get_threshold(), gc.get_freeze_count()
+        policy = asyncio.get_event_loop_policy()
+        config = evol.RunConfig(
+            seeds=seeds, out=tmp_path / "run", generations=1, base_urls=[server.base_url]
+        )
+        summary = evol.run(config)
+        assert gc.get_threshold() == thresholds
+        # Frozen objects may still be freed one by one; an unfreeze() would thaw them all.
+        assert gc.get_freeze_count() > frozen // 2 > 0
+        assert asyncio.get_event_loop_policy() is policy
+    finally:
+        gc.unfreeze()
+    assert summary.status == "complete" and summary.kept == 6
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "complete"
