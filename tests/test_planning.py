@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import write_seeds
 
 ROWS = [
@@ -116,3 +117,32 @@ def test_dry_run_uses_the_price_table_for_known_models(evol, tmp_path: Path) -> 
     assert answer["cost_usd"] == round(
         (answer["prompt_tokens"] * 0.15 + answer["completion_tokens"] * 0.60) / 1e6, 6
     )
+
+
+@pytest.mark.parametrize(
+    ("urls", "key", "warned"),
+    [
+        ([], None, "api.openai.com"),  # the openai backend's default
+        (["https://api.openai.com/v1"], None, "api.openai.com"),
+        (["https://my-res.openai.azure.com/openai/deployments/x"], None, "my-res.openai.azure.com"),
+        (["https://api.mistral.ai/v1"], None, "api.mistral.ai"),
+        (["https://api.openai.com/v1"], "sk-x", None),
+        (["http://localhost:8000/v1"], None, None),  # a local server takes any key
+        (["https://notapi.openai.com.evil.example/v1"], None, None),
+    ],
+)
+def test_a_hosted_api_without_a_key_is_warned_about_once(
+    evol, tmp_path: Path, urls: list[str], key: str | None, warned: str | None
+) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": "Name a bird"}])
+    options = [option for url in urls for option in ("--base-url", url)]
+    options += ["--backend", "openai", "--model", "gpt-4o-mini"] + (
+        ["--api-key", key] if key else []
+    )
+    result = evol("run", seeds, "--out", tmp_path / "run", "--dry-run", *options)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+    if warned:
+        assert warnings == [f"warning: no API key for {warned}: set OPENAI_API_KEY (or --api-key)"]
+    else:
+        assert warnings == []

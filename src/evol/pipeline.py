@@ -23,7 +23,13 @@ from pydantic import BaseModel, Field
 from evol.config import RunConfig
 from evol.engine import Engine, EngineSettings, FailedItem, RoleModels
 from evol.errors import BackendError, EvolError, Interrupted, TransientBackendError
-from evol.llm import BackendSettings, ChatBackend, choose_backend, create_backend
+from evol.llm import (
+    BackendSettings,
+    ChatBackend,
+    choose_backend,
+    create_backend,
+    missing_key_warning,
+)
 from evol.llm.routing import EndpointRouter
 from evol.operations import parse_weights
 from evol.prompts import PromptSet
@@ -100,6 +106,8 @@ async def arun(
     backend_name = choose_backend(
         config.backend, base_urls=config.base_urls, has_api_key=config.api_key is not None
     )
+    if warning := missing_key_warning(backend_name, config.base_urls, config.api_key is not None):
+        info(f"warning: {warning}")
     backend = create_backend(
         backend_name,
         BackendSettings(

