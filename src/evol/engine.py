@@ -311,7 +311,7 @@ class Engine:
             raise _Refused(Reason.TOO_LONG, f"{role}: {error}") from None
         except BackendError as error:
             raise _Refused(Reason.REJECTED, f"{role}: {error}") from None
-        self.store.remember_call(item_id, role, completion.model_dump())
+        self.store.remember_call(item_id, role, dict(completion))  # its fields, no dump
         return completion
 
     def _stop(self, error: EvolError) -> EvolError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from string import Template
 
@@ -47,9 +48,13 @@ class PromptTemplate:
     source: Path
     text: str
 
+    @cached_property
+    def _template(self) -> Template:
+        return Template(self.text)
+
     def render(self, **values: str) -> str:
         """Fill the template; values are inserted as they are, never parsed."""
-        return Template(self.text).substitute(values)
+        return self._template.substitute(values)
 
 
 class PromptSet:

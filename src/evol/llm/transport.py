@@ -45,7 +45,7 @@ _CHUNK = 1 << 16
 @dataclass
 class HttpResponse:
     status: int
-    headers: dict[str, str]  # names in lower case
+    headers: Mapping[str, str]  # looked up case-insensitively
     body: bytes
 
 
@@ -77,14 +77,40 @@ class JsonTransport:
             else None
         )
         self.proxy = proxy_for(base_url)
+        self._options = {
+            name: value
+            for name, value in {
+                "auth": self.auth,
+                "proxy": self.proxy.url if self.proxy else None,
+                "proxy_auth": self.proxy.auth if self.proxy else None,
+            }.items()
+            if value is not None
+        }
         self.answered = False  # has this server ever sent a response in this run?
         self._session: aiohttp.ClientSession | None = None
 
     async def request(self, method: str, path: str, body: bytes | None) -> HttpResponse:
         """Send one request; transport failures become the errors the engine acts on."""
+        session = self._session or self._open()
         try:
-            async with asyncio.timeout(self.timeout):
-                return await self._exchange(method, path, body)
+            async with (
+                asyncio.timeout(self.timeout),
+                session.request(
+                    method,
+                    self.base + path + self.query,
+                    data=body,
+                    allow_redirects=False,
+                    **self._options,
+                ) as reply,
+            ):
+                self.answered = True
+                if 300 <= reply.status < 400:
+                    location = reply.headers.get("Location", "(no Location header)")
+                    raise Redirected(
+                        f"{self.where} redirects to {display_url(location)} ({reply.status}): "
+                        "point --base-url at the final address"
+                    )
+                return HttpResponse(reply.status, reply.headers, await self._body(reply))
         except TimeoutError:
             raise TransientBackendError(f"{self.where} timed out after {self.timeout:g}s") from None
         except aiohttp.ClientConnectorError as error:
@@ -102,35 +128,16 @@ class JsonTransport:
             await self._session.close()
             self._session = None
 
-    async def _exchange(self, method: str, path: str, body: bytes | None) -> HttpResponse:
-        session = self._session or self._open()
-        url = self.base + path + self.query
-        async with session.request(
-            method,
-            url,
-            data=body,
-            auth=self.auth,
-            allow_redirects=False,
-            proxy=self.proxy.url if self.proxy else None,
-            proxy_auth=self.proxy.auth if self.proxy else None,
-        ) as reply:
-            self.answered = True
-            if 300 <= reply.status < 400:
-                location = reply.headers.get("Location", "(no Location header)")
-                raise Redirected(
-                    f"{self.where} redirects to {display_url(location)} ({reply.status}): "
-                    "point --base-url at the final address"
-                )
-            headers = {name.lower(): value for name, value in reply.headers.items()}
-            return HttpResponse(reply.status, headers, await self._body(reply))
-
     async def _body(self, reply: aiohttp.ClientResponse) -> bytes:
         cap = self.max_response_bytes
-        if (reply.content_length or 0) > cap:
+        length = reply.content_length
+        if length is not None and length > cap:
             raise TransientBackendError(
-                f"{self.where} announced a reply of {reply.content_length:,} bytes, over the "
+                f"{self.where} announced a reply of {length:,} bytes, over the "
                 f"{cap:,}-byte cap (--max-response-mb)"
             )
+        if length is not None and "Content-Encoding" not in reply.headers:
+            return await reply.read()  # exactly `length` bytes, within the cap: one read
         parts, size = [], 0
         async for chunk in reply.content.iter_chunked(_CHUNK):
             size += len(chunk)
@@ -144,10 +151,15 @@ class JsonTransport:
     def _open(self) -> aiohttp.ClientSession:
         # Made here, inside the running event loop. No cookie jar, no environment lookups
         # (the proxy was chosen above), no limit on connections (the engine bounds requests).
+        tls = ssl.create_default_context() if self.base.startswith("https:") else None
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ssl=ssl.create_default_context()),
+            connector=aiohttp.TCPConnector(limit=0, ssl=tls if tls else True),
             headers=self.headers,
             cookie_jar=aiohttp.DummyCookieJar(),
+            # One deadline, ours, around the whole request: aiohttp's own would only add timers.
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=None, sock_connect=None, sock_read=None
+            ),
             trust_env=False,
             max_line_size=16 * 1024,
             max_field_size=16 * 1024,
