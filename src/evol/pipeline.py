@@ -106,8 +106,6 @@ async def arun(
     backend_name = choose_backend(
         config.backend, base_urls=config.base_urls, has_api_key=config.api_key is not None
     )
-    if warning := missing_key_warning(backend_name, config.base_urls, config.api_key is not None):
-        info(f"warning: {warning}")
     backend = create_backend(
         backend_name,
         BackendSettings(
@@ -119,6 +117,8 @@ async def arun(
             model_path=config.model_path,
         ),
     )
+    if warning := missing_key_warning(backend_name, config.base_urls, config.api_key is not None):
+        info(f"warning: {warning}")
     try:
         models = await _resolve_models(config, backend)
         fingerprint = _fingerprint(config, seeds_digest, prompts, backend_name, models, weights)

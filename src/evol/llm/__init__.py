@@ -185,7 +185,7 @@ def choose_backend(requested: str | None, *, base_urls: list[str], has_api_key: 
 
 def missing_key_warning(backend: str, base_urls: list[str], has_api_key: bool) -> str | None:
     """A warning when a hosted API that wants a key is called without one, else None."""
-    if has_api_key or backend in _IN_PROCESS:
+    if has_api_key or backend not in ("openai", "openai-sdk"):
         return None
     for url in base_urls or [DEFAULT_BASE_URL]:
         host = (urlsplit(url).hostname or "").lower()
