@@ -226,10 +226,20 @@ class FakeServer:
 
     def stop(self) -> None:
         if self._loop and self._runner:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread:
             self._thread.join(10)
+
+    async def _shutdown(self) -> None:
+        """Stop serving, then end the handlers still waiting (held or hung requests)."""
+        assert self._runner is not None
+        await self._runner.cleanup()
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     def __enter__(self) -> FakeServer:
         return self.start()
