@@ -10,7 +10,13 @@ loop, records every request, and answers deterministically from the request alon
 Markers in a seed's text steer it, and survive evolution because the evolver keeps the text:
 `[leak]` (the rewrite leaks prompt words), `[same]` (unchanged rewrite), `[empty]`, `[equal]`
 (the judge says Equal), `[sorry]` and `[stop]` (bad answers), `[too-long]` (400 context
-length on the evolve call), `[leak-once]` (leaks only the first time its lineage is evolved).
+length on the evolve call), `[leak-once]` (leaks only the first time its lineage is evolved),
+`[wrapped]` (the rewrite comes with a preamble, a label and quotes around it), `[think]` (a
+think block before the rewrite), `[cut]` (the rewrite stops at the token limit),
+`[cut-answer]` (the answer does), `[unclear]` (the judge's first reply has no verdict; the
+follow-up gets "Not Equal"), `[unclear-twice]` (neither has one), `[understood]`, `[sure]`,
+`[please]` and `[echo]` (answers that show the rewrite failed, after Auto Evol-Instruct).
+A responder returns the reply's text, or (text, finish_reason).
 
 Run it by hand with `python tests/fake_server.py --port 8000 --latency 0.1`.
 """
@@ -102,23 +108,27 @@ class Responder:
     evolved_once: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def __call__(self, body: dict[str, Any]) -> str:
-        content = body["messages"][-1]["content"]
+    def __call__(self, body: dict[str, Any]) -> str | tuple[str, str]:
+        turns = [m["content"] for m in body["messages"] if m["role"] == "user"]
+        content = turns[0]
         if "<first>" in content:
-            return self.judge(_between(content, "<second>\n", "\n</second>"))
+            second = _between(content, "<second>\n", "\n</second>")
+            return self.judge(second, asked_again=len(turns) > 1)
         if "<instruction>" in content:
             return self.evolve(_between(content, "<instruction>\n", "\n</instruction>"), content)
         return self.answer(content)
 
-    def evolve(self, instruction: str, prompt: str) -> str:
+    def evolve(self, instruction: str, prompt: str) -> str | tuple[str, str]:
         if "[too-long]" in instruction:
             raise ContextOverflow
         if "[empty]" in instruction:
             return "   "
+        if "[cut]" in instruction:
+            return f"{instruction} and then also consider the", "length"
         if "[same]" in instruction:
             return instruction
         if "[leak]" in instruction:
-            return f"#Rewritten Prompt#: {instruction} in more detail"
+            return f"{instruction} in more detail, as the given prompt asks"
         if "[leak-once]" in instruction:
             seed_text = _CLAUSE.sub("", instruction)
             with self.lock:
@@ -127,24 +137,46 @@ class Responder:
             if first_time:
                 return f"The given prompt, rewritten: {instruction}"
         tag = hashlib.sha256(prompt.encode()).hexdigest()[:6]
-        return f"{instruction}{_CLAUSE_TEXT.format(tag=tag)}"
+        rewrite = f"{instruction}{_CLAUSE_TEXT.format(tag=tag)}"
+        if "[wrapped]" in instruction:
+            return f'Sure! Here is the rewritten instruction:\n**New instruction:** "{rewrite}"'
+        if "[think]" in instruction:
+            return f"<think>The user wants it harder. Let me add a case.</think>\n\n{rewrite}"
+        return rewrite
 
-    def judge(self, second: str) -> str:
-        return "Equal" if "[equal]" in second else "Different"
+    def judge(self, second: str, *, asked_again: bool = False) -> str:
+        if "[unclear-twice]" in second or ("[unclear]" in second and not asked_again):
+            return "Hmm, that is hard to say."
+        return "Equal" if "[equal]" in second else "Not Equal"
 
-    def answer(self, instruction: str) -> str:
+    def answer(self, instruction: str) -> str | tuple[str, str]:
         if "[sorry]" in instruction:
             return "Sorry, I cannot help with that."
         if "[stop]" in instruction:
             return "It is what it is, and that is all."
+        if "[cut-answer]" in instruction:
+            return "Here is the first part of a long answer, which then", "length"
+        if "[understood]" in instruction:
+            return "Understood. What would you like me to do with it?"
+        if "[sure]" in instruction:
+            return "Sure! Which of the two cases do you mean?"
+        if "[please]" in instruction:
+            return "To do this, please provide the table of values you have in mind."
+        if "[echo]" in instruction:
+            return instruction
         tag = hashlib.sha256(instruction.encode()).hexdigest()[:8]
         return f"Here is a worked answer ({tag}): first define the terms, then give an example, then check it."
 
 
 def kind_of(body: dict[str, Any]) -> str:
     """What a recorded request asked for: evolve, judge or answer."""
-    content = body["messages"][-1]["content"]
+    content = first_user_turn(body)
     return "judge" if "<first>" in content else "evolve" if "<instruction>" in content else "answer"
+
+
+def first_user_turn(body: dict[str, Any]) -> str:
+    """The request's first user message (a system turn or a judge's follow-up aside)."""
+    return next(m["content"] for m in body["messages"] if m["role"] == "user")
 
 
 class FakeServer:
@@ -353,13 +385,14 @@ class FakeServer:
         if pause:
             await asyncio.sleep(pause)
         try:
-            text = self.responder(body)
+            reply = self.responder(body)
         except ContextOverflow:
             return _error(
                 400,
                 "This model's maximum context length is 4096 tokens. Please reduce the length of the messages.",
                 "context_length_exceeded",
             )
+        text, finish_reason = reply if isinstance(reply, tuple) else (reply, "stop")
         prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
         completion_tokens = len(text.split())
         return web.json_response(
@@ -372,7 +405,7 @@ class FakeServer:
                     {
                         "index": 0,
                         "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
+                        "finish_reason": finish_reason,
                     }
                 ],
                 "usage": {

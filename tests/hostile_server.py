@@ -41,7 +41,8 @@ _RESPONDER = Responder()
 def completion_body(request: Request, **overrides: Any) -> bytes:
     """The fake server's deterministic chat completion for `request`, as JSON bytes."""
     body = request.json
-    text = _RESPONDER(body)
+    reply = _RESPONDER(body)
+    text = reply[0] if isinstance(reply, tuple) else reply
     reply: dict[str, Any] = {
         "id": "chatcmpl-hostile",
         "object": "chat.completion",

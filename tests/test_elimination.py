@@ -1,20 +1,32 @@
-"""The elimination rules, case by case."""
+"""The elimination rules, case by case, with every threshold tried on both sides."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from evol.elimination import (
+    PAPER_MARKERS,
+    REPEAT_SIMILARITY,
+    SORRY_MAX_WORDS,
     EliminationRules,
+    LeakDetector,
     Reason,
     Verdict,
     check_answer,
     check_rewrite,
     parse_verdict,
 )
+from evol.prompts import PROMPT_NAMES, PromptSet
 
 ON = EliminationRules()
-OFF = EliminationRules(judge=False, sorry=False, stopwords=False, leak=False)
+OFF = EliminationRules(judge=False, sorry=False, stopwords=False, leak=False, signals=False)
+LEAKS = PromptSet.load().leak_detector()
+
+
+def reason_of(failure) -> Reason | None:
+    return failure.reason if failure else None
 
 
 @pytest.mark.parametrize(
@@ -27,56 +39,139 @@ OFF = EliminationRules(judge=False, sorry=False, stopwords=False, leak=False)
         ("Explain X", "#Rewritten Prompt#: Explain X in depth", ON, Reason.PROMPT_LEAK),
         ("Explain X", "Given prompt: explain X with an example", ON, Reason.PROMPT_LEAK),
         ("Explain X", "Here is the created prompt: explain X", ON, Reason.PROMPT_LEAK),
-        (
-            "Explain X",
-            "Explain X. The rules for the rewrite include: 1. stay reasonable",
-            ON,
-            Reason.PROMPT_LEAK,
-        ),
+        ("Explain X", "Explain X. <input> none </input>", ON, Reason.PROMPT_LEAK),
+        ("Explain X", "Explain X.\nInput: (none)", ON, Reason.PROMPT_LEAK),
+        ("Explain X", "Explain X. New instruction: add a table", ON, Reason.PROMPT_LEAK),
         ("Explain X", "The rewritten prompt asks to explain X", OFF, None),
         ("Summarize the given prompt", "Summarize the given prompt in 3 bullets", ON, None),
         ("Explain X", "Explain X with two examples from biology", ON, None),
+        ("Explain X", "Explain X one step at a time, with a table", ON, None),
     ],
 )
 def test_check_rewrite(
     parent: str, child: str, rules: EliminationRules, expected: Reason | None
 ) -> None:
-    assert check_rewrite(parent, child, rules) == expected
+    assert reason_of(check_rewrite(parent, child, rules, LEAKS)) == expected
 
 
-LONG_SORRY = "Sorry for the wait. " + "Here is a detailed explanation of the topic. " * 12
+@pytest.mark.parametrize("phrase", LEAKS.phrases)
+def test_every_leak_phrase_fires_unless_the_parent_had_it(phrase: str) -> None:
+    child = f"Explain photosynthesis. {phrase} Use two examples."
+    failure = check_rewrite("Explain photosynthesis.", child, ON, LEAKS)
+    assert failure and failure.reason == Reason.PROMPT_LEAK and phrase in failure.detail
+    assert check_rewrite(f"Explain {phrase}", f"Explain {phrase} twice.", ON, LEAKS) is None
+
+
+@pytest.mark.parametrize("marker", PAPER_MARKERS)
+def test_the_papers_markers_are_always_leaks(marker: str) -> None:
+    assert marker in LeakDetector.from_templates([]).phrases
+
+
+@pytest.mark.parametrize("name", PROMPT_NAMES)
+def test_a_long_line_of_any_template_copied_in_part_is_a_leak(name: str) -> None:
+    prompts = PromptSet.load()
+    lines = [line for line in prompts[name].text.splitlines() if len(line.split()) >= 8]
+    for line in lines:
+        words = line.replace("$", "").split()
+        copied = " ".join(words[1:7])  # six words from the middle of the line
+        child = f"Describe the water cycle. {copied}."
+        failure = check_rewrite("Describe the water cycle.", child, ON, LEAKS)
+        assert failure and failure.reason == Reason.PROMPT_LEAK, (name, copied)
+
+
+def test_the_leak_rule_follows_templates_given_with_prompts(tmp_path: Path) -> None:
+    (tmp_path / "deepen.txt").write_text(
+        "Make the instruction deeper, Captain Flint commands it today.\n$instruction\n"
+    )
+    leaks = PromptSet.load(tmp_path).leak_detector()
+    child = "Explain tides deeper, Captain Flint commands it today."  # six words of the line
+    assert reason_of(check_rewrite("Explain tides.", child, ON, leaks)) == Reason.PROMPT_LEAK
+    assert reason_of(check_rewrite("Explain tides.", child, ON, LEAKS)) is None
+
+
+def words(count: int, *, first: str = "sorry") -> str:
+    return " ".join([first] + ["word"] * (count - 1))
 
 
 @pytest.mark.parametrize(
     ("answer", "rules", "expected"),
     [
+        (words(SORRY_MAX_WORDS - 1), ON, Reason.SORRY),  # 79 words
+        (words(SORRY_MAX_WORDS), ON, None),  # 80: not under 80
+        (words(SORRY_MAX_WORDS + 1), ON, None),  # 81
         ("Sorry, I can't help with that.", ON, Reason.SORRY),
         ("I'm SORRY but no.", ON, Reason.SORRY),
-        (LONG_SORRY, ON, None),
         ("Sorry, I can't help with that.", OFF, None),
+        (words(SORRY_MAX_WORDS - 1, first="apologies"), ON, None),
         ("the and of it, is.", ON, Reason.STOPWORDS_ONLY),
         ("...!?", ON, Reason.STOPWORDS_ONLY),
         ("", ON, Reason.STOPWORDS_ONLY),
+        ("It’s what it is.", ON, Reason.STOPWORDS_ONLY),  # a curly apostrophe is one word
         ("the and of it, is.", OFF, None),
-        ("Photosynthesis turns light into sugar.", ON, None),
+        ("The answer is 42.", ON, None),
+        ("Understood. What should I do with it?", ON, Reason.NOT_A_TASK),
+        ("Thank you for sharing! Shall I summarise it?", ON, Reason.NOT_A_TASK),
+        ("Understood. Here is the summary: cats sleep.", ON, None),  # no question: a real answer
+        ("Sure! Which case do you mean?", ON, Reason.UNDERSPECIFIED),
+        ("**Sure**, which one would you like?**", ON, Reason.UNDERSPECIFIED),
+        ("Sure! Photosynthesis turns light into sugar.", ON, None),
+        ("Could you tell me more? Sure.", ON, None),
+        ("To do that, please provide the table.", ON, Reason.ASKS_FOR_INFORMATION),
+        ("PLEASE PROVIDE more detail.", ON, Reason.ASKS_FOR_INFORMATION),
+        ("Please, provide-free answers are fine here.", ON, None),
+        ("Understood. What should I do with it?", OFF, None),
+        ("To do that, please provide the table.", EliminationRules(signals=False), None),
     ],
 )
 def test_check_answer(answer: str, rules: EliminationRules, expected: Reason | None) -> None:
-    assert check_answer(answer, rules) == expected
+    assert reason_of(check_answer("Explain something about cells", answer, rules)) == expected
+
+
+def test_an_answer_that_only_repeats_its_instruction_is_not_a_task() -> None:
+    instruction = "You can't write a SQL query that returns the five most recent orders."
+    failure = check_answer(instruction, instruction, ON)
+    assert failure and failure.reason == Reason.NOT_A_TASK and "repeats" in failure.detail
+    # A long answer that quotes the instruction and goes on is a real answer.
+    long_answer = instruction + " " + "Here is how to do it step by step. " * 10
+    assert check_answer(instruction, long_answer, ON) is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("a b c d e f g h i j", Reason.NOT_A_TASK),  # ROUGE-L 1.0
+        ("a b c d e f g h x y", Reason.NOT_A_TASK),  # 8 of 10 words in order: 0.8, the threshold
+        ("a b c d e f g x y z", None),  # 0.7
+        ("a b c d e f g h i j k l m n o p", None),  # 1.6 times as long: more than a repeat
+    ],
+)
+def test_the_repeat_threshold(answer: str, expected: Reason | None) -> None:
+    assert REPEAT_SIMILARITY == 0.8
+    assert reason_of(check_answer("a b c d e f g h i j", answer, ON)) == expected
 
 
 @pytest.mark.parametrize(
     ("reply", "expected"),
     [
         ("Equal", Verdict.EQUAL),
-        ("equal.", Verdict.EQUAL),
         ("Not Equal", Verdict.DIFFERENT),
+        ("**Not Equal**", Verdict.DIFFERENT),
+        ("Verdict: Equal.", Verdict.EQUAL),
+        ("equal", Verdict.EQUAL),
         ("Different", Verdict.DIFFERENT),
-        ("**Different** - the second adds a constraint", Verdict.DIFFERENT),
-        ("They are equal in scope.", Verdict.EQUAL),
-        ("They are not equal.", Verdict.DIFFERENT),
-        ("I cannot tell", Verdict.UNCLEAR),
+        ("not equal because the second adds a word limit", Verdict.DIFFERENT),
+        ("Both are essentially equal in what they ask.", Verdict.EQUAL),
+        ("Same constraints, but different depth.", Verdict.DIFFERENT),
+        ("Equal. The wording is different but the requirements are the same.", Verdict.EQUAL),
+        ("Although the wording is different, they are equal.", Verdict.EQUAL),
+        ("They are not the same: the second asks for code.", Verdict.DIFFERENT),
+        ("The second is not different in any way.", Verdict.EQUAL),
+        ("Equal? No. They differ in depth.", Verdict.DIFFERENT),
+        ("The two are identical.", Verdict.EQUAL),
+        ("Unequal.", Verdict.DIFFERENT),
+        ("Hmm, hard to say.", Verdict.UNCLEAR),
         ("", Verdict.UNCLEAR),
+        ("I would rather not judge.", Verdict.UNCLEAR),
     ],
 )
 def test_parse_verdict(reply: str, expected: Verdict) -> None:

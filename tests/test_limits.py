@@ -107,12 +107,13 @@ def test_a_cancelled_waiter_leaks_no_slot() -> None:
 
 
 def test_the_token_estimate_learns_from_reported_usage_and_settles_the_difference() -> None:
-    budget = RequestBudget(None, 6000, None)
-    first = budget.estimate("x" * 400)
+    budget = RequestBudget(None, 6000)
+    prompt = [{"role": "user", "content": "x" * 400}]
+    first = budget.estimate(prompt)
     assert first == 100 + 1 + 256  # prompt chars / 4, plus the first completion guess
     budget.settle(first, prompt_tokens=90, completion_tokens=40)
-    assert budget.estimate("x" * 400) == 100 + 1 + 40
-    assert RequestBudget(None, 6000, 64).estimate("x" * 400) == 100 + 1 + 64
+    assert budget.estimate(prompt) == 100 + 1 + 40
+    assert RequestBudget(None, 6000).estimate(prompt, max_tokens=64) == 100 + 1 + 64
     bucket = budget.tokens
     assert bucket is not None
     before = bucket.level

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from evol.errors import PromptError
-from evol.prompts import NO_INPUT, OPERATION_PROMPTS, PROMPT_NAMES, PromptSet, default_prompt_dir
+from evol.prompts import OPERATION_PROMPTS, PROMPT_NAMES, PromptSet, default_prompt_dir
 
 HOSTILE = [
     "Fill in {name} and {0} and {{double}}",
@@ -29,15 +29,35 @@ HOSTILE = [
 @pytest.mark.parametrize("operation", OPERATION_PROMPTS)
 def test_seed_text_is_inserted_verbatim(operation: str, text: str) -> None:
     prompts = PromptSet.load()
-    values = {"instruction": text, "input": text[::-1]}
+    block = prompts["input"].text.replace("$input", text[::-1])
+    values = {"instruction": text, "input": block}
     expected = re.sub(
         r"\$(instruction|input)", lambda m: values[m.group(1)], prompts[operation].text
     )
     assert prompts.evolve_prompt(operation, text, text[::-1]) == expected
 
 
-def test_missing_input_is_shown_as_none() -> None:
-    assert f"<input>\n{NO_INPUT}\n</input>" in PromptSet.load().evolve_prompt("deepen", "Do X", "")
+@pytest.mark.parametrize("operation", OPERATION_PROMPTS)
+def test_an_empty_input_is_not_shown_at_all(operation: str) -> None:
+    prompts = PromptSet.load()
+    for empty in ("", "   \n "):
+        rendered = prompts.evolve_prompt(operation, "Do X", empty)
+        assert "<input>" not in rendered and "(none)" not in rendered
+        assert prompts["input"].text.strip().splitlines()[0] not in rendered
+    if operation != "breadth":  # a breadth rewrite is a new instruction: the input stays behind
+        assert "<input>\nCats.\n</input>" in prompts.evolve_prompt(operation, "Do X", "Cats.")
+
+
+def test_the_judge_asks_the_papers_symmetric_question() -> None:
+    text = PromptSet.load()["judge"].text
+    assert "Equal" in text and "Not Equal" in text
+    # It does not lean: no list of the ways in which the second could add something.
+    assert "adds" not in text and "more specific" not in text
+
+
+def test_a_literal_dollar_is_written_twice(tmp_path: Path) -> None:
+    (tmp_path / "deepen.txt").write_text("Costs $$5. $instruction")
+    assert PromptSet.load(tmp_path).evolve_prompt("deepen", "Do X", "") == "Costs $5. Do X"
 
 
 def test_judge_shows_both_instructions() -> None:
@@ -59,7 +79,7 @@ def test_override_replaces_a_subset(tmp_path: Path) -> None:
     prompts = PromptSet.load(tmp_path)
     assert prompts["deepen"].source == tmp_path / "deepen.txt"
     assert prompts["breadth"].source == default_prompt_dir() / "breadth.txt"
-    assert prompts.evolve_prompt("deepen", "X", "") == f"Go deeper: X ({NO_INPUT})"
+    assert prompts.evolve_prompt("deepen", "X", "") == "Go deeper: X ()"
     assert prompts.digest() != PromptSet.load().digest()
 
 

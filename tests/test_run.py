@@ -44,6 +44,8 @@ def test_run_writes_every_file_with_consistent_lineage(evol, server, tmp_path: P
         by_id["s1"]["metadata"] == {"topic": "cs"}
         and by_id["s3"]["output"] == "TCP is reliable; UDP is not."
     )
+    # The seed's other fields stay on its own record; descendants reach them through root_id.
+    assert all(r["metadata"] == {} for r in all_records(out) if r["generation"] > 0)
     for generation in (1, 2, 3):
         records = read_jsonl(out / f"gen_{generation}.jsonl")
         assert len(records) == 5  # the fake server's evolutions all pass
@@ -76,37 +78,71 @@ def test_run_writes_every_file_with_consistent_lineage(evol, server, tmp_path: P
 
 
 RULE_SEEDS = [
-    ("leak", "[leak] Describe a cat", "prompt_leak"),
-    ("same", "[same] Describe a dog", "unchanged"),
-    ("empty", "[empty] Describe a cow", "empty"),
-    ("equal", "[equal] Describe a fox", "no_information_gain"),
-    ("sorry", "[sorry] Describe an owl", "sorry"),
-    ("stop", "[stop] Describe a bee", "stopwords_only"),
-    ("long", "[too-long] Describe a yak", "too_long"),
-    ("ok", "Describe a hen", None),
+    # id, seed, the reason its round-1 evolution is eliminated for, and a word of its detail
+    ("leak", "[leak] Describe a cat", "prompt_leak", "given prompt"),
+    ("same", "[same] Describe a dog", "unchanged", "word for word"),
+    ("empty", "[empty] Describe a cow", "empty", "empty"),
+    ("equal", "[equal] Describe a fox", "no_information_gain", "Equal"),
+    ("sorry", "[sorry] Describe an owl", "sorry", "6 words"),
+    ("stop", "[stop] Describe a bee", "stopwords_only", "stop words"),
+    ("long", "[too-long] Describe a yak", "too_long", "context length"),
+    ("cut", "[cut] Describe a ram", "truncated", "token limit"),
+    ("cut-answer", "[cut-answer] Describe an elk", "truncated", "token limit"),
+    ("unclear", "[unclear-twice] Describe a gnu", "judge_unclear", "hard to say"),
+    ("understood", "[understood] Describe an emu", "not_a_task", "Understood"),
+    ("sure", "[sure] Describe a koi", "underspecified", "Sure"),
+    ("please", "[please] Describe an ant", "asks_for_information", "please provide"),
+    ("echo", "[echo] Describe a hen's egg", "not_a_task", "repeats"),
+    ("ok", "Describe a hen", None, None),
+    ("asked-again", "[unclear] Describe a yak's calf", None, None),
+    ("wrapped", "[wrapped] Describe a lark", None, None),
+    ("think", "[think] Describe a wren", None, None),
 ]
+# Markers whose answer rule also eliminates the seed's own answer.
+BAD_SEED_ANSWERS = {"sorry", "stop", "cut-answer", "understood", "sure", "please", "echo"}
 
 
 def test_each_elimination_rule_is_recorded_with_its_reason(evol, server, tmp_path: Path) -> None:
-    rows = [{"id": key, "instruction": text} for key, text, _ in RULE_SEEDS]
+    rows = [{"id": key, "instruction": text} for key, text, _, _ in RULE_SEEDS]
     seeds, out = write_seeds(tmp_path / "seeds.jsonl", rows), tmp_path / "run"
     assert evol(*args(server, seeds, out, "--generations", "1")).exit_code == 0
 
-    eliminated = {r["root_id"]: r for r in read_jsonl(out / "eliminated.jsonl")}
-    expected = {key: reason for key, _, reason in RULE_SEEDS if reason}
-    assert {root: r["reason"] for root, r in eliminated.items()} == expected
-    assert [r["id"] for r in read_jsonl(out / "gen_1.jsonl")] == ["ok.1"]
-    assert eliminated["long"]["detail"] and "context length" in eliminated["long"]["detail"]
-    # The free checks and the leak rule cost no answer or judge call.
-    free = {"leak", "same", "empty", "long"}
-    assert all(set(eliminated[k]["usage"]) <= {"evolve"} for k in free)
-    judged = {
-        r["messages"][0]["content"].split("<second>\n")[1][:12]
-        for r in server.requests_for("judge")
-    }
-    assert not any(marker in j for j in judged for marker in ("[leak]", "[same]", "[empty]"))
+    records = read_jsonl(out / "eliminated.jsonl")
+    evolutions = {r["root_id"]: r for r in records if r["generation"] == 1}
+    expected = {key: reason for key, _, reason, _ in RULE_SEEDS if reason}
+    assert {root: r["reason"] for root, r in evolutions.items()} == expected
+    for key, _, reason, word in RULE_SEEDS:
+        if reason:
+            assert word in evolutions[key]["detail"], (key, evolutions[key]["detail"])
+    # A seed's answer that fails an answer rule is eliminated at generation 0 (and not kept).
+    assert {r["id"] for r in records if r["generation"] == 0} == BAD_SEED_ANSWERS
+    assert {r["id"] for r in read_jsonl(out / "gen_0.jsonl")} == {
+        key for key, *_ in RULE_SEEDS
+    } - BAD_SEED_ANSWERS
+    kept = {r["root_id"]: r for r in read_jsonl(out / "gen_1.jsonl")}
+    assert set(kept) == {"ok", "asked-again", "wrapped", "think"}
+    assert all(r["judge"] == "different" for r in kept.values())
+    # Wrappers are taken off before any rule reads the rewrite, and the detail says so.
+    for key in ("wrapped", "think"):
+        assert kept[key]["instruction"].startswith(f"[{key}] Describe a ")
+        assert kept[key]["instruction"].endswith(".") and "<think>" not in kept[key]["instruction"]
+    assert "preamble" in kept["wrapped"]["detail"] and "quotes" in kept["wrapped"]["detail"]
+    assert "<think> block" in kept["think"]["detail"] and kept["ok"]["detail"] is None
+    # A verdict asked for again costs a second judge call, counted in the record's usage.
+    judged = [
+        b for b in server.requests_for("judge") if "yak's calf" in b["messages"][0]["content"]
+    ]
+    assert [len(b["messages"]) for b in judged] == [1, 3]
+    # The free checks, the leak rule and a cut rewrite cost no answer or judge call.
+    free = {"leak", "same", "empty", "long", "cut"}
+    assert all(set(evolutions[k]["usage"]) <= {"evolve"} for k in free)
     manifest = json.loads((out / "run.json").read_text())
-    assert manifest["counts"]["eliminated_per_reason"] == dict(Counter(expected.values()))
+    reasons = Counter(expected.values()) + Counter(
+        {"sorry": 1, "stopwords_only": 1, "truncated": 1, "not_a_task": 2, "underspecified": 1,
+         "asks_for_information": 1}
+    )  # fmt: skip
+    assert manifest["counts"]["eliminated_per_reason"] == dict(sorted(reasons.items()))
+    assert_valid_run(out)
 
 
 def test_a_failed_evolution_returns_its_parent_to_the_pool(evol, server, tmp_path: Path) -> None:
@@ -119,6 +155,7 @@ def test_a_failed_evolution_returns_its_parent_to_the_pool(evol, server, tmp_pat
 
     eliminated = read_jsonl(out / "eliminated.jsonl")
     assert sorted((r["id"], r["parent_id"], r["reason"]) for r in eliminated) == [
+        ("never", None, "sorry"),  # the seed's own answer: not kept, yet the seed evolves
         ("never.1", "never", "sorry"),
         ("never.2", "never", "sorry"),
         ("never.3", "never", "sorry"),
@@ -428,28 +465,49 @@ def test_concurrency_bounds_the_requests_in_flight(tmp_path: Path, limit: int) -
     assert len(server.requests) == 30 * 7
 
 
-def test_generation_options_are_sent_only_when_set(evol, server, tmp_path: Path) -> None:
+def test_generation_options_per_role_are_sent_only_when_set(evol, server, tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS[:1])
-    assert evol(*args(server, seeds, tmp_path / "a", "--generations", "1")).exit_code == 0
-    assert all(not {"temperature", "max_tokens", "top_p"} & set(r) for r in server.requests)
-    server.requests.clear()
-    assert (
-        evol(
-            *args(
-                server,
-                seeds,
-                tmp_path / "b",
-                "--generations",
-                "1",
-                "--temperature",
-                "0.3",
-                "--max-tokens",
-                "64",
-            )
-        ).exit_code
-        == 0
-    )
-    assert all(r["temperature"] == 0.3 and r["max_tokens"] == 64 for r in server.requests)
+
+    def sent(run: str, *options: object) -> dict[str, set[tuple]]:
+        server.requests.clear()
+        assert (
+            evol(*args(server, seeds, tmp_path / run, "--generations", "1", *options)).exit_code
+            == 0
+        )
+        keys = ("temperature", "max_tokens", "top_p")
+        return {
+            kind: {tuple(body.get(key) for key in keys) for body in server.requests_for(kind)}
+            for kind in ("evolve", "answer", "judge")
+        }
+
+    # The provider's defaults for evolve and answer; the judge's own (temperature 0, 32 tokens).
+    assert sent("a") == {
+        "evolve": {(None, None, None)},
+        "answer": {(None, None, None)},
+        "judge": {(0.0, 32, None)},
+    }
+    assert sent("b", "--temperature", "0.3", "--max-tokens", "64") == {
+        "evolve": {(0.3, 64, None)},
+        "answer": {(0.3, 64, None)},
+        "judge": {(0.0, 32, None)},
+    }
+    assert sent(
+        "c", "--temperature", "0.3", "--evolve-temperature", "1.1", "--answer-max-tokens", "500",
+        "--judge-temperature", "0.2", "--judge-max-tokens", "8",
+    ) == {
+        "evolve": {(1.1, None, None)},
+        "answer": {(0.3, 500, None)},
+        "judge": {(0.2, 8, None)},
+    }  # fmt: skip
+    manifest = json.loads((tmp_path / "c" / "run.json").read_text())
+    assert manifest["config"]["params"]["answer"] == {
+        "temperature": 0.3, "top_p": None, "max_tokens": 500, "logprobs": None, "top_logprobs": None,
+    }  # fmt: skip
+    plan = evol(*args(server, seeds, tmp_path / "c", "--generations", "2", "--dry-run",
+                      "--temperature", "0.3", "--evolve-temperature", "1.1", "--answer-max-tokens",
+                      "500", "--judge-temperature", "0.2", "--judge-max-tokens", "8"))  # fmt: skip
+    assert "temperature 1.1" in plan.stdout and "max_tokens 500" in plan.stdout
+    assert "temperature 0.2, max_tokens 8" in plan.stdout
 
 
 def test_every_option_reads_its_environment_variable(evol, server, tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 from conftest import read_jsonl, run_args, write_seeds
 from fake_server import FakeServer
 
+from evol.textstats import word_count
+
 SEEDS = [
     {"instruction": "Name two"},
     {"instruction": "List four small prime numbers"},
@@ -35,8 +37,9 @@ def test_stats_per_generation_operation_and_role(evol, tmp_path: Path) -> None:
     kept = {g: read_jsonl(out / f"gen_{g}.jsonl") for g in (0, 1, 2)}
     eliminated = read_jsonl(out / "eliminated.jsonl")
     for g, row in enumerate(stats["generations"]):
-        words = [len(r["instruction"].split()) for r in kept[g]]
-        assert row["kept"] == len(kept[g]) == 3 + 2 * (g == 0)
+        words = [word_count(r["instruction"]) for r in kept[g]]
+        # The [sorry] seed's answer is eliminated too; every round eliminates [sorry] and [leak].
+        assert row["kept"] == len(kept[g]) == 3 + (g == 0)
         assert row["instruction_words"] == {
             "mean": round(statistics.mean(words), 1),
             "p50": statistics.median(words),
@@ -50,12 +53,13 @@ def test_stats_per_generation_operation_and_role(evol, tmp_path: Path) -> None:
     assert [round(b - a, 1) for a, b in zip(means[1:], means[2:], strict=False)] == [4.0]
 
     ops = stats["operations"]
-    everything = [r for g in (1, 2) for r in kept[g]] + eliminated
+    everything = [r for g in (1, 2) for r in kept[g]] + [r for r in eliminated if r["generation"]]
     for name, row in ops.items():
         mine = [r for r in everything if r["operation"] == name]
         assert row["kept"] + row["eliminated"] == len(mine)
         assert row["success_rate"] == round(row["kept"] / len(mine), 4)
-    assert sum(row["eliminated"] for row in ops.values()) == len(eliminated) == 4
+    assert sum(row["eliminated"] for row in ops.values()) == 4  # the evolutions
+    assert len(eliminated) == 5  # and the seed answer
 
     prompt = sum(r["usage"]["evolve"]["prompt_tokens"] for r in everything)
     completion = sum(r["usage"]["evolve"]["completion_tokens"] for r in everything)

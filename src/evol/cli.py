@@ -23,11 +23,10 @@ from pydantic import SecretStr, ValidationError
 from tqdm import tqdm
 
 from evol import __version__
-from evol.config import RunConfig
+from evol.config import RoleParams, RunConfig
 from evol.elimination import EliminationRules
 from evol.errors import EvolError, UsageError
 from evol.export import export_run, parse_generations, parse_split
-from evol.llm import GenerationParams
 from evol.operations import parse_weights
 from evol.pipeline import RunSummary, arun
 from evol.planning import format_plan, plan_run
@@ -90,6 +89,27 @@ PRICE_OUT_OPTION = typer.Option(
     help="USD per million completion tokens (default: built-in table).",
 )
 RUN_DIR_ARGUMENT = typer.Argument(..., help="A run directory (the --out of evol run).")
+
+
+def ROLE_TEMPERATURE_OPTION(role: str, default: str) -> Any:  # noqa: N802 (an option, like the others)
+    return typer.Option(
+        None,
+        min=0,
+        max=2,
+        envvar=_env(f"{role}_temperature"),
+        help=f"Sampling temperature of the {role} calls (default: {default}).",
+    )
+
+
+def ROLE_MAX_TOKENS_OPTION(role: str, default: str) -> Any:  # noqa: N802
+    return typer.Option(
+        None,
+        min=1,
+        envvar=_env(f"{role}_max_tokens"),
+        help=f"Token cap per {role} reply (default: {default}).",
+    )
+
+
 PROMPTS_OPTION = typer.Option(
     None,
     "--prompts",
@@ -228,6 +248,13 @@ def run(
         envvar=_env("leak_check"),
         help="Eliminate instructions that leak the evolving prompt's words.",
     ),
+    signal_check: bool = typer.Option(
+        True,
+        "--signal-check/--no-signal-check",
+        envvar=_env("signal_check"),
+        help="Eliminate rewrites whose answer shows they failed: it asks back, asks for "
+        "missing information, or only repeats the instruction (Auto Evol-Instruct's signals).",
+    ),
     dedup: bool = typer.Option(
         False,
         "--dedup",
@@ -282,13 +309,30 @@ def run(
         help="GGUF file for the local backend (default: SmolLM2-135M-Instruct).",
     ),
     temperature: float = typer.Option(
-        None, envvar=_env("temperature"), help="Sampling temperature (default: the provider's)."
+        None,
+        min=0,
+        max=2,
+        envvar=_env("temperature"),
+        help="Sampling temperature of the evolver and the answerer (default: the provider's).",
     ),
     max_tokens: int = typer.Option(
         None,
         min=1,
         envvar=_env("max_tokens"),
-        help="Token cap per reply (default: the provider's).",
+        help="Token cap per reply of the evolver and the answerer (default: the provider's); "
+        "a reply cut at the cap is eliminated as truncated.",
+    ),
+    evolve_temperature: float = ROLE_TEMPERATURE_OPTION("evolve", "the provider's"),
+    evolve_max_tokens: int = ROLE_MAX_TOKENS_OPTION("evolve", "--max-tokens"),
+    answer_temperature: float = ROLE_TEMPERATURE_OPTION("answer", "the provider's"),
+    answer_max_tokens: int = ROLE_MAX_TOKENS_OPTION("answer", "--max-tokens"),
+    judge_temperature: float = ROLE_TEMPERATURE_OPTION("judge", "0"),
+    judge_max_tokens: int = ROLE_MAX_TOKENS_OPTION("judge", "32"),
+    system_prompt: str = typer.Option(
+        None,
+        envvar=_env("system_prompt"),
+        help="A system turn for the answering model (recorded in run.json and carried by "
+        "exports that have a system turn).",
     ),
     timeout: float = typer.Option(
         120.0, envvar=_env("timeout"), help="Seconds before one request is abandoned and retried."
@@ -369,6 +413,7 @@ def run(
                 sorry=sorry_check,
                 stopwords=stopword_check,
                 leak=leak_check,
+                signals=signal_check,
                 dedup=dedup,
                 dedup_method=dedup_method.value,
                 dedup_threshold=dedup_threshold,
@@ -382,7 +427,17 @@ def run(
             answer_model=answer_model,
             judge_model=judge_model,
             model_path=model_path,
-            params=GenerationParams(temperature=temperature, max_tokens=max_tokens),
+            params=RoleParams.from_options(
+                temperature=temperature,
+                max_tokens=max_tokens,
+                evolve_temperature=evolve_temperature,
+                evolve_max_tokens=evolve_max_tokens,
+                answer_temperature=answer_temperature,
+                answer_max_tokens=answer_max_tokens,
+                judge_temperature=judge_temperature,
+                judge_max_tokens=judge_max_tokens,
+            ),
+            system_prompt=system_prompt,
             timeout=timeout,
             concurrency=concurrency,
             rpm=rpm,

@@ -10,6 +10,41 @@ from evol.elimination import EliminationRules
 from evol.llm import GenerationParams
 from evol.seeds import SeedFormat, SeedOptions
 
+# The judge needs a few tokens of a verdict ("Not equal"), said the same way every time.
+JUDGE_DEFAULTS = GenerationParams(temperature=0.0, max_tokens=32)
+
+
+class RoleParams(BaseModel):
+    """The generation settings of each role (None in a field: the provider's default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    evolve: GenerationParams = GenerationParams()
+    answer: GenerationParams = GenerationParams()
+    judge: GenerationParams = JUDGE_DEFAULTS
+
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        **per_role: float | int | None,
+    ) -> RoleParams:
+        """Per-role options (`judge_temperature=0.2`) over the shared ones (`temperature`),
+        over each role's default. The judge's defaults (temperature 0, 32 tokens) are its own:
+        the shared options do not replace them."""
+        settings = {}
+        for role, default in (("evolve", None), ("answer", None), ("judge", JUDGE_DEFAULTS)):
+            chosen = {}
+            for name, shared in (("temperature", temperature), ("max_tokens", max_tokens)):
+                own = per_role.get(f"{role}_{name}")
+                fallback = getattr(default, name) if default else shared
+                if (value := own if own is not None else fallback) is not None:
+                    chosen[name] = value
+            settings[role] = GenerationParams(**chosen)
+        return cls(**settings)
+
 
 class RunConfig(BaseModel):
     """Everything `evol run` needs. Secrets are `SecretStr` and never leave this object."""
@@ -37,7 +72,8 @@ class RunConfig(BaseModel):
     answer_model: str | None = None
     judge_model: str | None = None
     model_path: Path | None = None
-    params: GenerationParams = GenerationParams()
+    params: RoleParams = Field(default_factory=lambda: RoleParams())
+    system_prompt: str | None = Field(None, description="a system turn for the answering model")
 
     timeout: float = Field(120.0, gt=0)
     concurrency: int = Field(16, ge=1)

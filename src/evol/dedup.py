@@ -15,9 +15,7 @@ flight the choice can differ between runs.
 
 from __future__ import annotations
 
-import re
 import sys
-import unicodedata
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -25,33 +23,12 @@ from typing import Literal
 
 import numpy as np
 
+from evol.textstats import rouge_l, tokens
+
+__all__ = ["DuplicateIndex", "rouge_l", "tokens"]
+
 DedupMethod = Literal["rouge-l", "minhash"]
-_TOKEN = re.compile(r"[^\W_]+")
 _PRIME = (1 << 61) - 1
-
-
-def tokens(text: str) -> list[str]:
-    """Lower-cased alphanumeric words, as rouge_score tokenizes."""
-    return _TOKEN.findall(unicodedata.normalize("NFKC", text).casefold())
-
-
-def rouge_l(candidate: list[str], reference: list[str]) -> float:
-    """ROUGE-L F1 of two token lists (longest common subsequence)."""
-    if not candidate or not reference:
-        return 0.0
-    if len(candidate) < len(reference):
-        candidate, reference = reference, candidate
-    previous = [0] * (len(reference) + 1)
-    for word in candidate:
-        current = [0]
-        for j, other in enumerate(reference):
-            current.append(previous[j] + 1 if word == other else max(previous[j + 1], current[j]))
-        previous = current
-    common = previous[-1]
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(candidate), common / len(reference)
-    return 2 * precision * recall / (precision + recall)
 
 
 @dataclass

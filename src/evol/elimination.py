@@ -1,19 +1,31 @@
-"""The rules that decide an evolution failed, each returning the `Reason` it failed for.
+"""The rules that decide an evolution failed, each returning why (`Failure`: a reason and a
+detail that names the phrase, signal or figure that fired).
 
-The paper's four rules (judge says equal, a short "sorry" answer, an answer of only stop words
-and punctuation, a rewrite that leaks the evolving prompt's words) plus two free checks that
-run before any paid call (empty or unchanged rewrite) and `too_long` for prompts that overflow
-the model's context. The optional `duplicate` rule lives in `evol.dedup`.
+- The paper's four: the judge says the rewrite equals its parent; the answer says "sorry" in
+  under 80 words; the answer is only stop words and punctuation; the rewrite copies the evolving
+  prompt's own words (`LeakDetector`, built from the loaded templates plus the paper's markers).
+- Free checks before any paid call: an empty or unchanged rewrite.
+- Auto Evol-Instruct's signals (arXiv 2406.00770, appendix A), read from the answer to the
+  rewrite: "Understood"/"Thank you" ... "?" (not a task), "Sure" ... "?" (under-specified),
+  "please provide" (key information lost); and an answer that only repeats its instruction.
+- From the engine: `truncated` (finish_reason "length"), `too_long`, `rejected`,
+  `judge_unclear`; the optional `duplicate` rule lives in `evol.dedup`.
+
+Words are counted with `evol.textstats.words`, as `evol stats` counts them.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from evol.textstats import rouge_l, tokens, words
 
 
 class Reason(StrEnum):
@@ -23,8 +35,13 @@ class Reason(StrEnum):
     UNCHANGED = "unchanged"
     PROMPT_LEAK = "prompt_leak"
     NO_INFORMATION_GAIN = "no_information_gain"
+    JUDGE_UNCLEAR = "judge_unclear"
     SORRY = "sorry"
     STOPWORDS_ONLY = "stopwords_only"
+    NOT_A_TASK = "not_a_task"
+    UNDERSPECIFIED = "underspecified"
+    ASKS_FOR_INFORMATION = "asks_for_information"
+    TRUNCATED = "truncated"
     TOO_LONG = "too_long"
     REJECTED = "rejected"
     DUPLICATE = "duplicate"
@@ -39,7 +56,7 @@ class Verdict(StrEnum):
 
 
 class EliminationRules(BaseModel):
-    """Which of the paper's rules are on; the free checks always are."""
+    """Which rules are on; the free checks always are."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -47,28 +64,38 @@ class EliminationRules(BaseModel):
     sorry: bool = True
     stopwords: bool = True
     leak: bool = True
+    signals: bool = True
     dedup: bool = False
     dedup_method: Literal["auto", "rouge-l", "minhash"] = "auto"
     dedup_threshold: float = Field(0.7, gt=0, le=1)
 
 
+@dataclass(frozen=True)
+class Failure:
+    """Why a step failed: the reason recorded, and what fired, in words."""
+
+    reason: Reason
+    detail: str
+
+
 SORRY_MAX_WORDS = 80
-# Words of the evolving prompts (the paper's and ours) that have no business in an instruction.
-LEAK_PHRASES = (
-    "given prompt",
-    "rewritten prompt",
-    "created prompt",
+# An answer this close to its instruction (ROUGE-L F1) and not much longer only repeats it.
+REPEAT_SIMILARITY = 0.8
+REPEAT_MAX_GROWTH = 1.5
+# Word n-grams of the templates that a rewrite may not copy (shorter lines count whole).
+LEAK_NGRAM = 6
+# The paper's markers and the labels models echo back, whatever the templates say.
+PAPER_MARKERS = (
     "#given prompt#",
     "#rewritten prompt#",
     "#created prompt#",
+    "given prompt",
+    "rewritten prompt",
+    "created prompt",
     "rewritten instruction",
     "original instruction",
-    "new version of the instruction",
-    "the instruction above",
-    "rules for the rewrite",
-    "rules for the new instruction",
-    "<instruction>",
-    "</instruction>",
+    "new instruction:",
+    "input: (none)",
 )
 STOP_WORDS = frozenset(
     [
@@ -253,7 +280,6 @@ STOP_WORDS = frozenset(
         "okay",
     ]
 )
-_WORD = re.compile(r"[\w']+", re.UNICODE)
 
 
 def normalize(text: str) -> str:
@@ -261,42 +287,140 @@ def normalize(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
-def check_rewrite(parent: str, child: str, rules: EliminationRules) -> Reason | None:
+class LeakDetector:
+    """The evolving prompts' own words, which have no business in an instruction.
+
+    Built from the templates a run loads (`--prompts` overrides included): every tag, every
+    template line of 3 to 5 words whole, and every word 6-gram of a longer line, plus the
+    paper's markers. A rewrite leaks when it holds one that its parent did not.
+    """
+
+    def __init__(self, phrases: Iterable[str], ngrams: Iterable[tuple[str, ...]] = ()):
+        self.phrases = tuple(dict.fromkeys(normalize(p) for p in phrases if p.strip()))
+        self.ngrams = frozenset(ngrams)
+
+    @classmethod
+    def from_templates(cls, texts: Iterable[str]) -> LeakDetector:
+        phrases, ngrams = list(PAPER_MARKERS), set()
+        for text in texts:
+            phrases += re.findall(r"</?[A-Za-z_]+>", text)
+            for line in text.splitlines():
+                line = re.sub(r"\$\w+|\$\{\w+\}", " ", line)  # placeholders are not words
+                line_tokens = tokens(line)
+                if 3 <= len(line_tokens) < LEAK_NGRAM:
+                    phrases.append(" ".join(line_tokens))
+                ngrams.update(_ngrams(line_tokens, LEAK_NGRAM))
+        return cls(phrases, ngrams)
+
+    def find(self, parent: str, child: str) -> str | None:
+        """The first phrase of the prompts that `child` holds and `parent` did not."""
+        child_text, parent_text = normalize(child), normalize(parent)
+        child_words, parent_words = " ".join(tokens(child)), " ".join(tokens(parent))
+        for phrase in self.phrases:
+            if phrase == " ".join(tokens(phrase)):  # words only: match whole words
+                if _has_words(child_words, phrase) and not _has_words(parent_words, phrase):
+                    return phrase
+            elif phrase in child_text and phrase not in parent_text:  # tags, "#...#", "x: (none)"
+                return phrase
+        copied = _ngrams(tokens(child), LEAK_NGRAM) & self.ngrams
+        copied -= _ngrams(tokens(parent), LEAK_NGRAM)
+        return " ".join(min(copied)) if copied else None
+
+
+def _ngrams(sequence: list[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(sequence[i : i + n]) for i in range(len(sequence) - n + 1)}
+
+
+def _has_words(text: str, phrase: str) -> bool:
+    """`phrase` (words joined by spaces) in `text` at word boundaries."""
+    return f" {phrase} " in f" {text} "
+
+
+def check_rewrite(
+    parent: str, child: str, rules: EliminationRules, leaks: LeakDetector | None = None
+) -> Failure | None:
     """Rules on the evolved instruction alone, run before any answer or judge call."""
     if not child.strip():
-        return Reason.EMPTY
+        return Failure(Reason.EMPTY, "the rewrite is empty")
     if normalize(child) == normalize(parent):
-        return Reason.UNCHANGED
-    if rules.leak and leaks_prompt(parent, child):
-        return Reason.PROMPT_LEAK
+        return Failure(Reason.UNCHANGED, "the rewrite is its parent, word for word")
+    if rules.leak and leaks is not None and (phrase := leaks.find(parent, child)):
+        return Failure(Reason.PROMPT_LEAK, f"the rewrite copies the prompt's words {phrase!r}")
     return None
 
 
-def leaks_prompt(parent: str, child: str) -> bool:
-    """True when the child holds a leak phrase that its parent did not already hold."""
-    child_text, parent_text = normalize(child), normalize(parent)
-    return any(phrase in child_text and phrase not in parent_text for phrase in LEAK_PHRASES)
-
-
-def check_answer(answer: str, rules: EliminationRules) -> Reason | None:
-    """Rules on the answer to the evolved instruction."""
-    words = _WORD.findall(answer.casefold())
-    if rules.sorry and "sorry" in answer.casefold() and len(words) < SORRY_MAX_WORDS:
-        return Reason.SORRY
-    if rules.stopwords and all(word.strip("'") in STOP_WORDS for word in words):
-        return Reason.STOPWORDS_ONLY
+def check_answer(instruction: str, answer: str, rules: EliminationRules) -> Failure | None:
+    """Rules on an answer, to a seed or to an evolved instruction."""
+    answer_words = words(answer)
+    if rules.stopwords and all(
+        w.casefold().replace("\u2019", "'") in STOP_WORDS for w in answer_words
+    ):
+        shown = " ".join(answer.split())[:60]
+        return Failure(
+            Reason.STOPWORDS_ONLY, f"the answer is only stop words and punctuation: {shown!r}"
+        )
+    if rules.sorry and "sorry" in answer.casefold() and len(answer_words) < SORRY_MAX_WORDS:
+        return Failure(Reason.SORRY, f"the answer says sorry in {len(answer_words)} words")
+    if rules.signals:
+        return _signal(instruction, answer, answer_words)
     return None
+
+
+def _signal(instruction: str, answer: str, answer_words: list[str]) -> Failure | None:
+    """Auto Evol-Instruct's signals that the rewrite failed, read from its answer."""
+    first = answer_words[0].casefold() if answer_words else ""
+    opening = " ".join(answer_words[:2]).casefold()
+    asks_back = answer.rstrip(" \t\n*_\"'`)").endswith("?")
+    if asks_back and (first == "understood" or opening == "thank you"):
+        return Failure(
+            Reason.NOT_A_TASK,
+            f"the answer starts with {answer_words[0]!r} and ends with a question: nothing was asked",
+        )
+    if asks_back and first == "sure":
+        return Failure(
+            Reason.UNDERSPECIFIED,
+            "the answer starts with 'Sure' and ends with a question: the task is under-specified",
+        )
+    if (at := answer.casefold().find("please provide")) >= 0:
+        sentence = answer[at : at + 80].split("\n")[0]
+        return Failure(
+            Reason.ASKS_FOR_INFORMATION, f"the answer asks for what is missing: {sentence!r}"
+        )
+    instruction_tokens, answer_tokens = tokens(instruction), tokens(answer)
+    if len(answer_tokens) <= REPEAT_MAX_GROWTH * len(instruction_tokens):
+        similarity = rouge_l(answer_tokens, instruction_tokens)
+        if similarity >= REPEAT_SIMILARITY:
+            return Failure(
+                Reason.NOT_A_TASK,
+                f"the answer only repeats its instruction (ROUGE-L {similarity:.2f})",
+            )
+    return None
+
+
+# The judge's verdict: a standalone word at the start ("Equal.", "Not equal:"), else the last
+# verdict phrase in the reply (the conclusion, in prose: "same constraints, but different depth").
+_VERDICT = re.compile(
+    r"\b(not (?:equal|the same|identical|equivalent)|not different|no different|unequal"
+    r"|different|differs?|equal|equivalent|identical|(?:the )?same)\b"
+)
+_LEADING = re.compile(
+    r"^[\W_]*(?:(?:verdict|answer|judgment|judgement|decision|result)\W+)?"
+    r"(not equal|unequal|equal|different|the same|same)[\W_]*(?:[.!:\n]|$)"
+)
 
 
 def parse_verdict(reply: str) -> Verdict:
-    """Read the judge's reply; anything we cannot read keeps the evolution (`UNCLEAR`)."""
-    text = " ".join(_WORD.findall(reply.casefold()))
-    if text.startswith(("not equal", "different")):
+    """Read the judge's reply: one word or prose; `UNCLEAR` when it says neither."""
+    text = normalize(reply)
+    if match := _LEADING.match(text):
+        return _meaning(match[1])
+    found = _VERDICT.findall(text)
+    return _meaning(found[-1]) if found else Verdict.UNCLEAR
+
+
+def _meaning(phrase: str) -> Verdict:
+    if phrase.startswith(("not equal", "not the same", "not identical", "not equivalent")):
         return Verdict.DIFFERENT
-    if text.startswith(("equal", "same")):
-        return Verdict.EQUAL
-    if "not equal" in text or "different" in text:
+    if phrase.startswith(("unequal", "differ")):
         return Verdict.DIFFERENT
-    if re.search(r"\bequal\b", text):
-        return Verdict.EQUAL
-    return Verdict.UNCLEAR
+    return Verdict.EQUAL

@@ -1,10 +1,10 @@
 """Scheduling the LLM calls of a run.
 
-Each seed's lineage is one task that runs its rounds in order: evolve the tip, check the
-rewrite for free, then answer and judge at the same time, then apply the rules. Lineages run
-side by side with no barrier between rounds; one adaptive limit bounds the requests in flight
-(halved on 429, see `evol.limits`), the --rpm/--tpm budget paces them, and one retry policy
-wraps every request. Results go to the store as soon as they exist.
+Each seed's lineage is one task that runs its rounds in order: evolve the tip, clean the reply
+and check it for free, then answer and judge at the same time, then apply the rules. Lineages
+run side by side with no barrier between rounds; one adaptive limit bounds the requests in
+flight (halved on 429, see `evol.limits`), the --rpm/--tpm budget paces them, and one retry
+policy wraps every request. Results go to the store as soon as they exist.
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from evol.cleaning import Cleaned, clean_reply, clean_rewrite
+from evol.config import RoleParams
 from evol.elimination import (
     EliminationRules,
+    Failure,
     Reason,
     Verdict,
     check_answer,
@@ -37,7 +40,7 @@ from evol.errors import (
     Unreachable,
 )
 from evol.limits import AdaptiveConcurrency, RequestBudget
-from evol.llm import ChatBackend, Completion, GenerationParams
+from evol.llm import ChatBackend, Completion, Message
 from evol.llm.retry import with_retries
 from evol.operations import BREADTH, choose_operation
 from evol.prompts import PromptSet
@@ -70,12 +73,13 @@ class EngineSettings:
     weights: dict[str, float]
     rules: EliminationRules
     answer_seeds: bool
-    params: GenerationParams
+    params: RoleParams
     concurrency: int
     max_retries: int
     retry_max_wait: float
     rpm: float | None = None
     tpm: float | None = None
+    system_prompt: str | None = None
 
 
 @dataclass
@@ -101,17 +105,21 @@ class _ItemFailed(Exception):
     """Ends one lineage for this run; already recorded in `EngineStats.failed`."""
 
 
-class _Refused(Exception):
-    """The server refused a call for good: the step is eliminated with this reason."""
+class _Eliminated(Exception):
+    """A step failed a rule or was refused for good: the record goes to eliminated.jsonl."""
 
-    def __init__(self, reason: Reason, detail: str):
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
+    def __init__(self, failure: Failure, duplicate_of: str | None = None):
+        super().__init__(failure.detail)
+        self.failure, self.duplicate_of = failure, duplicate_of
 
 
 def compose(instruction: str, input_text: str) -> str:
     """The user message for an instruction with an optional Alpaca-style input."""
     return f"{instruction}\n\n{input_text}" if input_text.strip() else instruction
+
+
+def _user(content: str) -> list[Message]:
+    return [{"role": "user", "content": content}]
 
 
 class Engine:
@@ -130,14 +138,13 @@ class Engine:
     ):
         self.backend, self.prompts, self.store = backend, prompts, store
         self.models, self.settings = models, settings
+        self.leaks = prompts.leak_detector()
         self.pool = pool  # the kept instructions, when the duplicate rule is on
         self.on_step = on_step or (lambda: None)
         self.stats = EngineStats()
         self.slots = AdaptiveConcurrency(settings.concurrency)
         self._budget = (
-            RequestBudget(settings.rpm, settings.tpm, settings.params.max_tokens)
-            if settings.rpm or settings.tpm
-            else None
+            RequestBudget(settings.rpm, settings.tpm) if settings.rpm or settings.tpm else None
         )
         self._fatal: EvolError | None = None
 
@@ -169,6 +176,8 @@ class Engine:
         await _all(*steps)
 
     async def _settle_seed(self, seed: Seed) -> None:
+        """Answer the seed (unless it has an output): a failed answer is not kept, but the seed
+        still evolves, since its instruction is the user's."""
         record = Record(
             id=seed.id,
             parent_id=None,
@@ -183,21 +192,13 @@ class Engine:
         )
         if record.output is None and self.settings.answer_seeds:
             try:
-                completion = await self._call(
-                    "answer", compose(seed.instruction, seed.input), seed.id, 0
-                )
+                await self._answer(record)
             except _ItemFailed:
                 return
-            except _Refused as refused:
-                # The seed still evolves (its instruction is the user's); its answer is not kept.
-                self.store.add_eliminated(
-                    EliminatedRecord(
-                        **record.model_dump(), reason=refused.reason, detail=refused.detail
-                    )
-                )
+            except _Eliminated as failed:
+                self._record_elimination(record, failed)
                 self.on_step()
                 return
-            record.output, record.usage = completion.text, {"answer": _usage(completion)}
         self.store.add(record)
         self.on_step()
 
@@ -212,8 +213,8 @@ class Engine:
 
     async def _evolve_once(self, seed: Seed, tip: Tip, round_: int) -> Tip:
         """One round for one lineage; returns the lineage's tip afterwards."""
-        rules = self.settings.rules
         operation = choose_operation(self.settings.weights, self.settings.run_seed, tip.id, round_)
+        # An in-depth rewrite keeps its parent's input; a breadth one is a new instruction.
         child_input = "" if operation == BREADTH else tip.input
         draft = Record(
             id=f"{tip.id}.{round_}",
@@ -225,64 +226,123 @@ class Engine:
             instruction="",
             input=child_input,
             output=None,
-            metadata=seed.metadata,
         )
         try:
-            prompt = self.prompts.evolve_prompt(operation, tip.instruction, tip.input)
-            evolved = await self._call("evolve", prompt, draft.id, round_)
-            draft.usage["evolve"] = _usage(evolved)
-            draft.instruction = evolved.text.strip()
-            if reason := check_rewrite(tip.instruction, draft.instruction, rules):
-                return self._eliminate(draft, reason, tip)
-            if self.pool is not None and (original := self.pool.find(draft.instruction, seed.id)):
-                return self._eliminate(draft, Reason.DUPLICATE, tip, duplicate_of=original)
-            answer, verdict = await self._answer_and_judge(tip, draft)
-        except _Refused as refused:
-            return self._eliminate(draft, refused.reason, tip, detail=refused.detail)
-        draft.output, draft.judge = answer, verdict
-        if verdict == Verdict.EQUAL:
-            return self._eliminate(draft, Reason.NO_INFORMATION_GAIN, tip)
-        if reason := check_answer(answer, rules):
-            return self._eliminate(draft, reason, tip)
+            await self._evolve(draft, tip)
+            await self._answer_and_judge(draft, tip)
+        except _Eliminated as failed:
+            self._record_elimination(draft, failed)
+            return tip
         self.store.add(draft)
         if self.pool is not None:
             self.pool.add(draft.id, seed.id, draft.instruction)
         return Tip(draft.id, draft.instruction, draft.input, draft.generation)
 
-    async def _answer_and_judge(self, parent: Tip, draft: Record) -> tuple[str, Verdict | None]:
-        child = compose(draft.instruction, draft.input)
-        calls = [self._call("answer", child, draft.id, draft.round)]
+    async def _evolve(self, draft: Record, tip: Tip) -> None:
+        """Ask for the rewrite, clean it, and run the checks that cost nothing."""
+        prompt = self.prompts.evolve_prompt(draft.operation or "", tip.instruction, draft.input)
+        evolved = await self._call("evolve", _user(prompt), draft)
+        cleaned = clean_rewrite(evolved.text, draft.input)
+        draft.instruction = cleaned.text
+        _note(draft, cleaned, "rewrite")
+        _raise_if_truncated(evolved, "rewrite")
+        rules = self.settings.rules
+        if failure := check_rewrite(tip.instruction, draft.instruction, rules, self.leaks):
+            raise _Eliminated(failure)
+        if self.pool is not None and (original := self.pool.find(draft.instruction, draft.root_id)):
+            repeat = Failure(Reason.DUPLICATE, f"the rewrite repeats {original}")
+            raise _Eliminated(repeat, duplicate_of=original)
+
+    async def _answer_and_judge(self, draft: Record, tip: Tip) -> None:
+        """The answer and the verdict, asked for at the same time; then their rules."""
+        calls: list[Coroutine[Any, Any, Any]] = [self._answer(draft, check=False)]
         if self.settings.rules.judge:
-            prompt = self.prompts.judge_prompt(compose(parent.instruction, parent.input), child)
-            calls.append(self._call("judge", prompt, draft.id, draft.round))
-        completions = await _all(*calls)
-        for role, completion in zip(("answer", "judge"), completions, strict=False):
-            draft.usage[role] = _usage(completion)
-        verdict = parse_verdict(completions[1].text) if len(completions) > 1 else None
-        return completions[0].text, verdict
+            calls.append(self._verdict(draft, tip))
+        results = await _all(*calls)
+        answer_failure = results[0]
+        if self.settings.rules.judge:
+            verdict, replies = results[1]
+            draft.judge = verdict
+            if verdict == Verdict.EQUAL:
+                raise _Eliminated(
+                    Failure(
+                        Reason.NO_INFORMATION_GAIN, f"the judge found it equal: {replies[-1]!r}"
+                    )
+                )
+            if verdict == Verdict.UNCLEAR:
+                shown = " / ".join(repr(reply[:80]) for reply in replies)
+                raise _Eliminated(Failure(Reason.JUDGE_UNCLEAR, f"no verdict in {shown}"))
+        if answer_failure:
+            raise _Eliminated(answer_failure)
 
-    def _eliminate(self, draft: Record, reason: Reason, tip: Tip, **why: str) -> Tip:
-        self.store.add_eliminated(EliminatedRecord(**draft.model_dump(), reason=reason, **why))
-        return tip
+    async def _answer(self, record: Record, *, check: bool = True) -> Failure | None:
+        """Answer `record`'s instruction into it; the answer rules' failure, raised or returned."""
+        messages = _user(compose(record.instruction, record.input))
+        if self.settings.system_prompt:
+            messages = [{"role": "system", "content": self.settings.system_prompt}, *messages]
+        answered = await self._call("answer", messages, record)
+        cleaned = clean_reply(answered.text)
+        record.output = cleaned.text
+        _note(record, cleaned, "answer")
+        failure = _truncation(answered, "answer") or check_answer(
+            record.instruction, record.output, self.settings.rules
+        )
+        if failure and check:
+            raise _Eliminated(failure)
+        return failure
 
-    async def _call(self, role: str, content: str, item_id: str, round_: int) -> Completion:
-        """One request with the run's retry policy; item-level failures become `_ItemFailed`."""
-        messages = [{"role": "user", "content": content}]
-        model = getattr(self.models, role)
+    async def _verdict(self, draft: Record, tip: Tip) -> tuple[Verdict, list[str]]:
+        """Ask the judge whether the rewrite equals its parent; once more if it said neither."""
+        prompt = self.prompts.judge_prompt(
+            compose(tip.instruction, tip.input), compose(draft.instruction, draft.input)
+        )
+        messages = _user(prompt)
+        first = await self._call("judge", messages, draft)
+        replies = [clean_reply(first.text).text]
+        verdict = parse_verdict(replies[0])
+        if verdict == Verdict.UNCLEAR:
+            follow_up: list[Message] = [
+                *messages,
+                {"role": "assistant", "content": first.text},
+                {"role": "user", "content": self.prompts.judge_again()},
+            ]
+            again = await self._call("judge", follow_up, draft, journal_as="judge_again")
+            replies.append(clean_reply(again.text).text)
+            verdict = parse_verdict(replies[1])
+        return verdict, replies
+
+    def _record_elimination(self, record: Record, failed: _Eliminated) -> None:
+        detail = "; ".join(part for part in (failed.failure.detail, record.detail) if part)
+        self.store.add_eliminated(
+            EliminatedRecord(
+                **(record.model_dump() | {"detail": detail}),
+                reason=failed.failure.reason,
+                duplicate_of=failed.duplicate_of,
+            )
+        )
+
+    async def _call(
+        self, role: str, messages: list[Message], record: Record, *, journal_as: str | None = None
+    ) -> Completion:
+        """One request with the run's retry policy, its tokens added to `record`'s usage.
+
+        Item-level failures become `_ItemFailed`, refusals `_Eliminated`; fatal errors stop
+        the run. A reply journalled before a crash is replayed instead of paid again.
+        """
+        model, params = getattr(self.models, role), getattr(self.settings.params, role)
+        key = journal_as or role
 
         async def attempt() -> Completion:
             async with self.slots:
                 if self._fatal:  # the run is stopping: send nothing more
                     raise self._fatal
                 if budget := self._budget:
-                    estimate = budget.estimate(content)
+                    estimate = budget.estimate(messages, params.max_tokens)
                     await budget.take(estimate)
                 sent_at = time.monotonic()
                 self.stats.requests[role] += 1
                 try:
-                    completion = await self.backend.complete(
-                        messages, model=model, params=self.settings.params
-                    )
+                    completion = await self.backend.complete(messages, model=model, params=params)
                 except RateLimited:
                     self.slots.rate_limited(sent_at)
                     raise
@@ -291,10 +351,21 @@ class Engine:
                     budget.settle(estimate, completion.prompt_tokens, completion.completion_tokens)
                 return completion
 
-        if (replayed := self.store.recall_call(item_id, role)) is not None:
-            return Completion.model_validate(replayed)
+        if (replayed := self.store.recall_call(record.id, key)) is not None:
+            completion = Completion.model_validate(replayed)
+        else:
+            completion = await self._attempts(attempt, role, record)
+            self.store.remember_call(record.id, key, dict(completion))  # its fields, no dump
+        used = record.usage.setdefault(role, TokenUsage())
+        used.prompt_tokens += completion.prompt_tokens
+        used.completion_tokens += completion.completion_tokens
+        return completion
+
+    async def _attempts(
+        self, attempt: Callable[[], Coroutine[Any, Any, Completion]], role: str, record: Record
+    ) -> Completion:
         try:
-            completion = await with_retries(
+            return await with_retries(
                 attempt,
                 max_retries=self.settings.max_retries,
                 max_wait=self.settings.retry_max_wait,
@@ -304,15 +375,13 @@ class Engine:
             tries = self.settings.max_retries + 1
             raise self._stop(EndpointUnreachable(f"{error} ({tries} tries)")) from None
         except TransientBackendError as error:
-            raise _ItemFailed from self._fail(item_id, round_, role, error)
+            raise _ItemFailed from self._fail(record.id, record.round, role, error)
         except _FATAL as error:
             raise self._stop(error) from None
         except ContextLengthExceeded as error:
-            raise _Refused(Reason.TOO_LONG, f"{role}: {error}") from None
+            raise _Eliminated(Failure(Reason.TOO_LONG, f"{role}: {error}")) from None
         except BackendError as error:
-            raise _Refused(Reason.REJECTED, f"{role}: {error}") from None
-        self.store.remember_call(item_id, role, dict(completion))  # its fields, no dump
-        return completion
+            raise _Eliminated(Failure(Reason.REJECTED, f"{role}: {error}")) from None
 
     def _stop(self, error: EvolError) -> EvolError:
         """Stop sending: every request after this one raises the first fatal error."""
@@ -324,10 +393,27 @@ class Engine:
         return error
 
 
-def _usage(completion: Completion) -> TokenUsage:
-    return TokenUsage(
-        prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens
+def _note(record: Record, cleaned: Cleaned, what: str) -> None:
+    """Say in the record's detail what cleaning took off its `what` (rewrite or answer)."""
+    if cleaned.stripped:
+        note = f"from the {what}: {cleaned.detail}"
+        record.detail = f"{record.detail}; {note}" if record.detail else note
+
+
+def _truncation(completion: Completion, what: str) -> Failure | None:
+    """A reply that stopped at the token limit is not whole."""
+    if completion.finish_reason != "length":
+        return None
+    return Failure(
+        Reason.TRUNCATED,
+        f"the {what} stopped at the token limit after {completion.completion_tokens} tokens "
+        "(finish_reason 'length'): raise its --*-max-tokens",
     )
+
+
+def _raise_if_truncated(completion: Completion, what: str) -> None:
+    if failure := _truncation(completion, what):
+        raise _Eliminated(failure)
 
 
 async def _all(*coroutines: Coroutine[Any, Any, Any]) -> list[Any]:

@@ -16,6 +16,8 @@ import asyncio
 import time
 from collections import deque
 
+from evol.llm import Message
+
 # Additive increase: the ceiling / RECOVERY_ROUND_TRIPS per round trip, so a run recovers from
 # a cut in tens of round trips, not hundreds (classic AIMD adds 1 per round trip).
 RECOVERY_ROUND_TRIPS = 32
@@ -123,22 +125,22 @@ class TokenBucket:
 class RequestBudget:
     """The --rpm and --tpm caps of a run; either may be None (no cap)."""
 
-    def __init__(self, rpm: float | None, tpm: float | None, max_tokens: int | None):
+    def __init__(self, rpm: float | None, tpm: float | None):
         self.requests = TokenBucket(rpm) if rpm else None
         self.tokens = TokenBucket(tpm) if tpm else None
-        self.max_tokens = max_tokens
         self._completion_tokens = 0
         self._completions = 0
 
-    def estimate(self, content: str) -> int:
-        """Tokens a request will cost, before it is sent."""
-        if self.max_tokens is not None:
-            completion = self.max_tokens
+    def estimate(self, messages: list[Message], max_tokens: int | None = None) -> int:
+        """Tokens a request will cost, before it is sent (its role's max_tokens, if set)."""
+        characters = sum(len(message["content"]) for message in messages)
+        if max_tokens is not None:
+            completion = max_tokens
         elif self._completions:
             completion = round(self._completion_tokens / self._completions)
         else:
             completion = FIRST_COMPLETION_GUESS
-        return len(content) // CHARS_PER_TOKEN + 1 + completion
+        return characters // CHARS_PER_TOKEN + 1 + completion
 
     async def take(self, estimate: int) -> None:
         if self.requests:

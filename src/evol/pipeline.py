@@ -195,6 +195,7 @@ class _Run:
                 rules=config.rules,
                 answer_seeds=config.answer_seeds,
                 params=config.params,
+                system_prompt=config.system_prompt,
                 concurrency=config.concurrency,
                 rpm=config.rpm,
                 tpm=config.tpm,
@@ -401,7 +402,8 @@ def _fingerprint(
         "--prompts": prompts.digest(),
         "--backend": backend,
         "--model": {"evolve": models.evolve, "answer": models.answer, "judge": models.judge},
-        "--temperature/--max-tokens": config.params.to_request(),
+        "--temperature/--max-tokens": {role: params.to_request() for role, params in config.params},
+        "--system-prompt": config.system_prompt,
         "elimination rules": config.rules.model_dump(),
         "--answer-seeds": config.answer_seeds,
     }

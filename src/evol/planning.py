@@ -29,6 +29,7 @@ JUDGE_TOKENS = 3
 
 class RolePlan(BaseModel):
     model: str | None
+    params: dict[str, float | int] = {}
     calls: int
     prompt_tokens: int
     completion_tokens: int
@@ -58,7 +59,7 @@ def plan_run(
     scan = scan_seeds(config.seeds, config.seed_options)
     store = RunStore.peek(config.out, generations=config.generations)
     calls, prompt_tokens, completion_tokens = Counter(), Counter(), Counter()
-    answer_tokens = config.params.max_tokens or ANSWER_TOKENS
+    answer_tokens = config.params.answer.max_tokens or ANSWER_TOKENS
     # The average operation template: the operation of a future round depends on what is kept.
     template_tokens = sum(
         estimate_tokens(prompts.evolve_prompt(name, "", "")) * weight
@@ -103,7 +104,7 @@ def plan_run(
             completion_tokens[role],
             price_in,
             price_out,
-        )
+        ).model_copy(update={"params": getattr(config.params, role).to_request()})
         for role in ("evolve", "answer", "judge")
         if calls[role]
     }
@@ -147,9 +148,11 @@ def format_plan(plan: RunPlan) -> str:
             if item.cost_usd is None
             else f"~${item.cost_usd:.4f}"
         )
+        settings = ", ".join(f"{name} {value:g}" for name, value in item.params.items())
         lines.append(
             f"  {role:<7} {item.calls:>8} calls  ~{item.prompt_tokens:>10} prompt tokens  "
-            f"~{item.completion_tokens:>10} completion tokens  {cost}  [{item.model or 'server default'}]"
+            f"~{item.completion_tokens:>10} completion tokens  {cost}  [{item.model or 'server default'}"
+            f"{'; ' + settings if settings else ''}]"
         )
     total = "unknown" if plan.cost_usd is None else f"~${plan.cost_usd:.4f}"
     lines.append(

@@ -1,9 +1,13 @@
-"""Prompt templates: one text file per operation plus the equality judge.
+"""Prompt templates: one text file per operation, the equality judge, and two small parts.
 
 Templates are data, filled with `string.Template` so that seed text is only ever a value:
 braces, `#`, `$` or anything that looks like a placeholder in a seed is copied verbatim.
-A template names its slots as `$instruction` and `$input` (operations) or `$first` and
-`$second` (judge); a literal dollar sign is written `$$`. Placeholders are checked on load.
+An operation names its slots `$instruction` and `$input`; `$input` receives the `input`
+template filled with the instruction's input, or nothing when there is none (so an empty input
+is never shown, and the evolver is told that the input goes along unchanged rather than asked
+to copy it). The judge's slots are `$first` and `$second`; `judge_again` is the follow-up turn
+when a verdict cannot be read. A literal dollar sign is written `$$`. Placeholders are checked
+on load.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from functools import cached_property
 from pathlib import Path
 from string import Template
 
+from evol.elimination import LeakDetector
 from evol.errors import PromptError
 
 OPERATION_PROMPTS = (
@@ -25,11 +30,14 @@ OPERATION_PROMPTS = (
     "breadth",
 )
 JUDGE_PROMPT = "judge"
-PROMPT_NAMES = (*OPERATION_PROMPTS, JUDGE_PROMPT)
+JUDGE_AGAIN_PROMPT = "judge_again"
+INPUT_PROMPT = "input"
+PROMPT_NAMES = (*OPERATION_PROMPTS, JUDGE_PROMPT, JUDGE_AGAIN_PROMPT, INPUT_PROMPT)
 
 _SLOTS = {name: ({"instruction"}, {"instruction", "input"}) for name in OPERATION_PROMPTS}
 _SLOTS[JUDGE_PROMPT] = ({"first", "second"}, {"first", "second"})
-NO_INPUT = "(none)"
+_SLOTS[JUDGE_AGAIN_PROMPT] = (set(), set())
+_SLOTS[INPUT_PROMPT] = ({"input"}, {"input"})
 
 
 def default_prompt_dir() -> Path:
@@ -92,11 +100,20 @@ class PromptSet:
 
     def evolve_prompt(self, operation: str, instruction: str, input_text: str) -> str:
         """The message that asks the evolver to apply `operation` to an instruction."""
-        return self[operation].render(instruction=instruction, input=input_text or NO_INPUT)
+        shown = self[INPUT_PROMPT].render(input=input_text) if input_text.strip() else ""
+        return self[operation].render(instruction=instruction, input=shown)
 
     def judge_prompt(self, first: str, second: str) -> str:
-        """The message that asks the judge whether `second` adds anything to `first`."""
+        """The message that asks the judge whether two instructions are equal."""
         return self[JUDGE_PROMPT].render(first=first, second=second)
+
+    def judge_again(self) -> str:
+        """The follow-up turn when the judge's first reply held no verdict."""
+        return self[JUDGE_AGAIN_PROMPT].render()
+
+    def leak_detector(self) -> LeakDetector:
+        """The prompt-leak rule for these templates (overrides included)."""
+        return LeakDetector.from_templates(template.text for template in self.templates.values())
 
 
 def _load(name: str, path: Path) -> PromptTemplate:

@@ -8,18 +8,12 @@ from pydantic import BaseModel, Field
 
 from evol.elimination import Reason, Verdict
 
-ROLES = ("evolve", "answer", "judge")
-
 
 class TokenUsage(BaseModel):
     """Tokens one role spent on one record, as the server reported them."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
-
-    def add(self, other: TokenUsage) -> None:
-        self.prompt_tokens += other.prompt_tokens
-        self.completion_tokens += other.completion_tokens
 
 
 class Record(BaseModel):
@@ -35,13 +29,17 @@ class Record(BaseModel):
     input: str = ""
     output: str | None
     judge: Verdict | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="the seed's other fields; on the seed's record only"
+    )
     usage: dict[str, TokenUsage] = Field(default_factory=dict)
+    detail: str | None = Field(
+        None, description="what cleaning took off the replies; for an elimination, why first"
+    )
 
 
 class EliminatedRecord(Record):
-    """An evolution that failed; its parent goes back into the pool."""
+    """An evolution, or a seed's answer, that failed; its parent goes back into the pool."""
 
     reason: Reason
-    detail: str | None = None
     duplicate_of: str | None = Field(None, description="with reason duplicate: the id it repeats")

@@ -1,12 +1,19 @@
-"""Word counts and their summaries, shared by `evol stats`, `evol validate` and `--dry-run`."""
+"""Words, and what is measured in them: one tokenizer for the elimination rules, the duplicate
+rule, `evol stats`, `evol validate`, `evol report` and `--dry-run`, so that "80 words" means
+the same everywhere.
+
+A word is a run of letters or digits, with inner apostrophes kept ("don't" is one word);
+punctuation and markdown are not words.
+"""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from pydantic import BaseModel
 
-_WORD = re.compile(r"\S+")
+_WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
 TOKENS_PER_WORD = 4 / 3  # the usual rule of thumb for English with BPE tokenizers
 
 
@@ -19,8 +26,40 @@ class Lengths(BaseModel):
     max: int
 
 
+def words(text: str) -> list[str]:
+    """The words of `text`, as written."""
+    return _WORD.findall(text)
+
+
 def word_count(text: str) -> int:
     return len(_WORD.findall(text))
+
+
+def tokens(text: str) -> list[str]:
+    """The words of `text` case-folded after NFKC: the form in which texts are compared."""
+    return [
+        word.replace("\u2019", "'")
+        for word in words(unicodedata.normalize("NFKC", text).casefold())
+    ]
+
+
+def rouge_l(candidate: list[str], reference: list[str]) -> float:
+    """ROUGE-L F1 of two token lists (longest common subsequence)."""
+    if not candidate or not reference:
+        return 0.0
+    if len(candidate) < len(reference):
+        candidate, reference = reference, candidate
+    previous = [0] * (len(reference) + 1)
+    for word in candidate:
+        current = [0]
+        for j, other in enumerate(reference):
+            current.append(previous[j] + 1 if word == other else max(previous[j + 1], current[j]))
+        previous = current
+    common = previous[-1]
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(candidate), common / len(reference)
+    return 2 * precision * recall / (precision + recall)
 
 
 def estimate_tokens(text: str) -> int:

@@ -1,0 +1,82 @@
+"""Taking wrappers off replies: what real models put around a rewrite, and what stays."""
+
+from __future__ import annotations
+
+import pytest
+
+from evol.cleaning import clean_reply, clean_rewrite
+
+REWRITE = "Explain photosynthesis in three steps, with one example per step."
+
+
+@pytest.mark.parametrize(
+    ("reply", "stripped"),
+    [
+        (f"Sure! Here is the rewritten instruction:\n{REWRITE}", ["preamble"]),
+        (f"Certainly. Here's a more complex version of the prompt: {REWRITE}", ["preamble"]),
+        (f"Here is the revised version, with one more constraint:\n\n{REWRITE}", ["preamble"]),
+        (f"Certainly!\n{REWRITE}", ["preamble"]),
+        (f"New instruction: {REWRITE}", ["label"]),
+        (f"**Rewritten prompt:** {REWRITE}", ["label"]),
+        (f"#Rewritten Prompt#:\n{REWRITE}", ["label"]),
+        (f"## New Instruction\n\n{REWRITE}", []),  # a heading with no colon: left for the rules
+        (f'"{REWRITE}"', ["quotes"]),
+        (f"\u201c{REWRITE}\u201d", ["quotes"]),
+        (f"```\n{REWRITE}\n```", ["code fence"]),
+        (f"```text\n{REWRITE}\n```", ["code fence"]),
+        (f"<think>They want it harder.\nAdd steps.</think>\n\n{REWRITE}", ["<think> block"]),
+        (f"<thinking>Plan.</thinking>{REWRITE}", ["<thinking> block"]),
+        (f"Okay, the user wants more.</think>\n{REWRITE}", ["ending in </think>"]),
+        (
+            f'<think>x</think>Sure! Here is the new instruction:\n**New instruction:** "{REWRITE}"',
+            ["<think> block", "preamble", "label", "quotes"],
+        ),
+        (f'```\n"{REWRITE}"\n```', ["code fence", "quotes"]),
+    ],
+)
+def test_wrappers_come_off_and_the_detail_says_which(reply: str, stripped: list[str]) -> None:
+    cleaned = clean_rewrite(reply)
+    if not stripped:
+        assert cleaned.text == reply.strip() and cleaned.detail is None
+        return
+    assert cleaned.text == REWRITE
+    assert len(cleaned.stripped) == len(stripped)
+    for taken, expected in zip(cleaned.stripped, stripped, strict=True):
+        assert expected in taken
+    assert cleaned.detail.startswith("stripped ")
+
+
+@pytest.mark.parametrize(
+    "instruction",
+    [
+        "Here is a list of fruits: apple, pear, fig. Sort them by sugar content.",
+        'Explain the phrase "carpe diem" and give "two" examples.',
+        "Write a function:\n```python\ndef f(x):\n    return x\n```\nthat also handles None.",
+        "Sure-footedness: what makes goats good climbers?",
+        "'Tis the season: write a short poem.",
+        "Questions: 1) why is the sky blue? 2) why is the sea salty?",
+    ],
+)
+def test_a_real_instruction_is_left_as_it_is(instruction: str) -> None:
+    cleaned = clean_rewrite(instruction)
+    assert (cleaned.text, cleaned.stripped) == (instruction, ())
+
+
+def test_an_unclosed_think_block_leaves_nothing() -> None:
+    cleaned = clean_rewrite("<think>I will first consider what the user wants and")
+    assert cleaned.text == "" and "never closed" in cleaned.detail
+
+
+def test_a_copy_of_the_input_is_taken_out_of_the_rewrite() -> None:
+    data = "Name, Age\nAda, 36\nAlan, 41"
+    cleaned = clean_rewrite(f"Sort the table below by age, oldest first.\n{data}", data)
+    assert cleaned.text == "Sort the table below by age, oldest first."
+    assert "a copy of the input" in cleaned.detail
+    short = "x = 1"  # too short to tell a copy from a coincidence
+    assert clean_rewrite("Explain why x = 1 here.", short).stripped == ()
+
+
+def test_an_answer_only_loses_its_think_block() -> None:
+    answer = "Sure! Here is the answer: photosynthesis turns light into sugar."
+    assert clean_reply(answer).text == answer
+    assert clean_reply(f"<think>hm</think>\n{answer}").text == answer
