@@ -40,9 +40,10 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
-## bench: speed and memory targets, measured (figures in bench/results.json)
+## bench: speed, memory and quality targets, measured (figures in bench/results.json)
 bench: install
 	$(BIN)/python bench/dedup.py
+	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/throughput.py
 
 ## lint: ruff's checks and formatting

@@ -32,6 +32,9 @@ REWRITE = "Explain photosynthesis in three steps, with one example per step."
             ["<think> block", "preamble", "label", "quotes"],
         ),
         (f'```\n"{REWRITE}"\n```', ["code fence", "quotes"]),
+        (f"{REWRITE}\n\nThis version adds a step count and examples.", ["afterword"]),
+        (f"{REWRITE}\n\n**Note:** I kept the original topic.", ["afterword"]),
+        (f"{REWRITE}\n\nChanges made: added examples.\nKept the topic.", ["afterword"]),
     ],
 )
 def test_wrappers_come_off_and_the_detail_says_which(reply: str, stripped: list[str]) -> None:
@@ -55,6 +58,10 @@ def test_wrappers_come_off_and_the_detail_says_which(reply: str, stripped: list[
         "Sure-footedness: what makes goats good climbers?",
         "'Tis the season: write a short poem.",
         "Questions: 1) why is the sky blue? 2) why is the sea salty?",
+        "Summarize the text.\n\nThe text is a short story about a lighthouse keeper.",
+        "Write a poem.\n\nThis poem should rhyme and have four lines.",
+        "Answer the question below.\n\nThe question is about tides and the moon.",
+        "Read the instruction manual excerpt.\n\nThe instruction manual says to reboot first.",
     ],
 )
 def test_a_real_instruction_is_left_as_it_is(instruction: str) -> None:

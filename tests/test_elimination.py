@@ -9,6 +9,7 @@ import pytest
 from evol.elimination import (
     PAPER_MARKERS,
     REPEAT_SIMILARITY,
+    SIGNAL_MAX_WORDS,
     SORRY_MAX_WORDS,
     EliminationRules,
     LeakDetector,
@@ -19,6 +20,7 @@ from evol.elimination import (
     parse_verdict,
 )
 from evol.prompts import PROMPT_NAMES, PromptSet
+from evol.textstats import word_count
 
 ON = EliminationRules()
 OFF = EliminationRules(judge=False, sorry=False, stopwords=False, leak=False, signals=False)
@@ -176,3 +178,44 @@ def test_the_repeat_threshold(answer: str, expected: Reason | None) -> None:
 )
 def test_parse_verdict(reply: str, expected: Verdict) -> None:
     assert parse_verdict(reply) == expected
+
+
+def text(count: int) -> str:
+    return " ".join(f"w{i}" for i in range(count))
+
+
+@pytest.mark.parametrize(
+    ("operation", "parent_words", "child_words", "expected"),
+    [
+        ("deepen", 10, 70, None),  # +60: the in-depth bound for a short parent
+        ("deepen", 10, 71, Reason.OVERGROWN),
+        ("add_constraints", 100, 200, None),  # twice as long: the bound for a long parent
+        ("add_constraints", 100, 201, Reason.OVERGROWN),
+        ("complicate_input", 10, 160, None),  # material may come along
+        ("complicate_input", 10, 161, Reason.OVERGROWN),
+        ("breadth", 10, 110, None),
+        ("breadth", 10, 111, Reason.OVERGROWN),
+        ("breadth", 100, 300, None),
+        ("breadth", 100, 301, Reason.OVERGROWN),
+    ],
+)
+def test_a_rewrite_may_grow_only_so_far(
+    operation: str, parent_words: int, child_words: int, expected: Reason | None
+) -> None:
+    failure = check_rewrite(text(parent_words), text(child_words), ON, LEAKS, operation)
+    assert reason_of(failure) == expected
+    if failure:
+        assert f"from {parent_words} to {child_words} words" in failure.detail
+    off = EliminationRules(growth=False)
+    assert check_rewrite(text(parent_words), text(child_words), off, LEAKS, operation) is None
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"),
+    [(SIGNAL_MAX_WORDS - 1, Reason.UNDERSPECIFIED), (SIGNAL_MAX_WORDS, None), (200, None)],
+)
+def test_signals_read_short_answers_only(count: int, expected: Reason | None) -> None:
+    """A long answer that opens "Sure!" and ends by offering more is a real answer."""
+    answer = "Sure! " + "light " * (count - 3) + "more please?"
+    assert word_count(answer) == count
+    assert reason_of(check_answer("Explain photosynthesis", answer, ON)) == expected

@@ -2,7 +2,8 @@
 
 Real models rarely reply with the bare rewrite: a reasoning model puts its `<think>` block
 first, chat models say "Sure! Here is the rewritten instruction:", label it "**New
-instruction:**", quote it or fence it. Left on, the wrapper is either kept as part of a
+instruction:**", quote it or fence it, and close with a paragraph about it ("This version
+adds ..."). Left on, the wrapper is either kept as part of a
 training instruction or wasted as a prompt leak. `clean_rewrite` takes off each layer it
 recognises, in any order, and says what it took off; `clean_reply` only takes off the think
 block (an answer that starts "Sure! Here is..." is a normal answer).
@@ -37,6 +38,14 @@ _LABEL = re.compile(
     r"|more\s+complex|complicated|concretized)\s+)?"
     r"(?:version\s+of\s+the\s+)?(?:instruction|prompt|question|task|request)\s*#?\s*"
     r"(?:\*\*|__)?\s*[:：]\s*(?:\*\*|__)?\s*",
+    re.IGNORECASE,
+)
+# A closing paragraph about the rewrite: "This version adds ...", "Note: ...", "Explanation: ...".
+_AFTERWORD = re.compile(
+    r"\n\s*\n\s*(?:\*\*|__)?(?:(?:this|my)\s+(?:new\s+|rewritten\s+|revised\s+|updated\s+"
+    r"|evolved\s+|modified\s+)?(?:version|instruction|prompt|rewrite)\b"
+    r"|the\s+(?:new|rewritten|revised|updated|evolved|modified)\s+(?:version|instruction|prompt)\b"
+    r"|note\s*:|explanation\s*:|changes?(?:\s+made)?\s*:)[^\n]*(?:\n[^\n]*)*\s*$",
     re.IGNORECASE,
 )
 _FENCE = re.compile(r"^\s*```[\w+-]*[ \t]*\n(?P<body>.*?)\n```\s*$", re.DOTALL)
@@ -95,6 +104,9 @@ def _peel(text: str, stripped: list[str]) -> str:
         if (match := pattern.match(text)) and match.end() < len(text):
             stripped.append(f"{name} {match.group().strip()!r}")
             return text[match.end() :].strip()
+    if (match := _AFTERWORD.search(text)) and match.start() > 0:
+        stripped.append(f"an afterword {match.group().strip()[:60]!r}")
+        return text[: match.start()].strip()
     if match := _FENCE.match(text):
         stripped.append("a code fence around the whole reply")
         return match["body"].strip()

@@ -248,6 +248,13 @@ def run(
         envvar=_env("leak_check"),
         help="Eliminate instructions that leak the evolving prompt's words.",
     ),
+    growth_check: bool = typer.Option(
+        True,
+        "--growth-check/--no-growth-check",
+        envvar=_env("growth_check"),
+        help="Eliminate rewrites that grew far past their parent (an evolver that answered "
+        "instead of rewriting, or ran away).",
+    ),
     signal_check: bool = typer.Option(
         True,
         "--signal-check/--no-signal-check",
@@ -413,6 +420,7 @@ def run(
                 sorry=sorry_check,
                 stopwords=stopword_check,
                 leak=leak_check,
+                growth=growth_check,
                 signals=signal_check,
                 dedup=dedup,
                 dedup_method=dedup_method.value,

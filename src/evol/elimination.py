@@ -4,10 +4,13 @@ detail that names the phrase, signal or figure that fired).
 - The paper's four: the judge says the rewrite equals its parent; the answer says "sorry" in
   under 80 words; the answer is only stop words and punctuation; the rewrite copies the evolving
   prompt's own words (`LeakDetector`, built from the loaded templates plus the paper's markers).
-- Free checks before any paid call: an empty or unchanged rewrite.
+- Free checks before any paid call: an empty or unchanged rewrite, and one that grew far past
+  the method's bound (the evolver answered instead of rewriting, or ran away).
 - Auto Evol-Instruct's signals (arXiv 2406.00770, appendix A), read from the answer to the
   rewrite: "Understood"/"Thank you" ... "?" (not a task), "Sure" ... "?" (under-specified),
   "please provide" (key information lost); and an answer that only repeats its instruction.
+  They read short answers only (under 80 words): a long answer that opens "Sure!" and ends by
+  offering more is a real answer.
 - From the engine: `truncated` (finish_reason "length"), `too_long`, `rejected`,
   `judge_unclear`; the optional `duplicate` rule lives in `evol.dedup`.
 
@@ -33,6 +36,7 @@ class Reason(StrEnum):
 
     EMPTY = "empty"
     UNCHANGED = "unchanged"
+    OVERGROWN = "overgrown"
     PROMPT_LEAK = "prompt_leak"
     NO_INFORMATION_GAIN = "no_information_gain"
     JUDGE_UNCLEAR = "judge_unclear"
@@ -64,6 +68,7 @@ class EliminationRules(BaseModel):
     sorry: bool = True
     stopwords: bool = True
     leak: bool = True
+    growth: bool = True
     signals: bool = True
     dedup: bool = False
     dedup_method: Literal["auto", "rouge-l", "minhash"] = "auto"
@@ -79,6 +84,15 @@ class Failure:
 
 
 SORRY_MAX_WORDS = 80
+SIGNAL_MAX_WORDS = 80
+# How many words a rewrite may have, from its parent's: the prompts ask for 20 more at most
+# (complicate_input adds material, breadth writes a new one of similar length); these bounds
+# leave room for models that overshoot and catch the ones that answer instead.
+GROWTH_BOUNDS = {
+    "complicate_input": lambda words: words + 150,  # 15 lines of material, with room
+    "breadth": lambda words: max(3 * words, words + 100),
+}
+IN_DEPTH_BOUND = lambda words: max(2 * words, words + 60)  # noqa: E731
 # An answer this close to its instruction (ROUGE-L F1) and not much longer only repeats it.
 REPEAT_SIMILARITY = 0.8
 REPEAT_MAX_GROWTH = 1.5
@@ -337,13 +351,24 @@ def _has_words(text: str, phrase: str) -> bool:
 
 
 def check_rewrite(
-    parent: str, child: str, rules: EliminationRules, leaks: LeakDetector | None = None
+    parent: str,
+    child: str,
+    rules: EliminationRules,
+    leaks: LeakDetector | None = None,
+    operation: str | None = None,
 ) -> Failure | None:
     """Rules on the evolved instruction alone, run before any answer or judge call."""
     if not child.strip():
         return Failure(Reason.EMPTY, "the rewrite is empty")
     if normalize(child) == normalize(parent):
         return Failure(Reason.UNCHANGED, "the rewrite is its parent, word for word")
+    if rules.growth and operation is not None:
+        before, after = len(words(parent)), len(words(child))
+        if after > (bound := GROWTH_BOUNDS.get(operation, IN_DEPTH_BOUND)(before)):
+            return Failure(
+                Reason.OVERGROWN,
+                f"the rewrite grew from {before} to {after} words ({operation} allows {bound})",
+            )
     if rules.leak and leaks is not None and (phrase := leaks.find(parent, child)):
         return Failure(Reason.PROMPT_LEAK, f"the rewrite copies the prompt's words {phrase!r}")
     return None
@@ -361,13 +386,15 @@ def check_answer(instruction: str, answer: str, rules: EliminationRules) -> Fail
         )
     if rules.sorry and "sorry" in answer.casefold() and len(answer_words) < SORRY_MAX_WORDS:
         return Failure(Reason.SORRY, f"the answer says sorry in {len(answer_words)} words")
-    if rules.signals:
-        return _signal(instruction, answer, answer_words)
-    return None
+    if not rules.signals:
+        return None
+    if len(answer_words) < SIGNAL_MAX_WORDS and (failure := _signal(answer, answer_words)):
+        return failure
+    return _repeats(instruction, answer)
 
 
-def _signal(instruction: str, answer: str, answer_words: list[str]) -> Failure | None:
-    """Auto Evol-Instruct's signals that the rewrite failed, read from its answer."""
+def _signal(answer: str, answer_words: list[str]) -> Failure | None:
+    """Auto Evol-Instruct's signals that the rewrite failed, read from a short answer."""
     first = answer_words[0].casefold() if answer_words else ""
     opening = " ".join(answer_words[:2]).casefold()
     asks_back = answer.rstrip(" \t\n*_\"'`)").endswith("?")
@@ -386,6 +413,11 @@ def _signal(instruction: str, answer: str, answer_words: list[str]) -> Failure |
         return Failure(
             Reason.ASKS_FOR_INFORMATION, f"the answer asks for what is missing: {sentence!r}"
         )
+    return None
+
+
+def _repeats(instruction: str, answer: str) -> Failure | None:
+    """An answer no longer than 1.5 times its instruction, and nearly its words."""
     instruction_tokens, answer_tokens = tokens(instruction), tokens(answer)
     if len(answer_tokens) <= REPEAT_MAX_GROWTH * len(instruction_tokens):
         similarity = rouge_l(answer_tokens, instruction_tokens)

@@ -247,7 +247,9 @@ class Engine:
         _note(draft, cleaned, "rewrite")
         _raise_if_truncated(evolved, "rewrite")
         rules = self.settings.rules
-        if failure := check_rewrite(tip.instruction, draft.instruction, rules, self.leaks):
+        if failure := check_rewrite(
+            tip.instruction, draft.instruction, rules, self.leaks, draft.operation
+        ):
             raise _Eliminated(failure)
         if self.pool is not None and (original := self.pool.find(draft.instruction, draft.root_id)):
             repeat = Failure(Reason.DUPLICATE, f"the rewrite repeats {original}")
