@@ -219,3 +219,12 @@ def test_signals_read_short_answers_only(count: int, expected: Reason | None) ->
     answer = "Sure! " + "light " * (count - 3) + "more please?"
     assert word_count(answer) == count
     assert reason_of(check_answer("Explain photosynthesis", answer, ON)) == expected
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["Sorry -- I can't: e.g. no, not today.", "sorry!!! ... ok — fine", "SORRY, 3.14 is π."],
+)
+def test_the_sorry_rule_counts_words_as_evol_stats_does(answer: str) -> None:
+    failure = check_answer("Explain", answer, ON)
+    assert failure and failure.detail == f"the answer says sorry in {word_count(answer)} words"
