@@ -19,6 +19,8 @@ REWRITE = "Explain photosynthesis in three steps, with one example per step."
         (f"New instruction: {REWRITE}", ["label"]),
         (f"**Rewritten prompt:** {REWRITE}", ["label"]),
         (f"#Rewritten Prompt#:\n{REWRITE}", ["label"]),
+        (f"The new instruction is: {REWRITE}", ["label"]),
+        (f"My rewritten prompt reads:\n{REWRITE}", ["label"]),
         (f"## New Instruction\n\n{REWRITE}", []),  # a heading with no colon: left for the rules
         (f'"{REWRITE}"', ["quotes"]),
         (f"\u201c{REWRITE}\u201d", ["quotes"]),
@@ -56,6 +58,7 @@ def test_wrappers_come_off_and_the_detail_says_which(reply: str, stripped: list[
         'Explain the phrase "carpe diem" and give "two" examples.',
         "Write a function:\n```python\ndef f(x):\n    return x\n```\nthat also handles None.",
         "Sure-footedness: what makes goats good climbers?",
+        "The task is simple: list three primes.",
         "'Tis the season: write a short poem.",
         "Questions: 1) why is the sky blue? 2) why is the sea salty?",
         "Summarize the text.\n\nThe text is a short story about a lighthouse keeper.",

@@ -33,11 +33,11 @@ _INTERJECTION = re.compile(
     re.IGNORECASE,
 )
 _LABEL = re.compile(
-    r"^\s*(?:#+\s*)?(?:\*\*|__)?\s*#?\s*"
+    r"^\s*(?:#+\s*)?(?:\*\*|__)?\s*#?\s*(?:(?:the|my|your)\s+)?"
     r"(?:(?:new|rewritten|revised|evolved|created|updated|improved|modified|final|harder|deeper"
     r"|more\s+complex|complicated|concretized)\s+)?"
     r"(?:version\s+of\s+the\s+)?(?:instruction|prompt|question|task|request)\s*#?\s*"
-    r"(?:\*\*|__)?\s*[:：]\s*(?:\*\*|__)?\s*",
+    r"(?:(?:is|reads|would\s+be)\s*)?(?:\*\*|__)?\s*[:：]\s*(?:\*\*|__)?\s*",
     re.IGNORECASE,
 )
 # A closing paragraph about the rewrite: "This version adds ...", "Note: ...", "Explanation: ...".

@@ -110,6 +110,10 @@ PAPER_MARKERS = (
     "original instruction",
     "new instruction:",
     "input: (none)",
+    # Pieces of our own prompts that small models echo in a shape no 6-gram matches.
+    "rewritten version",
+    "rewrite the instruction",
+    "no heading",
 )
 STOP_WORDS = frozenset(
     [

