@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -316,6 +317,10 @@ class LeakDetector:
     def __init__(self, phrases: Iterable[str], ngrams: Iterable[tuple[str, ...]] = ()):
         self.phrases = tuple(dict.fromkeys(normalize(p) for p in phrases if p.strip()))
         self.ngrams = frozenset(ngrams)
+        # Phrases of words only match whole words ("given prompt"); the others (tags,
+        # "#...#", "input: (none)") match the normalised text as it is.
+        self._in_words = tuple(p for p in self.phrases if p == " ".join(tokens(p)))
+        self._in_text = tuple(p for p in self.phrases if p not in self._in_words)
 
     @classmethod
     def from_templates(cls, texts: Iterable[str]) -> LeakDetector:
@@ -332,26 +337,24 @@ class LeakDetector:
 
     def find(self, parent: str, child: str) -> str | None:
         """The first phrase of the prompts that `child` holds and `parent` did not."""
-        child_text, parent_text = normalize(child), normalize(parent)
-        child_words, parent_words = " ".join(tokens(child)), " ".join(tokens(parent))
-        for phrase in self.phrases:
-            if phrase == " ".join(tokens(phrase)):  # words only: match whole words
-                if _has_words(child_words, phrase) and not _has_words(parent_words, phrase):
-                    return phrase
-            elif phrase in child_text and phrase not in parent_text:  # tags, "#...#", "x: (none)"
+        child_text, child_tokens = normalize(child), tokens(child)
+        child_words = f" {' '.join(child_tokens)} "
+        found = [p for p in self._in_text if p in child_text]
+        found += [p for p in self._in_words if f" {p} " in child_words]
+        copied = _ngrams(child_tokens, LEAK_NGRAM) & self.ngrams
+        if not found and not copied:
+            return None  # the usual case: the parent need not be read at all
+        parent_text, parent_tokens = normalize(parent), tokens(parent)
+        parent_words = f" {' '.join(parent_tokens)} "
+        for phrase in found:
+            if phrase not in (parent_words if phrase in self._in_words else parent_text):
                 return phrase
-        copied = _ngrams(tokens(child), LEAK_NGRAM) & self.ngrams
-        copied -= _ngrams(tokens(parent), LEAK_NGRAM)
+        copied -= _ngrams(parent_tokens, LEAK_NGRAM)
         return " ".join(min(copied)) if copied else None
 
 
 def _ngrams(sequence: list[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(sequence[i : i + n]) for i in range(len(sequence) - n + 1)}
-
-
-def _has_words(text: str, phrase: str) -> bool:
-    """`phrase` (words joined by spaces) in `text` at word boundaries."""
-    return f" {phrase} " in f" {text} "
 
 
 def check_rewrite(
@@ -423,6 +426,12 @@ def _signal(answer: str, answer_words: list[str]) -> Failure | None:
 def _repeats(instruction: str, answer: str) -> Failure | None:
     """An answer no longer than 1.5 times its instruction, and nearly its words."""
     instruction_tokens, answer_tokens = tokens(instruction), tokens(answer)
+    total = len(instruction_tokens) + len(answer_tokens)
+    # The longest common subsequence is at most the words the two share: most answers share
+    # too few for the quadratic ROUGE-L to be worth computing.
+    shared = sum((Counter(instruction_tokens) & Counter(answer_tokens)).values())
+    if 2 * shared < REPEAT_SIMILARITY * total:
+        return None
     if len(answer_tokens) <= REPEAT_MAX_GROWTH * len(instruction_tokens):
         similarity = rouge_l(answer_tokens, instruction_tokens)
         if similarity >= REPEAT_SIMILARITY:

@@ -357,7 +357,7 @@ class Engine:
             completion = Completion.model_validate(replayed)
         else:
             completion = await self._attempts(attempt, role, record)
-            self.store.remember_call(record.id, key, dict(completion))  # its fields, no dump
+            self.store.remember_call(record.id, key, completion.__dict__)  # its fields, no dump
         used = record.usage.setdefault(role, TokenUsage())
         used.prompt_tokens += completion.prompt_tokens
         used.completion_tokens += completion.completion_tokens

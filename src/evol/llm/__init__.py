@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Callable
+from functools import cached_property
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Protocol, TypedDict, runtime_checkable
@@ -47,6 +48,11 @@ class GenerationParams(BaseModel):
     def to_request(self) -> dict[str, float | int]:
         """Only the options that were set."""
         return self.model_dump(exclude_none=True)
+
+    @cached_property
+    def request(self) -> dict[str, float | int]:
+        """`to_request()`, computed once: it goes into every request a run sends."""
+        return self.to_request()
 
 
 class Completion(BaseModel):

@@ -13,7 +13,6 @@ import email.utils
 import math
 import time
 from collections.abc import Mapping
-from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -65,15 +64,11 @@ class OpenAICompatibleBackend:
             timeout=settings.timeout,
             max_response_bytes=settings.max_response_bytes,
         )
-        self._options: dict[GenerationParams, dict[str, Any]] = {}
 
     async def complete(
         self, messages: list[Message], *, model: str, params: GenerationParams
     ) -> Completion:
-        options = self._options.get(params)
-        if options is None:  # a few sets of params per run: skip pydantic's dump on every call
-            options = self._options[params] = params.to_request()
-        body = orjson.dumps({"model": model, "messages": messages, **options})
+        body = orjson.dumps({"model": model, "messages": messages, **params.request})
         reply = await self._request("POST", "/chat/completions", model, body)
         return parse_reply(reply, self.where)
 
@@ -168,7 +163,8 @@ def parse_reply(raw: bytes, where: str) -> Completion:
             raise BackendError(f"{where} refused the request: {choice.message.refusal[:300]}")
         raise TransientBackendError(f"{where} sent a reply with no message content")
     usage = reply.usage or _Usage()
-    return Completion(
+    # Every field was validated by the schema above: build it without validating again.
+    return Completion.model_construct(
         text=choice.message.content,
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
