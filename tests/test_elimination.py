@@ -9,8 +9,6 @@ import pytest
 from evol.elimination import (
     PAPER_MARKERS,
     REPEAT_SIMILARITY,
-    SIGNAL_MAX_WORDS,
-    SORRY_MAX_WORDS,
     EliminationRules,
     LeakDetector,
     Reason,
@@ -98,13 +96,14 @@ def words(count: int, *, first: str = "sorry") -> str:
 @pytest.mark.parametrize(
     ("answer", "rules", "expected"),
     [
-        (words(SORRY_MAX_WORDS - 1), ON, Reason.SORRY),  # 79 words
-        (words(SORRY_MAX_WORDS), ON, None),  # 80: not under 80
-        (words(SORRY_MAX_WORDS + 1), ON, None),  # 81
+        # The paper's 80, written out: a test built from the constant would move with it.
+        (words(79), ON, Reason.SORRY),
+        (words(80), ON, None),  # not under 80
+        (words(81), ON, None),
         ("Sorry, I can't help with that.", ON, Reason.SORRY),
         ("I'm SORRY but no.", ON, Reason.SORRY),
         ("Sorry, I can't help with that.", OFF, None),
-        (words(SORRY_MAX_WORDS - 1, first="apologies"), ON, None),
+        (words(79, first="apologies"), ON, None),
         ("the and of it, is.", ON, Reason.STOPWORDS_ONLY),
         ("...!?", ON, Reason.STOPWORDS_ONLY),
         ("", ON, Reason.STOPWORDS_ONLY),
@@ -212,7 +211,7 @@ def test_a_rewrite_may_grow_only_so_far(
 
 @pytest.mark.parametrize(
     ("count", "expected"),
-    [(SIGNAL_MAX_WORDS - 1, Reason.UNDERSPECIFIED), (SIGNAL_MAX_WORDS, None), (200, None)],
+    [(79, Reason.UNDERSPECIFIED), (80, None), (200, None)],
 )
 def test_signals_read_short_answers_only(count: int, expected: Reason | None) -> None:
     """A long answer that opens "Sure!" and ends by offering more is a real answer."""

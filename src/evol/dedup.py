@@ -18,16 +18,21 @@ from __future__ import annotations
 import sys
 import zlib
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
+from evol.elimination import EliminationRules
 from evol.textstats import rouge_l, tokens
 
 __all__ = ["DuplicateIndex", "rouge_l", "tokens"]
 
 DedupMethod = Literal["rouge-l", "minhash"]
+# --dedup-method auto compares with every instruction (exact) while the pool can hold at most
+# this many, and uses MinHash candidates above it.
+EXACT_UP_TO = 1_000
 _PRIME = (1 << 61) - 1
 
 
@@ -135,3 +140,31 @@ def _may_reach(first: list[str], second: list[str], threshold: float) -> bool:
     vocabulary, other = set(first), set(second)
     repeats = min(len(first) - len(vocabulary), len(second) - len(other))
     return 2 * (len(vocabulary & other) + repeats) >= threshold * total
+
+
+def resolved_method(method: str, largest_pool: int) -> DedupMethod:
+    """The search `method` means for a pool that may grow to `largest_pool` instructions."""
+    if method == "auto":
+        return "rouge-l" if largest_pool <= EXACT_UP_TO else "minhash"
+    return "minhash" if method == "minhash" else "rouge-l"
+
+
+def load_pool(
+    rules: EliminationRules,
+    largest_pool: int,
+    kept: Iterable[tuple[str, str, str]],
+    seeds: Iterable[tuple[str, str]],
+) -> DuplicateIndex:
+    """The pool a run starts from: its kept records (id, root id, instruction), then every
+    seed (id, instruction) whose record is not among them (a seed answer that failed)."""
+    pool = DuplicateIndex(
+        method=resolved_method(rules.dedup_method, largest_pool), threshold=rules.dedup_threshold
+    )
+    pooled = set()
+    for record_id, root_id, instruction in kept:
+        pool.add(record_id, root_id, instruction)
+        pooled.add(record_id)
+    for seed_id, instruction in seeds:
+        if seed_id not in pooled:
+            pool.add(seed_id, seed_id, instruction)
+    return pool

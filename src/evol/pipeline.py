@@ -67,10 +67,6 @@ class RunSummary(BaseModel):
     elapsed_s: float
 
 
-# --dedup-method auto compares with every instruction (exact) while the pool can hold at most
-# this many, and uses MinHash candidates above it.
-EXACT_DEDUP_UP_TO = 1_000
-
 ProgressCallback = Callable[[int, int], None]
 """Called with (steps done, steps in all); a step is a seed's answer or one evolution round."""
 
@@ -243,24 +239,22 @@ class _Run:
 
     def duplicate_pool(self) -> DuplicateIndex | None:
         """With --dedup: every kept instruction so far and every seed, ready for lookups."""
-        rules = self.config.rules
-        if not rules.dedup:
+        if not self.config.rules.dedup:
             return None
-        from evol.dedup import DuplicateIndex
+        from evol.dedup import load_pool
 
-        method = rules.dedup_method
-        if method == "auto":
-            largest = self.scan.count * (self.config.generations + 1)
-            method = "rouge-l" if largest <= EXACT_DEDUP_UP_TO else "minhash"
-        pool = DuplicateIndex(method=method, threshold=rules.dedup_threshold)
-        pooled = set()
-        for record_id, root_id, instruction in self.store.kept_instructions():
-            pool.add(record_id, root_id, instruction)
-            pooled.add(record_id)
-        for seed in iter_seeds(self.config.seeds, self.config.seed_options):
-            if seed.id not in pooled:
-                pool.add(seed.id, seed.id, seed.instruction)
-        return pool
+        seeds = (
+            (seed.id, seed.instruction)
+            for seed in iter_seeds(self.config.seeds, self.config.seed_options)
+        )
+        largest = self.scan.count * (self.config.generations + 1)
+        return load_pool(self.config.rules, largest, self.store.kept_instructions(), seeds)
+
+    def pool_method(self) -> str:
+        from evol.dedup import resolved_method
+
+        largest = self.scan.count * (self.config.generations + 1)
+        return resolved_method(self.config.rules.dedup_method, largest)
 
     def manifest(
         self, status: str, engine: Engine, dataset_records: int | None, error: str | None = None
@@ -314,6 +308,7 @@ class _Run:
             "outputs": self.store.output_sizes(),
             "retries": dict(engine.stats.retries),
             "endpoints": _endpoint_stats(self.backend, self.config.base_urls),
+            "dedup": {"method": self.pool_method()} if config.rules.dedup else None,
             "concurrency": {
                 "ceiling": config.concurrency,
                 "cuts_on_429": engine.slots.cuts,

@@ -47,6 +47,7 @@ class RunPlan(BaseModel):
     roles: dict[str, RolePlan]
     calls: int
     cost_usd: float | None
+    dedup_method: str | None = None
     warnings: list[str] = []
 
 
@@ -115,7 +116,13 @@ def plan_run(
     except UsageError:
         backend = "local"  # nothing configured: a real run says what to do
     warning = missing_key_warning(backend, config.base_urls, has_key)
+    method = None
+    if config.rules.dedup:
+        from evol.dedup import resolved_method
+
+        method = resolved_method(config.rules.dedup_method, scan.count * (config.generations + 1))
     return RunPlan(
+        dedup_method=method,
         warnings=[warning] if warning else [],
         seeds=scan.count,
         skipped_seeds=len(scan.skipped),
