@@ -55,11 +55,10 @@ def rouge_l(candidate: list[str], reference: list[str]) -> float:
         for j, other in enumerate(reference):
             current.append(previous[j] + 1 if word == other else max(previous[j + 1], current[j]))
         previous = current
-    common = previous[-1]
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(candidate), common / len(reference)
-    return 2 * precision * recall / (precision + recall)
+    # F1 = 2PR / (P + R) with P = LCS/m and R = LCS/n is 2 LCS / (m + n): computed so, the
+    # score is exact (8 of 10 words is 0.8, not 0.8000000000000002) and agrees with the
+    # integer bounds that screen candidates before it.
+    return 2 * previous[-1] / (len(candidate) + len(reference))
 
 
 def estimate_tokens(text: str) -> int:
