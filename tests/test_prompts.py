@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from evol.errors import PromptError
-from evol.prompts import OPERATION_PROMPTS, PROMPT_NAMES, PromptSet, default_prompt_dir
+from evol.operations import OPERATIONS
+from evol.prompts import PROMPT_NAMES, PromptSet, default_prompt_dir
 
 HOSTILE = [
     "Fill in {name} and {0} and {{double}}",
@@ -26,7 +27,7 @@ HOSTILE = [
 @pytest.mark.parametrize(
     "text", HOSTILE, ids=["braces", "hashes", "dollars", "markers", "unicode", "long"]
 )
-@pytest.mark.parametrize("operation", OPERATION_PROMPTS)
+@pytest.mark.parametrize("operation", OPERATIONS)
 def test_seed_text_is_inserted_verbatim(operation: str, text: str) -> None:
     prompts = PromptSet.load()
     block = prompts["input"].text.replace("$input", text[::-1])
@@ -37,7 +38,7 @@ def test_seed_text_is_inserted_verbatim(operation: str, text: str) -> None:
     assert prompts.evolve_prompt(operation, text, text[::-1]) == expected
 
 
-@pytest.mark.parametrize("operation", OPERATION_PROMPTS)
+@pytest.mark.parametrize("operation", OPERATIONS)
 def test_an_empty_input_is_not_shown_at_all(operation: str) -> None:
     prompts = PromptSet.load()
     for empty in ("", "   \n "):

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evol.operations import OPERATIONS, choose_operation, parse_weights
-from evol.prompts import OPERATION_PROMPTS, PromptSet
+from evol.prompts import PromptSet
 from evol.seeds import SeedOptions, iter_seeds
 from evol.store import _repair_torn_tail
 
@@ -32,7 +32,7 @@ PROMPTS = PromptSet.load()
 TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
 
 
-@given(operation=st.sampled_from(OPERATION_PROMPTS), instruction=TEXT, input_text=TEXT)
+@given(operation=st.sampled_from(OPERATIONS), instruction=TEXT, input_text=TEXT)
 def test_any_text_is_inserted_verbatim_and_nothing_else_is(
     operation: str, instruction: str, input_text: str
 ) -> None:

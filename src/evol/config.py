@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from evol.elimination import EliminationRules
 from evol.llm import GenerationParams
+from evol.operations import parse_weights
 from evol.seeds import SeedFormat, SeedOptions
 
 # The judge needs a few tokens of a verdict ("Not equal"), said the same way every time.
@@ -55,7 +56,9 @@ class RunConfig(BaseModel):
     out: Path
     generations: int = Field(4, ge=0, le=100)
     seed: int = 0
-    operations: dict[str, float] = Field(default_factory=dict, description="empty: all, uniform")
+    operations: dict[str, float] = Field(
+        default_factory=lambda: parse_weights(None), description="weights; default all, uniform"
+    )
     seed_format: SeedFormat | None = None
     field: str | None = None
     skip_invalid: bool = False

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from evol.cleaning import Cleaned, clean_reply, clean_rewrite
-from evol.config import RoleParams
+from evol.config import RunConfig
 from evol.elimination import (
-    EliminationRules,
     Failure,
     Reason,
     Verdict,
@@ -62,24 +61,6 @@ class RoleModels:
     evolve: str
     answer: str
     judge: str
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    """The knobs of the evolution itself, taken from the run's config."""
-
-    generations: int
-    run_seed: int
-    weights: dict[str, float]
-    rules: EliminationRules
-    answer_seeds: bool
-    params: RoleParams
-    concurrency: int
-    max_retries: int
-    retry_max_wait: float
-    rpm: float | None = None
-    tpm: float | None = None
-    system_prompt: str | None = None
 
 
 @dataclass
@@ -132,20 +113,18 @@ class Engine:
         prompts: PromptSet,
         store: RunStore,
         models: RoleModels,
-        settings: EngineSettings,
+        config: RunConfig,
         pool: DuplicateIndex | None = None,
         on_step: Callable[[], None] | None = None,
     ):
         self.backend, self.prompts, self.store = backend, prompts, store
-        self.models, self.settings = models, settings
+        self.models, self.config = models, config
         self.leaks = prompts.leak_detector()
         self.pool = pool  # the kept instructions, when the duplicate rule is on
         self.on_step = on_step or (lambda: None)
         self.stats = EngineStats()
-        self.slots = AdaptiveConcurrency(settings.concurrency)
-        self._budget = (
-            RequestBudget(settings.rpm, settings.tpm) if settings.rpm or settings.tpm else None
-        )
+        self.slots = AdaptiveConcurrency(config.concurrency)
+        self._budget = RequestBudget(config.rpm, config.tpm) if config.rpm or config.tpm else None
         self._fatal: EvolError | None = None
 
     async def run(self, seeds: Iterable[Seed]) -> EngineStats:
@@ -157,7 +136,7 @@ class Engine:
             for seed in pending:
                 await self._lineage(seed)
 
-        workers = self.settings.concurrency
+        workers = self.config.concurrency
         try:
             async with asyncio.TaskGroup() as group:
                 for _ in range(workers):
@@ -171,7 +150,7 @@ class Engine:
         steps: list[Coroutine[Any, Any, None]] = []
         if not progress.seed_done:
             steps.append(self._settle_seed(seed))
-        if progress.rounds_done < self.settings.generations:
+        if progress.rounds_done < self.config.generations:
             steps.append(self._evolve_rounds(seed, progress))
         await _all(*steps)
 
@@ -190,7 +169,7 @@ class Engine:
             output=seed.output,
             metadata=seed.metadata,
         )
-        if record.output is None and self.settings.answer_seeds:
+        if record.output is None and self.config.answer_seeds:
             try:
                 await self._answer(record)
             except _ItemFailed:
@@ -204,7 +183,7 @@ class Engine:
 
     async def _evolve_rounds(self, seed: Seed, progress: LineageProgress) -> None:
         tip = progress.tip or Tip(seed.id, seed.instruction, seed.input, 0)
-        for round_ in range(progress.rounds_done + 1, self.settings.generations + 1):
+        for round_ in range(progress.rounds_done + 1, self.config.generations + 1):
             try:
                 tip = await self._evolve_once(seed, tip, round_)
             except _ItemFailed:
@@ -213,7 +192,7 @@ class Engine:
 
     async def _evolve_once(self, seed: Seed, tip: Tip, round_: int) -> Tip:
         """One round for one lineage; returns the lineage's tip afterwards."""
-        operation = choose_operation(self.settings.weights, self.settings.run_seed, tip.id, round_)
+        operation = choose_operation(self.config.operations, self.config.seed, tip.id, round_)
         # An in-depth rewrite keeps its parent's input; a breadth one is a new instruction.
         child_input = "" if operation == BREADTH else tip.input
         draft = Record(
@@ -246,7 +225,7 @@ class Engine:
         draft.instruction = cleaned.text
         _note(draft, cleaned, "rewrite")
         _raise_if_truncated(evolved, "rewrite")
-        rules = self.settings.rules
+        rules = self.config.rules
         if failure := check_rewrite(
             tip.instruction, draft.instruction, rules, self.leaks, draft.operation
         ):
@@ -258,11 +237,11 @@ class Engine:
     async def _answer_and_judge(self, draft: Record, tip: Tip) -> None:
         """The answer and the verdict, asked for at the same time; then their rules."""
         calls: list[Coroutine[Any, Any, Any]] = [self._answer(draft, check=False)]
-        if self.settings.rules.judge:
+        if self.config.rules.judge:
             calls.append(self._verdict(draft, tip))
         results = await _all(*calls)
         answer_failure = results[0]
-        if self.settings.rules.judge:
+        if self.config.rules.judge:
             verdict, replies = results[1]
             draft.judge = verdict
             if verdict == Verdict.EQUAL:
@@ -280,14 +259,14 @@ class Engine:
     async def _answer(self, record: Record, *, check: bool = True) -> Failure | None:
         """Answer `record`'s instruction into it; the answer rules' failure, raised or returned."""
         messages = _user(compose(record.instruction, record.input))
-        if self.settings.system_prompt:
-            messages = [{"role": "system", "content": self.settings.system_prompt}, *messages]
+        if self.config.system_prompt:
+            messages = [{"role": "system", "content": self.config.system_prompt}, *messages]
         answered = await self._call("answer", messages, record)
         cleaned = clean_reply(answered.text)
         record.output = cleaned.text
         _note(record, cleaned, "answer")
         failure = _truncation(answered, "answer") or check_answer(
-            record.instruction, record.output, self.settings.rules
+            record.instruction, record.output, self.config.rules
         )
         if failure and check:
             raise _Eliminated(failure)
@@ -331,7 +310,7 @@ class Engine:
         Item-level failures become `_ItemFailed`, refusals `_Eliminated`; fatal errors stop
         the run. A reply journalled before a crash is replayed instead of paid again.
         """
-        model, params = getattr(self.models, role), getattr(self.settings.params, role)
+        model, params = getattr(self.models, role), getattr(self.config.params, role)
         key = journal_as or role
 
         async def attempt() -> Completion:
@@ -369,12 +348,12 @@ class Engine:
         try:
             return await with_retries(
                 attempt,
-                max_retries=self.settings.max_retries,
-                max_wait=self.settings.retry_max_wait,
+                max_retries=self.config.max_retries,
+                max_wait=self.config.retry_max_wait,
                 on_retry=lambda _error: self.stats.retries.update([role]),
             )
         except Unreachable as error:  # it answered before, and no retry reached it since
-            tries = self.settings.max_retries + 1
+            tries = self.config.max_retries + 1
             raise self._stop(EndpointUnreachable(f"{error} ({tries} tries)")) from None
         except TransientBackendError as error:
             raise _ItemFailed from self._fail(record.id, record.round, role, error)

@@ -10,10 +10,16 @@ from __future__ import annotations
 import random
 
 from evol.errors import UsageError
-from evol.prompts import OPERATION_PROMPTS
 
-OPERATIONS = OPERATION_PROMPTS
-IN_DEPTH = OPERATIONS[:5]
+# Five in-depth operations, then breadth; each has a template of the same name (prompts/).
+OPERATIONS = (
+    "add_constraints",
+    "deepen",
+    "concretize",
+    "increase_reasoning",
+    "complicate_input",
+    "breadth",
+)
 BREADTH = "breadth"
 
 

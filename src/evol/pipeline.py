@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from evol.config import RunConfig
-from evol.engine import Engine, EngineSettings, FailedItem, RoleModels
+from evol.engine import Engine, FailedItem, RoleModels
 from evol.errors import BackendError, EvolError, Interrupted, TransientBackendError
 from evol.llm import (
     BackendSettings,
@@ -31,7 +31,6 @@ from evol.llm import (
     missing_key_warning,
 )
 from evol.llm.routing import EndpointRouter
-from evol.operations import parse_weights
 from evol.prompts import PromptSet
 from evol.secrets import display_url, redact
 from evol.seeds import SeedScan, detect_format, file_digest, iter_seeds, scan_seeds
@@ -91,7 +90,6 @@ async def arun(
     started = time.monotonic()
     info = on_info or (lambda _message: None)
     prompts = PromptSet.load(config.prompts_dir)
-    weights = config.operations or parse_weights(None)
     # A finished run is not read again: its seed file was checked whole when it ran, and the
     # fingerprint below proves it is the same file.
     seeds_digest = file_digest(config.seeds)
@@ -117,7 +115,7 @@ async def arun(
         info(f"warning: {warning}")
     try:
         models = await _resolve_models(config, backend)
-        fingerprint = _fingerprint(config, seeds_digest, prompts, backend_name, models, weights)
+        fingerprint = _fingerprint(config, seeds_digest, prompts, backend_name, models)
         store = RunStore.open(
             config.out,
             fingerprint=fingerprint,
@@ -136,7 +134,6 @@ async def arun(
             config,
             prompts,
             scan,
-            weights,
             backend,
             backend_name,
             models,
@@ -159,7 +156,6 @@ class _Run:
     config: RunConfig
     prompts: PromptSet
     scan: SeedScan
-    weights: dict[str, float]
     backend: ChatBackend
     backend_name: str
     models: RoleModels
@@ -184,20 +180,7 @@ class _Run:
             prompts=self.prompts,
             store=store,
             models=self.models,
-            settings=EngineSettings(
-                generations=config.generations,
-                run_seed=config.seed,
-                weights=self.weights,
-                rules=config.rules,
-                answer_seeds=config.answer_seeds,
-                params=config.params,
-                system_prompt=config.system_prompt,
-                concurrency=config.concurrency,
-                rpm=config.rpm,
-                tpm=config.tpm,
-                max_retries=config.max_retries,
-                retry_max_wait=config.retry_max_wait,
-            ),
+            config=config,
             pool=self.duplicate_pool(),
             on_step=step,
         )
@@ -382,7 +365,6 @@ def _fingerprint(
     prompts: PromptSet,
     backend: str,
     models: RoleModels,
-    weights: dict[str, float],
 ) -> dict[str, Any]:
     """What must stay the same for a resumed run to give the dataset a fresh run would.
 
@@ -393,7 +375,7 @@ def _fingerprint(
         "--format": detect_format(config.seeds, config.seed_format),
         "--field": config.field,
         "--seed": config.seed,
-        "--operations": dict(sorted(weights.items())),
+        "--operations": dict(sorted(config.operations.items())),
         "--prompts": prompts.digest(),
         "--backend": backend,
         "--model": {"evolve": models.evolve, "answer": models.answer, "judge": models.judge},

@@ -14,7 +14,6 @@ from pydantic import BaseModel
 from evol.config import RunConfig
 from evol.errors import UsageError
 from evol.llm import choose_backend, missing_key_warning
-from evol.operations import parse_weights
 from evol.prompts import PromptSet
 from evol.seeds import iter_seeds, scan_seeds
 from evol.stats import cost_usd, unit_prices
@@ -56,7 +55,7 @@ def plan_run(
 ) -> RunPlan:
     """Count the calls `config` would still make, role by role, and estimate their cost."""
     prompts = PromptSet.load(config.prompts_dir)
-    weights = config.operations or parse_weights(None)
+    weights = config.operations
     scan = scan_seeds(config.seeds, config.seed_options)
     store = RunStore.peek(config.out, generations=config.generations)
     calls, prompt_tokens, completion_tokens = Counter(), Counter(), Counter()

@@ -20,21 +20,14 @@ from string import Template
 
 from evol.elimination import LeakDetector
 from evol.errors import PromptError
+from evol.operations import OPERATIONS
 
-OPERATION_PROMPTS = (
-    "add_constraints",
-    "deepen",
-    "concretize",
-    "increase_reasoning",
-    "complicate_input",
-    "breadth",
-)
 JUDGE_PROMPT = "judge"
 JUDGE_AGAIN_PROMPT = "judge_again"
 INPUT_PROMPT = "input"
-PROMPT_NAMES = (*OPERATION_PROMPTS, JUDGE_PROMPT, JUDGE_AGAIN_PROMPT, INPUT_PROMPT)
+PROMPT_NAMES = (*OPERATIONS, JUDGE_PROMPT, JUDGE_AGAIN_PROMPT, INPUT_PROMPT)
 
-_SLOTS = {name: ({"instruction"}, {"instruction", "input"}) for name in OPERATION_PROMPTS}
+_SLOTS = {name: ({"instruction"}, {"instruction", "input"}) for name in OPERATIONS}
 _SLOTS[JUDGE_PROMPT] = ({"first", "second"}, {"first", "second"})
 _SLOTS[JUDGE_AGAIN_PROMPT] = (set(), set())
 _SLOTS[INPUT_PROMPT] = ({"input"}, {"input"})
