@@ -7,11 +7,14 @@ often; the tests check that whatever it wrote is a valid, consistent run.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +24,14 @@ import pytest
 from conftest import assert_valid_run, read_jsonl, write_seeds
 
 from evol.errors import UsageError
-from evol.llm import backend_names, choose_backend, local_backend_installed
+from evol.llm import (
+    BackendSettings,
+    Completion,
+    GenerationParams,
+    backend_names,
+    choose_backend,
+    local_backend_installed,
+)
 
 HERE = Path(__file__).parent
 SMALL_SEEDS = [
@@ -246,7 +256,7 @@ def test_azure_style_endpoints_keep_their_query_and_take_the_key_as_api_key(
 ) -> None:
     from fake_server import FakeServer
 
-    from evol.llm.openai_compatible import auth_headers
+    from evol.llm.openai_api import auth_headers
 
     assert auth_headers("https://res.openai.azure.com/openai/deployments/gpt", "k") == {
         "api-key": "k"
@@ -263,3 +273,99 @@ def test_azure_style_endpoints_keep_their_query_and_take_the_key_as_api_key(
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["status"] == "complete"
     assert len(server.requests) == 2 * 4
+
+
+# -- the local backend's shutdown, with a stand-in for llama.cpp's model ------------------
+
+
+class BlockingModel:
+    """A model whose generation runs in its worker thread until released; closing it while
+    a generation runs is the crash the backend must never cause."""
+
+    def __init__(self) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+        self.running = 0
+        self.closed_while_running = False
+        self.closed = False
+
+    def create_chat_completion(self, **_request: object) -> dict:
+        self.running += 1
+        self.started.set()
+        self.release.wait(30)
+        self.running -= 1
+        return {"choices": [{"message": {"content": "done"}, "finish_reason": "stop"}]}
+
+    def close(self) -> None:
+        self.closed_while_running = self.closed_while_running or self.running > 0
+        self.closed = True
+
+
+def test_an_interrupted_generation_is_never_freed_under_its_thread(tmp_path: Path) -> None:
+    from evol.llm.local import LocalBackend
+
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+
+    async def scenario() -> BlockingModel:
+        backend = LocalBackend(BackendSettings(model_path=gguf))
+        model = backend._llama = BlockingModel()
+        request = asyncio.ensure_future(
+            backend.complete(
+                [{"role": "user", "content": "hi"}], model="m", params=GenerationParams()
+            )
+        )
+        await asyncio.to_thread(model.started.wait, 30)
+        request.cancel()  # Ctrl-C: the task goes, the thread cannot
+        closing = asyncio.ensure_future(backend.aclose())
+        second = asyncio.ensure_future(
+            backend.complete(
+                [{"role": "user", "content": "again"}], model="m", params=GenerationParams()
+            )
+        )
+        await asyncio.sleep(0.05)
+        assert not model.closed and model.running == 1  # both wait for the generation
+        model.release.set()
+        await closing
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
+        with contextlib.suppress(Exception):
+            await second
+        return model
+
+    model = asyncio.run(scenario())
+    assert model.closed and not model.closed_while_running
+
+
+def test_register_backend_as_a_plugin_author_uses_it(tmp_path: Path) -> None:
+    import evol
+    from evol.llm import register_backend
+
+    class Shouting:
+        def __init__(self, settings: BackendSettings):
+            self.settings = settings
+
+        async def complete(self, messages, *, model, params) -> Completion:
+            text = messages[-1]["content"]
+            if "<first>" in text:
+                return Completion(text="Not Equal")
+            if "<instruction>" in text:
+                instruction = text.split("<instruction>\n")[1].split("\n</instruction>")[0]
+                return Completion(text=instruction + " Loudly.")
+            return Completion(text=f"{model} says: " + text.upper())
+
+        async def default_model(self) -> str:
+            return "shout-1"
+
+        async def aclose(self) -> None:
+            pass
+
+    register_backend("shouting", Shouting)
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": "Name a bird"}])
+    summary = evol.run(
+        evol.RunConfig(seeds=seeds, out=tmp_path / "run", generations=1, backend="shouting")
+    )
+    assert summary.status == "complete" and summary.models["answer"] == "shout-1"
+    records = read_jsonl(tmp_path / "run" / "dataset.jsonl")
+    assert [r["instruction"] for r in records] == ["Name a bird", "Name a bird Loudly."]
+    assert records[0]["output"] == "shout-1 says: NAME A BIRD"
+    assert "shouting" in backend_names()

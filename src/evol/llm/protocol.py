@@ -1,0 +1,88 @@
+"""What a backend is: a small async Protocol, and the types a request and a reply are made of.
+
+A backend only turns messages into a `Completion` and maps its failures onto `evol.errors`;
+retries, rate limits and concurrency live once, in the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+from typing import Protocol, TypedDict, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class Message(TypedDict):
+    role: str
+    content: str
+
+
+class GenerationParams(BaseModel):
+    """Sampling options sent with every request; None means the provider's default (not sent)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    # Scorers read a digit's probability from these (OpenAI's `logprobs`/`top_logprobs`).
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    def to_request(self) -> dict[str, float | int]:
+        """Only the options that were set."""
+        return self.model_dump(exclude_none=True)
+
+    @cached_property
+    def request(self) -> dict[str, float | int]:
+        """`to_request()`, computed once: it goes into every request a run sends."""
+        return self.to_request()
+
+
+class Completion(BaseModel):
+    """What a backend returns for one request."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    # With `logprobs` asked for: for each generated token, the most likely tokens at that
+    # position and their log-probabilities (the chosen one included).
+    top_logprobs: list[dict[str, float]] | None = None
+
+
+class BackendSettings(BaseModel):
+    """How to reach a backend; built by the engine from the run's config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_urls: list[str] = Field(default_factory=list)
+    api_key: SecretStr | None = None
+    api_key_source: str = "OPENAI_API_KEY"
+    timeout: float = 120.0
+    max_response_bytes: int = 16 * 1024 * 1024
+    model_path: Path | None = None
+
+
+@runtime_checkable
+class ChatBackend(Protocol):
+    """An LLM that answers chat messages."""
+
+    async def complete(
+        self, messages: list[Message], *, model: str, params: GenerationParams
+    ) -> Completion:
+        """Answer one request, raising `TransientBackendError` for what is worth retrying."""
+        ...
+
+    async def default_model(self) -> str:
+        """The model to use when the user names none."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections, threads or loaded weights."""
+        ...
+
+
+BackendFactory = Callable[[BackendSettings], ChatBackend]

