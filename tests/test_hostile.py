@@ -33,7 +33,7 @@ from hostile_server import (
     response,
 )
 
-from evol.engine import compose
+from evol.records import compose
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
 BACKENDS = ["openai", "openai-sdk"]

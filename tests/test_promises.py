@@ -23,7 +23,7 @@ from evol.dedup import DuplicateIndex
 from evol.elimination import EliminationRules, Reason, check_rewrite
 from evol.operations import choose_operation, parse_weights
 from evol.prompts import PromptSet
-from evol.store import _repair_torn_tail
+from evol.store import repair_torn_tail
 from evol.textstats import rouge_l, tokens
 
 LEAKS = PromptSet.load().leak_detector()
@@ -102,7 +102,7 @@ def test_repair_cuts_a_last_record_that_lost_its_newline(tmp_path: Path, tail: b
     first = b'{"id": "s1", "root_id": "s1", "round": 0, "generation": 0}\n'
     path = tmp_path / "gen_0.jsonl"
     path.write_bytes(first + tail)
-    _repair_torn_tail(path)
+    repair_torn_tail(path)
     # Anything short of a whole line with its newline goes: the step is redone, and the next
     # record appended cannot be glued to it.
     assert path.read_bytes() == first

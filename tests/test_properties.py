@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from evol.operations import OPERATIONS, choose_operation, parse_weights
 from evol.prompts import PromptSet
 from evol.seeds import SeedOptions, iter_seeds
-from evol.store import _repair_torn_tail
+from evol.store import repair_torn_tail
 
 settings.register_profile(
     "evol",
@@ -66,7 +66,7 @@ def test_repair_keeps_exactly_the_whole_lines_before_any_cut(
     cut %= len(whole) + 1
     path = tmp_path_factory.mktemp("repair") / "gen_1.jsonl"
     path.write_bytes(whole[:cut])
-    _repair_torn_tail(path)
+    repair_torn_tail(path)
     kept, size = [], 0
     for line in lines:  # the lines wholly inside the cut, newline included
         if size + len(line) > cut:

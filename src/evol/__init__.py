@@ -12,6 +12,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0"
 
 from evol.config import RunConfig  # noqa: E402
-from evol.pipeline import RunSummary, arun, run  # noqa: E402
+from evol.manifest import RunSummary  # noqa: E402
+from evol.pipeline import arun, run  # noqa: E402
 
 __all__ = ["RunConfig", "RunSummary", "__version__", "arun", "run"]

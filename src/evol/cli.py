@@ -27,8 +27,9 @@ from evol.config import RoleParams, RunConfig
 from evol.elimination import EliminationRules
 from evol.errors import EvolError, UsageError
 from evol.export import export_run, parse_generations, parse_split
+from evol.manifest import RunSummary
 from evol.operations import parse_weights
-from evol.pipeline import RunSummary, arun
+from evol.pipeline import arun
 from evol.planning import format_plan, plan_run
 from evol.prompts import PROMPT_NAMES, PromptSet
 from evol.report import write_report

@@ -38,14 +38,16 @@ from evol.errors import (
     TransientBackendError,
     Unreachable,
 )
+from evol.journal import CallJournal
 from evol.limits import AdaptiveConcurrency, RequestBudget
+from evol.lineage import LineageIndex, LineageProgress, Tip
 from evol.llm import ChatBackend, Completion, Message
 from evol.llm.retry import with_retries
 from evol.operations import BREADTH, choose_operation
 from evol.prompts import PromptSet
-from evol.records import EliminatedRecord, Record, TokenUsage
+from evol.records import EliminatedRecord, Record, TokenUsage, compose
 from evol.seeds import Seed
-from evol.store import LineageProgress, RunStore, Tip
+from evol.store import RunStore
 
 if TYPE_CHECKING:  # numpy, which the duplicate rule needs, loads only when the rule is on
     from evol.dedup import DuplicateIndex
@@ -94,11 +96,6 @@ class _Eliminated(Exception):
         self.failure, self.duplicate_of = failure, duplicate_of
 
 
-def compose(instruction: str, input_text: str) -> str:
-    """The user message for an instruction with an optional Alpaca-style input."""
-    return f"{instruction}\n\n{input_text}" if input_text.strip() else instruction
-
-
 def _user(content: str) -> list[Message]:
     return [{"role": "user", "content": content}]
 
@@ -112,12 +109,15 @@ class Engine:
         backend: ChatBackend,
         prompts: PromptSet,
         store: RunStore,
+        journal: CallJournal,
+        lineages: LineageIndex,
         models: RoleModels,
         config: RunConfig,
         pool: DuplicateIndex | None = None,
         on_step: Callable[[], None] | None = None,
     ):
         self.backend, self.prompts, self.store = backend, prompts, store
+        self.journal, self.lineages = journal, lineages
         self.models, self.config = models, config
         self.leaks = prompts.leak_detector()
         self.pool = pool  # the kept instructions, when the duplicate rule is on
@@ -146,7 +146,7 @@ class Engine:
         return self.stats
 
     async def _lineage(self, seed: Seed) -> None:
-        progress = self.store.progress(seed.id)
+        progress = self.lineages.progress(seed.id)
         steps: list[Coroutine[Any, Any, None]] = []
         if not progress.seed_done:
             steps.append(self._settle_seed(seed))
@@ -332,11 +332,11 @@ class Engine:
                     budget.settle(estimate, completion.prompt_tokens, completion.completion_tokens)
                 return completion
 
-        if (replayed := self.store.recall_call(record.id, key)) is not None:
+        if (replayed := self.journal.recall(record.id, key)) is not None:
             completion = Completion.model_validate(replayed)
         else:
             completion = await self._attempts(attempt, role, record)
-            self.store.remember_call(record.id, key, completion.__dict__)  # its fields, no dump
+            self.journal.remember(record.id, key, completion.__dict__)  # its fields, no dump
         used = record.usage.setdefault(role, TokenUsage())
         used.prompt_tokens += completion.prompt_tokens
         used.completion_tokens += completion.completion_tokens

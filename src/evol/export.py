@@ -11,16 +11,20 @@ to <stem>.<part><suffix>. Records without an answer (from --no-answer-seeds) are
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
+import jsonlines
 from pydantic import BaseModel
 
 from evol.errors import RunDirError, UsageError
-from evol.store import generation_files, iter_records, read_manifest
+from evol.manifest import read_manifest
+from evol.records import compose
+from evol.store import atomic_write, generation_files, iter_records
 
 ExportFormat = Literal["alpaca", "sharegpt", "openai-chat", "jsonl"]
 
@@ -31,10 +35,7 @@ class ExportResult(BaseModel):
 
 
 def _user_text(record: dict[str, Any]) -> str:
-    text_input = record.get("input") or ""
-    return (
-        f"{record['instruction']}\n\n{text_input}" if text_input.strip() else record["instruction"]
-    )
+    return compose(record["instruction"], record.get("input") or "")
 
 
 SHAPES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
@@ -136,13 +137,19 @@ def _split(records: list[Any], fractions: dict[str, float]) -> dict[str | None, 
 
 
 def _write(path: Path, rows: list[Any]) -> None:
+    """One JSON array for a .json file, else JSON Lines; atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("w", encoding="utf-8") as fp:
+
+    def dump(out: BinaryIO) -> None:
+        text = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
         if path.suffix == ".json":
-            json.dump(rows, fp, ensure_ascii=False, indent=1)
-            fp.write("\n")
+            json.dump(rows, text, ensure_ascii=False, indent=1)
+            text.write("\n")
         else:
-            for row in rows:
-                fp.write(json.dumps(row, ensure_ascii=False) + "\n")
-    temporary.replace(path)
+            with jsonlines.Writer(
+                text, dumps=lambda row: json.dumps(row, ensure_ascii=False)
+            ) as writer:
+                writer.write_all(rows)
+        text.detach()
+
+    atomic_write(path, dump)

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from evol.config import RunConfig
 from evol.errors import UsageError
+from evol.lineage import LineageIndex
 from evol.llm import choose_backend, missing_key_warning
 from evol.prompts import PromptSet
 from evol.seeds import iter_seeds, scan_seeds
@@ -57,7 +58,9 @@ def plan_run(
     prompts = PromptSet.load(config.prompts_dir)
     weights = config.operations
     scan = scan_seeds(config.seeds, config.seed_options)
-    store = RunStore.peek(config.out, generations=config.generations)
+    lineages = LineageIndex(config.generations)
+    if config.out.is_dir():  # a look from outside: no lock, no repair
+        RunStore(config.out, config.generations).scan(repair=False, also=[lineages.add])
     calls, prompt_tokens, completion_tokens = Counter(), Counter(), Counter()
     answer_tokens = config.params.answer.max_tokens or ANSWER_TOKENS
     # The average operation template: the operation of a future round depends on what is kept.
@@ -68,7 +71,7 @@ def plan_run(
     judge_template = estimate_tokens(prompts.judge_prompt("", ""))
 
     for seed in iter_seeds(config.seeds, config.seed_options):
-        progress = store.progress(seed.id)
+        progress = lineages.progress(seed.id)
         instruction = estimate_tokens(seed.instruction) + estimate_tokens(seed.input)
         if not progress.seed_done and seed.output is None and config.answer_seeds:
             calls["answer"] += 1
@@ -127,7 +130,7 @@ def plan_run(
         skipped_seeds=len(scan.skipped),
         generations=config.generations,
         steps=scan.count * (config.generations + 1),
-        steps_done=store.steps_done(),
+        steps_done=lineages.steps_done(),
         roles=roles,
         calls=sum(calls.values()),
         cost_usd=round(sum(costs), 6) if None not in costs else None,

@@ -9,6 +9,12 @@ from pydantic import BaseModel, Field
 from evol.elimination import Reason, Verdict
 
 
+def compose(instruction: str, input_text: str) -> str:
+    """The user message for an instruction with an optional Alpaca-style input: what the
+    answering model is asked, and what chat-shaped exports put in the user turn."""
+    return f"{instruction}\n\n{input_text}" if input_text.strip() else instruction
+
+
 class TokenUsage(BaseModel):
     """Tokens one role spent on one record, as the server reported them."""
 

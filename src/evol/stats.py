@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, Field
 
-from evol.store import iter_records, read_manifest
+from evol.counts import RunCounts
+from evol.manifest import read_manifest
+from evol.store import iter_records
 from evol.textstats import Lengths, summarize, word_count
 
 # USD per million tokens (input, output), as the providers published them in 2025. Pass
@@ -71,36 +72,25 @@ def run_stats(
     ):
         price_in = price_out = 0.0  # the embedded model runs on your own CPU
 
+    # The counts are run.json's own (evol.counts); the lengths are what stats adds.
+    counts = RunCounts()
     instruction_words: dict[int, list[int]] = defaultdict(list)
     answer_words: dict[int, list[int]] = defaultdict(list)
-    eliminated: dict[int, Counter[str]] = defaultdict(Counter)
-    operations: dict[str, Counter[str]] = defaultdict(Counter)
-    tokens: dict[str, Counter[str]] = defaultdict(Counter)
-
-    def take(record: dict[str, Any], reason: str | None) -> None:
-        generation = record["generation"]
-        if reason:
-            eliminated[generation][reason] += 1
-        else:
-            instruction_words[generation].append(word_count(record["instruction"]))
-            if record.get("output") is not None:
-                answer_words[generation].append(word_count(record["output"]))
-        if record.get("operation"):
-            operations[record["operation"]]["eliminated" if reason else "kept"] += 1
-        for role, usage in (record.get("usage") or {}).items():
-            tokens[role].update(usage)
-
     for record in iter_records(run_dir):
-        take(record, None)
+        counts.add(record, None)
+        instruction_words[record["generation"]].append(word_count(record["instruction"]))
+        if record.get("output") is not None:
+            answer_words[record["generation"]].append(word_count(record["output"]))
     for record in iter_records(run_dir, eliminated=True):
-        take(record, record["reason"])
+        counts.add(record, record["reason"])
 
+    eliminated, operations = counts.eliminated_by_generation, counts.operations
     last = max([*instruction_words, *eliminated, 0])
     per_generation = [
         GenerationStats(
             generation=g,
-            kept=len(instruction_words[g]),
-            eliminated=dict(sorted(eliminated[g].items())),
+            kept=counts.kept[g],
+            eliminated=dict(sorted(eliminated.get(g, {}).items())),
             instruction_words=summarize(instruction_words[g]),
             answer_words=summarize(answer_words[g]),
         )
@@ -116,7 +106,7 @@ def run_stats(
     }
     roles = {
         role: _role_cost(models.get(role), used, price_in, price_out)
-        for role, used in sorted(tokens.items())
+        for role, used in sorted(counts.usage.items())
     }
     costs = [role.cost_usd for role in roles.values()]
     total = round(sum(costs), 6) if costs and None not in costs else None

@@ -1,42 +1,36 @@
-"""The run directory: append-only JSONL files, the run.json manifest, and resume.
+"""The run directory's files: JSONL record files, their lock, their repair, atomic rewrites.
 
 Layout of `--out DIR`:
 
     gen_0.jsonl        seeds with their answers
     gen_<k>.jsonl      kept evolutions k steps from their seed
-    eliminated.jsonl   failed evolutions, each with its `reason`
+    eliminated.jsonl   failed evolutions (and failed seed answers), each with its `reason`
     dataset.jsonl      gen_0 .. gen_N concatenated: the training set (written at the end)
-    run.json           config without secrets, counts, usage, timings, versions
-    calls.jsonl        replies of calls whose step is not finished yet (the call journal)
+    run.json           the manifest (see evol.manifest)
+    calls.jsonl        the call journal (see evol.journal)
     .evol.lock         held while a process writes the run (the file itself stays)
 
 The directory is the user's: evol refuses a non-empty one that holds no run of its own, and
 only ever writes, rewrites or deletes the files named above, never through a symbolic link.
-
 Every record is appended as one line and flushed before it counts as done; lineages finish in
-any order, so the record files are put in seed-file order when a run ends. A step takes several
-calls (evolve, then answer and judge), so each reply is also journalled the moment it arrives:
-after a crash the step replays the journalled replies and pays only for the calls that were in
-flight. On open, a torn last line is cut off and the files are read once to rebuild where each
-lineage stands, unless run.json shows the run complete and its files untouched since. The
-store knows file formats, not LLMs.
+any order, so the record files are put in seed-file order when a run ends. On open, a torn
+last line is cut off, and every record read is handed to the observers the caller passes (the
+lineage index, the counts). The store knows file formats, not LLMs, nor what a round means.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import jsonlines
 import orjson
 from filelock import FileLock, Timeout
 
-from evol.errors import ConfigMismatch, RunDirError
+from evol.errors import RunDirError
 from evol.records import EliminatedRecord, Record
 
 MANIFEST = "run.json"
@@ -50,6 +44,9 @@ _OWN_NAME = re.compile(
 )
 _WRITE_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
 
+Observer = Callable[[dict[str, Any], str | None], None]
+"""Called with each record (as written) and its elimination reason, or None when kept."""
+
 
 def generation_file(generation: int) -> str:
     return f"gen_{generation}.jsonl"
@@ -62,99 +59,53 @@ def generation_files(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.stem[4:]))
 
 
-def read_manifest(run_dir: Path) -> dict[str, Any]:
-    """run.json of a finished or interrupted run, for the tools that read a run directory."""
-    path = run_dir / MANIFEST
-    if not path.is_file():
-        raise RunDirError(f"{run_dir}: no run here (run.json is missing)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise RunDirError(f"{path}: unreadable manifest ({error})") from None
-
-
 def iter_records(run_dir: Path, *, eliminated: bool = False) -> Iterator[dict[str, Any]]:
     """Stream the kept records (gen_0 first) or, with `eliminated`, the eliminated ones."""
     paths = [run_dir / ELIMINATED] if eliminated else generation_files(run_dir)
     for path in paths:
         if not path.exists():
             continue
-        with path.open(encoding="utf-8") as lines:
-            for line in lines:
-                if line.strip():
-                    yield json.loads(line)
+        with path.open("rb") as fp, jsonlines.Reader(fp, loads=orjson.loads) as reader:
+            try:
+                yield from reader.iter(skip_empty=True)
+            except jsonlines.InvalidLineError as error:
+                raise RunDirError(f"{path}:{error.lineno}: corrupt record") from None
 
 
-@dataclass(slots=True)
-class Tip:
-    """The newest kept instruction of a lineage: what its next round evolves."""
-
-    id: str
-    instruction: str
-    input: str
-    generation: int
+def output_files(run_dir: Path) -> list[Path]:
+    """The files that hold records, gen_0 first."""
+    eliminated = run_dir / ELIMINATED
+    return generation_files(run_dir) + ([eliminated] if eliminated.exists() else [])
 
 
-@dataclass(slots=True)
-class LineageProgress:
-    """Where one seed's lineage stands."""
-
-    seed_done: bool = False
-    rounds_done: int = 0
-    tip: Tip | None = None  # None while the seed itself is the tip
-
-
-@dataclass
-class RunCounts:
-    """Totals over every record on disk, kept current as records are added."""
-
-    kept: Counter[int] = field(default_factory=Counter)
-    eliminated: Counter[str] = field(default_factory=Counter)
-    operations: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
-    usage: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
-
-    def add(self, record: dict[str, Any], reason: str | None) -> None:
-        if reason:
-            self.eliminated[reason] += 1
-        else:
-            self.kept[record["generation"]] += 1
-        if record.get("operation"):
-            self.operations[record["operation"]]["eliminated" if reason else "kept"] += 1
-        for role, tokens in (record.get("usage") or {}).items():
-            self.usage[role].update({k: v for k, v in tokens.items() if isinstance(v, int)})
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "kept_per_generation": {str(k): v for k, v in sorted(self.kept.items())},
-            "kept": sum(self.kept.values()),
-            "eliminated_per_reason": dict(sorted(self.eliminated.items())),
-            "eliminated": sum(self.eliminated.values()),
-            "operations": {op: dict(c) for op, c in sorted(self.operations.items())},
-            "usage": {role: dict(c) for role, c in sorted(self.usage.items())},
-        }
+def output_sizes(run_dir: Path) -> dict[str, int]:
+    """Bytes of each file holding records, dataset.jsonl included (recorded in run.json)."""
+    paths = output_files(run_dir) + [run_dir / DATASET, run_dir / JOURNAL]
+    return {path.name: path.stat().st_size for path in paths if path.exists()}
 
 
 class RunStore:
     """One run directory, opened for appending by one process at a time."""
 
-    def __init__(self, out_dir: Path, generations: int):
+    def __init__(self, out_dir: Path, generations: int, observers: Iterable[Observer] = ()):
         self.out_dir = out_dir
         self.generations = generations
-        self.counts = RunCounts()
-        self.previous_manifest: dict[str, Any] | None = None
-        self._progress: dict[str, LineageProgress] = {}
-        self._journal: dict[tuple[str, str], dict[str, Any]] = {}
-        self._recorded: set[str] = set()
+        self.observers = list(observers)  # told of every record read or written
         self._writers: dict[str, BinaryIO] = {}
-        self._lock_file: Any = None
-        self.finished = False  # complete, and untouched since: nothing to index or run
+        self._lock_file: FileLock | None = None
 
     @classmethod
     def open(
-        cls, out_dir: Path, *, fingerprint: dict[str, Any], generations: int, overwrite: bool
+        cls,
+        out_dir: Path,
+        *,
+        generations: int,
+        overwrite: bool,
+        observers: Iterable[Observer] = (),
     ) -> RunStore:
-        """Lock `out_dir`, check it holds the same run (or none), repair it and index it."""
-        store = cls(out_dir, generations)
+        """Lock `out_dir` (made if need be), refusing a directory that is not a run's; with
+        `overwrite`, delete the run it holds. Its records are read by `scan`."""
+        store = cls(out_dir, generations, observers)
         try:
             store._prepare_dir()
             for leftover in out_dir.glob("*.tmp"):  # a crash mid atomic write leaves these
@@ -162,97 +113,64 @@ class RunStore:
                     leftover.unlink()
             if overwrite:
                 store._remove_outputs()
-            store.previous_manifest = store._read_manifest()
-            if store.previous_manifest is not None:
-                _check_fingerprint(out_dir, store.previous_manifest, fingerprint, generations)
-                store.finished = store._finished(store.previous_manifest)
-                if store.finished:
-                    return store
-            store._rebuild_index()
-            store._load_journal()
         except BaseException:
             store.close()
             raise
         return store
 
-    @classmethod
-    def peek(cls, out_dir: Path, *, generations: int) -> RunStore:
-        """Read where a run stands without locking or repairing anything (for planning)."""
-        store = cls(out_dir, generations)
-        if out_dir.is_dir():
-            store._rebuild_index(repair=False)
-        return store
+    def scan(self, *, repair: bool = True, also: Iterable[Observer] = ()) -> None:
+        """Read every record on disk once, handing each to the observers and to `also`.
 
-    @classmethod
-    def finished_as_recorded(cls, out_dir: Path, generations: int, seeds_digest: str) -> bool:
-        """True when run.json says this seed file's run is complete and its files are as it
-        left them (checked again under the lock by `open`)."""
-        try:
-            manifest = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return False
-        same_seeds = manifest.get("fingerprint", {}).get("seeds file content") == seeds_digest
-        return same_seeds and cls(out_dir, generations)._finished(manifest)
+        With `repair` (under the lock), a torn last line is cut first and a line that is not
+        a record is an error; without it (a look from outside a run), such lines are skipped.
+        """
+        readers = [*self.observers, *also]
+        for path in self.output_files():
+            if repair:
+                repair_torn_tail(path)
+            reason_file = path.name == ELIMINATED
+            with path.open("rb") as lines:
+                for number, line in enumerate(lines, start=1):
+                    try:
+                        data = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        if not repair:
+                            continue  # a torn line: the next real run cuts it
+                        raise RunDirError(
+                            f"{path}:{number}: corrupt record; use --overwrite to start afresh"
+                        ) from None
+                    if not _is_record(data):
+                        if not repair:
+                            continue
+                        raise RunDirError(
+                            f"{path}:{number}: not an evol record; use --overwrite to start afresh"
+                        )
+                    reason = data.get("reason") if reason_file else None
+                    for reader in readers:
+                        reader(data, reason)
 
     def output_sizes(self) -> dict[str, int]:
-        """Bytes of each file holding records, dataset.jsonl included (recorded in run.json)."""
-        paths = self._output_files() + [self.out_dir / DATASET, self.out_dir / JOURNAL]
-        return {path.name: path.stat().st_size for path in paths if path.exists()}
+        return output_sizes(self.out_dir)
 
-    def _finished(self, manifest: dict[str, Any]) -> bool:
-        return (
-            manifest.get("status") == "complete"
-            and manifest.get("config", {}).get("generations") == self.generations
-            and manifest.get("outputs") == self.output_sizes()
-        )
-
-    def progress(self, root_id: str) -> LineageProgress:
-        """Where the lineage of seed `root_id` stands (fresh if never seen)."""
-        return self._progress.get(root_id) or LineageProgress()
+    def output_files(self) -> list[Path]:
+        return output_files(self.out_dir)
 
     def kept_instructions(self) -> Iterator[tuple[str, str, str]]:
         """(id, root id, instruction) of every kept record on disk, streamed, gen_0 first."""
         for data in iter_records(self.out_dir):
             yield data["id"], data["root_id"], data["instruction"]
 
-    def steps_done(self) -> int:
-        """Seed answers plus evolution rounds already on disk (for progress after a resume)."""
-        return sum(
-            p.seed_done + min(p.rounds_done, self.generations) for p in self._progress.values()
-        )
-
     def add(self, record: Record) -> None:
         """Append a kept record to its generation's file."""
         data = record.model_dump(mode="json")
         self._append(generation_file(record.generation), data)
-        self._index(data, reason=None)
+        self._notify(data, None)
 
     def add_eliminated(self, record: EliminatedRecord) -> None:
-        """Append a failed evolution to eliminated.jsonl."""
+        """Append a failed evolution (or a failed seed answer) to eliminated.jsonl."""
         data = record.model_dump(mode="json")
         self._append(ELIMINATED, data)
-        self._index(data, reason=record.reason)
-
-    def remember_call(self, item_id: str, role: str, reply: dict[str, Any]) -> None:
-        """Journal one call's reply until the record of its step is written."""
-        self._append(JOURNAL, {"item": item_id, "role": role, "reply": reply})
-
-    def recall_call(self, item_id: str, role: str) -> dict[str, Any] | None:
-        """The journalled reply of a call made before a crash, if any (each is replayed once)."""
-        return self._journal.pop((item_id, role), None)
-
-    def clear_journal(self) -> None:
-        """Drop the call journal once every step is recorded: it holds nothing left to replay."""
-        writer = self._writers.pop(JOURNAL, None)
-        if writer:
-            writer.close()
-        (self.out_dir / JOURNAL).unlink(missing_ok=True)
-
-    def write_manifest(self, manifest: dict[str, Any]) -> None:
-        """Replace run.json atomically: a crash leaves the old or the new one, never half."""
-        _atomic_write(
-            self.out_dir / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
-        )
+        self._notify(data, record.reason)
 
     def sort_outputs(self, seed_order: dict[str, int]) -> None:
         """Put every record file in seed-file order (then round): lineages finish in any order.
@@ -260,44 +178,46 @@ class RunStore:
         Each file is rewritten atomically, and only if it is out of order, so a crash part-way
         leaves every file whole and the next finish sorts what is left.
         """
-        for writer in self._writers.values():
-            writer.close()
-        self._writers.clear()
+        self._close_writers()
         unknown = len(seed_order)
-        for path in self._output_files():
+        for path in self.output_files():
             _sort_lines(
                 path, lambda data: (seed_order.get(data["root_id"], unknown), data["round"])
             )
 
     def write_dataset(self) -> int:
         """Write dataset.jsonl as gen_0 .. gen_N in order, atomically; return its line count."""
-        target = self.out_dir / DATASET
-        temporary = target.with_suffix(".jsonl.tmp")
         lines = 0
-        with temporary.open("wb") as out:
+
+        def concatenated(out: BinaryIO) -> None:
+            nonlocal lines
             for generation in range(self.generations + 1):
                 path = self.out_dir / generation_file(generation)
-                if not path.exists():
-                    continue
-                with path.open("rb") as source:
-                    for line in source:
-                        out.write(line)
-                        lines += 1
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, target)
-        _fsync_dir(self.out_dir)
+                if path.exists():
+                    with path.open("rb") as source:
+                        for line in source:
+                            out.write(line)
+                            lines += 1
+
+        atomic_write(self.out_dir / DATASET, concatenated)
         return lines
 
     def close(self) -> None:
-        for writer in self._writers.values():
-            writer.close()
-        self._writers.clear()
+        self._close_writers()
         if self._lock_file:
             self._lock_file.release()
             self._lock_file = None
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _notify(self, data: dict[str, Any], reason: str | None) -> None:
+        for observer in self.observers:
+            observer(data, reason)
+
+    def _close_writers(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
 
     def _prepare_dir(self) -> None:
         if self.out_dir.exists() and not self.out_dir.is_dir():
@@ -317,92 +237,33 @@ class RunStore:
             ) from None
 
     def _remove_outputs(self) -> None:
-        for path in self._output_files():
+        for path in self.output_files():
             path.unlink()
         for name in (MANIFEST, DATASET, JOURNAL):
             (self.out_dir / name).unlink(missing_ok=True)
 
-    def _output_files(self) -> list[Path]:
-        """The files that hold records, gen_0 first."""
-        eliminated = self.out_dir / ELIMINATED
-        return generation_files(self.out_dir) + ([eliminated] if eliminated.exists() else [])
-
-    def _read_manifest(self) -> dict[str, Any] | None:
-        path = self.out_dir / MANIFEST
-        if not path.exists():
-            return None
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise RunDirError(
-                f"{path}: unreadable manifest ({error}); use --overwrite to start afresh"
-            ) from None
-
-    def _rebuild_index(self, repair: bool = True) -> None:
-        for path in self._output_files():
-            if repair:
-                _repair_torn_tail(path)
-            reason_file = path.name == ELIMINATED
-            with path.open("rb") as lines:
-                for number, line in enumerate(lines, start=1):
-                    try:
-                        data = orjson.loads(line)
-                    except orjson.JSONDecodeError:
-                        if not repair:
-                            continue  # a torn line: the next real run cuts it
-                        raise RunDirError(
-                            f"{path}:{number}: corrupt record; use --overwrite to start afresh"
-                        ) from None
-                    if not _is_record(data):
-                        raise RunDirError(
-                            f"{path}:{number}: not an evol record; use --overwrite to start afresh"
-                        )
-                    self._recorded.add(data["id"])
-                    self._index(data, reason=data.get("reason") if reason_file else None)
-
-    def _load_journal(self) -> None:
-        """Keep the replies of unfinished steps; rewrite the journal with only those."""
-        path = self.out_dir / JOURNAL
-        if not path.exists():
-            return
-        _repair_torn_tail(path)
-        with path.open(encoding="utf-8") as lines:
-            for line in lines:
-                entry = json.loads(line)
-                if entry["item"] not in self._recorded:
-                    self._journal[(entry["item"], entry["role"])] = entry["reply"]
-        text = "".join(
-            json.dumps({"item": item, "role": role, "reply": reply}, ensure_ascii=False) + "\n"
-            for (item, role), reply in self._journal.items()
-        )
-        _atomic_write(path, text)
-        self._recorded.clear()  # only needed to sort the journal
-
-    def _index(self, data: dict[str, Any], reason: str | None) -> None:
-        self.counts.add(data, reason)
-        progress = self._progress.setdefault(data["root_id"], LineageProgress())
-        round_ = data["round"]
-        if round_ == 0:
-            progress.seed_done = True
-            return
-        if round_ > progress.rounds_done:
-            progress.rounds_done = round_
-        if reason is None and (
-            progress.tip is None or data["generation"] > progress.tip.generation
-        ):
-            progress.tip = Tip(
-                data["id"], data["instruction"], data.get("input", ""), data["generation"]
-            )
-        if progress.rounds_done >= self.generations:
-            progress.tip = _finished_tip(progress.tip)
-
     def _append(self, name: str, data: dict[str, Any]) -> None:
-        """One line, flushed to the OS: a kill -9 after this returns cannot lose it."""
         writer = self._writers.get(name)
         if writer is None:
-            writer = self._writers[name] = _open_for_append(self.out_dir / name)
-        writer.write(orjson.dumps(data) + b"\n")
-        writer.flush()
+            writer = self._writers[name] = open_for_append(self.out_dir / name)
+        append_line(writer, data)
+
+
+# -- file helpers, for the store and the journal -------------------------------------------
+
+
+def open_for_append(path: Path) -> BinaryIO:
+    """Open for appending, refusing to follow a symbolic link (where the OS can say so)."""
+    try:
+        return os.fdopen(os.open(path, _WRITE_FLAGS, 0o644), "ab")
+    except OSError as error:
+        raise RunDirError(f"{path}: cannot write it: {error.strerror}") from None
+
+
+def append_line(writer: BinaryIO, data: dict[str, Any]) -> None:
+    """One line, flushed to the OS: a kill -9 after this returns cannot lose it."""
+    writer.write(orjson.dumps(data) + b"\n")
+    writer.flush()
 
 
 def _refuse_foreign(out_dir: Path) -> None:
@@ -445,14 +306,6 @@ def _is_record(data: object) -> bool:
     )
 
 
-def _open_for_append(path: Path) -> BinaryIO:
-    """Open for appending, refusing to follow a symbolic link (where the OS can say so)."""
-    try:
-        return os.fdopen(os.open(path, _WRITE_FLAGS, 0o644), "ab")
-    except OSError as error:
-        raise RunDirError(f"{path}: cannot write it: {error.strerror}") from None
-
-
 def _sort_lines(path: Path, key: Callable[[dict[str, Any]], tuple[int, int]]) -> None:
     """Rewrite a JSONL file with its lines ordered by `key`; holds offsets, not the lines."""
     with path.open("rb") as source:
@@ -464,38 +317,16 @@ def _sort_lines(path: Path, key: Callable[[dict[str, Any]], tuple[int, int]]) ->
         if all(places[i][0] <= places[i + 1][0] for i in range(len(places) - 1)):
             return
         places.sort()
-        temporary = path.with_name(path.name + ".tmp")
-        with temporary.open("wb") as out:
+
+        def in_order(out: BinaryIO) -> None:
             for _key, start, length in places:
                 source.seek(start)
                 out.write(source.read(length))
-            out.flush()
-            os.fsync(out.fileno())
-    os.replace(temporary, path)
-    _fsync_dir(path.parent)
+
+        atomic_write(path, in_order)
 
 
-def _finished_tip(tip: Tip | None) -> Tip | None:
-    # A finished lineage is never evolved again: keep its position, drop its text.
-    return tip and Tip(tip.id, "", "", tip.generation)
-
-
-def _check_fingerprint(
-    out_dir: Path, manifest: dict[str, Any], new: dict[str, Any], generations: int
-) -> None:
-    old = manifest.get("fingerprint", {})
-    differences = {
-        name: (old.get(name), value) for name, value in new.items() if old.get(name) != value
-    }
-    # More generations extend a run (round k is the same whatever N is); fewer would hide records.
-    old_generations = manifest.get("config", {}).get("generations", 0)
-    if generations < old_generations:
-        differences["--generations"] = (old_generations, generations)
-    if differences:
-        raise ConfigMismatch(str(out_dir), differences)
-
-
-def _repair_torn_tail(path: Path) -> None:
+def repair_torn_tail(path: Path) -> None:
     """Cut a last line that a crash left without its newline or half-written."""
     with path.open("rb+") as fp:
         size = fp.seek(0, os.SEEK_END)
@@ -518,23 +349,30 @@ def _repair_torn_tail(path: Path) -> None:
 
 def _parses(line: bytes) -> bool:
     try:
-        json.loads(line)
-    except ValueError:
+        orjson.loads(line)
+    except orjson.JSONDecodeError:
         return False
     return True
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, content: str | Callable[[BinaryIO], None]) -> None:
+    """Replace `path` with `content` (text, or a writer of bytes) atomically: a crash leaves
+    the old file or the new one, never half of either."""
     temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("w", encoding="utf-8") as fp:
-        fp.write(text)
-        fp.flush()
-        os.fsync(fp.fileno())
+    with temporary.open("wb") as out:
+        if isinstance(content, str):
+            out.write(content.encode("utf-8"))
+        else:
+            content(out)
+        out.flush()
+        os.fsync(out.fileno())
     os.replace(temporary, path)
     _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:
+    if os.name == "nt":  # directories cannot be opened for fsync on Windows
+        return
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -1,0 +1,67 @@
+"""The call journal (calls.jsonl): the reply of every call whose step is not recorded yet.
+
+A step takes several calls (evolve, then answer and judge), so each reply is journalled the
+moment it arrives, flushed before the next request can go out: after a crash the step replays
+the journalled replies and pays only for the calls that were in flight. On open, replies of
+steps already recorded are dropped; when a run completes, the journal goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from evol.store import append_line, atomic_write, open_for_append, repair_torn_tail
+
+
+class CallJournal:
+    """Replies kept until their step is recorded; each is replayed at most once."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._replies: dict[tuple[str, str], dict[str, Any]] = {}
+        self._writer: BinaryIO | None = None
+
+    @classmethod
+    def open(cls, path: Path, recorded: Container[str]) -> CallJournal:
+        """Load the replies of steps not in `recorded` (record ids), and keep only those."""
+        journal = cls(path)
+        if not path.exists():
+            return journal
+        repair_torn_tail(path)
+        with path.open("rb") as lines:
+            for line in lines:
+                entry = orjson.loads(line)
+                if entry["item"] not in recorded:
+                    journal._replies[(entry["item"], entry["role"])] = entry["reply"]
+        atomic_write(
+            path,
+            "".join(
+                orjson.dumps({"item": item, "role": role, "reply": reply}).decode() + "\n"
+                for (item, role), reply in journal._replies.items()
+            ),
+        )
+        return journal
+
+    def remember(self, item_id: str, role: str, reply: dict[str, Any]) -> None:
+        """Journal one call's reply; flushed to the OS before this returns."""
+        if self._writer is None:
+            self._writer = open_for_append(self.path)
+        append_line(self._writer, {"item": item_id, "role": role, "reply": reply})
+
+    def recall(self, item_id: str, role: str) -> dict[str, Any] | None:
+        """The journalled reply of a call made before a crash, if any (once)."""
+        return self._replies.pop((item_id, role), None)
+
+    def clear(self) -> None:
+        """Drop the journal once every step is recorded: it holds nothing left to replay."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
