@@ -16,7 +16,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fake_server import FakeServer  # noqa: E402
 
+import evol  # noqa: E402
 from evol.cli import app  # noqa: E402
+
+# Child processes (`python -m evol` in many tests) run the very evol these tests import: the
+# source tree under test, or mutmut's mutated copy of it, never another installed one.
+_SOURCE = str(Path(evol.__file__).resolve().parents[1])
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [_SOURCE, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+)
 
 
 @pytest.fixture(autouse=True)

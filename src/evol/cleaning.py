@@ -67,7 +67,7 @@ class Cleaned:
 def clean_reply(reply: str) -> Cleaned:
     """An answer or a verdict without a leading think block."""
     text, stripped = _without_thinking(reply)
-    return Cleaned(text.strip(), stripped)
+    return Cleaned(text.strip(), tuple(stripped))
 
 
 def clean_rewrite(reply: str, input_text: str = "") -> Cleaned:

@@ -7,6 +7,7 @@ evolved, the round), so a rerun or a resumed run picks exactly the same operatio
 
 from __future__ import annotations
 
+import math
 import random
 
 from evol.errors import UsageError
@@ -44,7 +45,7 @@ def parse_weights(spec: str | None) -> dict[str, float]:
             raise UsageError(
                 f"--operations: weight of {name} must be a number, got {weight_text!r}"
             ) from None
-        if weight < 0 or weight != weight or weight == float("inf"):
+        if weight < 0 or not math.isfinite(weight):
             raise UsageError(f"--operations: weight of {name} must be a finite number >= 0")
         weights[name] = weight
     if not any(weights.values()):
@@ -57,4 +58,4 @@ def choose_operation(weights: dict[str, float], run_seed: int, item_id: str, rou
     # random.Random seeds a str through sha512, so this is stable across processes and platforms.
     rng = random.Random(f"{run_seed}\0{item_id}\0{round_}")
     names = sorted(weights)
-    return rng.choices(names, weights=[weights[name] for name in names], k=1)[0]
+    return rng.choices(names, weights=[weights[name] for name in names])[0]

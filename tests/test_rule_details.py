@@ -1,0 +1,212 @@
+"""What each rule says when it fires, to the character, and where each one's edge is.
+
+A user reads `detail` to see why a record went; these pin it, and the edges the table tests in
+test_elimination.py and test_cleaning.py leave between their cases.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from evol.cleaning import clean_reply, clean_rewrite
+from evol.elimination import (
+    EliminationRules,
+    LeakDetector,
+    Reason,
+    Verdict,
+    check_answer,
+    check_rewrite,
+    parse_verdict,
+)
+from evol.errors import UsageError
+from evol.operations import parse_weights
+from evol.prompts import PromptSet
+from evol.textstats import estimate_tokens, tokens
+
+ON = EliminationRules()
+LEAKS = PromptSet.load().leak_detector()
+
+
+@pytest.mark.parametrize(
+    ("parent", "child", "detail"),
+    [
+        ("Explain X", "", "the rewrite is empty"),
+        ("Explain X", "explain  X", "the rewrite is its parent, word for word"),
+        (
+            "Explain X",
+            "Explain X, the given prompt.",
+            "the rewrite copies the prompt's words 'given prompt'",
+        ),
+        (
+            "Explain X",
+            "Explain X. It must stay reasonable, something a person could understand.",
+            "the rewrite copies the prompt's words 'reasonable something a person could understand'",
+        ),
+    ],
+)
+def test_rewrite_details(parent: str, child: str, detail: str) -> None:
+    failure = check_rewrite(parent, child, ON, LEAKS)
+    assert failure is not None and failure.detail == detail
+
+
+@pytest.mark.parametrize(
+    ("answer", "detail"),
+    [
+        ("it is what it is", "the answer is only stop words and punctuation: 'it is what it is'"),
+        (
+            "the " * 30,
+            "the answer is only stop words and punctuation: '" + ("the " * 15)[:60] + "'",
+        ),
+        ("Sorry, no.", "the answer says sorry in 2 words"),
+        (
+            "Understood. What now?",
+            "the answer starts with 'Understood' and ends with a question: nothing was asked",
+        ),
+        (
+            "Sure, which one?",
+            "the answer starts with 'Sure' and ends with a question: the task is under-specified",
+        ),
+        (
+            "First please provide the table.\nThen please provide the key.",
+            "the answer asks for what is missing: 'please provide the table.'",
+        ),
+        (
+            "Please provide " + "x" * 100,
+            "the answer asks for what is missing: '" + ("Please provide " + "x" * 100)[:80] + "'",
+        ),
+    ],
+)
+def test_answer_details(answer: str, detail: str) -> None:
+    failure = check_answer("Describe the moon's phases", answer, ON)
+    assert failure is not None and failure.detail == detail
+
+
+def test_a_question_must_end_the_answer() -> None:
+    # Only markdown, quotes and brackets may follow the question mark.
+    assert check_answer("Explain", "Sure, which one?X", ON) is None
+    assert check_answer("Explain", 'Sure, which one?**")', ON).reason == Reason.UNDERSPECIFIED
+
+
+def test_an_empty_answer_with_the_stop_word_rule_off_is_no_signal() -> None:
+    assert check_answer("Explain", "", EliminationRules(stopwords=False)) is None
+
+
+def test_a_repeat_at_both_edges_fires() -> None:
+    instruction = "one two three four five six seven eight nine ten"
+    # 15 words (1.5 times the instruction) holding all 10 in order: ROUGE-L exactly 0.8.
+    answer = instruction + " alpha beta gamma delta epsilon"
+    failure = check_answer(instruction, answer, ON)
+    assert failure and failure.detail == "the answer only repeats its instruction (ROUGE-L 0.80)"
+    assert check_answer(instruction, answer + " zeta", ON) is None  # 16 words: longer
+
+
+@pytest.mark.parametrize(
+    "reply", ["They are not identical.", "Not equivalent: the second adds a case."]
+)
+def test_negated_sameness_is_a_difference(reply: str) -> None:
+    assert parse_verdict(reply) == Verdict.DIFFERENT
+
+
+def test_template_lines_become_phrases_at_their_edges() -> None:
+    detector = LeakDetector.from_templates(
+        [
+            "two words\n"  # too short to be distinctive
+            "exactly three words\n"
+            "the five words line here\n"  # five: whole
+            "a line of six words here\n"  # six: its one 6-gram
+            "Keep $instruction as it stands\n"  # the placeholder is no word
+            "<Context> and <INPUT>\n"
+        ]
+    )
+    assert "two words" not in detector.phrases
+    assert {"exactly three words", "the five words line here"} <= set(detector.phrases)
+    assert "keep as it stands" in detector.phrases
+    assert "a line of six words here" not in detector.phrases
+    assert ("a", "line", "of", "six", "words", "here") in detector.ngrams
+    assert {"<context>", "<input>"} <= set(detector.phrases)
+
+
+def test_only_six_words_in_a_row_of_a_long_line_are_a_copy() -> None:
+    detector = LeakDetector.from_templates(["one two three four five six seven\n"])
+    assert detector.find("Do it.", "Do it: three four five six seven.") is None  # five words
+    assert detector.find("Do it.", "Do it: two three four five six seven.") == (
+        "two three four five six seven"
+    )
+
+
+def test_a_phrase_the_parent_held_in_other_punctuation_is_no_leak() -> None:
+    parent = "Explain the given-prompt technique."
+    child = "Explain the given-prompt technique with two examples."
+    assert check_rewrite(parent, child, ON, LEAKS) is None
+
+
+@pytest.mark.parametrize(
+    ("reply", "text", "detail"),
+    [
+        ("<think>a</think>Explain X.", "Explain X.", "stripped a <think> block"),
+        ("<think>only thinking</think>", "", "stripped a <think> block"),
+        ("<THINK>shouting</THINK> Explain X.", "Explain X.", "stripped a <think> block"),
+        ("<think>never done", "", "stripped a <think> block (never closed)"),
+        (
+            "Sure! Here is the new prompt: Explain X.",
+            "Explain X.",
+            "stripped preamble 'Sure! Here is the new prompt:'",
+        ),
+        ("Certainly!\nExplain X.", "Explain X.", "stripped preamble 'Certainly!'"),
+        ("Prompt: Explain X.", "Explain X.", "stripped label 'Prompt:'"),
+        ("```\nExplain X.\n```", "Explain X.", "stripped a code fence around the whole reply"),
+        ('"Explain X."', "Explain X.", "stripped quotes around the whole reply"),
+        ('""', "", "stripped quotes around the whole reply"),
+        (
+            "A\n\nThis version adds " + "a case " * 20,
+            "A",
+            "stripped an afterword " + repr(("This version adds " + "a case " * 20).strip()[:60]),
+        ),
+    ],
+)
+def test_cleaning_details(reply: str, text: str, detail: str) -> None:
+    cleaned = clean_rewrite(reply)
+    assert (cleaned.text, cleaned.detail) == (text, detail)
+
+
+def test_a_wrapper_with_nothing_inside_is_left_for_the_rules() -> None:
+    assert clean_rewrite("New instruction:").text == "New instruction:"
+
+
+def test_curly_quotes_inside_keep_the_outer_ones() -> None:
+    reply = "\u201cSay \u201d twice\u201d"
+    assert clean_rewrite(reply).text == reply
+
+
+@pytest.mark.parametrize(("length", "taken"), [(19, False), (20, True)])
+def test_an_input_copied_into_the_rewrite_from_20_characters(length: int, taken: bool) -> None:
+    data = "x" * length
+    cleaned = clean_rewrite(f"Sort this: {data}", data)
+    assert (cleaned.text == "Sort this:") is taken
+    assert (cleaned.detail == "stripped a copy of the input") is taken
+
+
+def test_an_answer_keeps_what_was_taken_off_it() -> None:
+    assert clean_reply("<think>x</think>Yes.").stripped == ("a <think> block",)
+
+
+def test_curly_apostrophes_are_straightened_in_tokens() -> None:
+    assert tokens("Don\u2019t STOP") == ["don't", "stop"]
+
+
+def test_the_token_estimate_is_four_thirds_of_the_words() -> None:
+    assert estimate_tokens("one two three four five six") == 8
+
+
+def test_weights_errors_name_the_operations() -> None:
+    with pytest.raises(UsageError) as unknown:
+        parse_weights("deepen,nope")
+    assert str(unknown.value) == (
+        "--operations: unknown operation 'nope'; known: add_constraints, deepen, concretize, "
+        "increase_reasoning, complicate_input, breadth"
+    )
+    with pytest.raises(UsageError) as all_zero:
+        parse_weights("deepen=0")
+    assert str(all_zero.value) == "--operations: at least one operation needs a weight above 0"
+    with pytest.raises(UsageError):
+        parse_weights("deepen=inf")
