@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DGGML_OPENMP=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: install install-local demo test test-fast lint format bench clean
+.PHONY: install install-local demo test test-fast lint format bench mutate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench: install
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/throughput.py
 
+## mutate: mutation testing of the modules that decide what is kept and paid (an hour or two)
+mutate: install
+	$(BIN)/python bench/mutation_score.py
+
 ## lint: ruff's checks and formatting
 lint: install
 	$(BIN)/ruff check src tests bench
@@ -56,4 +60,4 @@ format: install
 	$(BIN)/ruff format src tests bench
 
 clean:
-	rm -rf $(VENV) runs build dist .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs build dist .pytest_cache .ruff_cache mutants
