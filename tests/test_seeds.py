@@ -53,7 +53,7 @@ def test_instruction_field_order(
 ) -> None:
     path = tmp_path / "s.jsonl"
     path.write_text(json.dumps(row) + "\n")
-    assert load(path, field=field)[0].instruction == expected
+    assert load(path, instruction_field=field)[0].instruction == expected
 
 
 def test_output_is_kept_and_other_fields_go_to_metadata(tmp_path: Path) -> None:

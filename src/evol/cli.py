@@ -62,6 +62,7 @@ class SeedFileFormat(StrEnum):
     json = "json"
     csv = "csv"
     text = "text"
+    parquet = "parquet"
 
 
 def _env(name: str) -> str:
@@ -70,12 +71,30 @@ def _env(name: str) -> str:
 
 # Options that several commands take, declared once.
 SEED_FORMAT_OPTION = typer.Option(
-    None, "--format", envvar=_env("format"), help="Seed file format (default: by extension)."
-)
-FIELD_OPTION = typer.Option(
     None,
-    envvar=_env("field"),
-    help="Field holding the instruction (default: instruction, prompt or question).",
+    "--format",
+    envvar=_env("format"),
+    help="Seed file format (default: by extension; a file that plainly is another is refused).",
+)
+INSTRUCTION_FIELD_OPTION = typer.Option(
+    None,
+    "--instruction-field",
+    "--field",
+    envvar=[_env("instruction_field"), _env("field")],
+    help="Dotted path of the instruction, e.g. conversations.0.value (default: found by the "
+    "row's shape: Alpaca, Self-Instruct, Dolly, ShareGPT, OpenAI chat, prompt/question).",
+)
+INPUT_FIELD_OPTION = typer.Option(
+    None,
+    "--input-field",
+    envvar=_env("input_field"),
+    help="Dotted path of the input, e.g. instances.0.input (default: by shape).",
+)
+OUTPUT_FIELD_OPTION = typer.Option(
+    None,
+    "--output-field",
+    envvar=_env("output_field"),
+    help="Dotted path of the output, e.g. instances.0.output (default: by shape).",
 )
 PRICE_IN_OPTION = typer.Option(
     None,
@@ -214,9 +233,21 @@ def run(
         help="Weights or subset, e.g. add_constraints=2,breadth=1 (default: all, uniform).",
     ),
     seed_format: SeedFileFormat = SEED_FORMAT_OPTION,
-    field: str = FIELD_OPTION,
+    instruction_field: str = INSTRUCTION_FIELD_OPTION,
+    input_field: str = INPUT_FIELD_OPTION,
+    output_field: str = OUTPUT_FIELD_OPTION,
     skip_invalid: bool = typer.Option(
-        False, envvar=_env("skip_invalid"), help="Skip invalid seed rows instead of stopping."
+        False,
+        "--skip-invalid/--no-skip-invalid",
+        envvar=_env("skip_invalid"),
+        help="Skip invalid seed rows instead of stopping.",
+    ),
+    limit: int = typer.Option(
+        None,
+        min=1,
+        envvar=_env("limit"),
+        help="Evolve only the first N seeds (a later run without it, or with a larger N, "
+        "extends the same run).",
     ),
     prompts: Path = PROMPTS_OPTION,
     answer_seeds: bool = typer.Option(
@@ -412,8 +443,11 @@ def run(
             seed=seed,
             operations=parse_weights(operations),
             seed_format=seed_format.value if seed_format else None,
-            field=field,
+            instruction_field=instruction_field,
+            input_field=input_field,
+            output_field=output_field,
             skip_invalid=skip_invalid,
+            limit=limit,
             prompts_dir=prompts,
             answer_seeds=answer_seeds,
             rules=EliminationRules(
@@ -475,9 +509,12 @@ def run(
 def validate(
     seeds: Path = typer.Argument(..., help="Seed file to check."),
     seed_format: SeedFileFormat = SEED_FORMAT_OPTION,
-    field: str = FIELD_OPTION,
+    instruction_field: str = INSTRUCTION_FIELD_OPTION,
+    input_field: str = INPUT_FIELD_OPTION,
+    output_field: str = OUTPUT_FIELD_OPTION,
     skip_invalid: bool = typer.Option(
         False,
+        "--skip-invalid/--no-skip-invalid",
         envvar=_env("skip_invalid"),
         help="Report invalid rows instead of stopping at the first.",
     ),
@@ -485,7 +522,11 @@ def validate(
 ) -> None:
     """Check a seed file the way evol run reads it, and say what it holds."""
     options = SeedOptions(
-        format=seed_format.value if seed_format else None, field=field, skip_invalid=skip_invalid
+        format=seed_format.value if seed_format else None,
+        instruction_field=instruction_field,
+        input_field=input_field,
+        output_field=output_field,
+        skip_invalid=skip_invalid,
     )
     with _user_errors(False):
         report = describe_seeds(seeds, options)

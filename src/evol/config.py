@@ -60,8 +60,11 @@ class RunConfig(BaseModel):
         default_factory=lambda: parse_weights(None), description="weights; default all, uniform"
     )
     seed_format: SeedFormat | None = None
-    field: str | None = None
+    instruction_field: str | None = Field(None, description="dotted path of the instruction")
+    input_field: str | None = Field(None, description="dotted path of the input")
+    output_field: str | None = Field(None, description="dotted path of the output")
     skip_invalid: bool = False
+    limit: int | None = Field(None, ge=1, description="evolve only the first N seeds")
     prompts_dir: Path | None = None
     answer_seeds: bool = True
     rules: EliminationRules = EliminationRules()
@@ -90,5 +93,10 @@ class RunConfig(BaseModel):
     @property
     def seed_options(self) -> SeedOptions:
         return SeedOptions(
-            format=self.seed_format, field=self.field, skip_invalid=self.skip_invalid
+            format=self.seed_format,
+            instruction_field=self.instruction_field,
+            input_field=self.input_field,
+            output_field=self.output_field,
+            skip_invalid=self.skip_invalid,
+            limit=self.limit,
         )

@@ -109,7 +109,11 @@ def fingerprint(
     return {
         "seeds file content": seeds_digest,
         "--format": detect_format(config.seeds, config.seed_format),
-        "--field": config.field,
+        "--instruction-field/--input-field/--output-field": [
+            config.instruction_field,
+            config.input_field,
+            config.output_field,
+        ],
         "--seed": config.seed,
         "--operations": dict(sorted(config.operations.items())),
         "--prompts": prompts.digest(),
@@ -139,19 +143,25 @@ def check_resume(
     }
     for name in differences.keys() & shown.keys():
         differences[name] = shown[name]
-    # More generations extend a run (round k is the same whatever N is); fewer would hide records.
+    # More generations, or more seeds, extend a run (round k of seed s is the same whatever N
+    # is); fewer would hide records.
     old_generations = previous.get("config", {}).get("generations", 0)
     if config.generations < old_generations:
         differences["--generations"] = (old_generations, config.generations)
+    old_limit = previous.get("config", {}).get("limit")
+    if config.limit is not None and (old_limit is None or config.limit < old_limit):
+        differences["--limit"] = (old_limit or "all seeds", config.limit)
     if differences:
         raise ConfigMismatch(str(out_dir), differences)
 
 
-def is_finished(manifest: dict[str, Any], generations: int, outputs: dict[str, int]) -> bool:
-    """The run is complete with these generations, and its files are as it left them."""
+def is_finished(manifest: dict[str, Any], config: RunConfig, outputs: dict[str, int]) -> bool:
+    """The run is complete with these generations and seeds, and its files are as it left them."""
+    recorded = manifest.get("config", {})
     return (
         manifest.get("status") == "complete"
-        and manifest.get("config", {}).get("generations") == generations
+        and recorded.get("generations") == config.generations
+        and recorded.get("limit") == config.limit
         and manifest.get("outputs") == outputs
     )
 

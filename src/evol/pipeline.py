@@ -110,7 +110,7 @@ async def arun(
             previous = read_manifest(config.out, required=False)
             if previous is not None:
                 check_resume(config.out, previous, print_, config)
-                if is_finished(previous, config.generations, store.output_sizes()):
+                if is_finished(previous, config, store.output_sizes()):
                     info(f"{config.out} is complete: nothing to do")
                     return RunSummary.model_validate(previous["summary"])
             recorded: set[str] = set()
@@ -146,7 +146,7 @@ def _finished_as_recorded(config: RunConfig, seeds_digest: str) -> bool:
     return (
         previous is not None
         and previous.get("fingerprint", {}).get("seeds file content") == seeds_digest
-        and is_finished(previous, config.generations, output_sizes(config.out))
+        and is_finished(previous, config, output_sizes(config.out))
     )
 
 
