@@ -77,3 +77,13 @@ def test_a_bad_config_file_is_one_line(evol, tmp_path: Path, text: str, message:
     result = evol("run", tmp_path / "seeds.jsonl", "--config", config)
     assert result.exit_code == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [["run"], ["export"], ["validate"], ["stats"], ["show"]])
+def test_boolean_flags_read_as_flags_in_help(evol, command: list[str]) -> None:
+    text = evol(*command, "--help", env={"COLUMNS": "200"}).stdout
+    assert "<bool>" not in text and "BOOLEAN" not in text
+    if command == ["export"]:
+        assert "--shuffle / --no-shuffle" in text
+    if command == ["run"]:
+        assert "--judge / --no-judge" in text and "--dedup " in text

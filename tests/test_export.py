@@ -134,3 +134,108 @@ def test_bad_export_options(
 ) -> None:
     result = evol("export", run_dir, "--out", tmp_path / "x.jsonl", *options)
     assert result.exit_code == 2 and message in result.stderr
+
+
+@pytest.mark.parametrize("shape", ["alpaca", "sharegpt", "openai-chat", "jsonl"])
+def test_parquet_loads_with_datasets_and_pyarrow(
+    evol, run_dir: Path, tmp_path: Path, shape: str
+) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    datasets = pytest.importorskip("datasets")
+    out = tmp_path / "data.parquet"
+    assert evol("export", run_dir, "--format", shape, "--out", out).exit_code == 0
+    table = pq.read_table(out).to_pylist()
+    loaded = datasets.load_dataset(
+        "parquet", data_files=str(out), split="train", cache_dir=str(tmp_path / "hf")
+    )
+    records = read_jsonl(run_dir / "dataset.jsonl")
+    assert len(table) == len(loaded) == len(records) == 60
+    if shape == "sharegpt":
+        assert table[0]["conversations"] == [
+            {"from": "human", "value": user_text(records[0])},
+            {"from": "gpt", "value": records[0]["output"]},
+        ]
+    if shape == "jsonl":  # free-form dicts travel as JSON text
+        assert json.loads(table[5]["usage"]) == records[5]["usage"]
+        assert [row["judge"] for row in table] == [r["judge"] for r in records]
+
+
+def test_a_json_export_is_one_array(evol, run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "data.json"
+    assert evol("export", run_dir, "--out", out).exit_code == 0
+    rows = json.loads(out.read_text(encoding="utf-8"))  # not JSON Lines: one value
+    assert (
+        isinstance(rows, list)
+        and len(rows) == 60
+        and set(rows[0]) == {"instruction", "input", "output"}
+    )
+
+
+def test_a_split_keeps_every_lineage_on_one_side(evol, server, tmp_path: Path) -> None:
+    # Lineages of 1 to 4 kept records ([equal] ones keep only their seed).
+    rows = [
+        {"id": f"r{i}", "instruction": ("[equal] " if i % 3 == 0 else "") + f"Explain idea {i}"}
+        for i in range(30)
+    ]
+    seeds, run = write_seeds(tmp_path / "seeds.jsonl", rows), tmp_path / "run"
+    assert evol(*run_args(server, seeds, run, "--generations", "3")).exit_code == 0
+    out = tmp_path / "data.jsonl"
+
+    def split(seed: int) -> tuple[dict, dict[str, set[str]]]:
+        result = evol("export", run, "--out", out, "--format", "jsonl", "--split",
+                      "train=0.8,test=0.2", "--seed", seed, "--json")  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        roots = {
+            part: {r["root_id"] for r in read_jsonl(tmp_path / f"data.{part}.jsonl")}
+            for part in ("train", "test")
+        }
+        return json.loads(result.stdout), roots
+
+    summary, roots = split(1)
+    assert not roots["train"] & roots["test"]
+    assert roots["train"] | roots["test"] == {f"r{i}" for i in range(30)}
+    total = sum(part["records"] for part in summary["parts"].values())
+    # As close as whole lineages allow: within the largest lineage of the target.
+    assert abs(summary["parts"]["test"]["records"] - 0.2 * total) <= 4
+    assert summary["parts"]["train"]["lineages"] + summary["parts"]["test"]["lineages"] == 30
+    assert split(1) == (summary, roots)  # the same for the same --seed
+    assert split(2)[1] != roots
+
+
+def test_exports_carry_the_runs_system_prompt(evol, server, tmp_path: Path) -> None:
+    seeds, run = write_seeds(tmp_path / "seeds.jsonl", ROWS[:2]), tmp_path / "run"
+    options = ("--generations", "1", "--system-prompt", "Be brief.")
+    assert evol(*run_args(server, seeds, run, *options)).exit_code == 0
+    answered = [b for b in server.requests if b["messages"][0]["role"] == "system"]
+    assert answered and all(b["messages"][0]["content"] == "Be brief." for b in answered)
+    for shape, first in [("sharegpt", {"from": "system", "value": "Be brief."}),
+                         ("openai-chat", {"role": "system", "content": "Be brief."})]:  # fmt: skip
+        assert (
+            evol("export", run, "--format", shape, "--out", tmp_path / f"{shape}.jsonl").exit_code
+            == 0
+        )
+        row = read_jsonl(tmp_path / f"{shape}.jsonl")[0]
+        assert next(iter(row.values()))[0] == first
+    assert evol("export", run, "--out", tmp_path / "a.jsonl").exit_code == 0
+    assert read_jsonl(tmp_path / "a.jsonl")[0]["system"] == "Be brief."
+    own = evol("export", run, "--out", tmp_path / "b.jsonl", "--system-prompt", "Be kind.")
+    assert own.exit_code == 0 and read_jsonl(tmp_path / "b.jsonl")[0]["system"] == "Be kind."
+    plain_run = tmp_path / "plain"
+    assert evol(*run_args(server, seeds, plain_run, "--generations", "1")).exit_code == 0
+    assert evol("export", plain_run, "--out", tmp_path / "c.jsonl").exit_code == 0
+    assert "system" not in read_jsonl(tmp_path / "c.jsonl")[0]
+
+
+def test_an_unfinished_run_is_exported_with_a_plain_warning(
+    evol, run_dir: Path, tmp_path: Path
+) -> None:
+    manifest = json.loads((run_dir / "run.json").read_text())
+    manifest["status"] = "interrupted"
+    (run_dir / "run.json").write_text(json.dumps(manifest))
+    result = evol("export", run_dir, "--out", tmp_path / "a.jsonl", "--json")
+    assert result.exit_code == 0
+    assert (
+        f"evol: warning: {run_dir} is interrupted: exporting the 60 records written so far"
+        in result.stderr
+    )
+    assert json.loads(result.stdout)["status"] == "interrupted"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shutil
@@ -77,3 +78,24 @@ def test_every_plot_renders_in_headless_chromium(report: tuple[Path, Path], tmp_
 def test_report_of_a_directory_without_a_run(evol, tmp_path: Path) -> None:
     result = evol("report", tmp_path, "--out", tmp_path / "r.html")
     assert result.exit_code == 2 and "no run here" in result.stderr
+
+
+def test_the_lineage_view_shows_what_each_rewrite_added(report: tuple[Path, Path]) -> None:
+    text = report[0].read_text()
+    assert re.search(r"<ins>Also consider case [0-9a-f]{6}\.</ins>", text)
+    assert "(complete)" in text and 'class="warning"' not in text
+
+
+def test_an_unfinished_run_is_said_so_by_report_and_stats(evol, server, tmp_path: Path) -> None:
+    seeds, run = write_seeds(tmp_path / "seeds.jsonl", SEEDS[1:2]), tmp_path / "run"
+    assert evol(*run_args(server, seeds, run, "--generations", "1")).exit_code == 0
+    manifest = json.loads((run / "run.json").read_text())
+    manifest["status"] = "interrupted"
+    (run / "run.json").write_text(json.dumps(manifest))
+    warning = f"evol: warning: {run} is interrupted, not complete"
+    page = evol("report", run, "--out", tmp_path / "r.html")
+    assert page.exit_code == 0 and warning in page.stderr
+    assert "This run is interrupted, not complete" in (tmp_path / "r.html").read_text()
+    stats = evol("stats", run)
+    assert stats.stdout.startswith(f"run: {run} (interrupted)") and warning in stats.stderr
+    assert json.loads(evol("stats", run, "--json").stdout)["status"] == "interrupted"

@@ -34,17 +34,22 @@ from evol.planning import format_plan, plan_run
 from evol.prompts import PROMPT_NAMES, PromptSet
 from evol.report import write_report
 from evol.seeds import SeedOptions, describe_seeds, format_report
+from evol.show import format_lineage, lineage
 from evol.stats import format_stats, run_stats
 
 app = typer.Typer(
     help="Evolve seed instructions into a larger, harder instruction dataset (Evol-Instruct).",
     no_args_is_help=True,
     add_completion=False,
+    # Click's plain help: a flag reads "--shuffle / --no-shuffle", not "--shuffle <bool>".
+    rich_markup_mode=None,
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 prompts_app = typer.Typer(
-    help="List and show the prompt templates a run uses.", no_args_is_help=True
+    help="List and show the prompt templates a run uses.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(prompts_app, name="prompts")
 
@@ -544,7 +549,10 @@ class ExportShape(StrEnum):
 def export(
     run_dir: Path = RUN_DIR_ARGUMENT,
     out: Path = typer.Option(
-        ..., "--out", "-o", help="File to write: .json for one array, else JSON Lines."
+        ...,
+        "--out",
+        "-o",
+        help="File to write: .json for one array, .parquet for Parquet, else JSON Lines.",
     ),
     shape: ExportShape = typer.Option(
         ExportShape.alpaca, "--format", help="Record shape for the trainer."
@@ -552,15 +560,25 @@ def export(
     generations: str = typer.Option(
         None, help="Generations to include, e.g. 1-4 or 0,2 (default: all)."
     ),
-    split: str = typer.Option(None, help="Parts and fractions, e.g. train=0.95,test=0.05."),
-    shuffle: bool = typer.Option(False, help="Shuffle the records before splitting."),
-    seed: int = typer.Option(0, help="Random seed of --shuffle."),
+    split: str = typer.Option(
+        None,
+        help="Parts and fractions, e.g. train=0.95,test=0.05; each lineage lands whole in one "
+        "part.",
+    ),
+    shuffle: bool = typer.Option(
+        False, "--shuffle/--no-shuffle", help="Shuffle the records inside each part."
+    ),
+    seed: int = typer.Option(0, help="Random seed of the split and of --shuffle."),
+    system_prompt: str = typer.Option(
+        None,
+        help="A system turn for every record (default: the run's --system-prompt, if any).",
+    ),
     as_json: bool = typer.Option(
-        False, "--json", help="Print the files written as one JSON object."
+        False, "--json/--no-json", help="Print the files written as one JSON object."
     ),
 ) -> None:
-    """Write a run's dataset as Alpaca, ShareGPT, OpenAI chat or evol's own JSON Lines."""
-    with _user_errors(False):
+    """Write a run's dataset as Alpaca, ShareGPT, OpenAI chat or evol's own records."""
+    with _user_errors(False, as_json=as_json):
         result = export_run(
             run_dir,
             out,
@@ -569,14 +587,33 @@ def export(
             split=parse_split(split),
             shuffle=shuffle,
             seed=seed,
+            system_prompt=system_prompt,
+            on_warning=lambda message: typer.echo(f"evol: warning: {message}", err=True),
         )
     if as_json:
         typer.echo(result.model_dump_json())
         return
     for path, rows in result.files.items():
         typer.echo(f"{path}: {rows} records")
+    for part, size in result.parts.items():
+        typer.echo(f"  {part}: {size.records} records in {size.lineages} lineages")
     if result.left_out_without_output:
         typer.echo(f"left out {result.left_out_without_output} records without an output", err=True)
+
+
+@app.command()
+def show(
+    run_dir: Path = RUN_DIR_ARGUMENT,
+    record_id: str = typer.Argument(..., help="Any record id of the lineage (its seed's, say)."),
+    as_json: bool = typer.Option(
+        False, "--json/--no-json", help="Print the lineage as one JSON object."
+    ),
+) -> None:
+    """Show one lineage as a tree: each step's operation, verdict, eliminated attempts with
+    their reasons, and what each rewrite added to its parent."""
+    with _user_errors(False, as_json=as_json):
+        found = lineage(run_dir, record_id)
+    typer.echo(found.model_dump_json() if as_json else format_lineage(found))
 
 
 @app.command()
@@ -589,7 +626,8 @@ def report(
 ) -> None:
     """Write a self-contained HTML page of plots about a run (and, with --png, the plots alone)."""
     with _user_errors(False):
-        plots = write_report(run_dir, out, png_dir=png)
+        plots, status = write_report(run_dir, out, png_dir=png)
+    _warn_unfinished(run_dir, status)
     typer.echo(f"{out}: {len(plots)} plots" + (f"; PNG files in {png}" if png else ""))
 
 
@@ -601,8 +639,9 @@ def stats(
     as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
 ) -> None:
     """Show what a run kept and eliminated per generation and operation, and what it cost."""
-    with _user_errors(False):
+    with _user_errors(False, as_json=as_json):
         result = run_stats(run_dir, price_in=price_in, price_out=price_out)
+    _warn_unfinished(run_dir, result.status)
     if as_json:
         typer.echo(result.model_dump_json())
         return
@@ -630,6 +669,15 @@ def prompts_show(
         if name not in PROMPT_NAMES:
             raise UsageError(f"unknown template {name!r}; known: {', '.join(PROMPT_NAMES)}")
         typer.echo(PromptSet.load(prompts)[name].text, nl=False)
+
+
+def _warn_unfinished(run_dir: Path, status: str) -> None:
+    if status != "complete":
+        typer.echo(
+            f"evol: warning: {run_dir} is {status}, not complete: these figures cover what was "
+            "written so far",
+            err=True,
+        )
 
 
 def _api_key_source(ctx: typer.Context) -> str:

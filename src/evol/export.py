@@ -58,12 +58,19 @@ def _user_text(record: dict[str, Any]) -> str:
 
 
 def _alpaca(record: dict[str, Any], system: str | None) -> dict[str, Any]:
-    row = {"instruction": record["instruction"], "input": record.get("input") or "", "output": record["output"]}
+    row = {
+        "instruction": record["instruction"],
+        "input": record.get("input") or "",
+        "output": record["output"],
+    }
     return {"system": system} | row if system else row
 
 
 def _sharegpt(record: dict[str, Any], system: str | None) -> dict[str, Any]:
-    turns = [{"from": "human", "value": _user_text(record)}, {"from": "gpt", "value": record["output"]}]
+    turns = [
+        {"from": "human", "value": _user_text(record)},
+        {"from": "gpt", "value": record["output"]},
+    ]
     return {"conversations": ([{"from": "system", "value": system}] if system else []) + turns}
 
 
@@ -135,15 +142,16 @@ def export_run(
         raise RunDirError(f"{run_dir}: the run has no records yet")
     system = system_prompt or manifest.get("config", {}).get("system_prompt")
     to_row = SHAPES[shape]
-    lineages: dict[str, list[Any]] = defaultdict(list)
+    # Rows grouped by lineage for the split, each with its place in the dataset's order.
+    lineages: dict[str, list[tuple[int, Any]]] = defaultdict(list)
     left_out = 0
-    for record in iter_records(run_dir):
+    for place, record in enumerate(iter_records(run_dir)):
         if generations is not None and record["generation"] not in generations:
             continue
         if record.get("output") is None:
             left_out += 1
             continue
-        lineages[record["root_id"]].append(to_row(record, system))
+        lineages[record["root_id"]].append((place, to_row(record, system)))
     kept = sum(len(rows) for rows in lineages.values())
     if status != "complete" and on_warning:
         on_warning(f"{run_dir} is {status}: exporting the {kept} records written so far")
@@ -151,7 +159,7 @@ def export_run(
     files: dict[str, int] = {}
     sizes: dict[str, PartSize] = {}
     for part, groups in parts.items():
-        rows = [row for group in groups for row in group]
+        rows = [row for _place, row in sorted(item for group in groups for item in group)]
         if shuffle:
             random.Random(seed).shuffle(rows)
         target = out if part is None else out.with_name(f"{out.stem}.{part}{out.suffix}")
@@ -211,7 +219,15 @@ def _write_parquet(out: BinaryIO, rows: list[dict[str, Any]]) -> None:
     except ImportError:
         raise UsageError("writing Parquet needs pyarrow: pip install 'evol[parquet]'") from None
     flat = [_parquet_row(row) for row in rows]
-    schema = pa.Table.from_pylist(flat[:PARQUET_ROW_GROUP]).schema if flat else pa.schema([])
+    # Each column's type from its first value that is not null, over all rows: the first row
+    # group alone may hold only seeds, whose `judge` is null everywhere.
+    columns: dict[str, Any] = {}
+    for row in flat:
+        for key, value in row.items():
+            if columns.get(key) is None and value is not None:
+                columns[key] = pa.infer_type([value])
+            columns.setdefault(key, None)
+    schema = pa.schema([(key, kind or pa.string()) for key, kind in columns.items()])
     with pq.ParquetWriter(out, schema) as writer:
         for start in range(0, len(flat), PARQUET_ROW_GROUP):
             batch = flat[start : start + PARQUET_ROW_GROUP]

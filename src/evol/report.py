@@ -9,11 +9,12 @@ from __future__ import annotations
 import base64
 import html
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from evol.errors import UsageError
+from evol.show import DiffOp, word_diff
 from evol.stats import RunStats, run_stats
 from evol.store import ELIMINATED, iter_records
 
@@ -26,10 +27,21 @@ class Step:
     generation: int
     operation: str | None
     instruction: str
+    diff: list[tuple[DiffOp, str]] = field(default_factory=list)  # against its parent
+
+    @property
+    def added(self) -> str:
+        """The words the rewrite added to its parent (the instruction itself for a seed)."""
+        if not self.diff:
+            return self.instruction
+        return " ... ".join(text for op, text in self.diff if op == "added") or "(words removed)"
 
 
-def write_report(run_dir: Path, out: Path, *, png_dir: Path | None = None) -> dict[str, bytes]:
-    """Write the HTML report (and the PNGs, if asked); returns the plots by name."""
+def write_report(
+    run_dir: Path, out: Path, *, png_dir: Path | None = None
+) -> tuple[dict[str, bytes], str]:
+    """Write the HTML report (and the PNGs, if asked); returns the plots by name, and the
+    run's status."""
     stats = run_stats(run_dir)
     lineages = sample_lineages(run_dir, LINEAGE_SAMPLE)
     plots = draw_plots(stats, lineages)
@@ -39,7 +51,7 @@ def write_report(run_dir: Path, out: Path, *, png_dir: Path | None = None) -> di
         png_dir.mkdir(parents=True, exist_ok=True)
         for name, image in plots.items():
             (png_dir / f"{name}.png").write_bytes(image)
-    return plots
+    return plots, stats.status
 
 
 def sample_lineages(run_dir: Path, count: int) -> list[list[Step]]:
@@ -55,8 +67,11 @@ def sample_lineages(run_dir: Path, count: int) -> list[list[Step]]:
     def chain(record: dict[str, Any]) -> list[Step]:
         steps = [Step(record["generation"], record["operation"], record["instruction"])]
         while kids := children.get(record["id"]):
-            record = max(kids, key=lambda kid: kid["round"])
-            steps.append(Step(record["generation"], record["operation"], record["instruction"]))
+            parent, record = record, max(kids, key=lambda kid: kid["round"])
+            diff = word_diff(parent["instruction"], record["instruction"])
+            steps.append(
+                Step(record["generation"], record["operation"], record["instruction"], diff)
+            )
         return steps
 
     chains = [chain(start) for start in starts]
@@ -163,9 +178,9 @@ def _lineage_plot(plt, _stats, lineages: list[list[Step]]):
     axes.set_axis_off()
     for row, chain in enumerate(lineages):
         for column, step in enumerate(chain):
-            text = (
-                step.instruction if len(step.instruction) <= 34 else step.instruction[:31] + "..."
-            )
+            # A rewrite mostly keeps its parent's words: show what it added.
+            text = step.added if len(step.added) <= 34 else step.added[:31] + "..."
+            text = text if not column else f"+ {text}"
             axes.text(column, row, f"gen {step.generation}\n{text}", ha="center", va="center", fontsize=7,
                       bbox={"boxstyle": "round", "facecolor": "#eef3f8", "edgecolor": "#1f4e79"})  # fmt: skip
             if column:
@@ -184,7 +199,11 @@ def _lineage_plot(plt, _stats, lineages: list[list[Step]]):
 
 def _lineage_item(chain: list[Step]) -> str:
     def step_text(step: Step) -> str:
-        return html.escape(f"[gen {step.generation}] {step.instruction}")
+        if not step.diff:
+            return html.escape(f"[gen {step.generation}] {step.instruction}")
+        marks = {"equal": "{}", "added": "<ins>{}</ins>", "removed": "<del>{}</del>"}
+        words = " ".join(marks[op].format(html.escape(text)) for op, text in step.diff)
+        return f"[gen {step.generation}] {words}"
 
     parts = [step_text(chain[0])]
     for step in chain[1:]:
@@ -198,6 +217,12 @@ def _page(
     run_dir: Path, stats: RunStats, lineages: list[list[Step]], plots: dict[str, bytes]
 ) -> str:
     kept = sum(g.kept for g in stats.generations)
+    unfinished = (
+        f'<p class="warning">This run is {html.escape(stats.status)}, not complete: the figures '
+        "cover what was written so far.</p>"
+        if stats.status != "complete"
+        else ""
+    )
     eliminated = sum(sum(g.eliminated.values()) for g in stats.generations)
     cost = "unknown" if stats.total_cost_usd is None else f"${stats.total_cost_usd:.4f}"
     eliminated_file = run_dir / ELIMINATED
@@ -213,11 +238,13 @@ def _page(
 body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 70rem; color: #222; }}
 .figures {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(30rem, 1fr)); gap: 1rem; }}
 figure {{ margin: 0; }} img {{ max-width: 100%; }} .op {{ color: #c55a11; }} li {{ margin: .5rem 0; }}
+ins {{ background: #e3f3e3; text-decoration: none; }} del {{ color: #999; }} .warning {{ color: #b00; }}
 </style></head>
 <body>
 <h1>evol report</h1>
-<p>Run <code>{html.escape(str(run_dir))}</code>: {kept} records kept, {eliminated} evolutions eliminated
-({html.escape(str(eliminated_file.name))}), estimated cost {cost}.</p>
+<p>Run <code>{html.escape(str(run_dir))}</code> ({html.escape(stats.status)}): {kept} records kept,
+{eliminated} evolutions eliminated ({html.escape(str(eliminated_file.name))}), estimated cost {cost}.</p>
+{unfinished}
 <div class="figures">
 {figures}
 </div>

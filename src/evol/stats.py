@@ -53,6 +53,7 @@ class RunStats(BaseModel):
     """Everything `evol stats` prints."""
 
     run: str
+    status: str = Field(description="complete, failed, interrupted or running")
     generations: list[GenerationStats]
     operations: dict[str, OperationStats]
     roles: dict[str, RoleCost]
@@ -112,6 +113,7 @@ def run_stats(
     total = round(sum(costs), 6) if costs and None not in costs else None
     return RunStats(
         run=str(run_dir),
+        status=manifest.get("status", "unknown"),
         generations=per_generation,
         operations=per_operation,
         roles=roles,
@@ -167,7 +169,7 @@ def format_stats(stats: RunStats) -> str:
         )
 
     reasons = sorted({reason for g in stats.generations for reason in g.eliminated})
-    lines = [f"run: {stats.run}", ""]
+    lines = [f"run: {stats.run} ({stats.status})", ""]
     lines += table(
         ["generation", "kept", *reasons, "instr mean", "p50", "p90", "answer mean", "p50", "p90"],
         [
