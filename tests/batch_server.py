@@ -76,7 +76,8 @@ class BatchServer:
     row_fate: Callable[[dict[str, Any], int], str] | None = None
     hold: bool = False  # batches stay in_progress until release()
     hold_create: bool = False  # create calls get their reply only after release()
-    create_faults: list[str] = field(default_factory=list)  # "after" / "before": a 500
+    # For the next create calls, in order: "after" / "before" creating, a 500; "refuse": a 400.
+    create_faults: list[str] = field(default_factory=list)
     delay: float = 0.0  # seconds from creation before a batch ends
     seed: int = 0
     api_key: str | None = None
@@ -93,6 +94,7 @@ class BatchServer:
         self.answered: Counter[str] = Counter()
         self.requests: list[str] = []
         self.held_creates = 0
+        self._serials = 0
         self.headers: list[dict[str, str]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._gate: asyncio.Event | None = None
@@ -114,6 +116,10 @@ class BatchServer:
 
     def batch_models(self) -> list[set[str]]:
         return [{line["body"]["model"] for line in b.lines} for b in self.batches.values()]
+
+    def forget(self, batch_id: str) -> None:
+        """Drop a batch, as a provider does with old ones: its URL answers 404."""
+        self._loop.call_soon_threadsafe(self.batches.pop, batch_id)  # type: ignore[union-attr]
 
     def release(self) -> None:
         """Let held batches end and held create calls answer."""
@@ -221,6 +227,8 @@ class BatchServer:
         fault = self.create_faults.pop(0) if self.create_faults else None
         if fault == "before":
             return _error(500, "injected 500 before creating", "server_error")
+        if fault == "refuse":
+            return _error(400, "Invalid metadata: refused", "invalid_request")
         if payload.get("input_file_id") not in self.files:
             return _error(400, "No such input file", "invalid_request")
         batch = self._new_batch(payload)
@@ -262,7 +270,7 @@ class BatchServer:
     # -- batches ---------------------------------------------------------------------------
 
     def _new_batch(self, payload: dict[str, Any]) -> _Batch:
-        serial = len(self.batches)
+        serial, self._serials = self._serials, self._serials + 1
         batch_id = f"batch_{serial + 1}"
         content = self.files[payload["input_file_id"]]
         fate = self.batch_fate(serial) if self.batch_fate else Fate()

@@ -28,6 +28,7 @@ from evol.errors import (
     AuthenticationFailed,
     BackendError,
     ContextLengthExceeded,
+    ModelNotFound,
     RunDirError,
     TransientBackendError,
     UsageError,
@@ -40,8 +41,12 @@ from evol.llm.batch import (
     BatchFailed,
     BatchPending,
     BatchSettings,
+    RowReader,
+    is_final,
     plan_files,
+    reply_outcome,
     request_line,
+    row_outcome,
 )
 from evol.llm.retry import with_retries
 
@@ -154,6 +159,57 @@ def test_request_line_is_deterministic_and_names_every_part_of_the_request() -> 
         "body": {"model": MODEL, "messages": ask("q")},
     }
     assert base[1].endswith(b"\n") and base[1].count(b"\n") == 1
+
+
+# -- rows read like live replies ----------------------------------------------------------
+
+READER = RowReader("http://x/v1 batch b1", "OPENAI_API_KEY", "sk-secret-key-123")
+
+
+def completion_body(message: dict[str, Any]) -> dict[str, Any]:
+    return {"choices": [{"message": message, "finish_reason": "stop"}], "usage": None}
+
+
+def error_body(message: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": "invalid_request_error"}}
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "outcome", "final"),
+    [
+        (200, completion_body({"content": "hi"}), Completion, True),
+        (200, {"choices": []}, TransientBackendError, False),
+        (200, completion_body({"content": None}), TransientBackendError, False),
+        (200, completion_body({"content": None, "refusal": "no"}), BackendError, True),
+        (400, error_body("bad parameter"), BackendError, True),
+        (400, error_body("maximum context length is 8 tokens"), ContextLengthExceeded, True),
+        (401, error_body("Incorrect API key sk-secret-key-123"), AuthenticationFailed, False),
+        (404, error_body("no such model"), ModelNotFound, False),
+        (429, error_body("slow down"), TransientBackendError, False),  # not RateLimited
+        (500, error_body("oops"), TransientBackendError, False),
+        (503, "not json at all", TransientBackendError, False),
+        (302, None, TransientBackendError, False),
+        (199, None, TransientBackendError, False),
+    ],
+)
+def test_a_row_is_read_like_a_live_reply_with_its_status(status, body, outcome, final) -> None:
+    result = reply_outcome(status, body, MODEL, READER)
+    assert type(result) is outcome
+    assert is_final(result) is final
+    assert "sk-secret-key-123" not in str(result)
+
+
+def test_an_error_row_without_a_response_says_why_and_is_asked_again() -> None:
+    row = {
+        "custom_id": "c1",
+        "response": None,
+        "error": {"code": "batch_expired", "message": "late"},
+    }
+    custom, result = row_outcome(json.dumps(row).encode(), MODEL, READER)
+    assert custom == "c1" and type(result) is TransientBackendError
+    assert "batch_expired: late" in str(result) and not is_final(result)
+    with pytest.raises(ValueError):
+        row_outcome(b'{"custom_id": 5, "response": null}', MODEL, READER)
 
 
 # -- files: size, count, model -------------------------------------------------------------
@@ -413,6 +469,41 @@ def test_a_create_call_that_fails_is_looked_up_before_it_is_sent_again(
     assert "GET /v1/batches" in server.requests
 
 
+def test_a_refused_create_call_gives_the_batch_up_and_says_why(tmp_path) -> None:
+    with BatchServer(create_faults=["refuse"]) as server:
+
+        async def main() -> list[Completion | BaseException]:
+            return await complete_all_then_close(make_backend(server, tmp_path), ["a", "b"])
+
+        replies = run(main)
+    assert all(isinstance(reply, BatchFailed) for reply in replies)
+    assert "could not create a batch" in str(replies[0]) and "refused" in str(replies[0])
+    assert events(tmp_path) == ["intent", "abandoned"]
+    assert server.batches == {}
+
+
+def test_a_batch_the_server_forgot_counts_as_unanswered(tmp_path) -> None:
+    with BatchServer(hold=True) as server:
+
+        async def main() -> list[Completion | BaseException]:
+            backend = make_backend(server, tmp_path)
+            asked = asyncio.ensure_future(complete_all(backend, ["a", "b"], retries=2))
+            await until(lambda: server.requests.count("GET /v1/batches/batch_1") >= 1)
+            server.forget("batch_1")
+            await until(lambda: "ended" in events(tmp_path))
+            server.release()
+            try:
+                return await asked
+            finally:
+                await backend.aclose()
+
+        replies = run(main)
+    assert texts_of(replies) == [expected("a"), expected("b")]
+    assert set(server.submitted.values()) == {2}  # the forgotten batch's rows, once again
+    assert list(server.batches) == ["batch_2"]
+    assert json.loads((tmp_path / STATE_FILE).read_text().splitlines()[2])["status"] == "gone"
+
+
 # -- restarts --------------------------------------------------------------------------------
 
 
@@ -653,7 +744,7 @@ async def complete_all_then_close(backend: BatchBackend, texts: list[str]) -> li
 @pytest.mark.parametrize("name", [STATE_FILE, RESULTS_FILE])
 def test_a_damaged_line_before_the_end_is_an_error_naming_the_file(tmp_path, name) -> None:
     (tmp_path / name).write_bytes(b"{not json\n" + b'{"event": "ended"}\n')
-    with pytest.raises(RunDirError, match=name):
+    with pytest.raises(RunDirError, match=f"{name}:1: a damaged line"):
         BatchBackend(
             BackendSettings(base_urls=["http://127.0.0.1:9/v1"]), BatchSettings(state_dir=tmp_path)
         )

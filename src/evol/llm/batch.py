@@ -164,7 +164,7 @@ def plan_files(sizes: Iterable[int], *, max_requests: int, max_bytes: int) -> li
 
 
 @dataclass(frozen=True)
-class _Reader:
+class RowReader:
     """What reading a row needs: where it came from (for messages) and the key to redact."""
 
     where: str
@@ -172,7 +172,7 @@ class _Reader:
     key: str | None
 
 
-def reply_outcome(status: int, body: Any, model: str, reader: _Reader) -> Completion | Exception:
+def reply_outcome(status: int, body: Any, model: str, reader: RowReader) -> Completion | Exception:
     """A row's response read like a live reply with that status: a Completion or the error."""
     if 200 <= status < 300:
         try:
@@ -213,7 +213,7 @@ class _Row(_Schema):
     error: _RowError | None = None
 
 
-def row_outcome(raw: bytes, model: str, reader: _Reader) -> tuple[str, Completion | Exception]:
+def row_outcome(raw: bytes, model: str, reader: RowReader) -> tuple[str, Completion | Exception]:
     """One line of an output or error file as (custom_id, outcome); ValueError if garbled."""
     try:
         row = _Row.model_validate_json(raw)
@@ -245,7 +245,7 @@ def _read_lines(path: Path) -> Iterable[tuple[int, bytes, Any]]:
     good = 0
     with path.open("rb") as lines:
         offset = 0
-        for line in lines:
+        for number, line in enumerate(lines, 1):
             data = _NOT_JSON
             if line.endswith(b"\n"):
                 with contextlib.suppress(orjson.JSONDecodeError):
@@ -254,8 +254,8 @@ def _read_lines(path: Path) -> Iterable[tuple[int, bytes, Any]]:
                 rest = lines.read()
                 if rest.strip():
                     raise RunDirError(
-                        f"{path}: a damaged line at byte {offset} before the end: "
-                        "restore the file or remove the batch state (it is then paid again)"
+                        f"{path}:{number}: a damaged line before the last one: restore the "
+                        "file, or remove the batch state (what it held is then paid again)"
                     )
                 break
             yield offset, line, data
@@ -303,9 +303,12 @@ class _Journal:
     def append(self, **entry: Any) -> None:
         if self._file is None:
             self._file = _open_append(self.path)
-        self._file.write(orjson.dumps(entry) + b"\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._file.write(orjson.dumps(entry) + b"\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as error:
+            raise RunDirError(f"{self.path}: cannot write it: {error.strerror}") from None
 
     def close(self) -> None:
         if self._file is not None:
@@ -338,7 +341,7 @@ class _Results:
         return row["status_code"], row["body"]
 
     def ingest(
-        self, paths: list[Path], expected: frozenset[str], model: str, reader: _Reader
+        self, paths: list[Path], expected: frozenset[str], model: str, reader: RowReader
     ) -> dict[str, int | Exception]:
         """Read downloaded output/error files (run in a thread); append the final rows here.
 
@@ -349,12 +352,14 @@ class _Results:
         """
         try:
             return self._ingest(paths, expected, model, reader)
+        except OSError as error:
+            raise RunDirError(f"{self.path}: cannot write it: {error.strerror}") from None
         finally:
             for path in paths:
                 path.unlink(missing_ok=True)
 
     def _ingest(
-        self, paths: list[Path], expected: frozenset[str], model: str, reader: _Reader
+        self, paths: list[Path], expected: frozenset[str], model: str, reader: RowReader
     ) -> dict[str, int | Exception]:
         outcomes: dict[str, int | Exception] = {}
         with _open_append(self.path) as out:
@@ -437,6 +442,14 @@ class _Gone(Exception):
     """A 404 for a batch or a file that the server no longer has."""
 
 
+class _Refused(Exception):
+    """The create call itself was refused (4xx): the server made no batch."""
+
+    def __init__(self, error: EvolError):
+        super().__init__(str(error))
+        self.error = error
+
+
 class BatchApi:
     """The Files and Batches endpoints over aiohttp: one deadline a request, capped bodies,
     no redirects followed, proxies as the `openai` backend takes them."""
@@ -464,7 +477,7 @@ class BatchApi:
             self.options |= {"proxy": proxy.url, "proxy_auth": proxy.auth}
         self.timeout, self.transfer_timeout = settings.timeout, batch.transfer_timeout
         self.max_json, self.max_download = settings.max_response_bytes, batch.max_output_bytes
-        self.reader = _Reader(self.where, self.key_source, self.key)
+        self.reader = RowReader(self.where, self.key_source, self.key)
         self.answered = False
         self._session: aiohttp.ClientSession | None = None
 
@@ -616,9 +629,9 @@ class BatchApi:
         message = redact(body_message(json_or_text(raw), ""), self.key)
         if status == 404:
             return UsageError(
-                f"{self.where} has no Batch API ({method} /{path.split('/')[1]} answered 404"
-                f"{': ' + message if message else ''}): use a server with /v1/files and "
-                "/v1/batches, or another --backend"
+                f"{self.where} has no Batch API, or not all of it ({method} "
+                f"/{path.split('/')[1]} answered 404{': ' + message if message else ''}): "
+                "the batch backend needs /v1/files and /v1/batches (create, retrieve, list)"
             )
         return status_error(self.where, self.key_source, "", status, message, headers)
 
@@ -862,11 +875,12 @@ class BatchBackend:
             _settle(waiter.future, copy.copy(self._broken))
         self._waiting.clear()
 
-    def _full(self) -> bool:
+    def _full(self, model: str | None = None) -> bool:
+        """Whether the queue of `model` (of any model if None) fills an input file."""
         return any(
-            len(queue) >= self.settings.max_requests
-            or self._queued_bytes[model] >= self.settings.max_bytes
-            for model, queue in self._queue.items()
+            len(self._queue[name]) >= self.settings.max_requests
+            or self._queued_bytes[name] >= self.settings.max_bytes
+            for name in ([model] if model else self._queue)
         )
 
     async def _submit_loop(self) -> None:
@@ -892,7 +906,7 @@ class BatchBackend:
         for quiet unless `everything`."""
         for model in list(self._queue):
             queue = self._queue[model]
-            while queue:
+            while queue and (everything or self._full(model)):
                 custom_ids = list(queue)
                 counts = plan_files(
                     (len(queue[c]) for c in custom_ids),
@@ -900,16 +914,8 @@ class BatchBackend:
                     max_bytes=self.settings.max_bytes,
                 )
                 chunk = custom_ids[: counts[0]]
-                size = sum(len(queue[custom_id]) for custom_id in chunk)
-                full = (
-                    len(counts) > 1
-                    or len(chunk) == self.settings.max_requests
-                    or size == self.settings.max_bytes
-                )
-                if not (full or everything):
-                    break
                 lines = [queue.pop(custom_id) for custom_id in chunk]
-                self._queued_bytes[model] -= size
+                self._queued_bytes[model] -= sum(map(len, lines))
                 await self._submit_file(model, chunk, lines)
             if not queue:
                 del self._queue[model], self._queued_bytes[model]
@@ -938,13 +944,13 @@ class BatchBackend:
         self._hold(batch)
         try:
             created = await self._create(batch)
-        except TransientBackendError as error:
+        except _Refused as refused:  # the server answered no: there is no such batch
+            self._abandon(batch, requeue=False)
+            return self._fail(custom_ids, _submission_error(refused.error, "create a batch"))
+        except (TransientBackendError, EvolError) as error:
             # Created or not, we cannot tell: the poller looks for it before anything else.
             batch.note = str(error)
             return self._fail(batch.custom_ids, error)
-        except EvolError as error:
-            self._abandon(batch, requeue=False)
-            return self._fail(custom_ids, _submission_error(error, "create a batch"))
         finally:
             batch.busy = False
         self._created(batch, created)
@@ -961,9 +967,12 @@ class BatchBackend:
                 return found
             sent = True
             assert batch.input_file_id is not None
-            return await self.api.create(
-                batch.input_file_id, batch.token, self.settings.completion_window
-            )
+            try:
+                return await self.api.create(
+                    batch.input_file_id, batch.token, self.settings.completion_window
+                )
+            except EvolError as error:
+                raise _Refused(error) from None
 
         return await self._retrying(attempt)
 
@@ -1123,12 +1132,15 @@ class BatchBackend:
                 _settle(waiter.future, BatchPending(batch.id, batch.status))
 
     def _fail(self, custom_ids: list[str], error: Exception) -> None:
+        """Fail the waiting callers of these requests with `error`."""
+        if isinstance(error, RateLimited):  # the Batch API's limits are not the engine's
+            error = TransientBackendError(str(error), error.retry_after)
         for custom_id in custom_ids:
             if (waiter := self._waiting.pop(custom_id, None)) is not None:
                 _settle(waiter.future, copy.copy(error))
 
-    def _reader(self, batch: _Batch) -> _Reader:
-        return _Reader(f"{self.where} batch {batch.id}", self.api.key_source, self.api.key)
+    def _reader(self, batch: _Batch) -> RowReader:
+        return RowReader(f"{self.where} batch {batch.id}", self.api.key_source, self.api.key)
 
     def _gone(self, batch: _Batch) -> str:
         return f"{self.where} no longer knows batch {batch.id}"
