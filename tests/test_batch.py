@@ -113,6 +113,21 @@ def events(state_dir: Path) -> list[str]:
     return [json.loads(line)["event"] for line in lines]
 
 
+def ask_all(
+    server: BatchServer, state_dir: Path, texts: list[str], *, retries: int = 0, **options: Any
+) -> list[Completion | BaseException]:
+    """One process's life: a backend on `state_dir` asks every text at once, then closes."""
+
+    async def main() -> list[Completion | BaseException]:
+        backend = make_backend(server, state_dir, **options)
+        try:
+            return await complete_all(backend, texts, retries=retries)
+        finally:
+            await backend.aclose()
+
+    return asyncio.run(main())
+
+
 def run(coroutine_function: Callable[[], Any]) -> Any:
     return asyncio.run(coroutine_function())
 
@@ -123,15 +138,7 @@ def run(coroutine_function: Callable[[], Any]) -> Any:
 def test_concurrent_calls_become_one_batch_and_each_caller_gets_its_own_row(tmp_path) -> None:
     texts = [f"question {i}" for i in range(40)] + ["question 3", "question 3"]
     with BatchServer(seed=7) as server:
-
-        async def main() -> list[Completion | BaseException]:
-            backend = make_backend(server, tmp_path)
-            try:
-                return await complete_all(backend, texts)
-            finally:
-                await backend.aclose()
-
-        replies = run(main)
+        replies = ask_all(server, tmp_path, texts)
         output = server.files[server.created()[0]["output_file_id"]].splitlines()
     assert texts_of(replies) == [expected(text) for text in texts]
     assert server.batch_sizes() == [40]  # the two repeats of "question 3" share its row
@@ -240,15 +247,7 @@ def test_files_are_split_at_max_requests(tmp_path, count, max_requests, sizes) -
     texts = [f"question {i}" for i in range(count)]
     # The server fails any file over the limit, as OpenAI does over 50,000.
     with BatchServer(max_requests=max_requests) as server:
-
-        async def main() -> list[Completion | BaseException]:
-            backend = make_backend(server, tmp_path, max_requests=max_requests)
-            try:
-                return await complete_all(backend, texts)
-            finally:
-                await backend.aclose()
-
-        replies = run(main)
+        replies = ask_all(server, tmp_path, texts, max_requests=max_requests)
     assert texts_of(replies) == [expected(text) for text in texts]
     assert server.batch_sizes() == sizes
 
@@ -262,30 +261,14 @@ def test_files_are_split_at_the_byte_limit(tmp_path, lines_per_file, slack, size
     assert {len(request_line(ask(t), MODEL, PARAMS)[1]) for t in texts} == {line_size}
     max_bytes = lines_per_file * line_size + slack
     with BatchServer(max_bytes=max_bytes) as server:
-
-        async def main() -> list[Completion | BaseException]:
-            backend = make_backend(server, tmp_path, max_bytes=max_bytes)
-            try:
-                return await complete_all(backend, texts)
-            finally:
-                await backend.aclose()
-
-        replies = run(main)
+        replies = ask_all(server, tmp_path, texts, max_bytes=max_bytes)
     assert texts_of(replies) == [expected(text) for text in texts]
     assert server.batch_sizes() == sizes
 
 
 def test_a_request_larger_than_a_file_fails_alone_and_sends_nothing(tmp_path) -> None:
     with BatchServer() as server:
-
-        async def main() -> list[Completion | BaseException]:
-            backend = make_backend(server, tmp_path, max_bytes=300)
-            try:
-                return await complete_all(backend, ["short", "long " * 100])
-            finally:
-                await backend.aclose()
-
-        short, long = run(main)
+        short, long = ask_all(server, tmp_path, ["short", "long " * 100], max_bytes=300)
     assert isinstance(short, Completion)
     assert isinstance(long, BackendError) and "does not fit a batch input file" in str(long)
     assert server.batch_sizes() == [1]
@@ -310,7 +293,7 @@ def test_one_model_per_file(tmp_path) -> None:
                 await backend.aclose()
 
         replies = run(main)
-    assert len(replies) == 5
+    assert texts_of(replies) == [expected(text) for text in texts]
     assert sorted(server.batch_sizes()) == [2, 3]
     assert sorted(map(sorted, server.batch_models())) == [["fake-model"], ["other-model"]]
 
@@ -341,15 +324,7 @@ def test_rows_without_an_answer_are_submitted_again_and_only_they(tmp_path, row,
         return row if FLAKY in content_of(line) and times == 0 else "ok"
 
     with BatchServer(row_fate=row_fate, batch_fate=lambda n: fate if n == 0 else Fate()) as server:
-
-        async def main() -> list[Completion | BaseException]:
-            backend = make_backend(server, tmp_path)
-            try:
-                return await complete_all(backend, texts, retries=2)
-            finally:
-                await backend.aclose()
-
-        replies = run(main)
+        replies = ask_all(server, tmp_path, texts, retries=2)
     assert texts_of(replies) == [expected(text) for text in texts]
     assert {text: server.submitted[custom_id(text)] for text in texts} == {
         text: 2 if FLAKY in text else 1 for text in texts
@@ -361,15 +336,7 @@ def test_a_completed_batch_without_an_output_file_resubmits_its_rows(tmp_path) -
     texts = [f"question {i}" for i in range(4)]
     fates = lambda n: Fate(null_output=True) if n == 0 else Fate()  # noqa: E731
     with BatchServer(batch_fate=fates) as server:
-
-        async def main() -> list[Completion | BaseException]:
-            backend = make_backend(server, tmp_path)
-            try:
-                return await complete_all(backend, texts, retries=2)
-            finally:
-                await backend.aclose()
-
-        replies = run(main)
+        replies = ask_all(server, tmp_path, texts, retries=2)
     assert texts_of(replies) == [expected(text) for text in texts]
     assert server.created()[0]["output_file_id"] is None
     assert server.batch_sizes() == [4, 4]
@@ -413,15 +380,7 @@ def test_a_refused_row_is_the_request_s_answer_for_good(tmp_path, text, row, err
 def test_a_batch_that_fails_validation_stops_the_run_with_its_reason(tmp_path) -> None:
     errors = [{"code": "invalid_request", "message": "the input file is wrong", "line": 2}]
     with BatchServer(batch_fate=lambda n: Fate(status="failed", errors=errors)) as server:
-
-        async def main() -> list[Completion | BaseException]:
-            backend = make_backend(server, tmp_path)
-            try:
-                return await complete_all(backend, ["a", "b"], retries=2)
-            finally:
-                await backend.aclose()
-
-        replies = run(main)
+        replies = ask_all(server, tmp_path, ["a", "b"], retries=2)
     assert all(isinstance(reply, BatchFailed) for reply in replies)
     assert "failed validation: invalid_request: the input file is wrong (line 2)" in str(replies[0])
     assert not isinstance(replies[0], BackendError)  # no item is eliminated for it
@@ -432,15 +391,7 @@ def test_a_batch_refused_for_the_enqueued_token_limit_is_submitted_again(tmp_pat
     limit = [{"code": "token_limit_exceeded", "message": "Enqueued token limit reached"}]
     fates = lambda n: Fate(status="failed", errors=limit) if n == 0 else Fate()  # noqa: E731
     with BatchServer(batch_fate=fates) as server:
-
-        async def main() -> list[Completion | BaseException]:
-            backend = make_backend(server, tmp_path)
-            try:
-                return await complete_all(backend, ["a", "b"], retries=2)
-            finally:
-                await backend.aclose()
-
-        replies = run(main)
+        replies = ask_all(server, tmp_path, ["a", "b"], retries=2)
     assert texts_of(replies) == [expected("a"), expected("b")]
     assert [batch["status"] for batch in server.created()] == ["failed", "completed"]
 
@@ -454,15 +405,7 @@ def test_a_create_call_that_fails_is_looked_up_before_it_is_sent_again(
 ) -> None:
     """A 500 after the server created the batch must not create a second one."""
     with BatchServer(create_faults=[fault]) as server:
-
-        async def main() -> list[Completion | BaseException]:
-            backend = make_backend(server, tmp_path)
-            try:
-                return await complete_all(backend, ["a", "b"])
-            finally:
-                await backend.aclose()
-
-        replies = run(main)
+        replies = ask_all(server, tmp_path, ["a", "b"])
     assert texts_of(replies) == [expected("a"), expected("b")]
     assert server.requests.count("POST /v1/batches") == creates
     assert server.batch_sizes() == [2]
@@ -471,11 +414,7 @@ def test_a_create_call_that_fails_is_looked_up_before_it_is_sent_again(
 
 def test_a_refused_create_call_gives_the_batch_up_and_says_why(tmp_path) -> None:
     with BatchServer(create_faults=["refuse"]) as server:
-
-        async def main() -> list[Completion | BaseException]:
-            return await complete_all_then_close(make_backend(server, tmp_path), ["a", "b"])
-
-        replies = run(main)
+        replies = ask_all(server, tmp_path, ["a", "b"])
     assert all(isinstance(reply, BatchFailed) for reply in replies)
     assert "could not create a batch" in str(replies[0]) and "refused" in str(replies[0])
     assert events(tmp_path) == ["intent", "abandoned"]
@@ -602,15 +541,7 @@ def test_an_intent_the_server_never_saw_is_given_up_and_submitted_once(tmp_path)
     }
     (tmp_path / STATE_FILE).write_text(json.dumps(intent) + "\n")
     with BatchServer() as server:
-
-        async def main() -> list[Completion | BaseException]:
-            backend = make_backend(server, tmp_path)
-            try:
-                return await complete_all(backend, texts)
-            finally:
-                await backend.aclose()
-
-        replies = run(main)
+        replies = ask_all(server, tmp_path, texts)
     assert texts_of(replies) == [expected(t) for t in texts]
     assert server.batch_sizes() == [2]
     assert events(tmp_path) == ["intent", "abandoned", "intent", "created", "ended"]
@@ -665,14 +596,7 @@ def test_kill_9_while_batches_are_pending_then_restart_pays_nothing_twice(tmp_pa
         assert events(tmp_path) == (["intent"] if hold_create else ["intent", "created"])
         server.release()
 
-        async def main() -> list[Completion | BaseException]:
-            backend = make_backend(server, tmp_path)
-            try:
-                return await complete_all(backend, texts)
-            finally:
-                await backend.aclose()
-
-        replies = run(main)
+        replies = ask_all(server, tmp_path, texts)
     assert texts_of(replies) == [expected(t) for t in texts]
     assert server.batch_sizes() == [20]
     assert set(server.submitted.values()) == {1} and len(server.submitted) == 20
@@ -684,22 +608,16 @@ def test_kill_9_while_batches_are_pending_then_restart_pays_nothing_twice(tmp_pa
 def test_no_wait_raises_batch_pending_and_the_next_process_collects(tmp_path) -> None:
     texts = [f"question {i}" for i in range(4)]
     with BatchServer(hold=True) as server:
-
-        async def once(**options: Any) -> list[Completion | BaseException]:
-            backend = make_backend(server, tmp_path, no_wait=True, **options)
-            try:
-                return await complete_all(backend, texts)
-            finally:
-                await backend.aclose()
-
-        first = asyncio.run(once())
+        first = ask_all(server, tmp_path, texts, no_wait=True)
         assert all(isinstance(r, BatchPending) and r.batch_id == "batch_1" for r in first)
         assert events(tmp_path) == ["intent", "created"]
-        second = asyncio.run(once())  # still in progress: pending again, nothing new sent
+        second = ask_all(
+            server, tmp_path, texts, no_wait=True
+        )  # still in progress: pending again, nothing new sent
         assert all(isinstance(r, BatchPending) for r in second)
         assert server.requests.count("POST /v1/batches") == 1
         server.release()
-        third = asyncio.run(once())
+        third = ask_all(server, tmp_path, texts, no_wait=True)
     assert texts_of(third) == [expected(t) for t in texts]
     assert set(server.submitted.values()) == {1}
 
@@ -710,15 +628,7 @@ def test_no_wait_raises_batch_pending_and_the_next_process_collects(tmp_path) ->
 def test_torn_last_lines_are_cut_and_the_next_line_starts_clean(tmp_path) -> None:
     texts = ["a", "b"]
     with BatchServer() as server:
-
-        async def answer() -> list[Completion | BaseException]:
-            backend = make_backend(server, tmp_path)
-            try:
-                return await complete_all(backend, texts)
-            finally:
-                await backend.aclose()
-
-        run(answer)
+        ask_all(server, tmp_path, texts)
         state, results = tmp_path / STATE_FILE, tmp_path / RESULTS_FILE
         whole = state.read_bytes(), results.read_bytes()
         with state.open("ab") as out:
@@ -726,19 +636,12 @@ def test_torn_last_lines_are_cut_and_the_next_line_starts_clean(tmp_path) -> Non
         with results.open("ab") as out:
             out.write(b'{"custom_id": "evol-')
         sent = len(server.requests)
-        replies = run(answer)
+        replies = ask_all(server, tmp_path, texts)
         assert len(server.requests) == sent
         assert (state.read_bytes(), results.read_bytes()) == whole
-        run(lambda: complete_all_then_close(make_backend(server, tmp_path), ["c"]))
+        ask_all(server, tmp_path, ["c"])  # a new batch: its lines start on lines of their own
     assert events(tmp_path) == ["intent", "created", "ended"] * 2
     assert texts_of(replies) == [expected(t) for t in texts]
-
-
-async def complete_all_then_close(backend: BatchBackend, texts: list[str]) -> list[Any]:
-    try:
-        return await complete_all(backend, texts)
-    finally:
-        await backend.aclose()
 
 
 @pytest.mark.parametrize("name", [STATE_FILE, RESULTS_FILE])
@@ -777,16 +680,9 @@ def test_batches_reports_each_batch_for_progress_and_run_json(tmp_path) -> None:
 def test_the_key_is_sent_and_never_written_or_shown(tmp_path) -> None:
     key = "sk-test-0123456789abcdef"
     with BatchServer(api_key=key) as server:
-
-        async def main(key_given: str) -> list[Completion | BaseException]:
-            backend = make_backend(server, tmp_path / key_given[-3:], api_key=key_given)
-            try:
-                return await complete_all(backend, ["a"])
-            finally:
-                await backend.aclose()
-
-        good = asyncio.run(main(key))
-        wrong = asyncio.run(main("sk-wrong-key-000"))
+        good = ask_all(server, tmp_path / "good", ["a"], api_key=key)
+        wrong = ask_all(server, tmp_path / "wrong", ["a"], api_key="sk-wrong-key-000")
+        assert server.headers[0]["Authorization"] == f"Bearer {key}"
     assert isinstance(good[0], Completion)
     assert isinstance(wrong[0], AuthenticationFailed) and "wrong" not in str(wrong[0])
     for path in tmp_path.rglob("*"):
@@ -796,22 +692,13 @@ def test_the_key_is_sent_and_never_written_or_shown(tmp_path) -> None:
 
 def test_a_server_without_the_batch_api_is_one_clear_error(tmp_path) -> None:
     with BatchServer(has_batch_api=False) as server:
-
-        async def main() -> list[Completion | BaseException]:
-            return await complete_all_then_close(make_backend(server, tmp_path), ["a"])
-
-        (error,) = run(main)
+        (error,) = ask_all(server, tmp_path, ["a"])
     assert isinstance(error, UsageError) and "has no Batch API" in str(error)
 
 
 def test_an_output_file_over_the_cap_is_not_kept(tmp_path) -> None:
     with BatchServer() as server:
-
-        async def main() -> list[Completion | BaseException]:
-            backend = make_backend(server, tmp_path, max_output_bytes=100, max_retries=0)
-            return await complete_all_then_close(backend, ["a"])
-
-        (error,) = run(main)
+        (error,) = ask_all(server, tmp_path, ["a"], max_output_bytes=100, max_retries=0)
     assert isinstance(error, TransientBackendError) and "max_output_bytes" in str(error)
     assert not (tmp_path / RESULTS_FILE).exists()
     assert list((tmp_path / "tmp").iterdir()) == []
