@@ -644,6 +644,15 @@ def test_torn_last_lines_are_cut_and_the_next_line_starts_clean(tmp_path) -> Non
     assert texts_of(replies) == [expected(t) for t in texts]
 
 
+def test_the_state_directory_is_made_only_when_a_request_is_sent(tmp_path) -> None:
+    """The backend exists before the run directory is claimed: it must not write there yet."""
+    state_dir = tmp_path / "run" / "batch"
+    BatchBackend(
+        BackendSettings(base_urls=["http://127.0.0.1:9/v1"]), BatchSettings(state_dir=state_dir)
+    )
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("name", [STATE_FILE, RESULTS_FILE])
 def test_a_damaged_line_before_the_end_is_an_error_naming_the_file(tmp_path, name) -> None:
     (tmp_path / name).write_bytes(b"{not json\n" + b'{"event": "ended"}\n')
@@ -708,20 +717,26 @@ def test_an_output_file_over_the_cap_is_not_kept(tmp_path) -> None:
 
 
 def test_an_evol_run_through_the_batch_backend(tmp_path, evol, monkeypatch) -> None:
-    """The engine does not know about batches: a whole run, each request paid once."""
+    """The engine does not know about batches: a whole run, then a resume that extends it by a
+    round; every request is paid once."""
     seeds = write_seeds(
         tmp_path / "seeds.jsonl", [{"instruction": f"Explain topic {i}."} for i in range(6)]
     )
-    state_dir = tmp_path / "batch-state"
+    state_dir = tmp_path / "out" / "batch"  # inside the run directory, as the CLI will put it
     settings = BatchSettings(state_dir=state_dir, quiet_period=0.05, poll_interval=0.02)
     factory = lambda backend: BatchBackend(backend, settings)  # noqa: E731
     monkeypatch.setitem(registry._registered, "batch-test", factory)
     with BatchServer() as server:
-        result = evol(
-            "run", seeds, "--out", tmp_path / "out", "--base-url", server.base_url,
-            "--backend", "batch-test", "--model", MODEL, "--generations", "2", "--quiet",
-        )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert_valid_run(tmp_path / "out")
+        for generations in ("2", "3"):
+            result = evol(
+                "run", seeds, "--out", tmp_path / "out", "--base-url", server.base_url,
+                "--backend", "batch-test", "--model", MODEL, "--generations", generations,
+                "--quiet",
+            )  # fmt: skip
+            assert result.exit_code == 0, result.output
+            assert_valid_run(tmp_path / "out")
+            if generations == "2":
+                first_run = sum(server.submitted.values())
     assert set(server.submitted.values()) == {1}
-    assert len(server.batches) >= 3  # seeds' answers, then each round's steps
+    assert first_run < sum(server.submitted.values())
+    assert len(server.batches) >= 4  # seeds' answers, then each round's steps

@@ -719,12 +719,6 @@ class BatchBackend:
         self.api = BatchApi(settings, batch)
         self.where = self.api.where
         self._tmp = batch.state_dir / "tmp"
-        try:
-            self._tmp.mkdir(parents=True, exist_ok=True)
-            for leftover in self._tmp.iterdir():  # files a killed process was writing
-                leftover.unlink()
-        except OSError as error:
-            raise RunDirError(f"{batch.state_dir}: cannot write it: {error.strerror}") from None
         self._journal = _Journal(batch.state_dir / STATE_FILE)
         self._results = _Results(batch.state_dir / RESULTS_FILE)
         self._batches: dict[str, _Batch] = {}
@@ -859,8 +853,15 @@ class BatchBackend:
         self._arrival.set()
 
     def _start(self) -> None:
+        """Start submitting and polling; the state directory is made only now, when needed."""
         if self._tasks:
             return
+        try:
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            for leftover in self._tmp.iterdir():  # files a killed process was writing
+                leftover.unlink()
+        except OSError as error:
+            raise RunDirError(f"{self._tmp}: cannot write it: {error.strerror}") from None
         for work in (self._submit_loop(), self._poll_loop()):
             task = asyncio.get_running_loop().create_task(work)
             task.add_done_callback(self._task_ended)
