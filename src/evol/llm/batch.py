@@ -79,6 +79,7 @@ _TERMINAL = frozenset({"completed", "expired", "cancelled", "failed"})
 # current jobs have finished").
 _TRANSIENT_BATCH_ERRORS = frozenset({"token_limit_exceeded", "rate_limit_exceeded"})
 _CHUNK = 1 << 16
+_MAX_PAGES = 10_000  # of 100 batches each, when a batch is looked for by its token
 _NOT_JSON = object()
 _WRITE_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
 T = TypeVar("T")
@@ -508,7 +509,7 @@ class BatchApi:
         """The batch whose metadata carries `token`, looked for through every page of the list."""
         after: str | None = None
         seen: set[str] = set()
-        while True:
+        for _page in range(_MAX_PAGES):
             query = {"limit": "100"} | ({"after": after} if after else {})
             page = self._parse(
                 _BatchPage, await self._json("GET", "/batches", query=query), "batch list"
@@ -520,6 +521,8 @@ class BatchApi:
             if not page.has_more or after is None or after in seen:
                 return None
             seen.add(after)
+        # Not "absent": giving the batch up on a list that never ends could pay for it twice.
+        raise TransientBackendError(f"{self.where} lists batches without end")
 
     async def download(self, file_id: str, dest: Path) -> None:
         """GET /files/{id}/content streamed to `dest`, at most `max_output_bytes`."""
