@@ -10,6 +10,7 @@ import asyncio
 import gc
 import json
 import os
+import shutil
 import sys
 import tomllib
 from collections.abc import Callable, Coroutine, Iterator
@@ -26,7 +27,13 @@ from evol import __version__
 from evol.config import RoleParams, RunConfig
 from evol.elimination import EliminationRules
 from evol.errors import EvolError, UsageError
-from evol.export import export_run, parse_generations, parse_split
+from evol.export import (
+    export_run,
+    format_export,
+    parse_generations,
+    parse_split,
+    status_warning,
+)
 from evol.manifest import RunSummary
 from evol.operations import parse_weights
 from evol.pipeline import arun
@@ -545,6 +552,12 @@ class ExportShape(StrEnum):
     jsonl = "jsonl"
 
 
+class ExportFileFormat(StrEnum):
+    jsonl = "jsonl"
+    json = "json"
+    parquet = "parquet"
+
+
 @app.command()
 def export(
     run_dir: Path = RUN_DIR_ARGUMENT,
@@ -552,29 +565,32 @@ def export(
         ...,
         "--out",
         "-o",
-        help="File to write: .json for one array, .parquet for Parquet, else JSON Lines.",
+        help="File to write: .parquet for Parquet, .json for one JSON array, else JSON Lines.",
     ),
     shape: ExportShape = typer.Option(
         ExportShape.alpaca, "--format", help="Record shape for the trainer."
+    ),
+    file_format: ExportFileFormat = typer.Option(
+        None, "--file-format", help="File format (default: by the extension of --out)."
     ),
     generations: str = typer.Option(
         None, help="Generations to include, e.g. 1-4 or 0,2 (default: all)."
     ),
     split: str = typer.Option(
         None,
-        help="Parts and fractions, e.g. train=0.95,test=0.05; each lineage lands whole in one "
-        "part.",
+        help="Parts and fractions, e.g. train=0.9,test=0.1; each lineage stays in one part.",
     ),
     shuffle: bool = typer.Option(
-        False, "--shuffle/--no-shuffle", help="Shuffle the records inside each part."
+        False, "--shuffle/--no-shuffle", help="Shuffle the records within each part."
     ),
-    seed: int = typer.Option(0, help="Random seed of the split and of --shuffle."),
+    seed: int = typer.Option(0, help="Random seed of --split and --shuffle."),
     system_prompt: str = typer.Option(
         None,
-        help="A system turn for every record (default: the run's --system-prompt, if any).",
+        "--system-prompt",
+        help="System turn to write (default: the run's --system-prompt; '' for none).",
     ),
     as_json: bool = typer.Option(
-        False, "--json/--no-json", help="Print the files written as one JSON object."
+        False, "--json/--no-json", help="Print what was written as one JSON object."
     ),
 ) -> None:
     """Write a run's dataset as Alpaca, ShareGPT, OpenAI chat or evol's own records."""
@@ -583,37 +599,40 @@ def export(
             run_dir,
             out,
             shape=shape.value,
+            file_format=file_format.value if file_format else None,
             generations=parse_generations(generations),
             split=parse_split(split),
             shuffle=shuffle,
             seed=seed,
             system_prompt=system_prompt,
-            on_warning=lambda message: typer.echo(f"evol: warning: {message}", err=True),
         )
-    if as_json:
-        typer.echo(result.model_dump_json())
-        return
-    for path, rows in result.files.items():
-        typer.echo(f"{path}: {rows} records")
-    for part, size in result.parts.items():
-        typer.echo(f"  {part}: {size.records} records in {size.lineages} lineages")
+    warning = status_warning(result)
+    if warning:
+        typer.echo(f"evol: warning: {warning}", err=True)
     if result.left_out_without_output:
-        typer.echo(f"left out {result.left_out_without_output} records without an output", err=True)
+        typer.echo(
+            f"evol: left out {result.left_out_without_output} records without an output", err=True
+        )
+    typer.echo(result.model_dump_json() if as_json else format_export(result))
 
 
 @app.command()
 def show(
     run_dir: Path = RUN_DIR_ARGUMENT,
-    record_id: str = typer.Argument(..., help="Any record id of the lineage (its seed's, say)."),
+    record_id: str = typer.Argument(
+        ..., metavar="ID", help="A record id; its whole lineage is shown, from the seed."
+    ),
     as_json: bool = typer.Option(
         False, "--json/--no-json", help="Print the lineage as one JSON object."
     ),
 ) -> None:
-    """Show one lineage as a tree: each step's operation, verdict, eliminated attempts with
-    their reasons, and what each rewrite added to its parent."""
+    """Show one lineage as a tree: each rewrite, what it changed, and the attempts eliminated."""
     with _user_errors(False, as_json=as_json):
         found = lineage(run_dir, record_id)
-    typer.echo(found.model_dump_json() if as_json else format_lineage(found))
+    if as_json:
+        typer.echo(found.model_dump_json())
+        return
+    typer.echo(format_lineage(found, width=shutil.get_terminal_size().columns))
 
 
 @app.command()

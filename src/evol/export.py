@@ -1,93 +1,99 @@
-"""`evol export`: a run's dataset in the shapes trainers read, in the files they read.
+"""`evol export`: a run's kept records in the shapes trainers read, in the files they load.
 
-Shapes:
+Shapes (`shape`, `--format`):
 
-    alpaca       {"instruction", "input", "output"} (and "system" when the run has one)
-    sharegpt     {"conversations": [{"from": "system"?}, {"from": "human"}, {"from": "gpt"}]}
-    openai-chat  {"messages": [{"role": "system"?}, {"role": "user"}, {"role": "assistant"}]}
+    alpaca       {"instruction", "input", "output"}, plus "system" when there is a system prompt
+    sharegpt     {"conversations": [{"from": "human", ...}, {"from": "gpt", ...}]}
+    openai-chat  {"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}
     jsonl        the records as evol wrote them
 
-Files: `.json` gets one JSON array, `.parquet` Parquet (written a row group at a time with
-pyarrow, the `parquet` extra; a record's `metadata` and `usage` go in as JSON text, since their
-keys differ from record to record), anything else JSON Lines. With --split, each part goes to
-<stem>.<part><suffix>, and every lineage (one root_id) lands whole in one part, so no
-near-duplicate of a test item sits in train: lineages are shuffled by --seed, then each goes to
-the part furthest below its share of the records. --shuffle then shuffles records inside each
-part. Records without an answer (from --no-answer-seeds) are left out and counted. The system
-turn is the run's --system-prompt (run.json), or export's own --system-prompt.
+Files (`file_format`, `--file-format`; by default from the name of `out`): `.parquet` is Parquet,
+written through pyarrow's ParquetWriter one row group of ROW_GROUP_ROWS at a time (pyarrow is the
+`parquet` extra); `.json` is ONE JSON array; anything else JSON Lines. In Parquet, sharegpt's and
+openai-chat's turns are lists of structs; evol's own records keep every top-level field whose
+values share one JSON scalar type as a typed column, and write the others (`metadata`, `usage`,
+...) as JSON text, because a Parquet column holds one type: `json.loads` gives them back.
+
+System turn: the run's system prompt (`config.system_prompt` in run.json) leads sharegpt's
+conversation as {"from": "system"} and openai-chat's as {"role": "system"}, and is alpaca's
+`system` field; `system_prompt` (`--system-prompt`) replaces it, and "" leaves it out. The
+jsonl shape is evol's records as they are, so it takes no `--system-prompt`.
+
+Splits (`split`, e.g. train=0.9,test=0.1) keep lineages whole: every record of one seed (one
+`root_id`) lands in the same part, so no rewrite of a test item sits in train. The lineages,
+sorted by root id and shuffled by `seed`, are dealt one at a time to the part furthest below
+its target (its fraction of the records): sizes count records, and each part ends less than
+one lineage above its target (with two parts, also less than one below). Each part goes to
+<stem>.<part><suffix>. With `shuffle`, records are shuffled within each part (by `seed` and
+the part's name); otherwise they keep the dataset's order, gen_0 first.
+
+Records without an answer (--no-answer-seeds) are left out and counted. A run that is not
+complete (interrupted, failed, running or killed) is exported as far as it got, and its status
+is in the result for the CLI to warn about. The record files are read twice by byte offset and
+never held whole: the first pass checks every record and counts the lineages, the second writes.
+They stay open in between, so a run that finishes meanwhile (and replaces its files sorted)
+cannot shift the offsets, and a torn last line (a run killed mid-write) is skipped, as a resume
+would cut it. Every file is written beside its target and renamed into place once all are whole.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import random
-from collections import defaultdict
-from collections.abc import Callable
+import re
+from array import array
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-import jsonlines
-from pydantic import BaseModel
+import orjson
+from pydantic import BaseModel, Field, computed_field
 
 from evol.errors import RunDirError, UsageError
 from evol.manifest import read_manifest
 from evol.records import compose
-from evol.store import atomic_write, generation_files, iter_records
+from evol.store import DATASET, ELIMINATED, JOURNAL, MANIFEST, generation_files
 
 ExportFormat = Literal["alpaca", "sharegpt", "openai-chat", "jsonl"]
-PARQUET_ROW_GROUP = 10_000
+FileFormat = Literal["jsonl", "json", "parquet"]
+
+# Rows per Parquet row group (and per batch written to any file): a few MB of text at a time.
+ROW_GROUP_ROWS = 10_000
+PARQUET_EXTRA = "pip install 'evol[parquet]'"
+_PART_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_RUN_FILES = {MANIFEST, ELIMINATED, DATASET, JOURNAL}
 
 
-class PartSize(BaseModel):
+class ExportPart(BaseModel):
+    """One file written: a part of the split, or the whole export."""
+
+    name: str | None = Field(description="the --split part; None without --split")
+    file: str
     records: int
-    lineages: int
+    lineages: int = Field(description="seeds (root ids) whose records are in this part")
 
 
 class ExportResult(BaseModel):
-    """What `evol export` wrote: the files with their sizes, and the run's status."""
+    """What `export_run` wrote, and the state of the run it read."""
 
-    status: str
-    files: dict[str, int]
-    parts: dict[str, PartSize] = {}
+    run: str
+    status: str = Field(description="run.json's status: complete, failed, interrupted or running")
+    shape: ExportFormat
+    file_format: FileFormat
+    system_prompt: str | None = Field(description="the system turn written; None for none")
+    parts: list[ExportPart]
     left_out_without_output: int
 
+    @computed_field
+    @property
+    def files(self) -> dict[str, int]:
+        """Records per file written."""
+        return {part.file: part.records for part in self.parts}
 
-def _user_text(record: dict[str, Any]) -> str:
-    return compose(record["instruction"], record.get("input") or "")
-
-
-def _alpaca(record: dict[str, Any], system: str | None) -> dict[str, Any]:
-    row = {
-        "instruction": record["instruction"],
-        "input": record.get("input") or "",
-        "output": record["output"],
-    }
-    return {"system": system} | row if system else row
-
-
-def _sharegpt(record: dict[str, Any], system: str | None) -> dict[str, Any]:
-    turns = [
-        {"from": "human", "value": _user_text(record)},
-        {"from": "gpt", "value": record["output"]},
-    ]
-    return {"conversations": ([{"from": "system", "value": system}] if system else []) + turns}
-
-
-def _openai_chat(record: dict[str, Any], system: str | None) -> dict[str, Any]:
-    turns = [
-        {"role": "user", "content": _user_text(record)},
-        {"role": "assistant", "content": record["output"]},
-    ]
-    return {"messages": ([{"role": "system", "content": system}] if system else []) + turns}
-
-
-SHAPES: dict[str, Callable[[dict[str, Any], str | None], dict[str, Any]]] = {
-    "alpaca": _alpaca,
-    "sharegpt": _sharegpt,
-    "openai-chat": _openai_chat,
-    "jsonl": lambda record, _system: record,
-}
+    @property
+    def records(self) -> int:
+        return sum(part.records for part in self.parts)
 
 
 def parse_generations(spec: str | None) -> set[int] | None:
@@ -98,7 +104,10 @@ def parse_generations(spec: str | None) -> set[int] | None:
     try:
         for part in spec.split(","):
             low, _, high = part.strip().partition("-")
-            chosen.update(range(int(low), int(high or low) + 1))
+            first, last = int(low), int(high or low)
+            if first > last:
+                raise ValueError
+            chosen.update(range(first, last + 1))
     except ValueError:
         raise UsageError(
             f"--generations: expected a range like 1-4 or a list like 0,2, got {spec!r}"
@@ -107,19 +116,76 @@ def parse_generations(spec: str | None) -> set[int] | None:
 
 
 def parse_split(spec: str | None) -> dict[str, float]:
-    """`train=0.95,test=0.05` into fractions that add up to 1."""
+    """`train=0.95,test=0.05` into fractions that add up to 1, in the order given."""
     if not spec:
         return {}
     parts: dict[str, float] = {}
     for item in spec.split(","):
-        name, _, value = item.partition("=")
+        name, _, value = (text.strip() for text in item.partition("="))
         try:
-            parts[name.strip()] = float(value)
+            fraction = float(value)
         except ValueError:
             raise UsageError(f"--split: expected name=fraction, got {item!r}") from None
-    if any(f < 0 for f in parts.values()) or abs(sum(parts.values()) - 1) > 1e-6:
+        if not _PART_NAME.fullmatch(name):
+            raise UsageError(
+                f"--split: a part's name is letters, digits, - and _ (it names a file), got {name!r}"
+            )
+        if name in parts:
+            raise UsageError(f"--split: the part {name!r} is named twice")
+        parts[name] = fraction
+    total = sum(parts.values())
+    if not all(0 <= f <= 1 for f in parts.values()) or not abs(total - 1) <= 1e-6:
         raise UsageError(f"--split: fractions must be >= 0 and add up to 1, got {spec!r}")
     return parts
+
+
+def assign_lineages(
+    sizes: dict[str, int], fractions: dict[str, float], seed: int
+) -> dict[str, str]:
+    """Deal whole lineages (root id -> its records) to the parts of a split: root id -> part.
+
+    The lineages, sorted then shuffled by `seed`, go one at a time to the part furthest below
+    its target (fraction x all records; the first part listed on a tie). A part gets a lineage
+    only while it is below its target, so it ends less than one lineage above it.
+    """
+    total = sum(sizes.values())
+    targets = {name: fraction * total for name, fraction in fractions.items()}
+    filled = dict.fromkeys(fractions, 0)
+    order = sorted(sizes)
+    random.Random(seed).shuffle(order)
+    assignment = {}
+    for root in order:
+        part = max(filled, key=lambda name: targets[name] - filled[name])
+        filled[part] += sizes[root]
+        assignment[root] = part
+    return assignment
+
+
+def shape_record(record: dict[str, Any], shape: ExportFormat, system: str | None) -> dict[str, Any]:
+    """One kept record as a row of `shape`, with `system` as its system turn (None: none)."""
+    if shape == "jsonl":
+        return record
+    if shape == "alpaca":
+        row = {
+            "instruction": record["instruction"],
+            "input": record.get("input") or "",
+            "output": record["output"],
+        }
+        return row | {"system": system} if system else row
+    user = compose(record["instruction"], record.get("input") or "")
+    if shape == "sharegpt":
+        turns = [{"from": "human", "value": user}, {"from": "gpt", "value": record["output"]}]
+        system_turn = {"from": "system", "value": system}
+        return {"conversations": [system_turn, *turns] if system else turns}
+    turns = [{"role": "user", "content": user}, {"role": "assistant", "content": record["output"]}]
+    system_turn = {"role": "system", "content": system}
+    return {"messages": [system_turn, *turns] if system else turns}
+
+
+def file_format_of(out: Path) -> FileFormat:
+    """The file format a name asks for: .parquet, .json (one array), else JSON Lines."""
+    suffix = out.suffix.lower()
+    return "parquet" if suffix == ".parquet" else "json" if suffix == ".json" else "jsonl"
 
 
 def export_run(
@@ -127,116 +193,348 @@ def export_run(
     out: Path,
     *,
     shape: ExportFormat = "alpaca",
+    file_format: FileFormat | None = None,
     generations: set[int] | None = None,
     split: dict[str, float] | None = None,
     shuffle: bool = False,
     seed: int = 0,
     system_prompt: str | None = None,
-    on_warning: Callable[[str], None] | None = None,
+    row_group_rows: int = ROW_GROUP_ROWS,
 ) -> ExportResult:
-    """Write the kept records of `run_dir` to `out` in `shape`; returns the files and sizes."""
+    """Write the kept records of `run_dir` to `out` (or one file per part of `split`)."""
     manifest = read_manifest(run_dir)
-    assert manifest is not None
-    status = manifest.get("status", "unknown")
+    file_format = file_format or file_format_of(out)
+    if file_format == "parquet":
+        _require_pyarrow()
+    system = _system_turn(manifest, shape, system_prompt)
+    fractions = split or {}
+    targets = {name: _part_file(out, name) for name in fractions} or {None: out}
+    for target in targets.values():
+        _check_target(run_dir, target)
     if not generation_files(run_dir):
         raise RunDirError(f"{run_dir}: the run has no records yet")
-    system = system_prompt or manifest.get("config", {}).get("system_prompt")
-    to_row = SHAPES[shape]
-    # Rows grouped by lineage for the split, each with its place in the dataset's order.
-    lineages: dict[str, list[tuple[int, Any]]] = defaultdict(list)
-    left_out = 0
-    for place, record in enumerate(iter_records(run_dir)):
-        if generations is not None and record["generation"] not in generations:
-            continue
-        if record.get("output") is None:
-            left_out += 1
-            continue
-        lineages[record["root_id"]].append((place, to_row(record, system)))
-    kept = sum(len(rows) for rows in lineages.values())
-    if status != "complete" and on_warning:
-        on_warning(f"{run_dir} is {status}: exporting the {kept} records written so far")
-    parts = _split(lineages, split or {}, seed)
-    files: dict[str, int] = {}
-    sizes: dict[str, PartSize] = {}
-    for part, groups in parts.items():
-        rows = [row for _place, row in sorted(item for group in groups for item in group)]
+
+    with ExitStack() as stack:
+        records_to_parquet = shape == "jsonl" and file_format == "parquet"
+        scan = _scan(run_dir, generations, stack, fields=records_to_parquet)
+        members = _members(scan, fractions, seed)
         if shuffle:
-            random.Random(seed).shuffle(rows)
-        target = out if part is None else out.with_name(f"{out.stem}.{part}{out.suffix}")
-        _write(target, rows)
-        files[str(target)] = len(rows)
-        if part is not None:
-            sizes[part] = PartSize(records=len(rows), lineages=len(groups))
-    return ExportResult(status=status, files=files, parts=sizes, left_out_without_output=left_out)
+            for name, indices in members.items():
+                random.Random(f"{seed}:{name or ''}").shuffle(indices)
+        columns = _record_columns(scan) if records_to_parquet else {}
+        make_row = _row_maker(shape, system, columns)
+        schema = _parquet_schema(shape, system, columns) if file_format == "parquet" else None
+
+        def write(path: Path, indices: array) -> None:
+            _write_file(path, file_format, scan.chunks(indices, make_row, row_group_rows), schema)
+
+        _write_all({target: members[name] for name, target in targets.items()}, write)
+    parts = [
+        ExportPart(
+            name=name,
+            file=str(target),
+            records=len(members[name]),
+            lineages=len({scan.lineage[i] for i in members[name]}),
+        )
+        for name, target in targets.items()
+    ]
+    return ExportResult(
+        run=str(run_dir),
+        status=str(manifest.get("status") or "unknown"),
+        shape=shape,
+        file_format=file_format,
+        system_prompt=system,
+        parts=parts,
+        left_out_without_output=scan.left_out,
+    )
 
 
-def _split(
-    lineages: dict[str, list[Any]], fractions: dict[str, float], seed: int
-) -> dict[str | None, list[list[Any]]]:
-    """Whole lineages to parts, as close to the fractions (of records) as whole lineages allow."""
-    if not fractions:
-        return {None: list(lineages.values())}
-    order = sorted(lineages)
-    random.Random(seed).shuffle(order)
-    total = sum(len(rows) for rows in lineages.values())
-    targets = {name: fraction * total for name, fraction in fractions.items()}
-    filled = dict.fromkeys(fractions, 0)
-    parts: dict[str | None, list[list[Any]]] = {name: [] for name in fractions}
-    for root in order:
-        # The part furthest below its target takes the next lineage (the first, on a tie).
-        name = max(fractions, key=lambda part: targets[part] - filled[part])
-        parts[name].append(lineages[root])
-        filled[name] += len(lineages[root])
-    return parts
+def _system_turn(manifest: dict[str, Any], shape: ExportFormat, option: str | None) -> str | None:
+    """The system prompt to write: the option's, else the run's; "" and None mean none."""
+    if shape == "jsonl":
+        if option:
+            raise UsageError(
+                "--system-prompt: the jsonl format writes evol's records as they are; "
+                "use alpaca, sharegpt or openai-chat for a system turn"
+            )
+        return None
+    if option is None:
+        option = (manifest.get("config") or {}).get("system_prompt")
+    return option or None
 
 
-def _write(path: Path, rows: list[Any]) -> None:
-    """One JSON array for .json, Parquet for .parquet, else JSON Lines; atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".parquet":
-        atomic_write(path, lambda out: _write_parquet(out, rows))
-        return
-
-    def dump(out: BinaryIO) -> None:
-        text = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
-        if path.suffix == ".json":
-            json.dump(rows, text, ensure_ascii=False, indent=1)
-            text.write("\n")
-        else:
-            with jsonlines.Writer(
-                text, dumps=lambda row: json.dumps(row, ensure_ascii=False)
-            ) as writer:
-                writer.write_all(rows)
-        text.detach()
-
-    atomic_write(path, dump)
-
-
-def _write_parquet(out: BinaryIO, rows: list[dict[str, Any]]) -> None:
+def _write_all(files: dict[Path, array], write: Callable[[Path, array], None]) -> None:
+    """`write` each file's records beside it, then rename them all into place: all or none."""
+    written: list[tuple[Path, Path]] = []
     try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        for target, indices in files.items():
+            temporary = target.with_name(target.name + ".tmp")
+            written.append((temporary, target))
+            try:
+                write(temporary, indices)
+            except OSError as error:
+                raise UsageError(f"{target}: cannot write it: {error.strerror}") from None
+    except BaseException:
+        for temporary, _target in written:
+            if temporary.is_file():
+                temporary.unlink()
+        raise
+    for temporary, target in written:
+        temporary.replace(target)
+
+
+def status_warning(result: ExportResult) -> str | None:
+    """The plain warning for a run that is not complete; None for a complete one."""
+    if result.status == "complete":
+        return None
+    state = {
+        "running": "is still running, or was killed before it finished",
+        "failed": "is incomplete (some steps failed after all retries)",
+    }.get(result.status, f"is {result.status}")
+    return f"{result.run} {state}: exporting the {result.records} records written so far"
+
+
+def format_export(result: ExportResult) -> str:
+    """What `evol export` prints: the run's status, then records and lineages per file."""
+    lines = [f"{result.run} ({result.status}): {result.records} records exported"]
+    for part in result.parts:
+        lines.append(f"{part.file}: {part.records} records, {part.lineages} lineages")
+    return "\n".join(lines)
+
+
+def scan_lines(fp: BinaryIO, path: Path) -> Iterator[tuple[int, int, int, dict[str, Any]]]:
+    """(line number, offset, length, record) of every whole line of an open record file.
+
+    Blank lines are skipped, and so is a last line without its newline: a run killed mid-write
+    leaves one, and its resume cuts it. Any other line that is not a JSON object is an error.
+    """
+    offset = 0
+    for number, line in enumerate(fp, start=1):
+        start, offset = offset, offset + len(line)
+        if not line.endswith(b"\n"):
+            return
+        if not line.strip():
+            continue
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            raise RunDirError(f"{path}:{number}: corrupt record (not a JSON object)")
+        yield number, start, len(line), record
+
+
+# -- the two passes ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Scan:
+    """Where every exported record lies (file, offset, length) and which lineage it is of.
+
+    Arrays of machine integers rather than the records: about 100 bytes a record in all.
+    """
+
+    files: list[BinaryIO] = field(default_factory=list)
+    where: array = field(default_factory=lambda: array("l"))
+    offsets: array = field(default_factory=lambda: array("q"))
+    lengths: array = field(default_factory=lambda: array("q"))
+    lineage: array = field(default_factory=lambda: array("l"))
+    roots: dict[str, int] = field(default_factory=dict)  # root id -> lineage number
+    sizes: list[int] = field(default_factory=list)  # records per lineage
+    left_out: int = 0
+    # evol's records to Parquet: the top-level fields in order, and each (field, type) seen.
+    fields: dict[str, None] | None = None
+    field_types: set[tuple[str, type]] = field(default_factory=set)
+
+    def add(self, file: int, offset: int, length: int, record: dict[str, Any]) -> None:
+        number = self.roots.setdefault(record["root_id"], len(self.roots))
+        if number == len(self.sizes):
+            self.sizes.append(0)
+        self.sizes[number] += 1
+        self.where.append(file)
+        self.offsets.append(offset)
+        self.lengths.append(length)
+        self.lineage.append(number)
+        if self.fields is not None:
+            self.field_types.update(zip(record, map(type, record.values()), strict=True))
+            if not self.fields.keys() >= record.keys():
+                self.fields.update(dict.fromkeys(record))
+
+    def chunks(
+        self,
+        indices: Iterable[int],
+        make_row: Callable[[dict[str, Any]], dict[str, Any]],
+        size: int,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The rows of the records at `indices`, read again from disk, `size` at a time."""
+        chunk: list[dict[str, Any]] = []
+        for index in indices:
+            fp = self.files[self.where[index]]
+            fp.seek(self.offsets[index])
+            chunk.append(make_row(orjson.loads(fp.read(self.lengths[index]))))
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+
+def _scan(run_dir: Path, generations: set[int] | None, stack: ExitStack, *, fields: bool) -> _Scan:
+    """First pass: check every kept record and note where the exported ones lie."""
+    scan = _Scan(fields={} if fields else None)
+    for path in generation_files(run_dir):
+        fp = stack.enter_context(path.open("rb"))
+        scan.files.append(fp)
+        for number, offset, length, record in scan_lines(fp, path):
+            _check_record(record, path, number)
+            if generations is not None and record["generation"] not in generations:
+                continue
+            if record["output"] is None:
+                scan.left_out += 1
+                continue
+            scan.add(len(scan.files) - 1, offset, length, record)
+    return scan
+
+
+def _check_record(record: dict[str, Any], path: Path, number: int) -> None:
+    """The fields every shape reads, with their types."""
+    problems = [
+        name
+        for name, ok in (
+            ("id", isinstance(record.get("id"), str)),
+            ("root_id", isinstance(record.get("root_id"), str)),
+            ("generation", type(record.get("generation")) is int),
+            ("instruction", isinstance(record.get("instruction"), str)),
+            ("input", isinstance(record.get("input") or "", str)),
+            ("output", "output" in record and isinstance(record["output"] or "", str)),
+        )
+        if not ok
+    ]
+    if problems:
+        raise RunDirError(
+            f"{path}:{number}: not an evol record (missing or wrong {', '.join(problems)})"
+        )
+
+
+def _members(scan: _Scan, fractions: dict[str, float], seed: int) -> dict[str | None, array]:
+    """The record numbers of each part, in dataset order."""
+    everything = array("l", range(len(scan.lineage)))
+    if not fractions:
+        return {None: everything}
+    assignment = assign_lineages(dict(zip(scan.roots, scan.sizes, strict=True)), fractions, seed)
+    names = list(fractions)
+    part_of = [names.index(assignment[root]) for root in scan.roots]
+    members: dict[str | None, array] = {name: array("l") for name in names}
+    for index in everything:
+        members[names[part_of[scan.lineage[index]]]].append(index)
+    return members
+
+
+def _part_file(out: Path, name: str) -> Path:
+    return out.with_name(f"{out.stem}.{name}{out.suffix}")
+
+
+def _check_target(run_dir: Path, target: Path) -> None:
+    if target.is_dir():
+        raise UsageError(f"{target}: is a directory; give --out a file name")
+    name = target.name.removesuffix(".tmp")
+    own = name in _RUN_FILES or (name.startswith("gen_") and name.endswith(".jsonl"))
+    if own and target.resolve().parent == run_dir.resolve():
+        raise UsageError(f"{target}: is a file of the run itself; export to another name")
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+
+def _require_pyarrow() -> None:
+    try:
+        import pyarrow  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
     except ImportError:
-        raise UsageError("writing Parquet needs pyarrow: pip install 'evol[parquet]'") from None
-    flat = [_parquet_row(row) for row in rows]
-    # Each column's type from its first value that is not null, over all rows: the first row
-    # group alone may hold only seeds, whose `judge` is null everywhere.
-    columns: dict[str, Any] = {}
-    for row in flat:
-        for key, value in row.items():
-            if columns.get(key) is None and value is not None:
-                columns[key] = pa.infer_type([value])
-            columns.setdefault(key, None)
-    schema = pa.schema([(key, kind or pa.string()) for key, kind in columns.items()])
-    with pq.ParquetWriter(out, schema) as writer:
-        for start in range(0, len(flat), PARQUET_ROW_GROUP):
-            batch = flat[start : start + PARQUET_ROW_GROUP]
-            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+        raise UsageError(f"writing Parquet needs pyarrow: {PARQUET_EXTRA}") from None
 
 
-def _parquet_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A record's free-form dicts as JSON text: their keys differ from record to record."""
-    return {
-        key: json.dumps(value, ensure_ascii=False) if key in ("metadata", "usage") else value
-        for key, value in row.items()
+# The type of a parsed JSON value -> its column; anything else (dict, list) is JSON text.
+_SCALARS = {type(None): "null", bool: "bool", int: "int", float: "float", str: "str"}
+
+
+def _record_columns(scan: _Scan) -> dict[str, str]:
+    """Each top-level field of the records -> the one scalar type its values have (None
+    aside), or "json" for fields of objects, lists or mixed types, written as JSON text."""
+    kinds: dict[str, set[str]] = {key: set() for key in scan.fields or {}}
+    for key, kind in scan.field_types:
+        kinds[key].add(_SCALARS.get(kind, "json"))
+    columns = {}
+    for key, seen in kinds.items():
+        seen.discard("null")
+        columns[key] = seen.pop() if len(seen) == 1 else "json" if seen else "str"
+    return columns
+
+
+def _row_maker(
+    shape: ExportFormat, system: str | None, columns: dict[str, str]
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    as_text = [key for key, kind in columns.items() if kind == "json"]
+    if not as_text:
+        return lambda record: shape_record(record, shape, system)
+
+    def record_row(record: dict[str, Any]) -> dict[str, Any]:
+        for key in as_text:
+            value = record.get(key)
+            record[key] = None if value is None else orjson.dumps(value).decode()
+        return record
+
+    return record_row
+
+
+def _parquet_schema(shape: ExportFormat, system: str | None, columns: dict[str, str]) -> Any:
+    import pyarrow as pa
+
+    text = pa.string()
+    if shape == "alpaca":
+        names = ["instruction", "input", "output"] + (["system"] if system else [])
+        return pa.schema([(name, text) for name in names])
+    if shape == "sharegpt":
+        return pa.schema(
+            [("conversations", pa.list_(pa.struct([("from", text), ("value", text)])))]
+        )
+    if shape == "openai-chat":
+        return pa.schema([("messages", pa.list_(pa.struct([("role", text), ("content", text)])))])
+    types = {
+        "bool": pa.bool_(),
+        "int": pa.int64(),
+        "float": pa.float64(),
+        "str": text,
+        "json": text,
     }
+    return pa.schema([(key, types[kind]) for key, kind in columns.items()])
+
+
+def _write_file(
+    path: Path, file_format: FileFormat, chunks: Iterable[list[dict[str, Any]]], schema: Any
+) -> None:
+    """Write rows, a chunk at a time: one Parquet row group, or lines of JSON, per chunk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(fp: BinaryIO) -> None:
+        if file_format == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            with pq.ParquetWriter(fp, schema) as writer:
+                for rows in chunks:
+                    writer.write_batch(pa.RecordBatch.from_pylist(rows, schema=schema))
+            return
+        if file_format == "jsonl":
+            for rows in chunks:
+                fp.write(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+            return
+        separator = b"[\n"
+        for rows in chunks:
+            for row in rows:
+                fp.write(separator + orjson.dumps(row))
+                separator = b",\n"
+        fp.write(b"[\n]\n" if separator == b"[\n" else b"\n]\n")
+
+    with path.open("wb") as fp:
+        write(fp)

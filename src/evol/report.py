@@ -34,7 +34,7 @@ class Step:
         """The words the rewrite added to its parent (the instruction itself for a seed)."""
         if not self.diff:
             return self.instruction
-        return " ... ".join(text for op, text in self.diff if op == "added") or "(words removed)"
+        return " ... ".join(text for op, text in self.diff if op == "insert") or "(words removed)"
 
 
 def write_report(
@@ -201,7 +201,7 @@ def _lineage_item(chain: list[Step]) -> str:
     def step_text(step: Step) -> str:
         if not step.diff:
             return html.escape(f"[gen {step.generation}] {step.instruction}")
-        marks = {"equal": "{}", "added": "<ins>{}</ins>", "removed": "<del>{}</del>"}
+        marks = {"equal": "{}", "insert": "<ins>{}</ins>", "delete": "<del>{}</del>"}
         words = " ".join(marks[op].format(html.escape(text)) for op, text in step.diff)
         return f"[gen {step.generation}] {words}"
 

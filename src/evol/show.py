@@ -1,166 +1,249 @@
-"""`evol show RUN ID`: one lineage, seed to newest evolution, as a tree.
+"""`evol show`: one lineage of a run as a tree, for the terminal or as one JSON object.
 
-Each kept step shows its operation, the judge's verdict and what the rewrite did to its parent
-as a word diff (`[+added+]`, `[-removed-]`); the attempts eliminated along the way hang under
-the instruction they tried to evolve, with their reason and detail. `word_diff` is also what
-the report's lineage view shows.
+`lineage(run_dir, record_id)` finds the record (kept or eliminated) and gathers every record of
+its seed (its `root_id`): the rewrites that were kept, each under its parent, and the attempts
+that were eliminated, with their reason and detail, under the record they tried to rewrite.
+Every step carries `word_diff(parent, child)`: the words a rewrite kept, added and removed
+(difflib on word lists), which the report reuses for its lineage view. `format_lineage` draws
+the tree, wraps the texts to a width (an `input` only where it appears or changes), and shows
+control characters as escapes: the texts come from a model, and a terminal must not act on
+what a model wrote. The files are read as export reads them: a torn last line is skipped.
 """
 
 from __future__ import annotations
 
 import difflib
-import shutil
+import re
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from evol.errors import UsageError
+from evol.export import scan_lines
 from evol.manifest import read_manifest
-from evol.store import iter_records
+from evol.store import ELIMINATED, generation_files
 
-DiffOp = Literal["equal", "added", "removed"]
-
-
-class Attempt(BaseModel):
-    """An evolution of a step that was eliminated."""
-
-    id: str
-    round: int
-    operation: str | None
-    reason: str
-    detail: str | None
-    instruction: str
+DiffOp = Literal["equal", "insert", "delete"]
+# Words kept on each side of a change when format_lineage shortens an unchanged stretch.
+DIFF_CONTEXT = 4
+_MIN_ELIDED = 3  # fewer unchanged words than this are shown, not shortened
+_MIN_TEXT_WIDTH = 24
+_GLUE = "\u00a0"  # a space that textwrap does not break at
+# C0 and C1 controls but tab and newline, and the bidirectional overrides that reorder text.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
-class Step(BaseModel):
-    """A kept record of the lineage, with what grew from it."""
+class LineageStep(BaseModel):
+    """One record of a lineage: a seed, a kept rewrite or an eliminated attempt."""
 
     id: str
+    parent_id: str | None
     generation: int
     round: int
     operation: str | None
-    judge: str | None
+    judge: str | None = None
     instruction: str
-    input: str
-    output: str | None
-    kept: bool
-    diff: list[tuple[DiffOp, str]]
-    attempts: list[Attempt]
-    children: list[Step]
+    input: str = ""
+    output: str | None = None
+    kept: bool = Field(description="False for an attempt that was eliminated")
+    reason: str | None = Field(None, description="why it was eliminated")
+    detail: str | None = None
+    duplicate_of: str | None = None
+    diff: list[tuple[DiffOp, str]] | None = Field(
+        None, description="word_diff of the parent's instruction and this one; None for a root"
+    )
+    children: list[LineageStep] = Field(
+        default_factory=list, description="later records made from this one, by round"
+    )
 
 
 class Lineage(BaseModel):
+    """Every record of one seed, as a tree."""
+
     run: str
     root_id: str
-    tree: Step
+    asked: str = Field(description="the id that was asked for")
+    kept: int
+    eliminated: int
+    roots: list[LineageStep] = Field(
+        description="the seed; or, when its record is not on disk, the oldest records that are"
+    )
 
 
 def word_diff(parent: str, child: str) -> list[tuple[DiffOp, str]]:
-    """What `child` changed in `parent`, word by word: runs of equal, added, removed words."""
-    before, after = parent.split(), child.split()
-    runs: list[tuple[DiffOp, str]] = []
-    matcher = difflib.SequenceMatcher(a=before, b=after, autojunk=False)
-    for op, a0, a1, b0, b1 in matcher.get_opcodes():
-        if op == "equal":
-            runs.append(("equal", " ".join(after[b0:b1])))
+    """What `child` keeps ("equal"), adds ("insert") and drops ("delete") of `parent`, by word.
+
+    Words are split on whitespace and joined with single spaces; a replacement is a delete
+    followed by an insert.
+    """
+    old, new = parent.split(), child.split()
+    changes: list[tuple[DiffOp, str]] = []
+    matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            changes.append(("equal", " ".join(old[i1:i2])))
             continue
-        if op in ("delete", "replace"):
-            runs.append(("removed", " ".join(before[a0:a1])))
-        if op in ("insert", "replace"):
-            runs.append(("added", " ".join(after[b0:b1])))
-    return runs
-
-
-def render_diff(runs: list[tuple[DiffOp, str]]) -> str:
-    marks = {"equal": "{}", "added": "[+{}+]", "removed": "[-{}-]"}
-    return " ".join(marks[op].format(text) for op, text in runs)
+        if i2 > i1:
+            changes.append(("delete", " ".join(old[i1:i2])))
+        if j2 > j1:
+            changes.append(("insert", " ".join(new[j1:j2])))
+    return changes
 
 
 def lineage(run_dir: Path, record_id: str) -> Lineage:
-    """The lineage of the seed that `record_id` (any record of it) descends from."""
+    """The lineage of `record_id` (any record of the run, kept or eliminated) from its seed."""
     read_manifest(run_dir)
-    kept = list(iter_records(run_dir))
-    eliminated = list(iter_records(run_dir, eliminated=True))
-    root_id = next((r["root_id"] for r in kept + eliminated if r["id"] == record_id), None)
-    if root_id is None:
-        raise UsageError(f"{run_dir} has no record {record_id!r}")
-    mine = [r for r in kept if r["root_id"] == root_id]
-    failed = [r for r in eliminated if r["root_id"] == root_id]
-    seed = next((r for r in mine + failed if r["generation"] == 0), None)
-    if seed is None:
-        raise UsageError(f"{run_dir}: the seed {root_id!r} of {record_id!r} has no record")
-    return Lineage(run=str(run_dir), root_id=root_id, tree=_step(seed, "", mine, failed))
-
-
-def _step(
-    record: dict[str, Any], parent: str, kept: list[dict[str, Any]], failed: list[dict[str, Any]]
-) -> Step:
-    children = sorted((r for r in kept if r["parent_id"] == record["id"]), key=lambda r: r["round"])
-    attempts = sorted(
-        (r for r in failed if r["parent_id"] == record["id"]), key=lambda r: r["round"]
+    root_id = next(
+        (data["root_id"] for data, _kept in _records(run_dir) if data.get("id") == record_id),
+        None,
     )
-    is_seed_answer_failure = record.get("reason") is not None
-    return Step(
-        id=record["id"],
-        generation=record["generation"],
-        round=record["round"],
-        operation=record.get("operation"),
-        judge=record.get("judge"),
-        instruction=record["instruction"],
-        input=record.get("input") or "",
-        output=record.get("output"),
-        kept=not is_seed_answer_failure,
-        diff=word_diff(parent, record["instruction"]) if parent else [],
-        attempts=[
-            Attempt(
-                id=r["id"],
-                round=r["round"],
-                operation=r.get("operation"),
-                reason=r["reason"],
-                detail=r.get("detail"),
-                instruction=r["instruction"],
-            )
-            for r in attempts
-        ],
-        children=[_step(child, record["instruction"], kept, failed) for child in children],
+    if not isinstance(root_id, str):
+        raise UsageError(f"{run_dir}: no record has the id {record_id!r}")
+    steps = [
+        _step(data, kept) for data, kept in _records(run_dir) if data.get("root_id") == root_id
+    ]
+    steps.sort(key=lambda step: (step.round, step.id))
+    parents = {step.id: step for step in steps if step.kept}
+    roots = []
+    for step in steps:
+        parent = parents.get(step.parent_id) if step.parent_id is not None else None
+        if parent is None:
+            roots.append(step)
+            continue
+        step.diff = word_diff(parent.instruction, step.instruction)
+        parent.children.append(step)
+    return Lineage(
+        run=str(run_dir),
+        root_id=root_id,
+        asked=record_id,
+        kept=len(parents),
+        eliminated=sum(not step.kept for step in steps),
+        roots=roots,
     )
 
 
-def format_lineage(found: Lineage, width: int | None = None) -> str:
-    """The lineage as an indented tree, wrapped to the terminal's width."""
-    width = width or shutil.get_terminal_size((100, 24)).columns
-    lines: list[str] = []
-    _format(found.tree, "", True, lines, width)
+def _records(run_dir: Path) -> Iterator[tuple[dict[str, Any], bool]]:
+    """(record, kept?) of every record of the run: gen_0 .. gen_N, then eliminated.jsonl."""
+    eliminated = run_dir / ELIMINATED
+    paths = generation_files(run_dir) + ([eliminated] if eliminated.exists() else [])
+    for path in paths:
+        with path.open("rb") as fp:
+            for _number, _offset, _length, data in scan_lines(fp, path):
+                yield data, path != eliminated
+
+
+def _step(data: dict[str, Any], kept: bool) -> LineageStep:
+    fields = {name: data.get(name) for name in LineageStep.model_fields if name in data}
+    fields.pop("children", None)
+    fields.pop("diff", None)
+    return LineageStep.model_validate({**fields, "kept": kept})
+
+
+def format_lineage(found: Lineage, *, width: int = 100) -> str:
+    """The lineage as a tree of text at most `width` columns wide (where words allow)."""
+    lines = [
+        _clean(
+            f"{found.run}: lineage of {found.root_id}: {found.kept} kept, "
+            f"{found.eliminated} eliminated"
+        )
+    ]
+    for root in found.roots:
+        _draw(root, found.asked, "", "", "", width, lines)
     return "\n".join(lines)
 
 
-def _format(step: Step, indent: str, last: bool, lines: list[str], width: int) -> None:
-    branch = "" if not indent and not lines else ("└─ " if last else "├─ ")
-    head = [step.id, f"gen {step.generation}"]
-    if step.operation:
-        head += [f"round {step.round}", step.operation, f"judge: {step.judge or '-'}"]
-    else:
-        head.append("seed" if step.kept else "seed (its answer was eliminated)")
-    lines.append(f"{indent}{branch}{'  '.join(head)}")
-    inner = indent + ("" if not branch else ("   " if last else "│  "))
-    text = render_diff(step.diff) if step.diff else step.instruction
-    _wrapped(text, inner + "   ", lines, width)
-    if step.input:
-        _wrapped(f"input: {step.input}", inner + "   ", lines, width)
-    for attempt in step.attempts:
-        lines.append(
-            f"{inner}   ✗ {attempt.id}  round {attempt.round}  {attempt.operation or '-'}  "
-            f"eliminated: {attempt.reason}"
-        )
-        if attempt.detail:
-            _wrapped(attempt.detail, inner + "       ", lines, width)
+def _draw(
+    step: LineageStep,
+    asked: str,
+    head: str,
+    branch: str,
+    rest: str,
+    width: int,
+    out: list[str],
+    parent_input: str | None = None,
+) -> None:
+    """Append `step` and its children; `head` starts its first line, `rest` the ones below."""
+    below = rest + ("│ " if step.children else "  ")
+    title = _title(step) + (f"{_GLUE}{_GLUE}◀" if step.id == asked else "")
+    out.extend(_wrap(title, head + branch, width, indent=below + "  "))
+    for text in _body(step, parent_input):
+        out.extend(_wrap(text, below, width))
     for number, child in enumerate(step.children):
-        _format(child, inner, number == len(step.children) - 1, lines, width)
+        last = number == len(step.children) - 1
+        _draw(
+            child,
+            asked,
+            rest,
+            "└─ " if last else "├─ ",
+            rest + ("   " if last else "│  "),
+            width,
+            out,
+            step.input,
+        )
 
 
-def _wrapped(text: str, indent: str, lines: list[str], width: int) -> None:
-    room = max(20, width - len(indent))
-    for paragraph in text.splitlines() or [""]:
-        lines += [indent + piece for piece in textwrap.wrap(paragraph, room) or [""]]
+def _title(step: LineageStep) -> str:
+    parts = [f"gen {step.generation}"]
+    if step.parent_id is None:
+        parts.append("seed")
+    else:
+        parts += [f"round {step.round}", step.operation or "?"]
+    if step.judge:
+        parts.append(f"judge: {step.judge}")
+    if not step.kept:
+        parts.append(f"eliminated: {step.reason}")
+    # Lines break after a " · " only: a no-break space inside each part, undone by _wrap.
+    name = f"✗{_GLUE}{step.id}" if not step.kept else step.id
+    return f"{name}  " + f"{_GLUE}· ".join(part.replace(" ", _GLUE) for part in parts)
+
+
+def _body(step: LineageStep, parent_input: str | None) -> list[str]:
+    texts = [step.instruction]
+    if step.input.strip() and step.input != parent_input:  # shown where it appears or changes
+        texts.append(f"input: {step.input}")
+    if step.diff is not None:
+        texts.append(f"diff: {_diff_text(step.diff)}")
+    if step.detail:
+        texts.append(f"why: {step.detail}")
+    if step.duplicate_of:
+        texts.append(f"duplicate of: {step.duplicate_of}")
+    return texts
+
+
+def _diff_text(changes: list[tuple[DiffOp, str]]) -> str:
+    """[-removed-] [+added+], with long unchanged stretches shortened to their ends."""
+    if all(op == "equal" for op, _text in changes):
+        return "(no change)"
+    pieces = []
+    for number, (op, text) in enumerate(changes):
+        if op != "equal":
+            pieces.append(f"[+{text}+]" if op == "insert" else f"[-{text}-]")
+            continue
+        words = text.split()
+        before = words[:DIFF_CONTEXT] if number > 0 else []
+        after = words[-DIFF_CONTEXT:] if number < len(changes) - 1 else []
+        if len(words) - len(before) - len(after) >= _MIN_ELIDED:
+            pieces.append(" ".join([*before, "…", *after]))
+        else:
+            pieces.append(text)
+    return " ".join(pieces)
+
+
+def _wrap(text: str, prefix: str, width: int, indent: str | None = None) -> list[str]:
+    """`text` wrapped to `width` after `prefix` (`indent` on its continuation lines), its own
+    line breaks kept."""
+    indent = prefix if indent is None else indent
+    room = max(_MIN_TEXT_WIDTH, width - max(len(prefix), len(indent)))
+    lines = []
+    for paragraph in _clean(text).splitlines() or [""]:
+        for line in textwrap.wrap(paragraph, room) or [""]:
+            lines.append((indent if lines else prefix) + line.replace(_GLUE, " "))
+    return [line.rstrip() for line in lines]
+
+
+def _clean(text: str) -> str:
+    """Control characters (ESC, CR, ...) and bidi overrides shown as escapes, not obeyed."""
+    return _UNPRINTABLE.sub(lambda match: repr(match.group())[1:-1], text)
