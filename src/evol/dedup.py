@@ -120,6 +120,29 @@ class DuplicateIndex:
                 return entry.id
         return None
 
+    def nearest(self, text: str, *, exclude_id: str | None = None) -> tuple[str, float] | None:
+        """The pool instruction most like `text` by ROUGE-L F1, and that score.
+
+        Looks among the candidates the method proposes (every entry for rouge-l; for minhash,
+        those sharing a band, so about half their words or more), any lineage, other than
+        `exclude_id`. None when there is no candidate: for minhash, nothing close enough.
+        """
+        words, keys = self._analyse(text)
+        for position in self._exact.get(" ".join(words), ()) if words else ():
+            if self._entries[position].id != exclude_id:
+                return self._entries[position].id, 1.0
+        best_id, best = None, 0.0
+        for position in self._candidates(words, keys):
+            entry = self._entries[position]
+            if entry.id == exclude_id:
+                continue
+            if best_id is not None and not _may_reach(words, entry.words, best):
+                continue  # cannot beat the best so far
+            score = rouge_l(words, entry.words)
+            if best_id is None or score > best:
+                best_id, best = entry.id, score
+        return None if best_id is None else (best_id, best)
+
     def _analyse(self, text: str) -> tuple[list[str], list[int]]:
         words = [sys.intern(word) for word in tokens(text)]
         return words, self._band_keys(words) if self.method == "minhash" and words else []
