@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from evol.dedup import DuplicateIndex
+from evol.dedup import DuplicateIndex, rouge_l, rouge_l_bitparallel
 
 
 def record(
@@ -121,24 +122,31 @@ def test_a_run_never_measured_shows_no_diversity(evol, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("method", ["rouge-l", "minhash"])
-def test_nearest_finds_the_best_other_instruction(method: str) -> None:
+def test_neighbours_are_the_best_other_entries(method: str) -> None:
     pool = DuplicateIndex(method=method)
     pool.add("a", "a", GREEK)
-    pool.add("b", "b", GREEK.replace("kappa", "lambda"))
-    pool.add("c", "c", GREEK.replace("iota kappa", "omega psi"))
-    pool.add("d", "d", "one two three four")
-    assert pool.nearest(GREEK, exclude_id="a") == ("b", pytest.approx(0.9))
-    # Without the exclusion the text finds itself, exactly.
-    assert pool.nearest(GREEK) == ("a", 1.0)
-    # b's own text, b left out: a differs in one word (0.9), c in two (0.8), d in all.
-    assert pool.nearest(GREEK.replace("kappa", "lambda"), exclude_id="b") == (
-        "a",
-        pytest.approx(0.9),
-    )
+    pool.add("b", "b", GREEK.replace("kappa", "lambda"))  # a's, one word changed: 0.9
+    pool.add("c", "c", GREEK.replace("iota kappa", "omega psi"))  # two changed: 0.8 to a, b
+    pool.add("d", "d", "One, two; THREE four")
+    pool.add("e", "e", "one two three four")  # d's words exactly
+    found = pool.neighbours()
+    assert found["a"] == ("b", pytest.approx(0.9)) and found["b"] == ("a", pytest.approx(0.9))
+    assert found["c"] == ("a", pytest.approx(0.8))  # a and b tie: the first added
+    assert found["d"] == ("e", 1.0) and found["e"] == ("d", 1.0)
 
 
-def test_nearest_with_minhash_is_none_when_nothing_is_close() -> None:
+def test_neighbours_with_minhash_are_none_when_nothing_is_close() -> None:
     pool = DuplicateIndex(method="minhash")
     pool.add("a", "a", GREEK)
-    assert pool.nearest("one two three four five six", exclude_id=None) is None
-    assert pool.nearest(GREEK, exclude_id="a") is None  # the only close one is excluded
+    pool.add("b", "b", "one two three four five six")
+    assert pool.neighbours() == {"a": None, "b": None}
+    assert DuplicateIndex(method="rouge-l").neighbours() == {}
+
+
+def test_bit_parallel_rouge_l_equals_the_definition() -> None:
+    rng = random.Random(11)
+    for _ in range(3_000):
+        vocabulary = [f"w{i}" for i in range(rng.randint(1, 8))]
+        first = rng.choices(vocabulary, k=rng.randint(0, 70))
+        second = rng.choices(vocabulary, k=rng.randint(0, 70))
+        assert rouge_l_bitparallel(first, second) == pytest.approx(rouge_l(first, second))

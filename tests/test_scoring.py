@@ -357,9 +357,9 @@ def test_authentication_failure_stops_at_once(evol, made_run: Path) -> None:
 
 
 def test_a_failed_call_is_left_for_the_next_run_and_exits_1(evol, made_run: Path) -> None:
-    always_500 = lambda body: (
-        Fault("status", 500) if "[prose]" in body["messages"][0]["content"] else None
-    )  # noqa: E731
+    def always_500(body: dict[str, Any]) -> Fault | None:
+        return Fault("status", 500) if "[prose]" in body["messages"][0]["content"] else None
+
     options = ("--no-complexity", "--max-retries", "1", "--retry-max-wait", "0.01")
     with FakeServer(responder=ScoringResponder(), faults=always_500) as server:
         result = evol("score", made_run, "--base-url", server.base_url, *options, "--json")

@@ -24,7 +24,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from evol.dedup import DuplicateIndex, rouge_l, tokens
+from evol.dedup import DuplicateIndex, tokens
+from evol.dedup import rouge_l_bitparallel as rouge_l
 from evol.errors import RunDirError
 from evol.store import _atomic_write as atomic_write
 from evol.store import generation_files, iter_records
@@ -89,10 +90,7 @@ def _measure(
     pool = DuplicateIndex(method="minhash")
     for record in records:
         pool.add(record["id"], record["id"], record["instruction"])
-    nearest = []
-    for record in records:
-        found = pool.nearest(record["instruction"], exclude_id=record["id"])
-        nearest.append(found[1] if found else 0.0)
+    nearest = [found[1] if found else 0.0 for found in pool.neighbours().values()]
     return GenerationMetrics(
         generation=generation,
         records=len(records),
