@@ -416,45 +416,51 @@ def test_a_run_being_written_is_not_scored(evol, made_run: Path) -> None:
 CONCURRENCY = 4
 
 
-def test_a_kill_9_repays_only_the_calls_in_flight(evol, made_run: Path, tmp_path: Path) -> None:
-    command = [
-        sys.executable, "-m", "evol", "score", "", "--base-url", "", "--quiet",
+def score_command(run: Path, server: FakeServer) -> list[str]:
+    return [
+        sys.executable, "-m", "evol", "score", str(run), "--base-url", server.base_url, "--quiet",
         "--concurrency", str(CONCURRENCY), "--retry-max-wait", "0.05", "--answers",
     ]  # fmt: skip
 
-    def score(run: Path, server: FakeServer) -> subprocess.Popen:
-        command[4], command[6] = str(run), server.base_url
-        return subprocess.Popen(command, env=ENV)
 
-    straight = shutil.copytree(made_run, tmp_path / "straight")
-    with FakeServer(responder=ScoringResponder()) as server:
-        assert score(straight, server).wait() == 0
-        straight_calls = len(server.requests)
+def hold_evolved(body: dict[str, Any]) -> bool:
+    """The difficulty requests of evolved records. The seeds' come first and are answered
+    and written; then every worker waits on a held request, and nothing else can be in
+    flight: the moment to stop the process is the same on any machine."""
+    content = body["messages"][0]["content"]
+    return kind_of_score(body) == "difficulty" and "Also consider case" in content
 
-    # Hold the difficulty requests of evolved records: the seeds' come first and are
-    # answered and written; then every worker waits on a held request, and nothing else
-    # can be in flight at the moment of the kill, on any machine.
-    def hold(body: dict[str, Any]) -> bool:
-        return (
-            kind_of_score(body) == "difficulty"
-            and "Also consider case" in body["messages"][0]["content"]
-        )
 
-    with FakeServer(responder=ScoringResponder(), hold=hold) as server:
-        process = score(made_run, server)
+def stop_while_held(run: Path, how: signal.Signals) -> tuple[int, int]:
+    """Score `run` until CONCURRENCY requests are held, then send `how`; returns (requests
+    the server saw, exit status)."""
+    with FakeServer(responder=ScoringResponder(), hold=hold_evolved) as server:
+        process = subprocess.Popen(score_command(run, server), env=ENV)
         try:
             server.wait_until(lambda: server.held == CONCURRENCY or process.poll() is not None)
         finally:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
+            process.send_signal(how)
+            status = process.wait()
         assert server.held == CONCURRENCY
-        sent_before = len(server.requests)
         server.release()
-    written = len(scores(made_run))
-    assert written > 0
+        return len(server.requests), status
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
+def test_a_stop_repays_only_the_calls_in_flight(
+    made_run: Path, tmp_path: Path, how: signal.Signals
+) -> None:
+    straight = shutil.copytree(made_run, tmp_path / "straight")
+    with FakeServer(responder=ScoringResponder()) as server:
+        assert subprocess.run(score_command(straight, server), env=ENV).returncode == 0
+        straight_calls = len(server.requests)
+
+    sent_before, status = stop_while_held(made_run, how)
+    assert status == (-signal.SIGKILL if how == signal.SIGKILL else 130)
+    assert 0 < len(scores(made_run)) < len(scores(straight))
 
     with FakeServer(responder=ScoringResponder()) as server:
-        assert score(made_run, server).wait() == 0
+        assert subprocess.run(score_command(made_run, server), env=ENV).returncode == 0
         sent_after = len(server.requests)
     assert sent_before + sent_after - straight_calls == CONCURRENCY
     assert by_key(made_run) == by_key(straight)

@@ -326,7 +326,7 @@ def lineages(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]
     return dict(chains)
 
 
-def _digests(scorer: str, record: dict[str, Any]) -> str:
+def _digest(scorer: str, record: dict[str, Any]) -> str:
     task = compose(record["instruction"], record.get("input") or "")
     if scorer == "quality":
         return text_digest(task, record.get("output") or "")
@@ -387,7 +387,7 @@ def _current_digests(records: list[dict[str, Any]]) -> dict[tuple[str, str], str
     current = {}
     for record in records:
         for scorer in ("difficulty", "quality"):
-            current[scorer, record["id"]] = _digests(scorer, record)
+            current[scorer, record["id"]] = _digest(scorer, record)
     for root, chain in lineages(records).items():
         current["complexity", root] = _chain_digest(chain)
     return current
@@ -548,7 +548,7 @@ def _all_jobs(records: list[dict[str, Any]], scorers: list[ScorerName]) -> Itera
             yield Job(
                 "difficulty",
                 record["id"],
-                _digests("difficulty", record),
+                _digest("difficulty", record),
                 DIFFICULTY.substitute(task=task),
                 SCALE,
             )
@@ -564,7 +564,7 @@ def _all_jobs(records: list[dict[str, Any]], scorers: list[ScorerName]) -> Itera
             yield Job(
                 "quality",
                 record["id"],
-                _digests("quality", record),
+                _digest("quality", record),
                 QUALITY.substitute(task=task, answer=record["output"]),
                 SCALE,
             )
