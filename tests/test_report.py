@@ -11,7 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_args, write_seeds
+from conftest import read_jsonl, run_args, write_seeds
+from fake_server import FakeServer
 
 from evol.report import PLOT_NAMES
 
@@ -99,3 +100,49 @@ def test_an_unfinished_run_is_said_so_by_report_and_stats(evol, server, tmp_path
     stats = evol("stats", run)
     assert stats.stdout.startswith(f"run: {run} (interrupted)") and warning in stats.stderr
     assert json.loads(evol("stats", run, "--json").stdout)["status"] == "interrupted"
+
+
+def test_a_scored_run_adds_its_plots_and_contamination(evol, server, tmp_path: Path) -> None:
+    from test_scoring import ScoringResponder
+
+    from evol.report import SCORE_PLOT_NAMES
+
+    seeds, run = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
+    assert evol(*run_args(server, seeds, run, "--generations", "2")).exit_code == 0
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text('{"prompt": "List three rivers"}\n')
+    with FakeServer(responder=ScoringResponder()) as scorer:
+        scored = evol(
+            "score",
+            run,
+            "--base-url",
+            scorer.base_url,
+            "--answers",
+            "--against",
+            bench,
+            "--ngram",
+            "3",
+        )
+    assert scored.exit_code == 0, scored.output
+    page, pngs = tmp_path / "report.html", tmp_path / "png"
+    assert evol("report", run, "--out", page, "--png", pngs).exit_code == 0
+    text = page.read_text()
+    images = dict(re.findall(r'data-plot="(\w+)"[^>]*src="data:image/png;base64,([^"]+)"', text))
+    assert set(images) == set(PLOT_NAMES) | set(SCORE_PLOT_NAMES)
+    for name, encoded in images.items():
+        assert (pngs / f"{name}.png").read_bytes() == base64.b64decode(encoded)
+    dataset = read_jsonl(run / "dataset.jsonl")
+    flagged = sum("list three rivers" in r["instruction"].lower() for r in dataset)
+    assert flagged >= 1  # the seed itself
+    share = f"{flagged} of {len(dataset)} records ({flagged / len(dataset):.1%})"
+    assert f"{share} share 3 words in a row" in text
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        return
+    result = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
+         "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert f'data-plots-loaded="{len(images)}"' in result.stdout

@@ -101,3 +101,60 @@ def test_stats_and_report_read_every_generation_file_even_without_gen_0(
     assert [(g["generation"], g["kept"]) for g in stats["generations"]] == [(0, 0), (1, 3), (2, 3)]
     assert evol("report", out, "--out", tmp_path / "r.html").exit_code == 0
     assert "[gen 1]" in (tmp_path / "r.html").read_text()
+
+
+def test_stats_show_scores_per_generation_and_operation(evol, tmp_path: Path) -> None:
+    from test_scoring import ScoringResponder, difficulty_of, kept, ranks, task
+
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS[:3]), tmp_path / "run"
+    with FakeServer() as server:
+        assert evol(*run_args(server, seeds, out, "--generations", "3")).exit_code == 0
+    unscored = evol("stats", out).stdout
+    with FakeServer(responder=ScoringResponder()) as server:
+        assert evol("score", out, "--base-url", server.base_url, "--no-metrics").exit_code == 0
+    stats = json.loads(evol("stats", out, "--json").stdout)
+
+    records = kept(out)
+    difficulty = {r["id"]: difficulty_of(task(r)) for r in records}
+    for row in stats["generations"]:
+        mine = [difficulty[r["id"]] for r in records if r["generation"] == row["generation"]]
+        assert row["difficulty_mean"] == round(statistics.mean(mine), 4)
+        assert row["difficulty_sd"] == round(statistics.stdev(mine), 4)
+        assert row["difficulty_scored"] == len(mine) == 3
+    rank = {}
+    for root in {r["root_id"] for r in records}:
+        chain = [r for r in records if r["root_id"] == root]
+        rank |= dict(zip([r["id"] for r in chain], ranks([task(r) for r in chain]), strict=True))
+    for name, row in stats["operations"].items():
+        children = [r for r in records if r["operation"] == name]
+        gains = [difficulty[r["id"]] - difficulty[r["parent_id"]] for r in children]
+        assert row["difficulty_gain"] == round(statistics.mean(gains), 4)
+        ranked = [rank[r["id"]] - rank[r["parent_id"]] for r in children]
+        assert row["complexity_gain"] == round(statistics.mean(ranked), 4)
+        assert row["difficulty_mean"] == round(
+            statistics.mean(difficulty[r["id"]] for r in children), 4
+        )
+    assert stats["scores"] == {
+        "difficulty": {"model": "fake-model", "scored": 12, "missing": 0},
+        "complexity": {"model": "fake-model", "scored": 12, "missing": 0},
+    }
+    assert stats["contamination"] is None and stats["metrics_stale"] is None
+
+    table = evol("stats", out).stdout
+    assert "difficulty gain" in table and "scores: difficulty by fake-model (0 missing)" in table
+    # The tables printed before scoring are still there, whole: generations, then roles.
+    blocks = unscored.split("\n\n")
+    assert blocks[1] in table and blocks[3] in table and blocks[4] in table
+
+
+def test_a_run_without_scores_prints_as_before(evol, tmp_path: Path) -> None:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS[:3]), tmp_path / "run"
+    with FakeServer() as server:
+        assert evol(*run_args(server, seeds, out, "--generations", "1")).exit_code == 0
+    table = evol("stats", out).stdout
+    for word in ("difficulty", "distinct", "contaminated", "scores:"):
+        assert word not in table
+    stats = json.loads(evol("stats", out, "--json").stdout)
+    assert stats["scores"] is None and stats["contamination"] is None
+    assert {row["difficulty_mean"] for row in stats["generations"]} == {None}
+    assert {row["difficulty_gain"] for row in stats["operations"].values()} == {None}

@@ -40,7 +40,12 @@ from evol.pipeline import arun
 from evol.planning import format_plan, plan_run
 from evol.prompts import PROMPT_NAMES, PromptSet
 from evol.report import write_report
+from evol.scoring import ScoreConfig, plan_scoring, score_run
+from evol.scoring import format_plan as format_score_plan
+from evol.scoring import format_summary as format_score_summary
 from evol.seeds import SeedOptions, describe_seeds, format_report
+from evol.selection import SelectConfig, select_records
+from evol.selection import format_summary as format_select_summary
 from evol.show import format_lineage, lineage
 from evol.stats import format_stats, run_stats
 
@@ -665,6 +670,172 @@ def stats(
         typer.echo(result.model_dump_json())
         return
     typer.echo(format_stats(result))
+
+
+@app.command()
+def score(
+    ctx: typer.Context,
+    run_dir: Path = RUN_DIR_ARGUMENT,
+    difficulty: bool = typer.Option(
+        True,
+        "--difficulty/--no-difficulty",
+        envvar=_env("difficulty"),
+        help="Rate each instruction's difficulty, 1 to 10.",
+    ),
+    complexity: bool = typer.Option(
+        True,
+        "--complexity/--no-complexity",
+        envvar=_env("complexity"),
+        help="Score each lineage's versions against each other in one call, 1 to N.",
+    ),
+    answers: bool = typer.Option(
+        False,
+        "--answers",
+        envvar=_env("answers"),
+        help="Also rate each answer 1 to 10 for helpfulness, relevance, accuracy and depth.",
+    ),
+    retry_missing: bool = typer.Option(
+        False, "--retry-missing", help="Ask again for the scores recorded as missing."
+    ),
+    metrics: bool = typer.Option(
+        True,
+        "--metrics/--no-metrics",
+        help="Measure diversity and drift per generation (CPU only, no model).",
+    ),
+    against: list[Path] = typer.Option(
+        None,
+        "--against",
+        help="Evaluation set (JSONL, JSON or CSV of prompts) to check the records against for "
+        "contamination; repeatable. Needs no model.",
+    ),
+    ngram: int = typer.Option(
+        13, min=1, max=1000, help="Words in a row a record must share with an evaluation item."
+    ),
+    backend: str = typer.Option(
+        None,
+        envvar=_env("backend"),
+        help="LLM backend: openai, local, or a plugin (default: openai if configured, else local).",
+    ),
+    base_url: list[str] = typer.Option(
+        None,
+        "--base-url",
+        envvar=[_env("base_url"), "OPENAI_BASE_URL"],
+        help="OpenAI-compatible endpoint; repeat it to spread requests over several servers.",
+    ),
+    api_key: str = typer.Option(
+        None,
+        envvar=[_env("api_key"), "OPENAI_API_KEY"],
+        show_default=False,
+        help="API key (prefer the environment variable).",
+    ),
+    model: str = typer.Option(
+        None,
+        envvar=_env("score_model"),
+        help="Scoring model, which may differ from the run's (default: the server's only model).",
+    ),
+    model_path: Path = typer.Option(
+        None, envvar=_env("model_path"), help="GGUF file for the local backend."
+    ),
+    timeout: float = typer.Option(
+        120.0, envvar=_env("timeout"), help="Seconds before one request is abandoned and retried."
+    ),
+    concurrency: int = typer.Option(
+        16,
+        min=1,
+        envvar=_env("concurrency"),
+        help="Requests in flight at most (halved on 429, then grown back).",
+    ),
+    max_retries: int = typer.Option(
+        5,
+        min=0,
+        envvar=_env("max_retries"),
+        help="Retries of a transient failure (429, 5xx, timeout).",
+    ),
+    retry_max_wait: float = typer.Option(
+        60.0, envvar=_env("retry_max_wait"), help="Longest backoff between retries, in seconds."
+    ),
+    price_in: float = PRICE_IN_OPTION,
+    price_out: float = PRICE_OUT_OPTION,
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the calls to make and an estimated cost; call nothing."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or messages."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    debug: bool = typer.Option(False, envvar=_env("debug"), help="Show tracebacks."),
+) -> None:
+    """Rate a run's records with an LLM, measure diversity and drift, check contamination."""
+    with _user_errors(debug):
+        config = ScoreConfig(
+            run_dir=run_dir,
+            difficulty=difficulty,
+            complexity=complexity,
+            quality=answers,
+            retry_missing=retry_missing,
+            metrics=metrics,
+            against=list(against or []),
+            ngram=ngram,
+            backend=backend,
+            base_urls=list(base_url or []),
+            api_key=SecretStr(api_key) if api_key else None,
+            api_key_source=_api_key_source(ctx),
+            model=model,
+            model_path=model_path,
+            timeout=timeout,
+            concurrency=concurrency,
+            max_retries=max_retries,
+            retry_max_wait=retry_max_wait,
+        )
+        if dry_run:
+            plan = plan_scoring(config, price_in=price_in, price_out=price_out)
+            typer.echo(plan.model_dump_json() if as_json else format_score_plan(plan))
+            return
+        summary = _with_progress(
+            quiet,
+            lambda on_progress, on_info: score_run(
+                config, on_progress=on_progress, on_info=on_info
+            ),
+        )
+    typer.echo(summary.model_dump_json() if as_json else format_score_summary(summary))
+    if summary.status != "complete":
+        raise typer.Exit(1)
+
+
+@app.command()
+def select(
+    run_dir: Path = RUN_DIR_ARGUMENT,
+    budget: int = typer.Option(..., min=1, help="Records to pick at most."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="File to write: .json for one array, else JSON Lines."
+    ),
+    shape: ExportShape = typer.Option(
+        ExportShape.alpaca, "--format", help="Record shape for the trainer."
+    ),
+    similarity: float = typer.Option(
+        0.7,
+        min=0.01,
+        max=1.0,
+        help="ROUGE-L F1 to an instruction already picked at which a record is passed over.",
+    ),
+    drop_contaminated: bool = typer.Option(
+        False,
+        "--drop-contaminated",
+        help="Leave out the records that evol score --against flagged.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+) -> None:
+    """Pick the best N records of a scored run (complexity x quality), skipping near repeats."""
+    with _user_errors(False):
+        summary = select_records(
+            SelectConfig(
+                run_dir=run_dir,
+                out=out,
+                budget=budget,
+                similarity=similarity,
+                shape=shape.value,
+                drop_contaminated=drop_contaminated,
+            )
+        )
+    typer.echo(summary.model_dump_json() if as_json else format_select_summary(summary))
 
 
 @prompts_app.command("list")

@@ -283,6 +283,21 @@ def _write_all(files: dict[Path, array], write: Callable[[Path, array], None]) -
         temporary.replace(target)
 
 
+def write_rows(out: Path, records: list[dict[str, Any]], shape: ExportFormat) -> None:
+    """Write `records` as rows of `shape` to `out` (its extension picks the file format), all
+    or nothing: what `evol select` writes."""
+    file_format = file_format_of(out)
+    rows = [shape_record(record, shape, None) for record in records]
+    schema = None
+    if file_format == "parquet":
+        _require_pyarrow()
+        import pyarrow as pa
+
+        schema = pa.Table.from_pylist(rows).schema if shape == "jsonl" else None
+        schema = schema or _parquet_schema(shape, None, {})
+    _write_all({out: array("q")}, lambda path, _: _write_file(path, file_format, [rows], schema))
+
+
 def status_warning(result: ExportResult) -> str | None:
     """The plain warning for a run that is not complete; None for a complete one."""
     if result.status == "complete":

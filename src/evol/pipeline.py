@@ -194,7 +194,7 @@ class _Run:
         self.finish("running", engine)
         status, dataset_records, error = "interrupted", None, None
         try:
-            await _until_signalled(engine.run(iter_seeds(config.seeds, config.seed_options)))
+            await until_signalled(engine.run(iter_seeds(config.seeds, config.seed_options)))
             status = "failed" if engine.stats.failed else "complete"
             store.sort_outputs(self.seed_order())
             dataset_records = store.write_dataset()
@@ -281,7 +281,7 @@ def _endpoint_stats(backend: ChatBackend, base_urls: list[str]) -> list[dict[str
     return [{"url": display_url(url)} for url in base_urls]
 
 
-async def _until_signalled(work: Any) -> None:
+async def until_signalled(work: Any) -> None:
     """Await `work`; SIGINT or SIGTERM cancels it (no new calls) and raises `Interrupted`."""
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(work)

@@ -2,6 +2,8 @@
 
 The page needs no network: the plots are PNG images inlined as data URIs, the style is inline,
 and every text from the run is HTML-escaped. matplotlib (the `report` extra) draws the plots.
+What `evol score` left adds plots of its own (`SCORE_PLOT_NAMES`), each only when its figures
+are there, and the contamination check's share to the page's summary line.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from evol.stats import RunStats, run_stats
 from evol.store import ELIMINATED, iter_records
 
 PLOT_NAMES = ("instruction_length", "eliminations", "operations", "lineages")
+SCORE_PLOT_NAMES = ("difficulty", "operation_gain", "diversity")
 LINEAGE_SAMPLE = 6
 
 
@@ -80,7 +83,7 @@ def sample_lineages(run_dir: Path, count: int) -> list[list[Step]]:
 
 
 def draw_plots(stats: RunStats, lineages: list[list[Step]]) -> dict[str, bytes]:
-    """The four plots as PNG bytes."""
+    """The four plots, and those of `evol score`'s figures that the run has, as PNG bytes."""
     try:
         import matplotlib
 
@@ -94,6 +97,14 @@ def draw_plots(stats: RunStats, lineages: list[list[Step]]) -> dict[str, bytes]:
         "operations": _operation_plot,
         "lineages": _lineage_plot,
     }
+    if any(
+        g.difficulty_mean is not None or g.complexity_mean is not None for g in stats.generations
+    ):
+        drawers["difficulty"] = _difficulty_plot
+    if _gain_field(stats):
+        drawers["operation_gain"] = _gain_plot
+    if any(g.distinct_1 is not None for g in stats.generations):
+        drawers["diversity"] = _diversity_plot
     images = {}
     for name, draw in drawers.items():
         figure = draw(plt, stats, lineages)
@@ -197,6 +208,84 @@ def _lineage_plot(plt, _stats, lineages: list[list[Step]]):
     return figure
 
 
+def _difficulty_plot(plt, stats: RunStats, _lineages):
+    figure, axes = plt.subplots(figsize=(6.4, 3.4))
+    rows = [g for g in stats.generations if g.difficulty_mean is not None]
+    if rows:
+        axes.bar(
+            [g.generation for g in rows],
+            [g.difficulty_mean for g in rows],
+            yerr=[g.difficulty_sd or 0 for g in rows],
+            capsize=4,
+            color="#8fb3d9",
+            label="difficulty (mean, sd)",
+        )
+    for name, style, label in (
+        ("quality_mean", "o-", "answer quality"),
+        ("complexity_mean", "s--", "complexity rank"),
+    ):
+        points = [(g.generation, getattr(g, name)) for g in stats.generations]
+        points = [(x, y) for x, y in points if y is not None]
+        if points:
+            axes.plot(*zip(*points, strict=True), style, label=label)
+    generations = [g.generation for g in stats.generations]
+    axes.set(
+        title="Scores by generation",
+        xlabel="generation",
+        ylabel="score",
+        xticks=generations,
+        ylim=(0, 10.5),
+    )
+    axes.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, fontsize=8)
+    return figure
+
+
+def _gain_field(stats: RunStats) -> str | None:
+    """The score whose gain over the parent the operations have: difficulty, else complexity."""
+    for gain in ("difficulty_gain", "complexity_gain"):
+        if any(getattr(o, gain) is not None for o in stats.operations.values()):
+            return gain
+    return None
+
+
+def _gain_plot(plt, stats: RunStats, _lineages):
+    field = _gain_field(stats)
+    names = [n for n, o in stats.operations.items() if getattr(o, field) is not None]
+    gains = [getattr(stats.operations[n], field) for n in names]
+    figure, axes = plt.subplots(figsize=(6.4, 3.4))
+    axes.bar(names, gains, color=["#548235" if g >= 0 else "#c55a11" for g in gains])
+    axes.axhline(0, color="#222", linewidth=0.8)
+    score = field.removesuffix("_gain")
+    axes.set(
+        title=f"Which operations make instructions harder ({score})",
+        ylabel="mean gain over the parent",
+    )
+    axes.tick_params(axis="x", labelrotation=25, labelsize=8)
+    return figure
+
+
+def _diversity_plot(plt, stats: RunStats, _lineages):
+    figure, axes = plt.subplots(figsize=(6.4, 3.4))
+    for name, style, label in (
+        ("distinct_1", "o-", "distinct-1"),
+        ("distinct_2", "s-", "distinct-2"),
+        ("drift_rouge_l", "^--", "ROUGE-L to the seed"),
+        ("nearest_rouge_l", "v:", "ROUGE-L to the nearest other"),
+    ):
+        points = [(g.generation, getattr(g, name)) for g in stats.generations]
+        points = [(x, y) for x, y in points if y is not None]
+        if points:
+            axes.plot(*zip(*points, strict=True), style, label=label)
+    axes.set(
+        title="Diversity and drift by generation",
+        xlabel="generation",
+        ylim=(0, 1.05),
+        xticks=[g.generation for g in stats.generations],
+    )
+    axes.legend(frameon=False, fontsize=8)
+    return figure
+
+
 def _lineage_item(chain: list[Step]) -> str:
     def step_text(step: Step) -> str:
         if not step.diff:
@@ -225,6 +314,13 @@ def _page(
     )
     eliminated = sum(sum(g.eliminated.values()) for g in stats.generations)
     cost = "unknown" if stats.total_cost_usd is None else f"${stats.total_cost_usd:.4f}"
+    contamination = ""
+    if report := stats.contamination:
+        contamination = (
+            f" {report.flagged} of {report.checked} records ({report.share:.1%}) share "
+            f"{report.ngram} words in a row with an evaluation set "
+            f"({html.escape(', '.join(report.against))})."
+        )
     eliminated_file = run_dir / ELIMINATED
     figures = "\n".join(
         f'<figure><img data-plot="{name}" alt="{name.replace("_", " ")}" '
@@ -243,7 +339,7 @@ ins {{ background: #e3f3e3; text-decoration: none; }} del {{ color: #999; }} .wa
 <body>
 <h1>evol report</h1>
 <p>Run <code>{html.escape(str(run_dir))}</code> ({html.escape(stats.status)}): {kept} records kept,
-{eliminated} evolutions eliminated ({html.escape(str(eliminated_file.name))}), estimated cost {cost}.</p>
+{eliminated} evolutions eliminated ({html.escape(str(eliminated_file.name))}), estimated cost {cost}.{contamination}</p>
 {unfinished}
 <div class="figures">
 {figures}

@@ -1,18 +1,25 @@
 """`evol stats`: what a run directory holds, per generation and per operation, and what it cost.
 
 Reads the record files once, streaming; knows nothing of LLMs beyond the token counts and model
-names that run.json and the records carry.
+names that run.json and the records carry. What `evol score` left in the run directory is
+shown too, when it is there: scores per generation and per operation (scores.jsonl, read a
+second time with the records), diversity and drift (metrics.json), contamination
+(contamination.json). A run without them looks as it always did (in JSON, those keys are null).
 """
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from evol.contamination import Flagged, read_contamination
 from evol.counts import RunCounts
 from evol.manifest import read_manifest
+from evol.metrics import read_metrics, record_file_sizes
+from evol.scoring import SCORES, read_scores
 from evol.store import iter_records
 from evol.textstats import Lengths, summarize, word_count
 
@@ -34,12 +41,44 @@ class GenerationStats(BaseModel):
     eliminated: dict[str, int]
     instruction_words: Lengths | None
     answer_words: Lengths | None
+    # From `evol score`; None where the run was not scored, measured or checked.
+    difficulty_mean: float | None = None
+    difficulty_sd: float | None = Field(None, description="sample standard deviation")
+    difficulty_scored: int | None = None
+    complexity_mean: float | None = Field(None, description="ranking score, 1..N in a lineage")
+    quality_mean: float | None = None
+    distinct_1: float | None = None
+    distinct_2: float | None = None
+    drift_rouge_l: float | None = Field(None, description="mean ROUGE-L to the seed")
+    nearest_rouge_l: float | None = Field(None, description="mean ROUGE-L to the nearest other")
+    near_duplicates: float | None = None
+    contaminated: int | None = None
 
 
 class OperationStats(BaseModel):
     kept: int
     eliminated: int
     success_rate: float
+    # From `evol score`: does the operation make instructions harder than their parent?
+    difficulty_mean: float | None = None
+    difficulty_gain: float | None = Field(None, description="mean of child - parent difficulty")
+    complexity_gain: float | None = Field(None, description="mean of child - parent ranking")
+
+
+class ScoreSource(BaseModel):
+    model: str
+    scored: int
+    missing: int
+
+
+class ContaminationStats(BaseModel):
+    ngram: int
+    against: list[str]
+    checked: int
+    flagged: int
+    share: float
+    stale: bool = Field(description="the run grew after the check")
+    records: list[Flagged]
 
 
 class RoleCost(BaseModel):
@@ -58,6 +97,9 @@ class RunStats(BaseModel):
     operations: dict[str, OperationStats]
     roles: dict[str, RoleCost]
     total_cost_usd: float | None
+    scores: dict[str, ScoreSource] | None = None
+    metrics_stale: bool | None = Field(None, description="the run grew after it was measured")
+    contamination: ContaminationStats | None = None
 
 
 def run_stats(
@@ -111,7 +153,7 @@ def run_stats(
     }
     costs = [role.cost_usd for role in roles.values()]
     total = round(sum(costs), 6) if costs and None not in costs else None
-    return RunStats(
+    stats = RunStats(
         run=str(run_dir),
         status=manifest.get("status", "unknown"),
         generations=per_generation,
@@ -119,6 +161,87 @@ def run_stats(
         roles=roles,
         total_cost_usd=total,
     )
+    _add_scores(run_dir, stats)
+    _add_metrics(run_dir, stats)
+    _add_contamination(run_dir, stats)
+    return stats
+
+
+def _add_scores(run_dir: Path, stats: RunStats) -> None:
+    """Scores per generation and per operation, with each record's gain over its parent."""
+    if not (run_dir / SCORES).exists():
+        return
+    records = list(iter_records(run_dir))
+    book = read_scores(run_dir, records)
+    if not book.scores:
+        return
+    stats.scores = {
+        name: ScoreSource(
+            model=book.models[name],
+            scored=sum(v is not None for v in values.values()),
+            missing=sum(v is None for v in values.values()),
+        )
+        for name, values in book.scores.items()
+    }
+    by_generation: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    by_operation: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        for name in ("difficulty", "complexity", "quality"):
+            score = book.of(name).get(record["id"])
+            if score is None:
+                continue
+            by_generation[name][record["generation"]].append(score)
+            if operation := record.get("operation"):
+                by_operation[f"{name}_mean"][operation].append(score)
+                parent = book.of(name).get(record.get("parent_id") or "")
+                if parent is not None:
+                    by_operation[f"{name}_gain"][operation].append(score - parent)
+    for row in stats.generations:
+        difficulty = by_generation["difficulty"].get(row.generation, [])
+        row.difficulty_mean = _mean(difficulty)
+        row.difficulty_sd = round(statistics.stdev(difficulty), 4) if len(difficulty) > 1 else None
+        row.difficulty_scored = len(difficulty) if book.of("difficulty") else None
+        row.complexity_mean = _mean(by_generation["complexity"].get(row.generation, []))
+        row.quality_mean = _mean(by_generation["quality"].get(row.generation, []))
+    for name, row in stats.operations.items():
+        row.difficulty_mean = _mean(by_operation["difficulty_mean"].get(name, []))
+        row.difficulty_gain = _mean(by_operation["difficulty_gain"].get(name, []))
+        row.complexity_gain = _mean(by_operation["complexity_gain"].get(name, []))
+
+
+def _add_metrics(run_dir: Path, stats: RunStats) -> None:
+    metrics = read_metrics(run_dir)
+    if metrics is None:
+        return
+    stats.metrics_stale = metrics.files != record_file_sizes(run_dir)
+    measured = {row.generation: row for row in metrics.generations}
+    for row in stats.generations:
+        if found := measured.get(row.generation):
+            row.distinct_1, row.distinct_2 = found.distinct_1, found.distinct_2
+            row.drift_rouge_l, row.nearest_rouge_l = found.drift_rouge_l, found.nearest_rouge_l
+            row.near_duplicates = found.near_duplicates
+
+
+def _add_contamination(run_dir: Path, stats: RunStats) -> None:
+    report = read_contamination(run_dir)
+    if report is None:
+        return
+    flagged = Counter(record.generation for record in report.flagged)
+    for row in stats.generations:
+        row.contaminated = flagged[row.generation]
+    stats.contamination = ContaminationStats(
+        ngram=report.ngram,
+        against=[eval_set.path for eval_set in report.against],
+        checked=report.checked,
+        flagged=len(report.flagged),
+        share=report.share,
+        stale=report.files != record_file_sizes(run_dir),
+        records=report.flagged,
+    )
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
 
 
 def unit_prices(
@@ -183,12 +306,20 @@ def format_stats(stats: RunStats) -> str:
             for g in stats.generations
         ],
     )
+    lines += _scored_generations(stats, table)
+    gains = _operation_gains(stats)
     lines += [
         "",
         *table(
-            ["operation", "kept", "eliminated", "success"],
+            ["operation", "kept", "eliminated", "success", *gains],
             [
-                [name, str(o.kept), str(o.eliminated), f"{o.success_rate:.0%}"]
+                [
+                    name,
+                    str(o.kept),
+                    str(o.eliminated),
+                    f"{o.success_rate:.0%}",
+                    *(_figure(getattr(o, field)) for field in gains.values()),
+                ]
                 for name, o in stats.operations.items()
             ],
         ),
@@ -219,4 +350,88 @@ def format_stats(stats: RunStats) -> str:
             else " (no price known: pass --price-in and --price-out)"
         ),
     ]
+    lines += _contamination_lines(stats)
     return "\n".join(lines)
+
+
+# Columns of the second generation table: (header, GenerationStats field), shown when any
+# generation has a value.
+_SCORED_COLUMNS = [
+    ("difficulty", "difficulty_mean"),
+    ("sd", "difficulty_sd"),
+    ("scored", "difficulty_scored"),
+    ("complexity", "complexity_mean"),
+    ("quality", "quality_mean"),
+    ("distinct-1", "distinct_1"),
+    ("distinct-2", "distinct_2"),
+    ("drift", "drift_rouge_l"),
+    ("nearest", "nearest_rouge_l"),
+    ("near-dup", "near_duplicates"),
+    ("contaminated", "contaminated"),
+]
+
+
+def _figure(value: float | int | None) -> str:
+    if value is None:
+        return "-"
+    return str(value) if isinstance(value, int) else f"{value:.2f}"
+
+
+def _scored_generations(stats: RunStats, table) -> list[str]:
+    """Scores, diversity and drift per generation, when `evol score` left any."""
+    columns = [
+        (header, name)
+        for header, name in _SCORED_COLUMNS
+        if any(getattr(row, name) is not None for row in stats.generations)
+    ]
+    if not columns:
+        return []
+    lines = [
+        "",
+        *table(
+            ["generation", *(header for header, _name in columns)],
+            [
+                [str(row.generation), *(_figure(getattr(row, name)) for _header, name in columns)]
+                for row in stats.generations
+            ],
+        ),
+    ]
+    if stats.scores:
+        used = ", ".join(
+            f"{name} by {s.model} ({s.missing} missing)" for name, s in stats.scores.items()
+        )
+        lines.append(f"scores: {used}")
+    if stats.metrics_stale:
+        lines.append("diversity and drift were measured before the run grew: run evol score again")
+    return lines
+
+
+def _operation_gains(stats: RunStats) -> dict[str, str]:
+    """Header -> OperationStats field of the score columns any operation has a value for."""
+    fields = {
+        "difficulty": "difficulty_mean",
+        "difficulty gain": "difficulty_gain",
+        "complexity gain": "complexity_gain",
+    }
+    return {
+        header: name
+        for header, name in fields.items()
+        if any(getattr(row, name) is not None for row in stats.operations.values())
+    }
+
+
+def _contamination_lines(stats: RunStats) -> list[str]:
+    report = stats.contamination
+    if report is None:
+        return []
+    lines = [
+        "",
+        f"contaminated: {report.flagged} of {report.checked} records ({report.share:.1%}) share "
+        f"{report.ngram} words in a row with {', '.join(report.against)}",
+    ]
+    for record in report.records:
+        where = ", ".join(f"{m.path}:{m.line}" for m in record.matches)
+        lines.append(f"  {record.id}: {where}")
+    if report.stale:
+        lines.append("  the run grew after this check: run evol score --against again")
+    return lines

@@ -37,7 +37,7 @@ MANIFEST = "run.json"
 ELIMINATED = "eliminated.jsonl"
 DATASET = "dataset.jsonl"
 JOURNAL = "calls.jsonl"
-_LOCK = ".evol.lock"
+LOCK_FILE = ".evol.lock"
 # Every file evol may write in a run directory; nothing else there is ever touched.
 _OWN_NAME = re.compile(
     r"(gen_\d+\.jsonl|eliminated\.jsonl|dataset\.jsonl|calls\.jsonl|run\.json)(\.tmp)?"
@@ -225,7 +225,7 @@ class RunStore:
         _refuse_foreign(self.out_dir)
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._lock_file = FileLock(self.out_dir / _LOCK)
+            self._lock_file = FileLock(self.out_dir / LOCK_FILE)
             self._lock_file.acquire(timeout=0)
         except Timeout:
             raise RunDirError(
@@ -276,7 +276,7 @@ def _refuse_foreign(out_dir: Path) -> None:
         return
     entries = list(out_dir.iterdir())
     for entry in entries:
-        if (_OWN_NAME.fullmatch(entry.name) or entry.name == _LOCK) and entry.is_symlink():
+        if (_OWN_NAME.fullmatch(entry.name) or entry.name == LOCK_FILE) and entry.is_symlink():
             raise RunDirError(
                 f"{entry}: is a symbolic link; evol writes only regular files in its run "
                 "directory: remove the link or choose another --out"
@@ -285,7 +285,9 @@ def _refuse_foreign(out_dir: Path) -> None:
     if manifest.is_file():
         return
     others = [
-        entry.name for entry in entries if entry.name != _LOCK and not entry.name.endswith(".tmp")
+        entry.name
+        for entry in entries
+        if entry.name != LOCK_FILE and not entry.name.endswith(".tmp")
     ]
     if others:
         shown = ", ".join(sorted(others)[:3]) + (", ..." if len(others) > 3 else "")
