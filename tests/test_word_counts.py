@@ -1,0 +1,112 @@
+"""Words and what is measured in them: the one tokenizer behind "80 words", the duplicate
+rule's ROUGE-L, and the length summaries of `evol stats`, checked against plain definitions.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from evol.textstats import Lengths, estimate_tokens, rouge_l, summarize, tokens, word_count, words
+
+PROPERTY = settings(derandomize=True, deadline=None, max_examples=300, database=None)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Don't stop—now!", ["Don't", "stop", "now"]),
+        ("It’s 3.14, isn't it?", ["It’s", "3", "14", "isn't", "it"]),
+        ("snake_case and **bold** `code`", ["snake", "case", "and", "bold", "code"]),
+        ("'quoted' rock'n'roll '", ["quoted", "rock'n'roll"]),
+        ("Ünïcödé 東京 42", ["Ünïcödé", "東京", "42"]),
+        ("", []),
+        ("... --- !!!", []),
+    ],
+)
+def test_words(text: str, expected: list[str]) -> None:
+    assert words(text) == expected
+    assert word_count(text) == len(expected)
+
+
+def test_tokens_fold_case_width_and_curly_apostrophes() -> None:
+    assert tokens("It’s ＡＢＣ Straße DON'T") == ["it's", "abc", "strasse", "don't"]
+
+
+@pytest.mark.parametrize(("count", "expected"), [(0, 0), (1, 1), (2, 3), (3, 4), (30, 40)])
+def test_estimate_tokens_is_four_thirds_a_word(count: int, expected: int) -> None:
+    assert estimate_tokens(" ".join(["word"] * count)) == expected
+
+
+@cache
+def lcs(first: tuple[str, ...], second: tuple[str, ...]) -> int:
+    """The longest common subsequence, by its definition."""
+    if not first or not second:
+        return 0
+    if first[0] == second[0]:
+        return 1 + lcs(first[1:], second[1:])
+    return max(lcs(first[1:], second), lcs(first, second[1:]))
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        ("a b c d e", "a x c y e", 2 * 3 / 10),
+        ("a b", "b a", 2 * 1 / 4),
+        ("a b c", "a b c d e f g", 2 * 3 / 10),  # the longer one first or second: the same
+        ("a b c d e f g", "a b c", 2 * 3 / 10),
+        ("a a a", "a", 2 * 1 / 4),
+        ("x", "", 0.0),
+        ("", "", 0.0),
+    ],
+)
+def test_rouge_l(first: str, second: str, expected: float) -> None:
+    assert rouge_l(first.split(), second.split()) == expected
+
+
+@PROPERTY
+@given(
+    first=st.lists(st.sampled_from("abcd"), max_size=8),
+    second=st.lists(st.sampled_from("abcd"), max_size=8),
+)
+def test_rouge_l_is_twice_the_lcs_over_both_lengths(first: list[str], second: list[str]) -> None:
+    expected = (
+        2 * lcs(tuple(first), tuple(second)) / (len(first) + len(second))
+        if first and second
+        else 0.0
+    )
+    assert rouge_l(first, second) == expected == rouge_l(second, first)
+
+
+@PROPERTY
+@given(values=st.lists(st.integers(0, 500), min_size=1, max_size=30))
+def test_summaries_are_numpys_percentiles_rounded(values: list[int]) -> None:
+    summary = summarize(values)
+    assert summary == Lengths(
+        mean=round(float(np.mean(values)), 1),
+        p50=round(float(np.percentile(values, 50)), 1),
+        p90=round(float(np.percentile(values, 90)), 1),
+        max=max(values),
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([7], Lengths(mean=7, p50=7, p90=7, max=7)),
+        ([1, 2], Lengths(mean=1.5, p50=1.5, p90=1.9, max=2)),
+        ([3, 1, 2], Lengths(mean=2, p50=2, p90=2.8, max=3)),
+        ([0, 0, 1], Lengths(mean=0.3, p50=0, p90=0.8, max=1)),
+        ([10, 0, 0, 0], Lengths(mean=2.5, p50=0, p90=7, max=10)),
+    ],
+)
+def test_summaries(values: list[int], expected: Lengths) -> None:
+    assert summarize(values) == expected
+
+
+def test_nothing_to_summarize() -> None:
+    assert summarize([]) is None
