@@ -149,6 +149,21 @@ BAD_FILES = [
         "invalid JSON",
     ),
     ("empty file", "s.jsonl", b"", None, "no seeds"),
+    # Python's int() refuses more than 4,300 digits: a ValueError that is not a JSON error.
+    (
+        "huge integer in JSON Lines",
+        "s.jsonl",
+        b'{"instruction": "a"}\n{"instruction": "b", "n": ' + b"9" * 5000 + b"}\n",
+        2,
+        "invalid JSON: a number longer than 4300 digits",
+    ),
+    (
+        "huge integer in a JSON array",
+        "s.json",
+        b'[\n {"instruction": "a"},\n\n {"instruction": "b", "n": ' + b"9" * 5000 + b"}\n]\n",
+        4,
+        "invalid JSON: a number longer than 4300 digits",
+    ),
     ("only blank lines", "s.txt", b"\n\n  \n", None, "no seeds"),
 ]
 
@@ -192,3 +207,11 @@ def test_trailing_blank_lines_are_not_rows(tmp_path: Path) -> None:
     path = tmp_path / "s.jsonl"
     path.write_text('{"instruction": "a"}\n\n\n')
     assert scan_seeds(path).count == 1
+
+
+def test_a_csv_field_over_the_csv_modules_default_cap_is_read(tmp_path: Path) -> None:
+    # The csv module stops at 131,072 characters a field unless told otherwise; a row may be 1 MB.
+    path = tmp_path / "s.csv"
+    long_instruction = "word " * 60_000
+    path.write_text(f'instruction\n"{long_instruction}"\n')
+    assert [s.instruction for s in load(path)] == [long_instruction]

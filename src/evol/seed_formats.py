@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -108,11 +109,18 @@ def _parses_as_object(line: bytes) -> bool:
 
 
 def _loads(text: str) -> Any:
-    """json.loads, with nesting too deep for Python's parser as a plain JSON error."""
+    """json.loads, with what Python's parser refuses beyond JSON's grammar (nesting too deep,
+    an integer over its 4,300-digit limit) as a plain JSON error."""
     try:
         return json.loads(text)
+    except json.JSONDecodeError:
+        raise
     except RecursionError:
         raise json.JSONDecodeError("nested too deeply", text, 0) from None
+    except ValueError:
+        raise json.JSONDecodeError(
+            f"a number longer than {sys.get_int_max_str_digits()} digits", text, 0
+        ) from None
 
 
 def _decoded_lines(path: Path) -> Iterator[tuple[int, str | RowError]]:
@@ -185,7 +193,8 @@ def _json_array_rows(path: Path) -> Iterator[tuple[int, Any]]:
                 error.lineno,
                 "holds one JSON value per line: rename it .jsonl or use --format jsonl",
             ) from None
-        raise SeedFileError(str(path), error.lineno, f"invalid JSON: {error.msg}") from None
+        line = error.lineno if error.pos else _failing_element_line(text)
+        raise SeedFileError(str(path), line, f"invalid JSON: {error.msg}") from None
     if not isinstance(rows, list):
         raise SeedFileError(str(path), 1, f"expected a JSON array of seeds, got {json_type(rows)}")
     # json.loads keeps no positions; re-scan the top level to give each element its line.
@@ -209,8 +218,21 @@ def _element_lines(text: str) -> Iterator[int]:
         position = end
 
 
+def _failing_element_line(text: str) -> int:
+    """The line of the array element that Python's parser refuses (1 if it is not one)."""
+    line = 1
+    try:
+        for line in _element_lines(text):
+            pass
+    except (ValueError, RecursionError):
+        return line
+    return 1
+
+
 def _csv_rows(path: Path, instruction_fields: tuple[str, ...]) -> Iterator[tuple[int, Any]]:
     open_binary(path).close()
+    # The csv module caps a field at 128 KiB by default (process-wide); a row may be 1 MB.
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_ROW_BYTES))
     with path.open(encoding="utf-8-sig", newline="") as fp:
         reader = csv.DictReader(fp)
         try:
@@ -252,7 +274,8 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:
         ) from None
     open_binary(path).close()
     try:
-        table = parquet.ParquetFile(path)
+        # pre_buffer=False: recent pyarrow pre-buffers whole row groups by default.
+        table = parquet.ParquetFile(path, pre_buffer=False)
         number = 0
         for batch in table.iter_batches(batch_size=1024):
             for row in batch.to_pylist():
