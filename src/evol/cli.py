@@ -805,7 +805,10 @@ def select(
     run_dir: Path = RUN_DIR_ARGUMENT,
     budget: int = typer.Option(..., min=1, help="Records to pick at most."),
     out: Path = typer.Option(
-        ..., "--out", "-o", help="File to write: .json for one array, else JSON Lines."
+        ...,
+        "--out",
+        "-o",
+        help="File to write: .parquet for Parquet, .json for one JSON array, else JSON Lines.",
     ),
     shape: ExportShape = typer.Option(
         ExportShape.alpaca, "--format", help="Record shape for the trainer."
