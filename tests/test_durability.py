@@ -293,7 +293,13 @@ SKIPPABLE = [
     for case in BAD_FILES
     if case[3] is not None
     and case[0]
-    not in ("array as JSONL", "CSV without header", "JSON not an array", "broken JSON array")
+    not in (
+        "array as JSONL",
+        "CSV without header",
+        "JSON not an array",
+        "broken JSON array",
+        "huge integer in a JSON array",  # the whole array fails to parse: not a row
+    )
 ]
 
 

@@ -426,19 +426,18 @@ def _signal(answer: str, answer_words: list[str]) -> Failure | None:
 def _repeats(instruction: str, answer: str) -> Failure | None:
     """An answer no longer than 1.5 times its instruction, and nearly its words."""
     instruction_tokens, answer_tokens = tokens(instruction), tokens(answer)
-    total = len(instruction_tokens) + len(answer_tokens)
+    if len(answer_tokens) > REPEAT_MAX_GROWTH * len(instruction_tokens):
+        return None  # most answers: far longer than what they answer
     # The longest common subsequence is at most the words the two share: most answers share
     # too few for the quadratic ROUGE-L to be worth computing.
     shared = sum((Counter(instruction_tokens) & Counter(answer_tokens)).values())
-    if 2 * shared < REPEAT_SIMILARITY * total:
+    if 2 * shared < REPEAT_SIMILARITY * (len(instruction_tokens) + len(answer_tokens)):
         return None
-    if len(answer_tokens) <= REPEAT_MAX_GROWTH * len(instruction_tokens):
-        similarity = rouge_l(answer_tokens, instruction_tokens)
-        if similarity >= REPEAT_SIMILARITY:
-            return Failure(
-                Reason.NOT_A_TASK,
-                f"the answer only repeats its instruction (ROUGE-L {similarity:.2f})",
-            )
+    similarity = rouge_l(answer_tokens, instruction_tokens)
+    if similarity >= REPEAT_SIMILARITY:
+        return Failure(
+            Reason.NOT_A_TASK, f"the answer only repeats its instruction (ROUGE-L {similarity:.2f})"
+        )
     return None
 
 

@@ -220,13 +220,15 @@ def _element_lines(text: str) -> Iterator[int]:
 
 def _failing_element_line(text: str) -> int:
     """The line of the array element that Python's parser refuses (1 if it is not one)."""
+    lines = _element_lines(text)
     line = 1
     try:
-        for line in _element_lines(text):
-            pass
+        while True:
+            line = next(lines)
+    except StopIteration:
+        return 1
     except (ValueError, RecursionError):
         return line
-    return 1
 
 
 def _csv_rows(path: Path, instruction_fields: tuple[str, ...]) -> Iterator[tuple[int, Any]]:

@@ -14,16 +14,18 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from evol.contamination import read_contamination
-from evol.dedup import DuplicateIndex
 from evol.errors import UsageError
 from evol.export import ExportFormat, write_rows
 from evol.metrics import record_file_sizes
 from evol.scoring import ScoreBook, kept_records, read_scores
+
+if TYPE_CHECKING:
+    from evol.dedup import DuplicateIndex
 
 # The similarity search compares with every pick up to this many, then MinHash candidates
 # (as --dedup-method auto does).
@@ -69,6 +71,8 @@ def select_records(config: SelectConfig) -> SelectSummary:
         raise UsageError(f"{config.run_dir} has no scores: run evol score {config.run_dir} first")
     flagged, stale = _contaminated(config)
     ranked = sorted(records, key=lambda record: _rank_key(record, book, used))
+    from evol.dedup import DuplicateIndex  # numpy: loaded only when selecting
+
     pool = DuplicateIndex(
         method="rouge-l" if config.budget <= EXACT_UP_TO else "minhash",
         threshold=config.similarity,
