@@ -42,6 +42,7 @@ test-fast: install
 
 ## bench: speed, memory and quality targets, measured (figures in bench/results.json)
 bench: install
+	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/dedup.py
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/throughput.py
