@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from evol.seed_formats import RowError, json_type
@@ -164,35 +165,31 @@ def _prompt(row: dict[str, Any]) -> Extracted:
     return Extracted("prompt", row[key], key, row.get("input"), row.get("output"), metadata)
 
 
-def _chat(shape: str, key: str, speaker: str, text: str) -> Callable[[dict[str, Any]], Extracted]:
+def _conversation(shape: str, key: str, speaker: str, text: str, row: dict[str, Any]) -> Extracted:
     """A conversation list: the first user turn is the instruction, the first assistant turn
     after it the output; a system turn goes to metadata."""
-
-    def take(row: dict[str, Any]) -> Extracted:
-        turns = row[key]
-        if not isinstance(turns, list):
-            raise RowError(f"{key!r} must be a list of turns, got {json_type(turns)}")
-        instruction = output = system = where = None
-        for number, turn in enumerate(turns):
-            if not isinstance(turn, dict):
-                raise RowError(f"'{key}.{number}' must be an object, got {json_type(turn)}")
-            who = str(turn.get(speaker, "")).lower()
-            said = _turn_text(turn.get(text), f"{key}.{number}.{text}")
-            if who == "system" and system is None:
-                system = said
-            elif who in _USER_ROLES and instruction is None:
-                instruction, where = said, f"{key}.{number}.{text}"
-            elif who in _ASSISTANT_ROLES and instruction is not None:
-                output = said
-                break
-        if instruction is None:
-            raise RowError(f"{key!r} has no user turn")
-        metadata = _rest(row, {"id", key})
-        if system is not None:
-            metadata["system"] = system
-        return Extracted(shape, instruction, str(where), None, output, metadata)
-
-    return take
+    turns = row[key]
+    if not isinstance(turns, list):
+        raise RowError(f"{key!r} must be a list of turns, got {json_type(turns)}")
+    instruction = output = system = where = None
+    for number, turn in enumerate(turns):
+        if not isinstance(turn, dict):
+            raise RowError(f"'{key}.{number}' must be an object, got {json_type(turn)}")
+        who = str(turn.get(speaker, "")).lower()
+        said = _turn_text(turn.get(text), f"{key}.{number}.{text}")
+        if who == "system" and system is None:
+            system = said
+        elif who in _USER_ROLES and instruction is None:
+            instruction, where = said, f"{key}.{number}.{text}"
+        elif who in _ASSISTANT_ROLES and instruction is not None:
+            output = said
+            break
+    if instruction is None:
+        raise RowError(f"{key!r} has no user turn")
+    metadata = _rest(row, {"id", key})
+    if system is not None:
+        metadata["system"] = system
+    return Extracted(shape, instruction, str(where), None, output, metadata)
 
 
 def _turn_text(content: Any, where: str) -> Any:
@@ -211,8 +208,14 @@ def _turn_text(content: Any, where: str) -> Any:
 
 # In order: the first whose keys a row has gives its shape.
 _SHAPES: list[tuple[Callable[[dict[str, Any]], bool], Callable[[dict[str, Any]], Extracted]]] = [
-    (lambda row: "conversations" in row, _chat("sharegpt", "conversations", "from", "value")),
-    (lambda row: "messages" in row, _chat("openai-chat", "messages", "role", "content")),
+    (
+        lambda row: "conversations" in row,
+        partial(_conversation, "sharegpt", "conversations", "from", "value"),
+    ),
+    (
+        lambda row: "messages" in row,
+        partial(_conversation, "openai-chat", "messages", "role", "content"),
+    ),
     (lambda row: "instruction" in row and "instances" in row, _self_instruct),
     (lambda row: "instruction" in row and ("context" in row or "response" in row), _dolly),
     (lambda row: "instruction" in row, _alpaca),
