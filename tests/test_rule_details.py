@@ -210,3 +210,9 @@ def test_weights_errors_name_the_operations() -> None:
     assert str(all_zero.value) == "--operations: at least one operation needs a weight above 0"
     with pytest.raises(UsageError):
         parse_weights("deepen=inf")
+
+
+def test_a_leaked_phrase_of_words_is_hidden_only_by_the_same_whole_words_in_the_parent() -> None:
+    detector = LeakDetector(["given prompt"])
+    assert detector.find("Praise the forgiven prompts", "Praise the given prompt") == "given prompt"
+    assert detector.find("Praise the given prompt", "Praise the given prompt now") is None

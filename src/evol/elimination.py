@@ -347,7 +347,10 @@ class LeakDetector:
         parent_text, parent_tokens = normalize(parent), tokens(parent)
         parent_words = f" {' '.join(parent_tokens)} "
         for phrase in found:
-            if phrase not in (parent_words if phrase in self._in_words else parent_text):
+            if phrase in self._in_words:
+                if f" {phrase} " not in parent_words:  # whole words: "forgiven prompts" holds none
+                    return phrase
+            elif phrase not in parent_text:
                 return phrase
         copied -= _ngrams(parent_tokens, LEAK_NGRAM)
         return " ".join(min(copied)) if copied else None
