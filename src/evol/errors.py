@@ -109,3 +109,17 @@ class Interrupted(EvolError):
     """The run was stopped by SIGINT or SIGTERM after saving what was finished."""
 
     exit_code = 130
+
+
+def most_telling(errors: BaseExceptionGroup) -> BaseException:
+    """The error to surface from a task group's failures: the first one a user can act on (an
+    `EvolError`), else the first of all."""
+    flat: list[BaseException] = []
+    stack: list[BaseException] = [errors]
+    while stack:
+        error = stack.pop(0)
+        if isinstance(error, BaseExceptionGroup):
+            stack[:0] = list(error.exceptions)
+        else:
+            flat.append(error)
+    return next((error for error in flat if isinstance(error, EvolError)), flat[0])

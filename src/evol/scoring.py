@@ -58,6 +58,7 @@ from evol.errors import (
     RateLimited,
     RunDirError,
     TransientBackendError,
+    most_telling,
 )
 from evol.limits import AdaptiveConcurrency
 from evol.llm import (
@@ -659,7 +660,7 @@ class _Scorer:
                 for _ in range(min(self.config.concurrency, len(jobs))):
                     group.create_task(worker())
         except BaseExceptionGroup as errors:
-            raise _first_user_error(errors) from None
+            raise most_telling(errors) from None
 
     async def score(self, job: Job) -> ScoreLine | None:
         """Ask, read, ask again once if need be; None when the call failed after retries."""
@@ -778,18 +779,6 @@ class _Scorer:
             max_wait=self.config.retry_max_wait,
             on_retry=retried,
         )
-
-
-def _first_user_error(errors: BaseExceptionGroup) -> BaseException:
-    flat: list[BaseException] = []
-    stack: list[BaseException] = [errors]
-    while stack:
-        error = stack.pop(0)
-        if isinstance(error, BaseExceptionGroup):
-            stack[:0] = list(error.exceptions)
-        else:
-            flat.append(error)
-    return next((error for error in flat if isinstance(error, EvolError)), flat[0])
 
 
 # -- the command -----------------------------------------------------------------------------
