@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import assert_valid_run, read_jsonl, run_args, write_seeds
 from fake_server import FakeServer, kind_of
 
@@ -77,14 +78,16 @@ def test_a_slow_lineage_holds_no_other_back(evol, tmp_path: Path) -> None:
     assert_valid_run(tmp_path / "run")
 
 
-def test_an_items_answer_and_judge_are_in_flight_together(evol, tmp_path: Path) -> None:
+def test_with_parallel_judge_an_items_answer_and_judge_are_in_flight_together(
+    evol, tmp_path: Path
+) -> None:
     seeds = write_seeds(
         tmp_path / "seeds.jsonl", [{"instruction": f"Explain idea {i}"} for i in range(4)]
     )
-    with FakeServer(hold=lambda body: kind_of(body) == "answer") as server:
-        # Answers are held until every item's judge has arrived: they are sent together.
-        judges = lambda: len(server.requests_for("judge")) == 4  # noqa: E731
-        with ReleaseWhen(server, lambda: server.held == 4 and judges()) as gate:
+    with FakeServer(hold=lambda body: kind_of(body) == "judge") as server:
+        # Judges are held until every item's answer has arrived: they are sent together.
+        answers = lambda: len(server.requests_for("answer")) == 4  # noqa: E731
+        with ReleaseWhen(server, lambda: server.held == 4 and answers()) as gate:
             result = evol(
                 *run_args(
                     server,
@@ -95,10 +98,40 @@ def test_an_items_answer_and_judge_are_in_flight_together(evol, tmp_path: Path) 
                     "--concurrency",
                     "16",
                     "--no-answer-seeds",
+                    "--parallel-judge",
                 )  # fmt: skip
             )
     assert gate.met
     assert result.exit_code == 0, result.output
+
+
+def test_by_default_no_answer_is_asked_before_the_judge_has_spoken(evol, tmp_path: Path) -> None:
+    seeds = write_seeds(
+        tmp_path / "seeds.jsonl", [{"instruction": f"Explain idea {i}"} for i in range(4)]
+    )
+    # Every judge is held until all four have arrived; an answer asked in parallel would
+    # arrive before them.
+    with (
+        FakeServer(hold=lambda body: kind_of(body) == "judge") as server,
+        ReleaseWhen(server, lambda: server.held == 4) as gate,
+    ):
+        result = evol(
+            *run_args(
+                server,
+                seeds,
+                tmp_path / "run",
+                "--generations",
+                "1",
+                "--concurrency",
+                "16",
+                "--no-answer-seeds",
+            )  # fmt: skip
+        )
+    assert gate.met
+    assert result.exit_code == 0, result.output
+    first_answer = min(i for i, body in enumerate(server.requests) if kind_of(body) == "answer")
+    judges = [i for i, body in enumerate(server.requests) if kind_of(body) == "judge"]
+    assert len(judges) == 4 and max(judges) < first_answer
 
 
 def test_output_files_are_in_seed_order_whatever_order_lineages_finish(
@@ -137,3 +170,24 @@ def test_output_files_are_in_seed_order_whatever_order_lineages_finish(
     eliminated = read_jsonl(out / "eliminated.jsonl")
     keys = [(order[r["root_id"]], r["round"]) for r in eliminated]
     assert len(keys) >= 4 and keys == sorted(keys)
+
+
+@pytest.mark.parametrize(("flags", "answers"), [((), 2), (("--parallel-judge",), 4)])
+def test_the_judge_first_pays_no_answer_for_a_rewrite_it_rejects(
+    evol, tmp_path: Path, flags: tuple[str, ...], answers: int
+) -> None:
+    rows = [{"instruction": f"Explain idea {i}" + (" [equal]" if i % 2 else "")} for i in range(4)]
+    seeds = write_seeds(tmp_path / "seeds.jsonl", rows)
+    with FakeServer() as server:
+        result = evol(
+            *run_args(
+                server, seeds, tmp_path / "run", "--generations", "1", "--no-answer-seeds", *flags
+            )
+        )
+        assert result.exit_code == 0, result.output
+        assert len(server.requests_for("judge")) == 4
+        assert len(server.requests_for("answer")) == answers
+    eliminated = read_jsonl(tmp_path / "run" / "eliminated.jsonl")
+    assert sorted(r["reason"] for r in eliminated) == ["no_information_gain"] * 2
+    kept = read_jsonl(tmp_path / "run" / "dataset.jsonl")
+    assert [r["id"] for r in kept if r["generation"] == 1] == ["s1.1", "s3.1"]

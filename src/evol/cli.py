@@ -390,6 +390,13 @@ def run(
         help="A system turn for the answering model (recorded in run.json and carried by "
         "exports that have a system turn).",
     ),
+    parallel_judge: bool = typer.Option(
+        False,
+        "--parallel-judge/--no-parallel-judge",
+        envvar=_env("parallel_judge"),
+        help="Ask for the answer and the verdict at the same time: lower latency, but every "
+        "rewrite the judge rejects has paid for its answer (default: the judge first).",
+    ),
     timeout: float = typer.Option(
         120.0, envvar=_env("timeout"), help="Seconds before one request is abandoned and retried."
     ),
@@ -498,6 +505,7 @@ def run(
                 judge_max_tokens=judge_max_tokens,
             ),
             system_prompt=system_prompt,
+            parallel_judge=parallel_judge,
             timeout=timeout,
             concurrency=concurrency,
             rpm=rpm,

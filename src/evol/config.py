@@ -80,6 +80,9 @@ class RunConfig(BaseModel):
     model_path: Path | None = None
     params: RoleParams = Field(default_factory=lambda: RoleParams())
     system_prompt: str | None = Field(None, description="a system turn for the answering model")
+    parallel_judge: bool = Field(
+        False, description="answer and judge at once (lower latency; pays for rejected answers)"
+    )
 
     timeout: float = Field(120.0, gt=0)
     concurrency: int = Field(16, ge=1)

@@ -1,7 +1,8 @@
 """Scheduling the LLM calls of a run.
 
 Each seed's lineage is one task that runs its rounds in order: evolve the tip, clean the reply
-and check it for free, then answer and judge at the same time, then apply the rules. Lineages
+and check it for free, then ask the judge, then (only for a rewrite the judge let through)
+the answer, then apply the answer's rules (`parallel_judge`: answer and judge at once). Lineages
 run side by side with no barrier between rounds; one adaptive limit bounds the requests in
 flight (halved on 429, see `evol.limits`), the --rpm/--tpm budget paces them, and one retry
 policy wraps every request. Results go to the store as soon as they exist.
@@ -235,24 +236,19 @@ class Engine:
             raise _Eliminated(repeat, duplicate_of=original)
 
     async def _answer_and_judge(self, draft: Record, tip: Tip) -> None:
-        """The answer and the verdict, asked for at the same time; then their rules."""
-        calls: list[Coroutine[Any, Any, Any]] = [self._answer(draft, check=False)]
-        if self.config.rules.judge:
-            calls.append(self._verdict(draft, tip))
-        results = await _all(*calls)
-        answer_failure = results[0]
-        if self.config.rules.judge:
-            verdict, replies = results[1]
-            draft.judge = verdict
-            if verdict == Verdict.EQUAL:
-                raise _Eliminated(
-                    Failure(
-                        Reason.NO_INFORMATION_GAIN, f"the judge found it equal: {replies[-1]!r}"
-                    )
-                )
-            if verdict == Verdict.UNCLEAR:
-                shown = " / ".join(repr(reply[:80]) for reply in replies)
-                raise _Eliminated(Failure(Reason.JUDGE_UNCLEAR, f"no verdict in {shown}"))
+        """The verdict, then the answer (no answer is paid for a rewrite the judge rejects);
+        with `parallel_judge`, both asked for at the same time. Then their rules."""
+        if not self.config.rules.judge:
+            await self._answer(draft)
+            return
+        if not self.config.parallel_judge:
+            _judged(draft, *await self._verdict(draft, tip))
+            await self._answer(draft)
+            return
+        answer_failure, (verdict, replies) = await _all(
+            self._answer(draft, check=False), self._verdict(draft, tip)
+        )
+        _judged(draft, verdict, replies)
         if answer_failure:
             raise _Eliminated(answer_failure)
 
@@ -372,6 +368,18 @@ class Engine:
     def _fail(self, item_id: str, round_: int, role: str, error: Exception) -> Exception:
         self.stats.failed.append(FailedItem(item_id, round_, role, str(error)))
         return error
+
+
+def _judged(draft: Record, verdict: Verdict, replies: list[str]) -> None:
+    """Record the judge's verdict; a rewrite it found equal, or could not judge, fails."""
+    draft.judge = verdict
+    if verdict == Verdict.EQUAL:
+        raise _Eliminated(
+            Failure(Reason.NO_INFORMATION_GAIN, f"the judge found it equal: {replies[-1]!r}")
+        )
+    if verdict == Verdict.UNCLEAR:
+        shown = " / ".join(repr(reply[:80]) for reply in replies)
+        raise _Eliminated(Failure(Reason.JUDGE_UNCLEAR, f"no verdict in {shown}"))
 
 
 def _note(record: Record, cleaned: Cleaned, what: str) -> None:
