@@ -560,8 +560,22 @@ def test_parse_split(spec: str | None, expected: dict[str, float]) -> None:
     assert parse_split(spec) == expected
 
 
-@pytest.mark.parametrize("name", ["gen_1.jsonl", "dataset.jsonl", "run.json", "eliminated.jsonl"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "gen_1.jsonl",
+        "dataset.jsonl",
+        "run.json",
+        "eliminated.jsonl",
+        "scores.jsonl",
+        "metrics.json",
+        "contamination.json",
+        ".evol.lock",
+    ],
+)
 def test_export_never_overwrites_the_run(evol, run_dir: Path, name: str) -> None:
+    if not (run_dir / name).exists():  # what evol score writes, the lock's empty file
+        (run_dir / name).write_text("paid for\n")
     before = (run_dir / name).read_bytes()
     result = evol("export", run_dir, "--out", run_dir / name)
     assert result.exit_code == 2 and "is a file of the run itself" in result.stderr

@@ -75,6 +75,18 @@ def test_files_of_the_users_next_to_a_run_are_left_alone(evol, server, tmp_path:
     assert not (out / "run.json.tmp").exists()
 
 
+def test_overwrite_deletes_the_scores_of_the_records_it_deletes(evol, server, tmp_path) -> None:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
+    assert evol(*run_args(server, seeds, out, "--generations", "1")).exit_code == 0
+    for name in ("scores.jsonl", "metrics.json", "contamination.json"):
+        (out / name).write_text("of the records before\n")
+    assert evol(*run_args(server, seeds, out, "--generations", "1")).exit_code == 0
+    assert (out / "scores.jsonl").exists()  # a resume keeps them
+    assert evol(*run_args(server, seeds, out, "--generations", "1", "--overwrite")).exit_code == 0
+    assert not any((out / name).exists() for name in ("scores.jsonl", "metrics.json"))
+    assert not (out / "contamination.json").exists()
+
+
 @pytest.mark.parametrize(
     "line", ['{"foo": 1}', '{"id": 5, "root_id": "s1", "round": 0, "generation": 0}', "[1, 2]"]
 )

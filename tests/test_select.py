@@ -189,3 +189,31 @@ def test_what_cannot_be_selected_is_one_line(
     result = evol("select", run, "--out", tmp_path / "o.jsonl", "--budget", "1", *options)
     assert result.exit_code == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["gen_0.jsonl", "run.json", "scores.jsonl", None])
+def test_select_never_writes_over_the_run_nor_into_a_directory(
+    evol, tmp_path: Path, name: str | None
+) -> None:
+    run = scored_run(evol, tmp_path, {"Name a river": (3, 3), "Name a lake": (4, 4)})
+    out = run / name if name else tmp_path / "a-directory"
+    if name is None:
+        out.mkdir()
+    before = {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()}
+    result = evol("select", run, "--out", out, "--budget", "1")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+    assert {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()} == before
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_select_writes_evols_own_records_as_parquet(evol, tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    run = scored_run(evol, tmp_path, {"Name a river": (3, 3), "Name a lake": (4, 4)})
+    out = tmp_path / "picked.parquet"
+    select(evol, run, out, "--budget", "2", "--format", "jsonl")
+    rows = pq.read_table(out).to_pylist()
+    assert [row["instruction"] for row in rows] == ["Name a lake", "Name a river"]
+    assert all(json.loads(row["metadata"]) == {} for row in rows)  # an empty object, as JSON text

@@ -23,10 +23,9 @@ from pydantic import BaseModel, Field
 from evol.errors import RunDirError
 from evol.metrics import record_file_sizes
 from evol.seeds import iter_seeds
-from evol.store import atomic_write, iter_records
+from evol.store import CONTAMINATION, atomic_write, iter_records
 from evol.textstats import tokens
 
-CONTAMINATION = "contamination.json"
 DEFAULT_NGRAM = 13
 FIELDS = ("instruction", "input", "output")
 MATCHES_KEPT = 5  # per record: enough to find the items, not a copy of the benchmark

@@ -53,7 +53,7 @@ from pydantic import BaseModel, Field, computed_field
 from evol.errors import RunDirError, UsageError
 from evol.manifest import read_manifest
 from evol.records import compose
-from evol.store import DATASET, ELIMINATED, JOURNAL, MANIFEST, generation_files
+from evol.store import generation_files, is_own_file
 
 ExportFormat = Literal["alpaca", "sharegpt", "openai-chat", "jsonl"]
 FileFormat = Literal["jsonl", "json", "parquet"]
@@ -62,7 +62,6 @@ FileFormat = Literal["jsonl", "json", "parquet"]
 ROW_GROUP_ROWS = 10_000
 PARQUET_EXTRA = "pip install 'evol[parquet]'"
 _PART_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-_RUN_FILES = {MANIFEST, ELIMINATED, DATASET, JOURNAL}
 
 
 class ExportPart(BaseModel):
@@ -279,22 +278,32 @@ def _write_all(files: dict[Path, array], write: Callable[[Path, array], None]) -
             if temporary.is_file():
                 temporary.unlink()
         raise
-    for temporary, target in written:
-        temporary.replace(target)
+    try:
+        for temporary, target in written:
+            temporary.replace(target)
+    except OSError as error:
+        for temporary, _target in written:
+            temporary.unlink(missing_ok=True)
+        raise UsageError(f"{target}: cannot write it: {error.strerror}") from None
 
 
-def write_rows(out: Path, records: list[dict[str, Any]], shape: ExportFormat) -> None:
-    """Write `records` as rows of `shape` to `out` (its extension picks the file format), all
-    or nothing: what `evol select` writes."""
+def write_rows(
+    run_dir: Path, out: Path, records: list[dict[str, Any]], shape: ExportFormat
+) -> None:
+    """Write records of `run_dir` as rows of `shape` to `out` (its extension picks the file
+    format), all or nothing, never over a file of the run: what `evol select` writes."""
+    _check_target(run_dir, out)
     file_format = file_format_of(out)
-    rows = [shape_record(record, shape, None) for record in records]
-    schema = None
+    columns: dict[str, str] = {}
     if file_format == "parquet":
         _require_pyarrow()
-        import pyarrow as pa
-
-        schema = pa.Table.from_pylist(rows).schema if shape == "jsonl" else None
-        schema = schema or _parquet_schema(shape, None, {})
+        if shape == "jsonl":
+            fields = dict.fromkeys(key for record in records for key in record)
+            kinds = {(key, type(value)) for record in records for key, value in record.items()}
+            columns = _columns(fields, kinds)
+    make_row = _row_maker(shape, None, columns)
+    rows = [make_row(dict(record)) for record in records]
+    schema = _parquet_schema(shape, None, columns) if file_format == "parquet" else None
     _write_all({out: array("q")}, lambda path, _: _write_file(path, file_format, [rows], schema))
 
 
@@ -452,10 +461,8 @@ def _part_file(out: Path, name: str) -> Path:
 def _check_target(run_dir: Path, target: Path) -> None:
     if target.is_dir():
         raise UsageError(f"{target}: is a directory; give --out a file name")
-    name = target.name.removesuffix(".tmp")
-    own = name in _RUN_FILES or (name.startswith("gen_") and name.endswith(".jsonl"))
-    if own and target.resolve().parent == run_dir.resolve():
-        raise UsageError(f"{target}: is a file of the run itself; export to another name")
+    if is_own_file(run_dir, target):
+        raise UsageError(f"{target}: is a file of the run itself; write to another name")
 
 
 # -- writing ----------------------------------------------------------------------------------
@@ -474,10 +481,14 @@ _SCALARS = {type(None): "null", bool: "bool", int: "int", float: "float", str: "
 
 
 def _record_columns(scan: _Scan) -> dict[str, str]:
+    return _columns(scan.fields or {}, scan.field_types)
+
+
+def _columns(fields: Iterable[str], field_types: Iterable[tuple[str, type]]) -> dict[str, str]:
     """Each top-level field of the records -> the one scalar type its values have (None
     aside), or "json" for fields of objects, lists or mixed types, written as JSON text."""
-    kinds: dict[str, set[str]] = {key: set() for key in scan.fields or {}}
-    for key, kind in scan.field_types:
+    kinds: dict[str, set[str]] = {key: set() for key in fields}
+    for key, kind in field_types:
         kinds[key].add(_SCALARS.get(kind, "json"))
     columns = {}
     for key, seen in kinds.items():

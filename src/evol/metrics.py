@@ -25,10 +25,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from evol.errors import RunDirError
-from evol.store import atomic_write, generation_files, iter_records
+from evol.store import METRICS, atomic_write, generation_files, iter_records
 from evol.textstats import tokens
 
-METRICS = "metrics.json"
 NEAR_DUPLICATE = 0.7  # the duplicate rule's default threshold (Self-Instruct's)
 
 

@@ -76,10 +76,9 @@ from evol.metrics import compute_metrics, write_metrics
 from evol.pipeline import until_signalled
 from evol.records import compose
 from evol.seeds import iter_seeds
-from evol.store import LOCK_FILE, generation_files, iter_records, repair_torn_tail
+from evol.store import LOCK_FILE, SCORES, generation_files, iter_records, repair_torn_tail
 from evol.textstats import estimate_tokens
 
-SCORES = "scores.jsonl"
 ScorerName = Literal["difficulty", "complexity", "quality"]
 SCORERS: tuple[ScorerName, ...] = ("difficulty", "complexity", "quality")
 SCALE = 10  # difficulty and quality: 1 to 10

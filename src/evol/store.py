@@ -38,9 +38,14 @@ ELIMINATED = "eliminated.jsonl"
 DATASET = "dataset.jsonl"
 JOURNAL = "calls.jsonl"
 LOCK_FILE = ".evol.lock"
+# What `evol score` adds beside the run's records.
+SCORES = "scores.jsonl"
+METRICS = "metrics.json"
+CONTAMINATION = "contamination.json"
 # Every file evol may write in a run directory; nothing else there is ever touched.
 _OWN_NAME = re.compile(
-    r"(gen_\d+\.jsonl|eliminated\.jsonl|dataset\.jsonl|calls\.jsonl|run\.json)(\.tmp)?"
+    r"(gen_\d+\.jsonl|eliminated\.jsonl|dataset\.jsonl|calls\.jsonl|run\.json"
+    r"|scores\.jsonl|metrics\.json|contamination\.json)(\.tmp)?"
 )
 _WRITE_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
 
@@ -239,7 +244,7 @@ class RunStore:
     def _remove_outputs(self) -> None:
         for path in self.output_files():
             path.unlink()
-        for name in (MANIFEST, DATASET, JOURNAL):
+        for name in (MANIFEST, DATASET, JOURNAL, SCORES, METRICS, CONTAMINATION):
             (self.out_dir / name).unlink(missing_ok=True)
 
     def _append(self, name: str, data: dict[str, Any]) -> None:
@@ -264,6 +269,14 @@ def append_line(writer: BinaryIO, data: dict[str, Any]) -> None:
     """One line, flushed to the OS: a kill -9 after this returns cannot lose it."""
     writer.write(orjson.dumps(data) + b"\n")
     writer.flush()
+
+
+def is_own_file(run_dir: Path, path: Path) -> bool:
+    """Whether `path` is one of the files evol writes in `run_dir` (or their temporary
+    names): what an export or a selection must never write over."""
+    if path.resolve().parent != run_dir.resolve():
+        return False
+    return bool(_OWN_NAME.fullmatch(path.name)) or path.name == LOCK_FILE
 
 
 def _refuse_foreign(out_dir: Path) -> None:
