@@ -46,6 +46,7 @@ class Fault:
     kind: str  # "status", "hang", "malformed", "drop"
     status: int = 500
     retry_after: float | str | None = None  # seconds, or the header's text as it is
+    message: str | None = None  # the error's message (default: "injected <status>")
 
 
 FaultPlan = Callable[[dict[str, Any]], Fault | None]
@@ -380,7 +381,8 @@ class FakeServer:
             else:
                 after = fault.retry_after
                 headers = {} if after is None else {"Retry-After": str(after)}
-                return _error(fault.status, f"injected {fault.status}", "injected", headers)
+                message = fault.message or f"injected {fault.status}"
+                return _error(fault.status, message, "injected", headers)
         pause = self.latency + (self.delay(body) if self.delay else 0.0)
         if pause:
             await asyncio.sleep(pause)

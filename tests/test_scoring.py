@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_args, write_seeds
+from conftest import read_jsonl, run_args, write_seeds
 from fake_server import FakeServer, Fault, Responder
 from test_metrics import record, write_run
 
@@ -64,6 +64,16 @@ UNPARSEABLE = "Hard to say: it depends on the reader."
         ("Rating: 12", None),
         (UNPARSEABLE, None),
         ("", None),
+        # The scale is no score; a negative number is none either.
+        ("Rating (1-10): 8", 8.0),
+        ("On a 1 to 10 scale, I'd say 6", 6.0),
+        ("Score: 1\u201310, here 4", 4.0),
+        ("-3", None),
+        ("Rating: \u22125", None),
+        # Long runs of digits are no score, and read in linear time.
+        ("1" * 5000, None),
+        ("9" * 20_000 + " out of 10", None),
+        ("7" + " " * 3000 + "out of 10", 7.0),  # a score near the start is found
     ],
 )
 def test_read_number(reply: str, expected: float | None) -> None:
@@ -81,6 +91,7 @@ def test_read_number(reply: str, expected: float | None) -> None:
         ("Version 1 - 2\nVersion 2 - 2", {1: 2.0, 2: 2.0}),
         ("#1: 2\n#1: 3\n#2: 9\n#4: 1", {1: 2.0}),  # first wins; out of range ignored
         ("Version 1 is simpler than version 2.", {}),
+        ("#" + "1" * 1500 + ": 2\n#2: 1", {2: 1.0}),  # a version of 1,500 digits is none
     ],
 )
 def test_read_ranking(reply: str, expected: dict[int, float]) -> None:
@@ -112,6 +123,13 @@ def alternatives(**probabilities: float) -> dict[str, float]:
         ([{"1": -0.1, "9": -2.0}, {"0": 0.0}], "10", None),
         # Tokens that do not spell the text cannot be lined up.
         ([{"8": 0.0}], "7", None),
+        # An alternative "1" on a scale to 10 may start a "10" that a tokenizer split into
+        # digits: without a "10" token among the alternatives, it is not read as 1.
+        ([alternatives(t8=0.4, t1=0.6)], "8", 8.0),
+        ([{"8": math.log(0.4), "1": math.log(0.3), "10": math.log(0.3)}], "8", 6.5),
+        ([alternatives(t1=0.6, t8=0.4)], "1", 0.6 * 1 + 0.4 * 8),  # "1" chosen: the text ends
+        # A digit string of 5,000 characters is no alternative, nor a logprob past float range.
+        ([{"7": 0.0, "1" * 5000: -1.0, "9": float("nan")}], "7", 7.0),
         # Hostile values: NaN, positive, +inf and a string are not probabilities.
         (
             [{"7": math.log(0.5), "9": float("nan"), "3": 5.0, "2": float("inf"), "4": "x"}],
@@ -320,7 +338,8 @@ def test_a_torn_last_line_is_cut_and_its_record_scored_again(evol, made_run: Pat
 
 
 def test_a_server_that_refuses_logprobs_is_asked_without_them(evol, made_run: Path) -> None:
-    refuse = lambda body: Fault("status", 400) if body.get("logprobs") else None  # noqa: E731
+    refusal = Fault("status", 400, message="logprobs are not supported by this model")
+    refuse = lambda body: refusal if body.get("logprobs") else None  # noqa: E731
     with FakeServer(responder=ScoringResponder(), faults=refuse) as server:
         result = evol(
             "score",
@@ -340,6 +359,61 @@ def test_a_server_that_refuses_logprobs_is_asked_without_them(evol, made_run: Pa
     summary = json.loads(result.stdout)["scorers"]
     assert all(s["logprobs_refused"] and s["failed"] == 0 for s in summary.values())
     assert summary["difficulty"]["records_scored"] == 9
+
+
+def test_a_request_refused_for_its_content_keeps_logprobs_for_the_others(
+    evol, made_run: Path
+) -> None:
+    records = read_jsonl(made_run / "dataset.jsonl")
+    victim = records[0]["instruction"]
+    flagged = Fault("status", 400, message="filtered by the content management policy")
+    task = f"<task>\n{victim}\n</task>"
+    refuse = lambda body: flagged if task in body["messages"][0]["content"] else None  # noqa: E731
+    with FakeServer(responder=ScoringResponder(), faults=refuse) as server:
+        result = evol(
+            "score", made_run, "--base-url", server.base_url, "--no-complexity",
+            "--concurrency", "1", "--json",
+        )  # fmt: skip
+        requests = list(server.requests)
+    assert result.exit_code == 1, result.output  # one record not scored, as a run's failed step
+    summary = json.loads(result.stdout)["scorers"]["difficulty"]
+    assert not summary["logprobs_refused"] and summary["failed"] == 1
+    assert all(body.get("logprobs") for body in requests)  # nobody lost them
+    first_asks = [body for body in requests if len(body["messages"]) == 1]
+    assert len(first_asks) == len(records)  # the refused one is not sent again without them
+
+
+def test_a_failed_ask_again_keeps_the_paid_first_reply(evol, tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", [record("s1", "[mute] Name a river")])
+    second = lambda body: Fault("status", 503) if len(body["messages"]) > 1 else None  # noqa: E731
+    with FakeServer(responder=ScoringResponder(), faults=second) as server:
+        command = ("score", run, "--base-url", server.base_url, "--no-complexity")
+        assert evol(*command, "--max-retries", "0").exit_code == 0
+        assert len(server.requests) == 2
+        assert evol(*command).exit_code == 0  # recorded missing: not asked again
+        assert len(server.requests) == 2
+    [line] = scores(run)
+    assert line["score"] is None and line["asked"] == 2 and UNPARSEABLE in line["reply"]
+    assert "503" in line["error"] and line["usage"]["prompt_tokens"] > 0
+
+
+@pytest.mark.parametrize("bad", ["NaN", "-5", "Infinity"])
+def test_a_score_line_outside_the_scale_is_corrupt(evol, made_run: Path, bad: str) -> None:
+    line = {"scorer": "difficulty", "model": "m", "id": "s1", "digest": "d", "score": "SCORE"}
+    text = json.dumps(line).replace('"SCORE"', bad)
+    (made_run / "scores.jsonl").write_text(text + "\n" + text + "\n")
+    result = evol("stats", made_run)
+    assert result.exit_code == 2 and "scores.jsonl:1" in result.stderr
+
+
+def test_score_and_select_print_json_when_they_fail(evol, tmp_path: Path) -> None:
+    for command in (
+        ("score", tmp_path / "nowhere", "--model", "m"),
+        ("select", tmp_path / "nowhere", "--budget", "1", "--out", tmp_path / "o.jsonl"),
+    ):
+        result = evol(*command, "--json")
+        assert result.exit_code == 2
+        assert json.loads(result.stdout)["status"] == "failed"
 
 
 def test_authentication_failure_stops_at_once(evol, made_run: Path) -> None:

@@ -772,7 +772,7 @@ def score(
     debug: bool = typer.Option(False, envvar=_env("debug"), help="Show tracebacks."),
 ) -> None:
     """Rate a run's records with an LLM, measure diversity and drift, check contamination."""
-    with _user_errors(debug):
+    with _user_errors(debug, as_json=as_json):
         config = ScoreConfig(
             run_dir=run_dir,
             difficulty=difficulty,
@@ -835,7 +835,7 @@ def select(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
 ) -> None:
     """Pick the best N records of a scored run (complexity x quality), skipping near repeats."""
-    with _user_errors(False):
+    with _user_errors(False, as_json=as_json):
         summary = select_records(
             SelectConfig(
                 run_dir=run_dir,

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
-from typing import Any, BinaryIO, Literal
+from typing import Annotated, Any, BinaryIO, Literal
 
 import orjson
 from filelock import FileLock, Timeout
@@ -125,7 +125,14 @@ RANKING_AGAIN = Template(
     'Reply with the scores only, one line per version from #1 to #$count, like "#1: 2".'
 )
 
-_NUMBER = r"(\d+(?:\.\d+)?)"
+# A score has a few digits: a longer run of them is no score, and a bounded pattern keeps the
+# search linear on a reply of digits.
+_NUMBER = r"(\d{1,4}(?:\.\d{1,4})?)"
+# Only the start of a reply is read: a score is near its beginning, and the search stays short
+# whatever a server sends.
+_READ_CHARS = 2000
+# "(1-10)", "1 to 10": the scale, which is no score; blanked out before the numbers are read.
+_RANGE = re.compile(r"\b\d{1,4}\s*(?:-|\u2013|to)\s*\d{1,4}\b", re.IGNORECASE)
 _BARE = re.compile(r"[^\w]*" + _NUMBER + r"[^\w]*")
 _WORDED = re.compile(
     r"\b(?:score|scored|rating|rate|rated|grade|difficulty|quality|complexity)\b\D{0,20}?"
@@ -134,7 +141,7 @@ _WORDED = re.compile(
 )
 _ANY_NUMBER = re.compile(r"(?<![\w.])" + _NUMBER + r"(?![\w]|\.\d)")
 _RANK = re.compile(
-    r"(?:#|\[|\bversion\s*#?)\s*(\d+)\s*\]?\s*(?:[:=\-\u2013]\s*)?(?:score\s*[:=]?\s*)?\**\s*"
+    r"(?:#|\[|\bversion\s*#?)\s*(\d{1,4})\s*\]?\s*(?:[:=\-\u2013]\s*)?(?:score\s*[:=]?\s*)?\**\s*"
     + _NUMBER,
     re.IGNORECASE,
 )
@@ -153,7 +160,8 @@ class Reading:
 
 def read_number(text: str, maximum: int) -> tuple[float, int, int] | None:
     """The score a reply gives and its span in `text`; None when it gives none, several, or
-    one outside 1..maximum."""
+    one outside 1..maximum (a negative one included)."""
+    text = _RANGE.sub(lambda found: " " * len(found.group()), text[:_READ_CHARS])
     patterns = (
         _BARE.fullmatch(text),
         re.search(_NUMBER + rf"\s*(?:/|out of)\s*{maximum}\b", text, re.IGNORECASE),
@@ -166,7 +174,7 @@ def read_number(text: str, maximum: int) -> tuple[float, int, int] | None:
             return None
         match = numbers[0]
     value = float(match.group(1))
-    if not 1 <= value <= maximum:
+    if not 1 <= value <= maximum or text[: match.start(1)].endswith(("-", "\u2212")):
         return None
     return value, match.start(1), match.end(1)
 
@@ -175,7 +183,7 @@ def read_ranking(text: str, count: int) -> dict[int, tuple[float, int, int]]:
     """Version number -> (score, span) for each "#k: s" line of a ranking reply; the first
     line for a version wins, and versions or scores outside 1..count are ignored."""
     found: dict[int, tuple[float, int, int]] = {}
-    for match in _RANK.finditer(text):
+    for match in _RANK.finditer(text[:_READ_CHARS]):
         version, value = int(match.group(1)), float(match.group(2))
         if 1 <= version <= count and version not in found and 1 <= value <= count:
             found[version] = (value, match.start(2), match.end(2))
@@ -199,7 +207,7 @@ def expected_score(
         if offset <= start < offset + len(token):
             if token.strip() != text[start:end]:
                 return None
-            return _expectation(alternatives, maximum)
+            return _expectation(alternatives, maximum, token)
         offset += len(token)
     return None
 
@@ -214,11 +222,24 @@ def _chosen_token(alternatives: dict[str, float], text: str, offset: int) -> str
     return max(fitting)[2] if fitting else None
 
 
-def _expectation(alternatives: dict[str, float], maximum: int) -> float | None:
+def _expectation(alternatives: dict[str, float], maximum: int, chosen: str) -> float | None:
+    # Tokenizers that split numbers into digits (Llama 2, Mistral, Qwen) write 10 as "1" then
+    # "0": on a scale to 10 or more, another alternative "1" may be the start of 10. It reads
+    # as 1 only where "10" is a token of its own among the alternatives, or was chosen (the
+    # text then shows the number ends there).
+    stripped = {token.strip() for token in alternatives}
+    split_digits = maximum >= 10 and "10" not in stripped and chosen.strip() != "1"
+    ambiguous = {"1"} if split_digits else set()
     weights: Counter[int] = Counter()
     for token, logprob in alternatives.items():
         number = token.strip()
-        valid = number.isascii() and number.isdigit() and 1 <= int(number) <= maximum
+        valid = (
+            number.isascii()
+            and number.isdigit()
+            and len(number) <= 4
+            and number not in ambiguous
+            and 1 <= int(number) <= maximum
+        )
         if valid and _valid_logprob(logprob):
             weights[int(number)] += math.exp(logprob)
     total = sum(weights.values())
@@ -263,6 +284,9 @@ def ranking_readings(completion: Completion, count: int) -> dict[int, Reading]:
 # -- the sidecar: scores.jsonl ---------------------------------------------------------------
 
 
+FiniteScore = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
 class ScoreLine(BaseModel):
     """One line of scores.jsonl: a record's score (a lineage's scores for complexity)."""
 
@@ -272,8 +296,8 @@ class ScoreLine(BaseModel):
     model: str
     id: str = Field(description="the record's id; the lineage's root id for complexity")
     digest: str = Field(description="of the text scored: a score of other text is not reused")
-    score: float | None = None
-    scores: dict[str, float | None] | None = Field(None, description="complexity: per record")
+    score: FiniteScore | None = None
+    scores: dict[str, FiniteScore | None] | None = Field(None, description="complexity: per record")
     source: str | None = Field(None, description="logprobs, text or mixed; None when missing")
     asked: int = Field(1, description="2 when the first reply gave no score")
     reply: str = ""
@@ -677,11 +701,20 @@ class _Scorer:
                     {"role": "assistant", "content": first.text},
                     {"role": "user", "content": again},
                 ]
-                second = await self.complete(job, messages, usage)
-                readings = {**readings, **self.read(job, second)}
-                replies.append(second.text)
                 asked = 2
                 counts["asked_again"] += 1
+                try:
+                    second = await self.complete(job, messages, usage)
+                except (BackendError, TransientBackendError) as error:
+                    if _is_fatal(error):
+                        raise
+                    # The first reply is paid for: record it, missing, for --retry-missing.
+                    counts["missing"] += 1
+                    return self.line(
+                        job, readings, usage, asked=2, replies=replies, error=str(error)
+                    )
+                readings = {**readings, **self.read(job, second)}
+                replies.append(second.text)
         except ContextLengthExceeded as error:
             counts["missing"] += 1
             return self.line(job, {}, usage, asked=1, replies=[], error=str(error))
@@ -738,8 +771,12 @@ class _Scorer:
         except BackendError as error:
             # A plain BackendError is a 4xx refusal; its subclasses (context, credentials,
             # model) are something else, which no fallback fixes.
-            if not logprobs or type(error) is not BackendError:
-                raise
+            if (
+                not logprobs
+                or type(error) is not BackendError
+                or "logprob" not in str(error).lower()
+            ):
+                raise  # a refusal of this request (a content filter, say), not of logprobs
             if job.scorer not in self.tally.logprobs_refused:
                 self.tally.logprobs_refused.add(job.scorer)
                 self.info(

@@ -72,9 +72,14 @@ class _Choice(_Schema):
     logprobs: _Logprobs | None = None
 
 
+# No reply has 2**53 tokens; a larger figure could not even be written as a JSON number that
+# every reader takes.
+_MAX_TOKENS = 2**53
+
+
 class _Usage(_Schema):
-    prompt_tokens: StrictInt = Field(0, ge=0)
-    completion_tokens: StrictInt = Field(0, ge=0)
+    prompt_tokens: StrictInt = Field(0, ge=0, le=_MAX_TOKENS)
+    completion_tokens: StrictInt = Field(0, ge=0, le=_MAX_TOKENS)
 
 
 class _ChatReply(_Schema):
@@ -120,10 +125,19 @@ def _top_logprobs(logprobs: _Logprobs | None) -> list[dict[str, float]] | None:
     if logprobs is None or logprobs.content is None:
         return None
     return [
-        {token.token: float(token.logprob)}
-        | {alt.token: float(alt.logprob) for alt in token.top_logprobs}
+        {token.token: _float(token.logprob)}
+        | {alt.token: _float(alt.logprob) for alt in token.top_logprobs}
         for token in logprobs.content
     ]
+
+
+def _float(value: float) -> float:
+    """A log-probability as a float; an integer too large for one is no probability (NaN,
+    which readers skip like any value that is not a finite number <= 0)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.nan
 
 
 # -- errors ---------------------------------------------------------------------------------
