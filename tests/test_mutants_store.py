@@ -1,0 +1,85 @@
+"""Details of the run directory and the engine that mutation testing found unguarded.
+
+Each test pins one exact behaviour that a planted bug changed without any other test failing:
+how the record files are streamed (blank lines, what counts as JSON), how a record is written
+(JSON values, whatever Python values its seed's metadata holds), where a lineage stands when a
+record lacks its input, and which error a group of failures surfaces.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from evol.elimination import Reason
+from evol.engine import _most_telling
+from evol.errors import AuthenticationFailed, RunDirError
+from evol.lineage import LineageIndex, Tip
+from evol.records import EliminatedRecord, Record
+from evol.store import RunStore, iter_records
+
+
+def record(record_id: str, **fields: object) -> dict[str, object]:
+    return {"id": record_id, "root_id": record_id.split(".")[0], "round": 0, "generation": 0} | (
+        fields
+    )
+
+
+def test_the_record_files_are_streamed_past_blank_lines(tmp_path: Path) -> None:
+    lines = [json.dumps(record("a")), "", json.dumps(record("b")), ""]
+    (tmp_path / "gen_0.jsonl").write_text("\n".join(lines) + "\n")
+    assert [data["id"] for data in iter_records(tmp_path)] == ["a", "b"]
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_a_line_that_is_not_strict_json_is_a_corrupt_record(tmp_path: Path, value: str) -> None:
+    # Read as the store reads them when a run opens (orjson): what one refuses, both do.
+    path = tmp_path / "gen_0.jsonl"
+    path.write_text(json.dumps(record("a")) + "\n" + '{"id": "b", "score": ' + value + "}\n")
+    with pytest.raises(RunDirError) as raised:
+        list(iter_records(tmp_path))
+    assert str(raised.value) == f"{path}:2: corrupt record"
+
+
+def test_a_record_is_written_as_json_whatever_its_metadata_holds(tmp_path: Path) -> None:
+    # A Parquet seed's decimal or binary column comes in as Decimal or bytes.
+    fields = {
+        "parent_id": None,
+        "root_id": "s1",
+        "generation": 0,
+        "round": 0,
+        "operation": None,
+        "instruction": "Price it",
+        "output": None,
+        "metadata": {"price": Decimal("1.50"), "raw": b"ab"},
+    }
+    store = RunStore.open(tmp_path / "run", generations=0, overwrite=False)
+    try:
+        store.add(Record(id="s1", **fields))
+        store.add_eliminated(EliminatedRecord(id="s2", reason=Reason.SORRY, **fields))
+    finally:
+        store.close()
+    kept = json.loads((tmp_path / "run" / "gen_0.jsonl").read_text())
+    eliminated = json.loads((tmp_path / "run" / "eliminated.jsonl").read_text())
+    assert kept["metadata"] == eliminated["metadata"] == {"price": "1.50", "raw": "ab"}
+    assert eliminated["reason"] == "sorry"
+
+
+def test_a_kept_record_without_an_input_is_a_tip_with_an_empty_one() -> None:
+    lineages = LineageIndex(generations=3)
+    lineages.add(record("a.1", round=1, generation=1, instruction="Sort it"), None)
+    assert lineages.progress("a").tip == Tip("a.1", "Sort it", "", 1)
+
+
+def test_the_users_error_is_surfaced_from_behind_a_nested_group() -> None:
+    user_facing = AuthenticationFailed("bad key")
+    group = BaseExceptionGroup(
+        "two", [ExceptionGroup("in", [RuntimeError("a"), KeyError("b")]), user_facing]
+    )
+    assert _most_telling(group) is user_facing
+    first = RuntimeError("first")
+    nested = BaseExceptionGroup("two", [ExceptionGroup("in", [first]), KeyError("b")])
+    assert _most_telling(nested) is first
