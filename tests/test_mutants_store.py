@@ -19,7 +19,7 @@ from evol.engine import _most_telling
 from evol.errors import AuthenticationFailed, RunDirError
 from evol.lineage import LineageIndex, Tip
 from evol.records import EliminatedRecord, Record
-from evol.store import RunStore, iter_records
+from evol.store import RunStore, iter_records, repair_torn_tail
 
 
 def record(record_id: str, **fields: object) -> dict[str, object]:
@@ -83,3 +83,43 @@ def test_the_users_error_is_surfaced_from_behind_a_nested_group() -> None:
     first = RuntimeError("first")
     nested = BaseExceptionGroup("two", [ExceptionGroup("in", [first]), KeyError("b")])
     assert _most_telling(nested) is first
+
+
+def lines_of(count: int, size: int) -> bytes:
+    return b"".join(
+        json.dumps(record(f"r{i}", text="x" * size)).encode() + b"\n" for i in range(count)
+    )
+
+
+@pytest.mark.parametrize("last_size", [65_534, 65_535, 65_536, 65_537, 2_000_000])
+@pytest.mark.parametrize("whole", [True, False])
+def test_a_torn_tail_after_many_lines_is_cut_at_the_window_edges(
+    tmp_path: Path, last_size: int, whole: bool
+) -> None:
+    # 3,000 lines before the last: the newline that ends them is read in the first window
+    # (64 KiB from the end) or a later one, wherever the last line's length puts it.
+    path = tmp_path / "gen_0.jsonl"
+    before = lines_of(3_000, 40)
+    last = b'{"id": "z", "text": "' + b"y" * (last_size - 24) + b'"}\n'
+    assert len(last) == last_size
+    path.write_bytes(before + (last if whole else last[:-1]))
+    repair_torn_tail(path)
+    assert path.read_bytes() == (before + last if whole else before)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"\n{torn", b"\n"),  # the first byte is the newline that ends the last whole line
+        (b"\n", b""),  # a lone empty line is no record
+        (b"{torn", b""),
+        (b"", b""),
+    ],
+)
+def test_a_torn_tail_is_cut_right_after_the_last_newline(
+    tmp_path: Path, content: bytes, expected: bytes
+) -> None:
+    path = tmp_path / "gen_0.jsonl"
+    path.write_bytes(content)
+    repair_torn_tail(path)
+    assert path.read_bytes() == expected
