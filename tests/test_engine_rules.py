@@ -422,6 +422,42 @@ def test_what_cleaning_took_off_is_said_in_the_detail(tmp_path: Path) -> None:
     )
 
 
+def test_a_copy_of_the_input_comes_off_the_rewrite(tmp_path: Path) -> None:
+    table = "name, age\nada, 36\nalan, 41"  # 20 characters or more: a copy is taken off
+
+    def copying(kind: str, messages: list[Message]) -> Reply:
+        if kind == "evolve":
+            return f"Sort the table by age, oldest first:\n{table}"
+        return plain(kind, messages)
+
+    result = evolve(tmp_path / "run", [seed(instruction="Sort the table", input=table)], copying)
+    kept = result.kept["s1.1"]
+    assert (kept["instruction"], kept["input"]) == ("Sort the table by age, oldest first:", table)
+    assert kept["detail"] == "from the rewrite: stripped a copy of the input"
+
+
+def test_a_rewrite_that_grew_past_its_operations_bound_is_eliminated_unanswered(
+    tmp_path: Path,
+) -> None:
+    grown = "Explain why the sky is blue " + "and why " * 30  # 6 + 60 = 66 words: allowed
+
+    def growing(extra: int) -> Callable[[str, list[Message]], Reply]:
+        def script(kind: str, messages: list[Message]) -> Reply:
+            return grown + "more " * extra if kind == "evolve" else plain(kind, messages)
+
+        return script
+
+    allowed = evolve(tmp_path / "allowed", [seed()], growing(0))
+    assert "s1.1" in allowed.kept
+    result = evolve(tmp_path / "run", [seed()], growing(1))
+    record = result.eliminated["s1.1"]
+    assert (record["reason"], record["detail"]) == (
+        "overgrown",
+        "the rewrite grew from 6 to 67 words (deepen allows 66)",
+    )
+    assert result.backend.kinds() == ["answer", "evolve"]
+
+
 @pytest.mark.parametrize("role", ["evolve", "answer", "seed answer"])
 def test_a_reply_cut_at_the_token_limit_is_never_kept(tmp_path: Path, role: str) -> None:
     def cut(kind: str, messages: list[Message]) -> Reply:
@@ -543,6 +579,9 @@ def test_a_request_refused_for_good_eliminates_its_step(
     record = result.eliminated["s1.1"]
     assert (record["reason"], record["detail"]) == (reason, detail)
     assert result.stats.retries == {}
+    # A refused rewrite has no instruction yet; a refused answer or verdict keeps the rewrite.
+    rewrite = "" if role == "evolve" else "Explain why the sky is blue Give two examples."
+    assert record["instruction"] == rewrite
 
 
 def test_a_fatal_error_stops_the_run_and_nothing_more_is_sent(tmp_path: Path) -> None:

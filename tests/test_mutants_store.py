@@ -123,3 +123,20 @@ def test_a_torn_tail_is_cut_right_after_the_last_newline(
     path.write_bytes(content)
     repair_torn_tail(path)
     assert path.read_bytes() == expected
+
+
+def test_records_of_a_seed_not_in_the_order_go_last(tmp_path: Path) -> None:
+    store = RunStore.open(tmp_path / "run", generations=0, overwrite=False)
+    try:
+        for seed_id in ("c", "a", "b"):
+            store.add(
+                Record.model_validate(
+                    record(
+                        seed_id, instruction=seed_id, output=None, parent_id=None, operation=None
+                    )
+                )
+            )
+        store.sort_outputs({"a": 0, "b": 1})
+    finally:
+        store.close()
+    assert [data["id"] for data in iter_records(tmp_path / "run")] == ["a", "b", "c"]
