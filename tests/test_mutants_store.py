@@ -125,18 +125,31 @@ def test_a_torn_tail_is_cut_right_after_the_last_newline(
     assert path.read_bytes() == expected
 
 
-def test_records_of_a_seed_not_in_the_order_go_last(tmp_path: Path) -> None:
+@pytest.mark.parametrize("arrival", ["cab", "bac", "acb", "abc"])
+def test_the_records_are_sorted_in_seed_order_and_an_unknown_seed_goes_last(
+    tmp_path: Path, arrival: str
+) -> None:
     store = RunStore.open(tmp_path / "run", generations=0, overwrite=False)
     try:
-        for seed_id in ("c", "a", "b"):
-            store.add(
-                Record.model_validate(
-                    record(
-                        seed_id, instruction=seed_id, output=None, parent_id=None, operation=None
-                    )
-                )
-            )
-        store.sort_outputs({"a": 0, "b": 1})
+        for seed_id in arrival:
+            fields = {"instruction": seed_id, "output": None, "parent_id": None, "operation": None}
+            store.add(Record.model_validate(record(seed_id, **fields)))
+        store.sort_outputs({"a": 0, "b": 1})  # c is not in the order
     finally:
         store.close()
     assert [data["id"] for data in iter_records(tmp_path / "run")] == ["a", "b", "c"]
+
+
+def test_the_dataset_is_the_generations_of_this_run(tmp_path: Path) -> None:
+    store = RunStore.open(tmp_path / "run", generations=1, overwrite=False)
+    try:
+        for generation in range(3):
+            record_id = "a" + ".1" * generation
+            fields = {"instruction": "x", "output": None, "parent_id": None, "operation": None}
+            data = record(record_id, generation=generation, round=generation, **fields)
+            store.add(Record.model_validate(data))
+        assert store.write_dataset() == 2
+    finally:
+        store.close()
+    lines = (tmp_path / "run" / "dataset.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["a", "a.1"]
