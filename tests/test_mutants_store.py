@@ -9,6 +9,8 @@ record lacks its input, and which error a group of failures surfaces.
 from __future__ import annotations
 
 import json
+import os
+import stat
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from evol.engine import _most_telling
 from evol.errors import AuthenticationFailed, RunDirError
 from evol.lineage import LineageIndex, Tip
 from evol.records import EliminatedRecord, Record
-from evol.store import RunStore, iter_records, repair_torn_tail
+from evol.store import RunStore, iter_records, open_for_append, repair_torn_tail
 
 
 def record(record_id: str, **fields: object) -> dict[str, object]:
@@ -153,3 +155,20 @@ def test_the_dataset_is_the_generations_of_this_run(tmp_path: Path) -> None:
         store.close()
     lines = (tmp_path / "run" / "dataset.jsonl").read_text().splitlines()
     assert [json.loads(line)["id"] for line in lines] == ["a", "a.1"]
+
+
+def test_a_record_file_is_made_readable_by_all_writable_by_its_owner(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        writer = open_for_append(tmp_path / "gen_0.jsonl")
+        writer.close()
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "gen_0.jsonl").stat().st_mode) == 0o644
+
+
+def test_a_record_file_that_cannot_be_opened_is_named_with_why(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "gen_0.jsonl"
+    with pytest.raises(RunDirError) as raised:
+        open_for_append(path)
+    assert str(raised.value) == f"{path}: cannot write it: No such file or directory"
