@@ -611,6 +611,25 @@ def test_a_429_halves_the_requests_in_flight(tmp_path: Path) -> None:
     assert (result.engine.slots.cuts, result.engine.slots.lowest) == (1, 4)
 
 
+@pytest.mark.parametrize(
+    ("rpm", "tpm", "rates"),
+    [(None, None, None), (6000.0, None, (100.0, None)), (None, 6e6, (None, 1e5)),
+     (6000.0, 6e6, (100.0, 1e5))],
+)  # fmt: skip
+def test_the_engine_paces_its_requests_by_the_caps_given_and_only_those(
+    tmp_path: Path, rpm: float | None, tpm: float | None, rates: tuple[float | None, ...] | None
+) -> None:
+    result = evolve(tmp_path / "run", [seed()], rpm=rpm, tpm=tpm)
+    assert "s1.1" in result.kept
+    budget = result.engine._budget
+    if rates is None:
+        assert budget is None
+        return
+    assert budget is not None
+    per_second = tuple(None if b is None else b.rate for b in (budget.requests, budget.tokens))
+    assert per_second == rates
+
+
 def test_the_error_surfaced_from_a_group_is_the_users_one() -> None:
     user_facing = AuthenticationFailed("bad key")
     group = BaseExceptionGroup("two", [RuntimeError("a"), ExceptionGroup("in", [user_facing])])
