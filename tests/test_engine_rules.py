@@ -386,6 +386,13 @@ def test_an_unclear_verdict_is_asked_again_in_the_same_conversation(tmp_path: Pa
         ("s1.1", "judge"),
         ("s1.1", "judge_again"),
     ]
+    assert journal[-1]["reply"] | {"top_logprobs": None} == {
+        "top_logprobs": None,
+        "text": "Not equal",
+        "prompt_tokens": 100,
+        "completion_tokens": 2,
+        "finish_reason": "stop",
+    }
 
 
 def test_without_the_judge_no_verdict_is_asked_for(tmp_path: Path) -> None:
