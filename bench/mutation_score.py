@@ -1,7 +1,8 @@
 """Mutation testing of the modules that decide what is kept and what is paid (`make mutate`).
 
 Runs mutmut (configured in pyproject.toml, [tool.mutmut]) and prints the share of mutants
-killed per module; figures go to bench/results.json under "mutation". Mutants that survive are
+caught per module (`--report-only`: of the last run; `--markdown`: as a table for the README);
+figures go to bench/results.json under "mutation". Mutants that survive are
 either killed by a new test or listed, with the reason they cannot be told apart from the
 original, in the README ("Mutation testing").
 """
@@ -20,7 +21,7 @@ MUTMUT = [sys.executable, "-m", "mutmut"]
 
 
 def scores() -> dict[str, dict[str, int]]:
-    """Per module: mutants killed, survived, and the rest (timeouts, not checked...)."""
+    """Per module: how many mutants ended in each of mutmut's statuses."""
     listing = subprocess.run(
         [*MUTMUT, "results", "--all", "true"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
@@ -34,16 +35,35 @@ def scores() -> dict[str, dict[str, int]]:
     return {module: dict(counts) for module, counts in sorted(per_module.items())}
 
 
+# A mutant is caught when a test fails on it, or hangs (mutmut's "timeout": under any CI time
+# limit a hung test fails). One that no selected test runs ("no tests") counts as not caught.
+CAUGHT = ("killed", "timeout")
+MISSED = ("survived", "no tests")
+
+
+def caught_and_total(counts: dict[str, int]) -> tuple[int, int]:
+    """Mutants caught, and mutants that count (caught or missed), of one module."""
+    caught = sum(counts.get(status, 0) for status in CAUGHT)
+    return caught, caught + sum(counts.get(status, 0) for status in MISSED)
+
+
 def main() -> None:
     if "--report-only" not in sys.argv:
         subprocess.run([*MUTMUT, "run"], cwd=ROOT, check=False)
     figures = scores()
-    print(f"{'module':<22} {'killed':>7} {'survived':>9} {'other':>6} {'score':>7}")
+    markdown = "--markdown" in sys.argv
+    if markdown:
+        print("| module | caught | total | score |\n|---|---:|---:|---:|")
+    else:
+        print(f"{'module':<22} {'caught':>7} {'total':>7} {'not run':>8} {'score':>7}")
     for module, counts in figures.items():
-        killed, survived = counts.get("killed", 0), counts.get("survived", 0)
-        other = sum(counts.values()) - killed - survived
-        score = killed / max(1, killed + survived)
-        print(f"{module:<22} {killed:>7} {survived:>9} {other:>6} {score:>7.1%}")
+        caught, total = caught_and_total(counts)
+        not_run = sum(counts.values()) - total  # not checked yet, skipped...
+        score = caught / max(1, total)
+        if markdown:
+            print(f"| {module} | {caught} | {total} | {score:.1%} |")
+        else:
+            print(f"{module:<22} {caught:>7} {total:>7} {not_run:>8} {score:>7.1%}")
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results["mutation"] = figures
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")

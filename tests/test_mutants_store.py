@@ -1,0 +1,174 @@
+"""Details of the run directory and the engine that mutation testing found unguarded.
+
+Each test pins one exact behaviour that a planted bug changed without any other test failing:
+how the record files are streamed (blank lines, what counts as JSON), how a record is written
+(JSON values, whatever Python values its seed's metadata holds), where a lineage stands when a
+record lacks its input, and which error a group of failures surfaces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from evol.elimination import Reason
+from evol.engine import _most_telling
+from evol.errors import AuthenticationFailed, RunDirError
+from evol.lineage import LineageIndex, Tip
+from evol.records import EliminatedRecord, Record
+from evol.store import RunStore, iter_records, open_for_append, repair_torn_tail
+
+
+def record(record_id: str, **fields: object) -> dict[str, object]:
+    return {"id": record_id, "root_id": record_id.split(".")[0], "round": 0, "generation": 0} | (
+        fields
+    )
+
+
+def test_the_record_files_are_streamed_past_blank_lines(tmp_path: Path) -> None:
+    lines = [json.dumps(record("a")), "", json.dumps(record("b")), ""]
+    (tmp_path / "gen_0.jsonl").write_text("\n".join(lines) + "\n")
+    assert [data["id"] for data in iter_records(tmp_path)] == ["a", "b"]
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_a_line_that_is_not_strict_json_is_a_corrupt_record(tmp_path: Path, value: str) -> None:
+    # Read as the store reads them when a run opens (orjson): what one refuses, both do.
+    path = tmp_path / "gen_0.jsonl"
+    path.write_text(json.dumps(record("a")) + "\n" + '{"id": "b", "score": ' + value + "}\n")
+    with pytest.raises(RunDirError) as raised:
+        list(iter_records(tmp_path))
+    assert str(raised.value) == f"{path}:2: corrupt record"
+
+
+def test_a_record_is_written_as_json_whatever_its_metadata_holds(tmp_path: Path) -> None:
+    # A Parquet seed's decimal or binary column comes in as Decimal or bytes.
+    fields = {
+        "parent_id": None,
+        "root_id": "s1",
+        "generation": 0,
+        "round": 0,
+        "operation": None,
+        "instruction": "Price it",
+        "output": None,
+        "metadata": {"price": Decimal("1.50"), "raw": b"ab"},
+    }
+    store = RunStore.open(tmp_path / "run", generations=0, overwrite=False)
+    try:
+        store.add(Record(id="s1", **fields))
+        store.add_eliminated(EliminatedRecord(id="s2", reason=Reason.SORRY, **fields))
+    finally:
+        store.close()
+    kept = json.loads((tmp_path / "run" / "gen_0.jsonl").read_text())
+    eliminated = json.loads((tmp_path / "run" / "eliminated.jsonl").read_text())
+    assert kept["metadata"] == eliminated["metadata"] == {"price": "1.50", "raw": "ab"}
+    assert eliminated["reason"] == "sorry"
+
+
+def test_a_kept_record_without_an_input_is_a_tip_with_an_empty_one() -> None:
+    lineages = LineageIndex(generations=3)
+    lineages.add(record("a.1", round=1, generation=1, instruction="Sort it"), None)
+    assert lineages.progress("a").tip == Tip("a.1", "Sort it", "", 1)
+
+
+def test_the_users_error_is_surfaced_from_behind_a_nested_group() -> None:
+    user_facing = AuthenticationFailed("bad key")
+    group = BaseExceptionGroup(
+        "two", [ExceptionGroup("in", [RuntimeError("a"), KeyError("b")]), user_facing]
+    )
+    assert _most_telling(group) is user_facing
+    first = RuntimeError("first")
+    nested = BaseExceptionGroup("two", [ExceptionGroup("in", [first]), KeyError("b")])
+    assert _most_telling(nested) is first
+
+
+def lines_of(count: int, size: int) -> bytes:
+    return b"".join(
+        json.dumps(record(f"r{i}", text="x" * size)).encode() + b"\n" for i in range(count)
+    )
+
+
+@pytest.mark.parametrize("last_size", [65_534, 65_535, 65_536, 65_537, 2_000_000])
+@pytest.mark.parametrize("whole", [True, False])
+def test_a_torn_tail_after_many_lines_is_cut_at_the_window_edges(
+    tmp_path: Path, last_size: int, whole: bool
+) -> None:
+    # 3,000 lines before the last: the newline that ends them is read in the first window
+    # (64 KiB from the end) or a later one, wherever the last line's length puts it.
+    path = tmp_path / "gen_0.jsonl"
+    before = lines_of(3_000, 40)
+    last = b'{"id": "z", "text": "' + b"y" * (last_size - 24) + b'"}\n'
+    assert len(last) == last_size
+    path.write_bytes(before + (last if whole else last[:-1]))
+    repair_torn_tail(path)
+    assert path.read_bytes() == (before + last if whole else before)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"\n{torn", b"\n"),  # the first byte is the newline that ends the last whole line
+        (b"\n", b""),  # a lone empty line is no record
+        (b"{torn", b""),
+        (b"", b""),
+    ],
+)
+def test_a_torn_tail_is_cut_right_after_the_last_newline(
+    tmp_path: Path, content: bytes, expected: bytes
+) -> None:
+    path = tmp_path / "gen_0.jsonl"
+    path.write_bytes(content)
+    repair_torn_tail(path)
+    assert path.read_bytes() == expected
+
+
+@pytest.mark.parametrize("arrival", ["cab", "bac", "acb", "abc"])
+def test_the_records_are_sorted_in_seed_order_and_an_unknown_seed_goes_last(
+    tmp_path: Path, arrival: str
+) -> None:
+    store = RunStore.open(tmp_path / "run", generations=0, overwrite=False)
+    try:
+        for seed_id in arrival:
+            fields = {"instruction": seed_id, "output": None, "parent_id": None, "operation": None}
+            store.add(Record.model_validate(record(seed_id, **fields)))
+        store.sort_outputs({"a": 0, "b": 1})  # c is not in the order
+    finally:
+        store.close()
+    assert [data["id"] for data in iter_records(tmp_path / "run")] == ["a", "b", "c"]
+
+
+def test_the_dataset_is_the_generations_of_this_run(tmp_path: Path) -> None:
+    store = RunStore.open(tmp_path / "run", generations=1, overwrite=False)
+    try:
+        for generation in range(3):
+            record_id = "a" + ".1" * generation
+            fields = {"instruction": "x", "output": None, "parent_id": None, "operation": None}
+            data = record(record_id, generation=generation, round=generation, **fields)
+            store.add(Record.model_validate(data))
+        assert store.write_dataset() == 2
+    finally:
+        store.close()
+    lines = (tmp_path / "run" / "dataset.jsonl").read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["a", "a.1"]
+
+
+def test_a_record_file_is_made_readable_by_all_writable_by_its_owner(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        writer = open_for_append(tmp_path / "gen_0.jsonl")
+        writer.close()
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "gen_0.jsonl").stat().st_mode) == 0o644
+
+
+def test_a_record_file_that_cannot_be_opened_is_named_with_why(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "gen_0.jsonl"
+    with pytest.raises(RunDirError) as raised:
+        open_for_append(path)
+    assert str(raised.value) == f"{path}: cannot write it: No such file or directory"
