@@ -280,7 +280,7 @@ def test_after_an_eliminated_round_the_next_one_evolves_the_same_parent(tmp_path
     result = evolve(tmp_path / "run", [seed()], script, generations=2)
     assert result.eliminated["s1.1"]["reason"] == "prompt_leak"
     assert set(result.eliminated["s1.1"]["usage"]) == {"evolve"}  # nothing else was paid
-    assert result.backend.kinds() == ["answer", "evolve", "evolve", "answer", "judge"]
+    assert result.backend.kinds() == ["answer", "evolve", "evolve", "judge", "answer"]
     second = result.kept["s1.2"]
     assert (second["parent_id"], second["generation"], second["round"]) == ("s1", 1, 2)
     assert result.steps == 3
@@ -382,11 +382,11 @@ def test_an_unclear_verdict_is_asked_again_in_the_same_conversation(tmp_path: Pa
     assert [(e["item"], e["role"]) for e in journal] == [
         ("s1", "answer"),
         ("s1.1", "evolve"),
-        ("s1.1", "answer"),
         ("s1.1", "judge"),
         ("s1.1", "judge_again"),
+        ("s1.1", "answer"),
     ]
-    assert journal[-1]["reply"] | {"top_logprobs": None} == {
+    assert journal[-2]["reply"] | {"top_logprobs": None} == {
         "top_logprobs": None,
         "text": "Not equal",
         "prompt_tokens": 100,
@@ -658,7 +658,7 @@ def test_a_journalled_reply_is_replayed_instead_of_paid_again(tmp_path: Path) ->
     store.close()
 
     result = evolve(out, [seed()])
-    assert result.backend.kinds() == ["answer", "answer", "judge"]  # no evolve request
+    assert result.backend.kinds() == ["answer", "judge", "answer"]  # no evolve request
     record = result.kept["s1.1"]
     assert record["instruction"] == "Explain the sky, in three steps"
     assert record["usage"]["evolve"] == {"prompt_tokens": 11, "completion_tokens": 6}
@@ -670,7 +670,7 @@ def test_a_resumed_lineage_goes_on_from_where_it_stands(tmp_path: Path) -> None:
     first = evolve(out, [seed()], generations=1)
     assert first.steps == 2
     again = evolve(out, [seed()], generations=2)
-    assert again.backend.kinds() == ["evolve", "answer", "judge"]  # no seed answer, round 2 only
+    assert again.backend.kinds() == ["evolve", "judge", "answer"]  # no seed answer, round 2 only
     assert again.kept["s1.1.2"]["parent_id"] == "s1.1" and again.steps == 1
     done = evolve(out, [seed()], generations=2)
     assert done.backend.calls == [] and done.steps == 0

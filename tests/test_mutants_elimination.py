@@ -75,11 +75,6 @@ def test_a_phrase_of_words_is_looked_for_in_the_parents_words_not_its_punctuatio
     assert detector.find("Praise the prompt", "Praise the given prompt") == "given prompt"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src/evol/elimination.py LeakDetector.find: `phrase not in parent_words` is a "
-    "substring test, so a parent holding 'forgiven prompts' hides a leaked 'given prompt'",
-)
 def test_a_phrase_of_words_is_in_the_parent_only_as_whole_words() -> None:
     detector = LeakDetector(["given prompt"])
     assert detector.find("Praise the forgiven prompts", "Praise the given prompt") == (
