@@ -23,7 +23,7 @@ from conftest import read_jsonl
 from evol.config import JUDGE_DEFAULTS, RoleParams, RunConfig
 from evol.dedup import DuplicateIndex
 from evol.elimination import EliminationRules
-from evol.engine import Engine, EngineStats, FailedItem, RoleModels, _most_telling
+from evol.engine import Engine, EngineStats, FailedItem, RoleModels
 from evol.errors import (
     AuthenticationFailed,
     BackendError,
@@ -34,6 +34,7 @@ from evol.errors import (
     TransientBackendError,
     Unreachable,
 )
+from evol.errors import most_telling as _most_telling
 from evol.journal import CallJournal
 from evol.lineage import LineageIndex
 from evol.llm import ChatBackend, Completion, GenerationParams, Message

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from evol.elimination import Reason
-from evol.engine import _most_telling
 from evol.errors import AuthenticationFailed, RunDirError
+from evol.errors import most_telling as _most_telling
 from evol.lineage import LineageIndex, Tip
 from evol.records import EliminatedRecord, Record
 from evol.store import RunStore, iter_records, open_for_append, repair_torn_tail

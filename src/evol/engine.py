@@ -38,6 +38,7 @@ from evol.errors import (
     Redirected,
     TransientBackendError,
     Unreachable,
+    most_telling,
 )
 from evol.journal import CallJournal
 from evol.limits import AdaptiveConcurrency, RequestBudget
@@ -143,7 +144,7 @@ class Engine:
                 for _ in range(workers):
                     group.create_task(worker())
         except BaseExceptionGroup as errors:
-            raise _most_telling(errors) from None
+            raise most_telling(errors) from None
         return self.stats
 
     async def _lineage(self, seed: Seed) -> None:
@@ -413,18 +414,5 @@ async def _all(*coroutines: Coroutine[Any, Any, Any]) -> list[Any]:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(coroutine) for coroutine in coroutines]
     except BaseExceptionGroup as errors:
-        raise _most_telling(errors) from None
+        raise most_telling(errors) from None
     return [task.result() for task in tasks]
-
-
-def _most_telling(errors: BaseExceptionGroup) -> BaseException:
-    """The error to surface from a group: a user-facing one first, else the first one."""
-    flat: list[BaseException] = []
-    stack: list[BaseException] = [errors]
-    while stack:
-        error = stack.pop(0)
-        if isinstance(error, BaseExceptionGroup):
-            stack[:0] = list(error.exceptions)
-        else:
-            flat.append(error)
-    return next((error for error in flat if isinstance(error, EvolError)), flat[0])
