@@ -78,55 +78,45 @@ def test_a_slow_lineage_holds_no_other_back(evol, tmp_path: Path) -> None:
     assert_valid_run(tmp_path / "run")
 
 
+def one_round_of_four(evol, server: FakeServer, tmp_path: Path, *flags: str):
+    """Four seeds, one round, seeds not answered: each item's evolve, judge and answer."""
+    rows = [{"instruction": f"Explain idea {i}"} for i in range(4)]
+    seeds = write_seeds(tmp_path / "seeds.jsonl", rows)
+    return evol(
+        *run_args(
+            server,
+            seeds,
+            tmp_path / "run",
+            "--generations",
+            "1",
+            "--concurrency",
+            "16",
+            "--no-answer-seeds",
+            *flags,
+        )  # fmt: skip
+    )
+
+
 def test_with_parallel_judge_an_items_answer_and_judge_are_in_flight_together(
     evol, tmp_path: Path
 ) -> None:
-    seeds = write_seeds(
-        tmp_path / "seeds.jsonl", [{"instruction": f"Explain idea {i}"} for i in range(4)]
-    )
     with FakeServer(hold=lambda body: kind_of(body) == "judge") as server:
         # Judges are held until every item's answer has arrived: they are sent together.
         answers = lambda: len(server.requests_for("answer")) == 4  # noqa: E731
         with ReleaseWhen(server, lambda: server.held == 4 and answers()) as gate:
-            result = evol(
-                *run_args(
-                    server,
-                    seeds,
-                    tmp_path / "run",
-                    "--generations",
-                    "1",
-                    "--concurrency",
-                    "16",
-                    "--no-answer-seeds",
-                    "--parallel-judge",
-                )  # fmt: skip
-            )
+            result = one_round_of_four(evol, server, tmp_path, "--parallel-judge")
     assert gate.met
     assert result.exit_code == 0, result.output
 
 
 def test_by_default_no_answer_is_asked_before_the_judge_has_spoken(evol, tmp_path: Path) -> None:
-    seeds = write_seeds(
-        tmp_path / "seeds.jsonl", [{"instruction": f"Explain idea {i}"} for i in range(4)]
-    )
     # Every judge is held until all four have arrived; an answer asked in parallel would
     # arrive before them.
     with (
         FakeServer(hold=lambda body: kind_of(body) == "judge") as server,
         ReleaseWhen(server, lambda: server.held == 4) as gate,
     ):
-        result = evol(
-            *run_args(
-                server,
-                seeds,
-                tmp_path / "run",
-                "--generations",
-                "1",
-                "--concurrency",
-                "16",
-                "--no-answer-seeds",
-            )  # fmt: skip
-        )
+        result = one_round_of_four(evol, server, tmp_path)
     assert gate.met
     assert result.exit_code == 0, result.output
     first_answer = min(i for i, body in enumerate(server.requests) if kind_of(body) == "answer")

@@ -113,6 +113,33 @@ OUTPUT_FIELD_OPTION = typer.Option(
     envvar=_env("output_field"),
     help="Dotted path of the output, e.g. instances.0.output (default: by shape).",
 )
+# The connection options `run` and `score` share.
+BACKEND_OPTION = typer.Option(
+    None,
+    envvar=_env("backend"),
+    help="LLM backend: openai, local, or a plugin (default: openai if configured, else local).",
+)
+API_KEY_OPTION = typer.Option(
+    None,
+    envvar=[_env("api_key"), "OPENAI_API_KEY"],
+    show_default=False,
+    help="API key (prefer the environment variable).",
+)
+TIMEOUT_OPTION = typer.Option(
+    120.0, envvar=_env("timeout"), help="Seconds before one request is abandoned and retried."
+)
+CONCURRENCY_OPTION = typer.Option(
+    16,
+    min=1,
+    envvar=_env("concurrency"),
+    help="Requests in flight at most (halved on 429, then grown back).",
+)
+MAX_RETRIES_OPTION = typer.Option(
+    5,
+    min=0,
+    envvar=_env("max_retries"),
+    help="Retries of a transient failure (429, 5xx, timeout).",
+)
 PRICE_IN_OPTION = typer.Option(
     None,
     min=0,
@@ -329,11 +356,7 @@ def run(
         envvar=_env("dedup_threshold"),
         help="ROUGE-L F1 at which two instructions count as duplicates.",
     ),
-    backend: str = typer.Option(
-        None,
-        envvar=_env("backend"),
-        help="LLM backend: openai, local, or a plugin (default: openai if configured, else local).",
-    ),
+    backend: str = BACKEND_OPTION,
     base_url: list[str] = typer.Option(
         None,
         "--base-url",
@@ -341,12 +364,7 @@ def run(
         help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1; repeat it to spread "
         "requests over several servers.",
     ),
-    api_key: str = typer.Option(
-        None,
-        envvar=[_env("api_key"), "OPENAI_API_KEY"],
-        show_default=False,
-        help="API key (prefer the environment variable).",
-    ),
+    api_key: str = API_KEY_OPTION,
     model: str = typer.Option(
         None, envvar=_env("model"), help="Model for every role (default: the server's only model)."
     ),
@@ -397,15 +415,8 @@ def run(
         help="Ask for the answer and the verdict at the same time: lower latency, but every "
         "rewrite the judge rejects has paid for its answer (default: the judge first).",
     ),
-    timeout: float = typer.Option(
-        120.0, envvar=_env("timeout"), help="Seconds before one request is abandoned and retried."
-    ),
-    concurrency: int = typer.Option(
-        16,
-        min=1,
-        envvar=_env("concurrency"),
-        help="Requests in flight at most (halved on 429, then grown back).",
-    ),
+    timeout: float = TIMEOUT_OPTION,
+    concurrency: int = CONCURRENCY_OPTION,
     rpm: float = typer.Option(
         None, min=0.1, envvar=_env("rpm"), help="Requests per minute at most (default: no cap)."
     ),
@@ -415,12 +426,7 @@ def run(
         envvar=_env("tpm"),
         help="Tokens per minute at most, prompt plus completion (default: no cap).",
     ),
-    max_retries: int = typer.Option(
-        5,
-        min=0,
-        envvar=_env("max_retries"),
-        help="Retries of a transient failure (429, 5xx, timeout).",
-    ),
+    max_retries: int = MAX_RETRIES_OPTION,
     retry_max_wait: float = typer.Option(
         60.0,
         min=0.001,
@@ -719,23 +725,14 @@ def score(
     ngram: int = typer.Option(
         13, min=1, max=1000, help="Words in a row a record must share with an evaluation item."
     ),
-    backend: str = typer.Option(
-        None,
-        envvar=_env("backend"),
-        help="LLM backend: openai, local, or a plugin (default: openai if configured, else local).",
-    ),
+    backend: str = BACKEND_OPTION,
     base_url: list[str] = typer.Option(
         None,
         "--base-url",
         envvar=[_env("base_url"), "OPENAI_BASE_URL"],
         help="OpenAI-compatible endpoint; repeat it to spread requests over several servers.",
     ),
-    api_key: str = typer.Option(
-        None,
-        envvar=[_env("api_key"), "OPENAI_API_KEY"],
-        show_default=False,
-        help="API key (prefer the environment variable).",
-    ),
+    api_key: str = API_KEY_OPTION,
     model: str = typer.Option(
         None,
         envvar=_env("score_model"),
@@ -744,21 +741,9 @@ def score(
     model_path: Path = typer.Option(
         None, envvar=_env("model_path"), help="GGUF file for the local backend."
     ),
-    timeout: float = typer.Option(
-        120.0, envvar=_env("timeout"), help="Seconds before one request is abandoned and retried."
-    ),
-    concurrency: int = typer.Option(
-        16,
-        min=1,
-        envvar=_env("concurrency"),
-        help="Requests in flight at most (halved on 429, then grown back).",
-    ),
-    max_retries: int = typer.Option(
-        5,
-        min=0,
-        envvar=_env("max_retries"),
-        help="Retries of a transient failure (429, 5xx, timeout).",
-    ),
+    timeout: float = TIMEOUT_OPTION,
+    concurrency: int = CONCURRENCY_OPTION,
+    max_retries: int = MAX_RETRIES_OPTION,
     retry_max_wait: float = typer.Option(
         60.0, envvar=_env("retry_max_wait"), help="Longest backoff between retries, in seconds."
     ),

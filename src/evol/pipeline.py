@@ -25,9 +25,8 @@ from evol.lineage import LineageIndex
 from evol.llm import (
     BackendSettings,
     ChatBackend,
-    choose_backend,
-    create_backend,
     missing_key_warning,
+    open_backend,
 )
 from evol.llm.routing import EndpointRouter
 from evol.manifest import (
@@ -79,11 +78,8 @@ async def arun(
         if _finished_as_recorded(config, seeds_digest)
         else scan_seeds(config.seeds, config.seed_options)
     )
-    backend_name = choose_backend(
-        config.backend, base_urls=config.base_urls, has_api_key=config.api_key is not None
-    )
-    backend = create_backend(
-        backend_name,
+    backend_name, backend = open_backend(
+        config.backend,
         BackendSettings(
             base_urls=config.base_urls,
             api_key=config.api_key,

@@ -67,8 +67,7 @@ from evol.llm import (
     Completion,
     GenerationParams,
     Message,
-    choose_backend,
-    create_backend,
+    open_backend,
 )
 from evol.llm.retry import with_retries
 from evol.manifest import read_manifest
@@ -883,11 +882,8 @@ async def _score_with_model(
         if not jobs:
             info("every record is scored already: nothing to ask")
             return config.model, _Tally(), already
-    backend_name = choose_backend(
-        config.backend, base_urls=config.base_urls, has_api_key=config.api_key is not None
-    )
-    backend = create_backend(
-        backend_name,
+    backend_name, backend = open_backend(
+        config.backend,
         BackendSettings(
             base_urls=config.base_urls,
             api_key=config.api_key,

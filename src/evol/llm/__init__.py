@@ -27,6 +27,7 @@ from evol.llm.registry import (
     create_backend,
     local_backend_installed,
     missing_key_warning,
+    open_backend,
     register_backend,
 )
 
@@ -43,5 +44,6 @@ __all__ = [
     "create_backend",
     "local_backend_installed",
     "missing_key_warning",
+    "open_backend",
     "register_backend",
 ]

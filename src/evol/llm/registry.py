@@ -108,6 +108,14 @@ def choose_backend(requested: str | None, *, base_urls: list[str], has_api_key: 
     )
 
 
+def open_backend(requested: str | None, settings: BackendSettings) -> tuple[str, ChatBackend]:
+    """The backend a command uses (`choose_backend`), made from `settings`: its name and it."""
+    name = choose_backend(
+        requested, base_urls=settings.base_urls, has_api_key=settings.api_key is not None
+    )
+    return name, create_backend(name, settings)
+
+
 def missing_key_warning(backend: str, base_urls: list[str], has_api_key: bool) -> str | None:
     """A warning when a hosted API that wants a key is called without one, else None."""
     if has_api_key or backend not in ("openai", "openai-sdk"):
