@@ -656,10 +656,24 @@ def test_the_state_directory_is_made_only_when_a_request_is_sent(tmp_path) -> No
 @pytest.mark.parametrize("name", [STATE_FILE, RESULTS_FILE])
 def test_a_damaged_line_before_the_end_is_an_error_naming_the_file(tmp_path, name) -> None:
     (tmp_path / name).write_bytes(b"{not json\n" + b'{"event": "ended"}\n')
+    backend = BatchBackend(
+        BackendSettings(base_urls=["http://127.0.0.1:9/v1"]), BatchSettings(state_dir=tmp_path)
+    )
     with pytest.raises(RunDirError, match=f"{name}:1: a damaged line"):
-        BatchBackend(
-            BackendSettings(base_urls=["http://127.0.0.1:9/v1"]), BatchSettings(state_dir=tmp_path)
-        )
+        backend.batches()
+
+
+def test_the_state_is_read_on_first_use_not_before_the_run_holds_its_lock(tmp_path) -> None:
+    """Reading cuts a torn last line: the backend is made before the run directory is locked
+    (and emptied by --overwrite), so it must not read, let alone cut, anything yet."""
+    torn = b'{"event": "intent", "tok'
+    (tmp_path / STATE_FILE).write_bytes(torn)
+    backend = BatchBackend(
+        BackendSettings(base_urls=["http://127.0.0.1:9/v1"]), BatchSettings(state_dir=tmp_path)
+    )
+    assert (tmp_path / STATE_FILE).read_bytes() == torn
+    assert backend.batches() == [] and backend.pending() == 0
+    assert (tmp_path / STATE_FILE).read_bytes() == b""
 
 
 def test_batches_reports_each_batch_for_progress_and_run_json(tmp_path) -> None:

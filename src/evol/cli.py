@@ -66,6 +66,7 @@ prompts_app = typer.Typer(
 app.add_typer(prompts_app, name="prompts")
 
 T = TypeVar("T")
+PENDING_EXIT = 3  # evol run --batch-no-wait: batches are pending; run the same command again
 
 
 class DedupChoice(StrEnum):
@@ -415,6 +416,33 @@ def run(
         help="Ask for the answer and the verdict at the same time: lower latency, but every "
         "rewrite the judge rejects has paid for its answer (default: the judge first).",
     ),
+    batch: bool = typer.Option(
+        False,
+        "--batch",
+        envvar=_env("batch"),
+        help="Send the requests through the OpenAI Batch API (half price; each step waits for "
+        "its batches, up to 24 h). A stopped run re-attaches to its batches: nothing is paid "
+        "twice.",
+    ),
+    batch_max_requests: int = typer.Option(
+        50_000,
+        min=1,
+        envvar=_env("batch_max_requests"),
+        help="Requests per batch input file (files are also split at 200 MB).",
+    ),
+    batch_poll_interval: float = typer.Option(
+        60.0,
+        min=0.001,
+        envvar=_env("batch_poll_interval"),
+        help="Seconds between looks at batches.",
+    ),
+    batch_no_wait: bool = typer.Option(
+        False,
+        "--batch-no-wait",
+        envvar=_env("batch_no_wait"),
+        help="With --batch (implied): submit what is due, then exit with status 3 while batches "
+        "are pending; run the same command again (from cron or CI) to go on.",
+    ),
     timeout: float = TIMEOUT_OPTION,
     concurrency: int = CONCURRENCY_OPTION,
     rpm: float = typer.Option(
@@ -512,6 +540,10 @@ def run(
             ),
             system_prompt=system_prompt,
             parallel_judge=parallel_judge,
+            batch=batch or batch_no_wait,
+            batch_max_requests=batch_max_requests,
+            batch_poll_interval=batch_poll_interval,
+            batch_no_wait=batch_no_wait,
             timeout=timeout,
             concurrency=concurrency,
             rpm=rpm,
@@ -532,6 +564,8 @@ def run(
             ),
         )
     _report(summary, quiet=quiet, as_json=as_json)
+    if summary.status == "pending":
+        raise typer.Exit(PENDING_EXIT)
     if summary.status != "complete":
         raise typer.Exit(1)
 
@@ -911,6 +945,11 @@ def _report(summary: RunSummary, *, quiet: bool, as_json: bool) -> None:
     if summary.failed:
         lines.append(
             f"evol: {len(summary.failed)} steps failed after retries (listed in run.json); run again to retry them"
+        )
+    if summary.waiting:
+        lines.append(
+            f"evol: {summary.waiting} steps wait in batches (listed in run.json); run the same "
+            "command again to collect them"
         )
     if summary.dataset:
         lines.append(f"evol: dataset: {summary.dataset} ({summary.dataset_records} records)")

@@ -84,6 +84,13 @@ class RunConfig(BaseModel):
         False, description="answer and judge at once (lower latency; pays for rejected answers)"
     )
 
+    batch: bool = Field(False, description="send requests through the Batch API (half price)")
+    batch_max_requests: int = Field(50_000, ge=1, description="requests per batch input file")
+    batch_poll_interval: float = Field(60.0, gt=0, description="seconds between looks at a batch")
+    batch_no_wait: bool = Field(
+        False, description="submit what is due, then stop (status 'pending', exit 3)"
+    )
+
     timeout: float = Field(120.0, gt=0)
     concurrency: int = Field(16, ge=1)
     rpm: float | None = Field(None, gt=0, description="requests per minute; None: no cap")
@@ -92,6 +99,12 @@ class RunConfig(BaseModel):
     retry_max_wait: float = Field(60.0, gt=0)
     max_response_bytes: int = Field(16 * 1024 * 1024, ge=1, description="reply body cap")
     overwrite: bool = False
+
+    @property
+    def in_flight(self) -> int:
+        """Requests (and lineages) at once: with --batch, enough to fill an input file, since
+        each waits for its whole batch."""
+        return max(self.concurrency, self.batch_max_requests) if self.batch else self.concurrency
 
     @property
     def seed_options(self) -> SeedOptions:

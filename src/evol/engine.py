@@ -31,6 +31,7 @@ from evol.errors import (
     AuthenticationFailed,
     BackendError,
     ContextLengthExceeded,
+    Deferred,
     EndpointUnreachable,
     EvolError,
     ModelNotFound,
@@ -84,10 +85,11 @@ class EngineStats:
     requests: Counter[str] = field(default_factory=Counter)
     retries: Counter[str] = field(default_factory=Counter)
     failed: list[FailedItem] = field(default_factory=list)
+    deferred: int = 0  # steps whose request waits in a batch for a later process
 
 
 class _ItemFailed(Exception):
-    """Ends one lineage for this run; already recorded in `EngineStats.failed`."""
+    """Ends one lineage for this run; already counted in `EngineStats` (failed or deferred)."""
 
 
 class _Eliminated(Exception):
@@ -125,7 +127,7 @@ class Engine:
         self.pool = pool  # the kept instructions, when the duplicate rule is on
         self.on_step = on_step or (lambda: None)
         self.stats = EngineStats()
-        self.slots = AdaptiveConcurrency(config.concurrency)
+        self.slots = AdaptiveConcurrency(config.in_flight)
         self._budget = RequestBudget(config.rpm, config.tpm) if config.rpm or config.tpm else None
         self._fatal: EvolError | None = None
 
@@ -138,7 +140,7 @@ class Engine:
             for seed in pending:
                 await self._lineage(seed)
 
-        workers = self.config.concurrency
+        workers = self.config.in_flight
         try:
             async with asyncio.TaskGroup() as group:
                 for _ in range(workers):
@@ -349,6 +351,9 @@ class Engine:
                 max_wait=self.config.retry_max_wait,
                 on_retry=lambda _error: self.stats.retries.update([role]),
             )
+        except Deferred:
+            self.stats.deferred += 1
+            raise _ItemFailed from None
         except Unreachable as error:  # it answered before, and no retry reached it since
             tries = self.config.max_retries + 1
             raise self._stop(EndpointUnreachable(f"{error} ({tries} tries)")) from None

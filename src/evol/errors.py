@@ -105,6 +105,11 @@ class Unreachable(TransientBackendError):
     instead of failing every step one by one."""
 
 
+class Deferred(Exception):
+    """The backend took the request but answers it in a later process (`--batch-no-wait`):
+    the step waits, nothing is recorded, and the run ends as `pending`."""
+
+
 class Interrupted(EvolError):
     """The run was stopped by SIGINT or SIGTERM after saving what was finished."""
 

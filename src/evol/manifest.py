@@ -32,7 +32,8 @@ class RunSummary(BaseModel):
 
     out: str
     status: str = Field(
-        description="complete; failed (some steps failed, or `error` stopped the run); interrupted"
+        description="complete; failed (some steps failed, or `error` stopped the run); "
+        "interrupted; pending (--batch-no-wait: steps wait in batches, run again)"
     )
     error: str | None = Field(None, description="what stopped the run, when something did")
     backend: str
@@ -45,6 +46,7 @@ class RunSummary(BaseModel):
     eliminated: int
     eliminated_per_reason: dict[str, int]
     failed: list[dict[str, Any]] = Field(description="steps that failed after all retries")
+    waiting: int = Field(0, description="steps whose request waits in a batch (status pending)")
     requests: dict[str, int] = Field(description="requests sent by this process, per role")
     retries: int
     usage: dict[str, dict[str, int]] = Field(description="tokens of all records on disk, per role")
@@ -74,6 +76,8 @@ class RunFacts:
     endpoints: list[dict[str, object]] = field(default_factory=list)
     concurrency: dict[str, int] = field(default_factory=dict)
     dedup_method: str | None = None
+    waiting: int = 0
+    batches: list[dict[str, Any]] | None = None
 
 
 def read_manifest(run_dir: Path, *, required: bool = True) -> dict[str, Any] | None:
@@ -183,6 +187,7 @@ def build_manifest(facts: RunFacts, previous: dict[str, Any] | None) -> dict[str
         eliminated=counts["eliminated"],
         eliminated_per_reason=counts["eliminated_per_reason"],
         failed=facts.failed,
+        waiting=facts.waiting,
         requests=facts.requests,
         retries=sum(facts.retries.values()),
         usage=counts["usage"],
@@ -214,6 +219,7 @@ def build_manifest(facts: RunFacts, previous: dict[str, Any] | None) -> dict[str
         "endpoints": facts.endpoints,
         "dedup": {"method": facts.dedup_method} if facts.dedup_method else None,
         "concurrency": facts.concurrency,
+        "batches": facts.batches if facts.batches is not None else previous.get("batches"),
         "summary": summary.model_dump(mode="json"),
         "timings": {
             "this_run_elapsed_s": round(facts.elapsed, 3),

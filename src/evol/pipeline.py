@@ -12,14 +12,21 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from evol.config import RunConfig
 from evol.counts import RunCounts
 from evol.engine import Engine, RoleModels
-from evol.errors import BackendError, EvolError, Interrupted, RunDirError, TransientBackendError
+from evol.errors import (
+    BackendError,
+    EvolError,
+    Interrupted,
+    RunDirError,
+    TransientBackendError,
+    UsageError,
+)
 from evol.journal import CallJournal
 from evol.lineage import LineageIndex
 from evol.llm import (
@@ -42,7 +49,7 @@ from evol.manifest import (
 from evol.prompts import PromptSet
 from evol.secrets import display_url, redact
 from evol.seeds import SeedScan, file_digest, iter_seeds, scan_seeds
-from evol.store import JOURNAL, RunStore, output_sizes
+from evol.store import BATCH_DIR, JOURNAL, RunStore, output_sizes
 
 __all__ = ["ProgressCallback", "RunSummary", "arun", "run"]
 
@@ -88,6 +95,7 @@ async def arun(
             max_response_bytes=config.max_response_bytes,
             model_path=config.model_path,
         ),
+        batch=_batch_settings(config),
     )
     if warning := missing_key_warning(backend_name, config.base_urls, config.api_key is not None):
         info(f"warning: {warning}")
@@ -119,7 +127,7 @@ async def arun(
             info(f"backend {backend_name}{where}, model {_describe(models)}")
             parts = _Run(
                 config, prompts, scan, backend, backend_name, models, print_, store, journal,
-                lineages, counts, previous, started,
+                lineages, counts, previous, started, info,
             )  # fmt: skip
             return await parts.execute(on_progress)
         finally:
@@ -128,6 +136,31 @@ async def arun(
             store.close()
     finally:
         await backend.aclose()
+
+
+def _batch_settings(config: RunConfig) -> Any:
+    """With --batch, how the batch backend groups and waits; its state lives in the run."""
+    if not config.batch:
+        return None
+    if config.rpm or config.tpm:
+        raise UsageError(
+            "--rpm and --tpm pace live requests; the Batch API has limits of its own: "
+            "drop them with --batch"
+        )
+    from evol.llm.batch import BatchSettings
+
+    return BatchSettings(
+        state_dir=config.out / BATCH_DIR,
+        # A batch is submitted once no request came for this long (or its file is full):
+        # never longer than a look at the batches, so short polls (tests, a local server)
+        # are not held up by it.
+        quiet_period=min(1.0, config.batch_poll_interval),
+        max_requests=config.batch_max_requests,
+        poll_interval=config.batch_poll_interval,
+        no_wait=config.batch_no_wait,
+        max_retries=config.max_retries,
+        retry_max_wait=config.retry_max_wait,
+    )
 
 
 def _finished_as_recorded(config: RunConfig, seeds_digest: str) -> bool:
@@ -163,6 +196,7 @@ class _Run:
     counts: RunCounts
     previous: dict[str, Any] | None
     started: float
+    on_info: Callable[[str], None]
 
     async def execute(self, on_progress: ProgressCallback | None) -> RunSummary:
         config, store = self.config, self.store
@@ -190,10 +224,15 @@ class _Run:
         self.finish("running", engine)
         status, dataset_records, error = "interrupted", None, None
         try:
-            await until_signalled(engine.run(iter_seeds(config.seeds, config.seed_options)))
-            status = "failed" if engine.stats.failed else "complete"
+            work = engine.run(iter_seeds(config.seeds, config.seed_options))
+            async with self.batch_progress():
+                await until_signalled(work)
             store.sort_outputs(self.seed_order())
-            dataset_records = store.write_dataset()
+            if engine.stats.deferred:  # the dataset is written once nothing waits
+                status = "pending"
+            else:
+                status = "failed" if engine.stats.failed else "complete"
+                dataset_records = store.write_dataset()
             if status == "complete":
                 self.journal.clear()
         except EvolError as stopped:
@@ -234,16 +273,52 @@ class _Run:
             retries=dict(engine.stats.retries),
             endpoints=_endpoint_stats(self.backend, self.config.base_urls),
             concurrency={
-                "ceiling": self.config.concurrency,
+                "ceiling": self.config.in_flight,
                 "cuts_on_429": engine.slots.cuts,
                 "lowest": engine.slots.lowest,
                 "final": int(engine.slots.limit),
             },
             dedup_method=self.pool_method() if self.config.rules.dedup else None,
+            waiting=engine.stats.deferred,
+            batches=self.batches(),
         )
         manifest = build_manifest(facts, self.previous)
         write_manifest(self.config.out, manifest)
         return manifest["summary"]
+
+    def batches(self) -> list[dict[str, Any]] | None:
+        """With --batch: every batch of the run, as run.json lists it."""
+        if not self.config.batch:
+            return None
+        return [batch.model_dump() for batch in self.backend.batches()]  # type: ignore[attr-defined]
+
+    @contextlib.asynccontextmanager
+    async def batch_progress(self) -> AsyncIterator[None]:
+        """With --batch: a line each time the batches' states change, since a step can
+        wait hours for one."""
+        if not self.config.batch:
+            yield
+            return
+        from evol.llm.batch import describe_batches
+
+        backend, shown = self.backend, ""
+
+        async def watch() -> None:
+            nonlocal shown
+            while True:
+                await asyncio.sleep(min(1.0, self.config.batch_poll_interval))
+                line = describe_batches(backend.batches())  # type: ignore[attr-defined]
+                if line != shown:
+                    shown = line
+                    self.on_info(line)
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
 
     def seed_order(self) -> dict[str, int]:
         """Each seed id's place in the seed file, for ordering the output files."""

@@ -17,7 +17,7 @@ from evol.lineage import LineageIndex
 from evol.llm import choose_backend, missing_key_warning
 from evol.prompts import PromptSet
 from evol.seeds import iter_seeds, scan_seeds
-from evol.stats import cost_usd, unit_prices
+from evol.stats import BATCH_RATE, cost_usd, unit_prices
 from evol.store import RunStore
 from evol.textstats import estimate_tokens
 
@@ -47,6 +47,7 @@ class RunPlan(BaseModel):
     roles: dict[str, RolePlan]
     calls: int
     cost_usd: float | None
+    batch_rate: bool = False
     dedup_method: str | None = None
     warnings: list[str] = []
 
@@ -107,6 +108,7 @@ def plan_run(
             completion_tokens[role],
             price_in,
             price_out,
+            BATCH_RATE if config.batch else 1.0,
         ).model_copy(update={"params": getattr(config.params, role).to_request()})
         for role in ("evolve", "answer", "judge")
         if calls[role]
@@ -134,11 +136,12 @@ def plan_run(
         roles=roles,
         calls=sum(calls.values()),
         cost_usd=round(sum(costs), 6) if None not in costs else None,
+        batch_rate=config.batch,
     )
 
 
-def _priced(model, calls, prompt, completion, price_in, price_out) -> RolePlan:
-    cost = cost_usd(unit_prices(model, price_in, price_out), prompt, completion)
+def _priced(model, calls, prompt, completion, price_in, price_out, rate) -> RolePlan:
+    cost = cost_usd(unit_prices(model, price_in, price_out), prompt, completion, rate)
     return RolePlan(
         model=model, calls=calls, prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost
     )
@@ -164,8 +167,10 @@ def format_plan(plan: RunPlan) -> str:
             f"{'; ' + settings if settings else ''}]"
         )
     total = "unknown" if plan.cost_usd is None else f"~${plan.cost_usd:.4f}"
+    rate = " at the Batch API rate (half price)" if plan.batch_rate else ""
     lines.append(
-        f"at most {plan.calls} calls, {total}: an upper bound, as if every evolution were kept"
+        f"at most {plan.calls} calls, {total}{rate}: an upper bound, as if every evolution "
+        "were kept"
     )
     lines += [f"warning: {warning}" for warning in plan.warnings]
     return "\n".join(lines)

@@ -33,6 +33,8 @@ PRICES: dict[str, tuple[float, float]] = {
     "gpt-4.1-nano": (0.10, 0.40),
     "o3-mini": (1.10, 4.40),
 }
+# The Batch API bills this share of the live price (OpenAI, and the servers that copy its API).
+BATCH_RATE = 0.5
 
 
 class GenerationStats(BaseModel):
@@ -97,6 +99,7 @@ class RunStats(BaseModel):
     operations: dict[str, OperationStats]
     roles: dict[str, RoleCost]
     total_cost_usd: float | None
+    batch_rate: bool = Field(False, description="priced at the Batch API's rate (run with --batch)")
     scores: dict[str, ScoreSource] | None = None
     metrics_stale: bool | None = Field(None, description="the run grew after it was measured")
     contamination: ContaminationStats | None = None
@@ -114,6 +117,9 @@ def run_stats(
         and price_out is None
     ):
         price_in = price_out = 0.0  # the embedded model runs on your own CPU
+    # A run priced by how it was last run: one that switched between live and --batch
+    # calls is priced as if all its calls were made the last way.
+    batched = bool(manifest.get("config", {}).get("batch"))
 
     # The counts are run.json's own (evol.counts); the lengths are what stats adds.
     counts = RunCounts()
@@ -148,7 +154,9 @@ def run_stats(
         for name, counts in sorted(operations.items())
     }
     roles = {
-        role: _role_cost(models.get(role), used, price_in, price_out)
+        role: _role_cost(
+            models.get(role), used, price_in, price_out, BATCH_RATE if batched else 1.0
+        )
         for role, used in sorted(counts.usage.items())
     }
     costs = [role.cost_usd for role in roles.values()]
@@ -160,6 +168,7 @@ def run_stats(
         operations=per_operation,
         roles=roles,
         total_cost_usd=total,
+        batch_rate=batched,
     )
     _add_scores(run_dir, stats)
     _add_metrics(run_dir, stats)
@@ -255,18 +264,27 @@ def unit_prices(
 
 
 def cost_usd(
-    prices: tuple[float, float] | None, prompt_tokens: int, completion_tokens: int
+    prices: tuple[float, float] | None,
+    prompt_tokens: int,
+    completion_tokens: int,
+    rate: float = 1.0,
 ) -> float | None:
+    """USD for these tokens at `prices` per million; `rate` scales them (BATCH_RATE)."""
     if prices is None:
         return None
-    return round((prompt_tokens * prices[0] + completion_tokens * prices[1]) / 1_000_000, 6)
+    paid = (prompt_tokens * prices[0] + completion_tokens * prices[1]) * rate
+    return round(paid / 1_000_000, 6)
 
 
 def _role_cost(
-    model: str | None, used: Counter[str], price_in: float | None, price_out: float | None
+    model: str | None,
+    used: Counter[str],
+    price_in: float | None,
+    price_out: float | None,
+    rate: float,
 ) -> RoleCost:
     prompt, completion = used["prompt_tokens"], used["completion_tokens"]
-    cost = cost_usd(unit_prices(model, price_in, price_out), prompt, completion)
+    cost = cost_usd(unit_prices(model, price_in, price_out), prompt, completion, rate)
     return RoleCost(model=model, prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost)
 
 
@@ -348,7 +366,8 @@ def format_stats(stats: RunStats) -> str:
             ""
             if stats.total_cost_usd is not None
             else " (no price known: pass --price-in and --price-out)"
-        ),
+        )
+        + (" at the Batch API rate (half price)" if stats.batch_rate else ""),
     ]
     lines += _contamination_lines(stats)
     return "\n".join(lines)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -42,6 +43,7 @@ LOCK_FILE = ".evol.lock"
 SCORES = "scores.jsonl"
 METRICS = "metrics.json"
 CONTAMINATION = "contamination.json"
+BATCH_DIR = "batch"  # `evol run --batch`: the batches made and the rows they returned
 # Every file evol may write in a run directory; nothing else there is ever touched.
 _OWN_NAME = re.compile(
     r"(gen_\d+\.jsonl|eliminated\.jsonl|dataset\.jsonl|calls\.jsonl|run\.json"
@@ -246,6 +248,9 @@ class RunStore:
             path.unlink()
         for name in (MANIFEST, DATASET, JOURNAL, SCORES, METRICS, CONTAMINATION):
             (self.out_dir / name).unlink(missing_ok=True)
+        batches = self.out_dir / BATCH_DIR
+        if batches.is_dir():  # not a link: _refuse_foreign refused that
+            shutil.rmtree(batches)
 
     def _append(self, name: str, data: dict[str, Any]) -> None:
         writer = self._writers.get(name)
@@ -276,7 +281,7 @@ def is_own_file(run_dir: Path, path: Path) -> bool:
     names): what an export or a selection must never write over."""
     if path.resolve().parent != run_dir.resolve():
         return False
-    return bool(_OWN_NAME.fullmatch(path.name)) or path.name == LOCK_FILE
+    return bool(_OWN_NAME.fullmatch(path.name)) or path.name in (LOCK_FILE, BATCH_DIR)
 
 
 def _refuse_foreign(out_dir: Path) -> None:
@@ -289,7 +294,8 @@ def _refuse_foreign(out_dir: Path) -> None:
         return
     entries = list(out_dir.iterdir())
     for entry in entries:
-        if (_OWN_NAME.fullmatch(entry.name) or entry.name == LOCK_FILE) and entry.is_symlink():
+        own = _OWN_NAME.fullmatch(entry.name) or entry.name in (LOCK_FILE, BATCH_DIR)
+        if own and entry.is_symlink():
             raise RunDirError(
                 f"{entry}: is a symbolic link; evol writes only regular files in its run "
                 "directory: remove the link or choose another --out"

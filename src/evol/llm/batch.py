@@ -46,6 +46,7 @@ from evol import __version__
 from evol.errors import (
     BackendError,
     ContextLengthExceeded,
+    Deferred,
     EndpointUnreachable,
     EvolError,
     RateLimited,
@@ -85,7 +86,7 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW"
 T = TypeVar("T")
 
 
-class BatchPending(Exception):
+class BatchPending(Deferred):
     """With `no_wait`: the request waits in a batch that has not ended; run again later."""
 
     def __init__(self, batch_id: str | None, status: str):
@@ -133,6 +134,19 @@ class BatchInfo(BaseModel):
     output_file_id: str | None = None
     error_file_id: str | None = None
     note: str | None = None  # the last failure to reach it, if the latest attempt failed
+
+
+def describe_batches(batches: list[BatchInfo]) -> str:
+    """One progress line: how many batches are in each state, and the requests they hold."""
+    states: dict[str, list[int]] = {}
+    for batch in batches:
+        tally = states.setdefault(batch.status, [0, 0])
+        tally[0] += 1
+        tally[1] += batch.requests
+    shown = ", ".join(
+        f"{count} {status} ({requests:,} requests)" for status, (count, requests) in states.items()
+    )
+    return f"batches: {shown or 'none yet'}"
 
 
 # -- requests and rows ----------------------------------------------------------------------
@@ -722,8 +736,9 @@ class BatchBackend:
         self.api = BatchApi(settings, batch)
         self.where = self.api.where
         self._tmp = batch.state_dir / "tmp"
-        self._journal = _Journal(batch.state_dir / STATE_FILE)
-        self._results = _Results(batch.state_dir / RESULTS_FILE)
+        # Read on first use (`_load`), when the run holds its directory's lock.
+        self._journal_file: _Journal | None = None
+        self._results_file: _Results | None = None
         self._batches: dict[str, _Batch] = {}
         self._in_batch: dict[str, _Batch] = {}  # custom_id -> the open batch that holds it
         self._waiting: dict[str, _Waiter] = {}
@@ -734,12 +749,12 @@ class BatchBackend:
         self._attached = False  # the batches of earlier processes have been looked at
         self._broken: BaseException | None = None
         self._ingesting: asyncio.Future[Any] | None = None
-        self._load()
 
     async def complete(
         self, messages: list[Message], *, model: str, params: GenerationParams
     ) -> Completion:
         custom_id, line = request_line(messages, model, params)
+        self._load()
         if (stored := self._results.get(custom_id)) is not None:
             return _returned(reply_outcome(*stored, model, self.api.reader))
         if self._broken is not None:
@@ -772,6 +787,7 @@ class BatchBackend:
 
     def batches(self) -> list[BatchInfo]:
         """Every batch of this state directory that reached the server, oldest first."""
+        self._load()
         return [
             BatchInfo(
                 id=batch.id,
@@ -790,6 +806,7 @@ class BatchBackend:
 
     def pending(self) -> int:
         """Requests waiting in batches that have not ended."""
+        self._load()
         return len(self._in_batch)
 
     async def aclose(self) -> None:
@@ -803,13 +820,32 @@ class BatchBackend:
             waiter.future.cancel()
         self._waiting.clear()
         await self.api.close()
-        self._journal.close()
-        self._results.close()
+        if self._journal_file is not None and self._results_file is not None:
+            self._journal_file.close()
+            self._results_file.close()
 
     # -- state ----------------------------------------------------------------------------
 
+    @property
+    def _journal(self) -> _Journal:
+        assert self._journal_file is not None, "_load() first"
+        return self._journal_file
+
+    @property
+    def _results(self) -> _Results:
+        assert self._results_file is not None, "_load() first"
+        return self._results_file
+
     def _load(self) -> None:
-        """Rebuild the batches of earlier processes from batches.jsonl."""
+        """Once: rebuild the batches of earlier processes from batches.jsonl.
+
+        Not in __init__: the backend is made before the run directory is locked (and, with
+        --overwrite, emptied), and reading these files cuts a torn last line.
+        """
+        if self._journal_file is not None:
+            return
+        self._results_file = _Results(self.settings.state_dir / RESULTS_FILE)
+        self._journal_file = _Journal(self.settings.state_dir / STATE_FILE)
         for entry in self._journal.read():
             if entry.event == "intent":
                 self._batches[entry.token] = _Batch(

@@ -14,11 +14,15 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from evol.errors import UsageError
 from evol.llm.openai_api import DEFAULT_BASE_URL
 from evol.llm.protocol import BackendFactory, BackendSettings, ChatBackend
+
+if TYPE_CHECKING:
+    from evol.llm.batch import BatchSettings
 
 ENTRY_POINT_GROUP = "evol.backends"
 _BUILTIN: dict[str, str] = {
@@ -108,8 +112,27 @@ def choose_backend(requested: str | None, *, base_urls: list[str], has_api_key: 
     )
 
 
-def open_backend(requested: str | None, settings: BackendSettings) -> tuple[str, ChatBackend]:
-    """The backend a command uses (`choose_backend`), made from `settings`: its name and it."""
+def open_backend(
+    requested: str | None, settings: BackendSettings, *, batch: BatchSettings | None = None
+) -> tuple[str, ChatBackend]:
+    """The backend a command uses (`choose_backend`), made from `settings`: its name and it.
+
+    With `batch`, the requests of the `openai` backend go through the Batch API instead. Its
+    name stays `openai`: the replies are the same, so a run may switch between the two.
+    """
+    if batch is not None:
+        if requested not in (None, "openai"):
+            raise UsageError(
+                f"--batch sends requests through the OpenAI Batch API: it works with the "
+                f"openai backend, not with --backend {requested}"
+            )
+        if len(settings.base_urls) > 1:
+            raise UsageError(
+                "--batch takes one --base-url: a batch lives on the server that made it"
+            )
+        from evol.llm.batch import BatchBackend
+
+        return "openai", BatchBackend(settings, batch)
     name = choose_backend(
         requested, base_urls=settings.base_urls, has_api_key=settings.api_key is not None
     )
