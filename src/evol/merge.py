@@ -26,7 +26,7 @@ from evol.config import RunConfig
 from evol.counts import RunCounts
 from evol.errors import MergeError, RunDirError
 from evol.manifest import RunFacts, build_manifest, read_manifest, write_manifest
-from evol.seeds import SeedScan, file_digest, iter_seeds
+from evol.seeds import SeedScan, Shard, file_digest, iter_seeds
 from evol.store import (
     ELIMINATED,
     MANIFEST,
@@ -84,14 +84,15 @@ class _Shard:
     path: Path
     manifest: dict[str, Any]
     config: RunConfig
+    shard: Shard
 
 
 def merge_runs(config: MergeConfig) -> MergeSummary:
     """Check that `config.run_dirs` are the shards of one run, and write them as one run."""
     shards = [_read_shard(path) for path in config.run_dirs]
     _check_same_run(shards)
-    count = shards[0].config.shard.count  # type: ignore[union-attr]  (checked: all sharded)
-    shards.sort(key=lambda shard: shard.config.shard.index)  # type: ignore[union-attr]
+    count = shards[0].shard.count
+    shards.sort(key=lambda shard: shard.shard.index)
     missing = _check_coverage(shards, count, config.partial)
     _check_out(config, shards)
     first = shards[0].config
@@ -121,7 +122,7 @@ def merge_runs(config: MergeConfig) -> MergeSummary:
         store.close()
     return MergeSummary(
         out=str(config.out),
-        shards=[str(shard.config.shard) for shard in shards],
+        shards=[str(shard.shard) for shard in shards],
         missing=missing,
         seeds=manifest["seeds"]["count"],
         kept=manifest["counts"]["kept"],
@@ -165,7 +166,7 @@ def _read_shard(path: Path) -> _Shard:
         raise MergeError(f"{path}: run.json is not one this evol can read") from None
     if config.shard is None:
         raise MergeError(f"{path}: not a shard (it ran without --shard): nothing to merge it with")
-    return _Shard(path, manifest, config)
+    return _Shard(path, manifest, config, config.shard)
 
 
 def _check_same_run(shards: list[_Shard]) -> None:
@@ -180,7 +181,7 @@ def _check_same_run(shards: list[_Shard]) -> None:
         for option in ("generations", "limit"):
             if getattr(first.config, option) != getattr(shard.config, option):
                 differences.append(f"--{option}")
-        if shard.config.shard.count != first.config.shard.count:  # type: ignore[union-attr]
+        if shard.shard.count != first.shard.count:
             differences.append("--shard N")
         if differences:
             raise MergeError(
@@ -198,7 +199,7 @@ def _check_coverage(shards: list[_Shard], count: int, partial: bool) -> list[str
     """No shard twice; every shard present unless `partial`. Returns the missing ones."""
     by_index: dict[int, Path] = {}
     for shard in shards:
-        index = shard.config.shard.index  # type: ignore[union-attr]
+        index = shard.shard.index
         if index in by_index:
             raise MergeError(
                 f"shards overlap: {by_index[index]} and {shard.path} are both shard {index}/{count}"
@@ -269,7 +270,7 @@ def _cross_shard_duplicates(shards: list[_Shard], config: RunConfig) -> list[Cro
 
     records = []
     for shard in shards:
-        label = str(shard.config.shard)
+        label = str(shard.shard)
         records += [(r["generation"], label, r) for r in iter_records(shard.path)]
         # A seed whose answer failed is still in the run's pool (see dedup.load_pool).
         records += [
@@ -327,7 +328,7 @@ def _write_manifest(
         "runs": [
             {
                 "path": str(shard.path),
-                "shard": str(shard.config.shard),
+                "shard": str(shard.shard),
                 "seeds": shard.manifest["seeds"]["count"],
                 "kept": shard.manifest["counts"]["kept"],
                 "eliminated": shard.manifest["counts"]["eliminated"],
