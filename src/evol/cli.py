@@ -35,6 +35,8 @@ from evol.export import (
     status_warning,
 )
 from evol.manifest import RunSummary
+from evol.merge import MergeConfig, merge_runs
+from evol.merge import format_summary as format_merge_summary
 from evol.operations import parse_weights
 from evol.pipeline import arun
 from evol.planning import format_plan, plan_run
@@ -43,7 +45,7 @@ from evol.report import write_report
 from evol.scoring import ScoreConfig, plan_scoring, score_run
 from evol.scoring import format_plan as format_score_plan
 from evol.scoring import format_summary as format_score_summary
-from evol.seeds import SeedOptions, describe_seeds, format_report
+from evol.seeds import SeedOptions, Shard, describe_seeds, format_report
 from evol.selection import SelectConfig, select_records
 from evol.selection import format_summary as format_select_summary
 from evol.show import format_lineage, lineage
@@ -294,6 +296,12 @@ def run(
         help="Evolve only the first N seeds (a later run without it, or with a larger N, "
         "extends the same run).",
     ),
+    shard: str = typer.Option(
+        None,
+        envvar=_env("shard"),
+        help="i/N: evolve only the seeds whose id hashes to shard i of N (0 <= i < N), after "
+        "--limit; join the shards' run directories with evol merge.",
+    ),
     prompts: Path = PROMPTS_OPTION,
     answer_seeds: bool = typer.Option(
         True,
@@ -506,6 +514,7 @@ def run(
             output_field=output_field,
             skip_invalid=skip_invalid,
             limit=limit,
+            shard=Shard.parse(shard) if shard is not None else None,
             prompts_dir=prompts,
             answer_seeds=answer_seeds,
             rules=EliminationRules(
@@ -568,6 +577,35 @@ def run(
         raise typer.Exit(PENDING_EXIT)
     if summary.status != "complete":
         raise typer.Exit(1)
+
+
+@app.command()
+def merge(
+    run_dirs: list[Path] = typer.Argument(
+        ..., help="The run directories of evol run --shard i/N, one per shard."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Run directory to write: new or empty (or --overwrite)."
+    ),
+    partial: bool = typer.Option(
+        False, "--partial", help="Merge even if shards are missing (run.json lists them)."
+    ),
+    seeds: Path = typer.Option(
+        None,
+        "--seeds",
+        help="The seed file, if it is no longer where the shards read it (it gives the order).",
+    ),
+    overwrite: bool = typer.Option(False, help="Replace the run that --out holds."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+) -> None:
+    """Join the shards of one run (evol run --shard i/N) into one run directory."""
+    with _user_errors(False, as_json=as_json):
+        summary = merge_runs(
+            MergeConfig(
+                run_dirs=run_dirs, out=out, partial=partial, seeds=seeds, overwrite=overwrite
+            )
+        )
+    typer.echo(summary.model_dump_json() if as_json else format_merge_summary(summary))
 
 
 @app.command()

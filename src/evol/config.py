@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from evol.elimination import EliminationRules
 from evol.llm import GenerationParams
 from evol.operations import parse_weights
-from evol.seeds import SeedFormat, SeedOptions
+from evol.seeds import SeedFormat, SeedOptions, Shard
 
 # The judge needs a few tokens of a verdict ("Not equal"), said the same way every time.
 JUDGE_DEFAULTS = GenerationParams(temperature=0.0, max_tokens=32)
@@ -65,6 +65,9 @@ class RunConfig(BaseModel):
     output_field: str | None = Field(None, description="dotted path of the output")
     skip_invalid: bool = False
     limit: int | None = Field(None, ge=1, description="evolve only the first N seeds")
+    shard: Shard | None = Field(
+        None, description="evolve only this shard's seeds (after --limit); evol merge joins them"
+    )
     prompts_dir: Path | None = None
     answer_seeds: bool = True
     rules: EliminationRules = EliminationRules()
@@ -115,4 +118,5 @@ class RunConfig(BaseModel):
             output_field=self.output_field,
             skip_invalid=self.skip_invalid,
             limit=self.limit,
+            shard=self.shard,
         )

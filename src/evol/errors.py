@@ -48,6 +48,11 @@ class ConfigMismatch(EvolError):
         )
 
 
+class MergeError(EvolError):
+    """Run directories that `evol merge` cannot join: not complete, other options, shards
+    that overlap or are missing."""
+
+
 class BackendError(EvolError):
     """A request the backend refused for good: retrying the same request cannot help."""
 

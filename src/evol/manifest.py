@@ -127,6 +127,7 @@ def fingerprint(
         "--system-prompt": config.system_prompt,
         "elimination rules": config.rules.model_dump(),
         "--answer-seeds": config.answer_seeds,
+        "--shard": str(config.shard) if config.shard else None,
     }
 
 

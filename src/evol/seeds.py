@@ -2,7 +2,9 @@
 
 Seeds are streamed row by row so that a large file never sits in memory. Every problem is a
 `SeedFileError` naming the file and the line, unless `skip_invalid` is set, in which case the
-row is counted in `SeedScan.skipped` and left out. `limit` reads only the first valid seeds.
+row is counted in `SeedScan.skipped` and left out. `limit` reads only the first valid seeds;
+`shard` then keeps the seeds whose id hashes to it (so the shards of a limited run cover the
+same seeds as the unsharded run).
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from evol.errors import SeedFileError
+from evol.errors import SeedFileError, UsageError
 from evol.seed_formats import (
     RowError,
     SeedFormat,
@@ -31,7 +33,15 @@ from evol.seed_formats import (
 from evol.seed_shapes import INSTRUCTION_FIELDS, FieldPaths, extract
 from evol.textstats import Lengths, summarize, word_count
 
-__all__ = ["Seed", "SeedFormat", "SeedOptions", "SeedScan", "detect_format", "iter_seeds"]
+__all__ = [
+    "Seed",
+    "SeedFormat",
+    "SeedOptions",
+    "SeedScan",
+    "Shard",
+    "detect_format",
+    "iter_seeds",
+]
 
 # A child's id is its parent's id plus ".<round>", so a seed id such as "a.3" next to a seed "a"
 # would collide with a's evolution in round 3, whichever of the two comes first in the file.
@@ -50,6 +60,53 @@ class Seed(BaseModel):
     shape: str = Field("alpaca", description="how the row was read: alpaca, sharegpt, ...")
 
 
+class Shard(BaseModel):
+    """Shard `index` of `count`: the seeds whose id hashes to `index` (`evol run --shard i/N`).
+
+    The hash is blake2b of the id, never Python's `hash()` (salted per process), so every
+    machine of a cluster job puts a seed in the same shard.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    index: int = Field(ge=0)
+    count: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _index_below_count(self) -> Shard:
+        if self.index >= self.count:
+            raise ValueError(
+                f"shard {self} does not exist: the index runs from 0 to {self.count - 1}"
+            )
+        return self
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """`"3/8"` -> Shard(index=3, count=8), with a one-line `UsageError` for anything else."""
+        index, slash, count = text.strip().partition("/")
+        if not slash or not index.strip().isdigit() or not count.strip().isdigit():
+            raise UsageError(f"--shard {text!r}: give i/N with whole numbers, e.g. 0/8")
+        index_, count_ = int(index), int(count)
+        if count_ < 1:
+            raise UsageError(f"--shard {text!r}: N must be at least 1")
+        if index_ >= count_:
+            raise UsageError(f"--shard {text!r}: i must be below N (0 to {count_ - 1})")
+        return cls(index=index_, count=count_)
+
+    def holds(self, seed_id: str) -> bool:
+        """Whether the seed with this id belongs to this shard."""
+        return shard_of(seed_id, self.count) == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def shard_of(seed_id: str, count: int) -> int:
+    """The shard (0 to count - 1) a seed id hashes to, the same on every machine and run."""
+    digest = hashlib.blake2b(seed_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % count
+
+
 @dataclass
 class SeedScan:
     """What a full pass over a seed file found."""
@@ -58,6 +115,7 @@ class SeedScan:
     format: SeedFormat
     count: int = 0
     skipped: list[tuple[int, str]] = field(default_factory=list)
+    other_shards: int = 0  # valid seeds left to the other shards
     shapes: Counter[str] = field(default_factory=Counter)
 
 
@@ -71,6 +129,7 @@ class SeedOptions:
     output_field: str | None = None
     skip_invalid: bool = False
     limit: int | None = None
+    shard: Shard | None = None
 
     @property
     def paths(self) -> FieldPaths:
@@ -149,7 +208,7 @@ def scan_seeds(path: Path, options: SeedOptions = SeedOptions()) -> SeedScan:
     scan = SeedScan(path=str(path), format=detect_format(path, options.format))
     for _ in iter_seeds(path, options, scan):
         scan.count += 1
-    if scan.count == 0:
+    if scan.count == 0 and not scan.other_shards:  # an empty shard of a small file is fine
         why = "no valid seeds" if scan.skipped else "the file holds no seeds"
         raise SeedFileError(str(path), None, why)
     return scan
@@ -165,9 +224,9 @@ def iter_seeds(
         (options.instruction_field,) if options.instruction_field else INSTRUCTION_FIELDS
     )
     ids = _Ids()
-    yielded = 0
+    valid = 0
     for line, row in rows(path, scan.format, instruction_fields):
-        if options.limit is not None and yielded >= options.limit:
+        if options.limit is not None and valid >= options.limit:
             return
         try:
             seed = _to_seed(row, line, options)
@@ -177,8 +236,11 @@ def iter_seeds(
                 raise SeedFileError(str(path), line, str(error)) from None
             scan.skipped.append((line, str(error)))
             continue
+        valid += 1  # every shard reads and checks every row, so all see the same seeds
+        if options.shard is not None and not options.shard.holds(seed.id):
+            scan.other_shards += 1
+            continue
         scan.shapes[seed.shape] += 1
-        yielded += 1
         yield seed
 
 
