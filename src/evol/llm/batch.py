@@ -1186,13 +1186,8 @@ class BatchBackend:
         return f"{self.where} no longer knows batch {batch.id}"
 
     def _retrying(self, call: Callable[[], Awaitable[T]]) -> Awaitable[T]:
-        async def attempt() -> T:
-            # A coroutine function: tenacity awaits only those, and would return a lambda's
-            # coroutine unawaited from a retry.
-            return await call()
-
         return with_retries(
-            attempt, max_retries=self.settings.max_retries, max_wait=self.settings.retry_max_wait
+            call, max_retries=self.settings.max_retries, max_wait=self.settings.retry_max_wait
         )
 
 

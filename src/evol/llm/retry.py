@@ -66,6 +66,11 @@ async def with_retries(
         ):
             on_retry(error)
 
+    async def attempt() -> T:
+        # A coroutine function of our own: tenacity awaits only those, and would hand back
+        # the coroutine of a plain callable (a lambda) unawaited.
+        return await call()
+
     retrying = AsyncRetrying(
         retry=retry_if_exception_type(TransientBackendError),
         stop=stop_after_attempt(max_retries),
@@ -73,7 +78,7 @@ async def with_retries(
         before_sleep=before_sleep,
         reraise=True,
     )
-    return await retrying(call)
+    return await retrying(attempt)
 
 
 def _bounded(seconds: float, max_wait: float) -> float:
