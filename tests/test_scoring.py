@@ -445,6 +445,21 @@ def test_a_failed_call_is_left_for_the_next_run_and_exits_1(evol, made_run: Path
     assert sum(1 for (scorer, _id), v in by_key(made_run).items() if v is not None) == 9
 
 
+def test_score_caps_reply_bodies_like_run(evol, made_run: Path) -> None:
+    class Bloated(ScoringResponder):
+        def rate(self, task: str, value: int, again: bool) -> str:
+            padding = " with more words" * 200 if "[prose]" in task else ""  # ~3 KB
+            return super().rate(task, value, again) + padding
+
+    options = ("--no-complexity", "--max-retries", "1", "--retry-max-wait", "0.01")
+    with FakeServer(responder=Bloated()) as server:
+        capped = ("--max-response-mb", "0.002", "--json")  # 2 KiB
+        result = evol("score", made_run, "--base-url", server.base_url, *options, *capped)
+        assert result.exit_code == 1, result.stderr
+        assert json.loads(result.stdout)["scorers"]["difficulty"]["failed"] == 3
+        assert evol("score", made_run, "--base-url", server.base_url, *options).exit_code == 0
+
+
 def test_dry_run_counts_the_calls_left_and_prices_them(evol, made_run: Path) -> None:
     options = ("--model", "m", "--price-in", "1", "--price-out", "2", "--json")
     plan = json.loads(evol("score", made_run, "--dry-run", "--answers", *options).stdout)

@@ -143,6 +143,31 @@ MAX_RETRIES_OPTION = typer.Option(
     envvar=_env("max_retries"),
     help="Retries of a transient failure (429, 5xx, timeout).",
 )
+BASE_URL_OPTION = typer.Option(
+    None,
+    "--base-url",
+    envvar=[_env("base_url"), "OPENAI_BASE_URL"],
+    help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1; repeat it to spread "
+    "requests over several servers.",
+)
+MODEL_PATH_OPTION = typer.Option(
+    None,
+    envvar=_env("model_path"),
+    help="GGUF file for the local backend (default: SmolLM2-135M-Instruct).",
+)
+RETRY_MAX_WAIT_OPTION = typer.Option(
+    60.0,
+    min=0.001,
+    envvar=_env("retry_max_wait"),
+    help="Longest wait between retries, in seconds, also when a server's Retry-After asks "
+    "for longer.",
+)
+MAX_RESPONSE_MB_OPTION = typer.Option(
+    16.0,
+    min=0.001,
+    envvar=_env("max_response_mb"),
+    help="Largest reply body accepted, in MB (decompressed); a larger one is retried.",
+)
 PRICE_IN_OPTION = typer.Option(
     None,
     min=0,
@@ -366,13 +391,7 @@ def run(
         help="ROUGE-L F1 at which two instructions count as duplicates.",
     ),
     backend: str = BACKEND_OPTION,
-    base_url: list[str] = typer.Option(
-        None,
-        "--base-url",
-        envvar=[_env("base_url"), "OPENAI_BASE_URL"],
-        help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1; repeat it to spread "
-        "requests over several servers.",
-    ),
+    base_url: list[str] = BASE_URL_OPTION,
     api_key: str = API_KEY_OPTION,
     model: str = typer.Option(
         None, envvar=_env("model"), help="Model for every role (default: the server's only model)."
@@ -386,11 +405,7 @@ def run(
     judge_model: str = typer.Option(
         None, envvar=_env("judge_model"), help="Model that judges equality."
     ),
-    model_path: Path = typer.Option(
-        None,
-        envvar=_env("model_path"),
-        help="GGUF file for the local backend (default: SmolLM2-135M-Instruct).",
-    ),
+    model_path: Path = MODEL_PATH_OPTION,
     temperature: float = typer.Option(
         None,
         min=0,
@@ -463,19 +478,8 @@ def run(
         help="Tokens per minute at most, prompt plus completion (default: no cap).",
     ),
     max_retries: int = MAX_RETRIES_OPTION,
-    retry_max_wait: float = typer.Option(
-        60.0,
-        min=0.001,
-        envvar=_env("retry_max_wait"),
-        help="Longest wait between retries, in seconds, also when a server's Retry-After asks "
-        "for longer.",
-    ),
-    max_response_mb: float = typer.Option(
-        16.0,
-        min=0.001,
-        envvar=_env("max_response_mb"),
-        help="Largest reply body accepted, in MB (decompressed); a larger one is retried.",
-    ),
+    retry_max_wait: float = RETRY_MAX_WAIT_OPTION,
+    max_response_mb: float = MAX_RESPONSE_MB_OPTION,
     overwrite: bool = typer.Option(
         False, envvar=_env("overwrite"), help="Delete the run in --out and start afresh."
     ),
@@ -559,7 +563,7 @@ def run(
             tpm=tpm,
             max_retries=max_retries,
             retry_max_wait=retry_max_wait,
-            max_response_bytes=round(max_response_mb * 1024 * 1024),
+            max_response_bytes=_megabytes(max_response_mb),
             overwrite=overwrite,
         )
         if dry_run:
@@ -798,27 +802,19 @@ def score(
         13, min=1, max=1000, help="Words in a row a record must share with an evaluation item."
     ),
     backend: str = BACKEND_OPTION,
-    base_url: list[str] = typer.Option(
-        None,
-        "--base-url",
-        envvar=[_env("base_url"), "OPENAI_BASE_URL"],
-        help="OpenAI-compatible endpoint; repeat it to spread requests over several servers.",
-    ),
+    base_url: list[str] = BASE_URL_OPTION,
     api_key: str = API_KEY_OPTION,
     model: str = typer.Option(
         None,
         envvar=_env("score_model"),
         help="Scoring model, which may differ from the run's (default: the server's only model).",
     ),
-    model_path: Path = typer.Option(
-        None, envvar=_env("model_path"), help="GGUF file for the local backend."
-    ),
+    model_path: Path = MODEL_PATH_OPTION,
     timeout: float = TIMEOUT_OPTION,
     concurrency: int = CONCURRENCY_OPTION,
     max_retries: int = MAX_RETRIES_OPTION,
-    retry_max_wait: float = typer.Option(
-        60.0, envvar=_env("retry_max_wait"), help="Longest backoff between retries, in seconds."
-    ),
+    retry_max_wait: float = RETRY_MAX_WAIT_OPTION,
+    max_response_mb: float = MAX_RESPONSE_MB_OPTION,
     price_in: float = PRICE_IN_OPTION,
     price_out: float = PRICE_OUT_OPTION,
     dry_run: bool = typer.Option(
@@ -849,6 +845,7 @@ def score(
             concurrency=concurrency,
             max_retries=max_retries,
             retry_max_wait=retry_max_wait,
+            max_response_bytes=_megabytes(max_response_mb),
         )
         if dry_run:
             plan = plan_scoring(config, price_in=price_in, price_out=price_out)
@@ -936,6 +933,10 @@ def _warn_unfinished(run_dir: Path, status: str) -> None:
             "written so far",
             err=True,
         )
+
+
+def _megabytes(mb: float) -> int:
+    return round(mb * 1024 * 1024)
 
 
 def _api_key_source(ctx: typer.Context) -> str:

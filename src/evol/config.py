@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from evol.elimination import EliminationRules
-from evol.llm import GenerationParams
+from evol.llm import BackendSettings, GenerationParams
 from evol.operations import parse_weights
 from evol.seeds import SeedFormat, SeedOptions, Shard
 
@@ -47,10 +47,37 @@ class RoleParams(BaseModel):
         return cls(**settings)
 
 
-class RunConfig(BaseModel):
-    """Everything `evol run` needs. Secrets are `SecretStr` and never leave this object."""
+class Connection(BaseModel):
+    """How a command reaches its LLM and paces its calls: `evol run` and `evol score` alike.
+    Secrets are `SecretStr` and never leave this object."""
 
     model_config = ConfigDict(extra="forbid")
+
+    backend: str | None = Field(None, description="None: openai if configured, else local")
+    base_urls: list[str] = Field(default_factory=list)
+    api_key: SecretStr | None = None
+    api_key_source: str = Field("OPENAI_API_KEY", description="named in authentication errors")
+    model_path: Path | None = None
+    timeout: float = Field(120.0, gt=0)
+    concurrency: int = Field(16, ge=1)
+    max_retries: int = Field(5, ge=0)
+    retry_max_wait: float = Field(60.0, gt=0)
+    max_response_bytes: int = Field(16 * 1024 * 1024, ge=1, description="reply body cap")
+
+    def backend_settings(self) -> BackendSettings:
+        """What the backend is made from."""
+        return BackendSettings(
+            base_urls=self.base_urls,
+            api_key=self.api_key,
+            api_key_source=self.api_key_source,
+            timeout=self.timeout,
+            max_response_bytes=self.max_response_bytes,
+            model_path=self.model_path,
+        )
+
+
+class RunConfig(Connection):
+    """Everything `evol run` needs."""
 
     seeds: Path
     out: Path
@@ -72,15 +99,10 @@ class RunConfig(BaseModel):
     answer_seeds: bool = True
     rules: EliminationRules = EliminationRules()
 
-    backend: str | None = Field(None, description="None: openai if configured, else local")
-    base_urls: list[str] = Field(default_factory=list)
-    api_key: SecretStr | None = None
-    api_key_source: str = Field("OPENAI_API_KEY", description="named in authentication errors")
     model: str | None = None
     evolve_model: str | None = None
     answer_model: str | None = None
     judge_model: str | None = None
-    model_path: Path | None = None
     params: RoleParams = Field(default_factory=lambda: RoleParams())
     system_prompt: str | None = Field(None, description="a system turn for the answering model")
     parallel_judge: bool = Field(
@@ -94,13 +116,8 @@ class RunConfig(BaseModel):
         False, description="submit what is due, then stop (status 'pending', exit 3)"
     )
 
-    timeout: float = Field(120.0, gt=0)
-    concurrency: int = Field(16, ge=1)
     rpm: float | None = Field(None, gt=0, description="requests per minute; None: no cap")
     tpm: float | None = Field(None, gt=0, description="tokens per minute; None: no cap")
-    max_retries: int = Field(5, ge=0)
-    retry_max_wait: float = Field(60.0, gt=0)
-    max_response_bytes: int = Field(16 * 1024 * 1024, ge=1, description="reply body cap")
     overwrite: bool = False
 
     @property

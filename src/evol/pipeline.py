@@ -29,12 +29,7 @@ from evol.errors import (
 )
 from evol.journal import CallJournal
 from evol.lineage import LineageIndex
-from evol.llm import (
-    BackendSettings,
-    ChatBackend,
-    missing_key_warning,
-    open_backend,
-)
+from evol.llm import ChatBackend, missing_key_warning, open_backend
 from evol.llm.routing import EndpointRouter
 from evol.manifest import (
     RunFacts,
@@ -86,16 +81,7 @@ async def arun(
         else scan_seeds(config.seeds, config.seed_options)
     )
     backend_name, backend = open_backend(
-        config.backend,
-        BackendSettings(
-            base_urls=config.base_urls,
-            api_key=config.api_key,
-            api_key_source=config.api_key_source,
-            timeout=config.timeout,
-            max_response_bytes=config.max_response_bytes,
-            model_path=config.model_path,
-        ),
-        batch=_batch_settings(config),
+        config.backend, config.backend_settings(), batch=_batch_settings(config)
     )
     if warning := missing_key_warning(backend_name, config.base_urls, config.api_key is not None):
         info(f"warning: {warning}")

@@ -43,8 +43,9 @@ from typing import Annotated, Any, BinaryIO, Literal
 
 import orjson
 from filelock import FileLock, Timeout
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 
+from evol.config import Connection
 from evol.contamination import (
     DEFAULT_NGRAM,
     ContaminationReport,
@@ -62,7 +63,6 @@ from evol.errors import (
 )
 from evol.limits import AdaptiveConcurrency
 from evol.llm import (
-    BackendSettings,
     ChatBackend,
     Completion,
     GenerationParams,
@@ -450,10 +450,8 @@ class _Sidecar:
 # -- configuration, plan and summary ---------------------------------------------------------
 
 
-class ScoreConfig(BaseModel):
-    """Everything `evol score` needs. Secrets are `SecretStr` and never leave this object."""
-
-    model_config = ConfigDict(extra="forbid")
+class ScoreConfig(Connection):
+    """Everything `evol score` needs."""
 
     run_dir: Path
     difficulty: bool = True
@@ -464,16 +462,7 @@ class ScoreConfig(BaseModel):
     against: list[Path] = Field(default_factory=list, description="evaluation sets to check")
     ngram: int = Field(DEFAULT_NGRAM, ge=1, le=1000)
 
-    backend: str | None = Field(None, description="None: openai if configured, else local")
-    base_urls: list[str] = Field(default_factory=list)
-    api_key: SecretStr | None = None
-    api_key_source: str = Field("OPENAI_API_KEY", description="named in authentication errors")
     model: str | None = None
-    model_path: Path | None = None
-    timeout: float = Field(120.0, gt=0)
-    concurrency: int = Field(16, ge=1)
-    max_retries: int = Field(5, ge=0)
-    retry_max_wait: float = Field(60.0, gt=0)
 
     @property
     def scorers(self) -> list[ScorerName]:
@@ -882,16 +871,7 @@ async def _score_with_model(
         if not jobs:
             info("every record is scored already: nothing to ask")
             return config.model, _Tally(), already
-    backend_name, backend = open_backend(
-        config.backend,
-        BackendSettings(
-            base_urls=config.base_urls,
-            api_key=config.api_key,
-            api_key_source=config.api_key_source,
-            timeout=config.timeout,
-            model_path=config.model_path,
-        ),
-    )
+    backend_name, backend = open_backend(config.backend, config.backend_settings())
     try:
         model = config.model or await _default_model(backend)
         jobs, already = build_jobs(
