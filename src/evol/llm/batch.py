@@ -47,13 +47,11 @@ from evol.errors import (
     BackendError,
     ContextLengthExceeded,
     Deferred,
-    EndpointUnreachable,
     EvolError,
     RateLimited,
     Redirected,
     RunDirError,
     TransientBackendError,
-    Unreachable,
     UsageError,
 )
 from evol.llm.openai_api import (
@@ -68,7 +66,7 @@ from evol.llm.openai_api import (
 )
 from evol.llm.protocol import BackendSettings, Completion, GenerationParams, Message
 from evol.llm.retry import with_retries
-from evol.llm.transport import proxy_for
+from evol.llm.transport import failure_of, proxy_for
 from evol.secrets import check_api_key, display_url, redact
 
 ENDPOINT = "/v1/chat/completions"
@@ -619,20 +617,12 @@ class BatchApi:
                         raise _Gone(path)
                     raise self._status_error(method, path, reply.status, raw, reply.headers)
                 yield reply
-        except TimeoutError:
-            raise TransientBackendError(
-                f"{self.where} timed out after {deadline:g}s ({method} {path})"
-            ) from None
-        except aiohttp.ClientConnectorError as error:
-            why = f"cannot reach {self.where}: {redact(str(error.os_error), self.key)}"
-            if self.answered:  # it worked before: it may be restarting
-                raise Unreachable(why) from None
-            raise EndpointUnreachable(f"{why}; check --base-url") from None
-        except aiohttp.ClientError as error:
-            raise TransientBackendError(
-                f"{self.where} sent a broken reply ({type(error).__name__}: "
-                f"{redact(str(error), self.key)})"
-            ) from None
+        except (TimeoutError, aiohttp.ClientError) as error:
+            doing = f" ({method} {path})"
+            failure = failure_of(
+                error, self.where, deadline, answered=self.answered, doing=doing, key=self.key
+            )
+            raise failure from None
 
     def _status_error(
         self, method: str, path: str, status: int, raw: bytes, headers: Any

@@ -36,7 +36,7 @@ from evol.errors import (
     Unreachable,
     UsageError,
 )
-from evol.secrets import display_url
+from evol.secrets import display_url, redact
 
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 _CHUNK = 1 << 16
@@ -111,17 +111,8 @@ class JsonTransport:
                         "point --base-url at the final address"
                     )
                 return HttpResponse(reply.status, reply.headers, await self._body(reply))
-        except TimeoutError:
-            raise TransientBackendError(f"{self.where} timed out after {self.timeout:g}s") from None
-        except aiohttp.ClientConnectorError as error:
-            why = f"cannot reach {self.where}: {_connect_failure(error)}"
-            if self.answered:  # it worked before: it may be restarting
-                raise Unreachable(why) from None
-            raise EndpointUnreachable(f"{why}; check --base-url") from None
-        except aiohttp.ClientError as error:
-            raise TransientBackendError(
-                f"{self.where} sent a broken reply ({type(error).__name__}: {error})"
-            ) from None
+        except (TimeoutError, aiohttp.ClientError) as error:
+            raise failure_of(error, self.where, self.timeout, answered=self.answered) from None
 
     async def close(self) -> None:
         if self._session is not None:
@@ -166,6 +157,28 @@ class JsonTransport:
             max_headers=100,
         )
         return self._session
+
+
+def failure_of(
+    error: TimeoutError | aiohttp.ClientError,
+    where: str,
+    timeout: float,
+    *,
+    answered: bool,
+    doing: str = "",
+    key: str | None = None,
+) -> Exception:
+    """The evol error for a request to `where` that aiohttp could not complete: a timeout or
+    a broken reply is worth a retry; no connection at all stops the run, unless the endpoint
+    `answered` before (it may be restarting). `key` is redacted from what aiohttp says."""
+    if isinstance(error, TimeoutError):
+        return TransientBackendError(f"{where} timed out after {timeout:g}s{doing}")
+    if isinstance(error, aiohttp.ClientConnectorError):
+        why = redact(f"cannot reach {where}: {_connect_failure(error)}", key)
+        return Unreachable(why) if answered else EndpointUnreachable(f"{why}; check --base-url")
+    return TransientBackendError(
+        redact(f"{where} sent a broken reply ({type(error).__name__}: {error})", key)
+    )
 
 
 def _connect_failure(error: aiohttp.ClientConnectorError) -> str:
