@@ -237,3 +237,20 @@ def test_progress_shows_the_batches_and_overwrite_forgets_them(evol, tmp_path: P
         assert again.exit_code == 0, again.stderr
         # Afresh: the rows of the first run are not taken from the old state, they are paid.
         assert sum(server.submitted.values()) == 2 * sent
+
+
+def test_a_live_resume_is_refused_while_batches_are_pending(evol, tmp_path: Path) -> None:
+    """Without --batch the pending rows would be asked, and paid, a second time."""
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "batch"
+    with BatchServer(hold=True) as server:
+        assert evol(*batch_args(server, seeds, out, "--batch-no-wait", "--quiet")).exit_code == 3
+        with FakeServer() as live:
+            args = ("run", seeds, "--out", out, "--base-url", live.base_url, "--generations", "2")
+            refused = evol(*args, "--model", "fake-model", "--quiet")
+            assert refused.exit_code == 2
+            assert "1 batches of this run have not ended (batch_1)" in refused.stderr
+            assert "--batch" in refused.stderr and not live.requests
+        server.release()
+        done = evol(*batch_args(server, seeds, out, "--quiet"))
+        assert done.exit_code == 0, done.stderr
+        assert set(server.submitted.values()) == {1}

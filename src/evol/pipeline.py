@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from evol.config import RunConfig
@@ -103,6 +104,8 @@ async def arun(
                 if is_finished(previous, config, store.output_sizes()):
                     info(f"{config.out} is complete: nothing to do")
                     return RunSummary.model_validate(previous["summary"])
+            if not config.batch:
+                _refuse_to_forget_batches(config.out)
             recorded: set[str] = set()
             store.scan(also=[lineages.add, lambda data, _reason: recorded.add(data["id"])])
             journal = CallJournal.open(config.out / JOURNAL, recorded)
@@ -147,6 +150,20 @@ def _batch_settings(config: RunConfig) -> Any:
         max_retries=config.max_retries,
         retry_max_wait=config.retry_max_wait,
     )
+
+
+def _refuse_to_forget_batches(out: Path) -> None:
+    """A live resume would ask again, and pay again, for what pending batches hold."""
+    if not (out / BATCH_DIR).is_dir():
+        return
+    from evol.llm.batch import unfinished_batches
+
+    if pending := unfinished_batches(out / BATCH_DIR):
+        shown = ", ".join(pending[:3]) + (", ..." if len(pending) > 3 else "")
+        raise UsageError(
+            f"{out}: {len(pending)} batches of this run have not ended ({shown}); run with "
+            "--batch to collect them, since without it their requests would be paid again"
+        )
 
 
 def _finished_as_recorded(config: RunConfig, seeds_digest: str) -> bool:

@@ -836,31 +836,7 @@ class BatchBackend:
             return
         self._results_file = _Results(self.settings.state_dir / RESULTS_FILE)
         self._journal_file = _Journal(self.settings.state_dir / STATE_FILE)
-        for entry in self._journal.read():
-            if entry.event == "intent":
-                self._batches[entry.token] = _Batch(
-                    entry.token,
-                    entry.model,
-                    entry.custom_ids,
-                    entry.input_file_id,
-                    requests=len(entry.custom_ids),
-                )
-                continue
-            batch = self._batches.get(entry.token)
-            if batch is None:
-                continue
-            if entry.event == "created":
-                batch.id, batch.status = entry.batch_id, "submitted"
-            elif entry.event == "ended":
-                batch.ended, batch.custom_ids = True, []
-                batch.status = entry.status or "ended"
-                batch.request_counts = entry.request_counts
-                batch.output_file_id, batch.error_file_id = (
-                    entry.output_file_id,
-                    entry.error_file_id,
-                )
-            else:
-                batch.ended, batch.custom_ids, batch.status = True, [], "abandoned"
+        self._batches = _replay(self._journal.read())
         for batch in self._batches.values():
             if not batch.ended:
                 self._hold(batch)
@@ -1179,6 +1155,41 @@ class BatchBackend:
         return with_retries(
             call, max_retries=self.settings.max_retries, max_wait=self.settings.retry_max_wait
         )
+
+
+def _replay(entries: list[_Entry]) -> dict[str, _Batch]:
+    """The batches that batches.jsonl records, by token, each as its last line left it."""
+    batches: dict[str, _Batch] = {}
+    for entry in entries:
+        if entry.event == "intent":
+            batches[entry.token] = _Batch(
+                entry.token,
+                entry.model,
+                entry.custom_ids,
+                entry.input_file_id,
+                requests=len(entry.custom_ids),
+            )
+            continue
+        batch = batches.get(entry.token)
+        if batch is None:
+            continue
+        if entry.event == "created":
+            batch.id, batch.status = entry.batch_id, "submitted"
+        elif entry.event == "ended":
+            batch.ended, batch.custom_ids = True, []
+            batch.status = entry.status or "ended"
+            batch.request_counts = entry.request_counts
+            batch.output_file_id, batch.error_file_id = entry.output_file_id, entry.error_file_id
+        else:
+            batch.ended, batch.custom_ids, batch.status = True, [], "abandoned"
+    return batches
+
+
+def unfinished_batches(state_dir: Path) -> list[str]:
+    """The ids (or, before their create call returned, the tokens) of the batches that
+    `state_dir` records as not ended: their rows are being paid for."""
+    entries = _Journal(state_dir / STATE_FILE).read()
+    return [b.id or b.token for b in _replay(entries).values() if not b.ended]
 
 
 def _submission_error(error: BaseException, what: str) -> Exception:
