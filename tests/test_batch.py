@@ -33,7 +33,7 @@ from evol.errors import (
     TransientBackendError,
     UsageError,
 )
-from evol.llm import BackendSettings, Completion, GenerationParams, Message, registry
+from evol.llm import BackendSettings, Completion, GenerationParams, Message
 from evol.llm.batch import (
     RESULTS_FILE,
     STATE_FILE,
@@ -730,22 +730,18 @@ def test_an_output_file_over_the_cap_is_not_kept(tmp_path) -> None:
 # -- through the engine ----------------------------------------------------------------------
 
 
-def test_an_evol_run_through_the_batch_backend(tmp_path, evol, monkeypatch) -> None:
+def test_an_evol_run_through_the_batch_backend(tmp_path, evol) -> None:
     """The engine does not know about batches: a whole run, then a resume that extends it by a
     round; every request is paid once."""
     seeds = write_seeds(
         tmp_path / "seeds.jsonl", [{"instruction": f"Explain topic {i}."} for i in range(6)]
     )
-    state_dir = tmp_path / "out" / "batch"  # inside the run directory, as the CLI will put it
-    settings = BatchSettings(state_dir=state_dir, quiet_period=0.05, poll_interval=0.02)
-    factory = lambda backend: BatchBackend(backend, settings)  # noqa: E731
-    monkeypatch.setitem(registry._registered, "batch-test", factory)
     with BatchServer() as server:
         for generations in ("2", "3"):
             result = evol(
                 "run", seeds, "--out", tmp_path / "out", "--base-url", server.base_url,
-                "--backend", "batch-test", "--model", MODEL, "--generations", generations,
-                "--quiet",
+                "--batch", "--batch-poll-interval", "0.02", "--model", MODEL,
+                "--generations", generations, "--quiet",
             )  # fmt: skip
             assert result.exit_code == 0, result.output
             assert_valid_run(tmp_path / "out")

@@ -239,18 +239,63 @@ def test_progress_shows_the_batches_and_overwrite_forgets_them(evol, tmp_path: P
         assert sum(server.submitted.values()) == 2 * sent
 
 
-def test_a_live_resume_is_refused_while_batches_are_pending(evol, tmp_path: Path) -> None:
-    """Without --batch the pending rows would be asked, and paid, a second time."""
+def test_what_would_pay_for_batch_rows_again_is_refused(evol, tmp_path: Path) -> None:
+    """A live resume of a batch run would ask again for the rows its batches hold or still
+    run; --overwrite would abandon batches that are paid for. Both are refused, naming them."""
     seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "batch"
-    with BatchServer(hold=True) as server:
+    with BatchServer(hold=True) as server, FakeServer() as live:
+
+        def live_resume(*extra: str):
+            args = (
+                "run",
+                seeds,
+                "--out",
+                out,
+                "--base-url",
+                live.base_url,
+                "--model",
+                "fake-model",
+            )
+            result = evol(*args, "--quiet", *extra)
+            assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+            return result.stderr
+
         assert evol(*batch_args(server, seeds, out, "--batch-no-wait", "--quiet")).exit_code == 3
-        with FakeServer() as live:
-            args = ("run", seeds, "--out", out, "--base-url", live.base_url, "--generations", "2")
-            refused = evol(*args, "--model", "fake-model", "--quiet")
-            assert refused.exit_code == 2
-            assert "1 batches of this run have not ended (batch_1)" in refused.stderr
-            assert "--batch" in refused.stderr and not live.requests
+        assert "1 of its 1 batches have not ended (batch_1)" in live_resume("--generations", "2")
+        overwrite = evol(*batch_args(server, seeds, out, "--quiet", "--overwrite"))
+        assert (
+            overwrite.exit_code == 2 and "1 batches of this run have not ended" in overwrite.stderr
+        )
+        assert (out / "batch" / "batches.jsonl").exists() and not live.requests
         server.release()
         done = evol(*batch_args(server, seeds, out, "--quiet"))
         assert done.exit_code == 0, done.stderr
+        # Every batch ended, but their rows may not all be records yet: still --batch only.
+        assert "batches hold answers" in live_resume("--generations", "3")
+        assert not live.requests
         assert set(server.submitted.values()) == {1}
+
+
+def test_a_step_that_resends_an_earlier_steps_text_gets_its_own_answer(
+    evol, tmp_path: Path
+) -> None:
+    """Round 1's rewrite leaks and is eliminated; round 2 sends the very same prompt (same
+    parent, same operation). Live, the model answers again; so must a batch run, not hand back
+    the reply it already paid for and eliminated."""
+    seeds = write_seeds(
+        tmp_path / "seeds.jsonl", [{"instruction": "Describe a lighthouse [leak-once]"}]
+    )
+    extra = ("--operations", "deepen")
+    with FakeServer() as server:
+        live = evol(
+            "run", seeds, "--out", tmp_path / "live", "--base-url", server.base_url,
+            "--generations", "2", "--model", "fake-model", "--quiet", *extra,
+        )  # fmt: skip
+        assert live.exit_code == 0, live.stderr
+    with BatchServer() as server:
+        batched = evol(*batch_args(server, seeds, tmp_path / "batch", "--quiet", *extra))
+        assert batched.exit_code == 0, batched.stderr
+    kept = outputs(tmp_path / "live")
+    assert [r["reason"] for r in kept["eliminated.jsonl"]] == ["prompt_leak"]
+    assert len(kept["gen_1.jsonl"]) == 1  # round 2's fresh answer was kept
+    assert outputs(tmp_path / "batch") == kept

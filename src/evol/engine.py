@@ -45,6 +45,7 @@ from evol.journal import CallJournal
 from evol.limits import AdaptiveConcurrency, RequestBudget
 from evol.lineage import LineageIndex, LineageProgress, Tip
 from evol.llm import ChatBackend, Completion, Message
+from evol.llm.protocol import CURRENT_STEP
 from evol.llm.retry import with_retries
 from evol.operations import BREADTH, choose_operation
 from evol.prompts import PromptSet
@@ -334,6 +335,7 @@ class Engine:
         if (replayed := self.journal.recall(record.id, key)) is not None:
             completion = Completion.model_validate(replayed)
         else:
+            CURRENT_STEP.set(f"{record.id}/{key}")  # this task's own context: no reset needed
             completion = await self._attempts(attempt, role, record)
             self.journal.remember(record.id, key, completion.__dict__)  # its fields, no dump
         used = record.usage.setdefault(role, TokenUsage())

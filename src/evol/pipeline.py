@@ -14,7 +14,6 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from evol.config import RunConfig
@@ -90,6 +89,7 @@ async def arun(
         models = await _resolve_models(config, backend)
         print_ = fingerprint(config, seeds_digest, prompts, backend_name, vars(models))
         counts, lineages = RunCounts(), LineageIndex(config.generations)
+        _check_batches(config)
         store = RunStore.open(
             config.out,
             generations=config.generations,
@@ -104,8 +104,6 @@ async def arun(
                 if is_finished(previous, config, store.output_sizes()):
                     info(f"{config.out} is complete: nothing to do")
                     return RunSummary.model_validate(previous["summary"])
-            if not config.batch:
-                _refuse_to_forget_batches(config.out)
             recorded: set[str] = set()
             store.scan(also=[lineages.add, lambda data, _reason: recorded.add(data["id"])])
             journal = CallJournal.open(config.out / JOURNAL, recorded)
@@ -152,18 +150,40 @@ def _batch_settings(config: RunConfig) -> Any:
     )
 
 
-def _refuse_to_forget_batches(out: Path) -> None:
-    """A live resume would ask again, and pay again, for what pending batches hold."""
-    if not (out / BATCH_DIR).is_dir():
+def _check_batches(config: RunConfig) -> None:
+    """Refuse what would pay again for rows that the run's batches hold or still run: a live
+    resume of a run that has batches, and --overwrite while some have not ended."""
+    state = config.out / BATCH_DIR
+    if not state.is_dir() or (config.batch and not config.overwrite):
         return
-    from evol.llm.batch import unfinished_batches
+    from evol.llm.batch import recorded_batches
 
-    if pending := unfinished_batches(out / BATCH_DIR):
-        shown = ", ".join(pending[:3]) + (", ..." if len(pending) > 3 else "")
-        raise UsageError(
-            f"{out}: {len(pending)} batches of this run have not ended ({shown}); run with "
-            "--batch to collect them, since without it their requests would be paid again"
+    batches = recorded_batches(state)
+    running = [name for name, ended in batches.items() if not ended]
+    if config.overwrite:
+        if running:
+            raise UsageError(
+                f"{config.out}: {len(running)} batches of this run have not ended "
+                f"({_some(running)}) and are paid for: collect them with --batch (or cancel "
+                "them with the provider, then run once with --batch to see them end) before "
+                "--overwrite"
+            )
+        return
+    if batches:
+        held = (
+            f"{len(running)} of its {len(batches)} batches have not ended ({_some(running)})"
+            if running
+            else f"its {len(batches)} batches hold answers the run may not have used yet"
         )
+        raise UsageError(
+            f"{config.out}: this run sends its requests through the Batch API and {held}: "
+            "resume it with --batch (without it they would be paid again), or start afresh "
+            "with --overwrite"
+        )
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
 
 def _finished_as_recorded(config: RunConfig, seeds_digest: str) -> bool:

@@ -64,7 +64,13 @@ from evol.llm.openai_api import (
     parse_reply,
     status_error,
 )
-from evol.llm.protocol import BackendSettings, Completion, GenerationParams, Message
+from evol.llm.protocol import (
+    CURRENT_STEP,
+    BackendSettings,
+    Completion,
+    GenerationParams,
+    Message,
+)
 from evol.llm.retry import with_retries
 from evol.llm.transport import failure_of, proxy_for
 from evol.secrets import check_api_key, display_url, redact
@@ -151,11 +157,14 @@ def describe_batches(batches: list[BatchInfo]) -> str:
 
 
 def request_line(
-    messages: list[Message], model: str, params: GenerationParams
+    messages: list[Message], model: str, params: GenerationParams, step: str | None = None
 ) -> tuple[str, bytes]:
-    """The request's custom_id (a hash of model, messages and options) and its input line."""
+    """The request's custom_id (a hash of its step, model, messages and options) and its
+    input line. With the step in it, a step that sends what an earlier one sent (a round that
+    retries its parent with the same operation) gets an answer of its own, as it would live."""
     body = {"model": model, "messages": messages, **params.request}
-    digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    keyed = {"step": step, "body": body} if step is not None else body
+    digest = hashlib.sha256(orjson.dumps(keyed, option=orjson.OPT_SORT_KEYS)).hexdigest()
     custom_id = f"evol-{digest[:32]}"
     line = {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body}
     return custom_id, orjson.dumps(line) + b"\n"
@@ -251,8 +260,9 @@ def _open_append(path: Path) -> BinaryIO:
         raise RunDirError(f"{path}: cannot write it: {error.strerror}") from None
 
 
-def _read_lines(path: Path) -> Iterable[tuple[int, bytes, Any]]:
-    """(offset, line, its JSON) of each whole line; a last line a crash left torn is cut off."""
+def _read_lines(path: Path, repair: bool = True) -> Iterable[tuple[int, bytes, Any]]:
+    """(offset, line, its JSON) of each whole line; a last line a crash left torn is skipped,
+    and with `repair` cut off."""
     if not path.exists():
         return
     good = 0
@@ -274,7 +284,7 @@ def _read_lines(path: Path) -> Iterable[tuple[int, bytes, Any]]:
             yield offset, line, data
             offset += len(line)
             good = offset
-    if good != path.stat().st_size:
+    if repair and good != path.stat().st_size:
         with path.open("rb+") as torn:
             torn.truncate(good)
 
@@ -304,9 +314,9 @@ class _Journal:
         self.path = path
         self._file: BinaryIO | None = None
 
-    def read(self) -> list[_Entry]:
+    def read(self, *, repair: bool = True) -> list[_Entry]:
         entries = []
-        for number, (_offset, _line, data) in enumerate(_read_lines(self.path), 1):
+        for number, (_offset, _line, data) in enumerate(_read_lines(self.path, repair), 1):
             try:
                 entries.append(_Entry.model_validate(data))
             except SchemaError:
@@ -743,7 +753,7 @@ class BatchBackend:
     async def complete(
         self, messages: list[Message], *, model: str, params: GenerationParams
     ) -> Completion:
-        custom_id, line = request_line(messages, model, params)
+        custom_id, line = request_line(messages, model, params, CURRENT_STEP.get())
         self._load()
         if (stored := self._results.get(custom_id)) is not None:
             return _returned(reply_outcome(*stored, model, self.api.reader))
@@ -1185,11 +1195,11 @@ def _replay(entries: list[_Entry]) -> dict[str, _Batch]:
     return batches
 
 
-def unfinished_batches(state_dir: Path) -> list[str]:
-    """The ids (or, before their create call returned, the tokens) of the batches that
-    `state_dir` records as not ended: their rows are being paid for."""
-    entries = _Journal(state_dir / STATE_FILE).read()
-    return [b.id or b.token for b in _replay(entries).values() if not b.ended]
+def recorded_batches(state_dir: Path) -> dict[str, bool]:
+    """Each batch that `state_dir` records, by id (or, before its create call returned, its
+    token), and whether it has ended. Reads only: no torn line is cut."""
+    entries = _Journal(state_dir / STATE_FILE).read(repair=False)
+    return {b.id or b.token: b.ended for b in _replay(entries).values() if b.status != "abandoned"}
 
 
 def _submission_error(error: BaseException, what: str) -> Exception:

@@ -7,11 +7,17 @@ retries, rate limits and concurrency live once, in the engine.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from functools import cached_property
 from pathlib import Path
 from typing import Protocol, TypedDict, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+# Which step of the run a request belongs to ("s1.2/judge"), set by the engine around each
+# call. A backend that keeps replies beyond one call (the batch backend) keys them by it, so
+# that two steps that send the same text get an answer each, as they would live.
+CURRENT_STEP: ContextVar[str | None] = ContextVar("evol_current_step", default=None)
 
 
 class Message(TypedDict):
