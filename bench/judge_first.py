@@ -1,9 +1,9 @@
 """What judging before answering saves: completion tokens per kept record, both orders (`make bench`).
 
-The same seeds go twice through `evol run` against the tests' fake OpenAI-compatible server
-(tests/fake_server.py), once judge-first (the default: evolve, judge, then answer only a
-rewrite the judge let through) and once with --parallel-judge (answer and judge at once, the
-old order). The server's replies are deterministic and shaped like a real model's bill:
+The same seeds go twice through `evol run` against one fake OpenAI-compatible server (the
+tests' tests/fake_server.py, L = 10 ms, --concurrency 64), once judge-first (the default:
+evolve, judge, then answer only a rewrite the judge let through) and once with
+--parallel-judge (answer and judge at once, the old order). The server's replies are deterministic and shaped like a real model's bill:
 
 - an evolve request gets the instruction back with a clause appended (tens of tokens);
 - the judge says "Equal" for a fixed half of the rewrites (chosen by a hash of the rewrite:
@@ -64,6 +64,12 @@ class BillingResponder(Responder):
         self.completion_tokens: Counter[str] = Counter()
         self._count_lock = threading.Lock()
 
+    def reset(self) -> None:
+        """Start counting afresh (for the next run against the same server)."""
+        with self._count_lock:
+            self.requests.clear()
+            self.completion_tokens.clear()
+
     def __call__(self, body: dict[str, Any]) -> str | tuple[str, str]:
         reply = super().__call__(body)
         text = reply[0] if isinstance(reply, tuple) else reply
@@ -107,17 +113,17 @@ def kept_records(out: Path) -> dict[str, tuple[str, str, str | None]]:
 
 
 def run_order(
-    work: Path, name: str, seed_file: Path, generations: int, concurrency: int, latency: float
+    server: FakeServer, name: str, seed_file: Path, out: Path, generations: int
 ) -> tuple[dict[str, Any], dict[str, tuple[str, str, str | None]]]:
-    responder = BillingResponder()
-    out = work / name
-    with FakeServer(latency=latency, responder=responder, record=False) as server:
-        command = [
-            sys.executable, "-m", "evol", "run", str(seed_file), "--out", str(out),
-            "--base-url", server.base_url, "--quiet", "--generations", str(generations),
-            "--concurrency", str(concurrency), *ORDERS[name],
-        ]  # fmt: skip
-        subprocess.run(command, env=ENV, check=True)
+    responder = server.responder
+    assert isinstance(responder, BillingResponder)
+    responder.reset()
+    command = [
+        sys.executable, "-m", "evol", "run", str(seed_file), "--out", str(out),
+        "--base-url", server.base_url, "--quiet", "--generations", str(generations),
+        "--concurrency", "64", *ORDERS[name],
+    ]  # fmt: skip
+    subprocess.run(command, env=ENV, check=True)
     summary = json.loads((out / "run.json").read_text())["summary"]
     kept = kept_records(out)
     tokens = sum(responder.completion_tokens.values())
@@ -146,7 +152,6 @@ def run_order(
 
 
 def measure(work: Path, seeds: int, generations: int) -> dict[str, Any]:
-    concurrency, latency = 64, 0.01
     seed_file = write_seeds(work / "seeds.jsonl", seeds)
     figures: dict[str, Any] = {
         "seeds": seeds,
@@ -155,10 +160,9 @@ def measure(work: Path, seeds: int, generations: int) -> dict[str, Any]:
         "answer_words": "300-700",
     }
     kept = {}
-    for name in ORDERS:
-        figures[name], kept[name] = run_order(
-            work, name, seed_file, generations, concurrency, latency
-        )
+    with FakeServer(latency=0.01, responder=BillingResponder(), record=False) as server:
+        for name in ORDERS:
+            figures[name], kept[name] = run_order(server, name, seed_file, work / name, generations)
     first, parallel = figures["judge_first"], figures["parallel_judge"]
     figures["same_kept_records"] = kept["judge_first"] == kept["parallel_judge"]
     per_first = first["completion_tokens_in_all"] / first["kept_records"]
