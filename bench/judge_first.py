@@ -1,9 +1,10 @@
-"""What judging before answering saves: completion tokens per kept record, both orders (`make bench`).
+"""What judging before answering saves: completion tokens per kept record, both ways (`make bench`).
 
 The same seeds go twice through `evol run` against one fake OpenAI-compatible server (the
 tests' tests/fake_server.py, L = 10 ms, --concurrency 64), once judge-first (the default:
 evolve, judge, then answer only a rewrite the judge let through) and once with
---parallel-judge (answer and judge at once, the old order). The server's replies are deterministic and shaped like a real model's bill:
+--parallel-judge (answer and judge at once, the old order). The server's replies are
+deterministic and shaped like a real model's bill:
 
 - an evolve request gets the instruction back with a clause appended (tens of tokens);
 - the judge says "Equal" for a fixed half of the rewrites (chosen by a hash of the rewrite:
