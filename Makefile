@@ -45,6 +45,7 @@ bench: install
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/dedup.py
 	$(BIN)/python bench/quality.py
+	$(BIN)/python bench/judge_first.py
 	$(BIN)/python bench/throughput.py
 
 ## mutate: mutation testing of the modules that decide what is kept and paid (an hour or two)

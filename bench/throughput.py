@@ -79,7 +79,7 @@ def evol_run(seeds: Path, out: Path, servers: list[FakeServer], *options: object
 def saturation(work: Path, seeds: int = 2000, generations: int = 4) -> dict[str, Any]:
     latency, concurrency = 0.1, 256
     seed_file = write_seeds(work / "saturation.jsonl", seeds)
-    with FakeServer(latency=latency, record=False) as server:
+    with FakeServer(latency=latency, record=False) as server, Sampler(server, 0.05) as sampler:
         run = evol_run(
             seed_file, work / "saturation", [server],
             "--generations", generations, "--concurrency", concurrency,
@@ -96,8 +96,29 @@ def saturation(work: Path, seeds: int = 2000, generations: int = 4) -> dict[str,
         "calls_per_s": round(calls / run["wall_s"]),
         "limit_calls_per_s": round(limit),
         "fraction_of_limit": round(calls / run["wall_s"] / limit, 3),
+        **steady_state(sampler, calls, limit),
         "client_cpu_ms_per_call": round(run["cpu_s"] * 1000 / calls, 3),
         "client_peak_rss_mb": run["peak_rss_mb"],
+    }
+
+
+def steady_state(sampler: Sampler, calls: int, limit: float) -> dict[str, Any]:
+    """The run's phases from the server's side: the start-up before the first request, the rate
+    while 10% to 90% of the calls were made (every lineage busy), and the last 10% (fewer
+    lineages left than slots). The end-to-end fraction counts all three, and the writing of
+    the dataset after the last reply."""
+
+    def when(share: float) -> float:
+        return next(t for t, n in zip(sampler.times, sampler.served, strict=True) if n >= share)
+
+    first, last = when(1), when(calls)
+    middle = when(0.9 * calls) - when(0.1 * calls)
+    return {
+        "first_request_after_s": round(first, 2),
+        "steady_fraction_of_limit": round(0.8 * calls / middle / limit, 3),
+        "last_tenth_of_calls_s": round(last - when(0.9 * calls), 2),
+        "ideal_tenth_of_calls_s": round(0.1 * calls / limit, 2),
+        "last_reply_after_s": round(last, 2),
     }
 
 
@@ -108,6 +129,8 @@ class Sampler:
         self.server, self.every = server, every
         self.in_flight: list[int] = []
         self.answered: list[int] = []
+        self.served: list[int] = []  # requests so far, 429s included
+        self.times: list[float] = []  # seconds since the sampler started
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -120,7 +143,10 @@ class Sampler:
         self._thread.join()
 
     def _sample(self) -> None:
+        started = time.perf_counter()
         while not self._stop.wait(self.every):
+            self.times.append(time.perf_counter() - started)
+            self.served.append(self.server.served)
             self.in_flight.append(self.server.in_flight)
             self.answered.append(self.server.served - self.server.faults_sent["429"])
 
@@ -268,12 +294,20 @@ def readme_tables(figures: dict[str, Any]) -> str:
             f"Saturation: {run['seeds']:,} seeds x {run['generations']} generations, answers and "
             f"judge on, L = {run['latency_s'] * 1000:g} ms, `--concurrency {run['concurrency']}`:",
             "",
-            "| calls | wall | calls/s | limit C/L | fraction of limit | client CPU per call "
-            "| client peak RSS |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "| calls | wall | calls/s | limit C/L | fraction of limit | steady state "
+            "| client CPU per call | client peak RSS |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
             f"| {run['calls']:,} | {run['wall_s']} s | {run['calls_per_s']:,} "
             f"| {run['limit_calls_per_s']:,} | {run['fraction_of_limit']:.1%} "
+            f"| {run.get('steady_fraction_of_limit', float('nan')):.1%} "
             f"| {run['client_cpu_ms_per_call']} ms | {run['client_peak_rss_mb']} MB |",
+            "",
+            "The fraction of limit is end to end (wall time from starting `evol run` to its "
+            "exit); the steady state is the rate while the 10th to the 90th percent of the calls "
+            f"were made. The first request went out {run.get('first_request_after_s', '?')} s "
+            f"after the start, and the last tenth of the calls took "
+            f"{run.get('last_tenth_of_calls_s', '?')} s (at the limit: "
+            f"{run.get('ideal_tenth_of_calls_s', '?')} s), as fewer lineages than slots remain.",
             "",
         ]
     if run := figures.get("rate_limit"):

