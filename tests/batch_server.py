@@ -79,6 +79,7 @@ class BatchServer:
     # For the next create calls, in order: "after" / "before" creating, a 500; "refuse": a 400.
     create_faults: list[str] = field(default_factory=list)
     delay: float = 0.0  # seconds from creation before a batch ends
+    missing_files: bool = False  # every file's content is a 404 (another project's key)
     seed: int = 0
     api_key: str | None = None
     max_requests: int = INPUT_LIMIT_REQUESTS
@@ -218,7 +219,7 @@ class BatchServer:
 
     async def _content(self, request: web.Request) -> web.Response:
         content = self.files.get(request.match_info["id"])
-        if content is None:
+        if content is None or self.missing_files:
             return _error(404, "No such file", "not_found")
         return web.Response(body=content, content_type="application/octet-stream")
 

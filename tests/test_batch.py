@@ -41,6 +41,7 @@ from evol.llm.batch import (
     BatchFailed,
     BatchPending,
     BatchSettings,
+    BatchUnknown,
     RowReader,
     is_final,
     plan_files,
@@ -421,7 +422,10 @@ def test_a_refused_create_call_gives_the_batch_up_and_says_why(tmp_path) -> None
     assert server.batches == {}
 
 
-def test_a_batch_the_server_forgot_counts_as_unanswered(tmp_path) -> None:
+def test_a_batch_the_server_does_not_know_stops_and_is_not_submitted_again(tmp_path) -> None:
+    """A 404 for a batch this run made means another server or another project's key far
+    more often than a batch gone for good: its rows may run and be paid for, so they are not
+    submitted again; the batch stays open, and the next process asks for it again."""
     with BatchServer(hold=True) as server:
 
         async def main() -> list[Completion | BaseException]:
@@ -429,18 +433,27 @@ def test_a_batch_the_server_forgot_counts_as_unanswered(tmp_path) -> None:
             asked = asyncio.ensure_future(complete_all(backend, ["a", "b"], retries=2))
             await until(lambda: server.requests.count("GET /v1/batches/batch_1") >= 1)
             server.forget("batch_1")
-            await until(lambda: "ended" in events(tmp_path))
-            server.release()
             try:
                 return await asked
             finally:
                 await backend.aclose()
 
         replies = run(main)
-    assert texts_of(replies) == [expected("a"), expected("b")]
-    assert set(server.submitted.values()) == {2}  # the forgotten batch's rows, once again
-    assert list(server.batches) == ["batch_2"]
-    assert json.loads((tmp_path / STATE_FILE).read_text().splitlines()[2])["status"] == "gone"
+    assert all(isinstance(reply, BatchUnknown) for reply in replies)
+    assert "does not know the batch (batch batch_1" in str(replies[0])
+    assert "--base-url" in str(replies[0])
+    assert set(server.submitted.values()) == {1} and list(server.batches) == []
+    assert events(tmp_path) == ["intent", "created"]  # still open
+
+
+def test_an_output_file_the_server_does_not_know_is_not_read_as_missing_rows(tmp_path) -> None:
+    with BatchServer() as server:
+        server.missing_files = True
+        replies = ask_all(server, tmp_path, ["a", "b"], retries=3)
+    assert all(isinstance(reply, BatchUnknown) for reply in replies)
+    assert "does not know its file" in str(replies[0])
+    assert set(server.submitted.values()) == {1}  # not 4 times, once a retry
+    assert events(tmp_path) == ["intent", "created"]
 
 
 # -- restarts --------------------------------------------------------------------------------
@@ -750,3 +763,27 @@ def test_an_evol_run_through_the_batch_backend(tmp_path, evol) -> None:
     assert set(server.submitted.values()) == {1}
     assert first_run < sum(server.submitted.values())
     assert len(server.batches) >= 4  # seeds' answers, then each round's steps
+
+
+@pytest.mark.parametrize("name", [STATE_FILE, RESULTS_FILE, "tmp"])
+def test_a_link_in_the_state_directory_is_refused_and_nothing_behind_it_touched(
+    tmp_path, name
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = elsewhere / ("dir" if name == "tmp" else "file")
+    if name == "tmp":
+        target.mkdir()
+        (target / "thesis.tmp").write_text("mine")
+    else:
+        target.write_bytes(b'{"torn')
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / name).symlink_to(target)
+    backend = BatchBackend(
+        BackendSettings(base_urls=["http://127.0.0.1:9/v1"]), BatchSettings(state_dir=state)
+    )
+    with pytest.raises(RunDirError, match="is a symbolic link"):
+        backend.batches()
+    kept = (target / "thesis.tmp") if name == "tmp" else target
+    assert kept.read_bytes() == (b"mine" if name == "tmp" else b'{"torn')

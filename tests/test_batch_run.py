@@ -261,10 +261,11 @@ def test_what_would_pay_for_batch_rows_again_is_refused(evol, tmp_path: Path) ->
             return result.stderr
 
         assert evol(*batch_args(server, seeds, out, "--batch-no-wait", "--quiet")).exit_code == 3
-        assert "1 of its 1 batches have not ended (batch_1)" in live_resume("--generations", "2")
+        assert "batches of it are still running (batch_1)" in live_resume("--generations", "2")
         overwrite = evol(*batch_args(server, seeds, out, "--quiet", "--overwrite"))
         assert (
-            overwrite.exit_code == 2 and "1 batches of this run have not ended" in overwrite.stderr
+            overwrite.exit_code == 2
+            and "batches of this run are still running (batch_1)" in overwrite.stderr
         )
         assert (out / "batch" / "batches.jsonl").exists() and not live.requests
         server.release()
@@ -299,3 +300,25 @@ def test_a_step_that_resends_an_earlier_steps_text_gets_its_own_answer(
     assert [r["reason"] for r in kept["eliminated.jsonl"]] == ["prompt_leak"]
     assert len(kept["gen_1.jsonl"]) == 1  # round 2's fresh answer was kept
     assert outputs(tmp_path / "batch") == kept
+
+
+def test_a_row_that_never_gets_an_answer_is_not_paid_for_forever(evol, tmp_path: Path) -> None:
+    """Each process starts the engine's retries afresh; the batches a request was submitted in
+    are counted across processes, so a --batch-no-wait loop stops paying for it."""
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS[:2]), tmp_path / "batch"
+
+    def row_fate(line: dict, times: int) -> str:
+        return "error:500" if "haiku" in content_of(line) else "ok"
+
+    with BatchServer(row_fate=row_fate) as server:
+        args = batch_args(server, seeds, out, "--batch-no-wait", "--quiet", "--max-retries", "2")
+        codes = [evol(*args).exit_code for _ in range(12)]
+        doomed = [c for c, times in server.submitted.items() if times > 1]
+        assert doomed and all(server.submitted[c] == 3 for c in doomed)  # max-retries + 1
+        assert codes[-1] == 1 and 3 not in codes[-3:]  # a failed step, no longer pending
+        final = evol(*args)
+        assert (
+            final.exit_code == 1
+            and "raise --max-retries" in manifest(out)["summary"]["failed"][0]["error"]
+        )
+        assert all(server.submitted[c] == 3 for c in doomed)

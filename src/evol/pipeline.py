@@ -163,17 +163,17 @@ def _check_batches(config: RunConfig) -> None:
     if config.overwrite:
         if running:
             raise UsageError(
-                f"{config.out}: {len(running)} batches of this run have not ended "
-                f"({_some(running)}) and are paid for: collect them with --batch (or cancel "
+                f"{config.out}: batches of this run are still running ({_some(running)}) and "
+                "are paid for: collect them with --batch (or cancel "
                 "them with the provider, then run once with --batch to see them end) before "
                 "--overwrite"
             )
         return
     if batches:
         held = (
-            f"{len(running)} of its {len(batches)} batches have not ended ({_some(running)})"
+            f"batches of it are still running ({_some(running)})"
             if running
-            else f"its {len(batches)} batches hold answers the run may not have used yet"
+            else "its batches hold answers the run may not have used yet"
         )
         raise UsageError(
             f"{config.out}: this run sends its requests through the Batch API and {held}: "

@@ -32,6 +32,7 @@ import hashlib
 import os
 import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,14 @@ class BatchFailed(EvolError):
     """
 
     exit_code = 1
+
+
+class BatchUnknown(EvolError):
+    """The server answers 404 for a batch this run made, or for its output or error file:
+    another server or another project's key, most likely. Read as "gone", it would submit
+    (and pay for) the batch's rows again while they may still run: the run stops instead."""
+
+    exit_code = 2
 
 
 class BatchSettings(BaseModel):
@@ -740,6 +749,7 @@ class BatchBackend:
         self._journal_file: _Journal | None = None
         self._results_file: _Results | None = None
         self._batches: dict[str, _Batch] = {}
+        self._submissions: Counter[str] = Counter()  # custom_id -> batches it was submitted in
         self._in_batch: dict[str, _Batch] = {}  # custom_id -> the open batch that holds it
         self._waiting: dict[str, _Waiter] = {}
         self._queue: dict[str, dict[str, bytes]] = {}  # model -> custom_id -> line
@@ -763,6 +773,8 @@ class BatchBackend:
         if batch is not None and self.settings.no_wait and self._attached:
             raise BatchPending(batch.id, batch.status)
         waiter = self._waiting.get(custom_id)
+        if waiter is None and batch is None:
+            self._check_submissions(custom_id)
         if waiter is None:
             if len(line) > self.settings.max_bytes:
                 raise BackendError(
@@ -844,12 +856,36 @@ class BatchBackend:
         """
         if self._journal_file is not None:
             return
+        state = self.settings.state_dir
+        for path in (state, state / STATE_FILE, state / RESULTS_FILE, self._tmp):
+            if path.is_symlink():  # its files are cut, appended to and deleted: never elsewhere
+                raise RunDirError(f"{path}: is a symbolic link; remove it (evol made none)")
         self._results_file = _Results(self.settings.state_dir / RESULTS_FILE)
         self._journal_file = _Journal(self.settings.state_dir / STATE_FILE)
-        self._batches = _replay(self._journal.read())
+        entries = self._journal.read()
+        self._batches = _replay(entries)
+        abandoned = {entry.token for entry in entries if entry.event == "abandoned"}
+        self._submissions = Counter(
+            custom_id
+            for entry in entries
+            if entry.event == "intent" and entry.token not in abandoned
+            for custom_id in entry.custom_ids
+        )
         for batch in self._batches.values():
             if not batch.ended:
                 self._hold(batch)
+
+    def _check_submissions(self, custom_id: str) -> None:
+        """A request that batches never answered after `max_retries` + 1 submissions, in this
+        process and earlier ones, is not submitted again: each process starts the engine's
+        retries afresh, so without this a --batch-no-wait loop would pay for it forever."""
+        submitted = self._submissions[custom_id]
+        if submitted > self.settings.max_retries:
+            raise TransientBackendError(
+                f"{self.where}: this request got no answer in the {submitted} batches it was "
+                "submitted in (listed in batch/batches.jsonl); raise --max-retries to submit it "
+                "again"
+            )
 
     def _hold(self, batch: _Batch) -> None:
         """Mark the batch's unanswered requests as waiting in it."""
@@ -956,6 +992,7 @@ class BatchBackend:
             custom_ids=custom_ids,
             at=time.time(),
         )
+        self._submissions.update(custom_ids)
         batch = _Batch(token, model, custom_ids, file_id, requests=len(custom_ids), busy=True)
         self._hold(batch)
         try:
@@ -1001,6 +1038,7 @@ class BatchBackend:
         """Give up a batch the server never created; its waiting requests go in a new one."""
         self._journal.append(event="abandoned", token=batch.token)
         custom_ids, batch.custom_ids = batch.custom_ids, []
+        self._submissions.subtract(custom_ids)  # never created: never paid
         batch.ended, batch.status = True, "abandoned"
         for custom_id in custom_ids:
             if self._in_batch.get(custom_id) is batch:
@@ -1053,7 +1091,7 @@ class BatchBackend:
         try:
             current = await self._retrying(lambda: self.api.retrieve(batch.id or ""))
         except _Gone:
-            return await self._end(batch, {}, TransientBackendError(self._gone(batch)), "gone")
+            raise self._unknown(batch, "the batch") from None
         batch.update(current)
         batch.note = None
         if current.status in _TERMINAL:
@@ -1066,8 +1104,8 @@ class BatchBackend:
         paths: list[Path] = []
         try:
             for file_id in (current.output_file_id, current.error_file_id):
-                if file_id is not None and (path := await self._download(file_id)) is not None:
-                    paths.append(path)
+                if file_id is not None:
+                    paths.append(await self._download(batch, file_id))
         except BaseException:
             for path in paths:
                 path.unlink(missing_ok=True)
@@ -1083,12 +1121,12 @@ class BatchBackend:
         why = f"{self._reader(batch).where} {current.status} without a row for this request"
         await self._end(batch, outcomes, TransientBackendError(why), current.status)
 
-    async def _download(self, file_id: str) -> Path | None:
+    async def _download(self, batch: _Batch, file_id: str) -> Path:
         dest = self._tmp / f"download-{secrets.token_hex(8)}.jsonl"
         try:
             await self._retrying(lambda: self.api.download(file_id, dest))
-        except _Gone:  # its rows count as missing: their requests are asked again
-            return None
+        except _Gone:
+            raise self._unknown(batch, f"its file {file_id}") from None
         return dest
 
     async def _end(
@@ -1158,8 +1196,14 @@ class BatchBackend:
     def _reader(self, batch: _Batch) -> RowReader:
         return RowReader(f"{self.where} batch {batch.id}", self.api.key_source, self.api.key)
 
-    def _gone(self, batch: _Batch) -> str:
-        return f"{self.where} no longer knows batch {batch.id}"
+    def _unknown(self, batch: _Batch, what: str) -> BatchUnknown:
+        """A 404 for a batch this run made, or for a file it names: the batch stays open, since
+        its rows may be running and paid for; nothing is submitted again."""
+        return BatchUnknown(
+            f"{self.where} does not know {what} (batch {batch.id}, made by this run): check "
+            "--base-url and the API key (a batch belongs to the project whose key made it); "
+            "its requests are not submitted again"
+        )
 
     def _retrying(self, call: Callable[[], Awaitable[T]]) -> Awaitable[T]:
         return with_retries(
