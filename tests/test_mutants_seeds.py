@@ -480,6 +480,7 @@ def test_a_negative_index_counts_from_the_end(
         ({"turns": ["first", "last"]}, "turns.-3"),
         ({"title": "abc"}, "title.0"),
         ({"title": "abc"}, "title.b"),
+        ({"turns": ["first", "last"]}, "turns.X1"),
     ],
 )
 def test_a_path_that_leads_nowhere_is_no_field(tmp_path: Path, row, path: str) -> None:
