@@ -10,6 +10,7 @@ value a line in a .json), reading stops and says which `--format` to use.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import sys
@@ -32,6 +33,7 @@ EXTENSIONS: dict[str, SeedFormat] = {
 }
 _PARQUET_MAGIC = b"PAR1"
 _SNIFF_BYTES = 1 << 16
+_BLOCK_BYTES = 1 << 16
 
 
 class RowError(ValueError):
@@ -261,9 +263,29 @@ def _csv_rows(path: Path, instruction_fields: tuple[str, ...]) -> Iterator[tuple
                 else:
                     yield line, row
         except UnicodeDecodeError:
-            raise SeedFileError(str(path), reader.line_num + 1, "not valid UTF-8") from None
+            # The text layer decodes ahead of the csv reader, whose line count says nothing here.
+            raise SeedFileError(
+                str(path), _first_undecodable_line(path), "not valid UTF-8"
+            ) from None
         except csv.Error as error:
-            raise SeedFileError(str(path), reader.line_num, f"bad CSV: {error}") from None
+            # DictReader's own line_num still names the row before the one that failed.
+            raise SeedFileError(str(path), reader.reader.line_num, f"bad CSV: {error}") from None
+
+
+def _first_undecodable_line(path: Path) -> int:
+    """The line of the file's first byte that is not UTF-8, read a block at a time."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with open_binary(path) as fp:
+        for block in iter(lambda: fp.read(_BLOCK_BYTES), b""):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as error:
+                # error.object: the bytes the decoder held back from the block before (never a
+                # newline), then this block.
+                return line + error.object[: error.start].count(b"\n")
+            line += block.count(b"\n")
+    return line  # a character cut short by the end of the file
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:

@@ -225,11 +225,15 @@ def iter_seeds(
     )
     ids = _Ids()
     valid = 0
+    previous_line = on_line = 0
     for line, row in rows(path, scan.format, instruction_fields):
         if options.limit is not None and valid >= options.limit:
             return
+        # A JSON array may hold several rows on one line (json.dump writes it all on one).
+        on_line = on_line + 1 if line == previous_line else 1
+        previous_line = line
         try:
-            seed = _to_seed(row, line, options)
+            seed = _to_seed(row, line, on_line, options)
             ids.claim(seed.id)
         except RowError as error:
             if not options.skip_invalid:
@@ -276,7 +280,7 @@ def _stems(seed_id: str) -> list[str]:
     return stems
 
 
-def _to_seed(row: Any, line: int, options: SeedOptions) -> Seed:
+def _to_seed(row: Any, line: int, on_line: int, options: SeedOptions) -> Seed:
     if isinstance(row, RowError):
         raise row
     found = extract(row, options.paths)
@@ -288,7 +292,7 @@ def _to_seed(row: Any, line: int, options: SeedOptions) -> Seed:
     if isinstance(row, dict):
         _check_encodable(row)
     return Seed(
-        id=_seed_id(row.get("id") if isinstance(row, dict) else None, line),
+        id=_seed_id(row.get("id") if isinstance(row, dict) else None, line, on_line),
         line=line,
         instruction=instruction,
         input=_text(found.input, "'input'") or "",
@@ -306,9 +310,10 @@ def _check_encodable(row: dict[str, Any]) -> None:
         raise RowError(f"cannot be written back as JSON ({error})") from None
 
 
-def _seed_id(value: Any, line: int) -> str:
+def _seed_id(value: Any, line: int, on_line: int) -> str:
+    """The row's own id, else `s<line>`, and `s<line>-<n>` for the n-th row of a shared line."""
     if value is None:
-        return f"s{line}"
+        return f"s{line}" if on_line == 1 else f"s{line}-{on_line}"
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise RowError(f"'id' must be a string or an integer, got {json_type(value)}")
     text = str(value)
