@@ -220,14 +220,12 @@ def _difficulty_plot(plt, stats: RunStats, _lineages):
             color="#8fb3d9",
             label="difficulty (mean, sd)",
         )
-    for name, style, label in (
+    _plot_by_generation(
+        axes,
+        stats,
         ("quality_mean", "o-", "answer quality"),
         ("complexity_mean", "s--", "complexity rank"),
-    ):
-        points = [(g.generation, getattr(g, name)) for g in stats.generations]
-        points = [(x, y) for x, y in points if y is not None]
-        if points:
-            axes.plot(*zip(*points, strict=True), style, label=label)
+    )
     generations = [g.generation for g in stats.generations]
     axes.set(
         title="Scores by generation",
@@ -266,16 +264,14 @@ def _gain_plot(plt, stats: RunStats, _lineages):
 
 def _diversity_plot(plt, stats: RunStats, _lineages):
     figure, axes = plt.subplots(figsize=(6.4, 3.4))
-    for name, style, label in (
+    _plot_by_generation(
+        axes,
+        stats,
         ("distinct_1", "o-", "distinct-1"),
         ("distinct_2", "s-", "distinct-2"),
         ("drift_rouge_l", "^--", "ROUGE-L to the seed"),
         ("nearest_rouge_l", "v:", "ROUGE-L to the nearest other"),
-    ):
-        points = [(g.generation, getattr(g, name)) for g in stats.generations]
-        points = [(x, y) for x, y in points if y is not None]
-        if points:
-            axes.plot(*zip(*points, strict=True), style, label=label)
+    )
     axes.set(
         title="Diversity and drift by generation",
         xlabel="generation",
@@ -284,6 +280,16 @@ def _diversity_plot(plt, stats: RunStats, _lineages):
     )
     axes.legend(frameon=False, fontsize=8)
     return figure
+
+
+def _plot_by_generation(axes, stats: RunStats, *series: tuple[str, str, str]) -> None:
+    """One line per (field of GenerationStats, matplotlib style, label), over the generations
+    that have a value."""
+    for name, style, label in series:
+        points = [(g.generation, getattr(g, name)) for g in stats.generations]
+        points = [(x, y) for x, y in points if y is not None]
+        if points:
+            axes.plot(*zip(*points, strict=True), style, label=label)
 
 
 def _lineage_item(chain: list[Step]) -> str:
