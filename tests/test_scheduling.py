@@ -181,3 +181,30 @@ def test_the_judge_first_pays_no_answer_for_a_rewrite_it_rejects(
     assert sorted(r["reason"] for r in eliminated) == ["no_information_gain"] * 2
     kept = read_jsonl(tmp_path / "run" / "dataset.jsonl")
     assert [r["id"] for r in kept if r["generation"] == 1] == ["s1.1", "s3.1"]
+
+
+@pytest.mark.parametrize("flags", [(), ("--parallel-judge",)])
+def test_either_order_eliminates_for_the_same_reason(
+    evol, tmp_path: Path, flags: tuple[str, ...]
+) -> None:
+    """A rewrite the judge finds equal is eliminated for that, even when its answer also fails
+    a rule (with --parallel-judge both came back); one the judge lets through is eliminated
+    for its answer."""
+    rows = [
+        {"instruction": "Explain idea one [sorry] [equal]"},
+        {"instruction": "Explain idea two [sorry]"},
+        {"instruction": "Explain idea three [cut-answer] [equal]"},
+        {"instruction": "Explain idea four [cut-answer]"},
+    ]
+    seeds = write_seeds(tmp_path / "seeds.jsonl", rows)
+    with FakeServer() as server:
+        run = run_args(server, seeds, tmp_path / "run", "--generations", "1", "--no-answer-seeds")
+        result = evol(*run, *flags)
+        assert result.exit_code == 0, result.output
+    eliminated = read_jsonl(tmp_path / "run" / "eliminated.jsonl")
+    assert {r["id"]: r["reason"] for r in eliminated} == {
+        "s1.1": "no_information_gain",
+        "s2.1": "sorry",
+        "s3.1": "no_information_gain",
+        "s4.1": "truncated",
+    }
