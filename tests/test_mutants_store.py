@@ -172,3 +172,111 @@ def test_a_record_file_that_cannot_be_opened_is_named_with_why(tmp_path: Path) -
     with pytest.raises(RunDirError) as raised:
         open_for_append(path)
     assert str(raised.value) == f"{path}: cannot write it: No such file or directory"
+
+
+# -- the run directory's own names and its refusals (store._refuse_foreign, is_own_file) -----
+
+
+def foreign_dir(tmp_path: Path, *names: str) -> Path:
+    out = tmp_path / "out"
+    out.mkdir(parents=True)
+    for name in names:
+        (out / name).write_text("the user's")
+    return out
+
+
+def refusal(out: Path) -> str:
+    with pytest.raises(RunDirError) as refused:
+        RunStore.open(out, generations=1, overwrite=False).close()
+    return str(refused.value)
+
+
+def test_a_foreign_directory_is_refused_naming_three_of_its_entries(tmp_path: Path) -> None:
+    out = foreign_dir(tmp_path, "d.txt", "b.txt", "a.txt", "c.txt")
+    assert refusal(out) == (
+        f"{out}: not empty (a.txt, b.txt, c.txt, ...) and holds no evol run (no run.json): "
+        "choose a new or empty directory for --out"
+    )
+    (out / "d.txt").unlink()
+    assert f"{out}: not empty (a.txt, b.txt, c.txt) and holds" in refusal(out)
+
+
+def test_temporary_files_and_the_lock_alone_do_not_make_a_directory_foreign(
+    tmp_path: Path,
+) -> None:
+    out = foreign_dir(tmp_path, "notes.tmp", ".evol.lock")
+    RunStore.open(out, generations=1, overwrite=False).close()
+    assert (out / "notes.tmp").read_text() == "the user's"  # not evol's name: left alone
+    assert refusal(foreign_dir(tmp_path / "x", "notes.tmp", "notes.txt")).startswith(
+        f"{tmp_path / 'x' / 'out'}: not empty (notes.txt) and"
+    )
+
+
+def test_a_link_of_the_users_beside_a_run_is_not_refused_but_one_named_as_evols_is(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "run"
+    RunStore.open(out, generations=1, overwrite=False).close()
+    (out / "run.json").write_text("{}")
+    (out / "my-link").symlink_to(tmp_path)
+    RunStore.open(out, generations=1, overwrite=False).close()
+    (out / "batch").symlink_to(tmp_path)
+    assert refusal(out) == (
+        f"{out / 'batch'}: is a symbolic link; evol writes only regular files in its run "
+        "directory: remove the link or choose another --out"
+    )
+
+
+def test_evols_own_files_are_known_by_name_and_place(tmp_path: Path) -> None:
+    from evol.store import is_own_file
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("gen_0.jsonl", "dataset.jsonl.tmp", "scores.jsonl", ".evol.lock", "batch"):
+        assert is_own_file(run, run / name), name
+    for path in (run / "notes.txt", run / "export.jsonl", tmp_path / "gen_0.jsonl"):
+        assert not is_own_file(run, path), path
+
+
+def test_the_run_directory_is_made_with_its_parents_or_the_reason_it_cannot_be(
+    tmp_path: Path,
+) -> None:
+    RunStore.open(tmp_path / "a" / "b" / "run", generations=1, overwrite=False).close()
+    assert (tmp_path / "a" / "b" / "run").is_dir()
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "run"
+    assert refusal(out) == f"{out}: cannot write the run directory: Not a directory"
+
+
+def test_an_atomic_write_cut_short_leaves_only_evols_temporary_name(tmp_path: Path) -> None:
+    """A crash mid-write leaves NAME.tmp, which the next open removes by that exact name."""
+    from evol.store import atomic_write
+
+    def crash(out: object) -> None:
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(tmp_path / "dataset.jsonl", crash)
+    assert [p.name for p in tmp_path.iterdir()] == ["dataset.jsonl.tmp"]
+    (tmp_path / "run.json").write_text("{}")
+    RunStore.open(tmp_path, generations=1, overwrite=False).close()
+    assert not (tmp_path / "dataset.jsonl.tmp").exists()
+
+
+def test_the_call_journal_replays_what_it_kept_across_a_reopen(tmp_path: Path) -> None:
+    from evol.journal import CallJournal
+
+    path = tmp_path / "calls.jsonl"
+    journal = CallJournal.open(path, recorded=set())
+    journal.remember("s1.1", "evolve", {"text": "a rewrite"})
+    journal.remember("s2.1", "answer", {"text": "an answer"})
+    journal.close()
+    compacted = CallJournal.open(path, recorded={"s2.1"})  # s2.1 is a record now
+    compacted.close()
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [
+        {"item": "s1.1", "role": "evolve", "reply": {"text": "a rewrite"}}
+    ]
+    again = CallJournal.open(path, recorded=set())
+    assert again.recall("s1.1", "evolve") == {"text": "a rewrite"}
+    assert again.recall("s1.1", "evolve") is None  # once
+    again.close()
