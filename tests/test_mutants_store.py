@@ -280,3 +280,24 @@ def test_the_call_journal_replays_what_it_kept_across_a_reopen(tmp_path: Path) -
     assert again.recall("s1.1", "evolve") == {"text": "a rewrite"}
     assert again.recall("s1.1", "evolve") is None  # once
     again.close()
+
+
+def test_generation_files_come_in_number_order_past_nine(tmp_path: Path) -> None:
+    from evol.store import generation_files
+
+    for generation in (10, 2, 0, 11, 1):
+        (tmp_path / f"gen_{generation}.jsonl").write_text("")
+    (tmp_path / "gen_x.jsonl").write_text("")  # not a generation
+    assert [p.name for p in generation_files(tmp_path)] == [
+        "gen_0.jsonl", "gen_1.jsonl", "gen_2.jsonl", "gen_10.jsonl", "gen_11.jsonl",
+    ]  # fmt: skip
+
+
+def test_a_look_from_outside_skips_a_bad_line_and_reads_on(tmp_path: Path) -> None:
+    """Without repair (a dry run looking at a run another process writes), a line that is not
+    a record is passed over and the records after it are still counted."""
+    lines = [json.dumps(record("a")), '{"torn', json.dumps({"x": 1}), json.dumps(record("b"))]
+    (tmp_path / "gen_0.jsonl").write_text("\n".join(lines) + "\n")
+    seen: list[str] = []
+    RunStore(tmp_path, 1).scan(repair=False, also=[lambda data, _reason: seen.append(data["id"])])
+    assert seen == ["a", "b"]
