@@ -250,11 +250,13 @@ class _Run:
             work = engine.run(iter_seeds(config.seeds, config.seed_options))
             async with self.batch_progress():
                 await until_signalled(work)
-            store.sort_outputs(self.seed_order())
-            if engine.stats.deferred:  # the dataset is written once nothing waits
+            if (
+                engine.stats.deferred
+            ):  # files are sorted, and the dataset written, once nothing waits
                 status = "pending"
             else:
                 status = "failed" if engine.stats.failed else "complete"
+                store.sort_outputs(self.seed_order())
                 dataset_records = store.write_dataset()
             if status == "complete":
                 self.journal.clear()
