@@ -37,6 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fake_server import FakeServer, Responder, kind_of  # noqa: E402
+from throughput import write_seeds  # noqa: E402  (bench/ is on the path: the script's own folder)
 
 RESULTS = Path(__file__).with_name("results.json")
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
@@ -93,14 +94,6 @@ class BillingResponder(Responder):
             text.append(sentence)
             count += len(sentence.split())
         return " ".join(text)
-
-
-def write_seeds(path: Path, count: int) -> Path:
-    with path.open("w") as fp:
-        for number in range(count):
-            fp.write(json.dumps({"instruction": f"Explain topic {number} to a curious student."}))
-            fp.write("\n")
-    return path
 
 
 def kept_records(out: Path) -> dict[str, tuple[str, str, str | None]]:
