@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,27 @@ def live_run(evol, seeds: Path, out: Path) -> None:
             "--model", "fake-model", "--quiet",
         )  # fmt: skip
     assert result.exit_code == 0, result.stderr
+
+
+def kill_when(server: BatchServer, args: list[object], ready: Callable[[], bool]) -> None:
+    """Run `evol ARGS` in a process of its own and SIGKILL it once `ready()` holds."""
+    command = [sys.executable, "-m", "evol", *map(str, args)]
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    try:
+        server.wait_until(ready)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+
+def created_and_recorded(server: BatchServer, out: Path) -> Callable[[], bool]:
+    """The first batch was created, and batches.jsonl says so."""
+    state = out / "batch" / "batches.jsonl"
+    return lambda: (
+        server.requests.count("POST /v1/batches") == 1
+        and state.exists()
+        and b'"created"' in state.read_bytes()
+    )
 
 
 def outputs(out: Path) -> dict[str, list[dict]]:
@@ -120,14 +142,7 @@ def test_a_killed_run_reattaches_to_its_batches_and_pays_nothing_twice(
     seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "batch"
     live_run(evol, seeds, tmp_path / "live")
     with BatchServer(hold=True) as server:
-        command = [sys.executable, "-m", "evol", *map(str, batch_args(server, seeds, out))]
-        process = subprocess.Popen(command, stderr=subprocess.PIPE, env=os.environ.copy())
-        try:
-            server.wait_until(lambda: server.requests.count("POST /v1/batches") == 1)
-            server.wait_until(lambda: b'"created"' in (out / "batch/batches.jsonl").read_bytes())
-        finally:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
+        kill_when(server, batch_args(server, seeds, out), created_and_recorded(server, out))
         submitted = dict(server.submitted)
         server.release()
         result = evol(*batch_args(server, seeds, out, "--quiet"))
@@ -142,13 +157,7 @@ def test_a_run_killed_during_the_create_call_finds_its_batch(evol, tmp_path: Pat
     seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "batch"
     live_run(evol, seeds, tmp_path / "live")
     with BatchServer(hold_create=True) as server:
-        command = [sys.executable, "-m", "evol", *map(str, batch_args(server, seeds, out))]
-        process = subprocess.Popen(command, stderr=subprocess.PIPE, env=os.environ.copy())
-        try:
-            server.wait_until(lambda: server.held_creates == 1)
-        finally:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
+        kill_when(server, batch_args(server, seeds, out), lambda: server.held_creates == 1)
         server.hold_create = False
         server.release()
         result = evol(*batch_args(server, seeds, out, "--quiet"))
