@@ -118,7 +118,8 @@ def open_backend(
     """The backend a command uses (`choose_backend`), made from `settings`: its name and it.
 
     With `batch`, the requests of the `openai` backend go through the Batch API instead. Its
-    name stays `openai`: the replies are the same, so a run may switch between the two.
+    name stays `openai`: the replies are the same, so a live run may go on with --batch (the
+    pipeline refuses the other way, which would pay again for what its batches hold).
     """
     if batch is not None:
         if requested not in (None, "openai"):
