@@ -11,7 +11,9 @@ Layout of `--out DIR`:
     .evol.lock         held while a process writes the run (the file itself stays)
 
 The directory is the user's: evol refuses a non-empty one that holds no run of its own, and
-only ever writes, rewrites or deletes the files named above, never through a symbolic link.
+only ever writes, rewrites or deletes the files named above, never through a symbolic link
+(every writer opens with O_NOFOLLOW). No command writes into those files for anything else:
+`refuse_run_state` is the one guard every command calls on a path the user gives it.
 Every record is appended as one line and flushed before it counts as done; lineages finish in
 any order, so the record files are put in seed-file order when a run ends. On open, a torn
 last line is cut off, and every record read is handed to the observers the caller passes (the
