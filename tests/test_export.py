@@ -578,7 +578,7 @@ def test_export_never_overwrites_the_run(evol, run_dir: Path, name: str) -> None
         (run_dir / name).write_text("paid for\n")
     before = (run_dir / name).read_bytes()
     result = evol("export", run_dir, "--out", run_dir / name)
-    assert result.exit_code == 2 and "is a file of the run itself" in result.stderr
+    assert result.exit_code == 2 and f"is {name} of the run in {run_dir}" in result.stderr
     assert (run_dir / name).read_bytes() == before
 
 

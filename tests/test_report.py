@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
 import os
 import re
@@ -146,3 +147,70 @@ def test_a_scored_run_adds_its_plots_and_contamination(evol, server, tmp_path: P
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert f'data-plots-loaded="{len(images)}"' in result.stdout
+
+
+# Seeds as GSM8K and MATH write them: mathtext would parse each `$...$` and choke.
+MATH_SEEDS = [
+    r"What is $\boxed{42}$ divided by $6$?",
+    r"Show that $a \le b$ implies $a + c \le b + c$.",
+    r"Find $x$ such that $3x \equiv 2 \pmod{7}$.",
+    r"Simplify $\tfrac{3}{4} + \frac{1}{8}$.",
+    r"Compute $\det \begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}$.",
+    r"Evaluate $\left( \sum_{k=1}^{n} k \right)^2$ for $n = 10$.",
+    r"Natalia sold clips for $5 each and $3 for two; how much is $8?",  # lone dollars
+    r"Is {x | x > 0} closed under $\sqrt{\,}$? Braces } and { alone.",
+    "Clear \x1b[2J the \u202eterminal\x07 and \x00 then $ $$ \\",  # controls
+    r"An unclosed \left( bracket, then $\frac{1}{",
+]
+
+
+def math_run(tmp_path: Path) -> Path:
+    from test_metrics import record, write_run
+
+    records, eliminated = [], []
+    for number, text in enumerate(MATH_SEEDS, start=1):
+        seed = f"s{number}"
+        records.append(record(seed, text))
+        # What the lineage plot shows is the added words, cut at 31 characters: mid-`\left(`.
+        records.append(
+            record(f"{seed}.1", text + r" Then prove $\left(\frac{a}{b}\right)^2 \ge 0$.")
+        )
+        records.append(
+            record(f"{seed}.1.2", text + r" $\sqrt{2}$", operation=r"$\mathrm{op}_{\x1b[31m}")
+        )
+        eliminated.append(
+            record(f"{seed}.2", text + " $", output=None, reason=r"sorry_$\boxed{1}$")
+        )
+    return write_run(tmp_path / "run", records, eliminated)
+
+
+def test_the_report_draws_any_text_latex_dollars_braces_and_controls(evol, tmp_path: Path) -> None:
+    run = math_run(tmp_path)
+    page, pngs = tmp_path / "report.html", tmp_path / "png"
+    result = evol("report", run, "--out", page, "--png", pngs)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.stem for p in pngs.iterdir()) == sorted(PLOT_NAMES)
+    text = page.read_text()
+    assert html.escape(r"$\boxed{42}$") in text and "\x1b" not in text.split("<ol>")[0]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (("--out", "{tmp}"), "{tmp}: is a directory; give --out a file name"),
+        (("--out", "{tmp}/r.html", "--png", "{tmp}/a-file"), "{tmp}/a-file: is a file; give --png"),
+        (("--out", "{tmp}/r.html", "--png", "{tmp}/a-file/png"), "{tmp}/a-file/png/"),
+        (("--out", "{tmp}/a-file/r.html"), "{tmp}/a-file/r.html: cannot write it:"),
+    ],
+)
+def test_a_bad_place_to_write_the_report_is_one_line(
+    evol, tmp_path: Path, options: tuple[str, ...], message: str
+) -> None:
+    from test_metrics import record, write_run
+
+    run = write_run(tmp_path / "run", [record("s1", "Name a river")])
+    (tmp_path / "a-file").write_text("mine")
+    result = evol("report", run, *(option.format(tmp=tmp_path) for option in options))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert len(result.stderr.splitlines()) == 1 and message.format(tmp=tmp_path) in result.stderr
+    assert (tmp_path / "a-file").read_text() == "mine"

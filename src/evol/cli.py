@@ -50,6 +50,7 @@ from evol.selection import SelectConfig, select_records
 from evol.selection import format_summary as format_select_summary
 from evol.show import format_lineage, lineage
 from evol.stats import format_stats, run_stats
+from evol.terminal import json_printable, printable
 
 app = typer.Typer(
     help="Evolve seed instructions into a larger, harder instruction dataset (Evol-Instruct).",
@@ -234,12 +235,18 @@ def _user_errors(debug: bool, *, as_json: bool = False) -> Iterator[None]:
 
 
 def _fail(message: str, exit_code: int, as_json: bool, summary: dict | None = None) -> None:
-    typer.echo(f"evol: error: {message}" if exit_code != 130 else f"evol: {message}", err=True)
+    shown = printable(message, lines=False)  # it may quote a server, a seed file, a run
+    typer.echo(f"evol: error: {shown}" if exit_code != 130 else f"evol: {shown}", err=True)
     if as_json:
         status = "interrupted" if exit_code == 130 else "failed"
         report = (summary or {"status": status}) | {"error": message, "exit_code": exit_code}
-        typer.echo(json.dumps(report, ensure_ascii=False))
+        typer.echo(json_printable(json.dumps(report, ensure_ascii=False)))
     raise typer.Exit(exit_code) from None
+
+
+def _echo_outside(text: str, *, as_json: bool = False) -> None:
+    """Print what holds text from a server, a seed file or a run, its controls made inert."""
+    typer.echo(json_printable(text) if as_json else printable(text))
 
 
 def _version(value: bool) -> None:
@@ -568,7 +575,7 @@ def run(
         )
         if dry_run:
             plan = plan_run(config, price_in=price_in, price_out=price_out)
-            typer.echo(plan.model_dump_json() if as_json else format_plan(plan))
+            _echo_outside(plan.model_dump_json() if as_json else format_plan(plan), as_json=as_json)
             return
         summary = _with_progress(
             quiet,
@@ -637,7 +644,7 @@ def validate(
     )
     with _user_errors(False):
         report = describe_seeds(seeds, options)
-    typer.echo(report.model_dump_json() if as_json else format_report(report))
+    _echo_outside(report.model_dump_json() if as_json else format_report(report), as_json=as_json)
 
 
 class ExportShape(StrEnum):
@@ -703,7 +710,7 @@ def export(
         )
     warning = status_warning(result)
     if warning:
-        typer.echo(f"evol: warning: {warning}", err=True)
+        typer.echo(f"evol: warning: {printable(warning, lines=False)}", err=True)
     if result.left_out_without_output:
         typer.echo(
             f"evol: left out {result.left_out_without_output} records without an output", err=True
@@ -725,9 +732,9 @@ def show(
     with _user_errors(False, as_json=as_json):
         found = lineage(run_dir, record_id)
     if as_json:
-        typer.echo(found.model_dump_json())
+        _echo_outside(found.model_dump_json(), as_json=True)
         return
-    typer.echo(format_lineage(found, width=shutil.get_terminal_size().columns))
+    _echo_outside(format_lineage(found, width=shutil.get_terminal_size().columns))
 
 
 @app.command()
@@ -757,9 +764,9 @@ def stats(
         result = run_stats(run_dir, price_in=price_in, price_out=price_out)
     _warn_unfinished(run_dir, result.status)
     if as_json:
-        typer.echo(result.model_dump_json())
+        _echo_outside(result.model_dump_json(), as_json=True)
         return
-    typer.echo(format_stats(result))
+    _echo_outside(format_stats(result))
 
 
 @app.command()
@@ -849,7 +856,9 @@ def score(
         )
         if dry_run:
             plan = plan_scoring(config, price_in=price_in, price_out=price_out)
-            typer.echo(plan.model_dump_json() if as_json else format_score_plan(plan))
+            _echo_outside(
+                plan.model_dump_json() if as_json else format_score_plan(plan), as_json=as_json
+            )
             return
         summary = _with_progress(
             quiet,
@@ -857,7 +866,9 @@ def score(
                 config, on_progress=on_progress, on_info=on_info
             ),
         )
-    typer.echo(summary.model_dump_json() if as_json else format_score_summary(summary))
+    _echo_outside(
+        summary.model_dump_json() if as_json else format_score_summary(summary), as_json=as_json
+    )
     if summary.status != "complete":
         raise typer.Exit(1)
 
@@ -900,7 +911,9 @@ def select(
                 drop_contaminated=drop_contaminated,
             )
         )
-    typer.echo(summary.model_dump_json() if as_json else format_select_summary(summary))
+    _echo_outside(
+        summary.model_dump_json() if as_json else format_select_summary(summary), as_json=as_json
+    )
 
 
 @prompts_app.command("list")
@@ -929,8 +942,8 @@ def prompts_show(
 def _warn_unfinished(run_dir: Path, status: str) -> None:
     if status != "complete":
         typer.echo(
-            f"evol: warning: {run_dir} is {status}, not complete: these figures cover what was "
-            "written so far",
+            f"evol: warning: {run_dir} is {printable(status, lines=False)}, not complete: these "
+            "figures cover what was written so far",
             err=True,
         )
 
@@ -957,8 +970,8 @@ def _with_progress(quiet: bool, work: Callable[[Any, Any], T]) -> T:
         bar.refresh()
 
     def on_info(message: str) -> None:
-        if not quiet:
-            tqdm.write(f"evol: {message}", file=sys.stderr)
+        if not quiet:  # a model's name, as a server gave it, may be in it
+            tqdm.write(f"evol: {printable(message, lines=False)}", file=sys.stderr)
 
     try:
         return work(on_progress, on_info)

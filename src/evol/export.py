@@ -33,7 +33,8 @@ is in the result for the CLI to warn about. The record files are read twice by b
 never held whole: the first pass checks every record and counts the lineages, the second writes.
 They stay open in between, so a run that finishes meanwhile (and replaces its files sorted)
 cannot shift the offsets, and a torn last line (a run killed mid-write) is skipped, as a resume
-would cut it. Every file is written beside its target and renamed into place once all are whole.
+would cut it. Every file is written beside its target and renamed into place once all are whole;
+none is written into a run directory's own files (`store.refuse_run_state`) or through a link.
 """
 
 from __future__ import annotations
@@ -53,7 +54,13 @@ from pydantic import BaseModel, Field, computed_field
 from evol.errors import RunDirError, UsageError
 from evol.manifest import read_manifest
 from evol.records import compose
-from evol.store import generation_files, is_own_file
+from evol.store import (
+    generation_files,
+    link_refusal,
+    open_no_follow,
+    refuse_run_state,
+    write_error,
+)
 
 ExportFormat = Literal["alpaca", "sharegpt", "openai-chat", "jsonl"]
 FileFormat = Literal["jsonl", "json", "parquet"]
@@ -209,7 +216,7 @@ def export_run(
     fractions = split or {}
     targets = {name: _part_file(out, name) for name in fractions} or {None: out}
     for target in targets.values():
-        _check_target(run_dir, target)
+        _check_target(target)
     if not generation_files(run_dir):
         raise RunDirError(f"{run_dir}: the run has no records yet")
 
@@ -272,10 +279,11 @@ def _write_all(files: dict[Path, array], write: Callable[[Path, array], None]) -
             try:
                 write(temporary, indices)
             except OSError as error:
-                raise UsageError(f"{target}: cannot write it: {error.strerror}") from None
+                shown = temporary if temporary.is_symlink() else target
+                raise UsageError(write_error(shown, error)) from None
     except BaseException:
         for temporary, _target in written:
-            if temporary.is_file():
+            if temporary.is_file() and not temporary.is_symlink():  # a link is the user's
                 temporary.unlink()
         raise
     try:
@@ -287,12 +295,10 @@ def _write_all(files: dict[Path, array], write: Callable[[Path, array], None]) -
         raise UsageError(f"{target}: cannot write it: {error.strerror}") from None
 
 
-def write_rows(
-    run_dir: Path, out: Path, records: list[dict[str, Any]], shape: ExportFormat
-) -> None:
-    """Write records of `run_dir` as rows of `shape` to `out` (its extension picks the file
-    format), all or nothing, never over a file of the run: what `evol select` writes."""
-    _check_target(run_dir, out)
+def write_rows(out: Path, records: list[dict[str, Any]], shape: ExportFormat) -> None:
+    """Write records as rows of `shape` to `out` (its extension picks the file format), all
+    or nothing, never over a file of a run nor through a link: what `evol select` writes."""
+    _check_target(out)
     file_format = file_format_of(out)
     columns: dict[str, str] = {}
     if file_format == "parquet":
@@ -458,11 +464,12 @@ def _part_file(out: Path, name: str) -> Path:
     return out.with_name(f"{out.stem}.{name}{out.suffix}")
 
 
-def _check_target(run_dir: Path, target: Path) -> None:
+def _check_target(target: Path) -> None:
+    refuse_run_state(target, "--out")
     if target.is_dir():
         raise UsageError(f"{target}: is a directory; give --out a file name")
-    if is_own_file(run_dir, target):
-        raise UsageError(f"{target}: is a file of the run itself; write to another name")
+    if target.is_symlink():
+        raise UsageError(link_refusal(target))
 
 
 # -- writing ----------------------------------------------------------------------------------
@@ -562,5 +569,5 @@ def _write_file(
                 separator = b",\n"
         fp.write(b"[\n]\n" if separator == b"[\n" else b"\n]\n")
 
-    with path.open("wb") as fp:
+    with open_no_follow(path) as fp:
         write(fp)

@@ -1,7 +1,10 @@
 """`evol report`: one self-contained HTML page of plots about a run, and the same plots as PNG.
 
 The page needs no network: the plots are PNG images inlined as data URIs, the style is inline,
-and every text from the run is HTML-escaped. matplotlib (the `report` extra) draws the plots.
+and every text from the run is HTML-escaped. matplotlib (the `report` extra) draws the plots,
+every text as it is: math parsing is off (instructions hold `$`, `\\frac`, `\\left(` that
+mathtext would choke on) and control characters are drawn as their escapes. Neither file is
+written into a run's own files nor through a link.
 What `evol score` left adds plots of its own (`SCORE_PLOT_NAMES`), each only when its figures
 are there, and the contamination check's share to the page's summary line.
 """
@@ -18,7 +21,8 @@ from typing import Any
 from evol.errors import UsageError
 from evol.show import DiffOp, word_diff
 from evol.stats import RunStats, run_stats
-from evol.store import ELIMINATED, iter_records
+from evol.store import ELIMINATED, iter_records, open_no_follow, refuse_run_state, write_error
+from evol.terminal import printable
 
 PLOT_NAMES = ("instruction_length", "eliminations", "operations", "lineages")
 SCORE_PLOT_NAMES = ("difficulty", "operation_gain", "diversity")
@@ -45,16 +49,32 @@ def write_report(
 ) -> tuple[dict[str, bytes], str]:
     """Write the HTML report (and the PNGs, if asked); returns the plots by name, and the
     run's status."""
+    _check_targets(out, png_dir)
     stats = run_stats(run_dir)
     lineages = sample_lineages(run_dir, LINEAGE_SAMPLE)
     plots = draw_plots(stats, lineages)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(_page(run_dir, stats, lineages, plots), encoding="utf-8")
+    files = {out: _page(run_dir, stats, lineages, plots).encode("utf-8")}
     if png_dir is not None:
-        png_dir.mkdir(parents=True, exist_ok=True)
-        for name, image in plots.items():
-            (png_dir / f"{name}.png").write_bytes(image)
+        files |= {png_dir / f"{name}.png": image for name, image in plots.items()}
+    for path, content in files.items():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open_no_follow(path) as fp:
+                fp.write(content)
+        except OSError as error:
+            raise UsageError(write_error(path, error)) from None
     return plots, stats.status
+
+
+def _check_targets(out: Path, png_dir: Path | None) -> None:
+    """--out a file and --png a folder, neither in a run's own files: said before drawing."""
+    refuse_run_state(out, "--out")
+    if png_dir is not None:
+        refuse_run_state(png_dir, "--png")
+    if out.is_dir():
+        raise UsageError(f"{out}: is a directory; give --out a file name")
+    if png_dir is not None and png_dir.exists() and not png_dir.is_dir():
+        raise UsageError(f"{png_dir}: is a file; give --png a folder for the PNG files")
 
 
 def sample_lineages(run_dir: Path, count: int) -> list[list[Step]]:
@@ -106,12 +126,14 @@ def draw_plots(stats: RunStats, lineages: list[list[Step]]) -> dict[str, bytes]:
     if any(g.distinct_1 is not None for g in stats.generations):
         drawers["diversity"] = _diversity_plot
     images = {}
-    for name, draw in drawers.items():
-        figure = draw(plt, stats, lineages)
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-        plt.close(figure)
-        images[name] = buffer.getvalue()
+    # Every text is drawn as written: run text is not mathtext, whatever `$` it holds.
+    with matplotlib.rc_context({"text.parse_math": False}):
+        for name, draw in drawers.items():
+            figure = draw(plt, stats, lineages)
+            buffer = io.BytesIO()
+            figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+            plt.close(figure)
+            images[name] = buffer.getvalue()
     return images
 
 
@@ -148,7 +170,7 @@ def _elimination_plot(plt, stats: RunStats, _lineages):
     figure, axes = plt.subplots(figsize=(6.4, 3.4))
     if totals:
         reasons = sorted(totals, key=totals.get)
-        axes.barh(reasons, [totals[r] for r in reasons], color="#c55a11")
+        axes.barh([printable(r) for r in reasons], [totals[r] for r in reasons], color="#c55a11")
         axes.set(xlabel="evolutions eliminated")
     else:
         axes.text(0.5, 0.5, "no evolution was eliminated", ha="center", va="center")
@@ -162,8 +184,9 @@ def _operation_plot(plt, stats: RunStats, _lineages):
     kept = [stats.operations[n].kept for n in names]
     eliminated = [stats.operations[n].eliminated for n in names]
     figure, axes = plt.subplots(figsize=(6.4, 3.4))
-    axes.bar(names, kept, color="#548235", label="kept")
-    axes.bar(names, eliminated, bottom=kept, color="#c55a11", label="eliminated")
+    labels = [printable(name) for name in names]
+    axes.bar(labels, kept, color="#548235", label="kept")
+    axes.bar(labels, eliminated, bottom=kept, color="#c55a11", label="eliminated")
     for x, name in enumerate(names):
         total = kept[x] + eliminated[x]
         axes.text(
@@ -190,7 +213,8 @@ def _lineage_plot(plt, _stats, lineages: list[list[Step]]):
     for row, chain in enumerate(lineages):
         for column, step in enumerate(chain):
             # A rewrite mostly keeps its parent's words: show what it added.
-            text = step.added if len(step.added) <= 34 else step.added[:31] + "..."
+            added = printable(step.added)
+            text = added if len(added) <= 34 else added[:31] + "..."
             text = text if not column else f"+ {text}"
             axes.text(column, row, f"gen {step.generation}\n{text}", ha="center", va="center", fontsize=7,
                       bbox={"boxstyle": "round", "facecolor": "#eef3f8", "edgecolor": "#1f4e79"})  # fmt: skip
@@ -200,7 +224,7 @@ def _lineage_plot(plt, _stats, lineages: list[list[Step]]):
                 axes.text(
                     column - 0.5,
                     row - 0.22,
-                    step.operation or "",
+                    printable(step.operation or ""),
                     ha="center",
                     fontsize=6,
                     color="#c55a11",
@@ -251,7 +275,8 @@ def _gain_plot(plt, stats: RunStats, _lineages):
     names = [n for n, o in stats.operations.items() if getattr(o, field) is not None]
     gains = [getattr(stats.operations[n], field) for n in names]
     figure, axes = plt.subplots(figsize=(6.4, 3.4))
-    axes.bar(names, gains, color=["#548235" if g >= 0 else "#c55a11" for g in gains])
+    labels = [printable(name) for name in names]
+    axes.bar(labels, gains, color=["#548235" if g >= 0 else "#c55a11" for g in gains])
     axes.axhline(0, color="#222", linewidth=0.8)
     score = field.removesuffix("_gain")
     axes.set(

@@ -75,7 +75,15 @@ from evol.metrics import compute_metrics, write_metrics
 from evol.pipeline import until_signalled
 from evol.records import compose
 from evol.seeds import iter_seeds
-from evol.store import LOCK_FILE, SCORES, generation_files, iter_records, repair_torn_tail
+from evol.store import (
+    LOCK_FILE,
+    SCORES,
+    generation_files,
+    iter_records,
+    open_for_append,
+    refuse_links,
+    repair_torn_tail,
+)
 from evol.textstats import estimate_tokens
 
 ScorerName = Literal["difficulty", "complexity", "quality"]
@@ -428,13 +436,14 @@ def _per_record(
 
 
 class _Sidecar:
-    """scores.jsonl opened for appending: each line written whole and flushed."""
+    """scores.jsonl opened for appending (never through a link): each line written whole
+    and flushed."""
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / SCORES
         if self.path.exists():
             repair_torn_tail(self.path)
-        self._file: BinaryIO = self.path.open("ab")
+        self._file: BinaryIO = open_for_append(self.path)
 
     def append(self, line: ScoreLine) -> None:
         data = line.model_dump(exclude_none=True)
@@ -907,7 +916,12 @@ def kept_records(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _lock(run_dir: Path) -> FileLock:
-    """The run directory's lock: no `evol run` or other `evol score` writes while we do."""
+    """The run directory's lock: no `evol run` or other `evol score` writes while we do.
+
+    A link among the names evol writes is refused first: the lock file, the scores and the
+    metrics are all opened or replaced in the run directory itself.
+    """
+    refuse_links(run_dir)
     lock = FileLock(run_dir / LOCK_FILE)
     try:
         lock.acquire(timeout=0)

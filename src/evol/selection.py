@@ -89,7 +89,7 @@ def select_records(config: SelectConfig) -> SelectSummary:
         picked.append(record)
         # Its own id as its lineage: a near copy in the same lineage is redundant too.
         pool.add(record["id"], record["id"], record["instruction"])
-    write_rows(config.run_dir, config.out, picked, config.shape)
+    write_rows(config.out, picked, config.shape)
     return SelectSummary(
         out=str(config.out),
         picked=len(picked),

@@ -13,7 +13,6 @@ what a model wrote. The files are read as export reads them: a torn last line is
 from __future__ import annotations
 
 import difflib
-import re
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from evol.errors import UsageError
 from evol.export import scan_lines
 from evol.manifest import read_manifest
 from evol.store import ELIMINATED, generation_files
+from evol.terminal import printable
 
 DiffOp = Literal["equal", "insert", "delete"]
 # Words kept on each side of a change when format_lineage shortens an unchanged stretch.
@@ -32,8 +32,6 @@ DIFF_CONTEXT = 4
 _MIN_ELIDED = 3  # fewer unchanged words than this are shown, not shortened
 _MIN_TEXT_WIDTH = 24
 _GLUE = "\u00a0"  # a space that textwrap does not break at
-# C0 and C1 controls but tab and newline, and the bidirectional overrides that reorder text.
-_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 class LineageStep(BaseModel):
@@ -145,9 +143,10 @@ def _step(data: dict[str, Any], kept: bool) -> LineageStep:
 def format_lineage(found: Lineage, *, width: int = 100) -> str:
     """The lineage as a tree of text at most `width` columns wide (where words allow)."""
     lines = [
-        _clean(
+        printable(
             f"{found.run}: lineage of {found.root_id}: {found.kept} kept, "
-            f"{found.eliminated} eliminated"
+            f"{found.eliminated} eliminated",
+            lines=False,
         )
     ]
     for root in found.roots:
@@ -238,12 +237,7 @@ def _wrap(text: str, prefix: str, width: int, indent: str | None = None) -> list
     indent = prefix if indent is None else indent
     room = max(_MIN_TEXT_WIDTH, width - max(len(prefix), len(indent)))
     lines = []
-    for paragraph in _clean(text).splitlines() or [""]:
+    for paragraph in printable(text).splitlines() or [""]:
         for line in textwrap.wrap(paragraph, room) or [""]:
             lines.append((indent if lines else prefix) + line.replace(_GLUE, " "))
     return [line.rstrip() for line in lines]
-
-
-def _clean(text: str) -> str:
-    """Control characters (ESC, CR, ...) and bidi overrides shown as escapes, not obeyed."""
-    return _UNPRINTABLE.sub(lambda match: repr(match.group())[1:-1], text)

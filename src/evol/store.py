@@ -11,7 +11,9 @@ Layout of `--out DIR`:
     .evol.lock         held while a process writes the run (the file itself stays)
 
 The directory is the user's: evol refuses a non-empty one that holds no run of its own, and
-only ever writes, rewrites or deletes the files named above, never through a symbolic link.
+only ever writes, rewrites or deletes the files named above, never through a symbolic link
+(every writer opens with O_NOFOLLOW). No command writes into those files for anything else:
+`refuse_run_state` is the one guard every command calls on a path the user gives it.
 Every record is appended as one line and flushed before it counts as done; lineages finish in
 any order, so the record files are put in seed-file order when a run ends. On open, a torn
 last line is cut off, and every record read is handed to the observers the caller passes (the
@@ -20,6 +22,7 @@ lineage index, the counts). The store knows file formats, not LLMs, nor what a r
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -31,7 +34,7 @@ import jsonlines
 import orjson
 from filelock import FileLock, Timeout
 
-from evol.errors import RunDirError
+from evol.errors import RunDirError, UsageError
 from evol.records import EliminatedRecord, Record
 
 MANIFEST = "run.json"
@@ -49,7 +52,9 @@ _OWN_NAME = re.compile(
     r"(gen_\d+\.jsonl|eliminated\.jsonl|dataset\.jsonl|calls\.jsonl|run\.json"
     r"|scores\.jsonl|metrics\.json|contamination\.json)(\.tmp)?"
 )
-_WRITE_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_FOLLOW
+_CREATE_FLAGS = os.O_WRONLY | os.O_TRUNC | os.O_CREAT | _NO_FOLLOW
 
 Observer = Callable[[dict[str, Any], str | None], None]
 """Called with each record (as written) and its elimination reason, or None when kept."""
@@ -229,6 +234,7 @@ class RunStore:
     def _prepare_dir(self) -> None:
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise RunDirError(f"{self.out_dir}: --out is a file; give a directory")
+        refuse_run_state(self.out_dir, "--out")
         _refuse_foreign(self.out_dir)
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -265,9 +271,30 @@ class RunStore:
 def open_for_append(path: Path) -> BinaryIO:
     """Open for appending, refusing to follow a symbolic link (where the OS can say so)."""
     try:
-        return os.fdopen(os.open(path, _WRITE_FLAGS, 0o644), "ab")
+        return open_no_follow(path, append=True)
     except OSError as error:
-        raise RunDirError(f"{path}: cannot write it: {error.strerror}") from None
+        raise RunDirError(write_error(path, error)) from None
+
+
+def open_no_follow(path: Path, *, append: bool = False) -> BinaryIO:
+    """Open `path` to write from its start (or, with `append`, its end), made if need be,
+    never through a symbolic link: a link in its place raises OSError, its target untouched."""
+    flags = _APPEND_FLAGS if append else _CREATE_FLAGS
+    return os.fdopen(os.open(path, flags, 0o644), "ab" if append else "wb")
+
+
+def write_error(path: Path, error: OSError) -> str:
+    """The one line for a file evol cannot write; a symbolic link in its place is named."""
+    if path.is_symlink():
+        return link_refusal(path)
+    return f"{path}: cannot write it: {error.strerror}"
+
+
+def link_refusal(path: Path) -> str:
+    return (
+        f"{path}: is a symbolic link; evol writes no file through a link: remove it or choose "
+        "another name"
+    )
 
 
 def append_line(writer: BinaryIO, data: dict[str, Any]) -> None:
@@ -276,12 +303,45 @@ def append_line(writer: BinaryIO, data: dict[str, Any]) -> None:
     writer.flush()
 
 
+def is_own_name(name: str) -> bool:
+    """Whether `name` is one evol gives a file (or the batch folder) in a run directory."""
+    return bool(_OWN_NAME.fullmatch(name)) or name in (LOCK_FILE, BATCH_DIR)
+
+
 def is_own_file(run_dir: Path, path: Path) -> bool:
     """Whether `path` is one of the files evol writes in `run_dir` (or their temporary
     names): what an export or a selection must never write over."""
     if path.resolve().parent != run_dir.resolve():
         return False
-    return bool(_OWN_NAME.fullmatch(path.name)) or path.name in (LOCK_FILE, BATCH_DIR)
+    return is_own_name(path.name)
+
+
+def refuse_run_state(target: Path, option: str) -> None:
+    """Refuse to write `target` (a file or a folder a command is given) when it is, or lies
+    inside, one of the files evol keeps in a run directory (records, run.json, the journal,
+    the lock, the scores, batch/), links and `..` resolved first. Every command that writes
+    where the user says calls this."""
+    resolved = target.resolve()
+    for entry, folder in zip((resolved, *resolved.parents), resolved.parents, strict=False):
+        if is_own_name(entry.name) and _holds_a_run(folder):
+            raise UsageError(
+                f"{target}: is {'' if entry == resolved else 'inside '}{entry.name} of the run "
+                f"in {folder}; give {option} a path outside the run's own files"
+            )
+
+
+def refuse_links(run_dir: Path) -> None:
+    """Refuse a run directory where a name evol writes is a symbolic link."""
+    for entry in run_dir.iterdir():
+        if is_own_name(entry.name) and entry.is_symlink():
+            raise RunDirError(
+                f"{entry}: is a symbolic link; evol writes only regular files in its run "
+                "directory: remove the link or choose another --out"
+            )
+
+
+def _holds_a_run(folder: Path) -> bool:
+    return (folder / MANIFEST).is_file() or (folder / LOCK_FILE).exists()
 
 
 def _refuse_foreign(out_dir: Path) -> None:
@@ -292,20 +352,13 @@ def _refuse_foreign(out_dir: Path) -> None:
     """
     if not out_dir.is_dir():
         return
-    entries = list(out_dir.iterdir())
-    for entry in entries:
-        own = _OWN_NAME.fullmatch(entry.name) or entry.name in (LOCK_FILE, BATCH_DIR)
-        if own and entry.is_symlink():
-            raise RunDirError(
-                f"{entry}: is a symbolic link; evol writes only regular files in its run "
-                "directory: remove the link or choose another --out"
-            )
+    refuse_links(out_dir)
     manifest = out_dir / MANIFEST
     if manifest.is_file():
         return
     others = [
         entry.name
-        for entry in entries
+        for entry in out_dir.iterdir()
         if entry.name != LOCK_FILE and not entry.name.endswith(".tmp")
     ]
     if others:
@@ -349,7 +402,11 @@ def _sort_lines(path: Path, key: Callable[[dict[str, Any]], tuple[int, int]]) ->
 
 def repair_torn_tail(path: Path) -> None:
     """Cut a last line that a crash left without its newline or half-written."""
-    with path.open("rb+") as fp:
+    try:
+        fd = os.open(path, os.O_RDWR | _NO_FOLLOW)
+    except OSError as error:
+        raise RunDirError(write_error(path, error)) from None
+    with os.fdopen(fd, "rb+") as fp:
         size = fp.seek(0, os.SEEK_END)
         if size == 0:
             return
@@ -380,7 +437,15 @@ def atomic_write(path: Path, content: str | Callable[[BinaryIO], None]) -> None:
     """Replace `path` with `content` (text, or a writer of bytes) atomically: a crash leaves
     the old file or the new one, never half of either."""
     temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("wb") as out:
+    try:
+        if path.is_symlink():  # os.replace would not follow it, but nor may evol drop it
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+        out = open_no_follow(temporary)
+    except OSError as error:
+        raise RunDirError(
+            write_error(temporary if temporary.is_symlink() else path, error)
+        ) from None
+    with out:
         if isinstance(content, str):
             out.write(content.encode("utf-8"))
         else:
