@@ -47,6 +47,7 @@ bench: install
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/judge_first.py
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/seed_memory.py
 
 ## mutate: mutation testing of the modules that decide what is kept and paid (an hour or two)
 mutate: install

@@ -327,7 +327,7 @@ def test_seeds_that_share_a_line_of_a_json_array_get_an_id_each(tmp_path: Path) 
         (
             b'[\n {"instruction": "a"},\n {"instruction": "b\x00"},\n "\x00"\n]',
             3,
-            "contains a NUL byte",
+            "contains a NUL byte (is this a binary file?)",  # the words of every format
         ),
         (b'[\n {"instruction": "a"},\n\n {"instruction": "\xff"}\n]', 4, "not valid UTF-8"),
         # The line of the error, not the line where its element starts.
@@ -386,7 +386,7 @@ def test_a_csv_column_named_by_instruction_field_is_read(tmp_path: Path) -> None
         (
             b'instruction\nfine\n"' + b"x" * (MAX_ROW_BYTES + 1) + b'"\n',
             3,
-            "bad CSV: field larger than field limit (1000000)",
+            "row is 1.0 MB, over the 1 MB limit",  # the words of every format
         ),
     ],
 )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 
 import pytest
 from conftest import read_jsonl, run_args, write_seeds
 
-from evol.show import Lineage, LineageStep, format_lineage, lineage, word_diff
+from evol.show import SHOWN_CHARS, Lineage, LineageStep, format_lineage, lineage, word_diff
 
 # s1 leaks the prompt on its first rewrite only, so round 1 is eliminated and rounds 2 and 3
 # are kept; every rewrite of s2 is judged equal to it; s3 has a model's escape sequences.
@@ -266,3 +267,55 @@ def test_an_input_is_shown_where_it_appears_or_changes() -> None:
         "        input: | a | b |",
         "        | 1 | 2 |",
     ]
+
+
+def test_a_long_text_is_cut_with_a_marker_unless_full(evol, run_dir: Path) -> None:
+    seed = read_jsonl(run_dir / "gen_0.jsonl")[0]
+    attempt = {
+        **read_jsonl(run_dir / "eliminated.jsonl")[0],
+        "id": "s1.9",
+        "round": 10**18,
+        "instruction": "word " * 3_000_000,  # 15 MB
+        "detail": "d" * 5_000,
+    }
+    with (run_dir / "eliminated.jsonl").open("a", encoding="utf-8") as fp:
+        fp.write(json.dumps(attempt) + "\n")
+    assert seed["id"] == attempt["root_id"] == "s1"
+    shown = evol("show", run_dir, "s1.9", env={"COLUMNS": "120"})
+    assert shown.exit_code == 0, shown.stderr
+    assert f"[… {15_000_000 - SHOWN_CHARS:,} more characters, use --full]" in shown.stdout
+    assert f"why: {'d' * 50}" in shown.stdout
+    assert f"[… {5_000 - SHOWN_CHARS:,} more characters, use --full]" in shown.stdout
+    assert len(shown.stdout) < 20_000
+    # The diff of a 3-million-word text: its common start with the seed, and the rest added.
+    (tree,) = [r for r in lineage(run_dir, "s1.9").roots[0].children if r.id == "s1.9"]
+    assert tree.diff == [
+        ("delete", seed["instruction"]),
+        ("insert", attempt["instruction"].strip()),
+    ]
+
+    # --full prints every text whole (in another lineage: 15 MB wrapped would take a while).
+    other = next(r for r in read_jsonl(run_dir / "eliminated.jsonl") if r["root_id"] == "s2")
+    small = {**other, "id": "s2.9", "instruction": "word " * 1_000, "detail": "d" * 5_000}
+    with (run_dir / "eliminated.jsonl").open("a", encoding="utf-8") as fp:
+        fp.write(json.dumps(small) + "\n")
+    full = evol("show", run_dir, "s2.9", "--full", env={"COLUMNS": "120"}).stdout
+    assert "more characters" not in full and full.count("word") >= 1_000
+    assert "d" * 5_000 in full.replace("\n", "").replace(" ", "").replace("│", "")
+    assert f"[… {5_000 - SHOWN_CHARS:,} more characters" in evol("show", run_dir, "s2.9").stdout
+
+
+@pytest.mark.parametrize("at", [0, 1_500, 2_999])
+def test_a_long_diff_is_found_from_both_ends_as_difflib_finds_it(at: int) -> None:
+    # Over 2,000 words, word_diff compares the two ends alone; a change in one place comes out
+    # as difflib, the reference here, finds it.
+    words = [f"w{number}" for number in range(3_000)]
+    changed = [*words[:at], "new", "words", *words[at + 1 :]]
+    expected = []
+    matcher = difflib.SequenceMatcher(None, words, changed, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            expected.append(("equal", " ".join(words[i1:i2])))
+            continue
+        expected += [("delete", " ".join(words[i1:i2])), ("insert", " ".join(changed[j1:j2]))]
+    assert word_diff(" ".join(words), " ".join(changed)) == expected

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import json
 import statistics
+import tracemalloc
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from conftest import read_jsonl, run_args, write_seeds
 from fake_server import FakeServer
 
+from evol.stats import run_stats
+from evol.store import iter_records
 from evol.textstats import word_count
+
+T = TypeVar("T")
 
 SEEDS = [
     {"instruction": "Name two"},
@@ -18,6 +26,15 @@ SEEDS = [
     {"instruction": "[sorry] Describe a cat"},
     {"instruction": "[leak] Describe a dog"},
 ]
+
+
+def traced(action: Callable[[], T]) -> tuple[T, int]:
+    """What `action` returns, and the most memory Python held at once while it ran."""
+    tracemalloc.start()
+    try:
+        return action(), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def percentile(values: list[int], fraction: float) -> float:
@@ -158,3 +175,33 @@ def test_a_run_without_scores_prints_as_before(evol, tmp_path: Path) -> None:
     assert stats["scores"] is None and stats["contamination"] is None
     assert {row["difficulty_mean"] for row in stats["generations"]} == {None}
     assert {row["difficulty_gain"] for row in stats["operations"].values()} == {None}
+
+
+def test_absurd_numbers_in_a_run_cost_nothing(evol, tmp_path: Path) -> None:
+    # Records claiming generation 100,000,000 (round 10**18) or -3, one of them 15 MB (in 15,000
+    # words): stats lists the generations that hold records, never a range up to the largest.
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
+    with FakeServer() as server:
+        assert evol(*run_args(server, seeds, out, "--generations", "1")).exit_code == 0
+    child = read_jsonl(out / "gen_1.jsonl")[0]
+    far = {**child, "id": "s1.9", "generation": 100_000_000, "round": 10**18, "reason": "unchanged"}
+    before = {**child, "id": "s1.8", "generation": -3, "instruction": ("x" * 999 + " ") * 15_000}
+    with (out / "eliminated.jsonl").open("a", encoding="utf-8") as fp:
+        fp.write(json.dumps(far) + "\n")
+    with (out / "gen_1.jsonl").open("a", encoding="utf-8") as fp:
+        fp.write(json.dumps(before) + "\n")
+
+    _count, reading = traced(lambda: sum(1 for _ in iter_records(out)))
+    stats, peak = traced(lambda: run_stats(out))
+    # What stats adds to reading the records (orjson's peak for the 15 MB line) is small.
+    assert peak < reading + 20_000_000
+
+    kept = Counter(r["generation"] for g in (0, 1) for r in read_jsonl(out / f"gen_{g}.jsonl"))
+    eliminated = read_jsonl(out / "eliminated.jsonl")
+    assert [row.generation for row in stats.generations] == [-3, 0, 1, 100_000_000]
+    for row in stats.generations:
+        reasons = Counter(r["reason"] for r in eliminated if r["generation"] == row.generation)
+        assert (row.kept, row.eliminated) == (kept[row.generation], dict(sorted(reasons.items())))
+    assert stats.generations[0].instruction_words.max == 15_000
+    table = evol("stats", out)
+    assert table.exit_code == 0 and "\n100000000 " in table.stdout and "\n-3 " in table.stdout

@@ -48,7 +48,7 @@ from evol.scoring import format_summary as format_score_summary
 from evol.seeds import SeedOptions, Shard, describe_seeds, format_report
 from evol.selection import SelectConfig, select_records
 from evol.selection import format_summary as format_select_summary
-from evol.show import format_lineage, lineage
+from evol.show import SHOWN_CHARS, format_lineage, lineage
 from evol.stats import format_stats, run_stats
 from evol.terminal import json_printable, printable
 
@@ -727,6 +727,11 @@ def show(
     as_json: bool = typer.Option(
         False, "--json/--no-json", help="Print the lineage as one JSON object."
     ),
+    full: bool = typer.Option(
+        False,
+        "--full",
+        help=f"Print every text whole (the tree cuts one over {SHOWN_CHARS:,} characters).",
+    ),
 ) -> None:
     """Show one lineage as a tree: each rewrite, what it changed, and the attempts eliminated."""
     with _user_errors(False, as_json=as_json):
@@ -734,7 +739,7 @@ def show(
     if as_json:
         _echo_outside(found.model_dump_json(), as_json=True)
         return
-    _echo_outside(format_lineage(found, width=shutil.get_terminal_size().columns))
+    _echo_outside(format_lineage(found, width=shutil.get_terminal_size().columns, full=full))
 
 
 @app.command()

@@ -13,6 +13,7 @@ from evol.seeds import SeedFormat, SeedOptions, Shard
 
 # The judge needs a few tokens of a verdict ("Not equal"), said the same way every time.
 JUDGE_DEFAULTS = GenerationParams(temperature=0.0, max_tokens=32)
+MAX_GENERATIONS = 100  # --generations
 
 
 class RoleParams(BaseModel):
@@ -81,7 +82,7 @@ class RunConfig(Connection):
 
     seeds: Path
     out: Path
-    generations: int = Field(4, ge=0, le=100)
+    generations: int = Field(4, ge=0, le=MAX_GENERATIONS)
     seed: int = 0
     operations: dict[str, float] = Field(
         default_factory=lambda: parse_weights(None), description="weights; default all, uniform"

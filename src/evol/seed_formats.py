@@ -2,7 +2,9 @@
 (one instruction a line), and Parquet (the Hugging Face Hub's storage format).
 
 Each reader yields (line, row) pairs, a row being the parsed object or a `RowError` saying why
-that row is no seed; a problem with the file as a whole is a `SeedFileError`. The extension
+that row is no seed; a problem with the file as a whole is a `SeedFileError`. Every reader
+streams (a JSON array too, an element at a time) and holds every row to the same two rules:
+at most MAX_ROW_BYTES, and no NUL. The extension
 names the format, unless `--format` does; but content beats extension: when the first bytes
 plainly are another format (JSON objects in a .txt, a Parquet file named .jsonl, one JSON
 value a line in a .json), reading stops and says which `--format` to use.
@@ -13,15 +15,19 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, NoReturn
 
 from evol.errors import SeedFileError
 
 SeedFormat = Literal["jsonl", "json", "csv", "text", "parquet"]
+# Every container holds a row to these two rules: a row (a line, an array element, a CSV or
+# Parquet row) of at most MAX_ROW_BYTES, and no NUL (the mark of a binary file).
 MAX_ROW_BYTES = 1_000_000
+NUL_BYTE = "contains a NUL byte (is this a binary file?)"
 EXTENSIONS: dict[str, SeedFormat] = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
@@ -34,6 +40,14 @@ EXTENSIONS: dict[str, SeedFormat] = {
 _PARQUET_MAGIC = b"PAR1"
 _SNIFF_BYTES = 1 << 16
 _BLOCK_BYTES = 1 << 16
+# csv counts a field in characters; a field of up to 4 MB of characters is read whole so that a
+# row over MAX_ROW_BYTES is a row error like any other, and only a longer one stops the file.
+_CSV_FIELD_CHARS = 4 * MAX_ROW_BYTES
+_NOT_WHITESPACE = re.compile(r"[^ \t\n\r]")
+_DECODER = json.JSONDecoder()
+# A JSON value that ends or fails this close to the end of the text read may go on past it.
+_LOOKAHEAD = 64
+_ONE_VALUE_A_LINE = "holds one JSON value per line: rename it .jsonl or use --format jsonl"
 
 
 class RowError(ValueError):
@@ -99,8 +113,15 @@ def json_type(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _refuse(path: Path, why: str) -> None:
-    raise SeedFileError(str(path), None, why)
+def row_too_large(size: int) -> RowError | None:
+    """The refusal of a row of `size` bytes, or None when it is within MAX_ROW_BYTES."""
+    if size <= MAX_ROW_BYTES:
+        return None
+    return RowError(f"row is {size / 1e6:.1f} MB, over the {MAX_ROW_BYTES // 10**6} MB limit")
+
+
+def _refuse(path: Path, why: str, line: int | None = None) -> NoReturn:
+    raise SeedFileError(str(path), line, why)
 
 
 def _parses_as_object(line: bytes) -> bool:
@@ -142,12 +163,10 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str | RowError]]:
 
 
 def _decode(raw: bytes) -> str | RowError:
-    if len(raw) > MAX_ROW_BYTES:
-        return RowError(
-            f"row is {len(raw) / 1e6:.1f} MB, over the {MAX_ROW_BYTES // 10**6} MB limit"
-        )
+    if too_large := row_too_large(len(raw)):
+        return too_large
     if b"\x00" in raw:
-        return RowError("contains a NUL byte (is this a binary file?)")
+        return RowError(NUL_BYTE)
     try:
         return raw.decode("utf-8").rstrip("\r\n")
     except UnicodeDecodeError as error:
@@ -173,70 +192,139 @@ def _line_rows(path: Path, seed_format: SeedFormat) -> Iterator[tuple[int, Any]]
 
 
 def _json_array_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    """The elements of a JSON array with their lines, one at a time (see `_JsonStream`)."""
     with open_binary(path) as fp:
-        raw = fp.read()
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    if b"\x00" in raw:
-        raise SeedFileError(
-            str(path), raw[: raw.index(b"\x00")].count(b"\n") + 1, "contains a NUL byte"
-        )
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = raw[: error.start].count(b"\n") + 1
-        raise SeedFileError(str(path), line, "not valid UTF-8") from None
-    try:
-        rows = _loads(text)
-    except json.JSONDecodeError as error:
-        if error.msg == "Extra data":  # one value, then another: JSON Lines named .json
-            raise SeedFileError(
-                str(path),
-                error.lineno,
-                "holds one JSON value per line: rename it .jsonl or use --format jsonl",
-            ) from None
-        line = error.lineno if error.pos else _failing_element_line(text)
-        raise SeedFileError(str(path), line, f"invalid JSON: {error.msg}") from None
-    if not isinstance(rows, list):
-        raise SeedFileError(str(path), 1, f"expected a JSON array of seeds, got {json_type(rows)}")
-    # json.loads keeps no positions; re-scan the top level to give each element its line.
-    for line, row in zip(_element_lines(text), rows, strict=True):
-        yield line, row
+        stream = _JsonStream(path, fp)
+        if stream.skip_whitespace() != "[":
+            _refuse_other_value(stream)
+        stream.move_to(stream.position + 1)
+        after = stream.skip_whitespace()
+        while after != "]":
+            line, row, size = stream.value()
+            yield line, row_too_large(size) or row
+            after = stream.skip_whitespace()
+            if after == ",":
+                stream.move_to(stream.position + 1)
+                stream.skip_whitespace()  # then a value: json names a "]" here
+            elif after != "]":
+                stream.refuse("invalid JSON: Expecting ',' delimiter")
+        stream.move_to(stream.position + 1)
+        if stream.skip_whitespace():
+            stream.refuse(_ONE_VALUE_A_LINE)
 
 
-def _element_lines(text: str) -> Iterator[int]:
-    decoder = json.JSONDecoder()
-    position = text.index("[") + 1
-    line = text.count("\n", 0, position) + 1
-    while True:
-        while position < len(text) and text[position] in " \t\r\n,":
-            line += text[position] == "\n"
-            position += 1
-        if position >= len(text) or text[position] == "]":
-            return
-        yield line
-        _, end = decoder.raw_decode(text, position)
-        line += text.count("\n", position, end)
-        position = end
+def _refuse_other_value(stream: _JsonStream) -> NoReturn:
+    """A .json file that holds something else than one array: say what it holds."""
+    _line, value, _size = stream.value()
+    if stream.skip_whitespace():
+        stream.refuse(_ONE_VALUE_A_LINE)
+    _refuse(stream.path, f"expected a JSON array of seeds, got {json_type(value)}", 1)
 
 
-def _failing_element_line(text: str) -> int:
-    """The line of the array element that Python's parser refuses (1 if it is not one)."""
-    lines = _element_lines(text)
-    line = 1
-    try:
+class _JsonStream:
+    """The text of a JSON file, read a block at a time, and the line of the read position.
+
+    json's own decoder parses each value (`raw_decode`), so only the value being read and a
+    block or two stay in memory; a value that goes on past the text read is parsed again
+    once more is read, and each read is as large as the text held, so a long value is parsed
+    a logarithmic number of times.
+    """
+
+    def __init__(self, path: Path, fp: BinaryIO) -> None:
+        self.path, self.fp = path, fp
+        self.decoder = codecs.getincrementaldecoder("utf-8-sig")()
+        self.text, self.position, self.line = "", 0, 1
+        self.lines_read = 0  # newlines in the bytes read so far
+        self.at_end = False
+
+    def read_more(self) -> bool:
+        """Append the next block to the text; False at the end of the file."""
+        if self.at_end:
+            return False
+        block = self.fp.read(max(_BLOCK_BYTES, len(self.text)))
+        self.at_end = not block
+        if (nul := block.find(b"\x00")) >= 0:
+            _refuse(self.path, NUL_BYTE, self.lines_read + block.count(b"\n", 0, nul) + 1)
+        try:
+            self.text += self.decoder.decode(block, final=self.at_end)
+        except UnicodeDecodeError as error:
+            # error.object: bytes held back from the block before (never a newline), then this one.
+            line = self.lines_read + error.object[: error.start].count(b"\n") + 1
+            _refuse(self.path, "not valid UTF-8", line)
+        self.lines_read += block.count(b"\n")
+        return not self.at_end
+
+    def move_to(self, position: int) -> None:
+        self.line += self.text.count("\n", self.position, position)
+        self.position = position
+
+    def drop_read(self) -> None:
+        """Forget the text before the read position, once it is a block or more (each drop
+        copies the rest)."""
+        if self.position >= _BLOCK_BYTES or self.position == len(self.text):
+            self.text, self.position = self.text[self.position :], 0
+
+    def skip_whitespace(self) -> str:
+        """Move past whitespace; the next character, or "" at the end of the file."""
         while True:
-            line = next(lines)
-    except StopIteration:
-        return 1
-    except (ValueError, RecursionError):
-        return line
+            found = _NOT_WHITESPACE.search(self.text, self.position)
+            self.move_to(found.start() if found else len(self.text))
+            if self.position < len(self.text):
+                return self.text[self.position]
+            self.drop_read()
+            if not self.read_more():
+                return ""
+
+    def value(self) -> tuple[int, Any, int]:
+        """(line, value, its size in bytes) of the JSON value at the read position."""
+        self.drop_read()
+        while True:
+            try:
+                value, end = _raw_decode(self.text, self.position)
+            except json.JSONDecodeError as error:
+                if self._may_go_on(error) and self.read_more():
+                    continue
+                line = self.line + self.text.count("\n", self.position, error.pos)
+                _refuse(self.path, f"invalid JSON: {error.msg}", line)
+            if end >= len(self.text) - _LOOKAHEAD and self.read_more():
+                continue  # a number cut by the block ("0." of "0.5") parses, but wrongly
+            line, size = self.line, _utf8_size(self.text, self.position, end)
+            self.move_to(end)
+            return line, value, size
+
+    def _may_go_on(self, error: json.JSONDecodeError) -> bool:
+        """Whether the error may only mean that the value goes on past the text read."""
+        near_the_end = error.pos >= len(self.text) - _LOOKAHEAD
+        return near_the_end or error.msg.startswith("Unterminated string")
+
+    def refuse(self, why: str) -> NoReturn:
+        _refuse(self.path, why, self.line)
+
+
+def _raw_decode(text: str, position: int) -> tuple[Any, int]:
+    """json's raw_decode, with what Python's parser refuses beyond JSON's grammar (nesting too
+    deep, an integer over its 4,300-digit limit) as a JSON error at the value's start."""
+    try:
+        return _DECODER.raw_decode(text, position)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, position) from None
+    except ValueError:
+        raise json.JSONDecodeError(
+            f"a number longer than {sys.get_int_max_str_digits()} digits", text, position
+        ) from None
+
+
+def _utf8_size(text: str, start: int, end: int) -> int:
+    """Bytes of text[start:end] in UTF-8 (as the file holds it)."""
+    return len(text[start:end].encode("utf-8"))
 
 
 def _csv_rows(path: Path, instruction_fields: tuple[str, ...]) -> Iterator[tuple[int, Any]]:
     open_binary(path).close()
-    # The csv module caps a field at 128 KiB by default (process-wide); a row may be 1 MB.
-    csv.field_size_limit(max(csv.field_size_limit(), MAX_ROW_BYTES))
+    # The csv module caps a field at 128 KiB by default (process-wide).
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_CHARS))
     with path.open(encoding="utf-8-sig", newline="") as fp:
         reader = csv.DictReader(fp)
         try:
@@ -261,7 +349,7 @@ def _csv_rows(path: Path, instruction_fields: tuple[str, ...]) -> Iterator[tuple
                 elif not any((value or "").strip() for value in row.values()):
                     yield line, RowError("blank row")
                 else:
-                    yield line, row
+                    yield line, _value_rules(row) or row
         except UnicodeDecodeError:
             # The text layer decodes ahead of the csv reader, whose line count says nothing here.
             raise SeedFileError(
@@ -269,7 +357,10 @@ def _csv_rows(path: Path, instruction_fields: tuple[str, ...]) -> Iterator[tuple
             ) from None
         except csv.Error as error:
             # DictReader's own line_num still names the row before the one that failed.
-            raise SeedFileError(str(path), reader.reader.line_num, f"bad CSV: {error}") from None
+            line = reader.reader.line_num
+            if "field larger than field limit" in str(error):
+                _refuse(path, f"row is over the {MAX_ROW_BYTES // 10**6} MB limit", line)
+            raise SeedFileError(str(path), line, f"bad CSV: {error}") from None
 
 
 def _first_undecodable_line(path: Path) -> int:
@@ -304,9 +395,31 @@ def _parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:
         for batch in table.iter_batches(batch_size=1024):
             for row in batch.to_pylist():
                 number += 1
-                yield number, row
+                yield number, _value_rules(row) or row
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise SeedFileError(str(path), None, f"unreadable Parquet: {error}") from None
+
+
+def _value_rules(row: dict[str, Any]) -> RowError | None:
+    """The row rules for a row read as values (CSV, Parquet): the UTF-8 size of its texts, and
+    no NUL in them."""
+    size, nul = 0, False
+    for text in _texts(row):
+        size += len(text.encode("utf-8", "surrogatepass"))
+        nul = nul or "\x00" in text
+    return row_too_large(size) or (RowError(NUL_BYTE) if nul else None)
+
+
+def _texts(value: Any) -> Iterator[str]:
+    """Every string among a row's values, nested lists and objects included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _texts(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _texts(item)
 
 
 def _csv_width(row: dict[Any, Any]) -> int:

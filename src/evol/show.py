@@ -31,6 +31,11 @@ DiffOp = Literal["equal", "insert", "delete"]
 DIFF_CONTEXT = 4
 _MIN_ELIDED = 3  # fewer unchanged words than this are shown, not shortened
 _MIN_TEXT_WIDTH = 24
+# The tree shows this many characters of a text, then a marker; `evol show --full` shows all.
+SHOWN_CHARS = 2_000
+# difflib's time can grow with the product of the two word counts: past this many words a diff
+# is the words both texts start and end with, and what lies between as a replacement.
+_MAX_DIFF_WORDS = 2_000
 _GLUE = "\u00a0"  # a space that textwrap does not break at
 
 
@@ -78,6 +83,8 @@ def word_diff(parent: str, child: str) -> list[tuple[DiffOp, str]]:
     followed by an insert.
     """
     old, new = parent.split(), child.split()
+    if max(len(old), len(new)) > _MAX_DIFF_WORDS:
+        return _ends_diff(old, new)
     changes: list[tuple[DiffOp, str]] = []
     matcher = difflib.SequenceMatcher(None, old, new, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
@@ -89,6 +96,24 @@ def word_diff(parent: str, child: str) -> list[tuple[DiffOp, str]]:
         if j2 > j1:
             changes.append(("insert", " ".join(new[j1:j2])))
     return changes
+
+
+def _ends_diff(old: list[str], new: list[str]) -> list[tuple[DiffOp, str]]:
+    """A word diff in linear time: the common start, the middle replaced, the common end."""
+    shortest = min(len(old), len(new))
+    start = 0
+    while start < shortest and old[start] == new[start]:
+        start += 1
+    end = 0
+    while end < shortest - start and old[-1 - end] == new[-1 - end]:
+        end += 1
+    pieces: list[tuple[DiffOp, list[str]]] = [
+        ("equal", old[:start]),
+        ("delete", old[start : len(old) - end]),
+        ("insert", new[start : len(new) - end]),
+        ("equal", old[len(old) - end :]),
+    ]
+    return [(op, " ".join(words)) for op, words in pieces if words]
 
 
 def lineage(run_dir: Path, record_id: str) -> Lineage:
@@ -140,8 +165,11 @@ def _step(data: dict[str, Any], kept: bool) -> LineageStep:
     return LineageStep.model_validate({**fields, "kept": kept})
 
 
-def format_lineage(found: Lineage, *, width: int = 100) -> str:
-    """The lineage as a tree of text at most `width` columns wide (where words allow)."""
+def format_lineage(found: Lineage, *, width: int = 100, full: bool = False) -> str:
+    """The lineage as a tree of text at most `width` columns wide (where words allow); a text
+    longer than SHOWN_CHARS is cut, with a marker saying how much is left, unless `full`."""
+    if not full:
+        found = found.model_copy(update={"roots": [_shortened(root) for root in found.roots]})
     lines = [
         printable(
             f"{found.run}: lineage of {found.root_id}: {found.kept} kept, "
@@ -152,6 +180,26 @@ def format_lineage(found: Lineage, *, width: int = 100) -> str:
     for root in found.roots:
         _draw(root, found.asked, "", "", "", width, lines)
     return "\n".join(lines)
+
+
+def _shortened(step: LineageStep) -> LineageStep:
+    """`step` and the steps below it with every text cut to SHOWN_CHARS characters."""
+    diff = [(op, _cut(text)) for op, text in step.diff] if step.diff is not None else None
+    return step.model_copy(
+        update={
+            "instruction": _cut(step.instruction),
+            "input": _cut(step.input),
+            "detail": _cut(step.detail) if step.detail is not None else None,
+            "diff": diff,
+            "children": [_shortened(child) for child in step.children],
+        }
+    )
+
+
+def _cut(text: str) -> str:
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:SHOWN_CHARS]}\n[… {len(text) - SHOWN_CHARS:,} more characters, use --full]"
 
 
 def _draw(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from evol.config import MAX_GENERATIONS
 from evol.contamination import Flagged, read_contamination
 from evol.counts import RunCounts
 from evol.manifest import read_manifest
@@ -134,16 +135,16 @@ def run_stats(
         counts.add(record, record["reason"])
 
     eliminated, operations = counts.eliminated_by_generation, counts.operations
-    last = max([*instruction_words, *eliminated, 0])
+    generations = _generations({*instruction_words, *eliminated})
     per_generation = [
         GenerationStats(
             generation=g,
             kept=counts.kept[g],
             eliminated=dict(sorted(eliminated.get(g, {}).items())),
-            instruction_words=summarize(instruction_words[g]),
-            answer_words=summarize(answer_words[g]),
+            instruction_words=summarize(instruction_words.get(g, [])),
+            answer_words=summarize(answer_words.get(g, [])),
         )
-        for g in range(last + 1)
+        for g in generations
     ]
     per_operation = {
         name: OperationStats(
@@ -174,6 +175,14 @@ def run_stats(
     _add_metrics(run_dir, stats)
     _add_contamination(run_dir, stats)
     return stats
+
+
+def _generations(found: set[int]) -> list[int]:
+    """The rows of the table: every generation a run can make, from 0 to the last with records
+    (gen_0 may be empty), and any other number a record claims (100,000,000, -3) on its own,
+    never a range up to it."""
+    last = max((g for g in found if 0 <= g <= MAX_GENERATIONS), default=0)
+    return sorted(found.union(range(last + 1)))
 
 
 def _add_scores(run_dir: Path, stats: RunStats) -> None:
