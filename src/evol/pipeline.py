@@ -32,13 +32,14 @@ from evol.lineage import LineageIndex
 from evol.llm import ChatBackend, missing_key_warning, open_backend
 from evol.llm.routing import EndpointRouter
 from evol.manifest import (
+    Manifest,
     RunFacts,
     RunSummary,
     build_manifest,
     check_resume,
     fingerprint,
     is_finished,
-    read_manifest,
+    load_manifest,
     write_manifest,
 )
 from evol.prompts import PromptSet
@@ -98,12 +99,12 @@ async def arun(
         )
         journal = None
         try:
-            previous = read_manifest(config.out, required=False)
+            previous = load_manifest(config.out, required=False)
             if previous is not None:
                 check_resume(config.out, previous, print_, config)
-                if is_finished(previous, config, store.output_sizes()):
+                if previous.summary and is_finished(previous, config, store.output_sizes()):
                     info(f"{config.out} is complete: nothing to do")
-                    return RunSummary.model_validate(previous["summary"])
+                    return previous.summary
             recorded: set[str] = set()
             store.scan(also=[lineages.add, lambda data, _reason: recorded.add(data["id"])])
             journal = CallJournal.open(config.out / JOURNAL, recorded)
@@ -192,12 +193,12 @@ def _finished_as_recorded(config: RunConfig, seeds_digest: str) -> bool:
     if config.overwrite:
         return False
     try:
-        previous = read_manifest(config.out, required=False)
+        previous = load_manifest(config.out, required=False)
     except RunDirError:
         return False
     return (
         previous is not None
-        and previous.get("fingerprint", {}).get("seeds file content") == seeds_digest
+        and previous.fingerprint.get("seeds file content") == seeds_digest
         and is_finished(previous, config, output_sizes(config.out))
     )
 
@@ -217,7 +218,7 @@ class _Run:
     journal: CallJournal
     lineages: LineageIndex
     counts: RunCounts
-    previous: dict[str, Any] | None
+    previous: Manifest | None
     started: float
     on_info: Callable[[str], None]
 
