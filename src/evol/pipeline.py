@@ -14,7 +14,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from evol.config import RunConfig
 from evol.counts import RunCounts
@@ -24,6 +24,7 @@ from evol.errors import (
     EvolError,
     Interrupted,
     RunDirError,
+    StorageError,
     TransientBackendError,
     UsageError,
 )
@@ -45,7 +46,7 @@ from evol.manifest import (
 from evol.prompts import PromptSet
 from evol.secrets import display_url, redact
 from evol.seeds import SeedScan, file_digest, iter_seeds, scan_seeds
-from evol.store import BATCH_DIR, JOURNAL, RunStore, output_sizes
+from evol.store import BATCH_DIR, JOURNAL, MANIFEST, RunStore, output_sizes
 
 __all__ = ["ProgressCallback", "RunSummary", "arun", "run"]
 
@@ -264,12 +265,35 @@ class _Run:
         except EvolError as stopped:
             if not isinstance(stopped, Interrupted):
                 status, error = "failed", str(stopped)
-            stopped.summary = self.finish(status, engine, dataset_records, error)  # for --json
-            raise
+            self.end_with(stopped, status, engine, dataset_records, error)
         except BaseException:
-            self.finish(status, engine, dataset_records, error)
+            with contextlib.suppress(EvolError):  # what stopped the run matters more
+                self.finish(status, engine, dataset_records, error)
             raise
         return RunSummary.model_validate(self.finish(status, engine, dataset_records, error))
+
+    def end_with(
+        self,
+        stopped: EvolError,
+        status: str,
+        engine: Engine,
+        dataset_records: int | None,
+        error: str | None,
+    ) -> NoReturn:
+        """Raise `stopped` once run.json says how the run ended, with the summary for `--json`;
+        when run.json cannot be written either (a full disk), an error that says so too."""
+        manifest = self.manifest(status, engine, dataset_records, error)
+        try:
+            write_manifest(self.config.out, manifest)
+        except StorageError as also:
+            unwritten = RunDirError(
+                f"{stopped}; and {MANIFEST} was not updated either ({also.strerror}): it still "
+                "says what it said before this run"
+            )
+            unwritten.exit_code, unwritten.summary = stopped.exit_code, manifest["summary"]
+            raise unwritten from stopped
+        stopped.summary = manifest["summary"]
+        raise stopped
 
     def finish(
         self,
@@ -279,6 +303,14 @@ class _Run:
         error: str | None = None,
     ) -> dict[str, Any]:
         """Write run.json as things stand; returns its summary."""
+        manifest = self.manifest(status, engine, dataset_records, error)
+        write_manifest(self.config.out, manifest)
+        return manifest["summary"]
+
+    def manifest(
+        self, status: str, engine: Engine, dataset_records: int | None, error: str | None
+    ) -> dict[str, Any]:
+        """run.json as things stand."""
         key = self.config.api_key.get_secret_value() if self.config.api_key else None
         facts = RunFacts(
             config=self.config,
@@ -308,9 +340,7 @@ class _Run:
             waiting=engine.stats.deferred,
             batches=self.batches(),
         )
-        manifest = build_manifest(facts, self.previous)
-        write_manifest(self.config.out, manifest)
-        return manifest["summary"]
+        return build_manifest(facts, self.previous)
 
     def batches(self) -> list[dict[str, Any]] | None:
         """With --batch: every batch of the run, as run.json lists it."""

@@ -20,6 +20,7 @@ lineage index, the counts). The store knows file formats, not LLMs, nor what a r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -31,7 +32,7 @@ import jsonlines
 import orjson
 from filelock import FileLock, Timeout
 
-from evol.errors import RunDirError
+from evol.errors import RunDirError, StorageError
 from evol.records import EliminatedRecord, Record
 
 MANIFEST = "run.json"
@@ -263,17 +264,34 @@ class RunStore:
 
 
 def open_for_append(path: Path) -> BinaryIO:
-    """Open for appending, refusing to follow a symbolic link (where the OS can say so)."""
+    """Open for appending, unbuffered, refusing to follow a symbolic link (where the OS can
+    say so)."""
     try:
-        return os.fdopen(os.open(path, _WRITE_FLAGS, 0o644), "ab")
+        return open(path, "ab", buffering=0, opener=_open_no_follow)
     except OSError as error:
-        raise RunDirError(f"{path}: cannot write it: {error.strerror}") from None
+        raise StorageError(path, error) from None
+
+
+def _open_no_follow(path: str, _flags: int) -> int:
+    return os.open(path, _WRITE_FLAGS, 0o644)
 
 
 def append_line(writer: BinaryIO, data: dict[str, Any]) -> None:
-    """One line, flushed to the OS: a kill -9 after this returns cannot lose it."""
-    writer.write(orjson.dumps(data) + b"\n")
-    writer.flush()
+    """One line, handed to the OS: a kill -9 after this returns cannot lose it.
+
+    A write that fails part-way (disk full, file-size limit) is cut off again, so that no
+    half line is left between whole ones should a later write succeed.
+    """
+    line = orjson.dumps(data) + b"\n"
+    start = writer.seek(0, os.SEEK_END)
+    try:
+        written = 0
+        while written < len(line):  # a write may stop short, at a limit, before it fails
+            written += writer.write(line[written:])
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            writer.truncate(start)
+        raise StorageError(writer.name, error) from None
 
 
 def is_own_file(run_dir: Path, path: Path) -> bool:
@@ -349,6 +367,13 @@ def _sort_lines(path: Path, key: Callable[[dict[str, Any]], tuple[int, int]]) ->
 
 def repair_torn_tail(path: Path) -> None:
     """Cut a last line that a crash left without its newline or half-written."""
+    try:
+        _cut_torn_tail(path)
+    except OSError as error:
+        raise StorageError(path, error) from None
+
+
+def _cut_torn_tail(path: Path) -> None:
     with path.open("rb+") as fp:
         size = fp.seek(0, os.SEEK_END)
         if size == 0:
@@ -380,15 +405,20 @@ def atomic_write(path: Path, content: str | Callable[[BinaryIO], None]) -> None:
     """Replace `path` with `content` (text, or a writer of bytes) atomically: a crash leaves
     the old file or the new one, never half of either."""
     temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("wb") as out:
-        if isinstance(content, str):
-            out.write(content.encode("utf-8"))
-        else:
-            content(out)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
-    _fsync_dir(path.parent)
+    try:
+        with temporary.open("wb") as out:
+            if isinstance(content, str):
+                out.write(content.encode("utf-8"))
+            else:
+                content(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+        _fsync_dir(path.parent)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        raise StorageError(path, error) from None
 
 
 def _fsync_dir(directory: Path) -> None:
