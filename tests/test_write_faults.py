@@ -179,3 +179,39 @@ def test_running_out_of_open_files_on_a_write_says_the_limit_and_the_remedy(
         f"{tmp_path / 'calls.jsonl'}: cannot write it: too many open files: the limit is 64 "
         "(ulimit -n), lower --concurrency or raise the limit"
     ), result.stderr
+
+
+def test_an_open_file_limit_below_the_concurrency_is_refused_before_any_call(
+    tmp_path: Path,
+) -> None:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS[:8]), tmp_path / "run"
+
+    def run_under(limit: int, concurrency: int) -> subprocess.CompletedProcess[str]:
+        def limit_open_files() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+        command = [
+            sys.executable, "-m", "evol", "run", str(seeds), "--out", str(out),
+            "--base-url", server.base_url, "--quiet", "--json", "--generations", "1",
+            "--concurrency", str(concurrency),
+        ]  # fmt: skip
+        return subprocess.run(
+            command,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            preexec_fn=limit_open_files,
+        )
+
+    with FakeServer() as server:
+        refused = run_under(48, concurrency=64)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        assert refused.stderr.strip() == (
+            "evol: error: too many open files: the limit is 48 (ulimit -n) and --concurrency 64 "
+            "needs about 81: lower --concurrency or raise the limit"
+        )
+        assert json.loads(refused.stdout)["status"] == "failed"
+        assert server.requests == [] and not (out / "run.json").exists()
+        lowered = run_under(48, concurrency=8)  # what the message says to do works
+        assert lowered.returncode == 0, lowered.stderr

@@ -43,6 +43,7 @@ from evol.manifest import (
     load_manifest,
     write_manifest,
 )
+from evol.oslimits import open_file_limit
 from evol.prompts import PromptSet
 from evol.secrets import display_url, redact
 from evol.seeds import SeedScan, file_digest, iter_seeds, scan_seeds
@@ -88,6 +89,7 @@ async def arun(
     if warning := missing_key_warning(backend_name, config.base_urls, config.api_key is not None):
         info(f"warning: {warning}")
     try:
+        _check_open_files(config, backend_name)
         models = await _resolve_models(config, backend)
         print_ = fingerprint(config, seeds_digest, prompts, backend_name, vars(models))
         counts, lineages = RunCounts(), LineageIndex(config.generations)
@@ -181,6 +183,25 @@ def _check_batches(config: RunConfig) -> None:
             f"{config.out}: this run sends its requests through the Batch API and {held}: "
             "resume it with --batch (without it they would be paid again), or start afresh "
             "with --overwrite"
+        )
+
+
+# Open files a live run holds beside its connections: Python's own, the event loop's, the lock,
+# the journal, eliminated.jsonl (a run with one connection and 3 record files needs ~20).
+_FILES_BESIDE_CONNECTIONS = 16
+
+
+def _check_open_files(config: RunConfig, backend_name: str) -> None:
+    """Refuse, before any call, a run that would reach the open-file limit: every live request
+    in flight holds a connection, and each generation's record file stays open."""
+    limit = open_file_limit()
+    if limit is None or config.batch or backend_name == "local":  # no connection per request
+        return
+    needed = config.concurrency + config.generations + _FILES_BESIDE_CONNECTIONS
+    if limit < needed:
+        raise UsageError(
+            f"too many open files: the limit is {limit} (ulimit -n) and --concurrency "
+            f"{config.concurrency} needs about {needed}: lower --concurrency or raise the limit"
         )
 
 
