@@ -348,3 +348,49 @@ def test_unusable_seed_paths(evol, tmp_path: Path, make: str) -> None:
         and len(result.stderr.strip().splitlines()) == 1
     )
     assert not (tmp_path / "run").exists()
+
+
+JOURNAL_DAMAGE = [
+    ('{"item": "s1.2", "role": "evol', "not JSON"),
+    ("[1, 2]", "not a call's reply"),
+    ('{"item": "s1.2", "role": "evolve", "reply": {"text": 5}}', "not a call's reply"),
+    ('{"item": "s1.2", "role": "evolve"}', "not a call's reply"),
+]
+
+
+@pytest.mark.parametrize(("line", "what"), JOURNAL_DAMAGE, ids=[w for _l, w in JOURNAL_DAMAGE])
+def test_a_damaged_journal_line_before_the_last_is_one_line_and_deleting_it_resumes(
+    evol, server, tmp_path: Path, line: str, what: str
+) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", seed_rows(7))
+    straight, out = tmp_path / "straight", tmp_path / "run"
+    for run in (straight, out):
+        assert (
+            evol(
+                "run", seeds, "--out", run, "--base-url", server.base_url, "--generations", "1"
+            ).exit_code
+            == 0
+        )
+    reply = {"text": "a reply", "prompt_tokens": 1, "completion_tokens": 1, "finish_reason": "stop"}
+    good = json.dumps({"item": "s9.2", "role": "evolve", "reply": reply})
+    journal = out / "calls.jsonl"
+    journal.write_text(f"{good}\n{line}\n{good}\n")  # not the last line: no crash tears that
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    again = ("run", seeds, "--out", out, "--base-url", server.base_url, "--generations", "2")
+    result = evol(*again)  # a traceback would raise here
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"evol: error: {journal}:2: damaged line ({what}): the journal only saves paying twice "
+        "for calls made before a crash: delete it to make them again, or start again with "
+        "--overwrite\n"
+    )
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    journal.unlink()  # as the message says
+    assert evol(*again).exit_code == 0
+    assert (
+        evol(
+            "run", seeds, "--out", straight, "--base-url", server.base_url, "--generations", "2"
+        ).exit_code
+        == 0
+    )
+    assert run_content(out) == run_content(straight)

@@ -23,7 +23,7 @@ from evol.elimination import Reason
 from evol.errors import ConfigMismatch, RunDirError
 from evol.journal import CallJournal
 from evol.lineage import LineageIndex, LineageProgress, Tip
-from evol.manifest import check_resume, is_finished, read_manifest, write_manifest
+from evol.manifest import Manifest, check_resume, is_finished, load_manifest, write_manifest
 from evol.records import EliminatedRecord, Record
 from evol.store import JOURNAL, RunStore, repair_torn_tail
 
@@ -56,7 +56,7 @@ def open_run(out: Path, generations: int = 3, **fingerprint: Any) -> OpenRun:
     fingerprint = fingerprint or FINGERPRINT
     store = RunStore.open(out, generations=generations, overwrite=False)
     try:
-        previous = read_manifest(out, required=False)
+        previous = load_manifest(out, required=False)
         if previous is None:
             write_manifest(out, manifest(fingerprint, generations, "running"))
         else:
@@ -319,7 +319,7 @@ def test_a_look_before_the_run_skips_a_torn_line_and_leaves_the_file_alone(
 def test_a_resume_with_other_options_is_refused_naming_each(
     tmp_path: Path, now: dict[str, Any], generations: int, named: dict[str, Any]
 ) -> None:
-    previous = manifest(FINGERPRINT, 3, "complete")
+    previous = Manifest.model_validate(manifest(FINGERPRINT, 3, "complete"))
     if not named:
         check_resume(tmp_path, previous, now, config(tmp_path, generations))
         return
@@ -342,6 +342,7 @@ def test_a_resume_with_other_options_is_refused_naming_each(
 def test_a_manifest_missing_parts_is_compared_as_far_as_it_goes(
     tmp_path: Path, previous: dict[str, Any], generations: int, named: dict[str, Any]
 ) -> None:
+    previous = Manifest.model_validate(previous)
     if not named:
         check_resume(tmp_path, previous, FINGERPRINT, config(tmp_path, generations))
         return
@@ -422,7 +423,7 @@ def test_overwrite_starts_afresh_and_leftover_temporary_files_go(tmp_path: Path)
     (out / "notes.tmp").write_text("the user's")
     # With --overwrite, evol run deletes the run before it reads anything: no options to match.
     store = RunStore.open(out, generations=3, overwrite=True)
-    assert read_manifest(out, required=False) is None
+    assert load_manifest(out, required=False) is None
     lineages, recorded = LineageIndex(3), set[str]()
     store.scan(also=[lineages.add, lambda data, _reason: recorded.add(data["id"])])
     assert not lineages.progress("a").seed_done and recorded == set()

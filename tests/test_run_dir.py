@@ -6,6 +6,7 @@ import asyncio
 import gc
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -152,3 +153,106 @@ def test_the_library_call_leaves_the_process_as_it_found_it(server, tmp_path: Pa
         gc.unfreeze()
     assert summary.status == "complete" and summary.kept == 6
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "complete"
+
+
+# -- a damaged run.json: one line naming the file, what is wrong and what to do --------------
+
+
+def _config_is_a_list(manifest: dict) -> str:
+    manifest["config"] = []
+    return "`config` is not an object"
+
+
+def _generations_is_a_string(manifest: dict) -> str:
+    manifest["config"]["generations"] = "2"
+    return "`config.generations` is not an integer"
+
+
+def _summary_generations_is_a_string(manifest: dict) -> str:
+    manifest["summary"]["generations"] = "2"
+    return "`summary.generations` is not an integer"
+
+
+def _status_is_missing_its_type(manifest: dict) -> str:
+    manifest["status"] = None
+    return "`status` is not a string"
+
+
+DAMAGES = {
+    "config is a list": _config_is_a_list,
+    "generations is a string": _generations_is_a_string,
+    "summary's generations is a string": _summary_generations_is_a_string,
+    "status is null": _status_is_missing_its_type,
+}
+COMMANDS = ["run", "stats", "show", "report", "export", "merge"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fake_server import FakeServer
+    from typer.testing import CliRunner
+
+    from evol.cli import app
+
+    folder = tmp_path_factory.mktemp("finished")
+    seeds = write_seeds(folder / "seeds.jsonl", SEEDS)
+    with FakeServer() as server:
+        result = CliRunner().invoke(
+            app, [str(a) for a in run_args(server, seeds, folder / "run", "--generations", "1")]
+        )
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+def _damaged_copy(finished_run: Path, tmp_path: Path, damage: str) -> tuple[Path, str]:
+    """A copy of a finished run whose run.json has `damage`; returns it and what is wrong."""
+    shutil.copytree(finished_run, tmp_path, dirs_exist_ok=True)
+    run = tmp_path / "run"
+    if damage == "nested 10,000 deep":
+        (run / "run.json").write_text("[" * 10_000 + "]" * 10_000)
+        return run, "nested too deep to be a manifest"
+    if damage == "a list":
+        (run / "run.json").write_text("[]")
+        return run, "not an evol manifest (not an object)"
+    manifest = json.loads((run / "run.json").read_text())
+    what = DAMAGES[damage](manifest)
+    (run / "run.json").write_text(json.dumps(manifest))
+    return run, what
+
+
+def _command(name: str, run: Path, server, tmp_path: Path) -> list[object]:
+    return {
+        "run": run_args(server, tmp_path / "seeds.jsonl", run, "--generations", "2"),
+        "stats": ["stats", run],
+        "show": ["show", run, "s1"],
+        "report": ["report", run, "--out", tmp_path / "report.html"],
+        "export": ["export", run, "--out", tmp_path / "export.jsonl"],
+        "merge": ["merge", run, run, "--out", tmp_path / "merged"],
+    }[name]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("damage", [*DAMAGES, "nested 10,000 deep", "a list"])
+def test_a_damaged_run_json_is_one_line_naming_it_what_is_wrong_and_what_to_do(
+    evol, server, finished_run: Path, tmp_path: Path, damage: str, command: str
+) -> None:
+    run, what = _damaged_copy(finished_run, tmp_path, damage)
+    before = snapshot(run)
+    result = evol(*_command(command, run, server, tmp_path))  # a traceback would raise here
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"evol: error: {run / 'run.json'}: {what}: the run directory is damaged: restore it, "
+        "or start again with --overwrite\n"
+    )
+    assert snapshot(run) == before and server.requests == []
+
+
+def test_a_damaged_run_json_gives_way_to_overwrite(
+    evol, server, finished_run: Path, tmp_path: Path
+) -> None:
+    run, _what = _damaged_copy(finished_run, tmp_path, "nested 10,000 deep")
+    seeds = tmp_path / "seeds.jsonl"
+    result = evol(*run_args(server, seeds, run, "--generations", "1", "--overwrite"))
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((run / "run.json").read_text())["status"] == "complete"
+    assert snapshot(run)["dataset.jsonl"] == snapshot(finished_run / "run")["dataset.jsonl"]

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from evol import __version__
 from evol.config import RoleParams, RunConfig
 from evol.elimination import EliminationRules
-from evol.errors import EvolError, UsageError
+from evol.errors import OUT_OF_RESOURCES, EvolError, UsageError, storage_failure
 from evol.export import (
     export_run,
     format_export,
@@ -230,6 +230,12 @@ def _user_errors(debug: bool, *, as_json: bool = False) -> Iterator[None]:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         _fail(f"{where}: {first['msg']}", 2, as_json)
+    except OSError as error:
+        # Writes in the run directory say which file; this catches one that got past them.
+        if debug or error.errno not in OUT_OF_RESOURCES:
+            raise
+        where = f"{error.filename}: " if error.filename else ""
+        _fail(f"{where}{storage_failure(error)}", 2, as_json)
     except KeyboardInterrupt:
         _fail("interrupted", 130, as_json)
 

@@ -6,6 +6,11 @@ and gets a traceback only with `--debug`.
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
+from evol.oslimits import file_size_limit, open_file_limit
+
 
 class EvolError(Exception):
     """Base of every user-facing failure."""
@@ -32,6 +37,43 @@ class PromptError(EvolError):
 
 class RunDirError(EvolError):
     """An output directory that cannot be used (a file, unreadable, corrupt manifest)."""
+
+
+class StorageError(RunDirError):
+    """A file that cannot be written: a full disk, a file-size or open-file limit, a fault.
+
+    Every line written before it is whole (a failed append is taken back), so once the cause
+    is fixed the same command goes on from there.
+    """
+
+    def __init__(self, path: Path | str, error: OSError):
+        self.path, self.strerror = Path(path), error.strerror or str(error)
+        super().__init__(f"{path}: cannot write it: {storage_failure(error)}")
+
+
+# What the OS says when it runs out of something a write needs: a user can act on each.
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.EFBIG, errno.ENOSPC, errno.EDQUOT})
+
+
+def storage_failure(error: OSError) -> str:
+    """What an OS error on a write means, with what to do about it."""
+    why = error.strerror or str(error)
+    if error.errno in (errno.EMFILE, errno.ENFILE):
+        limit = open_file_limit()
+        return (
+            f"too many open files: the limit is {limit if limit is not None else 'unknown'} "
+            "(ulimit -n), lower --concurrency or raise the limit"
+        )
+    if error.errno == errno.EFBIG:
+        limit = file_size_limit()
+        shown = f" of {limit:,} bytes" if limit is not None else ""
+        return (
+            f"{why}: the file-size limit{shown} (ulimit -f) is reached: raise it, then run the "
+            "same command again"
+        )
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{why}: free some space, then run the same command again"
+    return why
 
 
 class ConfigMismatch(EvolError):

@@ -3,7 +3,8 @@
 A step takes several calls (evolve, then answer and judge), so each reply is journalled the
 moment it arrives, flushed before the next request can go out: after a crash the step replays
 the journalled replies and pays only for the calls that were in flight. On open, replies of
-steps already recorded are dropped; when a run completes, the journal goes.
+steps already recorded are dropped; when a run completes, the journal goes. A torn last line
+is what a crash leaves and is cut; any other line that is not an entry is damage, refused.
 """
 
 from __future__ import annotations
@@ -13,8 +14,21 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from evol.errors import RunDirError
+from evol.llm.protocol import Completion
 from evol.store import append_line, atomic_write, open_for_append, repair_torn_tail
+
+
+class JournalEntry(BaseModel):
+    """One line of calls.jsonl: the reply to the call `role` made for the step `item`."""
+
+    model_config = ConfigDict(strict=True)
+
+    item: str
+    role: str
+    reply: Completion
 
 
 class CallJournal:
@@ -33,8 +47,8 @@ class CallJournal:
             return journal
         repair_torn_tail(path)
         with path.open("rb") as lines:
-            for line in lines:
-                entry = orjson.loads(line)
+            for number, line in enumerate(lines, start=1):
+                entry = _read_entry(path, number, line)
                 if entry["item"] not in recorded:
                     journal._replies[(entry["item"], entry["role"])] = entry["reply"]
         atomic_write(
@@ -65,3 +79,18 @@ class CallJournal:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def _read_entry(path: Path, number: int, line: bytes) -> dict[str, Any]:
+    """Line `number` of the journal, checked to be an entry; refused with where and why."""
+    try:
+        entry = orjson.loads(line)
+        JournalEntry.model_validate(entry)
+    except (orjson.JSONDecodeError, ValidationError) as error:
+        what = "not JSON" if isinstance(error, orjson.JSONDecodeError) else "not a call's reply"
+        raise RunDirError(
+            f"{path}:{number}: damaged line ({what}): the journal only saves paying twice for "
+            "calls made before a crash: delete it to make them again, or start again with "
+            "--overwrite"
+        ) from None
+    return entry

@@ -2,8 +2,9 @@
 
 It records the config (no secrets), the fingerprint a resume must match, the counts, usage,
 timings and versions, and the summary `--json` prints. `evol stats`, `export` and `report`
-read it through `read_manifest`; `evol run` through it too, to refuse a resume with other
-options (`check_resume`) and to answer a finished run without reading it again (`is_finished`).
+read it through `read_manifest`; `evol run` through `load_manifest`, to refuse a resume with
+other options (`check_resume`) and to answer a finished run without reading it again
+(`is_finished`). Both check it against `Manifest` first: a damaged run.json is one clear error.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from evol.config import RunConfig
 from evol.counts import RunCounts
@@ -55,6 +56,57 @@ class RunSummary(BaseModel):
     elapsed_s: float
 
 
+class _Section(BaseModel):
+    """Part of run.json: the fields evol reads back, with their types; others are kept."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class ManifestConfig(_Section):
+    generations: int | None = None
+    limit: int | None = None
+    prompts_dir: str | None = None
+    batch: bool = False
+    system_prompt: str | None = None
+
+
+class ManifestBackend(_Section):
+    name: str
+    models: dict[str, str] = Field(default_factory=dict)
+
+
+class ManifestSeeds(_Section):
+    path: str
+    count: int
+
+
+class ManifestCounts(_Section):
+    kept: int
+    eliminated: int
+
+
+class ManifestTimings(_Section):
+    total_elapsed_s: float = 0.0
+
+
+class Manifest(_Section):
+    """run.json as evol reads it back. A part may be missing (a run.json from before evol
+    wrote it, or one made by hand, is read as far as it goes); what is there has its type."""
+
+    status: str = "unknown"
+    config: ManifestConfig = Field(default_factory=ManifestConfig)
+    created_at: str | None = None
+    fingerprint: dict[str, Any] = Field(default_factory=dict)
+    backend: ManifestBackend | None = None
+    seeds: ManifestSeeds | None = None
+    counts: ManifestCounts | None = None
+    outputs: dict[str, int] = Field(default_factory=dict)
+    retries: dict[str, int] = Field(default_factory=dict)
+    summary: RunSummary | None = None
+    timings: ManifestTimings = Field(default_factory=ManifestTimings)
+    batches: list[dict[str, Any]] | None = None
+
+
 @dataclass
 class RunFacts:
     """What a run did and how it was set up: everything run.json records."""
@@ -81,21 +133,66 @@ class RunFacts:
 
 
 def read_manifest(run_dir: Path, *, required: bool = True) -> dict[str, Any] | None:
-    """run.json of `run_dir`; None when there is none and none is `required`."""
+    """run.json of `run_dir` as written, checked against `Manifest`; None when there is none
+    and none is `required`."""
+    found = _read(run_dir, required)
+    return found[0] if found else None
+
+
+@overload
+def load_manifest(run_dir: Path) -> Manifest: ...
+@overload
+def load_manifest(run_dir: Path, *, required: bool) -> Manifest | None: ...
+def load_manifest(run_dir: Path, *, required: bool = True) -> Manifest | None:
+    """run.json of `run_dir` as a `Manifest`; None when there is none and none is `required`."""
+    found = _read(run_dir, required)
+    return found[1] if found else None
+
+
+_DAMAGED = "the run directory is damaged: restore it, or start again with --overwrite"
+
+
+def _read(run_dir: Path, required: bool) -> tuple[dict[str, Any], Manifest] | None:
     path = run_dir / MANIFEST
     if not path.is_file():
         if required:
             raise RunDirError(f"{run_dir}: no run here (run.json is missing)")
         return None
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise RunDirError(f"{path}: nested too deep to be a manifest: {_DAMAGED}") from None
     except (OSError, ValueError) as error:
-        raise RunDirError(
-            f"{path}: unreadable manifest ({error}); use --overwrite to start afresh"
-        ) from None
-    if not isinstance(manifest, dict):
-        raise RunDirError(f"{path}: not an evol manifest; use --overwrite to start afresh")
-    return manifest
+        raise RunDirError(f"{path}: unreadable manifest ({error}): {_DAMAGED}") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: not an evol manifest (not an object): {_DAMAGED}")
+    try:
+        return data, Manifest.model_validate(data, strict=True)
+    except ValidationError as error:
+        raise RunDirError(f"{path}: {_first_problem(error)}: {_DAMAGED}") from None
+
+
+_TYPE_NAMES = {
+    "model_type": "an object",
+    "dict_type": "an object",
+    "list_type": "a list",
+    "string_type": "a string",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+}
+
+
+def _first_problem(error: ValidationError) -> str:
+    """The first thing wrong in run.json, in words: "`config` is not an object"."""
+    problem = error.errors()[0]
+    where = ".".join(str(part) for part in problem["loc"])
+    kind = problem["type"]
+    if kind == "missing":
+        return f"`{where}` is missing"
+    if kind in _TYPE_NAMES:
+        return f"`{where}` is not {_TYPE_NAMES[kind]}"
+    return f"`{where}`: {problem['msg']}"
 
 
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
@@ -131,18 +228,19 @@ def fingerprint(
     }
 
 
-def check_resume(
-    out_dir: Path, previous: dict[str, Any], new: dict[str, Any], config: RunConfig
-) -> None:
+def check_resume(out_dir: Path, previous: Manifest, new: dict[str, Any], config: RunConfig) -> None:
     """Refuse to resume a run made with other options, naming each (paths, not hashes)."""
-    old = previous.get("fingerprint", {})
+    old = previous.fingerprint
     differences = {
         name: (old.get(name), value) for name, value in new.items() if old.get(name) != value
     }
     shown = {
-        "seeds file content": (previous.get("seeds", {}).get("path"), f"{config.seeds} (changed)"),
+        "seeds file content": (
+            previous.seeds.path if previous.seeds else None,
+            f"{config.seeds} (changed)",
+        ),
         "--prompts": (
-            previous.get("config", {}).get("prompts_dir") or "the shipped prompts",
+            previous.config.prompts_dir or "the shipped prompts",
             f"{config.prompts_dir or 'the shipped prompts'} (other templates)",
         ),
     }
@@ -150,30 +248,32 @@ def check_resume(
         differences[name] = shown[name]
     # More generations, or more seeds, extend a run (round k of seed s is the same whatever N
     # is); fewer would hide records.
-    old_generations = previous.get("config", {}).get("generations", 0)
+    old_generations = previous.config.generations or 0
     if config.generations < old_generations:
         differences["--generations"] = (old_generations, config.generations)
-    old_limit = previous.get("config", {}).get("limit")
+    old_limit = previous.config.limit
     if config.limit is not None and (old_limit is None or config.limit < old_limit):
         differences["--limit"] = (old_limit or "all seeds", config.limit)
     if differences:
         raise ConfigMismatch(str(out_dir), differences)
 
 
-def is_finished(manifest: dict[str, Any], config: RunConfig, outputs: dict[str, int]) -> bool:
+def is_finished(manifest: Manifest, config: RunConfig, outputs: dict[str, int]) -> bool:
     """The run is complete with these generations and seeds, and its files are as it left them."""
-    recorded = manifest.get("config", {})
     return (
-        manifest.get("status") == "complete"
-        and recorded.get("generations") == config.generations
-        and recorded.get("limit") == config.limit
-        and manifest.get("outputs") == outputs
+        manifest.status == "complete"
+        and manifest.config.generations == config.generations
+        and manifest.config.limit == config.limit
+        and manifest.outputs == outputs
     )
 
 
-def build_manifest(facts: RunFacts, previous: dict[str, Any] | None) -> dict[str, Any]:
+def build_manifest(facts: RunFacts, previous: Manifest | None) -> dict[str, Any]:
     """run.json for `facts`, carrying over what the previous runs of the directory recorded."""
-    config, counts, previous = facts.config, facts.counts.as_dict(), previous or {}
+    config, counts = facts.config, facts.counts.as_dict()
+    created_at = previous.created_at if previous else None
+    total_before = previous.timings.total_elapsed_s if previous else 0.0
+    batches = previous.batches if previous else None
     summary = RunSummary(
         out=str(config.out),
         status=facts.status,
@@ -198,7 +298,7 @@ def build_manifest(facts: RunFacts, previous: dict[str, Any] | None) -> dict[str
     )
     return {
         "status": facts.status,
-        "created_at": previous.get("created_at") or _now(),
+        "created_at": created_at or _now(),
         "updated_at": _now(),
         "config": _public_config(config),
         "fingerprint": facts.fingerprint,
@@ -220,13 +320,11 @@ def build_manifest(facts: RunFacts, previous: dict[str, Any] | None) -> dict[str
         "endpoints": facts.endpoints,
         "dedup": {"method": facts.dedup_method} if facts.dedup_method else None,
         "concurrency": facts.concurrency,
-        "batches": facts.batches if facts.batches is not None else previous.get("batches"),
+        "batches": facts.batches if facts.batches is not None else batches,
         "summary": summary.model_dump(mode="json"),
         "timings": {
             "this_run_elapsed_s": round(facts.elapsed, 3),
-            "total_elapsed_s": round(
-                previous.get("timings", {}).get("total_elapsed_s", 0.0) + facts.elapsed, 3
-            ),
+            "total_elapsed_s": round(total_before + facts.elapsed, 3),
         },
         "versions": _versions(),
     }

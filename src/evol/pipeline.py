@@ -14,7 +14,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from evol.config import RunConfig
 from evol.counts import RunCounts
@@ -24,6 +24,7 @@ from evol.errors import (
     EvolError,
     Interrupted,
     RunDirError,
+    StorageError,
     TransientBackendError,
     UsageError,
 )
@@ -32,19 +33,21 @@ from evol.lineage import LineageIndex
 from evol.llm import ChatBackend, missing_key_warning, open_backend
 from evol.llm.routing import EndpointRouter
 from evol.manifest import (
+    Manifest,
     RunFacts,
     RunSummary,
     build_manifest,
     check_resume,
     fingerprint,
     is_finished,
-    read_manifest,
+    load_manifest,
     write_manifest,
 )
+from evol.oslimits import open_file_limit
 from evol.prompts import PromptSet
 from evol.secrets import display_url, redact
 from evol.seeds import SeedScan, file_digest, iter_seeds, scan_seeds
-from evol.store import BATCH_DIR, JOURNAL, RunStore, output_sizes
+from evol.store import BATCH_DIR, JOURNAL, MANIFEST, RunStore, output_sizes
 
 __all__ = ["ProgressCallback", "RunSummary", "arun", "run"]
 
@@ -86,6 +89,7 @@ async def arun(
     if warning := missing_key_warning(backend_name, config.base_urls, config.api_key is not None):
         info(f"warning: {warning}")
     try:
+        _check_open_files(config, backend_name)
         models = await _resolve_models(config, backend)
         print_ = fingerprint(config, seeds_digest, prompts, backend_name, vars(models))
         counts, lineages = RunCounts(), LineageIndex(config.generations)
@@ -98,12 +102,12 @@ async def arun(
         )
         journal = None
         try:
-            previous = read_manifest(config.out, required=False)
+            previous = load_manifest(config.out, required=False)
             if previous is not None:
                 check_resume(config.out, previous, print_, config)
-                if is_finished(previous, config, store.output_sizes()):
+                if previous.summary and is_finished(previous, config, store.output_sizes()):
                     info(f"{config.out} is complete: nothing to do")
-                    return RunSummary.model_validate(previous["summary"])
+                    return previous.summary
             recorded: set[str] = set()
             store.scan(also=[lineages.add, lambda data, _reason: recorded.add(data["id"])])
             journal = CallJournal.open(config.out / JOURNAL, recorded)
@@ -182,6 +186,25 @@ def _check_batches(config: RunConfig) -> None:
         )
 
 
+# Open files a live run holds beside its connections: Python's own, the event loop's, the lock,
+# the journal, eliminated.jsonl (a run with one connection and 3 record files needs ~20).
+_FILES_BESIDE_CONNECTIONS = 16
+
+
+def _check_open_files(config: RunConfig, backend_name: str) -> None:
+    """Refuse, before any call, a run that would reach the open-file limit: every live request
+    in flight holds a connection, and each generation's record file stays open."""
+    limit = open_file_limit()
+    if limit is None or config.batch or backend_name == "local":  # no connection per request
+        return
+    needed = config.concurrency + config.generations + _FILES_BESIDE_CONNECTIONS
+    if limit < needed:
+        raise UsageError(
+            f"too many open files: the limit is {limit} (ulimit -n) and --concurrency "
+            f"{config.concurrency} needs about {needed}: lower --concurrency or raise the limit"
+        )
+
+
 def _some(names: list[str]) -> str:
     return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
@@ -192,12 +215,12 @@ def _finished_as_recorded(config: RunConfig, seeds_digest: str) -> bool:
     if config.overwrite:
         return False
     try:
-        previous = read_manifest(config.out, required=False)
+        previous = load_manifest(config.out, required=False)
     except RunDirError:
         return False
     return (
         previous is not None
-        and previous.get("fingerprint", {}).get("seeds file content") == seeds_digest
+        and previous.fingerprint.get("seeds file content") == seeds_digest
         and is_finished(previous, config, output_sizes(config.out))
     )
 
@@ -217,7 +240,7 @@ class _Run:
     journal: CallJournal
     lineages: LineageIndex
     counts: RunCounts
-    previous: dict[str, Any] | None
+    previous: Manifest | None
     started: float
     on_info: Callable[[str], None]
 
@@ -263,12 +286,35 @@ class _Run:
         except EvolError as stopped:
             if not isinstance(stopped, Interrupted):
                 status, error = "failed", str(stopped)
-            stopped.summary = self.finish(status, engine, dataset_records, error)  # for --json
-            raise
+            self.end_with(stopped, status, engine, dataset_records, error)
         except BaseException:
-            self.finish(status, engine, dataset_records, error)
+            with contextlib.suppress(EvolError):  # what stopped the run matters more
+                self.finish(status, engine, dataset_records, error)
             raise
         return RunSummary.model_validate(self.finish(status, engine, dataset_records, error))
+
+    def end_with(
+        self,
+        stopped: EvolError,
+        status: str,
+        engine: Engine,
+        dataset_records: int | None,
+        error: str | None,
+    ) -> NoReturn:
+        """Raise `stopped` once run.json says how the run ended, with the summary for `--json`;
+        when run.json cannot be written either (a full disk), an error that says so too."""
+        manifest = self.manifest(status, engine, dataset_records, error)
+        try:
+            write_manifest(self.config.out, manifest)
+        except StorageError as also:
+            unwritten = RunDirError(
+                f"{stopped}; and {MANIFEST} was not updated either ({also.strerror}): it still "
+                "says what it said before this run"
+            )
+            unwritten.exit_code, unwritten.summary = stopped.exit_code, manifest["summary"]
+            raise unwritten from stopped
+        stopped.summary = manifest["summary"]
+        raise stopped
 
     def finish(
         self,
@@ -278,6 +324,14 @@ class _Run:
         error: str | None = None,
     ) -> dict[str, Any]:
         """Write run.json as things stand; returns its summary."""
+        manifest = self.manifest(status, engine, dataset_records, error)
+        write_manifest(self.config.out, manifest)
+        return manifest["summary"]
+
+    def manifest(
+        self, status: str, engine: Engine, dataset_records: int | None, error: str | None
+    ) -> dict[str, Any]:
+        """run.json as things stand."""
         key = self.config.api_key.get_secret_value() if self.config.api_key else None
         facts = RunFacts(
             config=self.config,
@@ -307,9 +361,7 @@ class _Run:
             waiting=engine.stats.deferred,
             batches=self.batches(),
         )
-        manifest = build_manifest(facts, self.previous)
-        write_manifest(self.config.out, manifest)
-        return manifest["summary"]
+        return build_manifest(facts, self.previous)
 
     def batches(self) -> list[dict[str, Any]] | None:
         """With --batch: every batch of the run, as run.json lists it."""

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from evol.config import MAX_GENERATIONS
 from evol.contamination import Flagged, read_contamination
 from evol.counts import RunCounts
-from evol.manifest import read_manifest
+from evol.manifest import load_manifest
 from evol.metrics import read_metrics, record_file_sizes
 from evol.scoring import SCORES, read_scores
 from evol.store import iter_records
@@ -110,17 +110,14 @@ def run_stats(
     run_dir: Path, *, price_in: float | None = None, price_out: float | None = None
 ) -> RunStats:
     """Summarise the run in `run_dir`; explicit prices (USD per 1M tokens) beat the built-in table."""
-    manifest = read_manifest(run_dir)
-    models: dict[str, str] = manifest.get("backend", {}).get("models", {})
-    if (
-        manifest.get("backend", {}).get("name") == "local"
-        and price_in is None
-        and price_out is None
-    ):
+    manifest = load_manifest(run_dir)
+    backend = manifest.backend
+    models = backend.models if backend else {}
+    if backend and backend.name == "local" and price_in is None and price_out is None:
         price_in = price_out = 0.0  # the embedded model runs on your own CPU
     # A run priced by how it was last run: one that switched between live and --batch
     # calls is priced as if all its calls were made the last way.
-    batched = bool(manifest.get("config", {}).get("batch"))
+    batched = manifest.config.batch
 
     # The counts are run.json's own (evol.counts); the lengths are what stats adds.
     counts = RunCounts()
@@ -164,7 +161,7 @@ def run_stats(
     total = round(sum(costs), 6) if costs and None not in costs else None
     stats = RunStats(
         run=str(run_dir),
-        status=manifest.get("status", "unknown"),
+        status=manifest.status,
         generations=per_generation,
         operations=per_operation,
         roles=roles,

@@ -22,6 +22,7 @@ lineage index, the counts). The store knows file formats, not LLMs, nor what a r
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -34,7 +35,7 @@ import jsonlines
 import orjson
 from filelock import FileLock, Timeout
 
-from evol.errors import RunDirError, UsageError
+from evol.errors import RunDirError, StorageError, UsageError
 from evol.records import EliminatedRecord, Record
 
 MANIFEST = "run.json"
@@ -269,25 +270,34 @@ class RunStore:
 
 
 def open_for_append(path: Path) -> BinaryIO:
-    """Open for appending, refusing to follow a symbolic link (where the OS can say so)."""
+    """Open for appending, unbuffered, refusing to follow a symbolic link (where the OS can
+    say so)."""
     try:
         return open_no_follow(path, append=True)
     except OSError as error:
-        raise RunDirError(write_error(path, error)) from None
+        raise write_failure(path, error) from None
 
 
 def open_no_follow(path: Path, *, append: bool = False) -> BinaryIO:
-    """Open `path` to write from its start (or, with `append`, its end), made if need be,
-    never through a symbolic link: a link in its place raises OSError, its target untouched."""
-    flags = _APPEND_FLAGS if append else _CREATE_FLAGS
-    return os.fdopen(os.open(path, flags, 0o644), "ab" if append else "wb")
+    """Open `path` to write from its start (or, with `append`, its end, unbuffered), made if
+    need be, never through a symbolic link: a link in its place raises OSError, its target
+    untouched."""
+    if append:
+        return os.fdopen(os.open(path, _APPEND_FLAGS, 0o644), "ab", buffering=0)
+    return os.fdopen(os.open(path, _CREATE_FLAGS, 0o644), "wb")
+
+
+def write_failure(path: Path, error: OSError) -> RunDirError:
+    """The error for a file evol cannot write: a link in its place is refused by name, any
+    other failure (a full disk, a limit) says what to do."""
+    if path.is_symlink():
+        return RunDirError(link_refusal(path))
+    return StorageError(path, error)
 
 
 def write_error(path: Path, error: OSError) -> str:
     """The one line for a file evol cannot write; a symbolic link in its place is named."""
-    if path.is_symlink():
-        return link_refusal(path)
-    return f"{path}: cannot write it: {error.strerror}"
+    return str(write_failure(path, error))
 
 
 def link_refusal(path: Path) -> str:
@@ -298,9 +308,21 @@ def link_refusal(path: Path) -> str:
 
 
 def append_line(writer: BinaryIO, data: dict[str, Any]) -> None:
-    """One line, flushed to the OS: a kill -9 after this returns cannot lose it."""
-    writer.write(orjson.dumps(data) + b"\n")
-    writer.flush()
+    """One line, handed to the OS: a kill -9 after this returns cannot lose it.
+
+    A write that fails part-way (disk full, file-size limit) is cut off again, so that no
+    half line is left between whole ones should a later write succeed.
+    """
+    line = orjson.dumps(data) + b"\n"
+    start = writer.seek(0, os.SEEK_END)
+    try:
+        written = 0
+        while written < len(line):  # a write may stop short, at a limit, before it fails
+            written += writer.write(line[written:])
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            writer.truncate(start)
+        raise StorageError(writer.name, error) from None
 
 
 def is_own_name(name: str) -> bool:
@@ -405,7 +427,14 @@ def repair_torn_tail(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDWR | _NO_FOLLOW)
     except OSError as error:
-        raise RunDirError(write_error(path, error)) from None
+        raise write_failure(path, error) from None
+    try:
+        _cut_torn_tail(fd)
+    except OSError as error:
+        raise StorageError(path, error) from None
+
+
+def _cut_torn_tail(fd: int) -> None:
     with os.fdopen(fd, "rb+") as fp:
         size = fp.seek(0, os.SEEK_END)
         if size == 0:
@@ -442,18 +471,21 @@ def atomic_write(path: Path, content: str | Callable[[BinaryIO], None]) -> None:
             raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
         out = open_no_follow(temporary)
     except OSError as error:
-        raise RunDirError(
-            write_error(temporary if temporary.is_symlink() else path, error)
-        ) from None
-    with out:
-        if isinstance(content, str):
-            out.write(content.encode("utf-8"))
-        else:
-            content(out)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
-    _fsync_dir(path.parent)
+        raise write_failure(temporary if temporary.is_symlink() else path, error) from None
+    try:
+        with out:
+            if isinstance(content, str):
+                out.write(content.encode("utf-8"))
+            else:
+                content(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+        _fsync_dir(path.parent)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)  # made by this call: never a user's link
+        raise StorageError(path, error) from None
 
 
 def _fsync_dir(directory: Path) -> None:
