@@ -272,18 +272,25 @@ MISFITS = {
     "choices an object": {"choices": {"message": {"content": "hi"}}},
     "no message": {"choices": [{"finish_reason": "stop"}]},
     "negative tokens": {"usage": {"prompt_tokens": -1, "completion_tokens": 3}},
+    "choices a string": {"choices": "hello"},
+    "message a string": {"choices": [{"message": "hello", "finish_reason": "stop"}]},
+    "content a list": {"choices": [{"message": {"content": ["hi"]}, "finish_reason": "stop"}]},
+    "numbers for text": {"choices": [{"message": {"content": 1.5}, "finish_reason": 2}]},
 }
+# Whole bodies that are JSON, but no object at all.
+NOT_OBJECTS = {"a list": b'[{"choices": []}]', "a string": b'"hello"', "a number": b"42"}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("misfit", sorted(MISFITS))
+@pytest.mark.parametrize("misfit", sorted(MISFITS) + sorted(NOT_OBJECTS))
 def test_a_reply_that_does_not_fit_the_schema_fails_the_step_not_the_run(
     tmp_path: Path, backend: str, misfit: str
 ) -> None:
     async def off_schema(request: Request, writer: asyncio.StreamWriter) -> bool:
         if request.path.endswith("/models"):
             return await answer_normally(request, writer)
-        writer.write(response("200 OK", completion_body(request, **MISFITS[misfit])))
+        body = NOT_OBJECTS.get(misfit) or completion_body(request, **MISFITS[misfit])
+        writer.write(response("200 OK", body))
         return True
 
     with HostileServer(off_schema) as server:
@@ -298,6 +305,83 @@ def test_a_reply_that_does_not_fit_the_schema_fails_the_step_not_the_run(
     summary = json.loads(child.stdout)
     assert summary["status"] == "failed" and calls == 2  # retried once, then a failed step
     assert "not a chat completion" in summary["failed"][0]["error"]
+
+
+MODEL_LISTS = {
+    "ids numbers": b'{"data": [{"id": 5}]}',
+    "data a string": b'{"data": "fake-model"}',
+    "a list": b'[{"id": "fake-model"}]',
+    "entries strings": b'{"data": ["fake-model"]}',
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("misfit", sorted(MODEL_LISTS))
+def test_a_model_list_that_does_not_fit_is_one_line_not_a_traceback(
+    tmp_path: Path, backend: str, misfit: str
+) -> None:
+    async def off_schema(request: Request, writer: asyncio.StreamWriter) -> bool:
+        if request.path.endswith("/models"):
+            writer.write(response("200 OK", MODEL_LISTS[misfit]))
+            return True
+        return await answer_normally(request, writer)
+
+    with HostileServer(off_schema) as server:
+        command = [
+            sys.executable,
+            "-m",
+            "evol",
+            "run",
+            str(write_seeds(tmp_path / "s.jsonl", SEEDS[:1])),
+        ]
+        command += [
+            "--out",
+            str(tmp_path / "run"),
+            "--base-url",
+            server.base_url,
+            "--backend",
+            backend,
+        ]
+        command += ["--max-retries", "1", "--retry-max-wait", "0.01", "--json"]  # no --model
+        child = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=120)
+    (line,) = child.stderr.strip().splitlines()
+    assert child.returncode == 1 and "sent a malformed model list" in line, child.stderr
+    assert json.loads(child.stdout)["status"] == "failed"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_model_id_with_escape_sequences_is_never_used_or_printed(
+    tmp_path: Path, backend: str
+) -> None:
+    async def escaping(request: Request, writer: asyncio.StreamWriter) -> bool:
+        if request.path.endswith("/models"):
+            listing = {"data": [{"id": "fake\x1b]0;owned\x07-model\x1b[2J"}]}
+            writer.write(response("200 OK", json.dumps(listing).encode()))
+            return True
+        return await answer_normally(request, writer)
+
+    with HostileServer(escaping) as server:
+        command = [
+            sys.executable,
+            "-m",
+            "evol",
+            "run",
+            str(write_seeds(tmp_path / "s.jsonl", SEEDS[:1])),
+        ]
+        command += [
+            "--out",
+            str(tmp_path / "run"),
+            "--base-url",
+            server.base_url,
+            "--backend",
+            backend,
+        ]
+        child = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=120)
+        asked = server.chat_requests()
+    assert child.returncode == 2 and asked == []
+    (line,) = child.stderr.strip().splitlines()
+    assert "serves one model, 'fake-model', whose id holds control characters" in line
+    assert "\x1b" not in child.stderr and "\x07" not in child.stderr
 
 
 # -- secrets -------------------------------------------------------------------------------
