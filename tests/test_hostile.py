@@ -446,6 +446,37 @@ def test_a_key_in_the_base_url_is_never_shown(tmp_path: Path) -> None:
     assert "api-version=2024-10-21" in (out / "run.json").read_text()  # the rest stays readable
 
 
+@pytest.mark.parametrize(
+    ("how", "source"),
+    [
+        ("config", "api-key in --config {config}"),
+        ("OPENAI_API_KEY", "OPENAI_API_KEY"),
+        ("EVOL_API_KEY", "EVOL_API_KEY"),
+        ("--api-key", "--api-key"),
+    ],
+)
+def test_a_refused_key_is_blamed_on_where_it_came_from(
+    tmp_path: Path, how: str, source: str
+) -> None:
+    async def refuse(request: Request, writer: asyncio.StreamWriter) -> bool:
+        writer.write(response("401 Unauthorized", b'{"error": {"message": "Incorrect API key"}}'))
+        return True
+
+    config = tmp_path / "evol.toml"
+    config.write_text(f'api-key = "{KEY}"\n')
+    source = source.format(config=config)
+    given = {"config": ["--config", config], "--api-key": ["--api-key", KEY]}.get(how, [])
+    env = {how: KEY} if how.endswith("_KEY") else {}
+    out = tmp_path / "run"
+    with HostileServer(refuse) as server:
+        child = run_evol(server.base_url, out, "--generations", "0", "--json", *given, env=env)
+    assert child.returncode == 2, child.stderr
+    (line,) = child.stderr.strip().splitlines()
+    assert line.endswith(f"check {source}"), line
+    assert manifest(out)["config"]["api_key_source"] == source
+    assert json.loads(child.stdout)["status"] == "failed"
+
+
 # -- unreachable endpoints -----------------------------------------------------------------
 
 
@@ -584,6 +615,25 @@ def test_proxies_come_from_the_environment_as_the_openai_sdk_takes_them(tmp_path
             assert went == expected, env
             assert len(direct.requests) > before_direct if expected == "direct" else True
     assert all(path.startswith("http://127.0.0.1:") for path in via_proxy)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "ALL_PROXY"])
+def test_a_proxy_that_refuses_is_named_not_the_base_url(
+    tmp_path: Path, backend: str, variable: str
+) -> None:
+    proxy = refused_url().removesuffix("/v1")
+    with FakeServer() as direct:
+        child = run_evol(
+            direct.base_url, tmp_path / "run", "--backend", backend, "--json",
+            env={variable: proxy},
+        )  # fmt: skip
+        reached = len(direct.requests)
+    assert child.returncode == 2, child.stderr
+    (line,) = child.stderr.strip().splitlines()
+    assert f"through the proxy {proxy}" in line and f"check {variable}" in line, line
+    assert "check --base-url" not in line and reached == 0
+    assert json.loads(child.stdout)["status"] == "failed"
 
 
 PROXY_ENVIRONMENTS = [

@@ -945,6 +945,8 @@ def _api_key_source(ctx: typer.Context) -> str:
     # Compared by name: Typer and Click each define their own ParameterSource enum.
     if getattr(source, "name", None) == "COMMANDLINE":
         return "--api-key"
+    if getattr(source, "name", None) == "DEFAULT_MAP":
+        return f"api-key in --config {ctx.params.get('config_file')}"
     return _env("api_key") if os.environ.get(_env("api_key")) else "OPENAI_API_KEY"
 
 
