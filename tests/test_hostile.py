@@ -384,6 +384,26 @@ def test_a_model_id_with_escape_sequences_is_never_used_or_printed(
     assert "\x1b" not in child.stderr and "\x07" not in child.stderr
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_server_message_reaches_the_terminal_and_run_json_without_escapes(
+    tmp_path: Path, backend: str
+) -> None:
+    async def not_found(request: Request, writer: asyncio.StreamWriter) -> bool:
+        message = "no such model\x1b]0;owned\x07\x1b[2J\r\nInjected: line"
+        writer.write(
+            response("404 Not Found", json.dumps({"error": {"message": message}}).encode())
+        )
+        return True
+
+    out = tmp_path / "run"
+    with HostileServer(not_found) as server:
+        child = run_evol(server.base_url, out, "--generations", "0", "--backend", backend)
+    assert child.returncode == 2
+    (line,) = child.stderr.strip().splitlines()
+    assert "(no such model Injected: line)" in line, line
+    assert not any(char in child.stderr + (out / "run.json").read_text() for char in "\x1b\x07\r")
+
+
 # -- secrets -------------------------------------------------------------------------------
 
 

@@ -166,7 +166,7 @@ MAX_RESPONSE_MB_OPTION = typer.Option(
     16.0,
     min=0.001,
     envvar=_env("max_response_mb"),
-    help="Largest reply body accepted, in MB (decompressed); a larger one is retried.",
+    help="Largest reply body (decompressed) or batch row accepted, in MB; a larger one is retried.",
 )
 PRICE_IN_OPTION = typer.Option(
     None,

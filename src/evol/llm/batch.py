@@ -466,7 +466,8 @@ class _Results:
 
 def _stored_row(custom_id: str, response: dict[str, Any], key: str | None) -> bytes:
     """A final row as results.jsonl keeps it. An error row's body is a server's words, which
-    may echo the key: kept without it (a key needs no JSON escape, so it appears verbatim)."""
+    may echo the key: kept without it (JSON writes a key verbatim unless it holds a quote or
+    a backslash, which no provider's keys do)."""
     stored = orjson.dumps(
         {"custom_id": custom_id, "status_code": response["status_code"], "body": response["body"]}
     )
