@@ -22,6 +22,9 @@ where `times` is how often its custom_id was submitted before:
     "output:500"    in the output file with that HTTP status and an error body
     "garbled"       a broken line in the output file
     "malformed"     a 200 row whose body is not a chat completion
+    "huge:<bytes>"  a 200 row whose answer is padded to that many bytes
+
+An error row's message is `error_text(line)` when that is set (a test plants text in it).
 
 Every row of every created batch is counted in `submitted`, every 200 answer in `answered`
 (what a user would pay for), and every HTTP request in `requests`.
@@ -30,6 +33,7 @@ Every row of every created batch is counted in `submitted`, every 200 answer in 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 import threading
@@ -82,6 +86,8 @@ class BatchServer:
     missing_files: bool = False  # every file's content is a 404 (another project's key)
     seed: int = 0
     api_key: str | None = None
+    login: tuple[str, str] | None = None  # HTTP Basic auth every request must carry
+    error_text: Callable[[dict[str, Any]], str] | None = None
     max_requests: int = INPUT_LIMIT_REQUESTS
     max_bytes: int = INPUT_LIMIT_BYTES
     page_size: int = 100  # the most batches one list page holds, whatever `limit` asks
@@ -200,6 +206,8 @@ class BatchServer:
             request.headers.get("Authorization") != f"Bearer {self.api_key}"
         ):
             return _error(401, "Incorrect API key provided.", "invalid_api_key")
+        if self.login is not None and request.headers.get("Authorization") != basic(*self.login):
+            return _error(401, "This server wants HTTP Basic auth.", "invalid_login")
         return await handler(request)
 
     async def _models(self, _request: web.Request) -> web.Response:
@@ -369,13 +377,20 @@ class BatchServer:
             return
         if kind.startswith(("error:", "output:")):
             where, _, code = kind.partition(":")
-            response = {"status_code": int(code), "body": _error_body(f"injected {code}")}
+            message = self.error_text(line) if self.error_text else f"injected {code}"
+            response = {"status_code": int(code), "body": _error_body(message)}
             (failed if where == "error" else output).append(
                 _line(row_id, custom_id, response, None)
             )
             return
         if kind == "malformed":
             response = {"status_code": 200, "body": {"id": "x", "choices": []}}
+            output.append(_line(row_id, custom_id, response, None))
+            return
+        if kind.startswith("huge:"):
+            reply = "x" * int(kind.partition(":")[2])
+            self.answered[custom_id] += 1
+            response = {"status_code": 200, "body": _completion(line["body"], reply, row_id)}
             output.append(_line(row_id, custom_id, response, None))
             return
         try:
@@ -393,6 +408,11 @@ class BatchServer:
         file_id = f"file-{len(self.files) + 1}"
         self.files[file_id] = content
         return file_id
+
+
+def basic(user: str, password: str) -> str:
+    """The Authorization header of HTTP Basic auth."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def content_of(line: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,9 @@ from evol.llm.batch import (
     BatchPending,
     BatchSettings,
     BatchUnknown,
+    OversizeRow,
     RowReader,
+    bounded_lines,
     is_final,
     plan_files,
     reply_outcome,
@@ -56,12 +59,19 @@ PARAMS = GenerationParams()
 
 
 def make_backend(
-    server: BatchServer, state_dir: Path, *, api_key: str | None = None, **options: Any
+    server: BatchServer,
+    state_dir: Path,
+    *,
+    api_key: str | None = None,
+    max_response_bytes: int = 16 << 20,
+    **options: Any,
 ) -> BatchBackend:
     settings = {"quiet_period": 0.05, "poll_interval": 0.02, "retry_max_wait": 0.01} | options
     return BatchBackend(
         BackendSettings(
-            base_urls=[server.base_url], api_key=SecretStr(api_key) if api_key else None
+            base_urls=[server.base_url],
+            api_key=SecretStr(api_key) if api_key else None,
+            max_response_bytes=max_response_bytes,
         ),
         BatchSettings(state_dir=state_dir, **settings),
     )
@@ -738,6 +748,72 @@ def test_an_output_file_over_the_cap_is_not_kept(tmp_path) -> None:
     assert isinstance(error, TransientBackendError) and "max_output_bytes" in str(error)
     assert not (tmp_path / RESULTS_FILE).exists()
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+# -- a row over --max-response-mb -------------------------------------------------------------
+
+CAP = 1 << 20
+HUGE = 3 << 20
+
+
+def test_a_row_over_the_reply_cap_is_asked_again_then_fails_and_is_never_kept(tmp_path) -> None:
+    texts = ["question 1", "question 2 [huge]"]
+    row_fate = lambda line, _times: f"huge:{HUGE}" if "[huge]" in content_of(line) else "ok"  # noqa: E731
+    with BatchServer(row_fate=row_fate) as server:
+        fine, huge = ask_all(server, tmp_path, texts, retries=1, max_response_bytes=CAP)
+    assert isinstance(fine, Completion) and fine.text == expected(texts[0])
+    assert isinstance(huge, TransientBackendError), huge
+    assert "over the 1,048,576-byte cap (--max-response-mb)" in str(huge)
+    assert server.submitted[custom_id(texts[1])] == 2  # asked again once, then failed
+    assert (tmp_path / RESULTS_FILE).stat().st_size < 10_000  # never kept
+
+
+def _row(custom_id: str, text: str, *, id_last: bool = False) -> bytes:
+    response = {"status_code": 200, "body": {"choices": [{"message": {"content": text}}]}}
+    row = {"response": response, "custom_id": custom_id} if id_last else {
+        "id": "r", "custom_id": custom_id, "response": response
+    }  # fmt: skip
+    return json.dumps(row).encode() + b"\n"
+
+
+@pytest.mark.parametrize("id_last", [False, True], ids=["custom_id first", "custom_id last"])
+def test_the_row_reader_never_holds_a_row_over_the_cap(tmp_path, id_last) -> None:
+    small, huge = _row("evol-a", "hi"), _row("evol-b", "x" * 8 * CAP, id_last=id_last)
+    path = tmp_path / "output.jsonl"
+    path.write_bytes(small + huge + small + huge[: CAP // 2])  # a torn last line, under the cap
+    tracemalloc.start()
+    try:
+        with path.open("rb") as lines:
+            rows = list(bounded_lines(lines, CAP))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert rows == [small, OversizeRow("evol-b", len(huge)), small, huge[: CAP // 2]]
+    # readline(cap) may join its pieces (two caps' worth at once), never the whole 8 MB row.
+    assert peak < 3 * CAP
+
+
+def test_a_batch_run_fails_the_step_whose_row_is_over_the_cap(tmp_path, evol) -> None:
+    seeds = write_seeds(
+        tmp_path / "seeds.jsonl",
+        [{"instruction": "Explain topic 1."}, {"instruction": "Explain topic 2 [huge]."}],
+    )
+    out = tmp_path / "out"
+    row_fate = lambda line, _times: f"huge:{HUGE}" if "[huge]" in json.dumps(line) else "ok"  # noqa: E731
+    with BatchServer(row_fate=row_fate) as server:
+        result = evol(
+            "run", seeds, "--out", out, "--base-url", server.base_url, "--batch",
+            "--batch-poll-interval", "0.02", "--model", MODEL, "--generations", "0",
+            "--max-response-mb", "1", "--max-retries", "1", "--retry-max-wait", "0.01",
+            "--quiet", "--json",
+        )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    (failed,) = json.loads(result.stdout)["failed"]
+    assert "--max-response-mb" in failed["error"]
+    assert [r["instruction"] for r in map(json.loads, (out / "dataset.jsonl").open())] == [
+        "Explain topic 1."
+    ]
+    assert sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) < 1 << 20
 
 
 # -- through the engine ----------------------------------------------------------------------

@@ -272,18 +272,25 @@ MISFITS = {
     "choices an object": {"choices": {"message": {"content": "hi"}}},
     "no message": {"choices": [{"finish_reason": "stop"}]},
     "negative tokens": {"usage": {"prompt_tokens": -1, "completion_tokens": 3}},
+    "choices a string": {"choices": "hello"},
+    "message a string": {"choices": [{"message": "hello", "finish_reason": "stop"}]},
+    "content a list": {"choices": [{"message": {"content": ["hi"]}, "finish_reason": "stop"}]},
+    "numbers for text": {"choices": [{"message": {"content": 1.5}, "finish_reason": 2}]},
 }
+# Whole bodies that are JSON, but no object at all.
+NOT_OBJECTS = {"a list": b'[{"choices": []}]', "a string": b'"hello"', "a number": b"42"}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("misfit", sorted(MISFITS))
+@pytest.mark.parametrize("misfit", sorted(MISFITS) + sorted(NOT_OBJECTS))
 def test_a_reply_that_does_not_fit_the_schema_fails_the_step_not_the_run(
     tmp_path: Path, backend: str, misfit: str
 ) -> None:
     async def off_schema(request: Request, writer: asyncio.StreamWriter) -> bool:
         if request.path.endswith("/models"):
             return await answer_normally(request, writer)
-        writer.write(response("200 OK", completion_body(request, **MISFITS[misfit])))
+        body = NOT_OBJECTS.get(misfit) or completion_body(request, **MISFITS[misfit])
+        writer.write(response("200 OK", body))
         return True
 
     with HostileServer(off_schema) as server:
@@ -298,6 +305,103 @@ def test_a_reply_that_does_not_fit_the_schema_fails_the_step_not_the_run(
     summary = json.loads(child.stdout)
     assert summary["status"] == "failed" and calls == 2  # retried once, then a failed step
     assert "not a chat completion" in summary["failed"][0]["error"]
+
+
+MODEL_LISTS = {
+    "ids numbers": b'{"data": [{"id": 5}]}',
+    "data a string": b'{"data": "fake-model"}',
+    "a list": b'[{"id": "fake-model"}]',
+    "entries strings": b'{"data": ["fake-model"]}',
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("misfit", sorted(MODEL_LISTS))
+def test_a_model_list_that_does_not_fit_is_one_line_not_a_traceback(
+    tmp_path: Path, backend: str, misfit: str
+) -> None:
+    async def off_schema(request: Request, writer: asyncio.StreamWriter) -> bool:
+        if request.path.endswith("/models"):
+            writer.write(response("200 OK", MODEL_LISTS[misfit]))
+            return True
+        return await answer_normally(request, writer)
+
+    with HostileServer(off_schema) as server:
+        command = [
+            sys.executable,
+            "-m",
+            "evol",
+            "run",
+            str(write_seeds(tmp_path / "s.jsonl", SEEDS[:1])),
+        ]
+        command += [
+            "--out",
+            str(tmp_path / "run"),
+            "--base-url",
+            server.base_url,
+            "--backend",
+            backend,
+        ]
+        command += ["--max-retries", "1", "--retry-max-wait", "0.01", "--json"]  # no --model
+        child = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=120)
+    (line,) = child.stderr.strip().splitlines()
+    assert child.returncode == 1 and "sent a malformed model list" in line, child.stderr
+    assert json.loads(child.stdout)["status"] == "failed"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_model_id_with_escape_sequences_is_never_used_or_printed(
+    tmp_path: Path, backend: str
+) -> None:
+    async def escaping(request: Request, writer: asyncio.StreamWriter) -> bool:
+        if request.path.endswith("/models"):
+            listing = {"data": [{"id": "fake\x1b]0;owned\x07-model\x1b[2J"}]}
+            writer.write(response("200 OK", json.dumps(listing).encode()))
+            return True
+        return await answer_normally(request, writer)
+
+    with HostileServer(escaping) as server:
+        command = [
+            sys.executable,
+            "-m",
+            "evol",
+            "run",
+            str(write_seeds(tmp_path / "s.jsonl", SEEDS[:1])),
+        ]
+        command += [
+            "--out",
+            str(tmp_path / "run"),
+            "--base-url",
+            server.base_url,
+            "--backend",
+            backend,
+        ]
+        child = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=120)
+        asked = server.chat_requests()
+    assert child.returncode == 2 and asked == []
+    (line,) = child.stderr.strip().splitlines()
+    assert "serves one model, 'fake-model', whose id holds control characters" in line
+    assert "\x1b" not in child.stderr and "\x07" not in child.stderr
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_server_message_reaches_the_terminal_and_run_json_without_escapes(
+    tmp_path: Path, backend: str
+) -> None:
+    async def not_found(request: Request, writer: asyncio.StreamWriter) -> bool:
+        message = "no such model\x1b]0;owned\x07\x1b[2J\r\nInjected: line"
+        writer.write(
+            response("404 Not Found", json.dumps({"error": {"message": message}}).encode())
+        )
+        return True
+
+    out = tmp_path / "run"
+    with HostileServer(not_found) as server:
+        child = run_evol(server.base_url, out, "--generations", "0", "--backend", backend)
+    assert child.returncode == 2
+    (line,) = child.stderr.strip().splitlines()
+    assert "(no such model Injected: line)" in line, line
+    assert not any(char in child.stderr + (out / "run.json").read_text() for char in "\x1b\x07\r")
 
 
 # -- secrets -------------------------------------------------------------------------------
@@ -360,6 +464,37 @@ def test_a_key_in_the_base_url_is_never_shown(tmp_path: Path) -> None:
     outputs = [result.stdout, result.stderr, *(p.read_text() for p in out.iterdir() if p.is_file())]
     assert all(KEY not in text for text in outputs)
     assert "api-version=2024-10-21" in (out / "run.json").read_text()  # the rest stays readable
+
+
+@pytest.mark.parametrize(
+    ("how", "source"),
+    [
+        ("config", "api-key in --config {config}"),
+        ("OPENAI_API_KEY", "OPENAI_API_KEY"),
+        ("EVOL_API_KEY", "EVOL_API_KEY"),
+        ("--api-key", "--api-key"),
+    ],
+)
+def test_a_refused_key_is_blamed_on_where_it_came_from(
+    tmp_path: Path, how: str, source: str
+) -> None:
+    async def refuse(request: Request, writer: asyncio.StreamWriter) -> bool:
+        writer.write(response("401 Unauthorized", b'{"error": {"message": "Incorrect API key"}}'))
+        return True
+
+    config = tmp_path / "evol.toml"
+    config.write_text(f'api-key = "{KEY}"\n')
+    source = source.format(config=config)
+    given = {"config": ["--config", config], "--api-key": ["--api-key", KEY]}.get(how, [])
+    env = {how: KEY} if how.endswith("_KEY") else {}
+    out = tmp_path / "run"
+    with HostileServer(refuse) as server:
+        child = run_evol(server.base_url, out, "--generations", "0", "--json", *given, env=env)
+    assert child.returncode == 2, child.stderr
+    (line,) = child.stderr.strip().splitlines()
+    assert line.endswith(f"check {source}"), line
+    assert manifest(out)["config"]["api_key_source"] == source
+    assert json.loads(child.stdout)["status"] == "failed"
 
 
 # -- unreachable endpoints -----------------------------------------------------------------
@@ -500,6 +635,25 @@ def test_proxies_come_from_the_environment_as_the_openai_sdk_takes_them(tmp_path
             assert went == expected, env
             assert len(direct.requests) > before_direct if expected == "direct" else True
     assert all(path.startswith("http://127.0.0.1:") for path in via_proxy)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "ALL_PROXY"])
+def test_a_proxy_that_refuses_is_named_not_the_base_url(
+    tmp_path: Path, backend: str, variable: str
+) -> None:
+    proxy = refused_url().removesuffix("/v1")
+    with FakeServer() as direct:
+        child = run_evol(
+            direct.base_url, tmp_path / "run", "--backend", backend, "--json",
+            env={variable: proxy},
+        )  # fmt: skip
+        reached = len(direct.requests)
+    assert child.returncode == 2, child.stderr
+    (line,) = child.stderr.strip().splitlines()
+    assert f"through the proxy {proxy}" in line and f"check {variable}" in line, line
+    assert "check --base-url" not in line and reached == 0
+    assert json.loads(child.stdout)["status"] == "failed"
 
 
 PROXY_ENVIRONMENTS = [

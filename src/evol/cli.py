@@ -167,7 +167,7 @@ MAX_RESPONSE_MB_OPTION = typer.Option(
     16.0,
     min=0.001,
     envvar=_env("max_response_mb"),
-    help="Largest reply body accepted, in MB (decompressed); a larger one is retried.",
+    help="Largest reply body (decompressed) or batch row accepted, in MB; a larger one is retried.",
 )
 PRICE_IN_OPTION = typer.Option(
     None,
@@ -969,6 +969,8 @@ def _api_key_source(ctx: typer.Context) -> str:
     # Compared by name: Typer and Click each define their own ParameterSource enum.
     if getattr(source, "name", None) == "COMMANDLINE":
         return "--api-key"
+    if getattr(source, "name", None) == "DEFAULT_MAP":
+        return f"api-key in --config {ctx.params.get('config_file')}"
     return _env("api_key") if os.environ.get(_env("api_key")) else "OPENAI_API_KEY"
 
 

@@ -28,16 +28,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import os
+import re
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypeVar
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import aiohttp
 import orjson
@@ -57,12 +59,12 @@ from evol.errors import (
 )
 from evol.llm.openai_api import (
     DEFAULT_BASE_URL,
-    ModelList,
     SchemaError,
     auth_headers,
     body_message,
     json_or_text,
     parse_reply,
+    served_model,
     status_error,
 )
 from evol.llm.protocol import (
@@ -73,8 +75,8 @@ from evol.llm.protocol import (
     Message,
 )
 from evol.llm.retry import with_retries
-from evol.llm.transport import failure_of, proxy_for
-from evol.secrets import check_api_key, display_url, redact
+from evol.llm.transport import DEFAULT_MAX_RESPONSE_BYTES, failure_of, proxy_for, url_login
+from evol.secrets import REDACTED, check_api_key, display_url, redact_then_cut
 
 ENDPOINT = "/v1/chat/completions"
 STATE_FILE = "batches.jsonl"
@@ -85,6 +87,9 @@ _TERMINAL = frozenset({"completed", "expired", "cancelled", "failed"})
 # current jobs have finished").
 _TRANSIENT_BATCH_ERRORS = frozenset({"token_limit_exceeded", "rate_limit_exceeded"})
 _CHUNK = 1 << 16
+# How much of each end of an oversize row is kept to find its custom_id.
+_ROW_END = 4096
+_CUSTOM_ID = re.compile(rb'"custom_id"\s*:\s*"([A-Za-z0-9_.:-]{1,200})"')
 _MAX_PAGES = 10_000  # of 100 batches each, when a batch is looked for by its token
 _NOT_JSON = object()
 _WRITE_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
@@ -196,23 +201,25 @@ def plan_files(sizes: Iterable[int], *, max_requests: int, max_bytes: int) -> li
 
 @dataclass(frozen=True)
 class RowReader:
-    """What reading a row needs: where it came from (for messages) and the key to redact."""
+    """What reading a row needs: where it came from (for messages), the key to redact, and
+    the most bytes a row may hold (--max-response-mb, as for a live reply)."""
 
     where: str
     key_source: str
     key: str | None
+    max_row_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
 
 def reply_outcome(status: int, body: Any, model: str, reader: RowReader) -> Completion | Exception:
     """A row's response read like a live reply with that status: a Completion or the error."""
     if 200 <= status < 300:
         try:
-            return parse_reply(orjson.dumps(body), reader.where)
+            return parse_reply(orjson.dumps(body), reader.where, reader.key)
         except (TransientBackendError, BackendError) as error:
             return error
     if status < 400:
         return TransientBackendError(f"{reader.where} sent a row with status {status}")
-    message = redact(body_message(body, f"status {status}"), reader.key)
+    message = body_message(body, f"status {status}", reader.key)
     error = status_error(reader.where, reader.key_source, model, status, message, {})
     if isinstance(error, RateLimited):  # a batch's 429 says nothing about our concurrency
         return TransientBackendError(str(error))
@@ -244,8 +251,43 @@ class _Row(_Schema):
     error: _RowError | None = None
 
 
-def row_outcome(raw: bytes, model: str, reader: RowReader) -> tuple[str, Completion | Exception]:
-    """One line of an output or error file as (custom_id, outcome); ValueError if garbled."""
+@dataclass(frozen=True)
+class OversizeRow:
+    """A line longer than a row may be, passed over unread: the custom_id found at its ends."""
+
+    custom_id: str | None
+    size: int
+
+
+def bounded_lines(lines: BinaryIO, cap: int) -> Iterator[bytes | OversizeRow]:
+    """Each line of `lines`, holding at most `cap` bytes of it in memory: a longer line is
+    read past in pieces and comes as an `OversizeRow` (OpenAI writes a row's custom_id before
+    its response; its last bytes are looked at too)."""
+    while line := lines.readline(cap + 1):
+        if len(line) <= cap or line.endswith(b"\n"):
+            yield line
+            continue
+        head, tail, size = line[:_ROW_END], line[-_ROW_END:], len(line)
+        while piece := lines.readline(_CHUNK):
+            tail, size = (tail + piece)[-_ROW_END:], size + len(piece)
+            if piece.endswith(b"\n"):
+                break
+        found = _CUSTOM_ID.search(head) or _CUSTOM_ID.search(tail)
+        yield OversizeRow(found[1].decode() if found else None, size)
+
+
+def row_outcome(
+    raw: bytes | OversizeRow, model: str, reader: RowReader
+) -> tuple[str, Completion | Exception]:
+    """One line of an output or error file as (custom_id, outcome); ValueError if garbled.
+    A row over the cap is the request's failure, asked again like a dropped reply."""
+    if isinstance(raw, OversizeRow):
+        if raw.custom_id is None:
+            raise ValueError("a row over the cap, with no custom_id at its ends")
+        return raw.custom_id, TransientBackendError(
+            f"{reader.where} sent a row of {raw.size:,} bytes, over the "
+            f"{reader.max_row_bytes:,}-byte cap (--max-response-mb)"
+        )
     try:
         row = _Row.model_validate_json(raw)
     except SchemaError:
@@ -255,7 +297,7 @@ def row_outcome(raw: bytes, model: str, reader: RowReader) -> tuple[str, Complet
             row.response.status_code, row.response.body, model, reader
         )
     error = row.error or _RowError()
-    why = redact(f"{error.code or 'error'}: {error.message or 'no message'}", reader.key)
+    why = redact_then_cut(f"{error.code or 'error'}: {error.message or 'no message'}", [reader.key])
     return row.custom_id, TransientBackendError(f"{reader.where}: {why}")
 
 
@@ -398,7 +440,7 @@ class _Results:
             end = os.fstat(out.fileno()).st_size
             for path in paths:
                 with path.open("rb") as lines:
-                    for raw in lines:
+                    for raw in bounded_lines(lines, reader.max_row_bytes):
                         try:
                             custom_id, outcome = row_outcome(raw, model, reader)
                         except ValueError:
@@ -408,14 +450,7 @@ class _Results:
                         if not is_final(outcome):
                             outcomes[custom_id] = outcome  # type: ignore[assignment]
                             continue
-                        row = orjson.loads(raw)["response"]
-                        stored = orjson.dumps(
-                            {
-                                "custom_id": custom_id,
-                                "status_code": row["status_code"],
-                                "body": row["body"],
-                            }
-                        )
+                        stored = _stored_row(custom_id, orjson.loads(raw)["response"], reader.key)
                         out.write(stored + b"\n")
                         outcomes[custom_id] = end << 32 | (len(stored) + 1)
                         end += len(stored) + 1
@@ -427,6 +462,18 @@ class _Results:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+
+
+def _stored_row(custom_id: str, response: dict[str, Any], key: str | None) -> bytes:
+    """A final row as results.jsonl keeps it. An error row's body is a server's words, which
+    may echo the key: kept without it (JSON writes a key verbatim unless it holds a quote or
+    a backslash, which no provider's keys do)."""
+    stored = orjson.dumps(
+        {"custom_id": custom_id, "status_code": response["status_code"], "body": response["body"]}
+    )
+    if key and response["status_code"] >= 400:
+        stored = stored.replace(key.encode(), REDACTED.encode())
+    return stored
 
 
 # -- the HTTP API ---------------------------------------------------------------------------
@@ -492,24 +539,24 @@ class BatchApi:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UsageError(f"--base-url {display_url(base_url)}: not an http:// or https:// URL")
         self.where = display_url(base_url)
-        self.base = parts._replace(query="", fragment="").geturl().rstrip("/")
-        self.query = dict(parse_qsl(parts.query))  # Azure's ?api-version=... on every request
         self.key = settings.api_key.get_secret_value() if settings.api_key else None
         self.key_source = settings.api_key_source
+        base_url, login = url_login(base_url, self.key, self.key_source)
+        parts = urlsplit(base_url)
+        self.base = parts._replace(query="", fragment="").geturl().rstrip("/")
+        self.query = dict(parse_qsl(parts.query))  # Azure's ?api-version=... on every request
         self.headers = {"User-Agent": f"evol/{__version__}", "Accept": "application/json"}
+        self.headers |= login
         if self.key is not None:
             check_api_key(self.key, self.key_source)
             self.headers |= auth_headers(base_url, self.key)
         self.options: dict[str, Any] = {}
-        if parts.username is not None and self.key is None:
-            self.options["auth"] = aiohttp.BasicAuth(
-                unquote(parts.username), unquote(parts.password or "")
-            )
-        if proxy := proxy_for(base_url):
-            self.options |= {"proxy": proxy.url, "proxy_auth": proxy.auth}
+        self.proxy = proxy_for(base_url)
+        if self.proxy:
+            self.options |= {"proxy": self.proxy.url, "proxy_auth": self.proxy.auth}
         self.timeout, self.transfer_timeout = settings.timeout, batch.transfer_timeout
         self.max_json, self.max_download = settings.max_response_bytes, batch.max_output_bytes
-        self.reader = RowReader(self.where, self.key_source, self.key)
+        self.reader = RowReader(self.where, self.key_source, self.key, self.max_json)
         self.answered = False
         self._session: aiohttp.ClientSession | None = None
 
@@ -576,9 +623,9 @@ class BatchApi:
         finally:
             part.unlink(missing_ok=True)
 
-    async def models(self) -> list[str]:
-        raw = await self._json("GET", "/models")
-        return [entry.id for entry in self._parse(ModelList, raw, "model list").data]
+    async def models(self) -> bytes:
+        """The /models reply, as it came (`served_model` reads it)."""
+        return await self._json("GET", "/models")
 
     async def close(self) -> None:
         if self._session is not None:
@@ -639,7 +686,13 @@ class BatchApi:
         except (TimeoutError, aiohttp.ClientError) as error:
             doing = f" ({method} {path})"
             failure = failure_of(
-                error, self.where, deadline, answered=self.answered, doing=doing, key=self.key
+                error,
+                self.where,
+                deadline,
+                answered=self.answered,
+                doing=doing,
+                key=self.key,
+                proxy=self.proxy,
             )
             raise failure from None
 
@@ -652,7 +705,7 @@ class BatchApi:
                 f"{self.where} redirects to {location} ({status}): "
                 "point --base-url at the final address"
             )
-        message = redact(body_message(json_or_text(raw), ""), self.key)
+        message = body_message(json_or_text(raw), "", self.key)
         if status == 404:
             return UsageError(
                 f"{self.where} has no Batch API, or not all of it ({method} "
@@ -791,11 +844,7 @@ class BatchBackend:
 
     async def default_model(self) -> str:
         """The server's model when it serves exactly one; else ask for --model."""
-        names = await self.api.models()
-        if len(names) == 1:
-            return names[0]
-        offered = f": it serves {', '.join(names[:10])}" if names else ""
-        raise UsageError(f"name a model with --model{offered}")
+        return served_model(await self.api.models(), self.where)
 
     def batches(self) -> list[BatchInfo]:
         """Every batch of this state directory that reached the server, oldest first."""
@@ -1168,12 +1217,13 @@ class BatchBackend:
     def _refusal(self, batch: _Batch, current: _BatchObject) -> Exception:
         """The error a `failed` batch means for its requests."""
         errors = current.errors.data if current.errors else []
+        secrets = [self.api.key]
         reasons = "; ".join(
-            f"{error.code or 'error'}: {error.message or 'no message'}"
+            redact_then_cut(f"{error.code or 'error'}: {error.message or 'no message'}", secrets)
             + (f" (line {error.line})" if error.line is not None else "")
             for error in errors[:3]
         )
-        reasons = redact(reasons or "no reason given", self.api.key)
+        reasons = reasons or "no reason given"
         where = self._reader(batch).where
         if any(error.code in _TRANSIENT_BATCH_ERRORS for error in errors):
             return TransientBackendError(f"{where} failed: {reasons}")
@@ -1194,7 +1244,7 @@ class BatchBackend:
                 _settle(waiter.future, copy.copy(error))
 
     def _reader(self, batch: _Batch) -> RowReader:
-        return RowReader(f"{self.where} batch {batch.id}", self.api.key_source, self.api.key)
+        return dataclasses.replace(self.api.reader, where=f"{self.where} batch {batch.id}")
 
     def _unknown(self, batch: _Batch, what: str) -> BatchUnknown:
         """A 404 for a batch this run made, or for a file it names: the batch stays open, since

@@ -26,9 +26,10 @@ from evol.errors import (
     RateLimited,
     Redirected,
     TransientBackendError,
+    UsageError,
 )
 from evol.llm.protocol import Completion
-from evol.secrets import display_url
+from evol.secrets import display_url, redact_then_cut
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Servers word it differently: OpenAI "maximum context length", vLLM "context length",
@@ -91,11 +92,11 @@ class _ModelEntry(_Schema):
     id: StrictStr
 
 
-class ModelList(_Schema):
+class _ModelList(_Schema):
     data: list[_ModelEntry]
 
 
-def parse_reply(raw: bytes, where: str) -> Completion:
+def parse_reply(raw: bytes, where: str, key: str | None = None) -> Completion:
     """A chat-completion body as a `Completion`; anything off-schema is a transient error."""
     try:
         reply = _ChatReply.model_validate_json(raw)
@@ -108,7 +109,8 @@ def parse_reply(raw: bytes, where: str) -> Completion:
     choice = reply.choices[0]
     if choice.message.content is None:
         if choice.message.refusal:  # OpenAI's structured refusal: no retry will change it
-            raise BackendError(f"{where} refused the request: {choice.message.refusal[:300]}")
+            refusal = redact_then_cut(choice.message.refusal, [key])
+            raise BackendError(f"{where} refused the request: {refusal}")
         raise TransientBackendError(f"{where} sent a reply with no message content")
     usage = reply.usage or _Usage()
     # Validating these plain fields again in pydantic-core costs less than model_construct's
@@ -176,17 +178,38 @@ def status_error(
     return BackendError(f"{where} rejected the request ({status}): {message}")
 
 
-def body_message(body: object, fallback: str) -> str:
-    """The human message in an error body: OpenAI's {"error": {"message": ...}} and variants."""
+def body_message(body: object, fallback: str, key: str | None) -> str:
+    """The human message in an error body (OpenAI's {"error": {"message": ...}} and variants),
+    redacted of `key` and of credentials, then cut to a readable length."""
+    message = fallback
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return inner["message"][:300]
-        if isinstance(inner, str):
-            return inner[:300]
-    if isinstance(body, str) and body.strip():
-        return body.strip()[:300]
-    return fallback
+            message = inner["message"]
+        elif isinstance(inner, str):
+            message = inner
+    elif isinstance(body, str) and body.strip():
+        message = body
+    return redact_then_cut(message, [key])
+
+
+def served_model(raw: bytes, where: str) -> str:
+    """The model a server offers in its /models reply `raw` when it offers exactly one (vLLM,
+    llama.cpp); else a UsageError asking for --model, naming (sanitised) what it serves."""
+    try:
+        names = [entry.id for entry in _ModelList.model_validate_json(raw).data]
+    except SchemaError:
+        raise TransientBackendError(f"{where} sent a malformed model list") from None
+    shown = [redact_then_cut(name, [], 100) for name in names]
+    if len(names) == 1 and names[0].isprintable():
+        return names[0]
+    if len(names) == 1:
+        raise UsageError(
+            f"{where} serves one model, {shown[0]!r}, whose id holds control characters: "
+            "name the model with --model"
+        )
+    offered = f": it serves {', '.join(shown[:10])}" if names else ""
+    raise UsageError(f"name a model with --model{offered}")
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:

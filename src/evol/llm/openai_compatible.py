@@ -1,27 +1,26 @@
 """The `openai` backend: any OpenAI-compatible chat endpoint (OpenAI, vLLM, Ollama, llama.cpp).
 
 It POSTs `/chat/completions` through `evol.llm.transport` (aiohttp, every limit set) and
-reads the reply with `evol.llm.openai_api`. Every error text is redacted of the key.
+reads the reply with `evol.llm.openai_api`. Every error text is redacted of the key; a
+`user:password@` in the base URL goes as HTTP Basic auth.
 """
 
 from __future__ import annotations
 
 import orjson
 
-from evol.errors import TransientBackendError, UsageError
 from evol.llm.openai_api import (
     DEFAULT_BASE_URL,
-    ModelList,
-    SchemaError,
     auth_headers,
     body_message,
     json_or_text,
     parse_reply,
+    served_model,
     status_error,
 )
 from evol.llm.protocol import BackendSettings, Completion, GenerationParams, Message
-from evol.llm.transport import JsonTransport
-from evol.secrets import check_api_key, display_url, redact
+from evol.llm.transport import JsonTransport, url_login
+from evol.secrets import check_api_key, display_url
 
 
 class OpenAICompatibleBackend:
@@ -32,7 +31,8 @@ class OpenAICompatibleBackend:
         self.where = display_url(base_url)
         self.key_source = settings.api_key_source
         self.key = settings.api_key.get_secret_value() if settings.api_key else None
-        headers = {"Content-Type": "application/json"}
+        base_url, login = url_login(base_url, self.key, self.key_source)
+        headers = {"Content-Type": "application/json"} | login
         if self.key is not None:
             check_api_key(self.key, self.key_source)
             headers |= auth_headers(base_url, self.key)
@@ -48,20 +48,11 @@ class OpenAICompatibleBackend:
     ) -> Completion:
         body = orjson.dumps({"model": model, "messages": messages, **params.request})
         reply = await self._request("POST", "/chat/completions", model, body)
-        return parse_reply(reply, self.where)
+        return parse_reply(reply, self.where, self.key)
 
     async def default_model(self) -> str:
         """The server's model when it serves exactly one (vLLM, llama.cpp); else ask for --model."""
-        reply = await self._request("GET", "/models", "", None)
-        try:
-            listing = ModelList.model_validate_json(reply)
-        except SchemaError:
-            raise TransientBackendError(f"{self.where} sent a malformed model list") from None
-        names = [entry.id for entry in listing.data]
-        if len(names) == 1:
-            return names[0]
-        offered = f": it serves {', '.join(names[:10])}" if names else ""
-        raise UsageError(f"name a model with --model{offered}")
+        return served_model(await self._request("GET", "/models", "", None), self.where)
 
     async def aclose(self) -> None:
         await self.http.close()
@@ -69,7 +60,7 @@ class OpenAICompatibleBackend:
     async def _request(self, method: str, path: str, model: str, body: bytes | None) -> bytes:
         response = await self.http.request(method, path, body)
         if response.status >= 400 or response.status < 200:
-            message = redact(body_message(json_or_text(response.body), ""), self.key)
+            message = body_message(json_or_text(response.body), "", self.key)
             raise status_error(
                 self.where, self.key_source, model, response.status, message, response.headers
             )

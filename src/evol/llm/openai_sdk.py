@@ -15,31 +15,41 @@ from collections.abc import AsyncIterator
 import httpx2
 import openai
 
-from evol.errors import EndpointUnreachable, TransientBackendError, Unreachable, UsageError
-from evol.llm.openai_api import DEFAULT_BASE_URL, body_message, parse_reply, status_error
+from evol.errors import EndpointUnreachable, TransientBackendError, Unreachable
+from evol.llm.openai_api import (
+    DEFAULT_BASE_URL,
+    body_message,
+    parse_reply,
+    served_model,
+    status_error,
+)
 from evol.llm.protocol import BackendSettings, Completion, GenerationParams, Message
-from evol.llm.transport import proxy_for
-from evol.secrets import check_api_key, display_url, redact
+from evol.llm.transport import proxy_for, unreachable_proxy, url_login
+from evol.secrets import check_api_key, display_url, redact_then_cut
 
 
 class OpenAISDKBackend:
     """Chat completions through the official SDK."""
 
     def __init__(self, settings: BackendSettings):
-        self.base_url = settings.base_urls[0] if settings.base_urls else DEFAULT_BASE_URL
-        self.where = display_url(self.base_url)
+        base_url = settings.base_urls[0] if settings.base_urls else DEFAULT_BASE_URL
+        self.where = display_url(base_url)
         self.key_source = settings.api_key_source
         self.timeout = settings.timeout
         # Local servers (vLLM, llama.cpp, Ollama) accept any key, but the SDK insists on one.
         self.key = settings.api_key.get_secret_value() if settings.api_key else None
         if self.key is not None:
             check_api_key(self.key, self.key_source)
+        # A login's header replaces the placeholder key's: the SDK puts its own headers last.
+        self.base_url, login = url_login(base_url, self.key, self.key_source)
+        self.proxy = proxy_for(self.base_url)
         self.answered = False  # has this server ever sent a response in this run?
         self.client = openai.AsyncOpenAI(
             api_key=self.key or "no-key",
             base_url=self.base_url,
             max_retries=0,
             timeout=settings.timeout,
+            default_headers=login,
             http_client=_http_client(self, settings.max_response_bytes),
         )
 
@@ -56,22 +66,20 @@ class OpenAISDKBackend:
             raise TransientBackendError(f"{self.where} timed out after {self.timeout:g}s") from None
         except openai.APIError as error:
             raise self._translate(error, model) from None
-        return parse_reply(raw, self.where)
+        return parse_reply(raw, self.where, self.key)
 
     async def default_model(self) -> str:
         """The server's model when it serves exactly one (vLLM, llama.cpp); else ask for --model."""
         try:
             async with asyncio.timeout(self.timeout):
-                page = await self.client.models.list()
-                names = [model.id async for model in page]
+                # Read raw, as a completion is: the SDK's own parse trips on a list off-schema.
+                response = await self.client.models.with_raw_response.list()
+                raw = await response.http_response.aread()
         except TimeoutError:
             raise TransientBackendError(f"{self.where} timed out after {self.timeout:g}s") from None
         except openai.APIError as error:
             raise self._translate(error, "") from None
-        if len(names) == 1:
-            return names[0]
-        offered = f": it serves {', '.join(map(str, names[:10]))}" if names else ""
-        raise UsageError(f"name a model with --model{offered}")
+        return served_model(raw, self.where)
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -82,7 +90,12 @@ class OpenAISDKBackend:
         if isinstance(error, openai.APITimeoutError):
             return TransientBackendError(f"{self.where} timed out after {self.timeout:g}s")
         if isinstance(error, openai.APIConnectionError):
-            why = f"cannot reach {self.where}: {redact(str(error.__cause__ or error), self.key)}"
+            cause = redact_then_cut(str(error.__cause__ or error), [self.key])
+            if self.proxy is not None and isinstance(
+                error.__cause__, httpx2.ConnectError | httpx2.ProxyError
+            ):
+                return unreachable_proxy(self.proxy, self.where, cause, answered=self.answered)
+            why = f"cannot reach {self.where}: {cause}"
             if not isinstance(error.__cause__, httpx2.ConnectError):
                 return TransientBackendError(why)  # connected, then the reply broke off
             if self.answered:  # it worked before: it may be restarting
@@ -91,8 +104,10 @@ class OpenAISDKBackend:
         if isinstance(error, openai.APIResponseValidationError):
             return TransientBackendError(f"{self.where} sent a malformed reply")
         if not isinstance(error, openai.APIStatusError):
-            return TransientBackendError(f"{self.where}: {redact(error.message, self.key)}")
-        message = redact(body_message(error.body, error.message), self.key)
+            return TransientBackendError(
+                f"{self.where}: {redact_then_cut(error.message, [self.key])}"
+            )
+        message = body_message(error.body, error.message, self.key)
         headers = error.response.headers
         return status_error(self.where, self.key_source, model, error.status_code, message, headers)
 
@@ -100,7 +115,7 @@ class OpenAISDKBackend:
 def _http_client(backend: OpenAISDKBackend, max_response_bytes: int) -> httpx2.AsyncClient:
     """httpx2 as the SDK would build it, with redirects off, our proxy choice and a body cap."""
     where = backend.where
-    proxy = proxy_for(backend.base_url)
+    proxy = backend.proxy
     proxy_url = None
     if proxy is not None:
         proxy_url = httpx2.Proxy(

@@ -17,6 +17,7 @@ A run makes hundreds of thousands of small JSON POSTs to servers that may misbeh
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import os
 import ssl
@@ -35,7 +36,7 @@ from evol.errors import (
     Unreachable,
     UsageError,
 )
-from evol.secrets import display_url, redact
+from evol.secrets import display_url, redact, redact_then_cut, strip_login
 
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 _CHUNK = 1 << 16
@@ -59,6 +60,7 @@ class JsonTransport:
         timeout: float,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ):
+        """`base_url` without a login: `url_login` turns one into a header."""
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UsageError(f"--base-url {display_url(base_url)}: not an http:// or https:// URL")
@@ -70,16 +72,10 @@ class JsonTransport:
         self.max_response_bytes = max_response_bytes
         self.headers = {"User-Agent": f"evol/{__version__}", "Accept": "application/json"}
         self.headers |= headers
-        self.auth = (
-            aiohttp.BasicAuth(unquote(parts.username), unquote(parts.password or ""))
-            if parts.username is not None and "Authorization" not in self.headers
-            else None
-        )
         self.proxy = proxy_for(base_url)
         self._options = {
             name: value
             for name, value in {
-                "auth": self.auth,
                 "proxy": self.proxy.url if self.proxy else None,
                 "proxy_auth": self.proxy.auth if self.proxy else None,
             }.items()
@@ -108,7 +104,9 @@ class JsonTransport:
                     )
                 return HttpResponse(reply.status, reply.headers, await self._body(reply))
         except (TimeoutError, aiohttp.ClientError) as error:
-            raise failure_of(error, self.where, self.timeout, answered=self.answered) from None
+            raise failure_of(
+                error, self.where, self.timeout, answered=self.answered, proxy=self.proxy
+            ) from None
 
     async def close(self) -> None:
         if self._session is not None:
@@ -165,18 +163,55 @@ def failure_of(
     answered: bool,
     doing: str = "",
     key: str | None = None,
+    proxy: Proxy | None = None,
 ) -> Exception:
     """The evol error for a request to `where` that aiohttp could not complete: a timeout or
     a broken reply is worth a retry; no connection at all stops the run, unless the endpoint
-    `answered` before (it may be restarting). `key` is redacted from what aiohttp says."""
+    `answered` before (it may be restarting). A failure of the `proxy` names the proxy, not
+    --base-url. `key` is redacted from what aiohttp says."""
     if isinstance(error, TimeoutError):
         return TransientBackendError(f"{where} timed out after {timeout:g}s{doing}")
+    if proxy is not None and isinstance(
+        error, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError
+    ):
+        cause = (
+            f"it answered {error.status} {redact_then_cut(error.message, [key])}"
+            if isinstance(error, aiohttp.ClientHttpProxyError)
+            else _connect_failure(error)
+        )
+        return unreachable_proxy(proxy, where, cause, answered=answered)
     if isinstance(error, aiohttp.ClientConnectorError):
         why = redact(f"cannot reach {where}: {_connect_failure(error)}", key)
         return Unreachable(why) if answered else EndpointUnreachable(f"{why}; check --base-url")
-    return TransientBackendError(
-        redact(f"{where} sent a broken reply ({type(error).__name__}: {error})", key)
-    )
+    said = redact_then_cut(f"{type(error).__name__}: {error}", [key])
+    return TransientBackendError(f"{where} sent a broken reply ({said})")
+
+
+def unreachable_proxy(proxy: Proxy, where: str, cause: str, *, answered: bool) -> Exception:
+    """The error for a proxy that refused or failed the way to `where`, naming the proxy and
+    the variable it came from."""
+    why = f"cannot reach {where} through the proxy {display_url(proxy.url)}: {cause}"
+    if answered:
+        return Unreachable(why)
+    return EndpointUnreachable(f"{why}; check {proxy.variable} (or NO_PROXY)")
+
+
+def url_login(base_url: str, key: str | None, key_source: str) -> tuple[str, dict[str, str]]:
+    """`base_url` without its `user:password@`, and the header that sends that login as HTTP
+    Basic auth (none without a login). A key goes in the same Authorization header, so a login
+    next to a key is refused, one line, rather than one of them silently dropped."""
+    parts = urlsplit(base_url)
+    if parts.username is None and parts.password is None:
+        return base_url, {}
+    if key is not None:
+        raise UsageError(
+            f"--base-url {display_url(base_url)} carries user:password@ and an API key is set "
+            f"({key_source}): both would go in the Authorization header; keep the key in "
+            f"{key_source} and drop user:password@ from --base-url, or unset the key"
+        )
+    login = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    basic = base64.b64encode(login.encode()).decode()  # RFC 7617, in UTF-8
+    return strip_login(base_url), {"Authorization": f"Basic {basic}"}
 
 
 def _connect_failure(error: aiohttp.ClientConnectorError) -> str:
@@ -199,6 +234,7 @@ def _connect_failure(error: aiohttp.ClientConnectorError) -> str:
 class Proxy:
     url: str
     auth: aiohttp.BasicAuth | None
+    variable: str  # the environment variable that named it, for messages
 
 
 def proxy_for(url: str, proxies: Mapping[str, str] | None = None) -> Proxy | None:
@@ -209,7 +245,8 @@ def proxy_for(url: str, proxies: Mapping[str, str] | None = None) -> Proxy | Non
     """
     proxies = urllib.request.getproxies() if proxies is None else proxies
     parts = urlsplit(url)
-    target = proxies.get(parts.scheme) or proxies.get("all")
+    scheme = parts.scheme if proxies.get(parts.scheme) else "all"
+    target = proxies.get(scheme)
     if not target or _bypassed(parts, proxies.get("no", "")):
         return None
     if "://" not in target:
@@ -225,7 +262,7 @@ def proxy_for(url: str, proxies: Mapping[str, str] | None = None) -> Proxy | Non
         auth = aiohttp.BasicAuth(unquote(proxy.username), unquote(proxy.password or ""))
         host = f"[{proxy.hostname}]" if ":" in (proxy.hostname or "") else proxy.hostname
         proxy = proxy._replace(netloc=f"{host}:{proxy.port}" if proxy.port else str(host))
-    return Proxy(proxy.geturl(), auth)
+    return Proxy(proxy.geturl(), auth, f"{scheme.upper()}_PROXY")
 
 
 def _bypassed(parts, no_proxy: str) -> bool:
