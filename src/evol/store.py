@@ -282,9 +282,15 @@ def open_no_follow(path: Path, *, append: bool = False) -> BinaryIO:
     """Open `path` to write from its start (or, with `append`, its end, unbuffered), made if
     need be, never through a symbolic link: a link in its place raises OSError, its target
     untouched."""
+    flags = _APPEND_FLAGS if append else _CREATE_FLAGS
+
+    def opener(name: str, _flags: int) -> int:
+        return os.open(name, flags, 0o644)
+
+    # open() with an opener, not os.fdopen: the file keeps its path as `name` for messages.
     if append:
-        return os.fdopen(os.open(path, _APPEND_FLAGS, 0o644), "ab", buffering=0)
-    return os.fdopen(os.open(path, _CREATE_FLAGS, 0o644), "wb")
+        return open(path, "ab", buffering=0, opener=opener)
+    return open(path, "wb", opener=opener)
 
 
 def write_failure(path: Path, error: OSError) -> RunDirError:
