@@ -62,22 +62,20 @@ def test_json_printable_keeps_the_value_and_drops_the_bytes() -> None:
 def test_a_hostile_model_id_and_error_message_reach_stderr_inert(evol, tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": "Name a river"}])
     with FakeServer(models=(HOSTILE_ID,)) as server:
+        # A lone model id that holds control characters is neither used nor printed raw.
         ran = evol("run", seeds, "--out", tmp_path / "run", "--base-url", server.base_url)
-        assert ran.exit_code == 0, ran.output
-        assert "model \\x1b]0;pwned\\x07\\x1b[31mred-model" in ran.stderr
         # The server's 404 repeats the model asked for, OSC 52 included.
         missing = evol(
             "run", seeds, "--out", tmp_path / "run2", "--base-url", server.base_url,
             "--model", f"no-such{CLIPBOARD}", "--json",
         )  # fmt: skip
+    assert ran.exit_code == 2 and "control characters" in ran.stderr and "--model" in ran.stderr
     assert missing.exit_code == 2
     error = missing.stderr.splitlines()[-1]
-    assert (
-        error.startswith("evol: error: ") and "does not exist" in error and "\\x1b]52;c;" in error
-    )
+    assert error.startswith("evol: error: ") and "does not exist" in error
     for text in (ran.stderr, missing.stderr, missing.stdout):
         assert_inert(text)
-    assert CLIPBOARD in json.loads(missing.stdout)["error"]  # said in full, escaped as JSON
+    assert json.loads(missing.stdout)["status"] == "failed"
 
 
 def test_score_prints_a_hostile_model_id_inert(evol, tmp_path: Path) -> None:
@@ -86,7 +84,7 @@ def test_score_prints_a_hostile_model_id_inert(evol, tmp_path: Path) -> None:
     run = write_run(tmp_path / "run", [record("s1", "Name a river")])
     with FakeServer(models=(HOSTILE_ID,), responder=ScoringResponder()) as server:
         result = evol("score", run, "--base-url", server.base_url, "--no-complexity")
-    assert "model \\x1b]0;pwned" in result.stderr
+    assert result.exit_code == 2 and "control characters" in result.stderr
     assert_inert(result.stderr + result.stdout)
 
 
