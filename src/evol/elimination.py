@@ -455,8 +455,10 @@ _VERDICT = re.compile(
     r"\b(not (?:equal|the same|identical|equivalent)|not different|no different|unequal"
     r"|different|differs?|equal|equivalent|identical|(?:the )?same)\b"
 )
+# Linear in the (normalised) reply: the runs before a word are possessive, and only the last
+# `[\W_]*` gives back, once, from the one place the match starts.
 _LEADING = re.compile(
-    r"^[\W_]*(?:(?:verdict|answer|judgment|judgement|decision|result)\W+)?"
+    r"^[\W_]*+(?:(?:verdict|answer|judgment|judgement|decision|result)\W++)?"
     r"(not equal|unequal|equal|different|the same|same)[\W_]*(?:[.!:\n]|$)"
 )
 
