@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import write_seeds
 from fake_server import FakeServer, Responder, kind_of
 from hypothesis import example, given, settings
@@ -221,23 +222,25 @@ def _cpu_seconds(work: Callable[[str], object], text: str, calls: int) -> float:
         gc.enable()
 
 
-def _growth(work: Callable[[str], object], small: str, large: str) -> float:
+def _growth(
+    work: Callable[[str], object], small: str, large: str, *, bound: float = MAX_GROWTH
+) -> float:
     """How many times longer one call on `large` takes than one on `small`, by CPU time.
 
     The small text is called often enough to take 2 ms (a clock's tick and the call overhead
-    vanish in it), the large one 1/GROWTH as often. Noise on a loaded machine only ever adds
-    time, so the least of a few tries is kept; a try under the bound ends the search.
+    vanish in it), the large one as much less often as it is longer. Noise on a loaded machine
+    only ever adds time, so the least of a few tries is kept; a try within `bound` ends it.
     """
     calls = 1
     while _cpu_seconds(work, small, calls) < 0.002 and calls < 1 << 16:
         calls *= 2
-    large_calls = max(1, calls // GROWTH)
+    large_calls = max(1, calls * len(small) // len(large))
     best = float("inf")
     for _ in range(5):
         per_small = _cpu_seconds(work, small, calls) / calls
         per_large = _cpu_seconds(work, large, large_calls) / large_calls
         best = min(best, per_large / max(per_small, 1e-9))
-        if best <= MAX_GROWTH:
+        if best <= bound:
             break
     return best
 
@@ -276,6 +279,19 @@ def test_an_answer_that_repeats_a_long_instruction_is_caught_by_its_first_words(
     failure = check_answer(instruction, f"{instruction} done", RULES)
     assert failure is not None and failure.reason == Reason.NOT_A_TASK
     assert "ROUGE-L 1.00" in failure.detail
+
+
+@pytest.mark.parametrize("instruction", [PARENT, " ".join([PARENT] * 20)])
+def test_an_answer_is_read_no_further_than_its_rules_need(instruction: str) -> None:
+    """An answer 64 times longer costs at most 8 times as much (reading it all: about 64)."""
+    sentence = "Tides rise and fall twice a day as the moon pulls the oceans. "
+    growth = _growth(
+        lambda answer: check_answer(instruction, answer, RULES),
+        sentence * 10,
+        sentence * 640,
+        bound=8,
+    )
+    assert growth <= 8, f"{growth:.0f} times for 64 times the answer"
 
 
 MEGABYTE = 1_000_000

@@ -29,7 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evol.textstats import rouge_l_bitparallel, tokens, words
+from evol.textstats import iter_words, rouge_l_bitparallel, tokens, words
 
 
 class Reason(StrEnum):
@@ -388,15 +388,21 @@ def check_rewrite(
 
 
 def check_answer(instruction: str, answer: str, rules: EliminationRules) -> Failure | None:
-    """Rules on an answer, to a seed or to an evolved instruction."""
-    answer_words = words(answer)
+    """Rules on an answer, to a seed or to an evolved instruction.
+
+    Each rule reads no further into the answer than it must (to its first word that is no stop
+    word, its 80th word, 1.5 times its instruction's length): a megabyte answer costs little
+    more than a short one.
+    """
     if rules.stopwords and all(
-        w.casefold().replace("\u2019", "'") in STOP_WORDS for w in answer_words
+        w.casefold().replace("\u2019", "'") in STOP_WORDS for w in iter_words(answer)
     ):
         shown = " ".join(answer.split())[:60]
         return Failure(
             Reason.STOPWORDS_ONLY, f"the answer is only stop words and punctuation: {shown!r}"
         )
+    # Both rules below read short answers only: the first 80 words tell whether it is one.
+    answer_words = words(answer, limit=max(SORRY_MAX_WORDS, SIGNAL_MAX_WORDS))
     if rules.sorry and "sorry" in answer.casefold() and len(answer_words) < SORRY_MAX_WORDS:
         return Failure(Reason.SORRY, f"the answer says sorry in {len(answer_words)} words")
     if not rules.signals:
@@ -431,8 +437,10 @@ def _signal(answer: str, answer_words: list[str]) -> Failure | None:
 
 def _repeats(instruction: str, answer: str) -> Failure | None:
     """An answer no longer than 1.5 times its instruction, and nearly its words."""
-    instruction_tokens, answer_tokens = tokens(instruction), tokens(answer)
-    if len(answer_tokens) > REPEAT_MAX_GROWTH * len(instruction_tokens):
+    instruction_tokens = tokens(instruction)
+    longest = int(REPEAT_MAX_GROWTH * len(instruction_tokens))
+    answer_tokens = tokens(answer, limit=longest + 1)
+    if len(answer_tokens) > longest:
         return None  # most answers: far longer than what they answer
     # The longest common subsequence is at most the words the two share: most answers share
     # too few for ROUGE-L to be worth computing.

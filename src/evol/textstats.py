@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterator
+from itertools import islice
 
 from pydantic import BaseModel
 
@@ -26,20 +28,28 @@ class Lengths(BaseModel):
     max: int
 
 
-def words(text: str) -> list[str]:
-    """The words of `text`, as written."""
-    return _WORD.findall(text)
+def iter_words(text: str) -> Iterator[str]:
+    """The words of `text` one at a time: a rule that needs the first few reads no further."""
+    return (found.group() for found in _WORD.finditer(text))
+
+
+def words(text: str, limit: int | None = None) -> list[str]:
+    """The words of `text`, as written (only the first `limit` of them, if given)."""
+    if limit is None:
+        return _WORD.findall(text)
+    return list(islice(iter_words(text), limit))
 
 
 def word_count(text: str) -> int:
     return len(_WORD.findall(text))
 
 
-def tokens(text: str) -> list[str]:
-    """The words of `text` case-folded after NFKC: the form in which texts are compared."""
+def tokens(text: str, limit: int | None = None) -> list[str]:
+    """The words of `text` case-folded after NFKC, the form in which texts are compared (only
+    the first `limit` of them, if given)."""
     return [
         word.replace("\u2019", "'")
-        for word in words(unicodedata.normalize("NFKC", text).casefold())
+        for word in words(unicodedata.normalize("NFKC", text).casefold(), limit)
     ]
 
 
