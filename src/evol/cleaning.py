@@ -14,41 +14,53 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+# Every pattern here reads model text, which can be megabytes of newlines from a stuck model:
+# each must run in time linear in its input. Whitespace runs next to other whitespace runs are
+# possessive (`\s*+`), so a failed match never tries the ways of splitting one run between
+# them (`#` then 2,000 spaces took a minute that way); the closing paragraph is found by a
+# scan in Python, not by a pattern that ends in `(?:\n[^\n]*)*\s*$`. A block runs to its end
+# tag as `[^<]*+(?:<(?!end)[^<]*+)*+`, not `.*?`, which tries the end tag at every character
+# (a hundred times slower on a megabyte, in one call that holds the GIL); a fence likewise.
 _THINK = re.compile(
-    r"^\s*<(?P<tag>think|thinking|reasoning)>(?P<thought>.*?)(?:</(?P=tag)>|\Z)",
-    re.DOTALL | re.IGNORECASE,
+    r"^\s*+<(?P<tag>think|thinking|reasoning)>"
+    r"(?P<thought>[^<]*+(?:<(?!/(?P=tag)>)[^<]*+)*+)(?:</(?P=tag)>|\Z)",
+    re.IGNORECASE,
 )
 # DeepSeek-R1's chat template opens the block in the prompt: the reply starts inside it.
-_THINK_TAIL = re.compile(r"^(?P<thought>(?:(?!<think>).)*?)</think>", re.DOTALL | re.IGNORECASE)
+_THINK_TAIL = re.compile(r"^(?P<thought>[^<]*+(?:<(?!/?think>)[^<]*+)*+)</think>", re.IGNORECASE)
 _PREAMBLE = re.compile(
-    r"^\s*(?:(?:sure|certainly|of course|absolutely|okay|ok|great|alright|gladly)\b[!,.]*\s*)?"
-    r"(?:here(?:'s|\s+is|\s+are)|below\s+is|the\s+following\s+is)\b"
+    r"^\s*+(?:(?:sure|certainly|of course|absolutely|okay|ok|great|alright|gladly)\b[!,.]*+\s*+)?"
+    r"(?:here(?:'s|\s++is|\s++are)|below\s++is|the\s++following\s++is)\b"
     # ...and it speaks of the rewrite: "Here is a list of fruits:" begins an instruction.
     r"[^\n:]{0,60}\b(?:version|instruction|prompt|question|task|request|rewrite|rewritten"
-    r"|revised|rephrased)\b[^\n:]{0,40}:\s*",
+    r"|revised|rephrased)\b[^\n:]{0,40}:\s*+",
     re.IGNORECASE,
 )
 _INTERJECTION = re.compile(
-    r"^\s*(?:sure|certainly|of course|absolutely|okay|ok|great|alright|gladly)[!.]*\s*\n",
+    r"^\s*+(?:sure|certainly|of course|absolutely|okay|ok|great|alright|gladly)[!.]*+\s*\n",
     re.IGNORECASE,
 )
 _LABEL = re.compile(
-    r"^\s*(?:#+\s*)?(?:\*\*|__)?\s*#?\s*(?:(?:the|my|your)\s+)?"
+    r"^\s*+(?:#++\s*+)?(?:\*\*|__)?\s*+#?\s*+(?:(?:the|my|your)\s++)?"
     r"(?:(?:new|rewritten|revised|evolved|created|updated|improved|modified|final|harder|deeper"
-    r"|more\s+complex|complicated|concretized)\s+)?"
-    r"(?:version\s+of\s+the\s+)?(?:instruction|prompt|question|task|request)\s*#?\s*"
-    r"(?:(?:is|reads|would\s+be)\s*)?(?:\*\*|__)?\s*[:：]\s*(?:\*\*|__)?\s*",
+    r"|more\s++complex|complicated|concretized)\s++)?"
+    r"(?:version\s++of\s++the\s++)?(?:instruction|prompt|question|task|request)\s*+#?\s*+"
+    r"(?:(?:is|reads|would\s++be)\s*+)?(?:\*\*|__)?\s*+[:：]\s*+(?:\*\*|__)?\s*+",
     re.IGNORECASE,
 )
-# A closing paragraph about the rewrite: "This version adds ...", "Note: ...", "Explanation: ...".
-_AFTERWORD = re.compile(
-    r"\n\s*\n\s*(?:\*\*|__)?(?:(?:this|my)\s+(?:new\s+|rewritten\s+|revised\s+|updated\s+"
-    r"|evolved\s+|modified\s+)?(?:version|instruction|prompt|rewrite)\b"
-    r"|the\s+(?:new|rewritten|revised|updated|evolved|modified)\s+(?:version|instruction|prompt)\b"
-    r"|note\s*:|explanation\s*:|changes?(?:\s+made)?\s*:)[^\n]*(?:\n[^\n]*)*\s*$",
+# A paragraph break: a newline, then blanks holding at least one more newline.
+_PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*+\n\s*+")
+# The opening of a closing paragraph about the rewrite: "This version adds ...", "Note: ...".
+_AFTERWORD_OPENING = re.compile(
+    r"(?:\*\*|__)?(?:(?:this|my)\s++(?:new\s++|rewritten\s++|revised\s++|updated\s++"
+    r"|evolved\s++|modified\s++)?(?:version|instruction|prompt|rewrite)\b"
+    r"|the\s++(?:new|rewritten|revised|updated|evolved|modified)\s++(?:version|instruction|prompt)\b"
+    r"|note\s*+:|explanation\s*+:|changes?(?:\s++made)?\s*+:)",
     re.IGNORECASE,
 )
-_FENCE = re.compile(r"^\s*```[\w+-]*[ \t]*\n(?P<body>.*?)\n```\s*$", re.DOTALL)
+_FENCE = re.compile(
+    r"^\s*+```[\w+-]*+[ \t]*+\n(?P<body>[^\n]*+(?:\n(?!```\s*+$)[^\n]*+)*+)\n```\s*+$"
+)
 _QUOTES = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019", "`": "`", "\u00ab": "\u00bb"}
 
 
@@ -104,9 +116,9 @@ def _peel(text: str, stripped: list[str]) -> str:
         if (match := pattern.match(text)) and match.end() < len(text):
             stripped.append(f"{name} {match.group().strip()!r}")
             return text[match.end() :].strip()
-    if (match := _AFTERWORD.search(text)) and match.start() > 0:
-        stripped.append(f"an afterword {match.group().strip()[:60]!r}")
-        return text[: match.start()].strip()
+    if start := _afterword_start(text):
+        stripped.append(f"an afterword {text[start:].strip()[:60]!r}")
+        return text[:start].strip()
     if match := _FENCE.match(text):
         stripped.append("a code fence around the whole reply")
         return match["body"].strip()
@@ -116,3 +128,11 @@ def _peel(text: str, stripped: list[str]) -> str:
             stripped.append("quotes around the whole reply")
             return inner.strip()
     return text
+
+
+def _afterword_start(text: str) -> int | None:
+    """Where the first paragraph break before a closing paragraph about the rewrite begins."""
+    for paragraph_break in _PARAGRAPH_BREAK.finditer(text):
+        if _AFTERWORD_OPENING.match(text, paragraph_break.end()):
+            return paragraph_break.start()
+    return None

@@ -29,7 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evol.textstats import rouge_l, tokens, words
+from evol.textstats import iter_words, rouge_l_bitparallel, tokens, words
 
 
 class Reason(StrEnum):
@@ -97,6 +97,9 @@ IN_DEPTH_BOUND = lambda words: max(2 * words, words + 60)  # noqa: E731
 # An answer this close to its instruction (ROUGE-L F1) and not much longer only repeats it.
 REPEAT_SIMILARITY = 0.8
 REPEAT_MAX_GROWTH = 1.5
+# ROUGE-L is quadratic in words: longer texts are compared by their first this many (an answer
+# that only repeats its instruction shows it from the start).
+REPEAT_MAX_WORDS = 10_000
 # Word n-grams of the templates that a rewrite may not copy (shorter lines count whole).
 LEAK_NGRAM = 6
 # The paper's markers and the labels models echo back, whatever the templates say.
@@ -385,15 +388,21 @@ def check_rewrite(
 
 
 def check_answer(instruction: str, answer: str, rules: EliminationRules) -> Failure | None:
-    """Rules on an answer, to a seed or to an evolved instruction."""
-    answer_words = words(answer)
+    """Rules on an answer, to a seed or to an evolved instruction.
+
+    Each rule reads no further into the answer than it must (to its first word that is no stop
+    word, its 80th word, 1.5 times its instruction's length): a megabyte answer costs little
+    more than a short one.
+    """
     if rules.stopwords and all(
-        w.casefold().replace("\u2019", "'") in STOP_WORDS for w in answer_words
+        w.casefold().replace("\u2019", "'") in STOP_WORDS for w in iter_words(answer)
     ):
         shown = " ".join(answer.split())[:60]
         return Failure(
             Reason.STOPWORDS_ONLY, f"the answer is only stop words and punctuation: {shown!r}"
         )
+    # Both rules below read short answers only: the first 80 words tell whether it is one.
+    answer_words = words(answer, limit=max(SORRY_MAX_WORDS, SIGNAL_MAX_WORDS))
     if rules.sorry and "sorry" in answer.casefold() and len(answer_words) < SORRY_MAX_WORDS:
         return Failure(Reason.SORRY, f"the answer says sorry in {len(answer_words)} words")
     if not rules.signals:
@@ -428,15 +437,19 @@ def _signal(answer: str, answer_words: list[str]) -> Failure | None:
 
 def _repeats(instruction: str, answer: str) -> Failure | None:
     """An answer no longer than 1.5 times its instruction, and nearly its words."""
-    instruction_tokens, answer_tokens = tokens(instruction), tokens(answer)
-    if len(answer_tokens) > REPEAT_MAX_GROWTH * len(instruction_tokens):
+    instruction_tokens = tokens(instruction)
+    longest = int(REPEAT_MAX_GROWTH * len(instruction_tokens))
+    answer_tokens = tokens(answer, limit=longest + 1)
+    if len(answer_tokens) > longest:
         return None  # most answers: far longer than what they answer
     # The longest common subsequence is at most the words the two share: most answers share
-    # too few for the quadratic ROUGE-L to be worth computing.
+    # too few for ROUGE-L to be worth computing.
     shared = sum((Counter(instruction_tokens) & Counter(answer_tokens)).values())
     if 2 * shared < REPEAT_SIMILARITY * (len(instruction_tokens) + len(answer_tokens)):
         return None
-    similarity = rouge_l(answer_tokens, instruction_tokens)
+    similarity = rouge_l_bitparallel(
+        answer_tokens[:REPEAT_MAX_WORDS], instruction_tokens[:REPEAT_MAX_WORDS]
+    )
     if similarity >= REPEAT_SIMILARITY:
         return Failure(
             Reason.NOT_A_TASK, f"the answer only repeats its instruction (ROUGE-L {similarity:.2f})"
@@ -450,8 +463,10 @@ _VERDICT = re.compile(
     r"\b(not (?:equal|the same|identical|equivalent)|not different|no different|unequal"
     r"|different|differs?|equal|equivalent|identical|(?:the )?same)\b"
 )
+# Linear in the (normalised) reply: the runs before a word are possessive, and only the last
+# `[\W_]*` gives back, once, from the one place the match starts.
 _LEADING = re.compile(
-    r"^[\W_]*(?:(?:verdict|answer|judgment|judgement|decision|result)\W+)?"
+    r"^[\W_]*+(?:(?:verdict|answer|judgment|judgement|decision|result)\W++)?"
     r"(not equal|unequal|equal|different|the same|same)[\W_]*(?:[.!:\n]|$)"
 )
 

@@ -15,11 +15,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from evol.cleaning import Cleaned, clean_reply, clean_rewrite
 from evol.config import RunConfig
 from evol.elimination import (
+    EliminationRules,
     Failure,
     Reason,
     Verdict,
@@ -58,6 +59,9 @@ if TYPE_CHECKING:  # numpy, which the duplicate rule needs, loads only when the 
 
 # Errors that no other request would escape: the run stops at once.
 _FATAL = (AuthenticationFailed, ModelNotFound, Redirected, EndpointUnreachable)
+# Replies longer than this are cleaned and checked off the event loop (see `_read`).
+LARGE_REPLY_CHARS = 64 * 1024
+_Parsed = TypeVar("_Parsed")
 
 
 @dataclass(frozen=True)
@@ -226,18 +230,23 @@ class Engine:
         """Ask for the rewrite, clean it, and run the checks that cost nothing."""
         prompt = self.prompts.evolve_prompt(draft.operation or "", tip.instruction, draft.input)
         evolved = await self._call("evolve", _user(prompt), draft)
-        cleaned = clean_rewrite(evolved.text, draft.input)
+        cleaned, failure = await _read(
+            evolved.text, lambda text: self._read_rewrite(text, draft, tip)
+        )
         draft.instruction = cleaned.text
         _note(draft, cleaned, "rewrite")
         _raise_if_truncated(evolved, "rewrite")
-        rules = self.config.rules
-        if failure := check_rewrite(
-            tip.instruction, draft.instruction, rules, self.leaks, draft.operation
-        ):
+        if failure:
             raise _Eliminated(failure)
         if self.pool is not None and (original := self.pool.find(draft.instruction, draft.root_id)):
             repeat = Failure(Reason.DUPLICATE, f"the rewrite repeats {original}")
             raise _Eliminated(repeat, duplicate_of=original)
+
+    def _read_rewrite(self, reply: str, draft: Record, tip: Tip) -> tuple[Cleaned, Failure | None]:
+        """The rewrite in `reply` cleaned, and the first free check it fails."""
+        cleaned = clean_rewrite(reply, draft.input)
+        rules, operation = self.config.rules, draft.operation
+        return cleaned, check_rewrite(tip.instruction, cleaned.text, rules, self.leaks, operation)
 
     async def _answer_and_judge(self, draft: Record, tip: Tip) -> None:
         """The verdict, then the answer (no answer is paid for a rewrite the judge rejects);
@@ -262,12 +271,13 @@ class Engine:
         if self.config.system_prompt:
             messages = [{"role": "system", "content": self.config.system_prompt}, *messages]
         answered = await self._call("answer", messages, record)
-        cleaned = clean_reply(answered.text)
+        rules = self.config.rules
+        cleaned, answer_failure = await _read(
+            answered.text, lambda text: _read_answer(text, record.instruction, rules)
+        )
         record.output = cleaned.text
         _note(record, cleaned, "answer")
-        failure = _truncation(answered, "answer") or check_answer(
-            record.instruction, record.output, self.config.rules
-        )
+        failure = _truncation(answered, "answer") or answer_failure
         if failure and check:
             raise _Eliminated(failure)
         return failure
@@ -279,8 +289,8 @@ class Engine:
         )
         messages = _user(prompt)
         first = await self._call("judge", messages, draft)
-        replies = [clean_reply(first.text).text]
-        verdict = parse_verdict(replies[0])
+        reply, verdict = await _read(first.text, _read_verdict)
+        replies = [reply]
         if verdict == Verdict.UNCLEAR:
             follow_up: list[Message] = [
                 *messages,
@@ -288,8 +298,8 @@ class Engine:
                 {"role": "user", "content": self.prompts.judge_again()},
             ]
             again = await self._call("judge", follow_up, draft, journal_as="judge_again")
-            replies.append(clean_reply(again.text).text)
-            verdict = parse_verdict(replies[1])
+            reply, verdict = await _read(again.text, _read_verdict)
+            replies.append(reply)
         return verdict, replies
 
     def _record_elimination(self, record: Record, failed: _Eliminated) -> None:
@@ -376,6 +386,32 @@ class Engine:
     def _fail(self, item_id: str, round_: int, role: str, error: Exception) -> Exception:
         self.stats.failed.append(FailedItem(item_id, round_, role, str(error)))
         return error
+
+
+async def _read(reply: str, read: Callable[[str], _Parsed]) -> _Parsed:
+    """`read(reply)`, in a worker thread when the reply is large.
+
+    The cleaning and the rules take time linear in it; on the loop, megabytes would hold up the
+    replies to every request in flight (past `--timeout`, sent and paid for again). In a thread
+    the loop runs between its steps; one regex call over the whole text still holds the GIL,
+    so the longest stall is about halved, not gone (0.5 s to 0.2 s on a 4 MB verdict)."""
+    if len(reply) <= LARGE_REPLY_CHARS:
+        return read(reply)
+    return await asyncio.to_thread(read, reply)
+
+
+def _read_answer(
+    reply: str, instruction: str, rules: EliminationRules
+) -> tuple[Cleaned, Failure | None]:
+    """The answer in `reply` cleaned, and the first answer rule it fails."""
+    cleaned = clean_reply(reply)
+    return cleaned, check_answer(instruction, cleaned.text, rules)
+
+
+def _read_verdict(reply: str) -> tuple[str, Verdict]:
+    """The judge's reply cleaned, and the verdict it gives."""
+    text = clean_reply(reply).text
+    return text, parse_verdict(text)
 
 
 def _judged(draft: Record, verdict: Verdict, replies: list[str]) -> None:

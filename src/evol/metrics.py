@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from evol.errors import RunDirError
 from evol.store import METRICS, atomic_write, generation_files, iter_records
+from evol.textstats import rouge_l_bitparallel as rouge_l
 from evol.textstats import tokens
 
 NEAR_DUPLICATE = 0.7  # the duplicate rule's default threshold (Self-Instruct's)
@@ -57,9 +58,6 @@ def record_file_sizes(run_dir: Path) -> dict[str, int]:
 
 def compute_metrics(run_dir: Path) -> RunMetrics:
     """Measure every generation of the run in `run_dir`, one generation in memory at a time."""
-    # evol.dedup brings numpy: loaded here, not whenever `evol stats` reads metrics.json.
-    from evol.dedup import rouge_l_bitparallel as rouge_l
-
     files = record_file_sizes(run_dir)
     seeds: dict[str, list[str]] = {}
     rows: dict[int, GenerationMetrics] = {}
@@ -87,6 +85,7 @@ def compute_metrics(run_dir: Path) -> RunMetrics:
 def _measure(
     generation: int, records: list[dict[str, Any]], words: list[list[str]]
 ) -> GenerationMetrics:
+    # evol.dedup brings numpy: loaded here, not whenever `evol stats` reads metrics.json.
     from evol.dedup import DuplicateIndex
 
     pool = DuplicateIndex(method="minhash")
@@ -115,8 +114,6 @@ def _drift_from_failed_seeds(
 ) -> None:
     """A seed whose answer failed is not kept, yet its lineage evolves: measure against its
     instruction as eliminated.jsonl holds it."""
-    from evol.dedup import rouge_l_bitparallel as rouge_l
-
     wanted = {root for _generation, root, _words in orphans}
     seeds = {
         record["id"]: tokens(record["instruction"])
