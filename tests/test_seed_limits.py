@@ -167,3 +167,21 @@ def test_json_array_elements_and_lines_match_a_whole_file_parse(
         for start, value in zip(starts, json.loads(text), strict=True)
     ]
     assert list(rows(path, "json", INSTRUCTION_FIELDS)) == expected
+
+
+def test_an_id_longer_than_the_limit_is_refused_at_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    rows = [{"id": "a", "instruction": "x"}, {"id": "a" + ".1" * 600, "instruction": "y"}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(SeedFileError) as raised:
+        scan_seeds(path)
+    assert str(raised.value) == f"{path}:2: 'id' is 1,201 characters long, over the 1,000 limit"
+
+
+def test_an_id_of_many_evolution_suffixes_costs_no_more_than_a_run_has_rounds() -> None:
+    from evol.records import MAX_GENERATIONS
+    from evol.seeds import _stems
+
+    stems = _stems("a" + ".1" * 100_000)  # quadratic memory once: every prefix kept
+    assert len(stems) == MAX_GENERATIONS and stems[0] == "a" + ".1" * 99_999
+    assert _stems("a.1.20") == ["a.1", "a"] and _stems("a.1x") == [] and _stems(".3") == [""]

@@ -9,11 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from evol.elimination import EliminationRules
 from evol.llm import BackendSettings, GenerationParams
 from evol.operations import parse_weights
+from evol.records import MAX_GENERATIONS
 from evol.seeds import SeedFormat, SeedOptions, Shard
 
 # The judge needs a few tokens of a verdict ("Not equal"), said the same way every time.
 JUDGE_DEFAULTS = GenerationParams(temperature=0.0, max_tokens=32)
-MAX_GENERATIONS = 100  # --generations
 
 
 class RoleParams(BaseModel):

@@ -8,6 +8,9 @@ from pydantic import BaseModel, Field
 
 from evol.elimination import Reason, Verdict
 
+# The most rounds a run may have (--generations): no record's id has more suffixes.
+MAX_GENERATIONS = 100
+
 
 def compose(instruction: str, input_text: str) -> str:
     """The user message for an instruction with an optional Alpaca-style input: what the

@@ -10,7 +10,6 @@ same seeds as the unsharded run).
 from __future__ import annotations
 
 import hashlib
-import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from evol.errors import SeedFileError, UsageError
+from evol.records import MAX_GENERATIONS
 from evol.seed_formats import (
     RowError,
     SeedFormat,
@@ -45,7 +45,8 @@ __all__ = [
 
 # A child's id is its parent's id plus ".<round>", so a seed id such as "a.3" next to a seed "a"
 # would collide with a's evolution in round 3, whichever of the two comes first in the file.
-_EVOLUTION_SUFFIX = re.compile(r"\.\d+$")
+# An id names a record in every file and message: longer than this, it is no id but data.
+MAX_ID_CHARS = 1000
 
 
 class Seed(BaseModel):
@@ -272,11 +273,15 @@ class _Ids:
 
 
 def _stems(seed_id: str) -> list[str]:
-    """The ids of which `seed_id` looks like an evolution: "a.1.2" -> "a.1", "a"."""
+    """The ids of which `seed_id` looks like an evolution: "a.1.2" -> "a.1", "a". No
+    evolution has more than MAX_GENERATIONS suffixes, so no more stems are looked for (an id
+    of ".1" repeated would otherwise cost time and memory quadratic in its length)."""
     stems, stem = [], seed_id
-    while _EVOLUTION_SUFFIX.search(stem):
-        stem = _EVOLUTION_SUFFIX.sub("", stem)
-        stems.append(stem)
+    while len(stems) < MAX_GENERATIONS:
+        head, dot, tail = stem.rpartition(".")
+        if not dot or not tail.isdecimal():  # isdecimal: what the regex's \d meant
+            return stems
+        stems.append(stem := head)
     return stems
 
 
@@ -319,6 +324,8 @@ def _seed_id(value: Any, line: int, on_line: int) -> str:
     text = str(value)
     if not text.strip():
         raise RowError("'id' is empty")
+    if len(text) > MAX_ID_CHARS:
+        raise RowError(f"'id' is {len(text):,} characters long, over the {MAX_ID_CHARS:,} limit")
     return text
 
 

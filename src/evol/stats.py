@@ -15,11 +15,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from evol.config import MAX_GENERATIONS
 from evol.contamination import Flagged, read_contamination
 from evol.counts import RunCounts
 from evol.manifest import load_manifest
 from evol.metrics import read_metrics, record_file_sizes
+from evol.records import MAX_GENERATIONS
 from evol.scoring import SCORES, read_scores
 from evol.store import iter_records
 from evol.textstats import Lengths, summarize, word_count
