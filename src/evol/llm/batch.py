@@ -54,6 +54,7 @@ from evol.errors import (
     RateLimited,
     Redirected,
     RunDirError,
+    StorageError,
     TransientBackendError,
     UsageError,
 )
@@ -92,7 +93,9 @@ _ROW_END = 4096
 _CUSTOM_ID = re.compile(rb'"custom_id"\s*:\s*"([A-Za-z0-9_.:-]{1,200})"')
 _MAX_PAGES = 10_000  # of 100 batches each, when a batch is looked for by its token
 _NOT_JSON = object()
-_WRITE_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_WRITE_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_FOLLOW
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_TRUNC | os.O_CREAT | _NO_FOLLOW
 T = TypeVar("T")
 
 
@@ -306,9 +309,14 @@ def row_outcome(
 
 def _open_append(path: Path) -> BinaryIO:
     try:
-        return os.fdopen(os.open(path, _WRITE_FLAGS, 0o644), "ab")
+        return open(path, "ab", opener=lambda name, _: os.open(name, _WRITE_FLAGS, 0o644))
     except OSError as error:
-        raise RunDirError(f"{path}: cannot write it: {error.strerror}") from None
+        raise StorageError(path, error) from None
+
+
+def _open_new(path: Path) -> BinaryIO:
+    """A file of batch/tmp to write from its start, never through a link."""
+    return open(path, "wb", opener=lambda name, _: os.open(name, _NEW_FILE_FLAGS, 0o644))
 
 
 def _read_lines(path: Path, repair: bool = True) -> Iterable[tuple[int, bytes, Any]]:
@@ -382,7 +390,7 @@ class _Journal:
             self._file.flush()
             os.fsync(self._file.fileno())
         except OSError as error:
-            raise RunDirError(f"{self.path}: cannot write it: {error.strerror}") from None
+            raise StorageError(self.path, error) from None
 
     def close(self) -> None:
         if self._file is not None:
@@ -427,7 +435,7 @@ class _Results:
         try:
             return self._ingest(paths, expected, model, reader)
         except OSError as error:
-            raise RunDirError(f"{self.path}: cannot write it: {error.strerror}") from None
+            raise StorageError(self.path, error) from None
         finally:
             for path in paths:
                 path.unlink(missing_ok=True)
@@ -613,7 +621,7 @@ class BatchApi:
                 if (reply.content_length or 0) > self.max_download:
                     raise self._too_big(reply.content_length or 0)
                 size = 0
-                with part.open("wb") as out:
+                with _open_new(part) as out:
                     async for chunk in reply.content.iter_chunked(_CHUNK):
                         size += len(chunk)
                         if size > self.max_download:
@@ -961,7 +969,7 @@ class BatchBackend:
             for leftover in self._tmp.iterdir():  # files a killed process was writing
                 leftover.unlink()
         except OSError as error:
-            raise RunDirError(f"{self._tmp}: cannot write it: {error.strerror}") from None
+            raise StorageError(self._tmp, error) from None
         for work in (self._submit_loop(), self._poll_loop()):
             task = asyncio.get_running_loop().create_task(work)
             task.add_done_callback(self._task_ended)
@@ -1025,7 +1033,7 @@ class BatchBackend:
         token = secrets.token_hex(16)
         path = self._tmp / f"input-{token}.jsonl"
         try:
-            with path.open("wb") as out:
+            with _open_new(path) as out:
                 out.writelines(lines)
             file_id = await self._retrying(lambda: self.api.upload(path))
         except (TransientBackendError, EvolError, OSError) as error:
