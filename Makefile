@@ -34,11 +34,11 @@ demo: install-local
 
 ## test: the whole suite, the real-model tests included
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 ## test-fast: the suite without the slow real-model tests
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n auto -m "not slow"
 
 ## bench: speed, memory and quality targets, measured (figures in bench/results.json)
 bench: install
@@ -49,9 +49,10 @@ bench: install
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/seed_memory.py
 
-## mutate: mutation testing of the modules that decide what is kept and paid (an hour or two)
+## mutate: mutation testing of the modules that decide what is kept and paid (hours);
+##         MODULE=merge (or llm.batch, ...) checks one module in minutes
 mutate: install
-	$(BIN)/python bench/mutation_score.py
+	$(BIN)/python bench/mutation_score.py $(if $(MODULE),--module $(MODULE))
 
 ## lint: ruff's checks and formatting
 lint: install

@@ -9,6 +9,7 @@ original, in the README ("Mutation testing").
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -48,10 +49,20 @@ def caught_and_total(counts: dict[str, int]) -> tuple[int, int]:
 
 
 def main() -> None:
-    if "--report-only" not in sys.argv:
-        subprocess.run([*MUTMUT, "run"], cwd=ROOT, check=False)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--module", help="only this module's mutants: merge, llm.batch, ...")
+    parser.add_argument("--report-only", action="store_true", help="the last run's figures")
+    parser.add_argument("--markdown", action="store_true", help="as a table")
+    args = parser.parse_args()
+    only = f"evol.{args.module}." if args.module else None
+    if not args.report_only:
+        subprocess.run([*MUTMUT, "run", *([only + "*"] if only else [])], cwd=ROOT, check=False)
     figures = scores()
-    markdown = "--markdown" in sys.argv
+    if only:
+        figures = {module: counts for module, counts in figures.items() if module + "." == only}
+        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        figures = {**results.get("mutation", {}), **figures}
+    markdown = args.markdown
     if markdown:
         print("| module | caught | total | score |\n|---|---:|---:|---:|")
     else:
