@@ -307,6 +307,16 @@ def test_a_reply_that_does_not_fit_the_schema_fails_the_step_not_the_run(
     assert "not a chat completion" in summary["failed"][0]["error"]
 
 
+def run_without_model(
+    server: HostileServer, tmp_path: Path, backend: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """`evol run` with no --model, so that the model list is read; its output as text."""
+    seeds = write_seeds(tmp_path / "s.jsonl", SEEDS[:1])
+    command = [sys.executable, "-m", "evol", "run", str(seeds), "--out", str(tmp_path / "run")]
+    command += ["--base-url", server.base_url, "--backend", backend, "--retry-max-wait", "0.01"]
+    return subprocess.run([*command, *extra], env=ENV, capture_output=True, text=True, timeout=120)
+
+
 MODEL_LISTS = {
     "ids numbers": b'{"data": [{"id": 5}]}',
     "data a string": b'{"data": "fake-model"}',
@@ -327,23 +337,7 @@ def test_a_model_list_that_does_not_fit_is_one_line_not_a_traceback(
         return await answer_normally(request, writer)
 
     with HostileServer(off_schema) as server:
-        command = [
-            sys.executable,
-            "-m",
-            "evol",
-            "run",
-            str(write_seeds(tmp_path / "s.jsonl", SEEDS[:1])),
-        ]
-        command += [
-            "--out",
-            str(tmp_path / "run"),
-            "--base-url",
-            server.base_url,
-            "--backend",
-            backend,
-        ]
-        command += ["--max-retries", "1", "--retry-max-wait", "0.01", "--json"]  # no --model
-        child = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=120)
+        child = run_without_model(server, tmp_path, backend, "--max-retries", "1", "--json")
     (line,) = child.stderr.strip().splitlines()
     assert child.returncode == 1 and "sent a malformed model list" in line, child.stderr
     assert json.loads(child.stdout)["status"] == "failed"
@@ -361,22 +355,7 @@ def test_a_model_id_with_escape_sequences_is_never_used_or_printed(
         return await answer_normally(request, writer)
 
     with HostileServer(escaping) as server:
-        command = [
-            sys.executable,
-            "-m",
-            "evol",
-            "run",
-            str(write_seeds(tmp_path / "s.jsonl", SEEDS[:1])),
-        ]
-        command += [
-            "--out",
-            str(tmp_path / "run"),
-            "--base-url",
-            server.base_url,
-            "--backend",
-            backend,
-        ]
-        child = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=120)
+        child = run_without_model(server, tmp_path, backend)
         asked = server.chat_requests()
     assert child.returncode == 2 and asked == []
     (line,) = child.stderr.strip().splitlines()
