@@ -794,3 +794,15 @@ def test_a_finished_run_is_recognised_without_reading_it_again(
             *[a for a in args(server, seeds, out, "--generations", "2") if a != "--quiet"]
         ).stderr
     )
+
+
+def test_every_generation_has_its_file_empty_when_nothing_was_kept(
+    evol, server, tmp_path: Path
+) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": "Name a river [same]"}])
+    out = tmp_path / "run"
+    assert evol(*args(server, seeds, out, "--generations", "3")).exit_code == 0
+    sizes = {g: (out / f"gen_{g}.jsonl").stat().st_size for g in range(4)}
+    assert sizes[0] > 0 and sizes[1] == sizes[2] == sizes[3] == 0
+    assert not (out / "gen_4.jsonl").exists()
+    assert len(read_jsonl(out / "eliminated.jsonl")) == 3  # unchanged, each round

@@ -199,8 +199,16 @@ class RunStore:
             )
 
     def write_dataset(self) -> int:
-        """Write dataset.jsonl as gen_0 .. gen_N in order, atomically; return its line count."""
+        """Write dataset.jsonl as gen_0 .. gen_N in order, atomically; return its line count.
+
+        A generation that kept nothing gets an empty file, so that a script may read gen_k for
+        every k of a finished run.
+        """
         lines = 0
+        for generation in range(self.generations + 1):
+            path = self.out_dir / generation_file(generation)
+            if not path.exists():
+                open_for_append(path).close()
 
         def concatenated(out: BinaryIO) -> None:
             nonlocal lines
