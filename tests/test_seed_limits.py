@@ -185,3 +185,11 @@ def test_an_id_of_many_evolution_suffixes_costs_no_more_than_a_run_has_rounds() 
     stems = _stems("a" + ".1" * 100_000)  # quadratic memory once: every prefix kept
     assert len(stems) == MAX_GENERATIONS and stems[0] == "a" + ".1" * 99_999
     assert _stems("a.1.20") == ["a.1", "a"] and _stems("a.1x") == [] and _stems(".3") == [""]
+
+
+def test_a_nul_in_a_csv_header_is_refused_as_in_any_row(tmp_path: Path) -> None:
+    path = tmp_path / "s.csv"
+    path.write_bytes(b"instruction,m\x00\nfine,1\n")
+    with pytest.raises(SeedFileError) as raised:
+        scan_seeds(path, SeedOptions(skip_invalid=True))  # no row can be read without a header
+    assert str(raised.value) == f"{path}:1: {NUL_BYTE}"

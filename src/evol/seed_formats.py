@@ -331,6 +331,8 @@ def _csv_rows(path: Path, instruction_fields: tuple[str, ...]) -> Iterator[tuple
             header = reader.fieldnames
             if not header:
                 raise SeedFileError(str(path), 1, "empty CSV file: expected a header row")
+            if any("\x00" in name for name in header):  # the header is a row too
+                raise SeedFileError(str(path), 1, NUL_BYTE)
             if not set(instruction_fields) & set(header):
                 raise SeedFileError(
                     str(path),
