@@ -117,3 +117,14 @@ def test_show_and_stats_print_a_runs_text_inert(evol, tmp_path: Path) -> None:
             assert_inert(result.stdout.strip() + result.stderr)
     shown = json.loads(evol("show", run, "s1.1", "--json").stdout)
     assert shown["roots"][0]["instruction"] == hostile  # the JSON keeps the value whole
+
+
+def test_paths_a_user_typed_are_printed_inert(evol, tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", [record("s1", "Name a river")])
+    out = tmp_path / f"x{CLIPBOARD}\u202e" / "ex.jsonl"
+    exported = evol("export", run, "--out", out)
+    reported = evol("report", run, "--out", tmp_path / f"r{CLIPBOARD}.html")
+    for result in (exported, reported):
+        assert result.exit_code == 0, result.output
+        assert "\\x1b]52;c;" in result.stdout
+        assert_inert(result.stdout + result.stderr)

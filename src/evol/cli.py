@@ -250,9 +250,10 @@ def _fail(message: str, exit_code: int, as_json: bool, summary: dict | None = No
     raise typer.Exit(exit_code) from None
 
 
-def _echo_outside(text: str, *, as_json: bool = False) -> None:
-    """Print what holds text from a server, a seed file or a run, its controls made inert."""
-    typer.echo(json_printable(text) if as_json else printable(text))
+def _echo_outside(text: str, *, as_json: bool = False, err: bool = False) -> None:
+    """Print what holds text from a server, a seed file, a run or a path, its controls made
+    inert."""
+    typer.echo(json_printable(text) if as_json else printable(text), err=err)
 
 
 def _version(value: bool) -> None:
@@ -277,7 +278,7 @@ def _read_config_file(ctx: typer.Context, path: Path | None) -> Path | None:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        typer.echo(f"evol: error: {path}: {getattr(error, 'strerror', None) or error}", err=True)
+        _echo_outside(f"evol: error: {path}: {getattr(error, 'strerror', None) or error}", err=True)
         raise typer.Exit(2) from None
     params = {p.name: p for p in ctx.command.params if p.name != "config"}
     by_key = {opt.lstrip("-"): p for p in params.values() for opt in p.opts} | params
@@ -622,7 +623,9 @@ def merge(
                 run_dirs=run_dirs, out=out, partial=partial, seeds=seeds, overwrite=overwrite
             )
         )
-    typer.echo(summary.model_dump_json() if as_json else format_merge_summary(summary))
+    _echo_outside(
+        summary.model_dump_json() if as_json else format_merge_summary(summary), as_json=as_json
+    )
 
 
 @app.command()
@@ -721,7 +724,7 @@ def export(
         typer.echo(
             f"evol: left out {result.left_out_without_output} records without an output", err=True
         )
-    typer.echo(result.model_dump_json() if as_json else format_export(result))
+    _echo_outside(result.model_dump_json() if as_json else format_export(result), as_json=as_json)
 
 
 @app.command()
@@ -760,7 +763,7 @@ def report(
     with _user_errors(False):
         plots, status = write_report(run_dir, out, png_dir=png)
     _warn_unfinished(run_dir, status)
-    typer.echo(f"{out}: {len(plots)} plots" + (f"; PNG files in {png}" if png else ""))
+    _echo_outside(f"{out}: {len(plots)} plots" + (f"; PNG files in {png}" if png else ""))
 
 
 @app.command()
@@ -935,7 +938,7 @@ def prompts_list(
     with _user_errors(False):
         loaded = PromptSet.load(prompts)
     for name in PROMPT_NAMES:
-        typer.echo(f"{name:<20} {loaded[name].source}")
+        _echo_outside(f"{name:<20} {loaded[name].source}")
 
 
 @prompts_app.command("show")
@@ -994,7 +997,7 @@ def _with_progress(quiet: bool, work: Callable[[Any, Any], T]) -> T:
 
 def _report(summary: RunSummary, *, quiet: bool, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(summary.model_dump(mode="json"), ensure_ascii=False))
+        _echo_outside(json.dumps(summary.model_dump(mode="json"), ensure_ascii=False), as_json=True)
     if quiet:
         return
     per_generation = ", ".join(f"gen {g}: {n}" for g, n in summary.kept_per_generation.items())
@@ -1019,7 +1022,7 @@ def _report(summary: RunSummary, *, quiet: bool, as_json: bool) -> None:
     if summary.dataset:
         lines.append(f"evol: dataset: {summary.dataset} ({summary.dataset_records} records)")
     for line in lines:
-        typer.echo(line, err=True)
+        _echo_outside(line, err=True)
 
 
 def _tuned_run(work: Coroutine[Any, Any, T]) -> T:
