@@ -320,13 +320,19 @@ def test_a_partial_ranking_is_asked_again_and_a_missing_version_stays_missing(
         ],
     )
     options = ("--no-difficulty", "--model", "judge-a")
-    assert score(evol, run, *options).exit_code == 0
+    result = score(evol, run, *options, "--json")
+    assert result.exit_code == 0, result.output
     lines = {s["id"]: s for s in scores_file(run)}
     # p1: the first reply left a version out, the second gave them all.
     assert lines["p1"]["asked"] == 2 and None not in lines["p1"]["scores"].values()
     # m1: never whole; what was given is kept, the rest recorded as missing, not guessed.
     assert lines["m1"]["asked"] == 2
     assert [v is None for v in lines["m1"]["scores"].values()].count(True) == 1
+    # The summary counts the records with a score, and averages those alone.
+    given = [v for line in lines.values() for v in line["scores"].values() if v is not None]
+    summary = json.loads(result.stdout)["scorers"]["complexity"]
+    assert (summary["scored"], summary["missing"], summary["records_scored"]) == (1, 1, 4)
+    assert summary["mean"] == pytest.approx(mean(given), abs=2e-4)
     stats = stats_of(evol, run)
     assert (stats["scores"]["complexity"]["scored"], stats["scores"]["complexity"]["missing"]) == (
         4,
@@ -623,3 +629,17 @@ def test_export_by_generation_reads_generation_not_round(
     summary = json.loads(result.stdout)
     assert summary["left_out_without_output"] == 0
     assert sum(p["lineages"] for p in summary["parts"]) == 3  # q7, b2, nx: each on one side
+
+
+def test_shuffle_follows_the_seed(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", [record(f"s{i}", f"seed {i}") for i in range(30)])
+
+    def order(seed: int) -> list[str]:
+        out = tmp_path / f"data-{seed}.jsonl"
+        export_run(run, out, shape="jsonl", split={"all": 1.0}, shuffle=True, seed=seed)
+        return [r["id"] for r in read_jsonl(tmp_path / f"data-{seed}.all.jsonl")]
+
+    first = order(1)
+    assert sorted(first) == sorted(f"s{i}" for i in range(30))
+    assert order(1) == first  # the same seed, the same order
+    assert len({tuple(order(seed)) for seed in (1, 2, 3)}) == 3
