@@ -162,6 +162,8 @@ class Judge:
         Judge.calls.append(Call(model, scorer, text, len(messages), content))
         if Judge.refusing.get(model, "\0") in task:
             raise BackendError("refused by the fake judge")
+        if model == "judge-mute":
+            return Completion(text="Hard to say.", prompt_tokens=7, completion_tokens=3)
         chosen = chosen_number(text, model)
         return Completion(
             text=str(chosen),
@@ -373,6 +375,24 @@ def test_stats_use_the_model_that_scored_most_and_the_latest_on_a_tie(
     assert_generation_means(
         stats, expected_scores(VARIED, "judge-b") | {"complexity": {}, "quality": {}}
     )
+
+
+def test_a_model_that_gave_no_scores_does_not_hide_one_that_did(evol, varied_run: Path) -> None:
+    """Missing scores are no scores: a model whose every reply lacked a number does not win
+    over one that scored all but one record (whose call failed and is left for next time)."""
+    options = ("--no-complexity", "--no-metrics")
+    assert score(evol, varied_run, *options, "--model", "judge-mute").exit_code == 0
+    assert {s["score"] for s in scores_file(varied_run)} == {None}
+    Judge.refusing = {"judge-a": "Name the capital"}
+    assert score(evol, varied_run, *options, "--model", "judge-a").exit_code == 1
+    stats = stats_of(evol, varied_run)
+    assert stats["scores"]["difficulty"] == {
+        "model": "judge-a",
+        "scored": len(VARIED) - 1,
+        "missing": 0,
+    }
+    want = expected_scores([r for r in VARIED if r["id"] != "b2"])
+    assert_generation_means(stats, want | {"complexity": {}, "quality": {}})
 
 
 def rewrite_record(run: Path, record_id: str, **changes: str) -> None:
