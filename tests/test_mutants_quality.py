@@ -138,7 +138,8 @@ class Call(NamedTuple):
 
 class Judge:
     """Scores by word counts, with log-probabilities. `[partial]` in a chain leaves its last
-    version out of the first ranking reply, `[partial-always]` out of every one; a task in
+    version out of the first ranking reply (and ranks the others the wrong way round),
+    `[partial-always]` leaves it out of every one; a task in
     `refusing[model]` is refused (a 400 that fails only its record)."""
 
     calls: list[Call] = []
@@ -174,7 +175,9 @@ class Judge:
 
     def ranking(self, versions: list[str], content: str, again: bool) -> Completion:
         shown = list(enumerate(ranks(versions), start=1))
-        if "[partial-always]" in content or ("[partial]" in content and not again):
+        if "[partial]" in content and not again:  # and upside down: the second reply counts
+            shown = [(place, len(versions) + 1 - rank) for place, rank in shown[:-1]]
+        if "[partial-always]" in content:
             shown = shown[:-1]
         tokens: list[dict[str, float]] = []
         for place, rank in shown:
@@ -208,6 +211,10 @@ def stats_of(evol, run: Path) -> dict[str, Any]:
     result = evol("stats", run, "--json")
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
+
+
+def run_records(run: Path) -> list[dict[str, Any]]:
+    return [r for path in sorted(run.glob("gen_*.jsonl")) for r in read_jsonl(path)]
 
 
 def scores_file(run: Path) -> list[dict[str, Any]]:
@@ -325,8 +332,13 @@ def test_a_partial_ranking_is_asked_again_and_a_missing_version_stays_missing(
     result = score(evol, run, *options, "--json")
     assert result.exit_code == 0, result.output
     lines = {s["id"]: s for s in scores_file(run)}
-    # p1: the first reply left a version out, the second gave them all.
-    assert lines["p1"]["asked"] == 2 and None not in lines["p1"]["scores"].values()
+    # p1: the first reply left a version out, the second gave them all, and is read alone.
+    assert lines["p1"]["asked"] == 2
+    p1 = [r for r in run_records(run) if r["root_id"] == "p1"]
+    assert lines["p1"]["scores"] == {
+        r["id"]: pytest.approx(expected_rank(rank, 3), abs=2e-4)
+        for r, rank in zip(p1, ranks([r["instruction"] for r in p1]), strict=True)
+    }
     # m1: never whole; what was given is kept, the rest recorded as missing, not guessed.
     assert lines["m1"]["asked"] == 2
     assert [v is None for v in lines["m1"]["scores"].values()].count(True) == 1
@@ -426,9 +438,7 @@ def test_a_score_of_text_that_changed_counts_no_more_and_only_it_is_asked_again(
         ("quality", "Paris."),
     ]
     assert asked[0][1] in {"Name the capital city of France please", "Name a city"}
-    records = read_jsonl(varied_run / "gen_0.jsonl") + read_jsonl(varied_run / "gen_1.jsonl")
-    records += read_jsonl(varied_run / "gen_2.jsonl") + read_jsonl(varied_run / "gen_3.jsonl")
-    want = expected_scores(records)
+    want = expected_scores(run_records(varied_run))
     now = stats_of(evol, varied_run)
     assert {name: s["scored"] for name, s in now["scores"].items()} == {
         name: len(values) for name, values in want.items()
