@@ -506,7 +506,7 @@ def test_expected_score_table(
     )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     maximum=st.integers(2, 9),
     data=st.data(),
@@ -580,7 +580,7 @@ def reference_split(
     return assignment
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     records=varied_runs(),
     weights=st.lists(st.integers(0, 10), min_size=2, max_size=3).filter(any),
