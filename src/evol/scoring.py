@@ -376,7 +376,7 @@ class ScoreBook:
 
     `scores[scorer][record id]` is the score, or None when it was recorded as missing. Only
     scores of the text the record holds now count (a rerun with --overwrite changes it), and
-    of several models, the one that scored the most records (the latest on a tie).
+    of several models, the one that gave the most records a score (the latest on a tie).
     """
 
     models: dict[str, str] = field(default_factory=dict)
@@ -408,9 +408,12 @@ def read_scores(
     book = ScoreBook()
     for scorer, models in latest.items():
         order = {name: place for place, name in enumerate(models)}
-        chosen = max(order, key=lambda name: (len(by_model[scorer, name]), order[name]))
+        per_model = {name: _per_record(scorer, by_model[scorer, name], chains) for name in order}
+        # A score recorded as missing is none: a model that gave none does not win on lines.
+        given = {name: sum(v is not None for v in per_model[name].values()) for name in order}
+        chosen = max(order, key=lambda name: (given[name], order[name]))
         book.models[scorer] = chosen
-        book.scores[scorer] = _per_record(scorer, by_model[scorer, chosen], chains)
+        book.scores[scorer] = per_model[chosen]
     return book
 
 
