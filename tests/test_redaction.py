@@ -92,7 +92,7 @@ def test_escape_sequences_and_control_characters_are_taken_out(text: str, shown:
 )
 @pytest.mark.parametrize("offset", [MESSAGE_LIMIT - len(KEY) // 2, MESSAGE_LIMIT - 1])
 def test_body_message_redacts_every_shape_of_error_body(body, offset: int) -> None:
-    assert pieces_of_key(body_message(body(planted(offset)), "", KEY)) == []
+    assert pieces_of_key(body_message(body(planted(offset)), "", Secrets(KEY))) == []
 
 
 # -- through a whole run -----------------------------------------------------------------------
@@ -239,3 +239,49 @@ def test_the_password_in_a_url_is_a_secret_as_typed_and_as_quoted() -> None:
     secrets = Secrets.of(None, ["http://ann:pa%3Ass%40w%2Frd@host/v1", "http://host/v1"])
     text = "login ann/pa:ss@w/rd rejected; got pa%3Ass%40w%2Frd"
     assert secrets.redact(text) == "login ann/*** rejected; got ***"
+
+
+SPLIT_KEY = {
+    "nul": f"bad key {KEY[:10]}\x00{KEY[10:]}",
+    "newline": f"your key {KEY[:12]}\n{KEY[12:]} is bad",
+}
+
+
+@pytest.mark.parametrize("backend", ["openai", "openai-sdk"])
+@pytest.mark.parametrize("split", sorted(SPLIT_KEY))
+def test_a_key_echoed_in_pieces_is_kept_nowhere(tmp_path: Path, backend: str, split: str) -> None:
+    async def echo_split_key(request: Request, writer: asyncio.StreamWriter) -> bool:
+        if request.path.endswith("/models"):
+            return await answer_normally(request, writer)
+        body = json.dumps({"error": {"message": SPLIT_KEY[split]}}).encode()
+        writer.write(response("400 Bad Request", body))
+        return True
+
+    out = tmp_path / "run"
+    with HostileServer(echo_split_key) as server:
+        child = run_evol(
+            server.base_url, out, "--generations", "0", "--backend", backend, "--json",
+            env={"OPENAI_API_KEY": KEY}, seeds=SEEDS[:2],
+        )  # fmt: skip
+    assert child.returncode == 0, child.stderr
+    assert len((out / "eliminated.jsonl").read_text().splitlines()) == 2
+    assert_key_nowhere(out, child.stdout, child.stderr)
+
+
+def test_a_key_echoed_in_pieces_in_batch_rows_is_kept_nowhere(tmp_path: Path, evol) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS[:2])
+    out = tmp_path / "run"
+    with BatchServer(
+        api_key=KEY,
+        row_fate=lambda line, times: "error:400",
+        error_text=lambda line: SPLIT_KEY["newline"],
+    ) as server:
+        result = evol(
+            "run", seeds, "--out", out, "--base-url", server.base_url, "--batch",
+            "--batch-poll-interval", "0.02", "--model", "fake-model", "--generations", "0",
+            "--quiet", "--json", env={"OPENAI_API_KEY": KEY},
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len((out / "eliminated.jsonl").read_text().splitlines()) == 2
+    assert (out / "batch" / "results.jsonl").exists()
+    assert_key_nowhere(out, result.output)
