@@ -53,6 +53,7 @@ from evol.llm.batch import (
     row_outcome,
 )
 from evol.llm.retry import with_retries
+from evol.secrets import Secrets
 
 MODEL = "fake-model"
 PARAMS = GenerationParams()
@@ -181,7 +182,7 @@ def test_request_line_is_deterministic_and_names_every_part_of_the_request() -> 
 
 # -- rows read like live replies ----------------------------------------------------------
 
-READER = RowReader("http://x/v1 batch b1", "OPENAI_API_KEY", "sk-secret-key-123")
+READER = RowReader("http://x/v1 batch b1", "OPENAI_API_KEY", Secrets("sk-secret-key-123"))
 
 
 def completion_body(message: dict[str, Any]) -> dict[str, Any]:

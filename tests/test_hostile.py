@@ -445,6 +445,87 @@ def test_a_key_in_the_base_url_is_never_shown(tmp_path: Path) -> None:
     assert "api-version=2024-10-21" in (out / "run.json").read_text()  # the rest stays readable
 
 
+def pieces_of(secret: str, *texts: str) -> list[str]:
+    """Every 8-character piece of `secret` in `texts`."""
+    pieces = {secret[i : i + 8] for i in range(len(secret) - 7)}
+    return sorted(piece for piece in pieces if any(piece in text for text in texts))
+
+
+def run_texts(out: Path, *printed: str) -> list[str]:
+    """What a run printed and every file it wrote."""
+    return [*printed, *(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file())]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    ("served", "refusal"),
+    [
+        (["m-{key}"], "serves one model, 'm-***', whose id holds the API key or a password"),
+        (["fake-model", "{key}"], "name a model with --model: it serves fake-model, ***"),
+    ],
+    ids=["one model", "two models"],
+)
+def test_a_model_id_that_holds_the_key_is_never_used_or_shown(
+    tmp_path: Path, backend: str, served: list[str], refusal: str
+) -> None:
+    async def key_as_model(request: Request, writer: asyncio.StreamWriter) -> bool:
+        if request.path.endswith("/models"):
+            listing = {"data": [{"id": name.format(key=KEY)} for name in served]}
+            writer.write(response("200 OK", json.dumps(listing).encode()))
+            return True
+        return await answer_normally(request, writer)
+
+    with HostileServer(key_as_model) as server:
+        child = run_without_model(server, tmp_path, backend, "--api-key", KEY, "--json")
+        asked = server.chat_requests()
+    assert child.returncode == 2 and asked == []
+    (line,) = child.stderr.strip().splitlines()
+    assert refusal in line, line
+    assert pieces_of(KEY, *run_texts(tmp_path / "run", child.stdout, child.stderr)) == []
+
+
+def key_in_location(request: Request) -> str:
+    """A Location built from the request's own credentials: in the path, a query, a header."""
+    key = request.headers.get("authorization", "").partition(" ")[2]
+    return f"Location: http://127.0.0.1:1/v1/{key}?q={key}&h=Bearer%20{key}"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_redirect_that_carries_the_key_names_it_redacted(tmp_path: Path, backend: str) -> None:
+    async def moved(request: Request, writer: asyncio.StreamWriter) -> bool:
+        writer.write(response("307 Temporary Redirect", b"", key_in_location(request)))
+        return True
+
+    out = tmp_path / "run"
+    with HostileServer(moved) as server:
+        child = run_evol(
+            server.base_url, out, "--generations", "0", "--backend", backend, "--json",
+            env={"OPENAI_API_KEY": KEY},
+        )  # fmt: skip
+    assert child.returncode == 2
+    (line,) = child.stderr.strip().splitlines()
+    assert "redirects to http://127.0.0.1:1/v1/***?q=***" in line, line
+    assert pieces_of(KEY, *run_texts(out, child.stdout, child.stderr)) == []
+
+
+def test_a_redirect_that_carries_the_key_names_it_redacted_in_score(tmp_path: Path) -> None:
+    async def moved(request: Request, writer: asyncio.StreamWriter) -> bool:
+        writer.write(response("302 Found", b"", key_in_location(request)))
+        return True
+
+    out = tmp_path / "run"
+    with FakeServer() as server:
+        assert run_evol(server.base_url, out, "--generations", "1").returncode == 0
+    with HostileServer(moved) as server:
+        command = [sys.executable, "-m", "evol", "score", str(out), "--base-url", server.base_url]
+        command += ["--model", "fake-model", "--answers", "--max-retries", "0"]
+        env = {**ENV, "OPENAI_API_KEY": KEY}
+        child = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert child.returncode == 2, child.stderr
+    assert "redirects to http://127.0.0.1:1/v1/***?q=***" in child.stderr
+    assert pieces_of(KEY, *run_texts(out, child.stdout, child.stderr)) == []
+
+
 @pytest.mark.parametrize(
     ("how", "source"),
     [

@@ -9,13 +9,16 @@ before anything is sent, in one line, exit 2.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from batch_server import BatchServer, basic
 from conftest import write_seeds
-from hostile_server import HostileServer, answer_normally
+from hostile_server import HostileServer, Request, answer_normally, response
 from test_hostile import run_evol
 
 USER, PASSWORD = "ann", "pa:ss@w/rd"
@@ -93,3 +96,81 @@ def test_a_login_next_to_a_key_is_refused_in_one_line_with_batch(tmp_path: Path,
     assert "carries user:password@" in line
     assert json.loads(result.stdout)["status"] == "failed" and sent == []
     assert_login_nowhere(tmp_path, result.output)
+
+
+# A password long enough that "no eight characters of it" means something; and one of an
+# upstream server that ours quotes, which is no secret of ours but a password all the same.
+LONG_PASSWORD = "hunter2-SECRET:pass/99"
+UPSTREAM_PASSWORD = "theirPASS-Zq9w77x"
+ECHOES = {
+    "500 login": ("500 Internal Server Error", "login alice/{password} rejected upstream"),
+    "400 login": ("400 Bad Request", "login alice/{password} may not use this model"),
+    "500 url": ("500 Internal Server Error", "failed: http://alice:{password}@upstream/v1"),
+    "500 upstream url": (
+        "500 Internal Server Error",
+        f"failed: http://bob:{UPSTREAM_PASSWORD}@upstream/v1",
+    ),
+}
+
+
+def pieces_of(secret: str, texts: list[str]) -> list[str]:
+    pieces = {secret[i : i + 8] for i in range(len(secret) - 7)}
+    return sorted(piece for piece in pieces if any(piece in text for text in texts))
+
+
+def assert_passwords_nowhere(out: Path, *printed: str) -> None:
+    texts = [*printed, *(p.read_text(errors="replace") for p in out.rglob("*") if p.is_file())]
+    for secret in (LONG_PASSWORD, quote(LONG_PASSWORD, safe=""), UPSTREAM_PASSWORD):
+        assert pieces_of(secret, texts) == []
+
+
+def echoed_password(request: Request) -> str:
+    """The password the request carried, as the server received it (Basic auth)."""
+    login = base64.b64decode(request.headers["authorization"].partition(" ")[2]).decode()
+    return login.partition(":")[2]
+
+
+@pytest.mark.parametrize("backend", ["openai", "openai-sdk"])
+@pytest.mark.parametrize("echo", sorted(ECHOES))
+def test_a_password_a_server_echoes_is_kept_nowhere(tmp_path: Path, backend: str, echo: str):
+    status, template = ECHOES[echo]
+
+    async def echo_login(request: Request, writer: asyncio.StreamWriter) -> bool:
+        if request.path.endswith("/models"):
+            return await answer_normally(request, writer)
+        message = template.format(password=echoed_password(request))
+        writer.write(response(status, json.dumps({"error": {"message": message}}).encode()))
+        return True
+
+    out = tmp_path / "run"
+    with HostileServer(echo_login) as server:
+        url = server.base_url.replace("http://", f"http://{USER}:{quote(LONG_PASSWORD, safe='')}@")
+        child = run_evol(
+            url, out, "--generations", "0", "--max-retries", "0", "--backend", backend, "--json"
+        )
+        assert echoed_password(server.chat_requests()[0]) == LONG_PASSWORD
+    assert child.returncode == (0 if status.startswith("400") else 1), child.stderr
+    summary = json.loads(child.stdout)
+    shown = summary["failed"][0]["error"] if status.startswith("500") else ""
+    if echo.endswith("url"):
+        assert "//alice:***@upstream" in shown or "//bob:***@upstream" in shown, shown
+    assert_passwords_nowhere(out, child.stdout, child.stderr)
+
+
+def test_a_password_echoed_in_batch_rows_is_kept_nowhere(tmp_path: Path, evol) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": "Explain topic 1."}])
+    out = tmp_path / "run"
+    with BatchServer(
+        login=(USER, LONG_PASSWORD),
+        row_fate=lambda line, times: "error:400",
+        error_text=lambda line: f"login {USER}/{LONG_PASSWORD} may not use this model",
+    ) as server:
+        url = server.base_url.replace("http://", f"http://{USER}:{quote(LONG_PASSWORD, safe='')}@")
+        result = evol(
+            "run", seeds, "--out", out, "--base-url", url, "--batch",
+            "--batch-poll-interval", "0.02", "--model", "fake-model", "--generations", "0",
+            "--quiet", "--json",
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len((out / "eliminated.jsonl").read_text().splitlines()) == 1
+    assert_passwords_nowhere(out, result.output)

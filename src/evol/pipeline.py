@@ -45,7 +45,7 @@ from evol.manifest import (
 )
 from evol.oslimits import open_file_limit
 from evol.prompts import PromptSet
-from evol.secrets import display_url, redact
+from evol.secrets import display_url
 from evol.seeds import SeedScan, file_digest, iter_seeds, scan_seeds
 from evol.store import BATCH_DIR, JOURNAL, MANIFEST, RunStore, output_sizes
 
@@ -332,11 +332,11 @@ class _Run:
         self, status: str, engine: Engine, dataset_records: int | None, error: str | None
     ) -> dict[str, Any]:
         """run.json as things stand."""
-        key = self.config.api_key.get_secret_value() if self.config.api_key else None
+        secrets = self.config.backend_settings().secrets()
         facts = RunFacts(
             config=self.config,
             status=status,
-            error=redact(error, key) if error else None,
+            error=secrets.redact(error) if error else None,
             backend_name=self.backend_name,
             models=vars(self.models),
             fingerprint=self.fingerprint,
@@ -346,7 +346,7 @@ class _Run:
             elapsed=time.monotonic() - self.started,
             dataset_records=dataset_records,
             failed=[
-                vars(item) | {"error": redact(item.error, key)} for item in engine.stats.failed
+                vars(item) | {"error": secrets.redact(item.error)} for item in engine.stats.failed
             ],
             requests=dict(engine.stats.requests),
             retries=dict(engine.stats.retries),

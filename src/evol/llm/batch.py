@@ -52,7 +52,6 @@ from evol.errors import (
     Deferred,
     EvolError,
     RateLimited,
-    Redirected,
     RunDirError,
     StorageError,
     TransientBackendError,
@@ -76,8 +75,14 @@ from evol.llm.protocol import (
     Message,
 )
 from evol.llm.retry import with_retries
-from evol.llm.transport import DEFAULT_MAX_RESPONSE_BYTES, failure_of, proxy_for, url_login
-from evol.secrets import REDACTED, check_api_key, display_url, redact_then_cut
+from evol.llm.transport import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    failure_of,
+    proxy_for,
+    redirected,
+    url_login,
+)
+from evol.secrets import Secrets, check_api_key, display_url
 
 ENDPOINT = "/v1/chat/completions"
 STATE_FILE = "batches.jsonl"
@@ -204,12 +209,12 @@ def plan_files(sizes: Iterable[int], *, max_requests: int, max_bytes: int) -> li
 
 @dataclass(frozen=True)
 class RowReader:
-    """What reading a row needs: where it came from (for messages), the key to redact, and
-    the most bytes a row may hold (--max-response-mb, as for a live reply)."""
+    """What reading a row needs: where it came from (for messages), the secrets to redact,
+    and the most bytes a row may hold (--max-response-mb, as for a live reply)."""
 
     where: str
     key_source: str
-    key: str | None
+    secrets: Secrets
     max_row_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
 
@@ -217,13 +222,15 @@ def reply_outcome(status: int, body: Any, model: str, reader: RowReader) -> Comp
     """A row's response read like a live reply with that status: a Completion or the error."""
     if 200 <= status < 300:
         try:
-            return parse_reply(orjson.dumps(body), reader.where, reader.key)
+            return parse_reply(orjson.dumps(body), reader.where, reader.secrets)
         except (TransientBackendError, BackendError) as error:
             return error
     if status < 400:
         return TransientBackendError(f"{reader.where} sent a row with status {status}")
-    message = body_message(body, f"status {status}", reader.key)
-    error = status_error(reader.where, reader.key_source, model, status, message, {})
+    message = body_message(body, f"status {status}", reader.secrets)
+    error = status_error(
+        reader.where, reader.key_source, model, status, message, {}, reader.secrets
+    )
     if isinstance(error, RateLimited):  # a batch's 429 says nothing about our concurrency
         return TransientBackendError(str(error))
     return error
@@ -300,7 +307,7 @@ def row_outcome(
             row.response.status_code, row.response.body, model, reader
         )
     error = row.error or _RowError()
-    why = redact_then_cut(f"{error.code or 'error'}: {error.message or 'no message'}", [reader.key])
+    why = reader.secrets.cut(f"{error.code or 'error'}: {error.message or 'no message'}")
     return row.custom_id, TransientBackendError(f"{reader.where}: {why}")
 
 
@@ -458,7 +465,8 @@ class _Results:
                         if not is_final(outcome):
                             outcomes[custom_id] = outcome  # type: ignore[assignment]
                             continue
-                        stored = _stored_row(custom_id, orjson.loads(raw)["response"], reader.key)
+                        response = orjson.loads(raw)["response"]
+                        stored = _stored_row(custom_id, response, reader.secrets)
                         out.write(stored + b"\n")
                         outcomes[custom_id] = end << 32 | (len(stored) + 1)
                         end += len(stored) + 1
@@ -472,16 +480,14 @@ class _Results:
             self._reader = None
 
 
-def _stored_row(custom_id: str, response: dict[str, Any], key: str | None) -> bytes:
+def _stored_row(custom_id: str, response: dict[str, Any], secrets: Secrets) -> bytes:
     """A final row as results.jsonl keeps it. An error row's body is a server's words, which
-    may echo the key: kept without it (JSON writes a key verbatim unless it holds a quote or
-    a backslash, which no provider's keys do)."""
-    stored = orjson.dumps(
-        {"custom_id": custom_id, "status_code": response["status_code"], "body": response["body"]}
-    )
-    if key and response["status_code"] >= 400:
-        stored = stored.replace(key.encode(), REDACTED.encode())
-    return stored
+    may echo a secret in pieces (split by an escaped newline): it keeps only what is read from
+    it again, its message, redacted as it is shown."""
+    status, body = response["status_code"], response["body"]
+    if status >= 400:
+        body = {"error": {"message": body_message(body, f"status {status}", secrets)}}
+    return orjson.dumps({"custom_id": custom_id, "status_code": status, "body": body})
 
 
 # -- the HTTP API ---------------------------------------------------------------------------
@@ -548,6 +554,7 @@ class BatchApi:
             raise UsageError(f"--base-url {display_url(base_url)}: not an http:// or https:// URL")
         self.where = display_url(base_url)
         self.key = settings.api_key.get_secret_value() if settings.api_key else None
+        self.secrets = settings.secrets()
         self.key_source = settings.api_key_source
         base_url, login = url_login(base_url, self.key, self.key_source)
         parts = urlsplit(base_url)
@@ -564,7 +571,7 @@ class BatchApi:
             self.options |= {"proxy": self.proxy.url, "proxy_auth": self.proxy.auth}
         self.timeout, self.transfer_timeout = settings.timeout, batch.transfer_timeout
         self.max_json, self.max_download = settings.max_response_bytes, batch.max_output_bytes
-        self.reader = RowReader(self.where, self.key_source, self.key, self.max_json)
+        self.reader = RowReader(self.where, self.key_source, self.secrets, self.max_json)
         self.answered = False
         self._session: aiohttp.ClientSession | None = None
 
@@ -699,7 +706,7 @@ class BatchApi:
                 deadline,
                 answered=self.answered,
                 doing=doing,
-                key=self.key,
+                secrets=self.secrets,
                 proxy=self.proxy,
             )
             raise failure from None
@@ -708,19 +715,15 @@ class BatchApi:
         self, method: str, path: str, status: int, raw: bytes, headers: Any
     ) -> Exception:
         if 300 <= status < 400:
-            location = display_url(headers.get("Location", "(no Location header)"))
-            return Redirected(
-                f"{self.where} redirects to {location} ({status}): "
-                "point --base-url at the final address"
-            )
-        message = body_message(json_or_text(raw), "", self.key)
+            return redirected(self.where, headers.get("Location"), status, self.secrets)
+        message = body_message(json_or_text(raw), "", self.secrets)
         if status == 404:
             return UsageError(
                 f"{self.where} has no Batch API, or not all of it ({method} "
                 f"/{path.split('/')[1]} answered 404{': ' + message if message else ''}): "
                 "the batch backend needs /v1/files and /v1/batches (create, retrieve, list)"
             )
-        return status_error(self.where, self.key_source, "", status, message, headers)
+        return status_error(self.where, self.key_source, "", status, message, headers, self.secrets)
 
     async def _body(self, reply: aiohttp.ClientResponse, cap: int) -> bytes:
         if (reply.content_length or 0) > cap:
@@ -852,7 +855,7 @@ class BatchBackend:
 
     async def default_model(self) -> str:
         """The server's model when it serves exactly one; else ask for --model."""
-        return served_model(await self.api.models(), self.where)
+        return served_model(await self.api.models(), self.where, self.api.secrets)
 
     def batches(self) -> list[BatchInfo]:
         """Every batch of this state directory that reached the server, oldest first."""
@@ -1225,9 +1228,9 @@ class BatchBackend:
     def _refusal(self, batch: _Batch, current: _BatchObject) -> Exception:
         """The error a `failed` batch means for its requests."""
         errors = current.errors.data if current.errors else []
-        secrets = [self.api.key]
+        secrets = self.api.secrets
         reasons = "; ".join(
-            redact_then_cut(f"{error.code or 'error'}: {error.message or 'no message'}", secrets)
+            secrets.cut(f"{error.code or 'error'}: {error.message or 'no message'}")
             + (f" (line {error.line})" if error.line is not None else "")
             for error in errors[:3]
         )

@@ -24,12 +24,12 @@ from evol.errors import (
     ContextLengthExceeded,
     ModelNotFound,
     RateLimited,
-    Redirected,
     TransientBackendError,
     UsageError,
 )
 from evol.llm.protocol import Completion
-from evol.secrets import display_url, redact_then_cut
+from evol.llm.transport import redirected
+from evol.secrets import Secrets
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # Servers word it differently: OpenAI "maximum context length", vLLM "context length",
@@ -96,7 +96,7 @@ class _ModelList(_Schema):
     data: list[_ModelEntry]
 
 
-def parse_reply(raw: bytes, where: str, key: str | None = None) -> Completion:
+def parse_reply(raw: bytes, where: str, secrets: Secrets) -> Completion:
     """A chat-completion body as a `Completion`; anything off-schema is a transient error."""
     try:
         reply = _ChatReply.model_validate_json(raw)
@@ -109,7 +109,7 @@ def parse_reply(raw: bytes, where: str, key: str | None = None) -> Completion:
     choice = reply.choices[0]
     if choice.message.content is None:
         if choice.message.refusal:  # OpenAI's structured refusal: no retry will change it
-            refusal = redact_then_cut(choice.message.refusal, [key])
+            refusal = secrets.cut(choice.message.refusal)
             raise BackendError(f"{where} refused the request: {refusal}")
         raise TransientBackendError(f"{where} sent a reply with no message content")
     usage = reply.usage or _Usage()
@@ -154,14 +154,18 @@ def auth_headers(base_url: str, key: str) -> dict[str, str]:
 
 
 def status_error(
-    where: str, key_source: str, model: str, status: int, message: str, headers: Mapping[str, str]
+    where: str,
+    key_source: str,
+    model: str,
+    status: int,
+    message: str,
+    headers: Mapping[str, str],
+    secrets: Secrets,
 ) -> Exception:
-    """The error an HTTP status means for a run: retry it, stop the run, or fail the item."""
+    """The error an HTTP status means for a run: retry it, stop the run, or fail the item.
+    `message` comes redacted; the Location of a redirect is redacted of `secrets` here."""
     if 300 <= status < 400:
-        location = display_url(headers.get("location", "(no Location header)"))
-        return Redirected(
-            f"{where} redirects to {location} ({status}): point --base-url at the final address"
-        )
+        return redirected(where, headers.get("location"), status, secrets)
     if status in (401, 403):
         return AuthenticationFailed(f"authentication failed for {where}: check {key_source}")
     if status == 404:
@@ -178,9 +182,9 @@ def status_error(
     return BackendError(f"{where} rejected the request ({status}): {message}")
 
 
-def body_message(body: object, fallback: str, key: str | None) -> str:
+def body_message(body: object, fallback: str, secrets: Secrets) -> str:
     """The human message in an error body (OpenAI's {"error": {"message": ...}} and variants),
-    redacted of `key` and of credentials, then cut to a readable length."""
+    redacted of `secrets` and of credentials, then cut to a readable length."""
     message = fallback
     if isinstance(body, dict):
         inner = body.get("error", body)
@@ -190,17 +194,23 @@ def body_message(body: object, fallback: str, key: str | None) -> str:
             message = inner
     elif isinstance(body, str) and body.strip():
         message = body
-    return redact_then_cut(message, [key])
+    return secrets.cut(message)
 
 
-def served_model(raw: bytes, where: str) -> str:
+def served_model(raw: bytes, where: str, secrets: Secrets) -> str:
     """The model a server offers in its /models reply `raw` when it offers exactly one (vLLM,
-    llama.cpp); else a UsageError asking for --model, naming (sanitised) what it serves."""
+    llama.cpp); else a UsageError asking for --model, naming (sanitised, redacted) what it
+    serves. An id that holds a secret is never used: it would be printed and kept in run.json."""
     try:
         names = [entry.id for entry in _ModelList.model_validate_json(raw).data]
     except SchemaError:
         raise TransientBackendError(f"{where} sent a malformed model list") from None
-    shown = [redact_then_cut(name, [], 100) for name in names]
+    shown = [secrets.cut(name, 100) for name in names]
+    if len(names) == 1 and secrets.found_in(names[0]):
+        raise UsageError(
+            f"{where} serves one model, {shown[0]!r}, whose id holds the API key or a "
+            "password: name the model with --model"
+        )
     if len(names) == 1 and names[0].isprintable():
         return names[0]
     if len(names) == 1:

@@ -1,8 +1,9 @@
 """The `openai` backend: any OpenAI-compatible chat endpoint (OpenAI, vLLM, Ollama, llama.cpp).
 
 It POSTs `/chat/completions` through `evol.llm.transport` (aiohttp, every limit set) and
-reads the reply with `evol.llm.openai_api`. Every error text is redacted of the key; a
-`user:password@` in the base URL goes as HTTP Basic auth.
+reads the reply with `evol.llm.openai_api`. Every text a server sends is redacted of the
+backend's secrets (the key, the password) before it is shown; a `user:password@` in the base
+URL goes as HTTP Basic auth.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class OpenAICompatibleBackend:
         self.where = display_url(base_url)
         self.key_source = settings.api_key_source
         self.key = settings.api_key.get_secret_value() if settings.api_key else None
+        self.secrets = settings.secrets()
         base_url, login = url_login(base_url, self.key, self.key_source)
         headers = {"Content-Type": "application/json"} | login
         if self.key is not None:
@@ -41,6 +43,7 @@ class OpenAICompatibleBackend:
             headers,
             timeout=settings.timeout,
             max_response_bytes=settings.max_response_bytes,
+            secrets=self.secrets,
         )
 
     async def complete(
@@ -48,11 +51,12 @@ class OpenAICompatibleBackend:
     ) -> Completion:
         body = orjson.dumps({"model": model, "messages": messages, **params.request})
         reply = await self._request("POST", "/chat/completions", model, body)
-        return parse_reply(reply, self.where, self.key)
+        return parse_reply(reply, self.where, self.secrets)
 
     async def default_model(self) -> str:
         """The server's model when it serves exactly one (vLLM, llama.cpp); else ask for --model."""
-        return served_model(await self._request("GET", "/models", "", None), self.where)
+        listing = await self._request("GET", "/models", "", None)
+        return served_model(listing, self.where, self.secrets)
 
     async def aclose(self) -> None:
         await self.http.close()
@@ -60,8 +64,14 @@ class OpenAICompatibleBackend:
     async def _request(self, method: str, path: str, model: str, body: bytes | None) -> bytes:
         response = await self.http.request(method, path, body)
         if response.status >= 400 or response.status < 200:
-            message = body_message(json_or_text(response.body), "", self.key)
+            message = body_message(json_or_text(response.body), "", self.secrets)
             raise status_error(
-                self.where, self.key_source, model, response.status, message, response.headers
+                self.where,
+                self.key_source,
+                model,
+                response.status,
+                message,
+                response.headers,
+                self.secrets,
             )
         return response.body

@@ -25,7 +25,7 @@ from evol.llm.openai_api import (
 )
 from evol.llm.protocol import BackendSettings, Completion, GenerationParams, Message
 from evol.llm.transport import proxy_for, unreachable_proxy, url_login
-from evol.secrets import check_api_key, display_url, redact_then_cut
+from evol.secrets import check_api_key, display_url
 
 
 class OpenAISDKBackend:
@@ -38,6 +38,7 @@ class OpenAISDKBackend:
         self.timeout = settings.timeout
         # Local servers (vLLM, llama.cpp, Ollama) accept any key, but the SDK insists on one.
         self.key = settings.api_key.get_secret_value() if settings.api_key else None
+        self.secrets = settings.secrets()
         if self.key is not None:
             check_api_key(self.key, self.key_source)
         # A login's header replaces the placeholder key's: the SDK puts its own headers last.
@@ -66,7 +67,7 @@ class OpenAISDKBackend:
             raise TransientBackendError(f"{self.where} timed out after {self.timeout:g}s") from None
         except openai.APIError as error:
             raise self._translate(error, model) from None
-        return parse_reply(raw, self.where, self.key)
+        return parse_reply(raw, self.where, self.secrets)
 
     async def default_model(self) -> str:
         """The server's model when it serves exactly one (vLLM, llama.cpp); else ask for --model."""
@@ -79,7 +80,7 @@ class OpenAISDKBackend:
             raise TransientBackendError(f"{self.where} timed out after {self.timeout:g}s") from None
         except openai.APIError as error:
             raise self._translate(error, "") from None
-        return served_model(raw, self.where)
+        return served_model(raw, self.where, self.secrets)
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -90,7 +91,7 @@ class OpenAISDKBackend:
         if isinstance(error, openai.APITimeoutError):
             return TransientBackendError(f"{self.where} timed out after {self.timeout:g}s")
         if isinstance(error, openai.APIConnectionError):
-            cause = redact_then_cut(str(error.__cause__ or error), [self.key])
+            cause = self.secrets.cut(str(error.__cause__ or error))
             if self.proxy is not None and isinstance(
                 error.__cause__, httpx2.ConnectError | httpx2.ProxyError
             ):
@@ -104,12 +105,12 @@ class OpenAISDKBackend:
         if isinstance(error, openai.APIResponseValidationError):
             return TransientBackendError(f"{self.where} sent a malformed reply")
         if not isinstance(error, openai.APIStatusError):
-            return TransientBackendError(
-                f"{self.where}: {redact_then_cut(error.message, [self.key])}"
-            )
-        message = body_message(error.body, error.message, self.key)
-        headers = error.response.headers
-        return status_error(self.where, self.key_source, model, error.status_code, message, headers)
+            return TransientBackendError(f"{self.where}: {self.secrets.cut(error.message)}")
+        message = body_message(error.body, error.message, self.secrets)
+        status, headers = error.status_code, error.response.headers
+        return status_error(
+            self.where, self.key_source, model, status, message, headers, self.secrets
+        )
 
 
 def _http_client(backend: OpenAISDKBackend, max_response_bytes: int) -> httpx2.AsyncClient:

@@ -14,6 +14,8 @@ from typing import Protocol, TypedDict, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from evol.secrets import Secrets
+
 # Which step of the run a request belongs to ("s1.2/judge"), set by the engine around each
 # call. A backend that keeps replies beyond one call (the batch backend) keys them by it, so
 # that two steps that send the same text get an answer each, as they would live.
@@ -70,6 +72,11 @@ class BackendSettings(BaseModel):
     timeout: float = 120.0
     max_response_bytes: int = 16 * 1024 * 1024
     model_path: Path | None = None
+
+    def secrets(self) -> Secrets:
+        """What no message may show: the API key and the passwords in `base_urls`."""
+        key = self.api_key.get_secret_value() if self.api_key else None
+        return Secrets.of(key, self.base_urls)
 
 
 @runtime_checkable

@@ -36,7 +36,7 @@ from evol.errors import (
     Unreachable,
     UsageError,
 )
-from evol.secrets import display_url, redact, redact_then_cut, strip_login
+from evol.secrets import NO_SECRETS, Secrets, display_url, strip_login
 
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 _CHUNK = 1 << 16
@@ -59,8 +59,10 @@ class JsonTransport:
         *,
         timeout: float,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        secrets: Secrets = NO_SECRETS,
     ):
-        """`base_url` without a login: `url_login` turns one into a header."""
+        """`base_url` without a login: `url_login` turns one into a header. What a server
+        says (a Location, a broken reply) is shown redacted of `secrets`."""
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UsageError(f"--base-url {display_url(base_url)}: not an http:// or https:// URL")
@@ -69,6 +71,7 @@ class JsonTransport:
         # A query in the base URL goes on every request (Azure's ?api-version=...).
         self.query = f"?{parts.query}" if parts.query else ""
         self.timeout = timeout
+        self.secrets = secrets
         self.max_response_bytes = max_response_bytes
         self.headers = {"User-Agent": f"evol/{__version__}", "Accept": "application/json"}
         self.headers |= headers
@@ -97,15 +100,17 @@ class JsonTransport:
             ) as reply:
                 self.answered = True
                 if 300 <= reply.status < 400:
-                    location = reply.headers.get("Location", "(no Location header)")
-                    raise Redirected(
-                        f"{self.where} redirects to {display_url(location)} ({reply.status}): "
-                        "point --base-url at the final address"
-                    )
+                    location = reply.headers.get("Location")
+                    raise redirected(self.where, location, reply.status, self.secrets)
                 return HttpResponse(reply.status, reply.headers, await self._body(reply))
         except (TimeoutError, aiohttp.ClientError) as error:
             raise failure_of(
-                error, self.where, self.timeout, answered=self.answered, proxy=self.proxy
+                error,
+                self.where,
+                self.timeout,
+                answered=self.answered,
+                secrets=self.secrets,
+                proxy=self.proxy,
             ) from None
 
     async def close(self) -> None:
@@ -162,29 +167,37 @@ def failure_of(
     *,
     answered: bool,
     doing: str = "",
-    key: str | None = None,
+    secrets: Secrets = NO_SECRETS,
     proxy: Proxy | None = None,
 ) -> Exception:
     """The evol error for a request to `where` that aiohttp could not complete: a timeout or
     a broken reply is worth a retry; no connection at all stops the run, unless the endpoint
     `answered` before (it may be restarting). A failure of the `proxy` names the proxy, not
-    --base-url. `key` is redacted from what aiohttp says."""
+    --base-url. `secrets` are redacted from what aiohttp says."""
     if isinstance(error, TimeoutError):
         return TransientBackendError(f"{where} timed out after {timeout:g}s{doing}")
     if proxy is not None and isinstance(
         error, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError
     ):
         cause = (
-            f"it answered {error.status} {redact_then_cut(error.message, [key])}"
+            f"it answered {error.status} {secrets.cut(error.message)}"
             if isinstance(error, aiohttp.ClientHttpProxyError)
             else _connect_failure(error)
         )
         return unreachable_proxy(proxy, where, cause, answered=answered)
     if isinstance(error, aiohttp.ClientConnectorError):
-        why = redact(f"cannot reach {where}: {_connect_failure(error)}", key)
+        why = secrets.redact(f"cannot reach {where}: {_connect_failure(error)}")
         return Unreachable(why) if answered else EndpointUnreachable(f"{why}; check --base-url")
-    said = redact_then_cut(f"{type(error).__name__}: {error}", [key])
+    said = secrets.cut(f"{type(error).__name__}: {error}")
     return TransientBackendError(f"{where} sent a broken reply ({said})")
+
+
+def redirected(where: str, location: str | None, status: int, secrets: Secrets) -> Redirected:
+    """The error for a 3xx: where it points, which a server may have filled with our key."""
+    shown = secrets.cut(display_url(location)) if location else "(no Location header)"
+    return Redirected(
+        f"{where} redirects to {shown} ({status}): point --base-url at the final address"
+    )
 
 
 def unreachable_proxy(proxy: Proxy, where: str, cause: str, *, answered: bool) -> Exception:
