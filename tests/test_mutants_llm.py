@@ -109,7 +109,16 @@ def answered(replies: list[Completion | BaseException]) -> list[str]:
 
 
 def events(state_dir: Path) -> list[str]:
+    if not (state_dir / STATE_FILE).exists():
+        return []
     return [json.loads(line)["event"] for line in (state_dir / STATE_FILE).open()]
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait in the loop until `condition()` holds; the limit only guards against a hang."""
+    async with asyncio.timeout(60):
+        while not condition():
+            await asyncio.sleep(0.01)
 
 
 def expected(text: str) -> str:
@@ -192,15 +201,13 @@ def test_a_request_waiting_in_a_running_batch_is_not_refused_by_the_count(tmp_pa
         async def main() -> list[Completion | BaseException]:
             first = batch_backend(server, tmp_path, max_retries=0)
             asked = asyncio.ensure_future(ask_batch(first, ["a", "b"]))
-            while "created" not in (events(tmp_path) if (tmp_path / STATE_FILE).exists() else []):
-                await asyncio.sleep(0.01)
+            await until(lambda: "created" in events(tmp_path))
             await first.aclose()  # the process ends with its batch in progress
             asked.cancel()
             again = batch_backend(server, tmp_path, max_retries=0)
             try:
                 waiting = asyncio.ensure_future(ask_batch(again, ["a", "b"]))
-                while server.requests.count("GET /v1/batches/batch_1") < 2:
-                    await asyncio.sleep(0.01)
+                await until(lambda: server.requests.count("GET /v1/batches/batch_1") >= 2)
                 server.release()
                 return await waiting
             finally:
@@ -289,8 +296,7 @@ def test_a_batch_run_stopped_anywhere_and_resumed_pays_each_row_at_most_once(
             if stop != "never":
                 first = batch_backend(server, state)
                 asked = asyncio.ensure_future(ask_batch(first, texts, retries=3))
-                while not server.batches:
-                    await asyncio.sleep(0.01)
+                await until(lambda: bool(server.batches))
                 await first.aclose()
                 asked.cancel()
                 server.release()
