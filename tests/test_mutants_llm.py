@@ -675,6 +675,12 @@ def test_a_failed_runs_journal_is_kept_and_its_resume_pays_only_what_failed(evol
     assert json.loads((out / "run.json").read_text())["status"] == "failed"
     journalled = {(entry["item"], entry["role"]) for entry in read_jsonl(out / "calls.jsonl")}
     assert ("s1.1", "evolve") in journalled
+    # Failed again: nothing paid twice, and the journal keeps only the step not recorded.
+    with FakeServer(faults=doomed_answers) as server:
+        assert evol(*run_args(server, seeds, out, *options)).exit_code == 1
+        assert [kind_of(body) for body in server.requests] == ["answer"]
+    kept = sorted((e["item"], e["role"]) for e in read_jsonl(out / "calls.jsonl"))
+    assert kept == [("s1.1", "evolve"), ("s1.1", "judge")]
     with FakeServer() as server:
         resumed = evol(*run_args(server, seeds, out, *options))
         asked = [kind_of(body) for body in server.requests]
