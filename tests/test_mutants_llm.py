@@ -265,15 +265,15 @@ ROW_FATES = st.sampled_from(["ok", "ok", "error:500", "unfinished", "missing", "
 STOPS = ["never", "create unanswered", "batch in progress"]
 
 
-@settings(max_examples=6, deadline=None, derandomize=True)
+@pytest.mark.parametrize("create_fault", [None, "after", "before"])
+@pytest.mark.parametrize("stop", STOPS)
+@settings(max_examples=3, deadline=None, derandomize=True)
 @given(
     fates=st.lists(ROW_FATES, min_size=1, max_size=5),
     ending=st.sampled_from(["completed", "expired", "cancelled"]),
-    create_fault=st.sampled_from([None, "after", "before"]),
-    stop=st.sampled_from(STOPS),
 )
 def test_a_batch_run_stopped_anywhere_and_resumed_pays_each_row_at_most_once(
-    tmp_path_factory, fates, ending, create_fault, stop
+    tmp_path_factory, create_fault, stop, fates, ending
 ) -> None:
     state = tmp_path_factory.mktemp("state")
     texts = [f"question {i}" for i in range(len(fates))]
@@ -309,7 +309,8 @@ def test_a_batch_run_stopped_anywhere_and_resumed_pays_each_row_at_most_once(
         replies = asyncio.run(main())
     assert answered(replies) == [expected(text) for text in texts]
     assert set(server.answered.values()) == {1}  # each row paid once
-    assert max(server.submitted.values()) <= 2  # asked again only when it got no answer
+    # In one batch each; a row that got no answer the first time in exactly one more.
+    assert server.submitted == {c: 1 if fate == "ok" else 2 for c, fate in fate_of.items()}
     assert sum(server.batch_sizes()) == sum(server.submitted.values())
 
 
