@@ -485,6 +485,7 @@ ERRORS: dict[str, tuple[str, Any]] = {
     "message at the top": ("400 Bad Request", {"message": "temperature is out of range"}),
     "error as text": ("400 Bad Request", {"error": "temperature is out of range"}),
     "plain text": ("400 Bad Request", "temperature is out of range"),
+    "text not in UTF-8": ("400 Bad Request", b"temperature \xff is out of range"),
     "context, capitalised": (
         "400 Bad Request",
         {"error": {"message": "Maximum Context Length is 8 tokens"}},
@@ -502,6 +503,7 @@ ERROR_OUTCOMES = {
     "message at the top": BackendError,
     "error as text": BackendError,
     "plain text": BackendError,
+    "text not in UTF-8": BackendError,
     "context, capitalised": ContextLengthExceeded,
     "context size": ContextLengthExceeded,
 }
@@ -514,7 +516,8 @@ async def scripted_reply(request: Request, writer: asyncio.StreamWriter) -> bool
     case = request.json["messages"][0]["content"]
     if case in ERRORS:
         status, body = ERRORS[case]
-        raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        raw = body.encode() if isinstance(body, str) else raw
         writer.write(response(status, raw))
     else:
         writer.write(response("200 OK", chat_reply(request, **REPLIES[case])))
@@ -552,9 +555,11 @@ def test_an_error_reply_is_read_by_its_status_and_says_the_servers_words(
         assert "check OPENAI_API_KEY" in str(result)
         return
     status, body = ERRORS[case]
+    if isinstance(body, bytes):
+        body = body.decode(errors="replace")
     words = body if isinstance(body, str) else body.get("message") or body["error"]
     words = words if isinstance(words, str) else words["message"]
-    assert words in str(result)
+    assert words in str(result) and "{" not in str(result)  # the words, not the JSON around them
 
 
 # -- the body cap, plain and compressed -----------------------------------------------------------
