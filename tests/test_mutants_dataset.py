@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from conftest import Evol, assert_valid_run, read_jsonl, run_args, write_seeds
-from fake_server import FakeServer
+from fake_server import FakeServer, Responder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_metrics import record, write_run
@@ -65,10 +65,20 @@ def seed_ids(shards: list[int], count: int) -> list[str]:
     return [next(i for i in pool if shard_of(i, count) == shard) for shard in shards]
 
 
+class VariedAnswers(Responder):
+    """The default script, with answers whose length follows the instruction's."""
+
+    def answer(self, instruction: str) -> str | tuple[str, str]:
+        reply = super().answer(instruction)
+        if isinstance(reply, str) and reply.startswith("Here is a worked answer"):
+            return reply + " Note this." * (len(instruction.split()) % 5)
+        return reply
+
+
 def evolve(seeds: Path, out: Path, *extra: object) -> None:
     """`evol run` with three generations and --dedup, on a server of its own ([leak-once]
     leaks once per server)."""
-    with FakeServer() as server:
+    with FakeServer(responder=VariedAnswers()) as server:
         result = Evol()(*run_args(server, seeds, out, "--generations", "3", "--dedup", *extra))
     assert result.exit_code == 0, result.output
 
@@ -247,14 +257,15 @@ def test_cross_shard_duplicates_are_exactly_the_evolutions_repeating_another_sha
 
 # -- a scored, checked run: stats, select, contamination -------------------------------------
 
-# A and B evolve cleanly (two records in generation 3), C's first rewrite leaks (its lineage
-# is a round behind), D's answers fail (a failed seed), E's rewrites always leak.
+# A and B evolve cleanly, C's first rewrite leaks (its lineage is a round behind), D's
+# answers fail (a failed seed), E's rewrites always leak, F is never given a score.
 RUN_SEEDS = [
     {"instruction": "Explain how rivers carve canyons over many thousands of years"},
     {"instruction": "Describe how the gears of a bicycle help on steep hills"},
     {"instruction": "[leak-once] Suggest a name for a small bakery by the sea"},
     {"instruction": "[sorry] Summarize the plot of Hamlet for a ten year old"},
     {"instruction": "[leak] Describe what a good guide dog must learn"},
+    {"instruction": "[never] Name three long rivers of Europe"},
 ]
 NGRAM = 5
 
@@ -342,12 +353,15 @@ def mean(values: list[float]) -> float | None:
 
 def test_the_scored_run_is_as_varied_as_a_real_one(scored: dict[str, Any]) -> None:
     kept = kept_of(scored["run"])
-    assert Counter(r["generation"] for r in kept) == {0: 4, 1: 3, 2: 3, 3: 2}
+    assert Counter(r["generation"] for r in kept) == {0: 5, 1: 4, 2: 4, 3: 3}
     assert any(r["round"] != r["generation"] for r in kept)
+    assert len({word_count(r["output"]) for r in kept}) > 3
     book = recorded_scores(scored["run"])
-    assert all(book[name][r["id"]] is not None for name in ("difficulty", "quality") for r in kept)
-    # E's lineage is its seed alone: nothing to rank, so no complexity score.
-    assert {r["id"] for r in kept if book["complexity"].get(r["id"]) is None} == {"s5"}
+    never = {r["id"] for r in kept if r["root_id"] == "s6"}
+    for name in ("difficulty", "quality"):
+        assert {i for i, v in book[name].items() if v is None} == never
+    # E's lineage is its seed alone: nothing to rank, so no complexity score at all.
+    assert {r["id"] for r in kept if book["complexity"].get(r["id"]) is None} == never | {"s5"}
 
 
 def test_stats_per_generation_and_operation_equal_a_recount(evol, scored: dict[str, Any]) -> None:
@@ -360,7 +374,7 @@ def test_stats_per_generation_and_operation_equal_a_recount(evol, scored: dict[s
     for row in stats["generations"]:
         mine = [r for r in kept if r["generation"] == row["generation"]]
         gone = Counter(r["reason"] for r in eliminated if r["generation"] == row["generation"])
-        difficulty = [book["difficulty"][r["id"]] for r in mine]
+        difficulty = present(book["difficulty"], mine)  # two in generation 3
         assert row == {
             "generation": row["generation"],
             "kept": len(mine),
@@ -369,9 +383,9 @@ def test_stats_per_generation_and_operation_equal_a_recount(evol, scored: dict[s
             "answer_words": lengths([word_count(r["output"]) for r in mine]),
             "difficulty_mean": mean(difficulty),
             "difficulty_sd": round(statistics.stdev(difficulty), 4),
-            "difficulty_scored": len(mine),
+            "difficulty_scored": len(difficulty),
             "complexity_mean": mean(present(book["complexity"], mine)),
-            "quality_mean": mean([book["quality"][r["id"]] for r in mine]),
+            "quality_mean": mean(present(book["quality"], mine)),
             "distinct_1": None,
             "distinct_2": None,
             "drift_rouge_l": None,
@@ -398,7 +412,7 @@ def test_stats_per_generation_and_operation_equal_a_recount(evol, scored: dict[s
             "kept": len(children),
             "eliminated": len(failed),
             "success_rate": round(len(children) / (len(children) + len(failed)), 4),
-            "difficulty_mean": mean([book["difficulty"][r["id"]] for r in children]),
+            "difficulty_mean": mean(present(book["difficulty"], children)),
             "difficulty_gain": gain["difficulty"],
             "complexity_gain": gain["complexity"],
         }
@@ -483,6 +497,8 @@ def test_select_picks_what_a_plain_greedy_pick_does(
     assert summary["scores_used"] == ["difficulty", "quality"]
     assert summary["picked"] == len(expected)
     assert summary["picked_contaminated"] == sum(i in flagged for i in expected)
+    unscored = {i for i, v in recorded_scores(run)["difficulty"].items() if v is None}
+    assert summary["picked_without_all_scores"] == len(unscored & set(expected))
     assert summary["contamination_stale"] is False
     passed_over = sum(summary["dropped"].values())
     assert summary["not_reached"] == len(records) - len(expected) - passed_over
@@ -524,14 +540,17 @@ def test_the_product_ranks_and_equal_products_keep_run_order(evol, tmp_path: Pat
 WORDS = st.lists(st.sampled_from(["ab", "Cd", "ef"]), max_size=9).map(" ".join)
 
 
+ITEMS = st.lists(st.tuples(WORDS.filter(bool), WORDS), min_size=1, max_size=4)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     ngram=st.integers(1, 4),
-    items=st.lists(st.tuples(WORDS.filter(bool), WORDS), min_size=1, max_size=7),
+    files=st.lists(ITEMS, min_size=1, max_size=2),
     texts=st.lists(st.tuples(WORDS.filter(bool), WORDS, st.none() | WORDS), min_size=1, max_size=4),
 )
 def test_a_record_is_flagged_for_exactly_the_items_it_shares_n_words_with(
-    ngram: int, items: list[tuple[str, str]], texts: list[tuple[str, str, str | None]]
+    ngram: int, files: list[list[tuple[str, str]]], texts: list[tuple[str, str, str | None]]
 ) -> None:
     # Ids of a lineage with eliminated rounds: s1 (round 0), s1.2 (generation 1), s1.2.4, ...
     ids = ["s1", "s1.2", "s1.2.4", "s1.2.4.5"]
@@ -541,27 +560,30 @@ def test_a_record_is_flagged_for_exactly_the_items_it_shares_n_words_with(
     ]
     with tempfile.TemporaryDirectory() as scratch:
         run = write_run(Path(scratch) / "run", records)
-        bench = Path(scratch) / "bench.jsonl"
-        rows = [{"instruction": i, "input": extra} for i, extra in items]
-        bench.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-        report = check_contamination(run, [bench], ngram=ngram)
-    index = [  # (line, n-grams in order) of each item's instruction and input
-        (line, ngrams(tokens(text), ngram))
-        for line, row in enumerate(rows, start=1)
-        for text in (row["instruction"], row["input"])
+        benches = [Path(scratch) / f"bench-{k}.jsonl" for k in range(len(files))]
+        for bench, items in zip(benches, files, strict=True):
+            rows = [{"instruction": i, "input": extra} for i, extra in items]
+            bench.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+        report = check_contamination(run, benches, ngram=ngram)
+    index = [  # (file, line, n-grams in order) of each item's instruction and input
+        (str(bench), line, ngrams(tokens(text), ngram))
+        for bench, items in zip(benches, files, strict=True)
+        for line, item in enumerate(items, start=1)
+        for text in item
     ]
     expected = []
     for data in records:
-        found: dict[int, dict[str, Any]] = {}
+        found: dict[tuple[str, int], dict[str, Any]] = {}
         for field in ("instruction", "input", "output"):
             for gram in ngrams(tokens(data[field] or ""), ngram):
-                for line, grams in index:
-                    if gram in grams and line not in found:
-                        found[line] = {
-                            "path": str(bench),
+                for path, line, grams in index:
+                    if gram in grams and (path, line) not in found:
+                        words = " ".join(gram)
+                        found[path, line] = {
+                            "path": path,
                             "line": line,
                             "field": field,
-                            "words": " ".join(gram),
+                            "words": words,
                         }
         if found:
             matches = list(found.values())
@@ -571,5 +593,48 @@ def test_a_record_is_flagged_for_exactly_the_items_it_shares_n_words_with(
             })  # fmt: skip
     assert [row.model_dump() for row in report.flagged] == expected
     assert report.checked == len(records)
-    too_short = sum(all(len(tokens(t)) < ngram for t in item) for item in items)
-    assert [(s.items, s.too_short) for s in report.against] == [(len(items), too_short)]
+    assert [(s.path, s.items, s.too_short) for s in report.against] == [
+        (str(bench), len(items), sum(all(len(tokens(t)) < ngram for t in item) for item in items))
+        for bench, items in zip(benches, files, strict=True)
+    ]
+
+
+def test_a_near_copy_of_a_picked_seed_in_its_own_lineage_is_passed_over(
+    evol, tmp_path: Path
+) -> None:
+    """And equal products keep run order (s9 before s10), a record without an answer is
+    passed over whatever its rank."""
+    from test_select import SCRIPT
+
+    seed, child, grandchild = (
+        "Explain recursion with an example",
+        "Explain recursion with an example please",
+        "Explain recursion with an example, please, now",
+    )
+    SCRIPT.clear()
+    SCRIPT.update(
+        {
+            seed: (9, 9),
+            child: (8, 8),
+            grandchild: (7, 7),
+            "Name a river": (2, 2),
+            "Name a desert in Asia": (2, 2),
+            "Name a mountain": (10, None),
+        }
+    )
+    records = [
+        record("s1", seed, output="Answer 1."),
+        record("s9", "Name a river", output="Answer 2."),
+        record("s10", "Name a desert in Asia", output="Answer 3."),
+        record("s3", "Name a mountain", output=None),
+        record("s1.2", child, output="Answer 4."),  # round 1 was eliminated
+        record("s1.2.3", grandchild, output="Answer 5."),
+    ]
+    run = write_run(tmp_path / "run", records)
+    scoring = evol("score", run, "--backend", "scripted", "--answers", "--no-complexity")
+    assert scoring.exit_code == 0, scoring.output
+    out = tmp_path / "picked.jsonl"
+    result = evol("select", run, "--out", out, "--budget", "4", "--json", "--format", "jsonl")
+    assert result.exit_code == 0, result.output
+    assert [r["id"] for r in read_jsonl(out)] == ["s1", "s9", "s10"]
+    assert json.loads(result.stdout)["dropped"] == {"no_output": 1, "too_similar": 2}
