@@ -8,8 +8,11 @@ following a link: a link planted at its name is refused in one line, its target 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
+import threading
 from pathlib import Path
 
 import pytest
@@ -228,3 +231,103 @@ def test_an_atomic_write_follows_no_link(tmp_path: Path, target: Path, planted: 
         atomic_write(tmp_path / "dataset.jsonl", "new\n")
     assert target.read_bytes() == b"precious\nlast line, not JSON"
     assert os.path.islink(tmp_path / planted)
+
+
+# -- no writer goes through a hard link or into a FIFO ------------------------------------------
+# O_NOFOLLOW stops symbolic links only: every output is written to a temporary made afresh
+# (O_EXCL, a stale one removed) and renamed into place, so no open ever lands on an old inode.
+
+OUTPUTS = {
+    "report": (("report", "{run}", "--out", "{tmp}/r.html"), "{tmp}/r.html"),
+    "report --png": (
+        ("report", "{run}", "--out", "{tmp}/r.html", "--png", "{tmp}/png"),
+        "{tmp}/png/lineages.png",
+    ),
+    "export": (("export", "{run}", "--out", "{tmp}/out.jsonl"), "{tmp}/out.jsonl"),
+    "export .tmp": (("export", "{run}", "--out", "{tmp}/out.jsonl"), "{tmp}/out.jsonl.tmp"),
+    "export --split .tmp": (
+        ("export", "{run}", "--out", "{tmp}/d.jsonl", "--split", "a=0.5,b=0.5"),
+        "{tmp}/d.b.jsonl.tmp",
+    ),
+    "select": (("select", "{run}", "--out", "{tmp}/s.jsonl", "--budget", "2"), "{tmp}/s.jsonl"),
+    "select .tmp": (
+        ("select", "{run}", "--out", "{tmp}/s.jsonl", "--budget", "2"),
+        "{tmp}/s.jsonl.tmp",
+    ),
+    "score metrics.json.tmp": (("--no-difficulty",), "{run}/metrics.json.tmp"),
+    "score contamination.json.tmp": (
+        ("--no-difficulty", "--no-metrics", "--against", "{tmp}/eval.jsonl"),
+        "{run}/contamination.json.tmp",
+    ),
+}
+
+
+def planted_path(evol, run: Path, tmp_path: Path, name: str) -> Path:
+    """Where the link or FIFO goes for the command `name`, with what the command needs made."""
+    write_seeds(tmp_path / "eval.jsonl", [{"instruction": "Name a river"}])
+    if name.startswith("select"):
+        assert score_scripted(evol, run).exit_code == 0
+    path = Path(OUTPUTS[name][1].format(run=run, tmp=tmp_path))
+    path.parent.mkdir(exist_ok=True)
+    return path
+
+
+def run_output_command(evol, run: Path, tmp_path: Path, name: str):
+    args = tuple(a.format(run=run, tmp=tmp_path) for a in OUTPUTS[name][0])
+    return score_scripted(evol, run, *args) if name.startswith("score") else evol(*args)
+
+
+@pytest.mark.parametrize("name", OUTPUTS)
+def test_no_output_is_written_through_a_hard_link(
+    evol, run: Path, tmp_path: Path, name: str
+) -> None:
+    victim = run / "dataset.jsonl"  # a run's own file: the worst place a write could land
+    os.link(victim, planted_path(evol, run, tmp_path, name))
+    before = snapshot(run)
+    result = run_output_command(evol, run, tmp_path, name)
+    assert result.exit_code == 0, result.output
+    assert victim.read_bytes() == before["dataset.jsonl"]
+    if not name.startswith("score"):
+        assert snapshot(run) == before
+
+
+class FifoReader:
+    """Holds a FIFO's read end open and drains it, so that a writer can neither block on the
+    open nor on a full pipe: whatever a command writes into the FIFO ends up in `read`."""
+
+    def __init__(self, fifo: Path):
+        self.fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        self.read = b""
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        while not self.done.is_set():
+            select.select([self.fd], [], [], 0.1)
+            with contextlib.suppress(BlockingIOError):
+                chunk = os.read(self.fd, 1 << 16)
+                self.read += chunk
+                if not chunk:
+                    self.done.wait(0.01)  # no writer: nothing to read yet
+
+    def close(self) -> bytes:
+        self.done.set()
+        self.thread.join()
+        with contextlib.suppress(BlockingIOError):
+            self.read += os.read(self.fd, 1 << 20)
+        os.close(self.fd)
+        return self.read
+
+
+@pytest.mark.parametrize("name", OUTPUTS)
+def test_no_output_is_written_into_a_fifo(evol, run: Path, tmp_path: Path, name: str) -> None:
+    fifo = planted_path(evol, run, tmp_path, name)
+    os.mkfifo(fifo)
+    reader = FifoReader(fifo)
+    try:
+        result = run_output_command(evol, run, tmp_path, name)
+    finally:
+        leaked = reader.close()
+    assert result.exit_code == 0, result.output
+    assert leaked == b""

@@ -57,7 +57,7 @@ from evol.records import compose
 from evol.store import (
     generation_files,
     link_refusal,
-    open_no_follow,
+    open_fresh,
     refuse_run_state,
     write_error,
 )
@@ -569,5 +569,5 @@ def _write_file(
                 separator = b",\n"
         fp.write(b"[\n]\n" if separator == b"[\n" else b"\n]\n")
 
-    with open_no_follow(path) as fp:
+    with open_fresh(path) as fp:
         write(fp)

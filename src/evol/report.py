@@ -21,7 +21,7 @@ from typing import Any
 from evol.errors import UsageError
 from evol.show import DiffOp, word_diff
 from evol.stats import RunStats, run_stats
-from evol.store import ELIMINATED, iter_records, open_no_follow, refuse_run_state, write_error
+from evol.store import ELIMINATED, atomic_write, iter_records, refuse_run_state, write_error
 from evol.terminal import printable
 
 PLOT_NAMES = ("instruction_length", "eliminations", "operations", "lineages")
@@ -59,10 +59,10 @@ def write_report(
     for path, content in files.items():
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open_no_follow(path) as fp:
-                fp.write(content)
         except OSError as error:
             raise UsageError(write_error(path, error)) from None
+        # Renamed into place, never opened in place: a hard link at `path` keeps what it held.
+        atomic_write(path, content)
     return plots, stats.status
 
 

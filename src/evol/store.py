@@ -27,6 +27,7 @@ import errno
 import os
 import re
 import shutil
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -55,7 +56,7 @@ _OWN_NAME = re.compile(
 )
 _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_FOLLOW
-_CREATE_FLAGS = os.O_WRONLY | os.O_TRUNC | os.O_CREAT | _NO_FOLLOW
+_FRESH_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW
 
 Observer = Callable[[dict[str, Any], str | None], None]
 """Called with each record (as written) and its elimination reason, or None when kept."""
@@ -278,26 +279,35 @@ class RunStore:
 
 
 def open_for_append(path: Path) -> BinaryIO:
-    """Open for appending, unbuffered, refusing to follow a symbolic link (where the OS can
-    say so)."""
+    """Open for appending (made if need be), unbuffered, refusing to follow a symbolic link
+    (where the OS can say so): a link in its place is refused, its target untouched."""
+
+    def opener(name: str, _flags: int) -> int:
+        return os.open(name, _APPEND_FLAGS, 0o644)
+
     try:
-        return open_no_follow(path, append=True)
+        # open() with an opener, not os.fdopen: the file keeps its path as `name` for messages.
+        return open(path, "ab", buffering=0, opener=opener)
     except OSError as error:
         raise write_failure(path, error) from None
 
 
-def open_no_follow(path: Path, *, append: bool = False) -> BinaryIO:
-    """Open `path` to write from its start (or, with `append`, its end, unbuffered), made if
-    need be, never through a symbolic link: a link in its place raises OSError, its target
-    untouched."""
-    flags = _APPEND_FLAGS if append else _CREATE_FLAGS
+def open_fresh(path: Path) -> BinaryIO:
+    """Create `path` as a new, empty file to write, never landing on an existing one.
+
+    O_NOFOLLOW stops symbolic links only: a hard link or a FIFO planted at the name would be
+    written through (or block the open). So whatever is there is unlinked first (that drops
+    the name, never what it points at) and the file is made with O_EXCL. A symbolic link in
+    its place is refused (OSError), left as it is: it is the user's.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISLNK(os.lstat(path).st_mode):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+        os.unlink(path)  # a directory refuses: EISDIR
 
     def opener(name: str, _flags: int) -> int:
-        return os.open(name, flags, 0o644)
+        return os.open(name, _FRESH_FLAGS, 0o644)
 
-    # open() with an opener, not os.fdopen: the file keeps its path as `name` for messages.
-    if append:
-        return open(path, "ab", buffering=0, opener=opener)
     return open(path, "wb", opener=opener)
 
 
@@ -476,20 +486,24 @@ def _parses(line: bytes) -> bool:
     return True
 
 
-def atomic_write(path: Path, content: str | Callable[[BinaryIO], None]) -> None:
-    """Replace `path` with `content` (text, or a writer of bytes) atomically: a crash leaves
-    the old file or the new one, never half of either."""
+def atomic_write(path: Path, content: bytes | str | Callable[[BinaryIO], None]) -> None:
+    """Replace `path` with `content` (bytes, text, or a writer of bytes) atomically: a crash
+    leaves the old file or the new one, never half of either. The temporary is made afresh
+    (`open_fresh`), and `path` is renamed over, never opened: a hard link there keeps its
+    content."""
     temporary = path.with_name(path.name + ".tmp")
     try:
         if path.is_symlink():  # os.replace would not follow it, but nor may evol drop it
             raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
-        out = open_no_follow(temporary)
+        out = open_fresh(temporary)
     except OSError as error:
         raise write_failure(temporary if temporary.is_symlink() else path, error) from None
     try:
         with out:
             if isinstance(content, str):
                 out.write(content.encode("utf-8"))
+            elif isinstance(content, bytes):
+                out.write(content)
             else:
                 content(out)
             out.flush()
