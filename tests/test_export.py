@@ -608,9 +608,9 @@ def test_out_may_not_be_a_directory(evol, run_dir: Path, tmp_path: Path) -> None
     ("line", "why"),
     [
         (b"{not json\n", "corrupt record"),
-        (b"[1, 2]\n", "corrupt record"),
-        (b'{"id": "x", "root_id": "x", "generation": "2"}\n', "wrong generation, instruction"),
-        (b'{"id": "x", "root_id": 7, "generation": 1, "instruction": "i"}\n', "root_id, output"),
+        (b"[1, 2]\n", "not an evol record (not a JSON object)"),
+        (b'{"id": "x", "root_id": "x", "generation": "2"}\n', "wrong generation; missing"),
+        (b'{"id": "x", "root_id": 7, "generation": 1, "instruction": "i"}\n', "wrong root_id;"),
     ],
 )
 def test_a_bad_record_names_its_file_and_line(

@@ -36,7 +36,7 @@ from evol.textstats import rouge_l, tokens, word_count
 
 SHARDS = 4
 # (shard, marker, text) of each seed, in seed-file order. Shard 0 holds only lineages whose
-# first rewrite leaks (round 1 eliminated, so no gen_3.jsonl); shard 3 only clean ones (no
+# first rewrite leaks (round 1 eliminated, so an empty gen_3.jsonl); shard 3 only clean ones (no
 # eliminated.jsonl); shard 1 a seed whose answer fails and one the judge finds equal.
 LAYOUT = [
     (1, "", "Explain how rivers carve canyons over many thousands of years"),
@@ -112,7 +112,9 @@ def test_the_fixture_is_as_varied_as_a_real_run(shard_runs: dict[str, Any]) -> N
     assert any(r["round"] != r["generation"] for r in kept)
     assert any(r["parent_id"] not in (None, r["root_id"]) for r in kept)
     assert any(r["generation"] == 0 for r in read_jsonl(full / "eliminated.jsonl"))
-    assert not (shards[0] / "gen_3.jsonl").exists() and (shards[1] / "gen_3.jsonl").exists()
+    # Shard 0 kept nothing at generation 3: its file is there, empty, as in any finished run.
+    assert (shards[0] / "gen_3.jsonl").stat().st_size == 0
+    assert (shards[1] / "gen_3.jsonl").stat().st_size > 0
     assert not (shards[3] / "eliminated.jsonl").exists()
 
 

@@ -25,9 +25,17 @@ from evol.store import RunStore, iter_records, open_for_append, repair_torn_tail
 
 
 def record(record_id: str, **fields: object) -> dict[str, object]:
-    return {"id": record_id, "root_id": record_id.split(".")[0], "round": 0, "generation": 0} | (
-        fields
-    )
+    """A seed's record with every field the record model requires."""
+    return {
+        "id": record_id,
+        "parent_id": None,
+        "root_id": record_id.split(".")[0],
+        "round": 0,
+        "generation": 0,
+        "operation": None,
+        "instruction": f"Instruction {record_id}",
+        "output": None,
+    } | fields
 
 
 def test_the_record_files_are_streamed_past_blank_lines(tmp_path: Path) -> None:

@@ -106,7 +106,9 @@ def test_show_and_stats_print_a_runs_text_inert(evol, tmp_path: Path) -> None:
         record("s1", hostile),
         record("s1.1", hostile + " twice", operation=f"deepen{CLIPBOARD}"),
     ]
-    eliminated = [record("s1.2", "x", output=None, reason=f"sorry\x9b2J{CLIPBOARD}")]
+    # A reason is one of evol's own: a hostile one makes the line no record (see the end).
+    odd = f"sorry\x9b2J{CLIPBOARD}"
+    eliminated = [record("s1.2", "x", output=None, reason="sorry", detail=odd)]
     run = write_run(tmp_path / "run", records, eliminated)
     manifest = json.loads((run / "run.json").read_text())
     (run / "run.json").write_text(json.dumps(manifest | {"status": f"odd{CLIPBOARD}"}))
@@ -117,6 +119,10 @@ def test_show_and_stats_print_a_runs_text_inert(evol, tmp_path: Path) -> None:
             assert_inert(result.stdout.strip() + result.stderr)
     shown = json.loads(evol("show", run, "s1.1", "--json").stdout)
     assert shown["roots"][0]["instruction"] == hostile  # the JSON keeps the value whole
+    write_run(run, records, [eliminated[0] | {"reason": odd}])
+    refused = evol("stats", run)
+    assert refused.exit_code == 2 and "eliminated.jsonl:1: not an evol record" in refused.stderr
+    assert_inert(refused.stderr)
 
 
 def test_paths_a_user_typed_are_printed_inert(evol, tmp_path: Path) -> None:

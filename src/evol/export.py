@@ -58,6 +58,8 @@ from evol.store import (
     generation_files,
     link_refusal,
     open_fresh,
+    open_record_file,
+    read_records,
     refuse_run_state,
     write_error,
 )
@@ -332,28 +334,6 @@ def format_export(result: ExportResult) -> str:
     return "\n".join(lines)
 
 
-def scan_lines(fp: BinaryIO, path: Path) -> Iterator[tuple[int, int, int, dict[str, Any]]]:
-    """(line number, offset, length, record) of every whole line of an open record file.
-
-    Blank lines are skipped, and so is a last line without its newline: a run killed mid-write
-    leaves one, and its resume cuts it. Any other line that is not a JSON object is an error.
-    """
-    offset = 0
-    for number, line in enumerate(fp, start=1):
-        start, offset = offset, offset + len(line)
-        if not line.endswith(b"\n"):
-            return
-        if not line.strip():
-            continue
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            record = None
-        if not isinstance(record, dict):
-            raise RunDirError(f"{path}:{number}: corrupt record (not a JSON object)")
-        yield number, start, len(line), record
-
-
 # -- the two passes ---------------------------------------------------------------------------
 
 
@@ -413,10 +393,9 @@ def _scan(run_dir: Path, generations: set[int] | None, stack: ExitStack, *, fiel
     """First pass: check every kept record and note where the exported ones lie."""
     scan = _Scan(fields={} if fields else None)
     for path in generation_files(run_dir):
-        fp = stack.enter_context(path.open("rb"))
+        fp = stack.enter_context(open_record_file(path))
         scan.files.append(fp)
-        for number, offset, length, record in scan_lines(fp, path):
-            _check_record(record, path, number)
+        for _number, offset, length, record in read_records(fp, path):
             if generations is not None and record["generation"] not in generations:
                 continue
             if record["output"] is None:
@@ -424,26 +403,6 @@ def _scan(run_dir: Path, generations: set[int] | None, stack: ExitStack, *, fiel
                 continue
             scan.add(len(scan.files) - 1, offset, length, record)
     return scan
-
-
-def _check_record(record: dict[str, Any], path: Path, number: int) -> None:
-    """The fields every shape reads, with their types."""
-    problems = [
-        name
-        for name, ok in (
-            ("id", isinstance(record.get("id"), str)),
-            ("root_id", isinstance(record.get("root_id"), str)),
-            ("generation", type(record.get("generation")) is int),
-            ("instruction", isinstance(record.get("instruction"), str)),
-            ("input", isinstance(record.get("input") or "", str)),
-            ("output", "output" in record and isinstance(record["output"] or "", str)),
-        )
-        if not ok
-    ]
-    if problems:
-        raise RunDirError(
-            f"{path}:{number}: not an evol record (missing or wrong {', '.join(problems)})"
-        )
 
 
 def _members(scan: _Scan, fractions: dict[str, float], seed: int) -> dict[str | None, array]:

@@ -26,6 +26,7 @@ from evol.config import RunConfig
 from evol.counts import RunCounts
 from evol.errors import MergeError, RunDirError
 from evol.manifest import RunFacts, build_manifest, read_manifest, write_manifest
+from evol.records import EliminatedRecord, Record
 from evol.seeds import SeedScan, Shard, file_digest, iter_seeds
 from evol.store import (
     ELIMINATED,
@@ -33,8 +34,10 @@ from evol.store import (
     RunStore,
     atomic_write,
     iter_records,
+    open_record_file,
     output_files,
     output_sizes,
+    parse_record,
 )
 
 # Fingerprint entries that may differ between shards of one run.
@@ -249,11 +252,16 @@ def _record_files(shards: list[_Shard]) -> list[str]:
 
 
 def _concatenated(paths: list[Path]) -> Any:
+    """The shards' files one after the other, each line checked as a record on the way: a
+    damaged one is named in its shard, not in the merged copy."""
+
     def write(out: Any) -> None:
         for path in paths:
             if path.exists():
-                with path.open("rb") as source:
-                    for line in source:
+                model = EliminatedRecord if path.name == ELIMINATED else Record
+                with open_record_file(path) as source:
+                    for number, line in enumerate(source, start=1):
+                        parse_record(line, path, number, model)
                         out.write(line if line.endswith(b"\n") else line + b"\n")
 
     return write

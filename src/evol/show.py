@@ -21,9 +21,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from evol.errors import UsageError
-from evol.export import scan_lines
 from evol.manifest import read_manifest
-from evol.store import ELIMINATED, generation_files
+from evol.store import ELIMINATED, generation_files, open_record_file, read_records
 from evol.terminal import printable
 
 DiffOp = Literal["equal", "insert", "delete"]
@@ -153,8 +152,8 @@ def _records(run_dir: Path) -> Iterator[tuple[dict[str, Any], bool]]:
     eliminated = run_dir / ELIMINATED
     paths = generation_files(run_dir) + ([eliminated] if eliminated.exists() else [])
     for path in paths:
-        with path.open("rb") as fp:
-            for _number, _offset, _length, data in scan_lines(fp, path):
+        with open_record_file(path) as fp:
+            for _number, _offset, _length, data in read_records(fp, path):
                 yield data, path != eliminated
 
 

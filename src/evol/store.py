@@ -17,7 +17,8 @@ only ever writes, rewrites or deletes the files named above, never through a sym
 Every record is appended as one line and flushed before it counts as done; lineages finish in
 any order, so the record files are put in seed-file order when a run ends. On open, a torn
 last line is cut off, and every record read is handed to the observers the caller passes (the
-lineage index, the counts). The store knows file formats, not LLMs, nor what a round means.
+lineage index, the counts). Every command reads records through `read_records`, which checks
+each line against the record model: a damaged one is a RunDirError naming its file and line. The store knows file formats, not LLMs, nor what a round means.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import jsonlines
 import orjson
 from filelock import FileLock, Timeout
+from pydantic import ValidationError
 
 from evol.errors import RunDirError, StorageError, UsageError
 from evol.records import EliminatedRecord, Record
@@ -55,7 +56,8 @@ _OWN_NAME = re.compile(
     r"|scores\.jsonl|metrics\.json|contamination\.json)(\.tmp)?"
 )
 _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_FOLLOW
+# O_NONBLOCK: a FIFO in a file's place fails the open (ENXIO) rather than waiting for a reader.
+_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | _NO_FOLLOW
 _FRESH_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW
 
 Observer = Callable[[dict[str, Any], str | None], None]
@@ -74,16 +76,86 @@ def generation_files(run_dir: Path) -> list[Path]:
 
 
 def iter_records(run_dir: Path, *, eliminated: bool = False) -> Iterator[dict[str, Any]]:
-    """Stream the kept records (gen_0 first) or, with `eliminated`, the eliminated ones."""
+    """Stream the kept records (gen_0 first) or, with `eliminated`, the eliminated ones, each
+    checked against its model: a line that is not one is a RunDirError naming file and line."""
     paths = [run_dir / ELIMINATED] if eliminated else generation_files(run_dir)
     for path in paths:
         if not path.exists():
             continue
-        with path.open("rb") as fp, jsonlines.Reader(fp, loads=orjson.loads) as reader:
-            try:
-                yield from reader.iter(skip_empty=True)
-            except jsonlines.InvalidLineError as error:
-                raise RunDirError(f"{path}:{error.lineno}: corrupt record") from None
+        with open_record_file(path) as fp:
+            for _number, _offset, _length, record in read_records(fp, path):
+                yield record
+
+
+def open_record_file(path: Path) -> BinaryIO:
+    """Open a file of the run directory to read; one that is not a regular file (a FIFO, a
+    directory, a device) is a RunDirError rather than a read that blocks or fails later."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as error:
+        raise RunDirError(f"{path}: cannot read it: {error.strerror}") from None
+    _refuse_irregular(fd, path)
+    return open(fd, "rb", closefd=True)
+
+
+def read_records(fp: BinaryIO, path: Path) -> Iterator[tuple[int, int, int, dict[str, Any]]]:
+    """(line number, offset, length, record) of every whole line of an open record file.
+
+    Blank lines are skipped, and so is a last line without its newline: a run killed mid-write
+    leaves one, and its resume cuts it. Any other line that is not a record is an error.
+    """
+    model = EliminatedRecord if Path(path).name == ELIMINATED else Record
+    offset = 0
+    for number, line in enumerate(fp, start=1):
+        start, offset = offset, offset + len(line)
+        if not line.endswith(b"\n"):
+            return
+        if line.strip():
+            yield number, start, len(line), parse_record(line, path, number, model)
+
+
+def parse_record(
+    line: bytes, path: Path, number: int, model: type[Record] = Record
+) -> dict[str, Any]:
+    """One line of a record file as written, checked against `model`: every command reads
+    records through here, so a damaged one is one line naming its file and line, never a
+    TypeError deep in whatever reads it first."""
+    try:
+        data = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise RunDirError(f"{path}:{number}: corrupt record") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}:{number}: not an evol record (not a JSON object)")
+    try:
+        # Strict, from the JSON: "1" or 1.0 is no generation, though the lax mode would take it.
+        model.model_validate_json(line, strict=True)
+    except ValidationError as error:
+        raise RunDirError(f"{path}:{number}: not an evol record ({_problems(error)})") from None
+    return data
+
+
+def _problems(error: ValidationError) -> str:
+    """'wrong generation; missing round, output': the fields at fault, in the model's order."""
+    missing, wrong = {}, {}
+    for problem in error.errors():
+        field = str(problem["loc"][0]) if problem["loc"] else "the record"
+        (missing if problem["type"] == "missing" else wrong)[field] = None
+    parts = [f"wrong {', '.join(wrong)}"] if wrong else []
+    return "; ".join(parts + ([f"missing {', '.join(missing)}"] if missing else []))
+
+
+def _refuse_irregular(fd: int, path: Path) -> None:
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        return
+    os.close(fd)
+    raise _irregular(path)
+
+
+def _irregular(path: Path) -> RunDirError:
+    return RunDirError(
+        f"{path}: not a regular file: the run directory is damaged: restore it, or start "
+        "again with --overwrite"
+    )
 
 
 def output_files(run_dir: Path) -> list[Path]:
@@ -142,24 +214,16 @@ class RunStore:
         for path in self.output_files():
             if repair:
                 repair_torn_tail(path)
-            reason_file = path.name == ELIMINATED
-            with path.open("rb") as lines:
+            model = EliminatedRecord if path.name == ELIMINATED else Record
+            with open_record_file(path) as lines:
                 for number, line in enumerate(lines, start=1):
                     try:
-                        data = orjson.loads(line)
-                    except orjson.JSONDecodeError:
+                        data = parse_record(line, path, number, model)
+                    except RunDirError as error:
                         if not repair:
                             continue  # a torn line: the next real run cuts it
-                        raise RunDirError(
-                            f"{path}:{number}: corrupt record; use --overwrite to start afresh"
-                        ) from None
-                    if not _is_record(data):
-                        if not repair:
-                            continue
-                        raise RunDirError(
-                            f"{path}:{number}: not an evol record; use --overwrite to start afresh"
-                        )
-                    reason = data.get("reason") if reason_file else None
+                        raise RunDirError(f"{error}; use --overwrite to start afresh") from None
+                    reason = data.get("reason") if model is EliminatedRecord else None
                     for reader in readers:
                         reader(data, reason)
 
@@ -415,17 +479,6 @@ def _refuse_foreign(out_dir: Path) -> None:
         )
 
 
-def _is_record(data: object) -> bool:
-    """The fields the resume index reads, with their types."""
-    return (
-        isinstance(data, dict)
-        and isinstance(data.get("id"), str)
-        and isinstance(data.get("root_id"), str)
-        and isinstance(data.get("round"), int)
-        and isinstance(data.get("generation"), int)
-    )
-
-
 def _sort_lines(path: Path, key: Callable[[dict[str, Any]], tuple[int, int]]) -> None:
     """Rewrite a JSONL file with its lines ordered by `key`; holds offsets, not the lines."""
     with path.open("rb") as source:
@@ -449,9 +502,12 @@ def _sort_lines(path: Path, key: Callable[[dict[str, Any]], tuple[int, int]]) ->
 def repair_torn_tail(path: Path) -> None:
     """Cut a last line that a crash left without its newline or half-written."""
     try:
-        fd = os.open(path, os.O_RDWR | _NO_FOLLOW)
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | _NO_FOLLOW)
+    except IsADirectoryError:
+        raise _irregular(path) from None
     except OSError as error:
         raise write_failure(path, error) from None
+    _refuse_irregular(fd, path)
     try:
         _cut_torn_tail(fd)
     except OSError as error:
@@ -510,10 +566,12 @@ def atomic_write(path: Path, content: bytes | str | Callable[[BinaryIO], None]) 
             os.fsync(out.fileno())
         os.replace(temporary, path)
         _fsync_dir(path.parent)
-    except OSError as error:
+    except (OSError, RunDirError) as error:  # RunDirError: a writer met a damaged record
         with contextlib.suppress(OSError):
             temporary.unlink(missing_ok=True)  # made by this call: never a user's link
-        raise StorageError(path, error) from None
+        if isinstance(error, OSError):
+            raise StorageError(path, error) from None
+        raise
 
 
 def _fsync_dir(directory: Path) -> None:
