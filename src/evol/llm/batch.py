@@ -100,7 +100,7 @@ _MAX_PAGES = 10_000  # of 100 batches each, when a batch is looked for by its to
 _NOT_JSON = object()
 _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _WRITE_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_FOLLOW
-_NEW_FILE_FLAGS = os.O_WRONLY | os.O_TRUNC | os.O_CREAT | _NO_FOLLOW
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW
 T = TypeVar("T")
 
 
@@ -322,7 +322,9 @@ def _open_append(path: Path) -> BinaryIO:
 
 
 def _open_new(path: Path) -> BinaryIO:
-    """A file of batch/tmp to write from its start, never through a link."""
+    """A file of batch/tmp made afresh: whatever stale name is there (a hard link, a FIFO) is
+    unlinked first, never written through; a symbolic link made in between is refused."""
+    path.unlink(missing_ok=True)
     return open(path, "wb", opener=lambda name, _: os.open(name, _NEW_FILE_FLAGS, 0o644))
 
 
