@@ -53,11 +53,11 @@ VARIED = [
     record("q7.2.4.6", "Sort numbers in place in linear time when they are small", output="Count."),
 ]
 ELIMINATED = [
-    record("q7.1", "Sort a list", reason="equal"),
-    record("nx.1", "Describe", reason="equal"),
-    record("nx.2", "Describe a dog", reason="leaked"),
-    record("q7.2.3", "Sort", reason="equal"),
-    record("q7.2.4.5", "Sort numbers", reason="equal"),
+    record("q7.1", "Sort a list", reason="no_information_gain"),
+    record("nx.1", "Describe", reason="no_information_gain"),
+    record("nx.2", "Describe a dog", reason="prompt_leak"),
+    record("q7.2.3", "Sort", reason="no_information_gain"),
+    record("q7.2.4.5", "Sort numbers", reason="no_information_gain"),
 ]
 
 
