@@ -182,7 +182,7 @@ def test_a_record_file_that_cannot_be_opened_is_named_with_why(tmp_path: Path) -
     assert str(raised.value) == f"{path}: cannot write it: No such file or directory"
 
 
-# -- the run directory's own names and its refusals (store._refuse_foreign, is_own_file) -----
+# -- the run directory's own names and its refusals (store._refuse_foreign, refuse_run_state) -----
 
 
 def foreign_dir(tmp_path: Path, *names: str) -> Path:
@@ -236,14 +236,17 @@ def test_a_link_of_the_users_beside_a_run_is_not_refused_but_one_named_as_evols_
 
 
 def test_evols_own_files_are_known_by_name_and_place(tmp_path: Path) -> None:
-    from evol.store import is_own_file
+    from evol.errors import UsageError
+    from evol.store import refuse_run_state
 
     run = tmp_path / "run"
     run.mkdir()
+    (run / "run.json").write_text("{}")
     for name in ("gen_0.jsonl", "dataset.jsonl.tmp", "scores.jsonl", ".evol.lock", "batch"):
-        assert is_own_file(run, run / name), name
+        with pytest.raises(UsageError):
+            refuse_run_state(run / name, "--out")
     for path in (run / "notes.txt", run / "export.jsonl", tmp_path / "gen_0.jsonl"):
-        assert not is_own_file(run, path), path
+        refuse_run_state(path, "--out")  # not a run's own file: allowed
 
 
 def test_the_run_directory_is_made_with_its_parents_or_the_reason_it_cannot_be(

@@ -418,14 +418,6 @@ def is_own_name(name: str) -> bool:
     return bool(_OWN_NAME.fullmatch(name)) or name in (LOCK_FILE, BATCH_DIR)
 
 
-def is_own_file(run_dir: Path, path: Path) -> bool:
-    """Whether `path` is one of the files evol writes in `run_dir` (or their temporary
-    names): what an export or a selection must never write over."""
-    if path.resolve().parent != run_dir.resolve():
-        return False
-    return is_own_name(path.name)
-
-
 def refuse_run_state(target: Path, option: str) -> None:
     """Refuse to write `target` (a file or a folder a command is given) when it is, or lies
     inside, one of the files evol keeps in a run directory (records, run.json, the journal,
