@@ -8,6 +8,7 @@ that the run ends in a definite state: the right answers, a failed step, or one 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -33,6 +34,7 @@ from hostile_server import (
     response,
 )
 
+from evol.llm.transport import JsonTransport
 from evol.records import compose
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
@@ -616,6 +618,30 @@ def test_an_unreachable_endpoint_stops_the_run_at_once_and_says_why(
     if backend == "openai":  # the SDK words its causes its own way
         assert f"cannot reach {url}" in lines[0] and cause.lower() in lines[0].lower(), lines[0]
     assert json.loads(child.stdout)["status"] == "failed"
+
+
+def test_a_connection_error_no_task_took_up_adds_no_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The cause of the flaky run above: two requests fail their TLS handshake in the same
+    turn of the loop, the first stops the run, the second's error is left in a future nobody
+    awaits, and asyncio printed it as 'never retrieved' after the one-line reason. Made
+    deterministic: a future holding such an error is dropped while a transport is open."""
+
+    async def drop(error: BaseException) -> None:
+        transport = JsonTransport("http://127.0.0.1:9/v1", {}, timeout=1)
+        transport._open()  # what the first request does
+        future = asyncio.get_running_loop().create_future()
+        future.set_exception(error)
+        del future
+        gc.collect()
+        await transport.close()
+
+    asyncio.run(drop(ssl.SSLCertVerificationError(1, "certificate verify failed")))
+    asyncio.run(drop(ConnectionResetError(104, "reset")))
+    assert "never retrieved" not in caplog.text
+    asyncio.run(drop(ValueError("a bug, not a connection")))  # still reported
+    assert "Future exception was never retrieved" in caplog.text
 
 
 def test_a_server_that_stops_answering_mid_run_stops_it_and_a_resume_finishes(

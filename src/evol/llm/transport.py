@@ -17,6 +17,7 @@ A run makes hundreds of thousands of small JSON POSTs to servers that may misbeh
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ipaddress
 import os
@@ -142,6 +143,9 @@ class JsonTransport:
         # Made here, inside the running event loop. No cookie jar, no environment lookups
         # (the proxy was chosen above), no limit on connections (the engine bounds requests).
         tls = ssl.create_default_context() if self.base.startswith("https:") else None
+        loop = asyncio.get_running_loop()
+        if loop.get_exception_handler() is None:
+            loop.set_exception_handler(_drop_stray_connection_errors)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ssl=tls if tls else True),
             headers=self.headers,
@@ -158,6 +162,22 @@ class JsonTransport:
             max_headers=100,
         )
         return self._session
+
+
+def _drop_stray_connection_errors(
+    loop: asyncio.AbstractEventLoop, context: dict[str, object]
+) -> None:
+    """The loop's exception handler while a transport is open: a connection error that no
+    task took up is not printed.
+
+    When two requests fail the same way at once (a certificate that does not verify), the
+    first stops the run and the second is cancelled; if its TLS handshake had already failed
+    in the same turn of the loop, asyncio reports that error as never retrieved, a traceback
+    after the run's one-line reason, about the cause that line already names."""
+    unclaimed = str(context.get("message", "")).endswith("exception was never retrieved")
+    if unclaimed and isinstance(context.get("exception"), OSError):
+        return
+    loop.default_exception_handler(context)
 
 
 def failure_of(
