@@ -1,10 +1,10 @@
 """Mutation testing of the modules that decide what is kept and what is paid (`make mutate`).
 
 Runs mutmut (configured in pyproject.toml, [tool.mutmut]) and prints the share of mutants
-caught per module (`--report-only`: of the last run; `--markdown`: as a table for the README);
-figures go to bench/results.json under "mutation". Mutants that survive are
-either killed by a new test or listed, with the reason they cannot be told apart from the
-original, in the README ("Mutation testing").
+caught per module (`--report-only`: of the last run; `--markdown`: as a table for
+docs/mutation.md); figures go to bench/results.json under "mutation". Mutants that survive are
+either killed by a new test or listed in docs/mutation.md, with the reason they cannot be told
+apart from the original.
 """
 
 from __future__ import annotations
