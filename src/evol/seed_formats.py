@@ -217,7 +217,7 @@ def _sniff_table(records: list[str], instruction_columns: tuple[str, ...]) -> Se
         even = len(table) > 1 and all(len(record) == len(header) for record in table)
         if (named and (len(header) > 1 or seed_format == "csv")) or (even and len(header) > 1):
             found.append((len(header), seed_format))
-    return max(found)[1] if found else None
+    return max(found, key=lambda each: each[0])[1] if found else None  # a tie: CSV
 
 
 def column_key(name: str) -> str:
