@@ -175,7 +175,11 @@ def test_an_id_of_null_falls_back_to_the_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "line", "why"),
     [
-        (b"not json\n", 1, "invalid JSON: Expecting value"),
+        (
+            b"not json\n",
+            1,
+            "invalid JSON: Expecting value; it looks like plain text, use --format text",
+        ),
         (
             b'{"instruction": "a"}\n{"instruction": "b" "c"}\n',
             2,
@@ -194,7 +198,7 @@ def test_an_id_of_null_falls_back_to_the_line(tmp_path: Path) -> None:
         (
             b' [{"instruction": "a"},\n {"instruction": "b"}]\n',
             1,
-            "this is a JSON array, not JSON Lines: use --format json",
+            "this is not JSON Lines; it looks like a JSON array, use --format json",
         ),
     ],
 )
@@ -247,27 +251,27 @@ def test_a_text_seed_that_starts_with_a_brace_is_not_taken_for_json(tmp_path: Pa
         (
             "s.jsonl",
             b"PAR1" + b"\x00" * 40,
-            "this is a Parquet file: name it .parquet or use --format parquet",
+            "this is not JSON Lines; it looks like Parquet, use --format parquet",
         ),
         (
             "s.parquet",
             b'\n  {"instruction": "a"}\n',
-            "this is not a Parquet file (it looks like JSON Lines): use --format",
+            "this is not Parquet; it looks like JSON Lines, use --format jsonl",
         ),
         (
             "s.parquet",
             b"Why is the sky blue?\n",
-            "this is not a Parquet file (it looks like text): use --format",
+            "this is not Parquet; it looks like plain text, use --format text",
         ),
         (
             "s.txt",
             b'{"instruction": "a"}\n',
-            "each line is a JSON object: this looks like JSON Lines, use --format jsonl",
+            "this is not plain text; it looks like JSON Lines, use --format jsonl",
         ),
         (
             "s.csv",
             b'\n{"instruction": "a"}\n',
-            "each line is a JSON object: this looks like JSON Lines, use --format jsonl",
+            "this is not CSV; it looks like JSON Lines, use --format jsonl",
         ),
     ],
 )
@@ -275,7 +279,8 @@ def test_content_plainly_of_another_format_is_refused_in_one_line(
     tmp_path: Path, name: str, content: bytes, why: str
 ) -> None:
     path = write(tmp_path / name, content)
-    assert error_of(path) == f"{path}: {why}"
+    line = 2 if content.startswith(b"\n") else 1  # the line that shows what the file is
+    assert error_of(path) == f"{path}:{line}: {why}"
 
 
 # -- paths that cannot be read ------------------------------------------------------------------
@@ -334,12 +339,21 @@ def test_seeds_that_share_a_line_of_a_json_array_get_an_id_each(tmp_path: Path) 
         (b'[\n {"instruction": "a",\n  "x": }\n]', 3, "invalid JSON: Expecting value"),
         # A comment before the array: the error is on the first line.
         (b'// seeds\n[\n {"instruction": "a"}\n]\n', 1, "invalid JSON: Expecting value"),
-        (b"Why is the sky blue?\n", 1, "invalid JSON: Expecting value"),
-        (b'{"instruction": "a"}', 1, "expected a JSON array of seeds, got an object"),
         (
-            b'[{"instruction": "a"}]\n[{"instruction": "b"}]\n',
+            b"Why is the sky blue?\n",
+            1,
+            "invalid JSON: Expecting value; it looks like plain text, use --format text",
+        ),
+        (
+            b'\n  "instruction"\n',
             2,
-            "holds one JSON value per line: rename it .jsonl or use --format jsonl",
+            "expected a JSON array of seeds, got a string; it looks like plain text, use "
+            "--format text",
+        ),
+        (
+            b'[{"instruction": "a"}]\n  ]\n',
+            2,
+            "more JSON after the array: a seed file holds one JSON array",
         ),
     ],
 )
@@ -364,8 +378,8 @@ def test_a_csv_column_named_by_instruction_field_is_read(tmp_path: Path) -> None
     (seed,) = seeds_of(path, instruction_field="text")
     assert (seed.instruction, seed.metadata) == ("Name a river", {"source": "web"})
     assert error_of(path, instruction_field="body") == (
-        f"{path}:1: the CSV header has no 'body' column (found 'text', 'source'): the first row "
-        "must name the columns, or pick one with --instruction-field"
+        f"{path}:1: the CSV header has no instruction column: found 'text', 'source'; it must "
+        "name one of 'body' (in any case), or pick one with --instruction-field"
     )
 
 
@@ -376,9 +390,9 @@ def test_a_csv_column_named_by_instruction_field_is_read(tmp_path: Path) -> None
         (
             b"a,b,c,d,e,f\n1,2,3,4,5,6\n",
             1,
-            "the CSV header has no 'instruction' / 'prompt' / 'question' column (found 'a', 'b', "
-            "'c', 'd', 'e'): the first row must name the columns, or pick one with "
-            "--instruction-field",
+            "the CSV header has no instruction column: found 'a', 'b', 'c', 'd', 'e', 'f'; it "
+            "must name one of 'instruction', 'prompt', 'question' (in any case), or pick one "
+            "with --instruction-field",
         ),
         (b"instruction,input\na,b\n,\nc,d\n", 3, "blank row"),
         (b"instruction,input\na,b\nc,d,e,f\n", 3, "has 4 columns, the header has 2"),

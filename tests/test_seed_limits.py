@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evol.errors import SeedFileError
-from evol.seed_formats import MAX_ROW_BYTES, NUL_BYTE, rows
+from evol.seed_formats import MAX_ROW_BYTES, NUL_BYTE, ColumnNames, rows
 from evol.seed_shapes import INSTRUCTION_FIELDS
 from evol.seeds import SeedOptions, scan_seeds
 
@@ -101,7 +101,7 @@ def test_a_large_json_array_is_not_held_whole(tmp_path: Path) -> None:
     assert size > 20_000_000
     tracemalloc.start()
     try:
-        count = sum(1 for _line, _row in rows(path, "json", INSTRUCTION_FIELDS))
+        count = sum(1 for _line, _row in rows(path, "json", ColumnNames(INSTRUCTION_FIELDS)))
         _now, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -166,7 +166,7 @@ def test_json_array_elements_and_lines_match_a_whole_file_parse(
         (text.count("\n", 0, start) + 1, value)
         for start, value in zip(starts, json.loads(text), strict=True)
     ]
-    assert list(rows(path, "json", INSTRUCTION_FIELDS)) == expected
+    assert list(rows(path, "json", ColumnNames(INSTRUCTION_FIELDS))) == expected
 
 
 def test_an_id_longer_than_the_limit_is_refused_at_its_line(tmp_path: Path) -> None:

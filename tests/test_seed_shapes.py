@@ -213,23 +213,27 @@ def test_without_pyarrow_parquet_says_which_extra_to_install(tmp_path: Path) -> 
         (
             "seeds.txt",
             b'{"instruction": "a"}\n{"instruction": "b"}\n',
-            "this looks like JSON Lines, use --format jsonl",
+            "this is not plain text; it looks like JSON Lines, use --format jsonl",
         ),
-        ("seeds.csv", b'{"instruction": "a"}\n', "this looks like JSON Lines, use --format jsonl"),
+        (
+            "seeds.csv",
+            b'{"instruction": "a"}\n',
+            "this is not CSV; it looks like JSON Lines, use --format jsonl",
+        ),
         (
             "seeds.json",
             b'{"instruction": "a"}\n{"instruction": "b"}\n',
-            "holds one JSON value per line: rename it .jsonl or use --format jsonl",
+            "this is not a JSON array; it looks like JSON Lines, use --format jsonl",
         ),
         (
             "seeds.jsonl",
             b"PAR1" + b"\x00" * 40,
-            "this is a Parquet file: name it .parquet or use --format parquet",
+            "this is not JSON Lines; it looks like Parquet, use --format parquet",
         ),
         (
             "seeds.parquet",
             b'{"instruction": "a"}\n',
-            "this is not a Parquet file (it looks like JSON Lines)",
+            "this is not Parquet; it looks like JSON Lines, use --format jsonl",
         ),
     ],
 )

@@ -82,6 +82,7 @@ class SeedFileFormat(StrEnum):
     jsonl = "jsonl"
     json = "json"
     csv = "csv"
+    tsv = "tsv"
     text = "text"
     parquet = "parquet"
 

@@ -27,6 +27,18 @@ from typing import Any
 from evol.seed_formats import RowError, json_type
 
 INSTRUCTION_FIELDS = ("instruction", "prompt", "question")
+# Every top-level field a shape reads: a CSV/TSV column naming one is matched in any case.
+FIELD_NAMES = (
+    "id",
+    *INSTRUCTION_FIELDS,
+    "input",
+    "output",
+    "context",
+    "response",
+    "instances",
+    "conversations",
+    "messages",
+)
 _USER_ROLES = {"human", "user"}
 _ASSISTANT_ROLES = {"gpt", "assistant", "chatgpt", "bard", "model", "bot"}
 

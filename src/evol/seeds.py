@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from evol.errors import SeedFileError, UsageError
 from evol.records import MAX_GENERATIONS
 from evol.seed_formats import (
+    ColumnNames,
     RowError,
     SeedFormat,
     check_content,
@@ -29,8 +30,9 @@ from evol.seed_formats import (
     json_type,
     open_binary,
     rows,
+    with_format_hint,
 )
-from evol.seed_shapes import INSTRUCTION_FIELDS, FieldPaths, extract
+from evol.seed_shapes import FIELD_NAMES, INSTRUCTION_FIELDS, FieldPaths, extract
 from evol.textstats import Lengths, summarize, word_count
 
 __all__ = [
@@ -136,6 +138,13 @@ class SeedOptions:
     def paths(self) -> FieldPaths:
         return FieldPaths(self.instruction_field, self.input_field, self.output_field)
 
+    @property
+    def columns(self) -> ColumnNames:
+        """The CSV/TSV columns to look for: the instruction's, and every field a shape reads."""
+        instruction = (self.instruction_field,) if self.instruction_field else INSTRUCTION_FIELDS
+        given = [path.split(".")[0] for path in (self.input_field, self.output_field) if path]
+        return ColumnNames(instruction, (*FIELD_NAMES, *given))
+
 
 class SeedReport(BaseModel):
     """What `evol validate` found in a seed file."""
@@ -163,9 +172,7 @@ def describe_seeds(path: Path, options: SeedOptions = SeedOptions()) -> SeedRepo
         with_output += seed.output is not None
         fields.update(seed.metadata.keys())
     if not words:
-        raise SeedFileError(
-            str(path), None, "no valid seeds" if scan.skipped else "the file holds no seeds"
-        )
+        _refuse_empty(path, scan, options)
     return SeedReport(
         path=str(path),
         format=scan.format,
@@ -210,24 +217,33 @@ def scan_seeds(path: Path, options: SeedOptions = SeedOptions()) -> SeedScan:
     for _ in iter_seeds(path, options, scan):
         scan.count += 1
     if scan.count == 0 and not scan.other_shards:  # an empty shard of a small file is fine
-        why = "no valid seeds" if scan.skipped else "the file holds no seeds"
-        raise SeedFileError(str(path), None, why)
+        _refuse_empty(path, scan, options)
     return scan
+
+
+def _refuse_empty(path: Path, scan: SeedScan, options: SeedOptions) -> NoReturn:
+    why = "no valid seeds" if scan.skipped else "the file holds no seeds"
+    raise with_format_hint(SeedFileError(str(path), None, why), scan.format, options.columns)
 
 
 def iter_seeds(
     path: Path, options: SeedOptions = SeedOptions(), scan: SeedScan | None = None
 ) -> Iterator[Seed]:
-    """Yield the seeds of `path` in file order; invalid rows raise or, if skipped, go to `scan`."""
+    """Yield the seeds of `path` in file order; invalid rows raise or, if skipped, go to `scan`.
+    An error in a file that looks like another format says which (`with_format_hint`)."""
     scan = scan or SeedScan(path=str(path), format=detect_format(path, options.format))
-    check_content(path, scan.format, options.format)
-    instruction_fields = (
-        (options.instruction_field,) if options.instruction_field else INSTRUCTION_FIELDS
-    )
+    check_content(path, scan.format, options.format, options.columns)
+    try:
+        yield from _read_seeds(path, options, scan)
+    except SeedFileError as error:
+        raise with_format_hint(error, scan.format, options.columns) from None
+
+
+def _read_seeds(path: Path, options: SeedOptions, scan: SeedScan) -> Iterator[Seed]:
     ids = _Ids()
     valid = 0
     previous_line = on_line = 0
-    for line, row in rows(path, scan.format, instruction_fields):
+    for line, row in rows(path, scan.format, options.columns):
         if options.limit is not None and valid >= options.limit:
             return
         # A JSON array may hold several rows on one line (json.dump writes it all on one).
