@@ -129,3 +129,38 @@ def test_a_typo_like_no_option_gets_no_suggestion(evol, tmp_path: Path) -> None:
     result = evol("run", tmp_path / "x", "--zzzzzz")
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines()[-1] == "Error: No such option: --zzzzzz"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["stats"],
+        ["show", "{run}", "s1"],
+        ["report", "{run}", "--out", "{tmp}/r.html"],
+        ["export", "{run}", "--out", "{tmp}/x.jsonl"],
+        ["score", "{run}"],
+        ["select", "{run}", "--budget", "2", "--out", "{tmp}/x.jsonl"],
+    ],
+    ids=lambda command: command[0],
+)
+def test_a_run_directory_that_does_not_exist_is_named_as_such(
+    evol, tmp_path: Path, command: list[str]
+) -> None:
+    run = tmp_path / "runs" / "nope"
+    args = [a.replace("{run}", str(run)).replace("{tmp}", str(tmp_path)) for a in command]
+    if "{run}" not in command:
+        args.append(str(run))
+    result = evol(*args)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"evol: error: {run}: the directory does not exist (name the --out of an evol run)"
+    ]
+    assert not (tmp_path / "runs").exists()
+
+    run.parent.mkdir()
+    run.write_text("not a run\n")
+    result = evol(*args)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"evol: error: {run}: not a directory (name the --out of an evol run)"
+    ]
