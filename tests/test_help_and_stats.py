@@ -21,6 +21,7 @@ from typer.main import get_command
 from evol.cli import app
 from evol.command import PANELS
 from evol.seed_formats import EXTENSIONS
+from evol.stats import OperationStats, RunStats
 
 SCREEN = {"COLUMNS": "100", "NO_COLOR": "1"}
 RUN_PANELS = [
@@ -239,3 +240,43 @@ def test_stats_cost_table_has_a_row_for_the_scoring_calls(evol, scored_run) -> N
     (run / "run.json").write_text(json.dumps(manifest))
     local = json.loads(evol("stats", run, "--json").stdout)
     assert local["roles"]["score"]["cost_usd"] == 0.0 and local["total_cost_usd"] == 0.0
+
+
+def test_the_operations_plot_leaves_room_for_its_labels() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from evol.report import _operation_plot
+
+    # Small counts, as in a first run: autoscaling put the top of the axes at the tallest bar.
+    operations = {
+        "add_constraints": OperationStats(kept=3, eliminated=0, success_rate=1.0),
+        "deepen": OperationStats(kept=1, eliminated=1, success_rate=0.5),
+        "breadth": OperationStats(kept=0, eliminated=2, success_rate=0.0),
+    }
+    stats = RunStats(
+        run="r",
+        status="complete",
+        generations=[],
+        operations=operations,
+        roles={},
+        total_cost_usd=None,
+    )
+    figure = _operation_plot(plt, stats, [])
+    try:
+        figure.canvas.draw()  # limits and layout as savefig leaves them
+        renderer = figure.canvas.get_renderer()
+        axes = figure.axes[0]
+        inside = axes.get_window_extent(renderer)
+        title = axes.title.get_window_extent(renderer)
+        legend = axes.get_legend().get_window_extent(renderer)
+        labels = [text for text in axes.texts if text.get_text().endswith("%")]
+        assert [text.get_text() for text in labels] == ["100%", "50%", "0%"]
+        for text in labels:
+            box = text.get_window_extent(renderer)
+            assert box.y1 < inside.y1 < title.y0, text.get_text()  # under the frame's top
+            assert not box.overlaps(legend), text.get_text()
+    finally:
+        plt.close(figure)
