@@ -633,7 +633,8 @@ def test_scores_are_expected_values_over_the_digits_when_logprobs_come_back(
     assert ("complexity", "s2") not in got  # nothing to rank a lone seed against
     assert {s["source"] for s in scores(run)} == {"logprobs"}
     summary = json.loads(result.stdout)["scorers"]
-    assert summary["difficulty"]["from_logprobs"] == 4 and summary["complexity"]["scored"] == 1
+    # Counted in records: s1's chain of 3 is one call and three scores.
+    assert summary["difficulty"]["from_logprobs"] == 4 and summary["complexity"]["scored"] == 3
     backend = LogprobBackend.made[-1]
     assert backend.closed == 1
     assert {(p.temperature, p.logprobs, p.top_logprobs) for p in backend.params} == {(0, True, 20)}

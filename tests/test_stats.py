@@ -43,6 +43,12 @@ def percentile(values: list[int], fraction: float) -> float:
     )
 
 
+def cells(table: str, but: str = "") -> list[list[str]]:
+    """The cells of a plain-text table, less its rule line and any row named `but`."""
+    rows = [line.split() for line in table.splitlines()]
+    return [row for row in rows if not row[0].startswith("-") and row[0] != but]
+
+
 def test_stats_per_generation_operation_and_role(evol, tmp_path: Path) -> None:
     seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
     with FakeServer(models=("gpt-4o-mini",)) as server:
@@ -158,10 +164,14 @@ def test_stats_show_scores_per_generation_and_operation(evol, tmp_path: Path) ->
     assert stats["contamination"] is None and stats["metrics_stale"] is None
 
     table = evol("stats", out).stdout
-    assert "difficulty gain" in table and "scores: difficulty by fake-model (0 missing)" in table
-    # The tables printed before scoring are still there, whole: generations, then roles.
+    assert "difficulty gain" in table
+    assert "scores: difficulty by fake-model (0 records missing)" in table
+    # The tables printed before scoring are still there, whole: generations, total cost; the
+    # roles table only gains a row for the scoring calls.
     blocks = unscored.split("\n\n")
-    assert blocks[1] in table and blocks[3] in table and blocks[4] in table
+    assert blocks[1] in table and blocks[4] in table
+    roles = next(block for block in table.split("\n\n") if block.startswith("role"))
+    assert cells(roles, but="score") == cells(blocks[3])
 
 
 def test_a_run_without_scores_prints_as_before(evol, tmp_path: Path) -> None:

@@ -24,6 +24,18 @@ from pydantic import SecretStr, ValidationError
 from tqdm import tqdm
 
 from evol import __version__
+from evol.command import (
+    BATCH_PANEL,
+    LIMITS_PANEL,
+    METHOD_PANEL,
+    MODEL_PANEL,
+    OUTPUT_PANEL,
+    RULES_PANEL,
+    SAMPLING_PANEL,
+    SCORES_PANEL,
+    SEEDS_PANEL,
+    EvolCommand,
+)
 from evol.config import RoleParams, RunConfig
 from evol.elimination import EliminationRules
 from evol.errors import OUT_OF_RESOURCES, EvolError, UsageError, storage_failure
@@ -45,6 +57,7 @@ from evol.report import write_report
 from evol.scoring import ScoreConfig, plan_scoring, score_run
 from evol.scoring import format_plan as format_score_plan
 from evol.scoring import format_summary as format_score_summary
+from evol.seed_formats import EXTENSIONS
 from evol.seeds import SeedOptions, Shard, describe_seeds, format_report
 from evol.selection import SelectConfig, select_records
 from evol.selection import format_summary as format_select_summary
@@ -59,7 +72,7 @@ app = typer.Typer(
     # Click's plain help: a flag reads "--shuffle / --no-shuffle", not "--shuffle <bool>".
     rich_markup_mode=None,
     pretty_exceptions_show_locals=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 prompts_app = typer.Typer(
     help="List and show the prompt templates a run uses.",
@@ -96,91 +109,107 @@ SEED_FORMAT_OPTION = typer.Option(
     None,
     "--format",
     envvar=_env("format"),
-    help="Seed file format (default: by extension; a file that plainly is another is refused).",
+    help="Seed file format (default: by extension).",
+    rich_help_panel=SEEDS_PANEL,
 )
 INSTRUCTION_FIELD_OPTION = typer.Option(
     None,
     "--instruction-field",
     "--field",
     envvar=[_env("instruction_field"), _env("field")],
-    help="Dotted path of the instruction, e.g. conversations.0.value (default: found by the "
-    "row's shape: Alpaca, Self-Instruct, Dolly, ShareGPT, OpenAI chat, prompt/question).",
+    help="Dotted path of the instruction, e.g. conversations.0.value (default: by the row's "
+    "shape).",
+    rich_help_panel=SEEDS_PANEL,
 )
 INPUT_FIELD_OPTION = typer.Option(
     None,
     "--input-field",
     envvar=_env("input_field"),
-    help="Dotted path of the input, e.g. instances.0.input (default: by shape).",
+    help="Dotted path of the input (default: by the row's shape).",
+    rich_help_panel=SEEDS_PANEL,
 )
 OUTPUT_FIELD_OPTION = typer.Option(
     None,
     "--output-field",
     envvar=_env("output_field"),
-    help="Dotted path of the output, e.g. instances.0.output (default: by shape).",
+    help="Dotted path of the output (default: by the row's shape).",
+    rich_help_panel=SEEDS_PANEL,
 )
 # The connection options `run` and `score` share.
 BACKEND_OPTION = typer.Option(
     None,
     envvar=_env("backend"),
-    help="LLM backend: openai, local, or a plugin (default: openai if configured, else local).",
+    help="openai, local or a plugin (default: openai if configured, else local).",
+    rich_help_panel=MODEL_PANEL,
 )
 API_KEY_OPTION = typer.Option(
     None,
     envvar=[_env("api_key"), "OPENAI_API_KEY"],
     show_default=False,
-    help="API key (prefer the environment variable).",
+    help="API key (default: $OPENAI_API_KEY, which is safer than this option).",
+    rich_help_panel=MODEL_PANEL,
 )
 TIMEOUT_OPTION = typer.Option(
-    120.0, envvar=_env("timeout"), help="Seconds before one request is abandoned and retried."
+    120.0,
+    envvar=_env("timeout"),
+    help="Seconds before a request is given up and retried.",
+    rich_help_panel=LIMITS_PANEL,
 )
 CONCURRENCY_OPTION = typer.Option(
     16,
     min=1,
     envvar=_env("concurrency"),
     help="Requests in flight at most (halved on 429, then grown back).",
+    rich_help_panel=LIMITS_PANEL,
 )
 MAX_RETRIES_OPTION = typer.Option(
     5,
     min=0,
     envvar=_env("max_retries"),
-    help="Retries of a transient failure (429, 5xx, timeout).",
+    help="Retries of a 429, 5xx or timeout.",
+    rich_help_panel=LIMITS_PANEL,
 )
 BASE_URL_OPTION = typer.Option(
     None,
     "--base-url",
     envvar=[_env("base_url"), "OPENAI_BASE_URL"],
-    help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1; repeat it to spread "
-    "requests over several servers.",
+    help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (default: "
+    "$OPENAI_BASE_URL); repeat it to spread requests over servers.",
+    rich_help_panel=MODEL_PANEL,
 )
 MODEL_PATH_OPTION = typer.Option(
     None,
     envvar=_env("model_path"),
     help="GGUF file for the local backend (default: SmolLM2-135M-Instruct).",
+    rich_help_panel=MODEL_PANEL,
 )
 RETRY_MAX_WAIT_OPTION = typer.Option(
     60.0,
     min=0.001,
     envvar=_env("retry_max_wait"),
-    help="Longest wait between retries, in seconds, also when a server's Retry-After asks "
-    "for longer.",
+    help="Longest wait between retries, in seconds, whatever a Retry-After asks.",
+    rich_help_panel=LIMITS_PANEL,
 )
 MAX_RESPONSE_MB_OPTION = typer.Option(
     16.0,
     min=0.001,
     envvar=_env("max_response_mb"),
-    help="Largest reply body (decompressed) or batch row accepted, in MB; a larger one is retried.",
+    help="Largest reply body (decompressed) or batch row, in MB; a larger one is retried.",
+    rich_help_panel=LIMITS_PANEL,
 )
 PRICE_IN_OPTION = typer.Option(
     None,
     min=0,
     envvar=_env("price_in"),
-    help="USD per million prompt tokens (default: built-in table).",
+    help="USD per 1M prompt tokens (default: built-in table).",
+    rich_help_panel=OUTPUT_PANEL,
 )
 PRICE_OUT_OPTION = typer.Option(
     None,
     min=0,
     envvar=_env("price_out"),
-    help="USD per million completion tokens (default: built-in table).",
+    help="USD per 1M completion tokens (default: built-in table).",
+    rich_help_panel=OUTPUT_PANEL,
 )
 RUN_DIR_ARGUMENT = typer.Argument(..., help="A run directory (the --out of evol run).")
 
@@ -191,7 +220,8 @@ def ROLE_TEMPERATURE_OPTION(role: str, default: str) -> Any:  # noqa: N802 (an o
         min=0,
         max=2,
         envvar=_env(f"{role}_temperature"),
-        help=f"Sampling temperature of the {role} calls (default: {default}).",
+        help=f"{role.capitalize()} temperature (default: {default}).",
+        rich_help_panel=SAMPLING_PANEL,
     )
 
 
@@ -201,6 +231,7 @@ def ROLE_MAX_TOKENS_OPTION(role: str, default: str) -> Any:  # noqa: N802
         min=1,
         envvar=_env(f"{role}_max_tokens"),
         help=f"Token cap per {role} reply (default: {default}).",
+        rich_help_panel=SAMPLING_PANEL,
     )
 
 
@@ -209,6 +240,7 @@ PROMPTS_OPTION = typer.Option(
     "--prompts",
     envvar=_env("prompts"),
     help="Directory of templates overriding the shipped ones.",
+    rich_help_panel=METHOD_PANEL,
 )
 
 
@@ -299,25 +331,41 @@ def _read_config_file(ctx: typer.Context, path: Path | None) -> Path | None:
     return path
 
 
-@app.command()
+@app.command(cls=EvolCommand)
 def run(
     ctx: typer.Context,
     seeds: Path = typer.Argument(
-        ..., help="Seed file: .jsonl (default), .json array, .csv or .txt."
+        ...,
+        help=f"Seed file: {', '.join(EXTENSIONS)} (any other name: JSON Lines).",
+        rich_help_panel=SEEDS_PANEL,
     ),
     out: Path = typer.Option(
-        ..., "--out", "-o", envvar=_env("out"), help="Run directory (resumed if it exists)."
+        ...,
+        "--out",
+        "-o",
+        envvar=_env("out"),
+        help="Run directory (resumed if it exists).",
+        rich_help_panel=OUTPUT_PANEL,
     ),
     generations: int = typer.Option(
-        4, min=0, max=100, envvar=_env("generations"), help="Evolution rounds."
+        4,
+        min=0,
+        max=100,
+        envvar=_env("generations"),
+        help="Evolution rounds.",
+        rich_help_panel=METHOD_PANEL,
     ),
     seed: int = typer.Option(
-        0, envvar=_env("seed"), help="Random seed: same seed, same operations."
+        0,
+        envvar=_env("seed"),
+        help="Random seed: same seed, same operations.",
+        rich_help_panel=METHOD_PANEL,
     ),
     operations: str = typer.Option(
         "",
         envvar=_env("operations"),
         help="Weights or subset, e.g. add_constraints=2,breadth=1 (default: all, uniform).",
+        rich_help_panel=METHOD_PANEL,
     ),
     seed_format: SeedFileFormat = SEED_FORMAT_OPTION,
     instruction_field: str = INSTRUCTION_FIELD_OPTION,
@@ -328,19 +376,21 @@ def run(
         "--skip-invalid/--no-skip-invalid",
         envvar=_env("skip_invalid"),
         help="Skip invalid seed rows instead of stopping.",
+        rich_help_panel=SEEDS_PANEL,
     ),
     limit: int = typer.Option(
         None,
         min=1,
         envvar=_env("limit"),
-        help="Evolve only the first N seeds (a later run without it, or with a larger N, "
-        "extends the same run).",
+        help="Evolve only the first N seeds (a larger N, or none, later extends the run).",
+        rich_help_panel=SEEDS_PANEL,
     ),
     shard: str = typer.Option(
         None,
         envvar=_env("shard"),
-        help="i/N: evolve only the seeds whose id hashes to shard i of N (0 <= i < N), after "
-        "--limit; join the shards' run directories with evol merge.",
+        help="i/N: evolve only the seeds that hash to shard i of N (after --limit); join the "
+        "shards with evol merge.",
+        rich_help_panel=BATCH_PANEL,
     ),
     prompts: Path = PROMPTS_OPTION,
     answer_seeds: bool = typer.Option(
@@ -348,77 +398,97 @@ def run(
         "--answer-seeds/--no-answer-seeds",
         envvar=_env("answer_seeds"),
         help="Answer seeds that have no output.",
+        rich_help_panel=METHOD_PANEL,
     ),
     judge: bool = typer.Option(
         True,
         "--judge/--no-judge",
         envvar=_env("judge"),
         help="Eliminate evolutions an LLM judges equal to their parent.",
+        rich_help_panel=RULES_PANEL,
     ),
     sorry_check: bool = typer.Option(
         True,
         "--sorry-check/--no-sorry-check",
         envvar=_env("sorry_check"),
         help="Eliminate short answers that say sorry.",
+        rich_help_panel=RULES_PANEL,
     ),
     stopword_check: bool = typer.Option(
         True,
         "--stopword-check/--no-stopword-check",
         envvar=_env("stopword_check"),
         help="Eliminate answers of only stop words and punctuation.",
+        rich_help_panel=RULES_PANEL,
     ),
     leak_check: bool = typer.Option(
         True,
         "--leak-check/--no-leak-check",
         envvar=_env("leak_check"),
         help="Eliminate instructions that leak the evolving prompt's words.",
+        rich_help_panel=RULES_PANEL,
     ),
     growth_check: bool = typer.Option(
         True,
         "--growth-check/--no-growth-check",
         envvar=_env("growth_check"),
-        help="Eliminate rewrites that grew far past their parent (an evolver that answered "
-        "instead of rewriting, or ran away).",
+        help="Eliminate rewrites that grew far past their parent (an answer, not a rewrite).",
+        rich_help_panel=RULES_PANEL,
     ),
     signal_check: bool = typer.Option(
         True,
         "--signal-check/--no-signal-check",
         envvar=_env("signal_check"),
-        help="Eliminate rewrites whose answer shows they failed: it asks back, asks for "
-        "missing information, or only repeats the instruction (Auto Evol-Instruct's signals).",
+        help="Eliminate rewrites whose answer asks back or only repeats the instruction.",
+        rich_help_panel=RULES_PANEL,
     ),
     dedup: bool = typer.Option(
         False,
         "--dedup",
         envvar=_env("dedup"),
         help="Eliminate evolutions that repeat an instruction of another lineage.",
+        rich_help_panel=RULES_PANEL,
     ),
     dedup_method: DedupChoice = typer.Option(
         DedupChoice.auto,
         envvar=_env("dedup_method"),
-        help="rouge-l compares with every instruction; minhash scores likely candidates only (large pools).",
+        help="rouge-l: compare with all; minhash: likely candidates only (large pools).",
+        rich_help_panel=RULES_PANEL,
     ),
     dedup_threshold: float = typer.Option(
         0.7,
         min=0.01,
         max=1.0,
         envvar=_env("dedup_threshold"),
-        help="ROUGE-L F1 at which two instructions count as duplicates.",
+        help="ROUGE-L F1 at which two instructions are duplicates.",
+        rich_help_panel=RULES_PANEL,
     ),
     backend: str = BACKEND_OPTION,
     base_url: list[str] = BASE_URL_OPTION,
     api_key: str = API_KEY_OPTION,
     model: str = typer.Option(
-        None, envvar=_env("model"), help="Model for every role (default: the server's only model)."
+        None,
+        envvar=_env("model"),
+        help="Model for every role (default: the server's only model).",
+        rich_help_panel=MODEL_PANEL,
     ),
     evolve_model: str = typer.Option(
-        None, envvar=_env("evolve_model"), help="Model that rewrites instructions."
+        None,
+        envvar=_env("evolve_model"),
+        help="Model that rewrites instructions.",
+        rich_help_panel=MODEL_PANEL,
     ),
     answer_model: str = typer.Option(
-        None, envvar=_env("answer_model"), help="Model that answers instructions."
+        None,
+        envvar=_env("answer_model"),
+        help="Model that answers instructions.",
+        rich_help_panel=MODEL_PANEL,
     ),
     judge_model: str = typer.Option(
-        None, envvar=_env("judge_model"), help="Model that judges equality."
+        None,
+        envvar=_env("judge_model"),
+        help="Model that judges equality.",
+        rich_help_panel=MODEL_PANEL,
     ),
     model_path: Path = MODEL_PATH_OPTION,
     temperature: float = typer.Option(
@@ -426,14 +496,16 @@ def run(
         min=0,
         max=2,
         envvar=_env("temperature"),
-        help="Sampling temperature of the evolver and the answerer (default: the provider's).",
+        help="Temperature of the evolver and the answerer (default: the provider's).",
+        rich_help_panel=SAMPLING_PANEL,
     ),
     max_tokens: int = typer.Option(
         None,
         min=1,
         envvar=_env("max_tokens"),
-        help="Token cap per reply of the evolver and the answerer (default: the provider's); "
-        "a reply cut at the cap is eliminated as truncated.",
+        help="Token cap per evolver and answerer reply (default: the provider's); a reply cut "
+        "there is eliminated.",
+        rich_help_panel=SAMPLING_PANEL,
     ),
     evolve_temperature: float = ROLE_TEMPERATURE_OPTION("evolve", "the provider's"),
     evolve_max_tokens: int = ROLE_MAX_TOKENS_OPTION("evolve", "--max-tokens"),
@@ -444,69 +516,94 @@ def run(
     system_prompt: str = typer.Option(
         None,
         envvar=_env("system_prompt"),
-        help="A system turn for the answering model (recorded in run.json and carried by "
-        "exports that have a system turn).",
+        help="A system turn for the answerer (kept in exports).",
+        rich_help_panel=METHOD_PANEL,
     ),
     parallel_judge: bool = typer.Option(
         False,
         "--parallel-judge/--no-parallel-judge",
         envvar=_env("parallel_judge"),
-        help="Ask for the answer and the verdict at the same time: lower latency, but every "
-        "rewrite the judge rejects has paid for its answer (default: the judge first).",
+        help="Answer and judge at once: faster, but pays for rejected rewrites' answers.",
+        rich_help_panel=METHOD_PANEL,
     ),
     batch: bool = typer.Option(
         False,
         "--batch",
         envvar=_env("batch"),
-        help="Send the requests through the OpenAI Batch API (half price; each step waits for "
-        "its batches, up to 24 h). A stopped run re-attaches to its batches: nothing is paid "
-        "twice.",
+        help="Send requests through the OpenAI Batch API: half price, up to 24 h a step; a "
+        "rerun re-attaches to its batches.",
+        rich_help_panel=BATCH_PANEL,
     ),
     batch_max_requests: int = typer.Option(
         50_000,
         min=1,
         envvar=_env("batch_max_requests"),
-        help="Requests per batch input file (files are also split at 200 MB).",
+        help="Requests per batch file (also split at 200 MB).",
+        rich_help_panel=BATCH_PANEL,
     ),
     batch_poll_interval: float = typer.Option(
         60.0,
         min=0.001,
         envvar=_env("batch_poll_interval"),
-        help="Seconds between looks at batches.",
+        help="Seconds between polls.",
+        rich_help_panel=BATCH_PANEL,
     ),
     batch_no_wait: bool = typer.Option(
         False,
         "--batch-no-wait",
         envvar=_env("batch_no_wait"),
-        help="With --batch (implied): submit what is due, then exit with status 3 while batches "
-        "are pending; run the same command again (from cron or CI) to go on.",
+        help="Implies --batch: submit what is due, exit 3 while batches are pending; rerun to "
+        "go on.",
+        rich_help_panel=BATCH_PANEL,
     ),
     timeout: float = TIMEOUT_OPTION,
     concurrency: int = CONCURRENCY_OPTION,
     rpm: float = typer.Option(
-        None, min=0.1, envvar=_env("rpm"), help="Requests per minute at most (default: no cap)."
+        None,
+        min=0.1,
+        envvar=_env("rpm"),
+        help="Requests per minute at most (default: no cap).",
+        rich_help_panel=LIMITS_PANEL,
     ),
     tpm: float = typer.Option(
         None,
         min=1,
         envvar=_env("tpm"),
-        help="Tokens per minute at most, prompt plus completion (default: no cap).",
+        help="Tokens (in + out) per minute at most (default: no cap).",
+        rich_help_panel=LIMITS_PANEL,
     ),
     max_retries: int = MAX_RETRIES_OPTION,
     retry_max_wait: float = RETRY_MAX_WAIT_OPTION,
     max_response_mb: float = MAX_RESPONSE_MB_OPTION,
     overwrite: bool = typer.Option(
-        False, envvar=_env("overwrite"), help="Delete the run in --out and start afresh."
+        False,
+        envvar=_env("overwrite"),
+        help="Delete the run in --out and start afresh.",
+        rich_help_panel=OUTPUT_PANEL,
     ),
     quiet: bool = typer.Option(
-        False, "--quiet", "-q", envvar=_env("quiet"), help="No progress bar or messages."
+        False,
+        "--quiet",
+        "-q",
+        envvar=_env("quiet"),
+        help="No progress bar or messages.",
+        rich_help_panel=OUTPUT_PANEL,
     ),
     as_json: bool = typer.Option(
-        False, "--json", envvar=_env("json"), help="Print the summary as one JSON object on stdout."
+        False,
+        "--json",
+        envvar=_env("json"),
+        help="Print the summary as one JSON object on stdout.",
+        rich_help_panel=OUTPUT_PANEL,
     ),
-    debug: bool = typer.Option(False, envvar=_env("debug"), help="Show tracebacks."),
+    debug: bool = typer.Option(
+        False, envvar=_env("debug"), help="Show tracebacks.", rich_help_panel=OUTPUT_PANEL
+    ),
     dry_run: bool = typer.Option(
-        False, "--dry-run", help="Print the calls per role and an estimated cost; call nothing."
+        False,
+        "--dry-run",
+        help="Print the calls per role and an estimated cost; call nothing.",
+        rich_help_panel=OUTPUT_PANEL,
     ),
     price_in: float = PRICE_IN_OPTION,
     price_out: float = PRICE_OUT_OPTION,
@@ -517,9 +614,13 @@ def run(
         callback=_read_config_file,
         envvar=_env("config"),
         help="TOML file of option defaults (keys: long option names).",
+        rich_help_panel=OUTPUT_PANEL,
     ),
 ) -> None:
-    """Evolve SEEDS through N generations into --out (run it again to resume)."""
+    """Evolve SEEDS through N generations into --out (run it again to resume).
+
+    Every option can also be set as EVOL_<OPTION>, e.g. EVOL_GENERATIONS=4.
+    """
     with _user_errors(debug, as_json=as_json):
         config = RunConfig(
             seeds=seeds,
@@ -598,7 +699,7 @@ def run(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=EvolCommand)
 def merge(
     run_dirs: list[Path] = typer.Argument(
         ..., help="The run directories of evol run --shard i/N, one per shard."
@@ -629,7 +730,7 @@ def merge(
     )
 
 
-@app.command()
+@app.command(cls=EvolCommand)
 def validate(
     seeds: Path = typer.Argument(..., help="Seed file to check."),
     seed_format: SeedFileFormat = SEED_FORMAT_OPTION,
@@ -670,7 +771,7 @@ class ExportFileFormat(StrEnum):
     parquet = "parquet"
 
 
-@app.command()
+@app.command(cls=EvolCommand)
 def export(
     run_dir: Path = RUN_DIR_ARGUMENT,
     out: Path = typer.Option(
@@ -728,7 +829,7 @@ def export(
     _echo_outside(result.model_dump_json() if as_json else format_export(result), as_json=as_json)
 
 
-@app.command()
+@app.command(cls=EvolCommand)
 def show(
     run_dir: Path = RUN_DIR_ARGUMENT,
     record_id: str = typer.Argument(
@@ -752,7 +853,7 @@ def show(
     _echo_outside(format_lineage(found, width=shutil.get_terminal_size().columns, full=full))
 
 
-@app.command()
+@app.command(cls=EvolCommand)
 def report(
     run_dir: Path = RUN_DIR_ARGUMENT,
     out: Path = typer.Option(..., "--out", "-o", help="The HTML file to write."),
@@ -767,7 +868,7 @@ def report(
     _echo_outside(f"{out}: {len(plots)} plots" + (f"; PNG files in {png}" if png else ""))
 
 
-@app.command()
+@app.command(cls=EvolCommand)
 def stats(
     run_dir: Path = RUN_DIR_ARGUMENT,
     price_in: float = PRICE_IN_OPTION,
@@ -784,7 +885,7 @@ def stats(
     _echo_outside(format_stats(result))
 
 
-@app.command()
+@app.command(cls=EvolCommand)
 def score(
     ctx: typer.Context,
     run_dir: Path = RUN_DIR_ARGUMENT,
@@ -793,35 +894,47 @@ def score(
         "--difficulty/--no-difficulty",
         envvar=_env("difficulty"),
         help="Rate each instruction's difficulty, 1 to 10.",
+        rich_help_panel=SCORES_PANEL,
     ),
     complexity: bool = typer.Option(
         True,
         "--complexity/--no-complexity",
         envvar=_env("complexity"),
-        help="Score each lineage's versions against each other in one call, 1 to N.",
+        help="Rank each lineage's versions against each other in one call, 1 to N.",
+        rich_help_panel=SCORES_PANEL,
     ),
     answers: bool = typer.Option(
         False,
         "--answers",
         envvar=_env("answers"),
-        help="Also rate each answer 1 to 10 for helpfulness, relevance, accuracy and depth.",
+        help="Also rate each answer 1 to 10 (helpfulness, relevance, accuracy, depth).",
+        rich_help_panel=SCORES_PANEL,
     ),
     retry_missing: bool = typer.Option(
-        False, "--retry-missing", help="Ask again for the scores recorded as missing."
+        False,
+        "--retry-missing",
+        help="Ask again for the scores recorded as missing.",
+        rich_help_panel=SCORES_PANEL,
     ),
     metrics: bool = typer.Option(
         True,
         "--metrics/--no-metrics",
         help="Measure diversity and drift per generation (CPU only, no model).",
+        rich_help_panel=SCORES_PANEL,
     ),
     against: list[Path] = typer.Option(
         None,
         "--against",
-        help="Evaluation set (JSONL, JSON or CSV of prompts) to check the records against for "
-        "contamination; repeatable. Needs no model.",
+        help="Evaluation set (JSONL, JSON or CSV of prompts) to check for contamination; "
+        "repeatable; needs no model.",
+        rich_help_panel=SCORES_PANEL,
     ),
     ngram: int = typer.Option(
-        13, min=1, max=1000, help="Words in a row a record must share with an evaluation item."
+        13,
+        min=1,
+        max=1000,
+        help="Words in a row a record must share with an evaluation item.",
+        rich_help_panel=SCORES_PANEL,
     ),
     backend: str = BACKEND_OPTION,
     base_url: list[str] = BASE_URL_OPTION,
@@ -829,7 +942,8 @@ def score(
     model: str = typer.Option(
         None,
         envvar=_env("score_model"),
-        help="Scoring model, which may differ from the run's (default: the server's only model).",
+        help="Scoring model, also EVOL_SCORE_MODEL (default: the server's only model).",
+        rich_help_panel=MODEL_PANEL,
     ),
     model_path: Path = MODEL_PATH_OPTION,
     timeout: float = TIMEOUT_OPTION,
@@ -840,13 +954,32 @@ def score(
     price_in: float = PRICE_IN_OPTION,
     price_out: float = PRICE_OUT_OPTION,
     dry_run: bool = typer.Option(
-        False, "--dry-run", help="Print the calls to make and an estimated cost; call nothing."
+        False,
+        "--dry-run",
+        help="Print the calls to make and an estimated cost; call nothing.",
+        rich_help_panel=OUTPUT_PANEL,
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or messages."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
-    debug: bool = typer.Option(False, envvar=_env("debug"), help="Show tracebacks."),
+    quiet: bool = typer.Option(
+        False,
+        "--quiet",
+        "-q",
+        help="No progress bar or messages.",
+        rich_help_panel=OUTPUT_PANEL,
+    ),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Print the summary as one JSON object.",
+        rich_help_panel=OUTPUT_PANEL,
+    ),
+    debug: bool = typer.Option(
+        False, envvar=_env("debug"), help="Show tracebacks.", rich_help_panel=OUTPUT_PANEL
+    ),
 ) -> None:
-    """Rate a run's records with an LLM, measure diversity and drift, check contamination."""
+    """Rate a run's records with an LLM, measure diversity and drift, check contamination.
+
+    The model, connection and score options can also be set as EVOL_<OPTION>.
+    """
     with _user_errors(debug, as_json=as_json):
         config = ScoreConfig(
             run_dir=run_dir,
@@ -888,7 +1021,7 @@ def score(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=EvolCommand)
 def select(
     run_dir: Path = RUN_DIR_ARGUMENT,
     budget: int = typer.Option(..., min=1, help="Records to pick at most."),
@@ -931,7 +1064,7 @@ def select(
     )
 
 
-@prompts_app.command("list")
+@prompts_app.command("list", cls=EvolCommand)
 def prompts_list(
     prompts: Path = PROMPTS_OPTION,
 ) -> None:
@@ -942,7 +1075,7 @@ def prompts_list(
         _echo_outside(f"{name:<20} {loaded[name].source}")
 
 
-@prompts_app.command("show")
+@prompts_app.command("show", cls=EvolCommand)
 def prompts_show(
     name: str = typer.Argument(..., help=f"One of: {', '.join(PROMPT_NAMES)}."),
     prompts: Path = PROMPTS_OPTION,

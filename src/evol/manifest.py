@@ -149,15 +149,21 @@ def load_manifest(run_dir: Path, *, required: bool = True) -> Manifest | None:
     return found[1] if found else None
 
 
+_NO_DIRECTORY = "the directory does not exist (name the --out of an evol run)"
+_NOT_A_DIRECTORY = "not a directory (name the --out of an evol run)"
 _DAMAGED = "the run directory is damaged: restore it, or start again with --overwrite"
 
 
 def _read(run_dir: Path, required: bool) -> tuple[dict[str, Any], Manifest] | None:
     path = run_dir / MANIFEST
     if not path.is_file():
-        if required:
-            raise RunDirError(f"{run_dir}: no run here (run.json is missing)")
-        return None
+        if not required:
+            return None
+        if not run_dir.is_dir():
+            raise RunDirError(
+                f"{run_dir}: {_NOT_A_DIRECTORY if run_dir.exists() else _NO_DIRECTORY}"
+            )
+        raise RunDirError(f"{run_dir}: no run here (run.json is missing)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except RecursionError:

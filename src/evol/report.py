@@ -24,6 +24,8 @@ from evol.stats import RunStats, run_stats
 from evol.store import ELIMINATED, atomic_write, iter_records, refuse_run_state, write_error
 from evol.terminal import printable
 
+# The y axis of the operations plot reaches this multiple of the tallest bar.
+OPERATION_HEAD_ROOM = 1.15
 PLOT_NAMES = ("instruction_length", "eliminations", "operations", "lineages")
 SCORE_PLOT_NAMES = ("difficulty", "operation_gain", "diversity")
 LINEAGE_SAMPLE = 6
@@ -187,19 +189,22 @@ def _operation_plot(plt, stats: RunStats, _lineages):
     labels = [printable(name) for name in names]
     axes.bar(labels, kept, color="#548235", label="kept")
     axes.bar(labels, eliminated, bottom=kept, color="#c55a11", label="eliminated")
+    totals = [k + e for k, e in zip(kept, eliminated, strict=True)]
     for x, name in enumerate(names):
-        total = kept[x] + eliminated[x]
         axes.text(
             x,
-            total,
+            totals[x],
             f"{stats.operations[name].success_rate:.0%}",
             ha="center",
             va="bottom",
             fontsize=8,
         )
+    # Head room for the labels over the tallest bar, which autoscaling gives only 5% of.
+    axes.set_ylim(0, max(totals, default=0) * OPERATION_HEAD_ROOM or 1)
     axes.set(title="Operation mix and success rate", ylabel="evolutions")
     axes.tick_params(axis="x", labelrotation=25, labelsize=8)
-    axes.legend(frameon=False)
+    # Beside the plot: inside, it could cover a bar's label.
+    axes.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return figure
 
 

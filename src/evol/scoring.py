@@ -318,6 +318,11 @@ class ScoreLine(BaseModel):
             return not self.scores or None in self.scores.values()
         return self.score is None
 
+    @property
+    def record_scores(self) -> list[float | None]:
+        """A score per record the line covers (a lineage's versions for complexity)."""
+        return list(self.scores.values()) if self.scores is not None else [self.score]
+
 
 def read_score_lines(run_dir: Path) -> list[ScoreLine]:
     """Every whole line of scores.jsonl, oldest first; a torn last line is left out."""
@@ -488,11 +493,12 @@ class ScorerSummary(BaseModel):
     """What one scorer did in this run of `evol score`, and where the run stands."""
 
     model: str
-    scored: int = Field(0, description="given a score now")
-    missing: int = Field(0, description="recorded now without a score (no number, twice)")
-    already: int = Field(0, description="scored before by this model: no call made")
+    # Counted in records, as `evol stats` counts them: a complexity call covers a lineage.
+    scored: int = Field(0, description="records given a score now")
+    missing: int = Field(0, description="records recorded now without a score (no number, twice)")
+    already: int = Field(0, description="records scored before by this model: no call made")
     failed: int = Field(0, description="calls that failed after all retries: asked next time")
-    from_logprobs: int = Field(0, description="of those scored now, from log-probabilities")
+    from_logprobs: int = Field(0, description="records scored now from log-probabilities")
     asked_again: int = 0
     logprobs_refused: bool = False
     records_scored: int = Field(0, description="records of the run with a score by this model")
@@ -555,11 +561,11 @@ class Job:
 def build_jobs(
     records: list[dict[str, Any]], scorers: list[ScorerName], done: Callable[[Job], bool]
 ) -> tuple[list[Job], Counter[str]]:
-    """The calls still to make, and per scorer how many are skipped as `done`."""
+    """The calls still to make, and per scorer how many records they skip as `done`."""
     jobs, already = [], Counter()
     for job in _all_jobs(records, scorers):
         if done(job):
-            already[job.scorer] += 1
+            already[job.scorer] += len(job.versions) or 1
         else:
             jobs.append(job)
     return jobs, already
@@ -710,24 +716,28 @@ class _Scorer:
                     if _is_fatal(error):
                         raise
                     # The first reply is paid for: record it, missing, for --retry-missing.
-                    counts["missing"] += 1
-                    return self.line(
-                        job, readings, usage, asked=2, replies=replies, error=str(error)
+                    return self.counted(
+                        self.line(job, readings, usage, asked=2, replies=replies, error=str(error))
                     )
                 readings = {**readings, **self.read(job, second)}
                 replies.append(second.text)
         except ContextLengthExceeded as error:
-            counts["missing"] += 1
-            return self.line(job, {}, usage, asked=1, replies=[], error=str(error))
+            return self.counted(self.line(job, {}, usage, asked=1, replies=[], error=str(error)))
         except (BackendError, TransientBackendError) as error:
             if _is_fatal(error):
                 raise
             counts["failed"] += 1
             self.info(f"{job.scorer} of {job.key} failed after retries: {error}")
             return None
-        line = self.line(job, readings, usage, asked=asked, replies=replies)
-        counts["missing" if line.missing else "scored"] += 1
-        counts["from_logprobs"] += line.source == "logprobs"
+        return self.counted(self.line(job, readings, usage, asked=asked, replies=replies))
+
+    def counted(self, line: ScoreLine) -> ScoreLine:
+        """Count the line's records as scored or missing (a lineage counts each version)."""
+        counts = self.tally.per_scorer[line.scorer]
+        given = sum(value is not None for value in line.record_scores)
+        counts["scored"] += given
+        counts["missing"] += len(line.record_scores) - given
+        counts["from_logprobs"] += given if line.source == "logprobs" else 0
         return line
 
     def read(self, job: Job, completion: Completion) -> dict[int, Reading]:
@@ -1019,7 +1029,7 @@ def format_plan(plan: ScorePlan) -> str:
     ]
     for scorer, row in plan.scorers.items():
         lines.append(
-            f"  {scorer:<10} {row.calls} calls ({row.already} scored already), about "
+            f"  {scorer:<10} {row.calls} calls ({row.already} records scored already), about "
             f"{row.prompt_tokens} prompt + {row.completion_tokens} completion tokens at most"
         )
     if plan.against:
@@ -1069,6 +1079,9 @@ def format_summary(summary: ScoreSummary) -> str:
                     cell.ljust(width) for cell, width in zip(row, widths, strict=True)
                 ).rstrip()
             )
+        lines.append(
+            "(counted in records, each version of a lineage for complexity; failed: calls)"
+        )
     if summary.metrics:
         lines.append(f"diversity and drift per generation: {summary.metrics}")
     if report := summary.contamination:

@@ -4,7 +4,8 @@ Reads the record files once, streaming; knows nothing of LLMs beyond the token c
 names that run.json and the records carry. What `evol score` left in the run directory is
 shown too, when it is there: scores per generation and per operation (scores.jsonl, read a
 second time with the records), diversity and drift (metrics.json), contamination
-(contamination.json). A run without them looks as it always did (in JSON, those keys are null).
+(contamination.json), and the tokens of its calls as a row of the cost table. A run without
+them looks as it always did (in JSON, those keys are null).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from evol.counts import RunCounts
 from evol.manifest import load_manifest
 from evol.metrics import read_metrics, record_file_sizes
 from evol.records import MAX_GENERATIONS
-from evol.scoring import SCORES, read_scores
+from evol.scoring import SCORES, read_score_lines, read_scores
 from evol.store import iter_records
 from evol.textstats import Lengths, summarize, word_count
 
@@ -34,6 +35,8 @@ PRICES: dict[str, tuple[float, float]] = {
     "gpt-4.1-nano": (0.10, 0.40),
     "o3-mini": (1.10, 4.40),
 }
+# The row of `roles` for the calls of `evol score` (read from scores.jsonl).
+SCORE_ROLE = "score"
 # The Batch API bills this share of the live price (OpenAI, and the servers that copy its API).
 BATCH_RATE = 0.5
 
@@ -70,8 +73,8 @@ class OperationStats(BaseModel):
 
 class ScoreSource(BaseModel):
     model: str
-    scored: int
-    missing: int
+    scored: int = Field(description="records with a score")
+    missing: int = Field(description="records recorded without a score")
 
 
 class ContaminationStats(BaseModel):
@@ -113,6 +116,7 @@ def run_stats(
     manifest = load_manifest(run_dir)
     backend = manifest.backend
     models = backend.models if backend else {}
+    scoring = _scoring_cost(run_dir, models, backend.name if backend else None, price_in, price_out)
     if backend and backend.name == "local" and price_in is None and price_out is None:
         price_in = price_out = 0.0  # the embedded model runs on your own CPU
     # A run priced by how it was last run: one that switched between live and --batch
@@ -157,6 +161,8 @@ def run_stats(
         )
         for role, used in sorted(counts.usage.items())
     }
+    if scoring is not None:
+        roles[SCORE_ROLE] = scoring
     costs = [role.cost_usd for role in roles.values()]
     total = round(sum(costs), 6) if costs and None not in costs else None
     stats = RunStats(
@@ -172,6 +178,36 @@ def run_stats(
     _add_metrics(run_dir, stats)
     _add_contamination(run_dir, stats)
     return stats
+
+
+def _scoring_cost(
+    run_dir: Path,
+    run_models: dict[str, str],
+    run_backend: str | None,
+    price_in: float | None,
+    price_out: float | None,
+) -> RoleCost | None:
+    """The tokens of `evol score`'s calls (every line of scores.jsonl: each call was paid,
+    stale ones too) and their cost; None when the run was never scored."""
+    used: dict[str, Counter[str]] = defaultdict(Counter)
+    for line in read_score_lines(run_dir):
+        used[line.model].update(line.usage)
+    if not used:
+        return None
+    rows = []
+    for model, tokens in used.items():
+        embedded = run_backend == "local" and model in run_models.values()
+        free = embedded and price_in is None and price_out is None
+        rows.append(
+            _role_cost(model, tokens, 0.0 if free else price_in, 0.0 if free else price_out, 1.0)
+        )
+    costs = [row.cost_usd for row in rows]
+    return RoleCost(
+        model=", ".join(sorted(used)),
+        prompt_tokens=sum(row.prompt_tokens for row in rows),
+        completion_tokens=sum(row.completion_tokens for row in rows),
+        cost_usd=round(sum(costs), 6) if None not in costs else None,
+    )
 
 
 def _generations(found: set[int]) -> list[int]:
@@ -423,7 +459,7 @@ def _scored_generations(stats: RunStats, table) -> list[str]:
     ]
     if stats.scores:
         used = ", ".join(
-            f"{name} by {s.model} ({s.missing} missing)" for name, s in stats.scores.items()
+            f"{name} by {s.model} ({s.missing} records missing)" for name, s in stats.scores.items()
         )
         lines.append(f"scores: {used}")
     if stats.metrics_stale:
