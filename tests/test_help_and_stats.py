@@ -146,6 +146,7 @@ def test_a_typo_like_no_option_gets_no_suggestion(evol, tmp_path: Path) -> None:
         ["export", "{run}", "--out", "{tmp}/x.jsonl"],
         ["score", "{run}"],
         ["select", "{run}", "--budget", "2", "--out", "{tmp}/x.jsonl"],
+        ["merge", "{run}", "--out", "{tmp}/merged"],
     ],
     ids=lambda command: command[0],
 )

@@ -154,9 +154,7 @@ def format_summary(summary: MergeSummary) -> str:
 
 
 def _read_shard(path: Path) -> _Shard:
-    manifest = read_manifest(path, required=False)
-    if manifest is None:
-        raise MergeError(f"{path}: no evol run here (run.json is missing)")
+    manifest = read_manifest(path)  # a missing directory or run.json: the one message
     status = manifest.get("status")
     if status != "complete":
         raise MergeError(
