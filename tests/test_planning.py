@@ -104,6 +104,8 @@ def test_dry_run_uses_the_price_table_for_known_models(evol, tmp_path: Path) -> 
         seeds,
         "--out",
         tmp_path / "run",
+        "--backend",  # with no API configured, the embedded model runs: free
+        "openai",
         "--model",
         "gpt-4o-mini",
         "--max-tokens",

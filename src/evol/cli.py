@@ -12,12 +12,14 @@ import json
 import os
 import shutil
 import sys
+import threading
+import time
 import tomllib
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import typer
 from pydantic import SecretStr, ValidationError
@@ -52,6 +54,7 @@ from evol.merge import format_summary as format_merge_summary
 from evol.operations import parse_weights
 from evol.pipeline import arun
 from evol.planning import format_plan, plan_run
+from evol.progress import Progress, format_progress
 from evol.prompts import PROMPT_NAMES, PromptSet
 from evol.report import write_report
 from evol.scoring import ScoreConfig, plan_scoring, score_run
@@ -1112,21 +1115,106 @@ def _api_key_source(ctx: typer.Context) -> str:
 
 
 def _with_progress(quiet: bool, work: Callable[[Any, Any], T]) -> T:
-    show_bar = not quiet and sys.stderr.isatty()
-    bar = tqdm(total=0, unit="step", file=sys.stderr, disable=not show_bar, dynamic_ncols=True)
+    """`work(on_progress, on_info)` with its progress shown on stderr: a bar on a terminal,
+    else (CI, nohup, a pipe) a line every EVOL_PROGRESS_INTERVAL seconds and one at the end;
+    nothing with --quiet."""
+    if quiet:
+        return work(lambda _progress: None, lambda _message: None)
+    if sys.stderr.isatty():
+        return _with_bar(work)
+    lines = _ProgressLines(_progress_interval(), sys.stderr)
+    try:
+        result = work(lines.update, lines.info)
+    except BaseException:
+        lines.close(last=lines.moved)  # where a long run stopped; not a stop at start
+        raise
+    lines.close(last=True)
+    return result
 
-    def on_progress(done: int, total: int) -> None:
-        bar.total, bar.n = total, done
+
+def _with_bar(work: Callable[[Any, Any], T]) -> T:
+    bar = tqdm(total=0, unit="step", file=sys.stderr, dynamic_ncols=True)
+
+    def on_progress(progress: Progress) -> None:
+        bar.unit, bar.total, bar.n = progress.unit, progress.total, progress.done
         bar.refresh()
 
-    def on_info(message: str) -> None:
-        if not quiet:  # a model's name, as a server gave it, may be in it
-            tqdm.write(f"evol: {printable(message, lines=False)}", file=sys.stderr)
+    def on_info(message: str) -> None:  # a model's name, as a server gave it, may be in it
+        tqdm.write(f"evol: {printable(message, lines=False)}", file=sys.stderr)
 
     try:
         return work(on_progress, on_info)
     finally:
         bar.close()
+
+
+PROGRESS_INTERVAL = 30.0  # seconds between two progress lines when stderr is not a terminal
+
+
+def _progress_interval() -> float:
+    text = os.environ.get(_env("progress_interval"), "")
+    if not text:
+        return PROGRESS_INTERVAL
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise UsageError(f"{_env('progress_interval')} must be a number of seconds above 0")
+    return seconds
+
+
+class _ProgressLines:
+    """Progress as one line at a steady interval, from a thread of its own (a step may take
+    minutes), and one line at the end."""
+
+    def __init__(self, interval: float, stream: TextIO):
+        self.interval, self.stream = interval, stream
+        self.first: Progress | None = None
+        self.latest: Progress | None = None
+        self.since = 0.0
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.ticker = threading.Thread(target=self.tick, daemon=True)
+        self.ticker.start()
+
+    def update(self, progress: Progress) -> None:
+        if self.first is None:
+            self.since = time.monotonic()
+            self.first = progress
+        self.latest = progress
+
+    def info(self, message: str) -> None:
+        self.say(f"evol: {message}")
+
+    def tick(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                self.show(ended=False)
+            except (OSError, ValueError):  # stderr went away (a pipe whose reader left)
+                return
+
+    def show(self, *, ended: bool) -> None:
+        first, latest = self.first, self.latest
+        if first is not None and latest is not None:
+            elapsed = time.monotonic() - self.since
+            self.say(f"evol: {format_progress(latest, first, elapsed, ended=ended)}")
+
+    def say(self, line: str) -> None:
+        with self.lock:
+            self.stream.write(printable(line, lines=False) + "\n")
+            self.stream.flush()
+
+    @property
+    def moved(self) -> bool:
+        """Some step was done since the first report."""
+        return self.latest is not self.first
+
+    def close(self, *, last: bool) -> None:
+        self.stopped.set()
+        self.ticker.join()
+        if last:
+            self.show(ended=True)
 
 
 def _report(summary: RunSummary, *, quiet: bool, as_json: bool) -> None:

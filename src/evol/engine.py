@@ -91,6 +91,7 @@ class EngineStats:
     retries: Counter[str] = field(default_factory=Counter)
     failed: list[FailedItem] = field(default_factory=list)
     deferred: int = 0  # steps whose request waits in a batch for a later process
+    cut_off: int = 0  # requests in flight when the run was stopped: the next run sends them again
 
 
 class _ItemFailed(Exception):
@@ -336,6 +337,9 @@ class Engine:
                     completion = await self.backend.complete(messages, model=model, params=params)
                 except RateLimited:
                     self.slots.rate_limited(sent_at)
+                    raise
+                except asyncio.CancelledError:
+                    self.stats.cut_off += 1
                     raise
                 self.slots.succeeded()
                 if budget:

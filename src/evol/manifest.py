@@ -54,6 +54,17 @@ class RunSummary(BaseModel):
     dataset: str | None
     dataset_records: int | None
     elapsed_s: float
+    resumed: bool = Field(False, description="this run went on from a run already in --out")
+    steps: int = Field(0, description="steps in all: each seed's answer, each evolution round")
+    steps_done_at_start: int = Field(0, description="steps already on disk when this run began")
+    calls_to_repeat: int | None = Field(
+        0,
+        description="requests the run before had in flight when it stopped, sent again by this "
+        "one (their replies were lost); null when it was killed without recording them",
+    )
+    calls_cut_off: int | None = Field(
+        None, description="requests in flight when this run stopped: the next run sends them again"
+    )
 
 
 class _Section(BaseModel):
@@ -130,6 +141,10 @@ class RunFacts:
     dedup_method: str | None = None
     waiting: int = 0
     batches: list[dict[str, Any]] | None = None
+    resumed: bool = False
+    steps_done_at_start: int = 0
+    calls_to_repeat: int | None = 0
+    calls_cut_off: int = 0
 
 
 def read_manifest(run_dir: Path, *, required: bool = True) -> dict[str, Any] | None:
@@ -204,6 +219,21 @@ def _first_problem(error: ValidationError) -> str:
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     """Replace run.json atomically: a crash leaves the old or the new one, never half."""
     atomic_write(run_dir / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+
+
+def record_failed_restart(run_dir: Path, error: str) -> dict[str, Any] | None:
+    """Say in the run.json of a run that could not go on (its server unreachable at start, its
+    key refused) that it failed and why, keeping all else; a complete run stays complete, as
+    its files are. Returns the summary written (None where nothing was)."""
+    data = read_manifest(run_dir, required=False)
+    if data is None or data.get("status") == "complete":
+        return None
+    summary = data.get("summary")
+    data["status"], data["updated_at"] = "failed", _now()
+    if isinstance(summary, dict):
+        summary |= {"status": "failed", "error": error}
+    write_manifest(run_dir, data)
+    return summary
 
 
 def fingerprint(
@@ -301,6 +331,11 @@ def build_manifest(facts: RunFacts, previous: Manifest | None) -> dict[str, Any]
         dataset=str(config.out / DATASET) if facts.dataset_records is not None else None,
         dataset_records=facts.dataset_records,
         elapsed_s=round(facts.elapsed, 3),
+        resumed=facts.resumed,
+        steps=facts.scan.count * (config.generations + 1),
+        steps_done_at_start=facts.steps_done_at_start,
+        calls_to_repeat=facts.calls_to_repeat,
+        calls_cut_off=facts.calls_cut_off,
     )
     return {
         "status": facts.status,

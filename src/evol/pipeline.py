@@ -41,18 +41,17 @@ from evol.manifest import (
     fingerprint,
     is_finished,
     load_manifest,
+    record_failed_restart,
     write_manifest,
 )
 from evol.oslimits import open_file_limit
+from evol.progress import Progress, ProgressCallback
 from evol.prompts import PromptSet
 from evol.secrets import display_url
 from evol.seeds import SeedScan, file_digest, iter_seeds, scan_seeds
 from evol.store import BATCH_DIR, JOURNAL, MANIFEST, RunStore, output_sizes
 
-__all__ = ["ProgressCallback", "RunSummary", "arun", "run"]
-
-ProgressCallback = Callable[[int, int], None]
-"""Called with (steps done, steps in all); a step is a seed's answer or one evolution round."""
+__all__ = ["Progress", "ProgressCallback", "RunSummary", "arun", "run"]
 
 
 def run(
@@ -90,10 +89,8 @@ async def arun(
         info(f"warning: {warning}")
     try:
         _check_open_files(config, backend_name)
-        models = await _resolve_models(config, backend)
-        print_ = fingerprint(config, seeds_digest, prompts, backend_name, vars(models))
-        counts, lineages = RunCounts(), LineageIndex(config.generations)
         _check_batches(config)
+        counts, lineages = RunCounts(), LineageIndex(config.generations)
         store = RunStore.open(
             config.out,
             generations=config.generations,
@@ -103,11 +100,14 @@ async def arun(
         journal = None
         try:
             previous = load_manifest(config.out, required=False)
-            if previous is not None:
+            start = _Start(config, backend_name, store, previous, scan, started)
+            models = await start.resolve_models(backend)
+            print_ = fingerprint(config, seeds_digest, prompts, backend_name, vars(models))
+            if previous is not None and start.resuming:
                 check_resume(config.out, previous, print_, config)
                 if previous.summary and is_finished(previous, config, store.output_sizes()):
                     info(f"{config.out} is complete: nothing to do")
-                    return previous.summary
+                    return _nothing_to_do(previous.summary)
             recorded: set[str] = set()
             store.scan(also=[lineages.add, lambda data, _reason: recorded.add(data["id"])])
             journal = CallJournal.open(config.out / JOURNAL, recorded)
@@ -118,7 +118,7 @@ async def arun(
             info(f"backend {backend_name}{where}, model {_describe(models)}")
             parts = _Run(
                 config, prompts, scan, backend, backend_name, models, print_, store, journal,
-                lineages, counts, previous, started, info,
+                lineages, counts, previous if start.resuming else None, started, info,
             )  # fmt: skip
             return await parts.execute(on_progress)
         finally:
@@ -127,6 +127,85 @@ async def arun(
             store.close()
     finally:
         await backend.aclose()
+
+
+@dataclass
+class _Start:
+    """A run directory, locked, before the first question to the backend: what a stop there
+    leaves in run.json."""
+
+    config: RunConfig
+    backend_name: str
+    store: RunStore
+    previous: Manifest | None
+    scan: SeedScan | None
+    started: float
+
+    @property
+    def resuming(self) -> bool:
+        """The directory holds a run that got as far as asking its backend (a run.json whose
+        only news is a stop before that, over no records, holds nothing to go on from)."""
+        previous = self.previous
+        return previous is not None and (
+            bool(previous.fingerprint) or any(self.store.output_sizes().values())
+        )
+
+    async def resolve_models(self, backend: ChatBackend) -> RoleModels:
+        """The model of each role; when the backend cannot say (unreachable, key refused),
+        run.json says the run failed and why before the error goes on."""
+        try:
+            return await _resolve_models(self.config, backend)
+        except EvolError as stopped:
+            if isinstance(stopped, Interrupted):
+                raise
+            error = self.config.backend_settings().secrets().redact(str(stopped))
+            with contextlib.suppress(StorageError):  # what stopped the run matters more
+                stopped.summary = self.record_failure(error)
+            raise
+
+    def record_failure(self, error: str) -> dict[str, Any] | None:
+        if self.resuming:
+            return record_failed_restart(self.config.out, error)
+        config = self.config
+        facts = RunFacts(
+            config=config,
+            status="failed",
+            error=error,
+            backend_name=self.backend_name,
+            models=_configured_models(config),
+            fingerprint={},  # no model yet: the next run starts afresh, refusing nothing
+            scan=self.scan or scan_seeds(config.seeds, config.seed_options),
+            counts=RunCounts(),
+            outputs=self.store.output_sizes(),
+            elapsed=time.monotonic() - self.started,
+        )
+        manifest = build_manifest(facts, self.previous)
+        write_manifest(config.out, manifest)
+        return manifest["summary"]
+
+
+def _configured_models(config: RunConfig) -> dict[str, str]:
+    """The models named by the options, by role (a role left to the server is left out)."""
+    named = {
+        "evolve": config.evolve_model or config.model,
+        "answer": config.answer_model or config.model,
+        "judge": config.judge_model or config.model,
+    }
+    return {role: name for role, name in named.items() if name}
+
+
+def _nothing_to_do(summary: RunSummary) -> RunSummary:
+    """A finished run's summary, as a rerun that found it finished reports it."""
+    steps = summary.seeds * (summary.generations + 1)
+    return summary.model_copy(
+        update={
+            "resumed": True,
+            "steps": steps,
+            "steps_done_at_start": steps,
+            "calls_to_repeat": 0,
+            "calls_cut_off": 0,
+        }
+    )
 
 
 def _batch_settings(config: RunConfig) -> Any:
@@ -243,18 +322,20 @@ class _Run:
     previous: Manifest | None
     started: float
     on_info: Callable[[str], None]
+    done_at_start: int = 0
 
     async def execute(self, on_progress: ProgressCallback | None) -> RunSummary:
         config, store = self.config, self.store
         total = self.scan.count * (config.generations + 1)
-        done = self.lineages.steps_done()
-        report = on_progress or (lambda _done, _total: None)
-        report(done, total)
+        done = self.done_at_start = self.lineages.steps_done()
+        if self.previous is not None:
+            self.on_info(self.resume_line(total))
 
         def step() -> None:
             nonlocal done
             done += 1
-            report(done, total)
+            if on_progress is not None:
+                on_progress(self.progress(done, total, engine))
 
         engine = Engine(
             backend=self.backend,
@@ -267,6 +348,8 @@ class _Run:
             pool=self.duplicate_pool(),
             on_step=step,
         )
+        if on_progress is not None:
+            on_progress(self.progress(done, total, engine))
         self.finish("running", engine)
         status, dataset_records, error = "interrupted", None, None
         try:
@@ -292,6 +375,32 @@ class _Run:
                 self.finish(status, engine, dataset_records, error)
             raise
         return RunSummary.model_validate(self.finish(status, engine, dataset_records, error))
+
+    def progress(self, done: int, total: int, engine: Engine) -> Progress:
+        kept, eliminated = self.counts.kept.values(), self.counts.eliminated.values()
+        calls = sum(engine.stats.requests.values())
+        return Progress(done, total, calls=calls, kept=sum(kept), eliminated=sum(eliminated))
+
+    @property
+    def calls_to_repeat(self) -> int | None:
+        """What the run before this one had in flight when it stopped (None when it was
+        killed: its run.json still says running); journalled replies are replayed for free."""
+        previous = self.previous
+        if previous is None:
+            return 0
+        if previous.status == "running" or previous.summary is None:
+            return None
+        return previous.summary.calls_cut_off
+
+    def resume_line(self, total: int) -> str:
+        repeat = self.calls_to_repeat
+        calls = (
+            f"{repeat} calls to repeat"
+            if repeat is not None
+            else "calls to repeat unknown (the last run stopped without recording what it had "
+            "in flight)"
+        )
+        return f"resuming {self.config.out}: {self.done_at_start} of {total} steps done, {calls}"
 
     def end_with(
         self,
@@ -360,6 +469,11 @@ class _Run:
             dedup_method=self.pool_method() if self.config.rules.dedup else None,
             waiting=engine.stats.deferred,
             batches=self.batches(),
+            resumed=self.previous is not None,
+            steps_done_at_start=self.done_at_start,
+            calls_to_repeat=self.calls_to_repeat,
+            # A batch row cut off here is collected by the next run, not sent again.
+            calls_cut_off=0 if self.config.batch else engine.stats.cut_off,
         )
         return build_manifest(facts, self.previous)
 

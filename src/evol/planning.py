@@ -15,6 +15,8 @@ from evol.config import RunConfig
 from evol.errors import UsageError
 from evol.lineage import LineageIndex
 from evol.llm import choose_backend, missing_key_warning
+from evol.llm.local import default_model_path
+from evol.llm.registry import runs_in_process
 from evol.prompts import PromptSet
 from evol.seeds import iter_seeds, scan_seeds
 from evol.stats import BATCH_RATE, cost_usd, unit_prices
@@ -25,6 +27,7 @@ from evol.textstats import estimate_tokens
 ANSWER_TOKENS = 400
 GROWTH_TOKENS = round(20 * 4 / 3)  # an in-depth rewrite adds up to 20 words
 JUDGE_TOKENS = 3
+_UNNAMED = "the backend's model (asked at start)"
 
 
 class RolePlan(BaseModel):
@@ -39,6 +42,9 @@ class RolePlan(BaseModel):
 class RunPlan(BaseModel):
     """What `--dry-run` prints."""
 
+    backend: str
+    in_process: bool = False  # the model runs on this machine: nothing to pay
+    models: dict[str, str | None]  # by role; None: the backend's own, asked for at start
     seeds: int
     skipped_seeds: int
     generations: int
@@ -95,39 +101,33 @@ def plan_run(
                 completion_tokens["judge"] += JUDGE_TOKENS
             instruction = child
 
-    models = {
-        "evolve": config.evolve_model,
-        "answer": config.answer_model,
-        "judge": config.judge_model,
-    }
+    backend, models, warnings = _backend_and_models(config)
+    in_process = runs_in_process(backend)
     roles = {
         role: _priced(
-            models[role] or config.model,
+            models[role],
             calls[role],
             prompt_tokens[role],
             completion_tokens[role],
-            price_in,
-            price_out,
+            0.0 if in_process else price_in,
+            0.0 if in_process else price_out,
             BATCH_RATE if config.batch else 1.0,
         ).model_copy(update={"params": getattr(config.params, role).to_request()})
         for role in ("evolve", "answer", "judge")
         if calls[role]
     }
     costs = [role.cost_usd for role in roles.values()]
-    has_key = config.api_key is not None
-    try:
-        backend = choose_backend(config.backend, base_urls=config.base_urls, has_api_key=has_key)
-    except UsageError:
-        backend = "local"  # nothing configured: a real run says what to do
-    warning = missing_key_warning(backend, config.base_urls, has_key)
     method = None
     if config.rules.dedup:
         from evol.dedup import resolved_method
 
         method = resolved_method(config.rules.dedup_method, scan.count * (config.generations + 1))
     return RunPlan(
+        backend=backend,
+        in_process=in_process,
+        models=models,
         dedup_method=method,
-        warnings=[warning] if warning else [],
+        warnings=warnings,
         seeds=scan.count,
         skipped_seeds=len(scan.skipped),
         generations=config.generations,
@@ -138,6 +138,29 @@ def plan_run(
         cost_usd=round(sum(costs), 6) if None not in costs else None,
         batch_rate=config.batch,
     )
+
+
+def _backend_and_models(config: RunConfig) -> tuple[str, dict[str, str | None], list[str]]:
+    """The backend a run would use, the model of each role as far as it is known without a
+    call (a server's only model is asked for at start), and warnings about them."""
+    has_key = config.api_key is not None
+    try:
+        backend = choose_backend(config.backend, base_urls=config.base_urls, has_api_key=has_key)
+    except UsageError:
+        backend = "local"  # nothing configured: a real run says what to do
+    warning = missing_key_warning(backend, config.base_urls, has_key)
+    warnings = [warning] if warning else []
+    default = None
+    if config.model is None and backend == "local":
+        try:  # the file's name, as a run records it; the model is not loaded
+            default = (config.model_path or default_model_path()).name
+        except UsageError as missing:
+            warnings.append(str(missing))
+    models = {
+        role: getattr(config, f"{role}_model") or config.model or default
+        for role in ("evolve", "answer", "judge")
+    }
+    return backend, models, warnings
 
 
 def _priced(model, calls, prompt, completion, price_in, price_out, rate) -> RolePlan:
@@ -154,19 +177,35 @@ def format_plan(plan: RunPlan) -> str:
         + (f" ({plan.skipped_seeds} invalid rows skipped)" if plan.skipped_seeds else "")
         + f"; {plan.steps_done} of {plan.steps} steps already done",
     ]
+    where = " (runs on this machine)" if plan.in_process else ""
+    names = {name or _UNNAMED for name in plan.models.values()}
+    models = (
+        f"model {names.pop()} for every role"
+        if len(names) == 1
+        else "models: " + ", ".join(f"{r} {n or _UNNAMED}" for r, n in plan.models.items())
+    )
+    lines.append(f"backend {plan.backend}{where}, {models}")
     for role, item in plan.roles.items():
         cost = (
             "cost unknown (pass --price-in/--price-out)"
             if item.cost_usd is None
+            else "free"
+            if plan.in_process
             else f"~${item.cost_usd:.4f}"
         )
         settings = ", ".join(f"{name} {value:g}" for name, value in item.params.items())
         lines.append(
             f"  {role:<7} {item.calls:>8} calls  ~{item.prompt_tokens:>10} prompt tokens  "
-            f"~{item.completion_tokens:>10} completion tokens  {cost}  [{item.model or 'server default'}"
+            f"~{item.completion_tokens:>10} completion tokens  {cost}  [{item.model or _UNNAMED}"
             f"{'; ' + settings if settings else ''}]"
         )
-    total = "unknown" if plan.cost_usd is None else f"~${plan.cost_usd:.4f}"
+    total = (
+        "unknown"
+        if plan.cost_usd is None
+        else "$0 (free: runs on this machine)"
+        if plan.in_process
+        else f"~${plan.cost_usd:.4f}"
+    )
     rate = " at the Batch API rate (half price)" if plan.batch_rate else ""
     lines.append(
         f"at most {plan.calls} calls, {total}{rate}: an upper bound, as if every evolution "

@@ -73,6 +73,7 @@ from evol.llm.retry import with_retries
 from evol.manifest import read_manifest
 from evol.metrics import compute_metrics, write_metrics
 from evol.pipeline import until_signalled
+from evol.progress import Progress, ProgressCallback
 from evol.records import compose
 from evol.seeds import iter_seeds
 from evol.store import (
@@ -670,11 +671,9 @@ class _Scorer:
         self.slots = AdaptiveConcurrency(config.concurrency)
         self.tally = _Tally()
 
-    async def run(
-        self, jobs: list[Job], sidecar: _Sidecar, on_progress: Callable[[int, int], None]
-    ) -> None:
+    async def run(self, jobs: list[Job], sidecar: _Sidecar, on_progress: ProgressCallback) -> None:
         pending, done = iter(jobs), 0
-        on_progress(0, len(jobs))
+        on_progress(Progress(0, len(jobs), unit="call"))
 
         async def worker() -> None:
             nonlocal done
@@ -683,7 +682,7 @@ class _Scorer:
                 if line is not None:
                     sidecar.append(line)
                 done += 1
-                on_progress(done, len(jobs))
+                on_progress(Progress(done, len(jobs), unit="call"))
 
         try:
             async with asyncio.TaskGroup() as group:
@@ -834,7 +833,7 @@ class _Scorer:
 def score_run(
     config: ScoreConfig,
     *,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: ProgressCallback | None = None,
     on_info: Callable[[str], None] | None = None,
 ) -> ScoreSummary:
     """Score the run in `config.run_dir` (or resume scoring it) and return the summary."""
@@ -844,7 +843,7 @@ def score_run(
 async def ascore_run(
     config: ScoreConfig,
     *,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: ProgressCallback | None = None,
     on_info: Callable[[str], None] | None = None,
 ) -> ScoreSummary:
     """The async body of `score_run`, for callers that already have an event loop."""
@@ -883,7 +882,7 @@ async def ascore_run(
 async def _score_with_model(
     config: ScoreConfig,
     records: list[dict[str, Any]],
-    on_progress: Callable[[int, int], None] | None,
+    on_progress: ProgressCallback | None,
     info: Callable[[str], None],
 ) -> tuple[str, _Tally, Counter[str]]:
     lines = read_score_lines(config.run_dir)
@@ -905,7 +904,7 @@ async def _score_with_model(
         sidecar = _Sidecar(config.run_dir)
         try:
             await until_signalled(
-                scorer.run(jobs, sidecar, on_progress or (lambda _done, _total: None))
+                scorer.run(jobs, sidecar, on_progress or (lambda _progress: None))
             )
         finally:
             sidecar.close()

@@ -90,6 +90,11 @@ def _factory(name: str) -> BackendFactory:
     raise UsageError(f"unknown backend {name!r}; available: {', '.join(backend_names())}")
 
 
+def runs_in_process(name: str) -> bool:
+    """True for a backend that runs its model on this machine (free, no server)."""
+    return name in _IN_PROCESS
+
+
 def local_backend_installed() -> bool:
     """True when llama-cpp-python is importable (the `local` extra)."""
     try:
