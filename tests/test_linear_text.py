@@ -309,6 +309,7 @@ MEGABYTE_SHAPES = {
 }
 
 
+@pytest.mark.slow  # 14-25 s of CPU on 2 loaded cores; its child also imports evol afresh
 def test_a_megabyte_of_each_shape_is_read_by_every_function() -> None:
     """The backstop: each function on a megabyte of each shape, in a child process killed
     after 120 s. Linear work takes well under a second a call; the cubic patterns took hours."""
