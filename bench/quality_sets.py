@@ -76,8 +76,11 @@ def score(cases: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
             verdicts[f"{case['expected_verdict']}->{why}"] += 1
         if case["planted_failure"]:
             missed = fate == "kept"
-            left = missed and case["category"] in LEFT_TO_THE_JUDGE
-            tally["left_to_the_judge" if left else "kept" if missed else "caught"] += 1
+            judged = case["category"] in LEFT_TO_THE_JUDGE
+            if judged:
+                tally["left_to_the_judge" if missed else "caught_before_the_judge"] += 1
+            else:
+                tally["kept" if missed else "caught"] += 1
         else:
             missed = fate == "eliminated" or (
                 exact is False or (fate == "kept" and not _same(case))
@@ -101,7 +104,8 @@ def _figures(per: dict[str, Counter], verdicts: Counter) -> dict[str, Any]:
     total = Counter()
     for tally in per.values():
         total.update({k: v for k, v in tally.items() if not k.startswith("by:")})
-    planted = total["caught"] + total["kept"] + total["left_to_the_judge"]
+    judged = total["caught_before_the_judge"] + total["left_to_the_judge"]
+    planted = total["caught"] + total["kept"] + judged
     decidable = total["caught"] + total["kept"]
     good = total["lost"] + total["kept_good"]
     return {
@@ -110,6 +114,8 @@ def _figures(per: dict[str, Counter], verdicts: Counter) -> dict[str, Any]:
         "planted_for_the_rules": decidable,
         "planted_kept": total["kept"],
         "share_planted_kept": round(total["kept"] / max(1, decidable), 4),
+        "planted_for_the_judge": judged,
+        "caught_before_the_judge": total["caught_before_the_judge"],
         "left_to_the_judge": total["left_to_the_judge"],
         "share_kept_if_the_judge_caught_none": round(
             (total["kept"] + total["left_to_the_judge"]) / max(1, planted), 4
@@ -131,7 +137,8 @@ def _report(name: str, figures: dict[str, Any]) -> None:
         f"{figures['undecided_read_as_different']}"
     )
     print(
-        f"  left to the judge: {figures['left_to_the_judge']} (kept if the judge caught none: "
+        f"  left to the judge: {figures['left_to_the_judge']} of {figures['planted_for_the_judge']}"
+        f" ({figures['caught_before_the_judge']} caught by the rules; kept if the judge caught none: "
         f"{figures['share_kept_if_the_judge_caught_none']:.1%})"
     )
     for category, tally in figures["per_category"].items():
