@@ -47,7 +47,7 @@ def test_nothing_taken_off_says_nothing() -> None:
     assert reply_of(f"  {TASK}\n") == (TASK, ())
 
 
-def test_four_layers_come_off_and_a_fifth_stays() -> None:
+def test_four_layers_come_off_and_five_do_too() -> None:
     four = (
         f'Sure! Here is the rewritten instruction:\n{FENCE}\n**New instruction:** "{TASK}"\n{FENCE}'
     )
@@ -61,8 +61,8 @@ def test_four_layers_come_off_and_a_fifth_stays() -> None:
     five = (
         f'Sure!\n{FENCE}\nHere is the rewritten instruction: **New instruction:** "{TASK}"\n{FENCE}'
     )
-    assert clean_rewrite(five).text == f'"{TASK}"'
-    assert len(clean_rewrite(five).stripped) == 4
+    assert clean_rewrite(five).text == TASK
+    assert len(clean_rewrite(five).stripped) == 5
 
 
 @pytest.mark.parametrize(
@@ -71,7 +71,7 @@ def test_four_layers_come_off_and_a_fifth_stays() -> None:
         "Sure! Here is the rewritten instruction:",  # a wrapper with nothing inside is left
         "New instruction:",
         "“He said ” twice”",  # a closing quote inside: not one quoted reply
-        '"He said "no" twice"',
+        '"He said" no "twice"',  # a quote that closes before one opened inside
         '"',
         "Explain tides.\n\nThe new instruction",  # an afterword needs a paragraph before it
     ],
@@ -94,12 +94,14 @@ def test_a_wrapper_around_nothing_or_not_around_the_whole_is_left(reply: str) ->
     ],
 )
 def test_a_copy_of_the_input_comes_out_from_20_characters(data: str, taken: bool) -> None:
-    reply = f"Sort these numbers: {data.strip()} please."
+    reply = f"Sort these numbers:\n{data.strip()}"
     cleaned = clean_rewrite(reply, data)
     if taken:
-        assert cleaned == Cleaned("Sort these numbers:  please.", ("a copy of the input",))
+        assert cleaned == Cleaned("Sort these numbers:", ("a copy of the input",))
     else:
-        assert cleaned == Cleaned(reply, ())
+        assert cleaned == Cleaned(reply.strip(), ())
+    inside = f"Sort these numbers: {data.strip()} please."  # quoted in the task: the task's words
+    assert clean_rewrite(inside, data) == Cleaned(inside, ())
 
 
 def test_an_answer_keeps_everything_but_its_think_block() -> None:

@@ -116,7 +116,8 @@ def words(count: int, *, first: str = "sorry") -> str:
         ("Sure! Which case do you mean?", ON, Reason.UNDERSPECIFIED),
         ("**Sure**, which one would you like?**", ON, Reason.UNDERSPECIFIED),
         ("Sure! Photosynthesis turns light into sugar.", ON, None),
-        ("Could you tell me more? Sure.", ON, None),
+        # Asks and says "Sure." and nothing else: it does no task.
+        ("Could you tell me more? Sure.", ON, Reason.ASKS_FOR_INFORMATION),
         ("To do that, please provide the table.", ON, Reason.ASKS_FOR_INFORMATION),
         ("PLEASE PROVIDE more detail.", ON, Reason.ASKS_FOR_INFORMATION),
         ("Please, provide-free answers are fine here.", ON, None),

@@ -77,10 +77,13 @@ _OLD = {
     ),
     "afterword": re.compile(
         r"\n\s*\n\s*(?:\*\*|__)?(?:(?:this|my)\s+(?:new\s+|rewritten\s+|revised\s+|updated\s+"
-        r"|evolved\s+|modified\s+)?(?:version|instruction|prompt|rewrite)\b"
+        r"|evolved\s+|modified\s+)?(?:version|instruction|prompt|rewrite|revision)\b"
         r"|the\s+(?:new|rewritten|revised|updated|evolved|modified)\s+"
         r"(?:version|instruction|prompt)\b"
-        r"|note\s*:|explanation\s*:|changes?(?:\s+made)?\s*:)[^\n]*(?:\n[^\n]*)*\s*$",
+        # Since issue #24 a note is an afterword only when it speaks of the rewrite.
+        r"|note\s*:\s*(?:\*\*|__)?\s*(?:i\b|i've\b|this\b|these\s+changes\b|my\b"
+        r"|the\s+(?:new|rewritten|revised|original)\b)"
+        r"|explanation\s*:|changes?(?:\s+made)?\s*:)[^\n]*(?:\n[^\n]*)*\s*$",
         re.IGNORECASE,
     ),
     "fence": re.compile(r"^\s*```[\w+-]*[ \t]*\n(?P<body>.*?)\n```\s*$", re.DOTALL),
@@ -107,6 +110,7 @@ PIECES = [
     *("Sure", "sure!", "OK.", "here is", "Here's", "here are", "below is", "the following is"),
     *("```", "```text", "x", "body", "<think>", "</think>", "<THINKING>", "</thinking>"),
     *("<reasoning>", "</reasoning>", "<", "/", ">", "This version", "my new prompt", "Note:"),
+    *("Note: I", "note:**this", "i've", "the original", "revision"),
     *("Changes made:", "explanation :", "[", "]", "(", "1", "12", "10", "5.5", "-", "\u2013"),
     *("to", "out of", "=", "score", "Score: ", "Version #", "not equal", "unequal", "equal"),
     *("verdict", "different", "the same", ".", "!", "?", "'", '"', "a", "\u212a"),
@@ -185,6 +189,13 @@ TEXT_WORK: dict[str, Callable[[str], object]] = {
     "tokens": tokens,
     "estimate_tokens": estimate_tokens,
     "dedup": _dedup_lookup,
+    # Issue #24: closing words, echoed inputs and short answers that do no task, read directly
+    # (through clean_rewrite and check_answer they see only a bounded tail or a short answer).
+    "closing_words_start": cleaning.closing_words_start,
+    "echoed_input_start": lambda text: cleaning.echoed_input_start(text, text[-40:]),
+    "is_talk_about_the_rewrite": cleaning.is_talk_about_the_rewrite,
+    "_does_not_answer": elimination._does_not_answer,
+    "_clause_verdict": elimination._clause_verdict,
 }
 # ROUGE-L of two long texts that share their words is quadratic by nature (bit-parallel, a
 # 64th of it): the repeat rule reads at most REPEAT_MAX_WORDS of each, so it is bounded, not
@@ -195,9 +206,12 @@ UNITS = [
     *("<think>", "</think>", "<think>a", "<", '"', "'", "`", "```\n", "here is ", "1", "1 "),
     *("1-", "10/", "Sure! Here is the new instruction: ", "This version ", "Note: ", "score: "),
     *("version #", "not equal ", ":", "\u00a0", "\r\n", "a ", "word ", "don't "),
+    *("Let me know ", "Hope this helps! ", "I can ", "Input: ", "(none)", "---\n", ". ", "? "),
+    *("could you ", "not the same, ", "i'd be happy to help ", "### Input\n", "\u2014"),
 ]
 PREFIXES = ["", "a", "#", "[1", "<think>", "```\n", "Sure!", "Explain tides.", "Verdict:"]
 SUFFIXES = ["", "x", "\n\nThis version adds x", "</think>", "\n```", " 5", ":", "?"]
+SUFFIXES += [" Let me know if you want more.", "\n\nInput: N/A", "\n---", " so: not equal."]
 GROWTH = 16  # the large text is this many times the small one
 # Linear work grows at most GROWTH times (less where a constant part dominates); quadratic
 # work GROWTH**2 = 256 times, cubic 4,096. The bound sits a factor of 4 from each.
@@ -306,6 +320,10 @@ MEGABYTE_SHAPES = {
     "here is": "Sure! here is " * (MEGABYTE // 14),
     "markers": "# **\n\n [1 ( \"'\t_ *" * (MEGABYTE // 20),
     "digits": "1 " * (MEGABYTE // 2),
+    "closing sentences": "Hope this helps! " * (MEGABYTE // 17),
+    "echoed inputs": "\nInput: (none)" * (MEGABYTE // 14),
+    "asking sentences": "Could you share the data? " * (MEGABYTE // 25),
+    "verdict clauses": "not the same, equal; " * (MEGABYTE // 21),
 }
 
 

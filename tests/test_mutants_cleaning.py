@@ -45,9 +45,10 @@ def test_a_reply_loses_its_think_block_and_says_so(reply: str, cleaned: Cleaned)
         # An afterword one character in still goes.
         ("X\n\nNote: this is harder", Cleaned("X", ("an afterword 'Note: this is harder'",))),
         (
-            "Do X\n\nNote: " + "n" * 80,
-            Cleaned("Do X", (f"an afterword {'Note: ' + 'n' * 54!r}",)),
+            "Do X\n\nNote: I " + "n" * 80,
+            Cleaned("Do X", (f"an afterword {'Note: I ' + 'n' * 52!r}",)),
         ),
+        ("Do X\n\nNote: in French.", Cleaned("Do X\n\nNote: in French.", ())),  # the task's
         ("```\nDo X\n```", Cleaned("Do X", ("a code fence around the whole reply",))),
         ('"Do X"', Cleaned("Do X", ("quotes around the whole reply",))),
         ('""', Cleaned("", ("quotes around the whole reply",))),
@@ -61,16 +62,26 @@ def test_each_layer_of_a_rewrite_comes_off_and_is_named(reply: str, cleaned: Cle
     assert clean_rewrite(reply) == cleaned
 
 
-def test_four_layers_come_off_and_a_fifth_is_left_for_the_rules() -> None:
-    # The loop's bound: a fifth layer stays (here the label, which the leak rule then catches).
-    reply = f"Sure!\nHere is the rewritten instruction:\n{FENCED}\n\nNote: it is harder"
-    assert clean_rewrite(reply) == Cleaned(
-        "New instruction: Do X",
+def test_eight_layers_come_off_and_a_ninth_is_left() -> None:
+    # The loop's bound (MAX_LAYERS): a ninth layer stays, for the rules to read.
+    assert clean_rewrite("Okay!\n" * 9 + "Do X") == Cleaned(
+        "Okay!\nDo X", ("preamble 'Okay!'",) * 8
+    )
+
+
+def test_every_layer_of_a_wrapped_rewrite_comes_off() -> None:
+    inner = '```\n"*New instruction: Do X*"\n```'
+    reply = f"Sure!\nHere is the rewritten instruction:\n---\n{inner}\n---\n\nNote: this is harder."
+    assert clean_rewrite(reply + "\n\nHope this helps! Thanks!\nInput: N/A") == Cleaned(
+        "Do X",
         (
             "preamble 'Sure!\\nHere is the rewritten instruction:'",
-            "an afterword 'Note: it is harder'",
+            "an afterword 'Note: this is harder.\\n\\nHope this helps! Thanks!\\nInput: N/A'",
+            "rules around the whole reply",
             "a code fence around the whole reply",
             "quotes around the whole reply",
+            "quotes around the whole reply",
+            "label 'New instruction:'",
         ),
     )
 

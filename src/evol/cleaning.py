@@ -53,15 +53,29 @@ _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*+\n\s*+")
 # The opening of a closing paragraph about the rewrite: "This version adds ...", "Note: ...".
 _AFTERWORD_OPENING = re.compile(
     r"(?:\*\*|__)?(?:(?:this|my)\s++(?:new\s++|rewritten\s++|revised\s++|updated\s++"
-    r"|evolved\s++|modified\s++)?(?:version|instruction|prompt|rewrite)\b"
+    r"|evolved\s++|modified\s++)?(?:version|instruction|prompt|rewrite|revision)\b"
     r"|the\s++(?:new|rewritten|revised|updated|evolved|modified)\s++(?:version|instruction|prompt)\b"
-    r"|note\s*+:|explanation\s*+:|changes?(?:\s++made)?\s*+:)",
+    # A note that speaks of the rewrite; "Note: the answer must be in French" is the task's.
+    r"|note\s*+:\s*+(?:\*\*|__)?\s*+(?:i\b|i've\b|this\b|these\s++changes\b|my\b|the\s++(?:new|rewritten"
+    r"|revised|original)\b)|explanation\s*+:|changes?(?:\s++made)?\s*+:)",
     re.IGNORECASE,
 )
 _FENCE = re.compile(
     r"^\s*+```[\w+-]*+[ \t]*+\n(?P<body>[^\n]*+(?:\n(?!```\s*+$)[^\n]*+)*+)\n```\s*+$"
 )
-_QUOTES = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019", "`": "`", "\u00ab": "\u00bb"}
+# At most this many layers come off one reply (the loop stops sooner when nothing changes).
+MAX_LAYERS = 8
+# A copy of the input shorter than this may be a coincidence ("x = 1"): it is left in.
+MIN_INPUT_COPY = 20
+_QUOTES = {
+    '"': '"',
+    "'": "'",
+    "*": "*",
+    "\u201c": "\u201d",
+    "\u2018": "\u2019",
+    "`": "`",
+    "\u00ab": "\u00bb",
+}
 
 
 @dataclass(frozen=True)
@@ -83,18 +97,16 @@ def clean_reply(reply: str) -> Cleaned:
 
 
 def clean_rewrite(reply: str, input_text: str = "") -> Cleaned:
-    """A rewritten instruction without think block, preamble, label, quotes, fence, or a copy
-    of the input that goes along with it (the input is carried separately, unchanged)."""
+    """A rewritten instruction without think block, preamble, label, quotes, fence, closing
+    words to the user, or a copy of the input or a placeholder for it at its end (the input is
+    carried separately, unchanged)."""
     text, stripped = _without_thinking(reply)
     text = text.strip()
-    for _ in range(4):  # layers can nest: a label inside quotes inside a fence
+    for _ in range(MAX_LAYERS):  # layers can nest: a label inside quotes inside a fence
         before = text
-        text = _peel(text, stripped)
+        text = _peel(text, stripped, input_text)
         if text == before:
             break
-    if input_text.strip() and len(input_text.strip()) >= 20 and input_text.strip() in text:
-        text = text.replace(input_text.strip(), "").strip()
-        stripped.append("a copy of the input")
     return Cleaned(text, tuple(stripped))
 
 
@@ -110,24 +122,127 @@ def _without_thinking(reply: str) -> tuple[str, list[str]]:
     return reply, []
 
 
-def _peel(text: str, stripped: list[str]) -> str:
+def _peel(text: str, stripped: list[str], input_text: str = "") -> str:
     """Take off the outermost wrapper layer it recognises, if any."""
-    for pattern, name in ((_PREAMBLE, "preamble"), (_INTERJECTION, "preamble"), (_LABEL, "label")):
+    for pattern, name in _OPENINGS:
         if (match := pattern.match(text)) and match.end() < len(text):
             stripped.append(f"{name} {match.group().strip()!r}")
             return text[match.end() :].strip()
+    if (start := _intro_end(text)) is not None or (start := _last_label_line_end(text)):
+        stripped.append(f"preamble {text[:start].strip()[:60]!r}")
+        return text[start:].strip()
     if start := _afterword_start(text):
         stripped.append(f"an afterword {text[start:].strip()[:60]!r}")
+        return text[:start].strip()
+    if start := closing_words_start(text):
+        stripped.append(f"an afterword {text[start:].strip()[:60]!r}")
+        return text[:start].strip()
+    if (start := echoed_input_start(text, input_text)) is not None:
+        echoed = text[start:].strip()
+        copy = _unfenced(echoed) == input_text.strip()
+        stripped.append("a copy of the input" if copy else f"an echoed input {echoed[:40]!r}")
         return text[:start].strip()
     if match := _FENCE.match(text):
         stripped.append("a code fence around the whole reply")
         return match["body"].strip()
+    if match := _RULES_AROUND.fullmatch(text):
+        stripped.append("rules around the whole reply")
+        return match["body"].strip()
     if len(text) >= 2 and (close := _QUOTES.get(text[0])) and text.endswith(close):
         inner = text[1:-1]
-        if text[0] not in inner and close not in inner:
+        if _quoted_once(inner, text[0], close):
             stripped.append("quotes around the whole reply")
             return inner.strip()
     return text
+
+
+def _last_label_line_end(text: str) -> int | None:
+    """Where the rewrite starts after the last line that only labels it ("Final rewritten
+    prompt:", "### Rewritten Prompt", "[Rewritten Prompt]"), with steps or notes above it."""
+    end = None
+    for match in _LABEL_LINE.finditer(text):
+        end = match.end()
+    return end if end is not None and text[end:].strip() else None
+
+
+def _quoted_once(inner: str, opening: str, close: str) -> bool:
+    """No quote inside closes the outer pair: inner quotes open and close in turn, and an
+    apostrophe between letters ("Rutherford's") is no quote."""
+    if opening != close or opening == "*":  # emphasis marks inside: not one pair
+        return opening not in inner and close not in inner
+    is_open = False
+    for at in _find_all(inner, opening):
+        if opening == "'" and 0 < at < len(inner) - 1 and inner[at - 1].isalnum():
+            continue  # an apostrophe, or the close of a word in single quotes
+        before = inner[at - 1] if at else " "
+        if not is_open and not (before.isspace() or before in "([{"):
+            return False  # a quote that closes before one was opened
+        is_open = not is_open
+    return not is_open
+
+
+def _find_all(text: str, char: str) -> list[int]:
+    found, at = [], text.find(char)
+    while at >= 0:
+        found.append(at)
+        at = text.find(char, at + 1)
+    return found
+
+
+# "Rewritten: ..." (the noun left out), and a whole line that is a label and nothing else.
+_BARE_LABEL = re.compile(
+    r"^\s*+(?:\*\*|__)?(?:rewritten|revised|evolved|rephrased)(?:\*\*|__)?\s*+[:\uff1a]\s*+"
+    r"(?:\*\*|__)?\s*+",
+    re.IGNORECASE,
+)
+_LABEL_LINE = re.compile(
+    r"^[ \t]*+(?:#++[ \t]*+|\*\*|__|\[)?[ \t]*+(?:(?:the|my)[ \t]++)?(?:final(?:ly)?[ \t]++)?"
+    r"(?:rewritten|revised|evolved|new|updated|improved)[ \t]++(?:prompt|instruction)[ \t]*+"
+    r"#?(?:\]|\*\*|__)?[ \t]*+[:\uff1a]?[ \t]*+(?:\*\*|__)?[ \t]*+$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_OPENINGS = (
+    (_PREAMBLE, "preamble"),
+    (_INTERJECTION, "preamble"),
+    (_LABEL, "label"),
+    (_BARE_LABEL, "label"),
+)
+
+
+# Horizontal rules above and below the rewrite: "---\n\nExplain ...\n\n---".
+_RULES_AROUND = re.compile(
+    r"(?P<rule>-{3,}+|\*{3,}+|_{3,}+)[ \t]*+\n(?P<body>[^\n]*+(?:\n(?![ \t]*+(?P=rule)[ \t]*+$)"
+    r"[^\n]*+)*+)\n[ \t]*+(?P=rule)[ \t]*+"
+)
+# The first line says what follows is the rewrite ("As requested, here is a harder version
+# of the instruction:", "[Rewritten Prompt]", "I've rewritten the prompt to ...").
+_INTRO_SUBJECT = re.compile(
+    r"\b(?:(?:rewritten|revised|evolved|rephrased|new|updated|improved|modified|harder|final"
+    r"|complex|complicated|challenging|difficult|advanced|deeper|detailed|specific|my)\s++"
+    r"(?:version|prompt|instruction|question|task|attempt|take)|version\s++of\s++the\s++"
+    r"(?:given\s++|original\s++)?(?:prompt|instruction|question|task))\b",
+    re.IGNORECASE,
+)
+_INTRO_SPEECH = re.compile(
+    r"\b(?:here(?:'s|\s++is|\s++are)|below|as\s++requested|i've|i\s++have)\b"
+    r"|^[\W_]*+(?:final\s++)?(?:rewritten|revised|evolved)\b",
+    re.IGNORECASE,
+)
+INTRO_MAX_CHARS = 300
+
+
+def _intro_end(text: str) -> int | None:
+    """Where the rewrite starts after a first line or paragraph that only introduces it."""
+    for end in (text.find("\n"), text.find("\n\n")):
+        if not 0 < end <= INTRO_MAX_CHARS or not text[end:].strip():
+            continue
+        intro = text[:end].strip()
+        introduces = intro.endswith((":", ":**", "]")) or intro.lower().endswith("below.")
+        if introduces and _INTRO_SUBJECT.search(intro) and _INTRO_SPEECH.search(intro):
+            return end
+        if "\n" not in intro and is_talk_about_the_rewrite(intro):
+            return end
+    return None
 
 
 def _afterword_start(text: str) -> int | None:
@@ -136,3 +251,155 @@ def _afterword_start(text: str) -> int | None:
         if _AFTERWORD_OPENING.match(text, paragraph_break.end()):
             return paragraph_break.start()
     return None
+
+
+# -- closing words to the user, and an input echoed after the rewrite -------------------------
+
+# A closing sentence that speaks to the user or about the rewrite, never the task's own words:
+# an offer ("Let me know if ...", "I can also translate it if needed."), a wish ("Hope this
+# helps!"), a check ("Does this work for you?") or a note on what was changed ("I added the
+# night conditions to make it more complex."). Each reads one short sentence from its start.
+_OFFER = re.compile(
+    r"(?:just\s++|please\s++|also,?\s++|and\s++)?(?:let\s++me\s++know\b|feel\s++free\s++to\s++"
+    r"(?:tweak|adjust|modify|edit|change|customi[sz]e|reach\s++out|ask|let\s++me|add\s++more"
+    r"\s++(?:constraints|requirements|details))|(?:would|do)\s++you\s++(?:like|want)\s++(?:me|a"
+    r"|an|another|more|it|this|any)\b|want\s++(?:me|a|an|another|more)\b[^.!?]{0,60}\?"
+    r"|shall\s++i\b|is\s++there\s++anything\s++else|anything\s++else\b[^.!]{0,60}\?"
+    r"|(?:does|do|will|would)\s++(?:this|that|it)\s++(?:work|look|sound|fit|suit|meet)[^.!?]{0,40}"
+    r"\b(?:you|your)\b|is\s++(?:this|that|it)\s++what\s++you|how\s++does\s++(?:this|that)\s++"
+    r"(?:look|sound)|what\s++do\s++you\s++think|(?:i\s++)?hope\s++(?:this|that|it|you)\b"
+    r"|good\s++luck\b|best\s++of\s++luck|have\s++fun\b|enjoy\b|happy\s++\w+ing\b|cheers\b"
+    r"|thanks\b|thank\s++you\b|(?:sorry|apologies)\s++(?:if|for)\b"
+    r"|if\s++(?:you(?:'d)?\s++(?:like|want|need|prefer|wish)|needed|necessary|that's|this\s++is"
+    r"|it's|that\s++is|it\s++is)\b[^.!?]{0,80}\b(?:i\s++can|i\s++could|i'll|i\s++will|i'd|let\s++me\s++know"
+    r"|just\s++ask|feel\s++free)\b"
+    r"|i\s++(?:can|could)\s++also\b|i(?:\s++can|\s++could|'d\s++be\s++happy\s++to|\s++would\s++be"
+    r"\s++happy\s++to|'m\s++happy\s++to|\s++am\s++happy\s++to)\b[^.!?]{0,80}\b(?:if\s++you|if"
+    r"\s++needed|if\s++necessary|depending\s++on|for\s++you|your\s++needs|as\s++needed|on"
+    r"\s++request)\b)",
+    re.IGNORECASE,
+)
+_CHANGE_NOTE = re.compile(
+    r"(?:note\s*+:\s*+)?(?:i(?:'ve|\s++have)?\s++(?:added|made|tried|rewrote|rewritten|changed"
+    r"|included|kept|focused|expanded|increased|introduced|revised|incorporated|modified|adjusted"
+    r"|chose|narrowed|deepened|turned|asked)\b[^.!?]{0,160}\b(?:prompt|instruction|question|task"
+    r"|version|original|complex|complicated|challenging|difficult|specific|harder|deeper|depth"
+    r"|concise|constraints?|requirements?|asked\s++for|angles?)\b"
+    r"|(?:this|that)\s++(?:should|will|now|makes|adds|is\s++now)\b[^.!?]{0,80}\b(?:original"
+    r"|than\s++before|the\s++(?:first|previous)\s++(?:one|version))\b|(?:this|my)\s++(?:new\s++|rewritten\s++|revised\s++|updated\s++)?"
+    r"(?:version|revision|rewrite)\b)",
+    re.IGNORECASE,
+)
+# Where a closing sentence may start: after a sentence's end mark (and a closing quote or
+# bracket) and blanks, or at a line break.
+_SENTENCE_START = re.compile(r"(?:[.!?\u2026][\"'\u201d\u2019)\]]?+[ \t]++|\n[ \t]*+)(?=\S)")
+CLOSING_MAX_CHARS = 300
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def is_talk_about_the_rewrite(sentence: str) -> bool:
+    """Whether one short sentence speaks to the user or about the rewrite (see `_OFFER`)."""
+    sentence = sentence.strip().strip("()[]*_ \t\n")
+    if len(sentence) > CLOSING_MAX_CHARS:
+        return False
+    return bool(_OFFER.match(sentence) or _CHANGE_NOTE.match(sentence))
+
+
+def closing_words_start(text: str) -> int | None:
+    """Where closing sentences to the user begin at the end of `text`, if any (only the last
+    few hundred characters are read, so this costs the same on any length)."""
+    tail_start = max(0, len(text) - 2 * CLOSING_MAX_CHARS)
+    starts = [m.end() for m in _SENTENCE_START.finditer(text, tail_start)]
+    cut, end = None, len(text)
+    for start in reversed(starts):  # the last sentence first, then the one before it
+        if not _LETTER.search(text, start, end):
+            end = start
+            continue  # an emoji after "Happy strumming!" goes with the sentence before it
+        if not is_talk_about_the_rewrite(text[start : len(text) if cut is None else cut]):
+            break
+        cut = end = start
+    if cut is None or not text[:cut].strip() or text[:cut].rstrip().endswith(":"):
+        return None  # nothing before it, or a line that introduces it as the task's own
+    return _before_blanks(text, cut)
+
+
+def _before_blanks(text: str, at: int) -> int:
+    while at > 0 and text[at - 1].isspace():
+        at -= 1
+    return at
+
+
+# An input block or a placeholder for one, glued after the rewrite: "Input: (none)", "<noinput>",
+# "### Input\n<the parent's input>", "Context: N/A", "[insert text here]".
+_INPUT_LABEL = re.compile(
+    r"[ \t]*+(?:#++[ \t]*+|\*\*|__)?[ \t]*+#?(?:input|inputs|context|text|data|passage|code"
+    r"|sentence|paragraph|example\s++input|given\s++input)#?[ \t]*+(?:\*\*|__)?[ \t]*+[:\-]?"
+    r"[ \t]*+(?:\*\*|__)?\s*+",
+    re.IGNORECASE,
+)
+_PLACEHOLDER = re.compile(
+    r"[(\[<{]?\s*+(?:none|n/?a|nan|null|nil|empty|blank|no\s++input(?:\s++(?:required|needed"
+    r"|provided|given))?|noinput|not\s++applicable|no\s++context|input|\$input|insert[^\n\]>)]{0,40}"
+    r"here|-+|\u2014|\.\.\.|\u2026)?\s*+[)\]>}]?(?:\s*+</input>)?[.!]?",
+    re.IGNORECASE,
+)
+
+
+def echoed_input_start(text: str, input_text: str) -> int | None:
+    """Where an input block or placeholder glued after the rewrite begins, if one is.
+
+    The last paragraph, line or sentence is one when it is a bare placeholder, or an input
+    label followed by a placeholder or by the parent's input; a block in a code fence, or any
+    last lines, holding only the parent's input (20 characters or more) are one too."""
+    body = text.rstrip()
+    starts = [m.start() for m in re.finditer(r"\n", body[-4 * CLOSING_MAX_CHARS :])]
+    offset = max(0, len(body) - 4 * CLOSING_MAX_CHARS)
+    candidates = [offset + at for at in starts]
+    if (last := _last_sentence_start(body)) is not None:
+        candidates.append(last)
+    block = _input_block_start(body, input_text)
+    if block is not None and body[:block].strip():
+        return _before_blanks(body, block)
+    content_from = len(body) - len(body.lstrip())
+    for start in sorted(set(candidates)):
+        if start > content_from and _is_echo(body[start:], input_text):
+            return _before_blanks(body, start)
+    return None
+
+
+def _last_sentence_start(body: str) -> int | None:
+    found = None
+    for match in _SENTENCE_START.finditer(body, max(0, len(body) - CLOSING_MAX_CHARS)):
+        found = match.end()
+    return found
+
+
+def _is_echo(tail: str, input_text: str) -> bool:
+    tail = tail.strip()
+    if _PLACEHOLDER.fullmatch(tail) and (tail[:1] in "([<{" or _LETTER.search(tail)):
+        return True  # "(none)", "<noinput>", "N/A", "No input required."
+    if not (label := _INPUT_LABEL.match(tail)) or not label.group().strip():
+        return False
+    value = _unfenced(tail[label.end() :])
+    if not value or _PLACEHOLDER.fullmatch(value):
+        return True
+    return bool(input_text.strip()) and " ".join(value.split()) == " ".join(input_text.split())
+
+
+def _input_block_start(body: str, input_text: str) -> int | None:
+    """Where the parent's input (or a fence holding only it) ends the rewrite."""
+    copy = input_text.strip()
+    if len(copy) < MIN_INPUT_COPY or (at := body.rfind(copy)) <= 0:
+        return None
+    before, after = body[:at].rstrip(" \t"), body[at + len(copy) :].strip()
+    fence = before.rstrip("\n").rfind("\n") + 1
+    if after == "```" and before.endswith("\n") and before[fence:].lstrip().startswith("```"):
+        return fence
+    return at if not after and before.endswith(("\n", ":")) else None
+
+
+def _unfenced(value: str) -> str:
+    value = value.strip()
+    if match := _FENCE.match(value):
+        return match["body"].strip()
+    return value

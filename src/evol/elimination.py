@@ -118,6 +118,26 @@ PAPER_MARKERS = (
     "rewritten version",
     "rewrite the instruction",
     "no heading",
+    # The paper's own prompts (WizardLM's depth and breadth templates, Auto Evol-Instruct's
+    # steps), which models trained on Evol-Instruct data echo whatever our templates say.
+    "prompt rewriter",
+    "prompt creator",
+    "the original prompt",
+    "the original question",
+    "understood and responded",
+    "responded to by humans",
+    "answered by humans",
+    "must not be verbose",
+    "10 to 20 words",
+    "non-text parts",
+    "constraints/requirements",
+    "replace general concepts",
+    "more specific concepts",
+    "multiple-step reasoning",
+    "identify the methods",
+    "list all the possible methods",
+    "finally rewritten",
+    "this new prompt",
 )
 STOP_WORDS = frozenset(
     [
@@ -432,7 +452,101 @@ def _signal(answer: str, answer_words: list[str]) -> Failure | None:
         return Failure(
             Reason.ASKS_FOR_INFORMATION, f"the answer asks for what is missing: {sentence!r}"
         )
+    return _does_not_answer(answer)
+
+
+# What a short answer that does not do its task says instead, sentence by sentence. A sentence
+# none of these sees is content (a question that names neither "you" nor "I" is neither).
+_REFUSES = re.compile(
+    r"\b(?:as an ai|as a (?:large )?language model|i(?: cannot| can't| can not| won't| will not"
+    r"| must decline| am unable|'m unable| am not able|'m not able|'m not comfortable"
+    r"| am not comfortable| (?:do not|don't) feel comfortable| (?:do not|don't) have personal)"
+    r"|not something i can|i'd rather not|please (?:consult|contact|seek|refer|reach out))\b"
+)
+_ASKS = re.compile(
+    r"\b(?:(?:could|can|would|will) you(?: please)? (?:share|send|paste|provide|tell|give"
+    r"|specify|list|upload|attach|describe|confirm|mind|let me know|include)"
+    r"|(?:please|kindly) (?:share|send|paste|provide|specify|upload|attach|tell|give|list)"
+    r"|^(?:share|send|paste|provide|specify|upload|attach|tell|give) (?:me|us)\b"
+    r"|let me know (?:the|your|what|which|who|how|when|where|if)|tell me (?:more|what|which|about)"
+    r"|i(?:'ll| will|'d| would)? need (?:to know|more|a few|some|the|your|a bit|additional)"
+    r"|it would help (?:to know|if you)|knowing (?:that|this|these|more) (?:will|would) help"
+    r"|(?:once|if|when|after) you (?:can |could )?(?:share|send|paste|provide|give|tell|specify"
+    r"|upload|list)|you can (?:paste|share|send|upload|attach|provide|list)"
+    r"|(?:that|this|it) (?:will|would) help"
+    r"|before i (?:answer|start|begin|do|can|write|proceed|get started)"
+    r"|(?:doesn't|does not|don't|do not|didn't|did not) (?:seem to |appear to )?(?:be )?"
+    r"(?:included|attached|provided|given|shown|mentioned)"
+    r"|i (?:don't|do not|can't|cannot) (?:see|find) (?:any|the|a|your)"
+    r"|(?:is|are) missing|without (?:it|them|this|that)\b"
+    r"|no \w+ (?:(?:was|were|are|is) )?(?:given|provided|mentioned|included|shown|attached))"
+)
+_UNCLEAR = re.compile(
+    r"\b(?:i (?:don't|do not) understand|i'm not sure (?:what|how|which|who|i)|i am not sure"
+    r"|(?:i'm|i am) confused|confused by|(?:can't|cannot) (?:determine|tell) (?:what|which)"
+    r"|missing information|(?:could|can) you (?:rephrase|clarify)|what do you mean"
+    r"|(?:doesn't|does not|don't|do not) make sense|contradicts itself)"
+)
+_UNCLEAR_WORD = re.compile(r"\b(?:unclear|not clear|ambiguous|vague|incomplete|contradictory)\b")
+_ABOUT_THE_TASK = re.compile(
+    r"\b(?:you|your|this|here|refers?|instruction|question|prompt|request|task|message)\b"
+)
+_ACKNOWLEDGES = re.compile(
+    r"^(?:(?:sure|certainly|of course|absolutely|okay|ok|alright|all right|great|got it|noted"
+    r"|understood|will do|no problem|gladly|yes|lovely idea|great idea|good idea|great question"
+    r"|(?:i'd|i would|i'm|i am) (?:be )?(?:happy|glad) to help|happy to help|thanks|thank you)"
+    r"[\s,.!]*+)*(?:(?:then |and |so )?(?:i(?:'ll| will| can| am going to|'m going to"
+    r"|'d love to| understand| see)|(?:(?:i'd|i would) be |i'm |i am )?(?:happy|glad) to"
+    r"|let me|you(?:'d like| would like| want|'re asking"
+    r"| are asking) me to|ready when you are|i'm excited|i am excited|thanks for|thank you for)"
+    r"\b[^:]*+)?$"
+)
+# An acknowledgement is short; the bound also keeps its pattern's one backtracking loop small.
+ACKNOWLEDGE_MAX_CHARS = 80
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s++")
+
+
+def _does_not_answer(answer: str) -> Failure | None:
+    """A short answer all of whose sentences ask, say it is unclear, refuse or acknowledge."""
+    said: dict[str, str] = {}
+    for sentence in _SENTENCE_END.split(answer.casefold().replace("\u2019", "'")):
+        sentence = sentence.strip(" \t\n*_\"'`()-")
+        if not re.search(r"[^\W\d_]", sentence):
+            continue  # a list number, an emoji: neither content nor a signal
+        if kind := _kind(sentence):
+            said.setdefault(kind, sentence)
+        elif not sentence.endswith("?"):
+            return None  # content: the answer does something
+    for kind, reason in _SAYS_INSTEAD:
+        if kind in said:
+            return Failure(reason, f"the answer only {kind}: {said[kind][:80]!r}")
     return None
+
+
+_SAYS_INSTEAD = (
+    ("refuses", Reason.SORRY),
+    ("asks for what is missing", Reason.ASKS_FOR_INFORMATION),
+    ("says the task is unclear", Reason.UNDERSPECIFIED),
+    ("acknowledges the task", Reason.NOT_A_TASK),
+)
+
+
+def _kind(sentence: str) -> str | None:
+    if _REFUSES.search(sentence):
+        return "refuses"
+    if _UNCLEAR.search(sentence) or (
+        _UNCLEAR_WORD.search(sentence) and _ABOUT_THE_TASK.search(sentence)
+    ):
+        return "says the task is unclear"
+    if _ASKS.search(sentence) or (sentence.endswith("?") and _ADDRESSED.search(sentence)):
+        return "asks for what is missing"
+    if len(sentence) <= ACKNOWLEDGE_MAX_CHARS and _ACKNOWLEDGES.match(sentence):
+        return "acknowledges the task"
+    return None
+
+
+# A question that names the user or the answerer asks them for something.
+_ADDRESSED = re.compile(r"\b(?:you|your|yours|i|me|my)\b")
 
 
 def _repeats(instruction: str, answer: str) -> Failure | None:
@@ -457,12 +571,7 @@ def _repeats(instruction: str, answer: str) -> Failure | None:
     return None
 
 
-# The judge's verdict: a standalone word at the start ("Equal.", "Not equal:"), else the last
-# verdict phrase in the reply (the conclusion, in prose: "same constraints, but different depth").
-_VERDICT = re.compile(
-    r"\b(not (?:equal|the same|identical|equivalent)|not different|no different|unequal"
-    r"|different|differs?|equal|equivalent|identical|(?:the )?same)\b"
-)
+# A bare verdict word at the start: "Equal.", "Not equal:", "Verdict: the same".
 # Linear in the (normalised) reply: the runs before a word are possessive, and only the last
 # `[\W_]*` gives back, once, from the one place the match starts.
 _LEADING = re.compile(
@@ -472,12 +581,62 @@ _LEADING = re.compile(
 
 
 def parse_verdict(reply: str) -> Verdict:
-    """Read the judge's reply: one word or prose; `UNCLEAR` when it says neither."""
+    """Read the judge's reply: one word or prose; `UNCLEAR` when it says neither.
+
+    A bare verdict at the start decides; else a clause that names itself the verdict ("Verdict:
+    Not Equal", 'My answer is not "Equal"'); else the last clause that decides, read with the
+    negation in front of its word ("cannot be called equal", "no real difference"). Clauses
+    that only ask, suppose or weigh ("Equal or Not Equal?", "might seem equal", "same topic")
+    decide nothing, so a reply that never decides stays `UNCLEAR`.
+    """
     text = normalize(reply)
     if match := _LEADING.match(text):
         return _meaning(match[1])
-    found = _VERDICT.findall(text)
-    return _meaning(found[-1]) if found else Verdict.UNCLEAR
+    decided, labelled = Verdict.UNCLEAR, False
+    for clause in _CLAUSE.finditer(text):
+        labelled = labelled or bool(_LABELLED.search(clause[0]))
+        if (verdict := _clause_verdict(clause[0])) is not Verdict.UNCLEAR:
+            if labelled:
+                return verdict
+            decided = verdict
+    return decided
+
+
+# Clauses end at sentence marks, colons, dashes and commas (the runs are possessive: linear).
+_CLAUSE = re.compile(r"[^.;:!?,\n\u2014\u2013()\[\]{}]++[.;:!?,\n\u2014\u2013()\[\]{}]*+")
+_LABELLED = re.compile(r"\b(?:verdict|conclusion|(?:my|final|the) answer)\b")
+_SAMENESS = {"equal", "equally", "same", "identical", "equivalent", "paraphrase", "paraphrases"}
+_SAMENESS |= {"rephrases", "rephrased", "rephrasing", "reworded", "restates", "synonymous"}
+_DIFFERENCE = {"different", "differ", "differs", "difference", "differences", "distinct"}
+_DIFFERENCE |= {"unequal"}
+_NEGATORS = {"not", "no", "never", "cannot", "neither", "nor", "hardly", "without"}
+# Words that make a clause suppose, hedge or except instead of decide.
+_HEDGES = {"might", "may", "could", "if", "whether", "seem", "seems", "had", "argue", "glance"}
+_HEDGES |= {"unless", "depends", "except"}
+# A likeness of one aspect is no verdict ("same topic", "equal length", "the wording differs").
+_ASPECTS = {"topic", "topics", "subject", "theme", "length", "wording", "phrasing", "words"}
+_ASPECTS |= {"style", "tone"}
+_NEGATION_REACH = 3  # "cannot be called equal": the negator three words before
+
+
+def _clause_verdict(clause: str) -> Verdict:
+    """What one clause decides, its negation read; `UNCLEAR` for none or both."""
+    if "?" in clause:
+        return Verdict.UNCLEAR
+    found: set[Verdict] = set()
+    clause_words = re.findall(r"[a-z']+", clause)
+    if _HEDGES.intersection(clause_words):
+        return Verdict.UNCLEAR
+    for at, word in enumerate(clause_words):
+        if word not in _SAMENESS and word not in _DIFFERENCE:
+            continue
+        around = clause_words[max(0, at - 2) : at] + clause_words[at + 1 : at + 3]
+        if _ASPECTS.intersection(around):
+            continue
+        before = clause_words[max(0, at - _NEGATION_REACH) : at]
+        negated = any(w in _NEGATORS or w.endswith("n't") for w in before)
+        found.add(Verdict.EQUAL if (word in _SAMENESS) != negated else Verdict.DIFFERENT)
+    return found.pop() if len(found) == 1 else Verdict.UNCLEAR
 
 
 def _meaning(phrase: str) -> Verdict:
