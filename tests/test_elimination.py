@@ -10,6 +10,7 @@ from evol.elimination import (
     PAPER_MARKERS,
     REPEAT_SIMILARITY,
     EliminationRules,
+    Failure,
     LeakDetector,
     Reason,
     Verdict,
@@ -228,3 +229,13 @@ def test_signals_read_short_answers_only(count: int, expected: Reason | None) ->
 def test_the_sorry_rule_counts_words_as_evol_stats_does(answer: str) -> None:
     failure = check_answer("Explain", answer, ON)
     assert failure and failure.detail == f"the answer says sorry in {word_count(answer)} words"
+
+
+def test_a_refusal_without_sorry_is_the_sorry_rules_to_eliminate() -> None:
+    """--no-sorry-check keeps refusals, whichever words they use; the answer signals do not
+    take them over (a short "I can't" is the sorry rule's case, not a signal)."""
+    answer = "I can't help with that request. I am unable to write it."
+    assert check_answer("Write a poem.", answer, EliminationRules()) == Failure(
+        Reason.SORRY, 'the answer only refuses: "i can\'t help with that request."'
+    )
+    assert check_answer("Write a poem.", answer, EliminationRules(sorry=False)) is None

@@ -427,13 +427,16 @@ def check_answer(instruction: str, answer: str, rules: EliminationRules) -> Fail
         return Failure(Reason.SORRY, f"the answer says sorry in {len(answer_words)} words")
     if not rules.signals:
         return None
-    if len(answer_words) < SIGNAL_MAX_WORDS and (failure := _signal(answer, answer_words)):
+    if len(answer_words) < SIGNAL_MAX_WORDS and (
+        failure := _signal(answer, answer_words, refusals=rules.sorry)
+    ):
         return failure
     return _repeats(instruction, answer)
 
 
-def _signal(answer: str, answer_words: list[str]) -> Failure | None:
-    """Auto Evol-Instruct's signals that the rewrite failed, read from a short answer."""
+def _signal(answer: str, answer_words: list[str], *, refusals: bool) -> Failure | None:
+    """Auto Evol-Instruct's signals that the rewrite failed, read from a short answer; a
+    refusal counts only with the sorry rule on (`refusals`)."""
     first = answer_words[0].casefold() if answer_words else ""
     opening = " ".join(answer_words[:2]).casefold()
     asks_back = answer.rstrip(" \t\n*_\"'`)").endswith("?")
@@ -452,7 +455,7 @@ def _signal(answer: str, answer_words: list[str]) -> Failure | None:
         return Failure(
             Reason.ASKS_FOR_INFORMATION, f"the answer asks for what is missing: {sentence!r}"
         )
-    return _does_not_answer(answer)
+    return _does_not_answer(answer, refusals=refusals)
 
 
 # What a short answer that does not do its task says instead, sentence by sentence. A sentence
@@ -506,14 +509,14 @@ ACKNOWLEDGE_MAX_CHARS = 80
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s++")
 
 
-def _does_not_answer(answer: str) -> Failure | None:
+def _does_not_answer(answer: str, *, refusals: bool = True) -> Failure | None:
     """A short answer all of whose sentences ask, say it is unclear, refuse or acknowledge."""
     said: dict[str, str] = {}
     for sentence in _SENTENCE_END.split(answer.casefold().replace("\u2019", "'")):
         sentence = sentence.strip(" \t\n*_\"'`()-")
         if not re.search(r"[^\W\d_]", sentence):
             continue  # a list number, an emoji: neither content nor a signal
-        if kind := _kind(sentence):
+        if kind := _kind(sentence, refusals=refusals):
             said.setdefault(kind, sentence)
         elif not sentence.endswith("?"):
             return None  # content: the answer does something
@@ -531,8 +534,8 @@ _SAYS_INSTEAD = (
 )
 
 
-def _kind(sentence: str) -> str | None:
-    if _REFUSES.search(sentence):
+def _kind(sentence: str, *, refusals: bool) -> str | None:
+    if refusals and _REFUSES.search(sentence):
         return "refuses"
     if _UNCLEAR.search(sentence) or (
         _UNCLEAR_WORD.search(sentence) and _ABOUT_THE_TASK.search(sentence)
