@@ -39,9 +39,9 @@ DEMO_MODEL := $(if $(OPENAI_BASE_URL)$(OPENAI_API_KEY),api,local)
 DEMO_OUT ?= runs/demo-$(DEMO_MODEL)
 
 ## demo: evolve the example seeds with the embedded model, or your OPENAI_* settings
-##       (runs/demo-local or runs/demo-api; OVERWRITE=1 starts it again)
+##       (runs/demo-local or runs/demo-api; OVERWRITE=1 starts it again, OVERWRITE=0 does not)
 demo: install-local
-	$(BIN)/evol run examples/seeds.jsonl --out $(DEMO_OUT) --generations 2 $(if $(OVERWRITE),--overwrite)
+	$(BIN)/evol run examples/seeds.jsonl --out $(DEMO_OUT) --generations 2 $(if $(filter 1 yes true,$(OVERWRITE)),--overwrite)
 
 ## test: the whole suite, the real-model tests included
 test: install

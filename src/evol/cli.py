@@ -1161,7 +1161,7 @@ def _progress_interval() -> float:
         seconds = 0.0
     if not 0 < seconds < float("inf"):
         raise UsageError(f"{_env('progress_interval')} must be a number of seconds above 0")
-    return seconds
+    return min(seconds, threading.TIMEOUT_MAX)  # a longer wait overflows: only the last line
 
 
 class _ProgressLines:

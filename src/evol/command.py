@@ -69,7 +69,7 @@ class EvolCommand(TyperCommand):
         for title in sorted(sections, key=PANELS.index):
             records = sections[title]
             with formatter.section(title):
-                formatter.write_dl(records, col_max=36)
+                formatter.write_dl(records, col_max=_names_width(formatter.width))
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         try:
@@ -93,6 +93,12 @@ class EvolCommand(TyperCommand):
             for name in (*param.opts, *getattr(param, "secondary_opts", ()))
             if name.startswith("--")
         ]
+
+
+def _names_width(width: int) -> int:
+    """The option names' column: 36 characters, less in a narrow terminal, where it would
+    leave the help a dozen characters and cut its words in two."""
+    return max(16, min(36, width - 40))
 
 
 def closest_option(typed: str, names: list[str]) -> str | None:

@@ -83,7 +83,7 @@ async def arun(
         else scan_seeds(config.seeds, config.seed_options)
     )
     backend_name, backend = open_backend(
-        config.backend, config.backend_settings(), batch=_batch_settings(config)
+        config.backend, config.backend_settings(), batch=batch_settings(config)
     )
     if warning := missing_key_warning(backend_name, config.base_urls, config.api_key is not None):
         info(f"warning: {warning}")
@@ -208,8 +208,9 @@ def _nothing_to_do(summary: RunSummary) -> RunSummary:
     )
 
 
-def _batch_settings(config: RunConfig) -> Any:
-    """With --batch, how the batch backend groups and waits; its state lives in the run."""
+def batch_settings(config: RunConfig) -> Any:
+    """With --batch, how the batch backend groups and waits; its state lives in the run.
+    Refuses the options a --batch run cannot honour (its dry run asks too)."""
     if not config.batch:
         return None
     if config.rpm or config.tpm:

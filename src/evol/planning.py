@@ -16,7 +16,8 @@ from evol.errors import UsageError
 from evol.lineage import LineageIndex
 from evol.llm import choose_backend, missing_key_warning
 from evol.llm.local import default_model_path
-from evol.llm.registry import runs_in_process
+from evol.llm.registry import batch_backend_name, runs_in_process
+from evol.pipeline import batch_settings
 from evol.prompts import PromptSet
 from evol.seeds import iter_seeds, scan_seeds
 from evol.stats import BATCH_RATE, cost_usd, unit_prices
@@ -144,10 +145,16 @@ def _backend_and_models(config: RunConfig) -> tuple[str, dict[str, str | None], 
     """The backend a run would use, the model of each role as far as it is known without a
     call (a server's only model is asked for at start), and warnings about them."""
     has_key = config.api_key is not None
-    try:
-        backend = choose_backend(config.backend, base_urls=config.base_urls, has_api_key=has_key)
-    except UsageError:
-        backend = "local"  # nothing configured: a real run says what to do
+    if config.batch:  # refused as the run refuses it, and never the embedded model
+        batch_settings(config)
+        backend = batch_backend_name(config.backend, base_urls=config.base_urls)
+    else:
+        try:
+            backend = choose_backend(
+                config.backend, base_urls=config.base_urls, has_api_key=has_key
+            )
+        except UsageError:
+            backend = "local"  # nothing configured: a real run says what to do
     warning = missing_key_warning(backend, config.base_urls, has_key)
     warnings = [warning] if warning else []
     default = None

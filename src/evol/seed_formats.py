@@ -100,6 +100,8 @@ def sniff(path: Path, instruction_columns: tuple[str, ...] = ()) -> Sniffed | No
     """What the first 64 KiB of the file look like; None when they say nothing sure (a file
     that is empty, unreadable or binary, a first line that no format explains). Never reads
     further: a seed file may be GBs. `instruction_columns` make a one-column CSV header."""
+    if not path.is_file():  # a pipe read here would be empty for the reader; a FIFO would hang
+        return None
     try:
         with path.open("rb") as fp:
             head = fp.read(_SNIFF_BYTES)
@@ -228,6 +230,13 @@ def column_key(name: str) -> str:
 def open_binary(path: Path) -> BinaryIO:
     if path.is_dir():
         raise SeedFileError(str(path), None, "is a directory, not a seed file")
+    if path.exists() and not path.is_file():
+        raise SeedFileError(
+            str(path),
+            None,
+            "not a regular file (a pipe, a FIFO or a device): evol reads the seed file more "
+            "than once; save it to a file first",
+        )
     try:
         return path.open("rb")
     except FileNotFoundError:

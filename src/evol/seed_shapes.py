@@ -78,7 +78,7 @@ def extract(row: Any, paths: FieldPaths) -> Extracted:
         return _by_paths(row, paths)
     for applies, take in _SHAPES:
         if applies(row):
-            return take(row)
+            return _with_paths(take(row), row, paths)
     keys = ", ".join(repr(key) for key in list(row)[:6])
     raise RowError(
         f"no 'instruction' / 'prompt' / 'question' field (keys: {keys}); name the field with "
@@ -119,6 +119,16 @@ def _by_paths(row: dict[str, Any], paths: FieldPaths) -> Extracted:
         _optional(row, output_path),
         _rest(row, used),
     )
+
+
+def _with_paths(found: Extracted, row: dict[str, Any], paths: FieldPaths) -> Extracted:
+    """A detected shape with the input and output that --input-field and --output-field name
+    in place of its own (the README: they override the detection)."""
+    for part, path in (("input", paths.input), ("output", paths.output)):
+        if path is not None:
+            setattr(found, part, _optional(row, path))
+            found.metadata.pop(path.split(".")[0], None)
+    return found
 
 
 def _optional(row: Any, path: str) -> Any:

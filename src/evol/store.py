@@ -423,7 +423,14 @@ def refuse_run_state(target: Path, option: str) -> None:
     inside, one of the files evol keeps in a run directory (records, run.json, the journal,
     the lock, the scores, batch/), links and `..` resolved first. Every command that writes
     where the user says calls this."""
-    resolved = target.resolve()
+    try:
+        resolved = target.resolve()
+    except (RuntimeError, OSError) as error:  # a loop: RuntimeError up to Python 3.12
+        if isinstance(error, OSError) and error.errno != errno.ELOOP:
+            raise
+        raise UsageError(
+            f"{target}: a loop of symbolic links; give {option} another path"
+        ) from None
     for entry, folder in zip((resolved, *resolved.parents), resolved.parents, strict=False):
         if is_own_name(entry.name) and _holds_a_run(folder):
             raise UsageError(

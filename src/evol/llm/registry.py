@@ -117,6 +117,18 @@ def choose_backend(requested: str | None, *, base_urls: list[str], has_api_key: 
     )
 
 
+def batch_backend_name(requested: str | None, *, base_urls: list[str]) -> str:
+    """The backend a --batch run uses, configured or not: openai, at one --base-url."""
+    if requested not in (None, "openai"):
+        raise UsageError(
+            f"--batch sends requests through the OpenAI Batch API: it works with the "
+            f"openai backend, not with --backend {requested}"
+        )
+    if len(base_urls) > 1:
+        raise UsageError("--batch takes one --base-url: a batch lives on the server that made it")
+    return "openai"
+
+
 def open_backend(
     requested: str | None, settings: BackendSettings, *, batch: BatchSettings | None = None
 ) -> tuple[str, ChatBackend]:
@@ -127,18 +139,10 @@ def open_backend(
     pipeline refuses the other way, which would pay again for what its batches hold).
     """
     if batch is not None:
-        if requested not in (None, "openai"):
-            raise UsageError(
-                f"--batch sends requests through the OpenAI Batch API: it works with the "
-                f"openai backend, not with --backend {requested}"
-            )
-        if len(settings.base_urls) > 1:
-            raise UsageError(
-                "--batch takes one --base-url: a batch lives on the server that made it"
-            )
+        name = batch_backend_name(requested, base_urls=settings.base_urls)
         from evol.llm.batch import BatchBackend
 
-        return "openai", BatchBackend(settings, batch)
+        return name, BatchBackend(settings, batch)
     name = choose_backend(
         requested, base_urls=settings.base_urls, has_api_key=settings.api_key is not None
     )
