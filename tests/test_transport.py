@@ -405,6 +405,26 @@ def test_a_refused_connection_stops_the_run_and_blames_the_base_url() -> None:
     assert str(result) == f"cannot reach {url}: connection refused; check --base-url"
 
 
+def test_a_server_gone_after_answering_is_unreachable_and_the_url_keeps_its_secret_out() -> None:
+    async def close_after(request: Request, writer: asyncio.StreamWriter) -> bool:
+        await answer_ok(request, writer)
+        return False
+
+    async def main() -> tuple[str, Exception | HttpResponse]:
+        with HostileServer(close_after) as server:
+            url = f"{server.base_url}?api-key={KEY}&api-version=1"
+            transport = JsonTransport(url, {}, timeout=20, secrets=Secrets(KEY))
+            await transport.request("GET", "/models", None)
+            shown = transport.where
+        return shown, await ask(transport)
+
+    shown, result = asyncio.run(main())
+    # The rest of the query and the colon after it were redacted away with the key.
+    assert shown.endswith("/v1?api-key=***&api-version=1")
+    assert type(result) is Unreachable
+    assert str(result) == f"cannot reach {shown}: connection refused"
+
+
 def test_a_host_that_does_not_resolve_is_named() -> None:
     result = outcome("http://evol-no-such-host.invalid/v1")
     assert type(result) is EndpointUnreachable

@@ -206,7 +206,8 @@ def failure_of(
         )
         return unreachable_proxy(proxy, where, cause, answered=answered)
     if isinstance(error, aiohttp.ClientConnectorError):
-        why = secrets.redact(f"cannot reach {where}: {_connect_failure(error)}")
+        # `where` is shown redacted already; redacting it again took the rest of its query.
+        why = f"cannot reach {where}: {secrets.redact(_connect_failure(error))}"
         return Unreachable(why) if answered else EndpointUnreachable(f"{why}; check --base-url")
     said = secrets.cut(f"{type(error).__name__}: {error}")
     return TransientBackendError(f"{where} sent a broken reply ({said})")
