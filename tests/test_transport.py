@@ -521,6 +521,16 @@ def test_tls_to_a_plain_http_port_is_named_a_tls_failure() -> None:
     assert "WRONG_VERSION_NUMBER" in str(result).upper()
 
 
+def test_a_tls_handshake_the_server_hangs_up_on_is_named_not_left_blank() -> None:
+    """The reset came with no number and no words: the reason was blank ('cannot reach ...:
+    ; check --base-url')."""
+    with PlainGreeter(b"") as greeter:
+        url = f"https://127.0.0.1:{greeter.port}/v1"
+        result = outcome(url)
+    assert type(result) is EndpointUnreachable
+    assert str(result) == f"cannot reach {url}: connection reset by peer; check --base-url"
+
+
 # -- proxies ---------------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import ipaddress
 import os
 import ssl
@@ -259,9 +260,18 @@ def _connect_failure(error: aiohttp.ClientConnectorError) -> str:
         return f"TLS failed ({getattr(error.os_error, 'reason', None) or error.os_error})"
     if isinstance(error, aiohttp.ClientConnectorDNSError):
         return f"cannot resolve host {error.host!r}"
-    number = error.os_error.errno
-    # uvloop words every refusal "Connect call failed": name the cause from the error number.
+    # uvloop words every refusal "Connect call failed", and a reset in the TLS handshake comes
+    # with no number and no words: name the cause from the error number, or from its kind.
+    number = error.os_error.errno or _ERRNO_OF.get(type(error.os_error))
     return os.strerror(number).lower() if number else str(error.os_error)
+
+
+_ERRNO_OF = {
+    ConnectionResetError: errno.ECONNRESET,
+    ConnectionAbortedError: errno.ECONNABORTED,
+    ConnectionRefusedError: errno.ECONNREFUSED,
+    BrokenPipeError: errno.EPIPE,
+}
 
 
 @dataclass(frozen=True)
