@@ -704,6 +704,14 @@ def test_a_proxy_login_becomes_its_auth_and_leaves_the_url(
     assert proxy.auth == aiohttp.BasicAuth(*login)
 
 
+def test_a_proxy_user_name_with_a_colon_is_refused_in_one_line() -> None:
+    """Basic auth cannot carry it; aiohttp raised a ValueError, a traceback from `evol run`."""
+    with pytest.raises(UsageError) as refused:
+        proxy_for("http://example.com/v1", {"http": f"http://us%3Aer:{KEY}@proxy:3128"})
+    assert str(refused.value).startswith("the proxy http://proxy:3128 has a ':' in its user name")
+    assert KEY not in str(refused.value)
+
+
 @pytest.mark.parametrize("scheme", ["socks5", "socks5h", "ftp"])
 def test_a_proxy_that_is_not_http_is_refused_naming_it(scheme: str) -> None:
     with pytest.raises(UsageError) as refused:

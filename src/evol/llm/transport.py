@@ -302,6 +302,11 @@ def proxy_for(url: str, proxies: Mapping[str, str] | None = None) -> Proxy | Non
             "goes through HTTP proxies only (use --backend openai-sdk, or an HTTP proxy)"
         )
     auth = None
+    if ":" in unquote(proxy.username or ""):
+        raise UsageError(
+            f"the proxy {display_url(target)} has a ':' in its user name, which HTTP Basic auth "
+            "cannot carry (RFC 7617): use a user name without one"
+        )
     if proxy.username is not None:
         auth = aiohttp.BasicAuth(unquote(proxy.username), unquote(proxy.password or ""))
         host = f"[{proxy.hostname}]" if ":" in (proxy.hostname or "") else proxy.hostname
