@@ -508,6 +508,7 @@ class PlainGreeter:
         return self
 
     def __exit__(self, *_exc: object) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() waiting in the thread
         self.listener.close()
         self.thread.join(10)
 
