@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import ipaddress
 import os
 import ssl
@@ -206,7 +207,8 @@ def failure_of(
         )
         return unreachable_proxy(proxy, where, cause, answered=answered)
     if isinstance(error, aiohttp.ClientConnectorError):
-        why = secrets.redact(f"cannot reach {where}: {_connect_failure(error)}")
+        # `where` is shown redacted already; redacting it again took the rest of its query.
+        why = f"cannot reach {where}: {secrets.redact(_connect_failure(error))}"
         return Unreachable(why) if answered else EndpointUnreachable(f"{why}; check --base-url")
     said = secrets.cut(f"{type(error).__name__}: {error}")
     return TransientBackendError(f"{where} sent a broken reply ({said})")
@@ -258,9 +260,18 @@ def _connect_failure(error: aiohttp.ClientConnectorError) -> str:
         return f"TLS failed ({getattr(error.os_error, 'reason', None) or error.os_error})"
     if isinstance(error, aiohttp.ClientConnectorDNSError):
         return f"cannot resolve host {error.host!r}"
-    number = error.os_error.errno
-    # uvloop words every refusal "Connect call failed": name the cause from the error number.
+    # uvloop words every refusal "Connect call failed", and a reset in the TLS handshake comes
+    # with no number and no words: name the cause from the error number, or from its kind.
+    number = error.os_error.errno or _ERRNO_OF.get(type(error.os_error))
     return os.strerror(number).lower() if number else str(error.os_error)
+
+
+_ERRNO_OF = {
+    ConnectionResetError: errno.ECONNRESET,
+    ConnectionAbortedError: errno.ECONNABORTED,
+    ConnectionRefusedError: errno.ECONNREFUSED,
+    BrokenPipeError: errno.EPIPE,
+}
 
 
 @dataclass(frozen=True)
@@ -291,6 +302,11 @@ def proxy_for(url: str, proxies: Mapping[str, str] | None = None) -> Proxy | Non
             "goes through HTTP proxies only (use --backend openai-sdk, or an HTTP proxy)"
         )
     auth = None
+    if ":" in unquote(proxy.username or ""):
+        raise UsageError(
+            f"the proxy {display_url(target)} has a ':' in its user name, which HTTP Basic auth "
+            "cannot carry (RFC 7617): use a user name without one"
+        )
     if proxy.username is not None:
         auth = aiohttp.BasicAuth(unquote(proxy.username), unquote(proxy.password or ""))
         host = f"[{proxy.hostname}]" if ":" in (proxy.hostname or "") else proxy.hostname
