@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from test_hostile import run_evol
 
 from evol.llm.openai_api import body_message
-from evol.secrets import MESSAGE_LIMIT, Secrets, redact_then_cut
+from evol.secrets import MESSAGE_LIMIT, Secrets, redact, redact_then_cut
 
 KEY = "sk-proj-REDACT0123456789abcdefghijklmnopqrstuv"
 # The first offset puts the key's end just before the cut, the last its start just after.
@@ -285,3 +285,17 @@ def test_a_key_echoed_in_pieces_in_batch_rows_is_kept_nowhere(tmp_path: Path, ev
     assert len((out / "eliminated.jsonl").read_text().splitlines()) == 2
     assert (out / "batch" / "results.jsonl").exists()
     assert_key_nowhere(out, result.output)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "cannot reach http://h/v1?api-key=***&api-version=1: connection refused",
+        "cannot reach http://h/v1?api-key=***: connection refused",
+        "header api_key=*** was refused",
+    ],
+)
+def test_a_value_redacted_already_keeps_the_text_after_it(text: str) -> None:
+    """A URL shown redacted (`display_url`) goes through redaction again in an error: the rest
+    of its query and the message's colon stay (the credential pattern ate them)."""
+    assert redact(text, "sk-abcdefghijklmnop") == text

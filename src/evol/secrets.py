@@ -24,8 +24,9 @@ REDACTED = "***"
 _CREDENTIAL_HEADER = re.compile(
     r"""(?P<name>authorization|proxy-authorization|x-api-key|api-key|api_key)"""
     r"""(?P<sep>['"]?\s*[:=]\s*(?:b?['"])?)"""
-    # A value redacted already (display_url's `?api-key=***: ...`) keeps the text after it.
-    r"""(?P<value>(?:bearer|basic)\s+[^\s'",}]+|\*\*\*(?=:?(?:[\s'",}]|$))|[^\s'",}]+)""",
+    # A value redacted already (display_url's `?api-key=***: ...`, `?api-key=***&api-version=1`)
+    # keeps the text after it.
+    r"""(?P<value>(?:bearer|basic)\s+[^\s'",}]+|\*\*\*(?=[&:\s'",}]|$)|[^\s'",}]+)""",
     re.IGNORECASE,
 )
 _BEARER = re.compile(r"\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
