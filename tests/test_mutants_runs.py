@@ -10,6 +10,7 @@ the runs' own sizes.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -17,9 +18,11 @@ from conftest import read_jsonl, run_args, write_seeds
 from fake_server import FakeServer
 from test_metrics import record, write_run
 from test_mutants_dataset import seed_ids
+from test_scoring import ScoringResponder
 from test_select import ROWS, scored_run
 
 import evol
+from evol.records import compose
 from evol.scoring import ScoreConfig, plan_scoring
 
 # -- merge -------------------------------------------------------------------------------------
@@ -232,3 +235,37 @@ def test_a_finished_run_run_again_reports_every_step_done_and_nothing_to_repeat(
         manifest = json.loads((config.out / "run.json").read_text())
         manifest["summary"] |= {"resumed": True, "steps_done_at_start": 5, "calls_to_repeat": 4}
         (config.out / "run.json").write_text(json.dumps(manifest))
+
+
+# -- the complexity ranking prompt -------------------------------------------------------------
+
+
+def ranking_prompt(evol, run: Path) -> str:
+    """The one complexity prompt `evol score` sends for the run's one lineage."""
+    with FakeServer(responder=ScoringResponder()) as server:
+        result = evol("score", run, "--base-url", server.base_url, "--no-difficulty")
+        prompts = [body["messages"][0]["content"] for body in server.requests]
+    assert result.exit_code == 0, result.output
+    (prompt,) = prompts
+    return prompt
+
+
+def test_the_ranking_prompt_shows_each_version_once_numbered_and_in_a_fixed_order(
+    evol, tmp_path: Path
+) -> None:
+    """Every version with its input, numbered 1 to N, the count stated; the order drawn from
+    the lineage, so a rerun asks the same question."""
+    texts = [f"Write {n} lines about the sea, each rhyming with the one before" for n in range(6)]
+    chain = [
+        record(".".join(["r", *map(str, range(1, k + 1))]), text, input=f"Use the word tide {k}")
+        for k, text in enumerate(texts)
+    ]
+    prompt = ranking_prompt(evol, write_run(tmp_path / "one", chain))
+    blocks = re.findall(r'<version id="(\d+)">\n(.*?)\n</version>', prompt, re.S)
+    assert [place for place, _text in blocks] == [str(n) for n in range(1, 7)]
+    assert sorted(text for _place, text in blocks) == sorted(
+        compose(r["instruction"], r["input"]) for r in chain
+    )
+    shown = "\n\n".join(f'<version id="{place}">\n{text}\n</version>' for place, text in blocks)
+    assert shown in prompt and "Below are 6 versions" in prompt
+    assert ranking_prompt(evol, write_run(tmp_path / "two", chain)) == prompt
