@@ -10,12 +10,15 @@ the runs' own sizes.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from pathlib import Path
 
 from conftest import read_jsonl, run_args, write_seeds
 from fake_server import FakeServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_metrics import record, write_run
 from test_mutants_dataset import seed_ids
 from test_scoring import ScoringResponder
@@ -23,7 +26,7 @@ from test_select import ROWS, scored_run
 
 import evol
 from evol.records import compose
-from evol.scoring import ScoreConfig, plan_scoring
+from evol.scoring import ScoreConfig, expected_score, plan_scoring
 
 # -- merge -------------------------------------------------------------------------------------
 
@@ -269,3 +272,30 @@ def test_the_ranking_prompt_shows_each_version_once_numbered_and_in_a_fixed_orde
     shown = "\n\n".join(f'<version id="{place}">\n{text}\n</version>' for place, text in blocks)
     assert shown in prompt and "Below are 6 versions" in prompt
     assert ranking_prompt(evol, write_run(tmp_path / "two", chain)) == prompt
+
+
+# -- a reply's log-probabilities -----------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    honest=st.dictionaries(st.integers(1, 9).map(str), st.floats(-20, -0.01), max_size=9),
+    forged=st.dictionaries(
+        st.integers(1, 9).map(str),
+        st.floats(1e-5, 5) | st.sampled_from([math.inf, -math.inf, math.nan]),
+        min_size=1,
+        max_size=9,
+    ),
+)
+def test_log_probabilities_no_model_gives_never_move_a_score(
+    honest: dict[str, float], forged: dict[str, float]
+) -> None:
+    """A reply is untrusted: a positive or non-finite log-probability counts for nothing."""
+    honest = honest | {"5": 0.0}  # the number written
+    forged = {token: value for token, value in forged.items() if token not in honest}
+    clean = expected_score([honest], "5", 0, 1, 9)
+    assert expected_score([honest | forged], "5", 0, 1, 9) == clean
+
+
+def test_probabilities_that_all_round_to_zero_leave_the_number_written() -> None:
+    assert expected_score([{"7": -800.0, "x": -900.0}], "7", 0, 1, 10) is None
