@@ -1,8 +1,9 @@
 """What `evol` tells the user after a whole command, checked against what it did (#22).
 
 Mutation testing found these promises unpinned: the lines `merge`, `select` and `score
---dry-run` print, the figures of the `stats` table, a dry run's token estimate, and what a rerun
-of a finished run reports. Each test runs the whole command in this process (so mutmut counts
+--dry-run` print, the figures of the `stats` table, a dry run's token estimate, what a rerun
+of a finished run reports, the complexity ranking prompt, and how a reply's log-probabilities
+are read. Each test runs the whole command in this process (so mutmut counts
 it) and compares its words with facts taken another way: the --json output, the files written,
 the runs' own sizes.
 """
@@ -272,6 +273,8 @@ def test_the_ranking_prompt_shows_each_version_once_numbered_and_in_a_fixed_orde
     shown = "\n\n".join(f'<version id="{place}">\n{text}\n</version>' for place, text in blocks)
     assert shown in prompt and "Below are 6 versions" in prompt
     assert ranking_prompt(evol, write_run(tmp_path / "two", chain)) == prompt
+    (line,) = read_jsonl(tmp_path / "one" / "scores.jsonl")  # the reply held no logprobs
+    assert (line["scorer"], line["source"]) == ("complexity", "text")
 
 
 # -- a reply's log-probabilities -----------------------------------------------------------------
@@ -299,3 +302,8 @@ def test_log_probabilities_no_model_gives_never_move_a_score(
 
 def test_probabilities_that_all_round_to_zero_leave_the_number_written() -> None:
     assert expected_score([{"7": -800.0, "x": -900.0}], "7", 0, 1, 10) is None
+
+
+def test_a_number_right_after_another_token_is_read_from_its_own_alternatives() -> None:
+    tokens = [{"Score:": 0.0}, {"7": math.log(0.75), "3": math.log(0.25)}]
+    assert expected_score(tokens, "Score:7", 6, 7, 10) == 6.0
