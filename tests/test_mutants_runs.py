@@ -14,8 +14,10 @@ import json
 import math
 import re
 import shutil
+import sys
 from pathlib import Path
 
+import pytest
 from conftest import read_jsonl, run_args, write_seeds
 from fake_server import FakeServer
 from hypothesis import given, settings
@@ -307,3 +309,20 @@ def test_probabilities_that_all_round_to_zero_leave_the_number_written() -> None
 def test_a_number_right_after_another_token_is_read_from_its_own_alternatives() -> None:
     tokens = [{"Score:": 0.0}, {"7": math.log(0.75), "3": math.log(0.25)}]
     assert expected_score(tokens, "Score:7", 6, 7, 10) == 6.0
+
+
+# -- what select writes ------------------------------------------------------------------------
+
+
+def test_select_writes_the_same_rows_to_parquet_and_to_jsonl_without_pyarrow(
+    evol, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pyarrow = pytest.importorskip("pyarrow.parquet")
+    run = scored_run(evol, tmp_path, ROWS)
+    select_lines(evol, run, tmp_path / "picked.parquet", "--budget", "3")
+    with monkeypatch.context() as blocked:
+        blocked.setitem(sys.modules, "pyarrow", None)  # pyarrow is optional: jsonl needs none
+        select_lines(evol, run, tmp_path / "picked.jsonl", "--budget", "3")
+    rows = read_jsonl(tmp_path / "picked.jsonl")
+    assert len(rows) == 3 and set(rows[0]) == {"instruction", "input", "output"}
+    assert pyarrow.read_table(tmp_path / "picked.parquet").to_pylist() == rows
