@@ -350,3 +350,42 @@ def test_the_model_is_the_servers_only_one_or_the_user_is_asked_to_name_it(
         assert isinstance(result, UsageError)
         assert str(result).startswith(refusal.format(where=server.base_url))
     assert server.requests == ["GET /v1/models"]
+
+
+class _ThrottledUntilReleased(BatchServer):
+    def __init__(self) -> None:
+        super().__init__()
+        self.throttled = True
+
+    async def _retrieve(self, request: web.Request) -> web.Response:
+        if self.throttled:
+            self.requests.append("throttled")
+            return web.Response(status=429, headers={"Retry-After": "0"})
+        return await super()._retrieve(request)
+
+
+def test_throttled_polls_go_on_and_a_caller_asking_again_gets_the_batchs_answer(tmp_path) -> None:
+    """Polls throttled while no caller waits on the batch: it is still polled, and answered."""
+    with _ThrottledUntilReleased() as server:
+
+        async def main() -> tuple[BaseException | Completion, Completion]:
+            backend = BatchBackend(
+                BackendSettings(base_urls=[server.base_url]),
+                BatchSettings(state_dir=tmp_path, quiet_period=0.05, poll_interval=0.02),
+            )
+            try:
+                async with asyncio.timeout(60):  # a guard against a hang, never a pace
+                    call = lambda: backend.complete(ask("a"), model=MODEL, params=PARAMS)  # noqa: E731
+                    first = await asyncio.gather(call(), return_exceptions=True)
+                    throttles = server.requests.count("throttled")
+                    while server.requests.count("throttled") < throttles + 2:
+                        await asyncio.sleep(0.01)  # polled on with nobody waiting
+                    server.throttled = False
+                    return first[0], await call()
+            finally:
+                await backend.aclose()
+
+        first, second = asyncio.run(main())
+    assert type(first) is TransientBackendError
+    assert second.text == expected("a")
+    assert server.submitted == {next(iter(server.submitted)): 1}
