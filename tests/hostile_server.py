@@ -13,9 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import subprocess
+import tempfile
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from fake_server import Responder
@@ -159,3 +163,24 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | None:
             headers[name.strip().lower()] = value.strip()
     body = await reader.readexactly(int(headers.get("content-length", "0")))
     return Request(method, path, headers, body)
+
+
+@cache
+def certificate(host: str) -> tuple[Path, Path]:
+    """A self-signed certificate for `host`, and its key (made once per process)."""
+    folder = Path(tempfile.mkdtemp(prefix="evol-tls-"))
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", f"/CN={host}", "-addext", f"subjectAltName=DNS:{host}",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def tls_context(host: str) -> ssl.SSLContext:
+    """A server-side TLS context that presents `certificate(host)`."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate(host))
+    return context

@@ -30,8 +30,10 @@ from hostile_server import (
     HostileServer,
     Request,
     answer_normally,
+    certificate,
     completion_body,
     response,
+    tls_context,
 )
 
 from evol.llm.transport import JsonTransport
@@ -568,25 +570,6 @@ def refused_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/v1"
-
-
-@cache
-def certificate(host: str) -> tuple[Path, Path]:
-    folder = Path(tempfile.mkdtemp(prefix="evol-tls-"))
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", f"/CN={host}", "-addext", f"subjectAltName=DNS:{host}",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
-def tls_context(host: str) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(*certificate(host))
-    return context
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -15,19 +15,22 @@ import gzip
 import json
 import socket
 import ssl
-import subprocess
-import tempfile
 import threading
 from collections.abc import Awaitable, Callable
-from functools import cache
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import pytest
 from fake_server import FakeServer
-from hostile_server import HostileServer, Request, answer_normally, response
+from hostile_server import (
+    HostileServer,
+    Request,
+    answer_normally,
+    certificate,
+    response,
+    tls_context,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -429,26 +432,6 @@ def test_a_host_that_does_not_resolve_is_named() -> None:
     result = outcome("http://evol-no-such-host.invalid/v1")
     assert type(result) is EndpointUnreachable
     assert "cannot resolve host 'evol-no-such-host.invalid'; check --base-url" in str(result)
-
-
-@cache
-def certificate(host: str) -> tuple[Path, Path]:
-    """A self-signed certificate for `host` (as tests/test_hostile.py makes one)."""
-    folder = Path(tempfile.mkdtemp(prefix="evol-tls-"))
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", f"/CN={host}", "-addext", f"subjectAltName=DNS:{host}",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
-def tls_context(host: str) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(*certificate(host))
-    return context
 
 
 @pytest.mark.parametrize(
