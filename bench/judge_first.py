@@ -82,7 +82,7 @@ class BillingResponder(Responder):
             self.completion_tokens[kind] += len(text.split())
         return reply
 
-    def judge(self, second: str, *, asked_again: bool = False) -> str:
+    def judge(self, second: str, *, asked_again: bool = False, structured: bool = False) -> str:
         return "Equal" if _share(second, "judge") < 0.5 else "Not Equal"
 
     def answer(self, instruction: str) -> str:

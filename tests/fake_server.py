@@ -4,7 +4,9 @@ It serves `/v1/models` and `/v1/chat/completions` on 127.0.0.1 from its own thre
 loop, records every request, and answers deterministically from the request alone:
 
 - an evolve request (holds `<instruction>`) gets the instruction back with a clause appended;
-- a judge request (holds `<first>`) gets "Different";
+- a judge request (holds `<first>`) gets "Not Equal", or, when it asks for a JSON schema, the
+  verdict object (different, an instruction);
+- an answer check (holds `<task>`) gets "does_the_task", as JSON when it asks for the schema;
 - anything else is an answer request and gets a short, plain answer.
 
 Markers in a seed's text steer it, and survive evolution because the evolver keeps the text:
@@ -15,7 +17,10 @@ length on the evolve call), `[leak-once]` (leaks only the first time its lineage
 think block before the rewrite), `[cut]` (the rewrite stops at the token limit),
 `[cut-answer]` (the answer does), `[unclear]` (the judge's first reply has no verdict; the
 follow-up gets "Not Equal"), `[unclear-twice]` (neither has one), `[understood]`, `[sure]`,
-`[please]` and `[echo]` (answers that show the rewrite failed, after Auto Evol-Instruct).
+`[please]` and `[echo]` (answers that show the rewrite failed, after Auto Evol-Instruct),
+`[chatty]` (the judge says the rewrite talks to the user), `[asks]` (the answer check says
+the answer asks for information). `refuse_formats=True` makes it answer 400 to any request
+that carries a `response_format`, as a server without structured output does.
 A responder returns the reply's text, or (text, finish_reason).
 
 Run it by hand with `python tests/fake_server.py --port 8000 --latency 0.1`.
@@ -112,9 +117,12 @@ class Responder:
     def __call__(self, body: dict[str, Any]) -> str | tuple[str, str]:
         turns = [m["content"] for m in body["messages"] if m["role"] == "user"]
         content = turns[0]
+        structured = "response_format" in body
         if "<first>" in content:
             second = _between(content, "<second>\n", "\n</second>")
-            return self.judge(second, asked_again=len(turns) > 1)
+            return self.judge(second, asked_again=len(turns) > 1, structured=structured)
+        if "<task>" in content:
+            return self.check_answer(_between(content, "<task>\n", "\n</task>"), structured)
         if "<instruction>" in content:
             return self.evolve(_between(content, "<instruction>\n", "\n</instruction>"), content)
         return self.answer(content)
@@ -145,10 +153,20 @@ class Responder:
             return f"<think>The user wants it harder. Let me add a case.</think>\n\n{rewrite}"
         return rewrite
 
-    def judge(self, second: str, *, asked_again: bool = False) -> str:
+    def judge(self, second: str, *, asked_again: bool = False, structured: bool = False) -> str:
         if "[unclear-twice]" in second or ("[unclear]" in second and not asked_again):
             return "Hmm, that is hard to say."
-        return "Equal" if "[equal]" in second else "Not Equal"
+        if not structured:
+            return "Equal" if "[equal]" in second else "Not Equal"
+        verdict = "equal" if "[equal]" in second else "different"
+        second_is = "talks_to_user" if "[chatty]" in second else "instruction"
+        return json.dumps({"verdict": verdict, "second_is": second_is, "reason": "as marked"})
+
+    def check_answer(self, task: str, structured: bool) -> str:
+        choice = "asks_for_information" if "[asks]" in task else "does_the_task"
+        if not structured:
+            return f"My choice: {choice}."
+        return json.dumps({"answer": choice, "reason": "as marked"})
 
     def answer(self, instruction: str) -> str | tuple[str, str]:
         if "[sorry]" in instruction:
@@ -172,6 +190,8 @@ class Responder:
 def kind_of(body: dict[str, Any]) -> str:
     """What a recorded request asked for: evolve, judge or answer."""
     content = first_user_turn(body)
+    if "<task>" in content:
+        return "answer_check"
     return "judge" if "<first>" in content else "evolve" if "<instruction>" in content else "answer"
 
 
@@ -197,6 +217,7 @@ class FakeServer:
         delay: Callable[[dict[str, Any]], float] | None = None,
         record: bool = True,
         hold: Callable[[dict[str, Any]], bool] | None = None,
+        refuse_formats: bool = False,
     ):
         self.models, self.latency = list(models), latency
         self.responder = responder or Responder()
@@ -213,6 +234,7 @@ class FakeServer:
         # (kill the client, say) at a moment that does not depend on the machine's speed.
         self.hold = hold
         self.held = 0
+        self.refuse_formats = refuse_formats
         self._gate: asyncio.Event | None = None
         self.served = 0
         self.requests: list[dict[str, Any]] = []
@@ -365,6 +387,8 @@ class FakeServer:
             assert self._gate is not None
             self.held += 1
             await self._gate.wait()
+        if self.refuse_formats and "response_format" in body:
+            return _error(400, "response_format is not supported by this server", "bad_request")
         fault = self.faults(body) if self.faults else None
         if fault:
             self.faults_sent[fault.kind if fault.kind != "status" else str(fault.status)] += 1

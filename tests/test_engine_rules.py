@@ -36,6 +36,7 @@ from evol.errors import (
 )
 from evol.errors import most_telling as _most_telling
 from evol.journal import CallJournal
+from evol.judging import VERDICT_FORMAT
 from evol.lineage import LineageIndex
 from evol.llm import ChatBackend, Completion, GenerationParams, Message
 from evol.manifest import read_manifest, write_manifest
@@ -180,11 +181,13 @@ def test_each_role_calls_its_own_model_with_its_own_settings(tmp_path: Path) -> 
         judge=JUDGE_DEFAULTS,
     )
     result = evolve(tmp_path / "run", [seed()], params=params)
-    sent = {(kind, model, p) for kind, model, p, _ in result.backend.calls}
+    sent = {(kind, model, json.dumps(p.to_request())) for kind, model, p, _ in result.backend.calls}
+    # The judge is asked for its verdict in a schema, with the judge's own settings.
+    judge = JUDGE_DEFAULTS.to_request() | {"response_format": VERDICT_FORMAT}
     assert sent == {
-        ("answer", "the-answerer", GenerationParams(max_tokens=50)),
-        ("evolve", "the-evolver", GenerationParams(temperature=0.9)),
-        ("judge", "the-judge", JUDGE_DEFAULTS),
+        ("answer", "the-answerer", json.dumps({"max_tokens": 50})),
+        ("evolve", "the-evolver", json.dumps({"temperature": 0.9})),
+        ("judge", "the-judge", json.dumps(judge)),
     }
     assert result.stats.requests == {"answer": 2, "evolve": 1, "judge": 1}
 

@@ -373,10 +373,10 @@ class HugeReplies(Responder):
             return "#" + " " * MEGABYTE + instruction.removeprefix("#")
         return super().evolve(instruction, prompt)
 
-    def judge(self, second: str, *, asked_again: bool = False) -> str:
+    def judge(self, second: str, *, asked_again: bool = False, structured: bool = False) -> str:
         if "[huge-judge]" in second:
             return "Not equal." + "\n" * MEGABYTE + "[1" + " " * MEGABYTE + "]"
-        return super().judge(second, asked_again=asked_again)
+        return super().judge(second, asked_again=asked_again, structured=structured)
 
     def answer(self, instruction: str) -> str | tuple[str, str]:
         if "[huge-answer]" in instruction:

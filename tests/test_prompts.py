@@ -51,7 +51,7 @@ def test_an_empty_input_is_not_shown_at_all(operation: str) -> None:
 
 def test_the_judge_asks_the_papers_symmetric_question() -> None:
     text = PromptSet.load()["judge"].text
-    assert "Equal" in text and "Not Equal" in text
+    assert '"equal"' in text and '"different"' in text
     # It does not lean: no list of the ways in which the second could add something.
     assert "adds" not in text and "more specific" not in text
 

@@ -82,7 +82,7 @@ RULE_SEEDS = [
     ("leak", "[leak] Describe a cat", "prompt_leak", "given prompt"),
     ("same", "[same] Describe a dog", "unchanged", "word for word"),
     ("empty", "[empty] Describe a cow", "empty", "empty"),
-    ("equal", "[equal] Describe a fox", "no_information_gain", "Equal"),
+    ("equal", "[equal] Describe a fox", "no_information_gain", "found it equal: 'as marked'"),
     ("sorry", "[sorry] Describe an owl", "sorry", "6 words"),
     ("stop", "[stop] Describe a bee", "stopwords_only", "stop words"),
     ("long", "[too-long] Describe a yak", "too_long", "context length"),
@@ -480,16 +480,16 @@ def test_generation_options_per_role_are_sent_only_when_set(evol, server, tmp_pa
             for kind in ("evolve", "answer", "judge")
         }
 
-    # The provider's defaults for evolve and answer; the judge's own (temperature 0, 32 tokens).
+    # The provider's defaults for evolve and answer; the judge's own (temperature 0, 100 tokens).
     assert sent("a") == {
         "evolve": {(None, None, None)},
         "answer": {(None, None, None)},
-        "judge": {(0.0, 32, None)},
+        "judge": {(0.0, 100, None)},
     }
     assert sent("b", "--temperature", "0.3", "--max-tokens", "64") == {
         "evolve": {(0.3, 64, None)},
         "answer": {(0.3, 64, None)},
-        "judge": {(0.0, 32, None)},
+        "judge": {(0.0, 100, None)},
     }
     assert sent(
         "c", "--temperature", "0.3", "--evolve-temperature", "1.1", "--answer-max-tokens", "500",

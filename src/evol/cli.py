@@ -515,7 +515,7 @@ def run(
     answer_temperature: float = ROLE_TEMPERATURE_OPTION("answer", "the provider's"),
     answer_max_tokens: int = ROLE_MAX_TOKENS_OPTION("answer", "--max-tokens"),
     judge_temperature: float = ROLE_TEMPERATURE_OPTION("judge", "0"),
-    judge_max_tokens: int = ROLE_MAX_TOKENS_OPTION("judge", "32"),
+    judge_max_tokens: int = ROLE_MAX_TOKENS_OPTION("judge", "100"),
     system_prompt: str = typer.Option(
         None,
         envvar=_env("system_prompt"),
@@ -527,6 +527,22 @@ def run(
         "--parallel-judge/--no-parallel-judge",
         envvar=_env("parallel_judge"),
         help="Answer and judge at once: faster, but pays for rejected rewrites' answers.",
+        rich_help_panel=METHOD_PANEL,
+    ),
+    instruction_check: bool = typer.Option(
+        None,
+        "--instruction-check/--no-instruction-check",
+        envvar=_env("instruction_check"),
+        help="Eliminate rewrites the judge says are no instruction (talk to the user, an "
+        "answer, an echoed input, a missing part). Default: on, but for the embedded model.",
+        rich_help_panel=METHOD_PANEL,
+    ),
+    answer_check: bool = typer.Option(
+        None,
+        "--answer-check/--no-answer-check",
+        envvar=_env("answer_check"),
+        help="The judge model checks that each answer does its task (one call more per kept "
+        "evolution). Default: on when --judge-model is set.",
         rich_help_panel=METHOD_PANEL,
     ),
     batch: bool = typer.Option(
@@ -642,6 +658,7 @@ def run(
             answer_seeds=answer_seeds,
             rules=EliminationRules(
                 judge=judge,
+                instruction_check=instruction_check,
                 sorry=sorry_check,
                 stopwords=stopword_check,
                 leak=leak_check,
@@ -672,6 +689,7 @@ def run(
             ),
             system_prompt=system_prompt,
             parallel_judge=parallel_judge,
+            answer_check=answer_check,
             batch=batch or batch_no_wait,
             batch_max_requests=batch_max_requests,
             batch_poll_interval=batch_poll_interval,

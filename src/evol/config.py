@@ -12,8 +12,9 @@ from evol.operations import parse_weights
 from evol.records import MAX_GENERATIONS
 from evol.seeds import SeedFormat, SeedOptions, Shard
 
-# The judge needs a few tokens of a verdict ("Not equal"), said the same way every time.
-JUDGE_DEFAULTS = GenerationParams(temperature=0.0, max_tokens=32)
+# The judge writes a small JSON object (a verdict, what the rewrite is, a reason of at most 15
+# words: about 40 tokens), the same way every time.
+JUDGE_DEFAULTS = GenerationParams(temperature=0.0, max_tokens=100)
 
 
 class RoleParams(BaseModel):
@@ -34,7 +35,7 @@ class RoleParams(BaseModel):
         **per_role: float | int | None,
     ) -> RoleParams:
         """Per-role options (`judge_temperature=0.2`) over the shared ones (`temperature`),
-        over each role's default. The judge's defaults (temperature 0, 32 tokens) are its own:
+        over each role's default. The judge's defaults (temperature 0, 100 tokens) are its own:
         the shared options do not replace them."""
         settings = {}
         for role, default in (("evolve", None), ("answer", None), ("judge", JUDGE_DEFAULTS)):
@@ -109,6 +110,10 @@ class RunConfig(Connection):
     parallel_judge: bool = Field(
         False, description="answer and judge at once (lower latency; pays for rejected answers)"
     )
+    answer_check: bool | None = Field(
+        None,
+        description="the judge model checks each answer does its task; None: on with a judge_model",
+    )
 
     batch: bool = Field(False, description="send requests through the Batch API (half price)")
     batch_max_requests: int = Field(50_000, ge=1, description="requests per batch input file")
@@ -126,6 +131,14 @@ class RunConfig(Connection):
         """Requests (and lineages) at once: with --batch, enough to fill an input file, since
         each waits for its whole batch."""
         return max(self.concurrency, self.batch_max_requests) if self.batch else self.concurrency
+
+    @property
+    def checks_answers(self) -> bool:
+        """Whether the judge model reads each kept answer: asked for, or a judge model of its
+        own configured (one call more per evolution that the rules let through)."""
+        if self.answer_check is not None:
+            return self.answer_check
+        return self.judge_model is not None and self.rules.judge
 
     @property
     def seed_options(self) -> SeedOptions:

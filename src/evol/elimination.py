@@ -41,6 +41,7 @@ class Reason(StrEnum):
     PROMPT_LEAK = "prompt_leak"
     NO_INFORMATION_GAIN = "no_information_gain"
     JUDGE_UNCLEAR = "judge_unclear"
+    NOT_AN_INSTRUCTION = "not_an_instruction"
     SORRY = "sorry"
     STOPWORDS_ONLY = "stopwords_only"
     NOT_A_TASK = "not_a_task"
@@ -66,6 +67,9 @@ class EliminationRules(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     judge: bool = True
+    # The judge also says whether the rewrite is an instruction at all. None: on, except for
+    # the embedded default model, which marks every rewrite as not one (see README).
+    instruction_check: bool | None = None
     sorry: bool = True
     stopwords: bool = True
     leak: bool = True

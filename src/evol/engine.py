@@ -19,15 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from evol.cleaning import Cleaned, clean_reply, clean_rewrite
 from evol.config import RunConfig
-from evol.elimination import (
-    EliminationRules,
-    Failure,
-    Reason,
-    Verdict,
-    check_answer,
-    check_rewrite,
-    parse_verdict,
-)
+from evol.elimination import EliminationRules, Failure, Reason, Verdict, check_answer, check_rewrite
 from evol.errors import (
     AuthenticationFailed,
     BackendError,
@@ -43,9 +35,17 @@ from evol.errors import (
     most_telling,
 )
 from evol.journal import CallJournal
+from evol.judging import (
+    ANSWER_CHECK_FORMAT,
+    VERDICT_FORMAT,
+    AnswerCheck,
+    Judgement,
+    read_answer_check,
+    read_judgement,
+)
 from evol.limits import AdaptiveConcurrency, RequestBudget
 from evol.lineage import LineageIndex, LineageProgress, Tip
-from evol.llm import ChatBackend, Completion, Message
+from evol.llm import ChatBackend, Completion, GenerationParams, Message
 from evol.llm.protocol import CURRENT_STEP
 from evol.llm.retry import with_retries
 from evol.operations import BREADTH, choose_operation
@@ -92,6 +92,8 @@ class EngineStats:
     failed: list[FailedItem] = field(default_factory=list)
     deferred: int = 0  # steps whose request waits in a batch for a later process
     cut_off: int = 0  # requests in flight when the run was stopped: the next run sends them again
+    # How the judge model's replies were read, per role: "judge:schema", "answer_check:prose"...
+    judged: Counter[str] = field(default_factory=Counter)
 
 
 class _ItemFailed(Exception):
@@ -136,6 +138,14 @@ class Engine:
         self.slots = AdaptiveConcurrency(config.in_flight)
         self._budget = RequestBudget(config.rpm, config.tpm) if config.rpm or config.tpm else None
         self._fatal: EvolError | None = None
+        judge = config.params.judge
+        # Each role's model and options; the judge model's two calls ask for a schema each.
+        self._roles: dict[str, tuple[str, GenerationParams]] = {
+            "evolve": (models.evolve, config.params.evolve),
+            "answer": (models.answer, config.params.answer),
+            "judge": (models.judge, _with_format(judge, VERDICT_FORMAT)),
+            "answer_check": (models.judge, _with_format(judge, ANSWER_CHECK_FORMAT)),
+        }
 
     async def run(self, seeds: Iterable[Seed]) -> EngineStats:
         """Evolve every seed; returns when all lineages are done or have failed."""
@@ -251,20 +261,22 @@ class Engine:
 
     async def _answer_and_judge(self, draft: Record, tip: Tip) -> None:
         """The verdict, then the answer (no answer is paid for a rewrite the judge rejects);
-        with `parallel_judge`, both asked for at the same time. Then their rules."""
+        with `parallel_judge`, both asked for at the same time. Then their rules, then the
+        answer check (when on) of an answer they let through."""
         if not self.config.rules.judge:
             await self._answer(draft)
-            return
-        if not self.config.parallel_judge:
-            _judged(draft, *await self._verdict(draft, tip))
+        elif not self.config.parallel_judge:
+            self._judged(draft, *await self._verdict(draft, tip))
             await self._answer(draft)
-            return
-        answer_failure, (verdict, replies) = await _all(
-            self._answer(draft, check=False), self._verdict(draft, tip)
-        )
-        _judged(draft, verdict, replies)
-        if answer_failure:
-            raise _Eliminated(answer_failure)
+        else:
+            answer_failure, (judgement, replies) = await _all(
+                self._answer(draft, check=False), self._verdict(draft, tip)
+            )
+            self._judged(draft, judgement, replies)
+            if answer_failure:
+                raise _Eliminated(answer_failure)
+        if self.config.checks_answers:
+            await self._check_answer(draft)
 
     async def _answer(self, record: Record, *, check: bool = True) -> Failure | None:
         """Answer `record`'s instruction into it; the answer rules' failure, raised or returned."""
@@ -283,25 +295,51 @@ class Engine:
             raise _Eliminated(failure)
         return failure
 
-    async def _verdict(self, draft: Record, tip: Tip) -> tuple[Verdict, list[str]]:
-        """Ask the judge whether the rewrite equals its parent; once more if it said neither."""
+    async def _verdict(self, draft: Record, tip: Tip) -> tuple[Judgement, list[str]]:
+        """Ask the judge whether the rewrite equals its parent and is an instruction at all;
+        once more if it gave no verdict."""
         prompt = self.prompts.judge_prompt(
             compose(tip.instruction, tip.input), compose(draft.instruction, draft.input)
         )
         messages = _user(prompt)
         first = await self._call("judge", messages, draft)
-        reply, verdict = await _read(first.text, _read_verdict)
+        reply, judgement = await _read(first.text, _read_judgement)
         replies = [reply]
-        if verdict == Verdict.UNCLEAR:
+        if judgement.verdict == Verdict.UNCLEAR:
             follow_up: list[Message] = [
                 *messages,
                 {"role": "assistant", "content": first.text},
                 {"role": "user", "content": self.prompts.judge_again()},
             ]
             again = await self._call("judge", follow_up, draft, journal_as="judge_again")
-            reply, verdict = await _read(again.text, _read_verdict)
+            reply, judgement = await _read(again.text, _read_judgement)
             replies.append(reply)
-        return verdict, replies
+        self.stats.judged[f"judge:{judgement.form}"] += 1
+        return judgement, replies
+
+    def _judged(self, draft: Record, judgement: Judgement, replies: list[str]) -> None:
+        """Record the judge's verdict; a rewrite it found equal, could not judge, or (with the
+        instruction check on) found no instruction, fails."""
+        draft.judge = judgement.verdict
+        if judgement.verdict == Verdict.UNCLEAR:
+            shown = " / ".join(repr(reply[:80]) for reply in replies)
+            raise _Eliminated(Failure(Reason.JUDGE_UNCLEAR, f"no verdict in {shown}"))
+        instruction_check = self.config.rules.instruction_check is not False
+        if failure := judgement.failure(replies[-1], instruction_check=instruction_check):
+            raise _Eliminated(failure)
+
+    async def _check_answer(self, draft: Record) -> None:
+        """Ask the judge model whether the answer does the task (by meaning: the phrase rules
+        have passed it); an answer that asks for information, says the task is unclear, or
+        only acknowledges it fails."""
+        prompt = self.prompts.answer_check_prompt(
+            compose(draft.instruction, draft.input), draft.output or ""
+        )
+        checked = await self._call("answer_check", _user(prompt), draft)
+        check: AnswerCheck = await _read(checked.text, _read_answer_check)
+        self.stats.judged[f"answer_check:{check.form}"] += 1
+        if failure := check.failure():
+            raise _Eliminated(failure)
 
     def _record_elimination(self, record: Record, failed: _Eliminated) -> None:
         detail = "; ".join(part for part in (failed.failure.detail, record.detail) if part)
@@ -321,7 +359,7 @@ class Engine:
         Item-level failures become `_ItemFailed`, refusals `_Eliminated`; fatal errors stop
         the run. A reply journalled before a crash is replayed instead of paid again.
         """
-        model, params = getattr(self.models, role), getattr(self.config.params, role)
+        model, params = self._roles[role]
         key = journal_as or role
 
         async def attempt() -> Completion:
@@ -412,22 +450,19 @@ def _read_answer(
     return cleaned, check_answer(instruction, cleaned.text, rules)
 
 
-def _read_verdict(reply: str) -> tuple[str, Verdict]:
-    """The judge's reply cleaned, and the verdict it gives."""
+def _with_format(params: GenerationParams, response_format: dict[str, Any]) -> GenerationParams:
+    # Built anew, not model_copy'd: a copy would keep the original's cached `request`.
+    return GenerationParams(**params.model_dump(), response_format=response_format)
+
+
+def _read_judgement(reply: str) -> tuple[str, Judgement]:
+    """The judge's reply cleaned, and what it says."""
     text = clean_reply(reply).text
-    return text, parse_verdict(text)
+    return text, read_judgement(text)
 
 
-def _judged(draft: Record, verdict: Verdict, replies: list[str]) -> None:
-    """Record the judge's verdict; a rewrite it found equal, or could not judge, fails."""
-    draft.judge = verdict
-    if verdict == Verdict.EQUAL:
-        raise _Eliminated(
-            Failure(Reason.NO_INFORMATION_GAIN, f"the judge found it equal: {replies[-1]!r}")
-        )
-    if verdict == Verdict.UNCLEAR:
-        shown = " / ".join(repr(reply[:80]) for reply in replies)
-        raise _Eliminated(Failure(Reason.JUDGE_UNCLEAR, f"no verdict in {shown}"))
+def _read_answer_check(reply: str) -> AnswerCheck:
+    return read_answer_check(clean_reply(reply).text)
 
 
 def _note(record: Record, cleaned: Cleaned, what: str) -> None:

@@ -136,6 +136,7 @@ class RunFacts:
     failed: list[dict[str, Any]] = field(default_factory=list)
     requests: dict[str, int] = field(default_factory=dict)
     retries: dict[str, int] = field(default_factory=dict)
+    judged: dict[str, int] = field(default_factory=dict)  # "judge:schema": replies read so
     endpoints: list[dict[str, object]] = field(default_factory=list)
     concurrency: dict[str, int] = field(default_factory=dict)
     dedup_method: str | None = None
@@ -259,6 +260,7 @@ def fingerprint(
         "--temperature/--max-tokens": {role: params.to_request() for role, params in config.params},
         "--system-prompt": config.system_prompt,
         "elimination rules": config.rules.model_dump(),
+        "--answer-check": config.checks_answers,
         "--answer-seeds": config.answer_seeds,
         "--shard": str(config.shard) if config.shard else None,
     }
@@ -358,6 +360,7 @@ def build_manifest(facts: RunFacts, previous: Manifest | None) -> dict[str, Any]
         "counts": counts,
         "outputs": facts.outputs,
         "retries": facts.retries,
+        "judging": _judging(facts),
         "endpoints": facts.endpoints,
         "dedup": {"method": facts.dedup_method} if facts.dedup_method else None,
         "concurrency": facts.concurrency,
@@ -369,6 +372,17 @@ def build_manifest(facts: RunFacts, previous: Manifest | None) -> dict[str, Any]
         },
         "versions": _versions(),
     }
+
+
+def _judging(facts: RunFacts) -> dict[str, Any]:
+    """How this process read the judge model's replies, per role: as the JSON schema asked
+    for, or as prose (a server that refused or ignored the schema); and whether answers were
+    checked."""
+    read: dict[str, dict[str, int]] = {}
+    for key, count in sorted(facts.judged.items()):
+        role, _, form = key.partition(":")
+        read.setdefault(role, {})[form] = count
+    return {"answer_check": facts.config.checks_answers, "replies_read_as": read}
 
 
 def _public_config(config: RunConfig) -> dict[str, Any]:

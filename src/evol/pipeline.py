@@ -31,6 +31,7 @@ from evol.errors import (
 from evol.journal import CallJournal
 from evol.lineage import LineageIndex
 from evol.llm import ChatBackend, missing_key_warning, open_backend
+from evol.llm.registry import runs_in_process
 from evol.llm.routing import EndpointRouter
 from evol.manifest import (
     Manifest,
@@ -85,6 +86,7 @@ async def arun(
     backend_name, backend = open_backend(
         config.backend, config.backend_settings(), batch=batch_settings(config)
     )
+    config = _with_instruction_check(config, backend_name)
     if warning := missing_key_warning(backend_name, config.base_urls, config.api_key is not None):
         info(f"warning: {warning}")
     try:
@@ -269,6 +271,16 @@ def _check_batches(config: RunConfig) -> None:
 # Open files a live run holds beside its connections: Python's own, the event loop's, the lock,
 # the journal, eliminated.jsonl (a run with one connection and 3 record files needs ~20).
 _FILES_BESIDE_CONNECTIONS = 16
+
+
+def _with_instruction_check(config: RunConfig, backend_name: str) -> RunConfig:
+    """`config` with the judge's instruction check decided: on unless the user said, or the
+    judge is the embedded default model (SmolLM2-135M calls every rewrite no instruction)."""
+    if config.rules.instruction_check is not None:
+        return config
+    embedded_default = runs_in_process(backend_name) and config.model_path is None
+    rules = config.rules.model_copy(update={"instruction_check": not embedded_default})
+    return config.model_copy(update={"rules": rules})
 
 
 def _check_open_files(config: RunConfig, backend_name: str) -> None:
@@ -460,6 +472,7 @@ class _Run:
             ],
             requests=dict(engine.stats.requests),
             retries=dict(engine.stats.retries),
+            judged=dict(engine.stats.judged),
             endpoints=_endpoint_stats(self.backend, self.config.base_urls),
             concurrency={
                 "ceiling": self.config.in_flight,

@@ -1,7 +1,8 @@
 """`evol run --dry-run`: the calls a run would make and what they would cost, calling nothing.
 
 The figures are an upper bound: they assume every evolution is kept, so every round pays for
-an evolve, an answer and a judge call; eliminations only save calls. Tokens are estimated from
+an evolve, an answer and a judge call (and an answer check, when on); eliminations only save
+calls. Tokens are estimated from
 word counts (about 4/3 tokens a word), and an existing run directory counts as work done.
 """
 
@@ -27,7 +28,8 @@ from evol.textstats import estimate_tokens
 # What a reply is assumed to cost when --max-tokens does not bound it.
 ANSWER_TOKENS = 400
 GROWTH_TOKENS = round(20 * 4 / 3)  # an in-depth rewrite adds up to 20 words
-JUDGE_TOKENS = 3
+# The judge model's small JSON object: a verdict or a choice, and a reason of <= 15 words.
+JUDGE_TOKENS = 40
 _UNNAMED = "the backend's model (asked at start)"
 
 
@@ -77,6 +79,7 @@ def plan_run(
         for name, weight in weights.items()
     ) / sum(weights.values())
     judge_template = estimate_tokens(prompts.judge_prompt("", ""))
+    check_template = estimate_tokens(prompts.answer_check_prompt("", ""))
 
     for seed in iter_seeds(config.seeds, config.seed_options):
         progress = lineages.progress(seed.id)
@@ -100,21 +103,27 @@ def plan_run(
                 calls["judge"] += 1
                 prompt_tokens["judge"] += judge_template + instruction + child
                 completion_tokens["judge"] += JUDGE_TOKENS
+            if config.checks_answers:
+                calls["answer_check"] += 1
+                prompt_tokens["answer_check"] += check_template + child + answer_tokens
+                completion_tokens["answer_check"] += JUDGE_TOKENS
             instruction = child
 
     backend, models, warnings = _backend_and_models(config)
     in_process = runs_in_process(backend)
+    # The answer check is the judge model's second call, with the judge's options.
+    called = {"evolve": "evolve", "answer": "answer", "judge": "judge", "answer_check": "judge"}
     roles = {
         role: _priced(
-            models[role],
+            models[model_role],
             calls[role],
             prompt_tokens[role],
             completion_tokens[role],
             0.0 if in_process else price_in,
             0.0 if in_process else price_out,
             BATCH_RATE if config.batch else 1.0,
-        ).model_copy(update={"params": getattr(config.params, role).to_request()})
-        for role in ("evolve", "answer", "judge")
+        ).model_copy(update={"params": getattr(config.params, model_role).to_request()})
+        for role, model_role in called.items()
         if calls[role]
     }
     costs = [role.cost_usd for role in roles.values()]
@@ -202,7 +211,7 @@ def format_plan(plan: RunPlan) -> str:
         )
         settings = ", ".join(f"{name} {value:g}" for name, value in item.params.items())
         lines.append(
-            f"  {role:<7} {item.calls:>8} calls  ~{item.prompt_tokens:>10} prompt tokens  "
+            f"  {role:<12} {item.calls:>8} calls  ~{item.prompt_tokens:>10} prompt tokens  "
             f"~{item.completion_tokens:>10} completion tokens  {cost}  [{item.model or _UNNAMED}"
             f"{'; ' + settings if settings else ''}]"
         )

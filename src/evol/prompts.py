@@ -1,4 +1,4 @@
-"""Prompt templates: one text file per operation, the equality judge, and two small parts.
+"""Prompt templates: one text file per operation, the judge's two calls, and two small parts.
 
 Templates are data, filled with `string.Template` so that seed text is only ever a value:
 braces, `#`, `$` or anything that looks like a placeholder in a seed is copied verbatim.
@@ -6,7 +6,7 @@ An operation names its slots `$instruction` and `$input`; `$input` receives the 
 template filled with the instruction's input, or nothing when there is none (so an empty input
 is never shown, and the evolver is told that the input goes along unchanged rather than asked
 to copy it). The judge's slots are `$first` and `$second`; `judge_again` is the follow-up turn
-when a verdict cannot be read. A literal dollar sign is written `$$`. Placeholders are checked
+when a verdict cannot be read. The answer check's slots are `$task` and `$reply`. A literal dollar sign is written `$$`. Placeholders are checked
 on load.
 """
 
@@ -24,12 +24,14 @@ from evol.operations import OPERATIONS
 
 JUDGE_PROMPT = "judge"
 JUDGE_AGAIN_PROMPT = "judge_again"
+ANSWER_CHECK_PROMPT = "answer_check"
 INPUT_PROMPT = "input"
-PROMPT_NAMES = (*OPERATIONS, JUDGE_PROMPT, JUDGE_AGAIN_PROMPT, INPUT_PROMPT)
+PROMPT_NAMES = (*OPERATIONS, JUDGE_PROMPT, JUDGE_AGAIN_PROMPT, ANSWER_CHECK_PROMPT, INPUT_PROMPT)
 
 _SLOTS = {name: ({"instruction"}, {"instruction", "input"}) for name in OPERATIONS}
 _SLOTS[JUDGE_PROMPT] = ({"first", "second"}, {"first", "second"})
 _SLOTS[JUDGE_AGAIN_PROMPT] = (set(), set())
+_SLOTS[ANSWER_CHECK_PROMPT] = ({"task", "reply"}, {"task", "reply"})
 _SLOTS[INPUT_PROMPT] = ({"input"}, {"input"})
 
 
@@ -59,7 +61,7 @@ class PromptTemplate:
 
 
 class PromptSet:
-    """The seven templates of a run: the shipped ones, with any of them overridden from a dir."""
+    """The templates of a run: the shipped ones, with any of them overridden from a dir."""
 
     def __init__(self, templates: dict[str, PromptTemplate]):
         self.templates = templates
@@ -103,6 +105,10 @@ class PromptSet:
     def judge_again(self) -> str:
         """The follow-up turn when the judge's first reply held no verdict."""
         return self[JUDGE_AGAIN_PROMPT].render()
+
+    def answer_check_prompt(self, task: str, reply: str) -> str:
+        """The message that asks the judge model whether an answer does its task."""
+        return self[ANSWER_CHECK_PROMPT].render(task=task, reply=reply)
 
     def leak_detector(self) -> LeakDetector:
         """The prompt-leak rule for these templates (overrides included)."""

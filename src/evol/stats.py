@@ -157,7 +157,12 @@ def run_stats(
     }
     roles = {
         role: _role_cost(
-            models.get(role), used, price_in, price_out, BATCH_RATE if batched else 1.0
+            # The answer check is a call to the judge model.
+            models.get(role) or (models.get("judge") if role == "answer_check" else None),
+            used,
+            price_in,
+            price_out,
+            BATCH_RATE if batched else 1.0,
         )
         for role, used in sorted(counts.usage.items())
     }

@@ -39,6 +39,13 @@ def default_model_path() -> Path:
     )
 
 
+def _grammar_format(form: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's json_schema `response_format` in llama-cpp-python's spelling, which it turns
+    into a grammar: the model can only write JSON that the schema allows."""
+    schema = form.get("json_schema", {}).get("schema")
+    return {"type": "json_object", **({"schema": schema} if schema else {})}
+
+
 class LocalBackend:
     """One llama.cpp model instance serving the whole run, one request at a time."""
 
@@ -58,6 +65,8 @@ class LocalBackend:
             "repeat_penalty": REPEAT_PENALTY,
             **params.to_request(),
         }
+        if form := request.get("response_format"):
+            request["response_format"] = _grammar_format(form)
         async with self._lock:
             llama = await self._loaded()
             generation = asyncio.ensure_future(

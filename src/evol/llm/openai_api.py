@@ -12,6 +12,7 @@ import email.utils
 import math
 import time
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -27,7 +28,7 @@ from evol.errors import (
     TransientBackendError,
     UsageError,
 )
-from evol.llm.protocol import Completion
+from evol.llm.protocol import Completion, GenerationParams
 from evol.llm.transport import redirected
 from evol.secrets import Secrets
 
@@ -144,6 +145,51 @@ def _float(value: float) -> float:
 
 
 # -- errors ---------------------------------------------------------------------------------
+
+
+# How servers name a response_format they do not take (OpenAI, vLLM, llama.cpp, SGLang).
+_FORMAT_HINTS = ("response_format", "json_schema", "guided_json", "grammar", "structured output")
+
+
+def refuses_response_format(error: Exception) -> bool:
+    """A request rejected for its `response_format`: the server takes no schema (an older
+    server, or one built without structured output). Asked again without it, it answers."""
+    return type(error) is BackendError and any(hint in str(error).lower() for hint in _FORMAT_HINTS)
+
+
+class ResponseFormats:
+    """The response formats (by schema name) that one endpoint refused: requests that would
+    carry one go without it, so that the refusal is paid for once per endpoint and role."""
+
+    def __init__(self) -> None:
+        self.refused: dict[str, str] = {}
+
+    def options(self, params: GenerationParams) -> dict[str, Any]:
+        """The request's options, without a format this endpoint refused."""
+        if (name := _schema_name(params.request)) is not None and name in self.refused:
+            return _without_format(params.request)
+        return params.request
+
+    def retry_without(self, options: dict[str, Any], error: Exception) -> dict[str, Any] | None:
+        """The options to send again when `error` refused the format `options` carried (and
+        remember the refusal); None when it is another error."""
+        name = _schema_name(options)
+        if name is None or not refuses_response_format(error):
+            return None
+        self.refused.setdefault(name, str(error))
+        return _without_format(options)
+
+
+def _schema_name(options: Mapping[str, Any]) -> str | None:
+    form = options.get("response_format")
+    if not isinstance(form, dict):
+        return None
+    schema = form.get("json_schema")
+    return str(schema.get("name", "")) if isinstance(schema, dict) else str(form.get("type"))
+
+
+def _without_format(options: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in options.items() if name != "response_format"}
 
 
 def auth_headers(base_url: str, key: str) -> dict[str, str]:

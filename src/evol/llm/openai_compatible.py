@@ -8,10 +8,14 @@ URL goes as HTTP Basic auth.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
+from evol.errors import BackendError
 from evol.llm.openai_api import (
     DEFAULT_BASE_URL,
+    ResponseFormats,
     auth_headers,
     body_message,
     json_or_text,
@@ -38,6 +42,7 @@ class OpenAICompatibleBackend:
         if self.key is not None:
             check_api_key(self.key, self.key_source)
             headers |= auth_headers(base_url, self.key)
+        self.formats = ResponseFormats()
         self.http = JsonTransport(
             base_url,
             headers,
@@ -49,9 +54,18 @@ class OpenAICompatibleBackend:
     async def complete(
         self, messages: list[Message], *, model: str, params: GenerationParams
     ) -> Completion:
-        body = orjson.dumps({"model": model, "messages": messages, **params.request})
-        reply = await self._request("POST", "/chat/completions", model, body)
+        options = self.formats.options(params)
+        try:
+            reply = await self._chat(model, messages, options)
+        except BackendError as error:
+            if (without := self.formats.retry_without(options, error)) is None:
+                raise
+            reply = await self._chat(model, messages, without)
         return parse_reply(reply, self.where, self.secrets)
+
+    async def _chat(self, model: str, messages: list[Message], options: dict[str, Any]) -> bytes:
+        body = orjson.dumps({"model": model, "messages": messages, **options})
+        return await self._request("POST", "/chat/completions", model, body)
 
     async def default_model(self) -> str:
         """The server's model when it serves exactly one (vLLM, llama.cpp); else ask for --model."""

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx2
 import openai
 
-from evol.errors import EndpointUnreachable, TransientBackendError, Unreachable
+from evol.errors import BackendError, EndpointUnreachable, TransientBackendError, Unreachable
 from evol.llm.openai_api import (
     DEFAULT_BASE_URL,
+    ResponseFormats,
     body_message,
     parse_reply,
     served_model,
@@ -45,6 +47,7 @@ class OpenAISDKBackend:
         self.base_url, login = url_login(base_url, self.key, self.key_source)
         self.proxy = proxy_for(self.base_url)
         self.answered = False  # has this server ever sent a response in this run?
+        self.formats = ResponseFormats()
         self.client = openai.AsyncOpenAI(
             api_key=self.key or "no-key",
             base_url=self.base_url,
@@ -57,17 +60,26 @@ class OpenAISDKBackend:
     async def complete(
         self, messages: list[Message], *, model: str, params: GenerationParams
     ) -> Completion:
+        options = self.formats.options(params)
+        try:
+            raw = await self._chat(model, messages, options)
+        except BackendError as error:
+            if (without := self.formats.retry_without(options, error)) is None:
+                raise
+            raw = await self._chat(model, messages, without)
+        return parse_reply(raw, self.where, self.secrets)
+
+    async def _chat(self, model: str, messages: list[Message], options: dict[str, Any]) -> bytes:
         try:
             async with asyncio.timeout(self.timeout):
                 response = await self.client.chat.completions.with_raw_response.create(
-                    model=model, messages=messages, **params.to_request()
+                    model=model, messages=messages, **options
                 )
-                raw = await response.http_response.aread()
+                return await response.http_response.aread()
         except TimeoutError:
             raise TransientBackendError(f"{self.where} timed out after {self.timeout:g}s") from None
         except openai.APIError as error:
             raise self._translate(error, model) from None
-        return parse_reply(raw, self.where, self.secrets)
 
     async def default_model(self) -> str:
         """The server's model when it serves exactly one (vLLM, llama.cpp); else ask for --model."""

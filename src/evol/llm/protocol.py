@@ -10,7 +10,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from functools import cached_property
 from pathlib import Path
-from typing import Protocol, TypedDict, runtime_checkable
+from typing import Any, Protocol, TypedDict, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -38,13 +38,19 @@ class GenerationParams(BaseModel):
     # Scorers read a digit's probability from these (OpenAI's `logprobs`/`top_logprobs`).
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    # A JSON schema the reply must follow (OpenAI's json_schema form), set by the engine for
+    # the judge model's calls; not a user option, so not in run.json's config.
+    response_format: dict[str, Any] | None = Field(None, exclude=True)
 
-    def to_request(self) -> dict[str, float | int]:
+    def to_request(self) -> dict[str, Any]:
         """Only the options that were set."""
-        return self.model_dump(exclude_none=True)
+        options = self.model_dump(exclude_none=True)
+        if self.response_format is not None:
+            options["response_format"] = self.response_format
+        return options
 
     @cached_property
-    def request(self) -> dict[str, float | int]:
+    def request(self) -> dict[str, Any]:
         """`to_request()`, computed once: it goes into every request a run sends."""
         return self.to_request()
 
