@@ -19,8 +19,9 @@ think block before the rewrite), `[cut]` (the rewrite stops at the token limit),
 follow-up gets "Not Equal"), `[unclear-twice]` (neither has one), `[understood]`, `[sure]`,
 `[please]` and `[echo]` (answers that show the rewrite failed, after Auto Evol-Instruct),
 `[chatty]` (the judge says the rewrite talks to the user), `[asks]` (the answer check says
-the answer asks for information). `refuse_formats=True` makes it answer 400 to any request
-that carries a `response_format`, as a server without structured output does.
+the answer asks for information). `refuse_formats=("json_schema", "json_object")` makes it
+refuse a request whose `response_format` is of those types (with `refuse_status`, 400 by
+default), as a server without structured output does.
 A responder returns the reply's text, or (text, finish_reason).
 
 Run it by hand with `python tests/fake_server.py --port 8000 --latency 0.1`.
@@ -217,7 +218,8 @@ class FakeServer:
         delay: Callable[[dict[str, Any]], float] | None = None,
         record: bool = True,
         hold: Callable[[dict[str, Any]], bool] | None = None,
-        refuse_formats: bool = False,
+        refuse_formats: tuple[str, ...] = (),
+        refuse_status: int = 400,
     ):
         self.models, self.latency = list(models), latency
         self.responder = responder or Responder()
@@ -234,7 +236,7 @@ class FakeServer:
         # (kill the client, say) at a moment that does not depend on the machine's speed.
         self.hold = hold
         self.held = 0
-        self.refuse_formats = refuse_formats
+        self.refuse_formats, self.refuse_status = refuse_formats, refuse_status
         self._gate: asyncio.Event | None = None
         self.served = 0
         self.requests: list[dict[str, Any]] = []
@@ -387,8 +389,10 @@ class FakeServer:
             assert self._gate is not None
             self.held += 1
             await self._gate.wait()
-        if self.refuse_formats and "response_format" in body:
-            return _error(400, "response_format is not supported by this server", "bad_request")
+        if (body.get("response_format") or {}).get("type") in self.refuse_formats:
+            kind = body["response_format"]["type"]
+            message = f"response_format.type: Input should be 'text', not {kind!r}"
+            return _error(self.refuse_status, message, "bad_request")
         fault = self.faults(body) if self.faults else None
         if fault:
             self.faults_sent[fault.kind if fault.kind != "status" else str(fault.status)] += 1

@@ -237,6 +237,10 @@ def test_real_model_behind_llama_cpp_server_through_the_openai_backend(
     assert kept + evolutions_eliminated == 10
     assert summary["eliminated"] == evolutions_eliminated + len(failed_seeds)
     assert summary["usage"]["evolve"]["completion_tokens"] > 0
+    # llama-cpp-python's server refuses a json_schema format (a 500 naming the field) and takes
+    # json_object with the schema: every verdict is read from the schema, none from prose.
+    read = manifest["judging"]["replies_read_as"].get("judge", {})
+    assert "prose" not in read and read.get("schema", 0) == summary["requests"].get("judge", 0)
 
 
 @pytest.mark.slow

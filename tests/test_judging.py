@@ -23,7 +23,7 @@ from evol.judging import (
     read_answer_check,
     read_judgement,
 )
-from evol.llm.local import _grammar_format
+from evol.llm.openai_api import json_object_format
 from evol.pipeline import _with_instruction_check
 
 # -- reading the replies ---------------------------------------------------------------------
@@ -156,7 +156,7 @@ def test_the_schemas_are_closed_choices_with_every_field_required() -> None:
 
 def test_the_embedded_model_gets_the_schema_as_llama_cpp_spells_it() -> None:
     form = {"type": "json_schema", "json_schema": {"name": "v", "schema": VERDICT_SCHEMA}}
-    assert _grammar_format(form) == {"type": "json_object", "schema": VERDICT_SCHEMA}
+    assert json_object_format(form) == {"type": "json_object", "schema": VERDICT_SCHEMA}
 
 
 # -- a run against a server ------------------------------------------------------------------
@@ -208,17 +208,28 @@ def test_the_judge_is_asked_in_a_schema_and_a_rewrite_that_is_no_instruction_fai
     }
 
 
-def test_a_server_that_refuses_the_schema_is_asked_in_prose_after_one_refusal_per_role(
+NO_FORMATS = ("json_schema", "json_object")
+
+
+def formats_sent(bodies: list[dict]) -> list[str | None]:
+    return [(body.get("response_format") or {}).get("type") for body in bodies]
+
+
+def test_a_server_that_refuses_the_schema_is_asked_in_prose_after_one_refusal_a_step(
     evol: Evol, tmp_path: Path
 ) -> None:
-    with FakeServer(refuse_formats=True) as server:
+    with FakeServer(refuse_formats=NO_FORMATS) as server:
         result, out, manifest = run(evol, server, tmp_path, "--concurrency", "1", "--answer-check")
     assert result.exit_code == 0, result.output
-    for role, calls in (("judge", 3), ("answer_check", 3)):
-        bodies = server.requests_for(role)
-        with_format = [body for body in bodies if "response_format" in body]
-        assert len(with_format) == 1, role  # refused once, then asked without it
-        assert len(bodies) == calls + 1
+    for role in ("judge", "answer_check"):
+        # json_schema refused, json_object with the schema refused, then prose for good.
+        assert formats_sent(server.requests_for(role)) == [
+            "json_schema",
+            "json_object",
+            None,
+            None,
+            None,
+        ], role
     # Read as prose: the verdicts stand, the marked rewrite's problem is not seen, and the
     # answer check reads the choice its prose names.
     assert manifest["judging"]["replies_read_as"] == {
@@ -228,10 +239,27 @@ def test_a_server_that_refuses_the_schema_is_asked_in_prose_after_one_refusal_pe
     gone = eliminated(out)
     assert set(gone) == {"s3"} and gone["s3"]["reason"] == "asks_for_information"
     assert manifest["summary"]["eliminated_per_reason"] == {"asks_for_information": 1}
+    assert manifest["summary"]["failed"] == [] and manifest["summary"]["retries"] == 0
+
+
+def test_a_server_that_takes_only_json_object_gets_the_schema_that_way(
+    evol: Evol, tmp_path: Path
+) -> None:
+    """llama-cpp-python's server answers 500 to a json_schema format, naming the field, and
+    takes `{"type": "json_object", "schema": ...}`."""
+    with FakeServer(refuse_formats=("json_schema",), refuse_status=500) as server:
+        result, out, manifest = run(evol, server, tmp_path, "--concurrency", "1")
+    assert result.exit_code == 0, result.output
+    judged = server.requests_for("judge")
+    assert formats_sent(judged) == ["json_schema", "json_object", "json_object", "json_object"]
+    assert judged[-1]["response_format"]["schema"] == VERDICT_SCHEMA
+    assert manifest["judging"]["replies_read_as"] == {"judge": {"schema": 3}}
+    assert eliminated(out)["s2"]["reason"] == "not_an_instruction"
+    assert manifest["summary"]["retries"] == 0
 
 
 def test_each_endpoint_falls_back_on_its_own(evol: Evol, tmp_path: Path) -> None:
-    with FakeServer(refuse_formats=True) as old, FakeServer() as new:
+    with FakeServer(refuse_formats=NO_FORMATS) as old, FakeServer() as new:
         seeds = write_seeds(
             tmp_path / "seeds.jsonl",
             [{"instruction": f"Name a colour, case {n}."} for n in range(12)],
@@ -241,14 +269,13 @@ def test_each_endpoint_falls_back_on_its_own(evol: Evol, tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     old_judged, new_judged = old.requests_for("judge"), new.requests_for("judge")
     assert old_judged and new_judged  # the router sent judge requests to both
-    # The old server refused the first schema it saw, and was asked in prose from then on; the
-    # new one was asked in the schema every time.
-    assert ["response_format" in body for body in old_judged] == [True] + [False] * (
-        len(old_judged) - 1
-    )
-    assert all("response_format" in body for body in new_judged)
+    # The old server refused the schema twice and was asked in prose from then on; the new
+    # one was asked in the schema every time.
+    sent = formats_sent(old_judged)
+    assert sent == ["json_schema", "json_object"] + [None] * (len(sent) - 2)
+    assert set(formats_sent(new_judged)) == {"json_schema"}
     read = json.loads((out / "run.json").read_text())["judging"]["replies_read_as"]
-    assert read["judge"] == {"prose": len(old_judged) - 1, "schema": len(new_judged)}
+    assert read["judge"] == {"prose": len(old_judged) - 2, "schema": len(new_judged)}
 
 
 def test_the_answer_check_runs_when_a_judge_model_is_named_and_not_with_no_answer_check(

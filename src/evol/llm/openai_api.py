@@ -11,7 +11,7 @@ from __future__ import annotations
 import email.utils
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -152,32 +152,44 @@ _FORMAT_HINTS = ("response_format", "json_schema", "guided_json", "grammar", "st
 
 
 def refuses_response_format(error: Exception) -> bool:
-    """A request rejected for its `response_format`: the server takes no schema (an older
-    server, or one built without structured output). Asked again without it, it answers."""
-    return type(error) is BackendError and any(hint in str(error).lower() for hint in _FORMAT_HINTS)
+    """A request rejected for its `response_format`: a 4xx that names it (an older server, or
+    one built without structured output), or a 5xx that names the field itself
+    (llama-cpp-python's server answers 500 to a `json_schema` it does not know)."""
+    message = str(error).lower()
+    if type(error) is BackendError:
+        return any(hint in message for hint in _FORMAT_HINTS)
+    return type(error) is TransientBackendError and "response_format" in message
 
 
 class ResponseFormats:
-    """The response formats (by schema name) that one endpoint refused: requests that would
-    carry one go without it, so that the refusal is paid for once per endpoint and role."""
+    """How one endpoint takes each schema (by its name): OpenAI's `json_schema`; else
+    `json_object` with the schema, as llama-cpp-python's server spells it; else no format at
+    all (the reply is read as prose). Each step down is learnt from one refusal, so a
+    refusal is paid for once per endpoint, role and step."""
 
     def __init__(self) -> None:
-        self.refused: dict[str, str] = {}
+        self.steps: dict[str, int] = {}  # schema name -> the step this endpoint takes
+        self.refused: dict[str, str] = {}  # schema name -> the first refusal, as said
 
-    def options(self, params: GenerationParams) -> dict[str, Any]:
-        """The request's options, without a format this endpoint refused."""
-        if (name := _schema_name(params.request)) is not None and name in self.refused:
-            return _without_format(params.request)
-        return params.request
+    async def send(
+        self, params: GenerationParams, chat: Callable[[dict[str, Any]], Awaitable[bytes]]
+    ) -> bytes:
+        """`chat(options)` with `params`' options in the form this endpoint takes; a refusal
+        of the form is sent again one step down."""
+        name = _schema_name(params.request)
+        step = self.steps.get(name, 0) if name is not None else 0
+        while True:
+            try:
+                return await chat(_at_step(params.request, step))
+            except (BackendError, TransientBackendError) as error:
+                if name is None or step >= _NO_FORMAT or not refuses_response_format(error):
+                    raise
+                self.refused.setdefault(name, str(error))
+                step += 1
+                self.steps[name] = max(self.steps.get(name, 0), step)
 
-    def retry_without(self, options: dict[str, Any], error: Exception) -> dict[str, Any] | None:
-        """The options to send again when `error` refused the format `options` carried (and
-        remember the refusal); None when it is another error."""
-        name = _schema_name(options)
-        if name is None or not refuses_response_format(error):
-            return None
-        self.refused.setdefault(name, str(error))
-        return _without_format(options)
+
+_JSON_OBJECT, _NO_FORMAT = 1, 2
 
 
 def _schema_name(options: Mapping[str, Any]) -> str | None:
@@ -188,8 +200,21 @@ def _schema_name(options: Mapping[str, Any]) -> str | None:
     return str(schema.get("name", "")) if isinstance(schema, dict) else str(form.get("type"))
 
 
-def _without_format(options: dict[str, Any]) -> dict[str, Any]:
-    return {name: value for name, value in options.items() if name != "response_format"}
+def _at_step(options: dict[str, Any], step: int) -> dict[str, Any]:
+    """`options` with its response_format as step `step` of `ResponseFormats` spells it."""
+    if step == 0 or "response_format" not in options:
+        return options
+    if step >= _NO_FORMAT:
+        return {name: value for name, value in options.items() if name != "response_format"}
+    return options | {"response_format": json_object_format(options["response_format"])}
+
+
+def json_object_format(form: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's json_schema `response_format` in llama-cpp-python's spelling (`json_object`
+    with the schema), which it turns into a grammar: the model can only write JSON that the
+    schema allows."""
+    schema = (form.get("json_schema") or {}).get("schema")
+    return {"type": "json_object", **({"schema": schema} if schema else {})}
 
 
 def auth_headers(base_url: str, key: str) -> dict[str, str]:
