@@ -4,8 +4,12 @@ servers that refuse the schema in other ways, and the answer check across kills 
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import Evol, read_jsonl, run_args, write_seeds
+from fake_server import FakeServer, Responder
 
 from evol.elimination import Reason, Verdict
 from evol.judging import read_answer_check, read_judgement
@@ -83,3 +87,49 @@ def test_hostile_objects_are_read_without_error(reply: str) -> None:
 def test_a_choice_the_prose_denies_is_not_read_as_chosen(reply: str) -> None:
     check = read_answer_check(reply)
     assert check.failure() is None, check
+
+
+# -- replies cut at the token limit --------------------------------------------------------
+
+SEEDS = [
+    {"instruction": "Explain why the sky is blue."},
+    {"instruction": "List three prime numbers."},
+]
+
+
+class CutReplies(Responder):
+    """The judge model's first reply stops at the token limit inside its reason, which reads
+    like a verdict of its own ("the same as the first", "asks for information")."""
+
+    def judge(self, second: str, *, asked_again: bool = False, structured: bool = False) -> Any:
+        if asked_again:
+            return verdict_object()
+        return '{"reason": "The second is the same as the first but adds a year limit', "length"
+
+    def check_answer(self, task: str, structured: bool) -> Any:
+        return '{"reason": "The reply never asks for information and gives the', "length"
+
+
+def run(evol: Evol, server: FakeServer, tmp_path: Path, *extra: object) -> tuple[Any, Path]:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS)
+    out = tmp_path / "run"
+    return evol(*run_args(server, seeds, out, "--generations", "1", *extra)), out
+
+
+def evolutions(out: Path, name: str) -> list[dict[str, Any]]:
+    return [row for row in read_jsonl(out / name) if row["generation"]]
+
+
+def test_a_reply_cut_inside_its_reason_gives_no_verdict_and_no_check(
+    evol: Evol, tmp_path: Path
+) -> None:
+    with FakeServer(responder=CutReplies()) as server:
+        result, out = run(evol, server, tmp_path, "--answer-check")
+        assert result.exit_code == 0, result.output
+        judged = server.requests_for("judge")
+    # The cut reply says nothing yet: the judge is asked again, and its verdict stands.
+    assert len(judged) == 4 and sum(len(body["messages"]) > 1 for body in judged) == 2
+    assert evolutions(out, "eliminated.jsonl") == []
+    assert len(evolutions(out, "dataset.jsonl")) == 2
+    read = json.loads((out / "run.json").read_text())["judging"]["replies_read_as"]
+    assert read == {"judge": {"schema": 2}, "answer_check": {"unread": 2}}

@@ -148,19 +148,24 @@ class _AnswerCheckReply(_Reply):
 _ReplyT = TypeVar("_ReplyT", bound=_Reply)
 
 
-def read_judgement(reply: str) -> Judgement:
-    """The verdict in `reply`: the JSON asked for, else read as prose (`parse_verdict`)."""
+def read_judgement(reply: str, *, cut: bool = False) -> Judgement:
+    """The verdict in `reply`: the JSON asked for, else read as prose (`parse_verdict`).
+    A reply `cut` at the token limit without a whole object holds no verdict: the reason comes
+    first, and its words ("the same as the first but adds...") are no verdict of their own."""
     if (found := _json_object(reply, _VerdictReply)) is not None:
         verdict = Verdict.EQUAL if found.verdict == "equal" else Verdict.DIFFERENT
         return Judgement(verdict, found.second_is, _shown(found.reason), "schema")
-    return Judgement(parse_verdict(reply), None, "", "prose")
+    return Judgement(Verdict.UNCLEAR if cut else parse_verdict(reply), None, "", "prose")
 
 
-def read_answer_check(reply: str) -> AnswerCheck:
-    """The answer check in `reply`: the JSON asked for, else the one choice its prose names."""
+def read_answer_check(reply: str, *, cut: bool = False) -> AnswerCheck:
+    """The answer check in `reply`: the JSON asked for, else the one choice its prose names;
+    nothing from a reply `cut` at the token limit without a whole object (as for a verdict)."""
     if (found := _json_object(reply, _AnswerCheckReply)) is not None:
         problem = None if found.answer == DOES_THE_TASK else found.answer
         return AnswerCheck(problem, _shown(found.reason), "schema")
+    if cut:
+        return AnswerCheck(None, "", "unread")
     text = reply.lower()
     mentions = list(_CHOICE.finditer(text.replace(" ", "_")))
     named = {mention[0] for mention in mentions}
