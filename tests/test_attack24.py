@@ -4,12 +4,14 @@ servers that refuse the schema in other ways, and the answer check across kills 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from conftest import Evol, read_jsonl, run_args, write_seeds
-from fake_server import FakeServer, Responder
+from fake_server import FakeServer, Fault, Responder, first_user_turn, kind_of
 
 from evol.elimination import Reason, Verdict
 from evol.judging import read_answer_check, read_judgement
@@ -133,3 +135,94 @@ def test_a_reply_cut_inside_its_reason_gives_no_verdict_and_no_check(
     assert len(evolutions(out, "dataset.jsonl")) == 2
     read = json.loads((out / "run.json").read_text())["judging"]["replies_read_as"]
     assert read == {"judge": {"schema": 2}, "answer_check": {"unread": 2}}
+
+
+# -- servers that refuse the schema --------------------------------------------------------
+
+BACKENDS = ["openai", "openai-sdk"]
+
+
+def flagged(body: dict[str, Any]) -> Fault | None:
+    """A 400 for another reason than the schema, whose message happens to hold a word that
+    servers use for one ("grammar"): the judge's request on a flagged rewrite."""
+    if kind_of(body) == "judge" and "[flagged]" in first_user_turn(body):
+        return Fault("status", 400, message="Flagged: the text on English grammar breaks a policy")
+    return None
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_400_that_the_schema_did_not_cause_does_not_turn_the_schema_off(
+    evol: Evol, tmp_path: Path, backend: str
+) -> None:
+    seeds = [{"instruction": "Fix the grammar of this line. [flagged]"}, *SEEDS]
+    with FakeServer(faults=flagged) as server:
+        out = tmp_path / "run"
+        result = evol(
+            *run_args(server, write_seeds(tmp_path / "s.jsonl", seeds), out),
+            *("--generations", "1", "--concurrency", "1", "--backend", backend),
+        )
+        assert result.exit_code == 0, result.output
+        judged = server.requests_for("judge")
+    # The flagged rewrite is rejected (asked without the schema too, it is refused again)...
+    gone = evolutions(out, "eliminated.jsonl")
+    assert [(row["root_id"], row["reason"]) for row in gone] == [("s1", "rejected")]
+    # ... and the other judge calls still ask for the schema, and get it.
+    others = [body for body in judged if "[flagged]" not in first_user_turn(body)]
+    assert len(others) == 2 and all("response_format" in body for body in others)
+    read = json.loads((out / "run.json").read_text())["judging"]["replies_read_as"]
+    assert read == {"judge": {"schema": 2}}
+
+
+class DetailServer(FakeServer):
+    """A FastAPI-style server: the schema refused with 422 and a pydantic `detail` list."""
+
+    async def _reply(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        if "response_format" in body:
+            detail = [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ["body", "response_format"],
+                    "msg": "Extra inputs are not permitted",
+                }
+            ]
+            return web.json_response({"detail": detail}, status=422)
+        return await super()._reply(request, body)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_422_that_names_the_schema_in_its_detail_falls_back_to_prose(
+    evol: Evol, tmp_path: Path, backend: str
+) -> None:
+    with DetailServer() as server:
+        result, out = run(evol, server, tmp_path, "--concurrency", "1", "--backend", backend)
+    assert result.exit_code == 0, result.output
+    assert evolutions(out, "eliminated.jsonl") == []
+    read = json.loads((out / "run.json").read_text())["judging"]["replies_read_as"]
+    assert read == {"judge": {"prose": 2}}
+
+
+def test_refusals_racing_under_concurrency_are_each_asked_again_and_none_is_rejected(
+    evol: Evol, tmp_path: Path
+) -> None:
+    seeds = [{"instruction": f"Describe animal number {n}."} for n in range(24)]
+    # Every judge request waits until 16 are in flight, so all of them race the refusal.
+    hold = lambda body: kind_of(body) == "judge"  # noqa: E731
+    with FakeServer(refuse_formats=True, hold=hold) as server:
+        out = tmp_path / "run"
+        args = run_args(server, write_seeds(tmp_path / "s.jsonl", seeds), out)
+        done: list[Any] = []
+        runner = threading.Thread(
+            target=lambda: done.append(evol(*args, "--generations", "1", "--concurrency", "16"))
+        )
+        runner.start()
+        server.wait_until(lambda: server.held >= 16)
+        server.release()
+        runner.join()
+        judged = server.requests_for("judge")
+    assert done[0].exit_code == 0, done[0].output
+    assert evolutions(out, "eliminated.jsonl") == []
+    refused = [body for body in judged if "response_format" in body]
+    # Refused once per request in flight when the first refusal came back, never twice.
+    assert 16 <= len(refused) <= 24 and len(judged) == 24 + len(refused)
+    read = json.loads((out / "run.json").read_text())["judging"]["replies_read_as"]
+    assert read == {"judge": {"prose": 24}}

@@ -11,8 +11,8 @@ from __future__ import annotations
 import email.utils
 import math
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -147,6 +147,7 @@ def _float(value: float) -> float:
 # -- errors ---------------------------------------------------------------------------------
 
 
+_Sent = TypeVar("_Sent")
 # How servers name a response_format they do not take (OpenAI, vLLM, llama.cpp, SGLang).
 _FORMAT_HINTS = ("response_format", "json_schema", "guided_json", "grammar", "structured output")
 
@@ -170,14 +171,22 @@ class ResponseFormats:
             return _without_format(params.request)
         return params.request
 
-    def retry_without(self, options: dict[str, Any], error: Exception) -> dict[str, Any] | None:
-        """The options to send again when `error` refused the format `options` carried (and
-        remember the refusal); None when it is another error."""
-        name = _schema_name(options)
-        if name is None or not refuses_response_format(error):
-            return None
-        self.refused.setdefault(name, str(error))
-        return _without_format(options)
+    async def send(
+        self, params: GenerationParams, send: Callable[[dict[str, Any]], Awaitable[_Sent]]
+    ) -> _Sent:
+        """`send(options)`; when the server refuses the format they carry, sent again without
+        it. The refusal is remembered only once that is answered: a 400 for another reason
+        (whose message merely holds "grammar") is refused again, and turns no schema off."""
+        options = self.options(params)
+        try:
+            return await send(options)
+        except BackendError as error:
+            name = _schema_name(options)
+            if name is None or not refuses_response_format(error):
+                raise
+            answered = await send(_without_format(options))
+            self.refused.setdefault(name, str(error))
+            return answered
 
 
 def _schema_name(options: Mapping[str, Any]) -> str | None:
@@ -238,9 +247,29 @@ def body_message(body: object, fallback: str, secrets: Secrets) -> str:
             message = inner["message"]
         elif isinstance(inner, str):
             message = inner
+        elif (detail := _detail(body)) is not None:
+            message = detail
     elif isinstance(body, str) and body.strip():
         message = body
     return secrets.cut(message)
+
+
+def _detail(body: dict[Any, Any]) -> str | None:
+    """FastAPI's `{"detail": ...}`: a message, or pydantic's errors, each with where it is
+    ("body.response_format: Extra inputs are not permitted")."""
+    detail = body.get("detail")
+    if isinstance(detail, str):
+        return detail
+    if not isinstance(detail, list):
+        return None
+    errors = [error for error in detail[:_DETAIL_ERRORS] if isinstance(error, dict)]
+    shown = [
+        f"{'.'.join(map(str, error.get('loc') or []))}: {error.get('msg')}" for error in errors
+    ]
+    return "; ".join(shown) or None
+
+
+_DETAIL_ERRORS = 5
 
 
 def served_model(raw: bytes, where: str, secrets: Secrets) -> str:

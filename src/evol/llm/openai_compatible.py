@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 
-from evol.errors import BackendError
 from evol.llm.openai_api import (
     DEFAULT_BASE_URL,
     ResponseFormats,
@@ -54,13 +53,9 @@ class OpenAICompatibleBackend:
     async def complete(
         self, messages: list[Message], *, model: str, params: GenerationParams
     ) -> Completion:
-        options = self.formats.options(params)
-        try:
-            reply = await self._chat(model, messages, options)
-        except BackendError as error:
-            if (without := self.formats.retry_without(options, error)) is None:
-                raise
-            reply = await self._chat(model, messages, without)
+        reply = await self.formats.send(
+            params, lambda options: self._chat(model, messages, options)
+        )
         return parse_reply(reply, self.where, self.secrets)
 
     async def _chat(self, model: str, messages: list[Message], options: dict[str, Any]) -> bytes:

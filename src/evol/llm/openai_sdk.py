@@ -16,7 +16,7 @@ from typing import Any
 import httpx2
 import openai
 
-from evol.errors import BackendError, EndpointUnreachable, TransientBackendError, Unreachable
+from evol.errors import EndpointUnreachable, TransientBackendError, Unreachable
 from evol.llm.openai_api import (
     DEFAULT_BASE_URL,
     ResponseFormats,
@@ -60,13 +60,7 @@ class OpenAISDKBackend:
     async def complete(
         self, messages: list[Message], *, model: str, params: GenerationParams
     ) -> Completion:
-        options = self.formats.options(params)
-        try:
-            raw = await self._chat(model, messages, options)
-        except BackendError as error:
-            if (without := self.formats.retry_without(options, error)) is None:
-                raise
-            raw = await self._chat(model, messages, without)
+        raw = await self.formats.send(params, lambda options: self._chat(model, messages, options))
         return parse_reply(raw, self.where, self.secrets)
 
     async def _chat(self, model: str, messages: list[Message], options: dict[str, Any]) -> bytes:
