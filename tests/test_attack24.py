@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from batch_server import BatchServer
 from conftest import Evol, read_jsonl, run_args, write_seeds
 from fake_server import FakeServer, Fault, Responder, first_user_turn, kind_of
 
@@ -226,3 +227,27 @@ def test_refusals_racing_under_concurrency_are_each_asked_again_and_none_is_reje
     assert 16 <= len(refused) <= 24 and len(judged) == 24 + len(refused)
     read = json.loads((out / "run.json").read_text())["judging"]["replies_read_as"]
     assert read == {"judge": {"prose": 24}}
+
+
+# -- --batch -------------------------------------------------------------------------------
+
+
+def test_batch_rows_refused_for_their_schema_are_asked_again_without_it(
+    evol: Evol, tmp_path: Path
+) -> None:
+    def row_fate(line: dict[str, Any], times: int) -> str:
+        return "error:400" if "response_format" in line["body"] else "ok"
+
+    refusal = lambda _line: "response_format json_schema is not supported for this model"  # noqa: E731
+    with BatchServer(row_fate=row_fate, error_text=refusal) as server:
+        out = tmp_path / "run"
+        seeds = write_seeds(tmp_path / "s.jsonl", SEEDS)
+        result = evol(
+            *run_args(server, seeds, out, "--generations", "1", "--batch", "--answer-check"),
+            *("--batch-poll-interval", "0.05", "--retry-max-wait", "0.05", "--model", "fake-model"),
+        )
+        assert result.exit_code == 0, result.output
+    assert evolutions(out, "eliminated.jsonl") == []
+    assert len(evolutions(out, "dataset.jsonl")) == 2
+    read = json.loads((out / "run.json").read_text())["judging"]["replies_read_as"]
+    assert read == {"judge": {"prose": 2}, "answer_check": {"prose": 2}}
