@@ -4,7 +4,12 @@ servers that refuse the schema in other ways, and the answer check across kills 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +20,8 @@ from conftest import Evol, read_jsonl, run_args, write_seeds
 from fake_server import FakeServer, Fault, Responder, first_user_turn, kind_of
 
 from evol.elimination import Reason, Verdict
-from evol.judging import read_answer_check, read_judgement
+from evol.judging import ANSWER_CHECK_SCHEMA, VERDICT_SCHEMA, read_answer_check, read_judgement
+from evol.llm.local import _grammar_format
 
 
 def verdict_object(verdict: str = "different", second_is: str = "instruction", **more: str) -> str:
@@ -251,3 +257,110 @@ def test_batch_rows_refused_for_their_schema_are_asked_again_without_it(
     assert len(evolutions(out, "dataset.jsonl")) == 2
     read = json.loads((out / "run.json").read_text())["judging"]["replies_read_as"]
     assert read == {"judge": {"prose": 2}, "answer_check": {"prose": 2}}
+
+
+# -- the answer check across a kill -9 -----------------------------------------------------
+
+ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
+
+
+def test_a_kill_between_answer_and_check_pays_neither_the_answer_nor_the_judge_again(
+    tmp_path: Path,
+) -> None:
+    rows = [{"instruction": "Explain why the sky is blue."}, {"instruction": "Sum it up. [asks]"}]
+    seeds, out = write_seeds(tmp_path / "s.jsonl", rows), tmp_path / "run"
+    command = [
+        sys.executable, "-m", "evol", "run", str(seeds), "--out", str(out), "--quiet",
+        "--generations", "1", "--concurrency", "2", "--answer-check", "--retry-max-wait", "0.05",
+    ]  # fmt: skip
+    # Both slots held by answer checks: nothing else is in flight when the kill lands.
+    hold = lambda body: kind_of(body) == "answer_check"  # noqa: E731
+    with FakeServer(hold=hold) as server:
+        process = subprocess.Popen([*command, "--base-url", server.base_url], env=ENV)
+        try:
+            server.wait_until(lambda: server.held == 2 or process.poll() is not None)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        assert server.held == 2
+        server.release()
+    with FakeServer() as server:
+        resumed = subprocess.run([*command, "--base-url", server.base_url], env=ENV)
+        assert resumed.returncode == 0
+        sent = Counter(kind_of(body) for body in server.requests)
+        evolution_answers = [
+            body
+            for body in server.requests_for("answer")
+            if first_user_turn(body) not in {row["instruction"] for row in rows}
+        ]
+    assert (sent["evolve"], sent["judge"], len(evolution_answers)) == (0, 0, 0)
+    assert sent["answer_check"] == 2  # each check once, from the journal's answer
+    gone = evolutions(out, "eliminated.jsonl")
+    assert [(row["root_id"], row["reason"]) for row in gone] == [("s2", "asks_for_information")]
+    assert [row["root_id"] for row in evolutions(out, "dataset.jsonl")] == ["s1"]
+    read = json.loads((out / "run.json").read_text())["judging"]["replies_read_as"]
+    assert read == {"judge": {"schema": 2}, "answer_check": {"schema": 2}}
+
+
+# -- the answer check with the judge's other modes -----------------------------------------
+
+THREE = [
+    {"instruction": "Explain why the sky is blue."},
+    {"instruction": "List three prime numbers. [chatty]"},
+    {"instruction": "Summarise the water cycle. [asks]"},
+]
+
+
+@pytest.mark.parametrize(
+    ("mode", "checks", "gone"),
+    [
+        ("--no-judge", 3, {"s3": "asks_for_information"}),
+        ("--parallel-judge", 2, {"s2": "not_an_instruction", "s3": "asks_for_information"}),
+        ("--seed=1", 2, {"s2": "not_an_instruction", "s3": "asks_for_information"}),
+    ],
+)
+def test_the_answer_check_runs_once_per_answer_the_other_rules_let_through(
+    evol: Evol, server: FakeServer, tmp_path: Path, mode: str, checks: int, gone: dict[str, str]
+) -> None:
+    seeds, out = write_seeds(tmp_path / "s.jsonl", THREE), tmp_path / "run"
+    args = [*run_args(server, seeds, out, "--generations", "1", "--answer-check", mode)]
+    plan = json.loads(evol(*args, "--dry-run", "--json").output)["roles"]
+    result = evol(*args)
+    assert result.exit_code == 0, result.output
+    checked = server.requests_for("answer_check")
+    assert len(checked) == checks <= plan["answer_check"]["calls"] == 3
+    # Only the evolutions' answers are checked; a seed's answer is not.
+    assert all("Also consider case" in first_user_turn(body) for body in checked)
+    rows = evolutions(out, "eliminated.jsonl")
+    assert {row["root_id"]: row["reason"] for row in rows} == gone
+
+
+# -- the embedded model's grammar ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("schema", [VERDICT_SCHEMA, ANSWER_CHECK_SCHEMA])
+def test_the_schemas_become_a_grammar_of_their_own_not_llama_cpps_fallback(
+    schema: dict[str, Any],
+) -> None:
+    llama_grammar = pytest.importorskip("llama_cpp.llama_grammar")
+    form = _grammar_format({"type": "json_schema", "json_schema": {"name": "n", "schema": schema}})
+    # llama-cpp-python falls back to any JSON, silently, when a schema does not convert.
+    text = llama_grammar.json_schema_to_gbnf(json.dumps(form["schema"]))
+    llama_grammar.LlamaGrammar.from_string(text, verbose=False)
+    root = next(line for line in text.splitlines() if line.startswith("root ::="))
+    assert root.index("reason-kv") < root.index(
+        f"{list(schema['properties'])[-1]}-kv".replace("_", "-")
+    )
+    for field in schema["properties"].values():
+        for choice in field.get("enum", []):
+            assert f'"\\"{choice}\\""' in text
+
+
+def test_a_reason_with_raw_control_characters_as_the_grammar_allows_is_read() -> None:
+    # The grammar's strings take any character but a quote or backslash: a raw newline or tab.
+    reply = '{"reason": "talks to\nthe user\t(offers help)", "second_is": "talks_to_user", '
+    judgement = read_judgement(reply + '"verdict": "different"}')
+    assert (judgement.form, judgement.second_is) == ("schema", "talks_to_user")
+    assert judgement.reason == "talks to the user (offers help)"
+    check = read_answer_check('{"reason": "wants\nthe table", "answer": "asks_for_information"}')
+    assert (check.form, check.problem) == ("schema", "asks_for_information")

@@ -206,7 +206,7 @@ def _json_object(reply: str, schema: type[_ReplyT]) -> _ReplyT | None:
     return None
 
 
-_DECODER = json.JSONDecoder()
+_DECODER = json.JSONDecoder(strict=False)  # raw newlines in a string, as llama.cpp's grammar allows
 _OBJECT_STARTS = 8  # the "{"s tried: an example echoed, a nested wrapper, then the object
 
 
