@@ -364,3 +364,27 @@ def test_a_reason_with_raw_control_characters_as_the_grammar_allows_is_read() ->
     assert judgement.reason == "talks to the user (offers help)"
     check = read_answer_check('{"reason": "wants\nthe table", "answer": "asks_for_information"}')
     assert (check.form, check.problem) == ("schema", "asks_for_information")
+
+
+# -- the judge's words on a terminal -------------------------------------------------------
+
+
+class EscapingJudge(Responder):
+    """A judge whose reason clears the screen and retitles the terminal."""
+
+    def judge(self, second: str, *, asked_again: bool = False, structured: bool = False) -> Any:
+        reason = "\x1b[2J\x1b]0;pwned\x07 offers help \u202e"
+        return json.dumps({"reason": reason, "second_is": "talks_to_user", "verdict": "different"})
+
+
+def test_escape_sequences_in_the_judges_reason_reach_no_file_or_terminal_raw(
+    evol: Evol, tmp_path: Path
+) -> None:
+    with FakeServer(responder=EscapingJudge()) as server:
+        result, out = run(evol, server, tmp_path)
+    assert result.exit_code == 0, result.output
+    raw = (out / "eliminated.jsonl").read_text(encoding="utf-8")
+    assert "offers help" in raw
+    assert not any(mark in raw for mark in ("\x1b", "\x07", "\u202e", "\\u001b", "\\u0007"))
+    shown = evol("show", out, "s1.1")
+    assert "offers help" in shown.output and "\x1b" not in shown.output
