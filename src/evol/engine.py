@@ -303,7 +303,7 @@ class Engine:
         )
         messages = _user(prompt)
         first = await self._call("judge", messages, draft)
-        reply, judgement = await _read(first.text, _read_judgement)
+        reply, judgement = await _read(first.text, _judgement_reader(first))
         replies = [reply]
         if judgement.verdict == Verdict.UNCLEAR:
             follow_up: list[Message] = [
@@ -312,7 +312,7 @@ class Engine:
                 {"role": "user", "content": self.prompts.judge_again()},
             ]
             again = await self._call("judge", follow_up, draft, journal_as="judge_again")
-            reply, judgement = await _read(again.text, _read_judgement)
+            reply, judgement = await _read(again.text, _judgement_reader(again))
             replies.append(reply)
         self.stats.judged[f"judge:{judgement.form}"] += 1
         return judgement, replies
@@ -336,7 +336,10 @@ class Engine:
             compose(draft.instruction, draft.input), draft.output or ""
         )
         checked = await self._call("answer_check", _user(prompt), draft)
-        check: AnswerCheck = await _read(checked.text, _read_answer_check)
+        cut = checked.finish_reason == "length"
+        check: AnswerCheck = await _read(
+            checked.text, lambda text: read_answer_check(clean_reply(text).text, cut=cut)
+        )
         self.stats.judged[f"answer_check:{check.form}"] += 1
         if failure := check.failure():
             raise _Eliminated(failure)
@@ -455,14 +458,15 @@ def _with_format(params: GenerationParams, response_format: dict[str, Any]) -> G
     return GenerationParams(**params.model_dump(), response_format=response_format)
 
 
-def _read_judgement(reply: str) -> tuple[str, Judgement]:
-    """The judge's reply cleaned, and what it says."""
-    text = clean_reply(reply).text
-    return text, read_judgement(text)
+def _judgement_reader(completion: Completion) -> Callable[[str], tuple[str, Judgement]]:
+    """Reads the judge's reply: cleaned, and what it says (nothing, if cut inside its JSON)."""
+    cut = completion.finish_reason == "length"
 
+    def read(reply: str) -> tuple[str, Judgement]:
+        text = clean_reply(reply).text
+        return text, read_judgement(text, cut=cut)
 
-def _read_answer_check(reply: str) -> AnswerCheck:
-    return read_answer_check(clean_reply(reply).text)
+    return read
 
 
 def _note(record: Record, cleaned: Cleaned, what: str) -> None:

@@ -17,11 +17,11 @@ names. How each reply was read is counted, and `run.json` says so per role.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from evol.elimination import Failure, Reason, Verdict, parse_verdict
@@ -148,39 +148,66 @@ class _AnswerCheckReply(_Reply):
 _ReplyT = TypeVar("_ReplyT", bound=_Reply)
 
 
-def read_judgement(reply: str) -> Judgement:
-    """The verdict in `reply`: the JSON asked for, else read as prose (`parse_verdict`)."""
+def read_judgement(reply: str, *, cut: bool = False) -> Judgement:
+    """The verdict in `reply`: the JSON asked for, else read as prose (`parse_verdict`).
+    A reply `cut` at the token limit without a whole object holds no verdict: the reason comes
+    first, and its words ("the same as the first but adds...") are no verdict of their own."""
     if (found := _json_object(reply, _VerdictReply)) is not None:
         verdict = Verdict.EQUAL if found.verdict == "equal" else Verdict.DIFFERENT
         return Judgement(verdict, found.second_is, _shown(found.reason), "schema")
-    return Judgement(parse_verdict(reply), None, "", "prose")
+    return Judgement(Verdict.UNCLEAR if cut else parse_verdict(reply), None, "", "prose")
 
 
-def read_answer_check(reply: str) -> AnswerCheck:
-    """The answer check in `reply`: the JSON asked for, else the one choice its prose names."""
+def read_answer_check(reply: str, *, cut: bool = False) -> AnswerCheck:
+    """The answer check in `reply`: the JSON asked for, else the one choice its prose names;
+    nothing from a reply `cut` at the token limit without a whole object (as for a verdict)."""
     if (found := _json_object(reply, _AnswerCheckReply)) is not None:
         problem = None if found.answer == DOES_THE_TASK else found.answer
         return AnswerCheck(problem, _shown(found.reason), "schema")
-    named = set(_CHOICE.findall(reply.lower().replace(" ", "_")))
-    if len(named) != 1:
+    if cut:
+        return AnswerCheck(None, "", "unread")
+    text = reply.lower()
+    mentions = list(_CHOICE.finditer(text.replace(" ", "_")))
+    named = {mention[0] for mention in mentions}
+    if len(named) != 1 or any(_denied(text, mention.start()) for mention in mentions):
         return AnswerCheck(None, "", "unread")
     choice = named.pop()
     return AnswerCheck(None if choice == DOES_THE_TASK else choice, "", "prose")
 
 
 _CHOICE = re.compile("|".join(re.escape(c) for c in (DOES_THE_TASK, *ANSWER_PROBLEMS)))
+_WORD = re.compile(r"[a-z']+")
+_NEGATORS = {"not", "no", "never", "neither", "nor", "without", "cannot"}
+_NEGATION_REACH = 3  # words before a choice: "neither asks for information", "does not ..."
+
+
+def _denied(text: str, at: int) -> bool:
+    """Whether a negation comes just before the choice named at `at`: prose that denies a
+    choice ("it never asks for information") does not choose it."""
+    words = _WORD.findall(text[max(0, at - 60) : at])[-_NEGATION_REACH:]
+    return any(word in _NEGATORS or word.endswith("n't") for word in words)
 
 
 def _json_object(reply: str, schema: type[_ReplyT]) -> _ReplyT | None:
-    """The JSON object in `reply` (from its first "{" to its last "}": a fence or a word
-    around it is tolerated), validated, or None."""
-    start, end = reply.find("{"), reply.rfind("}")
-    if start < 0 or end < start:
-        return None
-    try:
-        return schema.model_validate(orjson.loads(reply[start : end + 1]))
-    except (orjson.JSONDecodeError, ValidationError, TypeError):
-        return None
+    """The first JSON object in `reply` that `schema` allows, its keys in any case, or None.
+    Text around it (a fence, a remark, braces of its own) is tolerated; a few starts are tried,
+    each read in linear time, so a reply full of braces costs no more than a few passes."""
+    start = reply.find("{")
+    for _ in range(_OBJECT_STARTS):
+        if start < 0:
+            return None
+        try:
+            found, _end = _DECODER.raw_decode(reply, start)
+            if isinstance(found, dict):
+                return schema.model_validate({str(key).lower(): v for key, v in found.items()})
+        except (ValueError, RecursionError, ValidationError):
+            pass
+        start = reply.find("{", start + 1)
+    return None
+
+
+_DECODER = json.JSONDecoder(strict=False)  # raw newlines in a string, as llama.cpp's grammar allows
+_OBJECT_STARTS = 8  # the "{"s tried: an example echoed, a nested wrapper, then the object
 
 
 def _shown(reason: str) -> str:

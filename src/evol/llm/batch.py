@@ -59,6 +59,7 @@ from evol.errors import (
 )
 from evol.llm.openai_api import (
     DEFAULT_BASE_URL,
+    ResponseFormats,
     SchemaError,
     auth_headers,
     body_message,
@@ -825,9 +826,21 @@ class BatchBackend:
         self._attached = False  # the batches of earlier processes have been looked at
         self._broken: BaseException | None = None
         self._ingesting: asyncio.Future[Any] | None = None
+        self.formats = ResponseFormats()  # the schemas this endpoint's rows refused
 
     async def complete(
         self, messages: list[Message], *, model: str, params: GenerationParams
+    ) -> Completion:
+        """The request's answer from a batch; a row refused for its response_format is asked
+        again without it, in a later batch, as a live endpoint would be."""
+
+        def send(options: dict[str, Any]) -> Awaitable[Completion]:
+            return self._complete(messages, model, GenerationParams.model_validate(options))
+
+        return await self.formats.send(params, send)
+
+    async def _complete(
+        self, messages: list[Message], model: str, params: GenerationParams
     ) -> Completion:
         custom_id, line = request_line(messages, model, params, CURRENT_STEP.get())
         self._load()

@@ -12,7 +12,7 @@ import email.utils
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -147,6 +147,7 @@ def _float(value: float) -> float:
 # -- errors ---------------------------------------------------------------------------------
 
 
+_Sent = TypeVar("_Sent")
 # How servers name a response_format they do not take (OpenAI, vLLM, llama.cpp, SGLang).
 _FORMAT_HINTS = ("response_format", "json_schema", "guided_json", "grammar", "structured output")
 
@@ -172,24 +173,31 @@ class ResponseFormats:
         self.refused: dict[str, str] = {}  # schema name -> the first refusal, as said
 
     async def send(
-        self, params: GenerationParams, chat: Callable[[dict[str, Any]], Awaitable[bytes]]
-    ) -> bytes:
-        """`chat(options)` with `params`' options in the form this endpoint takes; a refusal
-        of the form is sent again one step down."""
+        self, params: GenerationParams, send: Callable[[dict[str, Any]], Awaitable[_Sent]]
+    ) -> _Sent:
+        """`send(options)` with `params`' options in the form this endpoint takes; a refusal
+        of the form is sent again one step down. A step is remembered only once a request at
+        it is answered: a 400 for another reason (whose message merely holds "grammar") is
+        refused again without a format, and turns no schema off."""
         name = _schema_name(params.request)
         step = self.steps.get(name, 0) if name is not None else 0
+        refusal = None
         while True:
             try:
-                return await chat(_at_step(params.request, step))
+                answered = await send(_at_step(params.request, step))
             except (BackendError, TransientBackendError) as error:
                 if name is None or step >= _NO_FORMAT or not refuses_response_format(error):
                     raise
-                self.refused.setdefault(name, str(error))
+                refusal = refusal or str(error)
                 step += 1
-                self.steps[name] = max(self.steps.get(name, 0), step)
+                continue
+            if name is not None and refusal is not None and step > self.steps.get(name, 0):
+                self.steps[name] = step
+                self.refused.setdefault(name, refusal)
+            return answered
 
 
-_JSON_OBJECT, _NO_FORMAT = 1, 2
+_NO_FORMAT = 2  # the steps: 0 json_schema, 1 json_object with the schema, 2 none
 
 
 def _schema_name(options: Mapping[str, Any]) -> str | None:
@@ -263,9 +271,29 @@ def body_message(body: object, fallback: str, secrets: Secrets) -> str:
             message = inner["message"]
         elif isinstance(inner, str):
             message = inner
+        elif (detail := _detail(body)) is not None:
+            message = detail
     elif isinstance(body, str) and body.strip():
         message = body
     return secrets.cut(message)
+
+
+def _detail(body: dict[Any, Any]) -> str | None:
+    """FastAPI's `{"detail": ...}`: a message, or pydantic's errors, each with where it is
+    ("body.response_format: Extra inputs are not permitted")."""
+    detail = body.get("detail")
+    if isinstance(detail, str):
+        return detail
+    if not isinstance(detail, list):
+        return None
+    errors = [error for error in detail[:_DETAIL_ERRORS] if isinstance(error, dict)]
+    shown = [
+        f"{'.'.join(map(str, error.get('loc') or []))}: {error.get('msg')}" for error in errors
+    ]
+    return "; ".join(shown) or None
+
+
+_DETAIL_ERRORS = 5
 
 
 def served_model(raw: bytes, where: str, secrets: Secrets) -> str:
