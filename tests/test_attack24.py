@@ -141,7 +141,8 @@ def test_a_reply_cut_inside_its_reason_gives_no_verdict_and_no_check(
     assert evolutions(out, "eliminated.jsonl") == []
     assert len(evolutions(out, "dataset.jsonl")) == 2
     read = json.loads((out / "run.json").read_text())["judging"]["replies_read_as"]
-    assert read == {"judge": {"schema": 2}, "answer_check": {"unread": 2}}
+    # The cut checks eliminate nothing: the 2 seeds' answers and the 2 evolutions'.
+    assert read == {"judge": {"schema": 2}, "answer_check": {"unread": 4}}
 
 
 # -- servers that refuse the schema --------------------------------------------------------
@@ -264,7 +265,7 @@ def test_batch_rows_refused_for_their_schema_are_asked_again_without_it(
     assert evolutions(out, "eliminated.jsonl") == []
     assert len(evolutions(out, "dataset.jsonl")) == 2
     read = json.loads((out / "run.json").read_text())["judging"]["replies_read_as"]
-    assert read == {"judge": {"prose": 2}, "answer_check": {"prose": 2}}
+    assert read == {"judge": {"prose": 2}, "answer_check": {"prose": 2 + 2}}  # seeds too
 
 
 # -- the answer check across a kill -9 -----------------------------------------------------
@@ -281,8 +282,11 @@ def test_a_kill_between_answer_and_check_pays_neither_the_answer_nor_the_judge_a
         sys.executable, "-m", "evol", "run", str(seeds), "--out", str(out), "--quiet",
         "--generations", "1", "--concurrency", "2", "--answer-check", "--retry-max-wait", "0.05",
     ]  # fmt: skip
-    # Both slots held by answer checks: nothing else is in flight when the kill lands.
-    hold = lambda body: kind_of(body) == "answer_check"  # noqa: E731
+    # Both slots held by the evolutions' answer checks (the seeds' go through): nothing else
+    # is in flight when the kill lands.
+    hold = lambda body: (  # noqa: E731
+        kind_of(body) == "answer_check" and "Also consider case" in first_user_turn(body)
+    )
     with FakeServer(hold=hold) as server:
         process = subprocess.Popen([*command, "--base-url", server.base_url], env=ENV)
         try:
@@ -336,9 +340,10 @@ def test_the_answer_check_runs_once_per_answer_the_other_rules_let_through(
     result = evol(*args)
     assert result.exit_code == 0, result.output
     checked = server.requests_for("answer_check")
-    assert len(checked) == checks <= plan["answer_check"]["calls"] == 3
-    # Only the evolutions' answers are checked; a seed's answer is not.
-    assert all("Also consider case" in first_user_turn(body) for body in checked)
+    assert len(checked) == 3 + checks <= plan["answer_check"]["calls"] == 6
+    # Each seed's answer is checked once, and each evolution's answer the rules let through.
+    evolved = [body for body in checked if "Also consider case" in first_user_turn(body)]
+    assert len(evolved) == checks
     rows = evolutions(out, "eliminated.jsonl")
     assert {row["root_id"]: row["reason"] for row in rows} == gone
 

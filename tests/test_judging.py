@@ -221,24 +221,21 @@ def test_a_server_that_refuses_the_schema_is_asked_in_prose_after_one_refusal_a_
     with FakeServer(refuse_formats=NO_FORMATS) as server:
         result, out, manifest = run(evol, server, tmp_path, "--concurrency", "1", "--answer-check")
     assert result.exit_code == 0, result.output
-    for role in ("judge", "answer_check"):
-        # json_schema refused, json_object with the schema refused, then prose for good.
-        assert formats_sent(server.requests_for(role)) == [
-            "json_schema",
-            "json_object",
-            None,
-            None,
-            None,
-        ], role
+    # json_schema refused, json_object with the schema refused, then prose for good: 3 verdicts,
+    # and 6 answer checks (the 3 seeds' answers and the 3 evolutions').
+    for role, calls in (("judge", 3), ("answer_check", 6)):
+        sent = formats_sent(server.requests_for(role))
+        assert sent == ["json_schema", "json_object"] + [None] * calls, role
     # Read as prose: the verdicts stand, the marked rewrite's problem is not seen, and the
     # answer check reads the choice its prose names.
     assert manifest["judging"]["replies_read_as"] == {
-        "answer_check": {"prose": 3},
+        "answer_check": {"prose": 6},
         "judge": {"prose": 3},
     }
     gone = eliminated(out)
     assert set(gone) == {"s3"} and gone["s3"]["reason"] == "asks_for_information"
-    assert manifest["summary"]["eliminated_per_reason"] == {"asks_for_information": 1}
+    # The seed's own answer and its evolution's.
+    assert manifest["summary"]["eliminated_per_reason"] == {"asks_for_information": 2}
     assert manifest["summary"]["failed"] == [] and manifest["summary"]["retries"] == 0
 
 
@@ -284,7 +281,7 @@ def test_the_answer_check_runs_when_a_judge_model_is_named_and_not_with_no_answe
     result, out, manifest = run(evol, server, tmp_path / "a", "--judge-model", "fake-model")
     assert result.exit_code == 0, result.output
     checks = server.requests_for("answer_check")
-    assert len(checks) == 2  # the two evolutions the judge let through
+    assert len(checks) == 3 + 2  # the seeds' answers, and the evolutions the judge let through
     assert all(body["response_format"]["json_schema"]["name"] == "answer_check" for body in checks)
     gone = eliminated(out)
     assert gone["s3"]["reason"] == "asks_for_information"
@@ -311,7 +308,8 @@ def test_a_dry_run_and_stats_show_the_answer_checks_calls(
         *run_args(server, seeds, out, "--generations", "2", "--answer-check"), "--dry-run", "--json"
     )
     roles = json.loads(plan.output)["roles"]
-    assert roles["answer_check"]["calls"] == 6 and roles["answer_check"]["completion_tokens"] > 0
+    # The 3 seeds' answers and 3 x 2 evolutions' answers, at most.
+    assert roles["answer_check"]["calls"] == 9 and roles["answer_check"]["completion_tokens"] > 0
     off = evol(*run_args(server, seeds, out, "--generations", "2"), "--dry-run", "--json")
     assert "answer_check" not in json.loads(off.output)["roles"]
     assert (

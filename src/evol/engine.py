@@ -192,6 +192,8 @@ class Engine:
         if record.output is None and self.config.answer_seeds:
             try:
                 await self._answer(record)
+                if self.config.checks_answers:  # the model's answer; never a given output
+                    await self._check_answer(record)
             except _ItemFailed:
                 return
             except _Eliminated as failed:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import platform
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -360,7 +361,7 @@ def build_manifest(facts: RunFacts, previous: Manifest | None) -> dict[str, Any]
         "counts": counts,
         "outputs": facts.outputs,
         "retries": facts.retries,
-        "judging": _judging(facts),
+        "judging": _judging(facts, previous),
         "endpoints": facts.endpoints,
         "dedup": {"method": facts.dedup_method} if facts.dedup_method else None,
         "concurrency": facts.concurrency,
@@ -374,15 +375,26 @@ def build_manifest(facts: RunFacts, previous: Manifest | None) -> dict[str, Any]
     }
 
 
-def _judging(facts: RunFacts) -> dict[str, Any]:
-    """How this process read the judge model's replies, per role: as the JSON schema asked
-    for, or as prose (a server that refused or ignored the schema); and whether answers were
+def _judging(facts: RunFacts, previous: Manifest | None) -> dict[str, Any]:
+    """How the judge model's replies were read, per role, by this run and the runs of the
+    directory before it: as the JSON schema asked for, as prose (a server that refused or
+    ignored the schema), or not at all ("unread" answer checks); and whether answers were
     checked."""
-    read: dict[str, dict[str, int]] = {}
-    for key, count in sorted(facts.judged.items()):
+    counts: Counter[tuple[str, str]] = Counter()
+    before = (previous.model_extra or {}).get("judging") if previous else None
+    if isinstance(before, dict) and isinstance(read := before.get("replies_read_as"), dict):
+        for role, forms in read.items():
+            if isinstance(forms, dict):
+                for form, count in forms.items():
+                    if type(count) is int and count > 0:
+                        counts[role, form] += count
+    for key, count in facts.judged.items():
         role, _, form = key.partition(":")
-        read.setdefault(role, {})[form] = count
-    return {"answer_check": facts.config.checks_answers, "replies_read_as": read}
+        counts[role, form] += count
+    read_as: dict[str, dict[str, int]] = {}
+    for (role, form), count in sorted(counts.items()):
+        read_as.setdefault(role, {})[form] = count
+    return {"answer_check": facts.config.checks_answers, "replies_read_as": read_as}
 
 
 def _public_config(config: RunConfig) -> dict[str, Any]:

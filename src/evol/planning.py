@@ -88,6 +88,10 @@ def plan_run(
             calls["answer"] += 1
             prompt_tokens["answer"] += instruction
             completion_tokens["answer"] += answer_tokens
+            if config.checks_answers:
+                calls["answer_check"] += 1
+                prompt_tokens["answer_check"] += check_template + instruction + answer_tokens
+                completion_tokens["answer_check"] += JUDGE_TOKENS
         if progress.tip:
             instruction = estimate_tokens(progress.tip.instruction) + estimate_tokens(
                 progress.tip.input
