@@ -354,3 +354,14 @@ def test_the_instruction_check_is_on_but_for_the_embedded_default_model(
         rules=EliminationRules(instruction_check=asked),
     )
     assert _with_instruction_check(config, backend).rules.instruction_check is checks
+
+
+def test_run_json_counts_the_replies_of_every_run_of_the_directory(
+    evol: Evol, server: FakeServer, tmp_path: Path
+) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS[:1])
+    out = tmp_path / "run"
+    for generations in ("1", "2", "3"):
+        assert evol(*run_args(server, seeds, out, "--generations", generations)).exit_code == 0
+    read = json.loads((out / "run.json").read_text())["judging"]["replies_read_as"]
+    assert read == {"judge": {"schema": 3}} and len(server.requests_for("judge")) == 3
