@@ -541,8 +541,8 @@ def run(
         None,
         "--answer-check/--no-answer-check",
         envvar=_env("answer_check"),
-        help="The judge model checks that each answer does its task (one call more per kept "
-        "evolution). Default: on when --judge-model is set.",
+        help="The judge model checks that each answer does its task (one call more per "
+        "answer the rules let through). Default: on when --judge-model is set.",
         rich_help_panel=METHOD_PANEL,
     ),
     batch: bool = typer.Option(
