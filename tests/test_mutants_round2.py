@@ -1,0 +1,183 @@
+"""Promises that the second mutation round found unpinned (#22): a contaminated record is found
+whatever fields it lacks and its report stays readable, a planted link's refusal says what to
+do, every failure to connect is named by its cause, and a NO_PROXY entry covers the same
+addresses however it is written.
+
+Everything runs in this process (the `evol` fixture, library calls, the transport against a
+server on 127.0.0.1), where mutation testing can see it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+from pathlib import Path
+
+import aiohttp
+import pytest
+from test_contamination import NO_LLM, WORDS, write_bench
+from test_metrics import record, write_run
+from test_transport import PlainGreeter, no_proxy_in_the_environment, outcome, theirs
+
+from evol import contamination
+from evol.contamination import EvalIndex
+from evol.errors import EndpointUnreachable
+from evol.llm.transport import failure_of, proxy_for
+
+__all__ = ["no_proxy_in_the_environment"]  # autouse: the environment's proxies stay out
+
+KEY = aiohttp.client_reqrep.ConnectionKey("h", 443, True, True, None, None, None)
+
+
+# -- contamination -------------------------------------------------------------------------------
+
+
+def test_a_record_without_an_input_is_still_checked_in_its_output(evol, tmp_path: Path) -> None:
+    """A record that lacks `input` (a merged or hand-made dataset) was skipped past it, so a
+    benchmark answer copied into its output went unflagged."""
+    copied = record("s1", "Unrelated question?", output=" ".join(WORDS))
+    del copied["input"]
+    run = write_run(tmp_path / "run", [copied, record("s2", "Another one?")])
+    bench = write_bench(tmp_path / "bench.jsonl", [" ".join(WORDS)])
+    result = evol("score", run, *NO_LLM, "--against", bench)
+    assert result.exit_code == 0, result.output
+    assert f"s1 (output) ~ {bench}:1:" in result.stdout
+    assert "s2 " not in result.stdout
+
+
+def test_contamination_json_is_laid_out_for_reading(evol, tmp_path: Path) -> None:
+    """One field a line, two spaces a level, as the other files a person opens in a run."""
+    run = write_run(tmp_path / "run", [record("s1", " ".join(WORDS))])
+    bench = write_bench(tmp_path / "bench.jsonl", [" ".join(WORDS)])
+    assert evol("score", run, *NO_LLM, "--against", bench).exit_code == 0
+    text = (run / "contamination.json").read_text(encoding="utf-8")
+    assert text == json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n"
+
+
+def test_an_item_longer_than_the_packed_positions_is_matched_up_to_them_and_no_further(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Positions past the packing's width would spill into the item's number: a match there
+    named an item that does not exist. The width is shrunk to 16 positions so that the item
+    need not be 16 million words long."""
+    monkeypatch.setattr(contamination, "_POSITION_BITS", 4)
+    bench = write_bench(tmp_path / "bench.jsonl", ["a " * 16 + "secret word"])
+    index = EvalIndex(2)
+    index.add_file(bench)
+    assert list(index.matches(["a", "secret"])) == [(0, 1, ["a", "secret"])]  # position 15
+    assert list(index.matches(["secret", "word"])) == []  # position 16: not held
+
+
+# -- a planted link ------------------------------------------------------------------------------
+
+
+def test_a_link_in_place_of_the_output_is_refused_saying_what_to_do(evol, tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", [record("s1", "Name a river.")])
+    target = tmp_path / "precious.txt"
+    target.write_text("precious\n", encoding="utf-8")
+    link = tmp_path / "out.jsonl"
+    link.symlink_to(target)
+    result = evol("export", run, "--out", link)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"evol: error: {link}: is a symbolic link; evol writes no file through a link: "
+        "remove it or choose another name\n"
+    )
+    assert target.read_text(encoding="utf-8") == "precious\n"
+
+
+# -- what a failure to connect is called ---------------------------------------------------------
+
+
+def connect_failure(error: Exception) -> str:
+    """The line a run stops with when the first connection fails with `error`."""
+    result = failure_of(error, "W", 1, answered=False)
+    assert type(result) is EndpointUnreachable
+    return str(result)
+
+
+def test_a_tls_failure_is_named_by_its_reason_not_by_openssls_whole_line() -> None:
+    with PlainGreeter(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n") as greeter:
+        url = f"https://127.0.0.1:{greeter.port}/v1"
+        result = outcome(url)
+    assert type(result) is EndpointUnreachable
+    assert re.fullmatch(
+        rf"cannot reach {re.escape(url)}: TLS failed \([A-Z_]+\); check --base-url", str(result)
+    ), result
+
+
+def test_a_tls_error_without_a_reason_is_named_by_its_words() -> None:
+    """An SSLError raised outside OpenSSL carries no `reason`."""
+    error = aiohttp.ClientConnectorSSLError(KEY, ssl.SSLError(1, "handshake cut short"))
+    assert (
+        connect_failure(error)
+        == "cannot reach W: TLS failed (handshake cut short); check --base-url"
+    )
+
+
+def test_a_certificate_error_without_openssls_message_is_named_by_its_words() -> None:
+    """A certificate error raised in Python (a host name check) has no `verify_message`."""
+    cause = ssl.SSLCertVerificationError(1, "hostname 'h' doesn't match 'example.com'")
+    error = aiohttp.ClientConnectorCertificateError(KEY, cause)
+    assert connect_failure(error) == (
+        "cannot reach W: TLS certificate verification failed "
+        "(hostname 'h' doesn't match 'example.com'); check --base-url"
+    )
+
+
+def test_a_reset_without_an_error_number_is_named_by_its_kind() -> None:
+    """As a reset in the TLS handshake arrives: no number, no words."""
+    error = aiohttp.ClientConnectorError(KEY, ConnectionResetError())
+    assert connect_failure(error) == "cannot reach W: connection reset by peer; check --base-url"
+
+
+def test_a_failure_with_no_number_and_no_known_kind_keeps_its_own_words() -> None:
+    """Every address of a host failing its own way: asyncio joins them in one bare OSError."""
+    words = "Multiple exceptions: [Errno 111] Connect call failed, [Errno 101] Network unreachable"
+    error = aiohttp.ClientConnectorError(KEY, OSError(words))
+    assert connect_failure(error) == f"cannot reach W: {words}; check --base-url"
+
+
+# -- which addresses a NO_PROXY entry covers -------------------------------------------------
+
+
+def bypassed(no_proxy: str, url: str) -> bool:
+    return proxy_for(url, {"all": "http://p:1", "no": no_proxy}) is None
+
+
+@pytest.mark.parametrize("url", ["http://10.9.9.9/v1", "http://10.0.0.1:8000/v1"])
+def test_a_range_written_from_one_of_its_addresses_covers_the_range(url: str) -> None:
+    """10.1.2.3/8 is 10.0.0.0/8, as httpx2 reads it, not a name to compare."""
+    assert bypassed("10.1.2.3/8", url)
+    assert theirs({"all": "http://p:1", "no": "10.1.2.3/8"}, url) is None
+    assert not bypassed("10.1.2.3/8", "http://11.0.0.1/v1")
+
+
+@pytest.mark.parametrize(
+    ("bracketed", "bare", "url"),
+    [
+        ("[::1]", "::1", "http://[0:0::1]/v1"),
+        ("[::1]", "::1", "http://[::2]/v1"),
+        ("[127.0.0.1]:8000", "127.0.0.1:8000", "http://127.0.0.1:8000/v1"),
+        ("[127.0.0.1]:8000", "127.0.0.1:8000", "http://127.0.0.1:9000/v1"),
+    ],
+)
+def test_brackets_around_an_address_do_not_change_what_an_entry_covers(
+    bracketed: str, bare: str, url: str
+) -> None:
+    """As for the address alone; httpx2 compares these entries as strings (it proxies all four)."""
+    assert bypassed(bracketed, url) == bypassed(bare, url)
+
+
+def test_the_bracketed_entries_cover_their_address() -> None:
+    assert bypassed("[::1]", "http://[0:0::1]/v1")
+    assert bypassed("[127.0.0.1]:8000", "http://127.0.0.1:8000/v1")
+
+
+@pytest.mark.xfail(strict=True, reason="an IPv6 entry with a port is read as a name: proxied")
+@pytest.mark.parametrize("entry", ["[::1]:8000", "http://[::1]:8000"])
+def test_an_ipv6_entry_with_a_port_goes_direct_as_httpx2_does(entry: str) -> None:
+    url = "http://[::1]:8000/v1"
+    assert theirs({"all": "http://p:1", "no": entry}, url) is None
+    assert bypassed(entry, url)
