@@ -175,9 +175,14 @@ def test_the_bracketed_entries_cover_their_address() -> None:
     assert bypassed("[127.0.0.1]:8000", "http://127.0.0.1:8000/v1")
 
 
-@pytest.mark.xfail(strict=True, reason="an IPv6 entry with a port is read as a name: proxied")
 @pytest.mark.parametrize("entry", ["[::1]:8000", "http://[::1]:8000"])
 def test_an_ipv6_entry_with_a_port_goes_direct_as_httpx2_does(entry: str) -> None:
     url = "http://[::1]:8000/v1"
     assert theirs({"all": "http://p:1", "no": entry}, url) is None
     assert bypassed(entry, url)
+
+
+def test_an_ipv6_entry_with_another_port_is_proxied_as_httpx2_does() -> None:
+    url = "http://[::1]:8000/v1"
+    assert theirs({"all": "http://p:1", "no": "[::1]:9000"}, url) is not None
+    assert not bypassed("[::1]:9000", url)

@@ -333,6 +333,10 @@ def _bypassed(parts, no_proxy: str) -> bool:
 
 
 def _matches(host: str, port: int, entry: str, *, exact: bool = False) -> bool:
+    if entry.startswith("[") and "]:" in entry:  # [::1]:8000, an IPv6 address with its port
+        entry, _, entry_port = entry[1:].partition("]:")
+        if not entry_port.isdigit() or int(entry_port) != port:
+            return False
     network = _network(entry)
     if network is not None:
         try:
