@@ -36,6 +36,7 @@ from evol.errors import (
 )
 from evol.journal import CallJournal
 from evol.judging import (
+    ANSWER_CHECK,
     ANSWER_CHECK_FORMAT,
     VERDICT_FORMAT,
     AnswerCheck,
@@ -92,8 +93,8 @@ class EngineStats:
     failed: list[FailedItem] = field(default_factory=list)
     deferred: int = 0  # steps whose request waits in a batch for a later process
     cut_off: int = 0  # requests in flight when the run was stopped: the next run sends them again
-    # How the judge model's replies were read, per role: "judge:schema", "answer_check:prose"...
-    judged: Counter[str] = field(default_factory=Counter)
+    # How the judge model's replies were read: (role, form), e.g. ("judge", "schema").
+    judged: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 class _ItemFailed(Exception):
@@ -144,7 +145,7 @@ class Engine:
             "evolve": (models.evolve, config.params.evolve),
             "answer": (models.answer, config.params.answer),
             "judge": (models.judge, _with_format(judge, VERDICT_FORMAT)),
-            "answer_check": (models.judge, _with_format(judge, ANSWER_CHECK_FORMAT)),
+            ANSWER_CHECK: (models.judge, _with_format(judge, ANSWER_CHECK_FORMAT)),
         }
 
     async def run(self, seeds: Iterable[Seed]) -> EngineStats:
@@ -316,7 +317,7 @@ class Engine:
             again = await self._call("judge", follow_up, draft, journal_as="judge_again")
             reply, judgement = await _read(again.text, _judgement_reader(again))
             replies.append(reply)
-        self.stats.judged[f"judge:{judgement.form}"] += 1
+        self.stats.judged["judge", judgement.form] += 1
         return judgement, replies
 
     def _judged(self, draft: Record, judgement: Judgement, replies: list[str]) -> None:
@@ -337,12 +338,12 @@ class Engine:
         prompt = self.prompts.answer_check_prompt(
             compose(draft.instruction, draft.input), draft.output or ""
         )
-        checked = await self._call("answer_check", _user(prompt), draft)
+        checked = await self._call(ANSWER_CHECK, _user(prompt), draft)
         cut = checked.finish_reason == "length"
         check: AnswerCheck = await _read(
             checked.text, lambda text: read_answer_check(clean_reply(text).text, cut=cut)
         )
-        self.stats.judged[f"answer_check:{check.form}"] += 1
+        self.stats.judged[ANSWER_CHECK, check.form] += 1
         if failure := check.failure():
             raise _Eliminated(failure)
 

@@ -30,6 +30,15 @@ from evol.elimination import Failure, Reason, Verdict, parse_verdict
 # schema); an answer check whose reply named no choice is "unread".
 Form = Literal["schema", "prose", "unread"]
 
+# The judge model's second call; it uses the judge's model and options.
+ANSWER_CHECK = "answer_check"
+
+
+def model_role(role: str) -> str:
+    """The role whose model and options a call of `role` uses."""
+    return "judge" if role == ANSWER_CHECK else role
+
+
 # What the rewrite is, by the judge; anything but INSTRUCTION eliminates it.
 INSTRUCTION = "instruction"
 REWRITE_PROBLEMS = {
@@ -78,7 +87,7 @@ def response_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 VERDICT_FORMAT = response_format("verdict", VERDICT_SCHEMA)
-ANSWER_CHECK_FORMAT = response_format("answer_check", ANSWER_CHECK_SCHEMA)
+ANSWER_CHECK_FORMAT = response_format(ANSWER_CHECK, ANSWER_CHECK_SCHEMA)
 
 
 @dataclass(frozen=True)

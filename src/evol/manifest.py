@@ -137,7 +137,7 @@ class RunFacts:
     failed: list[dict[str, Any]] = field(default_factory=list)
     requests: dict[str, int] = field(default_factory=dict)
     retries: dict[str, int] = field(default_factory=dict)
-    judged: dict[str, int] = field(default_factory=dict)  # "judge:schema": replies read so
+    judged: dict[tuple[str, str], int] = field(default_factory=dict)  # (role, form): replies
     endpoints: list[dict[str, object]] = field(default_factory=list)
     concurrency: dict[str, int] = field(default_factory=dict)
     dedup_method: str | None = None
@@ -388,9 +388,7 @@ def _judging(facts: RunFacts, previous: Manifest | None) -> dict[str, Any]:
                 for form, count in forms.items():
                     if type(count) is int and count > 0:
                         counts[role, form] += count
-    for key, count in facts.judged.items():
-        role, _, form = key.partition(":")
-        counts[role, form] += count
+    counts.update(facts.judged)
     read_as: dict[str, dict[str, int]] = {}
     for (role, form), count in sorted(counts.items()):
         read_as.setdefault(role, {})[form] = count

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from evol.config import RunConfig
 from evol.errors import UsageError
+from evol.judging import ANSWER_CHECK, model_role
 from evol.lineage import LineageIndex
 from evol.llm import choose_backend, missing_key_warning
 from evol.llm.local import default_model_path
@@ -81,6 +82,12 @@ def plan_run(
     judge_template = estimate_tokens(prompts.judge_prompt("", ""))
     check_template = estimate_tokens(prompts.answer_check_prompt("", ""))
 
+    def check_answer(task_tokens: int) -> None:
+        """One answer check: its template, the task and the answer in, a JSON choice out."""
+        calls[ANSWER_CHECK] += 1
+        prompt_tokens[ANSWER_CHECK] += check_template + task_tokens + answer_tokens
+        completion_tokens[ANSWER_CHECK] += JUDGE_TOKENS
+
     for seed in iter_seeds(config.seeds, config.seed_options):
         progress = lineages.progress(seed.id)
         instruction = estimate_tokens(seed.instruction) + estimate_tokens(seed.input)
@@ -89,9 +96,7 @@ def plan_run(
             prompt_tokens["answer"] += instruction
             completion_tokens["answer"] += answer_tokens
             if config.checks_answers:
-                calls["answer_check"] += 1
-                prompt_tokens["answer_check"] += check_template + instruction + answer_tokens
-                completion_tokens["answer_check"] += JUDGE_TOKENS
+                check_answer(instruction)
         if progress.tip:
             instruction = estimate_tokens(progress.tip.instruction) + estimate_tokens(
                 progress.tip.input
@@ -108,26 +113,22 @@ def plan_run(
                 prompt_tokens["judge"] += judge_template + instruction + child
                 completion_tokens["judge"] += JUDGE_TOKENS
             if config.checks_answers:
-                calls["answer_check"] += 1
-                prompt_tokens["answer_check"] += check_template + child + answer_tokens
-                completion_tokens["answer_check"] += JUDGE_TOKENS
+                check_answer(child)
             instruction = child
 
     backend, models, warnings = _backend_and_models(config)
     in_process = runs_in_process(backend)
-    # The answer check is the judge model's second call, with the judge's options.
-    called = {"evolve": "evolve", "answer": "answer", "judge": "judge", "answer_check": "judge"}
     roles = {
         role: _priced(
-            models[model_role],
+            models[model_role(role)],
             calls[role],
             prompt_tokens[role],
             completion_tokens[role],
             0.0 if in_process else price_in,
             0.0 if in_process else price_out,
             BATCH_RATE if config.batch else 1.0,
-        ).model_copy(update={"params": getattr(config.params, model_role).to_request()})
-        for role, model_role in called.items()
+        ).model_copy(update={"params": getattr(config.params, model_role(role)).to_request()})
+        for role in ("evolve", "answer", "judge", ANSWER_CHECK)
         if calls[role]
     }
     costs = [role.cost_usd for role in roles.values()]

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from evol.contamination import Flagged, read_contamination
 from evol.counts import RunCounts
+from evol.judging import model_role
 from evol.manifest import load_manifest
 from evol.metrics import read_metrics, record_file_sizes
 from evol.records import MAX_GENERATIONS
@@ -157,8 +158,7 @@ def run_stats(
     }
     roles = {
         role: _role_cost(
-            # The answer check is a call to the judge model.
-            models.get(role) or (models.get("judge") if role == "answer_check" else None),
+            models.get(model_role(role)),
             used,
             price_in,
             price_out,

@@ -170,7 +170,6 @@ class ResponseFormats:
 
     def __init__(self) -> None:
         self.steps: dict[str, int] = {}  # schema name -> the step this endpoint takes
-        self.refused: dict[str, str] = {}  # schema name -> the first refusal, as said
 
     async def send(
         self, params: GenerationParams, send: Callable[[dict[str, Any]], Awaitable[_Sent]]
@@ -181,19 +180,17 @@ class ResponseFormats:
         refused again without a format, and turns no schema off."""
         name = _schema_name(params.request)
         step = self.steps.get(name, 0) if name is not None else 0
-        refusal = None
         while True:
             try:
                 answered = await send(_at_step(params.request, step))
             except (BackendError, TransientBackendError) as error:
                 if name is None or step >= _NO_FORMAT or not refuses_response_format(error):
                     raise
-                refusal = refusal or str(error)
                 step += 1
                 continue
-            if name is not None and refusal is not None and step > self.steps.get(name, 0):
+            # Only a refusal moves `step` past where this endpoint stood.
+            if name is not None and step > self.steps.get(name, 0):
                 self.steps[name] = step
-                self.refused.setdefault(name, refusal)
             return answered
 
 
