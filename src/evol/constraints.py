@@ -221,13 +221,16 @@ def _nth_paragraph(rng: random.Random) -> dict[str, Any]:
 # evol's schema: how each id's kwargs are drawn. combination:repeat_prompt is left out: it
 # needs the final prompt, which is only known once the evolver has rewritten it.
 KWARGS_SCHEMA: dict[str, Callable[[random.Random], dict[str, Any]]] = {
-    "keywords:existence": lambda rng: {"keywords": rng.sample(_word_list(), 2)},
+    # Sorted, as IFEval's checker keeps them: the kwargs read back equal the ones drawn.
+    "keywords:existence": lambda rng: {"keywords": sorted(rng.sample(_word_list(), 2))},
     "keywords:frequency": lambda rng: {
         "keyword": rng.choice(_word_list()),
         "frequency": rng.randint(1, KEYWORD_TIMES),
         "relation": rng.choice(COMPARISON),
     },
-    "keywords:forbidden_words": lambda rng: {"forbidden_words": rng.sample(_word_list(), 2)},
+    "keywords:forbidden_words": lambda rng: {
+        "forbidden_words": sorted(rng.sample(_word_list(), 2))
+    },
     "keywords:letter_frequency": lambda rng: {
         "letter": rng.choice(string.ascii_lowercase),
         "let_frequency": rng.randint(1, LETTER_TIMES),
