@@ -505,6 +505,7 @@ def no_network(*args, **kwargs):
 socket.socket = socket.create_connection = socket.getaddrinfo = no_network
 constraints._library()
 root = str(constraints.punkt_data_root())
+first = nltk.data.path[0]
 nltk.data.path[:] = [root]  # nowhere else to find punkt_tab
 sentences = constraints.Constraint(
     id="length_constraints:number_sentences", kwargs={"num_sentences": 3, "relation": "at least"})
@@ -512,7 +513,7 @@ capitals = constraints.Constraint(
     id="change_case:capital_word_frequency",
     kwargs={"capital_frequency": 2, "capital_relation": "at least"})
 verdicts = constraints.check("Dr. Smith came. He saw NASA and the UN. Then he left.", [sentences, capitals])
-print(json.dumps({"root": root, "strict": [v.strict for v in verdicts]}))
+print(json.dumps({"root": root, "first": first, "strict": [v.strict for v in verdicts]}))
 """
 
 
@@ -536,6 +537,7 @@ def test_the_sentence_splitter_works_offline_from_evols_cache(tmp_path: Path):
     assert first["strict"] == [True, True]
     model = Path(first["root"]) / "tokenizers" / "punkt_tab" / "english"
     assert Path(first["root"]).is_relative_to(cache / "evol" / "nltk_data")
+    assert first["first"] == first["root"]  # evol put it first on nltk's path
     files = {path.name: path.stat().st_mtime_ns for path in model.iterdir()}
     assert set(files) == {
         "abbrev_types.txt",
@@ -564,3 +566,11 @@ def test_a_relative_xdg_cache_home_is_ignored(monkeypatch, tmp_path: Path):
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert constraints.cache_dir() == tmp_path / ".cache" / "evol"
+
+
+def test_an_undetectable_language_is_not_logged_with_the_answer(caplog):
+    # IFEval counts it as followed, and its checker logs the whole answer as an error.
+    with caplog.at_level("DEBUG"):
+        [verdict] = check("12345 67890", [c("language:response_language", language="en")])
+    assert verdict.strict
+    assert not [record for record in caplog.records if "12345" in record.getMessage()]

@@ -306,9 +306,10 @@ def _system_turn(manifest: dict[str, Any], shape: ExportFormat, option: str | No
     """The system prompt to write: the option's, else the run's; "" and None mean none."""
     if shape in ("jsonl", "ifeval"):
         if option:
+            what = "writes evol's records as they are" if shape == "jsonl" else "has no system turn"
             raise UsageError(
-                f"--system-prompt: the {shape} format has no system turn; "
-                "use alpaca, sharegpt, openai-chat or rlvr for one"
+                f"--system-prompt: the {shape} format {what}; "
+                "use alpaca, sharegpt or openai-chat (or rlvr) for a system turn"
             )
         return None
     if option is None:
