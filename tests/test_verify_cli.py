@@ -143,6 +143,23 @@ def test_verify_reports_pass_rates_per_constraint_id(evol, tmp_path: Path, row_f
     assert report["constraints"]["strict_rate"] == sum(sum(case[2]) for case in CASES) / constraints
 
 
+def test_verify_skips_the_rows_of_other_verifiers_in_a_mixed_rlvr_set(evol, tmp_path: Path):
+    rows = [rlvr_row(i, answer, cs) for i, (answer, cs, *_) in enumerate(CASES)]
+    rows.insert(
+        2,
+        {
+            "messages": [{"role": "user", "content": "2+2?"}],
+            "ground_truth": "4",
+            "dataset": "gsm8k",
+        },
+    )
+    rows.insert(4, {"messages": [], "ground_truth": ["x"], "dataset": ["code"]})
+    rows[0]["dataset"] = ["ifeval"]
+    report = verify_json(evol, write_lines(tmp_path / "mixed.jsonl", rows))
+    assert report["rows_without_constraints"] == 2
+    assert rates_of(report) == expected_rates()
+
+
 def test_verify_prints_a_table(evol, tmp_path: Path):
     rows = [ifeval_row(i, answer, cs) for i, (answer, cs, *_) in enumerate(CASES)]
     rows.append({"prompt": "no constraints here", "response": "fine"})
@@ -183,6 +200,7 @@ def test_verify_reads_a_json_array_and_a_named_response_field(evol, tmp_path: Pa
         (['{"messages": [], "ground_truth": "[{\'no\': 1}]"}'], ":1: unreadable constraints"),
         (['{"constraints": [{"id": "punctuation:no_comma", "kwargs": [1]}], "output": "x"}'], ":1: not a constraint: kwargs"),
         (['{"prompt": "nothing to check", "response": "x"}'], ": no row to check: expected instruction_id_list"),
+        (['{"messages": [], "ground_truth": "{\\"func_name\\": \\"validate_lowercase\\"}", "dataset": "ifeval"}'], ":1: unreadable constraints: a {func_name: ...} label (allenai/RLVR-IFeval"),
     ],
 )  # fmt: skip
 def test_a_bad_row_is_one_line_naming_file_and_line(evol, tmp_path: Path, lines, message):

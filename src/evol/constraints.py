@@ -327,16 +327,28 @@ def _counts(c: Constraint) -> dict[Counted, tuple[float, float]]:
         return {("keyword", w.lower()): (0, 0) for w in k.get("forbidden_words", [])}
     if c.id == "length_constraints:nth_paragraph_first_word":
         return {("keyword", str(k.get("first_word", "")).lower()): (1, float("inf"))}
-    simple = {
-        "keywords:frequency": (("keyword", str(k.get("keyword", "")).strip().lower()), "frequency", "relation"),
-        "keywords:letter_frequency": (("letter", str(k.get("letter", "")).lower()), "let_frequency", "let_relation"),
+    counted_by = {  # id -> (what is counted, the count's kwarg, the relation's kwarg)
+        "keywords:frequency": (
+            ("keyword", str(k.get("keyword", "")).strip().lower()),
+            "frequency",
+            "relation",
+        ),
+        "keywords:letter_frequency": (
+            ("letter", str(k.get("letter", "")).lower()),
+            "let_frequency",
+            "let_relation",
+        ),
         "length_constraints:number_words": (("words", ""), "num_words", "relation"),
         "length_constraints:number_sentences": (("sentences", ""), "num_sentences", "relation"),
-        "change_case:capital_word_frequency": (("capital words", ""), "capital_frequency", "capital_relation"),
-    }  # fmt: skip
-    if c.id not in simple:
+        "change_case:capital_word_frequency": (
+            ("capital words", ""),
+            "capital_frequency",
+            "capital_relation",
+        ),
+    }
+    if c.id not in counted_by:
         return {}
-    counted, number, relation = simple[c.id]
+    counted, number, relation = counted_by[c.id]
     if not isinstance(k.get(number), int):
         return {}
     return {counted: bound(k[number], k.get(relation))}
@@ -493,7 +505,12 @@ def from_ground_truth(label: Any) -> list[Constraint]:
     parsed = _literal(label) if isinstance(label, str) else label
     first = parsed[0] if isinstance(parsed, list) and parsed else parsed
     if isinstance(first, str):
-        first = json.loads(first)
+        first = _literal(first)
+    if isinstance(first, dict) and "func_name" in first:
+        raise ValueError(
+            "a {func_name: ...} label (allenai/RLVR-IFeval, open-instruct's ifeval_old) names "
+            "open-instruct's own functions, not IFEval ids"
+        )
     if not isinstance(first, dict) or "instruction_id" not in first:
         raise ValueError('expected [{"instruction_id": [...], "kwargs": [...]}]')
     return from_ifeval_columns(first["instruction_id"], first.get("kwargs"))

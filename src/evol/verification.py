@@ -204,6 +204,8 @@ def _constraints_and_answer(
     """The row's format, constraints and answer (None: an evol record without one); None for a
     row without constraints."""
     try:
+        if "ground_truth" in row and not _for_ifeval_verifier(row):
+            return None  # a math or code row of a mixed RLVR set
         if "ground_truth" in row:
             found: tuple[RowFormat, list[Constraint]] = (
                 "rlvr",
@@ -228,6 +230,13 @@ def _constraints_and_answer(
     if not constraints:
         return None
     return row_format, constraints, _answer(row, row_format, response_field, where)
+
+
+def _for_ifeval_verifier(row: dict[str, Any]) -> bool:
+    """Whether an RLVR row is for open-instruct's `ifeval` verifier (its `dataset` names the
+    verifier, or a list of them; a row without it is taken to be)."""
+    verifier = row.get("dataset", "ifeval")
+    return verifier == "ifeval" or (isinstance(verifier, list) and "ifeval" in verifier)
 
 
 def _answer(
