@@ -330,6 +330,8 @@ def test_language_detection_is_seeded_before_every_check():
         (c("length_constraints:number_words", num_words=100, relation="about"), "relation"),
         (c("keywords:existence", keywords=["(a+)+$"]), "keywords must be plain words, got '(a+)+$'"),
         (c("keywords:frequency", keyword="a*", frequency=1, relation=LESS), "keyword must be plain words"),
+        (c("detectable_content:postscript", postscript_marker="(p+)+q"), "postscript_marker must be plain words"),
+        (c("detectable_format:multiple_sections", section_spliter="[S]ection", num_sections=2), "section_spliter must be plain words"),
     ],
 )  # fmt: skip
 def test_a_constraint_the_library_would_skip_or_randomise_is_refused(constraint, message):

@@ -46,9 +46,10 @@ SECTION_WORDS = ("Section", "SECTION")
 END_PHRASES = ("Any other questions?", "Is there anything else I can help with?")
 # Languages written in the Latin alphabet: the others cannot be asked for an ASCII letter.
 LATIN_SCRIPT = frozenset({"en", "es", "pt", "fr", "de", "it", "pl", "vi", "sw", "fi"})
-# IFEval's checkers search keywords as regular expressions: evol takes plain words only, so
+# IFEval's checkers put these kwargs into regular expressions: evol takes plain words only, so
 # no dataset's keyword is a pattern that backtracks (a quantifier, a group, a class).
 _PATTERN_SYNTAX = re.compile(r"[*+?{}()\[\]|\\]")
+PATTERN_KWARGS = ("keywords", "forbidden_words", "keyword", "postscript_marker", "section_spliter")
 
 
 class ConstraintError(EvolError):
@@ -464,7 +465,7 @@ def _kwargs_problem(instruction_id: str, kwargs: dict[str, Any]) -> str | None:
         nth, count = kwargs.get("nth_paragraph"), kwargs.get("num_paragraphs")
         if not (isinstance(nth, int) and isinstance(count, int) and 1 <= nth <= count):
             return f"nth_paragraph must be 1 to num_paragraphs ({count!r}), got {nth!r}"
-    for name in ("keywords", "forbidden_words", "keyword", "first_word"):
+    for name in PATTERN_KWARGS:
         words = kwargs.get(name)
         for word in [words] if isinstance(words, str) else words or []:
             if not isinstance(word, str) or _PATTERN_SYNTAX.search(word):
