@@ -67,6 +67,7 @@ from evol.selection import format_summary as format_select_summary
 from evol.show import SHOWN_CHARS, format_lineage, lineage
 from evol.stats import format_stats, run_stats
 from evol.terminal import json_printable, printable
+from evol.verification import format_verify, verify_dataset
 
 app = typer.Typer(
     help="Evolve seed instructions into a larger, harder instruction dataset (Evol-Instruct).",
@@ -784,6 +785,8 @@ class ExportShape(StrEnum):
     sharegpt = "sharegpt"
     openai_chat = "openai-chat"
     jsonl = "jsonl"
+    ifeval = "ifeval"
+    rlvr = "rlvr"
 
 
 class ExportFileFormat(StrEnum):
@@ -827,7 +830,7 @@ def export(
         False, "--json/--no-json", help="Print what was written as one JSON object."
     ),
 ) -> None:
-    """Write a run's dataset as Alpaca, ShareGPT, OpenAI chat or evol's own records."""
+    """Write a run's dataset as Alpaca, ShareGPT, OpenAI chat, IFEval, RLVR or evol's records."""
     with _user_errors(False, as_json=as_json):
         result = export_run(
             run_dir,
@@ -847,7 +850,36 @@ def export(
         typer.echo(
             f"evol: left out {result.left_out_without_output} records without an output", err=True
         )
+    if result.left_out_without_constraints:
+        typer.echo(
+            f"evol: left out {result.left_out_without_constraints} records without verifiable "
+            "constraints",
+            err=True,
+        )
     _echo_outside(result.model_dump_json() if as_json else format_export(result), as_json=as_json)
+
+
+@app.command(cls=EvolCommand)
+def verify(
+    dataset: Path = typer.Argument(
+        ...,
+        metavar="FILE",
+        help="IFEval or RLVR rows (JSON Lines or a JSON array), evol's records, or a run directory.",
+    ),
+    response_field: str = typer.Option(
+        None,
+        "--response-field",
+        help="The answer's field (default: response for IFEval, the last assistant message for "
+        "RLVR, output for evol's records).",
+    ),
+    as_json: bool = typer.Option(
+        False, "--json/--no-json", help="Print the pass rates as one JSON object."
+    ),
+) -> None:
+    """Check each answer against its verifiable constraints; pass rates per constraint id."""
+    with _user_errors(False, as_json=as_json):
+        result = verify_dataset(dataset, response_field)
+    _echo_outside(result.model_dump_json() if as_json else format_verify(result), as_json=as_json)
 
 
 @app.command(cls=EvolCommand)

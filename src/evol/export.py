@@ -6,6 +6,17 @@ Shapes (`shape`, `--format`):
     sharegpt     {"conversations": [{"from": "human", ...}, {"from": "gpt", ...}]}
     openai-chat  {"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}
     jsonl        the records as evol wrote them
+    ifeval       {"key", "prompt", "instruction_id_list", "kwargs", "response"}: IFEval's input
+                 rows (google-research, lm-eval, NeMo Gym read the first four), plus the answer
+    rlvr         {"messages": [..., user, assistant], "ground_truth", "dataset": "ifeval"}
+
+ifeval and rlvr write the records that carry verifiable `constraints` (see evol.constraints)
+and count the others left out. rlvr follows open-instruct's `ifeval` verifier, the one its
+current IF datasets use: `ground_truth` is a list holding {"instruction_id": [...], "kwargs":
+[...]}, read with ast.literal_eval. The older allenai/RLVR-IFeval rows (one constraint each,
+as {"func_name": ...} of open-instruct's own functions, its `ifeval_old` verifier) cannot hold
+several IFEval ids with their kwargs. The messages end with the kept answer: open-instruct
+drops a last message from the prompt it samples from, and `evol verify` checks it.
 
 Files (`file_format`, `--file-format`; by default from the name of `out`): `.parquet` is Parquet,
 written through pyarrow's ParquetWriter one row group of ROW_GROUP_ROWS at a time (pyarrow is the
@@ -49,8 +60,9 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import orjson
-from pydantic import BaseModel, Field, computed_field
+from pydantic import BaseModel, Field, ValidationError, computed_field
 
+from evol.constraints import Constraint, ground_truth, ifeval_columns
 from evol.errors import RunDirError, UsageError
 from evol.manifest import read_manifest
 from evol.records import compose
@@ -64,7 +76,9 @@ from evol.store import (
     write_error,
 )
 
-ExportFormat = Literal["alpaca", "sharegpt", "openai-chat", "jsonl"]
+ExportFormat = Literal["alpaca", "sharegpt", "openai-chat", "jsonl", "ifeval", "rlvr"]
+# The shapes made of verifiable constraints: records without them are left out.
+CONSTRAINED_SHAPES = ("ifeval", "rlvr")
 FileFormat = Literal["jsonl", "json", "parquet"]
 
 # Rows per Parquet row group (and per batch written to any file): a few MB of text at a time.
@@ -92,6 +106,7 @@ class ExportResult(BaseModel):
     system_prompt: str | None = Field(description="the system turn written; None for none")
     parts: list[ExportPart]
     left_out_without_output: int
+    left_out_without_constraints: int = 0
 
     @computed_field
     @property
@@ -181,6 +196,8 @@ def shape_record(record: dict[str, Any], shape: ExportFormat, system: str | None
         }
         return row | {"system": system} if system else row
     user = compose(record["instruction"], record.get("input") or "")
+    if shape in CONSTRAINED_SHAPES:
+        return _constrained_row(record, shape, user, system)
     if shape == "sharegpt":
         turns = [{"from": "human", "value": user}, {"from": "gpt", "value": record["output"]}]
         system_turn = {"from": "system", "value": system}
@@ -188,6 +205,22 @@ def shape_record(record: dict[str, Any], shape: ExportFormat, system: str | None
     turns = [{"role": "user", "content": user}, {"role": "assistant", "content": record["output"]}]
     system_turn = {"role": "system", "content": system}
     return {"messages": [system_turn, *turns] if system else turns}
+
+
+def _constrained_row(
+    record: dict[str, Any], shape: ExportFormat, user: str, system: str | None
+) -> dict[str, Any]:
+    constraints = [Constraint.model_validate(c) for c in record["constraints"]]
+    if shape == "ifeval":
+        columns = ifeval_columns(constraints)
+        return {"key": record["id"], "prompt": user, **columns, "response": record["output"]}
+    turns = [{"role": "user", "content": user}, {"role": "assistant", "content": record["output"]}]
+    system_turn = {"role": "system", "content": system}
+    return {
+        "messages": [system_turn, *turns] if system else turns,
+        "ground_truth": ground_truth(constraints),
+        "dataset": "ifeval",  # the verifier open-instruct picks for the row
+    }
 
 
 def file_format_of(out: Path) -> FileFormat:
@@ -213,6 +246,11 @@ def export_run(
     manifest = read_manifest(run_dir)
     file_format = file_format or file_format_of(out)
     if file_format == "parquet":
+        if shape == "ifeval":
+            raise UsageError(
+                "--format ifeval: its kwargs differ per constraint, which one Parquet column "
+                "cannot hold; write JSON Lines (or rlvr to Parquet)"
+            )
         _require_pyarrow()
     system = _system_turn(manifest, shape, system_prompt)
     fractions = split or {}
@@ -224,7 +262,13 @@ def export_run(
 
     with ExitStack() as stack:
         records_to_parquet = shape == "jsonl" and file_format == "parquet"
-        scan = _scan(run_dir, generations, stack, fields=records_to_parquet)
+        scan = _scan(
+            run_dir,
+            generations,
+            stack,
+            fields=records_to_parquet,
+            constrained=shape in CONSTRAINED_SHAPES,
+        )
         members = _members(scan, fractions, seed)
         if shuffle:
             for name, indices in members.items():
@@ -254,16 +298,18 @@ def export_run(
         system_prompt=system,
         parts=parts,
         left_out_without_output=scan.left_out,
+        left_out_without_constraints=scan.left_out_unconstrained,
     )
 
 
 def _system_turn(manifest: dict[str, Any], shape: ExportFormat, option: str | None) -> str | None:
     """The system prompt to write: the option's, else the run's; "" and None mean none."""
-    if shape == "jsonl":
+    if shape in ("jsonl", "ifeval"):
         if option:
+            what = "writes evol's records as they are" if shape == "jsonl" else "has no system turn"
             raise UsageError(
-                "--system-prompt: the jsonl format writes evol's records as they are; "
-                "use alpaca, sharegpt or openai-chat for a system turn"
+                f"--system-prompt: the {shape} format {what}; "
+                "use alpaca, sharegpt or openai-chat (or rlvr) for a system turn"
             )
         return None
     if option is None:
@@ -352,6 +398,7 @@ class _Scan:
     roots: dict[str, int] = field(default_factory=dict)  # root id -> lineage number
     sizes: list[int] = field(default_factory=list)  # records per lineage
     left_out: int = 0
+    left_out_unconstrained: int = 0
     # evol's records to Parquet: the top-level fields in order, and each (field, type) seen.
     fields: dict[str, None] | None = None
     field_types: set[tuple[str, type]] = field(default_factory=set)
@@ -389,20 +436,47 @@ class _Scan:
             yield chunk
 
 
-def _scan(run_dir: Path, generations: set[int] | None, stack: ExitStack, *, fields: bool) -> _Scan:
-    """First pass: check every kept record and note where the exported ones lie."""
+def _scan(
+    run_dir: Path,
+    generations: set[int] | None,
+    stack: ExitStack,
+    *,
+    fields: bool,
+    constrained: bool = False,
+) -> _Scan:
+    """First pass: check every kept record and note where the exported ones lie (with
+    `constrained`, only those with verifiable constraints, which are checked here)."""
     scan = _Scan(fields={} if fields else None)
     for path in generation_files(run_dir):
         fp = stack.enter_context(open_record_file(path))
         scan.files.append(fp)
-        for _number, offset, length, record in read_records(fp, path):
+        for number, offset, length, record in read_records(fp, path):
             if generations is not None and record["generation"] not in generations:
                 continue
             if record["output"] is None:
                 scan.left_out += 1
                 continue
+            if constrained and not _has_constraints(record, path, number):
+                scan.left_out_unconstrained += 1
+                continue
             scan.add(len(scan.files) - 1, offset, length, record)
     return scan
+
+
+def _has_constraints(record: dict[str, Any], path: Path, number: int) -> bool:
+    """Whether a record carries verifiable constraints; a damaged list is a RunDirError."""
+    constraints = record.get("constraints")
+    if not constraints:
+        return False
+    try:
+        if not isinstance(constraints, list):
+            raise ValueError("not a list")
+        for constraint in constraints:
+            Constraint.model_validate(constraint)
+    except (ValidationError, ValueError) as error:
+        why = error.errors()[0]["msg"] if isinstance(error, ValidationError) else str(error)
+        raise RunDirError(f"{path}:{number}: not an evol record (constraints: {why})") from None
+    return True
 
 
 def _members(scan: _Scan, fractions: dict[str, float], seed: int) -> dict[str | None, array]:
@@ -492,6 +566,9 @@ def _parquet_schema(shape: ExportFormat, system: str | None, columns: dict[str, 
         )
     if shape == "openai-chat":
         return pa.schema([("messages", pa.list_(pa.struct([("role", text), ("content", text)])))])
+    if shape == "rlvr":
+        turns = pa.list_(pa.struct([("role", text), ("content", text)]))
+        return pa.schema([("messages", turns), ("ground_truth", text), ("dataset", text)])
     types = {
         "bool": pa.bool_(),
         "int": pa.int64(),

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evol.contamination import read_contamination
 from evol.errors import UsageError
-from evol.export import ExportFormat, write_rows
+from evol.export import CONSTRAINED_SHAPES, ExportFormat, write_rows
 from evol.metrics import record_file_sizes
 from evol.scoring import ScoreBook, kept_records, read_scores
 
@@ -64,6 +64,11 @@ class SelectSummary(BaseModel):
 
 def select_records(config: SelectConfig) -> SelectSummary:
     """Pick up to `config.budget` records of the run and write them to `config.out`."""
+    if config.shape in CONSTRAINED_SHAPES:
+        raise UsageError(
+            f"--format {config.shape}: evol select writes alpaca, sharegpt, openai-chat or "
+            f"jsonl; evol export writes {config.shape}"
+        )
     records = kept_records(config.run_dir)
     book = read_scores(config.run_dir, records)
     used = _scores_used(book)
