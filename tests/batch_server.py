@@ -135,7 +135,7 @@ class BatchServer:
         if self._loop and self._gate:
             self._loop.call_soon_threadsafe(self._gate.set)
 
-    def wait_until(self, condition: Callable[[], bool], limit: float = 60.0) -> None:
+    def wait_until(self, condition: Callable[[], bool], limit: float = 600.0) -> None:
         """Block until `condition()` holds; `limit` only guards against a hang, never a pace."""
         deadline = time.monotonic() + limit
         while not condition():

@@ -265,7 +265,7 @@ class FakeServer:
         if self._loop and self._gate:
             self._loop.call_soon_threadsafe(self._gate.set)
 
-    def wait_until(self, condition: Callable[[], bool], limit: float = 120.0) -> None:
+    def wait_until(self, condition: Callable[[], bool], limit: float = 600.0) -> None:
         """Block until `condition()` holds; `limit` only guards against a hang, never a pace."""
         deadline = time.monotonic() + limit
         while not condition():

@@ -27,7 +27,7 @@ def test_a_progress_interval_past_what_a_thread_can_wait_is_no_traceback(tmp_pat
     with FakeServer() as server:
         arguments = without_quiet(run_args(server, seeds, out, "--generations", "1"))
         child = evol_child(*arguments, env={"EVOL_PROGRESS_INTERVAL": "1e10"})
-        _, stderr = child.communicate(timeout=120)
+        _, stderr = child.communicate(timeout=600)
     assert child.returncode == 0, stderr
     assert "Traceback" not in stderr and "OverflowError" not in stderr
     assert "evol: progress: 4/4 steps (100%)" in stderr

@@ -102,11 +102,11 @@ async def complete_all(
 
         return await with_retries(call, max_retries=retries, max_wait=0.01)
 
-    async with asyncio.timeout(60):  # a guard against a hang, never a pace
+    async with asyncio.timeout(600):  # a guard against a hang, never a pace
         return await asyncio.gather(*(one(text) for text in texts), return_exceptions=True)
 
 
-async def until(condition: Callable[[], bool], limit: float = 60.0) -> None:
+async def until(condition: Callable[[], bool], limit: float = 600.0) -> None:
     """Wait, in the loop, until `condition()` holds; `limit` only guards against a hang."""
     async with asyncio.timeout(limit):
         while not condition():

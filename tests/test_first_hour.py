@@ -195,7 +195,7 @@ def test_a_resume_says_how_far_the_run_got_and_what_it_sends_again(tmp_path: Pat
         server.wait_until(lambda: server.held == 4)
         held = [body["messages"] for body in server.requests if hold(body)]
         child.send_signal(signal.SIGINT)
-        stdout, _ = child.communicate(timeout=60)
+        stdout, _ = child.communicate(timeout=600)
         server.release()
     assert child.returncode == 130
     stopped = json.loads(stdout)
@@ -205,7 +205,7 @@ def test_a_resume_says_how_far_the_run_got_and_what_it_sends_again(tmp_path: Pat
 
     with FakeServer() as server:
         child = evol_child(*without_quiet(run_args(server, seeds, out, *options)))
-        stdout, stderr = child.communicate(timeout=120)
+        stdout, stderr = child.communicate(timeout=600)
         resent = [body["messages"] for body in server.requests]
     assert child.returncode == 0, stderr
     assert f"evol: resuming {out}: {on_disk} of 24 steps done, 4 calls to repeat\n" in stderr
@@ -243,7 +243,7 @@ def test_a_fresh_run_a_finished_one_and_a_killed_one_say_what_they_are(
         child = evol_child(*run_args(server, seeds, killed, "--generations", "2"))
         server.wait_until(lambda: server.held == 3)
         child.kill()
-        child.communicate(timeout=60)
+        child.communicate(timeout=600)
         server.release()
     assert json.loads((killed / "run.json").read_text())["status"] == "running"
     with FakeServer() as server:

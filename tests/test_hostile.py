@@ -319,7 +319,7 @@ def run_without_model(
     seeds = write_seeds(tmp_path / "s.jsonl", SEEDS[:1])
     command = [sys.executable, "-m", "evol", "run", str(seeds), "--out", str(tmp_path / "run")]
     command += ["--base-url", server.base_url, "--backend", backend, "--retry-max-wait", "0.01"]
-    return subprocess.run([*command, *extra], env=ENV, capture_output=True, text=True, timeout=120)
+    return subprocess.run([*command, *extra], env=ENV, capture_output=True, text=True, timeout=600)
 
 
 MODEL_LISTS = {
@@ -443,7 +443,7 @@ def test_a_key_in_the_base_url_is_never_shown(tmp_path: Path) -> None:
         out = tmp_path / "run"
         seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS[:2])
         command = [sys.executable, "-m", "evol", "run", str(seeds), "--out", str(out), "--base-url", url, "--generations", "1", "--json"]  # fmt: skip
-        result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     outputs = [result.stdout, result.stderr, *(p.read_text() for p in out.iterdir() if p.is_file())]
     assert all(KEY not in text for text in outputs)
@@ -525,7 +525,7 @@ def test_a_redirect_that_carries_the_key_names_it_redacted_in_score(tmp_path: Pa
         command = [sys.executable, "-m", "evol", "score", str(out), "--base-url", server.base_url]
         command += ["--model", "fake-model", "--answers", "--max-retries", "0"]
         env = {**ENV, "OPENAI_API_KEY": KEY}
-        child = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        child = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert child.returncode == 2, child.stderr
     assert "redirects to http://127.0.0.1:1/v1/***?q=***" in child.stderr
     assert pieces_of(KEY, *run_texts(out, child.stdout, child.stderr)) == []

@@ -397,7 +397,7 @@ def test_megabyte_replies_send_no_request_twice(tmp_path: Path) -> None:
         command += ["--base-url", server.base_url, "--model", "fake-model", "--quiet"]
         command += ["--generations", "1", "--timeout", "3", "--json"]
         # The limit only ends a hang (the backtracking patterns never finished).
-        result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
         requests = list(server.requests)
     assert result.returncode == 0, result.stderr
     sent = Counter(json.dumps(body["messages"]) for body in requests)

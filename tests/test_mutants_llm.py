@@ -80,7 +80,7 @@ async def ask_batch(
 
         return await with_retries(call, max_retries=retries, max_wait=0.01)
 
-    async with asyncio.timeout(60):  # a guard against a hang, never a pace
+    async with asyncio.timeout(600):  # a guard against a hang, never a pace
         return await asyncio.gather(*(one(text) for text in texts), return_exceptions=True)
 
 
@@ -116,7 +116,7 @@ def events(state_dir: Path) -> list[str]:
 
 async def until(condition: Callable[[], bool]) -> None:
     """Wait in the loop until `condition()` holds; the limit only guards against a hang."""
-    async with asyncio.timeout(60):
+    async with asyncio.timeout(600):
         while not condition():
             await asyncio.sleep(0.01)
 

@@ -114,9 +114,9 @@ def test_the_directory_is_locked_while_a_run_writes_it(evol, server, tmp_path: P
         *map(str, run_args(server, seeds, out, "--generations", "1")),
     ]
     with FileLock(out / ".evol.lock"):  # another process holds it
-        held = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        held = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert held.returncode == 2 and "another evol run is writing" in held.stderr
-    free = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    free = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert free.returncode == 0, free.stderr
     assert len(read_jsonl(out / "gen_1.jsonl")) == 3
 

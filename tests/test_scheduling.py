@@ -25,7 +25,7 @@ def content(body: dict[str, Any]) -> str:
 class ReleaseWhen:
     """Release the server's held requests once `condition` holds, from a watcher thread."""
 
-    def __init__(self, server: FakeServer, condition: Callable[[], bool], limit: float = 60.0):
+    def __init__(self, server: FakeServer, condition: Callable[[], bool], limit: float = 600.0):
         self.met = False
 
         def watch() -> None:
