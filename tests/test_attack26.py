@@ -675,3 +675,25 @@ def test_a_relative_cache_home_is_not_written_under_the_working_directory(tmp_pa
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "relative-cache").exists()
     assert (tmp_path / "home" / ".cache" / "evol" / "nltk_data").is_dir()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="attack26: a damaged punkt cache (the english directory there, a file missing: a "
+    "cleaned tmp, a partial copy) is taken as whole: LookupError traceback advising "
+    "nltk.download, which evol exists to avoid",
+)
+def test_a_damaged_punkt_cache_is_rebuilt_or_one_line(tmp_path):
+    from punkt import __version__ as punkt_version
+
+    english = tmp_path / "cache" / "evol" / "nltk_data" / f"punkt-{punkt_version}"
+    english = english / "tokenizers" / "punkt_tab" / "english"
+    english.mkdir(parents=True)
+    row = ifeval_row(
+        ["length_constraints:number_sentences"],
+        [{"num_sentences": 3, "relation": "less than"}],
+        "One here. Two here.",
+    )
+    path = write_rows(tmp_path / "s.jsonl", [row])
+    done = verify_in_child(path, os.environ | {"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert done.returncode in (0, 2) and "Traceback" not in done.stderr, done.stderr[-300:]
