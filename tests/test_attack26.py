@@ -98,11 +98,6 @@ def run_under_cpu_budget(code: str, seconds: int) -> subprocess.CompletedProcess
 # -- checkers that crash on an answer or on kwargs ------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack26: an answer of 100k '[' under detectable_format:json_format raises "
-    "RecursionError out of check(): evol verify dies with a traceback (and so would sampling)",
-)
 def test_a_deeply_nested_answer_is_a_failed_json_check_not_a_crash(tmp_path, evol):
     rows = [ifeval_row(["detectable_format:json_format"], [{}], "[" * 100_000)]
     code, report = verify_json(evol, write_rows(tmp_path / "deep.jsonl", rows))
@@ -122,11 +117,6 @@ WRONG_TYPED_KWARGS = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack26: kwargs of the wrong type or an unknown language code escape as "
-    "AttributeError/KeyError/TypeError: evol verify prints a traceback, exit 1, not one line",
-)
 @pytest.mark.parametrize(("instruction_id", "kwargs"), WRONG_TYPED_KWARGS)
 def test_wrong_typed_kwargs_are_one_line_naming_the_row(tmp_path, evol, instruction_id, kwargs):
     path = write_rows(tmp_path / "wild.jsonl", [ifeval_row([instruction_id], [kwargs], "hi")])
@@ -159,23 +149,12 @@ RANDOM_FILLED = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack26: empty keyword lists, an empty keyword and negative float counts are "
-    "accepted, and IFEval's build_description replaces them by a draw from the global RNG: "
-    "the verdict changes from run to run (constraints.py promises to refuse these)",
-)
 @pytest.mark.parametrize(("instruction_id", "kwargs"), RANDOM_FILLED)
 def test_kwargs_that_ifeval_fills_at_random_are_refused(instruction_id, kwargs):
     with pytest.raises(ConstraintError):
         check("some answer text", [Constraint(id=instruction_id, kwargs=kwargs)])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack26: the same answer under forbidden_words [] passes or fails with the "
-    "global RNG's state (IFEval draws two forbidden words from it)",
-)
 def test_a_verdict_does_not_depend_on_the_global_rng():
     from if_verifiable.ifeval import instructions_util
 
@@ -203,11 +182,6 @@ VACUOUS = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack26: an empty postscript marker or end phrase is accepted and every answer "
-    "meets it, so a row passes a constraint that asks nothing",
-)
 @pytest.mark.parametrize(("instruction_id", "kwargs"), VACUOUS)
 def test_empty_marker_kwargs_are_refused(instruction_id, kwargs):
     with pytest.raises(ConstraintError):
@@ -252,9 +226,9 @@ def test_a_long_run_of_one_character_is_checked_within_a_cpu_budget(instruction_
 
 @pytest.mark.xfail(
     strict=True,
-    reason="attack26: a 1 MB answer of plain prose takes ~21 s of CPU under "
-    "change_case:capital_word_frequency (nltk word_tokenize on each of 8 loose variants; "
-    "number_sentences ~7 s): a checker over 1 s on one answer",
+    reason="attack26: a 1 MB answer of plain prose takes ~9.5 s of CPU under "
+    "change_case:capital_word_frequency (nltk word_tokenize, one pass: the loose variants now "
+    "run only where strict fails, each distinct one once; it was ~19 s): a checker over 1 s",
 )
 def test_a_one_megabyte_answer_is_checked_within_a_cpu_budget():
     code = (
@@ -335,12 +309,6 @@ UNSATISFIABLE_PAIRS = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack26: contradicts() misses pairs no answer can meet: a letter kept under n "
-    "against words, end phrases, section words or P.S. that contain it; a forbidden or "
-    "absent word inside the end phrase or the section word; a keyword inside another",
-)
 @pytest.mark.parametrize(("a", "b"), UNSATISFIABLE_PAIRS)
 def test_pairs_no_answer_can_meet_are_contradictions(a, b):
     assert contradicts(a, b) and contradicts(b, a)
@@ -356,11 +324,6 @@ def _required_text(c: Constraint) -> str:
     return " ".join(parts).lower()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack26: pick() reaches those contradictions: with 'e' kept under 1 it draws "
-    "constraints whose text needs an 'e' (60 of 300 seeds)",
-)
 def test_pick_never_adds_a_constraint_that_needs_a_letter_the_lineage_forbids():
     carried = [letter("e")]
     needs_e = [
@@ -371,11 +334,6 @@ def test_pick_never_adds_a_constraint_that_needs_a_letter_the_lineage_forbids():
     assert needs_e == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack26: pick() can draw number_sentences 'less than 1' (seed 1066): punkt counts "
-    "at least one sentence in any non-blank answer, so every such record ends constraint_unmet",
-)
 def test_pick_never_draws_a_constraint_no_answer_meets():
     never = {"num_sentences": 1, "relation": "less than"}
     drawn = [
@@ -400,11 +358,6 @@ def test_no_non_blank_text_has_zero_sentences():
 # -- files from the wild -------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack26: a JSON Lines file starting with a UTF-8 BOM (Windows tools) is "
-    "'not valid JSON' at line 1, though datasets.load_dataset('json') reads it",
-)
 def test_a_bom_at_the_start_of_a_jsonl_file_is_read(tmp_path, evol):
     path = tmp_path / "bom.jsonl"
     row = ifeval_row(["punctuation:no_comma"], [{}], "no commas here")
@@ -413,12 +366,6 @@ def test_a_bom_at_the_start_of_a_jsonl_file_is_read(tmp_path, evol):
     assert code == 0 and report["rows"]["strict"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack26: an RLVR answer with a <think> section is checked whole; open-instruct's "
-    "ifeval verifier (remove_thinking_section) and if-verifiable's evaluate_instructions "
-    "(strip_thinking) check only what follows </think>",
-)
 def test_an_rlvr_answer_is_checked_after_its_thinking_section(tmp_path, evol):
     row = {
         "messages": [
@@ -554,11 +501,6 @@ def test_exports_load_with_datasets_and_verify_round_trips(tmp_path, evol):
                     check(row["messages"][-1]["content"], [Constraint(id=key, kwargs=kwargs)])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack26: `evol export --format rlvr` writes Parquet (and allenai/RLVR-IFeval is "
-    "Parquet), but `evol verify out.parquet` says 'not valid JSON' at line 1",
-)
 def test_an_rlvr_parquet_export_round_trips_through_evol_verify(tmp_path, evol):
     pytest.importorskip("pyarrow")
     out = tmp_path / "r.parquet"
@@ -624,12 +566,6 @@ def test_processes_building_the_punkt_cache_at_once_all_succeed(tmp_path):
         assert child.returncode == 0 and json.loads(out)["rows"]["strict"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack26: the punkt model directory is renamed from mkdtemp's 0700 directory, so "
-    "a cache shared by several users (or built by root in an image) is unreadable to the others, "
-    "though its files are 0644",
-)
 def test_the_punkt_cache_is_as_readable_as_its_files(tmp_path):
     code = (
         "import os; os.umask(0o022)\n"
@@ -677,12 +613,6 @@ def test_a_relative_cache_home_is_not_written_under_the_working_directory(tmp_pa
     assert (tmp_path / "home" / ".cache" / "evol" / "nltk_data").is_dir()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack26: a damaged punkt cache (the english directory there, a file missing: a "
-    "cleaned tmp, a partial copy) is taken as whole: LookupError traceback advising "
-    "nltk.download, which evol exists to avoid",
-)
 def test_a_damaged_punkt_cache_is_rebuilt_or_one_line(tmp_path):
     from punkt import __version__ as punkt_version
 

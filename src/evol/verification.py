@@ -1,11 +1,13 @@
 """`evol verify`: check the answers of a dataset against its verifiable constraints, and say
 how often each constraint id is met, strict and loose, as IFEval reports it.
 
-What it reads, row by row (a JSON Lines file, a JSON array, or an evol run directory):
+What it reads, row by row (a JSON Lines file, a JSON array, a Parquet file with the `parquet`
+extra, or an evol run directory):
 
     IFEval   `instruction_id_list` + `kwargs`, the answer in `response` (or --response-field)
     RLVR     `messages` + `ground_truth` (open-instruct's `ifeval` label), the answer in the last
-             message when it is the assistant's (or in --response-field)
+             message when it is the assistant's (or in --response-field), checked after its
+             `</think>` as open-instruct's verifier checks it
     evol     `constraints` (evol's records, `evol export --format jsonl`), the answer in `output`
 
 Rows without constraints are counted and skipped. The first row that cannot be read stops the
@@ -29,9 +31,12 @@ from evol.constraints import (
     from_ifeval_columns,
 )
 from evol.errors import EvolError
+from evol.export import PARQUET_EXTRA
 from evol.store import generation_files, open_record_file, read_records
 
 RowFormat = Literal["ifeval", "rlvr", "evol"]
+PARQUET_MAGIC = b"PAR1"
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class VerifyError(EvolError):
@@ -153,6 +158,10 @@ def _rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         data = path.read_bytes()
     except OSError as error:
         raise VerifyError(str(path), f"cannot read it: {error.strerror}") from None
+    if data.startswith(PARQUET_MAGIC):
+        yield from _parquet_rows(path, data)
+        return
+    data = data.removeprefix(UTF8_BOM)  # Windows tools write one; datasets reads past it
     if data.lstrip()[:1] == b"[":
         yield from _array_rows(path, data)
         return
@@ -170,6 +179,24 @@ def _array_rows(path: Path, data: bytes) -> Iterator[tuple[str, dict[str, Any]]]
         if not isinstance(row, dict):
             raise VerifyError(f"{path}: row {number}", "not a JSON object")
         yield f"{path}: row {number}", row
+
+
+def _parquet_rows(path: Path, data: bytes) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The rows of a Parquet file (evol's rlvr export, allenai's RLVR sets), a batch at a time."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise VerifyError(str(path), f"reading Parquet needs pyarrow: {PARQUET_EXTRA}") from None
+    try:
+        batches = pq.ParquetFile(pa.BufferReader(data)).iter_batches()
+        number = 0
+        for batch in batches:
+            for row in batch.to_pylist():
+                number += 1
+                yield f"{path}: row {number}", row
+    except (pa.ArrowException, OSError) as error:
+        raise VerifyError(str(path), f"not a readable Parquet file: {error}") from None
 
 
 def _run_rows(run_dir: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -261,4 +288,11 @@ def _answer(
         return None  # a seed kept without an answer (--no-answer-seeds)
     if not isinstance(answer, str):
         raise VerifyError(where, f"the answer is not a string: {type(answer).__name__}")
-    return answer
+    return without_thinking(answer) if row_format == "rlvr" else answer
+
+
+def without_thinking(answer: str) -> str:
+    """What open-instruct's verifiers check of an RLVR answer (its remove_thinking_section):
+    the text after the last `</think>`, without `<|assistant|>` and `<answer>` tags."""
+    answer = answer.replace("<|assistant|>", "").strip().split("</think>")[-1]
+    return answer.replace("<answer>", "").replace("</answer>", "").strip()
