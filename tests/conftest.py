@@ -131,3 +131,17 @@ def assert_valid_run(out: Path) -> dict[str, Any]:
     dataset = read_jsonl(out / "dataset.jsonl")
     assert [r["id"] for r in dataset] == [r.id for g in sorted(kept) for r in kept[g]]
     return manifest
+
+
+@pytest.fixture(scope="module")
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """XDG_CACHE_HOME pointed at a cache of the module's own (evol writes NLTK's punkt_tab
+    model there), never the developer's ~/.cache."""
+    saved = os.environ.get("XDG_CACHE_HOME")
+    cache = tmp_path_factory.mktemp("cache")
+    os.environ["XDG_CACHE_HOME"] = str(cache)
+    yield cache
+    if saved is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = saved

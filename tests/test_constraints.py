@@ -34,16 +34,8 @@ from evol.constraints import (  # noqa: E402
 LESS, AT_LEAST = "less than", "at least"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def private_cache(tmp_path_factory: pytest.TempPathFactory):
-    """The punkt_tab model goes to a cache of this module's, not the developer's ~/.cache."""
-    saved = os.environ.get("XDG_CACHE_HOME")
-    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    if saved is None:
-        os.environ.pop("XDG_CACHE_HOME", None)
-    else:
-        os.environ["XDG_CACHE_HOME"] = saved
+# The punkt_tab model goes to a cache of this module's, not the developer's ~/.cache.
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def c(instruction_id: str, **kwargs) -> Constraint:
