@@ -635,6 +635,14 @@ def from_ifeval_columns(ids: Any, kwargs: Any) -> list[Constraint]:
     return [Constraint(id=i, kwargs=k) for i, k in zip(ids, kwargs, strict=True)]
 
 
+def from_record(value: Any) -> list[Constraint]:
+    """The constraints of an evol record's `constraints` field: a list of {id, kwargs}.
+    Raises ValueError (a pydantic ValidationError for a bad entry)."""
+    if not isinstance(value, list):
+        raise ValueError("not a list of {id, kwargs}")
+    return [Constraint.model_validate(entry) for entry in value]
+
+
 def ground_truth(constraints: list[Constraint]) -> str:
     """open-instruct's `ifeval` verifier label: a list holding one {"instruction_id": [...],
     "kwargs": [...]}, read with ast.literal_eval. Written as JSON that is also a Python literal

@@ -62,7 +62,7 @@ from typing import Any, BinaryIO, Literal
 import orjson
 from pydantic import BaseModel, Field, ValidationError, computed_field
 
-from evol.constraints import Constraint, ground_truth, ifeval_columns
+from evol.constraints import from_record, ground_truth, ifeval_columns
 from evol.errors import RunDirError, UsageError
 from evol.manifest import read_manifest
 from evol.records import compose
@@ -196,31 +196,20 @@ def shape_record(record: dict[str, Any], shape: ExportFormat, system: str | None
         }
         return row | {"system": system} if system else row
     user = compose(record["instruction"], record.get("input") or "")
-    if shape in CONSTRAINED_SHAPES:
-        return _constrained_row(record, shape, user, system)
+    if shape == "ifeval":
+        columns = ifeval_columns(from_record(record["constraints"]))
+        return {"key": record["id"], "prompt": user, **columns, "response": record["output"]}
     if shape == "sharegpt":
         turns = [{"from": "human", "value": user}, {"from": "gpt", "value": record["output"]}]
         system_turn = {"from": "system", "value": system}
         return {"conversations": [system_turn, *turns] if system else turns}
     turns = [{"role": "user", "content": user}, {"role": "assistant", "content": record["output"]}]
     system_turn = {"role": "system", "content": system}
-    return {"messages": [system_turn, *turns] if system else turns}
-
-
-def _constrained_row(
-    record: dict[str, Any], shape: ExportFormat, user: str, system: str | None
-) -> dict[str, Any]:
-    constraints = [Constraint.model_validate(c) for c in record["constraints"]]
-    if shape == "ifeval":
-        columns = ifeval_columns(constraints)
-        return {"key": record["id"], "prompt": user, **columns, "response": record["output"]}
-    turns = [{"role": "user", "content": user}, {"role": "assistant", "content": record["output"]}]
-    system_turn = {"role": "system", "content": system}
-    return {
-        "messages": [system_turn, *turns] if system else turns,
-        "ground_truth": ground_truth(constraints),
-        "dataset": "ifeval",  # the verifier open-instruct picks for the row
-    }
+    row: dict[str, Any] = {"messages": [system_turn, *turns] if system else turns}
+    if shape == "rlvr":  # openai-chat's messages, and what open-instruct's verifier reads
+        row["ground_truth"] = ground_truth(from_record(record["constraints"]))
+        row["dataset"] = "ifeval"
+    return row
 
 
 def file_format_of(out: Path) -> FileFormat:
@@ -465,15 +454,11 @@ def _scan(
 
 def _has_constraints(record: dict[str, Any], path: Path, number: int) -> bool:
     """Whether a record carries verifiable constraints; a damaged list is a RunDirError."""
-    constraints = record.get("constraints")
-    if not constraints:
+    if not record.get("constraints"):
         return False
     try:
-        if not isinstance(constraints, list):
-            raise ValueError("not a list")
-        for constraint in constraints:
-            Constraint.model_validate(constraint)
-    except (ValidationError, ValueError) as error:
+        from_record(record["constraints"])
+    except ValueError as error:
         why = error.errors()[0]["msg"] if isinstance(error, ValidationError) else str(error)
         raise RunDirError(f"{path}:{number}: not an evol record (constraints: {why})") from None
     return True

@@ -29,6 +29,7 @@ from evol.constraints import (
     check,
     from_ground_truth,
     from_ifeval_columns,
+    from_record,
 )
 from evol.errors import EvolError
 from evol.export import PARQUET_EXTRA
@@ -242,9 +243,7 @@ def _constraints_and_answer(
             columns = from_ifeval_columns(row["instruction_id_list"], row.get("kwargs"))
             found = ("ifeval", columns)
         elif "constraints" in row:
-            if not isinstance(row["constraints"], list):
-                raise ValueError("constraints must be a list of {id, kwargs}")
-            found = ("evol", [Constraint.model_validate(c) for c in row["constraints"]])
+            found = ("evol", from_record(row["constraints"]))
         else:
             return None
     except ValidationError as error:
