@@ -233,14 +233,20 @@ def test_a_json_array_after_a_bom_is_read(evol, tmp_path: Path):
     assert rates_of(verify_json(evol, path)) == expected_rates()
 
 
+def verify_without(package: str, path: Path) -> subprocess.CompletedProcess[str]:
+    """`evol verify path` in a process where `package` cannot be imported."""
+    script = (
+        f"import sys; sys.modules[{package!r}] = None; "  # as if it were not installed
+        "from evol.cli import main; sys.argv = ['evol', 'verify', sys.argv[1]]; main()"
+    )
+    command = [sys.executable, "-c", script, str(path)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+
 def test_without_pyarrow_a_parquet_file_is_one_line_naming_the_extra(tmp_path: Path):
     path = tmp_path / "rows.parquet"
     path.write_bytes(b"PAR1" + b"\0" * 16 + b"PAR1")
-    script = (
-        "import sys; sys.modules['pyarrow'] = None; "  # as if it were not installed
-        "from evol.cli import main; sys.argv = ['evol', 'verify', sys.argv[1]]; main()"
-    )
-    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True)
+    done = verify_without("pyarrow", path)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "pip install 'evol[parquet]'" in done.stderr
 
@@ -252,11 +258,7 @@ def test_a_missing_file_is_one_line(evol, tmp_path: Path):
 
 def test_without_the_verify_extra_verify_says_what_to_install(tmp_path: Path):
     path = write_lines(tmp_path / "rows.jsonl", [ifeval_row(0, "x", CASES[0][1])])
-    script = (
-        "import sys; sys.modules['if_verifiable'] = None; "  # as if it were not installed
-        "from evol.cli import main; sys.argv = ['evol', 'verify', sys.argv[1]]; main()"
-    )
-    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True)
+    done = verify_without("if_verifiable", path)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "pip install 'evol[verify]'" in done.stderr
 
