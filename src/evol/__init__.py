@@ -4,15 +4,24 @@ import evol
 summary = evol.run(evol.RunConfig(seeds=Path("seeds.jsonl"), out=Path("runs/x")))
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib import import_module
+from typing import TYPE_CHECKING
 
-try:
-    __version__ = version("evol")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+from evol.version import __version__
 
-from evol.config import RunConfig  # noqa: E402
-from evol.manifest import RunSummary  # noqa: E402
-from evol.pipeline import arun, run  # noqa: E402
+if TYPE_CHECKING:
+    from evol.config import RunConfig
+    from evol.manifest import RunSummary
+    from evol.pipeline import arun, run
 
 __all__ = ["RunConfig", "RunSummary", "__version__", "arun", "run"]
+
+# The library's entry points load on first use: `import evol.textstats` (or any other leaf
+# module) then loads that module alone, not the pipeline and every backend behind it.
+_LAZY = {"RunConfig": "evol.config", "RunSummary": "evol.manifest", "arun": "evol.pipeline", "run": "evol.pipeline"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'evol' has no attribute {name!r}")

@@ -25,7 +25,7 @@ import typer
 from pydantic import SecretStr, ValidationError
 from tqdm import tqdm
 
-from evol import __version__
+from evol.version import __version__
 from evol.command import (
     BATCH_PANEL,
     LIMITS_PANEL,

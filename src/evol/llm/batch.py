@@ -45,7 +45,7 @@ import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-from evol import __version__
+from evol.version import __version__
 from evol.errors import (
     BackendError,
     ContextLengthExceeded,

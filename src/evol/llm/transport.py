@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
-from evol import __version__
+from evol.version import __version__
 from evol.errors import (
     EndpointUnreachable,
     Redirected,
