@@ -45,7 +45,6 @@ import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-from evol.version import __version__
 from evol.errors import (
     BackendError,
     ContextLengthExceeded,
@@ -84,6 +83,7 @@ from evol.llm.transport import (
     url_login,
 )
 from evol.secrets import Secrets, check_api_key, display_url
+from evol.version import __version__
 
 ENDPOINT = "/v1/chat/completions"
 STATE_FILE = "batches.jsonl"
