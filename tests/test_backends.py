@@ -28,6 +28,7 @@ from evol.llm import (
     BackendSettings,
     Completion,
     GenerationParams,
+    LLMRequest,
     backend_names,
     choose_backend,
     local_backend_installed,
@@ -327,7 +328,7 @@ def test_an_interrupted_generation_is_never_freed_under_its_thread(tmp_path: Pat
         model = backend._llama = BlockingModel()
         request = asyncio.ensure_future(
             backend.complete(
-                [{"role": "user", "content": "hi"}], model="m", params=GenerationParams()
+                LLMRequest([{"role": "user", "content": "hi"}], "m", GenerationParams())
             )
         )
         await asyncio.to_thread(model.started.wait, 30)
@@ -335,7 +336,7 @@ def test_an_interrupted_generation_is_never_freed_under_its_thread(tmp_path: Pat
         closing = asyncio.ensure_future(backend.aclose())
         second = asyncio.ensure_future(
             backend.complete(
-                [{"role": "user", "content": "again"}], model="m", params=GenerationParams()
+                LLMRequest([{"role": "user", "content": "again"}], "m", GenerationParams())
             )
         )
         await asyncio.sleep(0.05)
@@ -360,7 +361,8 @@ def test_register_backend_as_a_plugin_author_uses_it(tmp_path: Path) -> None:
         def __init__(self, settings: BackendSettings):
             self.settings = settings
 
-        async def complete(self, messages, *, model, params) -> Completion:
+        async def complete(self, request: LLMRequest) -> Completion:
+            messages, model = request.messages, request.model
             text = messages[-1]["content"]
             if "<first>" in text:
                 return Completion(text="Not Equal")

@@ -22,7 +22,7 @@ from evol.llm.openai_api import (
     served_model,
     status_error,
 )
-from evol.llm.protocol import BackendSettings, Completion, GenerationParams, Message
+from evol.llm.protocol import BackendSettings, Completion, LLMRequest, Message
 from evol.llm.transport import JsonTransport, url_login
 from evol.secrets import check_api_key, display_url
 
@@ -50,11 +50,9 @@ class OpenAICompatibleBackend:
             secrets=self.secrets,
         )
 
-    async def complete(
-        self, messages: list[Message], *, model: str, params: GenerationParams
-    ) -> Completion:
+    async def complete(self, request: LLMRequest) -> Completion:
         reply = await self.formats.send(
-            params, lambda options: self._chat(model, messages, options)
+            request.params, lambda options: self._chat(request.model, request.messages, options)
         )
         return parse_reply(reply, self.where, self.secrets)
 

@@ -1,13 +1,14 @@
 """What a backend is: a small async Protocol, and the types a request and a reply are made of.
 
-A backend only turns messages into a `Completion` and maps its failures onto `evol.errors`;
-retries, rate limits and concurrency live once, in the engine.
+A backend only turns an `LLMRequest` into a `Completion` and maps its failures onto
+`evol.errors`; retries, rate limits, concurrency and the journal live once, in
+`evol.llm.dispatch`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextvars import ContextVar
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol, TypedDict, runtime_checkable
@@ -15,11 +16,6 @@ from typing import Any, Protocol, TypedDict, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from evol.secrets import Secrets
-
-# Which step of the run a request belongs to ("s1.2/judge"), set by the engine around each
-# call. A backend that keeps replies beyond one call (the batch backend) keys them by it, so
-# that two steps that send the same text get an answer each, as they would live.
-CURRENT_STEP: ContextVar[str | None] = ContextVar("evol_current_step", default=None)
 
 
 class Message(TypedDict):
@@ -53,6 +49,34 @@ class GenerationParams(BaseModel):
     def request(self) -> dict[str, Any]:
         """`to_request()`, computed once: it goes into every request a run sends."""
         return self.to_request()
+
+
+@dataclass(frozen=True, slots=True)
+class LLMRequest:
+    """One call to a model: what to send, and which step of the work it answers.
+
+    `item` and `key` name the call within a run ("s1.2" and "judge", or "judge_again" for the
+    judge asked a second time; `key` defaults to `role`): the journal replays a reply by them
+    after a crash, and a backend that keeps replies beyond one call (the batch backend) keys
+    them by `step`, so that two steps sending the same text get an answer each, as they
+    would live. `item` is None for a call that nothing replays.
+    """
+
+    messages: list[Message]
+    model: str
+    params: GenerationParams
+    role: str = ""
+    item: str | None = None
+    key: str | None = None
+
+    @property
+    def step(self) -> str | None:
+        """ "s1.2/judge": the call's name within the run, or None."""
+        return None if self.item is None else f"{self.item}/{self.key or self.role}"
+
+    def with_params(self, params: GenerationParams) -> LLMRequest:
+        """The same request with other options (a response_format a server refused, dropped)."""
+        return LLMRequest(self.messages, self.model, params, self.role, self.item, self.key)
 
 
 class Completion(BaseModel):
@@ -89,9 +113,7 @@ class BackendSettings(BaseModel):
 class ChatBackend(Protocol):
     """An LLM that answers chat messages."""
 
-    async def complete(
-        self, messages: list[Message], *, model: str, params: GenerationParams
-    ) -> Completion:
+    async def complete(self, request: LLMRequest) -> Completion:
         """Answer one request, raising `TransientBackendError` for what is worth retrying."""
         ...
 
