@@ -387,3 +387,50 @@ def test_register_backend_as_a_plugin_author_uses_it(tmp_path: Path) -> None:
     assert [r["instruction"] for r in records] == ["Name a bird", "Name a bird Loudly."]
     assert records[0]["output"] == "shout-1 says: NAME A BIRD"
     assert "shouting" in backend_names()
+
+
+def test_the_built_in_backends_are_entry_points_as_a_plugins_would_be() -> None:
+    from importlib.metadata import entry_points
+
+    from evol.llm.registry import ENTRY_POINT_GROUP
+
+    declared = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    assert declared["openai"] == "evol.llm.openai_compatible:OpenAICompatibleBackend"
+    assert {"openai", "openai-sdk", "local"} <= set(backend_names())
+
+
+def test_what_a_backend_can_do_comes_from_the_capabilities_its_class_declares() -> None:
+    from evol.llm import register_backend
+    from evol.llm.protocol import Capabilities
+    from evol.llm.registry import create_backend, missing_key_warning, runs_in_process
+
+    class Embedded:
+        capabilities = Capabilities(in_process=True)
+
+        def __init__(self, settings: BackendSettings):
+            self.settings = settings
+
+    class Hosted(Embedded):
+        capabilities = Capabilities(needs_key=True)
+
+    class Plain:  # declares nothing: the defaults
+        def __init__(self, settings: BackendSettings):
+            self.settings = settings
+
+    for name, backend in (("cap-embedded", Embedded), ("cap-hosted", Hosted), ("cap-plain", Plain)):
+        register_backend(name, backend)
+    settings = BackendSettings(base_urls=["http://127.0.0.1:9/v1"])
+    assert create_backend("cap-embedded", settings).settings.base_urls == []  # no server to call
+    assert create_backend("cap-plain", settings).settings.base_urls == settings.base_urls
+    assert [runs_in_process(n) for n in ("cap-embedded", "cap-hosted", "cap-plain", "local")] == [
+        True,
+        False,
+        False,
+        True,
+    ]
+    hosted = ["https://api.openai.com/v1"]
+    assert "no API key for api.openai.com" in (
+        missing_key_warning("cap-hosted", hosted, False) or ""
+    )
+    assert missing_key_warning("cap-plain", hosted, False) is None
+    assert missing_key_warning("cap-hosted", hosted, True) is None

@@ -69,6 +69,7 @@ from evol.llm.openai_api import (
 )
 from evol.llm.protocol import (
     BackendSettings,
+    Capabilities,
     Completion,
     GenerationParams,
     LLMRequest,
@@ -806,6 +807,8 @@ class _Waiter:
 
 class BatchBackend:
     """A `ChatBackend` whose requests travel in batches; see the module's docstring."""
+
+    capabilities = Capabilities(needs_key=True, batchable=True)
 
     def __init__(self, settings: BackendSettings, batch: BatchSettings):
         self.settings = batch

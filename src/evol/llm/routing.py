@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from evol.errors import EndpointUnreachable, TransientBackendError
-from evol.llm.protocol import ChatBackend, Completion, LLMRequest
+from evol.llm.protocol import Capabilities, ChatBackend, Completion, LLMRequest
 from evol.secrets import display_url
 
 FIRST_REST_S = 0.5
@@ -59,6 +59,8 @@ class Endpoint:
 
 class EndpointRouter:
     """A `ChatBackend` that spreads requests over the backends of several endpoints."""
+
+    capabilities = Capabilities(endpoint_stats=True)
 
     def __init__(self, endpoints: list[tuple[str, ChatBackend]]):
         self.endpoints = [Endpoint(url, backend) for url, backend in endpoints]
