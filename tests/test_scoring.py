@@ -233,6 +233,10 @@ SEEDS = [
 @pytest.fixture
 def made_run(evol, tmp_path: Path) -> Path:
     """A real run of the seeds above: 4 lineages of 3 kept records."""
+    return make_run(evol, tmp_path)
+
+
+def make_run(evol, tmp_path: Path) -> Path:
     seeds, run = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
     with FakeServer() as server:
         result = evol(*run_args(server, seeds, run, "--generations", "2"))
@@ -293,6 +297,7 @@ def test_each_scorer_reads_numbers_prose_and_asks_again_once(evol, made_run: Pat
         "missing": 3,
         "already": 0,
         "failed": 0,
+        "waiting": 0,
         "from_logprobs": 0,
         "asked_again": 6,
         "logprobs_refused": False,
