@@ -25,7 +25,7 @@ from fake_server import FakeServer, Fault, Responder
 from test_metrics import record, write_run
 
 from evol.errors import AuthenticationFailed
-from evol.llm import BackendSettings, Completion, GenerationParams, register_backend
+from evol.llm import BackendSettings, Completion, GenerationParams, LLMRequest, register_backend
 from evol.scoring import (
     COMPLEXITY,
     DIFFICULTY,
@@ -233,6 +233,10 @@ SEEDS = [
 @pytest.fixture
 def made_run(evol, tmp_path: Path) -> Path:
     """A real run of the seeds above: 4 lineages of 3 kept records."""
+    return make_run(evol, tmp_path)
+
+
+def make_run(evol, tmp_path: Path) -> Path:
     seeds, run = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
     with FakeServer() as server:
         result = evol(*run_args(server, seeds, run, "--generations", "2"))
@@ -293,6 +297,7 @@ def test_each_scorer_reads_numbers_prose_and_asks_again_once(evol, made_run: Pat
         "missing": 3,
         "already": 0,
         "failed": 0,
+        "waiting": 0,
         "from_logprobs": 0,
         "asked_again": 6,
         "logprobs_refused": False,
@@ -570,7 +575,8 @@ class LogprobBackend:
         self.closed = 0
         LogprobBackend.made.append(self)
 
-    async def complete(self, messages, *, model: str, params: GenerationParams) -> Completion:
+    async def complete(self, request: LLMRequest) -> Completion:
+        messages, params = request.messages, request.params
         self.params.append(params)
         content = messages[0]["content"]
         if "[auth]" in content:

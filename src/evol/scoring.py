@@ -55,24 +55,24 @@ from evol.contamination import (
 from evol.errors import (
     BackendError,
     ContextLengthExceeded,
-    EvolError,
-    RateLimited,
     RunDirError,
     TransientBackendError,
+    UsageError,
     most_telling,
 )
-from evol.limits import AdaptiveConcurrency
+from evol.interrupts import until_signalled
 from evol.llm import (
     ChatBackend,
     Completion,
     GenerationParams,
+    LLMRequest,
     Message,
     open_backend,
 )
-from evol.llm.retry import with_retries
+from evol.llm.dispatch import CallFailed, CallPolicy, CallRefused, CallWaiting, Dispatcher
+from evol.llm.pricing import BATCH_RATE, cost_usd, unit_prices
 from evol.manifest import load_manifest
 from evol.metrics import compute_metrics, write_metrics
-from evol.pipeline import until_signalled
 from evol.progress import Progress, ProgressCallback
 from evol.records import compose
 from evol.seeds import iter_seeds
@@ -88,6 +88,8 @@ from evol.store import (
 from evol.textstats import estimate_tokens
 
 ScorerName = Literal["difficulty", "complexity", "quality"]
+# Where `evol score --batch` keeps its batches' state, apart from the run's own (batch/).
+SCORE_BATCH_DIR = "batch-score"
 SCORERS: tuple[ScorerName, ...] = ("difficulty", "complexity", "quality")
 SCALE = 10  # difficulty and quality: 1 to 10
 SINGLE_MAX_TOKENS = 16  # room for "I'd rate it a 7 out of 10" before the reply is cut
@@ -312,6 +314,7 @@ class ScoreLine(BaseModel):
     reply: str = ""
     error: str | None = None
     usage: dict[str, int] = Field(default_factory=dict)
+    batch: bool = Field(False, description="asked through the Batch API (billed at its rate)")
 
     @property
     def missing(self) -> bool:
@@ -499,6 +502,7 @@ class ScorerSummary(BaseModel):
     missing: int = Field(0, description="records recorded now without a score (no number, twice)")
     already: int = Field(0, description="records scored before by this model: no call made")
     failed: int = Field(0, description="calls that failed after all retries: asked next time")
+    waiting: int = Field(0, description="calls whose reply waits in a batch: collected next time")
     from_logprobs: int = Field(0, description="records scored now from log-probabilities")
     asked_again: int = 0
     logprobs_refused: bool = False
@@ -510,7 +514,10 @@ class ScoreSummary(BaseModel):
     """What `evol score` prints (`--json`)."""
 
     run: str
-    status: str = Field(description="complete, or failed when some calls failed after retries")
+    status: str = Field(
+        description="complete; failed when some calls failed after retries; pending when some "
+        "replies wait in batches (--batch-no-wait: run the same command again)"
+    )
     scorers: dict[str, ScorerSummary]
     requests: int
     retries: int
@@ -642,12 +649,6 @@ def _params(max_tokens: int, logprobs: bool) -> GenerationParams:
     return GenerationParams(temperature=0, max_tokens=max_tokens)
 
 
-def _is_fatal(error: Exception) -> bool:
-    """Errors the user must fix (credentials, model, endpoint: exit 2) stop everything; a
-    request refused for good (exit 1) fails only its record."""
-    return isinstance(error, EvolError) and error.exit_code != 1
-
-
 @dataclass
 class _Tally:
     requests: int = 0
@@ -667,8 +668,13 @@ class _Scorer:
         config: ScoreConfig,
         info: Callable[[str], None],
     ):
-        self.backend, self.model, self.config, self.info = backend, model, config, info
-        self.slots = AdaptiveConcurrency(config.concurrency)
+        self.model, self.config, self.info = model, config, info
+        policy = CallPolicy(
+            in_flight=config.in_flight,
+            max_retries=config.max_retries,
+            retry_max_wait=config.retry_max_wait,
+        )
+        self.calls = Dispatcher(backend, policy)
         self.tally = _Tally()
 
     async def run(self, jobs: list[Job], sidecar: _Sidecar, on_progress: ProgressCallback) -> None:
@@ -686,10 +692,13 @@ class _Scorer:
 
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(min(self.config.concurrency, len(jobs))):
+                for _ in range(min(self.config.in_flight, len(jobs))):
                     group.create_task(worker())
         except BaseExceptionGroup as errors:
             raise most_telling(errors) from None
+        finally:
+            self.tally.requests = sum(self.calls.stats.requests.values())
+            self.tally.retries = sum(self.calls.stats.retries.values())
 
     async def score(self, job: Job) -> ScoreLine | None:
         """Ask, read, ask again once if need be; None when the call failed after retries."""
@@ -711,22 +720,23 @@ class _Scorer:
                 counts["asked_again"] += 1
                 try:
                     second = await self.complete(job, messages, usage)
-                except (BackendError, TransientBackendError) as error:
-                    if _is_fatal(error):
-                        raise
+                except (CallFailed, CallRefused) as error:
                     # The first reply is paid for: record it, missing, for --retry-missing.
                     return self.counted(
                         self.line(job, readings, usage, asked=2, replies=replies, error=str(error))
                     )
                 readings = {**readings, **self.read(job, second)}
                 replies.append(second.text)
-        except ContextLengthExceeded as error:
-            return self.counted(self.line(job, {}, usage, asked=1, replies=[], error=str(error)))
-        except (BackendError, TransientBackendError) as error:
-            if _is_fatal(error):
-                raise
+        except (CallFailed, CallRefused) as error:
+            if isinstance(error, CallRefused) and isinstance(error.error, ContextLengthExceeded):
+                return self.counted(
+                    self.line(job, {}, usage, asked=1, replies=[], error=str(error))
+                )
             counts["failed"] += 1
             self.info(f"{job.scorer} of {job.key} failed after retries: {error}")
+            return None
+        except CallWaiting:  # --batch-no-wait: the next `evol score` collects it
+            counts["waiting"] += 1
             return None
         return self.counted(self.line(job, readings, usage, asked=asked, replies=replies))
 
@@ -767,6 +777,7 @@ class _Scorer:
             "reply": "\n---\n".join(replies)[:REPLY_KEPT],
             "error": error,
             "usage": dict(usage),
+            "batch": self.config.batch,
         }
         if job.versions:
             scores = {rid: values.get(place) for place, rid in enumerate(job.versions, start=1)}
@@ -777,10 +788,11 @@ class _Scorer:
         """One request with the retry policy; without log-probabilities once refused them."""
         logprobs = job.scorer not in self.tally.logprobs_refused
         try:
-            completion = await self.request(messages, _params(job.max_tokens, logprobs))
-        except BackendError as error:
+            completion = await self.request(job, messages, _params(job.max_tokens, logprobs))
+        except CallRefused as refused:
             # A plain BackendError is a 4xx refusal; its subclasses (context, credentials,
             # model) are something else, which no fallback fixes.
+            error = refused.error
             if (
                 not logprobs
                 or type(error) is not BackendError
@@ -792,7 +804,7 @@ class _Scorer:
                 self.info(
                     f"the server refused log-probabilities ({error}); {job.scorer} goes on without them"
                 )
-            completion = await self.request(messages, _params(job.max_tokens, False))
+            completion = await self.request(job, messages, _params(job.max_tokens, False))
         spent = {
             "prompt_tokens": completion.prompt_tokens,
             "completion_tokens": completion.completion_tokens,
@@ -801,29 +813,14 @@ class _Scorer:
         self.tally.usage.update(spent)
         return completion
 
-    async def request(self, messages: list[Message], params: GenerationParams) -> Completion:
-        async def attempt() -> Completion:
-            async with self.slots:
-                sent_at = time.monotonic()
-                self.tally.requests += 1
-                try:
-                    completion = await self.backend.complete(
-                        messages, model=self.model, params=params
-                    )
-                except RateLimited:
-                    self.slots.rate_limited(sent_at)
-                    raise
-                self.slots.succeeded()
-                return completion
-
-        def retried(_error: TransientBackendError) -> None:
-            self.tally.retries += 1
-
-        return await with_retries(
-            attempt,
-            max_retries=self.config.max_retries,
-            max_wait=self.config.retry_max_wait,
-            on_retry=retried,
+    async def request(
+        self, job: Job, messages: list[Message], params: GenerationParams
+    ) -> Completion:
+        # The step names the job and which ask this is: a batch keys its rows by it.
+        ask = f"ask{len(messages) // 2 + 1}"
+        step = f"{job.scorer}/{job.key}"
+        return await self.calls.complete(
+            LLMRequest(messages, self.model, params, "score", step, ask)
         )
 
 
@@ -866,9 +863,10 @@ async def ascore_run(
         lock.release()
     summaries = _scorer_summaries(config, records, model, tally, already)
     failed = sum(summary.failed for summary in summaries.values())
+    waiting = sum(summary.waiting for summary in summaries.values())
     return ScoreSummary(
         run=str(config.run_dir),
-        status="failed" if failed else "complete",
+        status="failed" if failed else "pending" if waiting else "complete",
         scorers=summaries,
         requests=tally.requests,
         retries=tally.retries,
@@ -893,7 +891,9 @@ async def _score_with_model(
         if not jobs:
             info("every record is scored already: nothing to ask")
             return config.model, _Tally(), already
-    backend_name, backend = open_backend(config.backend, config.backend_settings())
+    batch = config.batch_settings_in(config.run_dir / SCORE_BATCH_DIR)
+    _check_score_batches(config)
+    backend_name, backend = open_backend(config.backend, config.backend_settings(), batch=batch)
     try:
         model = config.model or await _default_model(backend)
         jobs, already = build_jobs(
@@ -911,6 +911,22 @@ async def _score_with_model(
         return model, scorer.tally, already
     finally:
         await backend.aclose()
+
+
+def _check_score_batches(config: ScoreConfig) -> None:
+    """Refuse live scoring while batches of an earlier `evol score --batch` still run: their
+    rows are paid for, and asking live would pay for them again."""
+    state = config.run_dir / SCORE_BATCH_DIR
+    if config.batch or not state.is_dir():
+        return
+    from evol.llm.batch import recorded_batches
+
+    running = [name for name, ended in recorded_batches(state).items() if not ended]
+    if running:
+        raise UsageError(
+            f"{config.run_dir}: batches of an earlier `evol score --batch` are still running "
+            f"({', '.join(running[:3])}) and are paid for: collect them with --batch"
+        )
 
 
 async def _default_model(backend: ChatBackend) -> str:
@@ -966,6 +982,7 @@ def _scorer_summaries(
             missing=counts["missing"],
             already=already[scorer],
             failed=counts["failed"],
+            waiting=counts["waiting"],
             from_logprobs=counts["from_logprobs"],
             asked_again=counts["asked_again"],
             logprobs_refused=scorer in tally.logprobs_refused,
@@ -982,9 +999,6 @@ def plan_scoring(
 
     Without --model, a record scored by any model counts as done.
     """
-    # evol.stats reads our sidecar, so it is imported here rather than at the top.
-    from evol.stats import cost_usd, unit_prices
-
     records = kept_records(config.run_dir)
     for path in config.against:  # a bad evaluation file stops the dry run as it would the run
         for _ in iter_seeds(path):
@@ -1003,10 +1017,12 @@ def plan_scoring(
         plan.prompt_tokens += estimate_tokens(job.prompt)
         plan.completion_tokens += job.max_tokens
     prices = unit_prices(config.model, price_in, price_out)
+    rate = BATCH_RATE if config.batch else 1.0
     cost = cost_usd(
         prices,
         sum(p.prompt_tokens for p in plans.values()),
         sum(p.completion_tokens for p in plans.values()),
+        rate,
     )
     return ScorePlan(
         run=str(config.run_dir),
@@ -1081,6 +1097,11 @@ def format_summary(summary: ScoreSummary) -> str:
         lines.append(
             "(counted in records, each version of a lineage for complexity; failed: calls)"
         )
+        if waiting := sum(s.waiting for s in summary.scorers.values()):
+            lines.append(
+                f"{waiting} calls wait in batches (--batch-no-wait): run the same command again "
+                "to collect them"
+            )
     if summary.metrics:
         lines.append(f"diversity and drift per generation: {summary.metrics}")
     if report := summary.contamination:
