@@ -255,6 +255,7 @@ def test_a_damaged_v1_fingerprint_is_named_by_its_v1_key(runs: Path) -> None:
     [
         ("complete", ()),
         ("interrupted", ()),
+        ("batch_pending", fixtures.BATCH_OPTIONS),
         ("shard_0", ("--shard", "0/2")),
         ("shard_1", ("--shard", "1/2")),
         ("merged", ()),

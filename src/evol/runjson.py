@@ -91,6 +91,8 @@ class RecordedConfig(BaseModel):
 
 
 class BackendPart(_Part):
+    """The backend the run used, its endpoints (no credential) and each role's model."""
+
     name: str
     base_urls: list[str] = Field(default_factory=list)
     models: dict[str, str] = Field(default_factory=dict)
@@ -98,11 +100,15 @@ class BackendPart(_Part):
 
 
 class SkippedSeed(_Part):
+    """A seed row left out (--skip-invalid): its line and why."""
+
     line: int
     why: str
 
 
 class SeedsPart(_Part):
+    """The seed file as the run read it."""
+
     path: str
     format: str | None = None
     count: int
@@ -129,10 +135,14 @@ class JudgingPart(_Part):
 
 
 class DedupPart(_Part):
+    """With --dedup: the method the run compared instructions by."""
+
     method: str
 
 
 class TimingsPart(_Part):
+    """Seconds this run took, and all the runs of the directory together."""
+
     this_run_elapsed_s: float = 0.0
     total_elapsed_s: float = 0.0
 
