@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from evol.errors import (
     TransientBackendError,
     UsageError,
 )
+from evol.interrupts import until_signalled
 from evol.journal import CallJournal
 from evol.lineage import LineageIndex
 from evol.llm import ChatBackend, missing_key_warning, open_backend
@@ -555,27 +555,6 @@ def _endpoint_stats(backend: ChatBackend, base_urls: list[str]) -> list[dict[str
     if isinstance(backend, EndpointRouter):
         return backend.endpoint_stats()
     return [{"url": display_url(url)} for url in base_urls]
-
-
-async def until_signalled(work: Any) -> None:
-    """Await `work`; SIGINT or SIGTERM cancels it (no new calls) and raises `Interrupted`."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(work)
-    signals = (signal.SIGINT, signal.SIGTERM)
-    installed = []
-    for number in signals:
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(number, task.cancel)
-            installed.append(number)
-    try:
-        await task
-    except asyncio.CancelledError:
-        raise Interrupted(
-            "interrupted: everything finished so far is saved; run the same command to resume"
-        ) from None
-    finally:
-        for number in installed:
-            loop.remove_signal_handler(number)
 
 
 async def _resolve_models(config: RunConfig, backend: ChatBackend) -> RoleModels:

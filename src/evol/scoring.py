@@ -61,6 +61,7 @@ from evol.errors import (
     TransientBackendError,
     most_telling,
 )
+from evol.interrupts import until_signalled
 from evol.jsonl import (
     append_line,
     lock_directory,
@@ -77,10 +78,10 @@ from evol.llm import (
     Message,
     open_backend,
 )
+from evol.llm.pricing import cost_usd, unit_prices
 from evol.llm.retry import with_retries
 from evol.manifest import read_manifest
 from evol.metrics import compute_metrics, write_metrics
-from evol.pipeline import until_signalled
 from evol.progress import Progress, ProgressCallback
 from evol.records import compose
 from evol.seeds import iter_seeds
@@ -974,9 +975,6 @@ def plan_scoring(
 
     Without --model, a record scored by any model counts as done.
     """
-    # evol.stats reads our sidecar, so it is imported here rather than at the top.
-    from evol.stats import cost_usd, unit_prices
-
     records = kept_records(config.run_dir)
     for path in config.against:  # a bad evaluation file stops the dry run as it would the run
         for _ in iter_seeds(path):
