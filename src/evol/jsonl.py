@@ -301,16 +301,13 @@ def _fsync_dir(directory: Path) -> None:
 # -- the lock --------------------------------------------------------------------------------
 
 
-def lock_directory(directory: Path, busy: str, *, make: bool = False) -> FileLock:
-    """Hold `directory`'s lock (LOCK_FILE in it; with `make`, the directory is made first)
-    without waiting: while one process holds it, another is refused with `busy`.
-
-    The lock file is opened by filelock, which follows links: a link in its place is refused.
-    """
+def lock_directory(directory: Path, busy: str) -> FileLock:
+    """Hold `directory`'s lock (LOCK_FILE in it; the directory is made if need be, as
+    filelock would) without waiting: while one process holds it, another is refused with
+    `busy`. filelock opens the lock file following links: a link in its place is refused."""
     lock_path = directory / LOCK_FILE
     try:
-        if make:
-            directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True)
         if lock_path.is_symlink():
             raise RunDirError(link_refusal(lock_path))
         lock = FileLock(lock_path)

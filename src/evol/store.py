@@ -312,7 +312,7 @@ class RunStore:
         refuse_run_state(self.out_dir, "--out")
         _refuse_foreign(self.out_dir)
         self._lock_file = lock_directory(
-            self.out_dir, "another evol run is writing to this directory", make=True
+            self.out_dir, "another evol run is writing to this directory"
         )
 
     def _remove_outputs(self) -> None:
