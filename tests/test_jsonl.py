@@ -471,6 +471,19 @@ CASES = {
             "scores": 2,
         },
     ),
+    # Two damaged lines: the repair cuts the blank last one, and the one before it is refused
+    # (batch/ used to cut both and read on; every other file refused it already).
+    "a bad line, then a blank last line": (
+        ("ok", NOT_JSON, BLANK),
+        {
+            "records": "2: corrupt record",
+            "resume": "2: corrupt record; use --overwrite",
+            "look": 1,
+            "journal": "2: damaged line (not JSON)",
+            "batch": "2: a damaged line before the last one",
+            "scores": "2: not a score line",
+        },
+    ),
     "a last line that is JSON but not the file's kind": (
         ("ok", OTHER_JSON),
         {

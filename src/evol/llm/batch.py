@@ -335,8 +335,9 @@ def _read_lines(path: Path, repair: bool = True) -> Iterator[tuple[int, int, int
         )
 
     with open_to_read(path) as lines:
-        # A blank line is damage too: evol writes none.
-        yield from scan(lines, orjson.loads, damaged, skip_blank=False, torn_last=True)
+        # A blank line is damage too: evol writes none. Once repaired, the file has no torn
+        # tail left: a bad last line then is one that stood before it, and is refused.
+        yield from scan(lines, orjson.loads, damaged, skip_blank=False, torn_last=not repair)
 
 
 class _Entry(BaseModel):
