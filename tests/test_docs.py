@@ -3,7 +3,9 @@ every command and option has help text, links and paths lead somewhere, options 
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+import json
 import re
 import unicodedata
 from pathlib import Path
@@ -111,3 +113,110 @@ def test_every_command_has_help_text(path: str, command: Any) -> None:
 def test_every_option_and_argument_has_help_text(path: str, param: Any, ctx: Any) -> None:
     assert (getattr(param, "help", None) or "").strip(), f"{path} {param.name}: no help text"
     assert param.get_help_record(ctx) is not None, f"{path} {param.name}: hidden from --help"
+
+
+# The README ---------------------------------------------------------------------------------
+
+
+def test_the_readme_is_short_and_opens_with_make_demo_and_make_test() -> None:
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_MAX_LINES
+    start = next(i for i, line in enumerate(lines) if line.startswith("```"))
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("```"))
+    assert start < 10, "the quick start opens the README"
+    assert [line.split("#")[0].strip() for line in lines[start + 1 : end]] == [
+        "make demo",
+        "make test",
+    ]
+
+
+def test_the_readme_plugin_is_the_one_the_tests_install() -> None:
+    readme = README.read_text(encoding="utf-8")
+    plugin = ROOT / "tests" / "plugin_echo"
+    code = (plugin / "evol_echo.py").read_text(encoding="utf-8").split('"""', 2)[2].strip()
+    assert f"```python\n{code}\n```" in readme
+    entry_point = re.search(r'\[project\.entry-points\."evol\.backends"\]\n.+\n', (
+        plugin / "pyproject.toml"
+    ).read_text())  # fmt: skip
+    assert entry_point and entry_point.group(0) in readme
+
+
+def test_the_library_example_names_what_evol_exports() -> None:
+    import evol
+    from evol.manifest import RunSummary
+
+    readme = README.read_text(encoding="utf-8")
+    for name in re.findall(r"\bevol\.(\w+)\(", readme):
+        assert hasattr(evol, name), f"the README calls evol.{name}, which evol does not export"
+    for field in re.findall(r"\bsummary\.(\w+)", readme):
+        assert field in RunSummary.model_fields, f"RunSummary has no {field}"
+
+
+# Every page ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("md", MARKDOWN, ids=_name)
+def test_every_relative_link_points_to_a_file_that_exists(md: Path) -> None:
+    for target in links(md.read_text(encoding="utf-8")):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # https:, mailto:
+            continue
+        path, _, anchor = target.partition("#")
+        found = (md.parent / path).resolve() if path else md
+        assert found.exists(), f"{_name(md)}: {target} leads nowhere"
+        if md.parent == DOCS:  # MkDocs builds the site from docs/ alone
+            assert found.is_relative_to(DOCS), f"{_name(md)}: {target} is outside docs/"
+        if anchor and found.suffix == ".md":
+            assert anchor in anchors(found), f"{_name(md)}: no heading makes #{anchor}"
+
+
+@pytest.mark.parametrize(
+    "md", [m for m in MARKDOWN if m.name not in GENERATED | OTHERS_TEXT], ids=_name
+)
+def test_every_option_named_is_one_evol_takes(md: Path) -> None:
+    known = {
+        name
+        for _, param, _ in PARAMS
+        for name in (*param.opts, *getattr(param, "secondary_opts", ()))
+    }
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*(?![\w-])", md.read_text()))
+    assert named - known - FOREIGN_OPTIONS == set()
+
+
+@pytest.mark.parametrize("md", [m for m in MARKDOWN if m.name not in OTHERS_TEXT], ids=_name)
+def test_every_path_named_exists(md: Path) -> None:
+    text = md.read_text(encoding="utf-8")
+    for path in re.findall(r"`((?:src|tests|bench|examples|prompts|docs|\.ci)/[^`\s:]+)", text):
+        assert (ROOT / path).exists(), f"{_name(md)} names {path}, which does not exist"
+
+
+def test_every_module_of_the_layout_exists() -> None:
+    layout = (DOCS / "development.md").read_text().split("## Layout", 1)[1]
+    modules = re.findall(r"`((?:\w+/)*\w+\.py)`", layout)
+    assert len(modules) > 30
+    for module in modules:
+        assert (ROOT / "src" / "evol" / module).exists(), f"src/evol/{module} does not exist"
+
+
+def test_every_page_is_in_the_nav() -> None:
+    config = (ROOT / "mkdocs.yml").read_text()
+    assert re.search(r"^strict: true$", config, re.MULTILINE)
+    in_nav = re.findall(r"^\s+- (?:[^:\n]+: )?([\w-]+\.md)$", config, re.MULTILINE)
+    assert sorted(in_nav) == sorted(page.name for page in PAGES)
+
+
+def test_the_throughput_tables_are_the_ones_results_json_gives() -> None:
+    """bench/throughput.py rewrites the tables between its markers from bench/results.json."""
+    source = (ROOT / "bench" / "throughput.py").read_text()
+    tables = next(
+        node
+        for node in ast.parse(source).body
+        if isinstance(node, ast.FunctionDef) and node.name == "readme_tables"
+    )
+    namespace: dict[str, Any] = {"Any": Any}
+    exec(compile(ast.Module([tables], type_ignores=[]), "bench/throughput.py", "exec"), namespace)
+    assert '/ "docs" / "performance.md"' in source
+    figures = json.loads((ROOT / "bench" / "results.json").read_text())["throughput"]
+    page = (DOCS / "performance.md").read_text()
+    start, end = "<!-- bench:throughput -->", "<!-- /bench:throughput -->"
+    shown = page[page.index(start) + len(start) : page.index(end)]
+    assert shown == "\n" + namespace["readme_tables"](figures)
