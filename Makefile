@@ -81,6 +81,7 @@ docs: $(VENV)/.installed-docs
 lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
 
 format: install
 	$(BIN)/ruff check --fix src tests bench

@@ -28,6 +28,7 @@ from evol.llm import (
     BackendSettings,
     Completion,
     GenerationParams,
+    LLMRequest,
     backend_names,
     choose_backend,
     local_backend_installed,
@@ -327,7 +328,7 @@ def test_an_interrupted_generation_is_never_freed_under_its_thread(tmp_path: Pat
         model = backend._llama = BlockingModel()
         request = asyncio.ensure_future(
             backend.complete(
-                [{"role": "user", "content": "hi"}], model="m", params=GenerationParams()
+                LLMRequest([{"role": "user", "content": "hi"}], "m", GenerationParams())
             )
         )
         await asyncio.to_thread(model.started.wait, 30)
@@ -335,7 +336,7 @@ def test_an_interrupted_generation_is_never_freed_under_its_thread(tmp_path: Pat
         closing = asyncio.ensure_future(backend.aclose())
         second = asyncio.ensure_future(
             backend.complete(
-                [{"role": "user", "content": "again"}], model="m", params=GenerationParams()
+                LLMRequest([{"role": "user", "content": "again"}], "m", GenerationParams())
             )
         )
         await asyncio.sleep(0.05)
@@ -360,7 +361,8 @@ def test_register_backend_as_a_plugin_author_uses_it(tmp_path: Path) -> None:
         def __init__(self, settings: BackendSettings):
             self.settings = settings
 
-        async def complete(self, messages, *, model, params) -> Completion:
+        async def complete(self, request: LLMRequest) -> Completion:
+            messages, model = request.messages, request.model
             text = messages[-1]["content"]
             if "<first>" in text:
                 return Completion(text="Not Equal")
@@ -385,3 +387,50 @@ def test_register_backend_as_a_plugin_author_uses_it(tmp_path: Path) -> None:
     assert [r["instruction"] for r in records] == ["Name a bird", "Name a bird Loudly."]
     assert records[0]["output"] == "shout-1 says: NAME A BIRD"
     assert "shouting" in backend_names()
+
+
+def test_the_built_in_backends_are_entry_points_as_a_plugins_would_be() -> None:
+    from importlib.metadata import entry_points
+
+    from evol.llm.registry import ENTRY_POINT_GROUP
+
+    declared = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    assert declared["openai"] == "evol.llm.openai_compatible:OpenAICompatibleBackend"
+    assert {"openai", "openai-sdk", "local"} <= set(backend_names())
+
+
+def test_what_a_backend_can_do_comes_from_the_capabilities_its_class_declares() -> None:
+    from evol.llm import register_backend
+    from evol.llm.protocol import Capabilities
+    from evol.llm.registry import create_backend, missing_key_warning, runs_in_process
+
+    class Embedded:
+        capabilities = Capabilities(in_process=True)
+
+        def __init__(self, settings: BackendSettings):
+            self.settings = settings
+
+    class Hosted(Embedded):
+        capabilities = Capabilities(needs_key=True)
+
+    class Plain:  # declares nothing: the defaults
+        def __init__(self, settings: BackendSettings):
+            self.settings = settings
+
+    for name, backend in (("cap-embedded", Embedded), ("cap-hosted", Hosted), ("cap-plain", Plain)):
+        register_backend(name, backend)
+    settings = BackendSettings(base_urls=["http://127.0.0.1:9/v1"])
+    assert create_backend("cap-embedded", settings).settings.base_urls == []  # no server to call
+    assert create_backend("cap-plain", settings).settings.base_urls == settings.base_urls
+    assert [runs_in_process(n) for n in ("cap-embedded", "cap-hosted", "cap-plain", "local")] == [
+        True,
+        False,
+        False,
+        True,
+    ]
+    hosted = ["https://api.openai.com/v1"]
+    assert "no API key for api.openai.com" in (
+        missing_key_warning("cap-hosted", hosted, False) or ""
+    )
+    assert missing_key_warning("cap-plain", hosted, False) is None
+    assert missing_key_warning("cap-hosted", hosted, True) is None

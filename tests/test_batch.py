@@ -34,7 +34,7 @@ from evol.errors import (
     TransientBackendError,
     UsageError,
 )
-from evol.llm import BackendSettings, Completion, GenerationParams, Message
+from evol.llm import BackendSettings, Completion, GenerationParams, LLMRequest, Message
 from evol.llm.batch import (
     RESULTS_FILE,
     STATE_FILE,
@@ -98,7 +98,7 @@ async def complete_all(
 
     async def one(text: str) -> Completion:
         async def call() -> Completion:
-            return await backend.complete(ask(text), model=model, params=PARAMS)
+            return await backend.complete(LLMRequest(ask(text), model, PARAMS))
 
         return await with_retries(call, max_retries=retries, max_wait=0.01)
 
@@ -296,7 +296,7 @@ def test_one_model_per_file(tmp_path) -> None:
                 return await asyncio.gather(
                     *(
                         backend.complete(
-                            ask(t), model=("fake-model", "other-model")[i % 2], params=PARAMS
+                            LLMRequest(ask(t), ("fake-model", "other-model")[i % 2], PARAMS)
                         )
                         for i, t in enumerate(texts)
                     )
@@ -575,7 +575,7 @@ CHILD = textwrap.dedent(
     """
     import asyncio, sys
     from pathlib import Path
-    from evol.llm import BackendSettings, GenerationParams
+    from evol.llm import BackendSettings, GenerationParams, LLMRequest
     from evol.llm.batch import BatchBackend, BatchSettings
 
     async def main(url, state_dir, count):
@@ -584,11 +584,7 @@ CHILD = textwrap.dedent(
             BatchSettings(state_dir=Path(state_dir), quiet_period=0.05, poll_interval=0.02),
         )
         await asyncio.gather(*(
-            backend.complete(
-                [{"role": "user", "content": f"question {i}"}],
-                model="fake-model",
-                params=GenerationParams(),
-            )
+            backend.complete(LLMRequest([{"role": "user", "content": f"question {i}"}], "fake-model", GenerationParams()))
             for i in range(count)
         ))
         print("finished")  # never reached: the batch is held until the kill

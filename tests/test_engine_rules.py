@@ -38,7 +38,7 @@ from evol.errors import most_telling as _most_telling
 from evol.journal import CallJournal
 from evol.judging import VERDICT_FORMAT
 from evol.lineage import LineageIndex
-from evol.llm import ChatBackend, Completion, GenerationParams, Message
+from evol.llm import ChatBackend, Completion, GenerationParams, LLMRequest, Message
 from evol.manifest import read_manifest, write_manifest
 from evol.operations import choose_operation, parse_weights
 from evol.prompts import PromptSet
@@ -75,9 +75,8 @@ class ScriptedBackend:
     script: Callable[[str, list[Message]], Reply] = plain
     calls: list[tuple[str, str, GenerationParams, list[Message]]] = field(default_factory=list)
 
-    async def complete(
-        self, messages: list[Message], *, model: str, params: GenerationParams
-    ) -> Completion:
+    async def complete(self, request: LLMRequest) -> Completion:
+        messages, model, params = request.messages, request.model, request.params
         kind = kind_of(messages)
         self.calls.append((kind, model, params, messages))
         reply = self.script(kind, messages)
@@ -632,7 +631,7 @@ def test_the_engine_paces_its_requests_by_the_caps_given_and_only_those(
 ) -> None:
     result = evolve(tmp_path / "run", [seed()], rpm=rpm, tpm=tpm)
     assert "s1.1" in result.kept
-    budget = result.engine._budget
+    budget = result.engine.calls._budget
     if rates is None:
         assert budget is None
         return

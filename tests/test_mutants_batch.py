@@ -38,7 +38,7 @@ from evol.errors import (
     TransientBackendError,
     UsageError,
 )
-from evol.llm import BackendSettings, Completion, GenerationParams, Message
+from evol.llm import BackendSettings, Completion, GenerationParams, LLMRequest, Message
 from evol.llm.batch import (
     BatchBackend,
     BatchFailed,
@@ -87,7 +87,7 @@ def one_process(
         try:
 
             async def one(text: str) -> Completion:
-                call = lambda: backend.complete(ask(text), model=MODEL, params=PARAMS)  # noqa: E731
+                call = lambda: backend.complete(LLMRequest(ask(text), MODEL, PARAMS))  # noqa: E731
                 return await with_retries(call, max_retries=0, max_wait=0.01)
 
             async with asyncio.timeout(600):  # a guard against a hang, never a pace
@@ -375,7 +375,7 @@ def test_throttled_polls_go_on_and_a_caller_asking_again_gets_the_batchs_answer(
             )
             try:
                 async with asyncio.timeout(600):  # a guard against a hang, never a pace
-                    call = lambda: backend.complete(ask("a"), model=MODEL, params=PARAMS)  # noqa: E731
+                    call = lambda: backend.complete(LLMRequest(ask("a"), MODEL, PARAMS))  # noqa: E731
                     first = await asyncio.gather(call(), return_exceptions=True)
                     throttles = server.requests.count("throttled")
                     while server.requests.count("throttled") < throttles + 2:

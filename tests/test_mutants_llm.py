@@ -42,7 +42,7 @@ from evol.errors import (
     TransientBackendError,
     Unreachable,
 )
-from evol.llm import BackendSettings, Completion, GenerationParams, Message
+from evol.llm import BackendSettings, Completion, GenerationParams, LLMRequest, Message
 from evol.llm.batch import STATE_FILE, BatchBackend, BatchSettings, request_line
 from evol.llm.openai_compatible import OpenAICompatibleBackend
 from evol.llm.retry import with_retries
@@ -76,7 +76,7 @@ async def ask_batch(
 
     async def one(text: str) -> Completion:
         async def call() -> Completion:
-            return await backend.complete(ask(text), model=MODEL, params=PARAMS)
+            return await backend.complete(LLMRequest(ask(text), MODEL, PARAMS))
 
         return await with_retries(call, max_retries=retries, max_wait=0.01)
 
@@ -388,7 +388,7 @@ def openai_backend(url: str, **settings: Any) -> OpenAICompatibleBackend:
 async def outcome(url: str, text: str, **settings: Any) -> Completion | BaseException:
     backend = openai_backend(url, **settings)
     try:
-        return await backend.complete(ask(text), model=MODEL, params=PARAMS)
+        return await backend.complete(LLMRequest(ask(text), MODEL, PARAMS))
     except Exception as error:  # the outcome is what the test looks at
         return error
     finally:

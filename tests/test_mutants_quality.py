@@ -31,7 +31,7 @@ from test_metrics import record, write_run
 
 from evol.errors import BackendError
 from evol.export import export_run
-from evol.llm import BackendSettings, Completion, GenerationParams, register_backend
+from evol.llm import BackendSettings, Completion, LLMRequest, register_backend
 from evol.scoring import expected_score
 
 # -- the run ------------------------------------------------------------------------------------
@@ -148,7 +148,8 @@ class Judge:
     def __init__(self, settings: BackendSettings):
         pass
 
-    async def complete(self, messages, *, model: str, params: GenerationParams) -> Completion:
+    async def complete(self, request: LLMRequest) -> Completion:
+        messages, model, params = request.messages, request.model, request.params
         assert params.logprobs and params.top_logprobs == 20 and params.temperature == 0
         content, again = messages[0]["content"], len(messages) > 1
         if '<version id="' in content:

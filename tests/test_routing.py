@@ -13,7 +13,7 @@ from conftest import assert_valid_run, run_args, write_seeds
 from fake_server import FakeServer, Fault
 
 from evol.errors import TransientBackendError
-from evol.llm import Completion, GenerationParams
+from evol.llm import Completion, GenerationParams, LLMRequest
 from evol.llm.routing import LONGEST_REST_S, Endpoint, EndpointRouter
 
 SEEDS = [{"instruction": f"Explain idea {i} with an example."} for i in range(40)]
@@ -138,7 +138,7 @@ class HeldBackend:
         self.failing = False
         self.calls = 0
 
-    async def complete(self, messages, *, model, params) -> Completion:
+    async def complete(self, request: LLMRequest) -> Completion:
         self.calls += 1
         if self.failing:
             raise TransientBackendError("down", retry_after=None)
@@ -153,7 +153,7 @@ class HeldBackend:
 
 
 def ask(router: EndpointRouter) -> asyncio.Task:
-    return asyncio.ensure_future(router.complete([], model="m", params=GenerationParams()))
+    return asyncio.ensure_future(router.complete(LLMRequest([], "m", GenerationParams())))
 
 
 def test_requests_go_to_the_fewest_in_flight_and_ties_take_turns() -> None:

@@ -25,7 +25,7 @@ from fake_server import FakeServer, Fault, Responder
 from test_metrics import record, write_run
 
 from evol.errors import AuthenticationFailed
-from evol.llm import BackendSettings, Completion, GenerationParams, register_backend
+from evol.llm import BackendSettings, Completion, GenerationParams, LLMRequest, register_backend
 from evol.scoring import (
     COMPLEXITY,
     DIFFICULTY,
@@ -570,7 +570,8 @@ class LogprobBackend:
         self.closed = 0
         LogprobBackend.made.append(self)
 
-    async def complete(self, messages, *, model: str, params: GenerationParams) -> Completion:
+    async def complete(self, request: LLMRequest) -> Completion:
+        messages, params = request.messages, request.params
         self.params.append(params)
         content = messages[0]["content"]
         if "[auth]" in content:

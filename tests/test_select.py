@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from test_metrics import record, write_run
 
-from evol.llm import BackendSettings, Completion, GenerationParams, register_backend
+from evol.llm import BackendSettings, Completion, LLMRequest, register_backend
 
 # instruction -> (difficulty, answer quality); None: the scorer's reply holds no number.
 SCRIPT: dict[str, tuple[int | None, int | None]] = {}
@@ -21,7 +21,8 @@ class ScriptedBackend:
     def __init__(self, settings: BackendSettings):
         pass
 
-    async def complete(self, messages, *, model: str, params: GenerationParams) -> Completion:
+    async def complete(self, request: LLMRequest) -> Completion:
+        messages = request.messages
         content = messages[0]["content"]
         task = content.partition("<task>\n")[2].partition("\n</task>")[0]
         difficulty, quality = SCRIPT[task]

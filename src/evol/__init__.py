@@ -18,7 +18,12 @@ __all__ = ["RunConfig", "RunSummary", "__version__", "arun", "run"]
 
 # The library's entry points load on first use: `import evol.textstats` (or any other leaf
 # module) then loads that module alone, not the pipeline and every backend behind it.
-_LAZY = {"RunConfig": "evol.config", "RunSummary": "evol.manifest", "arun": "evol.pipeline", "run": "evol.pipeline"}
+_LAZY = {
+    "RunConfig": "evol.config",
+    "RunSummary": "evol.manifest",
+    "arun": "evol.pipeline",
+    "run": "evol.pipeline",
+}
 
 
 def __getattr__(name: str) -> object:

@@ -25,7 +25,6 @@ import typer
 from pydantic import SecretStr, ValidationError
 from tqdm import tqdm
 
-from evol.version import __version__
 from evol.command import (
     BATCH_PANEL,
     LIMITS_PANEL,
@@ -68,6 +67,7 @@ from evol.show import SHOWN_CHARS, format_lineage, lineage
 from evol.stats import format_stats, run_stats
 from evol.terminal import json_printable, printable
 from evol.verification import format_verify, verify_dataset
+from evol.version import __version__
 
 app = typer.Typer(
     help="Evolve seed instructions into a larger, harder instruction dataset (Evol-Instruct).",

@@ -11,7 +11,6 @@ policy wraps every request. Results go to the store as soon as they exist.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
@@ -20,20 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from evol.cleaning import Cleaned, clean_reply, clean_rewrite
 from evol.config import RunConfig
 from evol.elimination import EliminationRules, Failure, Reason, Verdict, check_answer, check_rewrite
-from evol.errors import (
-    AuthenticationFailed,
-    BackendError,
-    ContextLengthExceeded,
-    Deferred,
-    EndpointUnreachable,
-    EvolError,
-    ModelNotFound,
-    RateLimited,
-    Redirected,
-    TransientBackendError,
-    Unreachable,
-    most_telling,
-)
+from evol.errors import ContextLengthExceeded, most_telling
 from evol.journal import CallJournal
 from evol.judging import (
     ANSWER_CHECK,
@@ -44,11 +30,16 @@ from evol.judging import (
     read_answer_check,
     read_judgement,
 )
-from evol.limits import AdaptiveConcurrency, RequestBudget
 from evol.lineage import LineageIndex, LineageProgress, Tip
-from evol.llm import ChatBackend, Completion, GenerationParams, Message
-from evol.llm.protocol import CURRENT_STEP
-from evol.llm.retry import with_retries
+from evol.llm import ChatBackend, Completion, GenerationParams, LLMRequest, Message
+from evol.llm.dispatch import (
+    CallFailed,
+    CallPolicy,
+    CallRefused,
+    CallStats,
+    CallWaiting,
+    Dispatcher,
+)
 from evol.operations import BREADTH, choose_operation
 from evol.prompts import PromptSet
 from evol.records import EliminatedRecord, Record, TokenUsage, compose
@@ -58,8 +49,6 @@ from evol.store import RunStore
 if TYPE_CHECKING:  # numpy, which the duplicate rule needs, loads only when the rule is on
     from evol.dedup import DuplicateIndex
 
-# Errors that no other request would escape: the run stops at once.
-_FATAL = (AuthenticationFailed, ModelNotFound, Redirected, EndpointUnreachable)
 # Replies longer than this are cleaned and checked off the event loop (see `_read`).
 LARGE_REPLY_CHARS = 64 * 1024
 _Parsed = TypeVar("_Parsed")
@@ -85,14 +74,10 @@ class FailedItem:
 
 
 @dataclass
-class EngineStats:
+class EngineStats(CallStats):
     """What this process did: requests per role, retries, failures."""
 
-    requests: Counter[str] = field(default_factory=Counter)
-    retries: Counter[str] = field(default_factory=Counter)
     failed: list[FailedItem] = field(default_factory=list)
-    deferred: int = 0  # steps whose request waits in a batch for a later process
-    cut_off: int = 0  # requests in flight when the run was stopped: the next run sends them again
     # How the judge model's replies were read: (role, form), e.g. ("judge", "schema").
     judged: Counter[tuple[str, str]] = field(default_factory=Counter)
 
@@ -136,9 +121,15 @@ class Engine:
         self.pool = pool  # the kept instructions, when the duplicate rule is on
         self.on_step = on_step or (lambda: None)
         self.stats = EngineStats()
-        self.slots = AdaptiveConcurrency(config.in_flight)
-        self._budget = RequestBudget(config.rpm, config.tpm) if config.rpm or config.tpm else None
-        self._fatal: EvolError | None = None
+        policy = CallPolicy(
+            in_flight=config.in_flight,
+            max_retries=config.max_retries,
+            retry_max_wait=config.retry_max_wait,
+            rpm=config.rpm,
+            tpm=config.tpm,
+        )
+        self.calls = Dispatcher(backend, policy, journal=journal, stats=self.stats)
+        self.slots = self.calls.slots
         judge = config.params.judge
         # Each role's model and options; the judge model's two calls ask for a schema each.
         self._roles: dict[str, tuple[str, GenerationParams]] = {
@@ -360,76 +351,30 @@ class Engine:
     async def _call(
         self, role: str, messages: list[Message], record: Record, *, journal_as: str | None = None
     ) -> Completion:
-        """One request with the run's retry policy, its tokens added to `record`'s usage.
+        """One request through the dispatcher, its tokens added to `record`'s usage.
 
-        Item-level failures become `_ItemFailed`, refusals `_Eliminated`; fatal errors stop
-        the run. A reply journalled before a crash is replayed instead of paid again.
+        A call that still fails ends the lineage for this run (`_ItemFailed`), a refusal
+        eliminates the step; fatal errors stop the run.
         """
         model, params = self._roles[role]
-        key = journal_as or role
-
-        async def attempt() -> Completion:
-            async with self.slots:
-                if self._fatal:  # the run is stopping: send nothing more
-                    raise self._fatal
-                if budget := self._budget:
-                    estimate = budget.estimate(messages, params.max_tokens)
-                    await budget.take(estimate)
-                sent_at = time.monotonic()
-                self.stats.requests[role] += 1
-                try:
-                    completion = await self.backend.complete(messages, model=model, params=params)
-                except RateLimited:
-                    self.slots.rate_limited(sent_at)
-                    raise
-                except asyncio.CancelledError:
-                    self.stats.cut_off += 1
-                    raise
-                self.slots.succeeded()
-                if budget:
-                    budget.settle(estimate, completion.prompt_tokens, completion.completion_tokens)
-                return completion
-
-        if (replayed := self.journal.recall(record.id, key)) is not None:
-            completion = Completion.model_validate(replayed)
-        else:
-            CURRENT_STEP.set(f"{record.id}/{key}")  # this task's own context: no reset needed
-            completion = await self._attempts(attempt, role, record)
-            self.journal.remember(record.id, key, completion.__dict__)  # its fields, no dump
+        request = LLMRequest(messages, model, params, role, record.id, journal_as)
+        try:
+            completion = await self.calls.complete(request)
+        except CallWaiting:
+            raise _ItemFailed from None
+        except CallFailed as failed:
+            raise _ItemFailed from self._fail(record.id, record.round, role, failed.error)
+        except CallRefused as refused:
+            reason = (
+                Reason.TOO_LONG
+                if isinstance(refused.error, ContextLengthExceeded)
+                else Reason.REJECTED
+            )
+            raise _Eliminated(Failure(reason, f"{role}: {refused.error}")) from None
         used = record.usage.setdefault(role, TokenUsage())
         used.prompt_tokens += completion.prompt_tokens
         used.completion_tokens += completion.completion_tokens
         return completion
-
-    async def _attempts(
-        self, attempt: Callable[[], Coroutine[Any, Any, Completion]], role: str, record: Record
-    ) -> Completion:
-        try:
-            return await with_retries(
-                attempt,
-                max_retries=self.config.max_retries,
-                max_wait=self.config.retry_max_wait,
-                on_retry=lambda _error: self.stats.retries.update([role]),
-            )
-        except Deferred:
-            self.stats.deferred += 1
-            raise _ItemFailed from None
-        except Unreachable as error:  # it answered before, and no retry reached it since
-            tries = self.config.max_retries + 1
-            raise self._stop(EndpointUnreachable(f"{error} ({tries} tries)")) from None
-        except TransientBackendError as error:
-            raise _ItemFailed from self._fail(record.id, record.round, role, error)
-        except _FATAL as error:
-            raise self._stop(error) from None
-        except ContextLengthExceeded as error:
-            raise _Eliminated(Failure(Reason.TOO_LONG, f"{role}: {error}")) from None
-        except BackendError as error:
-            raise _Eliminated(Failure(Reason.REJECTED, f"{role}: {error}")) from None
-
-    def _stop(self, error: EvolError) -> EvolError:
-        """Stop sending: every request after this one raises the first fatal error."""
-        self._fatal = self._fatal or error
-        return self._fatal
 
     def _fail(self, item_id: str, round_: int, role: str, error: Exception) -> Exception:
         self.stats.failed.append(FailedItem(item_id, round_, role, str(error)))

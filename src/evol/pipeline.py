@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeGuard
 
 from evol.config import RunConfig
 from evol.counts import RunCounts
@@ -28,11 +27,12 @@ from evol.errors import (
     TransientBackendError,
     UsageError,
 )
+from evol.interrupts import until_signalled
 from evol.journal import CallJournal
 from evol.lineage import LineageIndex
 from evol.llm import ChatBackend, missing_key_warning, open_backend
+from evol.llm.protocol import BatchingBackend, SeveralEndpoints, capabilities_of
 from evol.llm.registry import runs_in_process
-from evol.llm.routing import EndpointRouter
 from evol.manifest import (
     Manifest,
     RunFacts,
@@ -287,7 +287,7 @@ def _check_open_files(config: RunConfig, backend_name: str) -> None:
     """Refuse, before any call, a run that would reach the open-file limit: every live request
     in flight holds a connection, and each generation's record file stays open."""
     limit = open_file_limit()
-    if limit is None or config.batch or backend_name == "local":  # no connection per request
+    if limit is None or config.batch or runs_in_process(backend_name):  # no connection per request
         return
     needed = config.concurrency + config.generations + _FILES_BESIDE_CONNECTIONS
     if limit < needed:
@@ -495,24 +495,26 @@ class _Run:
         """With --batch: every batch of the run, as run.json lists it."""
         if not self.config.batch:
             return None
-        return [batch.model_dump() for batch in self.backend.batches()]  # type: ignore[attr-defined]
+        backend = self.backend
+        return [batch.model_dump() for batch in backend.batches()] if _batching(backend) else []
 
     @contextlib.asynccontextmanager
     async def batch_progress(self) -> AsyncIterator[None]:
         """With --batch: a line each time the batches' states change, since a step can
         wait hours for one."""
-        if not self.config.batch:
+        backend = self.backend
+        if not self.config.batch or not _batching(backend):
             yield
             return
         from evol.llm.batch import describe_batches
 
-        backend, shown = self.backend, ""
+        shown = ""
 
         async def watch() -> None:
             nonlocal shown
             while True:
                 await asyncio.sleep(min(1.0, self.config.batch_poll_interval))
-                line = describe_batches(backend.batches())  # type: ignore[attr-defined]
+                line = describe_batches(backend.batches())
                 if line != shown:
                     shown = line
                     self.on_info(line)
@@ -550,32 +552,15 @@ class _Run:
         return resolved_method(self.config.rules.dedup_method, largest)
 
 
+def _batching(backend: ChatBackend) -> TypeGuard[BatchingBackend]:
+    return capabilities_of(backend).batchable and isinstance(backend, BatchingBackend)
+
+
 def _endpoint_stats(backend: ChatBackend, base_urls: list[str]) -> list[dict[str, object]]:
     """Requests and failures per endpoint when there are several (the router counts them)."""
-    if isinstance(backend, EndpointRouter):
+    if capabilities_of(backend).endpoint_stats and isinstance(backend, SeveralEndpoints):
         return backend.endpoint_stats()
     return [{"url": display_url(url)} for url in base_urls]
-
-
-async def until_signalled(work: Any) -> None:
-    """Await `work`; SIGINT or SIGTERM cancels it (no new calls) and raises `Interrupted`."""
-    loop = asyncio.get_running_loop()
-    task = asyncio.ensure_future(work)
-    signals = (signal.SIGINT, signal.SIGTERM)
-    installed = []
-    for number in signals:
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(number, task.cancel)
-            installed.append(number)
-    try:
-        await task
-    except asyncio.CancelledError:
-        raise Interrupted(
-            "interrupted: everything finished so far is saved; run the same command to resume"
-        ) from None
-    finally:
-        for number in installed:
-            loop.remove_signal_handler(number)
 
 
 async def _resolve_models(config: RunConfig, backend: ChatBackend) -> RoleModels:

@@ -18,11 +18,11 @@ from evol.judging import ANSWER_CHECK, model_role
 from evol.lineage import LineageIndex
 from evol.llm import choose_backend, missing_key_warning
 from evol.llm.local import default_model_path
+from evol.llm.pricing import BATCH_RATE, cost_usd, unit_prices
 from evol.llm.registry import batch_backend_name, runs_in_process
 from evol.pipeline import batch_settings
 from evol.prompts import PromptSet
 from evol.seeds import iter_seeds, scan_seeds
-from evol.stats import BATCH_RATE, cost_usd, unit_prices
 from evol.store import RunStore
 from evol.textstats import estimate_tokens
 

@@ -55,24 +55,23 @@ from evol.contamination import (
 from evol.errors import (
     BackendError,
     ContextLengthExceeded,
-    EvolError,
-    RateLimited,
     RunDirError,
     TransientBackendError,
     most_telling,
 )
-from evol.limits import AdaptiveConcurrency
+from evol.interrupts import until_signalled
 from evol.llm import (
     ChatBackend,
     Completion,
     GenerationParams,
+    LLMRequest,
     Message,
     open_backend,
 )
-from evol.llm.retry import with_retries
+from evol.llm.dispatch import CallFailed, CallPolicy, CallRefused, Dispatcher
+from evol.llm.pricing import cost_usd, unit_prices
 from evol.manifest import read_manifest
 from evol.metrics import compute_metrics, write_metrics
-from evol.pipeline import until_signalled
 from evol.progress import Progress, ProgressCallback
 from evol.records import compose
 from evol.seeds import iter_seeds
@@ -642,12 +641,6 @@ def _params(max_tokens: int, logprobs: bool) -> GenerationParams:
     return GenerationParams(temperature=0, max_tokens=max_tokens)
 
 
-def _is_fatal(error: Exception) -> bool:
-    """Errors the user must fix (credentials, model, endpoint: exit 2) stop everything; a
-    request refused for good (exit 1) fails only its record."""
-    return isinstance(error, EvolError) and error.exit_code != 1
-
-
 @dataclass
 class _Tally:
     requests: int = 0
@@ -667,8 +660,13 @@ class _Scorer:
         config: ScoreConfig,
         info: Callable[[str], None],
     ):
-        self.backend, self.model, self.config, self.info = backend, model, config, info
-        self.slots = AdaptiveConcurrency(config.concurrency)
+        self.model, self.config, self.info = model, config, info
+        policy = CallPolicy(
+            in_flight=config.concurrency,
+            max_retries=config.max_retries,
+            retry_max_wait=config.retry_max_wait,
+        )
+        self.calls = Dispatcher(backend, policy)
         self.tally = _Tally()
 
     async def run(self, jobs: list[Job], sidecar: _Sidecar, on_progress: ProgressCallback) -> None:
@@ -690,6 +688,9 @@ class _Scorer:
                     group.create_task(worker())
         except BaseExceptionGroup as errors:
             raise most_telling(errors) from None
+        finally:
+            self.tally.requests = sum(self.calls.stats.requests.values())
+            self.tally.retries = sum(self.calls.stats.retries.values())
 
     async def score(self, job: Job) -> ScoreLine | None:
         """Ask, read, ask again once if need be; None when the call failed after retries."""
@@ -711,20 +712,18 @@ class _Scorer:
                 counts["asked_again"] += 1
                 try:
                     second = await self.complete(job, messages, usage)
-                except (BackendError, TransientBackendError) as error:
-                    if _is_fatal(error):
-                        raise
+                except (CallFailed, CallRefused) as error:
                     # The first reply is paid for: record it, missing, for --retry-missing.
                     return self.counted(
                         self.line(job, readings, usage, asked=2, replies=replies, error=str(error))
                     )
                 readings = {**readings, **self.read(job, second)}
                 replies.append(second.text)
-        except ContextLengthExceeded as error:
-            return self.counted(self.line(job, {}, usage, asked=1, replies=[], error=str(error)))
-        except (BackendError, TransientBackendError) as error:
-            if _is_fatal(error):
-                raise
+        except (CallFailed, CallRefused) as error:
+            if isinstance(error, CallRefused) and isinstance(error.error, ContextLengthExceeded):
+                return self.counted(
+                    self.line(job, {}, usage, asked=1, replies=[], error=str(error))
+                )
             counts["failed"] += 1
             self.info(f"{job.scorer} of {job.key} failed after retries: {error}")
             return None
@@ -778,9 +777,10 @@ class _Scorer:
         logprobs = job.scorer not in self.tally.logprobs_refused
         try:
             completion = await self.request(messages, _params(job.max_tokens, logprobs))
-        except BackendError as error:
+        except CallRefused as refused:
             # A plain BackendError is a 4xx refusal; its subclasses (context, credentials,
             # model) are something else, which no fallback fixes.
+            error = refused.error
             if (
                 not logprobs
                 or type(error) is not BackendError
@@ -802,29 +802,7 @@ class _Scorer:
         return completion
 
     async def request(self, messages: list[Message], params: GenerationParams) -> Completion:
-        async def attempt() -> Completion:
-            async with self.slots:
-                sent_at = time.monotonic()
-                self.tally.requests += 1
-                try:
-                    completion = await self.backend.complete(
-                        messages, model=self.model, params=params
-                    )
-                except RateLimited:
-                    self.slots.rate_limited(sent_at)
-                    raise
-                self.slots.succeeded()
-                return completion
-
-        def retried(_error: TransientBackendError) -> None:
-            self.tally.retries += 1
-
-        return await with_retries(
-            attempt,
-            max_retries=self.config.max_retries,
-            max_wait=self.config.retry_max_wait,
-            on_retry=retried,
-        )
+        return await self.calls.complete(LLMRequest(messages, self.model, params, "score"))
 
 
 # -- the command -----------------------------------------------------------------------------
@@ -982,9 +960,6 @@ def plan_scoring(
 
     Without --model, a record scored by any model counts as done.
     """
-    # evol.stats reads our sidecar, so it is imported here rather than at the top.
-    from evol.stats import cost_usd, unit_prices
-
     records = kept_records(config.run_dir)
     for path in config.against:  # a bad evaluation file stops the dry run as it would the run
         for _ in iter_seeds(path):

@@ -1,6 +1,7 @@
 """LLM backends: the Protocol a backend satisfies, its request and reply types, the registry.
 
-    protocol.py           ChatBackend, Message, GenerationParams, Completion, BackendSettings
+    protocol.py           ChatBackend, LLMRequest, Message, GenerationParams, Completion, BackendSettings
+    dispatch.py           every call of run and score: retries, limits, the journal, the counts
     registry.py           built-in backends, register_backend, entry points, the default choice
     openai_api.py         the OpenAI chat-completions API: reply schema, statuses as errors
     transport.py          HTTP for the openai backend (aiohttp, every limit set)
@@ -18,6 +19,7 @@ from evol.llm.protocol import (
     ChatBackend,
     Completion,
     GenerationParams,
+    LLMRequest,
     Message,
 )
 from evol.llm.registry import (
@@ -38,6 +40,7 @@ __all__ = [
     "ChatBackend",
     "Completion",
     "GenerationParams",
+    "LLMRequest",
     "Message",
     "backend_names",
     "choose_backend",

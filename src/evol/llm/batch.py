@@ -45,7 +45,6 @@ import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-from evol.version import __version__
 from evol.errors import (
     BackendError,
     ContextLengthExceeded,
@@ -69,10 +68,11 @@ from evol.llm.openai_api import (
     status_error,
 )
 from evol.llm.protocol import (
-    CURRENT_STEP,
     BackendSettings,
+    Capabilities,
     Completion,
     GenerationParams,
+    LLMRequest,
     Message,
 )
 from evol.llm.retry import with_retries
@@ -84,6 +84,7 @@ from evol.llm.transport import (
     url_login,
 )
 from evol.secrets import Secrets, check_api_key, display_url
+from evol.version import __version__
 
 ENDPOINT = "/v1/chat/completions"
 STATE_FILE = "batches.jsonl"
@@ -807,6 +808,8 @@ class _Waiter:
 class BatchBackend:
     """A `ChatBackend` whose requests travel in batches; see the module's docstring."""
 
+    capabilities = Capabilities(needs_key=True, batchable=True)
+
     def __init__(self, settings: BackendSettings, batch: BatchSettings):
         self.settings = batch
         self.api = BatchApi(settings, batch)
@@ -828,21 +831,18 @@ class BatchBackend:
         self._ingesting: asyncio.Future[Any] | None = None
         self.formats = ResponseFormats()  # the schemas this endpoint's rows refused
 
-    async def complete(
-        self, messages: list[Message], *, model: str, params: GenerationParams
-    ) -> Completion:
+    async def complete(self, request: LLMRequest) -> Completion:
         """The request's answer from a batch; a row refused for its response_format is asked
         again without it, in a later batch, as a live endpoint would be."""
 
         def send(options: dict[str, Any]) -> Awaitable[Completion]:
-            return self._complete(messages, model, GenerationParams.model_validate(options))
+            return self._complete(request.with_params(GenerationParams.model_validate(options)))
 
-        return await self.formats.send(params, send)
+        return await self.formats.send(request.params, send)
 
-    async def _complete(
-        self, messages: list[Message], model: str, params: GenerationParams
-    ) -> Completion:
-        custom_id, line = request_line(messages, model, params, CURRENT_STEP.get())
+    async def _complete(self, request: LLMRequest) -> Completion:
+        model = request.model
+        custom_id, line = request_line(request.messages, model, request.params, request.step)
         self._load()
         if (stored := self._results.get(custom_id)) is not None:
             return _returned(reply_outcome(*stored, model, self.api.reader))

