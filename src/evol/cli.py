@@ -153,6 +153,36 @@ API_KEY_OPTION = typer.Option(
     help="API key (default: $OPENAI_API_KEY, which is safer than this option).",
     rich_help_panel=MODEL_PANEL,
 )
+BATCH_OPTION = typer.Option(
+    False,
+    "--batch",
+    envvar=_env("batch"),
+    help="Send requests through the OpenAI Batch API: half price, up to 24 h a step; a "
+    "rerun re-attaches to its batches.",
+    rich_help_panel=BATCH_PANEL,
+)
+BATCH_MAX_REQUESTS_OPTION = typer.Option(
+    50_000,
+    min=1,
+    envvar=_env("batch_max_requests"),
+    help="Requests per batch file (also split at 200 MB).",
+    rich_help_panel=BATCH_PANEL,
+)
+BATCH_POLL_INTERVAL_OPTION = typer.Option(
+    60.0,
+    min=0.001,
+    envvar=_env("batch_poll_interval"),
+    help="Seconds between polls.",
+    rich_help_panel=BATCH_PANEL,
+)
+BATCH_NO_WAIT_OPTION = typer.Option(
+    False,
+    "--batch-no-wait",
+    envvar=_env("batch_no_wait"),
+    help="Implies --batch: submit what is due, exit 3 while batches are pending; rerun to go on.",
+    rich_help_panel=BATCH_PANEL,
+)
+
 TIMEOUT_OPTION = typer.Option(
     120.0,
     envvar=_env("timeout"),
@@ -546,36 +576,10 @@ def run(
         "answer the rules let through). Default: on when --judge-model is set.",
         rich_help_panel=METHOD_PANEL,
     ),
-    batch: bool = typer.Option(
-        False,
-        "--batch",
-        envvar=_env("batch"),
-        help="Send requests through the OpenAI Batch API: half price, up to 24 h a step; a "
-        "rerun re-attaches to its batches.",
-        rich_help_panel=BATCH_PANEL,
-    ),
-    batch_max_requests: int = typer.Option(
-        50_000,
-        min=1,
-        envvar=_env("batch_max_requests"),
-        help="Requests per batch file (also split at 200 MB).",
-        rich_help_panel=BATCH_PANEL,
-    ),
-    batch_poll_interval: float = typer.Option(
-        60.0,
-        min=0.001,
-        envvar=_env("batch_poll_interval"),
-        help="Seconds between polls.",
-        rich_help_panel=BATCH_PANEL,
-    ),
-    batch_no_wait: bool = typer.Option(
-        False,
-        "--batch-no-wait",
-        envvar=_env("batch_no_wait"),
-        help="Implies --batch: submit what is due, exit 3 while batches are pending; rerun to "
-        "go on.",
-        rich_help_panel=BATCH_PANEL,
-    ),
+    batch: bool = BATCH_OPTION,
+    batch_max_requests: int = BATCH_MAX_REQUESTS_OPTION,
+    batch_poll_interval: float = BATCH_POLL_INTERVAL_OPTION,
+    batch_no_wait: bool = BATCH_NO_WAIT_OPTION,
     timeout: float = TIMEOUT_OPTION,
     concurrency: int = CONCURRENCY_OPTION,
     rpm: float = typer.Option(
@@ -990,6 +994,13 @@ def score(
         help="Words in a row a record must share with an evaluation item.",
         rich_help_panel=SCORES_PANEL,
     ),
+    prompts: Path = typer.Option(
+        None,
+        "--prompts",
+        envvar=_env("prompts"),
+        help="Directory of templates overriding the shipped ones (score_*.txt).",
+        rich_help_panel=SCORES_PANEL,
+    ),
     backend: str = BACKEND_OPTION,
     base_url: list[str] = BASE_URL_OPTION,
     api_key: str = API_KEY_OPTION,
@@ -1005,6 +1016,10 @@ def score(
     max_retries: int = MAX_RETRIES_OPTION,
     retry_max_wait: float = RETRY_MAX_WAIT_OPTION,
     max_response_mb: float = MAX_RESPONSE_MB_OPTION,
+    batch: bool = BATCH_OPTION,
+    batch_max_requests: int = BATCH_MAX_REQUESTS_OPTION,
+    batch_poll_interval: float = BATCH_POLL_INTERVAL_OPTION,
+    batch_no_wait: bool = BATCH_NO_WAIT_OPTION,
     price_in: float = PRICE_IN_OPTION,
     price_out: float = PRICE_OUT_OPTION,
     dry_run: bool = typer.Option(
@@ -1044,6 +1059,7 @@ def score(
             metrics=metrics,
             against=list(against or []),
             ngram=ngram,
+            prompts_dir=prompts,
             backend=backend,
             base_urls=list(base_url or []),
             api_key=SecretStr(api_key) if api_key else None,
@@ -1055,6 +1071,10 @@ def score(
             max_retries=max_retries,
             retry_max_wait=retry_max_wait,
             max_response_bytes=_megabytes(max_response_mb),
+            batch=batch or batch_no_wait,
+            batch_max_requests=batch_max_requests,
+            batch_poll_interval=batch_poll_interval,
+            batch_no_wait=batch_no_wait,
         )
         if dry_run:
             plan = plan_scoring(config, price_in=price_in, price_out=price_out)
@@ -1071,6 +1091,8 @@ def score(
     _echo_outside(
         summary.model_dump_json() if as_json else format_score_summary(summary), as_json=as_json
     )
+    if summary.status == "pending":
+        raise typer.Exit(PENDING_EXIT)
     if summary.status != "complete":
         raise typer.Exit(1)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -11,6 +12,9 @@ from evol.llm import BackendSettings, GenerationParams
 from evol.operations import parse_weights
 from evol.records import MAX_GENERATIONS
 from evol.seeds import SeedFormat, SeedOptions, Shard
+
+if TYPE_CHECKING:  # the batch backend loads only for --batch
+    from evol.llm.batch import BatchSettings
 
 # The judge writes a small JSON object (a verdict, what the rewrite is, a reason of at most 15
 # words: about 40 tokens), the same way every time.
@@ -65,6 +69,37 @@ class Connection(BaseModel):
     max_retries: int = Field(5, ge=0)
     retry_max_wait: float = Field(60.0, gt=0)
     max_response_bytes: int = Field(16 * 1024 * 1024, ge=1, description="reply body cap")
+    batch: bool = Field(False, description="send requests through the Batch API (half price)")
+    batch_max_requests: int = Field(50_000, ge=1, description="requests per batch input file")
+    batch_poll_interval: float = Field(60.0, gt=0, description="seconds between looks at a batch")
+    batch_no_wait: bool = Field(
+        False, description="submit what is due, then stop (status 'pending', exit 3)"
+    )
+
+    @property
+    def in_flight(self) -> int:
+        """Requests (and lineages) at once: with --batch, enough to fill an input file, since
+        each waits for its whole batch."""
+        return max(self.concurrency, self.batch_max_requests) if self.batch else self.concurrency
+
+    def batch_settings_in(self, state_dir: Path) -> BatchSettings | None:
+        """With --batch, how the batch backend groups and waits, its state kept in `state_dir`."""
+        if not self.batch:
+            return None
+        from evol.llm.batch import BatchSettings
+
+        return BatchSettings(
+            state_dir=state_dir,
+            # A batch is submitted once no request came for this long (or its file is full):
+            # never longer than a look at the batches, so short polls (tests, a local server)
+            # are not held up by it.
+            quiet_period=min(1.0, self.batch_poll_interval),
+            max_requests=self.batch_max_requests,
+            poll_interval=self.batch_poll_interval,
+            no_wait=self.batch_no_wait,
+            max_retries=self.max_retries,
+            retry_max_wait=self.retry_max_wait,
+        )
 
     def backend_settings(self) -> BackendSettings:
         """What the backend is made from."""
@@ -115,22 +150,9 @@ class RunConfig(Connection):
         description="the judge model checks each answer does its task; None: on with a judge_model",
     )
 
-    batch: bool = Field(False, description="send requests through the Batch API (half price)")
-    batch_max_requests: int = Field(50_000, ge=1, description="requests per batch input file")
-    batch_poll_interval: float = Field(60.0, gt=0, description="seconds between looks at a batch")
-    batch_no_wait: bool = Field(
-        False, description="submit what is due, then stop (status 'pending', exit 3)"
-    )
-
     rpm: float | None = Field(None, gt=0, description="requests per minute; None: no cap")
     tpm: float | None = Field(None, gt=0, description="tokens per minute; None: no cap")
     overwrite: bool = False
-
-    @property
-    def in_flight(self) -> int:
-        """Requests (and lineages) at once: with --batch, enough to fill an input file, since
-        each waits for its whole batch."""
-        return max(self.concurrency, self.batch_max_requests) if self.batch else self.concurrency
 
     @property
     def checks_answers(self) -> bool:

@@ -220,20 +220,7 @@ def batch_settings(config: RunConfig) -> Any:
             "--rpm and --tpm pace live requests; the Batch API has limits of its own: "
             "drop them with --batch"
         )
-    from evol.llm.batch import BatchSettings
-
-    return BatchSettings(
-        state_dir=config.out / BATCH_DIR,
-        # A batch is submitted once no request came for this long (or its file is full):
-        # never longer than a look at the batches, so short polls (tests, a local server)
-        # are not held up by it.
-        quiet_period=min(1.0, config.batch_poll_interval),
-        max_requests=config.batch_max_requests,
-        poll_interval=config.batch_poll_interval,
-        no_wait=config.batch_no_wait,
-        max_retries=config.max_retries,
-        retry_max_wait=config.retry_max_wait,
-    )
+    return config.batch_settings_in(config.out / BATCH_DIR)
 
 
 def _check_batches(config: RunConfig) -> None:

@@ -38,7 +38,6 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from string import Template
 from typing import Annotated, Any, BinaryIO, Literal
 
 import orjson
@@ -57,6 +56,7 @@ from evol.errors import (
     ContextLengthExceeded,
     RunDirError,
     TransientBackendError,
+    UsageError,
     most_telling,
 )
 from evol.interrupts import until_signalled
@@ -68,11 +68,19 @@ from evol.llm import (
     Message,
     open_backend,
 )
-from evol.llm.dispatch import CallFailed, CallPolicy, CallRefused, Dispatcher
-from evol.llm.pricing import cost_usd, unit_prices
+from evol.llm.dispatch import CallFailed, CallPolicy, CallRefused, CallWaiting, Dispatcher
+from evol.llm.pricing import BATCH_RATE, cost_usd, unit_prices
 from evol.manifest import read_manifest
 from evol.metrics import compute_metrics, write_metrics
 from evol.progress import Progress, ProgressCallback
+from evol.prompts import (
+    SCORE_COMPLEXITY,
+    SCORE_DIFFICULTY,
+    SCORE_QUALITY,
+    SCORE_RANKING_AGAIN,
+    SCORE_SINGLE_AGAIN,
+    PromptSet,
+)
 from evol.records import compose
 from evol.seeds import iter_seeds
 from evol.store import (
@@ -87,50 +95,13 @@ from evol.store import (
 from evol.textstats import estimate_tokens
 
 ScorerName = Literal["difficulty", "complexity", "quality"]
+# Where `evol score --batch` keeps its batches' state, apart from the run's own (batch/).
+SCORE_BATCH_DIR = "batch-score"
 SCORERS: tuple[ScorerName, ...] = ("difficulty", "complexity", "quality")
 SCALE = 10  # difficulty and quality: 1 to 10
 SINGLE_MAX_TOKENS = 16  # room for "I'd rate it a 7 out of 10" before the reply is cut
 TOP_LOGPROBS = 20  # OpenAI's maximum
 REPLY_KEPT = 300  # characters of each reply kept in scores.jsonl, to see what a model said
-
-# Prompts in our own words. Record text is only ever inserted as a value.
-DIFFICULTY = Template("""\
-How hard would the task below be for a capable AI assistant to do well? Weigh the knowledge \
-it needs, the steps of reasoning, and the constraints the answer must satisfy. Do not judge by \
-length: a short task can be hard and a long one easy.
-
-<task>
-$task
-</task>
-
-Rate it with one whole number from 1 (trivial) to 10 (extremely hard). Reply with the number only.""")
-QUALITY = Template("""\
-Here is a task and a response to it. Rate the response for helpfulness, relevance, accuracy \
-and depth, taken together.
-
-<task>
-$task
-</task>
-
-<response>
-$answer
-</response>
-
-Rate it with one whole number from 1 (useless or wrong) to 10 (excellent on all four). Reply \
-with the number only.""")
-COMPLEXITY = Template("""\
-Below are $count versions of one instruction. Compare them with each other and score how \
-complex each is to carry out: the knowledge, reasoning and constraints it demands, not its \
-length. Use whole numbers from 1 (the simplest here) to $count (the most complex); versions \
-of equal complexity may share a score.
-
-$versions
-
-Reply with one line per version, in the form "#<version>: <score>", and nothing else.""")
-SINGLE_AGAIN = Template("Reply with the number only: one whole number from 1 to $maximum.")
-RANKING_AGAIN = Template(
-    'Reply with the scores only, one line per version from #1 to #$count, like "#1: 2".'
-)
 
 # A score has a few digits: a longer run of them is no score, and a bounded pattern keeps the
 # search linear on a reply of digits.
@@ -311,6 +282,7 @@ class ScoreLine(BaseModel):
     reply: str = ""
     error: str | None = None
     usage: dict[str, int] = Field(default_factory=dict)
+    batch: bool = Field(False, description="asked through the Batch API (billed at its rate)")
 
     @property
     def missing(self) -> bool:
@@ -479,8 +451,13 @@ class ScoreConfig(Connection):
     metrics: bool = Field(True, description="write metrics.json (CPU only)")
     against: list[Path] = Field(default_factory=list, description="evaluation sets to check")
     ngram: int = Field(DEFAULT_NGRAM, ge=1, le=1000)
+    prompts_dir: Path | None = Field(None, description="--prompts: templates that override ours")
 
     model: str | None = None
+
+    def prompts(self) -> PromptSet:
+        """The scoring prompts: ours, or those --prompts overrides."""
+        return PromptSet.load(self.prompts_dir)
 
     @property
     def scorers(self) -> list[ScorerName]:
@@ -498,6 +475,7 @@ class ScorerSummary(BaseModel):
     missing: int = Field(0, description="records recorded now without a score (no number, twice)")
     already: int = Field(0, description="records scored before by this model: no call made")
     failed: int = Field(0, description="calls that failed after all retries: asked next time")
+    waiting: int = Field(0, description="calls whose reply waits in a batch: collected next time")
     from_logprobs: int = Field(0, description="records scored now from log-probabilities")
     asked_again: int = 0
     logprobs_refused: bool = False
@@ -509,7 +487,10 @@ class ScoreSummary(BaseModel):
     """What `evol score` prints (`--json`)."""
 
     run: str
-    status: str = Field(description="complete, or failed when some calls failed after retries")
+    status: str = Field(
+        description="complete; failed when some calls failed after retries; pending when some "
+        "replies wait in batches (--batch-no-wait: run the same command again)"
+    )
     scorers: dict[str, ScorerSummary]
     requests: int
     retries: int
@@ -559,11 +540,14 @@ class Job:
 
 
 def build_jobs(
-    records: list[dict[str, Any]], scorers: list[ScorerName], done: Callable[[Job], bool]
+    records: list[dict[str, Any]],
+    scorers: list[ScorerName],
+    done: Callable[[Job], bool],
+    prompts: PromptSet,
 ) -> tuple[list[Job], Counter[str]]:
     """The calls still to make, and per scorer how many records they skip as `done`."""
     jobs, already = [], Counter()
-    for job in _all_jobs(records, scorers):
+    for job in _all_jobs(records, scorers, prompts):
         if done(job):
             already[job.scorer] += len(job.versions) or 1
         else:
@@ -571,7 +555,9 @@ def build_jobs(
     return jobs, already
 
 
-def _all_jobs(records: list[dict[str, Any]], scorers: list[ScorerName]) -> Iterator[Job]:
+def _all_jobs(
+    records: list[dict[str, Any]], scorers: list[ScorerName], prompts: PromptSet
+) -> Iterator[Job]:
     if "difficulty" in scorers:
         for record in records:
             task = compose(record["instruction"], record.get("input") or "")
@@ -579,13 +565,13 @@ def _all_jobs(records: list[dict[str, Any]], scorers: list[ScorerName]) -> Itera
                 "difficulty",
                 record["id"],
                 _digest("difficulty", record),
-                DIFFICULTY.substitute(task=task),
+                prompts[SCORE_DIFFICULTY].render(task=task),
                 SCALE,
             )
     if "complexity" in scorers:
         for root, chain in lineages(records).items():
             if len(chain) > 1:  # a seed alone has nothing to be ranked against
-                yield _ranking_job(root, chain)
+                yield _ranking_job(root, chain, prompts)
     if "quality" in scorers:
         for record in records:
             if record.get("output") is None:
@@ -595,12 +581,12 @@ def _all_jobs(records: list[dict[str, Any]], scorers: list[ScorerName]) -> Itera
                 "quality",
                 record["id"],
                 _digest("quality", record),
-                QUALITY.substitute(task=task, answer=record["output"]),
+                prompts[SCORE_QUALITY].render(task=task, answer=record["output"]),
                 SCALE,
             )
 
 
-def _ranking_job(root: str, chain: list[dict[str, Any]]) -> Job:
+def _ranking_job(root: str, chain: list[dict[str, Any]], prompts: PromptSet) -> Job:
     shown = list(chain)
     # Models favour later positions: show the versions in an order drawn from the lineage id
     # (the same on every rerun), not from oldest to newest.
@@ -613,7 +599,7 @@ def _ranking_job(root: str, chain: list[dict[str, Any]]) -> Job:
         "complexity",
         root,
         _chain_digest(chain),
-        COMPLEXITY.substitute(count=len(chain), versions=versions),
+        prompts[SCORE_COMPLEXITY].render(count=str(len(chain)), versions=versions),
         len(chain),
         [r["id"] for r in shown],
     )
@@ -659,10 +645,11 @@ class _Scorer:
         model: str,
         config: ScoreConfig,
         info: Callable[[str], None],
+        prompts: PromptSet,
     ):
-        self.model, self.config, self.info = model, config, info
+        self.model, self.config, self.info, self.prompts = model, config, info, prompts
         policy = CallPolicy(
-            in_flight=config.concurrency,
+            in_flight=config.in_flight,
             max_retries=config.max_retries,
             retry_max_wait=config.retry_max_wait,
         )
@@ -684,7 +671,7 @@ class _Scorer:
 
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(min(self.config.concurrency, len(jobs))):
+                for _ in range(min(self.config.in_flight, len(jobs))):
                     group.create_task(worker())
         except BaseExceptionGroup as errors:
             raise most_telling(errors) from None
@@ -702,8 +689,8 @@ class _Scorer:
             readings = self.read(job, first)
             replies, asked = [first.text], 1
             if len(readings) < max(1, len(job.versions)):
-                template = RANKING_AGAIN if job.versions else SINGLE_AGAIN
-                again = template.substitute(count=job.maximum, maximum=job.maximum)
+                name = SCORE_RANKING_AGAIN if job.versions else SCORE_SINGLE_AGAIN
+                again = self.prompts[name].render(count=str(job.maximum), maximum=str(job.maximum))
                 messages += [
                     {"role": "assistant", "content": first.text},
                     {"role": "user", "content": again},
@@ -726,6 +713,9 @@ class _Scorer:
                 )
             counts["failed"] += 1
             self.info(f"{job.scorer} of {job.key} failed after retries: {error}")
+            return None
+        except CallWaiting:  # --batch-no-wait: the next `evol score` collects it
+            counts["waiting"] += 1
             return None
         return self.counted(self.line(job, readings, usage, asked=asked, replies=replies))
 
@@ -766,6 +756,7 @@ class _Scorer:
             "reply": "\n---\n".join(replies)[:REPLY_KEPT],
             "error": error,
             "usage": dict(usage),
+            "batch": self.config.batch,
         }
         if job.versions:
             scores = {rid: values.get(place) for place, rid in enumerate(job.versions, start=1)}
@@ -776,7 +767,7 @@ class _Scorer:
         """One request with the retry policy; without log-probabilities once refused them."""
         logprobs = job.scorer not in self.tally.logprobs_refused
         try:
-            completion = await self.request(messages, _params(job.max_tokens, logprobs))
+            completion = await self.request(job, messages, _params(job.max_tokens, logprobs))
         except CallRefused as refused:
             # A plain BackendError is a 4xx refusal; its subclasses (context, credentials,
             # model) are something else, which no fallback fixes.
@@ -792,7 +783,7 @@ class _Scorer:
                 self.info(
                     f"the server refused log-probabilities ({error}); {job.scorer} goes on without them"
                 )
-            completion = await self.request(messages, _params(job.max_tokens, False))
+            completion = await self.request(job, messages, _params(job.max_tokens, False))
         spent = {
             "prompt_tokens": completion.prompt_tokens,
             "completion_tokens": completion.completion_tokens,
@@ -801,8 +792,15 @@ class _Scorer:
         self.tally.usage.update(spent)
         return completion
 
-    async def request(self, messages: list[Message], params: GenerationParams) -> Completion:
-        return await self.calls.complete(LLMRequest(messages, self.model, params, "score"))
+    async def request(
+        self, job: Job, messages: list[Message], params: GenerationParams
+    ) -> Completion:
+        # The step names the job and which ask this is: a batch keys its rows by it.
+        ask = f"ask{len(messages) // 2 + 1}"
+        step = f"{job.scorer}/{job.key}"
+        return await self.calls.complete(
+            LLMRequest(messages, self.model, params, "score", step, ask)
+        )
 
 
 # -- the command -----------------------------------------------------------------------------
@@ -827,6 +825,7 @@ async def ascore_run(
     """The async body of `score_run`, for callers that already have an event loop."""
     started = time.monotonic()
     info = on_info or (lambda _message: None)
+    prompts = config.prompts()  # a bad --prompts file stops the command before any work
     records = kept_records(config.run_dir)
     lock = _lock(config.run_dir)
     try:
@@ -839,14 +838,17 @@ async def ascore_run(
             metrics_path = str(write_metrics(config.run_dir, compute_metrics(config.run_dir)))
         tally, model, already = _Tally(), None, Counter()
         if config.scorers:
-            model, tally, already = await _score_with_model(config, records, on_progress, info)
+            model, tally, already = await _score_with_model(
+                config, records, on_progress, info, prompts
+            )
     finally:
         lock.release()
     summaries = _scorer_summaries(config, records, model, tally, already)
     failed = sum(summary.failed for summary in summaries.values())
+    waiting = sum(summary.waiting for summary in summaries.values())
     return ScoreSummary(
         run=str(config.run_dir),
-        status="failed" if failed else "complete",
+        status="failed" if failed else "pending" if waiting else "complete",
         scorers=summaries,
         requests=tally.requests,
         retries=tally.retries,
@@ -862,23 +864,29 @@ async def _score_with_model(
     records: list[dict[str, Any]],
     on_progress: ProgressCallback | None,
     info: Callable[[str], None],
+    prompts: PromptSet,
 ) -> tuple[str, _Tally, Counter[str]]:
     lines = read_score_lines(config.run_dir)
     if config.model:
         jobs, already = build_jobs(
-            records, config.scorers, _done_checker(lines, config.model, config.retry_missing)
+            records,
+            config.scorers,
+            _done_checker(lines, config.model, config.retry_missing),
+            prompts,
         )
         if not jobs:
             info("every record is scored already: nothing to ask")
             return config.model, _Tally(), already
-    backend_name, backend = open_backend(config.backend, config.backend_settings())
+    batch = config.batch_settings_in(config.run_dir / SCORE_BATCH_DIR)
+    _check_score_batches(config)
+    backend_name, backend = open_backend(config.backend, config.backend_settings(), batch=batch)
     try:
         model = config.model or await _default_model(backend)
         jobs, already = build_jobs(
-            records, config.scorers, _done_checker(lines, model, config.retry_missing)
+            records, config.scorers, _done_checker(lines, model, config.retry_missing), prompts
         )
         info(f"backend {backend_name}, model {model}: {len(jobs)} calls to make")
-        scorer = _Scorer(backend, model, config, info)
+        scorer = _Scorer(backend, model, config, info, prompts)
         sidecar = _Sidecar(config.run_dir)
         try:
             await until_signalled(
@@ -889,6 +897,22 @@ async def _score_with_model(
         return model, scorer.tally, already
     finally:
         await backend.aclose()
+
+
+def _check_score_batches(config: ScoreConfig) -> None:
+    """Refuse live scoring while batches of an earlier `evol score --batch` still run: their
+    rows are paid for, and asking live would pay for them again."""
+    state = config.run_dir / SCORE_BATCH_DIR
+    if config.batch or not state.is_dir():
+        return
+    from evol.llm.batch import recorded_batches
+
+    running = [name for name, ended in recorded_batches(state).items() if not ended]
+    if running:
+        raise UsageError(
+            f"{config.run_dir}: batches of an earlier `evol score --batch` are still running "
+            f"({', '.join(running[:3])}) and are paid for: collect them with --batch"
+        )
 
 
 async def _default_model(backend: ChatBackend) -> str:
@@ -944,6 +968,7 @@ def _scorer_summaries(
             missing=counts["missing"],
             already=already[scorer],
             failed=counts["failed"],
+            waiting=counts["waiting"],
             from_logprobs=counts["from_logprobs"],
             asked_again=counts["asked_again"],
             logprobs_refused=scorer in tally.logprobs_refused,
@@ -966,7 +991,10 @@ def plan_scoring(
             pass
     lines = read_score_lines(config.run_dir)
     jobs, already = build_jobs(
-        records, config.scorers, _done_checker(lines, config.model, config.retry_missing)
+        records,
+        config.scorers,
+        _done_checker(lines, config.model, config.retry_missing),
+        config.prompts(),
     )
     plans: dict[str, ScorerPlan] = {
         scorer: ScorerPlan(calls=0, already=already[scorer], prompt_tokens=0, completion_tokens=0)
@@ -978,10 +1006,12 @@ def plan_scoring(
         plan.prompt_tokens += estimate_tokens(job.prompt)
         plan.completion_tokens += job.max_tokens
     prices = unit_prices(config.model, price_in, price_out)
+    rate = BATCH_RATE if config.batch else 1.0
     cost = cost_usd(
         prices,
         sum(p.prompt_tokens for p in plans.values()),
         sum(p.completion_tokens for p in plans.values()),
+        rate,
     )
     return ScorePlan(
         run=str(config.run_dir),
@@ -1056,6 +1086,11 @@ def format_summary(summary: ScoreSummary) -> str:
         lines.append(
             "(counted in records, each version of a lineage for complexity; failed: calls)"
         )
+        if waiting := sum(s.waiting for s in summary.scorers.values()):
+            lines.append(
+                f"{waiting} calls wait in batches (--batch-no-wait): run the same command again "
+                "to collect them"
+            )
     if summary.metrics:
         lines.append(f"diversity and drift per generation: {summary.metrics}")
     if report := summary.contamination:

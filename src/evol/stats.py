@@ -183,21 +183,23 @@ def _scoring_cost(
 ) -> RoleCost | None:
     """The tokens of `evol score`'s calls (every line of scores.jsonl: each call was paid,
     stale ones too) and their cost; None when the run was never scored."""
-    used: dict[str, Counter[str]] = defaultdict(Counter)
+    # Per model, and whether the call went through the Batch API (billed at BATCH_RATE).
+    used: dict[tuple[str, bool], Counter[str]] = defaultdict(Counter)
     for line in read_score_lines(run_dir):
-        used[line.model].update(line.usage)
+        used[line.model, line.batch].update(line.usage)
     if not used:
         return None
     rows = []
-    for model, tokens in used.items():
+    for (model, batch), tokens in used.items():
         embedded = run_backend == "local" and model in run_models.values()
         free = embedded and price_in is None and price_out is None
+        rate = BATCH_RATE if batch else 1.0
         rows.append(
-            _role_cost(model, tokens, 0.0 if free else price_in, 0.0 if free else price_out, 1.0)
+            _role_cost(model, tokens, 0.0 if free else price_in, 0.0 if free else price_out, rate)
         )
     costs = [row.cost_usd for row in rows]
     return RoleCost(
-        model=", ".join(sorted(used)),
+        model=", ".join(sorted({model for model, _batch in used})),
         prompt_tokens=sum(row.prompt_tokens for row in rows),
         completion_tokens=sum(row.completion_tokens for row in rows),
         cost_usd=round(sum(costs), 6) if None not in costs else None,
