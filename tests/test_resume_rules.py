@@ -23,11 +23,12 @@ from evol.elimination import Reason
 from evol.errors import ConfigMismatch, RunDirError
 from evol.fingerprint import Fingerprint
 from evol.journal import CallJournal
+from evol.jsonl import repair_torn_tail
 from evol.lineage import LineageIndex, LineageProgress, Tip
 from evol.manifest import Manifest, check_resume, is_finished, load_manifest, write_manifest
 from evol.records import EliminatedRecord, Record
 from evol.runjson import RecordedConfig
-from evol.store import JOURNAL, RunStore, repair_torn_tail
+from evol.store import JOURNAL, RunStore
 
 MODELS = {"evolve": "fake-model"}
 FINGERPRINT = Fingerprint(models=MODELS, seed=0)

@@ -23,6 +23,7 @@ from evol.config import RunConfig
 from evol.counts import RunCounts
 from evol.errors import ConfigMismatch, RunDirError
 from evol.fingerprint import FLAGS, Fingerprint
+from evol.jsonl import atomic_write
 from evol.runjson import (
     BackendPart,
     CountsPart,
@@ -38,7 +39,7 @@ from evol.runjson import (
 )
 from evol.secrets import display_url
 from evol.seeds import SeedScan
-from evol.store import DATASET, MANIFEST, atomic_write
+from evol.store import DATASET, MANIFEST
 
 __all__ = [
     "Manifest",

@@ -38,11 +38,10 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from string import Template
 from typing import Annotated, Any, BinaryIO, Literal
 
 import orjson
-from filelock import FileLock, Timeout
+from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field
 
 from evol.config import Connection
@@ -61,6 +60,14 @@ from evol.errors import (
     most_telling,
 )
 from evol.interrupts import until_signalled
+from evol.jsonl import (
+    append_line,
+    lock_directory,
+    open_for_append,
+    open_to_read,
+    repair_torn_tail,
+    scan,
+)
 from evol.llm import (
     ChatBackend,
     Completion,
@@ -74,66 +81,25 @@ from evol.llm.pricing import BATCH_RATE, cost_usd, unit_prices
 from evol.manifest import load_manifest
 from evol.metrics import compute_metrics, write_metrics
 from evol.progress import Progress, ProgressCallback
+from evol.prompts import (
+    SCORE_COMPLEXITY,
+    SCORE_DIFFICULTY,
+    SCORE_QUALITY,
+    SCORE_RANKING_AGAIN,
+    SCORE_SINGLE_AGAIN,
+    PromptSet,
+)
 from evol.records import compose
 from evol.seeds import iter_seeds
-from evol.store import (
-    LOCK_FILE,
-    SCORES,
-    generation_files,
-    iter_records,
-    open_for_append,
-    refuse_links,
-    repair_torn_tail,
-)
+from evol.store import SCORE_BATCH_DIR, SCORES, generation_files, iter_records, refuse_links
 from evol.textstats import estimate_tokens
 
 ScorerName = Literal["difficulty", "complexity", "quality"]
-# Where `evol score --batch` keeps its batches' state, apart from the run's own (batch/).
-SCORE_BATCH_DIR = "batch-score"
 SCORERS: tuple[ScorerName, ...] = ("difficulty", "complexity", "quality")
 SCALE = 10  # difficulty and quality: 1 to 10
 SINGLE_MAX_TOKENS = 16  # room for "I'd rate it a 7 out of 10" before the reply is cut
 TOP_LOGPROBS = 20  # OpenAI's maximum
 REPLY_KEPT = 300  # characters of each reply kept in scores.jsonl, to see what a model said
-
-# Prompts in our own words. Record text is only ever inserted as a value.
-DIFFICULTY = Template("""\
-How hard would the task below be for a capable AI assistant to do well? Weigh the knowledge \
-it needs, the steps of reasoning, and the constraints the answer must satisfy. Do not judge by \
-length: a short task can be hard and a long one easy.
-
-<task>
-$task
-</task>
-
-Rate it with one whole number from 1 (trivial) to 10 (extremely hard). Reply with the number only.""")
-QUALITY = Template("""\
-Here is a task and a response to it. Rate the response for helpfulness, relevance, accuracy \
-and depth, taken together.
-
-<task>
-$task
-</task>
-
-<response>
-$answer
-</response>
-
-Rate it with one whole number from 1 (useless or wrong) to 10 (excellent on all four). Reply \
-with the number only.""")
-COMPLEXITY = Template("""\
-Below are $count versions of one instruction. Compare them with each other and score how \
-complex each is to carry out: the knowledge, reasoning and constraints it demands, not its \
-length. Use whole numbers from 1 (the simplest here) to $count (the most complex); versions \
-of equal complexity may share a score.
-
-$versions
-
-Reply with one line per version, in the form "#<version>: <score>", and nothing else.""")
-SINGLE_AGAIN = Template("Reply with the number only: one whole number from 1 to $maximum.")
-RANKING_AGAIN = Template(
-    'Reply with the scores only, one line per version from #1 to #$count, like "#1: 2".'
-)
 
 # A score has a few digits: a longer run of them is no score, and a bounded pattern keeps the
 # search linear on a reply of digits.
@@ -329,26 +295,24 @@ class ScoreLine(BaseModel):
 
 
 def read_score_lines(run_dir: Path) -> list[ScoreLine]:
-    """Every whole line of scores.jsonl, oldest first; a torn last line is left out."""
+    """Every whole line of scores.jsonl, oldest first; a torn last line is left out (and so
+    is a last line that is not a score, its newline written and nothing after it)."""
     path = run_dir / SCORES
     if not path.is_file():
         return []
-    raw = path.read_bytes()
-    whole = raw[: raw.rfind(b"\n") + 1]
-    lines = []
-    for number, line in enumerate(whole.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            lines.append(ScoreLine.model_validate(orjson.loads(line)))
-        except ValueError:
-            if number == whole.count(b"\n") and not raw[len(whole) :]:
-                break  # a last line cut mid-write (its newline came, the rest did not)
-            raise RunDirError(
-                f"{path}:{number}: not a score line; delete that line (its record is scored "
-                "again) or the file"
-            ) from None
-    return lines
+
+    def damaged(number: int, _error: ValueError) -> RunDirError:
+        return RunDirError(
+            f"{path}:{number}: not a score line; delete that line (its record is scored "
+            "again) or the file"
+        )
+
+    with open_to_read(path) as fp:
+        return [line for *_place, line in scan(fp, _score_line, damaged, torn_last=True)]
+
+
+def _score_line(line: bytes) -> ScoreLine:
+    return ScoreLine.model_validate(orjson.loads(line))
 
 
 def text_digest(*parts: str) -> str:
@@ -449,8 +413,8 @@ def _per_record(
 
 
 class _Sidecar:
-    """scores.jsonl opened for appending (never through a link): each line written whole
-    and flushed."""
+    """scores.jsonl opened for appending (never through a link): each line handed to the OS
+    whole, or taken back (`evol.jsonl.append_line`)."""
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / SCORES
@@ -462,8 +426,7 @@ class _Sidecar:
         data = line.model_dump(exclude_none=True)
         if line.scores is None:
             data["score"] = line.score  # null when missing: said, not left out
-        self._file.write(orjson.dumps(data) + b"\n")
-        self._file.flush()
+        append_line(self._file, data)
 
     def close(self) -> None:
         self._file.close()
@@ -483,8 +446,13 @@ class ScoreConfig(Connection):
     metrics: bool = Field(True, description="write metrics.json (CPU only)")
     against: list[Path] = Field(default_factory=list, description="evaluation sets to check")
     ngram: int = Field(DEFAULT_NGRAM, ge=1, le=1000)
+    prompts_dir: Path | None = Field(None, description="--prompts: templates that override ours")
 
     model: str | None = None
+
+    def prompts(self) -> PromptSet:
+        """The scoring prompts: ours, or those --prompts overrides."""
+        return PromptSet.load(self.prompts_dir)
 
     @property
     def scorers(self) -> list[ScorerName]:
@@ -567,11 +535,14 @@ class Job:
 
 
 def build_jobs(
-    records: list[dict[str, Any]], scorers: list[ScorerName], done: Callable[[Job], bool]
+    records: list[dict[str, Any]],
+    scorers: list[ScorerName],
+    done: Callable[[Job], bool],
+    prompts: PromptSet,
 ) -> tuple[list[Job], Counter[str]]:
     """The calls still to make, and per scorer how many records they skip as `done`."""
     jobs, already = [], Counter()
-    for job in _all_jobs(records, scorers):
+    for job in _all_jobs(records, scorers, prompts):
         if done(job):
             already[job.scorer] += len(job.versions) or 1
         else:
@@ -579,7 +550,9 @@ def build_jobs(
     return jobs, already
 
 
-def _all_jobs(records: list[dict[str, Any]], scorers: list[ScorerName]) -> Iterator[Job]:
+def _all_jobs(
+    records: list[dict[str, Any]], scorers: list[ScorerName], prompts: PromptSet
+) -> Iterator[Job]:
     if "difficulty" in scorers:
         for record in records:
             task = compose(record["instruction"], record.get("input") or "")
@@ -587,13 +560,13 @@ def _all_jobs(records: list[dict[str, Any]], scorers: list[ScorerName]) -> Itera
                 "difficulty",
                 record["id"],
                 _digest("difficulty", record),
-                DIFFICULTY.substitute(task=task),
+                prompts[SCORE_DIFFICULTY].render(task=task),
                 SCALE,
             )
     if "complexity" in scorers:
         for root, chain in lineages(records).items():
             if len(chain) > 1:  # a seed alone has nothing to be ranked against
-                yield _ranking_job(root, chain)
+                yield _ranking_job(root, chain, prompts)
     if "quality" in scorers:
         for record in records:
             if record.get("output") is None:
@@ -603,12 +576,12 @@ def _all_jobs(records: list[dict[str, Any]], scorers: list[ScorerName]) -> Itera
                 "quality",
                 record["id"],
                 _digest("quality", record),
-                QUALITY.substitute(task=task, answer=record["output"]),
+                prompts[SCORE_QUALITY].render(task=task, answer=record["output"]),
                 SCALE,
             )
 
 
-def _ranking_job(root: str, chain: list[dict[str, Any]]) -> Job:
+def _ranking_job(root: str, chain: list[dict[str, Any]], prompts: PromptSet) -> Job:
     shown = list(chain)
     # Models favour later positions: show the versions in an order drawn from the lineage id
     # (the same on every rerun), not from oldest to newest.
@@ -621,7 +594,7 @@ def _ranking_job(root: str, chain: list[dict[str, Any]]) -> Job:
         "complexity",
         root,
         _chain_digest(chain),
-        COMPLEXITY.substitute(count=len(chain), versions=versions),
+        prompts[SCORE_COMPLEXITY].render(count=str(len(chain)), versions=versions),
         len(chain),
         [r["id"] for r in shown],
     )
@@ -667,8 +640,9 @@ class _Scorer:
         model: str,
         config: ScoreConfig,
         info: Callable[[str], None],
+        prompts: PromptSet,
     ):
-        self.model, self.config, self.info = model, config, info
+        self.model, self.config, self.info, self.prompts = model, config, info, prompts
         policy = CallPolicy(
             in_flight=config.in_flight,
             max_retries=config.max_retries,
@@ -710,8 +684,8 @@ class _Scorer:
             readings = self.read(job, first)
             replies, asked = [first.text], 1
             if len(readings) < max(1, len(job.versions)):
-                template = RANKING_AGAIN if job.versions else SINGLE_AGAIN
-                again = template.substitute(count=job.maximum, maximum=job.maximum)
+                name = SCORE_RANKING_AGAIN if job.versions else SCORE_SINGLE_AGAIN
+                again = self.prompts[name].render(count=str(job.maximum), maximum=str(job.maximum))
                 messages += [
                     {"role": "assistant", "content": first.text},
                     {"role": "user", "content": again},
@@ -846,6 +820,7 @@ async def ascore_run(
     """The async body of `score_run`, for callers that already have an event loop."""
     started = time.monotonic()
     info = on_info or (lambda _message: None)
+    prompts = config.prompts()  # a bad --prompts file stops the command before any work
     records = kept_records(config.run_dir)
     lock = _lock(config.run_dir)
     try:
@@ -858,7 +833,9 @@ async def ascore_run(
             metrics_path = str(write_metrics(config.run_dir, compute_metrics(config.run_dir)))
         tally, model, already = _Tally(), None, Counter()
         if config.scorers:
-            model, tally, already = await _score_with_model(config, records, on_progress, info)
+            model, tally, already = await _score_with_model(
+                config, records, on_progress, info, prompts
+            )
     finally:
         lock.release()
     summaries = _scorer_summaries(config, records, model, tally, already)
@@ -882,11 +859,15 @@ async def _score_with_model(
     records: list[dict[str, Any]],
     on_progress: ProgressCallback | None,
     info: Callable[[str], None],
+    prompts: PromptSet,
 ) -> tuple[str, _Tally, Counter[str]]:
     lines = read_score_lines(config.run_dir)
     if config.model:
         jobs, already = build_jobs(
-            records, config.scorers, _done_checker(lines, config.model, config.retry_missing)
+            records,
+            config.scorers,
+            _done_checker(lines, config.model, config.retry_missing),
+            prompts,
         )
         if not jobs:
             info("every record is scored already: nothing to ask")
@@ -897,10 +878,10 @@ async def _score_with_model(
     try:
         model = config.model or await _default_model(backend)
         jobs, already = build_jobs(
-            records, config.scorers, _done_checker(lines, model, config.retry_missing)
+            records, config.scorers, _done_checker(lines, model, config.retry_missing), prompts
         )
         info(f"backend {backend_name}, model {model}: {len(jobs)} calls to make")
-        scorer = _Scorer(backend, model, config, info)
+        scorer = _Scorer(backend, model, config, info, prompts)
         sidecar = _Sidecar(config.run_dir)
         try:
             await until_signalled(
@@ -951,15 +932,10 @@ def _lock(run_dir: Path) -> FileLock:
     metrics are all opened or replaced in the run directory itself.
     """
     refuse_links(run_dir)
-    lock = FileLock(run_dir / LOCK_FILE)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise RunDirError(
-            f"{run_dir}: another evol process is writing to this directory; score it when it "
-            "has stopped"
-        ) from None
-    return lock
+    return lock_directory(
+        run_dir,
+        "another evol process is writing to this directory; score it when it has stopped",
+    )
 
 
 def _scorer_summaries(
@@ -1005,7 +981,10 @@ def plan_scoring(
             pass
     lines = read_score_lines(config.run_dir)
     jobs, already = build_jobs(
-        records, config.scorers, _done_checker(lines, config.model, config.retry_missing)
+        records,
+        config.scorers,
+        _done_checker(lines, config.model, config.retry_missing),
+        config.prompts(),
     )
     plans: dict[str, ScorerPlan] = {
         scorer: ScorerPlan(calls=0, already=already[scorer], prompt_tokens=0, completion_tokens=0)
