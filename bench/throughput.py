@@ -6,6 +6,8 @@ seeds, and measures the child alone (os.wait4): wall time, CPU per LLM call, pea
 
 - saturation: 2,000 seeds x 4 generations, L = 100 ms, --concurrency 256: calls/s against the
   limit C/L, and client CPU per call.
+- long_answers: the same with answers of about 1,200 characters, as real models write them
+  (the answer rules and the HTTP client's body handling scale with the reply).
 - rate_limit: a server that answers 429 above 500 requests/s for the first 8 s, then lifts the
   limit: the concurrency evol keeps in flight is sampled as it backs off (AIMD) and recovers;
   then the same server with --rpm set just under its limit.
@@ -33,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from fake_server import FakeServer  # noqa: E402
+from fake_server import FakeServer, Responder  # noqa: E402
 
 try:  # the servers share the machine with the client: let them use as little CPU as they can
     import uvloop
@@ -46,7 +48,9 @@ RESULTS = Path(__file__).with_name("results.json")
 README = Path(__file__).resolve().parents[1] / "README.md"
 TABLE_START, TABLE_END = "<!-- bench:throughput -->", "<!-- /bench:throughput -->"
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
-CASES = ("saturation", "rate_limit", "endpoints", "memory", "resume")
+CASES = ("saturation", "long_answers", "rate_limit", "endpoints", "memory", "resume")
+# `--profile DIR`: each child runs under cProfile and writes DIR/<case>.prof.
+PROFILE_DIR: Path | None = None
 
 
 def write_seeds(path: Path, count: int) -> Path:
@@ -60,7 +64,8 @@ def write_seeds(path: Path, count: int) -> Path:
 def evol_run(seeds: Path, out: Path, servers: list[FakeServer], *options: object) -> dict[str, Any]:
     """Run `evol run` as a child; its wall time, CPU seconds and peak RSS, and run.json."""
     urls = [part for server in servers for part in ("--base-url", server.base_url)]
-    command = [sys.executable, "-m", "evol", "run", str(seeds), "--out", str(out), *urls]
+    profile = ["-m", "cProfile", "-o", str(PROFILE_DIR / f"{out.name}.prof")] if PROFILE_DIR else []
+    command = [sys.executable, *profile, "-m", "evol", "run", str(seeds), "--out", str(out), *urls]
     command += ["--quiet", *map(str, options)]
     started = time.perf_counter()
     child = subprocess.Popen(command, env=ENV)
@@ -76,12 +81,35 @@ def evol_run(seeds: Path, out: Path, servers: list[FakeServer], *options: object
     }
 
 
-def saturation(work: Path, seeds: int = 2000, generations: int = 4) -> dict[str, Any]:
+class LongAnswers(Responder):
+    """The tests' replies, with every answer about 1,200 characters long."""
+
+    def answer(self, instruction: str) -> str | tuple[str, str]:
+        short = super().answer(instruction)
+        text = short if isinstance(short, str) else short[0]
+        body = " ".join(
+            f"Step {n}: work through part {n} of the task, then check it." for n in range(20)
+        )
+        return f"{text} {body}"[:1200]
+
+
+def long_answers(work: Path) -> dict[str, Any]:
+    return saturation(work, responder=LongAnswers(), name="long_answers")
+
+
+def saturation(
+    work: Path,
+    seeds: int = 2000,
+    generations: int = 4,
+    responder: Responder | None = None,
+    name: str = "saturation",
+) -> dict[str, Any]:
     latency, concurrency = 0.1, 256
-    seed_file = write_seeds(work / "saturation.jsonl", seeds)
-    with FakeServer(latency=latency, record=False) as server, Sampler(server, 0.05) as sampler:
+    seed_file = write_seeds(work / f"{name}.jsonl", seeds)
+    server = FakeServer(latency=latency, record=False, responder=responder or Responder())
+    with server, Sampler(server, 0.05) as sampler:
         run = evol_run(
-            seed_file, work / "saturation", [server],
+            seed_file, work / name, [server],
             "--generations", generations, "--concurrency", concurrency,
         )  # fmt: skip
         calls = server.served
@@ -383,7 +411,12 @@ def update_readme(figures: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--case", action="append", choices=CASES, help="default: all")
+    parser.add_argument("--profile", type=Path, help="write each child's cProfile stats here")
     args = parser.parse_args()
+    if args.profile:
+        global PROFILE_DIR
+        PROFILE_DIR = args.profile
+        PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     cases = args.case or list(CASES)
     if "resume" in cases and "memory" not in cases:
         parser.error("resume re-runs the run of the memory case: add --case memory")

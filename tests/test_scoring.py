@@ -17,6 +17,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from string import Template
 from typing import Any
 
 import pytest
@@ -26,12 +27,8 @@ from test_metrics import record, write_run
 
 from evol.errors import AuthenticationFailed
 from evol.llm import BackendSettings, Completion, GenerationParams, LLMRequest, register_backend
+from evol.prompts import PromptSet
 from evol.scoring import (
-    COMPLEXITY,
-    DIFFICULTY,
-    QUALITY,
-    RANKING_AGAIN,
-    SINGLE_AGAIN,
     expected_score,
     read_number,
     read_ranking,
@@ -146,17 +143,39 @@ def test_expected_score(tokens: list[dict[str, Any]], text: str, expected: float
 
 
 @pytest.mark.parametrize(
-    ("template", "names"),
+    ("name", "names"),
     [
-        (DIFFICULTY, {"task"}),
-        (QUALITY, {"task", "answer"}),
-        (COMPLEXITY, {"count", "versions"}),
-        (SINGLE_AGAIN, {"maximum"}),
-        (RANKING_AGAIN, {"count"}),
+        ("score_difficulty", {"task"}),
+        ("score_quality", {"task", "answer"}),
+        ("score_complexity", {"count", "versions"}),
+        ("score_single_again", {"maximum"}),
+        ("score_ranking_again", {"count"}),
     ],
 )
-def test_templates_take_exactly_their_placeholders(template, names: set[str]) -> None:
+def test_templates_take_exactly_their_placeholders(name: str, names: set[str]) -> None:
+    template = Template(PromptSet.load()[name].text)
     assert template.is_valid() and set(template.get_identifiers()) == names
+
+
+def test_a_scoring_prompt_is_overridden_by_a_file_and_checked_when_loaded(
+    evol, made_run: Path, tmp_path: Path
+) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "score_difficulty.txt").write_text("MY OWN RUBRIC <task>\n$task\n</task> 1-10?\n")
+    with FakeServer(responder=ScoringResponder()) as server:
+        result = evol(
+            "score", made_run, "--base-url", server.base_url, "--quiet", "--no-complexity",
+            "--no-metrics", "--prompts", mine,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        sent = [body["messages"][0]["content"] for body in server.requests]
+    assert sent and all(text.startswith("MY OWN RUBRIC") for text in sent)
+    (mine / "score_quality.txt").write_text("$task but no answer slot\n")
+    broken = evol("score", made_run, "--model", "m", "--base-url", "http://127.0.0.1:9/v1",
+                  "--answers", "--prompts", mine)  # fmt: skip
+    assert broken.exit_code == 2
+    assert "score_quality.txt: missing placeholder $answer" in broken.stderr
 
 
 # -- a fake server that scores ---------------------------------------------------------------
@@ -282,7 +301,8 @@ def test_each_scorer_reads_numbers_prose_and_asks_again_once(evol, made_run: Pat
     }
     again = [b for b in requests if len(b["messages"]) == 3 and kind_of_score(b) == "difficulty"]
     assert again[0]["messages"][1] == {"role": "assistant", "content": UNPARSEABLE}
-    assert again[0]["messages"][2]["content"] == SINGLE_AGAIN.substitute(maximum=10)
+    single_again = PromptSet.load()["score_single_again"].render(maximum="10")
+    assert again[0]["messages"][2]["content"] == single_again
     for body in requests:
         assert (body["temperature"], body["logprobs"], body["top_logprobs"]) == (0, True, 20)
         assert body["max_tokens"] <= 8 * 3 + 16

@@ -110,3 +110,17 @@ def test_summaries(values: list[int], expected: Lengths) -> None:
 
 def test_nothing_to_summarize() -> None:
     assert summarize([]) is None
+
+
+# Words, apostrophes inside and around them, underscores and marks that are no word characters,
+# long words that straddle the prefix `words(limit=...)` looks in first.
+_WORDY = st.text(alphabet="ab9'\u2019_ \n.-\u00e9\u0301\u4e00", max_size=400) | st.builds(
+    lambda parts: " ".join(parts),
+    st.lists(st.text(alphabet="abc'\u2019", min_size=1, max_size=60), max_size=40),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=_WORDY, limit=st.integers(0, 60))
+def test_the_first_words_are_the_words_cut_to_the_limit(text: str, limit: int) -> None:
+    assert words(text, limit) == words(text)[:limit]

@@ -6,8 +6,9 @@ An operation names its slots `$instruction` and `$input`; `$input` receives the 
 template filled with the instruction's input, or nothing when there is none (so an empty input
 is never shown, and the evolver is told that the input goes along unchanged rather than asked
 to copy it). The judge's slots are `$first` and `$second`; `judge_again` is the follow-up turn
-when a verdict cannot be read. The answer check's slots are `$task` and `$reply`. A literal dollar sign is written `$$`. Placeholders are checked
-on load.
+when a verdict cannot be read. The answer check's slots are `$task` and `$reply`. `evol
+score`'s prompts are here too (`score_*`, see `evol.scoring`); they are not part of a run's
+prompt digest. A literal dollar sign is written `$$`. Placeholders are checked on load.
 """
 
 from __future__ import annotations
@@ -26,13 +27,38 @@ JUDGE_PROMPT = "judge"
 JUDGE_AGAIN_PROMPT = "judge_again"
 ANSWER_CHECK_PROMPT = "answer_check"
 INPUT_PROMPT = "input"
-PROMPT_NAMES = (*OPERATIONS, JUDGE_PROMPT, JUDGE_AGAIN_PROMPT, ANSWER_CHECK_PROMPT, INPUT_PROMPT)
+# The prompts of `evol run`: a resumed run must use the same ones (`PromptSet.digest`).
+RUN_PROMPT_NAMES = (
+    *OPERATIONS,
+    JUDGE_PROMPT,
+    JUDGE_AGAIN_PROMPT,
+    ANSWER_CHECK_PROMPT,
+    INPUT_PROMPT,
+)
+SCORE_DIFFICULTY = "score_difficulty"
+SCORE_QUALITY = "score_quality"
+SCORE_COMPLEXITY = "score_complexity"
+SCORE_SINGLE_AGAIN = "score_single_again"
+SCORE_RANKING_AGAIN = "score_ranking_again"
+SCORE_PROMPT_NAMES = (
+    SCORE_DIFFICULTY,
+    SCORE_QUALITY,
+    SCORE_COMPLEXITY,
+    SCORE_SINGLE_AGAIN,
+    SCORE_RANKING_AGAIN,
+)
+PROMPT_NAMES = (*RUN_PROMPT_NAMES, *SCORE_PROMPT_NAMES)
 
 _SLOTS = {name: ({"instruction"}, {"instruction", "input"}) for name in OPERATIONS}
 _SLOTS[JUDGE_PROMPT] = ({"first", "second"}, {"first", "second"})
 _SLOTS[JUDGE_AGAIN_PROMPT] = (set(), set())
 _SLOTS[ANSWER_CHECK_PROMPT] = ({"task", "reply"}, {"task", "reply"})
 _SLOTS[INPUT_PROMPT] = ({"input"}, {"input"})
+_SLOTS[SCORE_DIFFICULTY] = ({"task"}, {"task"})
+_SLOTS[SCORE_QUALITY] = ({"task", "answer"}, {"task", "answer"})
+_SLOTS[SCORE_COMPLEXITY] = ({"count", "versions"}, {"count", "versions"})
+_SLOTS[SCORE_SINGLE_AGAIN] = (set(), {"maximum"})
+_SLOTS[SCORE_RANKING_AGAIN] = (set(), {"count"})
 
 
 def default_prompt_dir() -> Path:
@@ -89,7 +115,7 @@ class PromptSet:
     def digest(self) -> str:
         """A hash of every template's text: a resumed run must use the same prompts."""
         digest = hashlib.sha256()
-        for name in PROMPT_NAMES:
+        for name in RUN_PROMPT_NAMES:
             digest.update(f"{name}\0{self.templates[name].text}\0".encode())
         return digest.hexdigest()[:16]
 
@@ -112,7 +138,7 @@ class PromptSet:
 
     def leak_detector(self) -> LeakDetector:
         """The prompt-leak rule for these templates (overrides included)."""
-        return LeakDetector.from_templates(template.text for template in self.templates.values())
+        return LeakDetector.from_templates(self[name].text for name in RUN_PROMPT_NAMES)
 
 
 def format_sources(prompts: PromptSet) -> str:

@@ -38,7 +38,6 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from string import Template
 from typing import Annotated, Any, BinaryIO, Literal
 
 import orjson
@@ -74,6 +73,14 @@ from evol.llm.pricing import BATCH_RATE, cost_usd, unit_prices
 from evol.manifest import read_manifest
 from evol.metrics import compute_metrics, write_metrics
 from evol.progress import Progress, ProgressCallback
+from evol.prompts import (
+    SCORE_COMPLEXITY,
+    SCORE_DIFFICULTY,
+    SCORE_QUALITY,
+    SCORE_RANKING_AGAIN,
+    SCORE_SINGLE_AGAIN,
+    PromptSet,
+)
 from evol.records import compose
 from evol.seeds import iter_seeds
 from evol.store import (
@@ -95,45 +102,6 @@ SCALE = 10  # difficulty and quality: 1 to 10
 SINGLE_MAX_TOKENS = 16  # room for "I'd rate it a 7 out of 10" before the reply is cut
 TOP_LOGPROBS = 20  # OpenAI's maximum
 REPLY_KEPT = 300  # characters of each reply kept in scores.jsonl, to see what a model said
-
-# Prompts in our own words. Record text is only ever inserted as a value.
-DIFFICULTY = Template("""\
-How hard would the task below be for a capable AI assistant to do well? Weigh the knowledge \
-it needs, the steps of reasoning, and the constraints the answer must satisfy. Do not judge by \
-length: a short task can be hard and a long one easy.
-
-<task>
-$task
-</task>
-
-Rate it with one whole number from 1 (trivial) to 10 (extremely hard). Reply with the number only.""")
-QUALITY = Template("""\
-Here is a task and a response to it. Rate the response for helpfulness, relevance, accuracy \
-and depth, taken together.
-
-<task>
-$task
-</task>
-
-<response>
-$answer
-</response>
-
-Rate it with one whole number from 1 (useless or wrong) to 10 (excellent on all four). Reply \
-with the number only.""")
-COMPLEXITY = Template("""\
-Below are $count versions of one instruction. Compare them with each other and score how \
-complex each is to carry out: the knowledge, reasoning and constraints it demands, not its \
-length. Use whole numbers from 1 (the simplest here) to $count (the most complex); versions \
-of equal complexity may share a score.
-
-$versions
-
-Reply with one line per version, in the form "#<version>: <score>", and nothing else.""")
-SINGLE_AGAIN = Template("Reply with the number only: one whole number from 1 to $maximum.")
-RANKING_AGAIN = Template(
-    'Reply with the scores only, one line per version from #1 to #$count, like "#1: 2".'
-)
 
 # A score has a few digits: a longer run of them is no score, and a bounded pattern keeps the
 # search linear on a reply of digits.
@@ -483,8 +451,13 @@ class ScoreConfig(Connection):
     metrics: bool = Field(True, description="write metrics.json (CPU only)")
     against: list[Path] = Field(default_factory=list, description="evaluation sets to check")
     ngram: int = Field(DEFAULT_NGRAM, ge=1, le=1000)
+    prompts_dir: Path | None = Field(None, description="--prompts: templates that override ours")
 
     model: str | None = None
+
+    def prompts(self) -> PromptSet:
+        """The scoring prompts: ours, or those --prompts overrides."""
+        return PromptSet.load(self.prompts_dir)
 
     @property
     def scorers(self) -> list[ScorerName]:
@@ -567,11 +540,14 @@ class Job:
 
 
 def build_jobs(
-    records: list[dict[str, Any]], scorers: list[ScorerName], done: Callable[[Job], bool]
+    records: list[dict[str, Any]],
+    scorers: list[ScorerName],
+    done: Callable[[Job], bool],
+    prompts: PromptSet,
 ) -> tuple[list[Job], Counter[str]]:
     """The calls still to make, and per scorer how many records they skip as `done`."""
     jobs, already = [], Counter()
-    for job in _all_jobs(records, scorers):
+    for job in _all_jobs(records, scorers, prompts):
         if done(job):
             already[job.scorer] += len(job.versions) or 1
         else:
@@ -579,7 +555,9 @@ def build_jobs(
     return jobs, already
 
 
-def _all_jobs(records: list[dict[str, Any]], scorers: list[ScorerName]) -> Iterator[Job]:
+def _all_jobs(
+    records: list[dict[str, Any]], scorers: list[ScorerName], prompts: PromptSet
+) -> Iterator[Job]:
     if "difficulty" in scorers:
         for record in records:
             task = compose(record["instruction"], record.get("input") or "")
@@ -587,13 +565,13 @@ def _all_jobs(records: list[dict[str, Any]], scorers: list[ScorerName]) -> Itera
                 "difficulty",
                 record["id"],
                 _digest("difficulty", record),
-                DIFFICULTY.substitute(task=task),
+                prompts[SCORE_DIFFICULTY].render(task=task),
                 SCALE,
             )
     if "complexity" in scorers:
         for root, chain in lineages(records).items():
             if len(chain) > 1:  # a seed alone has nothing to be ranked against
-                yield _ranking_job(root, chain)
+                yield _ranking_job(root, chain, prompts)
     if "quality" in scorers:
         for record in records:
             if record.get("output") is None:
@@ -603,12 +581,12 @@ def _all_jobs(records: list[dict[str, Any]], scorers: list[ScorerName]) -> Itera
                 "quality",
                 record["id"],
                 _digest("quality", record),
-                QUALITY.substitute(task=task, answer=record["output"]),
+                prompts[SCORE_QUALITY].render(task=task, answer=record["output"]),
                 SCALE,
             )
 
 
-def _ranking_job(root: str, chain: list[dict[str, Any]]) -> Job:
+def _ranking_job(root: str, chain: list[dict[str, Any]], prompts: PromptSet) -> Job:
     shown = list(chain)
     # Models favour later positions: show the versions in an order drawn from the lineage id
     # (the same on every rerun), not from oldest to newest.
@@ -621,7 +599,7 @@ def _ranking_job(root: str, chain: list[dict[str, Any]]) -> Job:
         "complexity",
         root,
         _chain_digest(chain),
-        COMPLEXITY.substitute(count=len(chain), versions=versions),
+        prompts[SCORE_COMPLEXITY].render(count=str(len(chain)), versions=versions),
         len(chain),
         [r["id"] for r in shown],
     )
@@ -667,8 +645,9 @@ class _Scorer:
         model: str,
         config: ScoreConfig,
         info: Callable[[str], None],
+        prompts: PromptSet,
     ):
-        self.model, self.config, self.info = model, config, info
+        self.model, self.config, self.info, self.prompts = model, config, info, prompts
         policy = CallPolicy(
             in_flight=config.in_flight,
             max_retries=config.max_retries,
@@ -710,8 +689,8 @@ class _Scorer:
             readings = self.read(job, first)
             replies, asked = [first.text], 1
             if len(readings) < max(1, len(job.versions)):
-                template = RANKING_AGAIN if job.versions else SINGLE_AGAIN
-                again = template.substitute(count=job.maximum, maximum=job.maximum)
+                name = SCORE_RANKING_AGAIN if job.versions else SCORE_SINGLE_AGAIN
+                again = self.prompts[name].render(count=str(job.maximum), maximum=str(job.maximum))
                 messages += [
                     {"role": "assistant", "content": first.text},
                     {"role": "user", "content": again},
@@ -846,6 +825,7 @@ async def ascore_run(
     """The async body of `score_run`, for callers that already have an event loop."""
     started = time.monotonic()
     info = on_info or (lambda _message: None)
+    prompts = config.prompts()  # a bad --prompts file stops the command before any work
     records = kept_records(config.run_dir)
     lock = _lock(config.run_dir)
     try:
@@ -858,7 +838,9 @@ async def ascore_run(
             metrics_path = str(write_metrics(config.run_dir, compute_metrics(config.run_dir)))
         tally, model, already = _Tally(), None, Counter()
         if config.scorers:
-            model, tally, already = await _score_with_model(config, records, on_progress, info)
+            model, tally, already = await _score_with_model(
+                config, records, on_progress, info, prompts
+            )
     finally:
         lock.release()
     summaries = _scorer_summaries(config, records, model, tally, already)
@@ -882,11 +864,15 @@ async def _score_with_model(
     records: list[dict[str, Any]],
     on_progress: ProgressCallback | None,
     info: Callable[[str], None],
+    prompts: PromptSet,
 ) -> tuple[str, _Tally, Counter[str]]:
     lines = read_score_lines(config.run_dir)
     if config.model:
         jobs, already = build_jobs(
-            records, config.scorers, _done_checker(lines, config.model, config.retry_missing)
+            records,
+            config.scorers,
+            _done_checker(lines, config.model, config.retry_missing),
+            prompts,
         )
         if not jobs:
             info("every record is scored already: nothing to ask")
@@ -897,10 +883,10 @@ async def _score_with_model(
     try:
         model = config.model or await _default_model(backend)
         jobs, already = build_jobs(
-            records, config.scorers, _done_checker(lines, model, config.retry_missing)
+            records, config.scorers, _done_checker(lines, model, config.retry_missing), prompts
         )
         info(f"backend {backend_name}, model {model}: {len(jobs)} calls to make")
-        scorer = _Scorer(backend, model, config, info)
+        scorer = _Scorer(backend, model, config, info, prompts)
         sidecar = _Sidecar(config.run_dir)
         try:
             await until_signalled(
@@ -1005,7 +991,10 @@ def plan_scoring(
             pass
     lines = read_score_lines(config.run_dir)
     jobs, already = build_jobs(
-        records, config.scorers, _done_checker(lines, config.model, config.retry_missing)
+        records,
+        config.scorers,
+        _done_checker(lines, config.model, config.retry_missing),
+        config.prompts(),
     )
     plans: dict[str, ScorerPlan] = {
         scorer: ScorerPlan(calls=0, already=already[scorer], prompt_tokens=0, completion_tokens=0)

@@ -84,6 +84,15 @@ def score(
             rich_help_panel=SCORES_PANEL,
         ),
     ] = 13,
+    prompts: Annotated[
+        Path | None,
+        typer.Option(
+            "--prompts",
+            envvar=env("prompts"),
+            help="Directory of templates overriding the shipped ones (score_*.txt).",
+            rich_help_panel=SCORES_PANEL,
+        ),
+    ] = None,
     backend: shared.Backend = CONNECTION.backend,
     base_url: shared.BaseUrl = None,
     api_key: shared.ApiKey = None,
@@ -135,7 +144,13 @@ def score(
     """
     with user_errors(debug, as_json=as_json):
         config = ScoreConfig(
-            **config_fields(ctx, ScoreConfig, quality=answers, against=list(against or []))
+            **config_fields(
+                ctx,
+                ScoreConfig,
+                quality=answers,
+                against=list(against or []),
+                prompts_dir=prompts,
+            )
         )
         if dry_run:
             plan = plan_scoring(config, price_in=price_in, price_out=price_out)
