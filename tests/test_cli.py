@@ -89,26 +89,6 @@ def test_boolean_flags_read_as_flags_in_help(evol, command: list[str]) -> None:
         assert "--judge / --no-judge" in text and "--dedup " in text
 
 
-def _commands(command=None, path: tuple[str, ...] = ()):
-    """(path, command) of `evol` and every command and subcommand under it."""
-    from typer.main import get_command
-
-    command = command or get_command(app)
-    yield path, command
-    for name, sub in getattr(command, "commands", {}).items():
-        yield from _commands(sub, (*path, name))
-
-
-PARAMS = [(path, param) for path, command in _commands() for param in command.params]
-
-
-@pytest.mark.parametrize(
-    ("path", "param"), PARAMS, ids=[f"{' '.join(p) or 'evol'}:{q.name}" for p, q in PARAMS]
-)
-def test_every_option_and_argument_of_every_command_has_help_text(path, param) -> None:
-    assert len((param.help or "").strip()) > 10, f"evol {' '.join(path)} {param.name}: no help"
-
-
 # -- every option reaches the config it is for -----------------------------------------------
 
 # Neither the config nor the library call: how the command prints or fails, where it reads.
