@@ -47,6 +47,7 @@ __all__ = [
     "RunSummary",
     "build_manifest",
     "check_resume",
+    "format_summary",
     "is_finished",
     "load_manifest",
     "record_failed_restart",
