@@ -26,7 +26,6 @@ later batch. A row that carries an HTTP error is read like a live reply with tha
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -35,15 +34,23 @@ import re
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, TypeVar
-from urllib.parse import parse_qsl, quote, urlsplit
+from typing import Annotated, Any, BinaryIO, Literal, TypeVar
+from urllib.parse import quote
 
-import aiohttp
+import openai
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 
 from evol.errors import (
     BackendError,
@@ -66,12 +73,9 @@ from evol.jsonl import (
     sync_file,
 )
 from evol.llm.openai_api import (
-    DEFAULT_BASE_URL,
     ResponseFormats,
     SchemaError,
-    auth_headers,
     body_message,
-    json_or_text,
     parse_reply,
     served_model,
     status_error,
@@ -85,15 +89,9 @@ from evol.llm.protocol import (
     Message,
 )
 from evol.llm.retry import with_retries
-from evol.llm.transport import (
-    DEFAULT_MAX_RESPONSE_BYTES,
-    failure_of,
-    proxy_for,
-    redirected,
-    url_login,
-)
-from evol.secrets import Secrets, check_api_key, display_url
-from evol.version import __version__
+from evol.llm.sdk_client import SdkEndpoint
+from evol.llm.transport import DEFAULT_MAX_RESPONSE_BYTES
+from evol.secrets import Secrets
 
 ENDPOINT = "/v1/chat/completions"
 STATE_FILE = "batches.jsonl"
@@ -109,6 +107,7 @@ _ROW_END = 4096
 _CUSTOM_ID = re.compile(rb'"custom_id"\s*:\s*"([A-Za-z0-9_.:-]{1,200})"')
 _MAX_PAGES = 10_000  # of 100 batches each, when a batch is looked for by its token
 T = TypeVar("T")
+S = TypeVar("S", bound=BaseModel)
 
 
 class BatchPending(Deferred):
@@ -468,11 +467,21 @@ def _stored_row(custom_id: str, response: dict[str, Any], secrets: Secrets) -> b
     return orjson.dumps({"custom_id": custom_id, "status_code": status, "body": body})
 
 
-# -- the HTTP API ---------------------------------------------------------------------------
+# -- the Files and Batches API, through the openai SDK ----------------------------------------
+
+
+def _path_segment(value: str) -> str:
+    """An id the SDK will put in a URL path: it refuses an empty one and a dot-segment."""
+    if value in ("", ".", ".."):
+        raise ValueError("not an id")
+    return value
+
+
+Id = Annotated[StrictStr, AfterValidator(_path_segment)]
 
 
 class _FileObject(_Schema):
-    id: StrictStr
+    id: Id
 
 
 class _Counts(_Schema):
@@ -492,11 +501,11 @@ class _Errors(_Schema):
 
 
 class _BatchObject(_Schema):
-    id: StrictStr
+    id: Id
     status: StrictStr
     input_file_id: StrictStr | None = None
-    output_file_id: StrictStr | None = None
-    error_file_id: StrictStr | None = None
+    output_file_id: Id | None = None
+    error_file_id: Id | None = None
     request_counts: _Counts | None = None
     metadata: dict[str, Any] | None = None
     errors: _Errors | None = None
@@ -522,69 +531,83 @@ class _Refused(Exception):
 
 
 class BatchApi:
-    """The Files and Batches endpoints over aiohttp: one deadline a request, capped bodies,
-    no redirects followed, proxies as the `openai` backend takes them."""
+    """The Files and Batches endpoints through the openai SDK, with the limits of
+    `evol.llm.sdk_client`; each reply is read raw and checked against our own schemas.
+
+    Two SDK clients: one for the JSON replies (capped at --max-response-mb), one for the
+    downloads of output and error files (capped at `max_output_bytes`)."""
 
     def __init__(self, settings: BackendSettings, batch: BatchSettings):
-        base_url = (settings.base_urls[0] if settings.base_urls else DEFAULT_BASE_URL).rstrip("/")
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise UsageError(f"--base-url {display_url(base_url)}: not an http:// or https:// URL")
-        self.where = display_url(base_url)
-        self.key = settings.api_key.get_secret_value() if settings.api_key else None
-        self.secrets = settings.secrets()
-        self.key_source = settings.api_key_source
-        base_url, login = url_login(base_url, self.key, self.key_source)
-        parts = urlsplit(base_url)
-        self.base = parts._replace(query="", fragment="").geturl().rstrip("/")
-        self.query = dict(parse_qsl(parts.query))  # Azure's ?api-version=... on every request
-        self.headers = {"User-Agent": f"evol/{__version__}", "Accept": "application/json"}
-        self.headers |= login
-        if self.key is not None:
-            check_api_key(self.key, self.key_source)
-            self.headers |= auth_headers(base_url, self.key)
-        self.options: dict[str, Any] = {}
-        self.proxy = proxy_for(base_url)
-        if self.proxy:
-            self.options |= {"proxy": self.proxy.url, "proxy_auth": self.proxy.auth}
-        self.timeout, self.transfer_timeout = settings.timeout, batch.transfer_timeout
-        self.max_json, self.max_download = settings.max_response_bytes, batch.max_output_bytes
-        self.reader = RowReader(self.where, self.key_source, self.secrets, self.max_json)
-        self.answered = False
-        self._session: aiohttp.ClientSession | None = None
+        self.endpoint = SdkEndpoint(settings)
+        self.where, self.secrets = self.endpoint.where, self.endpoint.secrets
+        self.transfer_timeout, self.max_download = batch.transfer_timeout, batch.max_output_bytes
+        self.reader = RowReader(
+            self.where, settings.api_key_source, self.secrets, settings.max_response_bytes
+        )
+        self._headers = self.endpoint.request_headers
+        self._api = self.endpoint.client(timeout=settings.timeout)
+        self._files = self.endpoint.client(
+            timeout=batch.transfer_timeout, cap=batch.max_output_bytes, too_big=self._too_big
+        )
 
     async def upload(self, path: Path) -> str:
         """POST /files with purpose `batch`, the file streamed from disk; returns its id."""
         with path.open("rb") as content:
-            form = aiohttp.FormData()
-            form.add_field("purpose", "batch")
-            form.add_field("file", content, filename=path.name, content_type="application/jsonl")
-            raw = await self._json("POST", "/files", data=form, timeout=self.transfer_timeout)
+            raw = await self._json(
+                "POST",
+                "/files",
+                lambda: self._api.files.with_raw_response.create(
+                    file=(path.name, content, "application/jsonl"),
+                    purpose="batch",
+                    timeout=self.transfer_timeout,
+                    extra_headers=self._headers,
+                ),
+                deadline=self.transfer_timeout,
+            )
         return self._parse(_FileObject, raw, "file object").id
 
     async def create(self, input_file_id: str, token: str, window: str) -> _BatchObject:
-        payload = {
-            "input_file_id": input_file_id,
-            "endpoint": ENDPOINT,
-            "completion_window": window,
-            "metadata": {TOKEN_KEY: token},
-        }
-        raw = await self._json("POST", "/batches", data=orjson.dumps(payload))
+        raw = await self._json(
+            "POST",
+            "/batches",
+            lambda: self._api.batches.with_raw_response.create(
+                input_file_id=input_file_id,
+                endpoint=ENDPOINT,  # type: ignore[arg-type]
+                completion_window=window,  # type: ignore[arg-type]
+                metadata={TOKEN_KEY: token},
+                extra_headers=self._headers,
+            ),
+        )
         return self._parse(_BatchObject, raw, "batch object")
 
     async def retrieve(self, batch_id: str) -> _BatchObject:
-        raw = await self._json("GET", f"/batches/{quote(batch_id, safe='')}", gone_ok=True)
+        raw = await self._json(
+            "GET",
+            f"/batches/{quote(batch_id, safe='')}",
+            lambda: self._api.batches.with_raw_response.retrieve(
+                batch_id, extra_headers=self._headers
+            ),
+            gone_ok=True,
+        )
         return self._parse(_BatchObject, raw, "batch object")
 
     async def find(self, token: str) -> _BatchObject | None:
-        """The batch whose metadata carries `token`, looked for through every page of the list."""
+        """The batch whose metadata carries `token`, looked for through every page of the list.
+
+        Paged here, not by the SDK's `async for`: its pages are not checked against a schema,
+        and it follows a list that never ends for as long as the server sends one."""
         after: str | None = None
         seen: set[str] = set()
         for _page in range(_MAX_PAGES):
-            query = {"limit": "100"} | ({"after": after} if after else {})
-            page = self._parse(
-                _BatchPage, await self._json("GET", "/batches", query=query), "batch list"
+            cursor = after if after is not None else openai.omit
+            raw = await self._json(
+                "GET",
+                "/batches",
+                lambda cursor=cursor: self._api.batches.with_raw_response.list(
+                    limit=100, after=cursor, extra_headers=self._headers
+                ),
             )
+            page = self._parse(_BatchPage, raw, "batch list")
             for batch in page.data:
                 if (batch.metadata or {}).get(TOKEN_KEY) == token:
                     return batch
@@ -598,148 +621,92 @@ class BatchApi:
     async def download(self, file_id: str, dest: Path) -> None:
         """GET /files/{id}/content streamed to `dest`, at most `max_output_bytes`."""
         part = dest.with_name(dest.name + ".part")
+
+        async def save() -> None:
+            async with self._files.files.with_streaming_response.content(
+                file_id, extra_headers=self._headers
+            ) as reply:
+                with open_fresh(part) as out:
+                    async for chunk in reply.iter_bytes(_CHUNK):
+                        out.write(chunk)
+
         path = f"/files/{quote(file_id, safe='')}/content"
         try:
-            async with self._request(
-                "GET", path, timeout=self.transfer_timeout, gone_ok=True
-            ) as reply:
-                if (reply.content_length or 0) > self.max_download:
-                    raise self._too_big(reply.content_length or 0)
-                size = 0
-                with open_fresh(part) as out:
-                    async for chunk in reply.content.iter_chunked(_CHUNK):
-                        size += len(chunk)
-                        if size > self.max_download:
-                            raise self._too_big(size)
-                        out.write(chunk)
+            await self._call("GET", path, save, deadline=self.transfer_timeout, gone_ok=True)
             os.replace(part, dest)
         finally:
             part.unlink(missing_ok=True)
 
     async def models(self) -> bytes:
         """The /models reply, as it came (`served_model` reads it)."""
-        return await self._json("GET", "/models")
+        return await self._json(
+            "GET",
+            "/models",
+            lambda: self._api.models.with_raw_response.list(extra_headers=self._headers),
+        )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._api.close()
+        await self._files.close()
 
     async def _json(
         self,
         method: str,
         path: str,
+        request: Callable[[], Awaitable[Any]],
         *,
-        data: Any = None,
-        query: dict[str, str] | None = None,
-        timeout: float | None = None,
+        deadline: float | None = None,
         gone_ok: bool = False,
     ) -> bytes:
-        headers = {"Content-Type": "application/json"} if isinstance(data, bytes) else None
-        async with self._request(
-            method, path, data=data, query=query, headers=headers, timeout=timeout, gone_ok=gone_ok
-        ) as reply:
-            return await self._body(reply, self.max_json)
+        """The body of a raw SDK response, read within the call's deadline."""
 
-    @contextlib.asynccontextmanager
-    async def _request(
+        async def read() -> bytes:
+            response = await request()
+            return await response.http_response.aread()
+
+        return await self._call(method, path, read, deadline=deadline, gone_ok=gone_ok)
+
+    async def _call(
         self,
         method: str,
         path: str,
+        send: Callable[[], Awaitable[T]],
         *,
-        data: Any = None,
-        query: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
-        timeout: float | None = None,
+        deadline: float | None = None,
         gone_ok: bool = False,
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """One request with one deadline around all of it (the caller's reading included)."""
-        session = self._session or self._open()
-        deadline = timeout or self.timeout
-        try:
-            async with (
-                asyncio.timeout(deadline),
-                session.request(
-                    method,
-                    self.base + path,
-                    data=data,
-                    params=self.query | (query or {}),
-                    headers=headers,
-                    allow_redirects=False,
-                    **self.options,
-                ) as reply,
-            ):
-                self.answered = True
-                if not 200 <= reply.status < 300:
-                    raw = await self._body(reply, 1 << 20)
-                    if reply.status == 404 and gone_ok:
-                        raise _Gone(path)
-                    raise self._status_error(method, path, reply.status, raw, reply.headers)
-                yield reply
-        except (TimeoutError, aiohttp.ClientError) as error:
-            doing = f" ({method} {path})"
-            failure = failure_of(
-                error,
-                self.where,
-                deadline,
-                answered=self.answered,
-                doing=doing,
-                secrets=self.secrets,
-                proxy=self.proxy,
-            )
-            raise failure from None
+    ) -> T:
+        """One call of the API with one deadline around all of it; a 404 is `_Gone` where
+        the caller asked (a batch or a file), else a server without the Batch API."""
 
-    def _status_error(
-        self, method: str, path: str, status: int, raw: bytes, headers: Any
-    ) -> Exception:
-        if 300 <= status < 400:
-            return redirected(self.where, headers.get("Location"), status, self.secrets)
-        message = body_message(json_or_text(raw), "", self.secrets)
-        if status == 404:
-            return UsageError(
-                f"{self.where} has no Batch API, or not all of it ({method} "
-                f"/{path.split('/')[1]} answered 404{': ' + message if message else ''}): "
-                "the batch backend needs /v1/files and /v1/batches (create, retrieve, list)"
-            )
-        return status_error(self.where, self.key_source, "", status, message, headers, self.secrets)
+        async def answered() -> T:
+            try:
+                return await send()
+            except openai.NotFoundError as error:
+                if gone_ok:
+                    raise _Gone(path) from None
+                raise self._no_batch_api(method, path, error) from None
 
-    async def _body(self, reply: aiohttp.ClientResponse, cap: int) -> bytes:
-        if (reply.content_length or 0) > cap:
-            raise self._too_big(reply.content_length or 0, cap)
-        parts, size = [], 0
-        async for chunk in reply.content.iter_chunked(_CHUNK):
-            size += len(chunk)
-            if size > cap:
-                raise self._too_big(size, cap)
-            parts.append(chunk)
-        return b"".join(parts)
+        return await self.endpoint.call(answered, deadline=deadline, doing=f" ({method} {path})")
 
-    def _too_big(self, size: int, cap: int | None = None) -> TransientBackendError:
-        cap = cap or self.max_download
+    def _no_batch_api(self, method: str, path: str, error: openai.APIStatusError) -> UsageError:
+        message = body_message(error.body, "", self.secrets)
+        return UsageError(
+            f"{self.where} has no Batch API, or not all of it ({method} "
+            f"/{path.split('/')[1]} answered 404{': ' + message if message else ''}): "
+            "the batch backend needs /v1/files and /v1/batches (create, retrieve, list)"
+        )
+
+    def _too_big(self, size: int, _announced: bool) -> TransientBackendError:
         return TransientBackendError(
-            f"{self.where} sent a body of over {cap:,} bytes ({size:,} so far); "
+            f"{self.where} sent a body of over {self.max_download:,} bytes ({size:,} so far); "
             "raise the batch backend's max_output_bytes if an output file is that large"
         )
 
-    def _parse(self, schema: type[T], raw: bytes, what: str) -> T:
+    def _parse(self, schema: type[S], raw: bytes, what: str) -> S:
         try:
-            return schema.model_validate_json(raw)  # type: ignore[attr-defined]
+            return schema.model_validate_json(raw)
         except SchemaError:
             raise TransientBackendError(f"{self.where} sent a malformed {what}") from None
-
-    def _open(self) -> aiohttp.ClientSession:
-        # Made inside the running loop; the deadline is ours (asyncio.timeout) around it all.
-        self._session = aiohttp.ClientSession(
-            headers=self.headers,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            timeout=aiohttp.ClientTimeout(
-                total=None, connect=None, sock_connect=None, sock_read=None
-            ),
-            trust_env=False,
-            max_line_size=16 * 1024,
-            max_field_size=16 * 1024,
-        )
-        return self._session
 
 
 # -- the backend ----------------------------------------------------------------------------
