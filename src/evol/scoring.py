@@ -91,12 +91,10 @@ from evol.prompts import (
 )
 from evol.records import compose
 from evol.seeds import iter_seeds
-from evol.store import SCORES, generation_files, iter_records, refuse_links
+from evol.store import SCORE_BATCH_DIR, SCORES, generation_files, iter_records, refuse_links
 from evol.textstats import estimate_tokens
 
 ScorerName = Literal["difficulty", "complexity", "quality"]
-# Where `evol score --batch` keeps its batches' state, apart from the run's own (batch/).
-SCORE_BATCH_DIR = "batch-score"
 SCORERS: tuple[ScorerName, ...] = ("difficulty", "complexity", "quality")
 SCALE = 10  # difficulty and quality: 1 to 10
 SINGLE_MAX_TOKENS = 16  # room for "I'd rate it a 7 out of 10" before the reply is cut

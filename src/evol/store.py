@@ -58,6 +58,7 @@ SCORES = "scores.jsonl"
 METRICS = "metrics.json"
 CONTAMINATION = "contamination.json"
 BATCH_DIR = "batch"  # `evol run --batch`: the batches made and the rows they returned
+SCORE_BATCH_DIR = "batch-score"  # `evol score --batch`: the same, for the scoring calls
 # Every file evol may write in a run directory; nothing else there is ever touched.
 _OWN_NAME = re.compile(
     r"(gen_\d+\.jsonl|eliminated\.jsonl|dataset\.jsonl|calls\.jsonl|run\.json"
@@ -320,9 +321,10 @@ class RunStore:
             path.unlink()
         for name in (MANIFEST, DATASET, JOURNAL, SCORES, METRICS, CONTAMINATION):
             (self.out_dir / name).unlink(missing_ok=True)
-        batches = self.out_dir / BATCH_DIR
-        if batches.is_dir():  # not a link: _refuse_foreign refused that
-            shutil.rmtree(batches)
+        for folder in (BATCH_DIR, SCORE_BATCH_DIR):
+            batches = self.out_dir / folder
+            if batches.is_dir():  # not a link: _refuse_foreign refused that
+                shutil.rmtree(batches)
 
     def _append(self, name: str, data: dict[str, Any]) -> None:
         writer = self._writers.get(name)
@@ -332,8 +334,8 @@ class RunStore:
 
 
 def is_own_name(name: str) -> bool:
-    """Whether `name` is one evol gives a file (or the batch folder) in a run directory."""
-    return bool(_OWN_NAME.fullmatch(name)) or name in (LOCK_FILE, BATCH_DIR)
+    """Whether `name` is one evol gives a file (or a batch folder) in a run directory."""
+    return bool(_OWN_NAME.fullmatch(name)) or name in (LOCK_FILE, BATCH_DIR, SCORE_BATCH_DIR)
 
 
 def refuse_run_state(target: Path, option: str) -> None:
