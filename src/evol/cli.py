@@ -38,6 +38,7 @@ from evol.command import (
     EvolCommand,
 )
 from evol.config import RoleParams, RunConfig
+from evol.constraints import parse_ids
 from evol.elimination import EliminationRules
 from evol.errors import OUT_OF_RESOURCES, EvolError, UsageError, storage_failure
 from evol.export import (
@@ -186,7 +187,7 @@ BATCH_NO_WAIT_OPTION = typer.Option(
 TIMEOUT_OPTION = typer.Option(
     120.0,
     envvar=_env("timeout"),
-    help="Seconds before a request is given up and retried.",
+    help="Seconds a request may take before a retry.",
     rich_help_panel=LIMITS_PANEL,
 )
 CONCURRENCY_OPTION = typer.Option(
@@ -401,6 +402,26 @@ def run(
         help="Weights or subset, e.g. add_constraints=2,breadth=1 (default: all, uniform).",
         rich_help_panel=METHOD_PANEL,
     ),
+    verifiable: bool = typer.Option(
+        False,
+        "--verifiable",
+        envvar=_env("verifiable"),
+        help="Every evolution adds a constraint code can check.",
+        rich_help_panel=METHOD_PANEL,
+    ),
+    constraint_ids: str = typer.Option(
+        None,
+        envvar=_env("constraint_ids"),
+        help="IFEval ids the constraints are drawn from (default: all).",
+        rich_help_panel=METHOD_PANEL,
+    ),
+    answer_attempts: int = typer.Option(
+        3,
+        min=0,
+        envvar=_env("answer_attempts"),
+        help="Extra answers on a failed constraint.",
+        rich_help_panel=METHOD_PANEL,
+    ),
     seed_format: SeedFileFormat = SEED_FORMAT_OPTION,
     instruction_field: str = INSTRUCTION_FIELD_OPTION,
     input_field: str = INPUT_FIELD_OPTION,
@@ -445,7 +466,7 @@ def run(
         True,
         "--sorry-check/--no-sorry-check",
         envvar=_env("sorry_check"),
-        help="Eliminate short answers that say sorry.",
+        help="Eliminate short sorry answers.",
         rich_help_panel=RULES_PANEL,
     ),
     stopword_check: bool = typer.Option(
@@ -480,7 +501,7 @@ def run(
         False,
         "--dedup",
         envvar=_env("dedup"),
-        help="Eliminate evolutions that repeat an instruction of another lineage.",
+        help="Eliminate repeats of another lineage's instruction.",
         rich_help_panel=RULES_PANEL,
     ),
     dedup_method: DedupChoice = typer.Option(
@@ -651,7 +672,9 @@ def run(
             out=out,
             generations=generations,
             seed=seed,
-            operations=parse_weights(operations),
+            operations=parse_weights(operations, verifiable=verifiable),
+            constraint_ids=parse_ids(constraint_ids),
+            answer_attempts=answer_attempts,
             seed_format=seed_format.value if seed_format else None,
             instruction_field=instruction_field,
             input_field=input_field,
