@@ -814,6 +814,7 @@ class ExportShape(StrEnum):
     jsonl = "jsonl"
     ifeval = "ifeval"
     rlvr = "rlvr"
+    dpo = "dpo"
 
 
 class ExportFileFormat(StrEnum):
@@ -857,7 +858,8 @@ def export(
         False, "--json/--no-json", help="Print what was written as one JSON object."
     ),
 ) -> None:
-    """Write a run's dataset as Alpaca, ShareGPT, OpenAI chat, IFEval, RLVR or evol's records."""
+    """Write a run's dataset as Alpaca, ShareGPT, OpenAI chat, IFEval, RLVR, DPO pairs or evol's
+    records."""
     with _user_errors(False, as_json=as_json):
         result = export_run(
             run_dir,
@@ -881,6 +883,12 @@ def export(
         typer.echo(
             f"evol: left out {result.left_out_without_constraints} records without verifiable "
             "constraints",
+            err=True,
+        )
+    if result.left_out_without_pair:
+        typer.echo(
+            f"evol: left out {result.left_out_without_pair} records whose first answer met their "
+            "constraints (no rejected answer to pair with)",
             err=True,
         )
     _echo_outside(result.model_dump_json() if as_json else format_export(result), as_json=as_json)
