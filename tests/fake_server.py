@@ -213,9 +213,9 @@ def constrained_answer(instruction: str, *, meet: bool) -> str:
     kinds above), or one that fails each of them."""
     words = _WORDS.search(instruction)
     if not meet:
-        short = "Here is a draft, Unchecked."
+        short = "Xyz, Qvw."
         if words and words[1] == "less than":
-            return " ".join([short] * (int(words[2]) // 4 + 1))
+            return " ".join([short] * (int(words[2]) // 2 + 1))
         return short
     parts = [_PLAIN]
     if words and words[1] == "at least":
@@ -242,10 +242,13 @@ class VerifiableResponder(Responder):
     `[drop-requirement]` (the rewrite loses it) or `[reverse]` (it says "less than" for "at
     least" and back). The judge, asked about requirements, says they are stated, unless the
     rewrite holds `[unstated]`. Answer number k to an instruction meets all of its constraints
-    when `meets(instruction, k, pass_rate)`, and fails each of them otherwise.
+    when `meets(instruction, k, pass_rate)` and k > `fail_first`, and fails each of them
+    otherwise. `answers` counts the answers given per instruction (a resumed run's server can
+    start from another's).
     """
 
     pass_rate: float = 1.0
+    fail_first: int = 0
     answers: Counter[str] = field(default_factory=Counter)
 
     def evolve(self, instruction: str, prompt: str) -> str | tuple[str, str]:
@@ -274,7 +277,8 @@ class VerifiableResponder(Responder):
             attempt = self.answers[instruction]
         if "Also consider" in instruction or "(v" not in instruction:
             return super().answer(instruction)
-        return constrained_answer(instruction, meet=meets(instruction, attempt, self.pass_rate))
+        meet = attempt > self.fail_first and meets(instruction, attempt, self.pass_rate)
+        return constrained_answer(instruction, meet=meet)
 
 
 def kind_of(body: dict[str, Any]) -> str:

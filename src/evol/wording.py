@@ -189,7 +189,7 @@ def unstated(instruction: str, constraint: Constraint) -> str | None:
     it states it (for an unworded one: when it holds its cue)."""
     lower = instruction.lower()
     if cue := UNWORDED.get(constraint.id):
-        return None if cue.search(lower) else "no word of it is left"
+        return None if cue.search(lower) else "lost: no word of it is left"
     problems = [
         problem
         for problem in (
