@@ -664,3 +664,51 @@ def test_a_kill_while_answers_are_drawn_again_pays_for_nothing_twice(tmp_path: P
         assert fails(record["output"], constraints_of(record)) == []
         assert fails(record["rejected_output"], constraints_of(record))
     assert not (out / "calls.jsonl").exists()  # the journal goes once the run is complete
+
+
+# -- the embedded model ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    __import__("importlib").util.find_spec("llama_cpp") is None,
+    reason="needs the local extra: pip install -e '.[dev]'",
+)
+def test_the_embedded_model_evolves_verifiable_constraints_end_to_end(tmp_path: Path) -> None:
+    rows = [
+        {"instruction": "Describe a sunny day at the beach."},
+        {"instruction": "Explain how to boil an egg."},
+        {"instruction": "Write a short note to a friend."},
+    ]
+    seeds, out = write_seeds(tmp_path / "s.jsonl", rows), tmp_path / "run"
+    command = [
+        sys.executable, "-m", "evol", "run", str(seeds), "--out", str(out), "--generations", "2",
+        "--verifiable", "--max-tokens", "160", "--temperature", "0.8", "--answer-attempts", "2",
+        "--json",
+    ]  # fmt: skip
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    manifest = assert_valid_run(out)
+    assert manifest["backend"]["name"] == "local" and summary["failed"] == []
+    evolved = [r for r in read_jsonl(out / "dataset.jsonl") if r["generation"] > 0]
+    gone = [r for r in read_jsonl(out / "eliminated.jsonl") if r["generation"] > 0]
+    # Every round ended kept or eliminated; each rewrite carried its constraints.
+    assert len(evolved) + len(gone) >= len(rows)
+    for record in evolved + gone:
+        assert record["operation"] == VERIFIABLE and record["constraints"]
+    for record in evolved:  # whatever the small model wrote, a kept answer meets its constraints
+        assert fails(record["output"], constraints_of(record)) == []
+        assert 1 <= record["attempts"] <= 3
+        assert not any(unstated(record["instruction"], x) for x in constraints_of(record))
+    for record in gone:
+        assert record["reason"] in set(Reason)
+        if record["reason"] == "constraint_unmet":
+            assert record["attempts"] == 3 and fails(record["output"], constraints_of(record))
+    stats = subprocess.run(
+        [sys.executable, "-m", "evol", "stats", str(out), "--json"],
+        env=ENV, capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    figures = json.loads(stats.stdout)["constraints"]
+    assert figures["kept"] == len(evolved)
+    assert figures["lost"] == sum(r["reason"] == "constraint_lost" for r in gone)
