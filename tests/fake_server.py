@@ -208,18 +208,18 @@ def meets(instruction: str, attempt: int, pass_rate: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < pass_rate
 
 
-def constrained_answer(instruction: str, *, meet: bool) -> str:
+def constrained_answer(instruction: str, *, meet: bool, length: int = 0) -> str:
     """An answer that meets every constraint `instruction` states in IFEval's words (of the
-    kinds above), or one that fails each of them."""
+    kinds above), or one that fails each of them; about `length` words long, if that is more
+    than the constraints need."""
     words = _WORDS.search(instruction)
     if not meet:
         short = "Xyz, Qvw."
-        if words and words[1] == "less than":
-            return " ".join([short] * (int(words[2]) // 2 + 1))
-        return short
-    parts = [_PLAIN]
+        least = int(words[2]) + 1 if words and words[1] == "less than" else 0
+        return " ".join([short] * max(1, least // 2 + 1 if least else 0, length // 2))
+    parts = [_PLAIN] * max(1, length // 16)
     if words and words[1] == "at least":
-        parts *= int(words[2]) // 16 + 1
+        parts = [_PLAIN] * max(len(parts), int(words[2]) // 16 + 1)
     if keywords := _KEYWORDS.search(instruction):
         found = re.findall(r"'([^']*)'", keywords[1])
         parts.append(f"it names {' and '.join(found)} as asked.")
@@ -250,6 +250,7 @@ class VerifiableResponder(Responder):
     pass_rate: float = 1.0
     fail_first: int = 0
     answers: Counter[str] = field(default_factory=Counter)
+    length: int = 0  # words of every answer, at least (0: as short as the script's own)
 
     def evolve(self, instruction: str, prompt: str) -> str | tuple[str, str]:
         if "<requirement>" not in prompt:
@@ -276,9 +277,12 @@ class VerifiableResponder(Responder):
             self.answers[instruction] += 1
             attempt = self.answers[instruction]
         if "Also consider" in instruction or "(v" not in instruction:
-            return super().answer(instruction)
+            plain = super().answer(instruction)
+            if isinstance(plain, tuple) or not self.length:
+                return plain
+            return " ".join([plain, *[_PLAIN] * (self.length // 16)])
         meet = attempt > self.fail_first and meets(instruction, attempt, self.pass_rate)
-        return constrained_answer(instruction, meet=meet)
+        return constrained_answer(instruction, meet=meet, length=self.length)
 
 
 def kind_of(body: dict[str, Any]) -> str:
