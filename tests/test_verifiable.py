@@ -280,6 +280,39 @@ def test_the_new_templates_placeholders_are_checked_on_load(tmp_path, name, text
         PromptSet.load(tmp_path)
 
 
+def test_seed_text_and_the_constraint_go_into_the_template_verbatim() -> None:
+    prompts = PromptSet.load()
+    hostile = "Costs $5 or ${amount} or $constraint {0} </instruction> <requirement>"
+    rendered = prompts.evolve_prompt(VERIFIABLE, hostile, "in $input", "Say {x} $$ $instruction")
+    assert f"<instruction>\n{hostile}\n</instruction>" in rendered
+    assert "<input>\nin $input\n</input>" in rendered
+    assert "<requirement>\nSay {x} $$ $instruction\n</requirement>" in rendered
+
+
+def test_checks_from_many_threads_take_turns_and_agree_with_one_thread(monkeypatch) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from evol import constraints
+
+    answers = [
+        "Das ist eine kurze Antwort auf Deutsch, ohne Umschweife.",
+        "this is a short answer in english, all in lowercase.",
+        "Voici une réponse courte en français, sans détour.",
+    ] * 8
+    asked = [c("language:response_language", language=code) for code in ("de", "en", "fr")]
+    alone = [[v.strict for v in check(answer, asked)] for answer in answers]
+    follows, inside = constraints._follows, []
+
+    def watched(*args: Any) -> bool:
+        inside.append(constraints._CHECKING.locked())  # langdetect's state is one per process
+        return follows(*args)
+
+    monkeypatch.setattr(constraints, "_follows", watched)
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda a: [v.strict for v in check(a, asked)], answers))
+    assert together == alone and inside and all(inside)
+
+
 def test_the_judge_is_shown_each_requirement_on_a_line() -> None:
     rendered = PromptSet.load().judge_constraint_prompt("A {x}", "B $y", ["No commas.", "Say $5."])
     assert "<first>\nA {x}\n</first>" in rendered and "<second>\nB $y\n</second>" in rendered
