@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DGGML_OPENMP=OFF
 export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 
-.PHONY: install install-local demo test test-fast lint format bench mutate clean
+.PHONY: install install-local demo test test-fast lint format bench mutate docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 $(VENV)/.installed-local: pyproject.toml | $(BIN)/python
 	$(BUILD_NOTE)
 	$(BIN)/pip install --progress-bar on -e '.[local]'
+	touch $@
+
+$(VENV)/.installed-docs: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --progress-bar on -e '.[docs]'
 	touch $@
 
 ## install: evol with everything the tests need (builds llama-cpp-python once)
@@ -67,6 +71,13 @@ bench: install
 mutate: install
 	$(BIN)/python bench/mutation_score.py $(if $(MODULE),--module $(MODULE))
 
+## docs: the documentation site in site/ (MkDocs, strict): docs/cli.md is regenerated from the
+##       commands first (CHECK=1: fail if it is stale instead, as CI does);
+##       `$(BIN)/mkdocs serve` shows the site while you write
+docs: $(VENV)/.installed-docs
+	$(BIN)/python docs/cli_reference.py $(if $(CHECK),--check) docs/cli.md
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 ## lint: ruff's checks and formatting
 lint: install
 	$(BIN)/ruff check src tests bench
@@ -78,4 +89,4 @@ format: install
 	$(BIN)/ruff format src tests bench
 
 clean:
-	rm -rf $(VENV) runs build dist .pytest_cache .ruff_cache mutants
+	rm -rf $(VENV) runs build dist site .pytest_cache .ruff_cache mutants

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -48,12 +49,69 @@ def caught_and_total(counts: dict[str, int]) -> tuple[int, int]:
     return caught, caught + sum(counts.get(status, 0) for status in MISSED)
 
 
+def save_verdicts(root: Path, target: Path) -> int:
+    """Write every decided mutant's exit code (mutants/**/*.meta) to `target`, per function,
+    with the commit of the tree they were found on: a pass that outlives one machine is
+    resumed from it (`--restore-verdicts`), and its table is computed from it."""
+    tree = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    verdicts: dict[str, dict[str, int]] = {}
+    for meta in sorted((root / "mutants").glob("src/**/*.meta")):
+        for name, code in json.loads(meta.read_text())["exit_code_by_key"].items():
+            if code is not None:
+                function, number = _split(name)
+                verdicts.setdefault(function, {})[number] = code
+    rows = ",\n".join(
+        f"  {json.dumps(function)}: {json.dumps(codes, separators=(',', ':'))}"
+        for function, codes in verdicts.items()
+    )
+    target.write_text(f'{{"tree": "{tree}", "verdicts": {{\n{rows}\n}}}}\n')
+    return sum(map(len, verdicts.values()))
+
+
+def restore_verdicts(root: Path, source: Path) -> int:
+    """Put the verdicts of `source` back into mutants/**/*.meta (as `mutmut run` generated them
+    for the same tree), so that the pass goes on where it stopped."""
+    saved = json.loads(source.read_text())
+    tree = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    if saved["tree"] != tree:
+        raise SystemExit(f"{source} holds the verdicts of {saved['tree']}, not of {tree}")
+    restored = 0
+    for meta in sorted((root / "mutants").glob("src/**/*.meta")):
+        data = json.loads(meta.read_text())
+        for name in data["exit_code_by_key"]:
+            function, number = _split(name)
+            code = saved["verdicts"].get(function, {}).get(number)
+            if code is not None:
+                data["exit_code_by_key"][name] = code
+                restored += 1
+        meta.write_text(json.dumps(data, indent=4))
+    return restored
+
+
+def _split(name: str) -> tuple[str, str]:
+    function, number = re.fullmatch(r"(.*)__mutmut_(\d+)", name).groups()
+    return function, number
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--module", help="only this module's mutants: merge, llm.batch, ...")
     parser.add_argument("--report-only", action="store_true", help="the last run's figures")
     parser.add_argument("--markdown", action="store_true", help="as a table")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the tree mutmut runs in")
+    parser.add_argument("--save-verdicts", type=Path, help="write the decided mutants here")
+    parser.add_argument("--restore-verdicts", type=Path, help="put saved verdicts back")
     args = parser.parse_args()
+    if args.save_verdicts:
+        print(f"{save_verdicts(args.root, args.save_verdicts)} verdicts saved")
+        return
+    if args.restore_verdicts:
+        print(f"{restore_verdicts(args.root, args.restore_verdicts)} verdicts restored")
+        return
     only = f"evol.{args.module}." if args.module else None
     if not args.report_only:
         subprocess.run([*MUTMUT, "run", *([only + "*"] if only else [])], cwd=ROOT, check=False)

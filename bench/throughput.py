@@ -45,7 +45,7 @@ except ImportError:
     pass
 
 RESULTS = Path(__file__).with_name("results.json")
-README = Path(__file__).resolve().parents[1] / "README.md"
+TABLES_PAGE = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 TABLE_START, TABLE_END = "<!-- bench:throughput -->", "<!-- /bench:throughput -->"
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
 CASES = ("saturation", "long_answers", "rate_limit", "endpoints", "memory", "resume")
@@ -315,7 +315,7 @@ def resume(work: Path, size: int = 100_000) -> dict[str, Any]:
 
 
 def readme_tables(figures: dict[str, Any]) -> str:
-    """The README's performance tables, from the figures in results.json."""
+    """docs/performance.md's throughput tables, from the figures in results.json."""
     out: list[str] = []
     if run := figures.get("saturation"):
         out += [
@@ -400,12 +400,12 @@ def readme_tables(figures: dict[str, Any]) -> str:
 
 
 def update_readme(figures: dict[str, Any]) -> None:
-    text = README.read_text()
+    text = TABLES_PAGE.read_text()
     start, end = text.find(TABLE_START), text.find(TABLE_END)
     if start < 0 or end < start:
         return
     before, after = text[: start + len(TABLE_START)], text[end:]
-    README.write_text(f"{before}\n{readme_tables(figures)}{after}")
+    TABLES_PAGE.write_text(f"{before}\n{readme_tables(figures)}{after}")
 
 
 def main() -> None:

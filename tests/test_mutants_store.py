@@ -19,9 +19,10 @@ import pytest
 from evol.elimination import Reason
 from evol.errors import AuthenticationFailed, RunDirError
 from evol.errors import most_telling as _most_telling
+from evol.jsonl import open_for_append, repair_torn_tail
 from evol.lineage import LineageIndex, Tip
 from evol.records import EliminatedRecord, Record
-from evol.store import RunStore, iter_records, open_for_append, repair_torn_tail
+from evol.store import RunStore, iter_records
 
 
 def record(record_id: str, **fields: object) -> dict[str, object]:
@@ -261,7 +262,7 @@ def test_the_run_directory_is_made_with_its_parents_or_the_reason_it_cannot_be(
 
 def test_an_atomic_write_cut_short_leaves_only_evols_temporary_name(tmp_path: Path) -> None:
     """A crash mid-write leaves NAME.tmp, which the next open removes by that exact name."""
-    from evol.store import atomic_write
+    from evol.jsonl import atomic_write
 
     def crash(out: object) -> None:
         raise RuntimeError("killed")

@@ -21,8 +21,9 @@ from test_metrics import record, write_run
 from test_select import SCRIPT
 
 from evol.errors import RunDirError, UsageError
+from evol.jsonl import atomic_write
 from evol.scoring import _Sidecar
-from evol.store import RunStore, atomic_write, refuse_run_state
+from evol.store import RunStore, refuse_run_state
 
 RECORDS = [
     record("s1", "Name a river"),

@@ -21,9 +21,9 @@ from fake_server import FakeServer, Responder
 import evol
 from evol.dedup import DuplicateIndex
 from evol.elimination import EliminationRules, Reason, check_rewrite
+from evol.jsonl import repair_torn_tail
 from evol.operations import choose_operation, parse_weights
 from evol.prompts import PromptSet
-from evol.store import repair_torn_tail
 from evol.textstats import rouge_l, tokens
 
 LEAKS = PromptSet.load().leak_detector()

@@ -13,10 +13,10 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from evol.jsonl import repair_torn_tail
 from evol.operations import OPERATIONS, choose_operation, parse_weights
 from evol.prompts import PromptSet
 from evol.seeds import SeedOptions, iter_seeds
-from evol.store import repair_torn_tail
 
 settings.register_profile(
     "evol",

@@ -22,10 +22,11 @@ from evol.config import RunConfig
 from evol.elimination import Reason
 from evol.errors import ConfigMismatch, RunDirError
 from evol.journal import CallJournal
+from evol.jsonl import repair_torn_tail
 from evol.lineage import LineageIndex, LineageProgress, Tip
 from evol.manifest import Manifest, check_resume, is_finished, load_manifest, write_manifest
 from evol.records import EliminatedRecord, Record
-from evol.store import JOURNAL, RunStore, repair_torn_tail
+from evol.store import JOURNAL, RunStore
 
 FINGERPRINT = {"--model": "fake-model", "--seed": 0}
 REPLY = {"text": "a reply", "prompt_tokens": 3, "completion_tokens": 2, "finish_reason": "stop"}

@@ -397,17 +397,15 @@ def test_a_redirect_stops_a_scoring_at_once(evol, runs: Path) -> None:
     assert "redirects to http://elsewhere/v1" in result.stderr
 
 
-def test_an_endpoint_gone_after_answering_fails_each_score_but_does_not_stop(
-    evol, runs: Path
-) -> None:
-    """Today's one leniency of `score` over `run` (#23 makes it stop, as `run` does)."""
+def test_an_endpoint_gone_after_answering_stops_scoring_as_it_stops_a_run(evol, runs: Path) -> None:
+    """One idea of a fatal error for run and score (#23): before the one call layer, score
+    failed each of the 20 records after its retries and went on."""
     with going_down_once_held(lambda _body: True, responder=ScoringResponder()) as server:
         result = evol(
             "score", "complete", "--base-url", server.base_url, "--no-complexity", "--no-metrics",
             "--json", "--quiet", *FAST_FAILURE,
         )  # fmt: skip
-    assert result.exit_code == 1, result.stderr
-    summary = json.loads(result.stdout)
-    assert summary["status"] == "failed"
-    assert summary["scorers"]["difficulty"]["failed"] == 20
+    assert result.exit_code == 2, result.stderr
+    assert json.loads(result.stdout)["error"].startswith("cannot reach ")
+    assert json.loads(result.stdout)["error"].endswith(" (2 tries)")
     assert read_jsonl(runs / "complete" / "scores.jsonl") == []

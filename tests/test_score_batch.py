@@ -118,3 +118,26 @@ def test_a_killed_score_batch_reattaches_to_its_batch_and_pays_no_row_twice(
         assert subprocess.run(command, env=ENV).returncode == 0
         assert max(server.submitted.values()) == 1 and sum(server.submitted.values()) == rows
     assert by_key(made_run) == by_key(straight)
+
+
+def test_score_batches_are_the_runs_own_state_kept_through_overwrite_and_export(
+    evol, made_run, tmp_path
+) -> None:
+    seeds = made_run.parent / "seeds.jsonl"
+    with BatchServer(responder=ScoringResponder(), hold=True) as server:
+        pending = evol(*score_args(made_run, server.base_url, "--batch-no-wait"))
+        assert pending.exit_code == 3, pending.stderr
+        overwrite = evol("run", seeds, "--out", made_run, "--overwrite", "--model", "m",
+                         "--base-url", server.base_url, "--quiet")  # fmt: skip
+        assert overwrite.exit_code == 2 and "evol score --batch" in overwrite.stderr
+        assert (made_run / "batch-score").is_dir() and (made_run / "scores.jsonl").exists()
+        inside = evol("export", made_run, "--out", made_run / "batch-score" / "x.jsonl")
+        assert inside.exit_code == 2, inside.stderr
+        server.release()
+        while evol(*score_args(made_run, server.base_url, "--batch-no-wait")).exit_code == 3:
+            pass
+    with FakeServer() as server:
+        again = evol("run", seeds, "--out", made_run, "--overwrite", "--model", "fake-model",
+                     "--base-url", server.base_url, "--quiet", "--generations", "1")  # fmt: skip
+        assert again.exit_code == 0, again.stderr
+    assert not (made_run / "batch-score").exists() and not (made_run / "scores.jsonl").exists()

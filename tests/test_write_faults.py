@@ -20,7 +20,7 @@ from conftest import write_seeds
 from fake_server import FakeServer
 
 from evol.errors import StorageError
-from evol.store import append_line, open_for_append
+from evol.jsonl import append_line, open_for_append
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
 # Lineages of every shape: kept, eliminated each round, eliminated once then kept (so that a
@@ -120,7 +120,7 @@ def test_a_failed_append_is_taken_back_whole(tmp_path: Path) -> None:
         "import resource, sys\n"
         "from pathlib import Path\n"
         "from evol.errors import StorageError\n"
-        "from evol.store import append_line, open_for_append\n"
+        "from evol.jsonl import append_line, open_for_append\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))\n"
         f"writer = open_for_append(Path({str(path)!r}))\n"
         "try:\n"
@@ -160,7 +160,7 @@ def test_running_out_of_open_files_on_a_write_says_the_limit_and_the_remedy(
         "import resource\n"
         "from pathlib import Path\n"
         "from evol.errors import StorageError\n"
-        "from evol.store import open_for_append\n"
+        "from evol.jsonl import open_for_append\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))\n"
         "held = []\n"
         "try:\n"

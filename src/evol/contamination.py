@@ -21,9 +21,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from evol.errors import RunDirError
+from evol.jsonl import atomic_write
 from evol.metrics import record_file_sizes
 from evol.seeds import iter_seeds
-from evol.store import CONTAMINATION, atomic_write, iter_records
+from evol.store import CONTAMINATION, iter_records
 from evol.textstats import tokens
 
 DEFAULT_NGRAM = 13

@@ -75,17 +75,10 @@ from pydantic import (
 
 from evol.constraints import from_record, ground_truth, ifeval_columns
 from evol.errors import RunDirError, UsageError
+from evol.jsonl import link_refusal, open_fresh, open_to_read, write_error
 from evol.manifest import read_manifest
 from evol.records import compose
-from evol.store import (
-    generation_files,
-    link_refusal,
-    open_fresh,
-    open_record_file,
-    read_records,
-    refuse_run_state,
-    write_error,
-)
+from evol.store import generation_files, read_records, refuse_run_state
 
 ExportFormat = Literal["alpaca", "sharegpt", "openai-chat", "jsonl", "ifeval", "rlvr", "dpo"]
 # The shapes made of verifiable constraints: records without them are left out.
@@ -469,7 +462,7 @@ def _scan(
     `paired`, only those with a failed answer beside the kept one)."""
     scan = _Scan(fields={} if fields else None)
     for path in generation_files(run_dir):
-        fp = stack.enter_context(open_record_file(path))
+        fp = stack.enter_context(open_to_read(path))
         scan.files.append(fp)
         for number, offset, length, record in read_records(fp, path):
             if generations is not None and record["generation"] not in generations:

@@ -9,16 +9,23 @@ is what a crash leaves and is cut; any other line that is not an entry is damage
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Callable, Container
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from evol.errors import RunDirError
+from evol.jsonl import (
+    append_line,
+    atomic_write,
+    open_for_append,
+    open_to_read,
+    repair_torn_tail,
+    scan,
+)
 from evol.llm.protocol import Completion
-from evol.store import append_line, atomic_write, open_for_append, repair_torn_tail
 
 
 class JournalEntry(BaseModel):
@@ -46,9 +53,10 @@ class CallJournal:
         if not path.exists():
             return journal
         repair_torn_tail(path)
-        with path.open("rb") as lines:
-            for number, line in enumerate(lines, start=1):
-                entry = _read_entry(path, number, line)
+        with open_to_read(path) as lines:
+            # A blank line is damage too: the journal never holds one.
+            entries = scan(lines, _entry, _damaged(path), skip_blank=False)
+            for _number, _offset, _length, entry in entries:
                 if entry["item"] not in recorded:
                     journal._replies[(entry["item"], entry["role"])] = entry["reply"]
         atomic_write(
@@ -81,16 +89,22 @@ class CallJournal:
             self._writer = None
 
 
-def _read_entry(path: Path, number: int, line: bytes) -> dict[str, Any]:
-    """Line `number` of the journal, checked to be an entry; refused with where and why."""
-    try:
-        entry = orjson.loads(line)
-        JournalEntry.model_validate(entry)
-    except (orjson.JSONDecodeError, ValidationError) as error:
+def _entry(line: bytes) -> dict[str, Any]:
+    """A line of the journal as written; a ValueError when it is not an entry."""
+    entry = orjson.loads(line)
+    JournalEntry.model_validate(entry)
+    return entry
+
+
+def _damaged(path: Path) -> Callable[[int, ValueError], RunDirError]:
+    """A damaged line of the journal, refused with where and why."""
+
+    def refusal(number: int, error: ValueError) -> RunDirError:
         what = "not JSON" if isinstance(error, orjson.JSONDecodeError) else "not a call's reply"
-        raise RunDirError(
+        return RunDirError(
             f"{path}:{number}: damaged line ({what}): the journal only saves paying twice for "
             "calls made before a crash: delete it to make them again, or start again with "
             "--overwrite"
-        ) from None
-    return entry
+        )
+
+    return refusal

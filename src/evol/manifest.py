@@ -23,10 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from evol.config import RunConfig
 from evol.counts import RunCounts
 from evol.errors import ConfigMismatch, RunDirError
+from evol.jsonl import atomic_write
 from evol.prompts import PromptSet
 from evol.secrets import display_url
 from evol.seeds import SeedScan, detect_format
-from evol.store import DATASET, MANIFEST, atomic_write
+from evol.store import DATASET, MANIFEST
 
 
 class RunSummary(BaseModel):

@@ -25,6 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from evol.config import RunConfig
 from evol.counts import RunCounts
 from evol.errors import MergeError, RunDirError
+from evol.jsonl import atomic_write
+from evol.jsonl import open_to_read as open_record_file
 from evol.manifest import RunFacts, build_manifest, read_manifest, write_manifest
 from evol.records import EliminatedRecord, Record
 from evol.seeds import SeedScan, Shard, file_digest, iter_seeds
@@ -32,9 +34,7 @@ from evol.store import (
     ELIMINATED,
     MANIFEST,
     RunStore,
-    atomic_write,
     iter_records,
-    open_record_file,
     output_files,
     output_sizes,
     parse_record,

@@ -25,7 +25,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from evol.errors import RunDirError
-from evol.store import METRICS, atomic_write, generation_files, iter_records
+from evol.jsonl import atomic_write
+from evol.store import METRICS, generation_files, iter_records
 from evol.textstats import rouge_l_bitparallel as rouge_l
 from evol.textstats import tokens
 

@@ -52,7 +52,7 @@ from evol.progress import Progress, ProgressCallback
 from evol.prompts import PromptSet
 from evol.secrets import display_url
 from evol.seeds import SeedScan, file_digest, iter_seeds, scan_seeds
-from evol.store import BATCH_DIR, JOURNAL, MANIFEST, RunStore, output_sizes
+from evol.store import BATCH_DIR, JOURNAL, MANIFEST, SCORE_BATCH_DIR, RunStore, output_sizes
 
 __all__ = ["Progress", "ProgressCallback", "RunSummary", "arun", "run"]
 
@@ -240,7 +240,10 @@ def batch_settings(config: RunConfig) -> Any:
 
 def _check_batches(config: RunConfig) -> None:
     """Refuse what would pay again for rows that the run's batches hold or still run: a live
-    resume of a run that has batches, and --overwrite while some have not ended."""
+    resume of a run that has batches, and --overwrite while some (or some of `evol score
+    --batch`) have not ended."""
+    if config.overwrite:
+        _refuse_while_scoring_batches_run(config)
     state = config.out / BATCH_DIR
     if not state.is_dir() or (config.batch and not config.overwrite):
         return
@@ -267,6 +270,21 @@ def _check_batches(config: RunConfig) -> None:
             f"{config.out}: this run sends its requests through the Batch API and {held}: "
             "resume it with --batch (without it they would be paid again), or start afresh "
             "with --overwrite"
+        )
+
+
+def _refuse_while_scoring_batches_run(config: RunConfig) -> None:
+    state = config.out / SCORE_BATCH_DIR
+    if not state.is_dir():
+        return
+    from evol.llm.batch import recorded_batches
+
+    running = [name for name, ended in recorded_batches(state).items() if not ended]
+    if running:
+        raise UsageError(
+            f"{config.out}: batches of `evol score --batch` on this run are still running "
+            f"({_some(running)}) and are paid for: collect them with `evol score --batch` "
+            "before --overwrite"
         )
 
 

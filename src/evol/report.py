@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from evol.errors import UsageError
+from evol.jsonl import atomic_write, write_error
 from evol.show import DiffOp, word_diff
 from evol.stats import RunStats, run_stats
-from evol.store import ELIMINATED, atomic_write, iter_records, refuse_run_state, write_error
+from evol.store import ELIMINATED, iter_records, refuse_run_state
 from evol.terminal import printable
 
 # The y axis of the operations plot reaches this multiple of the tallest bar.

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal
 
 import orjson
-from filelock import FileLock, Timeout
+from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field
 
 from evol.config import Connection
@@ -60,6 +60,14 @@ from evol.errors import (
     most_telling,
 )
 from evol.interrupts import until_signalled
+from evol.jsonl import (
+    append_line,
+    lock_directory,
+    open_for_append,
+    open_to_read,
+    repair_torn_tail,
+    scan,
+)
 from evol.llm import (
     ChatBackend,
     Completion,
@@ -83,20 +91,10 @@ from evol.prompts import (
 )
 from evol.records import compose
 from evol.seeds import iter_seeds
-from evol.store import (
-    LOCK_FILE,
-    SCORES,
-    generation_files,
-    iter_records,
-    open_for_append,
-    refuse_links,
-    repair_torn_tail,
-)
+from evol.store import SCORE_BATCH_DIR, SCORES, generation_files, iter_records, refuse_links
 from evol.textstats import estimate_tokens
 
 ScorerName = Literal["difficulty", "complexity", "quality"]
-# Where `evol score --batch` keeps its batches' state, apart from the run's own (batch/).
-SCORE_BATCH_DIR = "batch-score"
 SCORERS: tuple[ScorerName, ...] = ("difficulty", "complexity", "quality")
 SCALE = 10  # difficulty and quality: 1 to 10
 SINGLE_MAX_TOKENS = 16  # room for "I'd rate it a 7 out of 10" before the reply is cut
@@ -297,26 +295,24 @@ class ScoreLine(BaseModel):
 
 
 def read_score_lines(run_dir: Path) -> list[ScoreLine]:
-    """Every whole line of scores.jsonl, oldest first; a torn last line is left out."""
+    """Every whole line of scores.jsonl, oldest first; a torn last line is left out (and so
+    is a last line that is not a score, its newline written and nothing after it)."""
     path = run_dir / SCORES
     if not path.is_file():
         return []
-    raw = path.read_bytes()
-    whole = raw[: raw.rfind(b"\n") + 1]
-    lines = []
-    for number, line in enumerate(whole.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            lines.append(ScoreLine.model_validate(orjson.loads(line)))
-        except ValueError:
-            if number == whole.count(b"\n") and not raw[len(whole) :]:
-                break  # a last line cut mid-write (its newline came, the rest did not)
-            raise RunDirError(
-                f"{path}:{number}: not a score line; delete that line (its record is scored "
-                "again) or the file"
-            ) from None
-    return lines
+
+    def damaged(number: int, _error: ValueError) -> RunDirError:
+        return RunDirError(
+            f"{path}:{number}: not a score line; delete that line (its record is scored "
+            "again) or the file"
+        )
+
+    with open_to_read(path) as fp:
+        return [line for *_place, line in scan(fp, _score_line, damaged, torn_last=True)]
+
+
+def _score_line(line: bytes) -> ScoreLine:
+    return ScoreLine.model_validate(orjson.loads(line))
 
 
 def text_digest(*parts: str) -> str:
@@ -417,8 +413,8 @@ def _per_record(
 
 
 class _Sidecar:
-    """scores.jsonl opened for appending (never through a link): each line written whole
-    and flushed."""
+    """scores.jsonl opened for appending (never through a link): each line handed to the OS
+    whole, or taken back (`evol.jsonl.append_line`)."""
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / SCORES
@@ -430,8 +426,7 @@ class _Sidecar:
         data = line.model_dump(exclude_none=True)
         if line.scores is None:
             data["score"] = line.score  # null when missing: said, not left out
-        self._file.write(orjson.dumps(data) + b"\n")
-        self._file.flush()
+        append_line(self._file, data)
 
     def close(self) -> None:
         self._file.close()
@@ -937,15 +932,10 @@ def _lock(run_dir: Path) -> FileLock:
     metrics are all opened or replaced in the run directory itself.
     """
     refuse_links(run_dir)
-    lock = FileLock(run_dir / LOCK_FILE)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise RunDirError(
-            f"{run_dir}: another evol process is writing to this directory; score it when it "
-            "has stopped"
-        ) from None
-    return lock
+    return lock_directory(
+        run_dir,
+        "another evol process is writing to this directory; score it when it has stopped",
+    )
 
 
 def _scorer_summaries(

@@ -21,8 +21,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from evol.errors import UsageError
+from evol.jsonl import open_to_read
 from evol.manifest import read_manifest
-from evol.store import ELIMINATED, generation_files, open_record_file, read_records
+from evol.store import ELIMINATED, generation_files, read_records
 from evol.terminal import printable
 
 DiffOp = Literal["equal", "insert", "delete"]
@@ -152,7 +153,7 @@ def _records(run_dir: Path) -> Iterator[tuple[dict[str, Any], bool]]:
     eliminated = run_dir / ELIMINATED
     paths = generation_files(run_dir) + ([eliminated] if eliminated.exists() else [])
     for path in paths:
-        with open_record_file(path) as fp:
+        with open_to_read(path) as fp:
             for _number, _offset, _length, data in read_records(fp, path):
                 yield data, path != eliminated
 

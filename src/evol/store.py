@@ -1,4 +1,5 @@
-"""The run directory's files: JSONL record files, their lock, their repair, atomic rewrites.
+"""The run directory's files: its layout, its record files, and the guards on what is written
+there (the JSONL mechanics, the lock and atomic rewrites are evol.jsonl's).
 
 Layout of `--out DIR`:
 
@@ -18,47 +19,51 @@ Every record is appended as one line and flushed before it counts as done; linea
 any order, so the record files are put in seed-file order when a run ends. On open, a torn
 last line is cut off, and every record read is handed to the observers the caller passes (the
 lineage index, the counts). Every command reads records through `read_records`, which checks
-each line against the record model: a damaged one is a RunDirError naming its file and line. The store knows file formats, not LLMs, nor what a round means.
+each line against the record model: a damaged one is a RunDirError naming its file and line.
+The store knows file formats, not LLMs, nor what a round means.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import os
 import re
 import shutil
-import stat
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
-from filelock import FileLock, Timeout
+from filelock import FileLock
 from pydantic import ValidationError
 
-from evol.errors import RunDirError, StorageError, UsageError
+from evol.errors import RunDirError, UsageError
+from evol.jsonl import (
+    LOCK_FILE,
+    append_line,
+    atomic_write,
+    lock_directory,
+    open_for_append,
+    open_to_read,
+    repair_torn_tail,
+    scan,
+)
 from evol.records import EliminatedRecord, Record
 
 MANIFEST = "run.json"
 ELIMINATED = "eliminated.jsonl"
 DATASET = "dataset.jsonl"
 JOURNAL = "calls.jsonl"
-LOCK_FILE = ".evol.lock"
 # What `evol score` adds beside the run's records.
 SCORES = "scores.jsonl"
 METRICS = "metrics.json"
 CONTAMINATION = "contamination.json"
 BATCH_DIR = "batch"  # `evol run --batch`: the batches made and the rows they returned
+SCORE_BATCH_DIR = "batch-score"  # `evol score --batch`: the same, for the scoring calls
 # Every file evol may write in a run directory; nothing else there is ever touched.
 _OWN_NAME = re.compile(
     r"(gen_\d+\.jsonl|eliminated\.jsonl|dataset\.jsonl|calls\.jsonl|run\.json"
     r"|scores\.jsonl|metrics\.json|contamination\.json)(\.tmp)?"
 )
-_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
-# O_NONBLOCK: a FIFO in a file's place fails the open (ENXIO) rather than waiting for a reader.
-_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | _NO_FOLLOW
-_FRESH_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW
 
 Observer = Callable[[dict[str, Any], str | None], None]
 """Called with each record (as written) and its elimination reason, or None when kept."""
@@ -82,20 +87,9 @@ def iter_records(run_dir: Path, *, eliminated: bool = False) -> Iterator[dict[st
     for path in paths:
         if not path.exists():
             continue
-        with open_record_file(path) as fp:
+        with open_to_read(path) as fp:
             for _number, _offset, _length, record in read_records(fp, path):
                 yield record
-
-
-def open_record_file(path: Path) -> BinaryIO:
-    """Open a file of the run directory to read; one that is not a regular file (a FIFO, a
-    directory, a device) is a RunDirError rather than a read that blocks or fails later."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as error:
-        raise RunDirError(f"{path}: cannot read it: {error.strerror}") from None
-    _refuse_irregular(fd, path)
-    return open(fd, "rb", closefd=True)
 
 
 def read_records(fp: BinaryIO, path: Path) -> Iterator[tuple[int, int, int, dict[str, Any]]]:
@@ -104,14 +98,12 @@ def read_records(fp: BinaryIO, path: Path) -> Iterator[tuple[int, int, int, dict
     Blank lines are skipped, and so is a last line without its newline: a run killed mid-write
     leaves one, and its resume cuts it. Any other line that is not a record is an error.
     """
-    model = EliminatedRecord if Path(path).name == ELIMINATED else Record
-    offset = 0
-    for number, line in enumerate(fp, start=1):
-        start, offset = offset, offset + len(line)
-        if not line.endswith(b"\n"):
-            return
-        if line.strip():
-            yield number, start, len(line), parse_record(line, path, number, model)
+    model = _model_of(Path(path))
+
+    def damaged(number: int, error: ValueError) -> RunDirError:
+        return RunDirError(f"{path}:{number}: {error}")
+
+    return scan(fp, lambda line: _record(line, model), damaged)
 
 
 def parse_record(
@@ -121,17 +113,47 @@ def parse_record(
     records through here, so a damaged one is one line naming its file and line, never a
     TypeError deep in whatever reads it first."""
     try:
+        return _record(line, model)
+    except ValueError as error:
+        raise RunDirError(f"{path}:{number}: {error}") from None
+
+
+def _record(line: bytes, model: type[Record]) -> dict[str, Any]:
+    """A line's record; a ValueError that says what is wrong with it."""
+    try:
         data = orjson.loads(line)
     except orjson.JSONDecodeError:
-        raise RunDirError(f"{path}:{number}: corrupt record") from None
+        raise ValueError("corrupt record") from None
     if not isinstance(data, dict):
-        raise RunDirError(f"{path}:{number}: not an evol record (not a JSON object)")
+        raise ValueError("not an evol record (not a JSON object)")
     try:
         # Strict, from the JSON: "1" or 1.0 is no generation, though the lax mode would take it.
         model.model_validate_json(line, strict=True)
     except ValidationError as error:
-        raise RunDirError(f"{path}:{number}: not an evol record ({_problems(error)})") from None
+        raise ValueError(f"not an evol record ({_problems(error)})") from None
     return data
+
+
+def _scan_records(
+    fp: BinaryIO, path: Path, model: type[Record], strict: bool
+) -> Iterator[dict[str, Any]]:
+    """The records of a file the store opens: a blank or damaged line is an error (`strict`,
+    under the lock, after repair: no record file of evol's holds one) or passed over (a look
+    from outside a run, which may meet a line being written)."""
+
+    def damaged(number: int, error: ValueError) -> RunDirError | None:
+        if not strict:
+            return None  # a torn line: the next real run cuts it
+        return RunDirError(f"{path}:{number}: {error}; use --overwrite to start afresh")
+
+    for _number, _offset, _length, data in scan(
+        fp, lambda line: _record(line, model), damaged, skip_blank=False
+    ):
+        yield data
+
+
+def _model_of(path: Path) -> type[Record]:
+    return EliminatedRecord if path.name == ELIMINATED else Record
 
 
 def _problems(error: ValidationError) -> str:
@@ -142,20 +164,6 @@ def _problems(error: ValidationError) -> str:
         (missing if problem["type"] == "missing" else wrong)[field] = None
     parts = [f"wrong {', '.join(wrong)}"] if wrong else []
     return "; ".join(parts + ([f"missing {', '.join(missing)}"] if missing else []))
-
-
-def _refuse_irregular(fd: int, path: Path) -> None:
-    if stat.S_ISREG(os.fstat(fd).st_mode):
-        return
-    os.close(fd)
-    raise _irregular(path)
-
-
-def _irregular(path: Path) -> RunDirError:
-    return RunDirError(
-        f"{path}: not a regular file: the run directory is damaged: restore it, or start "
-        "again with --overwrite"
-    )
 
 
 def output_files(run_dir: Path) -> list[Path]:
@@ -214,15 +222,9 @@ class RunStore:
         for path in self.output_files():
             if repair:
                 repair_torn_tail(path)
-            model = EliminatedRecord if path.name == ELIMINATED else Record
-            with open_record_file(path) as lines:
-                for number, line in enumerate(lines, start=1):
-                    try:
-                        data = parse_record(line, path, number, model)
-                    except RunDirError as error:
-                        if not repair:
-                            continue  # a torn line: the next real run cuts it
-                        raise RunDirError(f"{error}; use --overwrite to start afresh") from None
+            model = _model_of(path)
+            with open_to_read(path) as lines:
+                for data in _scan_records(lines, path, model, repair):
                     reason = data.get("reason") if model is EliminatedRecord else None
                     for reader in readers:
                         reader(data, reason)
@@ -310,27 +312,19 @@ class RunStore:
             raise RunDirError(f"{self.out_dir}: --out is a file; give a directory")
         refuse_run_state(self.out_dir, "--out")
         _refuse_foreign(self.out_dir)
-        try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._lock_file = FileLock(self.out_dir / LOCK_FILE)
-            self._lock_file.acquire(timeout=0)
-        except Timeout:
-            raise RunDirError(
-                f"{self.out_dir}: another evol run is writing to this directory"
-            ) from None
-        except OSError as error:
-            raise RunDirError(
-                f"{self.out_dir}: cannot write the run directory: {error.strerror}"
-            ) from None
+        self._lock_file = lock_directory(
+            self.out_dir, "another evol run is writing to this directory"
+        )
 
     def _remove_outputs(self) -> None:
         for path in self.output_files():
             path.unlink()
         for name in (MANIFEST, DATASET, JOURNAL, SCORES, METRICS, CONTAMINATION):
             (self.out_dir / name).unlink(missing_ok=True)
-        batches = self.out_dir / BATCH_DIR
-        if batches.is_dir():  # not a link: _refuse_foreign refused that
-            shutil.rmtree(batches)
+        for folder in (BATCH_DIR, SCORE_BATCH_DIR):
+            batches = self.out_dir / folder
+            if batches.is_dir():  # not a link: _refuse_foreign refused that
+                shutil.rmtree(batches)
 
     def _append(self, name: str, data: dict[str, Any]) -> None:
         writer = self._writers.get(name)
@@ -339,83 +333,9 @@ class RunStore:
         append_line(writer, data)
 
 
-# -- file helpers, for the store and the journal -------------------------------------------
-
-
-def open_for_append(path: Path) -> BinaryIO:
-    """Open for appending (made if need be), unbuffered, refusing to follow a symbolic link
-    (where the OS can say so): a link in its place is refused, its target untouched."""
-
-    def opener(name: str, _flags: int) -> int:
-        return os.open(name, _APPEND_FLAGS, 0o644)
-
-    try:
-        # open() with an opener, not os.fdopen: the file keeps its path as `name` for messages.
-        return open(path, "ab", buffering=0, opener=opener)
-    except OSError as error:
-        raise write_failure(path, error) from None
-
-
-def open_fresh(path: Path) -> BinaryIO:
-    """Create `path` as a new, empty file to write, never landing on an existing one.
-
-    O_NOFOLLOW stops symbolic links only: a hard link or a FIFO planted at the name would be
-    written through (or block the open). So whatever is there is unlinked first (that drops
-    the name, never what it points at) and the file is made with O_EXCL. A symbolic link in
-    its place is refused (OSError), left as it is: it is the user's.
-    """
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISLNK(os.lstat(path).st_mode):
-            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
-        os.unlink(path)  # a directory refuses: EISDIR
-
-    def opener(name: str, _flags: int) -> int:
-        return os.open(name, _FRESH_FLAGS, 0o644)
-
-    return open(path, "wb", opener=opener)
-
-
-def write_failure(path: Path, error: OSError) -> RunDirError:
-    """The error for a file evol cannot write: a link in its place is refused by name, any
-    other failure (a full disk, a limit) says what to do."""
-    if path.is_symlink():
-        return RunDirError(link_refusal(path))
-    return StorageError(path, error)
-
-
-def write_error(path: Path, error: OSError) -> str:
-    """The one line for a file evol cannot write; a symbolic link in its place is named."""
-    return str(write_failure(path, error))
-
-
-def link_refusal(path: Path) -> str:
-    return (
-        f"{path}: is a symbolic link; evol writes no file through a link: remove it or choose "
-        "another name"
-    )
-
-
-def append_line(writer: BinaryIO, data: dict[str, Any]) -> None:
-    """One line, handed to the OS: a kill -9 after this returns cannot lose it.
-
-    A write that fails part-way (disk full, file-size limit) is cut off again, so that no
-    half line is left between whole ones should a later write succeed.
-    """
-    line = orjson.dumps(data) + b"\n"
-    start = writer.seek(0, os.SEEK_END)
-    try:
-        written = 0
-        while written < len(line):  # a write may stop short, at a limit, before it fails
-            written += writer.write(line[written:])
-    except OSError as error:
-        with contextlib.suppress(OSError):
-            writer.truncate(start)
-        raise StorageError(writer.name, error) from None
-
-
 def is_own_name(name: str) -> bool:
-    """Whether `name` is one evol gives a file (or the batch folder) in a run directory."""
-    return bool(_OWN_NAME.fullmatch(name)) or name in (LOCK_FILE, BATCH_DIR)
+    """Whether `name` is one evol gives a file (or a batch folder) in a run directory."""
+    return bool(_OWN_NAME.fullmatch(name)) or name in (LOCK_FILE, BATCH_DIR, SCORE_BATCH_DIR)
 
 
 def refuse_run_state(target: Path, option: str) -> None:
@@ -496,88 +416,3 @@ def _sort_lines(path: Path, key: Callable[[dict[str, Any]], tuple[int, int]]) ->
                 out.write(source.read(length))
 
         atomic_write(path, in_order)
-
-
-def repair_torn_tail(path: Path) -> None:
-    """Cut a last line that a crash left without its newline or half-written."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | _NO_FOLLOW)
-    except IsADirectoryError:
-        raise _irregular(path) from None
-    except OSError as error:
-        raise write_failure(path, error) from None
-    _refuse_irregular(fd, path)
-    try:
-        _cut_torn_tail(fd)
-    except OSError as error:
-        raise StorageError(path, error) from None
-
-
-def _cut_torn_tail(fd: int) -> None:
-    with os.fdopen(fd, "rb+") as fp:
-        size = fp.seek(0, os.SEEK_END)
-        if size == 0:
-            return
-        start = max(0, size - (1 << 16))
-        while True:
-            fp.seek(start)
-            tail = fp.read(size - start)
-            cut = tail.rfind(b"\n", 0, len(tail) - 1)
-            if cut >= 0 or start == 0:
-                break
-            start = max(0, start - (1 << 20))
-        last_start = start + cut + 1 if cut >= 0 else 0
-        last = tail[last_start - start :]
-        if last.endswith(b"\n") and _parses(last):
-            return
-        fp.truncate(last_start)
-
-
-def _parses(line: bytes) -> bool:
-    try:
-        orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return False
-    return True
-
-
-def atomic_write(path: Path, content: bytes | str | Callable[[BinaryIO], None]) -> None:
-    """Replace `path` with `content` (bytes, text, or a writer of bytes) atomically: a crash
-    leaves the old file or the new one, never half of either. The temporary is made afresh
-    (`open_fresh`), and `path` is renamed over, never opened: a hard link there keeps its
-    content."""
-    temporary = path.with_name(path.name + ".tmp")
-    try:
-        if path.is_symlink():  # os.replace would not follow it, but nor may evol drop it
-            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
-        out = open_fresh(temporary)
-    except OSError as error:
-        raise write_failure(temporary if temporary.is_symlink() else path, error) from None
-    try:
-        with out:
-            if isinstance(content, str):
-                out.write(content.encode("utf-8"))
-            elif isinstance(content, bytes):
-                out.write(content)
-            else:
-                content(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-        _fsync_dir(path.parent)
-    except (OSError, RunDirError) as error:  # RunDirError: a writer met a damaged record
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)  # made by this call: never a user's link
-        if isinstance(error, OSError):
-            raise StorageError(path, error) from None
-        raise
-
-
-def _fsync_dir(directory: Path) -> None:
-    if os.name == "nt":  # directories cannot be opened for fsync on Windows
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

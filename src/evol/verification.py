@@ -33,7 +33,8 @@ from evol.constraints import (
 )
 from evol.errors import EvolError
 from evol.export import PARQUET_EXTRA
-from evol.store import generation_files, open_record_file, read_records
+from evol.jsonl import open_to_read
+from evol.store import generation_files, read_records
 
 RowFormat = Literal["ifeval", "rlvr", "evol"]
 PARQUET_MAGIC = b"PAR1"
@@ -205,7 +206,7 @@ def _run_rows(run_dir: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     if not files:
         raise VerifyError(str(run_dir), "not an evol run directory (no gen_<k>.jsonl)")
     for path in files:
-        with open_record_file(path) as fp:
+        with open_to_read(path) as fp:
             for number, _offset, _length, record in read_records(fp, path):
                 yield f"{path}:{number}", record
 

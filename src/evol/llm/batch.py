@@ -56,6 +56,15 @@ from evol.errors import (
     TransientBackendError,
     UsageError,
 )
+from evol.jsonl import (
+    append_line,
+    open_for_append,
+    open_fresh,
+    open_to_read,
+    repair_torn_tail,
+    scan,
+    sync_file,
+)
 from evol.llm.openai_api import (
     DEFAULT_BASE_URL,
     ResponseFormats,
@@ -99,10 +108,6 @@ _CHUNK = 1 << 16
 _ROW_END = 4096
 _CUSTOM_ID = re.compile(rb'"custom_id"\s*:\s*"([A-Za-z0-9_.:-]{1,200})"')
 _MAX_PAGES = 10_000  # of 100 batches each, when a batch is looked for by its token
-_NOT_JSON = object()
-_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_WRITE_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_FOLLOW
-_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW
 T = TypeVar("T")
 
 
@@ -316,47 +321,24 @@ def row_outcome(
 # -- the files in state_dir -----------------------------------------------------------------
 
 
-def _open_append(path: Path) -> BinaryIO:
-    try:
-        return open(path, "ab", opener=lambda name, _: os.open(name, _WRITE_FLAGS, 0o644))
-    except OSError as error:
-        raise StorageError(path, error) from None
-
-
-def _open_new(path: Path) -> BinaryIO:
-    """A file of batch/tmp made afresh: whatever stale name is there (a hard link, a FIFO) is
-    unlinked first, never written through; a symbolic link made in between is refused."""
-    path.unlink(missing_ok=True)
-    return open(path, "wb", opener=lambda name, _: os.open(name, _NEW_FILE_FLAGS, 0o644))
-
-
-def _read_lines(path: Path, repair: bool = True) -> Iterable[tuple[int, bytes, Any]]:
-    """(offset, line, its JSON) of each whole line; a last line a crash left torn is skipped,
-    and with `repair` cut off."""
+def _read_lines(path: Path, repair: bool = True) -> Iterator[tuple[int, int, int, Any]]:
+    """(line number, offset, length, its JSON) of each whole line; a last line a crash left
+    torn is skipped, and with `repair` cut off. Any other line that is not JSON is an error."""
     if not path.exists():
         return
-    good = 0
-    with path.open("rb") as lines:
-        offset = 0
-        for number, line in enumerate(lines, 1):
-            data = _NOT_JSON
-            if line.endswith(b"\n"):
-                with contextlib.suppress(orjson.JSONDecodeError):
-                    data = orjson.loads(line)
-            if data is _NOT_JSON:
-                rest = lines.read()
-                if rest.strip():
-                    raise RunDirError(
-                        f"{path}:{number}: a damaged line before the last one: restore the "
-                        "file, or remove the batch state (what it held is then paid again)"
-                    )
-                break
-            yield offset, line, data
-            offset += len(line)
-            good = offset
-    if repair and good != path.stat().st_size:
-        with path.open("rb+") as torn:
-            torn.truncate(good)
+    if repair:
+        repair_torn_tail(path)
+
+    def damaged(number: int, _error: ValueError) -> RunDirError:
+        return RunDirError(
+            f"{path}:{number}: a damaged line before the last one: restore the file, or remove "
+            "the batch state (what it held is then paid again)"
+        )
+
+    with open_to_read(path) as lines:
+        # A blank line is damage too: evol writes none. Once repaired, the file has no torn
+        # tail left: a bad last line then is one that stood before it, and is refused.
+        yield from scan(lines, orjson.loads, damaged, skip_blank=False, torn_last=not repair)
 
 
 class _Entry(BaseModel):
@@ -386,7 +368,7 @@ class _Journal:
 
     def read(self, *, repair: bool = True) -> list[_Entry]:
         entries = []
-        for number, (_offset, _line, data) in enumerate(_read_lines(self.path, repair), 1):
+        for number, _offset, _length, data in _read_lines(self.path, repair):
             try:
                 entries.append(_Entry.model_validate(data))
             except SchemaError:
@@ -395,13 +377,8 @@ class _Journal:
 
     def append(self, **entry: Any) -> None:
         if self._file is None:
-            self._file = _open_append(self.path)
-        try:
-            self._file.write(orjson.dumps(entry) + b"\n")
-            self._file.flush()
-            os.fsync(self._file.fileno())
-        except OSError as error:
-            raise StorageError(self.path, error) from None
+            self._file = open_for_append(self.path)
+        append_line(self._file, entry, sync=True)
 
     def close(self) -> None:
         if self._file is not None:
@@ -416,10 +393,10 @@ class _Results:
         self.path = path
         # custom_id -> offset << 32 | length: about 170 bytes of memory an answered request.
         self.index: dict[str, int] = {}
-        for offset, line, data in _read_lines(path):
+        for _number, offset, length, data in _read_lines(path):
             custom_id = data.get("custom_id") if isinstance(data, dict) else None
             if isinstance(custom_id, str):
-                self.index.setdefault(custom_id, offset << 32 | len(line))
+                self.index.setdefault(custom_id, offset << 32 | length)
         self._reader: BinaryIO | None = None
 
     def get(self, custom_id: str) -> tuple[int, Any] | None:
@@ -428,7 +405,7 @@ class _Results:
         if place is None:
             return None
         if self._reader is None:
-            self._reader = self.path.open("rb")
+            self._reader = open_to_read(self.path)
         self._reader.seek(place >> 32)
         row = orjson.loads(self._reader.read(place & 0xFFFFFFFF))
         return row["status_code"], row["body"]
@@ -455,8 +432,7 @@ class _Results:
         self, paths: list[Path], expected: frozenset[str], model: str, reader: RowReader
     ) -> dict[str, int | Exception]:
         outcomes: dict[str, int | Exception] = {}
-        with _open_append(self.path) as out:
-            end = os.fstat(out.fileno()).st_size
+        with open_for_append(self.path) as out:
             for path in paths:
                 with path.open("rb") as lines:
                     for raw in bounded_lines(lines, reader.max_row_bytes):
@@ -471,11 +447,9 @@ class _Results:
                             continue
                         response = orjson.loads(raw)["response"]
                         stored = _stored_row(custom_id, response, reader.secrets)
-                        out.write(stored + b"\n")
-                        outcomes[custom_id] = end << 32 | (len(stored) + 1)
-                        end += len(stored) + 1
-            out.flush()
-            os.fsync(out.fileno())
+                        start = append_line(out, stored)
+                        outcomes[custom_id] = start << 32 | (len(stored) + 1)
+            sync_file(out)  # the rows are paid for: kept through a power cut
         return outcomes
 
     def close(self) -> None:
@@ -632,7 +606,7 @@ class BatchApi:
                 if (reply.content_length or 0) > self.max_download:
                     raise self._too_big(reply.content_length or 0)
                 size = 0
-                with _open_new(part) as out:
+                with open_fresh(part) as out:
                     async for chunk in reply.content.iter_chunked(_CHUNK):
                         size += len(chunk)
                         if size > self.max_download:
@@ -1051,7 +1025,7 @@ class BatchBackend:
         token = secrets.token_hex(16)
         path = self._tmp / f"input-{token}.jsonl"
         try:
-            with _open_new(path) as out:
+            with open_fresh(path) as out:
                 out.writelines(lines)
             file_id = await self._retrying(lambda: self.api.upload(path))
         except (TransientBackendError, EvolError, OSError) as error:
