@@ -186,3 +186,31 @@ def test_an_ipv6_entry_with_another_port_is_proxied_as_httpx2_does() -> None:
     url = "http://[::1]:8000/v1"
     assert theirs({"all": "http://p:1", "no": "[::1]:9000"}, url) is not None
     assert not bypassed("[::1]:9000", url)
+
+
+# -- every export shape shows the trainer the whole task (attack22's survivor) -----------------
+
+TASK = {
+    "id": "s1.2",
+    "instruction": "Summarise the text below in one sentence, all in lowercase.",
+    "input": "The cat sat on the mat while the dog slept by the door.",
+    "output": "a cat sat and a dog slept.",
+    "constraints": [{"id": "change_case:english_lowercase", "kwargs": {}}],
+}
+
+
+@pytest.mark.parametrize("shape", ["sharegpt", "openai-chat", "ifeval", "rlvr"])
+def test_every_chat_shaped_export_prompts_with_the_instruction_and_its_input(shape: str) -> None:
+    from evol.export import shape_record
+    from evol.records import compose
+
+    row = shape_record(dict(TASK), shape, None)
+    whole_task = compose(TASK["instruction"], TASK["input"])
+    prompts = {
+        "sharegpt": lambda: row["conversations"][0]["value"],
+        "openai-chat": lambda: row["messages"][0]["content"],
+        "ifeval": lambda: row["prompt"],
+        "rlvr": lambda: row["messages"][0]["content"],
+    }
+    assert prompts[shape]() == whole_task
+    assert TASK["input"] in whole_task and TASK["instruction"] in whole_task

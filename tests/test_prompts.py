@@ -10,9 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from evol.errors import PromptError
+from evol.errors import PromptError, UsageError
 from evol.operations import OPERATIONS
-from evol.prompts import PROMPT_NAMES, PromptSet, default_prompt_dir
+from evol.prompts import (
+    PROMPT_NAMES,
+    PromptSet,
+    default_prompt_dir,
+    format_sources,
+    template_text,
+)
 
 HOSTILE = [
     "Fill in {name} and {0} and {{double}}",
@@ -136,3 +142,19 @@ def test_wheel_ships_the_templates(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("evol-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {f"evol/prompts/{name}.txt" for name in PROMPT_NAMES} <= set(names)
+
+
+def test_the_list_names_each_template_and_its_file_in_order(tmp_path: Path) -> None:
+    (tmp_path / "judge.txt").write_text("Same? $first / $second")
+    lines = format_sources(PromptSet.load(tmp_path)).splitlines()
+    assert [line.split()[0] for line in lines] == list(PROMPT_NAMES)
+    assert lines[PROMPT_NAMES.index("judge")] == f"{'judge':<20} {tmp_path / 'judge.txt'}"
+    assert lines[0] == f"{'add_constraints':<20} {default_prompt_dir() / 'add_constraints.txt'}"
+
+
+def test_an_unknown_template_is_refused_before_the_templates_are_read(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="unknown template 'nope'; known: add_constraints, "):
+        template_text("nope", tmp_path / "no such directory")
+    with pytest.raises(PromptError, match="must be a directory"):
+        template_text("judge", tmp_path / "no such directory")
+    assert template_text("judge") == (default_prompt_dir() / "judge.txt").read_text()

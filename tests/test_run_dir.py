@@ -256,3 +256,72 @@ def test_a_damaged_run_json_gives_way_to_overwrite(
     assert result.exit_code == 0, result.stderr
     assert json.loads((run / "run.json").read_text())["status"] == "complete"
     assert snapshot(run)["dataset.jsonl"] == snapshot(finished_run / "run")["dataset.jsonl"]
+
+
+# -- what evol run says at its end -----------------------------------------------------------
+
+
+def _summary(**fields: object):
+    from evol.manifest import RunSummary
+
+    base: dict[str, object] = {
+        "out": "run",
+        "status": "complete",
+        "backend": "openai",
+        "models": {},
+        "seeds": 3,
+        "skipped_seeds": 0,
+        "generations": 2,
+        "kept": 7,
+        "kept_per_generation": {"0": 3, "1": 3, "2": 1},
+        "eliminated": 0,
+        "eliminated_per_reason": {},
+        "failed": [],
+        "requests": {},
+        "retries": 0,
+        "usage": {},
+        "dataset": None,
+        "dataset_records": None,
+        "elapsed_s": 1.5,
+    }
+    return RunSummary.model_validate(base | fields)
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (
+            {},
+            "evol: complete: 7 records kept (gen 0: 3, gen 1: 3, gen 2: 1)\n"
+            "evol: eliminated 0 (none)",
+        ),
+        (
+            {
+                "status": "failed",
+                "eliminated": 5,
+                "eliminated_per_reason": {"judged_equal": 4, "sorry": 1},
+                "skipped_seeds": 2,
+                "failed": [{"id": "a"}, {"id": "b"}, {"id": "c"}],
+                "dataset": "run/dataset.jsonl",
+                "dataset_records": 7,
+            },
+            "evol: failed: 7 records kept (gen 0: 3, gen 1: 3, gen 2: 1)\n"
+            "evol: eliminated 5 (judged_equal: 4, sorry: 1)\n"
+            "evol: skipped 2 invalid seed rows (listed in run.json)\n"
+            "evol: 3 steps failed after retries (listed in run.json); run again to retry them\n"
+            "evol: dataset: run/dataset.jsonl (7 records)",
+        ),
+        (
+            {"status": "pending", "waiting": 4, "kept": 3, "kept_per_generation": {"0": 3}},
+            "evol: pending: 3 records kept (gen 0: 3)\n"
+            "evol: eliminated 0 (none)\n"
+            "evol: 4 steps wait in batches (listed in run.json); run the same command again to "
+            "collect them",
+        ),
+    ],
+    ids=["complete", "failed with all", "pending"],
+)
+def test_what_a_run_says_at_its_end(fields: dict, expected: str) -> None:
+    from evol.manifest import format_summary
+
+    assert format_summary(_summary(**fields)) == expected

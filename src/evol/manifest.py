@@ -427,3 +427,30 @@ def _versions() -> dict[str, str | None]:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def format_summary(summary: RunSummary) -> str:
+    """What `evol run` says at its end (on stderr): the records kept and eliminated, and what
+    is left to do."""
+    per_generation = ", ".join(f"gen {g}: {n}" for g, n in summary.kept_per_generation.items())
+    reasons = ", ".join(f"{r}: {n}" for r, n in summary.eliminated_per_reason.items()) or "none"
+    lines = [
+        f"evol: {summary.status}: {summary.kept} records kept ({per_generation})",
+        f"evol: eliminated {summary.eliminated} ({reasons})",
+    ]
+    if summary.skipped_seeds:
+        lines.append(
+            f"evol: skipped {summary.skipped_seeds} invalid seed rows (listed in run.json)"
+        )
+    if summary.failed:
+        lines.append(
+            f"evol: {len(summary.failed)} steps failed after retries (listed in run.json); run again to retry them"
+        )
+    if summary.waiting:
+        lines.append(
+            f"evol: {summary.waiting} steps wait in batches (listed in run.json); run the same "
+            "command again to collect them"
+        )
+    if summary.dataset:
+        lines.append(f"evol: dataset: {summary.dataset} ({summary.dataset_records} records)")
+    return "\n".join(lines)

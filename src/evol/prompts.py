@@ -23,7 +23,7 @@ from pathlib import Path
 from string import Template
 
 from evol.elimination import LeakDetector
-from evol.errors import PromptError
+from evol.errors import PromptError, UsageError
 from evol.operations import OPERATIONS, VERIFIABLE
 
 JUDGE_PROMPT = "judge"
@@ -168,6 +168,19 @@ class PromptSet:
         overrides included)."""
         names = run_prompt_names(operations)
         return LeakDetector.from_templates(self[name].text for name in names)
+
+
+def format_sources(prompts: PromptSet) -> str:
+    """What `evol prompts list` prints: each template's name and the file it comes from."""
+    return "\n".join(f"{name:<20} {prompts[name].source}" for name in PROMPT_NAMES)
+
+
+def template_text(name: str, override_dir: Path | None = None) -> str:
+    """What `evol prompts show` prints: one template as a run would use it. A name that is
+    none of PROMPT_NAMES is refused before the templates are read."""
+    if name not in PROMPT_NAMES:
+        raise UsageError(f"unknown template {name!r}; known: {', '.join(PROMPT_NAMES)}")
+    return PromptSet.load(override_dir)[name].text
 
 
 def _load(name: str, path: Path) -> PromptTemplate:
