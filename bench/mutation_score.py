@@ -22,10 +22,10 @@ RESULTS = Path(__file__).with_name("results.json")
 MUTMUT = [sys.executable, "-m", "mutmut"]
 
 
-def scores() -> dict[str, dict[str, int]]:
+def scores(root: Path = ROOT) -> dict[str, dict[str, int]]:
     """Per module: how many mutants ended in each of mutmut's statuses."""
     listing = subprocess.run(
-        [*MUTMUT, "results", "--all", "true"], cwd=ROOT, capture_output=True, text=True, check=True
+        [*MUTMUT, "results", "--all", "true"], cwd=root, capture_output=True, text=True, check=True
     ).stdout
     per_module: dict[str, Counter[str]] = defaultdict(Counter)
     for line in listing.splitlines():
@@ -114,8 +114,10 @@ def main() -> None:
         return
     only = f"evol.{args.module}." if args.module else None
     if not args.report_only:
-        subprocess.run([*MUTMUT, "run", *([only + "*"] if only else [])], cwd=ROOT, check=False)
-    figures = scores()
+        subprocess.run(
+            [*MUTMUT, "run", *([only + "*"] if only else [])], cwd=args.root, check=False
+        )
+    figures = scores(args.root)
     if only:
         figures = {module: counts for module, counts in figures.items() if module + "." == only}
         results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}

@@ -38,7 +38,8 @@ from evol.jsonl import (
     repair_torn_tail,
     scan,
 )
-from evol.llm import batch
+from evol.llm.batch import STATE_FILE
+from evol.llm.batch.state import Journal
 from evol.scoring import read_score_lines
 from evol.store import RunStore, read_records
 
@@ -162,7 +163,7 @@ def test_the_batch_state_is_fsynced_at_each_line_and_each_ingest_the_run_files_n
     disk before the create call), results.jsonl once an ingest; records and calls do not."""
     calls: list[int] = []
     monkeypatch.setattr(jsonl.os, "fsync", calls.append)
-    state = batch._Journal(tmp_path / batch.STATE_FILE)
+    state = Journal(tmp_path / STATE_FILE)
     state.append(event="intent", token="t1")
     state.append(event="created", token="t1", batch_id="b1")
     state.close()
@@ -417,7 +418,7 @@ def read_as(reader: str, path: Path) -> int:
         journal = CallJournal.open(path, recorded=set())
         return len(journal._replies)
     if reader == "batch":
-        return len(batch._Journal(path).read())
+        return len(Journal(path).read())
     return len(read_score_lines(path.parent))
 
 

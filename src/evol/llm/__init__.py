@@ -6,6 +6,7 @@
     openai_api.py         the OpenAI chat-completions API: reply schema, statuses as errors
     transport.py          HTTP for the openai backend (aiohttp, every limit set)
     openai_compatible.py  the `openai` backend
+    sdk_client.py         the openai SDK's client with evol's limits (openai-sdk, batch)
     openai_sdk.py         the `openai-sdk` backend
     local.py              the `local` backend (llama.cpp in-process)
     routing.py            several --base-url as one backend
