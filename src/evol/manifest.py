@@ -256,7 +256,7 @@ def fingerprint(
         ],
         "--seed": config.seed,
         "--operations": dict(sorted(config.operations.items())),
-        "--prompts": prompts.digest(),
+        "--prompts": prompts.digest(config.operations),
         "--backend": backend,
         "--model": models,
         "--temperature/--max-tokens": {role: params.to_request() for role, params in config.params},
@@ -265,7 +265,15 @@ def fingerprint(
         "--answer-check": config.checks_answers,
         "--answer-seeds": config.answer_seeds,
         "--shard": str(config.shard) if config.shard else None,
-    }
+    } | _verifiable_options(config)
+
+
+def _verifiable_options(config: RunConfig) -> dict[str, Any]:
+    """The options of verifiable constraints, for a run that draws them (a run that does not
+    keeps the fingerprint it had before they existed, so it still resumes)."""
+    if not config.verifiable:
+        return {}
+    return {"--constraint-ids": config.constraint_ids, "--answer-attempts": config.answer_attempts}
 
 
 def check_resume(out_dir: Path, previous: Manifest, new: dict[str, Any], config: RunConfig) -> None:
@@ -396,8 +404,13 @@ def _judging(facts: RunFacts, previous: Manifest | None) -> dict[str, Any]:
     return {"answer_check": facts.config.checks_answers, "replies_read_as": read_as}
 
 
+# The config fields of verifiable constraints: in run.json for a run that draws them only.
+VERIFIABLE_CONFIG = {"constraint_ids", "answer_attempts"}
+
+
 def _public_config(config: RunConfig) -> dict[str, Any]:
-    data = config.model_dump(mode="json", exclude={"api_key"})
+    hidden = {"api_key"} | (set() if config.verifiable else VERIFIABLE_CONFIG)
+    data = config.model_dump(mode="json", exclude=hidden)
     data["base_urls"] = [display_url(url) for url in config.base_urls]
     return data
 
