@@ -62,6 +62,7 @@ bench: install
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/quality_sets.py
 	$(BIN)/python bench/judge_first.py
+	$(BIN)/python bench/verifiable.py
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/seed_memory.py
 

@@ -23,6 +23,9 @@ the answer asks for information). `refuse_formats=("json_schema", "json_object")
 refuse a request whose `response_format` is of those types (with `refuse_status`, 400 by
 default), as a server without structured output does.
 A responder returns the reply's text, or (text, finish_reason).
+`VerifiableResponder` adds IFEval constraints: its evolver writes the requirement of an
+add_verifiable_constraint prompt into the rewrite in IFEval's own words, and its answers meet
+every constraint an instruction states with a known probability (see its docstring).
 
 Run it by hand with `python tests/fake_server.py --port 8000 --latency 0.1`.
 """
@@ -186,6 +189,100 @@ class Responder:
             return instruction
         tag = hashlib.sha256(instruction.encode()).hexdigest()[:8]
         return f"Here is a worked answer ({tag}): first define the terms, then give an example, then check it."
+
+
+# IFEval's own descriptions (`evol.constraints.describe`), as the fake evolver writes them.
+_NO_COMMA = "refrain from the use of any commas"
+_LOWERCASE = "in all lowercase letters"
+_END_PHRASE = re.compile(r"Finish your response with this exact phrase (.+?)\. No other words")
+_POSTSCRIPT = re.compile(r"add a postscript starting with (P\.P\.S|P\.S\.)")
+_KEYWORDS = re.compile(r"Include keywords \[([^\]]*)\] in the response")
+_WORDS = re.compile(r"Answer with (less than|at least) (\d+) words")
+_PLAIN = "the answer follows the request in plain words and keeps to every rule that was given."
+
+
+def meets(instruction: str, attempt: int, pass_rate: float) -> bool:
+    """Whether the fake answerer's answer number `attempt` (1, 2...) to `instruction` meets its
+    constraints: a hash below `pass_rate`, the same in every process, so a test can tell."""
+    digest = hashlib.sha256(f"{instruction}\0{attempt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < pass_rate
+
+
+def constrained_answer(instruction: str, *, meet: bool, length: int = 0) -> str:
+    """An answer that meets every constraint `instruction` states in IFEval's words (of the
+    kinds above), or one that fails each of them; about `length` words long, if that is more
+    than the constraints need."""
+    words = _WORDS.search(instruction)
+    if not meet:
+        short = "Xyz, Qvw."
+        least = int(words[2]) + 1 if words and words[1] == "less than" else 0
+        return " ".join([short] * max(1, least // 2 + 1 if least else 0, length // 2))
+    parts = [_PLAIN] * max(1, length // 16)
+    if words and words[1] == "at least":
+        parts = [_PLAIN] * max(len(parts), int(words[2]) // 16 + 1)
+    if keywords := _KEYWORDS.search(instruction):
+        found = re.findall(r"'([^']*)'", keywords[1])
+        parts.append(f"it names {' and '.join(found)} as asked.")
+    if postscript := _POSTSCRIPT.search(instruction):
+        parts.append(f"\n\n{postscript[1]} this note comes last.")
+    if end := _END_PHRASE.search(instruction):
+        parts.append(f" {end[1]}")
+    answer = " ".join(parts)
+    if _NO_COMMA in instruction:
+        answer = answer.replace(",", "")
+    return answer.lower() if _LOWERCASE in instruction else answer
+
+
+@dataclass
+class VerifiableResponder(Responder):
+    """The default script, with verifiable constraints.
+
+    The evolver appends the requirement of an add_verifiable_constraint prompt to the
+    instruction as it is given (IFEval's description), unless the instruction holds
+    `[drop-requirement]` (the rewrite loses it) or `[reverse]` (it says "less than" for "at
+    least" and back). The judge, asked about requirements, says they are stated, unless the
+    rewrite holds `[unstated]`. Answer number k to an instruction meets all of its constraints
+    when `meets(instruction, k, pass_rate)` and k > `fail_first`, and fails each of them
+    otherwise. `answers` counts the answers given per instruction (a resumed run's server can
+    start from another's).
+    """
+
+    pass_rate: float = 1.0
+    fail_first: int = 0
+    answers: Counter[str] = field(default_factory=Counter)
+    length: int = 0  # words of every answer, at least (0: as short as the script's own)
+
+    def evolve(self, instruction: str, prompt: str) -> str | tuple[str, str]:
+        if "<requirement>" not in prompt:
+            return super().evolve(instruction, prompt)
+        requirement = _between(prompt, "<requirement>\n", "\n</requirement>")
+        if "[drop-requirement]" in instruction:
+            requirement = ""
+        if "[reverse]" in instruction:
+            swapped = {"less than": "at least", "at least": "less than"}
+            requirement = re.sub("less than|at least", lambda m: swapped[m[0]], requirement)
+        tag = hashlib.sha256(prompt.encode()).hexdigest()[:6]
+        return f"{instruction} {requirement} (v{tag})".replace("  ", " ")
+
+    def judge(self, second: str, *, asked_again: bool = False, structured: bool = False) -> str:
+        reply = super().judge(second, asked_again=asked_again, structured=structured)
+        if not structured or not reply.startswith("{"):
+            return reply
+        verdict = json.loads(reply)
+        verdict["states_requirements"] = "no" if "[unstated]" in second else "yes"
+        return json.dumps(verdict)
+
+    def answer(self, instruction: str) -> str | tuple[str, str]:
+        with self.lock:
+            self.answers[instruction] += 1
+            attempt = self.answers[instruction]
+        if "Also consider" in instruction or "(v" not in instruction:
+            plain = super().answer(instruction)
+            if isinstance(plain, tuple) or not self.length:
+                return plain
+            return " ".join([plain, *[_PLAIN] * (self.length // 16)])
+        meet = attempt > self.fail_first and meets(instruction, attempt, self.pass_rate)
+        return constrained_answer(instruction, meet=meet, length=self.length)
 
 
 def kind_of(body: dict[str, Any]) -> str:

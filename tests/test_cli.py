@@ -101,6 +101,7 @@ VALUES = {
     "seed_format": "csv",
     "dedup_method": "minhash",
     "base_url": "http://127.0.0.1:9/v1",
+    "constraint_ids": "punctuation:no_comma",
 }
 
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from evol.elimination import EliminationRules
 from evol.llm import BackendSettings, GenerationParams
-from evol.operations import parse_weights
+from evol.operations import VERIFIABLE, parse_weights
 from evol.records import MAX_GENERATIONS
 from evol.seeds import SeedFormat, SeedOptions, Shard
 
@@ -149,6 +149,13 @@ class RunConfig(Connection):
         None,
         description="the judge model checks each answer does its task; None: on with a judge_model",
     )
+    # Verifiable constraints (#26): used by add_verifiable_constraint and the records it makes.
+    constraint_ids: list[str] | None = Field(
+        None, description="the IFEval ids add_verifiable_constraint draws from; None: all"
+    )
+    answer_attempts: int = Field(
+        3, ge=0, description="answers drawn again, at most, after one fails a constraint"
+    )
 
     rpm: float | None = Field(None, gt=0, description="requests per minute; None: no cap")
     tpm: float | None = Field(None, gt=0, description="tokens per minute; None: no cap")
@@ -161,6 +168,11 @@ class RunConfig(Connection):
         if self.answer_check is not None:
             return self.answer_check
         return self.judge_model is not None and self.rules.judge
+
+    @property
+    def verifiable(self) -> bool:
+        """Whether evolutions may add verifiable constraints (add_verifiable_constraint)."""
+        return VERIFIABLE in self.operations
 
     @property
     def seed_options(self) -> SeedOptions:

@@ -35,13 +35,14 @@ import shutil
 import stat
 import string
 import tempfile
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from evol.errors import EvolError
+from evol.errors import EvolError, UsageError
 
 VERIFY_EXTRA = "pip install 'evol[verify]'"
 COMPARISON = ("less than", "at least")  # IFEval's two relations, in its order
@@ -232,6 +233,13 @@ def _languages() -> list[str]:
     return sorted(instructions_util.LANGUAGE_CODES)
 
 
+def language_name(code: str) -> str:
+    """IFEval's name of a language code ("mr" -> "Marathi"), as its description writes it."""
+    from if_verifiable.ifeval import instructions_util
+
+    return str(instructions_util.LANGUAGE_CODES[code])
+
+
 def _nth_paragraph(rng: random.Random) -> dict[str, Any]:
     paragraphs = rng.randint(1, PARAGRAPHS)
     return {
@@ -302,14 +310,33 @@ KWARGS_SCHEMA: dict[str, Callable[[random.Random], dict[str, Any]]] = {
 }
 
 
-def pick(rng: random.Random, carried: Iterable[Constraint]) -> Constraint | None:
-    """A constraint drawn by `rng` that contradicts none of `carried`; None when every id
-    conflicts with one of them. The same `rng` state and `carried` give the same constraint."""
+def parse_ids(spec: str | None) -> list[str] | None:
+    """`--constraint-ids a,b` as the ids it names (None: every id evol draws); an id evol
+    does not draw is refused, naming those it does."""
+    if spec is None or not spec.strip():
+        return None
+    ids = list(dict.fromkeys(part.strip() for part in spec.split(",") if part.strip()))
+    for instruction_id in ids:
+        if instruction_id not in KWARGS_SCHEMA:
+            raise UsageError(
+                f"--constraint-ids: unknown id {instruction_id!r}; known: "
+                f"{', '.join(sorted(KWARGS_SCHEMA))}"
+            )
+    return sorted(ids)
+
+
+def pick(
+    rng: random.Random, carried: Iterable[Constraint], ids: Iterable[str] | None = None
+) -> Constraint | None:
+    """A constraint drawn by `rng` from `ids` (None: every id evol draws) that contradicts
+    none of `carried`; None when every id conflicts with one of them. The same `rng` state,
+    `carried` and `ids` give the same constraint."""
     carried = list(carried)
     table = conflict_table()
-    ids = [i for i in sorted(KWARGS_SCHEMA) if not any(c.id in table[i] for c in carried)]
-    rng.shuffle(ids)
-    for instruction_id in ids:
+    pool = sorted(KWARGS_SCHEMA if ids is None else set(ids))
+    open_ids = [i for i in pool if not any(c.id in table[i] for c in carried)]
+    rng.shuffle(open_ids)
+    for instruction_id in open_ids:
         candidate = Constraint(id=instruction_id, kwargs=KWARGS_SCHEMA[instruction_id](rng))
         if _never_met(candidate):
             continue
@@ -494,9 +521,20 @@ def _case_clash(a: Constraint, b: Constraint) -> bool:
 # -- checking -----------------------------------------------------------------------------------
 
 
+# langdetect's seed and its lazily loaded profiles are process-wide: one check at a time, so
+# that checks in worker threads (the engine's) give what one thread would.
+_CHECKING = threading.Lock()
+
+
 def check(answer: str, constraints: Iterable[Constraint]) -> list[ConstraintVerdict]:
     """Each constraint's verdict on `answer`, strict and loose, as IFEval's evaluation gives
-    them (an empty answer meets nothing). Every constraint is validated first."""
+    them (an empty answer meets nothing). Every constraint is validated first. Safe to call
+    from several threads: they take turns."""
+    with _CHECKING:
+        return _check(answer, list(constraints))
+
+
+def _check(answer: str, constraints: list[Constraint]) -> list[ConstraintVerdict]:
     built = [(c, _checker(c)) for c in constraints]
     _seed_langdetect()
     strict = [_follows(c, checker, answer) for c, checker in built]

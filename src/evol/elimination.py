@@ -12,7 +12,9 @@ detail that names the phrase, signal or figure that fired).
   They read short answers only (under 80 words): a long answer that opens "Sure!" and ends by
   offering more is a real answer.
 - From the engine: `truncated` (finish_reason "length"), `too_long`, `rejected`,
-  `judge_unclear`; the optional `duplicate` rule lives in `evol.dedup`.
+  `judge_unclear`; the optional `duplicate` rule lives in `evol.dedup`; and with verifiable
+  constraints (`evol.wording`, `evol.constraints`) `constraint_lost`, `constraint_unmet` and
+  `no_constraint_left`.
 
 Words are counted with `evol.textstats.words`, as `evol stats` counts them.
 """
@@ -51,6 +53,11 @@ class Reason(StrEnum):
     TOO_LONG = "too_long"
     REJECTED = "rejected"
     DUPLICATE = "duplicate"
+    # Verifiable constraints (#26): the rewrite no longer states one it carries; no answer in
+    # --answer-attempts more met them all; every constraint left contradicts the lineage's.
+    CONSTRAINT_LOST = "constraint_lost"
+    CONSTRAINT_UNMET = "constraint_unmet"
+    NO_CONSTRAINT_LEFT = "no_constraint_left"
 
 
 class Verdict(StrEnum):

@@ -2,7 +2,10 @@
 
 Each seed's lineage is one task that runs its rounds in order: evolve the tip, clean the reply
 and check it for free, then ask the judge, then (only for a rewrite the judge let through)
-the answer, then apply the answer's rules (`parallel_judge`: answer and judge at once). Lineages
+the answer, then apply the answer's rules (`parallel_judge`: answer and judge at once). A
+record that carries verifiable constraints (#26) is also checked for free to still state them
+(`evol.wording`), and its answer by code (`evol.constraints.check`): on a failure, up to
+--answer-attempts more answers are drawn, each its own journalled call. Lineages
 run side by side with no barrier between rounds; one adaptive limit bounds the requests in
 flight (halved on 429, see `evol.limits`), the --rpm/--tpm budget paces them, and one retry
 policy wraps every request. Results go to the store as soon as they exist.
@@ -18,12 +21,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from evol.cleaning import Cleaned, clean_reply, clean_rewrite
 from evol.config import RunConfig
+from evol.constraints import Constraint, check, describe, from_record, pick
 from evol.elimination import EliminationRules, Failure, Reason, Verdict, check_answer, check_rewrite
 from evol.errors import ContextLengthExceeded, most_telling
 from evol.journal import CallJournal
 from evol.judging import (
     ANSWER_CHECK,
     ANSWER_CHECK_FORMAT,
+    VERDICT_CONSTRAINT_FORMAT,
     VERDICT_FORMAT,
     AnswerCheck,
     Judgement,
@@ -40,11 +45,12 @@ from evol.llm.dispatch import (
     CallWaiting,
     Dispatcher,
 )
-from evol.operations import BREADTH, choose_operation
+from evol.operations import BREADTH, VERIFIABLE, choice_rng, choose_operation
 from evol.prompts import PromptSet
 from evol.records import EliminatedRecord, Record, TokenUsage, compose
 from evol.seeds import Seed
 from evol.store import RunStore
+from evol.wording import judged, unstated
 
 if TYPE_CHECKING:  # numpy, which the duplicate rule needs, loads only when the rule is on
     from evol.dedup import DuplicateIndex
@@ -117,7 +123,7 @@ class Engine:
         self.backend, self.prompts, self.store = backend, prompts, store
         self.journal, self.lineages = journal, lineages
         self.models, self.config = models, config
-        self.leaks = prompts.leak_detector()
+        self.leaks = prompts.leak_detector(config.operations)
         self.pool = pool  # the kept instructions, when the duplicate rule is on
         self.on_step = on_step or (lambda: None)
         self.stats = EngineStats()
@@ -138,6 +144,8 @@ class Engine:
             "judge": (models.judge, _with_format(judge, VERDICT_FORMAT)),
             ANSWER_CHECK: (models.judge, _with_format(judge, ANSWER_CHECK_FORMAT)),
         }
+        # The judge of a rewrite with unworded constraints: its schema asks about them too.
+        self._constraint_judge = _with_format(judge, VERDICT_CONSTRAINT_FORMAT)
 
     async def run(self, seeds: Iterable[Seed]) -> EngineStats:
         """Evolve every seed; returns when all lineages are done or have failed."""
@@ -207,8 +215,9 @@ class Engine:
     async def _evolve_once(self, seed: Seed, tip: Tip, round_: int) -> Tip:
         """One round for one lineage; returns the lineage's tip afterwards."""
         operation = choose_operation(self.config.operations, self.config.seed, tip.id, round_)
-        # An in-depth rewrite keeps its parent's input; a breadth one is a new instruction.
-        child_input = "" if operation == BREADTH else tip.input
+        # An in-depth rewrite keeps its parent's input and constraints; a breadth one is a new
+        # instruction.
+        breadth = operation == BREADTH
         draft = Record(
             id=f"{tip.id}.{round_}",
             parent_id=tip.id,
@@ -217,10 +226,13 @@ class Engine:
             round=round_,
             operation=operation,
             instruction="",
-            input=child_input,
+            input="" if breadth else tip.input,
             output=None,
+            constraints=None if breadth else tip.constraints,
         )
         try:
+            if operation == VERIFIABLE:
+                self._add_constraint(draft)
             await self._evolve(draft, tip)
             await self._answer_and_judge(draft, tip)
         except _Eliminated as failed:
@@ -229,11 +241,33 @@ class Engine:
         self.store.add(draft)
         if self.pool is not None:
             self.pool.add(draft.id, seed.id, draft.instruction)
-        return Tip(draft.id, draft.instruction, draft.input, draft.generation)
+        return Tip(draft.id, draft.instruction, draft.input, draft.generation, draft.constraints)
+
+    def _add_constraint(self, draft: Record) -> None:
+        """Draw the constraint `draft` adds, from (--seed, its id, its generation), among those
+        that contradict none its lineage carries; none left eliminates it, for free."""
+        carried = from_record(draft.constraints or [])
+        rng = choice_rng(self.config.seed, draft.id, draft.generation, "constraint")
+        added = pick(rng, carried, self.config.constraint_ids)
+        if added is None:
+            pool = ", ".join(self.config.constraint_ids or ["every id"])
+            held = ", ".join(c.id for c in carried)
+            raise _Eliminated(
+                Failure(
+                    Reason.NO_CONSTRAINT_LEFT,
+                    f"each constraint of {pool} contradicts one the lineage carries ({held})",
+                )
+            )
+        draft.constraints = [*(draft.constraints or []), added.model_dump(mode="json")]
 
     async def _evolve(self, draft: Record, tip: Tip) -> None:
         """Ask for the rewrite, clean it, and run the checks that cost nothing."""
-        prompt = self.prompts.evolve_prompt(draft.operation or "", tip.instruction, draft.input)
+        added = (
+            describe(from_record(draft.constraints)[-1]) if draft.operation == VERIFIABLE else ""
+        )
+        prompt = self.prompts.evolve_prompt(
+            draft.operation or "", tip.instruction, draft.input, added
+        )
         evolved = await self._call("evolve", _user(prompt), draft)
         cleaned, failure = await _read(
             evolved.text, lambda text: self._read_rewrite(text, draft, tip)
@@ -251,7 +285,10 @@ class Engine:
         """The rewrite in `reply` cleaned, and the first free check it fails."""
         cleaned = clean_rewrite(reply, draft.input)
         rules, operation = self.config.rules, draft.operation
-        return cleaned, check_rewrite(tip.instruction, cleaned.text, rules, self.leaks, operation)
+        failure = check_rewrite(tip.instruction, cleaned.text, rules, self.leaks, operation)
+        if failure is None and draft.constraints:
+            failure = _unstated(cleaned.text, from_record(draft.constraints))
+        return cleaned, failure
 
     async def _answer_and_judge(self, draft: Record, tip: Tip) -> None:
         """The verdict, then the answer (no answer is paid for a rewrite the judge rejects);
@@ -269,15 +306,20 @@ class Engine:
             self._judged(draft, judgement, replies)
             if answer_failure:
                 raise _Eliminated(answer_failure)
+        if draft.constraints:
+            await self._meet_constraints(draft)
         if self.config.checks_answers:
             await self._check_answer(draft)
 
-    async def _answer(self, record: Record, *, check: bool = True) -> Failure | None:
-        """Answer `record`'s instruction into it; the answer rules' failure, raised or returned."""
+    async def _answer(
+        self, record: Record, *, check: bool = True, key: str | None = None
+    ) -> Failure | None:
+        """Answer `record`'s instruction into it; the answer rules' failure, raised or returned.
+        `key` names a further answer to the same instruction in the journal ("answer_2")."""
         messages = _user(compose(record.instruction, record.input))
         if self.config.system_prompt:
             messages = [{"role": "system", "content": self.config.system_prompt}, *messages]
-        answered = await self._call("answer", messages, record)
+        answered = await self._call("answer", messages, record, journal_as=key)
         rules = self.config.rules
         cleaned, answer_failure = await _read(
             answered.text, lambda text: _read_answer(text, record.instruction, rules)
@@ -289,15 +331,50 @@ class Engine:
             raise _Eliminated(failure)
         return failure
 
+    async def _meet_constraints(self, draft: Record) -> None:
+        """Check the answer against `draft`'s constraints by code; while it fails one, draw
+        another (at most --answer-attempts more, each a call of its own in the journal:
+        answer_2, answer_3...) and keep the first that meets them all. The attempts, the first
+        failed answer and the failures per id go into the record, kept or eliminated."""
+        constraints = from_record(draft.constraints)
+        attempts, unmet, rejected = 1, Counter[str](), None
+        try:
+            while failed := await asyncio.to_thread(_failed_ids, draft.output or "", constraints):
+                unmet.update(failed)
+                rejected = draft.output if rejected is None else rejected
+                if attempts > self.config.answer_attempts:
+                    tally = ", ".join(f"{cid} {unmet[cid]} of {attempts}" for cid in sorted(unmet))
+                    raise _Eliminated(
+                        Failure(
+                            Reason.CONSTRAINT_UNMET,
+                            f"no answer of {attempts} met {', '.join(failed)} (failed: {tally})",
+                        )
+                    )
+                attempts += 1
+                await self._answer(draft, key=f"answer_{attempts}")
+        finally:
+            draft.attempts = attempts
+            if rejected is not None:
+                draft.rejected_output, draft.unmet = rejected, dict(sorted(unmet.items()))
+
     async def _verdict(self, draft: Record, tip: Tip) -> tuple[Judgement, list[str]]:
-        """Ask the judge whether the rewrite equals its parent and is an instruction at all;
-        once more if it gave no verdict."""
-        prompt = self.prompts.judge_prompt(
-            compose(tip.instruction, tip.input), compose(draft.instruction, draft.input)
+        """Ask the judge whether the rewrite equals its parent and is an instruction at all
+        (and, when it carries constraints no rule reads, whether it still states them); once
+        more if it gave no verdict."""
+        first_text, second_text = (
+            compose(tip.instruction, tip.input),
+            compose(draft.instruction, draft.input),
         )
+        asked = judged(from_record(draft.constraints or []))
+        params = self._constraint_judge if asked else None
+        if asked:
+            requirements = [describe(c) for c in asked]
+            prompt = self.prompts.judge_constraint_prompt(first_text, second_text, requirements)
+        else:
+            prompt = self.prompts.judge_prompt(first_text, second_text)
         messages = _user(prompt)
-        first = await self._call("judge", messages, draft)
-        reply, judgement = await _read(first.text, _judgement_reader(first))
+        first = await self._call("judge", messages, draft, params=params)
+        reply, judgement = await _read(first.text, _judgement_reader(first, bool(asked)))
         replies = [reply]
         if judgement.verdict == Verdict.UNCLEAR:
             follow_up: list[Message] = [
@@ -305,8 +382,10 @@ class Engine:
                 {"role": "assistant", "content": first.text},
                 {"role": "user", "content": self.prompts.judge_again()},
             ]
-            again = await self._call("judge", follow_up, draft, journal_as="judge_again")
-            reply, judgement = await _read(again.text, _judgement_reader(again))
+            again = await self._call(
+                "judge", follow_up, draft, journal_as="judge_again", params=params
+            )
+            reply, judgement = await _read(again.text, _judgement_reader(again, bool(asked)))
             replies.append(reply)
         self.stats.judged["judge", judgement.form] += 1
         return judgement, replies
@@ -349,14 +428,22 @@ class Engine:
         )
 
     async def _call(
-        self, role: str, messages: list[Message], record: Record, *, journal_as: str | None = None
+        self,
+        role: str,
+        messages: list[Message],
+        record: Record,
+        *,
+        journal_as: str | None = None,
+        params: GenerationParams | None = None,
     ) -> Completion:
-        """One request through the dispatcher, its tokens added to `record`'s usage.
+        """One request through the dispatcher, its tokens added to `record`'s usage; `params`
+        replace the role's own (the judge's schema for constraints).
 
         A call that still fails ends the lineage for this run (`_ItemFailed`), a refusal
         eliminates the step; fatal errors stop the run.
         """
-        model, params = self._roles[role]
+        model, role_params = self._roles[role]
+        params = params or role_params
         request = LLMRequest(messages, model, params, role, record.id, journal_as)
         try:
             completion = await self.calls.complete(request)
@@ -401,18 +488,33 @@ def _read_answer(
     return cleaned, check_answer(instruction, cleaned.text, rules)
 
 
+def _unstated(instruction: str, constraints: list[Constraint]) -> Failure | None:
+    """The first constraint `instruction` no longer states (lost or garbled), as a failure."""
+    for constraint in constraints:
+        if why := unstated(instruction, constraint):
+            return Failure(Reason.CONSTRAINT_LOST, f"{constraint.id}: {why}")
+    return None
+
+
+def _failed_ids(answer: str, constraints: list[Constraint]) -> list[str]:
+    """The ids of the constraints `answer` fails, as IFEval's strict check says."""
+    return [v.constraint.id for v in check(answer, constraints) if not v.strict]
+
+
 def _with_format(params: GenerationParams, response_format: dict[str, Any]) -> GenerationParams:
     # Built anew, not model_copy'd: a copy would keep the original's cached `request`.
     return GenerationParams(**params.model_dump(), response_format=response_format)
 
 
-def _judgement_reader(completion: Completion) -> Callable[[str], tuple[str, Judgement]]:
+def _judgement_reader(
+    completion: Completion, states_asked: bool = False
+) -> Callable[[str], tuple[str, Judgement]]:
     """Reads the judge's reply: cleaned, and what it says (nothing, if cut inside its JSON)."""
     cut = completion.finish_reason == "length"
 
     def read(reply: str) -> tuple[str, Judgement]:
         text = clean_reply(reply).text
-        return text, read_judgement(text, cut=cut)
+        return text, read_judgement(text, cut=cut, states_asked=states_asked)
 
     return read
 

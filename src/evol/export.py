@@ -9,9 +9,13 @@ Shapes (`shape`, `--format`):
     ifeval       {"key", "prompt", "instruction_id_list", "kwargs", "response"}: IFEval's input
                  rows (google-research, lm-eval, NeMo Gym read the first four), plus the answer
     rlvr         {"messages": [..., user, assistant], "ground_truth", "dataset": "ifeval"}
+    dpo          {"prompt", "chosen", "rejected"}: TRL's standard preference rows
 
 ifeval and rlvr write the records that carry verifiable `constraints` (see evol.constraints)
-and count the others left out. rlvr follows open-instruct's `ifeval` verifier, the one its
+and count the others left out. dpo writes the records whose answer met their constraints after
+an earlier one failed them: `chosen` is the kept answer, `rejected` the first that failed
+(`rejected_output`), both to the same `prompt`; it counts the others left out (no pair). Like
+ifeval it has no system turn. rlvr follows open-instruct's `ifeval` verifier, the one its
 current IF datasets use: `ground_truth` is a list holding {"instruction_id": [...], "kwargs":
 [...]}, read with ast.literal_eval. The older allenai/RLVR-IFeval rows (one constraint each,
 as {"func_name": ...} of open-instruct's own functions, its `ifeval_old` verifier) cannot hold
@@ -60,7 +64,14 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import orjson
-from pydantic import BaseModel, Field, ValidationError, computed_field
+from pydantic import (
+    BaseModel,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    computed_field,
+    model_serializer,
+)
 
 from evol.constraints import from_record, ground_truth, ifeval_columns
 from evol.errors import RunDirError, UsageError
@@ -69,9 +80,13 @@ from evol.manifest import Manifest, load_manifest
 from evol.records import compose
 from evol.store import generation_files, read_records, refuse_run_state
 
-ExportFormat = Literal["alpaca", "sharegpt", "openai-chat", "jsonl", "ifeval", "rlvr"]
+ExportFormat = Literal["alpaca", "sharegpt", "openai-chat", "jsonl", "ifeval", "rlvr", "dpo"]
 # The shapes made of verifiable constraints: records without them are left out.
 CONSTRAINED_SHAPES = ("ifeval", "rlvr")
+# The shape made of a passing and a failing answer: records without both are left out.
+PAIRED_SHAPES = ("dpo",)
+# What `evol export` writes and `evol select` does not (a selection is of records, not pairs).
+EXPORT_ONLY_SHAPES = (*CONSTRAINED_SHAPES, *PAIRED_SHAPES)
 FileFormat = Literal["jsonl", "json", "parquet"]
 
 # Rows per Parquet row group (and per batch written to any file): a few MB of text at a time.
@@ -100,6 +115,16 @@ class ExportResult(BaseModel):
     parts: list[ExportPart]
     left_out_without_output: int
     left_out_without_constraints: int = 0
+    left_out_without_pair: int = Field(
+        0, description="dpo: records without a failed answer before the kept one"
+    )
+
+    @model_serializer(mode="wrap")
+    def _pairs_for_dpo(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if self.shape not in PAIRED_SHAPES:
+            data.pop("left_out_without_pair", None)  # the other shapes print as they did
+        return data
 
     @computed_field
     @property
@@ -189,6 +214,8 @@ def shape_record(record: dict[str, Any], shape: ExportFormat, system: str | None
         }
         return row | {"system": system} if system else row
     user = compose(record["instruction"], record.get("input") or "")
+    if shape == "dpo":
+        return {"prompt": user, "chosen": record["output"], "rejected": record["rejected_output"]}
     if shape == "ifeval":
         columns = ifeval_columns(from_record(record["constraints"]))
         return {"key": record["id"], "prompt": user, **columns, "response": record["output"]}
@@ -249,7 +276,8 @@ def export_run(
             generations,
             stack,
             fields=records_to_parquet,
-            constrained=shape in CONSTRAINED_SHAPES,
+            constrained=shape in EXPORT_ONLY_SHAPES,
+            paired=shape in PAIRED_SHAPES,
         )
         members = _members(scan, fractions, seed)
         if shuffle:
@@ -281,12 +309,13 @@ def export_run(
         parts=parts,
         left_out_without_output=scan.left_out,
         left_out_without_constraints=scan.left_out_unconstrained,
+        left_out_without_pair=scan.left_out_unpaired,
     )
 
 
 def _system_turn(manifest: Manifest, shape: ExportFormat, option: str | None) -> str | None:
     """The system prompt to write: the option's, else the run's; "" and None mean none."""
-    if shape in ("jsonl", "ifeval"):
+    if shape in ("jsonl", "ifeval", "dpo"):
         if option:
             what = "writes evol's records as they are" if shape == "jsonl" else "has no system turn"
             raise UsageError(
@@ -381,6 +410,7 @@ class _Scan:
     sizes: list[int] = field(default_factory=list)  # records per lineage
     left_out: int = 0
     left_out_unconstrained: int = 0
+    left_out_unpaired: int = 0
     # evol's records to Parquet: the top-level fields in order, and each (field, type) seen.
     fields: dict[str, None] | None = None
     field_types: set[tuple[str, type]] = field(default_factory=set)
@@ -425,9 +455,11 @@ def _scan(
     *,
     fields: bool,
     constrained: bool = False,
+    paired: bool = False,
 ) -> _Scan:
     """First pass: check every kept record and note where the exported ones lie (with
-    `constrained`, only those with verifiable constraints, which are checked here)."""
+    `constrained`, only those with verifiable constraints, which are checked here; with
+    `paired`, only those with a failed answer beside the kept one)."""
     scan = _Scan(fields={} if fields else None)
     for path in generation_files(run_dir):
         fp = stack.enter_context(open_to_read(path))
@@ -440,6 +472,9 @@ def _scan(
                 continue
             if constrained and not _has_constraints(record, path, number):
                 scan.left_out_unconstrained += 1
+                continue
+            if paired and not isinstance(record.get("rejected_output"), str):
+                scan.left_out_unpaired += 1
                 continue
             scan.add(len(scan.files) - 1, offset, length, record)
     return scan
@@ -544,6 +579,8 @@ def _parquet_schema(shape: ExportFormat, system: str | None, columns: dict[str, 
         )
     if shape == "openai-chat":
         return pa.schema([("messages", pa.list_(pa.struct([("role", text), ("content", text)])))])
+    if shape == "dpo":
+        return pa.schema([(name, text) for name in ("prompt", "chosen", "rejected")])
     if shape == "rlvr":
         turns = pa.list_(pa.struct([("role", text), ("content", text)]))
         return pa.schema([("messages", turns), ("ground_truth", text), ("dataset", text)])

@@ -41,6 +41,10 @@ class Fingerprint(BaseModel):
     answer_check: bool | None = None
     answer_seeds: bool | None = None
     shard: str | None = None
+    # Verifiable constraints' options: None in a run that draws none (add_verifiable_constraint
+    # not among its operations), as in one made before they existed.
+    constraint_ids: list[str] | None = None
+    answer_attempts: int | None = None
 
     @classmethod
     def of(
@@ -59,7 +63,7 @@ class Fingerprint(BaseModel):
             seed_fields=[config.instruction_field, config.input_field, config.output_field],
             seed=config.seed,
             operations=dict(sorted(config.operations.items())),
-            prompts_digest=prompts.digest(),
+            prompts_digest=prompts.digest(config.operations),
             backend=backend,
             models=dict(models),
             generation_params={role: params.to_request() for role, params in config.params},
@@ -68,6 +72,8 @@ class Fingerprint(BaseModel):
             answer_check=config.checks_answers,
             answer_seeds=config.answer_seeds,
             shard=str(config.shard) if config.shard else None,
+            constraint_ids=config.constraint_ids if config.verifiable else None,
+            answer_attempts=config.answer_attempts if config.verifiable else None,
         )
 
     def differences(self, other: Fingerprint) -> dict[str, tuple[object, object]]:
@@ -96,6 +102,8 @@ FLAGS: dict[str, str] = {
     "answer_check": "--answer-check",
     "answer_seeds": "--answer-seeds",
     "shard": "--shard",
+    "constraint_ids": "--constraint-ids",
+    "answer_attempts": "--answer-attempts",
 }
 
 # Format 1's keys, frozen: they are what run.json files written before format 2 hold, whatever
@@ -115,6 +123,8 @@ V1_KEYS: dict[str, str] = {
     "--answer-check": "answer_check",
     "--answer-seeds": "answer_seeds",
     "--shard": "shard",
+    "--constraint-ids": "constraint_ids",
+    "--answer-attempts": "answer_attempts",
 }
 
 

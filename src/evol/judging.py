@@ -69,6 +69,20 @@ VERDICT_SCHEMA: dict[str, Any] = {
     "required": ["reason", "second_is", "verdict"],
     "additionalProperties": False,
 }
+# For a rewrite that carries constraints no rule can read (`evol.wording.UNWORDED`): the judge
+# also says whether it still asks for each of them. Other rewrites are asked as they always were.
+STATES = ("yes", "no")
+VERDICT_CONSTRAINT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "reason": {"type": "string"},
+        "second_is": VERDICT_SCHEMA["properties"]["second_is"],
+        "states_requirements": {"type": "string", "enum": list(STATES)},
+        "verdict": VERDICT_SCHEMA["properties"]["verdict"],
+    },
+    "required": ["reason", "second_is", "states_requirements", "verdict"],
+    "additionalProperties": False,
+}
 ANSWER_CHECK_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -87,6 +101,7 @@ def response_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 VERDICT_FORMAT = response_format("verdict", VERDICT_SCHEMA)
+VERDICT_CONSTRAINT_FORMAT = response_format("verdict", VERDICT_CONSTRAINT_SCHEMA)
 ANSWER_CHECK_FORMAT = response_format(ANSWER_CHECK, ANSWER_CHECK_SCHEMA)
 
 
@@ -98,10 +113,14 @@ class Judgement:
     second_is: str | None  # None: not said (a prose reply)
     reason: str
     form: Form
+    # Asked only of a rewrite with unworded constraints: whether it still states them all
+    # (None: not asked, or not said).
+    states: bool | None = None
 
     def failure(self, reply: str, *, instruction_check: bool = True) -> Failure | None:
-        """Why the rewrite fails, if it does: equal to its parent, or (`instruction_check`)
-        not an instruction. `reply` is the judge's text, shown for a verdict of equal."""
+        """Why the rewrite fails, if it does: equal to its parent, (`instruction_check`) not
+        an instruction, or (asked of it) no longer stating its constraints. `reply` is the
+        judge's text, shown for a verdict of equal."""
         if self.verdict == Verdict.EQUAL:
             said = self.reason if self.form == "schema" else reply
             return Failure(Reason.NO_INFORMATION_GAIN, f"the judge found it equal: {said!r}")
@@ -109,6 +128,11 @@ class Judgement:
             said = f": {self.reason!r}" if self.reason else ""
             problem = REWRITE_PROBLEMS[self.second_is]
             return Failure(Reason.NOT_AN_INSTRUCTION, f"the judge says {problem}{said}")
+        if self.states is False:
+            said = f": {self.reason!r}" if self.reason else ""
+            return Failure(
+                Reason.CONSTRAINT_LOST, f"the judge says it no longer states a requirement{said}"
+            )
         return None
 
 
@@ -142,8 +166,11 @@ def _choice(value: Any) -> Any:
 class _VerdictReply(_Reply):
     verdict: Literal["equal", "different"]
     second_is: Literal["instruction", "talks_to_user", "answer", "echoed_input", "missing_part"]
+    states_requirements: Literal["yes", "no"] | None = None
 
-    _choices = field_validator("verdict", "second_is", mode="before")(_choice)
+    _choices = field_validator("verdict", "second_is", "states_requirements", mode="before")(
+        _choice
+    )
 
 
 class _AnswerCheckReply(_Reply):
@@ -157,13 +184,16 @@ class _AnswerCheckReply(_Reply):
 _ReplyT = TypeVar("_ReplyT", bound=_Reply)
 
 
-def read_judgement(reply: str, *, cut: bool = False) -> Judgement:
+def read_judgement(reply: str, *, cut: bool = False, states_asked: bool = False) -> Judgement:
     """The verdict in `reply`: the JSON asked for, else read as prose (`parse_verdict`).
     A reply `cut` at the token limit without a whole object holds no verdict: the reason comes
-    first, and its words ("the same as the first but adds...") are no verdict of their own."""
+    first, and its words ("the same as the first but adds...") are no verdict of their own.
+    Whether the rewrite states its requirements is read only when `states_asked`."""
     if (found := _json_object(reply, _VerdictReply)) is not None:
         verdict = Verdict.EQUAL if found.verdict == "equal" else Verdict.DIFFERENT
-        return Judgement(verdict, found.second_is, _shown(found.reason), "schema")
+        said = found.states_requirements if states_asked else None
+        states = None if said is None else said == "yes"
+        return Judgement(verdict, found.second_is, _shown(found.reason), "schema", states)
     return Judgement(Verdict.UNCLEAR if cut else parse_verdict(reply), None, "", "prose")
 
 

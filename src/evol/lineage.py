@@ -20,6 +20,7 @@ class Tip:
     instruction: str
     input: str
     generation: int
+    constraints: list[dict[str, Any]] | None = None  # what its evolutions carry on (#26)
 
 
 @dataclass(slots=True)
@@ -50,7 +51,11 @@ class LineageIndex:
             progress.tip is None or record["generation"] > progress.tip.generation
         ):
             progress.tip = Tip(
-                record["id"], record["instruction"], record.get("input", ""), record["generation"]
+                record["id"],
+                record["instruction"],
+                record.get("input", ""),
+                record["generation"],
+                record.get("constraints"),
             )
         if progress.rounds_done >= self.generations and progress.tip is not None:
             # A finished lineage is never evolved again: keep its position, drop its text.

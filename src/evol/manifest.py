@@ -261,8 +261,13 @@ def _judging(facts: RunFacts, previous: Manifest | None) -> JudgingPart:
     return JudgingPart(answer_check=facts.config.checks_answers, replies_read_as=read_as)
 
 
+# The config fields of verifiable constraints: in run.json for a run that draws them only.
+VERIFIABLE_CONFIG = {"constraint_ids", "answer_attempts"}
+
+
 def _public_config(config: RunConfig) -> dict[str, Any]:
-    data = config.model_dump(mode="json", exclude={"api_key"})
+    hidden = {"api_key"} | (set() if config.verifiable else VERIFIABLE_CONFIG)
+    data = config.model_dump(mode="json", exclude=hidden)
     data["base_urls"] = [display_url(url) for url in config.base_urls]
     return data
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, TypeGuard
 
 from evol.config import RunConfig
+from evol.constraints import instruction_classes
 from evol.counts import RunCounts
 from evol.engine import Engine, RoleModels
 from evol.errors import (
@@ -45,6 +46,7 @@ from evol.manifest import (
     record_failed_restart,
     write_manifest,
 )
+from evol.operations import VERIFIABLE
 from evol.oslimits import open_file_limit
 from evol.progress import Progress, ProgressCallback
 from evol.prompts import PromptSet
@@ -75,6 +77,7 @@ async def arun(
     started = time.monotonic()
     info = on_info or (lambda _message: None)
     prompts = PromptSet.load(config.prompts_dir)
+    check_verifiable(config)
     # A finished run is not read again: its seed file was checked whole when it ran, and the
     # fingerprint below proves it is the same file.
     seeds_digest = file_digest(config.seeds)
@@ -184,6 +187,18 @@ class _Start:
         manifest = build_manifest(facts, self.previous)
         write_manifest(config.out, manifest)
         return _summary_of(manifest)
+
+
+def check_verifiable(config: RunConfig) -> None:
+    """Refuse, before any call, what verifiable constraints need and lack: --constraint-ids
+    without the operation that draws them, the operation without the `verify` extra."""
+    if config.constraint_ids is not None and not config.verifiable:
+        raise UsageError(
+            f"--constraint-ids: only {VERIFIABLE} draws constraints: add --verifiable, or name "
+            f"{VERIFIABLE} in --operations"
+        )
+    if config.verifiable:
+        instruction_classes()  # loads the checkers, or says which extra to install
 
 
 def _configured_models(config: RunConfig) -> dict[str, str]:

@@ -1,8 +1,10 @@
 """`evol run --dry-run`: the calls a run would make and what they would cost, calling nothing.
 
 The figures are an upper bound: they assume every evolution is kept, so every round pays for
-an evolve, an answer and a judge call (and an answer check, when on); eliminations only save
-calls. Tokens are estimated from
+an evolve, an answer and a judge call (and an answer check, when on), and, when evolutions add
+verifiable constraints, 1 + --answer-attempts answers (the most rejection sampling draws; with
+answers that meet their constraints with probability p, about min(1/p, that) on average);
+eliminations only save calls. Tokens are estimated from
 word counts (about 4/3 tokens a word), and an existing run directory counts as work done.
 """
 
@@ -20,7 +22,7 @@ from evol.llm import choose_backend, missing_key_warning
 from evol.llm.local import default_model_path
 from evol.llm.pricing import BATCH_RATE, cost_usd, unit_prices
 from evol.llm.registry import batch_backend_name, runs_in_process
-from evol.pipeline import batch_settings
+from evol.pipeline import batch_settings, check_verifiable
 from evol.prompts import PromptSet
 from evol.seeds import iter_seeds, scan_seeds
 from evol.store import RunStore
@@ -67,6 +69,7 @@ def plan_run(
 ) -> RunPlan:
     """Count the calls `config` would still make, role by role, and estimate their cost."""
     prompts = PromptSet.load(config.prompts_dir)
+    check_verifiable(config)  # what the run would refuse, the plan refuses
     weights = config.operations
     scan = scan_seeds(config.seeds, config.seed_options)
     lineages = LineageIndex(config.generations)
@@ -74,6 +77,7 @@ def plan_run(
         RunStore(config.out, config.generations).scan(repair=False, also=[lineages.add])
     calls, prompt_tokens, completion_tokens = Counter(), Counter(), Counter()
     answer_tokens = config.params.answer.max_tokens or ANSWER_TOKENS
+    answers = 1 + config.answer_attempts if config.verifiable else 1  # per evolution, at most
     # The average operation template: the operation of a future round depends on what is kept.
     template_tokens = sum(
         estimate_tokens(prompts.evolve_prompt(name, "", "")) * weight
@@ -103,11 +107,12 @@ def plan_run(
             )
         for _ in range(progress.rounds_done, config.generations):
             child = instruction + GROWTH_TOKENS
-            calls.update(["evolve", "answer"])
+            calls["evolve"] += 1
+            calls["answer"] += answers
             prompt_tokens["evolve"] += round(template_tokens) + instruction
             completion_tokens["evolve"] += child
-            prompt_tokens["answer"] += child
-            completion_tokens["answer"] += answer_tokens
+            prompt_tokens["answer"] += child * answers
+            completion_tokens["answer"] += answer_tokens * answers
             if config.rules.judge:
                 calls["judge"] += 1
                 prompt_tokens["judge"] += judge_template + instruction + child

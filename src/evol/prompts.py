@@ -5,8 +5,10 @@ braces, `#`, `$` or anything that looks like a placeholder in a seed is copied v
 An operation names its slots `$instruction` and `$input`; `$input` receives the `input`
 template filled with the instruction's input, or nothing when there is none (so an empty input
 is never shown, and the evolver is told that the input goes along unchanged rather than asked
-to copy it). The judge's slots are `$first` and `$second`; `judge_again` is the follow-up turn
-when a verdict cannot be read. The answer check's slots are `$task` and `$reply`. `evol
+to copy it). `add_verifiable_constraint` also has `$constraint`, IFEval's wording of the
+constraint to add. The judge's slots are `$first` and `$second` (and `$requirements` in
+`judge_constraint`, asked of a rewrite whose constraints no rule can read); `judge_again` is the
+follow-up turn when a verdict cannot be read. The answer check's slots are `$task` and `$reply`. `evol
 score`'s prompts are here too (`score_*`, see `evol.scoring`); they are not part of a run's
 prompt digest. A literal dollar sign is written `$$`. Placeholders are checked on load.
 """
@@ -14,6 +16,7 @@ prompt digest. A literal dollar sign is written `$$`. Placeholders are checked o
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -21,12 +24,16 @@ from string import Template
 
 from evol.elimination import LeakDetector
 from evol.errors import PromptError, UsageError
-from evol.operations import OPERATIONS
+from evol.operations import OPERATIONS, VERIFIABLE
 
 JUDGE_PROMPT = "judge"
 JUDGE_AGAIN_PROMPT = "judge_again"
 ANSWER_CHECK_PROMPT = "answer_check"
 INPUT_PROMPT = "input"
+JUDGE_CONSTRAINT_PROMPT = "judge_constraint"
+# The verifiable operation's templates count in a run's digest and leak rule only when the run
+# uses it: a run that does not resumes, and eliminates, exactly as before they existed.
+VERIFIABLE_PROMPT_NAMES = (VERIFIABLE, JUDGE_CONSTRAINT_PROMPT)
 # The prompts of `evol run`: a resumed run must use the same ones (`PromptSet.digest`).
 RUN_PROMPT_NAMES = (
     *OPERATIONS,
@@ -34,6 +41,7 @@ RUN_PROMPT_NAMES = (
     JUDGE_AGAIN_PROMPT,
     ANSWER_CHECK_PROMPT,
     INPUT_PROMPT,
+    *VERIFIABLE_PROMPT_NAMES,
 )
 SCORE_DIFFICULTY = "score_difficulty"
 SCORE_QUALITY = "score_quality"
@@ -50,7 +58,9 @@ SCORE_PROMPT_NAMES = (
 PROMPT_NAMES = (*RUN_PROMPT_NAMES, *SCORE_PROMPT_NAMES)
 
 _SLOTS = {name: ({"instruction"}, {"instruction", "input"}) for name in OPERATIONS}
+_SLOTS[VERIFIABLE] = ({"instruction", "constraint"}, {"instruction", "input", "constraint"})
 _SLOTS[JUDGE_PROMPT] = ({"first", "second"}, {"first", "second"})
+_SLOTS[JUDGE_CONSTRAINT_PROMPT] = ({"first", "second", "requirements"},) * 2
 _SLOTS[JUDGE_AGAIN_PROMPT] = (set(), set())
 _SLOTS[ANSWER_CHECK_PROMPT] = ({"task", "reply"}, {"task", "reply"})
 _SLOTS[INPUT_PROMPT] = ({"input"}, {"input"})
@@ -59,6 +69,13 @@ _SLOTS[SCORE_QUALITY] = ({"task", "answer"}, {"task", "answer"})
 _SLOTS[SCORE_COMPLEXITY] = ({"count", "versions"}, {"count", "versions"})
 _SLOTS[SCORE_SINGLE_AGAIN] = (set(), {"maximum"})
 _SLOTS[SCORE_RANKING_AGAIN] = (set(), {"count"})
+
+
+def run_prompt_names(operations: Iterable[str] | None = None) -> tuple[str, ...]:
+    """The templates a run with `operations` may use; None: every run template."""
+    if operations is None or VERIFIABLE in operations:
+        return RUN_PROMPT_NAMES
+    return tuple(name for name in RUN_PROMPT_NAMES if name not in VERIFIABLE_PROMPT_NAMES)
 
 
 def default_prompt_dir() -> Path:
@@ -112,21 +129,31 @@ class PromptSet:
     def __getitem__(self, name: str) -> PromptTemplate:
         return self.templates[name]
 
-    def digest(self) -> str:
-        """A hash of every template's text: a resumed run must use the same prompts."""
+    def digest(self, operations: Iterable[str] | None = None) -> str:
+        """A hash of the text of every template a run with `operations` may use (None: all):
+        a resumed run must use the same prompts."""
         digest = hashlib.sha256()
-        for name in RUN_PROMPT_NAMES:
+        for name in run_prompt_names(operations):
             digest.update(f"{name}\0{self.templates[name].text}\0".encode())
         return digest.hexdigest()[:16]
 
-    def evolve_prompt(self, operation: str, instruction: str, input_text: str) -> str:
-        """The message that asks the evolver to apply `operation` to an instruction."""
+    def evolve_prompt(
+        self, operation: str, instruction: str, input_text: str, constraint: str = ""
+    ) -> str:
+        """The message that asks the evolver to apply `operation` to an instruction (and, for
+        add_verifiable_constraint, to ask for `constraint`)."""
         shown = self[INPUT_PROMPT].render(input=input_text) if input_text.strip() else ""
-        return self[operation].render(instruction=instruction, input=shown)
+        return self[operation].render(instruction=instruction, input=shown, constraint=constraint)
 
     def judge_prompt(self, first: str, second: str) -> str:
         """The message that asks the judge whether two instructions are equal."""
         return self[JUDGE_PROMPT].render(first=first, second=second)
+
+    def judge_constraint_prompt(self, first: str, second: str, requirements: list[str]) -> str:
+        """The judge's message for a rewrite with constraints no rule can read: the equality
+        question, and whether it still states each of `requirements`."""
+        listed = "\n".join(f"- {requirement}" for requirement in requirements)
+        return self[JUDGE_CONSTRAINT_PROMPT].render(first=first, second=second, requirements=listed)
 
     def judge_again(self) -> str:
         """The follow-up turn when the judge's first reply held no verdict."""
@@ -136,9 +163,11 @@ class PromptSet:
         """The message that asks the judge model whether an answer does its task."""
         return self[ANSWER_CHECK_PROMPT].render(task=task, reply=reply)
 
-    def leak_detector(self) -> LeakDetector:
-        """The prompt-leak rule for these templates (overrides included)."""
-        return LeakDetector.from_templates(self[name].text for name in RUN_PROMPT_NAMES)
+    def leak_detector(self, operations: Iterable[str] | None = None) -> LeakDetector:
+        """The prompt-leak rule for the templates a run with `operations` may use (None: all;
+        overrides included)."""
+        names = run_prompt_names(operations)
+        return LeakDetector.from_templates(self[name].text for name in names)
 
 
 def format_sources(prompts: PromptSet) -> str:

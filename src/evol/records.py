@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from evol.elimination import Reason, Verdict
 
 # The most rounds a run may have (--generations): no record's id has more suffixes.
 MAX_GENERATIONS = 100
+# The fields of a record with verifiable constraints, left out where they are None.
+CONSTRAINT_FIELDS = ("constraints", "attempts", "rejected_output", "unmet")
 
 
 def compose(instruction: str, input_text: str) -> str:
@@ -45,6 +47,26 @@ class Record(BaseModel):
     detail: str | None = Field(
         None, description="what cleaning took off the replies; for an elimination, why first"
     )
+    # Verifiable constraints (#26), written only on records that carry them: a record without
+    # keeps the shape it always had.
+    constraints: list[dict[str, Any]] | None = Field(
+        None, description="IFEval ids with their kwargs, the parent's and any new one"
+    )
+    attempts: int | None = Field(None, description="answers drawn until one met the constraints")
+    rejected_output: str | None = Field(
+        None, description="the first answer that failed a constraint (for DPO pairs)"
+    )
+    unmet: dict[str, int] | None = Field(
+        None, description="per constraint id, how many of the answers drawn failed it"
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_unset_constraints(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        for key in CONSTRAINT_FIELDS:
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class EliminatedRecord(Record):

@@ -6,7 +6,9 @@ every text as it is: math parsing is off (instructions hold `$`, `\\frac`, `\\le
 mathtext would choke on) and control characters are drawn as their escapes. Neither file is
 written into a run's own files nor through a link.
 What `evol score` left adds plots of its own (`SCORE_PLOT_NAMES`), each only when its figures
-are there, and the contamination check's share to the page's summary line.
+are there, and the contamination check's share to the page's summary line. A run whose records
+carry verifiable constraints adds the `constraints` plot (pass rate per constraint id, attempts
+per kept record) and a line of its figures.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from evol.terminal import printable
 OPERATION_HEAD_ROOM = 1.15
 PLOT_NAMES = ("instruction_length", "eliminations", "operations", "lineages")
 SCORE_PLOT_NAMES = ("difficulty", "operation_gain", "diversity")
+CONSTRAINT_PLOT = "constraints"
 LINEAGE_SAMPLE = 6
 
 
@@ -128,6 +131,8 @@ def draw_plots(stats: RunStats, lineages: list[list[Step]]) -> dict[str, bytes]:
         drawers["operation_gain"] = _gain_plot
     if any(g.distinct_1 is not None for g in stats.generations):
         drawers["diversity"] = _diversity_plot
+    if stats.constraints is not None:
+        drawers[CONSTRAINT_PLOT] = _constraint_plot
     images = {}
     # Every text is drawn as written: run text is not mathtext, whatever `$` it holds.
     with matplotlib.rc_context({"text.parse_math": False}):
@@ -313,6 +318,23 @@ def _diversity_plot(plt, stats: RunStats, _lineages):
     return figure
 
 
+def _constraint_plot(plt, stats: RunStats, _lineages):
+    found = stats.constraints
+    assert found is not None
+    figure, (rates, tries) = plt.subplots(1, 2, figsize=(9.6, 3.4), width_ratios=(3, 2))
+    ids = sorted(found.pass_rate, key=lambda cid: found.pass_rate[cid].rate)
+    rates.barh(
+        [printable(cid) for cid in ids], [found.pass_rate[c].rate for c in ids], color="#548235"
+    )
+    rates.set(title="Answers that met each constraint", xlim=(0, 1), xlabel="share of answers")
+    rates.tick_params(axis="y", labelsize=7)
+    counts = list(found.attempts)
+    tries.bar(counts, [found.attempts[n] for n in counts], color="#8fb3d9")
+    tries.set(title="Answers drawn per kept record", xlabel="answers", ylabel="records")
+    figure.tight_layout()
+    return figure
+
+
 def _plot_by_generation(axes, stats: RunStats, *series: tuple[str, str, str]) -> None:
     """One line per (field of GenerationStats, matplotlib style, label), over the generations
     that have a value."""
@@ -357,6 +379,13 @@ def _page(
             f" {report.flagged} of {report.checked} records ({report.share:.1%}) share "
             f"{report.ngram} words in a row with an evaluation set "
             f"({html.escape(', '.join(report.against))})."
+        )
+    if found := stats.constraints:
+        mean = "-" if found.attempts_mean is None else f"{found.attempts_mean:.2f}"
+        contamination += (
+            f" {found.kept} kept records carry verifiable constraints, each took {mean} answers "
+            f"on average; {found.lost} rewrites lost a constraint, {found.unmet} records met "
+            "them in no answer."
         )
     eliminated_file = run_dir / ELIMINATED
     figures = "\n".join(

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evol.contamination import read_contamination
 from evol.errors import UsageError
-from evol.export import CONSTRAINED_SHAPES, ExportFormat, write_rows
+from evol.export import EXPORT_ONLY_SHAPES, ExportFormat, write_rows
 from evol.metrics import record_file_sizes
 from evol.scoring import ScoreBook, kept_records, read_scores
 
@@ -64,7 +64,7 @@ class SelectSummary(BaseModel):
 
 def select_records(config: SelectConfig) -> SelectSummary:
     """Pick up to `config.budget` records of the run and write them to `config.out`."""
-    if config.shape in CONSTRAINED_SHAPES:
+    if config.shape in EXPORT_ONLY_SHAPES:
         raise UsageError(
             f"--format {config.shape}: evol select writes alpaca, sharegpt, openai-chat or "
             f"jsonl; evol export writes {config.shape}"

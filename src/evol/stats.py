@@ -5,7 +5,9 @@ names that run.json and the records carry. What `evol score` left in the run dir
 shown too, when it is there: scores per generation and per operation (scores.jsonl, read a
 second time with the records), diversity and drift (metrics.json), contamination
 (contamination.json), and the tokens of its calls as a row of the cost table. A run without
-them looks as it always did (in JSON, those keys are null).
+them looks as it always did (in JSON, those keys are null). A run whose records carry
+verifiable constraints (#26) gets their figures too (`constraints`, a key its JSON has only
+then): constraints per generation, the pass rate per constraint id, attempts per kept record.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from __future__ import annotations
 import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 from evol.contamination import Flagged, read_contamination
 from evol.counts import RunCounts
+from evol.elimination import Reason
 from evol.judging import model_role
 from evol.llm.pricing import BATCH_RATE, cost_usd, unit_prices
 from evol.manifest import load_manifest
@@ -84,6 +88,38 @@ class RoleCost(BaseModel):
     cost_usd: float | None = Field(description="None when no price is known for the model")
 
 
+class ConstraintGeneration(BaseModel):
+    """The kept records of one generation that carry verifiable constraints."""
+
+    records: int
+    constraints_mean: float
+    constraints_max: int
+    attempts_mean: float = Field(description="answers drawn per record, the kept one included")
+
+
+class ConstraintRate(BaseModel):
+    """How often the answers checked against one constraint id met it."""
+
+    answers: int = Field(description="answers checked against it")
+    met: int
+    rate: float
+
+
+class ConstraintStats(BaseModel):
+    """Verifiable constraints: what the records carry, and how often answers met them.
+
+    The pass rates count every answer drawn for a record that finished its sampling (kept, or
+    eliminated as constraint_unmet): the ones thrown away as well as the one kept."""
+
+    per_generation: dict[str, ConstraintGeneration]
+    pass_rate: dict[str, ConstraintRate]
+    kept: int = Field(description="kept records with constraints")
+    attempts_mean: float | None = Field(description="answers drawn per kept record")
+    attempts: dict[str, int] = Field(description="kept records by the answers they took")
+    lost: int = Field(description="rewrites eliminated as constraint_lost")
+    unmet: int = Field(description="records eliminated as constraint_unmet")
+
+
 class RunStats(BaseModel):
     """Everything `evol stats` prints."""
 
@@ -97,6 +133,16 @@ class RunStats(BaseModel):
     scores: dict[str, ScoreSource] | None = None
     metrics_stale: bool | None = Field(None, description="the run grew after it was measured")
     contamination: ContaminationStats | None = None
+    constraints: ConstraintStats | None = Field(
+        None, description="only for a run whose records carry verifiable constraints"
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_constraints(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("constraints") is None:
+            data.pop("constraints", None)  # a run without them prints as it always did
+        return data
 
 
 def run_stats(
@@ -115,15 +161,18 @@ def run_stats(
 
     # The counts are run.json's own (evol.counts); the lengths are what stats adds.
     counts = RunCounts()
+    constrained = _ConstraintTally()
     instruction_words: dict[int, list[int]] = defaultdict(list)
     answer_words: dict[int, list[int]] = defaultdict(list)
     for record in iter_records(run_dir):
         counts.add(record, None)
+        constrained.add(record, None)
         instruction_words[record["generation"]].append(word_count(record["instruction"]))
         if record.get("output") is not None:
             answer_words[record["generation"]].append(word_count(record["output"]))
     for record in iter_records(run_dir, eliminated=True):
         counts.add(record, record["reason"])
+        constrained.add(record, record["reason"])
 
     eliminated, operations = counts.eliminated_by_generation, counts.operations
     generations = _generations({*instruction_words, *eliminated})
@@ -167,11 +216,73 @@ def run_stats(
         roles=roles,
         total_cost_usd=total,
         batch_rate=batched,
+        constraints=constrained.stats(),
     )
     _add_scores(run_dir, stats)
     _add_metrics(run_dir, stats)
     _add_contamination(run_dir, stats)
     return stats
+
+
+class _ConstraintTally:
+    """The constraint figures of `ConstraintStats`, fed one record at a time."""
+
+    def __init__(self) -> None:
+        self.carried: dict[int, list[int]] = defaultdict(list)  # generation -> constraints each
+        self.tried: dict[int, list[int]] = defaultdict(list)  # generation -> attempts each
+        self.answers: Counter[str] = Counter()  # constraint id -> answers checked against it
+        self.failed: Counter[str] = Counter()
+        self.lost = self.unmet = 0
+        self.seen = False
+
+    def add(self, record: dict[str, Any], reason: str | None) -> None:
+        constraints = record.get("constraints")
+        if not isinstance(constraints, list) or not constraints:
+            return
+        self.seen = True
+        self.lost += reason == Reason.CONSTRAINT_LOST
+        self.unmet += reason == Reason.CONSTRAINT_UNMET
+        attempts = record.get("attempts")
+        if reason not in (None, Reason.CONSTRAINT_UNMET) or not isinstance(attempts, int):
+            return
+        ids = [c.get("id") for c in constraints if isinstance(c, dict)]
+        unmet = record.get("unmet") if isinstance(record.get("unmet"), dict) else {}
+        for cid in ids:
+            self.answers[str(cid)] += attempts
+            failed = unmet.get(cid, 0)
+            self.failed[str(cid)] += failed if isinstance(failed, int) else 0
+        if reason is None:
+            self.carried[record["generation"]].append(len(constraints))
+            self.tried[record["generation"]].append(attempts)
+
+    def stats(self) -> ConstraintStats | None:
+        if not self.seen:
+            return None
+        tries = [count for counts in self.tried.values() for count in counts]
+        return ConstraintStats(
+            per_generation={
+                str(g): ConstraintGeneration(
+                    records=len(carried),
+                    constraints_mean=round(statistics.mean(carried), 4),
+                    constraints_max=max(carried),
+                    attempts_mean=round(statistics.mean(self.tried[g]), 4),
+                )
+                for g, carried in sorted(self.carried.items())
+            },
+            pass_rate={
+                cid: ConstraintRate(
+                    answers=answers,
+                    met=answers - self.failed[cid],
+                    rate=round((answers - self.failed[cid]) / answers, 4) if answers else 0.0,
+                )
+                for cid, answers in sorted(self.answers.items())
+            },
+            kept=len(tries),
+            attempts_mean=round(statistics.mean(tries), 4) if tries else None,
+            attempts={str(n): c for n, c in sorted(Counter(tries).items())},
+            lost=self.lost,
+            unmet=self.unmet,
+        )
 
 
 def _scoring_cost(
@@ -385,7 +496,44 @@ def format_stats(stats: RunStats) -> str:
         + (" at the Batch API rate (half price)" if stats.batch_rate else ""),
     ]
     lines += _contamination_lines(stats)
+    lines += _constraint_lines(stats, table)
     return "\n".join(lines)
+
+
+def _constraint_lines(stats: RunStats, table) -> list[str]:
+    """Verifiable constraints, when the run's records carry any."""
+    found = stats.constraints
+    if found is None:
+        return []
+    attempts = ", ".join(f"{n}: {count}" for n, count in found.attempts.items())
+    mean = "-" if found.attempts_mean is None else f"{found.attempts_mean:.2f}"
+    return [
+        "",
+        *table(
+            ["generation", "with constraints", "constraints mean", "max", "attempts mean"],
+            [
+                [
+                    g,
+                    str(row.records),
+                    f"{row.constraints_mean:.2f}",
+                    str(row.constraints_max),
+                    f"{row.attempts_mean:.2f}",
+                ]
+                for g, row in found.per_generation.items()
+            ],
+        ),  # fmt: skip
+        "",
+        *table(
+            ["constraint", "answers", "met", "pass rate"],
+            [
+                [cid, str(rate.answers), str(rate.met), f"{rate.rate:.0%}"]
+                for cid, rate in found.pass_rate.items()
+            ],
+        ),
+        "",
+        f"attempts per kept record: mean {mean} ({attempts or 'none kept'}); eliminated: "
+        f"{found.lost} constraint_lost, {found.unmet} constraint_unmet",
+    ]
 
 
 # Columns of the second generation table: (header, GenerationStats field), shown when any

@@ -72,7 +72,8 @@ def export(
         bool, typer.Option("--json/--no-json", help="Print what was written as one JSON object.")
     ] = False,
 ) -> None:
-    """Write a run's dataset as Alpaca, ShareGPT, OpenAI chat, IFEval, RLVR or evol's records."""
+    """Write a run's dataset as Alpaca, ShareGPT, OpenAI chat, IFEval, RLVR, DPO pairs or evol's
+    records."""
     with user_errors(False, as_json=as_json):
         result = export_run(
             run_dir,
@@ -102,6 +103,12 @@ def _warn_export(result: ExportResult) -> None:
         typer.echo(
             f"evol: left out {result.left_out_without_constraints} records without verifiable "
             "constraints",
+            err=True,
+        )
+    if result.left_out_without_pair:
+        typer.echo(
+            f"evol: left out {result.left_out_without_pair} records whose first answer met their "
+            "constraints (no rejected answer to pair with)",
             err=True,
         )
 

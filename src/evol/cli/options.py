@@ -53,6 +53,7 @@ class ExportShape(StrEnum):
     jsonl = "jsonl"
     ifeval = "ifeval"
     rlvr = "rlvr"
+    dpo = "dpo"
 
 
 # -- how a seed file is read: run and validate ------------------------------------------------
@@ -147,7 +148,7 @@ Timeout = Annotated[
     float,
     typer.Option(
         envvar=env("timeout"),
-        help="Seconds before a request is given up and retried.",
+        help="Seconds a request may take before a retry.",
         rich_help_panel=LIMITS_PANEL,
     ),
 ]

@@ -21,6 +21,7 @@ from evol.command import (
     SEEDS_PANEL,
 )
 from evol.config import RoleParams, RunConfig
+from evol.constraints import parse_ids
 from evol.elimination import EliminationRules
 from evol.operations import parse_weights
 from evol.seed_formats import EXTENSIONS
@@ -154,6 +155,33 @@ Operations = Annotated[
         rich_help_panel=METHOD_PANEL,
     ),
 ]
+# Verifiable constraints (#26).
+Verifiable = Annotated[
+    bool,
+    typer.Option(
+        "--verifiable",
+        envvar=env("verifiable"),
+        help="Every evolution adds a constraint code can check.",
+        rich_help_panel=METHOD_PANEL,
+    ),
+]
+ConstraintIds = Annotated[
+    str | None,
+    typer.Option(
+        envvar=env("constraint_ids"),
+        help="IFEval ids the constraints are drawn from (default: all).",
+        rich_help_panel=METHOD_PANEL,
+    ),
+]
+AnswerAttempts = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        envvar=env("answer_attempts"),
+        help="Extra answers on a failed constraint.",
+        rich_help_panel=METHOD_PANEL,
+    ),
+]
 AnswerSeeds = Annotated[
     bool,
     typer.Option(
@@ -212,7 +240,7 @@ def _rule(flag: str, help: str) -> Any:
 
 
 Judge = Annotated[bool, _rule("judge", "Eliminate evolutions an LLM judges equal to their parent.")]
-SorryCheck = Annotated[bool, _rule("sorry-check", "Eliminate short answers that say sorry.")]
+SorryCheck = Annotated[bool, _rule("sorry-check", "Eliminate short sorry answers.")]
 StopwordCheck = Annotated[
     bool, _rule("stopword-check", "Eliminate answers of only stop words and punctuation.")
 ]
@@ -237,7 +265,7 @@ Dedup = Annotated[
     typer.Option(
         "--dedup",
         envvar=env("dedup"),
-        help="Eliminate evolutions that repeat an instruction of another lineage.",
+        help="Eliminate repeats of another lineage's instruction.",
         rich_help_panel=RULES_PANEL,
     ),
 ]
@@ -360,7 +388,8 @@ def run_config(ctx: typer.Context) -> RunConfig:
         **config_fields(
             ctx,
             RunConfig,
-            operations=parse_weights(given["operations"]),
+            operations=parse_weights(given["operations"], verifiable=given["verifiable"]),
+            constraint_ids=parse_ids(given["constraint_ids"]),
             shard=Shard.parse(given["shard"]) if given["shard"] is not None else None,
             prompts_dir=given["prompts"],
             rules=EliminationRules(
