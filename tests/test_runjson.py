@@ -228,6 +228,12 @@ def test_a_v1_run_that_stopped_before_its_backend_has_no_fingerprint() -> None:
     assert kept == Fingerprint(seed=1)  # a key format 1 no longer wrote was never compared
 
 
+def test_a_v1_verifiable_run_keeps_its_options_under_their_names() -> None:
+    recorded = {"--constraint-ids": ["punctuation:no_comma"], "--answer-attempts": 2, "--seed": 5}
+    read = parse({"fingerprint": recorded}, "run.json").fingerprint
+    assert read == Fingerprint(constraint_ids=["punctuation:no_comma"], answer_attempts=2, seed=5)
+
+
 def test_a_v1_judging_is_read_as_format_1_read_it() -> None:
     judging = {
         "answer_check": "yes",
