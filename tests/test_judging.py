@@ -290,6 +290,10 @@ def test_the_answer_check_runs_when_a_judge_model_is_named_and_not_with_no_answe
     kept = read_jsonl(out / "gen_1.jsonl")
     assert [row["root_id"] for row in kept] == ["s1"]
     assert set(kept[0]["usage"]) == {"evolve", "answer", "judge", "answer_check"}
+    # Each check shows the judge model the answer it checks, whole.
+    shown = [body["messages"][0]["content"] for body in checks]
+    for row in [*read_jsonl(out / "gen_0.jsonl"), *kept]:
+        assert any(row["output"] in text for text in shown), row["id"]
 
     server.requests.clear()
     result, _, manifest = run(

@@ -199,3 +199,11 @@ def test_a_finished_run_of_an_earlier_evol_run_again_reports_every_step_done(
     assert summary["resumed"] is True
     assert summary["steps"] == summary["steps_done_at_start"] == 9  # 3 seeds, 2 rounds each
     assert (summary["calls_to_repeat"], summary["calls_cut_off"]) == (0, 0)
+
+
+def test_a_refusal_names_three_batches_at_most_then_says_there_are_more() -> None:
+    from evol.pipeline import _some
+
+    assert _some(["batch_1"]) == "batch_1"
+    assert _some(["batch_1", "batch_2", "batch_3"]) == "batch_1, batch_2, batch_3"
+    assert _some([f"batch_{n}" for n in range(1, 6)]) == "batch_1, batch_2, batch_3, ..."

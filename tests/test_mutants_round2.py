@@ -214,3 +214,44 @@ def test_every_chat_shaped_export_prompts_with_the_instruction_and_its_input(sha
     }
     assert prompts[shape]() == whole_task
     assert TASK["input"] in whole_task and TASK["instruction"] in whole_task
+
+
+@pytest.mark.parametrize(
+    ("constraints", "why"),
+    [
+        ([{"kwargs": {}}], "Field required"),
+        ([{"id": "x", "kwargs": []}], "Input should be a valid dictionary"),
+    ],
+)
+def test_a_damaged_constraints_list_is_refused_naming_the_file_the_line_and_why(
+    tmp_path: Path, constraints: object, why: str
+) -> None:
+    from evol.errors import RunDirError
+    from evol.export import export_run
+
+    rows = [record("s1", "Name a colour."), record("s1.1", "Name a warm colour.")]
+    rows[1]["constraints"] = constraints
+    run = write_run(tmp_path / "run", rows)
+    with pytest.raises(RunDirError) as refused:
+        export_run(run, tmp_path / "out.jsonl", shape="ifeval")
+    assert str(refused.value) == (
+        f"{run / 'gen_1.jsonl'}:1: not an evol record (constraints: {why})"
+    )
+
+
+def test_a_fastapi_422_names_where_and_what_of_each_error() -> None:
+    from evol.llm.openai_api import _detail
+
+    body = {
+        "detail": [
+            {"loc": ["body", "response_format"], "msg": "Extra inputs are not permitted"},
+            {"loc": ["body", "n"], "msg": "Input should be less than 2"},
+            {"msg": "no place"},
+        ]
+    }
+    assert _detail(body) == (
+        "body.response_format: Extra inputs are not permitted; "
+        "body.n: Input should be less than 2; : no place"
+    )
+    assert _detail({"detail": "Model not loaded"}) == "Model not loaded"
+    assert _detail({"detail": []}) is None and _detail({"error": "x"}) is None

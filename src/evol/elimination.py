@@ -654,8 +654,9 @@ def _clause_verdict(clause: str) -> Verdict:
 
 
 def _meaning(phrase: str) -> Verdict:
-    if phrase.startswith(("not equal", "not the same", "not identical", "not equivalent")):
-        return Verdict.DIFFERENT
-    if phrase.startswith(("unequal", "differ")):
-        return Verdict.DIFFERENT
-    return Verdict.EQUAL
+    """What the bare verdict at the start says: one of `_LEADING`'s words."""
+    return (
+        Verdict.DIFFERENT
+        if phrase.startswith(("not equal", "unequal", "differ"))
+        else Verdict.EQUAL
+    )
