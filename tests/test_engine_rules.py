@@ -39,10 +39,11 @@ from evol.journal import CallJournal
 from evol.judging import VERDICT_FORMAT
 from evol.lineage import LineageIndex
 from evol.llm import ChatBackend, Completion, GenerationParams, LLMRequest, Message
-from evol.manifest import read_manifest, write_manifest
+from evol.manifest import load_manifest, write_manifest
 from evol.operations import choose_operation, parse_weights
 from evol.prompts import PromptSet
 from evol.records import compose
+from evol.runjson import Manifest, RecordedConfig
 from evol.seeds import Seed
 from evol.store import JOURNAL, RunStore
 
@@ -159,8 +160,8 @@ def open_run(out: Path, generations: int) -> tuple[RunStore, CallJournal, Lineag
     """Open (or reopen) a run directory as `evol run` does: lock it, write a manifest the first
     time, read its records into the lineage index, then open the journal of unrecorded steps."""
     store = RunStore.open(out, generations=generations, overwrite=False)
-    if read_manifest(out, required=False) is None:
-        write_manifest(out, {"fingerprint": {}, "config": {"generations": generations}})
+    if load_manifest(out, required=False) is None:
+        write_manifest(out, Manifest(config=RecordedConfig(generations=generations)))
     lineages, recorded = LineageIndex(generations), set[str]()
     store.scan(also=[lineages.add, lambda data, _reason: recorded.add(data["id"])])
     return store, CallJournal.open(out / JOURNAL, recorded), lineages

@@ -335,7 +335,7 @@ def test_no_instruction_check_keeps_what_the_judge_calls_no_instruction(
     assert result.exit_code == 0, result.output
     assert eliminated(out) == {}
     assert manifest["config"]["rules"]["instruction_check"] is False
-    assert manifest["fingerprint"]["elimination rules"]["instruction_check"] is False
+    assert manifest["fingerprint"]["elimination_rules"]["instruction_check"] is False
 
 
 @pytest.mark.parametrize(

@@ -21,14 +21,17 @@ import pytest
 from evol.config import RunConfig
 from evol.elimination import Reason
 from evol.errors import ConfigMismatch, RunDirError
+from evol.fingerprint import Fingerprint
 from evol.journal import CallJournal
 from evol.jsonl import repair_torn_tail
 from evol.lineage import LineageIndex, LineageProgress, Tip
 from evol.manifest import Manifest, check_resume, is_finished, load_manifest, write_manifest
 from evol.records import EliminatedRecord, Record
+from evol.runjson import RecordedConfig
 from evol.store import JOURNAL, RunStore
 
-FINGERPRINT = {"--model": "fake-model", "--seed": 0}
+MODELS = {"evolve": "fake-model"}
+FINGERPRINT = Fingerprint(models=MODELS, seed=0)
 REPLY = {"text": "a reply", "prompt_tokens": 3, "completion_tokens": 2, "finish_reason": "stop"}
 
 
@@ -50,7 +53,7 @@ def config(out: Path, generations: int) -> RunConfig:
     return RunConfig(seeds=out / "seeds.jsonl", out=out, generations=generations)
 
 
-def open_run(out: Path, generations: int = 3, **fingerprint: Any) -> OpenRun:
+def open_run(out: Path, generations: int = 3, fingerprint: Fingerprint | None = None) -> OpenRun:
     """Open (or reopen) a run directory in evol.pipeline's order, with a manifest like its own:
     lock it, refuse other options, answer a finished run without reading it, else read every
     record into the lineage index and open the journal of the steps not recorded."""
@@ -84,8 +87,10 @@ def peek(out: Path, generations: int) -> LineageIndex:
     return lineages
 
 
-def manifest(fingerprint: dict[str, Any], generations: int, status: str) -> dict[str, Any]:
-    return {"status": status, "fingerprint": fingerprint, "config": {"generations": generations}}
+def manifest(fingerprint: Fingerprint, generations: int, status: str) -> Manifest:
+    return Manifest(
+        status=status, fingerprint=fingerprint, config=RecordedConfig(generations=generations)
+    )
 
 
 def kept(record_id: str, generation: int, round_: int, text: str = "") -> Record:
@@ -309,18 +314,27 @@ def test_a_look_before_the_run_skips_a_torn_line_and_leaves_the_file_alone(
 @pytest.mark.parametrize(
     ("now", "generations", "named"),
     [
-        ({"--model": "other", "--seed": 0}, 3, {"--model": ("fake-model", "other")}),
-        ({"--model": "fake-model", "--seed": 1}, 3, {"--seed": (0, 1)}),
-        ({"--model": "fake-model", "--seed": 0, "--new": 1}, 3, {"--new": (None, 1)}),
+        (
+            Fingerprint(models={"evolve": "other"}, seed=0),
+            3,
+            {"--model": (MODELS, {"evolve": "other"})},
+        ),
+        (Fingerprint(models=MODELS, seed=1), 3, {"--seed": (0, 1)}),
+        # A field the run did not record (an evol before it) is named too.
+        (
+            Fingerprint(models=MODELS, seed=0, answer_check=True),
+            3,
+            {"--answer-check": (None, True)},
+        ),
         (FINGERPRINT, 2, {"--generations": (3, 2)}),  # fewer rounds would hide records
         (FINGERPRINT, 3, {}),
         (FINGERPRINT, 4, {}),  # more rounds extend the run
     ],
 )
 def test_a_resume_with_other_options_is_refused_naming_each(
-    tmp_path: Path, now: dict[str, Any], generations: int, named: dict[str, Any]
+    tmp_path: Path, now: Fingerprint, generations: int, named: dict[str, Any]
 ) -> None:
-    previous = Manifest.model_validate(manifest(FINGERPRINT, 3, "complete"))
+    previous = manifest(FINGERPRINT, 3, "complete")
     if not named:
         check_resume(tmp_path, previous, now, config(tmp_path, generations))
         return
@@ -334,7 +348,7 @@ def test_a_resume_with_other_options_is_refused_naming_each(
     ("previous", "generations", "named"),
     [
         # A manifest from before fingerprints (or hand-edited) names every option, once.
-        ({"status": "running"}, 0, {"--model": (None, "fake-model"), "--seed": (None, 0)}),
+        ({"status": "running"}, 0, {"--model": (None, MODELS), "--seed": (None, 0)}),
         ({"fingerprint": FINGERPRINT}, 0, {}),
         ({"fingerprint": FINGERPRINT, "config": {}}, 0, {}),
         ({"fingerprint": FINGERPRINT, "config": {"generations": 1}}, 0, {"--generations": (1, 0)}),
@@ -359,7 +373,7 @@ def test_a_refused_resume_leaves_the_directory_unlocked_and_unchanged(tmp_path: 
     run.close()
     before = {path.name: path.read_bytes() for path in out.iterdir()}
     with pytest.raises(ConfigMismatch):
-        open_run(out, **{"--model": "other"})
+        open_run(out, fingerprint=Fingerprint(models={"evolve": "other"}, seed=0))
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
     open_run(out).close()  # the lock was given back
 
@@ -373,7 +387,10 @@ def test_a_finished_run_is_recognised_only_while_its_files_are_as_it_left_them(
     run.store.add(kept("a.1", 1, 1))
     run.store.write_dataset()
     write_manifest(
-        out, manifest(FINGERPRINT, 1, "complete") | {"outputs": run.store.output_sizes()}
+        out,
+        manifest(FINGERPRINT, 1, "complete").model_copy(
+            update={"outputs": run.store.output_sizes()}
+        ),
     )
     run.close()
 
@@ -396,7 +413,7 @@ def test_a_complete_manifest_without_its_config_is_read_again(tmp_path: Path) ->
     run = open_run(out, generations=1)
     run.store.add(kept("a", 0, 0))
     outputs = run.store.output_sizes()
-    write_manifest(out, {"status": "complete", "fingerprint": FINGERPRINT, "outputs": outputs})
+    write_manifest(out, Manifest(status="complete", fingerprint=FINGERPRINT, outputs=outputs))
     run.close()
     run = open_run(out, generations=1)
     assert not run.finished and run.lineages.progress("a").seed_done
@@ -407,7 +424,8 @@ def test_a_running_run_is_never_taken_for_a_finished_one(tmp_path: Path) -> None
     out = tmp_path / "run"
     run = open_run(out, generations=1)
     run.store.add(kept("a", 0, 0))
-    write_manifest(out, manifest(FINGERPRINT, 1, "running") | {"outputs": run.store.output_sizes()})
+    running = manifest(FINGERPRINT, 1, "running")
+    write_manifest(out, running.model_copy(update={"outputs": run.store.output_sizes()}))
     run.close()
     run = open_run(out, generations=1)
     assert not run.finished and run.lineages.progress("a").seed_done

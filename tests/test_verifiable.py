@@ -436,6 +436,8 @@ def test_a_run_without_the_operation_writes_what_it_always_wrote(evol, server, t
     manifest = json.loads((out / "run.json").read_text())
     assert not {"constraint_ids", "answer_attempts"} & set(manifest["config"])
     assert not {"--constraint-ids", "--answer-attempts"} & set(manifest["fingerprint"])
+    assert manifest["fingerprint"]["constraint_ids"] is manifest["fingerprint"]["answer_attempts"]
+    assert manifest["fingerprint"]["answer_attempts"] is None  # as a run before them
     assert "constraints" not in json.loads(evol("stats", out, "--json").stdout)
 
 

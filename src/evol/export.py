@@ -76,7 +76,7 @@ from pydantic import (
 from evol.constraints import from_record, ground_truth, ifeval_columns
 from evol.errors import RunDirError, UsageError
 from evol.jsonl import link_refusal, open_fresh, open_to_read, write_error
-from evol.manifest import read_manifest
+from evol.manifest import Manifest, load_manifest
 from evol.records import compose
 from evol.store import generation_files, read_records, refuse_run_state
 
@@ -252,7 +252,7 @@ def export_run(
     row_group_rows: int = ROW_GROUP_ROWS,
 ) -> ExportResult:
     """Write the kept records of `run_dir` to `out` (or one file per part of `split`)."""
-    manifest = read_manifest(run_dir)
+    manifest = load_manifest(run_dir)
     file_format = file_format or file_format_of(out)
     if file_format == "parquet":
         if shape == "ifeval":
@@ -302,7 +302,7 @@ def export_run(
     ]
     return ExportResult(
         run=str(run_dir),
-        status=str(manifest.get("status") or "unknown"),
+        status=manifest.status or "unknown",
         shape=shape,
         file_format=file_format,
         system_prompt=system,
@@ -313,7 +313,7 @@ def export_run(
     )
 
 
-def _system_turn(manifest: dict[str, Any], shape: ExportFormat, option: str | None) -> str | None:
+def _system_turn(manifest: Manifest, shape: ExportFormat, option: str | None) -> str | None:
     """The system prompt to write: the option's, else the run's; "" and None mean none."""
     if shape in ("jsonl", "ifeval", "dpo"):
         if option:
@@ -324,7 +324,7 @@ def _system_turn(manifest: dict[str, Any], shape: ExportFormat, option: str | No
             )
         return None
     if option is None:
-        option = (manifest.get("config") or {}).get("system_prompt")
+        option = manifest.config.system_prompt
     return option or None
 
 

@@ -25,10 +25,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from evol.config import RunConfig
 from evol.counts import RunCounts
 from evol.errors import MergeError, RunDirError
+from evol.fingerprint import Fingerprint
 from evol.jsonl import atomic_write
 from evol.jsonl import open_to_read as open_record_file
-from evol.manifest import RunFacts, build_manifest, read_manifest, write_manifest
+from evol.manifest import RunFacts, build_manifest, load_manifest, write_manifest
 from evol.records import EliminatedRecord, Record
+from evol.runjson import (
+    BackendPart,
+    CountsPart,
+    CrossShardDuplicate,
+    Manifest,
+    RunSummary,
+    SeedsPart,
+    ShardRun,
+    ShardsPart,
+)
 from evol.seeds import SeedScan, Shard, file_digest, iter_seeds
 from evol.store import (
     ELIMINATED,
@@ -40,8 +51,8 @@ from evol.store import (
     parse_record,
 )
 
-# Fingerprint entries that may differ between shards of one run.
-_PER_SHARD = {"--shard"}
+# Fingerprint fields that may differ between shards of one run.
+_PER_SHARD = {"shard"}
 # What the merged run's fingerprint records instead of a shard: `evol run` refuses to resume
 # it (resume the shards and merge again).
 MERGED = "merged"
@@ -61,13 +72,6 @@ class MergeConfig(BaseModel):
     overwrite: bool = False
 
 
-class CrossShardDuplicate(BaseModel):
-    """A kept evolution that repeats an instruction of another shard (with --dedup)."""
-
-    id: str
-    duplicate_of: str
-
-
 class MergeSummary(BaseModel):
     """What `evol merge` wrote, printed by `--json`."""
 
@@ -84,10 +88,17 @@ class MergeSummary(BaseModel):
 
 @dataclass
 class _Shard:
+    """A complete shard's run directory, with the parts of its run.json a merge reads."""
+
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     config: RunConfig
     shard: Shard
+    fingerprint: Fingerprint
+    backend: BackendPart
+    seeds: SeedsPart
+    counts: CountsPart
+    summary: RunSummary
 
 
 def merge_runs(config: MergeConfig) -> MergeSummary:
@@ -99,7 +110,7 @@ def merge_runs(config: MergeConfig) -> MergeSummary:
     missing = _check_coverage(shards, count, config.partial)
     _check_out(config, shards)
     first = shards[0].config
-    seeds = _seed_file(config.seeds, first, shards[0].manifest)
+    seeds = _seed_file(config.seeds, first, shards[0].fingerprint)
     unsharded = first.model_copy(update={"shard": None, "seeds": seeds, "out": config.out})
     counts = RunCounts()
     store = RunStore.open(
@@ -118,7 +129,7 @@ def merge_runs(config: MergeConfig) -> MergeSummary:
         dataset_records = store.write_dataset()
         store.scan()
         duplicates = _cross_shard_duplicates(shards, unsharded) if first.rules.dedup else []
-        manifest = _write_manifest(
+        written = _write_manifest(
             config.out, shards, unsharded, counts, missing, "complete", dataset_records, duplicates
         )
     finally:
@@ -127,10 +138,10 @@ def merge_runs(config: MergeConfig) -> MergeSummary:
         out=str(config.out),
         shards=[str(shard.shard) for shard in shards],
         missing=missing,
-        seeds=manifest["seeds"]["count"],
-        kept=manifest["counts"]["kept"],
-        eliminated=manifest["counts"]["eliminated"],
-        dataset=manifest["summary"]["dataset"],
+        seeds=written.seeds,
+        kept=written.kept,
+        eliminated=written.eliminated,
+        dataset=str(written.dataset),
         dataset_records=dataset_records,
         cross_shard_duplicates=duplicates,
     )
@@ -154,20 +165,29 @@ def format_summary(summary: MergeSummary) -> str:
 
 
 def _read_shard(path: Path) -> _Shard:
-    manifest = read_manifest(path)  # a missing directory or run.json: the one message
-    status = manifest.get("status")
+    manifest = load_manifest(path)  # a missing directory or run.json: the one message
+    status = manifest.status
     if status != "complete":
         raise MergeError(
             f"{path}: the run is {status}, not complete; run its evol run command again to "
             "finish it, then merge"
         )
+    unreadable = MergeError(f"{path}: run.json is not one this evol can read")
     try:
-        config = RunConfig.model_validate(manifest.get("config"))
+        config = manifest.config.run_config()
     except ValueError:
-        raise MergeError(f"{path}: run.json is not one this evol can read") from None
+        raise unreadable from None
     if config.shard is None:
         raise MergeError(f"{path}: not a shard (it ran without --shard): nothing to merge it with")
-    return _Shard(path, manifest, config, config.shard)
+    parts = (manifest.fingerprint, manifest.backend, manifest.seeds, manifest.counts)
+    fingerprint, backend, seeds, counts = parts
+    if fingerprint is None or backend is None or seeds is None or counts is None:
+        raise unreadable  # a complete run records them all
+    if manifest.summary is None:
+        raise unreadable
+    return _Shard(
+        path, manifest, config, config.shard, fingerprint, backend, seeds, counts, manifest.summary
+    )
 
 
 def _check_same_run(shards: list[_Shard]) -> None:
@@ -175,10 +195,7 @@ def _check_same_run(shards: list[_Shard]) -> None:
     first = shards[0]
     base = _shared_fingerprint(first)
     for shard in shards[1:]:
-        mine = _shared_fingerprint(shard)
-        differences = [
-            name for name in base.keys() | mine.keys() if base.get(name) != mine.get(name)
-        ]
+        differences = list(base.differences(_shared_fingerprint(shard)))
         for option in ("generations", "limit"):
             if getattr(first.config, option) != getattr(shard.config, option):
                 differences.append(f"--{option}")
@@ -191,9 +208,9 @@ def _check_same_run(shards: list[_Shard]) -> None:
             )
 
 
-def _shared_fingerprint(shard: _Shard) -> dict[str, Any]:
-    fingerprint = shard.manifest.get("fingerprint") or {}
-    return {name: value for name, value in fingerprint.items() if name not in _PER_SHARD}
+def _shared_fingerprint(shard: _Shard) -> Fingerprint:
+    """The shard's fingerprint with what may differ between shards left out."""
+    return shard.fingerprint.model_copy(update=dict.fromkeys(_PER_SHARD))
 
 
 def _check_coverage(shards: list[_Shard], count: int, partial: bool) -> list[str]:
@@ -228,10 +245,10 @@ def _check_out(config: MergeConfig, shards: list[_Shard]) -> None:
         )
 
 
-def _seed_file(given: Path | None, config: RunConfig, manifest: dict[str, Any]) -> Path:
+def _seed_file(given: Path | None, config: RunConfig, fingerprint: Fingerprint) -> Path:
     """The shards' seed file, checked against their fingerprint: it gives the records' order."""
     path = given or config.seeds
-    expected = (manifest.get("fingerprint") or {}).get("seeds file content")
+    expected = fingerprint.seeds_digest
     try:
         same = file_digest(path) == expected
     except OSError:
@@ -282,7 +299,7 @@ def _cross_shard_duplicates(shards: list[_Shard], config: RunConfig) -> list[Cro
         records += [
             (0, label, r) for r in iter_records(shard.path, eliminated=True) if r["generation"] == 0
         ]
-    seeds = sum(shard.manifest["seeds"]["count"] for shard in shards)
+    seeds = sum(shard.seeds.count for shard in shards)
     pool = DuplicateIndex(
         method=resolved_method(config.rules.dedup_method, seeds * (config.generations + 1)),
         threshold=config.rules.dedup_threshold,
@@ -304,48 +321,52 @@ def _write_manifest(
     status: str,
     dataset_records: int | None = None,
     duplicates: list[CrossShardDuplicate] | None = None,
-) -> dict[str, Any]:
-    """run.json of the merged run: the shards' own shape, with their figures summed."""
-    first = shards[0].manifest
+) -> RunSummary:
+    """run.json of the merged run: the shards' own shape, with their figures summed. Returns
+    its summary."""
+    first = shards[0]
     scan = SeedScan(
         path=str(config.seeds),
-        format=first["seeds"]["format"],
-        count=sum(shard.manifest["seeds"]["count"] for shard in shards),
+        format=first.seeds.format,
+        count=sum(shard.seeds.count for shard in shards),
         # Every shard reads every row, so each lists the same skipped ones.
-        skipped=[(row["line"], row["why"]) for row in first["seeds"]["skipped"]],
+        skipped=[(row.line, row.why) for row in first.seeds.skipped],
     )
+    dedup = first.manifest.dedup
     facts = RunFacts(
         config=config,
         status=status,
-        backend_name=first["backend"]["name"],
-        models=first["backend"]["models"],
-        fingerprint=first["fingerprint"] | {"--shard": MERGED},
+        backend_name=first.backend.name,
+        models=first.backend.models,
+        fingerprint=first.fingerprint.model_copy(update={"shard": MERGED}),
         scan=scan,
         counts=counts,
         outputs=output_sizes(out),
-        elapsed=sum(shard.manifest["timings"]["total_elapsed_s"] for shard in shards),
+        elapsed=sum(shard.manifest.timings.total_elapsed_s for shard in shards),
         dataset_records=dataset_records,
-        requests=dict(_summed(shard.manifest["summary"]["requests"] for shard in shards)),
-        retries=dict(_summed(shard.manifest["retries"] for shard in shards)),
-        dedup_method=(first.get("dedup") or {}).get("method"),
+        requests=dict(_summed(shard.summary.requests for shard in shards)),
+        retries=dict(_summed(shard.manifest.retries for shard in shards)),
+        dedup_method=dedup.method if dedup else None,
     )
     manifest = build_manifest(facts, None)
-    manifest["shards"] = {
-        "runs": [
-            {
-                "path": str(shard.path),
-                "shard": str(shard.shard),
-                "seeds": shard.manifest["seeds"]["count"],
-                "kept": shard.manifest["counts"]["kept"],
-                "eliminated": shard.manifest["counts"]["eliminated"],
-            }
+    summary = manifest.summary
+    assert summary is not None  # build_manifest always writes one
+    manifest.shards = ShardsPart(
+        runs=[
+            ShardRun(
+                path=str(shard.path),
+                shard=str(shard.shard),
+                seeds=shard.seeds.count,
+                kept=shard.counts.kept,
+                eliminated=shard.counts.eliminated,
+            )
             for shard in shards
         ],
-        "missing": missing,
-        "cross_shard_duplicates": [d.model_dump() for d in duplicates or []],
-    }
+        missing=missing,
+        cross_shard_duplicates=duplicates or [],
+    )
     write_manifest(out, manifest)
-    return manifest
+    return summary
 
 
 def _summed(tables: Any) -> Counter[str]:

@@ -28,6 +28,7 @@ from evol.errors import (
     TransientBackendError,
     UsageError,
 )
+from evol.fingerprint import Fingerprint
 from evol.interrupts import until_signalled
 from evol.journal import CallJournal
 from evol.lineage import LineageIndex
@@ -40,7 +41,6 @@ from evol.manifest import (
     RunSummary,
     build_manifest,
     check_resume,
-    fingerprint,
     is_finished,
     load_manifest,
     record_failed_restart,
@@ -107,7 +107,7 @@ async def arun(
             previous = load_manifest(config.out, required=False)
             start = _Start(config, backend_name, store, previous, scan, started)
             models = await start.resolve_models(backend)
-            print_ = fingerprint(config, seeds_digest, prompts, backend_name, vars(models))
+            print_ = Fingerprint.of(config, seeds_digest, prompts, backend_name, vars(models))
             if previous is not None and start.resuming:
                 check_resume(config.out, previous, print_, config)
                 if previous.summary and is_finished(previous, config, store.output_sizes()):
@@ -152,7 +152,7 @@ class _Start:
         only news is a stop before that, over no records, holds nothing to go on from)."""
         previous = self.previous
         return previous is not None and (
-            bool(previous.fingerprint) or any(self.store.output_sizes().values())
+            previous.fingerprint is not None or any(self.store.output_sizes().values())
         )
 
     async def resolve_models(self, backend: ChatBackend) -> RoleModels:
@@ -178,7 +178,7 @@ class _Start:
             error=error,
             backend_name=self.backend_name,
             models=_configured_models(config),
-            fingerprint={},  # no model yet: the next run starts afresh, refusing nothing
+            fingerprint=None,  # no model yet: the next run starts afresh, refusing nothing
             scan=self.scan or scan_seeds(config.seeds, config.seed_options),
             counts=RunCounts(),
             outputs=self.store.output_sizes(),
@@ -186,7 +186,7 @@ class _Start:
         )
         manifest = build_manifest(facts, self.previous)
         write_manifest(config.out, manifest)
-        return manifest["summary"]
+        return _summary_of(manifest)
 
 
 def check_verifiable(config: RunConfig) -> None:
@@ -209,6 +209,11 @@ def _configured_models(config: RunConfig) -> dict[str, str]:
         "judge": config.judge_model or config.model,
     }
     return {role: name for role, name in named.items() if name}
+
+
+def _summary_of(manifest: Manifest) -> dict[str, Any] | None:
+    """The summary of `manifest` as `--json` prints it with an error."""
+    return manifest.summary.model_dump(mode="json") if manifest.summary else None
 
 
 def _nothing_to_do(summary: RunSummary) -> RunSummary:
@@ -332,7 +337,8 @@ def _finished_as_recorded(config: RunConfig, seeds_digest: str) -> bool:
         return False
     return (
         previous is not None
-        and previous.fingerprint.get("seeds file content") == seeds_digest
+        and previous.fingerprint is not None
+        and previous.fingerprint.seeds_digest == seeds_digest
         and is_finished(previous, config, output_sizes(config.out))
     )
 
@@ -347,7 +353,7 @@ class _Run:
     backend: ChatBackend
     backend_name: str
     models: RoleModels
-    fingerprint: dict[str, Any]
+    fingerprint: Fingerprint
     store: RunStore
     journal: CallJournal
     lineages: LineageIndex
@@ -407,7 +413,7 @@ class _Run:
             with contextlib.suppress(EvolError):  # what stopped the run matters more
                 self.finish(status, engine, dataset_records, error)
             raise
-        return RunSummary.model_validate(self.finish(status, engine, dataset_records, error))
+        return self.finish(status, engine, dataset_records, error)
 
     def progress(self, done: int, total: int, engine: Engine) -> Progress:
         kept, eliminated = self.counts.kept.values(), self.counts.eliminated.values()
@@ -453,9 +459,9 @@ class _Run:
                 f"{stopped}; and {MANIFEST} was not updated either ({also.strerror}): it still "
                 "says what it said before this run"
             )
-            unwritten.exit_code, unwritten.summary = stopped.exit_code, manifest["summary"]
+            unwritten.exit_code, unwritten.summary = stopped.exit_code, _summary_of(manifest)
             raise unwritten from stopped
-        stopped.summary = manifest["summary"]
+        stopped.summary = _summary_of(manifest)
         raise stopped
 
     def finish(
@@ -464,15 +470,16 @@ class _Run:
         engine: Engine,
         dataset_records: int | None = None,
         error: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> RunSummary:
         """Write run.json as things stand; returns its summary."""
         manifest = self.manifest(status, engine, dataset_records, error)
         write_manifest(self.config.out, manifest)
-        return manifest["summary"]
+        assert manifest.summary is not None  # build_manifest always writes one
+        return manifest.summary
 
     def manifest(
         self, status: str, engine: Engine, dataset_records: int | None, error: str | None
-    ) -> dict[str, Any]:
+    ) -> Manifest:
         """run.json as things stand."""
         secrets = self.config.backend_settings().secrets()
         facts = RunFacts(

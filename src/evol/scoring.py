@@ -78,7 +78,7 @@ from evol.llm import (
 )
 from evol.llm.dispatch import CallFailed, CallPolicy, CallRefused, CallWaiting, Dispatcher
 from evol.llm.pricing import BATCH_RATE, cost_usd, unit_prices
-from evol.manifest import read_manifest
+from evol.manifest import load_manifest
 from evol.metrics import compute_metrics, write_metrics
 from evol.progress import Progress, ProgressCallback
 from evol.prompts import (
@@ -919,7 +919,7 @@ async def _default_model(backend: ChatBackend) -> str:
 
 def kept_records(run_dir: Path) -> list[dict[str, Any]]:
     """Every kept record of the run in `run_dir`, gen_0 first; an error if there is none."""
-    read_manifest(run_dir)
+    load_manifest(run_dir)  # a run is there, and its run.json is one evol reads
     if not generation_files(run_dir):
         raise RunDirError(f"{run_dir}: the run has no records yet")
     return list(iter_records(run_dir))

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from evol.errors import UsageError
 from evol.jsonl import open_to_read
-from evol.manifest import read_manifest
+from evol.manifest import load_manifest
 from evol.store import ELIMINATED, generation_files, read_records
 from evol.terminal import printable
 
@@ -118,7 +118,7 @@ def _ends_diff(old: list[str], new: list[str]) -> list[tuple[DiffOp, str]]:
 
 def lineage(run_dir: Path, record_id: str) -> Lineage:
     """The lineage of `record_id` (any record of the run, kept or eliminated) from its seed."""
-    read_manifest(run_dir)
+    load_manifest(run_dir)  # a run is there, and its run.json is one evol reads
     root_id = next(
         (data["root_id"] for data, _kept in _records(run_dir) if data.get("id") == record_id),
         None,
