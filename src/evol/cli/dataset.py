@@ -33,17 +33,8 @@ class ExportFileFormat(StrEnum):
 
 def export(
     run_dir: shared.RunDir,
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out",
-            "-o",
-            help="File to write: .parquet for Parquet, .json for one JSON array, else JSON Lines.",
-        ),
-    ],
-    shape: Annotated[
-        shared.ExportShape, typer.Option("--format", help="Record shape for the trainer.")
-    ] = shared.ExportShape.alpaca,
+    out: shared.OutFile,
+    shape: shared.Shape = shared.ExportShape.alpaca,
     file_format: Annotated[
         ExportFileFormat | None,
         typer.Option("--file-format", help="File format (default: by the extension of --out)."),

@@ -106,6 +106,16 @@ Prompts = Annotated[
     ),
 ]
 RunDir = Annotated[Path, typer.Argument(help="A run directory (the --out of evol run).")]
+# What `export` and `select` write: a file, in a trainer's record shape.
+OutFile = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        help="File to write: .parquet for Parquet, .json for one JSON array, else JSON Lines.",
+    ),
+]
+Shape = Annotated[ExportShape, typer.Option("--format", help="Record shape for the trainer.")]
 
 # -- the connection, limits and batch options: run and score ---------------------------------
 

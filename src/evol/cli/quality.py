@@ -173,17 +173,8 @@ def score(
 def select(
     run_dir: shared.RunDir,
     budget: Annotated[int, typer.Option(min=1, help="Records to pick at most.")],
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out",
-            "-o",
-            help="File to write: .parquet for Parquet, .json for one JSON array, else JSON Lines.",
-        ),
-    ],
-    shape: Annotated[
-        shared.ExportShape, typer.Option("--format", help="Record shape for the trainer.")
-    ] = shared.ExportShape.alpaca,
+    out: shared.OutFile,
+    shape: shared.Shape = shared.ExportShape.alpaca,
     similarity: Annotated[
         float,
         typer.Option(
