@@ -193,3 +193,25 @@ def test_a_nul_in_a_csv_header_is_refused_as_in_any_row(tmp_path: Path) -> None:
     with pytest.raises(SeedFileError) as raised:
         scan_seeds(path, SeedOptions(skip_invalid=True))  # no row can be read without a header
     assert str(raised.value) == f"{path}:1: {NUL_BYTE}"
+
+
+@pytest.mark.parametrize("name", ["s.csv", "s.parquet"])
+def test_a_row_is_measured_by_all_its_fields_together(tmp_path: Path, name: str) -> None:
+    """Each field is within the limit, the row is not: a row read as values (CSV, Parquet)
+    counts every text it holds, nested ones included."""
+    half = "x" * (MAX_ROW_BYTES // 2 + 10)
+    path = tmp_path / name
+    if name == "s.csv":
+        path.write_text(f"instruction,input\nfirst,\n{half},{half}\nthird,\n", encoding="utf-8")
+        line = 3
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        meta = pa.array([{"note": "a"}, {"note": half}, {"note": "c"}])
+        table = pa.table({"instruction": ["first", half, "third"], "meta": meta})
+        pq.write_table(table, path)
+        line = 2
+    with pytest.raises(SeedFileError) as raised:
+        scan_seeds(path)
+    assert str(raised.value).startswith(f"{path}:{line}: row is 1.0 MB, over the 1 MB limit")
