@@ -317,3 +317,22 @@ def test_a_file_read_as_another_format_names_the_right_one(
                 assert message.endswith(HINT[written]), (other, options, message)
                 assert "\n" not in message and "\r" not in message
         assert [seed.instruction for seed in seeds_of(wrong, format=written)] == expected
+
+
+@pytest.mark.parametrize(
+    ("head", "seen_as"),
+    [
+        # One line of prose with a comma is no table: a table needs its columns in two records.
+        (b"Write a poem about the sea, in four lines.\n", "text"),
+        # Two records, two columns each.
+        (
+            b"Write a poem about the sea, in four lines.\nName three rivers, north to south.\n",
+            "csv",
+        ),
+        # Two records whose column counts differ.
+        (b"Write a poem about the sea, in four lines.\nName three rivers.\n", "text"),
+    ],
+)
+def test_a_table_is_columns_that_hold_across_records(head: bytes, seen_as: str) -> None:
+    sniffed = sniff_head(head, False)
+    assert sniffed is not None and sniffed.format == seen_as
