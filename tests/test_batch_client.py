@@ -174,11 +174,14 @@ def test_a_list_without_end_is_an_error_not_no_such_batch(tmp_path, monkeypatch)
     assert cursors == [None, ["batch_1"], ["batch_2"]]
 
 
-def test_a_list_that_repeats_its_cursor_ends_there(tmp_path) -> None:
+def test_a_list_that_repeats_its_cursor_is_one_without_end_not_an_absent_batch(tmp_path) -> None:
+    """Read as absent, the batch's intent would be abandoned and its rows submitted again
+    (attack23)."""
     with HostileServer(endless_list(repeat=True)) as server:
         result = outcome(client_for(server.base_url, tmp_path), CALLS["list"](tmp_path))
         pages = len(server.requests)
-    assert result is None and pages == 2
+    assert isinstance(result, TransientBackendError) and "without end" in str(result)
+    assert pages == 2
 
 
 def test_the_batch_is_found_by_its_token_on_a_later_page(tmp_path) -> None:

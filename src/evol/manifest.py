@@ -102,7 +102,7 @@ def load_manifest(run_dir: Path, *, required: bool = True) -> Manifest | None:
             )
         raise RunDirError(f"{run_dir}: no run here (run.json is missing)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
     except RecursionError:
         raise RunDirError(f"{path}: nested too deep to be a manifest: {_DAMAGED}") from None
     except (OSError, ValueError) as error:
@@ -311,3 +311,8 @@ def format_summary(summary: RunSummary) -> str:
     if summary.dataset:
         lines.append(f"evol: dataset: {summary.dataset} ({summary.dataset_records} records)")
     return "\n".join(lines)
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are no JSON: a run.json holding one is damaged."""
+    raise ValueError(f"{name} is not a JSON value")

@@ -33,6 +33,7 @@ import json
 import math
 import random
 import re
+import shutil
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -836,6 +837,9 @@ async def ascore_run(
             model, tally, already = await _score_with_model(
                 config, records, on_progress, info, prompts
             )
+            counts = tally.per_scorer.values()
+            if config.batch and not any(c["failed"] or c["waiting"] for c in counts):
+                _forget_score_batches(config.run_dir)
     finally:
         lock.release()
     summaries = _scorer_summaries(config, records, model, tally, already)
@@ -895,19 +899,39 @@ async def _score_with_model(
 
 
 def _check_score_batches(config: ScoreConfig) -> None:
-    """Refuse live scoring while batches of an earlier `evol score --batch` still run: their
-    rows are paid for, and asking live would pay for them again."""
+    """Refuse live scoring while batches of an earlier `evol score --batch` are recorded: their
+    rows are paid for (running, or ended with replies not yet written to scores.jsonl), and
+    asking live would pay for them again. A scoring that completes with --batch forgets them."""
     state = config.run_dir / SCORE_BATCH_DIR
     if config.batch or not state.is_dir():
         return
     from evol.llm.batch import recorded_batches
 
-    running = [name for name, ended in recorded_batches(state).items() if not ended]
-    if running:
-        raise UsageError(
-            f"{config.run_dir}: batches of an earlier `evol score --batch` are still running "
-            f"({', '.join(running[:3])}) and are paid for: collect them with --batch"
-        )
+    batches = recorded_batches(state)
+    if not batches:
+        return
+    running = [name for name, ended in batches.items() if not ended]
+    held = (
+        f"are still running ({', '.join(running[:3])})"
+        if running
+        else "hold replies that may not be in scores.jsonl yet"
+    )
+    raise UsageError(
+        f"{config.run_dir}: batches of an earlier `evol score --batch` {held} and are paid "
+        f"for: collect them with --batch (or delete {SCORE_BATCH_DIR}/ to ask live, paying again)"
+    )
+
+
+def _forget_score_batches(run_dir: Path) -> None:
+    """After a scoring with --batch that left nothing failed or waiting, its batches are spent:
+    every reply is in scores.jsonl. Their state goes, unless one is still running."""
+    state = run_dir / SCORE_BATCH_DIR
+    if state.is_symlink() or not state.is_dir():
+        return
+    from evol.llm.batch import recorded_batches
+
+    if all(recorded_batches(state).values()):
+        shutil.rmtree(state)
 
 
 async def _default_model(backend: ChatBackend) -> str:

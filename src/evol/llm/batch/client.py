@@ -170,9 +170,13 @@ class BatchClient:
             for batch in page.data:
                 if (batch.metadata or {}).get(TOKEN_KEY) == token:
                     return batch
-            after = page.last_id or (page.data[-1].id if page.data else None)
-            if not page.has_more or after is None or after in seen:
+            if not page.has_more:
                 return None
+            after = page.last_id or (page.data[-1].id if page.data else None)
+            if after is None or after in seen:
+                # More pages, but no way to them (no cursor, or one seen before): a list that
+                # never ends, not an absent batch.
+                break
             seen.add(after)
         # Not "absent": giving the batch up on a list that never ends could pay for it twice.
         raise TransientBackendError(f"{self.where} lists batches without end")

@@ -98,10 +98,16 @@ class Results:
         self.path = path
         # custom_id -> offset << 32 | length: about 170 bytes of memory an answered request.
         self.index: dict[str, int] = {}
-        for _number, offset, length, data in _read_lines(path):
+        for number, offset, length, data in _read_lines(path):
             custom_id = data.get("custom_id") if isinstance(data, dict) else None
-            if isinstance(custom_id, str):
-                self.index.setdefault(custom_id, offset << 32 | length)
+            if not isinstance(custom_id, str):
+                continue
+            if not isinstance(data.get("status_code"), int) or "body" not in data:
+                raise RunDirError(
+                    f"{path}:{number}: not a stored answer (no status_code or body): restore "
+                    "the file, or remove the batch state (what it held is then paid again)"
+                )
+            self.index.setdefault(custom_id, offset << 32 | length)
         self._reader: BinaryIO | None = None
 
     def get(self, custom_id: str) -> tuple[int, Any] | None:
