@@ -20,6 +20,14 @@ Reported for each p, with --answer-attempts K:
   seeds with --operations add_constraints, whose answers are as long: the price of the
   sampling and of the longer templates.
 
+Then the checkers' CPU on hostile answers ("checker_cpu"): the CPU seconds one check() takes on
+answers shaped to be slow (a long run of one character under IFEval's postscript, placeholder and
+title regexes, which are quadratic in it; a 1 MB answer of prose under a word-tokenizing check),
+each in a child process capped at CHECK_CPU_CAP seconds, against the target of CHECK_CPU_TARGET
+seconds per answer. These are open findings of attack26 (a hostile server can make a verifiable
+run spend seconds of CPU per answer); they are figures here rather than unit tests because how
+long a checker takes depends on the machine.
+
 Figures go to bench/results.json under "verifiable". The process exits non-zero when a kept
 answer fails its constraints or a run's counts disagree with the files.
 """
@@ -155,6 +163,61 @@ def measure(work: Path, count: int, extra: int) -> dict[str, Any]:
     return figures
 
 
+CHECK_CPU_TARGET = 1.0
+CHECK_CPU_CAP = 30
+
+SLOW_ANSWERS = {
+    "postscript, 20k spaces": (
+        "detectable_content:postscript",
+        {"postscript_marker": "P.S."},
+        "'x' + ' ' * 20_000 + 'x'",
+    ),
+    "placeholders, 20k '['": (
+        "detectable_content:number_placeholders",
+        {"num_placeholders": 1},
+        "'[' * 20_000",
+    ),
+    "title, 10k '<<'": ("detectable_format:title", {}, "'<<' * 10_000"),
+    "capital words, 1 MB of prose": (
+        "change_case:capital_word_frequency",
+        {"capital_frequency": 3, "capital_relation": "less than"},
+        "'The quick brown fox jumps over the lazy dog. ' * 23_000",
+    ),
+}
+
+
+def check_cpu_seconds(instruction_id: str, kwargs: dict[str, Any], answer: str) -> float | None:
+    """CPU seconds one check() takes on `answer` (an expression), in a child capped at
+    CHECK_CPU_CAP seconds; None where the cap was reached."""
+    code = (
+        "import resource\n"
+        "from evol.constraints import Constraint, ConstraintError, check\n"
+        "check('Warm up. Twice.', [Constraint(id='change_case:capital_word_frequency',"
+        " kwargs={'capital_frequency': 1, 'capital_relation': 'at least'})])\n"
+        f"answer = {answer}\n"
+        f"c = Constraint(id={instruction_id!r}, kwargs={kwargs!r})\n"
+        "def cpu():\n"
+        "    used = resource.getrusage(resource.RUSAGE_SELF)\n"
+        "    return used.ru_utime + used.ru_stime\n"
+        "start = cpu()\n"
+        f"resource.setrlimit(resource.RLIMIT_CPU, (int(start) + {CHECK_CPU_CAP}, -1))\n"
+        "try:\n    check(answer, [c])\nexcept ConstraintError:\n    pass\n"
+        "print(cpu() - start)\n"
+    )
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return round(float(child.stdout), 2) if child.returncode == 0 else None
+
+
+def checker_cpu() -> dict[str, Any]:
+    seconds = {name: check_cpu_seconds(*case) for name, case in SLOW_ANSWERS.items()}
+    return {
+        "target_s": CHECK_CPU_TARGET,
+        "cap_s": CHECK_CPU_CAP,
+        "seconds": seconds,
+        "over_target": [n for n, s in seconds.items() if s is None or s > CHECK_CPU_TARGET],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=400)
@@ -162,6 +225,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="evol-bench-verifiable-"))
     figures = measure(work, args.seeds, args.answer_attempts)
+    figures["checker_cpu"] = checker_cpu()
     for name, value in figures.items():
         print(f"{name:>24}: {value}")
     failing = [

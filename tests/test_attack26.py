@@ -2,9 +2,9 @@
 rlvr exports, attacked as a hostile dataset and a hostile user would.
 
 Each finding is a test marked xfail(strict=True) with the reason "attack26: ..."; the tests
-without the mark are cases that held. CPU-bound findings run in a child under an RLIMIT_CPU
-budget (CPU seconds, not wall time, so a loaded machine does not change the outcome), with
-inputs sized so that today's code needs ten times the budget or more (measured here).
+without the mark are cases that held. The CPU-bound findings (a checker that takes seconds on
+one answer) are figures, not tests: bench/verifiable.py measures them (`make bench`, under
+"checker_cpu"), since how long a checker takes depends on the machine.
 """
 
 from __future__ import annotations
@@ -77,22 +77,6 @@ def constrained_run(tmp_path: Path) -> Path:
             row["constraints"] = [c.model_dump() for c in carried]
         write_rows(path, rows)
     return run
-
-
-def run_under_cpu_budget(code: str, seconds: int) -> subprocess.CompletedProcess[str]:
-    """`code` in a child killed (SIGXCPU) once it has used `seconds` of CPU time."""
-    prelude = (  # the budget starts once the registry, punkt and langdetect are loaded
-        "import math, resource\n"
-        "from evol.constraints import Constraint, ConstraintError, check\n"
-        "check('Warm up. Twice.', [Constraint(id='change_case:capital_word_frequency',"
-        " kwargs={'capital_frequency': 1, 'capital_relation': 'at least'})])\n"
-        "used = resource.getrusage(resource.RUSAGE_SELF)\n"
-        "limit = math.ceil(used.ru_utime + used.ru_stime) + " + str(seconds) + "\n"
-        "resource.setrlimit(resource.RLIMIT_CPU, (limit, limit + 1))\n"
-    )
-    return subprocess.run(
-        [sys.executable, "-c", prelude + code], capture_output=True, text=True, timeout=600
-    )
 
 
 # -- checkers that crash on an answer or on kwargs ------------------------------------------------
@@ -186,58 +170,6 @@ VACUOUS = [
 def test_empty_marker_kwargs_are_refused(instruction_id, kwargs):
     with pytest.raises(ConstraintError):
         check("anything at all", [Constraint(id=instruction_id, kwargs=kwargs)])
-
-
-# -- CPU: checkers that take seconds on one answer -----------------------------------------------
-
-
-QUADRATIC = [
-    pytest.param(
-        "detectable_content:postscript",
-        {"postscript_marker": "P.S."},
-        "'x' + ' ' * 200_000 + 'x'",
-        id="postscript-space-run",
-    ),
-    pytest.param(
-        "detectable_content:number_placeholders",
-        {"num_placeholders": 1},
-        "'[' * 200_000",
-        id="placeholders-bracket-run",
-    ),
-    pytest.param("detectable_format:title", {}, "'<<' * 100_000", id="title-angle-run"),
-]
-
-
-@pytest.mark.slow  # about 5 s of CPU each while the finding stands
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack26: IFEval's postscript, placeholder and title regexes are quadratic in a "
-    "run of spaces, '[' or '<<' (20k chars: 5.5 s, 12.9 s, 2 s here; 200k: minutes), and "
-    "check() runs each on 8 loose variants",
-)
-@pytest.mark.parametrize(("instruction_id", "kwargs", "answer"), QUADRATIC)
-def test_a_long_run_of_one_character_is_checked_within_a_cpu_budget(instruction_id, kwargs, answer):
-    code = (
-        f"c = Constraint(id={instruction_id!r}, kwargs={kwargs!r})\n"
-        f"try:\n    check({answer}, [c])\nexcept ConstraintError:\n    pass\n"
-    )
-    assert run_under_cpu_budget(code, 5).returncode == 0
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack26: a 1 MB answer of plain prose takes ~9.5 s of CPU under "
-    "change_case:capital_word_frequency (nltk word_tokenize, one pass: the loose variants now "
-    "run only where strict fails, each distinct one once; it was ~19 s): a checker over 1 s",
-)
-def test_a_one_megabyte_answer_is_checked_within_a_cpu_budget():
-    code = (
-        "answer = 'The quick brown fox jumps over the lazy dog. ' * 23_000\n"
-        "c = Constraint(id='change_case:capital_word_frequency',"
-        " kwargs={'capital_frequency': 3, 'capital_relation': 'less than'})\n"
-        "try:\n    check(answer, [c])\nexcept ConstraintError:\n    pass\n"
-    )
-    assert run_under_cpu_budget(code, 2).returncode == 0
 
 
 # -- contradictions the registry allows ----------------------------------------------------------
