@@ -16,6 +16,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from conftest import run_args
+from fake_server import FakeServer
 from test_contamination import NO_LLM, WORDS, write_bench
 from test_metrics import record, write_run
 from test_transport import PlainGreeter, no_proxy_in_the_environment, outcome, theirs
@@ -255,3 +257,42 @@ def test_a_fastapi_422_names_where_and_what_of_each_error() -> None:
     )
     assert _detail({"detail": "Model not loaded"}) == "Model not loaded"
     assert _detail({"detail": []}) is None and _detail({"error": "x"}) is None
+
+
+# -- merge: the merged run.json describes the run as the unsharded one does ---------------------
+
+
+def test_a_merged_run_json_says_what_the_unsharded_run_json_says(evol, tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"id": f"s{i}", "instruction": f"Explain idea {i} of gardening"})
+        for i in range(6)
+    ]
+    lines.insert(2, json.dumps({"id": "nothing to evolve"}))  # skipped: no instruction
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("\n".join(lines) + "\n")
+    runs = {"full": ()} | {f"shard-{i}": ("--shard", f"{i}/2") for i in range(2)}
+    with FakeServer() as server:
+        for name, shard in runs.items():
+            options = ("--generations", "1", "--dedup", "--skip-invalid", *shard)
+            result = evol(*run_args(server, seeds, tmp_path / name, *options))
+            assert result.exit_code == 0, result.output
+    out = tmp_path / "merged"
+    result = evol("merge", tmp_path / "shard-1", tmp_path / "shard-0", "--out", out)
+    assert result.exit_code == 0, result.output
+
+    merged, full = (
+        json.loads((path / "run.json").read_text()) for path in (out, tmp_path / "full")
+    )
+    assert merged["seeds"] == full["seeds"]
+    assert merged["seeds"]["skipped"] and merged["seeds"]["format"]
+    assert merged["seeds"]["path"] == str(seeds)
+    assert merged["dedup"] == full["dedup"] and full["dedup"]["method"]
+
+    def unsharded(fingerprint: dict) -> dict:
+        return {key: value for key, value in fingerprint.items() if "shard" not in key}
+
+    assert unsharded(merged["fingerprint"]) == unsharded(full["fingerprint"])
+    assert merged["fingerprint"] != full["fingerprint"]  # it says the run was merged
+    sizes = merged["outputs"]
+    assert sizes and sizes == {name: (out / name).stat().st_size for name in sizes}
+    assert set(sizes) == set(full["outputs"])
