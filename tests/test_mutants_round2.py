@@ -339,5 +339,7 @@ def test_merge_refuses_an_eliminated_record_without_its_reason(
     damaged.write_text("".join(json.dumps(r) + "\n" for r in records))
     result = evol("merge", *shards, "--out", tmp_path / "merged")
     assert result.exit_code == 2
-    assert result.stderr.startswith(f"evol: error: {damaged}:{len(records)}: ")
-    assert "reason" in result.stderr and not (tmp_path / "merged" / "dataset.jsonl").exists()
+    assert result.stderr == (
+        f"evol: error: {damaged}:{len(records)}: not an evol record (missing reason)\n"
+    )
+    assert not (tmp_path / "merged" / "dataset.jsonl").exists()
