@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from conftest import Evol, run_args
-from fake_server import FakeServer
+from fake_server import FakeServer, Responder
 from test_contamination import NO_LLM, WORDS, write_bench
 from test_metrics import record, write_run
 from test_transport import PlainGreeter, no_proxy_in_the_environment, outcome, theirs
@@ -343,3 +343,31 @@ def test_merge_refuses_an_eliminated_record_without_its_reason(
         f"evol: error: {damaged}:{len(records)}: not an evol record (missing reason)\n"
     )
     assert not (tmp_path / "merged" / "dataset.jsonl").exists()
+
+
+# -- the answer check: a reply cut at the token limit decides nothing ----------------------------
+
+
+class CutAnswerChecks(Responder):
+    """Every answer check's reply names a problem in prose, then is cut at the token limit."""
+
+    def check_answer(self, task: str, structured: bool) -> str | tuple[str, str]:
+        return "My choice: asks_for_information, since the answer", "length"
+
+
+def test_an_answer_check_cut_at_the_token_limit_eliminates_nothing(evol, tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(
+        "".join(json.dumps({"instruction": f"Explain idea {i}"}) + "\n" for i in range(2))
+    )
+    with FakeServer(responder=CutAnswerChecks()) as server:
+        result = evol(
+            *run_args(server, seeds, tmp_path / "run", "--generations", "1", "--answer-check")
+        )
+        checks = len(server.requests_for("answer_check"))
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "run" / "eliminated.jsonl").exists()
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert checks >= 4 and manifest["judging"]["replies_read_as"]["answer_check"] == {
+        "unread": checks
+    }
