@@ -371,3 +371,14 @@ def test_an_answer_check_cut_at_the_token_limit_eliminates_nothing(evol, tmp_pat
     assert checks >= 4 and manifest["judging"]["replies_read_as"]["answer_check"] == {
         "unread": checks
     }
+
+
+def test_one_shard_of_one_is_the_whole_file_and_none_of_none_is_refused() -> None:
+    from evol.errors import UsageError
+    from evol.seeds import Shard, shard_of
+
+    whole = Shard.parse("0/1")
+    assert (whole.index, whole.count) == (0, 1)
+    assert {shard_of(f"p{n}", 1) for n in range(50)} == {0}
+    with pytest.raises(UsageError, match="0/0"):
+        Shard.parse("0/0")
