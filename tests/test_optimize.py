@@ -320,3 +320,30 @@ def test_the_dev_sample_is_reproducible_from_the_seed(tmp_path: Path) -> None:
     ids = [f"s{i}" for i in range(1, 51)]
     assert sample(1, 10) == sorted(sample(1, 10), key=ids.index)  # seed-file order
     assert sample(1, 80) == ids  # fewer seeds than --dev-size: all of them
+
+
+def test_batch_no_wait_exits_3_while_evaluation_batches_wait_and_ends_as_a_live_run(
+    tmp_path: Path, evol
+) -> None:
+    from batch_server import BatchServer
+
+    seeds = write_seeds(tmp_path / "seeds.jsonl", seed_rows(30))
+    with FakeServer(responder=MethodResponder()) as server:
+        assert evol("optimize", seeds, *options(server, tmp_path / "live")).exit_code == 0
+    out = tmp_path / "batch"
+    fast = ("--batch-no-wait", "--batch-poll-interval", "0.05", "--model", "fake-model")
+    with BatchServer(responder=MethodResponder(), hold=True, live_chat=True) as server:
+        first = evol("optimize", seeds, *options(server, out), *fast, "--json")
+        assert first.exit_code == 3, first.stderr
+        assert json.loads(first.stdout)["status"] == "pending"
+        assert not history(out)["steps"] and "POST /v1/chat/completions" not in server.requests
+        server.release()
+        codes = []  # each call collects what its runs' batches answered and submits the next
+        while not codes or codes[-1] == 3:
+            assert len(codes) < 40, "the optimization never finished"
+            codes.append(evol("optimize", seeds, *options(server, out), *fast).exit_code)
+        assert codes[-1] == 0
+        assert server.requests.count("POST /v1/chat/completions") == len(
+            [b for step in history(out)["steps"] for b in step["analysis"]]
+        ) + 3 * len(history(out)["steps"])  # the optimizer's calls alone went live
+    assert history(out)["steps"] == history(tmp_path / "live")["steps"]

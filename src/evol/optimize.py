@@ -83,6 +83,7 @@ async def aoptimize(
         dev = write_dev_seeds(config, config.out / DEV_SEEDS)
         settings = config.settings(file_digest(config.seeds), start.digest(config.operations))
         history = _load_history(config.out, settings)
+        _save_history(config.out, history)  # a rerun checks its settings, even if none ended
         loop = _Loop(config, dev, history, info, on_progress)
         return await loop.execute(start)
     finally:

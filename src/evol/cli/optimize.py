@@ -14,7 +14,7 @@ from evol.cli.options import CONNECTION, config_fields, env
 from evol.cli.output import echo_outside, exit_for, user_errors
 from evol.cli.progress_display import with_progress
 from evol.cli.run import _tuned_run
-from evol.command import METHOD_PANEL, MODEL_PANEL
+from evol.command import METHOD_PANEL, MODEL_PANEL, OUTPUT_PANEL
 from evol.operations import parse_weights
 from evol.optimize import aoptimize
 from evol.optimize_config import OptimizeConfig, format_optimize_summary
@@ -56,7 +56,13 @@ def optimize(
     seeds: own.Seeds,
     out: Annotated[
         Path,
-        typer.Option("--out", "-o", help="Directory of the optimization (resumed if it exists)."),
+        typer.Option(
+            "--out",
+            "-o",
+            envvar=env("out"),
+            help="Directory of the optimization (resumed if it exists).",
+            rich_help_panel=OUTPUT_PANEL,
+        ),
     ],
     dev_size: DevSize = 100,
     rounds: Rounds = 1,
