@@ -347,3 +347,19 @@ def test_batch_no_wait_exits_3_while_evaluation_batches_wait_and_ends_as_a_live_
             [b for step in history(out)["steps"] for b in step["analysis"]]
         ) + 3 * len(history(out)["steps"])  # the optimizer's calls alone went live
     assert history(out)["steps"] == history(tmp_path / "live")["steps"]
+
+
+def test_progress_says_the_step_the_candidates_evaluated_and_the_best_rate(
+    tmp_path: Path, evol
+) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", seed_rows(30))
+    with FakeServer(responder=MethodResponder()) as server:
+        args = [a for a in options(server, tmp_path / "opt", "--steps", "1") if a != "--quiet"]
+        result = evol("optimize", seeds, *args)
+    assert result.exit_code == 0, result.stderr
+    rate = history(tmp_path / "opt")["steps"][0]["candidates"][0]["failure_rate"]
+    assert f"step 1/1: 1 of 3 candidates evaluated, best failure rate so far {rate:.3f}" in (
+        result.stderr
+    )
+    assert "step 1: candidate_3 refused before evaluation" in result.stderr
+    assert "optimize complete: 1 steps" in result.stderr
