@@ -301,8 +301,7 @@ def test_the_paired_interval_is_bonferroni_corrected_and_pairs_only_shared_seeds
     assert one.high == pytest.approx(-0.5 + half) and one.low == pytest.approx(-0.5 - half)
     assert three.level == pytest.approx(1 - 0.05 / 3) and three.high > one.high
     assert paired_interval(current, {"other": 0.0}, confidence=0.95, tests=1) is None
-    single = paired_interval({"a": 1.0}, {"a": 0.0}, confidence=0.95, tests=1)
-    assert single is not None and not single.lower_for_sure
+    assert paired_interval({"a": 1.0}, {"a": 0.0}, confidence=0.95, tests=1) is None
     same = paired_interval(current, current, confidence=0.95, tests=1)
     assert same is not None and same.high == 0 and not same.lower_for_sure
 
@@ -363,3 +362,20 @@ def test_progress_says_the_step_the_candidates_evaluated_and_the_best_rate(
     )
     assert "step 1: candidate_3 refused before evaluation" in result.stderr
     assert "optimize complete: 1 steps" in result.stderr
+
+
+def test_a_proposal_the_server_refuses_is_a_refused_candidate(tmp_path: Path, evol) -> None:
+    from fake_server import Fault, first_user_turn
+
+    def refuse_second(body: dict) -> Fault | None:
+        refused = "This is proposal 2 of" in first_user_turn(body)
+        return Fault("status", 400, message="proposal too long") if refused else None
+
+    seeds = write_seeds(tmp_path / "seeds.jsonl", seed_rows(30))
+    with FakeServer(responder=MethodResponder(), faults=refuse_second) as server:
+        result = evol("optimize", seeds, *options(server, tmp_path / "opt", "--steps", "1"))
+    assert result.exit_code == 0, result.stderr
+    (step,) = history(tmp_path / "opt")["steps"]
+    second = step["candidates"][1]
+    assert second["refused"].startswith("the optimizer's request was refused")
+    assert "proposal too long" in second["refused"] and step["chosen"] == "candidate_1"

@@ -146,7 +146,7 @@ class _Loop:
         return self.summary("complete")
 
     async def steps(self, current: Method) -> Method:
-        backend_name, backend = open_backend(self.config.backend, self.config.backend_settings())
+        _name, backend = open_backend(self.config.backend, self.config.backend_settings())
         recorded = {f"step{step.step}" for step in self.history.steps}
         journal = CallJournal.open(self.config.out / OPTIMIZER_JOURNAL, recorded)
         try:
@@ -237,7 +237,7 @@ class _Loop:
                 baseline,
                 counts.per_seed(),
                 confidence=self.config.confidence,
-                tests=len(evaluated),
+                tests=self.config.candidates,  # refused ones too: m comparisons were proposed
             )
             candidate.accepted = bool(candidate.difference and candidate.difference.lower_for_sure)
             rate = counts.failure_rate

@@ -33,16 +33,14 @@ def paired_interval(
     current: dict[str, float], candidate: dict[str, float], *, confidence: float, tests: int
 ) -> Interval | None:
     """The interval of the mean of `candidate[s] - current[s]` over the seeds both have
-    (None when none are shared), at `confidence` corrected for `tests` comparisons."""
+    (None when fewer than 2 are shared), at `confidence` corrected for `tests` comparisons."""
     shared = sorted(current.keys() & candidate.keys())
-    if not shared:
+    if len(shared) < 2:  # one pair says nothing about the noise
         return None
     differences = [candidate[seed] - current[seed] for seed in shared]
     count = len(differences)
     mean = math.fsum(differences) / count
     level = 1 - (1 - confidence) / max(1, tests)
-    if count < 2:  # one pair says nothing about the noise: an interval without end
-        return Interval(mean=mean, low=-math.inf, high=math.inf, pairs=count, level=level)
     variance = math.fsum((d - mean) ** 2 for d in differences) / (count - 1)
     half = t_quantile(level, count - 1) * math.sqrt(variance / count)
     return Interval(mean=mean, low=mean - half, high=mean + half, pairs=count, level=level)
