@@ -248,6 +248,13 @@ def test_stats_cost_table_has_a_row_for_the_scoring_calls(evol, scored_run) -> N
     local = json.loads(evol("stats", run, "--json").stdout)
     assert local["roles"]["score"]["cost_usd"] == 0.0 and local["total_cost_usd"] == 0.0
 
+    # A plugin backend no longer installed is priced as a server, not refused and not free.
+    manifest["backend"]["name"] = "a-plugin-since-removed"
+    (run / "run.json").write_text(json.dumps(manifest))
+    gone = evol("stats", run, "--json", "--price-in", "1", "--price-out", "2")
+    assert gone.exit_code == 0, gone.output
+    assert json.loads(gone.stdout)["roles"]["score"]["cost_usd"] == row["cost_usd"] > 0
+
 
 def test_the_operations_plot_leaves_room_for_its_labels() -> None:
     import matplotlib

@@ -533,6 +533,23 @@ def test_a_proxy_from_the_environment_carries_the_request_and_its_login(
     assert request.headers["proxy-authorization"] == f"Basic {login}"
 
 
+def test_an_https_request_carries_the_proxy_login_on_its_tunnel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def refuses(request: Request, writer: asyncio.StreamWriter) -> bool:
+        writer.write(response("407 Who are you", b""))
+        return False
+
+    with HostileServer(refuses) as proxy:
+        where = proxy.base_url.removesuffix("/v1").replace("//", "//us%40er:p%3Ass@")
+        monkeypatch.setenv("HTTPS_PROXY", where)
+        outcome("https://evol.invalid/v1")
+        (connect,) = proxy.requests
+    assert connect.method == "CONNECT"
+    login = base64.b64encode(b"us@er:p:ss").decode()
+    assert connect.headers["proxy-authorization"] == f"Basic {login}"
+
+
 def test_no_proxy_by_cidr_goes_direct(monkeypatch: pytest.MonkeyPatch) -> None:
     """urllib and aiohttp read no CIDR in NO_PROXY: the choice is ours alone."""
     monkeypatch.setenv("HTTP_PROXY", refused_url().removesuffix("/v1"))
@@ -656,7 +673,7 @@ def test_the_proxy_is_chosen_by_scheme_and_no_proxy(
 ) -> None:
     proxy = proxy_for(url, proxies)
     assert ((proxy.url, proxy.variable) if proxy else None) == chosen
-    assert proxy is None or proxy.auth is None
+    assert proxy is None or proxy.authorization is None
 
 
 def test_the_proxy_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -685,7 +702,7 @@ def test_a_proxy_login_becomes_its_auth_and_leaves_the_url(
 ) -> None:
     proxy = proxy_for("http://example.com/v1", {"all": target})
     assert proxy is not None and proxy.url == url
-    assert proxy.auth == aiohttp.BasicAuth(*login)
+    assert proxy.authorization == aiohttp.encode_basic_auth(*login)
 
 
 def test_a_proxy_user_name_with_a_colon_is_refused_in_one_line() -> None:

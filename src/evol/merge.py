@@ -268,7 +268,9 @@ def _record_files(shards: list[_Shard]) -> list[str]:
 
 def _concatenated(paths: list[Path]) -> Any:
     """The shards' files one after the other, each line checked as a record on the way: a
-    damaged one is named in its shard, not in the merged copy."""
+    damaged one is named in its shard, not in the merged copy. Not `store.read_records`: a
+    finished shard's last line is whole even without its newline (the store's reader drops
+    such a line as torn, which here would lose a record)."""
 
     def write(out: Any) -> None:
         for path in paths:

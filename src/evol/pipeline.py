@@ -247,49 +247,38 @@ def _check_batches(config: RunConfig) -> None:
     """Refuse what would pay again for rows that the run's batches hold or still run: a live
     resume of a run that has batches, and --overwrite while some (or some of `evol score
     --batch`) have not ended."""
-    if config.overwrite:
-        _refuse_while_scoring_batches_run(config)
-    state = config.out / BATCH_DIR
-    if not state.is_dir() or (config.batch and not config.overwrite):
-        return
-    from evol.llm.batch import recorded_batches
+    from evol.llm.batch import RecordedBatches
 
-    batches = recorded_batches(state)
-    running = [name for name, ended in batches.items() if not ended]
     if config.overwrite:
-        if running:
+        scoring = RecordedBatches.of(config.out / SCORE_BATCH_DIR)
+        if scoring.running:
             raise UsageError(
-                f"{config.out}: batches of this run are still running ({_some(running)}) and "
-                "are paid for: collect them with --batch (or cancel "
-                "them with the provider, then run once with --batch to see them end) before "
-                "--overwrite"
+                f"{config.out}: batches of `evol score --batch` on this run are still running "
+                f"({scoring.some_running()}) and are paid for: collect them with `evol score "
+                "--batch` before --overwrite"
+            )
+    if config.batch and not config.overwrite:
+        return
+    batches = RecordedBatches.of(config.out / BATCH_DIR)
+    if config.overwrite:
+        if batches.running:
+            raise UsageError(
+                f"{config.out}: batches of this run are still running "
+                f"({batches.some_running()}) and are paid for: collect them with --batch (or "
+                "cancel them with the provider, then run once with --batch to see them end) "
+                "before --overwrite"
             )
         return
     if batches:
         held = (
-            f"batches of it are still running ({_some(running)})"
-            if running
+            f"batches of it are still running ({batches.some_running()})"
+            if batches.running
             else "its batches hold answers the run may not have used yet"
         )
         raise UsageError(
             f"{config.out}: this run sends its requests through the Batch API and {held}: "
             "resume it with --batch (without it they would be paid again), or start afresh "
             "with --overwrite"
-        )
-
-
-def _refuse_while_scoring_batches_run(config: RunConfig) -> None:
-    state = config.out / SCORE_BATCH_DIR
-    if not state.is_dir():
-        return
-    from evol.llm.batch import recorded_batches
-
-    running = [name for name, ended in recorded_batches(state).items() if not ended]
-    if running:
-        raise UsageError(
-            f"{config.out}: batches of `evol score --batch` on this run are still running "
-            f"({_some(running)}) and are paid for: collect them with `evol score --batch` "
-            "before --overwrite"
         )
 
 
@@ -320,10 +309,6 @@ def _check_open_files(config: RunConfig, backend_name: str) -> None:
             f"too many open files: the limit is {limit} (ulimit -n) and --concurrency "
             f"{config.concurrency} needs about {needed}: lower --concurrency or raise the limit"
         )
-
-
-def _some(names: list[str]) -> str:
-    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
 
 
 def _finished_as_recorded(config: RunConfig, seeds_digest: str) -> bool:

@@ -902,18 +902,14 @@ def _check_score_batches(config: ScoreConfig) -> None:
     """Refuse live scoring while batches of an earlier `evol score --batch` are recorded: their
     rows are paid for (running, or ended with replies not yet written to scores.jsonl), and
     asking live would pay for them again. A scoring that completes with --batch forgets them."""
-    state = config.run_dir / SCORE_BATCH_DIR
-    if config.batch or not state.is_dir():
-        return
-    from evol.llm.batch import recorded_batches
+    from evol.llm.batch import RecordedBatches
 
-    batches = recorded_batches(state)
-    if not batches:
+    batches = RecordedBatches.of(config.run_dir / SCORE_BATCH_DIR)
+    if config.batch or not batches:
         return
-    running = [name for name, ended in batches.items() if not ended]
     held = (
-        f"are still running ({', '.join(running[:3])})"
-        if running
+        f"are still running ({batches.some_running()})"
+        if batches.running
         else "hold replies that may not be in scores.jsonl yet"
     )
     raise UsageError(
@@ -925,12 +921,10 @@ def _check_score_batches(config: ScoreConfig) -> None:
 def _forget_score_batches(run_dir: Path) -> None:
     """After a scoring with --batch that left nothing failed or waiting, its batches are spent:
     every reply is in scores.jsonl. Their state goes, unless one is still running."""
-    state = run_dir / SCORE_BATCH_DIR
-    if state.is_symlink() or not state.is_dir():
-        return
-    from evol.llm.batch import recorded_batches
+    from evol.llm.batch import RecordedBatches
 
-    if all(recorded_batches(state).values()):
+    state = run_dir / SCORE_BATCH_DIR
+    if not state.is_symlink() and state.is_dir() and not RecordedBatches.of(state).running:
         shutil.rmtree(state)
 
 

@@ -22,8 +22,10 @@ from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_seri
 from evol.contamination import Flagged, read_contamination
 from evol.counts import RunCounts
 from evol.elimination import Reason
+from evol.errors import UsageError
 from evol.judging import model_role
 from evol.llm.pricing import BATCH_RATE, cost_usd, unit_prices
+from evol.llm.registry import runs_in_process
 from evol.manifest import load_manifest
 from evol.metrics import read_metrics, record_file_sizes
 from evol.records import MAX_GENERATIONS
@@ -152,9 +154,10 @@ def run_stats(
     manifest = load_manifest(run_dir)
     backend = manifest.backend
     models = backend.models if backend else {}
-    scoring = _scoring_cost(run_dir, models, backend.name if backend else None, price_in, price_out)
-    if backend and backend.name == "local" and price_in is None and price_out is None:
-        price_in = price_out = 0.0  # the embedded model runs on your own CPU
+    in_process = backend is not None and _runs_in_process(backend.name)
+    scoring = _scoring_cost(run_dir, models, in_process, price_in, price_out)
+    if in_process and price_in is None and price_out is None:
+        price_in = price_out = 0.0  # the model ran on your own machine
     # A run priced by how it was last run: one that switched between live and --batch
     # calls is priced as if all its calls were made the last way.
     batched = manifest.config.batch
@@ -285,10 +288,19 @@ class _ConstraintTally:
         )
 
 
+def _runs_in_process(backend_name: str) -> bool:
+    """Whether the run's backend ran its model on this machine (so its calls cost nothing); a
+    backend no longer installed is taken as a server's."""
+    try:
+        return runs_in_process(backend_name)
+    except UsageError:
+        return False
+
+
 def _scoring_cost(
     run_dir: Path,
     run_models: dict[str, str],
-    run_backend: str | None,
+    run_in_process: bool,
     price_in: float | None,
     price_out: float | None,
 ) -> RoleCost | None:
@@ -302,7 +314,7 @@ def _scoring_cost(
         return None
     rows = []
     for (model, batch), tokens in used.items():
-        embedded = run_backend == "local" and model in run_models.values()
+        embedded = run_in_process and model in run_models.values()
         free = embedded and price_in is None and price_out is None
         rate = BATCH_RATE if batch else 1.0
         rows.append(

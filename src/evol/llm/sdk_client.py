@@ -156,8 +156,10 @@ class SdkEndpoint:
         """httpx2 as the SDK would build it, with redirects off, our proxy and a body cap."""
         proxy = None
         if self.proxy is not None:
-            auth = self.proxy.auth
-            proxy = httpx2.Proxy(self.proxy.url, auth=(auth.login, auth.password) if auth else None)
+            login = self.proxy.authorization
+            proxy = httpx2.Proxy(
+                self.proxy.url, headers={"Proxy-Authorization": login} if login else None
+            )
 
         async def cap_body(response: httpx2.Response) -> None:
             self.answered = True

@@ -26,6 +26,7 @@ import ssl
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
@@ -78,14 +79,17 @@ class JsonTransport:
         self.headers = {"User-Agent": f"evol/{__version__}", "Accept": "application/json"}
         self.headers |= headers
         self.proxy = proxy_for(base_url)
-        self._options = {
-            name: value
-            for name, value in {
-                "proxy": self.proxy.url if self.proxy else None,
-                "proxy_auth": self.proxy.auth if self.proxy else None,
-            }.items()
-            if value is not None
-        }
+        self._options: dict[str, Any] = {}
+        if self.proxy is not None:
+            self._options["proxy"] = self.proxy.url
+        if self.proxy is not None and self.proxy.authorization:
+            # The login goes where the proxy reads it: an https request's CONNECT, or (aiohttp
+            # does not copy proxy_headers there) a plain http request's own headers.
+            login = {"Proxy-Authorization": self.proxy.authorization}
+            if base_url.startswith("https:"):
+                self._options["proxy_headers"] = login
+            else:
+                self.headers |= login
         self.answered = False  # has this server ever sent a response in this run?
         self._session: aiohttp.ClientSession | None = None
 
@@ -277,7 +281,7 @@ _ERRNO_OF = {
 @dataclass(frozen=True)
 class Proxy:
     url: str
-    auth: aiohttp.BasicAuth | None
+    authorization: str | None  # the Proxy-Authorization header, from the URL's login
     variable: str  # the environment variable that named it, for messages
 
 
@@ -301,17 +305,19 @@ def proxy_for(url: str, proxies: Mapping[str, str] | None = None) -> Proxy | Non
             f"the proxy {display_url(target)} is a {proxy.scheme} proxy; the openai backend "
             "goes through HTTP proxies only (use --backend openai-sdk, or an HTTP proxy)"
         )
-    auth = None
+    authorization = None
     if ":" in unquote(proxy.username or ""):
         raise UsageError(
             f"the proxy {display_url(target)} has a ':' in its user name, which HTTP Basic auth "
             "cannot carry (RFC 7617): use a user name without one"
         )
     if proxy.username is not None:
-        auth = aiohttp.BasicAuth(unquote(proxy.username), unquote(proxy.password or ""))
+        authorization = aiohttp.encode_basic_auth(
+            unquote(proxy.username), unquote(proxy.password or "")
+        )
         host = f"[{proxy.hostname}]" if ":" in (proxy.hostname or "") else proxy.hostname
         proxy = proxy._replace(netloc=f"{host}:{proxy.port}" if proxy.port else str(host))
-    return Proxy(proxy.geturl(), auth, f"{scheme.upper()}_PROXY")
+    return Proxy(proxy.geturl(), authorization, f"{scheme.upper()}_PROXY")
 
 
 def _bypassed(parts, no_proxy: str) -> bool:

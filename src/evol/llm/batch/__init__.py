@@ -33,7 +33,7 @@ later batch. A row that carries an HTTP error is read like a live reply with tha
 """
 
 from evol.llm.batch.backend import BatchBackend
-from evol.llm.batch.ledger import recorded_batches
+from evol.llm.batch.ledger import RecordedBatches, recorded_batches
 from evol.llm.batch.rows import (
     OversizeRow,
     RowReader,
@@ -69,6 +69,7 @@ __all__ = [
     "BatchSettings",
     "BatchUnknown",
     "OversizeRow",
+    "RecordedBatches",
     "RowReader",
     "bounded_lines",
     "describe_batches",

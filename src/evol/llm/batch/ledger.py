@@ -235,3 +235,27 @@ def recorded_batches(state_dir: Path) -> dict[str, bool]:
     token), and whether it has ended. Reads only: no torn line is cut."""
     entries = Journal(state_dir / STATE_FILE).read(repair=False)
     return {b.id or b.token: b.ended for b in replay(entries).values() if b.status != "abandoned"}
+
+
+@dataclass(frozen=True)
+class RecordedBatches:
+    """The batches a state directory records (none where there is no directory), for the
+    checks that refuse what would pay for their rows again."""
+
+    ended: dict[str, bool]
+
+    @classmethod
+    def of(cls, state_dir: Path) -> RecordedBatches:
+        return cls(recorded_batches(state_dir) if state_dir.is_dir() else {})
+
+    def __bool__(self) -> bool:
+        return bool(self.ended)
+
+    @property
+    def running(self) -> list[str]:
+        return [name for name, ended in self.ended.items() if not ended]
+
+    def some_running(self) -> str:
+        """The running batches for a message: three names at most, then "..."."""
+        running = self.running
+        return ", ".join(running[:3]) + (", ..." if len(running) > 3 else "")
