@@ -13,7 +13,7 @@ from evol.cli import run_options as own
 from evol.cli.options import CONNECTION, config_fields, env
 from evol.cli.output import echo_outside, exit_for, user_errors
 from evol.cli.progress_display import with_progress
-from evol.cli.run import _tuned_run
+from evol.cli.run import run_tuned
 from evol.command import METHOD_PANEL, MODEL_PANEL, OUTPUT_PANEL
 from evol.operations import parse_weights
 from evol.optimize import aoptimize
@@ -124,7 +124,7 @@ def optimize(
             return
         summary = with_progress(
             quiet,
-            lambda on_progress, on_info: _tuned_run(
+            lambda on_progress, on_info: run_tuned(
                 aoptimize(config, on_progress=on_progress, on_info=on_info)
             ),
         )
