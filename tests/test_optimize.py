@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import read_jsonl, write_seeds
 from fake_server import BAD_PHRASE, GOOD_PHRASE, FakeServer, MethodResponder, kind_of, unit_hash
+from hypothesis import given
+from hypothesis import strategies as st
 
 from evol.candidates import method_text, parse_method, refusal, template_problem
 from evol.optimize import write_dev_seeds
@@ -258,8 +260,32 @@ SHIPPED = PromptSet.load()
         ({"judge": "$first $second"}, "'judge' is not an operation of this run"),
         ({"breadth": "$instruction $input"}, "'breadth' is not an operation of this run"),
         ({"deepen": SHIPPED["deepen"].text + "\n\n"}, "identical to the current method"),
-        ({"deepen": "Costs $$5. $instruction $input"}, None),
-        ({"deepen": "Harder, please: ${instruction}\n$input"}, None),
+        ({"deepen": "Costs $$5. <instruction>$instruction</instruction> $input"}, None),
+        (
+            {"deepen": "Harder, please:\n<instruction>\n${instruction}\n</instruction>\n$input"},
+            None,
+        ),
+        # Wording that leaks by construction: the instruction out of its fence, a paper label.
+        (
+            {"deepen": "Harder: $instruction\n$input"},
+            "deepen: takes $instruction out of its <instruction> tags",
+        ),
+        (
+            {"deepen": "Harder: <task>$instruction</task> $input"},
+            "deepen: takes $instruction out of its <instruction> tags",
+        ),
+        (
+            {
+                "deepen": "<instruction>$instruction</instruction> $input\nStart with #Rewritten Prompt#:"
+            },
+            "deepen: brings in the label '#rewritten prompt#'",
+        ),
+        (
+            {
+                "deepen": "<instruction>$instruction</instruction> $input\nGiven prompt above, deepen it."
+            },
+            "deepen: brings in the label 'given prompt'",
+        ),
     ],
 )
 def test_a_candidate_is_refused_for_each_broken_template(rewritten: dict, why: str | None) -> None:
@@ -379,3 +405,11 @@ def test_a_proposal_the_server_refuses_is_a_refused_candidate(tmp_path: Path, ev
     second = step["candidates"][1]
     assert second["refused"].startswith("the optimizer's request was refused")
     assert "proposal too long" in second["refused"] and step["chosen"] == "candidate_1"
+
+
+@given(st.text(alphabet="<>/$ {}\\ninstructonput#", max_size=200))
+def test_any_template_text_gets_a_verdict(text: str) -> None:
+    found = template_problem("deepen", text, SHIPPED["deepen"].text)
+    assert found is None or isinstance(found, str)
+    if found is None:  # what is accepted keeps the slots and the fence
+        assert "$instruction" in text or "${instruction}" in text

@@ -4,15 +4,23 @@ optimizer model, read back from its reply, checked, and saved as a prompts direc
 A candidate is refused before any call is paid for it when one of its templates is empty,
 is not valid `string.Template` text, names a placeholder its operation does not know, drops
 one its operation requires (`$instruction`, and `$input` where the current template has it),
-or when it changes nothing. A refused candidate is recorded with its reason, never run.
+or when it changes nothing. It is refused too when its wording would leak into rewrites by
+construction: a template that takes the instruction out of the tags that fence it in the
+current one (the model can no longer tell the instruction from the method's words), or that
+brings in one of the paper's labels ("#Rewritten Prompt#", "given prompt"...), which models
+copy into their rewrites. Leaks the wording does not make certain are measured, not guessed:
+the evaluation run eliminates each rewrite that copies the candidate's words, and counts it
+as a failure. A refused candidate is recorded with its reason, never run.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from string import Template
 
+from evol.elimination import PAPER_MARKERS, normalize
 from evol.jsonl import atomic_write
 from evol.prompts import PROMPT_NAMES, PromptSet, template_slots
 
@@ -76,7 +84,26 @@ def template_problem(name: str, text: str, original: str) -> str | None:
     kept = Template(original).get_identifiers() if Template(original).is_valid() else []
     if missing := (required | set(kept)) - found:
         return f"drops the placeholder ${sorted(missing)[0]}"
+    return _leak_by_construction(text, original)
+
+
+def _leak_by_construction(text: str, original: str) -> str | None:
+    for fence in _fences(original):
+        if fence not in _fences(text):
+            return f"takes $instruction out of its {fence[0]} tags, so rewrites copy the method's words"
+    was, now = normalize(original), normalize(text)
+    for marker in PAPER_MARKERS:
+        if marker in now and marker not in was:
+            return f"brings in the label {marker!r}, which rewrites copy"
     return None
+
+
+_FENCE = re.compile(r"(<[A-Za-z_]+>)\s*\$\{?instruction\}?\s*(</[A-Za-z_]+>)")
+
+
+def _fences(template: str) -> set[tuple[str, str]]:
+    """The tag pairs that enclose the instruction's placeholder, and nothing else, in `template`."""
+    return {(m[1], m[2]) for m in _FENCE.finditer(template)}
 
 
 def write_prompts(prompts: PromptSet, rewritten: dict[str, str], folder: Path) -> None:
