@@ -15,7 +15,7 @@ import resource
 import time
 from pathlib import Path
 
-from evol.dedup import DuplicateIndex
+from evol.method.dedup import DuplicateIndex
 
 RESULTS = Path(__file__).with_name("results.json")
 

@@ -3,8 +3,8 @@
 The run is 2,000 seeds x generations 0..4, each evolution its parent plus 10 to 20 words, as
 an in-depth rewrite grows. Words come from 300 common ones and 20,000 rare ones, so that
 instructions share words as real ones do. Measured: the diversity and drift figures
-(`evol.metrics.compute_metrics`) and the contamination check against 1,000 evaluation items
-with 5% of the records carrying a planted 13-word overlap (`evol.contamination`), with the
+(`evol.quality.metrics.compute_metrics`) and the contamination check against 1,000 evaluation items
+with 5% of the records carrying a planted 13-word overlap (`evol.quality.contamination`), with the
 peak RSS of the process and the share of planted overlaps found.
 """
 
@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from evol.contamination import check_contamination
-from evol.metrics import compute_metrics
+from evol.quality.contamination import check_contamination
+from evol.quality.metrics import compute_metrics
 
 COMMON = [f"common{i}" for i in range(300)]
 RARE = [f"rare{i}" for i in range(20_000)]

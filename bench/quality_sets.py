@@ -27,9 +27,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from evol.cleaning import clean_reply, clean_rewrite
-from evol.elimination import EliminationRules, check_answer, check_rewrite, parse_verdict
-from evol.prompts import PromptSet
+from evol.method.cleaning import clean_reply, clean_rewrite
+from evol.method.elimination import EliminationRules, check_answer, check_rewrite, parse_verdict
+from evol.method.prompts import PromptSet
 
 SETS = Path(__file__).with_name("quality_sets")
 RESULTS = Path(__file__).with_name("results.json")

@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fake_server import FakeServer, VerifiableResponder  # noqa: E402
 
-from evol.constraints import Constraint, check  # noqa: E402
+from evol.method.constraints import Constraint, check  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results.json")
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
@@ -191,7 +191,7 @@ def check_cpu_seconds(instruction_id: str, kwargs: dict[str, Any], answer: str) 
     CHECK_CPU_CAP seconds; None where the cap was reached."""
     code = (
         "import resource\n"
-        "from evol.constraints import Constraint, ConstraintError, check\n"
+        "from evol.method.constraints import Constraint, ConstraintError, check\n"
         "check('Warm up. Twice.', [Constraint(id='change_case:capital_word_frequency',"
         " kwargs={'capital_frequency': 1, 'capital_relation': 'at least'})])\n"
         f"answer = {answer}\n"

@@ -88,8 +88,8 @@ def assert_valid_run(out: Path) -> dict[str, Any]:
     generation = parent's + 1, same root), every reason is a known one, run.json's counts
     equal the files, and dataset.jsonl is gen_0 .. gen_N in order.
     """
-    from evol.elimination import Reason
-    from evol.records import EliminatedRecord, Record
+    from evol.method.elimination import Reason
+    from evol.rundir.records import EliminatedRecord, Record
 
     manifest = json.loads((out / "run.json").read_text(encoding="utf-8"))
     generations = manifest["config"]["generations"]

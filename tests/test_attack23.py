@@ -21,7 +21,7 @@ from evol.llm import BackendSettings
 from evol.llm.batch.client import BatchClient
 from evol.llm.batch.settings import BatchSettings
 from evol.llm.batch.state import Results
-from evol.manifest import load_manifest
+from evol.rundir.manifest import load_manifest
 
 
 @pytest.fixture

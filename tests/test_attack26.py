@@ -25,7 +25,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evol.constraints import (
+from evol.dataset.export import export_run
+from evol.method.constraints import (
     Constraint,
     ConstraintError,
     check,
@@ -33,7 +34,6 @@ from evol.constraints import (
     ground_truth,
     pick,
 )
-from evol.export import export_run
 
 RUN_FIXTURE = Path(__file__).parent / "fixtures" / "run_v1" / "complete"
 
@@ -501,7 +501,7 @@ def test_processes_building_the_punkt_cache_at_once_all_succeed(tmp_path):
 def test_the_punkt_cache_is_as_readable_as_its_files(tmp_path):
     code = (
         "import os; os.umask(0o022)\n"
-        "from evol.constraints import punkt_data_root\n"
+        "from evol.method.constraints import punkt_data_root\n"
         "print(punkt_data_root())\n"
     )
     env = os.environ | {"XDG_CACHE_HOME": str(tmp_path / "cache")}

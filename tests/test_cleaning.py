@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evol.cleaning import clean_reply, clean_rewrite
+from evol.method.cleaning import clean_reply, clean_rewrite
 
 REWRITE = "Explain photosynthesis in three steps, with one example per step."
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from evol.cleaning import Cleaned, clean_reply, clean_rewrite
+from evol.method.cleaning import Cleaned, clean_reply, clean_rewrite
 
 TASK = "Explain tides."
 FENCE = "```"

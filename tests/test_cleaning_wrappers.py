@@ -14,7 +14,7 @@ from __future__ import annotations
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from evol.cleaning import Cleaned, clean_rewrite
+from evol.method.cleaning import Cleaned, clean_rewrite
 
 SUBJECTS = [
     "how tides work",

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 pytest.importorskip("if_verifiable", reason="the verify extra")
 
-from evol import constraints  # noqa: E402
-from evol.constraints import (  # noqa: E402
+from evol.method import constraints  # noqa: E402
+from evol.method.constraints import (  # noqa: E402
     KWARGS_SCHEMA,
     Constraint,
     ConstraintError,
@@ -595,7 +595,7 @@ def test_ground_truth_reads_the_same_as_a_python_literal_and_as_json():
 OFFLINE_CHECK = """
 import json, socket, sys
 import nltk
-from evol import constraints
+from evol.method import constraints
 
 def no_network(*args, **kwargs):
     raise OSError("network use in the offline check")
@@ -676,7 +676,7 @@ def test_a_checker_that_fails_is_one_line(tmp_path: Path):
     ConstraintError naming the id, not a traceback."""
     code = (
         "from pathlib import Path\n"
-        "from evol.constraints import Constraint, ConstraintError, check, punkt_data_root\n"
+        "from evol.method.constraints import Constraint, ConstraintError, check, punkt_data_root\n"
         "model = punkt_data_root() / 'tokenizers' / 'punkt_tab' / 'english'\n"
         "(model / 'ortho_context.tab').write_text('no tab here')\n"
         "c = Constraint(id='length_constraints:number_sentences',"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from test_metrics import record, write_run
 
-from evol.contamination import EvalIndex
+from evol.quality.contamination import EvalIndex
 
 WORDS = [f"w{i}" for i in range(1, 31)]  # the evaluation item: w1 .. w30
 NO_LLM = ("--no-difficulty", "--no-complexity", "--no-metrics")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import read_jsonl, write_seeds
 
-from evol.dedup import DuplicateIndex, rouge_l, tokens
+from evol.method.dedup import DuplicateIndex, rouge_l, tokens
 
 
 @pytest.mark.parametrize(

@@ -143,7 +143,7 @@ def test_the_readme_plugin_is_the_one_the_tests_install() -> None:
 
 def test_the_library_example_names_what_evol_exports() -> None:
     import evol
-    from evol.manifest import RunSummary
+    from evol.rundir.manifest import RunSummary
 
     readme = README.read_text(encoding="utf-8")
     for name in re.findall(r"\bevol\.(\w+)\(", readme):
@@ -195,6 +195,12 @@ def test_every_module_of_the_layout_exists() -> None:
     assert len(modules) > 30
     for module in modules:
         assert (ROOT / "src" / "evol" / module).exists(), f"src/evol/{module} does not exist"
+    # ...and every module is in it, but the packages' docstrings and `python -m evol`.
+    source = ROOT / "src" / "evol"
+    every = {path.relative_to(source).as_posix() for path in source.rglob("*.py")}
+    every -= {name for name in every if name.endswith(("__init__.py", "__main__.py"))}
+    every |= {"cli/__init__.py", "seeds/__init__.py"}  # these hold code
+    assert sorted(every - set(modules)) == []
 
 
 def test_every_page_is_in_the_nav() -> None:

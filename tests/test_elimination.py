@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from evol.elimination import (
+from evol.method.elimination import (
     PAPER_MARKERS,
     REPEAT_SIMILARITY,
     EliminationRules,
@@ -18,8 +18,8 @@ from evol.elimination import (
     check_rewrite,
     parse_verdict,
 )
-from evol.prompts import RUN_PROMPT_NAMES, PromptSet
-from evol.textstats import word_count
+from evol.method.prompts import RUN_PROMPT_NAMES, PromptSet
+from evol.method.textstats import word_count
 
 ON = EliminationRules()
 OFF = EliminationRules(judge=False, sorry=False, stopwords=False, leak=False, signals=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from evol.elimination import (
+from evol.method.elimination import (
     PAPER_MARKERS,
     EliminationRules,
     LeakDetector,
@@ -20,7 +20,7 @@ from evol.elimination import (
     normalize,
     parse_verdict,
 )
-from evol.textstats import word_count
+from evol.method.textstats import word_count
 
 ON = EliminationRules()
 

@@ -21,8 +21,6 @@ import pytest
 from conftest import read_jsonl
 
 from evol.config import JUDGE_DEFAULTS, RoleParams, RunConfig
-from evol.dedup import DuplicateIndex
-from evol.elimination import EliminationRules
 from evol.engine import Engine, EngineStats, FailedItem, RoleModels
 from evol.errors import (
     AuthenticationFailed,
@@ -35,17 +33,19 @@ from evol.errors import (
     Unreachable,
 )
 from evol.errors import most_telling as _most_telling
-from evol.journal import CallJournal
-from evol.judging import VERDICT_FORMAT
-from evol.lineage import LineageIndex
 from evol.llm import ChatBackend, Completion, GenerationParams, LLMRequest, Message
-from evol.manifest import load_manifest, write_manifest
-from evol.operations import choose_operation, parse_weights
-from evol.prompts import PromptSet
-from evol.records import compose
-from evol.runjson import Manifest, RecordedConfig
+from evol.method.dedup import DuplicateIndex
+from evol.method.elimination import EliminationRules
+from evol.method.judging import VERDICT_FORMAT
+from evol.method.operations import choose_operation, parse_weights
+from evol.method.prompts import PromptSet
+from evol.rundir.journal import CallJournal
+from evol.rundir.lineage import LineageIndex
+from evol.rundir.manifest import load_manifest, write_manifest
+from evol.rundir.records import compose
+from evol.rundir.runjson import Manifest, RecordedConfig
+from evol.rundir.store import JOURNAL, RunStore
 from evol.seeds import Seed
-from evol.store import JOURNAL, RunStore
 
 MODELS = RoleModels(evolve="the-evolver", answer="the-answerer", judge="the-judge")
 PROMPTS = PromptSet.load()

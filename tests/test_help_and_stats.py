@@ -20,8 +20,8 @@ from typer.main import get_command
 
 from evol.cli import app
 from evol.command import PANELS
-from evol.seed_formats import EXTENSIONS
-from evol.stats import OperationStats, RunStats
+from evol.dataset.stats import OperationStats, RunStats
+from evol.seeds.formats import EXTENSIONS
 
 SCREEN = {"COLUMNS": "100", "NO_COLOR": "1"}
 RUN_PANELS = [
@@ -262,7 +262,7 @@ def test_the_operations_plot_leaves_room_for_its_labels() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from evol.report import _operation_plot
+    from evol.dataset.report import _operation_plot
 
     # Small counts, as in a first run: autoscaling put the top of the axes at the tallest bar.
     operations = {

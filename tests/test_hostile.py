@@ -37,7 +37,7 @@ from hostile_server import (
 )
 
 from evol.llm.transport import JsonTransport
-from evol.records import compose
+from evol.rundir.records import compose
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
 BACKENDS = ["openai", "openai-sdk"]

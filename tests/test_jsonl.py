@@ -26,7 +26,6 @@ from hypothesis import strategies as st
 
 from evol import jsonl
 from evol.errors import RunDirError, StorageError
-from evol.journal import CallJournal
 from evol.jsonl import (
     LOCK_FILE,
     append_line,
@@ -40,8 +39,9 @@ from evol.jsonl import (
 )
 from evol.llm.batch import STATE_FILE
 from evol.llm.batch.state import Journal
-from evol.scoring import read_score_lines
-from evol.store import RunStore, read_records
+from evol.quality.scoring import read_score_lines
+from evol.rundir.journal import CallJournal
+from evol.rundir.store import RunStore, read_records
 
 PROPERTY = settings(
     derandomize=True,

@@ -13,8 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from evol.config import RunConfig
-from evol.elimination import EliminationRules, Reason, Verdict, parse_verdict
-from evol.judging import (
+from evol.llm.openai_api import json_object_format
+from evol.method.elimination import EliminationRules, Reason, Verdict, parse_verdict
+from evol.method.judging import (
     ANSWER_CHECK_SCHEMA,
     ANSWER_PROBLEMS,
     REASON_MAX_CHARS,
@@ -23,7 +24,6 @@ from evol.judging import (
     read_answer_check,
     read_judgement,
 )
-from evol.llm.openai_api import json_object_format
 from evol.pipeline import _with_instruction_check
 
 # -- reading the replies ---------------------------------------------------------------------

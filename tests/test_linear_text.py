@@ -30,10 +30,10 @@ from fake_server import FakeServer, Responder, kind_of
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from evol import cleaning, elimination, scoring
-from evol.cleaning import clean_reply, clean_rewrite
-from evol.dedup import DuplicateIndex
-from evol.elimination import (
+from evol.method import cleaning, elimination
+from evol.method.cleaning import clean_reply, clean_rewrite
+from evol.method.dedup import DuplicateIndex
+from evol.method.elimination import (
     EliminationRules,
     LeakDetector,
     Reason,
@@ -42,9 +42,10 @@ from evol.elimination import (
     normalize,
     parse_verdict,
 )
-from evol.prompts import PromptSet
-from evol.scoring import read_number, read_ranking
-from evol.textstats import estimate_tokens, tokens, word_count, words
+from evol.method.prompts import PromptSet
+from evol.method.textstats import estimate_tokens, tokens, word_count, words
+from evol.quality import scoring
+from evol.quality.scoring import read_number, read_ranking
 
 # -- the patterns as they were, the reference for what the linear ones must give -------------
 

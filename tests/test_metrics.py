@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from evol.dedup import DuplicateIndex, rouge_l, rouge_l_bitparallel
+from evol.method.dedup import DuplicateIndex, rouge_l, rouge_l_bitparallel
 
 
 def record(

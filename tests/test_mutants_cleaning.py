@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from evol.cleaning import Cleaned, clean_reply, clean_rewrite
-from evol.textstats import estimate_tokens, tokens
+from evol.method.cleaning import Cleaned, clean_reply, clean_rewrite
+from evol.method.textstats import estimate_tokens, tokens
 
 FENCED = '```\n"New instruction: Do X"\n```'
 

@@ -28,9 +28,9 @@ from test_metrics import record, write_run
 from test_scoring import ScoringResponder
 from test_select import scored_run
 
-from evol.contamination import MATCHES_KEPT, check_contamination
+from evol.method.textstats import rouge_l, tokens, word_count
+from evol.quality.contamination import MATCHES_KEPT, check_contamination
 from evol.seeds import shard_of
-from evol.textstats import rouge_l, tokens, word_count
 
 # -- merge -------------------------------------------------------------------------------------
 

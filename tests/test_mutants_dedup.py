@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from evol.dedup import DuplicateIndex, rouge_l, tokens
+from evol.method.dedup import DuplicateIndex, rouge_l, tokens
 
 EXACT = "Explain why the sky is blue in one short paragraph"
 NEAR = "Explain why the sky is blue in one short paragraph today"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from evol.elimination import (
+from evol.method.elimination import (
     PAPER_MARKERS,
     EliminationRules,
     Failure,

@@ -29,10 +29,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_metrics import record, write_run
 
+from evol.dataset.export import export_run
 from evol.errors import BackendError
-from evol.export import export_run
 from evol.llm import BackendSettings, Completion, LLMRequest, register_backend
-from evol.scoring import expected_score
+from evol.quality.scoring import expected_score
 
 # -- the run ------------------------------------------------------------------------------------
 

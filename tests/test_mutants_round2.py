@@ -23,10 +23,10 @@ from test_contamination import NO_LLM, WORDS, write_bench
 from test_metrics import record, write_run
 from test_transport import PlainGreeter, no_proxy_in_the_environment, outcome, theirs
 
-from evol import contamination
-from evol.contamination import EvalIndex
 from evol.errors import EndpointUnreachable
 from evol.llm.transport import failure_of, proxy_for
+from evol.quality import contamination
+from evol.quality.contamination import EvalIndex
 
 __all__ = ["no_proxy_in_the_environment"]  # autouse: the environment's proxies stay out
 
@@ -204,8 +204,8 @@ TASK = {
 
 @pytest.mark.parametrize("shape", ["sharegpt", "openai-chat", "ifeval", "rlvr"])
 def test_every_chat_shaped_export_prompts_with_the_instruction_and_its_input(shape: str) -> None:
-    from evol.export import shape_record
-    from evol.records import compose
+    from evol.dataset.export import shape_record
+    from evol.rundir.records import compose
 
     row = shape_record(dict(TASK), shape, None)
     whole_task = compose(TASK["instruction"], TASK["input"])
@@ -229,8 +229,8 @@ def test_every_chat_shaped_export_prompts_with_the_instruction_and_its_input(sha
 def test_a_damaged_constraints_list_is_refused_naming_the_file_the_line_and_why(
     tmp_path: Path, constraints: object, why: str
 ) -> None:
+    from evol.dataset.export import export_run
     from evol.errors import RunDirError
-    from evol.export import export_run
 
     rows = [record("s1", "Name a colour."), record("s1.1", "Name a warm colour.")]
     rows[1]["constraints"] = constraints

@@ -17,7 +17,6 @@ import pytest
 from conftest import write_seeds
 
 from evol.errors import SeedFileError
-from evol.seed_formats import MAX_ROW_BYTES
 from evol.seeds import (
     SeedOptions,
     describe_seeds,
@@ -26,6 +25,7 @@ from evol.seeds import (
     iter_seeds,
     scan_seeds,
 )
+from evol.seeds.formats import MAX_ROW_BYTES
 
 
 def seeds_of(path: Path, **options) -> list:

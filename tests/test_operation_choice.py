@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from evol.errors import UsageError
-from evol.operations import OPERATIONS, choose_operation, parse_weights
+from evol.method.operations import OPERATIONS, choose_operation, parse_weights
 
 KNOWN = "add_constraints, deepen, concretize, increase_reasoning, complicate_input, breadth"
 

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from evol.errors import UsageError
-from evol.operations import OPERATIONS, choose_operation, parse_weights
+from evol.method.operations import OPERATIONS, choose_operation, parse_weights
 
 
 @pytest.mark.parametrize(

@@ -20,11 +20,11 @@ from fake_server import BAD_PHRASE, GOOD_PHRASE, FakeServer, MethodResponder, ki
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evol.candidates import method_text, parse_method, refusal, template_problem
-from evol.optimize import write_dev_seeds
-from evol.optimize_config import OptimizeConfig
-from evol.paired import paired_interval, t_cdf, t_quantile
-from evol.prompts import PromptSet, default_prompt_dir
+from evol.method.prompts import PromptSet, default_prompt_dir
+from evol.optimize.candidates import method_text, parse_method, refusal, template_problem
+from evol.optimize.config import OptimizeConfig
+from evol.optimize.loop import write_dev_seeds
+from evol.optimize.paired import paired_interval, t_cdf, t_quantile
 
 OPERATIONS = ("add_constraints", "deepen", "concretize", "increase_reasoning", "breadth")
 

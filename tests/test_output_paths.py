@@ -22,8 +22,8 @@ from test_select import SCRIPT
 
 from evol.errors import RunDirError, UsageError
 from evol.jsonl import atomic_write
-from evol.scoring import _Sidecar
-from evol.store import RunStore, refuse_run_state
+from evol.quality.scoring import _Sidecar
+from evol.rundir.store import RunStore, refuse_run_state
 
 RECORDS = [
     record("s1", "Name a river"),

@@ -19,12 +19,12 @@ from conftest import read_jsonl, run_args, write_seeds
 from fake_server import FakeServer, Responder
 
 import evol
-from evol.dedup import DuplicateIndex
-from evol.elimination import EliminationRules, Reason, check_rewrite
 from evol.jsonl import repair_torn_tail
-from evol.operations import choose_operation, parse_weights
-from evol.prompts import PromptSet
-from evol.textstats import rouge_l, tokens
+from evol.method.dedup import DuplicateIndex
+from evol.method.elimination import EliminationRules, Reason, check_rewrite
+from evol.method.operations import choose_operation, parse_weights
+from evol.method.prompts import PromptSet
+from evol.method.textstats import rouge_l, tokens
 
 LEAKS = PromptSet.load().leak_detector()
 
@@ -72,7 +72,7 @@ def test_the_operation_depends_on_the_round() -> None:
 def test_the_operation_choice_is_the_same_in_every_process() -> None:
     """A per-process hash() in the choice would change with PYTHONHASHSEED."""
     code = (
-        "from evol.operations import choose_operation, parse_weights\n"
+        "from evol.method.operations import choose_operation, parse_weights\n"
         "w = parse_weights(None)\n"
         "print(','.join(choose_operation(w, 5, f's{i}', r) for i in range(30) for r in (1, 2)))\n"
     )

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from evol.errors import PromptError, UsageError
-from evol.operations import OPERATIONS
-from evol.prompts import (
+from evol.method.operations import OPERATIONS
+from evol.method.prompts import (
     PROMPT_NAMES,
     PromptSet,
     default_prompt_dir,

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evol.jsonl import repair_torn_tail
-from evol.operations import OPERATIONS, choose_operation, parse_weights
-from evol.prompts import PromptSet
+from evol.method.operations import OPERATIONS, choose_operation, parse_weights
+from evol.method.prompts import PromptSet
 from evol.seeds import SeedOptions, iter_seeds
 
 settings.register_profile(

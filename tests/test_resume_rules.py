@@ -19,16 +19,16 @@ from typing import Any
 import pytest
 
 from evol.config import RunConfig
-from evol.elimination import Reason
 from evol.errors import ConfigMismatch, RunDirError
-from evol.fingerprint import Fingerprint
-from evol.journal import CallJournal
 from evol.jsonl import repair_torn_tail
-from evol.lineage import LineageIndex, LineageProgress, Tip
-from evol.manifest import Manifest, check_resume, is_finished, load_manifest, write_manifest
-from evol.records import EliminatedRecord, Record
-from evol.runjson import RecordedConfig
-from evol.store import JOURNAL, RunStore
+from evol.method.elimination import Reason
+from evol.rundir.fingerprint import Fingerprint
+from evol.rundir.journal import CallJournal
+from evol.rundir.lineage import LineageIndex, LineageProgress, Tip
+from evol.rundir.manifest import Manifest, check_resume, is_finished, load_manifest, write_manifest
+from evol.rundir.records import EliminatedRecord, Record
+from evol.rundir.runjson import RecordedConfig
+from evol.rundir.store import JOURNAL, RunStore
 
 MODELS = {"evolve": "fake-model"}
 FINGERPRINT = Fingerprint(models=MODELS, seed=0)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from evol.cleaning import clean_reply, clean_rewrite
-from evol.elimination import (
+from evol.errors import UsageError
+from evol.method.cleaning import clean_reply, clean_rewrite
+from evol.method.elimination import (
     EliminationRules,
     LeakDetector,
     Reason,
@@ -18,10 +19,9 @@ from evol.elimination import (
     check_rewrite,
     parse_verdict,
 )
-from evol.errors import UsageError
-from evol.operations import parse_weights
-from evol.prompts import PromptSet
-from evol.textstats import estimate_tokens, tokens
+from evol.method.operations import parse_weights
+from evol.method.prompts import PromptSet
+from evol.method.textstats import estimate_tokens, tokens
 
 ON = EliminationRules()
 LEAKS = PromptSet.load().leak_detector()

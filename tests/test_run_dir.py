@@ -126,7 +126,7 @@ def test_evol_imports_without_posix_only_modules() -> None:
         "import sys\n"
         "for name in ('fcntl', 'termios', 'pty', 'resource', 'grp', 'pwd'):\n"
         "    sys.modules[name] = None  # as on Windows: importing it raises ImportError\n"
-        "import evol, evol.cli, evol.store, evol.pipeline, evol.engine\n"
+        "import evol, evol.cli, evol.rundir.store, evol.pipeline, evol.engine\n"
         "print('ok')\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -262,7 +262,7 @@ def test_a_damaged_run_json_gives_way_to_overwrite(
 
 
 def _summary(**fields: object):
-    from evol.manifest import RunSummary
+    from evol.rundir.manifest import RunSummary
 
     base: dict[str, object] = {
         "out": "run",
@@ -322,6 +322,6 @@ def _summary(**fields: object):
     ids=["complete", "failed with all", "pending"],
 )
 def test_what_a_run_says_at_its_end(fields: dict, expected: str) -> None:
-    from evol.manifest import format_summary
+    from evol.rundir.manifest import format_summary
 
     assert format_summary(_summary(**fields)) == expected

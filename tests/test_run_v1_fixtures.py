@@ -29,7 +29,7 @@ from test_scoring import ScoringResponder
 
 from evol.llm.batch import request_line
 from evol.llm.protocol import GenerationParams
-from evol.manifest import load_manifest
+from evol.rundir.manifest import load_manifest
 
 _SPEC = importlib.util.spec_from_file_location(
     "make_run_v1", Path(__file__).parent / "fixtures" / "make_run_v1.py"

@@ -1,4 +1,4 @@
-"""run.json's format (evol.runjson, evol.fingerprint): a typed model with a format_version.
+"""run.json's format (evol.rundir.runjson, evol.rundir.fingerprint): a typed model with a format_version.
 
 Any manifest written is read back equal; the fingerprint is keyed by field names, never by flag
 spellings; a format-1 run directory (tests/fixtures/run_v1/, written before format_version) is
@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, JsonValue
 
 from evol.errors import RunDirError
-from evol.fingerprint import FLAGS, V1_KEYS, Fingerprint
-from evol.manifest import load_manifest, record_failed_restart, write_manifest
-from evol.runjson import (
+from evol.rundir.fingerprint import FLAGS, V1_KEYS, Fingerprint
+from evol.rundir.manifest import load_manifest, record_failed_restart, write_manifest
+from evol.rundir.runjson import (
     FORMAT_VERSION,
     JudgingPart,
     Manifest,

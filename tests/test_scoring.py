@@ -27,8 +27,8 @@ from test_metrics import record, write_run
 
 from evol.errors import AuthenticationFailed
 from evol.llm import BackendSettings, Completion, GenerationParams, LLMRequest, register_backend
-from evol.prompts import PromptSet
-from evol.scoring import (
+from evol.method.prompts import PromptSet
+from evol.quality.scoring import (
     expected_score,
     read_number,
     read_ranking,
@@ -515,7 +515,7 @@ def test_dry_run_counts_the_calls_left_and_prices_them(evol, made_run: Path) -> 
 
 
 def test_a_run_being_written_is_not_scored(evol, made_run: Path) -> None:
-    from evol.store import RunStore
+    from evol.rundir.store import RunStore
 
     store = RunStore.open(made_run, generations=99, overwrite=False)
     try:

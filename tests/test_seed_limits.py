@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evol.errors import SeedFileError
-from evol.seed_formats import MAX_ROW_BYTES, NUL_BYTE, ColumnNames, rows
-from evol.seed_shapes import INSTRUCTION_FIELDS
 from evol.seeds import SeedOptions, scan_seeds
+from evol.seeds.formats import MAX_ROW_BYTES, NUL_BYTE, ColumnNames, rows
+from evol.seeds.shapes import INSTRUCTION_FIELDS
 
 LONG = "x" * 1_500_000
 TOO_LARGE = "row is 1.5 MB, over the 1 MB limit"
@@ -152,7 +152,7 @@ def test_json_array_elements_and_lines_match_a_whole_file_parse(
     block: int,
 ) -> None:
     # Tiny blocks cut every number, escape and UTF-8 character somewhere.
-    monkeypatch.setattr("evol.seed_formats._BLOCK_BYTES", block)
+    monkeypatch.setattr("evol.seeds.formats._BLOCK_BYTES", block)
     text, starts = before + "[", []
     for number, (space, value, trailing, indent) in enumerate(elements):
         text += space
@@ -179,7 +179,7 @@ def test_an_id_longer_than_the_limit_is_refused_at_its_line(tmp_path: Path) -> N
 
 
 def test_an_id_of_many_evolution_suffixes_costs_no_more_than_a_run_has_rounds() -> None:
-    from evol.records import MAX_GENERATIONS
+    from evol.rundir.records import MAX_GENERATIONS
     from evol.seeds import _stems
 
     stems = _stems("a" + ".1" * 100_000)  # quadratic memory once: every prefix kept

@@ -13,9 +13,9 @@ from typing import TypeVar
 from conftest import read_jsonl, run_args, write_seeds
 from fake_server import FakeServer
 
-from evol.stats import run_stats
-from evol.store import iter_records
-from evol.textstats import word_count
+from evol.dataset.stats import run_stats
+from evol.method.textstats import word_count
+from evol.rundir.store import iter_records
 
 T = TypeVar("T")
 

@@ -1,5 +1,5 @@
 """Verifiable evolution (#26): add_verifiable_constraint draws an IFEval constraint, the rewrite
-must state it (evol.wording, the judge), answers are checked by code and drawn again until one
+must state it (evol.method.wording, the judge), answers are checked by code and drawn again until one
 passes, and stats, export, --batch and a resume after kill -9 agree with what was kept."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from batch_server import BatchServer
 from conftest import assert_valid_run, read_jsonl, run_args, write_seeds
 from fake_server import FakeServer, VerifiableResponder, first_user_turn, kind_of, meets
 
-from evol.constraints import (
+from evol.errors import PromptError, UsageError
+from evol.method.constraints import (
     KWARGS_SCHEMA,
     Constraint,
     check,
@@ -28,13 +29,12 @@ from evol.constraints import (
     parse_ids,
     pick,
 )
-from evol.elimination import Reason
-from evol.errors import PromptError, UsageError
-from evol.judging import read_judgement
-from evol.operations import OPERATIONS, VERIFIABLE, choice_rng, parse_weights
-from evol.prompts import PromptSet
-from evol.records import EliminatedRecord, Record, compose
-from evol.wording import UNWORDED, judged, unstated
+from evol.method.elimination import Reason
+from evol.method.judging import read_judgement
+from evol.method.operations import OPERATIONS, VERIFIABLE, choice_rng, parse_weights
+from evol.method.prompts import PromptSet
+from evol.method.wording import UNWORDED, judged, unstated
+from evol.rundir.records import EliminatedRecord, Record, compose
 
 pytestmark = pytest.mark.usefixtures("private_cache")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -292,7 +292,7 @@ def test_seed_text_and_the_constraint_go_into_the_template_verbatim() -> None:
 def test_checks_from_many_threads_take_turns_and_agree_with_one_thread(monkeypatch) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from evol import constraints
+    from evol.method import constraints
 
     answers = [
         "Das ist eine kurze Antwort auf Deutsch, ohne Umschweife.",

@@ -16,7 +16,7 @@ from conftest import read_jsonl, run_args, write_seeds
 
 pytest.importorskip("if_verifiable", reason="the verify extra")
 
-from evol.constraints import Constraint, check, from_ground_truth  # noqa: E402
+from evol.method.constraints import Constraint, check, from_ground_truth  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -102,7 +102,7 @@ def test_the_table_agrees_with_the_librarys_own_scorer():
     import langdetect
     from if_verifiable.common import evaluate_instructions
 
-    from evol.constraints import instruction_classes
+    from evol.method.constraints import instruction_classes
 
     for answer, constraints, strict, loose in CASES:
         langdetect.DetectorFactory.seed = 0

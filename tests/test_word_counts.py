@@ -11,7 +11,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evol.textstats import Lengths, estimate_tokens, rouge_l, summarize, tokens, word_count, words
+from evol.method.textstats import (
+    Lengths,
+    estimate_tokens,
+    rouge_l,
+    summarize,
+    tokens,
+    word_count,
+    words,
+)
 
 PROPERTY = settings(derandomize=True, deadline=None, max_examples=300, database=None)
 

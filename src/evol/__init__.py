@@ -11,16 +11,16 @@ from evol.version import __version__
 
 if TYPE_CHECKING:
     from evol.config import RunConfig
-    from evol.manifest import RunSummary
     from evol.pipeline import arun, run
+    from evol.rundir.manifest import RunSummary
 
 __all__ = ["RunConfig", "RunSummary", "__version__", "arun", "run"]
 
-# The library's entry points load on first use: `import evol.textstats` (or any other leaf
+# The library's entry points load on first use: `import evol.method.textstats` (or any other leaf
 # module) then loads that module alone, not the pipeline and every backend behind it.
 _LAZY = {
     "RunConfig": "evol.config",
-    "RunSummary": "evol.manifest",
+    "RunSummary": "evol.rundir.manifest",
     "arun": "evol.pipeline",
     "run": "evol.pipeline",
 }

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from evol.elimination import EliminationRules
 from evol.llm import BackendSettings, GenerationParams
-from evol.operations import VERIFIABLE, parse_weights
-from evol.records import MAX_GENERATIONS
+from evol.method.elimination import EliminationRules
+from evol.method.operations import VERIFIABLE, parse_weights
+from evol.rundir.records import MAX_GENERATIONS
 from evol.seeds import SeedFormat, SeedOptions, Shard
 
 if TYPE_CHECKING:  # the batch backend loads only for --batch

@@ -4,7 +4,7 @@ Each seed's lineage is one task that runs its rounds in order: evolve the tip, c
 and check it for free, then ask the judge, then (only for a rewrite the judge let through)
 the answer, then apply the answer's rules (`parallel_judge`: answer and judge at once). A
 record that carries verifiable constraints (#26) is also checked for free to still state them
-(`evol.wording`), and its answer by code (`evol.constraints.check`): on a failure, up to
+(`evol.method.wording`), and its answer by code (`evol.method.constraints.check`): on a failure, up to
 --answer-attempts more answers are drawn, each its own journalled call. Lineages
 run side by side with no barrier between rounds; one adaptive limit bounds the requests in
 flight (halved on 429, see `evol.limits`), the --rpm/--tpm budget paces them, and one retry
@@ -19,23 +19,8 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from evol.cleaning import Cleaned, clean_reply, clean_rewrite
 from evol.config import RunConfig
-from evol.constraints import Constraint, check, describe, from_record, pick
-from evol.elimination import EliminationRules, Failure, Reason, Verdict, check_answer, check_rewrite
 from evol.errors import ContextLengthExceeded, most_telling
-from evol.journal import CallJournal
-from evol.judging import (
-    ANSWER_CHECK,
-    ANSWER_CHECK_FORMAT,
-    VERDICT_CONSTRAINT_FORMAT,
-    VERDICT_FORMAT,
-    AnswerCheck,
-    Judgement,
-    read_answer_check,
-    read_judgement,
-)
-from evol.lineage import LineageIndex, LineageProgress, Tip
 from evol.llm import ChatBackend, Completion, GenerationParams, LLMRequest, Message
 from evol.llm.dispatch import (
     CallFailed,
@@ -45,15 +30,37 @@ from evol.llm.dispatch import (
     CallWaiting,
     Dispatcher,
 )
-from evol.operations import BREADTH, VERIFIABLE, choice_rng, choose_operation
-from evol.prompts import PromptSet
-from evol.records import EliminatedRecord, Record, TokenUsage, compose
+from evol.method.cleaning import Cleaned, clean_reply, clean_rewrite
+from evol.method.constraints import Constraint, check, describe, from_record, pick
+from evol.method.elimination import (
+    EliminationRules,
+    Failure,
+    Reason,
+    Verdict,
+    check_answer,
+    check_rewrite,
+)
+from evol.method.judging import (
+    ANSWER_CHECK,
+    ANSWER_CHECK_FORMAT,
+    VERDICT_CONSTRAINT_FORMAT,
+    VERDICT_FORMAT,
+    AnswerCheck,
+    Judgement,
+    read_answer_check,
+    read_judgement,
+)
+from evol.method.operations import BREADTH, VERIFIABLE, choice_rng, choose_operation
+from evol.method.prompts import PromptSet
+from evol.method.wording import judged, unstated
+from evol.rundir.journal import CallJournal
+from evol.rundir.lineage import LineageIndex, LineageProgress, Tip
+from evol.rundir.records import EliminatedRecord, Record, TokenUsage, compose
+from evol.rundir.store import RunStore
 from evol.seeds import Seed
-from evol.store import RunStore
-from evol.wording import judged, unstated
 
 if TYPE_CHECKING:  # numpy, which the duplicate rule needs, loads only when the rule is on
-    from evol.dedup import DuplicateIndex
+    from evol.method.dedup import DuplicateIndex
 
 # Replies longer than this are cleaned and checked off the event loop (see `_read`).
 LARGE_REPLY_CHARS = 64 * 1024

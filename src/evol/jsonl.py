@@ -1,8 +1,8 @@
 """Append-only JSON Lines files: the one place evol opens, appends to, repairs, reads and
 replaces them, and takes a run directory's lock.
 
-Every command's files go through here: the run's records (`evol.store`), the call journal
-(`evol.journal`), the batch state (`evol.llm.batch`) and the scores (`evol.scoring`).
+Every command's files go through here: the run's records (`evol.rundir.store`), the call journal
+(`evol.rundir.journal`), the batch state (`evol.llm.batch`) and the scores (`evol.quality.scoring`).
 
 Links: every file is opened for writing with O_NOFOLLOW (a symbolic link in its place is
 refused, its target untouched) and O_NONBLOCK (a FIFO in its place fails the open rather than

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, TypeGuard
 
 from evol.config import RunConfig
-from evol.constraints import instruction_classes
-from evol.counts import RunCounts
 from evol.engine import Engine, RoleModels
 from evol.errors import (
     BackendError,
@@ -28,14 +26,20 @@ from evol.errors import (
     TransientBackendError,
     UsageError,
 )
-from evol.fingerprint import Fingerprint
 from evol.interrupts import until_signalled
-from evol.journal import CallJournal
-from evol.lineage import LineageIndex
 from evol.llm import ChatBackend, missing_key_warning, open_backend
 from evol.llm.protocol import BatchingBackend, SeveralEndpoints, capabilities_of
 from evol.llm.registry import runs_in_process
-from evol.manifest import (
+from evol.method.constraints import instruction_classes
+from evol.method.operations import VERIFIABLE
+from evol.method.prompts import PromptSet
+from evol.oslimits import open_file_limit
+from evol.progress import Progress, ProgressCallback
+from evol.rundir.counts import RunCounts
+from evol.rundir.fingerprint import Fingerprint
+from evol.rundir.journal import CallJournal
+from evol.rundir.lineage import LineageIndex
+from evol.rundir.manifest import (
     Manifest,
     RunFacts,
     RunSummary,
@@ -46,13 +50,9 @@ from evol.manifest import (
     record_failed_restart,
     write_manifest,
 )
-from evol.operations import VERIFIABLE
-from evol.oslimits import open_file_limit
-from evol.progress import Progress, ProgressCallback
-from evol.prompts import PromptSet
+from evol.rundir.store import BATCH_DIR, JOURNAL, MANIFEST, SCORE_BATCH_DIR, RunStore, output_sizes
 from evol.secrets import display_url
 from evol.seeds import SeedScan, file_digest, iter_seeds, scan_seeds
-from evol.store import BATCH_DIR, JOURNAL, MANIFEST, SCORE_BATCH_DIR, RunStore, output_sizes
 
 __all__ = ["Progress", "ProgressCallback", "RunSummary", "arun", "run"]
 
@@ -548,7 +548,7 @@ class _Run:
         """With --dedup: every kept instruction so far and every seed, ready for lookups."""
         if not self.config.rules.dedup:
             return None
-        from evol.dedup import load_pool  # numpy loads only when the rule is on
+        from evol.method.dedup import load_pool  # numpy loads only when the rule is on
 
         seeds = (
             (seed.id, seed.instruction)
@@ -558,7 +558,7 @@ class _Run:
         return load_pool(self.config.rules, largest, self.store.kept_instructions(), seeds)
 
     def pool_method(self) -> str:
-        from evol.dedup import resolved_method
+        from evol.method.dedup import resolved_method
 
         largest = self.scan.count * (self.config.generations + 1)
         return resolved_method(self.config.rules.dedup_method, largest)

@@ -16,17 +16,17 @@ from pydantic import BaseModel
 
 from evol.config import RunConfig
 from evol.errors import UsageError
-from evol.judging import ANSWER_CHECK, model_role
-from evol.lineage import LineageIndex
 from evol.llm import choose_backend, missing_key_warning
 from evol.llm.local import default_model_path
 from evol.llm.pricing import BATCH_RATE, cost_usd, unit_prices
 from evol.llm.registry import batch_backend_name, runs_in_process
+from evol.method.judging import ANSWER_CHECK, model_role
+from evol.method.prompts import PromptSet
+from evol.method.textstats import estimate_tokens
 from evol.pipeline import batch_settings, check_verifiable
-from evol.prompts import PromptSet
+from evol.rundir.lineage import LineageIndex
+from evol.rundir.store import RunStore
 from evol.seeds import iter_seeds, scan_seeds
-from evol.store import RunStore
-from evol.textstats import estimate_tokens
 
 # What a reply is assumed to cost when --max-tokens does not bound it.
 ANSWER_TOKENS = 400
@@ -139,7 +139,7 @@ def plan_run(
     costs = [role.cost_usd for role in roles.values()]
     method = None
     if config.rules.dedup:
-        from evol.dedup import resolved_method
+        from evol.method.dedup import resolved_method
 
         method = resolved_method(config.rules.dedup_method, scan.count * (config.generations + 1))
     return RunPlan(

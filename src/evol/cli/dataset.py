@@ -11,7 +11,7 @@ import typer
 
 from evol.cli import options as shared
 from evol.cli.output import echo_outside, user_errors, warn, warn_unfinished
-from evol.export import (
+from evol.dataset.export import (
     ExportResult,
     export_run,
     format_export,
@@ -19,10 +19,10 @@ from evol.export import (
     parse_split,
     status_warning,
 )
-from evol.report import write_report
-from evol.show import SHOWN_CHARS, format_lineage, lineage
-from evol.stats import format_stats, run_stats
-from evol.verification import format_verify, verify_dataset
+from evol.dataset.report import write_report
+from evol.dataset.show import SHOWN_CHARS, format_lineage, lineage
+from evol.dataset.stats import format_stats, run_stats
+from evol.dataset.verification import format_verify, verify_dataset
 
 
 class ExportFileFormat(StrEnum):

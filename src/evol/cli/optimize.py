@@ -15,10 +15,10 @@ from evol.cli.output import echo_outside, exit_for, user_errors
 from evol.cli.progress_display import with_progress
 from evol.cli.run import run_tuned
 from evol.command import METHOD_PANEL, MODEL_PANEL, OUTPUT_PANEL
-from evol.operations import parse_weights
-from evol.optimize import aoptimize
-from evol.optimize_config import OptimizeConfig, format_optimize_summary
-from evol.optimize_plan import format_optimize_plan, plan_optimize
+from evol.method.operations import parse_weights
+from evol.optimize.config import OptimizeConfig, format_optimize_summary
+from evol.optimize.loop import aoptimize
+from evol.optimize.plan import format_optimize_plan, plan_optimize
 
 
 def _loop_option(help: str, **limits: float) -> typer.models.OptionInfo:

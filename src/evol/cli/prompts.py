@@ -10,7 +10,7 @@ import typer
 from evol.cli import options as shared
 from evol.cli.output import echo_outside, user_errors
 from evol.command import EvolCommand
-from evol.prompts import PROMPT_NAMES, PromptSet, format_sources, template_text
+from evol.method.prompts import PROMPT_NAMES, PromptSet, format_sources, template_text
 
 app = typer.Typer(
     help="List and show the prompt templates a run uses.",

@@ -16,11 +16,11 @@ from evol.cli import run_options as own
 from evol.cli.options import CONNECTION
 from evol.cli.output import echo_outside, exit_for, user_errors
 from evol.cli.progress_display import with_progress
-from evol.manifest import format_summary
-from evol.merge import MergeConfig, merge_runs
-from evol.merge import format_summary as format_merge_summary
+from evol.dataset.merge import MergeConfig, merge_runs
+from evol.dataset.merge import format_summary as format_merge_summary
 from evol.pipeline import arun
 from evol.planning import format_plan, plan_run
+from evol.rundir.manifest import format_summary
 from evol.seeds import SeedOptions, describe_seeds, format_report
 
 T = TypeVar("T")

@@ -21,11 +21,11 @@ from evol.command import (
     SEEDS_PANEL,
 )
 from evol.config import RoleParams, RunConfig
-from evol.constraints import parse_ids
-from evol.elimination import EliminationRules
-from evol.operations import parse_weights
-from evol.seed_formats import EXTENSIONS
+from evol.method.constraints import parse_ids
+from evol.method.elimination import EliminationRules
+from evol.method.operations import parse_weights
 from evol.seeds import Shard
+from evol.seeds.formats import EXTENSIONS
 
 
 class DedupChoice(StrEnum):

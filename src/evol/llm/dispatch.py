@@ -79,7 +79,7 @@ class CallWaiting(Exception):
 
 
 class ReplyJournal(Protocol):
-    """Where replies are kept until their step is recorded (`evol.journal.CallJournal`)."""
+    """Where replies are kept until their step is recorded (`evol.rundir.journal.CallJournal`)."""
 
     def recall(self, item_id: str, role: str) -> dict[str, Any] | None: ...
 

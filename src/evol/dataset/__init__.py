@@ -1,0 +1,1 @@
+"""What is done with a finished run: merge its shards, export, show, report, stats, verify."""

@@ -1,0 +1,624 @@
+"""`evol export`: a run's kept records in the shapes trainers read, in the files they load.
+
+Shapes (`shape`, `--format`):
+
+    alpaca       {"instruction", "input", "output"}, plus "system" when there is a system prompt
+    sharegpt     {"conversations": [{"from": "human", ...}, {"from": "gpt", ...}]}
+    openai-chat  {"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}
+    jsonl        the records as evol wrote them
+    ifeval       {"key", "prompt", "instruction_id_list", "kwargs", "response"}: IFEval's input
+                 rows (google-research, lm-eval, NeMo Gym read the first four), plus the answer
+    rlvr         {"messages": [..., user, assistant], "ground_truth", "dataset": "ifeval"}
+    dpo          {"prompt", "chosen", "rejected"}: TRL's standard preference rows
+
+ifeval and rlvr write the records that carry verifiable `constraints` (see evol.method.constraints)
+and count the others left out. dpo writes the records whose answer met their constraints after
+an earlier one failed them: `chosen` is the kept answer, `rejected` the first that failed
+(`rejected_output`), both to the same `prompt`; it counts the others left out (no pair). Like
+ifeval it has no system turn. rlvr follows open-instruct's `ifeval` verifier, the one its
+current IF datasets use: `ground_truth` is a list holding {"instruction_id": [...], "kwargs":
+[...]}, read with ast.literal_eval. The older allenai/RLVR-IFeval rows (one constraint each,
+as {"func_name": ...} of open-instruct's own functions, its `ifeval_old` verifier) cannot hold
+several IFEval ids with their kwargs. The messages end with the kept answer: open-instruct
+drops a last message from the prompt it samples from, and `evol verify` checks it.
+
+Files (`file_format`, `--file-format`; by default from the name of `out`): `.parquet` is Parquet,
+written through pyarrow's ParquetWriter one row group of ROW_GROUP_ROWS at a time (pyarrow is the
+`parquet` extra); `.json` is ONE JSON array; anything else JSON Lines. In Parquet, sharegpt's and
+openai-chat's turns are lists of structs; evol's own records keep every top-level field whose
+values share one JSON scalar type as a typed column, and write the others (`metadata`, `usage`,
+...) as JSON text, because a Parquet column holds one type: `json.loads` gives them back.
+
+System turn: the run's system prompt (`config.system_prompt` in run.json) leads sharegpt's
+conversation as {"from": "system"} and openai-chat's as {"role": "system"}, and is alpaca's
+`system` field; `system_prompt` (`--system-prompt`) replaces it, and "" leaves it out. The
+jsonl shape is evol's records as they are, so it takes no `--system-prompt`.
+
+Splits (`split`, e.g. train=0.9,test=0.1) keep lineages whole: every record of one seed (one
+`root_id`) lands in the same part, so no rewrite of a test item sits in train. The lineages,
+sorted by root id and shuffled by `seed`, are dealt one at a time to the part furthest below
+its target (its fraction of the records): sizes count records, and each part ends less than
+one lineage above its target (with two parts, also less than one below). Each part goes to
+<stem>.<part><suffix>. With `shuffle`, records are shuffled within each part (by `seed` and
+the part's name); otherwise they keep the dataset's order, gen_0 first.
+
+Records without an answer (--no-answer-seeds) are left out and counted. A run that is not
+complete (interrupted, failed, running or killed) is exported as far as it got, and its status
+is in the result for the CLI to warn about. The record files are read twice by byte offset and
+never held whole: the first pass checks every record and counts the lineages, the second writes.
+They stay open in between, so a run that finishes meanwhile (and replaces its files sorted)
+cannot shift the offsets, and a torn last line (a run killed mid-write) is skipped, as a resume
+would cut it. Every file is written beside its target and renamed into place once all are whole;
+none is written into a run directory's own files (`store.refuse_run_state`) or through a link.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from array import array
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import orjson
+from pydantic import (
+    BaseModel,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    computed_field,
+    model_serializer,
+)
+
+from evol.errors import RunDirError, UsageError
+from evol.jsonl import link_refusal, open_fresh, open_to_read, write_error
+from evol.method.constraints import from_record, ground_truth, ifeval_columns
+from evol.rundir.manifest import Manifest, load_manifest
+from evol.rundir.records import compose
+from evol.rundir.store import generation_files, read_records, refuse_run_state
+
+ExportFormat = Literal["alpaca", "sharegpt", "openai-chat", "jsonl", "ifeval", "rlvr", "dpo"]
+# The shapes made of verifiable constraints: records without them are left out.
+CONSTRAINED_SHAPES = ("ifeval", "rlvr")
+# The shape made of a passing and a failing answer: records without both are left out.
+PAIRED_SHAPES = ("dpo",)
+# What `evol export` writes and `evol select` does not (a selection is of records, not pairs).
+EXPORT_ONLY_SHAPES = (*CONSTRAINED_SHAPES, *PAIRED_SHAPES)
+FileFormat = Literal["jsonl", "json", "parquet"]
+
+# Rows per Parquet row group (and per batch written to any file): a few MB of text at a time.
+ROW_GROUP_ROWS = 10_000
+PARQUET_EXTRA = "pip install 'evol[parquet]'"
+_PART_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+class ExportPart(BaseModel):
+    """One file written: a part of the split, or the whole export."""
+
+    name: str | None = Field(description="the --split part; None without --split")
+    file: str
+    records: int
+    lineages: int = Field(description="seeds (root ids) whose records are in this part")
+
+
+class ExportResult(BaseModel):
+    """What `export_run` wrote, and the state of the run it read."""
+
+    run: str
+    status: str = Field(description="run.json's status: complete, failed, interrupted or running")
+    shape: ExportFormat
+    file_format: FileFormat
+    system_prompt: str | None = Field(description="the system turn written; None for none")
+    parts: list[ExportPart]
+    left_out_without_output: int
+    left_out_without_constraints: int = 0
+    left_out_without_pair: int = Field(
+        0, description="dpo: records without a failed answer before the kept one"
+    )
+
+    @model_serializer(mode="wrap")
+    def _pairs_for_dpo(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if self.shape not in PAIRED_SHAPES:
+            data.pop("left_out_without_pair", None)  # the other shapes print as they did
+        return data
+
+    @computed_field
+    @property
+    def files(self) -> dict[str, int]:
+        """Records per file written."""
+        return {part.file: part.records for part in self.parts}
+
+    @property
+    def records(self) -> int:
+        return sum(part.records for part in self.parts)
+
+
+def parse_generations(spec: str | None) -> set[int] | None:
+    """`1-4`, `0,2` or `3` into a set of generations; None means all."""
+    if not spec:
+        return None
+    chosen: set[int] = set()
+    try:
+        for part in spec.split(","):
+            low, _, high = part.strip().partition("-")
+            first, last = int(low), int(high or low)
+            if first > last:
+                raise ValueError
+            chosen.update(range(first, last + 1))
+    except ValueError:
+        raise UsageError(
+            f"--generations: expected a range like 1-4 or a list like 0,2, got {spec!r}"
+        ) from None
+    return chosen
+
+
+def parse_split(spec: str | None) -> dict[str, float]:
+    """`train=0.95,test=0.05` into fractions that add up to 1, in the order given."""
+    if not spec:
+        return {}
+    parts: dict[str, float] = {}
+    for item in spec.split(","):
+        name, _, value = (text.strip() for text in item.partition("="))
+        try:
+            fraction = float(value)
+        except ValueError:
+            raise UsageError(f"--split: expected name=fraction, got {item!r}") from None
+        if not _PART_NAME.fullmatch(name):
+            raise UsageError(
+                f"--split: a part's name is letters, digits, - and _ (it names a file), got {name!r}"
+            )
+        if name in parts:
+            raise UsageError(f"--split: the part {name!r} is named twice")
+        parts[name] = fraction
+    total = sum(parts.values())
+    if not all(0 <= f <= 1 for f in parts.values()) or not abs(total - 1) <= 1e-6:
+        raise UsageError(f"--split: fractions must be >= 0 and add up to 1, got {spec!r}")
+    return parts
+
+
+def assign_lineages(
+    sizes: dict[str, int], fractions: dict[str, float], seed: int
+) -> dict[str, str]:
+    """Deal whole lineages (root id -> its records) to the parts of a split: root id -> part.
+
+    The lineages, sorted then shuffled by `seed`, go one at a time to the part furthest below
+    its target (fraction x all records; the first part listed on a tie). A part gets a lineage
+    only while it is below its target, so it ends less than one lineage above it.
+    """
+    total = sum(sizes.values())
+    targets = {name: fraction * total for name, fraction in fractions.items()}
+    filled = dict.fromkeys(fractions, 0)
+    order = sorted(sizes)
+    random.Random(seed).shuffle(order)
+    assignment = {}
+    for root in order:
+        part = max(filled, key=lambda name: targets[name] - filled[name])
+        filled[part] += sizes[root]
+        assignment[root] = part
+    return assignment
+
+
+def shape_record(record: dict[str, Any], shape: ExportFormat, system: str | None) -> dict[str, Any]:
+    """One kept record as a row of `shape`, with `system` as its system turn (None: none)."""
+    if shape == "jsonl":
+        return record
+    if shape == "alpaca":
+        row = {
+            "instruction": record["instruction"],
+            "input": record.get("input") or "",
+            "output": record["output"],
+        }
+        return row | {"system": system} if system else row
+    user = compose(record["instruction"], record.get("input") or "")
+    if shape == "dpo":
+        return {"prompt": user, "chosen": record["output"], "rejected": record["rejected_output"]}
+    if shape == "ifeval":
+        columns = ifeval_columns(from_record(record["constraints"]))
+        return {"key": record["id"], "prompt": user, **columns, "response": record["output"]}
+    if shape == "sharegpt":
+        turns = [{"from": "human", "value": user}, {"from": "gpt", "value": record["output"]}]
+        system_turn = {"from": "system", "value": system}
+        return {"conversations": [system_turn, *turns] if system else turns}
+    turns = [{"role": "user", "content": user}, {"role": "assistant", "content": record["output"]}]
+    system_turn = {"role": "system", "content": system}
+    row: dict[str, Any] = {"messages": [system_turn, *turns] if system else turns}
+    if shape == "rlvr":  # openai-chat's messages, and what open-instruct's verifier reads
+        row["ground_truth"] = ground_truth(from_record(record["constraints"]))
+        row["dataset"] = "ifeval"
+    return row
+
+
+def file_format_of(out: Path) -> FileFormat:
+    """The file format a name asks for: .parquet, .json (one array), else JSON Lines."""
+    suffix = out.suffix.lower()
+    return "parquet" if suffix == ".parquet" else "json" if suffix == ".json" else "jsonl"
+
+
+def export_run(
+    run_dir: Path,
+    out: Path,
+    *,
+    shape: ExportFormat = "alpaca",
+    file_format: FileFormat | None = None,
+    generations: set[int] | None = None,
+    split: dict[str, float] | None = None,
+    shuffle: bool = False,
+    seed: int = 0,
+    system_prompt: str | None = None,
+    row_group_rows: int = ROW_GROUP_ROWS,
+) -> ExportResult:
+    """Write the kept records of `run_dir` to `out` (or one file per part of `split`)."""
+    manifest = load_manifest(run_dir)
+    file_format = file_format or file_format_of(out)
+    if file_format == "parquet":
+        if shape == "ifeval":
+            raise UsageError(
+                "--format ifeval: its kwargs differ per constraint, which one Parquet column "
+                "cannot hold; write JSON Lines (or rlvr to Parquet)"
+            )
+        _require_pyarrow()
+    system = _system_turn(manifest, shape, system_prompt)
+    fractions = split or {}
+    targets = {name: _part_file(out, name) for name in fractions} or {None: out}
+    for target in targets.values():
+        _check_target(target)
+    if not generation_files(run_dir):
+        raise RunDirError(f"{run_dir}: the run has no records yet")
+
+    with ExitStack() as stack:
+        records_to_parquet = shape == "jsonl" and file_format == "parquet"
+        scan = _scan(
+            run_dir,
+            generations,
+            stack,
+            fields=records_to_parquet,
+            constrained=shape in EXPORT_ONLY_SHAPES,
+            paired=shape in PAIRED_SHAPES,
+        )
+        members = _members(scan, fractions, seed)
+        if shuffle:
+            for name, indices in members.items():
+                random.Random(f"{seed}:{name or ''}").shuffle(indices)
+        columns = _record_columns(scan) if records_to_parquet else {}
+        make_row = _row_maker(shape, system, columns)
+        schema = _parquet_schema(shape, system, columns) if file_format == "parquet" else None
+
+        def write(path: Path, indices: array) -> None:
+            _write_file(path, file_format, scan.chunks(indices, make_row, row_group_rows), schema)
+
+        _write_all({target: members[name] for name, target in targets.items()}, write)
+    parts = [
+        ExportPart(
+            name=name,
+            file=str(target),
+            records=len(members[name]),
+            lineages=len({scan.lineage[i] for i in members[name]}),
+        )
+        for name, target in targets.items()
+    ]
+    return ExportResult(
+        run=str(run_dir),
+        status=manifest.status or "unknown",
+        shape=shape,
+        file_format=file_format,
+        system_prompt=system,
+        parts=parts,
+        left_out_without_output=scan.left_out,
+        left_out_without_constraints=scan.left_out_unconstrained,
+        left_out_without_pair=scan.left_out_unpaired,
+    )
+
+
+def _system_turn(manifest: Manifest, shape: ExportFormat, option: str | None) -> str | None:
+    """The system prompt to write: the option's, else the run's; "" and None mean none."""
+    if shape in ("jsonl", "ifeval", "dpo"):
+        if option:
+            what = "writes evol's records as they are" if shape == "jsonl" else "has no system turn"
+            raise UsageError(
+                f"--system-prompt: the {shape} format {what}; "
+                "use alpaca, sharegpt or openai-chat (or rlvr) for a system turn"
+            )
+        return None
+    if option is None:
+        option = manifest.config.system_prompt
+    return option or None
+
+
+def _write_all(files: dict[Path, array], write: Callable[[Path, array], None]) -> None:
+    """`write` each file's records beside it, then rename them all into place: all or none."""
+    written: list[tuple[Path, Path]] = []
+    try:
+        for target, indices in files.items():
+            temporary = target.with_name(target.name + ".tmp")
+            written.append((temporary, target))
+            try:
+                write(temporary, indices)
+            except OSError as error:
+                shown = temporary if temporary.is_symlink() else target
+                raise UsageError(write_error(shown, error)) from None
+    except BaseException:
+        for temporary, _target in written:
+            if temporary.is_file() and not temporary.is_symlink():  # a link is the user's
+                temporary.unlink()
+        raise
+    try:
+        for temporary, target in written:
+            temporary.replace(target)
+    except OSError as error:
+        for temporary, _target in written:
+            temporary.unlink(missing_ok=True)
+        raise UsageError(f"{target}: cannot write it: {error.strerror}") from None
+
+
+def write_rows(out: Path, records: list[dict[str, Any]], shape: ExportFormat) -> None:
+    """Write records as rows of `shape` to `out` (its extension picks the file format), all
+    or nothing, never over a file of a run nor through a link: what `evol select` writes."""
+    _check_target(out)
+    file_format = file_format_of(out)
+    columns: dict[str, str] = {}
+    if file_format == "parquet":
+        _require_pyarrow()
+        if shape == "jsonl":
+            fields = dict.fromkeys(key for record in records for key in record)
+            kinds = {(key, type(value)) for record in records for key, value in record.items()}
+            columns = _columns(fields, kinds)
+    make_row = _row_maker(shape, None, columns)
+    rows = [make_row(dict(record)) for record in records]
+    schema = _parquet_schema(shape, None, columns) if file_format == "parquet" else None
+    _write_all({out: array("q")}, lambda path, _: _write_file(path, file_format, [rows], schema))
+
+
+def status_warning(result: ExportResult) -> str | None:
+    """The plain warning for a run that is not complete; None for a complete one."""
+    if result.status == "complete":
+        return None
+    state = {
+        "running": "is still running, or was killed before it finished",
+        "failed": "is incomplete (some steps failed after all retries)",
+    }.get(result.status, f"is {result.status}")
+    return f"{result.run} {state}: exporting the {result.records} records written so far"
+
+
+def format_export(result: ExportResult) -> str:
+    """What `evol export` prints: the run's status, then records and lineages per file."""
+    lines = [f"{result.run} ({result.status}): {result.records} records exported"]
+    for part in result.parts:
+        lines.append(f"{part.file}: {part.records} records, {part.lineages} lineages")
+    return "\n".join(lines)
+
+
+# -- the two passes ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Scan:
+    """Where every exported record lies (file, offset, length) and which lineage it is of.
+
+    Arrays of machine integers rather than the records: about 100 bytes a record in all.
+    """
+
+    files: list[BinaryIO] = field(default_factory=list)
+    where: array = field(default_factory=lambda: array("l"))
+    offsets: array = field(default_factory=lambda: array("q"))
+    lengths: array = field(default_factory=lambda: array("q"))
+    lineage: array = field(default_factory=lambda: array("l"))
+    roots: dict[str, int] = field(default_factory=dict)  # root id -> lineage number
+    sizes: list[int] = field(default_factory=list)  # records per lineage
+    left_out: int = 0
+    left_out_unconstrained: int = 0
+    left_out_unpaired: int = 0
+    # evol's records to Parquet: the top-level fields in order, and each (field, type) seen.
+    fields: dict[str, None] | None = None
+    field_types: set[tuple[str, type]] = field(default_factory=set)
+
+    def add(self, file: int, offset: int, length: int, record: dict[str, Any]) -> None:
+        number = self.roots.setdefault(record["root_id"], len(self.roots))
+        if number == len(self.sizes):
+            self.sizes.append(0)
+        self.sizes[number] += 1
+        self.where.append(file)
+        self.offsets.append(offset)
+        self.lengths.append(length)
+        self.lineage.append(number)
+        if self.fields is not None:
+            self.field_types.update(zip(record, map(type, record.values()), strict=True))
+            if not self.fields.keys() >= record.keys():
+                self.fields.update(dict.fromkeys(record))
+
+    def chunks(
+        self,
+        indices: Iterable[int],
+        make_row: Callable[[dict[str, Any]], dict[str, Any]],
+        size: int,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """The rows of the records at `indices`, read again from disk, `size` at a time."""
+        chunk: list[dict[str, Any]] = []
+        for index in indices:
+            fp = self.files[self.where[index]]
+            fp.seek(self.offsets[index])
+            chunk.append(make_row(orjson.loads(fp.read(self.lengths[index]))))
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+
+def _scan(
+    run_dir: Path,
+    generations: set[int] | None,
+    stack: ExitStack,
+    *,
+    fields: bool,
+    constrained: bool = False,
+    paired: bool = False,
+) -> _Scan:
+    """First pass: check every kept record and note where the exported ones lie (with
+    `constrained`, only those with verifiable constraints, which are checked here; with
+    `paired`, only those with a failed answer beside the kept one)."""
+    scan = _Scan(fields={} if fields else None)
+    for path in generation_files(run_dir):
+        fp = stack.enter_context(open_to_read(path))
+        scan.files.append(fp)
+        for number, offset, length, record in read_records(fp, path):
+            if generations is not None and record["generation"] not in generations:
+                continue
+            if record["output"] is None:
+                scan.left_out += 1
+                continue
+            if constrained and not _has_constraints(record, path, number):
+                scan.left_out_unconstrained += 1
+                continue
+            if paired and not isinstance(record.get("rejected_output"), str):
+                scan.left_out_unpaired += 1
+                continue
+            scan.add(len(scan.files) - 1, offset, length, record)
+    return scan
+
+
+def _has_constraints(record: dict[str, Any], path: Path, number: int) -> bool:
+    """Whether a record carries verifiable constraints; a damaged list is a RunDirError."""
+    if not record.get("constraints"):
+        return False
+    try:
+        from_record(record["constraints"])
+    except ValueError as error:
+        why = error.errors()[0]["msg"] if isinstance(error, ValidationError) else str(error)
+        raise RunDirError(f"{path}:{number}: not an evol record (constraints: {why})") from None
+    return True
+
+
+def _members(scan: _Scan, fractions: dict[str, float], seed: int) -> dict[str | None, array]:
+    """The record numbers of each part, in dataset order."""
+    everything = array("l", range(len(scan.lineage)))
+    if not fractions:
+        return {None: everything}
+    assignment = assign_lineages(dict(zip(scan.roots, scan.sizes, strict=True)), fractions, seed)
+    names = list(fractions)
+    part_of = [names.index(assignment[root]) for root in scan.roots]
+    members: dict[str | None, array] = {name: array("l") for name in names}
+    for index in everything:
+        members[names[part_of[scan.lineage[index]]]].append(index)
+    return members
+
+
+def _part_file(out: Path, name: str) -> Path:
+    return out.with_name(f"{out.stem}.{name}{out.suffix}")
+
+
+def _check_target(target: Path) -> None:
+    refuse_run_state(target, "--out")
+    if target.is_dir():
+        raise UsageError(f"{target}: is a directory; give --out a file name")
+    if target.is_symlink():
+        raise UsageError(link_refusal(target))
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+
+def _require_pyarrow() -> None:
+    try:
+        import pyarrow  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise UsageError(f"writing Parquet needs pyarrow: {PARQUET_EXTRA}") from None
+
+
+# The type of a parsed JSON value -> its column; anything else (dict, list) is JSON text.
+_SCALARS = {type(None): "null", bool: "bool", int: "int", float: "float", str: "str"}
+
+
+def _record_columns(scan: _Scan) -> dict[str, str]:
+    return _columns(scan.fields or {}, scan.field_types)
+
+
+def _columns(fields: Iterable[str], field_types: Iterable[tuple[str, type]]) -> dict[str, str]:
+    """Each top-level field of the records -> the one scalar type its values have (None
+    aside), or "json" for fields of objects, lists or mixed types, written as JSON text."""
+    kinds: dict[str, set[str]] = {key: set() for key in fields}
+    for key, kind in field_types:
+        kinds[key].add(_SCALARS.get(kind, "json"))
+    columns = {}
+    for key, seen in kinds.items():
+        seen.discard("null")
+        columns[key] = seen.pop() if len(seen) == 1 else "json" if seen else "str"
+    return columns
+
+
+def _row_maker(
+    shape: ExportFormat, system: str | None, columns: dict[str, str]
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    as_text = [key for key, kind in columns.items() if kind == "json"]
+    if not as_text:
+        return lambda record: shape_record(record, shape, system)
+
+    def record_row(record: dict[str, Any]) -> dict[str, Any]:
+        for key in as_text:
+            value = record.get(key)
+            record[key] = None if value is None else orjson.dumps(value).decode()
+        return record
+
+    return record_row
+
+
+def _parquet_schema(shape: ExportFormat, system: str | None, columns: dict[str, str]) -> Any:
+    import pyarrow as pa
+
+    text = pa.string()
+    if shape == "alpaca":
+        names = ["instruction", "input", "output"] + (["system"] if system else [])
+        return pa.schema([(name, text) for name in names])
+    if shape == "sharegpt":
+        return pa.schema(
+            [("conversations", pa.list_(pa.struct([("from", text), ("value", text)])))]
+        )
+    if shape == "openai-chat":
+        return pa.schema([("messages", pa.list_(pa.struct([("role", text), ("content", text)])))])
+    if shape == "dpo":
+        return pa.schema([(name, text) for name in ("prompt", "chosen", "rejected")])
+    if shape == "rlvr":
+        turns = pa.list_(pa.struct([("role", text), ("content", text)]))
+        return pa.schema([("messages", turns), ("ground_truth", text), ("dataset", text)])
+    types = {
+        "bool": pa.bool_(),
+        "int": pa.int64(),
+        "float": pa.float64(),
+        "str": text,
+        "json": text,
+    }
+    return pa.schema([(key, types[kind]) for key, kind in columns.items()])
+
+
+def _write_file(
+    path: Path, file_format: FileFormat, chunks: Iterable[list[dict[str, Any]]], schema: Any
+) -> None:
+    """Write rows, a chunk at a time: one Parquet row group, or lines of JSON, per chunk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(fp: BinaryIO) -> None:
+        if file_format == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            with pq.ParquetWriter(fp, schema) as writer:
+                for rows in chunks:
+                    writer.write_batch(pa.RecordBatch.from_pylist(rows, schema=schema))
+            return
+        if file_format == "jsonl":
+            for rows in chunks:
+                fp.write(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+            return
+        separator = b"[\n"
+        for rows in chunks:
+            for row in rows:
+                fp.write(separator + orjson.dumps(row))
+                separator = b",\n"
+        fp.write(b"[\n]\n" if separator == b"[\n" else b"\n]\n")
+
+    with open_fresh(path) as fp:
+        write(fp)

@@ -1,0 +1,1 @@
+"""`evol score` and `evol select`: scorers, metrics, contamination, selection."""
