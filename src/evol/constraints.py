@@ -311,11 +311,17 @@ KWARGS_SCHEMA: dict[str, Callable[[random.Random], dict[str, Any]]] = {
 
 
 def parse_ids(spec: str | None) -> list[str] | None:
-    """`--constraint-ids a,b` as the ids it names (None: every id evol draws); an id evol
-    does not draw is refused, naming those it does."""
+    """`--constraint-ids a,b` as the ids it names (None, for no value or a blank one: every
+    id evol draws); an id evol does not draw is refused, naming those it does, and so is a
+    value that names none (",")."""
     if spec is None or not spec.strip():
         return None
     ids = list(dict.fromkeys(part.strip() for part in spec.split(",") if part.strip()))
+    if not ids:  # "," names no id: an empty pool would eliminate every evolution
+        raise UsageError(
+            f"--constraint-ids {spec!r} names no id: give ids separated by commas, "
+            "or leave it out to draw from every id"
+        )
     for instruction_id in ids:
         if instruction_id not in KWARGS_SCHEMA:
             raise UsageError(
