@@ -40,6 +40,7 @@ def records(out: Path) -> list[dict]:
 # -- contradictions ---------------------------------------------------------------------------
 
 
+@pytest.mark.xfail(strict=True, reason="finding 1: fixed later on this branch")
 def test_all_capital_section_word_contradicts_few_capital_words() -> None:
     """multiple_sections with "SECTION" needs `num_sections` all-capital words ("SECTION 1"),
     which capital_word_frequency "less than n" (n <= num_sections) forbids: pick draws it."""
@@ -70,6 +71,7 @@ def test_all_capital_section_word_contradicts_few_capital_words() -> None:
 # -- the rewrite check: a garbled statement kept --------------------------------------------
 
 
+@pytest.mark.xfail(strict=True, reason="finding 3: fixed later on this branch")
 @pytest.mark.parametrize(
     ("relation", "rewrite"),
     [
@@ -86,6 +88,7 @@ def test_a_negated_count_is_garbled(relation: str, rewrite: str) -> None:
     assert unstated(rewrite, constraint) is not None
 
 
+@pytest.mark.xfail(strict=True, reason="finding 4: fixed later on this branch")
 def test_forbidden_words_required_are_garbled() -> None:
     """'Mention apple and pear, with no exceptions' requires the words; any negation word
     in the sentence passes it as forbidding them."""
@@ -115,6 +118,7 @@ class SecondAnswerBad(VerifiableResponder):
         return constrained_answer(instruction, meet=attempt >= 3)
 
 
+@pytest.mark.xfail(strict=True, reason="finding 6: fixed later on this branch")
 @pytest.mark.parametrize(
     "bad",
     [
@@ -421,6 +425,7 @@ def test_an_odd_answer_is_never_kept_wrongly_nor_a_traceback(
         assert all(v.strict for v in check(record["output"], from_record(record["constraints"])))
 
 
+@pytest.mark.xfail(strict=True, reason="finding 2: fixed later on this branch")
 def test_two_required_keywords_together_exceed_a_letter_limit() -> None:
     """keywords:existence ['constant', 'shift'] needs three t's (the words cannot overlap);
     letter_frequency t "less than 3" allows two. Each word alone fits, so the pair is drawn
@@ -484,6 +489,7 @@ class UnsureJudge(VerifiableResponder):
         return json.dumps(verdict)
 
 
+@pytest.mark.xfail(strict=True, reason="finding 5: fixed later on this branch")
 @pytest.mark.parametrize("shape", ["missing", "partially", "prose"])
 def test_an_unconfirmed_statement_is_not_kept(evol, tmp_path: Path, shape: str) -> None:
     """punctuation:no_comma is unworded: the free check only looks for "comma", the judge is
@@ -510,6 +516,7 @@ def test_an_unconfirmed_statement_is_not_kept(evol, tmp_path: Path, shape: str) 
     assert read_jsonl(out / "gen_1.jsonl") == []
 
 
+@pytest.mark.xfail(strict=True, reason="finding 7: fixed later on this branch")
 def test_stats_count_the_failed_answers_of_a_record_lost_to_an_answer_rule(
     evol, tmp_path: Path
 ) -> None:
