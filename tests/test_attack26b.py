@@ -40,7 +40,6 @@ def records(out: Path) -> list[dict]:
 # -- contradictions ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="finding 1: fixed later on this branch")
 def test_all_capital_section_word_contradicts_few_capital_words() -> None:
     """multiple_sections with "SECTION" needs `num_sections` all-capital words ("SECTION 1"),
     which capital_word_frequency "less than n" (n <= num_sections) forbids: pick draws it."""
@@ -425,7 +424,6 @@ def test_an_odd_answer_is_never_kept_wrongly_nor_a_traceback(
         assert all(v.strict for v in check(record["output"], from_record(record["constraints"])))
 
 
-@pytest.mark.xfail(strict=True, reason="finding 2: fixed later on this branch")
 def test_two_required_keywords_together_exceed_a_letter_limit() -> None:
     """keywords:existence ['constant', 'shift'] needs three t's (the words cannot overlap);
     letter_frequency t "less than 3" allows two. Each word alone fits, so the pair is drawn
