@@ -117,7 +117,6 @@ class SecondAnswerBad(VerifiableResponder):
         return constrained_answer(instruction, meet=attempt >= 3)
 
 
-@pytest.mark.xfail(strict=True, reason="finding 6: fixed later on this branch")
 @pytest.mark.parametrize(
     "bad",
     [
@@ -154,6 +153,50 @@ def test_a_bad_retry_does_not_end_the_sampling(evol, tmp_path: Path, bad: object
     eliminated = read_jsonl(out / "eliminated.jsonl")
     assert [r["reason"] for r in eliminated] in ([], ["constraint_unmet"])
     assert [r["attempts"] for r in read_jsonl(out / "gen_1.jsonl")] == [3]
+
+
+@dataclass
+class RefusesAfterFirst(VerifiableResponder):
+    """Answer 1 fails the constraints; every further answer is a refusal."""
+
+    def answer(self, instruction: str):  # type: ignore[override]
+        if "(v" not in instruction:
+            return super().answer(instruction)
+        with self.lock:
+            self.answers[instruction] += 1
+            attempt = self.answers[instruction]
+        return constrained_answer(instruction, meet=False) if attempt == 1 else "Sorry, no."
+
+
+def test_retries_that_all_fail_an_answer_rule_end_as_constraint_unmet(evol, tmp_path: Path) -> None:
+    """No answer passes: constraint_unmet, its detail naming the id answer 1 failed and the
+    rule each further answer failed; the first failed answer kept as the rejected one."""
+    seeds = write_seeds(tmp_path / "s.jsonl", [{"instruction": "Explain topic one."}])
+    out = tmp_path / "out"
+    with FakeServer(responder=RefusesAfterFirst()) as server:
+        result = evol(
+            *run_args(
+                server,
+                seeds,
+                out,
+                "--verifiable",
+                "--generations",
+                "1",
+                "--seed",
+                "1",
+                "--answer-attempts",
+                "2",
+                "--constraint-ids",
+                WORDS,
+            )  # fmt: skip
+        )
+    assert result.exit_code == 0, result.output
+    (record,) = read_jsonl(out / "eliminated.jsonl")
+    assert (record["reason"], record["attempts"]) == ("constraint_unmet", 3)
+    assert WORDS in record["detail"]
+    assert "failed an answer rule: answer 2: sorry, answer 3: sorry" in record["detail"]
+    assert record["rejected_output"] != record["output"] == "Sorry, no."
+    assert record["unmet"][WORDS] >= 1
 
 
 def test_every_kept_answer_passes_and_dpo_pairs_are_right(evol, tmp_path: Path) -> None:
@@ -514,14 +557,16 @@ def test_an_unconfirmed_statement_is_not_kept(evol, tmp_path: Path, shape: str) 
     assert read_jsonl(out / "gen_1.jsonl") == []
 
 
-@pytest.mark.xfail(strict=True, reason="finding 7: fixed later on this branch")
 def test_stats_count_the_failed_answers_of_a_record_lost_to_an_answer_rule(
     evol, tmp_path: Path
 ) -> None:
-    """Answer 1 fails the constraint (checked, recorded in `unmet`), answer 2 is a refusal:
-    stats' pass rate per id leaves that checked, failed answer out (only kept and
-    constraint_unmet records are counted), so the rate is overstated."""
-    seeds = write_seeds(tmp_path / "s.jsonl", [{"instruction": "Explain topic one."}])
+    """Answers 1 and 2 fail (answer 1 the constraint, answer 2 is a refusal), answer 3 meets
+    it, then the answer check finds it asks for information: every answer checked by code
+    counts in the pass rate, as the record's file shows them (attempts 3, its unmet).
+
+    (attack26b's version had the refusal end the record; since a further answer that fails an
+    answer rule is one more attempt, the record is now lost to the answer check instead.)"""
+    seeds = write_seeds(tmp_path / "s.jsonl", [{"instruction": "Explain topic one [asks]."}])
     out = tmp_path / "out"
     with FakeServer(responder=SecondAnswerBad()) as server:
         assert (
@@ -539,11 +584,15 @@ def test_stats_count_the_failed_answers_of_a_record_lost_to_an_answer_rule(
                     "3",
                     "--constraint-ids",
                     WORDS,
+                    "--answer-check",
                 )  # fmt: skip
             ).exit_code
             == 0
         )
-    (record,) = read_jsonl(out / "eliminated.jsonl")
-    assert record["unmet"] == {WORDS: 1}
+    # The seed's own answer is checked too (and eliminated): the evolution is the one sampled.
+    (record,) = [r for r in read_jsonl(out / "eliminated.jsonl") if r["id"] == "s1.1"]
+    assert (record["reason"], record["attempts"]) == ("asks_for_information", 3)
+    assert record["unmet"][WORDS] >= 1
     stats = json.loads(evol("stats", out, "--json").output)["constraints"]
-    assert stats["pass_rate"].get(WORDS, {}).get("answers", 0) >= 1
+    rate = stats["pass_rate"][WORDS]
+    assert (rate["answers"], rate["met"]) == (3, 3 - record["unmet"][WORDS])
