@@ -530,7 +530,6 @@ class UnsureJudge(VerifiableResponder):
         return json.dumps(verdict)
 
 
-@pytest.mark.xfail(strict=True, reason="finding 5: fixed later on this branch")
 @pytest.mark.parametrize("shape", ["missing", "partially", "prose"])
 def test_an_unconfirmed_statement_is_not_kept(evol, tmp_path: Path, shape: str) -> None:
     """punctuation:no_comma is unworded: the free check only looks for "comma", the judge is
@@ -555,6 +554,59 @@ def test_an_unconfirmed_statement_is_not_kept(evol, tmp_path: Path, shape: str) 
             == 0
         )
     assert read_jsonl(out / "gen_1.jsonl") == []
+
+
+@dataclass
+class ConfirmsWhenAskedAgain(UnsureJudge):
+    """Says nothing of the requirements at first; asked again, says "yes"."""
+
+    def judge(self, second: str, *, asked_again: bool = False, structured: bool = False) -> str:
+        if asked_again:
+            return VerifiableResponder.judge(self, second, structured=structured)
+        return super().judge(second, asked_again=asked_again, structured=structured)
+
+
+def test_an_unconfirmed_statement_is_asked_again(evol, tmp_path: Path) -> None:
+    """The judge is asked once more (judge_again, as for a reply with no verdict); its "yes"
+    then keeps the rewrite. A rewrite with no unworded constraint is asked once."""
+    out = tmp_path / "out"
+    seeds = write_seeds(tmp_path / "s.jsonl", [{"instruction": "Explain topic one."}])
+    with FakeServer(responder=ConfirmsWhenAskedAgain()) as server:
+        assert (
+            evol(
+                *run_args(
+                    server,
+                    seeds,
+                    out,
+                    "--verifiable",
+                    "--generations",
+                    "1",
+                    "--constraint-ids",
+                    "punctuation:no_comma",
+                )  # fmt: skip
+            ).exit_code
+            == 0
+        )
+        judge_calls = len(server.requests_for("judge"))
+    assert [r["id"] for r in read_jsonl(out / "gen_1.jsonl")] == ["s1.1"]
+    assert judge_calls == 2
+    with FakeServer(responder=ConfirmsWhenAskedAgain()) as server:
+        assert (
+            evol(
+                *run_args(
+                    server,
+                    seeds,
+                    tmp_path / "worded",
+                    "--verifiable",
+                    "--generations",
+                    "1",
+                    "--constraint-ids",
+                    WORDS,
+                )  # fmt: skip
+            ).exit_code
+            == 0
+        )
+        assert len(server.requests_for("judge")) == 1
 
 
 def test_stats_count_the_failed_answers_of_a_record_lost_to_an_answer_rule(

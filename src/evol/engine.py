@@ -380,7 +380,7 @@ class Engine:
         first = await self._call("judge", messages, draft, params=params)
         reply, judgement = await _read(first.text, _judgement_reader(first, bool(asked)))
         replies = [reply]
-        if judgement.verdict == Verdict.UNCLEAR:
+        if judgement.verdict == Verdict.UNCLEAR or self._unconfirmed(draft, judgement, reply):
             follow_up: list[Message] = [
                 *messages,
                 {"role": "assistant", "content": first.text},
@@ -404,6 +404,26 @@ class Engine:
         instruction_check = self.config.rules.instruction_check is not False
         if failure := judgement.failure(replies[-1], instruction_check=instruction_check):
             raise _Eliminated(failure)
+        if self._unconfirmed(draft, judgement, replies[-1]):
+            ids = ", ".join(c.id for c in judged(from_record(draft.constraints or [])))
+            said = " / ".join(repr(reply[:80]) for reply in replies)
+            raise _Eliminated(
+                Failure(
+                    Reason.CONSTRAINT_LOST,
+                    f"the judge did not confirm that it still states {ids} "
+                    f"(no states_requirements yes or no in {said})",
+                )
+            )
+
+    def _unconfirmed(self, draft: Record, judgement: Judgement, reply: str) -> bool:
+        """Whether the judge, asked whether the rewrite still states its unworded
+        constraints, said neither yes nor no (a key missing, another value, prose), where
+        nothing else it said eliminates the rewrite. Unconfirmed is not stated: it is asked
+        again, then eliminated."""
+        if judgement.states is not None or not judged(from_record(draft.constraints or [])):
+            return False
+        instruction_check = self.config.rules.instruction_check is not False
+        return judgement.failure(reply, instruction_check=instruction_check) is None
 
     async def _check_answer(self, draft: Record) -> None:
         """Ask the judge model whether the answer does the task (by meaning: the phrase rules
