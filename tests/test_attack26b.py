@@ -70,7 +70,6 @@ def test_all_capital_section_word_contradicts_few_capital_words() -> None:
 # -- the rewrite check: a garbled statement kept --------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="finding 3: fixed later on this branch")
 @pytest.mark.parametrize(
     ("relation", "rewrite"),
     [
@@ -87,7 +86,6 @@ def test_a_negated_count_is_garbled(relation: str, rewrite: str) -> None:
     assert unstated(rewrite, constraint) is not None
 
 
-@pytest.mark.xfail(strict=True, reason="finding 4: fixed later on this branch")
 def test_forbidden_words_required_are_garbled() -> None:
     """'Mention apple and pear, with no exceptions' requires the words; any negation word
     in the sentence passes it as forbidding them."""
