@@ -65,6 +65,7 @@ bench: install
 	$(BIN)/python bench/verifiable.py
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/seed_memory.py
+	$(BIN)/python bench/optimize.py
 
 ## mutate: mutation testing of the modules that decide what is kept and paid (hours);
 ##         MODULE=merge (or llm.batch, ...) checks one module in minutes

@@ -92,6 +92,9 @@ class BatchServer:
     max_bytes: int = INPUT_LIMIT_BYTES
     page_size: int = 100  # the most batches one list page holds, whatever `limit` asks
     has_batch_api: bool = True
+    # Also answer live chat completions (with `responder`): for commands that send some calls
+    # live beside their batches (evol optimize's optimizer).
+    live_chat: bool = False
     port: int = 0
 
     def __post_init__(self) -> None:
@@ -187,6 +190,8 @@ class BatchServer:
             app.router.add_post("/v1/batches", self._create)
             app.router.add_get("/v1/batches", self._list)
             app.router.add_get("/v1/batches/{id}", self._retrieve)
+        if self.live_chat:
+            app.router.add_post("/v1/chat/completions", self._chat)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
@@ -213,6 +218,18 @@ class BatchServer:
     async def _models(self, _request: web.Request) -> web.Response:
         data = [{"id": name, "object": "model", "owned_by": "fake"} for name in self.models]
         return web.json_response({"object": "list", "data": data})
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        reply = self.responder(body)
+        text = reply[0] if isinstance(reply, tuple) else reply
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}}
+        usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+        return web.json_response(
+            {"id": "chatcmpl-live", "object": "chat.completion", "created": 0,
+             "model": body["model"], "choices": [choice | {"finish_reason": "stop"}],
+             "usage": usage}
+        )  # fmt: skip
 
     async def _upload(self, request: web.Request) -> web.Response:
         form = await request.post()

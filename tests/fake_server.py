@@ -285,9 +285,83 @@ class VerifiableResponder(Responder):
         return constrained_answer(instruction, meet=meet, length=self.length)
 
 
+# Phrases of the method text that steer `MethodResponder`'s evolver (evol optimize's tests).
+GOOD_PHRASE = "Make the rewrite clearly differ from what it was given."
+BAD_PHRASE = "Stay as close as you can to what you were given."
+_TEMPLATE_BLOCK = re.compile(r'<template name="([a-z_]+)">\n(.*?)\n</template>', re.DOTALL)
+
+
+def unit_hash(text: str) -> float:
+    """A number in [0, 1) fixed by `text`, the same in every process."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
+
+
+@dataclass
+class MethodResponder(Responder):
+    """A fake evolver whose failure rate depends on the method's wording, and a fake optimizer.
+
+    The evolver hands back the instruction it was given unchanged (which the run eliminates)
+    when `unit_hash(instruction)` falls below the method's rate: `bad_rate` when the evolve
+    prompt holds BAD_PHRASE, else `good_rate` when it holds GOOD_PHRASE, else `base_rate`. The
+    same seed draws the same hash under every method, so a lower rate fails a subset of the
+    seeds a higher one fails.
+
+    The optimizer answers an analysis request (it holds `<trajectories>`) with a fixed text,
+    and proposal number k (`This is proposal k of m`) as `proposals[k - 1]` says: "good" (each
+    template of the method with GOOD_PHRASE added), "bad" (BAD_PHRASE added), "drop" (each
+    template without $instruction), "same" (the method unchanged), "none" (no template).
+    """
+
+    base_rate: float = 0.6
+    good_rate: float = 0.1
+    bad_rate: float = 0.9
+    proposals: tuple[str, ...] = ("good", "bad", "drop")
+
+    def __call__(self, body: dict[str, Any]) -> str | tuple[str, str]:
+        content = first_user_turn(body)
+        if "<trajectories>" in content:
+            return "The rewrites come back unchanged: the method never asks for a visible change."
+        if "<analysis>" in content:
+            number = int(re.search(r"This is proposal (\d+) of", content)[1])  # type: ignore[index]
+            kind = self.proposals[(number - 1) % len(self.proposals)]
+            return self.propose(kind, _between(content, "<method>\n", "\n</method>"))
+        return super().__call__(body)
+
+    def propose(self, kind: str, method: str) -> str:
+        blocks = []
+        for name, text in _TEMPLATE_BLOCK.findall(method):
+            if kind == "good":
+                text = f"{text}\n{GOOD_PHRASE}"
+            elif kind == "bad":
+                text = f"{text}\n{BAD_PHRASE}"
+            elif kind == "drop":
+                text = text.replace("$instruction", "the instruction")
+            elif kind == "none":
+                continue
+            blocks.append(f'<template name="{name}">\n{text}\n</template>')
+        return "Here is my proposal.\n\n" + "\n\n".join(blocks)
+
+    def evolve(self, instruction: str, prompt: str) -> str | tuple[str, str]:
+        rate = (
+            self.bad_rate
+            if BAD_PHRASE in prompt
+            else self.good_rate
+            if GOOD_PHRASE in prompt
+            else self.base_rate
+        )
+        if unit_hash(instruction) < rate:
+            return instruction
+        return super().evolve(instruction, prompt)
+
+
 def kind_of(body: dict[str, Any]) -> str:
-    """What a recorded request asked for: evolve, judge or answer."""
+    """What a recorded request asked for: evolve, judge or answer (or, of evol optimize's
+    optimizer, analysis or proposal)."""
     content = first_user_turn(body)
+    if "<trajectories>" in content:
+        return "analysis"
+    if "<analysis>" in content:
+        return "proposal"
     if "<task>" in content:
         return "answer_check"
     return "judge" if "<first>" in content else "evolve" if "<instruction>" in content else "answer"

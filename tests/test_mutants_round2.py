@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import ssl
 from pathlib import Path
 
 import aiohttp
 import pytest
+from conftest import Evol, run_args
+from fake_server import FakeServer, Responder
 from test_contamination import NO_LLM, WORDS, write_bench
 from test_metrics import record, write_run
 from test_transport import PlainGreeter, no_proxy_in_the_environment, outcome, theirs
@@ -255,3 +258,127 @@ def test_a_fastapi_422_names_where_and_what_of_each_error() -> None:
     )
     assert _detail({"detail": "Model not loaded"}) == "Model not loaded"
     assert _detail({"detail": []}) is None and _detail({"error": "x"}) is None
+
+
+# -- merge: the merged run.json describes the run as the unsharded one does ---------------------
+
+
+@pytest.fixture(scope="module")
+def sharded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An unsharded run (full/) and its two shards (shard-0/, shard-1/) of one seed file, with a
+    skipped seed line and an eliminated evolution."""
+    base = tmp_path_factory.mktemp("sharded")
+    texts = [f"Explain idea {i} of gardening" for i in range(6)] + ["[sorry] Summarize Hamlet"]
+    lines = [json.dumps({"id": f"s{i}", "instruction": text}) for i, text in enumerate(texts)]
+    lines.insert(2, json.dumps({"id": "nothing to evolve"}))  # skipped: no instruction
+    seeds = base / "seeds.jsonl"
+    seeds.write_text("\n".join(lines) + "\n")
+    runs = {"full": ()} | {f"shard-{i}": ("--shard", f"{i}/2") for i in range(2)}
+    evol = Evol()
+    with FakeServer() as server:
+        for name, shard in runs.items():
+            options = ("--generations", "1", "--dedup", "--skip-invalid", *shard)
+            result = evol(*run_args(server, seeds, base / name, *options))
+            assert result.exit_code == 0, result.output
+    return base
+
+
+def copied_shards(sharded: Path, tmp_path: Path) -> list[Path]:
+    shards = [tmp_path / "shard-0", tmp_path / "shard-1"]
+    for shard in shards:
+        shutil.copytree(sharded / shard.name, shard)
+    return shards
+
+
+def test_a_merged_run_json_says_what_the_unsharded_run_json_says(
+    evol, sharded: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "merged"
+    result = evol("merge", sharded / "shard-1", sharded / "shard-0", "--out", out)
+    assert result.exit_code == 0, result.output
+
+    merged = json.loads((out / "run.json").read_text())
+    full = json.loads((sharded / "full" / "run.json").read_text())
+    assert merged["seeds"] == full["seeds"]
+    assert merged["seeds"]["skipped"] and merged["seeds"]["format"]
+    assert merged["seeds"]["path"] == str(sharded / "seeds.jsonl")
+    assert merged["dedup"] == full["dedup"] and full["dedup"]["method"]
+
+    def unsharded(fingerprint: dict) -> dict:
+        return {key: value for key, value in fingerprint.items() if "shard" not in key}
+
+    assert unsharded(merged["fingerprint"]) == unsharded(full["fingerprint"])
+    assert merged["fingerprint"] != full["fingerprint"]  # it says the run was merged
+    sizes = merged["outputs"]
+    assert sizes and sizes == {name: (out / name).stat().st_size for name in sizes}
+    assert set(sizes) == set(full["outputs"])
+
+
+def test_merge_without_the_seed_file_says_to_pass_it(evol, sharded: Path, tmp_path: Path) -> None:
+    shards = copied_shards(sharded, tmp_path)
+    gone = tmp_path / "gone.jsonl"  # where the shards say their seed file was
+    for shard in shards:
+        manifest = json.loads((shard / "run.json").read_text())
+        manifest["config"]["seeds"] = str(gone)
+        (shard / "run.json").write_text(json.dumps(manifest))
+    result = evol("merge", *shards, "--out", tmp_path / "merged")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"evol: error: {gone}: the shards' seed file cannot be read; pass it with --seeds "
+        "(merge reads it to put the records in seed-file order)"
+    )
+
+
+def test_merge_refuses_an_eliminated_record_without_its_reason(
+    evol, sharded: Path, tmp_path: Path
+) -> None:
+    shards = copied_shards(sharded, tmp_path)
+    (damaged,) = [s / "eliminated.jsonl" for s in shards if (s / "eliminated.jsonl").exists()]
+    records = [json.loads(line) for line in damaged.read_text().splitlines()]
+    del records[-1]["reason"]
+    damaged.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = evol("merge", *shards, "--out", tmp_path / "merged")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"evol: error: {damaged}:{len(records)}: not an evol record (missing reason)\n"
+    )
+    assert not (tmp_path / "merged" / "dataset.jsonl").exists()
+
+
+# -- the answer check: a reply cut at the token limit decides nothing ----------------------------
+
+
+class CutAnswerChecks(Responder):
+    """Every answer check's reply names a problem in prose, then is cut at the token limit."""
+
+    def check_answer(self, task: str, structured: bool) -> str | tuple[str, str]:
+        return "My choice: asks_for_information, since the answer", "length"
+
+
+def test_an_answer_check_cut_at_the_token_limit_eliminates_nothing(evol, tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(
+        "".join(json.dumps({"instruction": f"Explain idea {i}"}) + "\n" for i in range(2))
+    )
+    with FakeServer(responder=CutAnswerChecks()) as server:
+        result = evol(
+            *run_args(server, seeds, tmp_path / "run", "--generations", "1", "--answer-check")
+        )
+        checks = len(server.requests_for("answer_check"))
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "run" / "eliminated.jsonl").exists()
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert checks >= 4 and manifest["judging"]["replies_read_as"]["answer_check"] == {
+        "unread": checks
+    }
+
+
+def test_one_shard_of_one_is_the_whole_file_and_none_of_none_is_refused() -> None:
+    from evol.errors import UsageError
+    from evol.seeds import Shard, shard_of
+
+    whole = Shard.parse("0/1")
+    assert (whole.index, whole.count) == (0, 1)
+    assert {shard_of(f"p{n}", 1) for n in range(50)} == {0}
+    with pytest.raises(UsageError, match="0/0"):
+        Shard.parse("0/0")

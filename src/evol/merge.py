@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evol.config import RunConfig
 from evol.counts import RunCounts
-from evol.errors import MergeError, RunDirError
+from evol.errors import MergeError, RunDirError, SeedFileError
 from evol.fingerprint import Fingerprint
 from evol.jsonl import atomic_write
 from evol.jsonl import open_to_read as open_record_file
@@ -251,7 +251,7 @@ def _seed_file(given: Path | None, config: RunConfig, fingerprint: Fingerprint) 
     expected = fingerprint.seeds_digest
     try:
         same = file_digest(path) == expected
-    except OSError:
+    except (OSError, SeedFileError):
         raise MergeError(
             f"{path}: the shards' seed file cannot be read; pass it with --seeds (merge reads "
             "it to put the records in seed-file order)"

@@ -9,8 +9,9 @@ to copy it). `add_verifiable_constraint` also has `$constraint`, IFEval's wordin
 constraint to add. The judge's slots are `$first` and `$second` (and `$requirements` in
 `judge_constraint`, asked of a rewrite whose constraints no rule can read); `judge_again` is the
 follow-up turn when a verdict cannot be read. The answer check's slots are `$task` and `$reply`. `evol
-score`'s prompts are here too (`score_*`, see `evol.scoring`); they are not part of a run's
-prompt digest. A literal dollar sign is written `$$`. Placeholders are checked on load.
+score`'s prompts are here too (`score_*`, see `evol.scoring`), and `evol optimize`'s
+(`optimize_*`, see `evol.optimize`); they are not part of a run's prompt digest. A literal
+dollar sign is written `$$`. Placeholders are checked on load.
 """
 
 from __future__ import annotations
@@ -55,7 +56,11 @@ SCORE_PROMPT_NAMES = (
     SCORE_SINGLE_AGAIN,
     SCORE_RANKING_AGAIN,
 )
-PROMPT_NAMES = (*RUN_PROMPT_NAMES, *SCORE_PROMPT_NAMES)
+# `evol optimize`'s own: the optimizer model's analysis of failures, and its proposals.
+OPTIMIZE_ANALYSIS = "optimize_analysis"
+OPTIMIZE_PROPOSE = "optimize_propose"
+OPTIMIZE_PROMPT_NAMES = (OPTIMIZE_ANALYSIS, OPTIMIZE_PROPOSE)
+PROMPT_NAMES = (*RUN_PROMPT_NAMES, *SCORE_PROMPT_NAMES, *OPTIMIZE_PROMPT_NAMES)
 
 _SLOTS = {name: ({"instruction"}, {"instruction", "input"}) for name in OPERATIONS}
 _SLOTS[VERIFIABLE] = ({"instruction", "constraint"}, {"instruction", "input", "constraint"})
@@ -69,6 +74,8 @@ _SLOTS[SCORE_QUALITY] = ({"task", "answer"}, {"task", "answer"})
 _SLOTS[SCORE_COMPLEXITY] = ({"count", "versions"}, {"count", "versions"})
 _SLOTS[SCORE_SINGLE_AGAIN] = (set(), {"maximum"})
 _SLOTS[SCORE_RANKING_AGAIN] = (set(), {"count"})
+_SLOTS[OPTIMIZE_ANALYSIS] = ({"method", "trajectories"},) * 2
+_SLOTS[OPTIMIZE_PROPOSE] = ({"method", "analysis"}, {"method", "analysis", "number", "count"})
 
 
 def run_prompt_names(operations: Iterable[str] | None = None) -> tuple[str, ...]:
@@ -76,6 +83,12 @@ def run_prompt_names(operations: Iterable[str] | None = None) -> tuple[str, ...]
     if operations is None or VERIFIABLE in operations:
         return RUN_PROMPT_NAMES
     return tuple(name for name in RUN_PROMPT_NAMES if name not in VERIFIABLE_PROMPT_NAMES)
+
+
+def template_slots(name: str) -> tuple[set[str], set[str]]:
+    """The placeholders template `name` must hold, and those it may hold (`_load` checks both)."""
+    required, allowed = _SLOTS[name]
+    return set(required), set(allowed)
 
 
 def default_prompt_dir() -> Path:

@@ -6,9 +6,9 @@ FILE` takes option defaults from a TOML file: an option given wins over its vari
 wins over the file, which wins over the default.
 
 One module per command group: `run` (run, merge, validate), `dataset` (export, verify, show,
-report, stats), `quality` (score, select), `prompts`. The options several commands share are
-declared once in `options`, run's own in `run_options`; `output` prints and fails as every
-command does; `progress_display` draws a long command's progress.
+report, stats), `quality` (score, select), `optimize`, `prompts`. The options several commands
+share are declared once in `options`, run's own in `run_options`; `output` prints and fails as
+every command does; `progress_display` draws a long command's progress.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from evol.cli import dataset, prompts, quality, run
+from evol.cli import dataset, optimize, prompts, quality, run
 from evol.command import EvolCommand
 from evol.version import __version__
 
@@ -42,6 +42,7 @@ COMMANDS = (
     dataset.stats,
     quality.score,
     quality.select,
+    optimize.optimize,
 )
 for command in COMMANDS:
     app.command(cls=EvolCommand)(command)

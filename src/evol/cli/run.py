@@ -107,7 +107,7 @@ def run(
             return
         summary = with_progress(
             quiet,
-            lambda on_progress, on_info: _tuned_run(
+            lambda on_progress, on_info: run_tuned(
                 arun(config, on_progress=on_progress, on_info=on_info)
             ),
         )
@@ -186,7 +186,7 @@ def validate(
     echo_outside(report.model_dump_json() if as_json else format_report(report), as_json=as_json)
 
 
-def _tuned_run(work: Coroutine[Any, Any, T]) -> T:
+def run_tuned(work: Coroutine[Any, Any, T]) -> T:
     """Run the pipeline with this process tuned for it (the library leaves the process alone).
 
     A run makes ~10 short-lived objects a call; the default GC thresholds would run a full

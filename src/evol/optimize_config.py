@@ -1,0 +1,175 @@
+"""What `evol optimize` is given (`OptimizeConfig`) and what it writes down (`History`,
+history.json) and prints (`OptimizeSummary`).
+
+history.json is the loop's memory: each finished step with its candidates, their failure
+rates and intervals, the refused ones with their reason, the chosen one and the optimizer's
+analysis. A rerun with the same settings goes on after its last step; other settings are
+refused, since the runs under --out were made with these.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from evol.config import Connection, RunConfig
+from evol.elimination import EliminationRules
+from evol.operations import parse_weights
+from evol.paired import Interval
+from evol.records import MAX_GENERATIONS
+from evol.seeds import SeedFormat, SeedOptions
+
+HISTORY_FORMAT = 1
+
+
+class OptimizeConfig(Connection):
+    """Everything `evol optimize` needs: the seeds, the loop's sizes, the models."""
+
+    seeds: Path
+    out: Path
+    dev_size: int = Field(100, ge=1, description="seeds drawn (reproducibly) for the dev set")
+    seed: int = 0
+    rounds: int = Field(1, ge=1, le=MAX_GENERATIONS, description="generations of each run")
+    steps: int = Field(10, ge=1)
+    candidates: int = Field(3, ge=1, description="methods proposed per step (m)")
+    analysis_batch: int = Field(10, ge=1, description="failed trajectories per analysis call")
+    confidence: float = Field(0.95, gt=0, lt=1)
+    operations: dict[str, float] = Field(default_factory=lambda: parse_weights(None))
+    prompts_dir: Path | None = Field(None, description="the method to start from")
+    seed_format: SeedFormat | None = None
+    instruction_field: str | None = None
+    input_field: str | None = None
+    output_field: str | None = None
+    skip_invalid: bool = False
+    model: str | None = None
+    evolve_model: str | None = None
+    answer_model: str | None = None
+    judge_model: str | None = None
+    optimizer_model: str | None = Field(None, description="None: --model, else the server's")
+    rules: EliminationRules = EliminationRules()
+
+    @property
+    def seed_options(self) -> SeedOptions:
+        return SeedOptions(
+            format=self.seed_format,
+            instruction_field=self.instruction_field,
+            input_field=self.input_field,
+            output_field=self.output_field,
+            skip_invalid=self.skip_invalid,
+        )
+
+    def run_config(self, seeds: Path, out: Path, prompts_dir: Path) -> RunConfig:
+        """The evaluation run of one method: the dev seeds, --rounds generations, the same
+        --seed for every method (so each seed draws the same operations), no seed answers
+        (they say nothing about the method)."""
+        connection = {name: getattr(self, name) for name in Connection.model_fields}
+        return RunConfig(
+            **connection,
+            seeds=seeds,
+            out=out,
+            generations=self.rounds,
+            seed=self.seed,
+            operations=self.operations,
+            prompts_dir=prompts_dir,
+            answer_seeds=False,
+            rules=self.rules,
+            model=self.model,
+            evolve_model=self.evolve_model,
+            answer_model=self.answer_model,
+            judge_model=self.judge_model,
+        )
+
+    def settings(self, seeds_digest: str, method_digest: str) -> dict[str, Any]:
+        """What a rerun must keep for the runs under --out to stay comparable."""
+        return {
+            "seeds_digest": seeds_digest,
+            "method_digest": method_digest,
+            "dev_size": self.dev_size,
+            "seed": self.seed,
+            "rounds": self.rounds,
+            "candidates": self.candidates,
+            "analysis_batch": self.analysis_batch,
+            "confidence": self.confidence,
+            "operations": self.operations,
+            "optimizer_model": self.optimizer_model,
+        }
+
+
+class CandidateResult(BaseModel):
+    """One proposed method: refused before evaluation (`refused`), or evaluated."""
+
+    name: str
+    templates: list[str] = Field(description="the templates it rewrites")
+    refused: str | None = None
+    failure_rate: float | None = None
+    evolutions: int = 0
+    eliminated: int = 0
+    difference: Interval | None = Field(
+        None, description="candidate minus current failure rate, paired per dev seed"
+    )
+    accepted: bool = False
+
+
+class StepResult(BaseModel):
+    """One finished step of the loop."""
+
+    step: int
+    current: str = Field(description="the method it started from (a prompts dir under --out)")
+    current_failure_rate: float | None
+    analysis: list[str] = Field(description="the optimizer's analysis, one text per batch")
+    candidates: list[CandidateResult]
+    chosen: str | None = Field(description="the accepted candidate with the lowest rate")
+
+
+class History(BaseModel):
+    """history.json."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = HISTORY_FORMAT
+    settings: dict[str, Any]
+    start_failure_rate: float | None = None
+    steps: list[StepResult] = []
+    stopped: str | None = Field(None, description="why the loop ended before --steps")
+
+
+class OptimizeSummary(BaseModel):
+    """What `evol optimize` prints (`--json`: this object)."""
+
+    out: str
+    status: str = Field(description="complete; pending (batches wait: run again); failed")
+    error: str | None = None
+    prompts: str | None = Field(description="the best method: evol run --prompts takes it")
+    history: str
+    steps_done: int
+    start_failure_rate: float | None
+    best_failure_rate: float | None
+    chosen: list[str | None] = Field(description="each step's chosen candidate, or None")
+    stopped: str | None = None
+
+
+def format_optimize_summary(summary: OptimizeSummary) -> str:
+    """The summary as a few plain lines."""
+    start, best = summary.start_failure_rate, summary.best_failure_rate
+    rates = f"failure rate {_rate(start)} at start, {_rate(best)} now"
+    lines = [
+        f"optimize {summary.status}: {summary.steps_done} steps, {rates}",
+        *(
+            f"  step {number}: {name or 'no candidate accepted'}"
+            for number, name in enumerate(summary.chosen, start=1)
+        ),
+    ]
+    if summary.stopped:
+        lines.append(f"stopped: {summary.stopped}")
+    if summary.error:
+        lines.append(f"error: {summary.error}")
+    if summary.prompts:
+        lines.append(f"best method: {summary.prompts} (evol run --prompts {summary.prompts})")
+    lines.append(f"history: {summary.history}")
+    return "\n".join(lines)
+
+
+def _rate(rate: float | None) -> str:
+    return "unknown" if rate is None else f"{rate:.3f}"
