@@ -246,7 +246,9 @@ class _ConstraintTally:
         self.lost += reason == Reason.CONSTRAINT_LOST
         self.unmet += reason == Reason.CONSTRAINT_UNMET
         attempts = record.get("attempts")
-        if reason not in (None, Reason.CONSTRAINT_UNMET) or not isinstance(attempts, int):
+        # Every answer checked by code counts, whatever ended the record afterwards (the
+        # answer check, say): its file says how many there were and which ids they failed.
+        if not isinstance(attempts, int) or isinstance(attempts, bool):
             return
         ids = [c.get("id") for c in constraints if isinstance(c, dict)]
         unmet = record.get("unmet") if isinstance(record.get("unmet"), dict) else {}
