@@ -36,7 +36,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from evol.errors import ConstraintError
-from evol.method.ifeval_library import instruction_classes, languages, seed_langdetect
+from evol.method.ifeval_library import (
+    instruction_classes,
+    languages,
+    punkt_problem,
+    seed_langdetect,
+)
 
 COMPARISON = ("less than", "at least")  # IFEval's two relations, in its order
 
@@ -134,6 +139,12 @@ def _follows(constraint: Constraint, checker: Any, text: str) -> bool:
         return bool(checker.check_following(text))
     except RecursionError:
         return False  # JSON nested deeper than Python's stack: no JSON reader takes it
+    except LookupError as error:  # NLTK's data: the Punkt model could not be put in place
+        if (problem := punkt_problem()) is not None:
+            raise ConstraintError(f"{constraint.id}: {problem}") from None
+        raise ConstraintError(
+            f"{constraint.id}: the checker failed on these kwargs ({type(error).__name__})"
+        ) from None
     except Exception as error:  # a checker failing on kwargs it took: say so in one line
         raise ConstraintError(
             f"{constraint.id}: the checker failed on these kwargs ({type(error).__name__})"

@@ -24,6 +24,14 @@ VERIFY_EXTRA = "pip install 'evol[verify]'"
 PUNKT_FILES = ("abbrev_types.txt", "sent_starters.txt", "collocations.tab", "ortho_context.tab")
 
 
+_punkt_problem: ConstraintError | None = None
+
+
+def punkt_problem() -> ConstraintError | None:
+    """Why NLTK's Punkt model could not be put in place (an unwritable cache), or None."""
+    return _punkt_problem
+
+
 @functools.cache
 def _library() -> Any:
     """if-verifiable's IFEval registry module, with langdetect seeded and punkt_tab in place."""
@@ -32,9 +40,16 @@ def _library() -> Any:
         from if_verifiable.ifeval import instructions_registry
     except ImportError:
         raise ConstraintError(f"checking constraints needs if-verifiable: {VERIFY_EXTRA}") from None
-    root = punkt_data_root()
-    if str(root) not in nltk.data.path:
-        nltk.data.path.insert(0, str(root))
+    global _punkt_problem
+    try:
+        root = punkt_data_root()
+    except ConstraintError as error:
+        # Most checkers split no sentences: they still run, and one that does says why it
+        # cannot (see `punkt_problem`).
+        _punkt_problem = error
+    else:
+        if str(root) not in nltk.data.path:
+            nltk.data.path.insert(0, str(root))
     seed_langdetect()
     # The checkers log the whole answer when langdetect gives up (and count it as followed).
     logging.getLogger().addFilter(_CheckerNoise())
