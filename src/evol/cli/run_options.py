@@ -182,6 +182,15 @@ AnswerAttempts = Annotated[
         rich_help_panel=METHOD_PANEL,
     ),
 ]
+AnswerN = Annotated[
+    bool,
+    typer.Option(
+        "--answer-n",
+        envvar=env("answer_n"),
+        help="Ask for the extra answers in one request (OpenAI's n).",
+        rich_help_panel=METHOD_PANEL,
+    ),
+]
 AnswerSeeds = Annotated[
     bool,
     typer.Option(

@@ -149,8 +149,9 @@ class Dispatcher:
         async with self.slots:
             if self._fatal:  # stopping: send nothing more
                 raise self._fatal
+            choices = request.params.n or 1
             if budget := self._budget:
-                estimate = budget.estimate(request.messages, request.params.max_tokens)
+                estimate = budget.estimate(request.messages, request.params.max_tokens, choices)
                 await budget.take(estimate)
             sent_at = time.monotonic()
             self.stats.requests[request.role] += 1
@@ -164,5 +165,6 @@ class Dispatcher:
                 raise
             self.slots.succeeded()
             if budget:
-                budget.settle(estimate, completion.prompt_tokens, completion.completion_tokens)
+                used = completion.prompt_tokens, completion.completion_tokens
+                budget.settle(estimate, *used, len(completion.every_choice()))
             return completion
