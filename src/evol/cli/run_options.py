@@ -232,8 +232,8 @@ AnswerCheck = Annotated[
     typer.Option(
         "--answer-check/--no-answer-check",
         envvar=env("answer_check"),
-        help="The judge model checks that each answer does its task (one call more per "
-        "answer the rules let through). Default: on when --judge-model is set.",
+        help="The judge model checks each answer does its task (one call more per "
+        "answer). Default: on when --judge-model is set.",
         rich_help_panel=METHOD_PANEL,
     ),
 ]

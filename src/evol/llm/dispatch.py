@@ -111,7 +111,10 @@ class Dispatcher:
         if (replayed := self.journal.recall(request.item, key)) is not None:
             return Completion.model_validate(replayed)
         completion = await self._attempts(request)
-        self.journal.remember(request.item, key, completion.__dict__)  # its fields, no dump
+        reply = completion.__dict__  # its fields, no dump
+        if not completion.choices:  # one choice: journalled as before there were several
+            reply = {name: value for name, value in reply.items() if name != "choices"}
+        self.journal.remember(request.item, key, reply)
         return completion
 
     def stop(self, error: EvolError) -> EvolError:
