@@ -89,8 +89,9 @@ def sequential(evol, tmp_path: Path) -> Path:
 # -- the fake server and the reply schema ---------------------------------------------------------
 
 
-def ask(server: FakeServer, text: str, n: int | None) -> Completion:
-    backend = OpenAICompatibleBackend(BackendSettings(base_urls=[server.base_url]))
+def ask(server: FakeServer, text: str, n: int | None, backend_class: Any = None) -> Completion:
+    backend_class = backend_class or OpenAICompatibleBackend
+    backend = backend_class(BackendSettings(base_urls=[server.base_url]))
     request = LLMRequest([{"role": "user", "content": text}], "fake-model", GenerationParams(n=n))
 
     async def go() -> Completion:
@@ -102,12 +103,13 @@ def ask(server: FakeServer, text: str, n: int | None) -> Completion:
     return asyncio.run(go())
 
 
-def test_the_fake_server_answers_n_choices_as_n_answers_in_a_row_would_come() -> None:
+@pytest.mark.parametrize("backend_class", [OpenAICompatibleBackend, OpenAISDKBackend])
+def test_the_fake_server_answers_n_choices_as_n_answers_in_a_row_would_come(backend_class):
     text = "Write a note. Your entire response should be in English, and in all lowercase letters."
     text += " No capital letters are allowed. (vabc)"
     with FakeServer(responder=VerifiableResponder(pass_rate=0.5)) as server:
-        first = ask(server, text, None)
-        several = ask(server, text, 4)
+        first = ask(server, text, None, backend_class)
+        several = ask(server, text, 4, backend_class)
         assert [body.get("n") for body in server.requests] == [None, 4]
     assert first.choices == [] and first.every_choice() == [(first.text, "stop")]
     expected = [constrained_answer(text, meet=meets(text, k, 0.5)) for k in range(1, 6)]
