@@ -34,14 +34,7 @@ from evol.llm.dispatch import (
 from evol.llm.protocol import capabilities_of
 from evol.method.cleaning import Cleaned, clean_reply, clean_rewrite
 from evol.method.constraints import Constraint, check, describe, from_record, pick
-from evol.method.elimination import (
-    EliminationRules,
-    Failure,
-    Reason,
-    Verdict,
-    check_answer,
-    check_rewrite,
-)
+from evol.method.elimination import EliminationRules, Failure, Reason, check_answer, check_rewrite
 from evol.method.judging import (
     ANSWER_CHECK,
     ANSWER_CHECK_FORMAT,
@@ -54,6 +47,7 @@ from evol.method.judging import (
 )
 from evol.method.operations import BREADTH, VERIFIABLE, choice_rng, choose_operation
 from evol.method.prompts import PromptSet
+from evol.method.verdicts import Verdict
 from evol.method.wording import judged, unstated
 from evol.rundir.journal import CallJournal
 from evol.rundir.lineage import LineageIndex, LineageProgress, Tip
