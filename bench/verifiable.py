@@ -252,7 +252,8 @@ def check_cpu_seconds(instruction_id: str, kwargs: dict[str, Any], answer: str) 
     CHECK_CPU_CAP seconds; None where the cap was reached."""
     code = (
         "import resource\n"
-        "from evol.method.constraints import Constraint, ConstraintError, check\n"
+        "from evol.errors import ConstraintError\n"
+        "from evol.method.constraints import Constraint, check\n"
         "check('Warm up. Twice.', [Constraint(id='change_case:capital_word_frequency',"
         " kwargs={'capital_frequency': 1, 'capital_relation': 'at least'})])\n"
         f"answer = {answer}\n"

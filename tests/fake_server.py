@@ -193,7 +193,7 @@ class Responder:
         return f"Here is a worked answer ({tag}): first define the terms, then give an example, then check it."
 
 
-# IFEval's own descriptions (`evol.method.constraints.describe`), as the fake evolver writes them.
+# IFEval's own descriptions (`evol.method.drawing.describe`), as the fake evolver writes them.
 _NO_COMMA = "refrain from the use of any commas"
 _LOWERCASE = "in all lowercase letters"
 _END_PHRASE = re.compile(r"Finish your response with this exact phrase (.+?)\. No other words")

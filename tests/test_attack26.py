@@ -26,14 +26,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evol.dataset.export import export_run
-from evol.method.constraints import (
-    Constraint,
-    ConstraintError,
-    check,
-    contradicts,
-    ground_truth,
-    pick,
-)
+from evol.errors import ConstraintError
+from evol.method.constraints import Constraint, check, ground_truth
+from evol.method.contradictions import contradicts
+from evol.method.drawing import pick
 
 RUN_FIXTURE = Path(__file__).parent / "fixtures" / "run_v1" / "complete"
 
@@ -501,7 +497,7 @@ def test_processes_building_the_punkt_cache_at_once_all_succeed(tmp_path):
 def test_the_punkt_cache_is_as_readable_as_its_files(tmp_path):
     code = (
         "import os; os.umask(0o022)\n"
-        "from evol.method.constraints import punkt_data_root\n"
+        "from evol.method.ifeval_library import punkt_data_root\n"
         "print(punkt_data_root())\n"
     )
     env = os.environ | {"XDG_CACHE_HOME": str(tmp_path / "cache")}

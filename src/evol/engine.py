@@ -33,7 +33,8 @@ from evol.llm.dispatch import (
 )
 from evol.llm.protocol import capabilities_of
 from evol.method.cleaning import Cleaned, clean_reply, clean_rewrite
-from evol.method.constraints import Constraint, check, describe, from_record, pick
+from evol.method.constraints import Constraint, check, from_record
+from evol.method.drawing import describe, pick
 from evol.method.elimination import EliminationRules, Failure, Reason, check_answer, check_rewrite
 from evol.method.judging import (
     ANSWER_CHECK,

@@ -30,7 +30,7 @@ from evol.interrupts import until_signalled
 from evol.llm import ChatBackend, missing_key_warning, open_backend
 from evol.llm.protocol import BatchingBackend, SeveralEndpoints, capabilities_of
 from evol.llm.registry import runs_in_process
-from evol.method.constraints import instruction_classes
+from evol.method.ifeval_library import instruction_classes
 from evol.method.operations import VERIFIABLE
 from evol.method.prompts import PromptSet
 from evol.oslimits import open_file_limit

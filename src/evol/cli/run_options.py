@@ -21,7 +21,7 @@ from evol.command import (
     SEEDS_PANEL,
 )
 from evol.config import RoleParams, RunConfig
-from evol.method.constraints import parse_ids
+from evol.method.drawing import parse_ids
 from evol.method.elimination import EliminationRules
 from evol.method.operations import parse_weights
 from evol.seeds import Shard
