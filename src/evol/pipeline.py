@@ -191,11 +191,17 @@ class _Start:
 
 def check_verifiable(config: RunConfig) -> None:
     """Refuse, before any call, what verifiable constraints need and lack: --constraint-ids
-    without the operation that draws them, the operation without the `verify` extra."""
+    or --answer-n without the operation that draws them, the operation without the `verify`
+    extra."""
     if config.constraint_ids is not None and not config.verifiable:
         raise UsageError(
             f"--constraint-ids: only {VERIFIABLE} draws constraints: add --verifiable, or name "
             f"{VERIFIABLE} in --operations"
+        )
+    if config.answer_n and not config.verifiable:
+        raise UsageError(
+            f"--answer-n: only records of {VERIFIABLE} draw further answers: add --verifiable, "
+            f"or name {VERIFIABLE} in --operations"
         )
     if config.verifiable:
         instruction_classes()  # loads the checkers, or says which extra to install
