@@ -29,7 +29,8 @@ from test_select import ROWS, scored_run
 
 import evol
 from evol.quality.readings import expected_score
-from evol.quality.scoring import ScoreConfig, plan_scoring
+from evol.quality.score_plan import plan_scoring
+from evol.quality.scoring import ScoreConfig
 from evol.rundir.records import compose
 
 # -- merge -------------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ from evol.cli.options import CONNECTION, config_fields, env
 from evol.cli.output import echo_outside, exit_for, user_errors
 from evol.cli.progress_display import with_progress
 from evol.command import MODEL_PANEL, OUTPUT_PANEL, SCORES_PANEL
-from evol.quality.scoring import ScoreConfig, plan_scoring, score_run
-from evol.quality.scoring import format_plan as format_score_plan
+from evol.quality.score_plan import format_plan as format_score_plan
+from evol.quality.score_plan import plan_scoring
+from evol.quality.scoring import ScoreConfig, score_run
 from evol.quality.scoring import format_summary as format_score_summary
 from evol.quality.selection import SelectConfig, select_records
 from evol.quality.selection import format_summary as format_select_summary

@@ -29,11 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import shutil
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,16 +62,11 @@ from evol.llm import (
     open_backend,
 )
 from evol.llm.dispatch import CallFailed, CallPolicy, CallRefused, CallWaiting, Dispatcher
-from evol.llm.pricing import BATCH_RATE, cost_usd, unit_prices
 from evol.method.prompts import (
-    SCORE_COMPLEXITY,
-    SCORE_DIFFICULTY,
-    SCORE_QUALITY,
     SCORE_RANKING_AGAIN,
     SCORE_SINGLE_AGAIN,
     PromptSet,
 )
-from evol.method.textstats import estimate_tokens
 from evol.progress import Progress, ProgressCallback
 from evol.quality.contamination import (
     DEFAULT_NGRAM,
@@ -82,25 +76,19 @@ from evol.quality.contamination import (
 )
 from evol.quality.metrics import compute_metrics, write_metrics
 from evol.quality.readings import Reading, ranking_readings, single_reading
+from evol.quality.score_jobs import Job, build_jobs, done_checker
 from evol.quality.scores import (
     REPLY_KEPT,
     SCORERS,
     ScoreLine,
     ScorerName,
     Sidecar,
-    chain_digest,
-    lineages,
     read_score_lines,
     read_scores,
-    record_digest,
 )
 from evol.rundir.manifest import load_manifest
-from evol.rundir.records import compose
 from evol.rundir.store import SCORE_BATCH_DIR, generation_files, iter_records, refuse_links
-from evol.seeds import iter_seeds
 
-SCALE = 10  # difficulty and quality: 1 to 10
-SINGLE_MAX_TOKENS = 16  # room for "I'd rate it a 7 out of 10" before the reply is cut
 TOP_LOGPROBS = 20  # OpenAI's maximum
 
 # -- configuration, plan and summary ---------------------------------------------------------
@@ -166,120 +154,7 @@ class ScoreSummary(BaseModel):
     elapsed_s: float
 
 
-class ScorerPlan(BaseModel):
-    calls: int
-    already: int
-    prompt_tokens: int
-    completion_tokens: int
-
-
-class ScorePlan(BaseModel):
-    """What `evol score --dry-run` prints: an upper bound, as if no reply had to be asked
-    again, with tokens estimated from word counts."""
-
-    run: str
-    model: str | None
-    scorers: dict[str, ScorerPlan]
-    calls: int
-    cost_usd: float | None
-    against: list[str]
-
-
 # -- jobs ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Job:
-    """One scoring call to make: its prompt, and what to read from the reply."""
-
-    scorer: ScorerName
-    key: str
-    digest: str
-    prompt: str
-    maximum: int
-    versions: list[str] = field(default_factory=list)  # complexity: record ids as shown
-
-    @property
-    def max_tokens(self) -> int:
-        # "#12: 3" is about 5 tokens a line, whatever the tokenizer.
-        return 8 * len(self.versions) + 16 if self.versions else SINGLE_MAX_TOKENS
-
-
-def build_jobs(
-    records: list[dict[str, Any]],
-    scorers: list[ScorerName],
-    done: Callable[[Job], bool],
-    prompts: PromptSet,
-) -> tuple[list[Job], Counter[str]]:
-    """The calls still to make, and per scorer how many records they skip as `done`."""
-    jobs, already = [], Counter()
-    for job in _all_jobs(records, scorers, prompts):
-        if done(job):
-            already[job.scorer] += len(job.versions) or 1
-        else:
-            jobs.append(job)
-    return jobs, already
-
-
-def _all_jobs(
-    records: list[dict[str, Any]], scorers: list[ScorerName], prompts: PromptSet
-) -> Iterator[Job]:
-    if "difficulty" in scorers:
-        for record in records:
-            task = compose(record["instruction"], record.get("input") or "")
-            yield Job(
-                "difficulty",
-                record["id"],
-                record_digest("difficulty", record),
-                prompts[SCORE_DIFFICULTY].render(task=task),
-                SCALE,
-            )
-    if "complexity" in scorers:
-        for root, chain in lineages(records).items():
-            if len(chain) > 1:  # a seed alone has nothing to be ranked against
-                yield _ranking_job(root, chain, prompts)
-    if "quality" in scorers:
-        for record in records:
-            if record.get("output") is None:
-                continue  # nothing to rate (--no-answer-seeds)
-            task = compose(record["instruction"], record.get("input") or "")
-            yield Job(
-                "quality",
-                record["id"],
-                record_digest("quality", record),
-                prompts[SCORE_QUALITY].render(task=task, answer=record["output"]),
-                SCALE,
-            )
-
-
-def _ranking_job(root: str, chain: list[dict[str, Any]], prompts: PromptSet) -> Job:
-    shown = list(chain)
-    # Models favour later positions: show the versions in an order drawn from the lineage id
-    # (the same on every rerun), not from oldest to newest.
-    random.Random(f"complexity:{root}").shuffle(shown)
-    versions = "\n\n".join(
-        f'<version id="{place}">\n{compose(r["instruction"], r.get("input") or "")}\n</version>'
-        for place, r in enumerate(shown, start=1)
-    )
-    return Job(
-        "complexity",
-        root,
-        chain_digest(chain),
-        prompts[SCORE_COMPLEXITY].render(count=str(len(chain)), versions=versions),
-        len(chain),
-        [r["id"] for r in shown],
-    )
-
-
-def _done_checker(lines: list[ScoreLine], model: str | None, retry_missing: bool):
-    """A job is done when its scorer and model (any model if None) scored its text before."""
-    done: set[tuple[str, str | None, str, str]] = set()
-    for line in lines:
-        if retry_missing and line.missing:
-            continue
-        done.add((line.scorer, line.model, line.id, line.digest))
-        done.add((line.scorer, None, line.id, line.digest))
-    return lambda job: (job.scorer, model, job.key, job.digest) in done
 
 
 # -- calling the model -----------------------------------------------------------------------
@@ -540,7 +415,7 @@ async def _score_with_model(
         jobs, already = build_jobs(
             records,
             config.scorers,
-            _done_checker(lines, config.model, config.retry_missing),
+            done_checker(lines, config.model, config.retry_missing),
             prompts,
         )
         if not jobs:
@@ -552,7 +427,7 @@ async def _score_with_model(
     try:
         model = config.model or await _default_model(backend)
         jobs, already = build_jobs(
-            records, config.scorers, _done_checker(lines, model, config.retry_missing), prompts
+            records, config.scorers, done_checker(lines, model, config.retry_missing), prompts
         )
         info(f"backend {backend_name}, model {model}: {len(jobs)} calls to make")
         scorer = _Scorer(backend, model, config, info, prompts)
@@ -656,73 +531,7 @@ def _scorer_summaries(
     return summaries
 
 
-def plan_scoring(
-    config: ScoreConfig, *, price_in: float | None = None, price_out: float | None = None
-) -> ScorePlan:
-    """The calls `evol score` would still make and their estimated cost, calling nothing.
-
-    Without --model, a record scored by any model counts as done.
-    """
-    records = kept_records(config.run_dir)
-    for path in config.against:  # a bad evaluation file stops the dry run as it would the run
-        for _ in iter_seeds(path):
-            pass
-    lines = read_score_lines(config.run_dir)
-    jobs, already = build_jobs(
-        records,
-        config.scorers,
-        _done_checker(lines, config.model, config.retry_missing),
-        config.prompts(),
-    )
-    plans: dict[str, ScorerPlan] = {
-        scorer: ScorerPlan(calls=0, already=already[scorer], prompt_tokens=0, completion_tokens=0)
-        for scorer in config.scorers
-    }
-    for job in jobs:
-        plan = plans[job.scorer]
-        plan.calls += 1
-        plan.prompt_tokens += estimate_tokens(job.prompt)
-        plan.completion_tokens += job.max_tokens
-    prices = unit_prices(config.model, price_in, price_out)
-    rate = BATCH_RATE if config.batch else 1.0
-    cost = cost_usd(
-        prices,
-        sum(p.prompt_tokens for p in plans.values()),
-        sum(p.completion_tokens for p in plans.values()),
-        rate,
-    )
-    return ScorePlan(
-        run=str(config.run_dir),
-        model=config.model,
-        scorers=plans,
-        calls=len(jobs),
-        cost_usd=cost,
-        against=[str(path) for path in config.against],
-    )
-
-
 # -- output ----------------------------------------------------------------------------------
-
-
-def format_plan(plan: ScorePlan) -> str:
-    """The dry run as a few plain lines."""
-    lines = [
-        f"{plan.run}: {plan.calls} calls to make with {plan.model or 'the server default model'}"
-    ]
-    for scorer, row in plan.scorers.items():
-        lines.append(
-            f"  {scorer:<10} {row.calls} calls ({row.already} records scored already), about "
-            f"{row.prompt_tokens} prompt + {row.completion_tokens} completion tokens at most"
-        )
-    if plan.against:
-        lines.append(f"  contamination check against {', '.join(plan.against)} (no calls)")
-    cost = (
-        f"${plan.cost_usd:.4f}"
-        if plan.cost_usd is not None
-        else "unknown (pass --model with a known name, or --price-in and --price-out)"
-    )
-    lines.append(f"estimated cost: {cost}")
-    return "\n".join(lines)
 
 
 def format_summary(summary: ScoreSummary) -> str:
