@@ -12,7 +12,7 @@ from conftest import write_seeds
 from fake_server import GOOD_PHRASE, FakeServer, MethodResponder, first_user_turn, kind_of
 
 from evol.method.prompts import PromptSet
-from evol.optimize.candidates import parse_method, refusal
+from evol.optimize.candidates import parse_method, refusal, reply_problem
 from evol.optimize.paired import paired_interval
 
 OPS = ("--operations", "deepen")
@@ -89,7 +89,6 @@ def test_five_discordant_pairs_are_not_significant_after_bonferroni() -> None:
 # --- 2. hostile optimizer replies ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="finding 2: not fixed yet")  # FIXME27
 def test_a_template_that_mentions_the_closing_tag_is_not_cut_short() -> None:
     """A template whose text holds `</template>` is read back cut at that point: the method
     evaluated is not the one proposed (its last rule is silently dropped)."""
@@ -457,10 +456,10 @@ def test_kill_during_proposals_then_a_rerun_with_other_analysis_prompt_replays_n
     assert refused or asked_new, (rerun.returncode, rerun.stderr[-500:])
 
 
-@pytest.mark.xfail(strict=True, reason="finding 8: not fixed yet")  # FIXME27
 def test_a_refused_candidate_leaves_what_the_docs_say(tmp_path: Path, evol) -> None:
-    """docs/optimize.md and optimize.py's docstring: `steps/<k>/candidate_<j>/ ... (a refused
-    one: prompts/ only)`."""
+    """docs/optimize.md and optimize.py's docstring said `steps/<k>/candidate_<j>/ ... (a refused
+    one: prompts/ only)`, but nothing was written. fix27 chose to keep writing nothing (a
+    refused template may be no template at all) and to say so: the test now checks that."""
     seeds = write_seeds(tmp_path / "seeds.jsonl", seed_rows(8))
     out = tmp_path / "opt"
     with FakeServer(responder=MethodResponder(proposals=("drop",))) as server:
@@ -469,7 +468,13 @@ def test_a_refused_candidate_leaves_what_the_docs_say(tmp_path: Path, evol) -> N
         )
     assert result.exit_code == 0, result.output
     assert history(out)["steps"][0]["candidates"][0]["refused"]
-    assert (out / "steps" / "1" / "candidate_1" / "prompts").is_dir()
+    assert not (out / "steps" / "1" / "candidate_1").exists()
+    root = Path(__file__).resolve().parents[1]
+    for doc in ("docs/optimize.md", "src/evol/optimize/loop.py"):
+        text = (root / doc).read_text(encoding="utf-8")
+        assert "prompts/ only" not in text and "its reason is in history.json" in " ".join(
+            text.split()
+        )
 
 
 def test_an_empty_seed_file_is_named_in_the_error(tmp_path: Path, evol) -> None:
@@ -587,3 +592,60 @@ def test_an_empty_seed_file_with_skipped_rows_says_so(tmp_path: Path, evol) -> N
     seeds.write_text('{"text": "no instruction"}\n', encoding="utf-8")
     result = evol("optimize", seeds, "--out", tmp_path / "opt", "--skip-invalid", "--dry-run")
     assert result.exit_code == 2 and f"{seeds}: no valid seeds" in result.output, result.output
+
+
+DEEPEN = "Make it deeper: <given>$instruction</given>"
+
+
+@pytest.mark.parametrize(
+    ("reply", "problem"),
+    [
+        (f'<template name="deepen">\n{DEEPEN}\n</template>', None),
+        (f'Sure:\n<template name="deepen">\n{DEEPEN}\n</template>\nHope it helps.', None),
+        (
+            f'<template name="deepen">\n{DEEPEN}\n</template>\n'
+            f'<template name="concretize">\n{DEEPEN}\n</template>',
+            None,
+        ),
+        (
+            f'<template name="deepen">\n{DEEPEN} Never write </template>.\nAsk a question.\n</template>',
+            "deepen: </template> appears 2 times in its block, so where it ends is ambiguous",
+        ),
+        (
+            f'<template name="deepen">\n{DEEPEN}\n</template> (I closed it with </template>)\n'
+            f'<template name="concretize">\n{DEEPEN}\n</template>',
+            "deepen: </template> appears 2 times",
+        ),
+        (
+            f'<template name="deepen">\n{DEEPEN}\n<template name="concretize">\n{DEEPEN}\n</template>',
+            "deepen: its block has no </template> (the reply may be cut short)",
+        ),
+        (
+            f'<template name="deepen">\n{DEEPEN}\n</template>\n<template name="concretize">\n{DEEPEN}',
+            "concretize: its block has no </template>",
+        ),
+    ],
+)
+def test_a_reply_whose_blocks_do_not_read_one_way_is_a_problem(
+    reply: str, problem: str | None
+) -> None:
+    """fix27 (finding 2): the loop refuses such a reply (`reply_problem` before `refusal`)."""
+    found = reply_problem(reply)
+    assert found == problem if problem is None else found is not None and found.startswith(problem)
+    if problem is None:  # a plain reply reads as written
+        assert all(text == f"{DEEPEN}\n" for text in parse_method(reply).values())
+
+
+def test_a_proposal_holding_the_closing_tag_is_refused_by_the_loop(tmp_path: Path, evol) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", seed_rows(6))
+    out = tmp_path / "opt"
+    text = deepen_with(f"{GOOD_PHRASE}\nNever write a </template> tag.\nEnd with a question.")
+    reply = f'<template name="deepen">\n{text}\n</template>'
+    with FakeServer(responder=ScriptedOptimizer(replies=(reply,))) as server:
+        result = evol(
+            "optimize", seeds, *options(server, out, "--candidates", "1", "--steps", "1", *OPS)
+        )
+    assert result.exit_code == 0, result.output
+    candidate = history(out)["steps"][0]["candidates"][0]
+    assert candidate["refused"].startswith("deepen: </template> appears 2 times in its block")
+    assert not (out / "steps" / "1" / "candidate_1").exists()

@@ -12,7 +12,8 @@ Layout of --out:
 
     dev_seeds.jsonl            the development sample (--dev-size seeds drawn from --seed)
     steps/0/current/           the starting method: prompts/ and its evaluation run/
-    steps/<k>/candidate_<j>/   step k's proposals: prompts/ and run/ (refused ones: prompts/ only)
+    steps/<k>/candidate_<j>/   step k's proposals: prompts/ and run/ (a refused one: none, its
+                               reason is in history.json)
     optimizer_calls.jsonl      the optimizer's journal
     history.json               every finished step (see evol.optimize.config)
     prompts/                   the best method so far: `evol run --prompts` takes it
@@ -34,7 +35,13 @@ from evol.errors import RunDirError, UsageError
 from evol.jsonl import LOCK_FILE, atomic_write, lock_directory
 from evol.llm import open_backend
 from evol.method.prompts import OPTIMIZE_PROMPT_NAMES, PromptSet
-from evol.optimize.candidates import method_text, parse_method, refusal, write_prompts
+from evol.optimize.candidates import (
+    method_text,
+    parse_method,
+    refusal,
+    reply_problem,
+    write_prompts,
+)
 from evol.optimize.config import (
     HISTORY_FORMAT,
     CandidateResult,
@@ -243,8 +250,11 @@ class _Loop:
             rewritten = parse_method(reply) if isinstance(reply, str) else {}
             candidate = CandidateResult(name=name, templates=sorted(rewritten))
             result.candidates.append(candidate)
-            why = reply.refused if isinstance(reply, Refused) else None
-            if why := why or refusal(rewritten, current.prompts, operations):
+            if isinstance(reply, Refused):
+                why: str | None = reply.refused
+            else:
+                why = reply_problem(reply) or refusal(rewritten, current.prompts, operations)
+            if why:
                 candidate.refused = why
                 self.info(f"step {number}: {name} refused before evaluation: {why}")
                 continue
