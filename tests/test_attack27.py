@@ -649,3 +649,38 @@ def test_a_proposal_holding_the_closing_tag_is_refused_by_the_loop(tmp_path: Pat
     candidate = history(out)["steps"][0]["candidates"][0]
     assert candidate["refused"].startswith("deepen: </template> appears 2 times in its block")
     assert not (out / "steps" / "1" / "candidate_1").exists()
+
+
+def test_an_unreadable_proposal_is_a_refused_candidate_not_a_failure_forever(
+    tmp_path: Path, evol
+) -> None:
+    """fix27 (finding 10): a reply the server sends with a lone surrogate is no chat completion
+    every time it is asked; once the retries are spent the candidate is refused with the
+    reason, the step ends, and a rerun asks nothing again."""
+    seeds = write_seeds(tmp_path / "seeds.jsonl", seed_rows(6))
+    out = tmp_path / "opt"
+    reply = f'<template name="deepen">\n{deepen_with(GOOD_PHRASE + " " + chr(0xD800))}\n</template>'
+    with FakeServer(responder=ScriptedOptimizer(replies=(reply,))) as server:
+        args = options(server, out, "--candidates", "1", "--steps", "1", "--max-retries", "1", *OPS)
+        result = evol("optimize", seeds, *args)
+        assert result.exit_code == 0, result.output
+        proposals = sum(kind_of(body) == "proposal" for body in server.requests)
+        assert evol("optimize", seeds, *args).exit_code == 0
+        assert sum(kind_of(body) == "proposal" for body in server.requests) == proposals == 2
+    candidate = history(out)["steps"][0]["candidates"][0]
+    assert candidate["refused"].startswith("the optimizer's reply could not be read (2 tries)")
+    assert "not a chat completion" in candidate["refused"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"choices": []}', b'{"choices": [{"message": {"content": "\\ud800"}}]}', b"<html>", b"[]"],
+)
+def test_a_body_that_is_no_chat_completion_is_a_garbled_reply_still_retried(body: bytes) -> None:
+    from evol.errors import GarbledReply, TransientBackendError
+    from evol.llm.openai_api import parse_reply
+    from evol.secrets import Secrets
+
+    with pytest.raises(GarbledReply, match="sent a reply that is not a chat completion") as raised:
+        parse_reply(body, "http://x/v1", Secrets("sk-test"))
+    assert isinstance(raised.value, TransientBackendError)
