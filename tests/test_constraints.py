@@ -559,6 +559,97 @@ def test_contradictions_of_required_text(first, second, expected):
     assert contradicts(second, first) is expected
 
 
+SECTIONS_CAPS = c("detectable_format:multiple_sections", section_spliter="SECTION", num_sections=3)
+SECTIONS_TITLE = c("detectable_format:multiple_sections", section_spliter="Section", num_sections=3)
+HELP_END = c("startend:end_checker", end_phrase="Is there anything else I can help with?")
+
+
+def capitals(n: int, relation: str = LESS) -> Constraint:
+    return c("change_case:capital_word_frequency", capital_frequency=n, capital_relation=relation)
+
+
+def letters(letter: str, n: int) -> Constraint:
+    return c("keywords:letter_frequency", letter=letter, let_frequency=n, let_relation=LESS)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        # "SECTION 1" ... "SECTION 3" are three all-capital words (attack26b, finding 1).
+        (SECTIONS_CAPS, capitals(3), True),
+        (SECTIONS_CAPS, capitals(4), False),
+        (SECTIONS_CAPS, capitals(3, AT_LEAST), False),
+        (SECTIONS_TITLE, capitals(1), False),
+        (SECTIONS_CAPS, c("change_case:english_lowercase"), True),
+        (SECTIONS_CAPS, c("change_case:english_capital"), False),
+        # The end and postscript checkers lowercase the answer: no capital is needed.
+        (HELP_END, capitals(1), False),
+        (c("detectable_content:postscript", postscript_marker="P.S."), capitals(1), False),
+        # Words as IFEval counts them: the end phrase alone is eight.
+        (HELP_END, c("length_constraints:number_words", num_words=8, relation=LESS), True),
+        (HELP_END, c("length_constraints:number_words", num_words=9, relation=LESS), False),
+        # Required texts add up (finding 2): "constant" and "shift" hold three t's ...
+        (c("keywords:existence", keywords=["constant", "shift"]), letters("t", 3), True),
+        (c("keywords:existence", keywords=["constant", "shift"]), letters("t", 4), False),
+        # ... but a text inside another needs no copy of its own: "ant" is in "constant".
+        (c("keywords:existence", keywords=["ant", "constant"]), letters("t", 3), False),
+        (c("keywords:existence", keywords=["ant", "constant"]), letters("a", 2), False),
+        (c("keywords:existence", keywords=["ant", "constant"]), letters("a", 1), True),
+    ],
+)  # fmt: skip
+def test_contradictions_of_texts_required_together(first, second, expected):
+    assert contradicts(first, second) is expected
+    assert contradicts(second, first) is expected
+
+
+def test_pick_sums_what_the_whole_lineage_requires() -> None:
+    """'constant' needs two t's, 'Any other questions?' two more: a limit of three t's fits
+    each alone but not the lineage, so pick never draws it; four fit."""
+    carried = [
+        c("keywords:existence", keywords=["constant", "river"]),
+        c("startend:end_checker", end_phrase="Any other questions?"),
+    ]
+    assert not any(contradicts(letters("t", 4), other) for other in carried)
+    drawn = [pick(random.Random(n), carried, ["keywords:letter_frequency"]) for n in range(300)]
+    limits = [
+        d for d in drawn if d and d.kwargs["letter"] == "t" and d.kwargs["let_relation"] == LESS
+    ]
+    assert limits and all(d.kwargs["let_frequency"] >= 5 for d in limits)
+    answer = "constant river. Any other questions?"
+    for limit in (d for d in drawn if d is not None and d.kwargs["let_relation"] == LESS):
+        assert check(answer, [*carried, limit])[-1].strict, limit
+
+
+def test_one_copy_serves_every_constraint_that_asks_for_a_text() -> None:
+    """A keyword both required once and as the first word is one copy, not two."""
+    carried = [
+        c("keywords:existence", keywords=["river", "stone"]),
+        c("length_constraints:nth_paragraph_first_word", num_paragraphs=1, nth_paragraph=1,
+          first_word="river"),
+    ]  # fmt: skip
+    assert not constraints._limits_clash([*carried, letters("r", 3)])  # "river": two r's
+    assert constraints._limits_clash([*carried, letters("r", 2)])
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(), data=st.data())
+def test_pick_never_draws_a_limit_the_lineages_texts_break_together(seed, data):
+    """Several carried constraints' minimal texts, joined: a limit pick adds fits them all."""
+    rng = random.Random(seed)
+    carried: list[Constraint] = []
+    for _ in range(data.draw(st.integers(1, 4))):
+        if (added := pick(rng, carried)) is not None:
+            carried.append(added)
+    texts = [text for carried_one in carried for text in minimal_answers(carried_one)]
+    limit = data.draw(limits_on(texts))
+    if any(contradicts(limit, other) for other in carried):
+        return
+    if constraints._limits_clash([*carried, limit]):
+        return  # pick refuses it: checked against the joined texts below
+    joined = "\n".join(texts)
+    assert check(joined, [limit])[0].strict or not texts, (joined, limit)
+
+
 def test_pick_returns_nothing_when_everything_conflicts():
     assert pick(random.Random(0), [c("detectable_format:constrained_response")]) is None
 

@@ -39,7 +39,7 @@ from evol.jsonl import (
 )
 from evol.llm.batch import STATE_FILE
 from evol.llm.batch.state import Journal
-from evol.quality.scoring import read_score_lines
+from evol.quality.scores import read_score_lines
 from evol.rundir.journal import CallJournal
 from evol.rundir.store import RunStore, read_records
 

@@ -44,8 +44,8 @@ from evol.method.elimination import (
 )
 from evol.method.prompts import PromptSet
 from evol.method.textstats import estimate_tokens, tokens, word_count, words
-from evol.quality import scoring
-from evol.quality.scoring import read_number, read_ranking
+from evol.quality import readings
+from evol.quality.readings import read_number, read_ranking
 
 # -- the patterns as they were, the reference for what the linear ones must give -------------
 
@@ -93,15 +93,15 @@ _OLD = {
         r"(not equal|unequal|equal|different|the same|same)[\W_]*(?:[.!:\n]|$)"
     ),
     "range": re.compile(r"\b\d{1,4}\s*(?:-|\u2013|to)\s*\d{1,4}\b", re.IGNORECASE),
-    "bare": re.compile(r"[^\w]*" + scoring._NUMBER + r"[^\w]*"),
-    "out_of": re.compile(scoring._NUMBER + r"\s*(?:/|out of)\s*10\b", re.IGNORECASE),
+    "bare": re.compile(r"[^\w]*" + readings._NUMBER + r"[^\w]*"),
+    "out_of": re.compile(readings._NUMBER + r"\s*(?:/|out of)\s*10\b", re.IGNORECASE),
     "rank": re.compile(
         r"(?:#|\[|\bversion\s*#?)\s*(\d{1,4})\s*\]?\s*(?:[:=\-\u2013]\s*)?(?:score\s*[:=]?\s*)?"
-        r"\**\s*" + scoring._NUMBER,
+        r"\**\s*" + readings._NUMBER,
         re.IGNORECASE,
     ),
 }
-_NEW_OUT_OF = re.compile(scoring._NUMBER + r"\s*+(?:/|out of)\s*+10\b", re.IGNORECASE)
+_NEW_OUT_OF = re.compile(readings._NUMBER + r"\s*+(?:/|out of)\s*+10\b", re.IGNORECASE)
 
 # Pieces of what the patterns look for, and the runs that made them backtrack.
 PIECES = [
@@ -151,9 +151,9 @@ def test_the_scoring_and_verdict_patterns_match_what_the_backtracking_ones_match
     def spans(pattern: re.Pattern[str]) -> list[tuple]:
         return [_found(found) for found in pattern.finditer(text)]
 
-    assert spans(scoring._RANK) == spans(_OLD["rank"])
-    assert spans(scoring._RANGE) == spans(_OLD["range"])
-    assert _found(scoring._BARE.fullmatch(text)) == _found(_OLD["bare"].fullmatch(text))
+    assert spans(readings._RANK) == spans(_OLD["rank"])
+    assert spans(readings._RANGE) == spans(_OLD["range"])
+    assert _found(readings._BARE.fullmatch(text)) == _found(_OLD["bare"].fullmatch(text))
     assert _found(_NEW_OUT_OF.search(text)) == _found(_OLD["out_of"].search(text))
     folded = normalize(text)
     assert _found(elimination._LEADING.match(folded)) == _found(_OLD["leading"].match(folded))

@@ -32,7 +32,7 @@ from test_metrics import record, write_run
 from evol.dataset.export import export_run
 from evol.errors import BackendError
 from evol.llm import BackendSettings, Completion, LLMRequest, register_backend
-from evol.quality.scoring import expected_score
+from evol.quality.readings import expected_score
 
 # -- the run ------------------------------------------------------------------------------------
 

@@ -28,7 +28,8 @@ from test_scoring import ScoringResponder
 from test_select import ROWS, scored_run
 
 import evol
-from evol.quality.scoring import ScoreConfig, expected_score, plan_scoring
+from evol.quality.readings import expected_score
+from evol.quality.scoring import ScoreConfig, plan_scoring
 from evol.rundir.records import compose
 
 # -- merge -------------------------------------------------------------------------------------

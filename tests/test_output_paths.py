@@ -22,7 +22,7 @@ from test_select import SCRIPT
 
 from evol.errors import RunDirError, UsageError
 from evol.jsonl import atomic_write
-from evol.quality.scoring import _Sidecar
+from evol.quality.scores import Sidecar
 from evol.rundir.store import RunStore, refuse_run_state
 
 RECORDS = [
@@ -221,7 +221,7 @@ def test_the_scores_sidecar_neither_cuts_nor_appends_through_a_link(
 ) -> None:
     (run / "scores.jsonl").symlink_to(target)
     with pytest.raises(RunDirError, match="is a symbolic link"):
-        _Sidecar(run)
+        Sidecar(run)
     assert target.read_bytes() == b"precious\nlast line, not JSON"
 
 

@@ -28,7 +28,7 @@ from test_metrics import record, write_run
 from evol.errors import AuthenticationFailed
 from evol.llm import BackendSettings, Completion, GenerationParams, LLMRequest, register_backend
 from evol.method.prompts import PromptSet
-from evol.quality.scoring import (
+from evol.quality.readings import (
     expected_score,
     read_number,
     read_ranking,

@@ -237,6 +237,9 @@ def test_constraint_ids_are_checked_and_restrict_the_draw() -> None:
     ]
     with pytest.raises(UsageError, match="unknown id 'startend:nope'; known: change_case"):
         parse_ids("punctuation:no_comma,startend:nope")
+    for nothing in (",", " , ,"):  # names no id: a usage error, not an empty pool
+        with pytest.raises(UsageError, match="names no id"):
+            parse_ids(nothing)
     ids = ["punctuation:no_comma", "startend:quotation"]
     drawn = {pick(random.Random(n), [], ids).id for n in range(40)}
     assert drawn == set(ids)

@@ -341,24 +341,28 @@ class Engine:
     async def _meet_constraints(self, draft: Record) -> None:
         """Check the answer against `draft`'s constraints by code; while it fails one, draw
         another (at most --answer-attempts more, each a call of its own in the journal:
-        answer_2, answer_3...) and keep the first that meets them all. The attempts, the first
-        failed answer and the failures per id go into the record, kept or eliminated."""
+        answer_2, answer_3...) and keep the first that meets them all. A further answer that
+        fails an answer rule (a refusal, cut at the token limit, empty) is one more failed
+        attempt, not the end of the sampling. The attempts, the first failed answer and the
+        failures per id go into the record, kept or eliminated."""
         constraints = from_record(draft.constraints)
         attempts, unmet, rejected = 1, Counter[str](), None
+        broken: list[str] = []  # "answer 2: sorry", each further answer an answer rule failed
+        rule_failure: Failure | None = None
         try:
-            while failed := await asyncio.to_thread(_failed_ids, draft.output or "", constraints):
+            while True:
+                failed = await asyncio.to_thread(_failed_ids, draft.output or "", constraints)
+                if not failed and rule_failure is None:
+                    return
                 unmet.update(failed)
-                rejected = draft.output if rejected is None else rejected
+                if failed and rejected is None:
+                    rejected = draft.output
+                if rule_failure is not None:
+                    broken.append(f"answer {attempts}: {rule_failure.reason.value}")
                 if attempts > self.config.answer_attempts:
-                    tally = ", ".join(f"{cid} {unmet[cid]} of {attempts}" for cid in sorted(unmet))
-                    raise _Eliminated(
-                        Failure(
-                            Reason.CONSTRAINT_UNMET,
-                            f"no answer of {attempts} met {', '.join(failed)} (failed: {tally})",
-                        )
-                    )
+                    raise _Eliminated(_unmet(attempts, unmet, broken))
                 attempts += 1
-                await self._answer(draft, key=f"answer_{attempts}")
+                rule_failure = await self._answer(draft, check=False, key=f"answer_{attempts}")
         finally:
             draft.attempts = attempts
             if rejected is not None:
@@ -383,7 +387,7 @@ class Engine:
         first = await self._call("judge", messages, draft, params=params)
         reply, judgement = await _read(first.text, _judgement_reader(first, bool(asked)))
         replies = [reply]
-        if judgement.verdict == Verdict.UNCLEAR:
+        if judgement.verdict == Verdict.UNCLEAR or self._unconfirmed(draft, judgement, reply):
             follow_up: list[Message] = [
                 *messages,
                 {"role": "assistant", "content": first.text},
@@ -407,6 +411,26 @@ class Engine:
         instruction_check = self.config.rules.instruction_check is not False
         if failure := judgement.failure(replies[-1], instruction_check=instruction_check):
             raise _Eliminated(failure)
+        if self._unconfirmed(draft, judgement, replies[-1]):
+            ids = ", ".join(c.id for c in judged(from_record(draft.constraints or [])))
+            said = " / ".join(repr(reply[:80]) for reply in replies)
+            raise _Eliminated(
+                Failure(
+                    Reason.CONSTRAINT_LOST,
+                    f"the judge did not confirm that it still states {ids} "
+                    f"(no states_requirements yes or no in {said})",
+                )
+            )
+
+    def _unconfirmed(self, draft: Record, judgement: Judgement, reply: str) -> bool:
+        """Whether the judge, asked whether the rewrite still states its unworded
+        constraints, said neither yes nor no (a key missing, another value, prose), where
+        nothing else it said eliminates the rewrite. Unconfirmed is not stated: it is asked
+        again, then eliminated."""
+        if judgement.states is not None or not judged(from_record(draft.constraints or [])):
+            return False
+        instruction_check = self.config.rules.instruction_check is not False
+        return judgement.failure(reply, instruction_check=instruction_check) is None
 
     async def _check_answer(self, draft: Record) -> None:
         """Ask the judge model whether the answer does the task (by meaning: the phrase rules
@@ -501,6 +525,18 @@ def _unstated(instruction: str, constraints: list[Constraint]) -> Failure | None
         if why := unstated(instruction, constraint):
             return Failure(Reason.CONSTRAINT_LOST, f"{constraint.id}: {why}")
     return None
+
+
+def _unmet(attempts: int, unmet: Counter[str], broken: list[str]) -> Failure:
+    """constraint_unmet after `attempts` answers: the ids that failed, how often, and the
+    further answers an answer rule failed."""
+    tally = ", ".join(f"{cid} {unmet[cid]} of {attempts}" for cid in sorted(unmet))
+    rules = f"; failed an answer rule: {', '.join(broken)}" if broken else ""
+    return Failure(
+        Reason.CONSTRAINT_UNMET,
+        f"no answer of {attempts} met {', '.join(sorted(unmet)) or 'the answer rules'} "
+        f"(failed: {tally or 'none by code'}{rules})",
+    )
 
 
 def _failed_ids(answer: str, constraints: list[Constraint]) -> list[str]:

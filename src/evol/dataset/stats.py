@@ -27,11 +27,11 @@ from evol.method.judging import model_role
 from evol.method.textstats import Lengths, summarize, word_count
 from evol.quality.contamination import Flagged, read_contamination
 from evol.quality.metrics import read_metrics, record_file_sizes
-from evol.quality.scoring import SCORES, read_score_lines, read_scores
+from evol.quality.scores import read_score_lines, read_scores
 from evol.rundir.counts import RunCounts
 from evol.rundir.manifest import load_manifest
 from evol.rundir.records import MAX_GENERATIONS
-from evol.rundir.store import iter_records
+from evol.rundir.store import SCORES, iter_records
 
 # The row of `roles` for the calls of `evol score` (read from scores.jsonl).
 SCORE_ROLE = "score"
@@ -246,7 +246,9 @@ class _ConstraintTally:
         self.lost += reason == Reason.CONSTRAINT_LOST
         self.unmet += reason == Reason.CONSTRAINT_UNMET
         attempts = record.get("attempts")
-        if reason not in (None, Reason.CONSTRAINT_UNMET) or not isinstance(attempts, int):
+        # Every answer checked by code counts, whatever ended the record afterwards (the
+        # answer check, say): its file says how many there were and which ids they failed.
+        if not isinstance(attempts, int) or isinstance(attempts, bool):
             return
         ids = [c.get("id") for c in constraints if isinstance(c, dict)]
         unmet = record.get("unmet") if isinstance(record.get("unmet"), dict) else {}

@@ -311,11 +311,17 @@ KWARGS_SCHEMA: dict[str, Callable[[random.Random], dict[str, Any]]] = {
 
 
 def parse_ids(spec: str | None) -> list[str] | None:
-    """`--constraint-ids a,b` as the ids it names (None: every id evol draws); an id evol
-    does not draw is refused, naming those it does."""
+    """`--constraint-ids a,b` as the ids it names (None, for no value or a blank one: every
+    id evol draws); an id evol does not draw is refused, naming those it does, and so is a
+    value that names none (",")."""
     if spec is None or not spec.strip():
         return None
     ids = list(dict.fromkeys(part.strip() for part in spec.split(",") if part.strip()))
+    if not ids:  # "," names no id: an empty pool would eliminate every evolution
+        raise UsageError(
+            f"--constraint-ids {spec!r} names no id: give ids separated by commas, "
+            "or leave it out to draw from every id"
+        )
     for instruction_id in ids:
         if instruction_id not in KWARGS_SCHEMA:
             raise UsageError(
@@ -340,7 +346,9 @@ def pick(
         candidate = Constraint(id=instruction_id, kwargs=KWARGS_SCHEMA[instruction_id](rng))
         if _never_met(candidate):
             continue
-        if not any(contradicts(candidate, other) for other in carried):
+        if any(contradicts(candidate, other) for other in carried):
+            continue
+        if not _limits_clash([*carried, candidate]):  # what the lineage requires, together
             return candidate
     return None
 
@@ -366,11 +374,11 @@ def contradicts(a: Constraint, b: Constraint) -> bool:
     """Whether no answer can meet both: IFEval's conflict table (symmetric), or kwargs that
     cannot hold together (a word both required and forbidden, counts of one thing whose bounds
     do not meet, an English word or letter asked of an answer in another language, a section
-    word whose case the other forbids, a text one requires that holds more of a letter or a
-    word than the other allows)."""
+    word whose case the other forbids, texts they require that together hold more of a
+    letter, a word, words or capital words than one allows)."""
     if b.id in conflict_table().get(a.id, frozenset()):
         return True
-    if _text_clash(a, b) or _text_clash(b, a):
+    if _limits_clash([a, b]):
         return True
     return _counts_clash(a, b) or _language_clash(a, b) or _case_clash(a, b)
 
@@ -430,18 +438,20 @@ def _counts_clash(a: Constraint, b: Constraint) -> bool:
 
 def _required_texts(c: Constraint) -> list[tuple[str, int]]:
     """Texts every answer meeting `c` holds, written as its instruction asks (a phrase of its
-    own: "Section 1", not "xSection1"), each with how many separate copies it needs."""
+    own: "Section 1", not "xSection1"), each with how many separate copies it needs. A text
+    its checker finds in any case is given in lowercase (the fewest capitals an answer needs);
+    the section word is matched as it is written ("SECTION" is all capitals)."""
     k = c.kwargs
     if c.id == "keywords:existence":
-        return [(w, 1) for w in k.get("keywords", []) if isinstance(w, str)]
+        return [(w.lower(), 1) for w in k.get("keywords", []) if isinstance(w, str)]
     if c.id == "keywords:frequency" and k.get("relation") == COMPARISON[1]:
         times = k.get("frequency")
-        return [(str(k.get("keyword", "")), times)] if isinstance(times, int) else []
+        return [(str(k.get("keyword", "")).lower(), times)] if isinstance(times, int) else []
     if c.id == "detectable_format:multiple_sections":
         times = k.get("num_sections")
         return [(str(k.get("section_spliter", "")), times)] if isinstance(times, int) else []
     name = REQUIRED_TEXT_KWARG.get(c.id)
-    return [(str(k[name]), 1)] if name in k else []
+    return [(str(k[name]).lower(), 1)] if name in k else []
 
 
 REQUIRED_TEXT_KWARG = {
@@ -456,20 +466,60 @@ def _text_limits(c: Constraint) -> list[tuple[Callable[[str], int], int]]:
     """What `c` allows at most, each as (how many its checker finds in a text, the most it
     allows), found as the checker finds it: a letter in the lowercased text, a keyword as a
     substring ignoring case ("press" in "expression"), a forbidden word between word
-    boundaries ignoring case."""
+    boundaries ignoring case, words as IFEval counts them, all-capital words among NLTK's
+    tokens."""
     k = c.kwargs
     if c.id == "keywords:forbidden_words":
         words = [w for w in k.get("forbidden_words", []) if _is_plain(w)]
         return [(functools.partial(_word_found, w), 0) for w in words]
-    if c.id == "keywords:letter_frequency" and k.get("let_relation") == COMPARISON[0]:
-        letter, most = str(k.get("letter", "")).strip().lower(), k.get("let_frequency")
-        if len(letter) == 1 and isinstance(most, int):
-            return [(lambda text: text.lower().count(letter), most - 1)]
-    if c.id == "keywords:frequency" and k.get("relation") == COMPARISON[0]:
-        keyword, most = str(k.get("keyword", "")).strip(), k.get("frequency")
-        if _is_plain(keyword) and isinstance(most, int):
-            return [(lambda text: len(re.findall(keyword, text, flags=re.IGNORECASE)), most - 1)]
+    most = _most_allowed(c)
+    if most is None:
+        return []
+    if c.id == "keywords:letter_frequency":
+        letter = str(k.get("letter", "")).strip().lower()
+        if len(letter) == 1:
+            return [(lambda text: text.lower().count(letter), most)]
+    if c.id == "keywords:frequency":
+        keyword = str(k.get("keyword", "")).strip()
+        if _is_plain(keyword):
+            return [(lambda text: len(re.findall(keyword, text, flags=re.IGNORECASE)), most)]
+    if c.id == "length_constraints:number_words":
+        return [(_word_count, most)]
+    if c.id == "change_case:capital_word_frequency":
+        return [(_capital_words, most)]
     return []
+
+
+# id -> (the count's kwarg, the relation's kwarg) of the ids whose "less than" is a limit.
+_LIMIT_KWARGS = {
+    "keywords:letter_frequency": ("let_frequency", "let_relation"),
+    "keywords:frequency": ("frequency", "relation"),
+    "length_constraints:number_words": ("num_words", "relation"),
+    "change_case:capital_word_frequency": ("capital_frequency", "capital_relation"),
+}
+
+
+def _most_allowed(c: Constraint) -> int | None:
+    """The most `c` allows of what it counts (its count less one, under "less than")."""
+    if c.id not in _LIMIT_KWARGS:
+        return None
+    number, relation = _LIMIT_KWARGS[c.id]
+    count = c.kwargs.get(number)
+    if c.kwargs.get(relation) != COMPARISON[0] or not isinstance(count, int):
+        return None
+    return count - 1
+
+
+def _word_count(text: str) -> int:
+    from if_verifiable.ifeval import instructions_util
+
+    return int(instructions_util.count_words(text))
+
+
+def _capital_words(text: str) -> int:
+    from if_verifiable.ifeval import instructions_util
+
+    return sum(word.isupper() for word in instructions_util.nltk.word_tokenize(text))
 
 
 def _is_plain(word: Any) -> bool:
@@ -480,15 +530,34 @@ def _word_found(word: str, text: str) -> int:
     return int(bool(re.search(r"\b" + word + r"\b", text, flags=re.IGNORECASE)))
 
 
-def _text_clash(required: Constraint, limiting: Constraint) -> bool:
-    """Whether a text `required` needs holds more than `limiting` allows (copies of one text
-    are separate, so what each holds adds up)."""
-    limits = _text_limits(limiting)
+def _limits_clash(constraints: list[Constraint]) -> bool:
+    """Whether the texts `constraints` require, all together, hold more of a letter, a word,
+    words or capital words than one of them allows: "constant" and "shift" hold three t's
+    between them where each alone holds fewer."""
+    limits = [limit for c in constraints for limit in _text_limits(c)]
+    if not limits:
+        return False
+    required = _separate_copies([t for c in constraints for t in _required_texts(c)])
     return any(
-        times * found(text) > most
-        for text, times in _required_texts(required)
-        for found, most in limits
+        sum(times * found(text) for text, times in required) > most for found, most in limits
     )
+
+
+def _separate_copies(texts: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The copies of each text an answer needs apart from the others: one copy of a text
+    serves every constraint that asks for it, and copies of a longer text that holds it
+    (ignoring case: "ant" in "constant", "section" in "SECTION") count towards it. What is
+    left is the least an answer holds, so a sum over it never overstates."""
+    most: dict[str, int] = {}
+    for text, times in texts:
+        if text.strip() and times > 0:
+            most[text] = max(most.get(text, 0), times)
+    kept: list[tuple[str, int]] = []
+    for text, times in sorted(most.items(), key=lambda item: (-len(item[0]), -item[1], item[0])):
+        inside = sum(n * other.lower().count(text.lower()) for other, n in kept)
+        if times > inside:
+            kept.append((text, times - inside))
+    return kept
 
 
 def _language_clash(a: Constraint, b: Constraint) -> bool:

@@ -44,6 +44,8 @@ BEFORE = {
         "not",
         "exceeding",
     ): LE,
+    ("without", "exceeding"): LE,
+    ("without", "going", "over"): LE,
     ("less", "than"): LT,
     ("fewer", "than"): LT,
     ("shorter", "than"): LT,
@@ -76,6 +78,10 @@ AFTER = {
     ("max",): LE,
     ("min",): GE,
 }
+# A negation governing a bound turns it round: "should not be less than 150" is at least 150.
+NOT_EXACTLY = "not exactly"
+TURNED = {LT: GE, LE: GT, GE: LT, GT: LE, EQ: NOT_EXACTLY, None: NOT_EXACTLY}
+NEGATION_REACH = 4  # tokens before a bound among which a negation governs it ("not make it")
 FILLERS = frozenset({"a", "total", "of", "only"})
 NUMBER_WORDS = {
     **{
@@ -117,10 +123,24 @@ UNIT_REACH = 4  # tokens between a count and its unit ("4 short markdown bullet 
 
 _TOKEN = re.compile(r"[a-z]+|\d+")
 _NEGATION = re.compile(
-    r"\b(?:not|no|never|nor|without|avoid\w*|exclud\w*|forbid\w*|refrain\w*|omit\w*|ban\w*"
-    r"|prohibit\w*|cannot)\b|n't\b"
+    r"\b(?:not|no|never|nor|without|avoid\w*|exclud\w*|forbid\w*|refrain\w*|omit\w*"
+    r"|ban(?:s|ned|ning)?|prohibit\w*|cannot)\b|n't\b"
+)
+# A negation before a count's bound; "n't" only after a letter ("the letter 't'" is none).
+# ("no" and "without" also go before nouns, "with no title in under 150 words": they negate
+# a bound only as part of its phrase, "no more than", "without exceeding".)
+_COUNT_NEGATION = re.compile(r"\b(?:not|never|cannot)\b|[a-z]n['’]t\b")
+# Words between a negation and what follows that end its hold ("don't forget to write at
+# least", "not only at least"), or start another clause.
+_UNNEGATING = frozenset(
+    {"and", "or", "but", "then", "forget", "fail", "hesitate", "neglect", "only", "just"}
+)
+# A negation after a forbidden word, in its clause: "apple and pear must not appear".
+_FORBIDDING_AFTER = re.compile(
+    r"\b(?:not|never|cannot|forbidden|prohibited|banned|excluded|off[- ]limits)\b|n['’]t\b"
 )
 _SENTENCE_END = re.compile(r"[.!?\n]+")
+_CLAUSE_BREAK = re.compile(r"[.!?;:,\n]")
 
 # The cue words of the unworded constraints, found in the lowercased rewrite.
 UNWORDED = {
@@ -208,7 +228,7 @@ def _count_problem(lower: str, constraint: Constraint) -> str | None:
     number_kwarg, relation = COUNTS[constraint.id]
     count = constraint.kwargs[number_kwarg]
     relation = constraint.kwargs.get(relation, relation)
-    said = list(_bounds(_TOKEN.findall(lower), count, UNITS[constraint.id]))
+    said = list(_bounds(lower, count, UNITS[constraint.id]))
     allowed = IMPLIED_BY[relation]
     unit = UNITS[constraint.id][0]
     wanted = f"{'' if relation == EXACTLY else relation + ' '}{count} {unit}s"
@@ -224,9 +244,12 @@ def _count_problem(lower: str, constraint: Constraint) -> str | None:
     return f"lost: it never says {wanted}"
 
 
-def _bounds(tokens: list[str], count: int, units: tuple[str, ...]) -> Iterable[str | None]:
+def _bounds(lower: str, count: int, units: tuple[str, ...]) -> Iterable[str | None]:
     """How each mention of `count` followed by one of `units` bounds it (None: it says no
-    direction, a bare "3 paragraphs")."""
+    direction, a bare "3 paragraphs"), turned round where a negation governs it ("not be
+    less than 3" is at least 3; "not 3 paragraphs", not exactly 3)."""
+    found = list(_TOKEN.finditer(lower))
+    tokens = [match[0] for match in found]
     for at, token in enumerate(tokens):
         value = int(token) if token.isdigit() else NUMBER_WORDS.get(token)
         if value != count:
@@ -238,16 +261,38 @@ def _bounds(tokens: list[str], count: int, units: tuple[str, ...]) -> Iterable[s
         )
         if unit_at is None:
             continue
-        yield _said_before(tokens[:at]) or _said_after(following[unit_at + 1 :])
+        said, phrase_at = _said_before(tokens[:at])
+        if said is None:
+            said = _said_after(following[unit_at + 1 :])
+        yield TURNED[said] if _negated(lower, found, phrase_at) else said
 
 
-def _said_before(before: list[str]) -> str | None:
-    while before and before[-1] in FILLERS:
-        before = before[:-1]
+def _said_before(before: list[str]) -> tuple[str | None, int]:
+    """The bound said just before a count, and the token its phrase starts at (the count's
+    own when none is said)."""
+    end = len(before)
+    while end and before[end - 1] in FILLERS:
+        end -= 1
     for length in (3, 2, 1):
-        if (said := BEFORE.get(tuple(before[-length:]))) is not None:
-            return said
-    return None
+        if end >= length and (said := BEFORE.get(tuple(before[end - length : end]))):
+            return said, end - length
+    return None, len(before)
+
+
+def _negated(lower: str, found: list[re.Match[str]], at: int) -> bool:
+    """Whether a negation governs what starts at token `at`: one among the few tokens before
+    it, in its clause, with no word between that ends its hold."""
+    first = max(0, at - NEGATION_REACH)
+    if first and found[first][0] == "t":
+        first -= 1  # "don't" is two tokens: start at "don"
+    if at == first:
+        return False
+    window = lower[found[first].start() : found[at].start()]
+    window = _CLAUSE_BREAK.split(window)[-1]
+    negations = list(_COUNT_NEGATION.finditer(window))
+    if not negations:
+        return False
+    return not any(word in _UNNEGATING for word in _TOKEN.findall(window[negations[-1].end() :]))
 
 
 def _said_after(after: list[str]) -> str | None:
@@ -309,11 +354,23 @@ def _keywords_problem(lower: str, words: list[str], *, forbidden: bool) -> str |
     for word in words:
         pattern = re.compile(rf"\b{re.escape(word.lower())}\b")
         holding = [s for s in sentences if pattern.search(s)]
-        if forbidden and not any(_NEGATION.search(s) for s in holding):
+        if forbidden and not any(_forbids(s, pattern) for s in holding):
             return f"garbled: {word!r} is not forbidden in it"
         if not forbidden and all(_negated_before(s, pattern) for s in holding):
             return f"garbled: {word!r} is forbidden in it, not required"
     return None
+
+
+def _forbids(sentence: str, pattern: re.Pattern[str]) -> bool:
+    """Whether a negation in `sentence` governs the word `pattern` finds: one before it
+    ("do not use apple or pear"), or one after it in its clause ("apple must not appear");
+    not one in another clause ("mention apple, with no exceptions")."""
+    found = pattern.search(sentence)
+    assert found is not None
+    if _NEGATION.search(sentence[: found.start()]):
+        return True
+    clause = _CLAUSE_BREAK.split(sentence[found.end() :])[0]
+    return bool(_FORBIDDING_AFTER.search(clause))
 
 
 def _negated_before(sentence: str, pattern: re.Pattern[str]) -> bool:

@@ -28,22 +28,18 @@ the contamination check (`evol.quality.contamination`, contamination.json); neit
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import math
 import random
-import re
 import shutil
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, Literal
+from typing import Any
 
-import orjson
 from filelock import FileLock
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from evol.config import Connection
 from evol.errors import (
@@ -56,12 +52,7 @@ from evol.errors import (
 )
 from evol.interrupts import until_signalled
 from evol.jsonl import (
-    append_line,
     lock_directory,
-    open_for_append,
-    open_to_read,
-    repair_torn_tail,
-    scan,
 )
 from evol.llm import (
     ChatBackend,
@@ -90,348 +81,27 @@ from evol.quality.contamination import (
     write_contamination,
 )
 from evol.quality.metrics import compute_metrics, write_metrics
+from evol.quality.readings import Reading, ranking_readings, single_reading
+from evol.quality.scores import (
+    REPLY_KEPT,
+    SCORERS,
+    ScoreLine,
+    ScorerName,
+    Sidecar,
+    chain_digest,
+    lineages,
+    read_score_lines,
+    read_scores,
+    record_digest,
+)
 from evol.rundir.manifest import load_manifest
 from evol.rundir.records import compose
-from evol.rundir.store import SCORE_BATCH_DIR, SCORES, generation_files, iter_records, refuse_links
+from evol.rundir.store import SCORE_BATCH_DIR, generation_files, iter_records, refuse_links
 from evol.seeds import iter_seeds
 
-ScorerName = Literal["difficulty", "complexity", "quality"]
-SCORERS: tuple[ScorerName, ...] = ("difficulty", "complexity", "quality")
 SCALE = 10  # difficulty and quality: 1 to 10
 SINGLE_MAX_TOKENS = 16  # room for "I'd rate it a 7 out of 10" before the reply is cut
 TOP_LOGPROBS = 20  # OpenAI's maximum
-REPLY_KEPT = 300  # characters of each reply kept in scores.jsonl, to see what a model said
-
-# A score has a few digits: a longer run of them is no score, and a bounded pattern keeps the
-# search linear on a reply of digits.
-_NUMBER = r"(\d{1,4}(?:\.\d{1,4})?)"
-# Only the start of a reply is read: a score is near its beginning, and the search stays short
-# whatever a server sends. The whitespace runs are possessive (`\s*+`): `[1` then 1,000 spaces
-# took 15 s while a failed match tried every way of sharing the run between adjacent `\s*`.
-_READ_CHARS = 2000
-# "(1-10)", "1 to 10": the scale, which is no score; blanked out before the numbers are read.
-_RANGE = re.compile(r"\b\d{1,4}\s*+(?:-|\u2013|to)\s*+\d{1,4}\b", re.IGNORECASE)
-_BARE = re.compile(r"[^\w]*+" + _NUMBER + r"[^\w]*+")
-_WORDED = re.compile(
-    r"\b(?:score|scored|rating|rate|rated|grade|difficulty|quality|complexity)\b\D{0,20}?"
-    + _NUMBER,
-    re.IGNORECASE,
-)
-_ANY_NUMBER = re.compile(r"(?<![\w.])" + _NUMBER + r"(?![\w]|\.\d)")
-_RANK = re.compile(
-    r"(?:#|\[|\bversion\s*+#?)\s*+(\d{1,4})\s*+\]?\s*+(?:[:=\-\u2013]\s*+)?"
-    r"(?:score\s*+[:=]?\s*+)?\**+\s*+" + _NUMBER,
-    re.IGNORECASE,
-)
-
-
-# -- reading a score from a reply ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Reading:
-    """A score read from a reply, and how: from log-probabilities or from the text."""
-
-    value: float
-    source: Literal["logprobs", "text"]
-
-
-def read_number(text: str, maximum: int) -> tuple[float, int, int] | None:
-    """The score a reply gives and its span in `text`; None when it gives none, several, or
-    one outside 1..maximum (a negative one included)."""
-    text = _RANGE.sub(lambda found: " " * len(found.group()), text[:_READ_CHARS])
-    patterns = (
-        _BARE.fullmatch(text),
-        re.search(_NUMBER + rf"\s*+(?:/|out of)\s*+{maximum}\b", text, re.IGNORECASE),
-        _WORDED.search(text),
-    )
-    match = next((found for found in patterns if found), None)
-    if match is None:
-        numbers = list(_ANY_NUMBER.finditer(text))
-        if len({float(found.group(1)) for found in numbers}) != 1:
-            return None
-        match = numbers[0]
-    value = float(match.group(1))
-    if not 1 <= value <= maximum or text[: match.start(1)].endswith(("-", "\u2212")):
-        return None
-    return value, match.start(1), match.end(1)
-
-
-def read_ranking(text: str, count: int) -> dict[int, tuple[float, int, int]]:
-    """Version number -> (score, span) for each "#k: s" line of a ranking reply; the first
-    line for a version wins, and versions or scores outside 1..count are ignored."""
-    found: dict[int, tuple[float, int, int]] = {}
-    for match in _RANK.finditer(text[:_READ_CHARS]):
-        version, value = int(match.group(1)), float(match.group(2))
-        if 1 <= version <= count and version not in found and 1 <= value <= count:
-            found[version] = (value, match.start(2), match.end(2))
-    return found
-
-
-def expected_score(
-    top_logprobs: list[dict[str, float]], text: str, start: int, end: int, maximum: int
-) -> float | None:
-    """Sum of n * p(n) over the valid numbers 1..maximum among the alternatives of the token
-    that holds text[start:end], p normalised over those numbers (Deita's expected score).
-
-    None when the tokens cannot be lined up with the text, or the number is not one token of
-    its own (a "10" split into "1" and "0", a decimal): then the text's number stands.
-    """
-    offset = 0
-    for alternatives in top_logprobs:
-        token = _chosen_token(alternatives, text, offset)
-        if token is None:
-            return None
-        if offset <= start < offset + len(token):
-            if token.strip() != text[start:end]:
-                return None
-            return _expectation(alternatives, maximum, token)
-        offset += len(token)
-    return None
-
-
-def _chosen_token(alternatives: dict[str, float], text: str, offset: int) -> str | None:
-    """The alternative the text continues with at `offset`: the likeliest that fits."""
-    fitting = [
-        (logprob, len(token), token)
-        for token, logprob in alternatives.items()
-        if token and text.startswith(token, offset) and _valid_logprob(logprob)
-    ]
-    return max(fitting)[2] if fitting else None
-
-
-def _expectation(alternatives: dict[str, float], maximum: int, chosen: str) -> float | None:
-    # Tokenizers that split numbers into digits (Llama 2, Mistral, Qwen) write 10 as "1" then
-    # "0": on a scale to 10 or more, another alternative "1" may be the start of 10. It reads
-    # as 1 only where "10" is a token of its own among the alternatives, or was chosen (the
-    # text then shows the number ends there).
-    stripped = {token.strip() for token in alternatives}
-    split_digits = maximum >= 10 and "10" not in stripped and chosen.strip() != "1"
-    ambiguous = {"1"} if split_digits else set()
-    weights: Counter[int] = Counter()
-    for token, logprob in alternatives.items():
-        number = token.strip()
-        valid = (
-            number.isascii()
-            and number.isdigit()
-            and len(number) <= 4
-            and number not in ambiguous
-            and 1 <= int(number) <= maximum
-        )
-        if valid and _valid_logprob(logprob):
-            weights[int(number)] += math.exp(logprob)
-    total = sum(weights.values())
-    if total <= 0:
-        return None
-    return round(sum(n * w for n, w in weights.items()) / total, 4)
-
-
-def _valid_logprob(value: object) -> bool:
-    """A reply is untrusted: a log-probability is a finite number <= 0 (a hair above is noise)."""
-    return isinstance(value, int | float) and math.isfinite(value) and value <= 1e-6
-
-
-def single_reading(completion: Completion, maximum: int) -> Reading | None:
-    """The score of a one-number reply: expected from log-probabilities where it can be."""
-    found = read_number(completion.text, maximum)
-    if found is None:
-        return None
-    value, start, end = found
-    if completion.top_logprobs:
-        expected = expected_score(completion.top_logprobs, completion.text, start, end, maximum)
-        if expected is not None:
-            return Reading(expected, "logprobs")
-    return Reading(value, "text")
-
-
-def ranking_readings(completion: Completion, count: int) -> dict[int, Reading]:
-    """The score of each version a ranking reply gives."""
-    readings = {}
-    for version, (value, start, end) in read_ranking(completion.text, count).items():
-        expected = (
-            expected_score(completion.top_logprobs, completion.text, start, end, count)
-            if completion.top_logprobs
-            else None
-        )
-        readings[version] = (
-            Reading(expected, "logprobs") if expected is not None else Reading(value, "text")
-        )
-    return readings
-
-
-# -- the sidecar: scores.jsonl ---------------------------------------------------------------
-
-
-FiniteScore = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-
-
-class ScoreLine(BaseModel):
-    """One line of scores.jsonl: a record's score (a lineage's scores for complexity)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    scorer: ScorerName
-    model: str
-    id: str = Field(description="the record's id; the lineage's root id for complexity")
-    digest: str = Field(description="of the text scored: a score of other text is not reused")
-    score: FiniteScore | None = None
-    scores: dict[str, FiniteScore | None] | None = Field(None, description="complexity: per record")
-    source: str | None = Field(None, description="logprobs, text or mixed; None when missing")
-    asked: int = Field(1, description="2 when the first reply gave no score")
-    reply: str = ""
-    error: str | None = None
-    usage: dict[str, int] = Field(default_factory=dict)
-    batch: bool = Field(False, description="asked through the Batch API (billed at its rate)")
-
-    @property
-    def missing(self) -> bool:
-        if self.scores is not None:
-            return not self.scores or None in self.scores.values()
-        return self.score is None
-
-    @property
-    def record_scores(self) -> list[float | None]:
-        """A score per record the line covers (a lineage's versions for complexity)."""
-        return list(self.scores.values()) if self.scores is not None else [self.score]
-
-
-def read_score_lines(run_dir: Path) -> list[ScoreLine]:
-    """Every whole line of scores.jsonl, oldest first; a torn last line is left out (and so
-    is a last line that is not a score, its newline written and nothing after it)."""
-    path = run_dir / SCORES
-    if not path.is_file():
-        return []
-
-    def damaged(number: int, _error: ValueError) -> RunDirError:
-        return RunDirError(
-            f"{path}:{number}: not a score line; delete that line (its record is scored "
-            "again) or the file"
-        )
-
-    with open_to_read(path) as fp:
-        return [line for *_place, line in scan(fp, _score_line, damaged, torn_last=True)]
-
-
-def _score_line(line: bytes) -> ScoreLine:
-    return ScoreLine.model_validate(orjson.loads(line))
-
-
-def text_digest(*parts: str) -> str:
-    """A short fingerprint of the text a score was given for."""
-    return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()[:16]
-
-
-def lineages(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Each lineage's kept chain, seed (or oldest kept record) first, in seed-file order."""
-    chains: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for record in records:
-        chains[record["root_id"]].append(record)
-    for chain in chains.values():
-        chain.sort(key=lambda record: record["generation"])
-    return dict(chains)
-
-
-def _digest(scorer: str, record: dict[str, Any]) -> str:
-    task = compose(record["instruction"], record.get("input") or "")
-    if scorer == "quality":
-        return text_digest(task, record.get("output") or "")
-    return text_digest(task)
-
-
-def _chain_digest(chain: list[dict[str, Any]]) -> str:
-    return text_digest(
-        *(f"{r['id']}\x1e{compose(r['instruction'], r.get('input') or '')}" for r in chain)
-    )
-
-
-@dataclass
-class ScoreBook:
-    """The current scores of a run's kept records, one model per scorer.
-
-    `scores[scorer][record id]` is the score, or None when it was recorded as missing. Only
-    scores of the text the record holds now count (a rerun with --overwrite changes it), and
-    of several models, the one that gave the most records a score (the latest on a tie).
-    """
-
-    models: dict[str, str] = field(default_factory=dict)
-    scores: dict[str, dict[str, float | None]] = field(default_factory=dict)
-
-    def of(self, scorer: str) -> dict[str, float | None]:
-        return self.scores.get(scorer, {})
-
-
-def read_scores(
-    run_dir: Path, records: list[dict[str, Any]] | None = None, *, model: str | None = None
-) -> ScoreBook:
-    """The scores in scores.jsonl that still fit the run's records (`model`: only its)."""
-    lines = read_score_lines(run_dir)
-    if not lines:
-        return ScoreBook()
-    records = list(iter_records(run_dir)) if records is None else records
-    current = _current_digests(records)
-    chains = lineages(records)
-    by_model: dict[tuple[str, str], dict[str, ScoreLine]] = defaultdict(dict)
-    latest: dict[str, list[str]] = defaultdict(list)
-    for line in lines:
-        if model is not None and line.model != model:
-            continue
-        if current.get((line.scorer, line.id)) != line.digest:
-            continue
-        by_model[line.scorer, line.model][line.id] = line
-        latest[line.scorer].append(line.model)
-    book = ScoreBook()
-    for scorer, models in latest.items():
-        order = {name: place for place, name in enumerate(models)}
-        per_model = {name: _per_record(scorer, by_model[scorer, name], chains) for name in order}
-        # A score recorded as missing is none: a model that gave none does not win on lines.
-        given = {name: sum(v is not None for v in per_model[name].values()) for name in order}
-        chosen = max(order, key=lambda name: (given[name], order[name]))
-        book.models[scorer] = chosen
-        book.scores[scorer] = per_model[chosen]
-    return book
-
-
-def _current_digests(records: list[dict[str, Any]]) -> dict[tuple[str, str], str]:
-    current = {}
-    for record in records:
-        for scorer in ("difficulty", "quality"):
-            current[scorer, record["id"]] = _digest(scorer, record)
-    for root, chain in lineages(records).items():
-        current["complexity", root] = _chain_digest(chain)
-    return current
-
-
-def _per_record(
-    scorer: str, lines: dict[str, ScoreLine], chains: dict[str, list[dict[str, Any]]]
-) -> dict[str, float | None]:
-    if scorer != "complexity":
-        return {key: line.score for key, line in lines.items()}
-    scores: dict[str, float | None] = {}
-    for root, line in lines.items():
-        for record in chains.get(root, []):
-            scores[record["id"]] = (line.scores or {}).get(record["id"])
-    return scores
-
-
-class _Sidecar:
-    """scores.jsonl opened for appending (never through a link): each line handed to the OS
-    whole, or taken back (`evol.jsonl.append_line`)."""
-
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / SCORES
-        if self.path.exists():
-            repair_torn_tail(self.path)
-        self._file: BinaryIO = open_for_append(self.path)
-
-    def append(self, line: ScoreLine) -> None:
-        data = line.model_dump(exclude_none=True)
-        if line.scores is None:
-            data["score"] = line.score  # null when missing: said, not left out
-        append_line(self._file, data)
-
-    def close(self) -> None:
-        self._file.close()
-
 
 # -- configuration, plan and summary ---------------------------------------------------------
 
@@ -560,7 +230,7 @@ def _all_jobs(
             yield Job(
                 "difficulty",
                 record["id"],
-                _digest("difficulty", record),
+                record_digest("difficulty", record),
                 prompts[SCORE_DIFFICULTY].render(task=task),
                 SCALE,
             )
@@ -576,7 +246,7 @@ def _all_jobs(
             yield Job(
                 "quality",
                 record["id"],
-                _digest("quality", record),
+                record_digest("quality", record),
                 prompts[SCORE_QUALITY].render(task=task, answer=record["output"]),
                 SCALE,
             )
@@ -594,7 +264,7 @@ def _ranking_job(root: str, chain: list[dict[str, Any]], prompts: PromptSet) -> 
     return Job(
         "complexity",
         root,
-        _chain_digest(chain),
+        chain_digest(chain),
         prompts[SCORE_COMPLEXITY].render(count=str(len(chain)), versions=versions),
         len(chain),
         [r["id"] for r in shown],
@@ -652,7 +322,7 @@ class _Scorer:
         self.calls = Dispatcher(backend, policy)
         self.tally = _Tally()
 
-    async def run(self, jobs: list[Job], sidecar: _Sidecar, on_progress: ProgressCallback) -> None:
+    async def run(self, jobs: list[Job], sidecar: Sidecar, on_progress: ProgressCallback) -> None:
         pending, done = iter(jobs), 0
         on_progress(Progress(0, len(jobs), unit="call"))
 
@@ -886,7 +556,7 @@ async def _score_with_model(
         )
         info(f"backend {backend_name}, model {model}: {len(jobs)} calls to make")
         scorer = _Scorer(backend, model, config, info, prompts)
-        sidecar = _Sidecar(config.run_dir)
+        sidecar = Sidecar(config.run_dir)
         try:
             await until_signalled(
                 scorer.run(jobs, sidecar, on_progress or (lambda _progress: None))

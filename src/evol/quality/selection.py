@@ -22,7 +22,8 @@ from evol.dataset.export import EXPORT_ONLY_SHAPES, ExportFormat, write_rows
 from evol.errors import UsageError
 from evol.quality.contamination import read_contamination
 from evol.quality.metrics import record_file_sizes
-from evol.quality.scoring import ScoreBook, kept_records, read_scores
+from evol.quality.scores import ScoreBook, read_scores
+from evol.quality.scoring import kept_records
 
 if TYPE_CHECKING:
     from evol.method.dedup import DuplicateIndex
