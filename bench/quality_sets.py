@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from evol.method.cleaning import clean_reply, clean_rewrite
-from evol.method.elimination import EliminationRules, check_answer, check_rewrite, parse_verdict
+from evol.method.elimination import EliminationRules, check_answer, check_rewrite
 from evol.method.prompts import PromptSet
+from evol.method.verdicts import parse_verdict
 
 SETS = Path(__file__).with_name("quality_sets")
 RESULTS = Path(__file__).with_name("results.json")

@@ -18,7 +18,13 @@ Reported for each p, with --answer-attempts K:
 - tokens per kept evolution (prompt and completion, every role, the eliminated evolutions'
   included; the seeds' answers, the same either way, left out) against a plain run of the same
   seeds with --operations add_constraints, whose answers are as long: the price of the
-  sampling and of the longer templates.
+  sampling and of the longer templates;
+- the same run with --answer-n ("answer_n"): the further answers in one request with n = K.
+  Its records must be the sequential run's (their usage aside); reported are its answer
+  requests and the answer role's tokens per kept evolution against drawing one at a time. The
+  seeds' prompts are short beside their 150-word answers, where one request costs more
+  tokens; "answer_n_long_input" repeats the pair at p = 0.5 with a LONG_INPUT_WORDS-word input
+  in each seed, where it costs fewer (docs/verifiable.md, "When it pays").
 
 Then the checkers' CPU on hostile answers ("checker_cpu"): the CPU seconds one check() takes on
 answers shaped to be slow (a long run of one character under IFEval's postscript, placeholder and
@@ -62,9 +68,16 @@ ANSWER_WORDS = 150
 TOPICS = ("tides", "bread", "bridges", "bees", "glaciers", "chess", "radio", "maps", "ink", "wind")
 
 
-def write_seeds(path: Path, count: int) -> Path:
+LONG_INPUT_WORDS = 600
+
+
+def write_seeds(path: Path, count: int, input_words: int = 0) -> Path:
+    text = " ".join(f"line{w}" for w in range(input_words))
     lines = [
-        json.dumps({"instruction": f"Explain {TOPICS[i % len(TOPICS)]} to a pupil, case {i}."})
+        json.dumps(
+            {"instruction": f"Explain {TOPICS[i % len(TOPICS)]} to a pupil, case {i}."}
+            | ({"input": text} if input_words else {})
+        )
         for i in range(count)
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -75,9 +88,11 @@ def records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def run(seeds: Path, out: Path, pass_rate: float, attempts: int | None) -> dict[str, Any]:
+def run(
+    seeds: Path, out: Path, pass_rate: float, attempts: int | None, *options: str
+) -> dict[str, Any]:
     """One run against a fresh fake server, --verifiable with `attempts` (None: a plain run
-    with --operations add_constraints); its summary, checked against its files."""
+    with --operations add_constraints) and `options`; its summary, checked against its files."""
     responder = VerifiableResponder(pass_rate=pass_rate, length=ANSWER_WORDS)
     method = (
         ["--operations", "add_constraints"]
@@ -88,6 +103,7 @@ def run(seeds: Path, out: Path, pass_rate: float, attempts: int | None) -> dict[
         command = [
             sys.executable, "-m", "evol", "run", str(seeds), "--out", str(out), "--quiet",
             "--base-url", server.base_url, "--generations", "1", "--concurrency", "32", *method,
+            *options,
         ]  # fmt: skip
         subprocess.run(command, env=ENV, check=True)
     summary = json.loads((out / "run.json").read_text())["summary"]
@@ -138,6 +154,42 @@ def measure_rate(work: Path, seeds: Path, p: float, extra: int, plain: float) ->
         "tokens_per_kept_evolution": round(per_kept, 1),
         "extra_tokens_per_kept_evolution": round(per_kept - plain, 1),
         "extra_share": round(per_kept / plain - 1, 3),
+        "answer_n": compare_answer_n(out, work / f"p{p}-n", seeds, p, extra, len(kept)),
+    }
+
+
+def answer_tokens(summary: dict[str, Any], out: Path) -> int:
+    """The answer role's tokens, less those of the seeds' answers (gen_0)."""
+    seeds = sum(sum(r["usage"].get("answer", {}).values()) for r in records(out / "gen_0.jsonl"))
+    return sum(summary["usage"].get("answer", {}).values()) - seeds
+
+
+def compare_answer_n(
+    sequential: Path, out: Path, seeds: Path, p: float, extra: int, kept: int
+) -> dict[str, Any]:
+    """The run of `sequential` again with --answer-n: the same records (usage aside), its
+    answer requests, and the answer role's tokens per kept evolution both ways."""
+    summary = run(seeds, out, p, extra, "--answer-n")
+    before = json.loads((sequential / "run.json").read_text())["summary"]
+    for name in ("dataset.jsonl", "eliminated.jsonl"):
+        one, other = (
+            sorted(
+                (
+                    json.dumps({k: v for k, v in r.items() if k != "usage"})
+                    for r in records(d / name)
+                ),
+            )
+            if (d / name).exists()
+            else []
+            for d in (sequential, out)
+        )
+        if one != other:
+            raise SystemExit(f"{out}/{name}: --answer-n kept other records than one at a time")
+    return {
+        "answer_requests": summary["requests"].get("answer", 0),
+        "answer_requests_one_at_a_time": before["requests"].get("answer", 0),
+        "answer_tokens_per_kept_evolution": round(answer_tokens(summary, out) / max(1, kept), 1),
+        "answer_tokens_one_at_a_time": round(answer_tokens(before, sequential) / max(1, kept), 1),
     }
 
 
@@ -160,6 +212,15 @@ def measure(work: Path, count: int, extra: int) -> dict[str, Any]:
     }
     for p in PASS_RATES:
         figures[f"p={p}"] = measure_rate(work, seeds, p, extra, plain)
+    long_seeds = write_seeds(work / "long.jsonl", count, LONG_INPUT_WORDS)
+    long_run = work / "long"
+    run(long_seeds, long_run, 0.5, extra)
+    kept = len(records(long_run / "gen_1.jsonl"))
+    figures["answer_n_long_input"] = {
+        "input_words": LONG_INPUT_WORDS,
+        "p": 0.5,
+        **compare_answer_n(long_run, work / "long-n", long_seeds, 0.5, extra, kept),
+    }
     return figures
 
 
@@ -191,7 +252,8 @@ def check_cpu_seconds(instruction_id: str, kwargs: dict[str, Any], answer: str) 
     CHECK_CPU_CAP seconds; None where the cap was reached."""
     code = (
         "import resource\n"
-        "from evol.method.constraints import Constraint, ConstraintError, check\n"
+        "from evol.errors import ConstraintError\n"
+        "from evol.method.constraints import Constraint, check\n"
         "check('Warm up. Twice.', [Constraint(id='change_case:capital_word_frequency',"
         " kwargs={'capital_frequency': 1, 'capital_relation': 'at least'})])\n"
         f"answer = {answer}\n"

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from fake_server import ContextOverflow, Responder
+from fake_server import ContextOverflow, Responder, replies_to
 
 INPUT_LIMIT_REQUESTS = 50_000
 INPUT_LIMIT_BYTES = 200_000_000
@@ -411,7 +411,7 @@ class BatchServer:
             output.append(_line(row_id, custom_id, response, None))
             return
         try:
-            reply = self.responder(line["body"])
+            reply = replies_to(self.responder, line["body"])
         except ContextOverflow:
             message = "This model's maximum context length is 4096 tokens."
             response = {"status_code": 400, "body": _error_body(message)}
@@ -438,7 +438,9 @@ def content_of(line: dict[str, Any]) -> str:
 
 
 def _completion(body: dict[str, Any], reply: Any, row_id: str) -> dict[str, Any]:
-    text, finish_reason = reply if isinstance(reply, tuple) else (reply, "stop")
+    """A chat completion of one reply, or of a list of them (the choices of a row with n)."""
+    replies = reply if isinstance(reply, list) else [reply]
+    choices = [r if isinstance(r, tuple) else (r, "stop") for r in replies]
     prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
     return {
         "id": f"chatcmpl-{row_id}",
@@ -446,12 +448,16 @@ def _completion(body: dict[str, Any], reply: Any, row_id: str) -> dict[str, Any]
         "model": body["model"],
         "choices": [
             {
-                "index": 0,
+                "index": index,
                 "message": {"role": "assistant", "content": text},
                 "finish_reason": finish_reason,
             }
+            for index, (text, finish_reason) in enumerate(choices)
         ],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split())},
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": sum(len(text.split()) for text, _ in choices),
+        },
     }
 
 

@@ -22,7 +22,9 @@ follow-up gets "Not Equal"), `[unclear-twice]` (neither has one), `[understood]`
 the answer asks for information). `refuse_formats=("json_schema", "json_object")` makes it
 refuse a request whose `response_format` is of those types (with `refuse_status`, 400 by
 default), as a server without structured output does.
-A responder returns the reply's text, or (text, finish_reason).
+A responder returns the reply's text, or (text, finish_reason). A request with `n` gets n
+choices, the responder asked once for each in turn (`ignore_n=True`: one choice, as
+llama-cpp-python's server answers).
 `VerifiableResponder` adds IFEval constraints: its evolver writes the requirement of an
 add_verifiable_constraint prompt into the rewrite in IFEval's own words, and its answers meet
 every constraint an instruction states with a known probability (see its docstring).
@@ -191,7 +193,7 @@ class Responder:
         return f"Here is a worked answer ({tag}): first define the terms, then give an example, then check it."
 
 
-# IFEval's own descriptions (`evol.method.constraints.describe`), as the fake evolver writes them.
+# IFEval's own descriptions (`evol.method.drawing.describe`), as the fake evolver writes them.
 _NO_COMMA = "refrain from the use of any commas"
 _LOWERCASE = "in all lowercase letters"
 _END_PHRASE = re.compile(r"Finish your response with this exact phrase (.+?)\. No other words")
@@ -354,6 +356,16 @@ class MethodResponder(Responder):
         return super().evolve(instruction, prompt)
 
 
+def replies_to(
+    responder: Callable[[dict[str, Any]], Any], body: dict[str, Any], *, ignore_n: bool = False
+) -> list[tuple[str, str]]:
+    """The (text, finish_reason) of each choice to `body`: `n` of them (one if it asks for
+    none, or `ignore_n`), the responder asked once for each, in order."""
+    count = 1 if ignore_n else body.get("n") or 1
+    replies = [responder(body) for _ in range(count)]
+    return [reply if isinstance(reply, tuple) else (reply, "stop") for reply in replies]
+
+
 def kind_of(body: dict[str, Any]) -> str:
     """What a recorded request asked for: evolve, judge or answer (or, of evol optimize's
     optimizer, analysis or proposal)."""
@@ -391,6 +403,7 @@ class FakeServer:
         hold: Callable[[dict[str, Any]], bool] | None = None,
         refuse_formats: tuple[str, ...] = (),
         refuse_status: int = 400,
+        ignore_n: bool = False,
     ):
         self.models, self.latency = list(models), latency
         self.responder = responder or Responder()
@@ -408,6 +421,7 @@ class FakeServer:
         self.hold = hold
         self.held = 0
         self.refuse_formats, self.refuse_status = refuse_formats, refuse_status
+        self.ignore_n = ignore_n  # one choice whatever `n` asks, as llama-cpp-python's server
         self._gate: asyncio.Event | None = None
         self.served = 0
         self.requests: list[dict[str, Any]] = []
@@ -586,16 +600,15 @@ class FakeServer:
         if pause:
             await asyncio.sleep(pause)
         try:
-            reply = self.responder(body)
+            replies = replies_to(self.responder, body, ignore_n=self.ignore_n)
         except ContextOverflow:
             return _error(
                 400,
                 "This model's maximum context length is 4096 tokens. Please reduce the length of the messages.",
                 "context_length_exceeded",
             )
-        text, finish_reason = reply if isinstance(reply, tuple) else (reply, "stop")
         prompt_tokens = sum(len(m["content"].split()) for m in body["messages"])
-        completion_tokens = len(text.split())
+        completion_tokens = sum(len(text.split()) for text, _ in replies)
         return web.json_response(
             {
                 "id": f"chatcmpl-{self.served}",
@@ -604,10 +617,11 @@ class FakeServer:
                 "model": body["model"],
                 "choices": [
                     {
-                        "index": 0,
+                        "index": index,
                         "message": {"role": "assistant", "content": text},
                         "finish_reason": finish_reason,
                     }
+                    for index, (text, finish_reason) in enumerate(replies)
                 ],
                 "usage": {
                     "prompt_tokens": prompt_tokens,

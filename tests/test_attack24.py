@@ -20,13 +20,14 @@ from conftest import Evol, read_jsonl, run_args, write_seeds
 from fake_server import FakeServer, Fault, Responder, first_user_turn, kind_of
 
 from evol.llm.openai_api import json_object_format
-from evol.method.elimination import Reason, Verdict
+from evol.method.elimination import Reason
 from evol.method.judging import (
     ANSWER_CHECK_SCHEMA,
     VERDICT_SCHEMA,
     read_answer_check,
     read_judgement,
 )
+from evol.method.verdicts import Verdict
 
 
 def verdict_object(verdict: str = "different", second_is: str = "instruction", **more: str) -> str:

@@ -26,14 +26,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evol.dataset.export import export_run
-from evol.method.constraints import (
-    Constraint,
-    ConstraintError,
-    check,
-    contradicts,
-    ground_truth,
-    pick,
-)
+from evol.errors import ConstraintError
+from evol.method.constraints import Constraint, check, ground_truth
+from evol.method.contradictions import contradicts
+from evol.method.drawing import pick
 
 RUN_FIXTURE = Path(__file__).parent / "fixtures" / "run_v1" / "complete"
 
@@ -501,7 +497,7 @@ def test_processes_building_the_punkt_cache_at_once_all_succeed(tmp_path):
 def test_the_punkt_cache_is_as_readable_as_its_files(tmp_path):
     code = (
         "import os; os.umask(0o022)\n"
-        "from evol.method.constraints import punkt_data_root\n"
+        "from evol.method.ifeval_library import punkt_data_root\n"
         "print(punkt_data_root())\n"
     )
     env = os.environ | {"XDG_CACHE_HOME": str(tmp_path / "cache")}
@@ -512,20 +508,24 @@ def test_the_punkt_cache_is_as_readable_as_its_files(tmp_path):
     assert stat.S_IMODE(english.stat().st_mode) & 0o055 == 0o055
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attack26: with no writable cache (read-only HOME, no XDG_CACHE_HOME), even "
-    "constraints that need no sentence splitter (punctuation:no_comma) cannot be checked",
-)
 def test_an_unwritable_cache_blocks_only_checks_that_need_punkt(tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
+    env = os.environ | {"XDG_CACHE_HOME": str(blocker / "cache"), "HOME": str(blocker)}
     path = write_rows(
         tmp_path / "nc.jsonl", [ifeval_row(["punctuation:no_comma"], [{}], "no commas")]
     )
-    env = os.environ | {"XDG_CACHE_HOME": str(blocker / "cache"), "HOME": str(blocker)}
     done = verify_in_child(path, env)
     assert done.returncode == 0, done.stderr
+    # A check that splits sentences says why it cannot, in one line.
+    kwargs = {"num_sentences": 2, "relation": "less than"}
+    row = ifeval_row(["length_constraints:number_sentences"], [kwargs], "One. Two.")
+    path = write_rows(tmp_path / "sentences.jsonl", [row])
+    done = verify_in_child(path, env)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "length_constraints:number_sentences" in line
+    assert "cannot write the sentence splitter's data" in line and "XDG_CACHE_HOME" in line
 
 
 def test_a_relative_cache_home_is_not_written_under_the_working_directory(tmp_path):

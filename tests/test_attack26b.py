@@ -18,7 +18,9 @@ from batch_server import BatchServer
 from conftest import assert_valid_run, read_jsonl, run_args, write_seeds
 from fake_server import FakeServer, VerifiableResponder, constrained_answer, kind_of
 
-from evol.method.constraints import Constraint, check, contradicts, from_record, pick
+from evol.method.constraints import Constraint, check, from_record
+from evol.method.contradictions import contradicts
+from evol.method.drawing import pick
 from evol.method.wording import unstated
 
 pytestmark = pytest.mark.usefixtures("private_cache")

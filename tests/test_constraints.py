@@ -18,18 +18,17 @@ from hypothesis import strategies as st
 
 pytest.importorskip("if_verifiable", reason="the verify extra")
 
-from evol.method import constraints  # noqa: E402
-from evol.method.constraints import (  # noqa: E402
+from evol.errors import ConstraintError
+from evol.method import constraints, contradictions, ifeval_library  # noqa: E402
+from evol.method.constraints import (
     KWARGS_SCHEMA,
     Constraint,
-    ConstraintError,
     check,
-    contradicts,
-    describe,
     from_ground_truth,
     ground_truth,
-    pick,
 )
+from evol.method.contradictions import contradicts
+from evol.method.drawing import describe, pick
 
 LESS, AT_LEAST = "less than", "at least"
 
@@ -280,7 +279,7 @@ def test_the_json_checker_which_upstream_does_not_test(answer, expected):
 
 def test_every_registered_id_has_a_case():
     tested = {case[0].id for case in UPSTREAM_CASES} | {"detectable_format:json_format"}
-    assert tested == set(constraints.instruction_classes())
+    assert tested == set(ifeval_library.instruction_classes())
 
 
 def test_loose_accepts_an_answer_without_its_first_line_where_strict_does_not():
@@ -342,7 +341,7 @@ def test_a_constraint_the_library_would_skip_or_randomise_is_refused(constraint,
 def test_loose_is_checked_only_where_strict_fails_and_agrees_with_ifevals_scorer():
     from if_verifiable.common import get_loose_transformations
 
-    registry = constraints.instruction_classes()
+    registry = ifeval_library.instruction_classes()
     answers = ["*Title*\nplain words here\nP.S. end", "Hello, world", "a\n\nb", "   ", "x"]
     for answer in answers:
         for instruction_id, draw in KWARGS_SCHEMA.items():
@@ -391,7 +390,7 @@ def test_every_drawn_constraint_is_phrased_as_ifeval_phrases_its_kwargs():
     for instruction_id, draw in KWARGS_SCHEMA.items():
         for _ in range(20):
             constraint = Constraint(id=instruction_id, kwargs=draw(rng))
-            checker = constraints.instruction_classes()[instruction_id](instruction_id)
+            checker = ifeval_library.instruction_classes()[instruction_id](instruction_id)
             assert describe(constraint) == checker.build_description(**constraint.kwargs)
             assert (checker.get_instruction_args() or {}) == constraint.kwargs
 
@@ -407,7 +406,7 @@ def test_nth_paragraph_never_exceeds_the_paragraph_count():
 def test_the_prompt_repeating_constraint_is_never_drawn():
     assert "combination:repeat_prompt" not in KWARGS_SCHEMA
     assert set(KWARGS_SCHEMA) | {"combination:repeat_prompt"} == set(
-        constraints.instruction_classes()
+        ifeval_library.instruction_classes()
     )
 
 
@@ -421,14 +420,14 @@ def test_no_sequence_of_picks_carries_two_constraints_that_contradict(seed, coun
     for i, first in enumerate(carried):
         for second in carried[i + 1 :]:
             assert not contradicts(first, second) and not contradicts(second, first)
-            assert second.id not in constraints.conflict_table()[first.id]
+            assert second.id not in ifeval_library.conflict_table()[first.id]
 
 
 def test_the_librarys_conflict_table_is_left_as_it_is():
-    registry = constraints._library()
+    registry = ifeval_library._library()
     before = copy.deepcopy(registry.INSTRUCTION_CONFLICTS)
-    constraints.conflict_table.cache_clear()
-    table = constraints.conflict_table()
+    ifeval_library.conflict_table.cache_clear()
+    table = ifeval_library.conflict_table()
     assert before == registry.INSTRUCTION_CONFLICTS
     # The raw table has english_capital conflict with itself only; the copy is symmetric.
     assert before["change_case:english_capital"] == {"change_case:english_capital"}
@@ -480,7 +479,7 @@ def test_a_lowercase_answer_cannot_have_capitalised_sections():
 
 def minimal_answers(constraint: Constraint) -> list[str]:
     """The shortest texts that meet `constraint`'s required words, written the way its
-    instruction asks (an expectation built apart from constraints._required_texts)."""
+    instruction asks (an expectation built apart from contradictions._required_texts)."""
     k = constraint.kwargs
     if constraint.id == "keywords:existence":
         return list(k["keywords"])
@@ -627,8 +626,8 @@ def test_one_copy_serves_every_constraint_that_asks_for_a_text() -> None:
         c("length_constraints:nth_paragraph_first_word", num_paragraphs=1, nth_paragraph=1,
           first_word="river"),
     ]  # fmt: skip
-    assert not constraints._limits_clash([*carried, letters("r", 3)])  # "river": two r's
-    assert constraints._limits_clash([*carried, letters("r", 2)])
+    assert not contradictions.limits_clash([*carried, letters("r", 3)])  # "river": two r's
+    assert contradictions.limits_clash([*carried, letters("r", 2)])
 
 
 @settings(max_examples=150, deadline=None)
@@ -644,7 +643,7 @@ def test_pick_never_draws_a_limit_the_lineages_texts_break_together(seed, data):
     limit = data.draw(limits_on(texts))
     if any(contradicts(limit, other) for other in carried):
         return
-    if constraints._limits_clash([*carried, limit]):
+    if contradictions.limits_clash([*carried, limit]):
         return  # pick refuses it: checked against the joined texts below
     joined = "\n".join(texts)
     assert check(joined, [limit])[0].strict or not texts, (joined, limit)
@@ -686,14 +685,14 @@ def test_ground_truth_reads_the_same_as_a_python_literal_and_as_json():
 OFFLINE_CHECK = """
 import json, socket, sys
 import nltk
-from evol.method import constraints
+from evol.method import constraints, contradictions, ifeval_library
 
 def no_network(*args, **kwargs):
     raise OSError("network use in the offline check")
 
 socket.socket = socket.create_connection = socket.getaddrinfo = no_network
-constraints._library()
-root = str(constraints.punkt_data_root())
+ifeval_library._library()
+root = str(ifeval_library.punkt_data_root())
 first = nltk.data.path[0]
 nltk.data.path[:] = [root]  # nowhere else to find punkt_tab
 sentences = constraints.Constraint(
@@ -747,17 +746,17 @@ def test_an_unwritable_cache_is_one_line_naming_it(tmp_path: Path, monkeypatch):
     with pytest.raises(
         ConstraintError, match="cannot write the sentence splitter's data"
     ) as raised:
-        constraints.punkt_data_root()
+        ifeval_library.punkt_data_root()
     assert str(blocker) in str(raised.value) and "XDG_CACHE_HOME" in str(raised.value)
 
 
 def test_a_partly_copied_punkt_model_is_rebuilt_whole(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    model = constraints.punkt_data_root() / "tokenizers" / "punkt_tab" / "english"
+    model = ifeval_library.punkt_data_root() / "tokenizers" / "punkt_tab" / "english"
     whole = {path.name: path.read_bytes() for path in model.iterdir()}
     (model / "ortho_context.tab").unlink()
     (model / "collocations.tab").write_text("half")
-    assert constraints.punkt_data_root() / "tokenizers" / "punkt_tab" / "english" == model
+    assert ifeval_library.punkt_data_root() / "tokenizers" / "punkt_tab" / "english" == model
     assert {path.name: path.read_bytes() for path in model.iterdir()} == whole
     assert [p.name for p in model.parent.iterdir()] == ["english"]  # nothing left aside
 
@@ -767,7 +766,9 @@ def test_a_checker_that_fails_is_one_line(tmp_path: Path):
     ConstraintError naming the id, not a traceback."""
     code = (
         "from pathlib import Path\n"
-        "from evol.method.constraints import Constraint, ConstraintError, check, punkt_data_root\n"
+        "from evol.errors import ConstraintError\n"
+        "from evol.method.constraints import Constraint, check\n"
+        "from evol.method.ifeval_library import punkt_data_root\n"
         "model = punkt_data_root() / 'tokenizers' / 'punkt_tab' / 'english'\n"
         "(model / 'ortho_context.tab').write_text('no tab here')\n"
         "c = Constraint(id='length_constraints:number_sentences',"
@@ -786,7 +787,7 @@ def test_a_checker_that_fails_is_one_line(tmp_path: Path):
 def test_a_relative_xdg_cache_home_is_ignored(monkeypatch, tmp_path: Path):
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert constraints.cache_dir() == tmp_path / ".cache" / "evol"
+    assert ifeval_library.cache_dir() == tmp_path / ".cache" / "evol"
 
 
 def test_an_undetectable_language_is_not_logged_with_the_answer(caplog):

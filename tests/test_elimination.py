@@ -7,19 +7,17 @@ from pathlib import Path
 import pytest
 
 from evol.method.elimination import (
-    PAPER_MARKERS,
     REPEAT_SIMILARITY,
     EliminationRules,
     Failure,
-    LeakDetector,
     Reason,
-    Verdict,
     check_answer,
     check_rewrite,
-    parse_verdict,
 )
+from evol.method.leaks import PAPER_MARKERS, LeakDetector
 from evol.method.prompts import RUN_PROMPT_NAMES, PromptSet
 from evol.method.textstats import word_count
+from evol.method.verdicts import Verdict, parse_verdict
 
 ON = EliminationRules()
 OFF = EliminationRules(judge=False, sorry=False, stopwords=False, leak=False, signals=False)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from evol.config import RunConfig
 from evol.llm.openai_api import json_object_format
-from evol.method.elimination import EliminationRules, Reason, Verdict, parse_verdict
+from evol.method.elimination import EliminationRules, Reason
 from evol.method.judging import (
     ANSWER_CHECK_SCHEMA,
     ANSWER_PROBLEMS,
@@ -24,6 +24,7 @@ from evol.method.judging import (
     read_answer_check,
     read_judgement,
 )
+from evol.method.verdicts import Verdict, parse_verdict
 from evol.pipeline import _with_instruction_check
 
 # -- reading the replies ---------------------------------------------------------------------

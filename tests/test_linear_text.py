@@ -30,20 +30,14 @@ from fake_server import FakeServer, Responder, kind_of
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from evol.method import cleaning, elimination
+from evol.method import cleaning, elimination, verdicts
 from evol.method.cleaning import clean_reply, clean_rewrite
 from evol.method.dedup import DuplicateIndex
-from evol.method.elimination import (
-    EliminationRules,
-    LeakDetector,
-    Reason,
-    check_answer,
-    check_rewrite,
-    normalize,
-    parse_verdict,
-)
+from evol.method.elimination import EliminationRules, Reason, check_answer, check_rewrite
+from evol.method.leaks import LeakDetector
 from evol.method.prompts import PromptSet
-from evol.method.textstats import estimate_tokens, tokens, word_count, words
+from evol.method.textstats import estimate_tokens, normalize, tokens, word_count, words
+from evol.method.verdicts import parse_verdict
 from evol.quality import readings
 from evol.quality.readings import read_number, read_ranking
 
@@ -156,7 +150,7 @@ def test_the_scoring_and_verdict_patterns_match_what_the_backtracking_ones_match
     assert _found(readings._BARE.fullmatch(text)) == _found(_OLD["bare"].fullmatch(text))
     assert _found(_NEW_OUT_OF.search(text)) == _found(_OLD["out_of"].search(text))
     folded = normalize(text)
-    assert _found(elimination._LEADING.match(folded)) == _found(_OLD["leading"].match(folded))
+    assert _found(verdicts._LEADING.match(folded)) == _found(_OLD["leading"].match(folded))
 
 
 # -- every function that reads model or seed text grows linearly -----------------------------
@@ -196,7 +190,7 @@ TEXT_WORK: dict[str, Callable[[str], object]] = {
     "echoed_input_start": lambda text: cleaning.echoed_input_start(text, text[-40:]),
     "is_talk_about_the_rewrite": cleaning.is_talk_about_the_rewrite,
     "_does_not_answer": elimination._does_not_answer,
-    "_clause_verdict": elimination._clause_verdict,
+    "_clause_verdict": verdicts._clause_verdict,
 }
 # ROUGE-L of two long texts that share their words is quadratic by nature (bit-parallel, a
 # 64th of it): the repeat rule reads at most REPEAT_MAX_WORDS of each, so it is bounded, not

@@ -9,18 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from evol.method.elimination import (
-    PAPER_MARKERS,
-    EliminationRules,
-    Failure,
-    LeakDetector,
-    Reason,
-    Verdict,
-    check_answer,
-    check_rewrite,
-    normalize,
-    parse_verdict,
-)
+from evol.method.elimination import EliminationRules, Failure, Reason, check_answer, check_rewrite
+from evol.method.leaks import PAPER_MARKERS, LeakDetector
+from evol.method.textstats import normalize
+from evol.method.verdicts import Verdict, parse_verdict
 
 RULES = EliminationRules()
 TEMPLATE = """<Mixed_Tag>

@@ -204,7 +204,7 @@ TASK = {
 
 @pytest.mark.parametrize("shape", ["sharegpt", "openai-chat", "ifeval", "rlvr"])
 def test_every_chat_shaped_export_prompts_with_the_instruction_and_its_input(shape: str) -> None:
-    from evol.dataset.export import shape_record
+    from evol.dataset.export_files import shape_record
     from evol.rundir.records import compose
 
     row = shape_record(dict(TASK), shape, None)

@@ -10,18 +10,12 @@ import pytest
 
 from evol.errors import UsageError
 from evol.method.cleaning import clean_reply, clean_rewrite
-from evol.method.elimination import (
-    EliminationRules,
-    LeakDetector,
-    Reason,
-    Verdict,
-    check_answer,
-    check_rewrite,
-    parse_verdict,
-)
+from evol.method.elimination import EliminationRules, Reason, check_answer, check_rewrite
+from evol.method.leaks import LeakDetector
 from evol.method.operations import parse_weights
 from evol.method.prompts import PromptSet
 from evol.method.textstats import estimate_tokens, tokens
+from evol.method.verdicts import Verdict, parse_verdict
 
 ON = EliminationRules()
 LEAKS = PromptSet.load().leak_detector()

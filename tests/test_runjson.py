@@ -200,6 +200,7 @@ def test_the_complete_v1_fingerprint_is_read_in_names() -> None:
         "shard": None,
         "constraint_ids": None,  # not recorded by format 1 for a run without verifiable ones
         "answer_attempts": None,
+        "answer_n": None,
     }
 
 

@@ -20,15 +20,9 @@ from conftest import assert_valid_run, read_jsonl, run_args, write_seeds
 from fake_server import FakeServer, VerifiableResponder, first_user_turn, kind_of, meets
 
 from evol.errors import PromptError, UsageError
-from evol.method.constraints import (
-    KWARGS_SCHEMA,
-    Constraint,
-    check,
-    contradicts,
-    describe,
-    parse_ids,
-    pick,
-)
+from evol.method.constraints import KWARGS_SCHEMA, Constraint, check
+from evol.method.contradictions import contradicts
+from evol.method.drawing import describe, parse_ids, pick
 from evol.method.elimination import Reason
 from evol.method.judging import read_judgement
 from evol.method.operations import OPERATIONS, VERIFIABLE, choice_rng, parse_weights

@@ -102,7 +102,7 @@ def test_the_table_agrees_with_the_librarys_own_scorer():
     import langdetect
     from if_verifiable.common import evaluate_instructions
 
-    from evol.method.constraints import instruction_classes
+    from evol.method.ifeval_library import instruction_classes
 
     for answer, constraints, strict, loose in CASES:
         langdetect.DetectorFactory.seed = 0

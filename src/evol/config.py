@@ -156,6 +156,11 @@ class RunConfig(Connection):
     answer_attempts: int = Field(
         3, ge=0, description="answers drawn again, at most, after one fails a constraint"
     )
+    answer_n: bool = Field(
+        False,
+        description="draw the further answers in one request with n = answer_attempts "
+        "(where the backend sends n); False: one call per answer",
+    )
 
     rpm: float | None = Field(None, gt=0, description="requests per minute; None: no cap")
     tpm: float | None = Field(None, gt=0, description="tokens per minute; None: no cap")

@@ -5,7 +5,8 @@ and check it for free, then ask the judge, then (only for a rewrite the judge le
 the answer, then apply the answer's rules (`parallel_judge`: answer and judge at once). A
 record that carries verifiable constraints (#26) is also checked for free to still state them
 (`evol.method.wording`), and its answer by code (`evol.method.constraints.check`): on a failure, up to
---answer-attempts more answers are drawn, each its own journalled call. Lineages
+--answer-attempts more answers are drawn, each its own journalled call (with --answer-n, all
+in one request with `n`, where the backend sends it). Lineages
 run side by side with no barrier between rounds; one adaptive limit bounds the requests in
 flight (halved on 429, see `evol.limits`), the --rpm/--tpm budget paces them, and one retry
 policy wraps every request. Results go to the store as soon as they exist.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -30,16 +31,11 @@ from evol.llm.dispatch import (
     CallWaiting,
     Dispatcher,
 )
+from evol.llm.protocol import capabilities_of
 from evol.method.cleaning import Cleaned, clean_reply, clean_rewrite
-from evol.method.constraints import Constraint, check, describe, from_record, pick
-from evol.method.elimination import (
-    EliminationRules,
-    Failure,
-    Reason,
-    Verdict,
-    check_answer,
-    check_rewrite,
-)
+from evol.method.constraints import Constraint, check, from_record
+from evol.method.drawing import describe, pick
+from evol.method.elimination import EliminationRules, Failure, Reason, check_answer, check_rewrite
 from evol.method.judging import (
     ANSWER_CHECK,
     ANSWER_CHECK_FORMAT,
@@ -52,6 +48,7 @@ from evol.method.judging import (
 )
 from evol.method.operations import BREADTH, VERIFIABLE, choice_rng, choose_operation
 from evol.method.prompts import PromptSet
+from evol.method.verdicts import Verdict
 from evol.method.wording import judged, unstated
 from evol.rundir.journal import CallJournal
 from evol.rundir.lineage import LineageIndex, LineageProgress, Tip
@@ -153,6 +150,14 @@ class Engine:
         }
         # The judge of a rewrite with unworded constraints: its schema asks about them too.
         self._constraint_judge = _with_format(judge, VERDICT_CONSTRAINT_FORMAT)
+        # --answer-n: the further answers in one request, where the backend sends `n` (else,
+        # and for one further answer, a call each).
+        further = config.answer_attempts
+        self._answer_n = (
+            GenerationParams(**config.params.answer.model_dump(), n=further)
+            if config.answer_n and further > 1 and capabilities_of(backend).several_choices
+            else None
+        )
 
     async def run(self, seeds: Iterable[Seed]) -> EngineStats:
         """Evolve every seed; returns when all lineages are done or have failed."""
@@ -323,32 +328,44 @@ class Engine:
     ) -> Failure | None:
         """Answer `record`'s instruction into it; the answer rules' failure, raised or returned.
         `key` names a further answer to the same instruction in the journal ("answer_2")."""
-        messages = _user(compose(record.instruction, record.input))
-        if self.config.system_prompt:
-            messages = [{"role": "system", "content": self.config.system_prompt}, *messages]
-        answered = await self._call("answer", messages, record, journal_as=key)
-        rules = self.config.rules
-        cleaned, answer_failure = await _read(
-            answered.text, lambda text: _read_answer(text, record.instruction, rules)
+        answered = await self._call("answer", self._answer_messages(record), record, journal_as=key)
+        failure = await self._take_answer(
+            record, answered.text, answered.finish_reason, answered.completion_tokens
         )
-        record.output = cleaned.text
-        _note(record, cleaned, "answer")
-        failure = _truncation(answered, "answer") or answer_failure
         if failure and check:
             raise _Eliminated(failure)
         return failure
 
+    def _answer_messages(self, record: Record) -> list[Message]:
+        messages = _user(compose(record.instruction, record.input))
+        if self.config.system_prompt:
+            messages = [{"role": "system", "content": self.config.system_prompt}, *messages]
+        return messages
+
+    async def _take_answer(
+        self, record: Record, text: str, finish_reason: str | None, tokens: int
+    ) -> Failure | None:
+        """`text` cleaned into `record` as its answer; the first answer rule it fails."""
+        rules = self.config.rules
+        cleaned, answer_failure = await _read(
+            text, lambda reply: _read_answer(reply, record.instruction, rules)
+        )
+        record.output = cleaned.text
+        _note(record, cleaned, "answer")
+        return _truncation(finish_reason, tokens, "answer") or answer_failure
+
     async def _meet_constraints(self, draft: Record) -> None:
-        """Check the answer against `draft`'s constraints by code; while it fails one, draw
-        another (at most --answer-attempts more, each a call of its own in the journal:
-        answer_2, answer_3...) and keep the first that meets them all. A further answer that
-        fails an answer rule (a refusal, cut at the token limit, empty) is one more failed
-        attempt, not the end of the sampling. The attempts, the first failed answer and the
-        failures per id go into the record, kept or eliminated."""
+        """Check the answer against `draft`'s constraints by code; while it fails one, take
+        another (at most --answer-attempts more, see `_further_answers`) and keep the first
+        that meets them all. A further answer that fails an answer rule (a refusal, cut at
+        the token limit, empty) is one more failed attempt, not the end of the sampling. The
+        attempts, the first failed answer and the failures per id go into the record, kept
+        or eliminated."""
         constraints = from_record(draft.constraints)
         attempts, unmet, rejected = 1, Counter[str](), None
         broken: list[str] = []  # "answer 2: sorry", each further answer an answer rule failed
         rule_failure: Failure | None = None
+        further = self._further_answers(draft)
         try:
             while True:
                 failed = await asyncio.to_thread(_failed_ids, draft.output or "", constraints)
@@ -362,11 +379,33 @@ class Engine:
                 if attempts > self.config.answer_attempts:
                     raise _Eliminated(_unmet(attempts, unmet, broken))
                 attempts += 1
-                rule_failure = await self._answer(draft, check=False, key=f"answer_{attempts}")
+                rule_failure = await anext(further)
         finally:
+            await further.aclose()
             draft.attempts = attempts
             if rejected is not None:
                 draft.rejected_output, draft.unmet = rejected, dict(sorted(unmet.items()))
+
+    async def _further_answers(self, draft: Record) -> AsyncIterator[Failure | None]:
+        """The further answers to `draft`, each taken into it when asked for (the answer rule
+        it fails, yielded). Each is a call of its own in the journal (answer_2, answer_3...);
+        with --answer-n, the first asked for sends one request for them all (`n`, journalled
+        as answer_n), whose choices come in the server's order, and a call each follows for
+        those a server did not return (one that ignores `n`)."""
+        number = 2
+        if self._answer_n is not None:
+            messages = self._answer_messages(draft)
+            answered = await self._call(
+                "answer", messages, draft, journal_as="answer_n", params=self._answer_n
+            )
+            for text, finish_reason in answered.every_choice()[: self._answer_n.n]:
+                yield await self._take_answer(
+                    draft, text, finish_reason, answered.completion_tokens
+                )
+                number += 1
+        while True:
+            yield await self._answer(draft, check=False, key=f"answer_{number}")
+            number += 1
 
     async def _verdict(self, draft: Record, tip: Tip) -> tuple[Judgement, list[str]]:
         """Ask the judge whether the rewrite equals its parent and is an instruction at all
@@ -569,19 +608,19 @@ def _note(record: Record, cleaned: Cleaned, what: str) -> None:
         record.detail = f"{record.detail}; {note}" if record.detail else note
 
 
-def _truncation(completion: Completion, what: str) -> Failure | None:
-    """A reply that stopped at the token limit is not whole."""
-    if completion.finish_reason != "length":
+def _truncation(finish_reason: str | None, tokens: int, what: str) -> Failure | None:
+    """A reply that stopped at the token limit is not whole (`tokens`: its call's)."""
+    if finish_reason != "length":
         return None
     return Failure(
         Reason.TRUNCATED,
-        f"the {what} stopped at the token limit after {completion.completion_tokens} tokens "
+        f"the {what} stopped at the token limit after {tokens} tokens "
         "(finish_reason 'length'): raise its --*-max-tokens",
     )
 
 
 def _raise_if_truncated(completion: Completion, what: str) -> None:
-    if failure := _truncation(completion, what):
+    if failure := _truncation(completion.finish_reason, completion.completion_tokens, what):
         raise _Eliminated(failure)
 
 

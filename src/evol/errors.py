@@ -181,3 +181,8 @@ def most_telling(errors: BaseExceptionGroup) -> BaseException:
         else:
             flat.append(error)
     return next((error for error in flat if isinstance(error, EvolError)), flat[0])
+
+
+class ConstraintError(EvolError):
+    """A constraint evol cannot check: the extra is missing, or an id or its kwargs are not
+    what IFEval's checker takes."""

@@ -131,8 +131,11 @@ class RequestBudget:
         self._completion_tokens = 0
         self._completions = 0
 
-    def estimate(self, messages: list[Message], max_tokens: int | None = None) -> int:
-        """Tokens a request will cost, before it is sent (its role's max_tokens, if set)."""
+    def estimate(
+        self, messages: list[Message], max_tokens: int | None = None, choices: int = 1
+    ) -> int:
+        """Tokens a request will cost, before it is sent (its role's max_tokens, if set), for
+        `choices` answers to it (`n`)."""
         characters = sum(len(message["content"]) for message in messages)
         if max_tokens is not None:
             completion = max_tokens
@@ -140,7 +143,7 @@ class RequestBudget:
             completion = round(self._completion_tokens / self._completions)
         else:
             completion = FIRST_COMPLETION_GUESS
-        return characters // CHARS_PER_TOKEN + 1 + completion
+        return characters // CHARS_PER_TOKEN + 1 + completion * choices
 
     async def take(self, estimate: int) -> None:
         if self.requests:
@@ -148,11 +151,14 @@ class RequestBudget:
         if self.tokens:
             await self.tokens.take(estimate)
 
-    def settle(self, estimate: int, prompt_tokens: int, completion_tokens: int) -> None:
-        """Replace the estimate with the usage the server reported (when it reported any)."""
+    def settle(
+        self, estimate: int, prompt_tokens: int, completion_tokens: int, choices: int = 1
+    ) -> None:
+        """Replace the estimate with the usage the server reported (when it reported any);
+        `completion_tokens` are those of `choices` answers."""
         if completion_tokens:
             self._completion_tokens += completion_tokens
-            self._completions += 1
+            self._completions += choices
         used = prompt_tokens + completion_tokens
         if self.tokens and used:
             self.tokens.give_back(estimate - used)

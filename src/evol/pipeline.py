@@ -30,7 +30,7 @@ from evol.interrupts import until_signalled
 from evol.llm import ChatBackend, missing_key_warning, open_backend
 from evol.llm.protocol import BatchingBackend, SeveralEndpoints, capabilities_of
 from evol.llm.registry import runs_in_process
-from evol.method.constraints import instruction_classes
+from evol.method.ifeval_library import instruction_classes
 from evol.method.operations import VERIFIABLE
 from evol.method.prompts import PromptSet
 from evol.oslimits import open_file_limit
@@ -191,11 +191,17 @@ class _Start:
 
 def check_verifiable(config: RunConfig) -> None:
     """Refuse, before any call, what verifiable constraints need and lack: --constraint-ids
-    without the operation that draws them, the operation without the `verify` extra."""
+    or --answer-n without the operation that draws them, the operation without the `verify`
+    extra."""
     if config.constraint_ids is not None and not config.verifiable:
         raise UsageError(
             f"--constraint-ids: only {VERIFIABLE} draws constraints: add --verifiable, or name "
             f"{VERIFIABLE} in --operations"
+        )
+    if config.answer_n and not config.verifiable:
+        raise UsageError(
+            f"--answer-n: only records of {VERIFIABLE} draw further answers: add --verifiable, "
+            f"or name {VERIFIABLE} in --operations"
         )
     if config.verifiable:
         instruction_classes()  # loads the checkers, or says which extra to install

@@ -3,8 +3,9 @@
 The figures are an upper bound: they assume every evolution is kept, so every round pays for
 an evolve, an answer and a judge call (and an answer check, when on), and, when evolutions add
 verifiable constraints, 1 + --answer-attempts answers (the most rejection sampling draws; with
-answers that meet their constraints with probability p, about min(1/p, that) on average);
-eliminations only save calls. Tokens are estimated from
+answers that meet their constraints with probability p, about min(1/p, that) on average; with
+--answer-n, in 2 calls, the first answer and one request for the rest, where the backend sends
+`n`); eliminations only save calls. Tokens are estimated from
 word counts (about 4/3 tokens a word), and an existing run directory counts as work done.
 """
 
@@ -19,7 +20,7 @@ from evol.errors import UsageError
 from evol.llm import choose_backend, missing_key_warning
 from evol.llm.local import default_model_path
 from evol.llm.pricing import BATCH_RATE, cost_usd, unit_prices
-from evol.llm.registry import batch_backend_name, runs_in_process
+from evol.llm.registry import batch_backend_name, runs_in_process, sends_n
 from evol.method.judging import ANSWER_CHECK, model_role
 from evol.method.prompts import PromptSet
 from evol.method.textstats import estimate_tokens
@@ -77,7 +78,10 @@ def plan_run(
         RunStore(config.out, config.generations).scan(repair=False, also=[lineages.add])
     calls, prompt_tokens, completion_tokens = Counter(), Counter(), Counter()
     answer_tokens = config.params.answer.max_tokens or ANSWER_TOKENS
+    backend, models, warnings = _backend_and_models(config)
     answers = 1 + config.answer_attempts if config.verifiable else 1  # per evolution, at most
+    # The calls they take: one each, or the first and one request with n for the rest.
+    answer_calls = min(answers, 2) if config.answer_n and sends_n(backend) else answers
     # The average operation template: the operation of a future round depends on what is kept.
     template_tokens = sum(
         estimate_tokens(prompts.evolve_prompt(name, "", "")) * weight
@@ -108,10 +112,10 @@ def plan_run(
         for _ in range(progress.rounds_done, config.generations):
             child = instruction + GROWTH_TOKENS
             calls["evolve"] += 1
-            calls["answer"] += answers
+            calls["answer"] += answer_calls
             prompt_tokens["evolve"] += round(template_tokens) + instruction
             completion_tokens["evolve"] += child
-            prompt_tokens["answer"] += child * answers
+            prompt_tokens["answer"] += child * answer_calls
             completion_tokens["answer"] += answer_tokens * answers
             if config.rules.judge:
                 calls["judge"] += 1
@@ -121,7 +125,6 @@ def plan_run(
                 check_answer(child)
             instruction = child
 
-    backend, models, warnings = _backend_and_models(config)
     in_process = runs_in_process(backend)
     roles = {
         role: _priced(

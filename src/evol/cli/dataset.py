@@ -21,7 +21,8 @@ from evol.dataset.export import (
 )
 from evol.dataset.report import write_report
 from evol.dataset.show import SHOWN_CHARS, format_lineage, lineage
-from evol.dataset.stats import format_stats, run_stats
+from evol.dataset.stats import run_stats
+from evol.dataset.stats_text import format_stats
 from evol.dataset.verification import format_verify, verify_dataset
 
 

@@ -37,6 +37,7 @@ def run(
     verifiable: own.Verifiable = False,
     constraint_ids: own.ConstraintIds = None,
     answer_attempts: own.AnswerAttempts = 3,
+    answer_n: own.AnswerN = False,
     seed_format: shared.SeedFormat = None,
     instruction_field: shared.InstructionField = None,
     input_field: shared.InputField = None,

@@ -21,7 +21,7 @@ from evol.command import (
     SEEDS_PANEL,
 )
 from evol.config import RoleParams, RunConfig
-from evol.method.constraints import parse_ids
+from evol.method.drawing import parse_ids
 from evol.method.elimination import EliminationRules
 from evol.method.operations import parse_weights
 from evol.seeds import Shard
@@ -182,6 +182,15 @@ AnswerAttempts = Annotated[
         rich_help_panel=METHOD_PANEL,
     ),
 ]
+AnswerN = Annotated[
+    bool,
+    typer.Option(
+        "--answer-n",
+        envvar=env("answer_n"),
+        help="Ask for the extra answers in one request (OpenAI's n).",
+        rich_help_panel=METHOD_PANEL,
+    ),
+]
 AnswerSeeds = Annotated[
     bool,
     typer.Option(
@@ -223,8 +232,8 @@ AnswerCheck = Annotated[
     typer.Option(
         "--answer-check/--no-answer-check",
         envvar=env("answer_check"),
-        help="The judge model checks that each answer does its task (one call more per "
-        "answer the rules let through). Default: on when --judge-model is set.",
+        help="The judge model checks each answer does its task (one call more per "
+        "answer). Default: on when --judge-model is set.",
         rich_help_panel=METHOD_PANEL,
     ),
 ]

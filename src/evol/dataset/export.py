@@ -57,41 +57,39 @@ from __future__ import annotations
 import random
 import re
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any
 
-import orjson
 from pydantic import (
     BaseModel,
     Field,
     SerializerFunctionWrapHandler,
-    ValidationError,
     computed_field,
     model_serializer,
 )
 
+from evol.dataset.export_files import (
+    EXPORT_ONLY_SHAPES,
+    PAIRED_SHAPES,
+    ROW_GROUP_ROWS,
+    ExportFormat,
+    FileFormat,
+    file_format_of,
+    parquet_schema,
+    record_columns,
+    require_pyarrow,
+    row_maker,
+    typed_columns,
+    write_file,
+)
+from evol.dataset.export_scan import check_target, members_of, part_file, scan_export
 from evol.errors import RunDirError, UsageError
-from evol.jsonl import link_refusal, open_fresh, open_to_read, write_error
-from evol.method.constraints import from_record, ground_truth, ifeval_columns
+from evol.jsonl import write_error
 from evol.rundir.manifest import Manifest, load_manifest
-from evol.rundir.records import compose
-from evol.rundir.store import generation_files, read_records, refuse_run_state
+from evol.rundir.store import generation_files
 
-ExportFormat = Literal["alpaca", "sharegpt", "openai-chat", "jsonl", "ifeval", "rlvr", "dpo"]
-# The shapes made of verifiable constraints: records without them are left out.
-CONSTRAINED_SHAPES = ("ifeval", "rlvr")
-# The shape made of a passing and a failing answer: records without both are left out.
-PAIRED_SHAPES = ("dpo",)
-# What `evol export` writes and `evol select` does not (a selection is of records, not pairs).
-EXPORT_ONLY_SHAPES = (*CONSTRAINED_SHAPES, *PAIRED_SHAPES)
-FileFormat = Literal["jsonl", "json", "parquet"]
-
-# Rows per Parquet row group (and per batch written to any file): a few MB of text at a time.
-ROW_GROUP_ROWS = 10_000
-PARQUET_EXTRA = "pip install 'evol[parquet]'"
 _PART_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
@@ -180,64 +178,6 @@ def parse_split(spec: str | None) -> dict[str, float]:
     return parts
 
 
-def assign_lineages(
-    sizes: dict[str, int], fractions: dict[str, float], seed: int
-) -> dict[str, str]:
-    """Deal whole lineages (root id -> its records) to the parts of a split: root id -> part.
-
-    The lineages, sorted then shuffled by `seed`, go one at a time to the part furthest below
-    its target (fraction x all records; the first part listed on a tie). A part gets a lineage
-    only while it is below its target, so it ends less than one lineage above it.
-    """
-    total = sum(sizes.values())
-    targets = {name: fraction * total for name, fraction in fractions.items()}
-    filled = dict.fromkeys(fractions, 0)
-    order = sorted(sizes)
-    random.Random(seed).shuffle(order)
-    assignment = {}
-    for root in order:
-        part = max(filled, key=lambda name: targets[name] - filled[name])
-        filled[part] += sizes[root]
-        assignment[root] = part
-    return assignment
-
-
-def shape_record(record: dict[str, Any], shape: ExportFormat, system: str | None) -> dict[str, Any]:
-    """One kept record as a row of `shape`, with `system` as its system turn (None: none)."""
-    if shape == "jsonl":
-        return record
-    if shape == "alpaca":
-        row = {
-            "instruction": record["instruction"],
-            "input": record.get("input") or "",
-            "output": record["output"],
-        }
-        return row | {"system": system} if system else row
-    user = compose(record["instruction"], record.get("input") or "")
-    if shape == "dpo":
-        return {"prompt": user, "chosen": record["output"], "rejected": record["rejected_output"]}
-    if shape == "ifeval":
-        columns = ifeval_columns(from_record(record["constraints"]))
-        return {"key": record["id"], "prompt": user, **columns, "response": record["output"]}
-    if shape == "sharegpt":
-        turns = [{"from": "human", "value": user}, {"from": "gpt", "value": record["output"]}]
-        system_turn = {"from": "system", "value": system}
-        return {"conversations": [system_turn, *turns] if system else turns}
-    turns = [{"role": "user", "content": user}, {"role": "assistant", "content": record["output"]}]
-    system_turn = {"role": "system", "content": system}
-    row: dict[str, Any] = {"messages": [system_turn, *turns] if system else turns}
-    if shape == "rlvr":  # openai-chat's messages, and what open-instruct's verifier reads
-        row["ground_truth"] = ground_truth(from_record(record["constraints"]))
-        row["dataset"] = "ifeval"
-    return row
-
-
-def file_format_of(out: Path) -> FileFormat:
-    """The file format a name asks for: .parquet, .json (one array), else JSON Lines."""
-    suffix = out.suffix.lower()
-    return "parquet" if suffix == ".parquet" else "json" if suffix == ".json" else "jsonl"
-
-
 def export_run(
     run_dir: Path,
     out: Path,
@@ -260,18 +200,18 @@ def export_run(
                 "--format ifeval: its kwargs differ per constraint, which one Parquet column "
                 "cannot hold; write JSON Lines (or rlvr to Parquet)"
             )
-        _require_pyarrow()
+        require_pyarrow()
     system = _system_turn(manifest, shape, system_prompt)
     fractions = split or {}
-    targets = {name: _part_file(out, name) for name in fractions} or {None: out}
+    targets = {name: part_file(out, name) for name in fractions} or {None: out}
     for target in targets.values():
-        _check_target(target)
+        check_target(target)
     if not generation_files(run_dir):
         raise RunDirError(f"{run_dir}: the run has no records yet")
 
     with ExitStack() as stack:
         records_to_parquet = shape == "jsonl" and file_format == "parquet"
-        scan = _scan(
+        scan = scan_export(
             run_dir,
             generations,
             stack,
@@ -279,16 +219,16 @@ def export_run(
             constrained=shape in EXPORT_ONLY_SHAPES,
             paired=shape in PAIRED_SHAPES,
         )
-        members = _members(scan, fractions, seed)
+        members = members_of(scan, fractions, seed)
         if shuffle:
             for name, indices in members.items():
                 random.Random(f"{seed}:{name or ''}").shuffle(indices)
-        columns = _record_columns(scan) if records_to_parquet else {}
-        make_row = _row_maker(shape, system, columns)
-        schema = _parquet_schema(shape, system, columns) if file_format == "parquet" else None
+        columns = record_columns(scan) if records_to_parquet else {}
+        make_row = row_maker(shape, system, columns)
+        schema = parquet_schema(shape, system, columns) if file_format == "parquet" else None
 
         def write(path: Path, indices: array) -> None:
-            _write_file(path, file_format, scan.chunks(indices, make_row, row_group_rows), schema)
+            write_file(path, file_format, scan.chunks(indices, make_row, row_group_rows), schema)
 
         _write_all({target: members[name] for name, target in targets.items()}, write)
     parts = [
@@ -357,19 +297,19 @@ def _write_all(files: dict[Path, array], write: Callable[[Path, array], None]) -
 def write_rows(out: Path, records: list[dict[str, Any]], shape: ExportFormat) -> None:
     """Write records as rows of `shape` to `out` (its extension picks the file format), all
     or nothing, never over a file of a run nor through a link: what `evol select` writes."""
-    _check_target(out)
+    check_target(out)
     file_format = file_format_of(out)
     columns: dict[str, str] = {}
     if file_format == "parquet":
-        _require_pyarrow()
+        require_pyarrow()
         if shape == "jsonl":
             fields = dict.fromkeys(key for record in records for key in record)
             kinds = {(key, type(value)) for record in records for key, value in record.items()}
-            columns = _columns(fields, kinds)
-    make_row = _row_maker(shape, None, columns)
+            columns = typed_columns(fields, kinds)
+    make_row = row_maker(shape, None, columns)
     rows = [make_row(dict(record)) for record in records]
-    schema = _parquet_schema(shape, None, columns) if file_format == "parquet" else None
-    _write_all({out: array("q")}, lambda path, _: _write_file(path, file_format, [rows], schema))
+    schema = parquet_schema(shape, None, columns) if file_format == "parquet" else None
+    _write_all({out: array("q")}, lambda path, _: write_file(path, file_format, [rows], schema))
 
 
 def status_warning(result: ExportResult) -> str | None:
@@ -389,236 +329,3 @@ def format_export(result: ExportResult) -> str:
     for part in result.parts:
         lines.append(f"{part.file}: {part.records} records, {part.lineages} lineages")
     return "\n".join(lines)
-
-
-# -- the two passes ---------------------------------------------------------------------------
-
-
-@dataclass
-class _Scan:
-    """Where every exported record lies (file, offset, length) and which lineage it is of.
-
-    Arrays of machine integers rather than the records: about 100 bytes a record in all.
-    """
-
-    files: list[BinaryIO] = field(default_factory=list)
-    where: array = field(default_factory=lambda: array("l"))
-    offsets: array = field(default_factory=lambda: array("q"))
-    lengths: array = field(default_factory=lambda: array("q"))
-    lineage: array = field(default_factory=lambda: array("l"))
-    roots: dict[str, int] = field(default_factory=dict)  # root id -> lineage number
-    sizes: list[int] = field(default_factory=list)  # records per lineage
-    left_out: int = 0
-    left_out_unconstrained: int = 0
-    left_out_unpaired: int = 0
-    # evol's records to Parquet: the top-level fields in order, and each (field, type) seen.
-    fields: dict[str, None] | None = None
-    field_types: set[tuple[str, type]] = field(default_factory=set)
-
-    def add(self, file: int, offset: int, length: int, record: dict[str, Any]) -> None:
-        number = self.roots.setdefault(record["root_id"], len(self.roots))
-        if number == len(self.sizes):
-            self.sizes.append(0)
-        self.sizes[number] += 1
-        self.where.append(file)
-        self.offsets.append(offset)
-        self.lengths.append(length)
-        self.lineage.append(number)
-        if self.fields is not None:
-            self.field_types.update(zip(record, map(type, record.values()), strict=True))
-            if not self.fields.keys() >= record.keys():
-                self.fields.update(dict.fromkeys(record))
-
-    def chunks(
-        self,
-        indices: Iterable[int],
-        make_row: Callable[[dict[str, Any]], dict[str, Any]],
-        size: int,
-    ) -> Iterator[list[dict[str, Any]]]:
-        """The rows of the records at `indices`, read again from disk, `size` at a time."""
-        chunk: list[dict[str, Any]] = []
-        for index in indices:
-            fp = self.files[self.where[index]]
-            fp.seek(self.offsets[index])
-            chunk.append(make_row(orjson.loads(fp.read(self.lengths[index]))))
-            if len(chunk) == size:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
-
-
-def _scan(
-    run_dir: Path,
-    generations: set[int] | None,
-    stack: ExitStack,
-    *,
-    fields: bool,
-    constrained: bool = False,
-    paired: bool = False,
-) -> _Scan:
-    """First pass: check every kept record and note where the exported ones lie (with
-    `constrained`, only those with verifiable constraints, which are checked here; with
-    `paired`, only those with a failed answer beside the kept one)."""
-    scan = _Scan(fields={} if fields else None)
-    for path in generation_files(run_dir):
-        fp = stack.enter_context(open_to_read(path))
-        scan.files.append(fp)
-        for number, offset, length, record in read_records(fp, path):
-            if generations is not None and record["generation"] not in generations:
-                continue
-            if record["output"] is None:
-                scan.left_out += 1
-                continue
-            if constrained and not _has_constraints(record, path, number):
-                scan.left_out_unconstrained += 1
-                continue
-            if paired and not isinstance(record.get("rejected_output"), str):
-                scan.left_out_unpaired += 1
-                continue
-            scan.add(len(scan.files) - 1, offset, length, record)
-    return scan
-
-
-def _has_constraints(record: dict[str, Any], path: Path, number: int) -> bool:
-    """Whether a record carries verifiable constraints; a damaged list is a RunDirError."""
-    if not record.get("constraints"):
-        return False
-    try:
-        from_record(record["constraints"])
-    except ValueError as error:
-        why = error.errors()[0]["msg"] if isinstance(error, ValidationError) else str(error)
-        raise RunDirError(f"{path}:{number}: not an evol record (constraints: {why})") from None
-    return True
-
-
-def _members(scan: _Scan, fractions: dict[str, float], seed: int) -> dict[str | None, array]:
-    """The record numbers of each part, in dataset order."""
-    everything = array("l", range(len(scan.lineage)))
-    if not fractions:
-        return {None: everything}
-    assignment = assign_lineages(dict(zip(scan.roots, scan.sizes, strict=True)), fractions, seed)
-    names = list(fractions)
-    part_of = [names.index(assignment[root]) for root in scan.roots]
-    members: dict[str | None, array] = {name: array("l") for name in names}
-    for index in everything:
-        members[names[part_of[scan.lineage[index]]]].append(index)
-    return members
-
-
-def _part_file(out: Path, name: str) -> Path:
-    return out.with_name(f"{out.stem}.{name}{out.suffix}")
-
-
-def _check_target(target: Path) -> None:
-    refuse_run_state(target, "--out")
-    if target.is_dir():
-        raise UsageError(f"{target}: is a directory; give --out a file name")
-    if target.is_symlink():
-        raise UsageError(link_refusal(target))
-
-
-# -- writing ----------------------------------------------------------------------------------
-
-
-def _require_pyarrow() -> None:
-    try:
-        import pyarrow  # noqa: F401
-        import pyarrow.parquet  # noqa: F401
-    except ImportError:
-        raise UsageError(f"writing Parquet needs pyarrow: {PARQUET_EXTRA}") from None
-
-
-# The type of a parsed JSON value -> its column; anything else (dict, list) is JSON text.
-_SCALARS = {type(None): "null", bool: "bool", int: "int", float: "float", str: "str"}
-
-
-def _record_columns(scan: _Scan) -> dict[str, str]:
-    return _columns(scan.fields or {}, scan.field_types)
-
-
-def _columns(fields: Iterable[str], field_types: Iterable[tuple[str, type]]) -> dict[str, str]:
-    """Each top-level field of the records -> the one scalar type its values have (None
-    aside), or "json" for fields of objects, lists or mixed types, written as JSON text."""
-    kinds: dict[str, set[str]] = {key: set() for key in fields}
-    for key, kind in field_types:
-        kinds[key].add(_SCALARS.get(kind, "json"))
-    columns = {}
-    for key, seen in kinds.items():
-        seen.discard("null")
-        columns[key] = seen.pop() if len(seen) == 1 else "json" if seen else "str"
-    return columns
-
-
-def _row_maker(
-    shape: ExportFormat, system: str | None, columns: dict[str, str]
-) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    as_text = [key for key, kind in columns.items() if kind == "json"]
-    if not as_text:
-        return lambda record: shape_record(record, shape, system)
-
-    def record_row(record: dict[str, Any]) -> dict[str, Any]:
-        for key in as_text:
-            value = record.get(key)
-            record[key] = None if value is None else orjson.dumps(value).decode()
-        return record
-
-    return record_row
-
-
-def _parquet_schema(shape: ExportFormat, system: str | None, columns: dict[str, str]) -> Any:
-    import pyarrow as pa
-
-    text = pa.string()
-    if shape == "alpaca":
-        names = ["instruction", "input", "output"] + (["system"] if system else [])
-        return pa.schema([(name, text) for name in names])
-    if shape == "sharegpt":
-        return pa.schema(
-            [("conversations", pa.list_(pa.struct([("from", text), ("value", text)])))]
-        )
-    if shape == "openai-chat":
-        return pa.schema([("messages", pa.list_(pa.struct([("role", text), ("content", text)])))])
-    if shape == "dpo":
-        return pa.schema([(name, text) for name in ("prompt", "chosen", "rejected")])
-    if shape == "rlvr":
-        turns = pa.list_(pa.struct([("role", text), ("content", text)]))
-        return pa.schema([("messages", turns), ("ground_truth", text), ("dataset", text)])
-    types = {
-        "bool": pa.bool_(),
-        "int": pa.int64(),
-        "float": pa.float64(),
-        "str": text,
-        "json": text,
-    }
-    return pa.schema([(key, types[kind]) for key, kind in columns.items()])
-
-
-def _write_file(
-    path: Path, file_format: FileFormat, chunks: Iterable[list[dict[str, Any]]], schema: Any
-) -> None:
-    """Write rows, a chunk at a time: one Parquet row group, or lines of JSON, per chunk."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(fp: BinaryIO) -> None:
-        if file_format == "parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            with pq.ParquetWriter(fp, schema) as writer:
-                for rows in chunks:
-                    writer.write_batch(pa.RecordBatch.from_pylist(rows, schema=schema))
-            return
-        if file_format == "jsonl":
-            for rows in chunks:
-                fp.write(b"".join(orjson.dumps(row) + b"\n" for row in rows))
-            return
-        separator = b"[\n"
-        for rows in chunks:
-            for row in rows:
-                fp.write(separator + orjson.dumps(row))
-                separator = b",\n"
-        fp.write(b"[\n]\n" if separator == b"[\n" else b"\n]\n")
-
-    with open_fresh(path) as fp:
-        write(fp)

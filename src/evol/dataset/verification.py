@@ -23,12 +23,11 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, Field, ValidationError, computed_field
 
-from evol.dataset.export import PARQUET_EXTRA
-from evol.errors import EvolError
+from evol.dataset.export_files import PARQUET_EXTRA
+from evol.errors import ConstraintError, EvolError
 from evol.jsonl import open_to_read
 from evol.method.constraints import (
     Constraint,
-    ConstraintError,
     check,
     from_ground_truth,
     from_ifeval_columns,

@@ -111,7 +111,10 @@ class Dispatcher:
         if (replayed := self.journal.recall(request.item, key)) is not None:
             return Completion.model_validate(replayed)
         completion = await self._attempts(request)
-        self.journal.remember(request.item, key, completion.__dict__)  # its fields, no dump
+        reply = completion.__dict__  # its fields, no dump
+        if not completion.choices:  # one choice: journalled as before there were several
+            reply = {name: value for name, value in reply.items() if name != "choices"}
+        self.journal.remember(request.item, key, reply)
         return completion
 
     def stop(self, error: EvolError) -> EvolError:
@@ -149,8 +152,9 @@ class Dispatcher:
         async with self.slots:
             if self._fatal:  # stopping: send nothing more
                 raise self._fatal
+            choices = request.params.n or 1
             if budget := self._budget:
-                estimate = budget.estimate(request.messages, request.params.max_tokens)
+                estimate = budget.estimate(request.messages, request.params.max_tokens, choices)
                 await budget.take(estimate)
             sent_at = time.monotonic()
             self.stats.requests[request.role] += 1
@@ -164,5 +168,6 @@ class Dispatcher:
                 raise
             self.slots.succeeded()
             if budget:
-                budget.settle(estimate, completion.prompt_tokens, completion.completion_tokens)
+                used = completion.prompt_tokens, completion.completion_tokens
+                budget.settle(estimate, *used, len(completion.every_choice()))
             return completion

@@ -108,22 +108,34 @@ def parse_reply(raw: bytes, where: str, secrets: Secrets) -> Completion:
         raise GarbledReply(
             f"{where} sent a reply that is not a chat completion ({place}: {first['msg']})"
         ) from None
+    # Every choice is read alike (several come back when `n` was asked for): each is an
+    # answer the run may keep.
+    texts = [_content(choice, where, secrets) for choice in reply.choices]
     choice = reply.choices[0]
-    if choice.message.content is None:
-        if choice.message.refusal:  # OpenAI's structured refusal: no retry will change it
-            refusal = secrets.cut(choice.message.refusal)
-            raise BackendError(f"{where} refused the request: {refusal}")
-        raise TransientBackendError(f"{where} sent a reply with no message content")
     usage = reply.usage or _Usage()
+    several = len(texts) > 1
     # Validating these plain fields again in pydantic-core costs less than model_construct's
     # Python loop over them: parse_reply takes 4.0 us instead of 5.1 for a chat reply.
     return Completion(
-        text=choice.message.content,
+        text=texts[0],
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         finish_reason=choice.finish_reason,
         top_logprobs=_top_logprobs(choice.logprobs),
+        choices=[(t, c.finish_reason) for t, c in zip(texts, reply.choices, strict=True)]
+        if several
+        else [],
     )
+
+
+def _content(choice: _Choice, where: str, secrets: Secrets) -> str:
+    """A choice's text; a refusal fails the request for good, no text at all for now."""
+    if choice.message.content is not None:
+        return choice.message.content
+    if choice.message.refusal:  # OpenAI's structured refusal: no retry will change it
+        refusal = secrets.cut(choice.message.refusal)
+        raise BackendError(f"{where} refused the request: {refusal}")
+    raise TransientBackendError(f"{where} sent a reply with no message content")
 
 
 def _top_logprobs(logprobs: _Logprobs | None) -> list[dict[str, float]] | None:

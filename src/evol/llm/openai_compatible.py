@@ -30,7 +30,7 @@ from evol.secrets import check_api_key, display_url
 class OpenAICompatibleBackend:
     """Chat completions over HTTP, one pool of keep-alive connections for the run."""
 
-    capabilities = Capabilities(needs_key=True)
+    capabilities = Capabilities(needs_key=True, several_choices=True)
 
     def __init__(self, settings: BackendSettings):
         base_url = (settings.base_urls[0] if settings.base_urls else DEFAULT_BASE_URL).rstrip("/")

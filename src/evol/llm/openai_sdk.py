@@ -19,7 +19,7 @@ from evol.llm.sdk_client import SdkEndpoint
 class OpenAISDKBackend:
     """Chat completions through the official SDK."""
 
-    capabilities = Capabilities(needs_key=True)
+    capabilities = Capabilities(needs_key=True, several_choices=True)
 
     def __init__(self, settings: BackendSettings):
         self.endpoint = SdkEndpoint(settings)

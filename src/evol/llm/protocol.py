@@ -37,12 +37,17 @@ class GenerationParams(BaseModel):
     # A JSON schema the reply must follow (OpenAI's json_schema form), set by the engine for
     # the judge model's calls; not a user option, so not in run.json's config.
     response_format: dict[str, Any] | None = Field(None, exclude=True)
+    # Choices asked for in one request (OpenAI's `n`), set by the engine for the further
+    # answers of --answer-n; not a user option either.
+    n: int | None = Field(None, ge=1, exclude=True)
 
     def to_request(self) -> dict[str, Any]:
         """Only the options that were set."""
         options = self.model_dump(exclude_none=True)
         if self.response_format is not None:
             options["response_format"] = self.response_format
+        if self.n is not None:
+            options["n"] = self.n
         return options
 
     @cached_property
@@ -80,7 +85,8 @@ class LLMRequest:
 
 
 class Completion(BaseModel):
-    """What a backend returns for one request."""
+    """What a backend returns for one request. The tokens are the whole call's, every choice
+    included."""
 
     text: str
     prompt_tokens: int = 0
@@ -89,6 +95,14 @@ class Completion(BaseModel):
     # With `logprobs` asked for: for each generated token, the most likely tokens at that
     # position and their log-probabilities (the chosen one included).
     top_logprobs: list[dict[str, float]] | None = None
+    # A reply with several choices (`n` asked for): each one's (text, finish_reason), in the
+    # server's order, the first being `text` again. Empty for one choice, as in journals
+    # written before there were several.
+    choices: list[tuple[str, str | None]] = Field(default_factory=list)
+
+    def every_choice(self) -> list[tuple[str, str | None]]:
+        """Each choice's (text, finish_reason): one, or as many as the server returned."""
+        return self.choices or [(self.text, self.finish_reason)]
 
 
 class BackendSettings(BaseModel):
@@ -125,6 +139,8 @@ class Capabilities:
     batchable: bool = False
     # It spreads requests over several endpoints; `endpoint_stats()` says what each did.
     endpoint_stats: bool = False
+    # It sends `n` and returns every choice the server gave (`Completion.choices`).
+    several_choices: bool = False
 
 
 def capabilities_of(backend: object) -> Capabilities:

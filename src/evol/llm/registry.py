@@ -88,6 +88,11 @@ def runs_in_process(name: str) -> bool:
     return capabilities_of(_factory(name)).in_process
 
 
+def sends_n(name: str) -> bool:
+    """True for a backend that asks for several choices in one request (`n`)."""
+    return capabilities_of(_factory(name)).several_choices
+
+
 def local_backend_installed() -> bool:
     """True when llama-cpp-python is importable (the `local` extra)."""
     try:

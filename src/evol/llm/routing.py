@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from evol.errors import EndpointUnreachable, TransientBackendError
-from evol.llm.protocol import Capabilities, ChatBackend, Completion, LLMRequest
+from evol.llm.protocol import Capabilities, ChatBackend, Completion, LLMRequest, capabilities_of
 from evol.secrets import display_url
 
 FIRST_REST_S = 0.5
@@ -64,6 +64,9 @@ class EndpointRouter:
 
     def __init__(self, endpoints: list[tuple[str, ChatBackend]]):
         self.endpoints = [Endpoint(url, backend) for url, backend in endpoints]
+        # Several choices per request where every endpoint's backend returns them.
+        several = all(capabilities_of(backend).several_choices for _, backend in endpoints)
+        self.capabilities = Capabilities(endpoint_stats=True, several_choices=several)
         self._turn = 0  # where the search for the least busy endpoint starts
 
     async def complete(self, request: LLMRequest) -> Completion:

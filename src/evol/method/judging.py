@@ -24,7 +24,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from evol.method.elimination import Failure, Reason, Verdict, parse_verdict
+from evol.method.elimination import Failure, Reason
+from evol.method.verdicts import Verdict, parse_verdict
 
 # How a reply was read: the JSON asked for, or prose (a server that ignored or refused the
 # schema); an answer check whose reply named no choice is "unread".

@@ -24,7 +24,7 @@ from pathlib import Path
 from string import Template
 
 from evol.errors import PromptError, UsageError
-from evol.method.elimination import LeakDetector
+from evol.method.leaks import LeakDetector
 from evol.method.operations import OPERATIONS, VERIFIABLE
 
 JUDGE_PROMPT = "judge"

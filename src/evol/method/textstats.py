@@ -119,3 +119,8 @@ def _percentile(ordered: list[int], fraction: float) -> float:
     low = int(position)
     high = min(low + 1, len(ordered) - 1)
     return round(ordered[low] + (ordered[high] - ordered[low]) * (position - low), 1)
+
+
+def normalize(text: str) -> str:
+    """Lower-case, NFKC, whitespace folded: the form in which two texts count as the same."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())

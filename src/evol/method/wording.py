@@ -21,7 +21,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from evol.method.constraints import Constraint, language_name
+from evol.method.constraints import Constraint
+from evol.method.drawing import language_name
 
 LESS, AT_LEAST, EXACTLY = "less than", "at least", "exactly"
 # How a statement bounds a count. "more" and "at most" imply neither of IFEval's relations.

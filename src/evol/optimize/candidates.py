@@ -21,8 +21,9 @@ from pathlib import Path
 from string import Template
 
 from evol.jsonl import atomic_write
-from evol.method.elimination import PAPER_MARKERS, normalize
+from evol.method.leaks import PAPER_MARKERS
 from evol.method.prompts import PROMPT_NAMES, PromptSet, template_slots
+from evol.method.textstats import normalize
 
 # How the method travels in the optimizer's prompts and replies: one block per template.
 OPEN = '<template name="'

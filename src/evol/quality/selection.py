@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from evol.dataset.export import EXPORT_ONLY_SHAPES, ExportFormat, write_rows
+from evol.dataset.export import write_rows
+from evol.dataset.export_files import EXPORT_ONLY_SHAPES, ExportFormat
 from evol.errors import UsageError
 from evol.quality.contamination import read_contamination
 from evol.quality.metrics import record_file_sizes

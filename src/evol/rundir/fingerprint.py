@@ -45,6 +45,9 @@ class Fingerprint(BaseModel):
     # not among its operations), as in one made before they existed.
     constraint_ids: list[str] | None = None
     answer_attempts: int | None = None
+    # --answer-n: True, or None (not asked for, or a run before it): either is recorded as
+    # one before it, so that an older run resumes as it was.
+    answer_n: bool | None = None
 
     @classmethod
     def of(
@@ -74,6 +77,7 @@ class Fingerprint(BaseModel):
             shard=str(config.shard) if config.shard else None,
             constraint_ids=config.constraint_ids if config.verifiable else None,
             answer_attempts=config.answer_attempts if config.verifiable else None,
+            answer_n=True if config.verifiable and config.answer_n else None,
         )
 
     def differences(self, other: Fingerprint) -> dict[str, tuple[object, object]]:
@@ -104,6 +108,7 @@ FLAGS: dict[str, str] = {
     "shard": "--shard",
     "constraint_ids": "--constraint-ids",
     "answer_attempts": "--answer-attempts",
+    "answer_n": "--answer-n",
 }
 
 # Format 1's keys, frozen: they are what run.json files written before format 2 hold, whatever
@@ -125,6 +130,8 @@ V1_KEYS: dict[str, str] = {
     "--shard": "shard",
     "--constraint-ids": "constraint_ids",
     "--answer-attempts": "answer_attempts",
+    # Never written by format 1 (it came after format 2): here so that every field has a key.
+    "--answer-n": "answer_n",
 }
 
 

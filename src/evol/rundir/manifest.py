@@ -262,7 +262,7 @@ def _judging(facts: RunFacts, previous: Manifest | None) -> JudgingPart:
 
 
 # The config fields of verifiable constraints: in run.json for a run that draws them only.
-VERIFIABLE_CONFIG = {"constraint_ids", "answer_attempts"}
+VERIFIABLE_CONFIG = {"constraint_ids", "answer_attempts", "answer_n"}
 
 
 def _public_config(config: RunConfig) -> dict[str, Any]:

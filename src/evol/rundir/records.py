@@ -6,7 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
-from evol.method.elimination import Reason, Verdict
+from evol.method.elimination import Reason
+from evol.method.verdicts import Verdict
 
 # The most rounds a run may have (--generations): no record's id has more suffixes.
 MAX_GENERATIONS = 100

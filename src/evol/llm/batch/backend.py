@@ -46,7 +46,7 @@ class _Refused(Exception):
 class BatchBackend:
     """A `ChatBackend` whose requests travel in batches; see `evol.llm.batch`."""
 
-    capabilities = Capabilities(needs_key=True, batchable=True)
+    capabilities = Capabilities(needs_key=True, batchable=True, several_choices=True)
 
     def __init__(self, settings: BackendSettings, batch: BatchSettings):
         self.settings = batch
