@@ -29,7 +29,7 @@ from fake_server import (
 )
 from test_verifiable import ENV, POOL, SEEDS, constraints_of, expected_attempts, fails
 
-from evol.errors import BackendError, TransientBackendError
+from evol.errors import BackendError, GarbledReply, TransientBackendError
 from evol.limits import RequestBudget
 from evol.llm import BackendSettings, GenerationParams, LLMRequest
 from evol.llm.batch import BatchBackend
@@ -149,9 +149,9 @@ def test_every_choice_of_a_reply_is_read_in_the_servers_order() -> None:
     [
         (choice(None), TransientBackendError, "no message content"),
         (choice(None, refusal="I will not."), BackendError, "refused the request: I will not."),
-        (choice(5), TransientBackendError, "choices.1.message.content"),
-        ({"finish_reason": "stop"}, TransientBackendError, "choices.1.message"),
-        (choice("b", 3), TransientBackendError, "choices.1.finish_reason"),
+        (choice(5), GarbledReply, "choices.1.message.content"),
+        ({"finish_reason": "stop"}, GarbledReply, "choices.1.message"),
+        (choice("b", 3), GarbledReply, "choices.1.finish_reason"),
     ],
 )
 def test_a_later_choice_is_untrusted_input_as_the_first_is(later, error, message) -> None:

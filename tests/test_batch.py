@@ -29,6 +29,7 @@ from evol.errors import (
     AuthenticationFailed,
     BackendError,
     ContextLengthExceeded,
+    GarbledReply,
     ModelNotFound,
     RunDirError,
     TransientBackendError,
@@ -197,7 +198,7 @@ def error_body(message: str) -> dict[str, Any]:
     ("status", "body", "outcome", "final"),
     [
         (200, completion_body({"content": "hi"}), Completion, True),
-        (200, {"choices": []}, TransientBackendError, False),
+        (200, {"choices": []}, GarbledReply, False),  # a TransientBackendError: retried
         (200, completion_body({"content": None}), TransientBackendError, False),
         (200, completion_body({"content": None, "refusal": "no"}), BackendError, True),
         (400, error_body("bad parameter"), BackendError, True),

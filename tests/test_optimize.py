@@ -24,7 +24,13 @@ from evol.method.prompts import PromptSet, default_prompt_dir
 from evol.optimize.candidates import method_text, parse_method, refusal, template_problem
 from evol.optimize.config import OptimizeConfig
 from evol.optimize.loop import write_dev_seeds
-from evol.optimize.paired import paired_interval, t_cdf, t_quantile
+from evol.optimize.paired import (
+    binomial_cdf,
+    clopper_pearson,
+    lower_bound,
+    paired_interval,
+    upper_bound,
+)
 
 OPERATIONS = ("add_constraints", "deepen", "concretize", "increase_reasoning", "breadth")
 
@@ -72,8 +78,10 @@ def test_optimize_finds_the_better_method_refuses_the_broken_one_and_stops(
     good, bad, broken = by_name["candidate_1"], by_name["candidate_2"], by_name["candidate_3"]
     assert first["chosen"] == "candidate_1" and good["accepted"]
     assert good["difference"]["high"] < 0 and good["failure_rate"] < first["current_failure_rate"]
-    # The worse method is measured, and its interval says so: never chosen.
-    assert not bad["accepted"] and bad["difference"]["low"] > 0
+    # The worse method is measured, and its interval says so: never chosen. (The exact interval
+    # at 1 - 0.05 / 3 is too wide on 60 seeds to put its lower end above 0, but most of it is.)
+    assert not bad["accepted"] and bad["difference"]["mean"] > 0 and bad["difference"]["bound"] > 0
+    assert bad["difference"]["worsened"] > bad["difference"]["improved"]
     assert broken["refused"].endswith("drops the placeholder $instruction")
     assert broken["failure_rate"] is None and not (out / "steps/1/candidate_3/run").exists()
     # No request was ever built from the broken method.
@@ -184,7 +192,7 @@ def test_a_rerun_resumes_and_other_settings_are_refused(tmp_path: Path, evol) ->
         assert history(out) == before
         other = evol("optimize", seeds, *options(server, out, "--candidates", "4"))
     assert other.exit_code == 2
-    assert "optimized with other settings (candidates)" in other.stderr
+    assert "optimized with other settings (--candidates; recorded in history.json)" in other.stderr
 
 
 def test_an_out_holding_other_files_is_refused(tmp_path: Path, evol) -> None:
@@ -307,29 +315,76 @@ def test_the_method_reads_back_as_it_is_written() -> None:
 
 
 @pytest.mark.parametrize(
-    ("level", "freedom", "exact"),
-    [(0.95, 1, 6.3138), (0.975, 2, 4.3027), (0.975, 3, 3.1824), (0.999, 4, 7.1732),
-     (0.995, 5, 4.0321), (0.975, 30, 2.0423), (0.95, 99, 1.6604)],
+    ("successes", "trials", "alpha", "low", "high"),
+    [(5, 10, 0.05, 0.187086, 0.812914), (0, 10, 0.05, 0.0, 0.308497), (10, 10, 0.05, 0.691503, 1.0),
+     (1, 20, 0.05, 0.001265, 0.248732), (3, 7, 0.01, 0.055299, 0.882296), (0, 0, 0.05, 0.0, 1.0)],
 )  # fmt: skip
-def test_the_t_quantile_is_the_table_s(level: float, freedom: int, exact: float) -> None:
-    assert t_quantile(level, freedom) == pytest.approx(exact, abs=1e-4)
-    assert t_cdf(exact, freedom) == pytest.approx(level, abs=1e-5)
+def test_the_clopper_pearson_interval_is_the_beta_quantiles_one(
+    successes: int, trials: int, alpha: float, low: float, high: float
+) -> None:
+    """The two-sided intervals scipy gives as beta.ppf(alpha / 2, s, n - s + 1) and
+    beta.ppf(1 - alpha / 2, s + 1, n - s) (R's binom.test prints the same)."""
+    assert clopper_pearson(successes, trials, alpha) == pytest.approx((low, high), abs=1e-6)
 
 
-def test_the_paired_interval_is_bonferroni_corrected_and_pairs_only_shared_seeds() -> None:
+@pytest.mark.parametrize("trials", [1, 2, 3, 7, 40])
+def test_the_one_sided_bounds_have_their_closed_forms(trials: int) -> None:
+    """0 of n: the upper bound solves (1 - p)^n = alpha; n of n: the lower one solves p^n = alpha."""
+    assert upper_bound(0, trials, 0.05) == pytest.approx(1 - 0.05 ** (1 / trials), abs=1e-12)
+    assert lower_bound(trials, trials, 0.05) == pytest.approx(0.05 ** (1 / trials), abs=1e-12)
+    assert upper_bound(trials, trials, 0.05) == 1.0 and lower_bound(0, trials, 0.05) == 0.0
+
+
+def test_the_binomial_cdf_is_the_sum_of_its_terms() -> None:
+    exact = sum(math.comb(12, k) * 0.3**k * 0.7 ** (12 - k) for k in range(5))
+    assert binomial_cdf(4, 12, 0.3) == pytest.approx(exact, rel=1e-12)
+    assert binomial_cdf(-1, 12, 0.3) == 0.0 and binomial_cdf(12, 12, 0.3) == 1.0
+    assert binomial_cdf(3, 12, 0.0) == 1.0 and binomial_cdf(3, 12, 1.0) == 0.0
+
+
+def test_the_paired_interval_is_exact_bonferroni_corrected_and_pairs_only_shared_seeds() -> None:
     current = {f"s{i}": 1.0 if i % 2 else 0.0 for i in range(20)}
     better = {seed: 0.0 for seed in current} | {"extra": 1.0}
     one = paired_interval(current, better, confidence=0.95, tests=1)
     three = paired_interval(current, better, confidence=0.95, tests=3)
     assert one is not None and three is not None
     assert one.pairs == 20 and one.mean == -0.5 and one.level == 0.95
-    half = t_quantile(0.95, 19) * math.sqrt(sum((d + 0.5) ** 2 for d in [-1, 0] * 10) / 19 / 20)
-    assert one.high == pytest.approx(-0.5 + half) and one.low == pytest.approx(-0.5 - half)
-    assert three.level == pytest.approx(1 - 0.05 / 3) and three.high > one.high
+    assert (one.improved, one.worsened) == (10, 0)
+    # 10 discordant seeds, all improved: c = 0 of n_d = 10, difference = (10 / 20) * (2p - 1).
+    assert one.bound == pytest.approx(0.5 * (2 * (1 - 0.05**0.1) - 1))
+    assert one.high == pytest.approx(0.5 * (2 * (1 - 0.025**0.1) - 1)) and one.low == -0.5
+    assert one.lower_for_sure and three.lower_for_sure
+    assert three.level == pytest.approx(1 - 0.05 / 3) and three.bound > one.bound
     assert paired_interval(current, {"other": 0.0}, confidence=0.95, tests=1) is None
-    assert paired_interval({"a": 1.0}, {"a": 0.0}, confidence=0.95, tests=1) is None
     same = paired_interval(current, current, confidence=0.95, tests=1)
-    assert same is not None and same.high == 0 and not same.lower_for_sure
+    assert same is not None and same.high == 0 and same.bound == 0 and not same.lower_for_sure
+
+
+@pytest.mark.parametrize(
+    ("improved", "worsened", "accepted"),
+    [(2, 0, False), (5, 0, False), (6, 0, True), (10, 2, False), (14, 2, True), (3, 3, False)],
+)
+def test_acceptance_is_the_exact_one_sided_test_at_alpha_over_m(
+    improved: int, worsened: int, accepted: bool
+) -> None:
+    """McNemar's exact test by hand: accepted when P(c or fewer worsened | n_d, 1/2) < 0.05 / 3."""
+    n_d = improved + worsened
+    p_value = sum(math.comb(n_d, k) for k in range(worsened + 1)) / 2**n_d
+    assert (p_value < 0.05 / 3) == accepted
+    current = {f"s{i}": 1.0 if i < improved else 0.0 for i in range(40)}
+    candidate = {f"s{i}": 1.0 if improved <= i < n_d else 0.0 for i in range(40)}
+    interval = paired_interval(current, candidate, confidence=0.95, tests=3)
+    assert interval is not None and interval.lower_for_sure == accepted
+    assert interval.mean == pytest.approx((worsened - improved) / 40)
+    assert interval.low <= interval.mean <= interval.high
+
+
+def test_with_several_rounds_a_seed_counts_by_the_sign_of_its_difference() -> None:
+    current = {f"s{i}": 0.5 for i in range(10)}
+    candidate = {f"s{i}": 0.0 if i < 8 else 1.0 for i in range(10)}
+    interval = paired_interval(current, candidate, confidence=0.95, tests=1)
+    assert interval is not None and (interval.improved, interval.worsened) == (8, 2)
+    assert interval.mean == pytest.approx((8 * -0.5 + 2 * 0.5) / 10)
 
 
 def test_the_dev_sample_is_reproducible_from_the_seed(tmp_path: Path) -> None:

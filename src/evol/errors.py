@@ -142,6 +142,12 @@ class TransientBackendError(Exception):
         self.retry_after = retry_after
 
 
+class GarbledReply(TransientBackendError):
+    """A 2xx reply whose body is no chat completion: retried like any transient failure (a
+    proxy may have garbled it), but a caller may give up on that one reply once the retries
+    are spent rather than stop (`evol optimize` refuses the candidate it would have been)."""
+
+
 class RateLimited(TransientBackendError):
     """A 429: retried like any transient failure, and a signal to send less at once."""
 

@@ -23,6 +23,7 @@ from evol.errors import (
     AuthenticationFailed,
     BackendError,
     ContextLengthExceeded,
+    GarbledReply,
     ModelNotFound,
     RateLimited,
     TransientBackendError,
@@ -104,7 +105,7 @@ def parse_reply(raw: bytes, where: str, secrets: Secrets) -> Completion:
     except SchemaError as error:
         first = error.errors()[0]
         place = ".".join(str(part) for part in first["loc"]) or "the body"
-        raise TransientBackendError(
+        raise GarbledReply(
             f"{where} sent a reply that is not a chat completion ({place}: {first['msg']})"
         ) from None
     # Every choice is read alike (several come back when `n` was asked for): each is an

@@ -39,20 +39,40 @@ def method_text(prompts: PromptSet, operations: Iterable[str]) -> str:
 
 def parse_method(reply: str) -> dict[str, str]:
     """The templates a reply writes, by name: each `<template name="NAME">...</template>`
-    block (a later block of the same name wins). Plain `find`, so any reply reads in linear
-    time; text outside the blocks is ignored."""
-    found: dict[str, str] = {}
-    position = 0
-    while (start := reply.find(OPEN, position)) != -1:
+    block, read to the last `</template>` before the next block opens (a later block of the
+    same name wins; a block with no close is left out). Plain `find`, so any reply reads in
+    linear time; text outside the blocks is ignored. `reply_problem` says when this reading
+    is not the only one."""
+    return {name: text.strip("\n") + "\n" for name, text, closes in _blocks(reply) if closes}
+
+
+def reply_problem(reply: str) -> str | None:
+    """Why the templates of `reply` cannot be read back for sure, or None: a block that holds
+    `</template>` more than once (where does the template end?) or never (cut short?). Such a
+    candidate is refused: the method evaluated must be the one proposed."""
+    for name, _text, closes in _blocks(reply):
+        if closes > 1:
+            return f"{name}: {CLOSE} appears {closes} times in its block, so where it ends is ambiguous"
+        if closes == 0:
+            return f"{name}: its block has no {CLOSE} (the reply may be cut short)"
+    return None
+
+
+def _blocks(reply: str) -> list[tuple[str, str, int]]:
+    """Each block's name, its text up to the last close before the next block opens, and the
+    count of closes in that stretch (1 for a plain block)."""
+    found = []
+    start = reply.find(OPEN)
+    while start != -1:
         name_end = reply.find('">', start + len(OPEN))
         if name_end == -1:
             break
-        end = reply.find(CLOSE, name_end)
-        if end == -1:
-            break
+        following = reply.find(OPEN, name_end)
+        stretch = reply[name_end + 2 : len(reply) if following == -1 else following]
+        end = stretch.rfind(CLOSE)
         name = reply[start + len(OPEN) : name_end].strip()
-        found[name] = reply[name_end + 2 : end].strip("\n") + "\n"
-        position = end + len(CLOSE)
+        found.append((name, stretch if end == -1 else stretch[:end], stretch.count(CLOSE)))
+        start = following
     return found
 
 

@@ -21,7 +21,7 @@ from evol.optimize.paired import Interval
 from evol.rundir.records import MAX_GENERATIONS
 from evol.seeds import SeedFormat, SeedOptions
 
-HISTORY_FORMAT = 1
+HISTORY_FORMAT = 2  # 2: exact intervals (improved, worsened, bound), optimizer_prompts setting
 
 
 class OptimizeConfig(Connection):
@@ -81,11 +81,16 @@ class OptimizeConfig(Connection):
             judge_model=self.judge_model,
         )
 
-    def settings(self, seeds_digest: str, method_digest: str) -> dict[str, Any]:
-        """What a rerun must keep for the runs under --out to stay comparable."""
+    def settings(
+        self, seeds_digest: str, method_digest: str, optimizer_prompts: str
+    ) -> dict[str, Any]:
+        """What a rerun must keep for the runs under --out to stay comparable: everything that
+        goes into an evaluation run's own fingerprint (so that optimize refuses a change in its
+        own words, before any run does), and what the optimizer's journalled replies answer."""
         return {
             "seeds_digest": seeds_digest,
             "method_digest": method_digest,
+            "optimizer_prompts": optimizer_prompts,
             "dev_size": self.dev_size,
             "seed": self.seed,
             "rounds": self.rounds,
@@ -94,6 +99,17 @@ class OptimizeConfig(Connection):
             "confidence": self.confidence,
             "operations": self.operations,
             "optimizer_model": self.optimizer_model,
+            "backend": self.backend,
+            "model": self.model,
+            "evolve_model": self.evolve_model,
+            "answer_model": self.answer_model,
+            "judge_model": self.judge_model,
+            "seed_format": self.seed_format,
+            "instruction_field": self.instruction_field,
+            "input_field": self.input_field,
+            "output_field": self.output_field,
+            "skip_invalid": self.skip_invalid,
+            "rules": self.rules.model_dump(mode="json"),
         }
 
 
@@ -147,6 +163,9 @@ class OptimizeSummary(BaseModel):
     start_failure_rate: float | None
     best_failure_rate: float | None
     chosen: list[str | None] = Field(description="each step's chosen candidate, or None")
+    differences: list[Interval | None] = Field(
+        default_factory=list, description="each step's chosen candidate's interval, or None"
+    )
     stopped: str | None = None
 
 
@@ -157,8 +176,10 @@ def format_optimize_summary(summary: OptimizeSummary) -> str:
     lines = [
         f"optimize {summary.status}: {summary.steps_done} steps, {rates}",
         *(
-            f"  step {number}: {name or 'no candidate accepted'}"
-            for number, name in enumerate(summary.chosen, start=1)
+            f"  step {number}: {name or 'no candidate accepted'}{_difference(difference)}"
+            for number, (name, difference) in enumerate(
+                zip(summary.chosen, summary.differences, strict=False), start=1
+            )
         ),
     ]
     if summary.stopped:
@@ -169,6 +190,16 @@ def format_optimize_summary(summary: OptimizeSummary) -> str:
         lines.append(f"best method: {summary.prompts} (evol run --prompts {summary.prompts})")
     lines.append(f"history: {summary.history}")
     return "\n".join(lines)
+
+
+def _difference(interval: Interval | None) -> str:
+    if interval is None:
+        return ""
+    return (
+        f", failure rate {interval.mean:+.3f}, interval [{interval.low:+.3f}, "
+        f"{interval.high:+.3f}] at {interval.level:.1%} ({interval.improved} seeds better, "
+        f"{interval.worsened} worse)"
+    )
 
 
 def _rate(rate: float | None) -> str:

@@ -12,7 +12,8 @@ Layout of --out:
 
     dev_seeds.jsonl            the development sample (--dev-size seeds drawn from --seed)
     steps/0/current/           the starting method: prompts/ and its evaluation run/
-    steps/<k>/candidate_<j>/   step k's proposals: prompts/ and run/ (refused ones: prompts/ only)
+    steps/<k>/candidate_<j>/   step k's proposals: prompts/ and run/ (a refused one: none, its
+                               reason is in history.json)
     optimizer_calls.jsonl      the optimizer's journal
     history.json               every finished step (see evol.optimize.config)
     prompts/                   the best method so far: `evol run --prompts` takes it
@@ -21,7 +22,9 @@ Layout of --out:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +34,14 @@ import orjson
 from evol.errors import RunDirError, UsageError
 from evol.jsonl import LOCK_FILE, atomic_write, lock_directory
 from evol.llm import open_backend
-from evol.method.prompts import PromptSet
-from evol.optimize.candidates import method_text, parse_method, refusal, write_prompts
+from evol.method.prompts import OPTIMIZE_PROMPT_NAMES, PromptSet
+from evol.optimize.candidates import (
+    method_text,
+    parse_method,
+    refusal,
+    reply_problem,
+    write_prompts,
+)
 from evol.optimize.config import (
     HISTORY_FORMAT,
     CandidateResult,
@@ -42,12 +51,12 @@ from evol.optimize.config import (
     StepResult,
 )
 from evol.optimize.optimizer import Optimizer, Refused
-from evol.optimize.paired import paired_interval
+from evol.optimize.paired import Interval, paired_interval
 from evol.optimize.trajectories import Outcomes, Trajectory, outcomes, read_trajectories
 from evol.pipeline import arun
 from evol.progress import ProgressCallback
 from evol.rundir.journal import CallJournal
-from evol.seeds import file_digest, iter_seeds
+from evol.seeds import file_digest, iter_seeds, scan_seeds
 
 HISTORY = "history.json"
 DEV_SEEDS = "dev_seeds.jsonl"
@@ -56,6 +65,33 @@ BEST = "prompts"
 STEPS = "steps"
 START = "current"
 OWN_NAMES = {HISTORY, DEV_SEEDS, OPTIMIZER_JOURNAL, BEST, STEPS, LOCK_FILE}
+CANDIDATE_NAME = re.compile(r"candidate_[1-9][0-9]{0,5}")
+
+# Each setting history.json records, as the options that set it (for the refusal of a rerun).
+SETTING_FLAGS = {
+    "seeds_digest": "the seed file's content",
+    "method_digest": "--prompts (the method's templates)",
+    "optimizer_prompts": "--prompts (optimize_analysis, optimize_propose)",
+    "dev_size": "--dev-size",
+    "seed": "--seed",
+    "rounds": "--rounds",
+    "candidates": "--candidates",
+    "analysis_batch": "--analysis-batch",
+    "confidence": "--confidence",
+    "operations": "--operations",
+    "optimizer_model": "--optimizer-model",
+    "backend": "--backend",
+    "model": "--model",
+    "evolve_model": "--evolve-model",
+    "answer_model": "--answer-model",
+    "judge_model": "--judge-model",
+    "seed_format": "--format",
+    "instruction_field": "--instruction-field",
+    "input_field": "--input-field",
+    "output_field": "--output-field",
+    "skip_invalid": "--skip-invalid",
+    "rules": "elimination rules",
+}
 
 
 def optimize(
@@ -80,14 +116,30 @@ async def aoptimize(
     _refuse_foreign(config.out)
     lock = lock_directory(config.out, "another evol optimize is writing here: wait for it")
     try:
-        dev = write_dev_seeds(config, config.out / DEV_SEEDS)
-        settings = config.settings(file_digest(config.seeds), start.digest(config.operations))
+        sample = dev_sample(config)
+        settings = config.settings(
+            file_digest(config.seeds),
+            start.digest(config.operations),
+            optimizer_digest(start),
+        )
         history = _load_history(config.out, settings)
+        # Only now, once the settings are known to be this directory's: a refused rerun leaves
+        # the sample its runs were made from as it was.
+        dev = _write_if_changed(config.out / DEV_SEEDS, sample)
         _save_history(config.out, history)  # a rerun checks its settings, even if none ended
         loop = _Loop(config, dev, history, info, on_progress)
         return await loop.execute(start)
     finally:
         lock.release()
+
+
+def optimizer_digest(prompts: PromptSet) -> str:
+    """A hash of the optimizer's own templates (optimize_analysis, optimize_propose): its
+    journalled replies answer these, so a rerun with other ones must not replay them."""
+    digest = hashlib.sha256()
+    for name in OPTIMIZE_PROMPT_NAMES:
+        digest.update(f"{name}\0{prompts[name].text}\0".encode())
+    return digest.hexdigest()[:16]
 
 
 @dataclass
@@ -198,8 +250,11 @@ class _Loop:
             rewritten = parse_method(reply) if isinstance(reply, str) else {}
             candidate = CandidateResult(name=name, templates=sorted(rewritten))
             result.candidates.append(candidate)
-            why = reply.refused if isinstance(reply, Refused) else None
-            if why := why or refusal(rewritten, current.prompts, operations):
+            if isinstance(reply, Refused):
+                why: str | None = reply.refused
+            else:
+                why = reply_problem(reply) or refusal(rewritten, current.prompts, operations)
+            if why:
                 candidate.refused = why
                 self.info(f"step {number}: {name} refused before evaluation: {why}")
                 continue
@@ -291,8 +346,13 @@ class _Loop:
             start_failure_rate=history.start_failure_rate,
             best_failure_rate=self.best_rate,
             chosen=[step.chosen for step in history.steps],
+            differences=[_chosen_difference(step) for step in history.steps],
             stopped=history.stopped,
         )
+
+
+def _chosen_difference(step: StepResult) -> Interval | None:
+    return next((c.difference for c in step.candidates if c.name == step.chosen), None)
 
 
 def _rate(rate: float | None) -> str:
@@ -300,14 +360,22 @@ def _rate(rate: float | None) -> str:
 
 
 def write_dev_seeds(config: OptimizeConfig, path: Path) -> Path:
-    """Write the development sample as a seed file: --dev-size seeds drawn with --seed (all of
-    them when there are fewer), in seed-file order. Rewritten only when it differs."""
+    """Write the development sample (`dev_sample`) as a seed file at `path`."""
+    return _write_if_changed(path, dev_sample(config))
+
+
+def dev_sample(config: OptimizeConfig) -> bytes:
+    """The development sample as a seed file's bytes: --dev-size seeds drawn with --seed (all
+    of them when there are fewer), in seed-file order. A seed file with no seed is refused in
+    its own name (the sample would be empty)."""
     seeds = list(iter_seeds(config.seeds, config.seed_options))
+    if not seeds:
+        scan_seeds(config.seeds, config.seed_options)  # raises the seed file's own error
     chosen = range(len(seeds))
     if len(seeds) > config.dev_size:
         rng = random.Random(f"{config.seed}\0dev")
         chosen = sorted(rng.sample(range(len(seeds)), config.dev_size))
-    lines = b"".join(
+    return b"".join(
         orjson.dumps(
             {"id": seeds[i].id, "instruction": seeds[i].instruction}
             | ({"input": seeds[i].input} if seeds[i].input.strip() else {})
@@ -315,6 +383,9 @@ def write_dev_seeds(config: OptimizeConfig, path: Path) -> Path:
         + b"\n"
         for i in chosen
     )
+
+
+def _write_if_changed(path: Path, lines: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() or path.read_bytes() != lines:
         atomic_write(path, lines)
@@ -334,22 +405,64 @@ def _refuse_foreign(out: Path) -> None:
 
 
 def _load_history(out: Path, settings: dict) -> History:
+    """history.json as a rerun may go on from: readable, of this format, made with these
+    settings, and naming only what it wrote (every path it gives is checked)."""
     path = out / HISTORY
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return History(settings=settings)
     try:
-        history = History.model_validate_json(path.read_bytes())
-    except ValueError as error:
-        raise RunDirError(f"{path}: damaged ({error.__class__.__name__})") from None
-    if history.format_version != HISTORY_FORMAT:
-        raise RunDirError(f"{path}: format {history.format_version} is not this evol's")
+        raw = path.read_bytes()
+    except OSError as error:
+        raise RunDirError(
+            f"{path}: cannot read it ({error.strerror or error}): move it away, "
+            "or choose another --out"
+        ) from None
+    history = _parse_history(path, raw)
     saved = orjson.loads(orjson.dumps(settings))
     if changed := [key for key in saved if history.settings.get(key) != saved[key]]:
+        flags = ", ".join(dict.fromkeys(SETTING_FLAGS.get(key, key) for key in changed))
         raise UsageError(
-            f"{out} was optimized with other settings ({', '.join(changed)}): rerun with the "
-            "same options to resume, or choose another --out"
+            f"{out} was optimized with other settings ({flags}; recorded in {HISTORY}): use "
+            "the same ones to resume, or another --out"
         )
+    _check_steps(path, history)
     return history
+
+
+def _parse_history(path: Path, raw: bytes) -> History:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise RunDirError(
+            f"{path}: damaged (not JSON): move it away, or choose another --out"
+        ) from None
+    version = data.get("format_version") if isinstance(data, dict) else None
+    if isinstance(data, dict) and version != HISTORY_FORMAT:
+        raise RunDirError(
+            f"{path}: format {version!r} is not this evol's ({HISTORY_FORMAT}): choose another --out"
+        )
+    try:
+        return History.model_validate(data)
+    except ValueError as error:
+        raise RunDirError(f"{path}: damaged ({error.__class__.__name__})") from None
+
+
+def _check_steps(path: Path, history: History) -> None:
+    """Each step is numbered in turn, and its `chosen` names one of its own evaluated
+    candidates: `chosen` becomes a path under --out, so nothing else may pass."""
+    for number, step in enumerate(history.steps, start=1):
+        if step.step != number:
+            raise RunDirError(f"{path}: step {number} is recorded as step {step.step}: damaged")
+        if step.chosen is None:
+            continue
+        evaluated = {
+            c.name for c in step.candidates if c.refused is None and c.failure_rate is not None
+        }
+        if not CANDIDATE_NAME.fullmatch(step.chosen) or step.chosen not in evaluated:
+            raise RunDirError(
+                f"{path}: step {number} chose {step.chosen!r}, not one of its evaluated "
+                "candidates: damaged or edited by hand; choose another --out"
+            )
 
 
 def _save_history(out: Path, history: History) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from evol.errors import BackendError
+from evol.errors import BackendError, GarbledReply
 from evol.llm import ChatBackend, GenerationParams, LLMRequest
 from evol.llm.dispatch import CallFailed, CallPolicy, CallRefused, Dispatcher
 from evol.method.prompts import OPTIMIZE_ANALYSIS, OPTIMIZE_PROPOSE, PromptSet
@@ -93,6 +93,9 @@ class Optimizer:
         except CallRefused as refused:
             return Refused(f"the optimizer's request was refused: {refused}")
         except CallFailed as failed:
+            if isinstance(failed.error, GarbledReply):  # the same every time: no rerun helps
+                tries = self.config.max_retries + 1
+                return Refused(f"the optimizer's reply could not be read ({tries} tries): {failed}")
             raise BackendError(
                 f"the optimizer's call step {step} {key} failed after retries: {failed}; run "
                 "the same command again (calls already answered are not paid again)"
