@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,18 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def server() -> Iterator[FakeServer]:
     with FakeServer() as running:
         yield running
+
+
+# A port bound for the whole test process and never listened on: a connection to it is
+# refused, and no server a test starts can be handed the same port (a port freed a moment ago
+# could be, and a test's "refused" proxy would then answer).
+_REFUSING = socket.socket()
+_REFUSING.bind(("127.0.0.1", 0))
+
+
+def refused_url() -> str:
+    """An http URL of this machine where nothing listens: every connection is refused."""
+    return f"http://127.0.0.1:{_REFUSING.getsockname()[1]}/v1"
 
 
 def write_seeds(path: Path, rows: list[dict[str, Any]]) -> Path:

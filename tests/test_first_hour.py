@@ -7,14 +7,13 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
-from conftest import read_jsonl, run_args, write_seeds
+from conftest import read_jsonl, refused_url, run_args, write_seeds
 from fake_server import FakeServer, Fault, kind_of, scripted
 
 from evol.progress import Progress, format_progress
@@ -54,13 +53,6 @@ def run_at(url: str, seeds: Path, out: Path, *extra: object) -> list[object]:
 
 def without_quiet(arguments: list[object]) -> list[object]:
     return [a for a in arguments if a != "--quiet"]
-
-
-def refused_url() -> str:
-    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1"
 
 
 def all_records(out: Path) -> list[dict]:

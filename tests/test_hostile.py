@@ -12,7 +12,6 @@ import gc
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from conftest import assert_valid_run, read_jsonl, write_seeds
+from conftest import assert_valid_run, read_jsonl, refused_url, write_seeds
 from fake_server import FakeServer, Responder
 from hostile_server import (
     HostileServer,
@@ -563,13 +562,6 @@ def test_a_refused_key_is_blamed_on_where_it_came_from(
 
 
 # -- unreachable endpoints -----------------------------------------------------------------
-
-
-def refused_url() -> str:
-    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

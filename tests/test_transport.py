@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
+from conftest import refused_url
 from fake_server import FakeServer
 from hostile_server import (
     HostileServer,
@@ -109,13 +110,6 @@ async def answer_ok(request: Request, writer: asyncio.StreamWriter) -> bool:
     """An empty JSON object for any request, on a connection kept open."""
     writer.write(response("200 OK", b"{}"))
     return True
-
-
-def refused_url() -> str:
-    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1"
 
 
 # -- what a request sends and what it gets back ------------------------------------------------
