@@ -333,7 +333,7 @@ def test_merge_refuses_an_eliminated_record_without_its_reason(
     evol, sharded: Path, tmp_path: Path
 ) -> None:
     shards = copied_shards(sharded, tmp_path)
-    (damaged,) = [s / "eliminated.jsonl" for s in shards if (s / "eliminated.jsonl").exists()]
+    damaged = next(s / "eliminated.jsonl" for s in shards if (s / "eliminated.jsonl").exists())
     records = [json.loads(line) for line in damaged.read_text().splitlines()]
     del records[-1]["reason"]
     damaged.write_text("".join(json.dumps(r) + "\n" for r in records))
