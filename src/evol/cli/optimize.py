@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +10,7 @@ import typer
 from evol.cli import options as shared
 from evol.cli import run_options as own
 from evol.cli.options import CONNECTION, config_fields, env
-from evol.cli.output import echo_outside, exit_for, user_errors
+from evol.cli.output import echo_outside, end_with, user_errors
 from evol.cli.progress_display import with_progress
 from evol.cli.run import run_tuned
 from evol.command import METHOD_PANEL, MODEL_PANEL, OUTPUT_PANEL
@@ -128,8 +127,4 @@ def optimize(
                 aoptimize(config, on_progress=on_progress, on_info=on_info)
             ),
         )
-    if as_json:
-        echo_outside(json.dumps(summary.model_dump(mode="json"), ensure_ascii=False), as_json=True)
-    if not quiet:
-        echo_outside(format_optimize_summary(summary), err=True)
-    exit_for(summary.status)
+    end_with(summary, format_optimize_summary(summary), quiet=quiet, as_json=as_json)

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 from pydantic import ValidationError
@@ -75,6 +76,16 @@ def warn_unfinished(run_dir: Path, status: str) -> None:
             "figures cover what was written so far",
             err=True,
         )
+
+
+def end_with(summary: Any, text: str, *, quiet: bool, as_json: bool) -> None:
+    """What a long command prints at its end: its summary as JSON on stdout (--json), `text`
+    on stderr (unless --quiet); then its exit code (`exit_for`)."""
+    if as_json:
+        echo_outside(json.dumps(summary.model_dump(mode="json"), ensure_ascii=False), as_json=True)
+    if not quiet:
+        echo_outside(text, err=True)
+    exit_for(summary.status)
 
 
 def exit_for(status: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -14,7 +13,7 @@ import typer
 from evol.cli import options as shared
 from evol.cli import run_options as own
 from evol.cli.options import CONNECTION
-from evol.cli.output import echo_outside, exit_for, user_errors
+from evol.cli.output import echo_outside, end_with, user_errors
 from evol.cli.progress_display import with_progress
 from evol.dataset.merge import MergeConfig, merge_runs
 from evol.dataset.merge import format_summary as format_merge_summary
@@ -112,11 +111,7 @@ def run(
                 arun(config, on_progress=on_progress, on_info=on_info)
             ),
         )
-    if as_json:
-        echo_outside(json.dumps(summary.model_dump(mode="json"), ensure_ascii=False), as_json=True)
-    if not quiet:
-        echo_outside(format_summary(summary), err=True)
-    exit_for(summary.status)
+    end_with(summary, format_summary(summary), quiet=quiet, as_json=as_json)
 
 
 def merge(
