@@ -147,8 +147,6 @@ def test_every_choice_of_a_reply_is_read_in_the_servers_order() -> None:
 @pytest.mark.parametrize(
     ("later", "error", "message"),
     [
-        (choice(None), TransientBackendError, "no message content"),
-        (choice(None, refusal="I will not."), BackendError, "refused the request: I will not."),
         (choice(5), GarbledReply, "choices.1.message.content"),
         ({"finish_reason": "stop"}, GarbledReply, "choices.1.message"),
         (choice("b", 3), GarbledReply, "choices.1.finish_reason"),
@@ -158,6 +156,30 @@ def test_a_later_choice_is_untrusted_input_as_the_first_is(later, error, message
     with pytest.raises(error) as raised:
         parse_reply(chat(choice("a"), later), "x", Secrets())
     assert type(raised.value) is error and message in str(raised.value)
+
+
+@pytest.mark.parametrize("empty", [choice(None), choice(None, refusal="I will not.")])
+def test_a_choice_without_text_is_a_failed_answer_while_another_has_one(empty) -> None:
+    reply = parse_reply(chat(choice("a"), empty, choice("c")), "x", Secrets())
+    assert reply.choices == [("a", "stop"), ("", "no_text"), ("c", "stop")]
+    first_empty = parse_reply(chat(empty, choice("b")), "x", Secrets())
+    assert first_empty.text == "" and first_empty.choices == [("", "no_text"), ("b", "stop")]
+
+
+@pytest.mark.parametrize(
+    ("empty", "error", "message"),
+    [
+        (choice(None), TransientBackendError, "no message content"),
+        (choice(None, refusal="I will not."), BackendError, "refused the request: I will not."),
+    ],
+)
+def test_a_reply_whose_every_choice_has_no_text_fails_as_one_choice_would(
+    empty, error, message
+) -> None:
+    for reply in (chat(empty), chat(empty, empty)):
+        with pytest.raises(error) as raised:
+            parse_reply(reply, "x", Secrets())
+        assert type(raised.value) is error and message in str(raised.value)
 
 
 # -- which backends send n ---------------------------------------------------------------------

@@ -108,12 +108,15 @@ def parse_reply(raw: bytes, where: str, secrets: Secrets) -> Completion:
         raise GarbledReply(
             f"{where} sent a reply that is not a chat completion ({place}: {first['msg']})"
         ) from None
-    # Every choice is read alike (several come back when `n` was asked for): each is an
-    # answer the run may keep.
-    texts = [_content(choice, where, secrets) for choice in reply.choices]
     choice = reply.choices[0]
     usage = reply.usage or _Usage()
-    several = len(texts) > 1
+    several = len(reply.choices) > 1
+    if several and any(c.message.content is not None for c in reply.choices):
+        # Several answers to one request (`n`): each is an answer the run may keep, and one
+        # that holds no text (a refusal, nothing) is a failed answer, not a failed request.
+        texts = [c.message.content or "" for c in reply.choices]
+    else:
+        texts = [_content(c, where, secrets) for c in reply.choices]
     # Validating these plain fields again in pydantic-core costs less than model_construct's
     # Python loop over them: parse_reply takes 4.0 us instead of 5.1 for a chat reply.
     return Completion(
@@ -122,10 +125,17 @@ def parse_reply(raw: bytes, where: str, secrets: Secrets) -> Completion:
         completion_tokens=usage.completion_tokens,
         finish_reason=choice.finish_reason,
         top_logprobs=_top_logprobs(choice.logprobs),
-        choices=[(t, c.finish_reason) for t, c in zip(texts, reply.choices, strict=True)]
+        choices=[
+            (t, c.finish_reason if c.message.content is not None else _NO_TEXT)
+            for t, c in zip(texts, reply.choices, strict=True)
+        ]
         if several
         else [],
     )
+
+
+# The finish reason given to a choice of several that came with no text.
+_NO_TEXT = "no_text"
 
 
 def _content(choice: _Choice, where: str, secrets: Secrets) -> str:
