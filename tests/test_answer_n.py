@@ -17,17 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from batch_server import BatchServer
-from conftest import assert_valid_run, read_jsonl, run_args, write_seeds
-from fake_server import (
-    FakeServer,
-    VerifiableResponder,
-    constrained_answer,
-    first_user_turn,
-    kind_of,
-    meets,
-)
-from test_verifiable import ENV, POOL, SEEDS, constraints_of, expected_attempts, fails
 
 from evol.errors import BackendError, GarbledReply, TransientBackendError
 from evol.limits import RequestBudget
@@ -42,6 +31,17 @@ from evol.llm.registry import register_backend
 from evol.llm.routing import EndpointRouter
 from evol.rundir.records import compose
 from evol.secrets import Secrets
+from tests.support.batch_server import BatchServer
+from tests.support.fake_server import (
+    FakeServer,
+    VerifiableResponder,
+    constrained_answer,
+    first_user_turn,
+    kind_of,
+    meets,
+)
+from tests.support.runs import assert_valid_run, read_jsonl, run_args, write_seeds
+from tests.test_verifiable import ENV, POOL, SEEDS, constraints_of, expected_attempts, fails
 
 pytestmark = pytest.mark.usefixtures("private_cache")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -15,9 +15,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from batch_server import BatchServer
-from conftest import Evol, read_jsonl, run_args, write_seeds
-from fake_server import FakeServer, Fault, Responder, first_user_turn, kind_of
 
 from evol.llm.openai_api import json_object_format
 from evol.method.elimination import Reason
@@ -28,6 +25,9 @@ from evol.method.judging import (
     read_judgement,
 )
 from evol.method.verdicts import Verdict
+from tests.support.batch_server import BatchServer
+from tests.support.fake_server import FakeServer, Fault, Responder, first_user_turn, kind_of
+from tests.support.runs import Evol, read_jsonl, run_args, write_seeds
 
 
 def verdict_object(verdict: str = "different", second_is: str = "instruction", **more: str) -> str:

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from batch_server import BatchServer
-from conftest import assert_valid_run, read_jsonl, run_args, write_seeds
-from fake_server import FakeServer, VerifiableResponder, constrained_answer, kind_of
 
 from evol.method.constraints import Constraint, check, from_record
 from evol.method.contradictions import contradicts
 from evol.method.drawing import pick
 from evol.method.wording import unstated
+from tests.support.batch_server import BatchServer
+from tests.support.fake_server import FakeServer, VerifiableResponder, constrained_answer, kind_of
+from tests.support.runs import assert_valid_run, read_jsonl, run_args, write_seeds
 
 pytestmark = pytest.mark.usefixtures("private_cache")
 
@@ -408,7 +408,7 @@ def test_batch_keeps_what_a_live_run_keeps(evol, tmp_path: Path) -> None:
 
 # -- hostile answers -------------------------------------------------------------------------
 
-from hostile_server import HostileServer, models_body, response  # noqa: E402
+from tests.support.hostile_server import HostileServer, models_body, response  # noqa: E402
 
 PASSING = constrained_answer("Answer with less than 300 words.", meet=True)
 

@@ -8,12 +8,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import write_seeds
-from fake_server import GOOD_PHRASE, FakeServer, MethodResponder, first_user_turn, kind_of
 
 from evol.method.prompts import PromptSet
 from evol.optimize.candidates import parse_method, refusal, reply_problem
 from evol.optimize.paired import paired_interval
+from tests.support.fake_server import (
+    GOOD_PHRASE,
+    FakeServer,
+    MethodResponder,
+    first_user_turn,
+    kind_of,
+)
+from tests.support.runs import write_seeds
 
 OPS = ("--operations", "deepen")
 

@@ -10,10 +10,15 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import assert_valid_run, read_jsonl, run_args, write_seeds
-from fake_server import FakeServer, VerifiableResponder, constrained_answer, first_user_turn
 
 from evol.method.constraints import check, from_record
+from tests.support.fake_server import (
+    FakeServer,
+    VerifiableResponder,
+    constrained_answer,
+    first_user_turn,
+)
+from tests.support.runs import assert_valid_run, read_jsonl, run_args, write_seeds
 
 pytestmark = pytest.mark.usefixtures("private_cache")
 

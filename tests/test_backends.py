@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import assert_valid_run, read_jsonl, write_seeds
 
 from evol.errors import UsageError
 from evol.llm import (
@@ -33,6 +32,7 @@ from evol.llm import (
     choose_backend,
     local_backend_installed,
 )
+from tests.support.runs import assert_valid_run, read_jsonl, write_seeds
 
 HERE = Path(__file__).parent
 SMALL_SEEDS = [
@@ -271,9 +271,8 @@ def test_real_model_in_process_through_the_local_backend(tmp_path: Path) -> None
 def test_azure_style_endpoints_keep_their_query_and_take_the_key_as_api_key(
     evol, tmp_path: Path
 ) -> None:
-    from fake_server import FakeServer
-
     from evol.llm.openai_api import auth_headers
+    from tests.support.fake_server import FakeServer
 
     assert auth_headers("https://res.openai.azure.com/openai/deployments/gpt", "k") == {
         "api-key": "k"

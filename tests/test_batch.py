@@ -1,4 +1,4 @@
-"""The batch backend against a fake Files + Batches API (tests/batch_server.py) on 127.0.0.1.
+"""The batch backend against a fake Files + Batches API (tests/support/batch_server.py) on 127.0.0.1.
 
 Rows are counted on the server: `submitted` is every row of every created batch, `answered`
 every 200 answer (what a user pays for). A test that waits for a moment (a batch created, a
@@ -20,9 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from batch_server import BatchServer, Fate, content_of
-from conftest import assert_valid_run, write_seeds
-from fake_server import Responder
 from pydantic import SecretStr
 
 from evol.errors import (
@@ -55,6 +52,9 @@ from evol.llm.batch import (
 )
 from evol.llm.retry import with_retries
 from evol.secrets import Secrets
+from tests.support.batch_server import BatchServer, Fate, content_of
+from tests.support.fake_server import Responder
+from tests.support.runs import assert_valid_run, write_seeds
 
 MODEL = "fake-model"
 PARAMS = GenerationParams()

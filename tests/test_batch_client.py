@@ -1,5 +1,5 @@
 """evol.llm.batch.client: the Files and Batches endpoints through the openai SDK, call by call,
-against a scripted server on 127.0.0.1 (tests/hostile_server.py).
+against a scripted server on 127.0.0.1 (tests/support/hostile_server.py).
 
 - A reply off evol's schema is "a malformed file object / batch object / batch list", a retry,
   never a wrong decision; so is an id the SDK would refuse to put in a path.
@@ -22,7 +22,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from hostile_server import HostileServer, Request, response
 from pydantic import SecretStr
 
 from evol.errors import TransientBackendError, UsageError
@@ -30,6 +29,7 @@ from evol.llm import BackendSettings
 from evol.llm.batch import BatchSettings
 from evol.llm.batch import client as client_module
 from evol.llm.batch.client import BatchClient, Gone
+from tests.support.hostile_server import HostileServer, Request, response
 
 KEY = "sk-test-BATCH-CLIENT-0123456789abcdef"
 BATCH = {"id": "batch_1", "status": "completed", "output_file_id": "file-2", "metadata": {}}

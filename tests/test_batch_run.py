@@ -16,9 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from batch_server import BatchServer, content_of
-from conftest import read_jsonl, write_seeds
-from fake_server import FakeServer
+
+from tests.support.batch_server import BatchServer, content_of
+from tests.support.fake_server import FakeServer
+from tests.support.runs import read_jsonl, write_seeds
 
 SEEDS = [
     {"instruction": "Explain {recursion} with #an example"},

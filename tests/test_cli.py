@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import typer
-from conftest import write_seeds
 
 from evol import __version__
 from evol.cli import app
+from tests.support.runs import write_seeds
 
 
 def commands(typer_app: typer.Typer, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from test_metrics import record, write_run
 
 from evol.quality.contamination import EvalIndex
+from tests.support.runs import record, write_run
 
 WORDS = [f"w{i}" for i in range(1, 31)]  # the evaluation item: w1 .. w30
 NO_LLM = ("--no-difficulty", "--no-complexity", "--no-metrics")

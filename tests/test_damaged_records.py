@@ -16,9 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Evol, read_jsonl, run_args, write_seeds
-from fake_server import FakeServer
-from test_select import SCRIPT
+
+from tests.support.backends import registered_backend
+from tests.support.fake_server import FakeServer
+from tests.support.runs import Evol, read_jsonl, run_args, write_seeds
+from tests.support.selection import SCRIPT, ScriptedBackend
+
+pytestmark = pytest.mark.usefixtures("scripted_backend")
 
 TEXTS = [
     "Explain how rivers carve canyons over time",
@@ -52,7 +56,8 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         assert len(read_jsonl(shards[0] / "gen_1.jsonl")) >= 2
         SCRIPT.clear()
         SCRIPT.update({r["instruction"]: (5, 5) for r in records})
-        result = evol("score", shards[0], "--backend", "scripted", "--no-complexity")
+        with registered_backend("scripted", ScriptedBackend):  # before the tests register it
+            result = evol("score", shards[0], "--backend", "scripted", "--no-complexity")
         assert result.exit_code == 0, result.output
         yield {"server": server, "seeds": seeds, "shards": shards, "seed_id": records[0]["id"]}
 

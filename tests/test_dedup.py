@@ -7,9 +7,9 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import read_jsonl, write_seeds
 
 from evol.method.dedup import DuplicateIndex, rouge_l, tokens
+from tests.support.runs import read_jsonl, write_seeds
 
 
 @pytest.mark.parametrize(

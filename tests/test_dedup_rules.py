@@ -11,13 +11,13 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import read_jsonl, run_args, write_seeds
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evol.method.dedup import EXACT_UP_TO, DuplicateIndex, _may_reach, load_pool, resolved_method
 from evol.method.elimination import EliminationRules
 from evol.method.textstats import rouge_l, tokens
+from tests.support.runs import read_jsonl, run_args, write_seeds
 
 # Deterministic on every machine, and never failed for being slow.
 PROPERTY = settings(derandomize=True, deadline=None, max_examples=200, database=None)

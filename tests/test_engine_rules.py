@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import read_jsonl
 
 from evol.config import JUDGE_DEFAULTS, RoleParams, RunConfig
 from evol.engine import Engine, EngineStats, FailedItem, RoleModels
@@ -46,6 +45,7 @@ from evol.rundir.records import compose
 from evol.rundir.runjson import Manifest, RecordedConfig
 from evol.rundir.store import JOURNAL, RunStore
 from evol.seeds import Seed
+from tests.support.runs import read_jsonl
 
 MODELS = RoleModels(evolve="the-evolver", answer="the-answerer", judge="the-judge")
 PROMPTS = PromptSet.load()

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import read_jsonl, run_args, write_seeds
 
 from evol.dataset.export import export_run, parse_generations, parse_split
 from evol.dataset.export_scan import assign_lineages
+from tests.support.runs import read_jsonl, run_args, write_seeds
 
 # datasets must never reach for the Hub: these are local files.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

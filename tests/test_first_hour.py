@@ -13,10 +13,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import read_jsonl, refused_url, run_args, write_seeds
-from fake_server import FakeServer, Fault, kind_of, scripted
 
 from evol.progress import Progress, format_progress
+from tests.support.fake_server import FakeServer, Fault, kind_of, scripted
+from tests.support.runs import read_jsonl, refused_url, run_args, write_seeds
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
 SEEDS = [{"instruction": f"Task {i}: explain the idea"} for i in range(6)]

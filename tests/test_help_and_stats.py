@@ -12,16 +12,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_args, write_seeds
-from fake_server import FakeServer
-from test_scoring import SEEDS as SCORED_SEEDS
-from test_scoring import ScoringResponder
 from typer.main import get_command
 
 from evol.cli import app
 from evol.command import PANELS
 from evol.dataset.stats import OperationStats, RunStats
 from evol.seeds.formats import EXTENSIONS
+from tests.support.fake_server import FakeServer
+from tests.support.runs import run_args, write_seeds
+from tests.support.scoring import SEEDS as SCORED_SEEDS
+from tests.support.scoring import ScoringResponder
 
 SCREEN = {"COLUMNS": "100", "NO_COLOR": "1"}
 RUN_PANELS = [

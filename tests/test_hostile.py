@@ -1,7 +1,7 @@
 """Servers that misbehave the way real proxies, gateways and overloaded servers do.
 
 Each case runs `evol run` as a child process (so its memory and its exit can be measured)
-against tests/hostile_server.py, for both OpenAI backends where both speak HTTP, and checks
+against tests/support/hostile_server.py, for both OpenAI backends where both speak HTTP, and checks
 that the run ends in a definite state: the right answers, a failed step, or one clear line.
 """
 
@@ -23,9 +23,11 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from conftest import assert_valid_run, read_jsonl, refused_url, write_seeds
-from fake_server import FakeServer, Responder
-from hostile_server import (
+
+from evol.llm.transport import JsonTransport
+from evol.rundir.records import compose
+from tests.support.fake_server import FakeServer, Responder
+from tests.support.hostile_server import (
     HostileServer,
     Request,
     answer_normally,
@@ -34,9 +36,7 @@ from hostile_server import (
     response,
     tls_context,
 )
-
-from evol.llm.transport import JsonTransport
-from evol.rundir.records import compose
+from tests.support.runs import assert_valid_run, read_jsonl, refused_url, write_seeds
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
 BACKENDS = ["openai", "openai-sdk"]

@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import Evol, read_jsonl, run_args, write_seeds
-from fake_server import FakeServer
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,6 +24,8 @@ from evol.method.judging import (
 )
 from evol.method.verdicts import Verdict, parse_verdict
 from evol.pipeline import _with_instruction_check
+from tests.support.fake_server import FakeServer
+from tests.support.runs import Evol, read_jsonl, run_args, write_seeds
 
 # -- reading the replies ---------------------------------------------------------------------
 

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_valid_run, run_args, write_seeds
-from fake_server import FakeServer, Fault, scripted
 
 from evol.limits import AdaptiveConcurrency, RequestBudget, TokenBucket
+from tests.support.fake_server import FakeServer, Fault, scripted
+from tests.support.runs import assert_valid_run, run_args, write_seeds
 
 
 def most_in_any_window(moments: list[float], window: float) -> int:

@@ -25,8 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import write_seeds
-from fake_server import FakeServer, Responder, kind_of
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -40,6 +38,8 @@ from evol.method.textstats import estimate_tokens, normalize, tokens, word_count
 from evol.method.verdicts import parse_verdict
 from evol.quality import readings
 from evol.quality.readings import read_number, read_ranking
+from tests.support.fake_server import FakeServer, Responder, kind_of
+from tests.support.runs import write_seeds
 
 # -- the patterns as they were, the reference for what the linear ones must give -------------
 
@@ -329,7 +329,7 @@ def test_a_megabyte_of_each_shape_is_read_by_every_function() -> None:
     beside a mutation run and two test workers). Linear work takes well under a second a call;
     the cubic patterns took hours."""
     script = (
-        "import test_linear_text as t\n"
+        f"import {__name__} as t\n"
         "for shape in t.MEGABYTE_SHAPES.values():\n"
         "    for work in [*t.TEXT_WORK.values(), *t.BOUNDED_WORK.values()]:\n"
         "        work(shape)\n"
@@ -337,7 +337,7 @@ def test_a_megabyte_of_each_shape_is_read_by_every_function() -> None:
     )
     done = subprocess.run(
         [sys.executable, "-c", script],
-        cwd=Path(__file__).parent,
+        cwd=Path(__file__).resolve().parents[__name__.count(".")],  # the folder of tests/
         capture_output=True,
         text=True,
         timeout=600,

@@ -5,58 +5,11 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from evol.method.dedup import DuplicateIndex, rouge_l, rouge_l_bitparallel
-
-
-def record(
-    record_id: str, instruction: str, *, output: str | None = "An answer.", **fields: Any
-) -> dict[str, Any]:
-    """A kept record as evol writes it; lineage fields follow from the id (s1.1.2: root s1)."""
-    parts = record_id.split(".")
-    generation = len(parts) - 1
-    data = {
-        "id": record_id,
-        "parent_id": ".".join(parts[:-1]) or None,
-        "root_id": parts[0],
-        "generation": generation,
-        "round": int(parts[-1]) if generation else 0,
-        "operation": "deepen" if generation else None,
-        "instruction": instruction,
-        "input": "",
-        "output": output,
-        "judge": "different" if generation else None,
-        "metadata": {},
-        "usage": {},
-    }
-    return data | fields
-
-
-def write_run(
-    run_dir: Path, records: list[dict[str, Any]], eliminated: list[dict[str, Any]] = ()
-) -> Path:
-    """A run directory as `evol run` leaves it: gen_<k>.jsonl, eliminated.jsonl, run.json."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    generations = max(r["generation"] for r in records)
-    for generation in range(generations + 1):
-        rows = [r for r in records if r["generation"] == generation]
-        if rows:
-            text = "".join(json.dumps(r) + "\n" for r in rows)
-            (run_dir / f"gen_{generation}.jsonl").write_text(text, encoding="utf-8")
-    if eliminated:
-        text = "".join(json.dumps(r) + "\n" for r in eliminated)
-        (run_dir / "eliminated.jsonl").write_text(text, encoding="utf-8")
-    manifest = {
-        "status": "complete",
-        "config": {"generations": generations},
-        "backend": {"name": "openai", "models": {"evolve": "m", "answer": "m", "judge": "m"}},
-    }
-    (run_dir / "run.json").write_text(json.dumps(manifest), encoding="utf-8")
-    return run_dir
-
+from tests.support.runs import record, write_run
 
 GREEK = "alpha beta gamma delta epsilon zeta eta theta iota kappa"
 HAND_BUILT = [

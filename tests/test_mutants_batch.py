@@ -1,5 +1,5 @@
 """Promises of the batch backend that mutation testing found unguarded (issue #22), each
-checked through a whole batch run against tests/batch_server.py's fake Batch API, in this
+checked through a whole batch run against tests/support/batch_server.py's fake Batch API, in this
 process (mutmut credits only tests that call the code here).
 
 - A server that will not take a batch is one line that says why and what to do: a redirect
@@ -26,8 +26,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from batch_server import BatchServer, Fate
-from fake_server import Responder
 from pydantic import SecretStr
 
 from evol.errors import (
@@ -48,6 +46,8 @@ from evol.llm.batch import (
     recorded_batches,
 )
 from evol.llm.retry import with_retries
+from tests.support.batch_server import BatchServer, Fate
+from tests.support.fake_server import Responder
 
 MODEL = "fake-model"
 PARAMS = GenerationParams()

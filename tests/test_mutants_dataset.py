@@ -20,17 +20,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Evol, assert_valid_run, read_jsonl, run_args, write_seeds
-from fake_server import FakeServer, Responder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_metrics import record, write_run
-from test_scoring import ScoringResponder
-from test_select import scored_run
 
 from evol.method.textstats import rouge_l, tokens, word_count
 from evol.quality.contamination import MATCHES_KEPT, check_contamination
 from evol.seeds import shard_of
+from tests.support.fake_server import FakeServer, Responder
+from tests.support.runs import (
+    Evol,
+    assert_valid_run,
+    read_jsonl,
+    record,
+    run_args,
+    write_run,
+    write_seeds,
+)
+from tests.support.scoring import ScoringResponder
+from tests.support.selection import scored_run
+
+pytestmark = pytest.mark.usefixtures("scripted_backend")
 
 # -- merge -------------------------------------------------------------------------------------
 
@@ -606,7 +615,7 @@ def test_a_near_copy_of_a_picked_seed_in_its_own_lineage_is_passed_over(
 ) -> None:
     """And equal products keep run order (s9 before s10), a record without an answer is
     passed over whatever its rank."""
-    from test_select import SCRIPT
+    from tests.support.selection import SCRIPT
 
     seed, child, grandchild = (
         "Explain recursion with an example",

@@ -2,10 +2,10 @@
 
 - A batch row is paid at most once, a batch the server did create is never paid again, and a
   request is submitted in at most --max-retries + 1 batches, counted across processes
-  (tests/batch_server.py counts what a user pays for).
+  (tests/support/batch_server.py counts what a user pays for).
 - A custom_id names everything a request is: its step, model, messages and options.
 - A server's retry hint is read in its unit, whatever shape it comes in (Retry-After in
-  seconds or as an HTTP date, retry-after-ms), through real HTTP (tests/hostile_server.py).
+  seconds or as an HTTP date, retry-after-ms), through real HTTP (tests/support/hostile_server.py).
 - A reply is read by its schema: the first choice, tokens in range, log-probabilities of the
   chosen token and its alternatives; an error body's message, whatever shape it has.
 - A body is capped at exactly --max-response-mb, plain or compressed.
@@ -25,10 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from batch_server import BatchServer, Fate, content_of
-from conftest import read_jsonl, run_args, write_seeds
-from fake_server import FakeServer, Fault, kind_of
-from hostile_server import HostileServer, Request, answer_normally, completion_body, response
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
@@ -48,6 +44,16 @@ from evol.llm.batch import STATE_FILE, BatchBackend, BatchSettings, request_line
 from evol.llm.openai_compatible import OpenAICompatibleBackend
 from evol.llm.retry import with_retries
 from evol.llm.transport import JsonTransport
+from tests.support.batch_server import BatchServer, Fate, content_of
+from tests.support.fake_server import FakeServer, Fault, kind_of
+from tests.support.hostile_server import (
+    HostileServer,
+    Request,
+    answer_normally,
+    completion_body,
+    response,
+)
+from tests.support.runs import read_jsonl, run_args, write_seeds
 
 MODEL = "fake-model"
 PARAMS = GenerationParams()
@@ -124,7 +130,7 @@ async def until(condition: Callable[[], bool]) -> None:
 
 def expected(text: str) -> str:
     """The fake servers' deterministic answer to `text`."""
-    from fake_server import Responder
+    from tests.support.fake_server import Responder
 
     return Responder()({"model": MODEL, "messages": ask(text)})
 

@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
-from batch_server import BatchServer
-from conftest import write_seeds
 
 from evol.errors import SeedFileError
 from evol.seeds import SeedOptions, iter_seeds, scan_seeds
+from tests.support.batch_server import BatchServer
+from tests.support.runs import write_seeds
 
 HEAD = 1 << 16  # what the sniffer reads of a seed file
 ROW = {"instruction": "Name a river " + "and its longest tributary " * 3000}  # over the head

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_args, write_seeds
-from fake_server import FakeServer, Fault, scripted
-from test_first_hour import refused_url
+
+from tests.support.fake_server import FakeServer, Fault, scripted
+from tests.support.runs import refused_url, run_args, write_seeds
 
 SEEDS = [{"instruction": f"Task {i}: explain the idea of number {i}"} for i in range(3)]
 KEY = "sk-wrong-0123456789abcdef"

@@ -24,15 +24,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from conftest import read_jsonl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_metrics import record, write_run
 
 from evol.dataset.export import export_run
 from evol.errors import BackendError
 from evol.llm import BackendSettings, Completion, LLMRequest, register_backend
 from evol.quality.readings import expected_score
+from tests.support.runs import read_jsonl, record, write_run
 
 # -- the run ------------------------------------------------------------------------------------
 
@@ -196,11 +195,10 @@ class Judge:
         pass
 
 
-register_backend("quality-judge", Judge)
-
-
 @pytest.fixture(autouse=True)
-def fresh_judge() -> None:
+def fresh_judge(backend_registry: None) -> None:
+    """`--backend quality-judge`, with no calls recorded yet (the registry is restored after)."""
+    register_backend("quality-judge", Judge)
     Judge.calls, Judge.refusing = [], {}
 
 

@@ -18,20 +18,21 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import read_jsonl, run_args, write_seeds
-from fake_server import FakeServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_metrics import record, write_run
-from test_mutants_dataset import seed_ids
-from test_scoring import ScoringResponder
-from test_select import ROWS, scored_run
 
 import evol
 from evol.quality.readings import expected_score
 from evol.quality.score_plan import plan_scoring
 from evol.quality.scoring import ScoreConfig
 from evol.rundir.records import compose
+from tests.support.fake_server import FakeServer
+from tests.support.runs import read_jsonl, record, run_args, write_run, write_seeds
+from tests.support.scoring import ScoringResponder
+from tests.support.selection import ROWS, scored_run
+from tests.test_mutants_dataset import seed_ids
+
+pytestmark = pytest.mark.usefixtures("scripted_backend")
 
 # -- merge -------------------------------------------------------------------------------------
 

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_seeds
 
 from evol.errors import SeedFileError
 from evol.seeds import (
@@ -26,6 +25,7 @@ from evol.seeds import (
     scan_seeds,
 )
 from evol.seeds.formats import MAX_ROW_BYTES
+from tests.support.runs import write_seeds
 
 
 def seeds_of(path: Path, **options) -> list:

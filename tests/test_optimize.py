@@ -15,8 +15,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import read_jsonl, write_seeds
-from fake_server import BAD_PHRASE, GOOD_PHRASE, FakeServer, MethodResponder, kind_of, unit_hash
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -31,6 +29,15 @@ from evol.optimize.paired import (
     paired_interval,
     upper_bound,
 )
+from tests.support.fake_server import (
+    BAD_PHRASE,
+    GOOD_PHRASE,
+    FakeServer,
+    MethodResponder,
+    kind_of,
+    unit_hash,
+)
+from tests.support.runs import read_jsonl, write_seeds
 
 OPERATIONS = ("add_constraints", "deepen", "concretize", "increase_reasoning", "breadth")
 
@@ -405,7 +412,7 @@ def test_the_dev_sample_is_reproducible_from_the_seed(tmp_path: Path) -> None:
 def test_batch_no_wait_exits_3_while_evaluation_batches_wait_and_ends_as_a_live_run(
     tmp_path: Path, evol
 ) -> None:
-    from batch_server import BatchServer
+    from tests.support.batch_server import BatchServer
 
     seeds = write_seeds(tmp_path / "seeds.jsonl", seed_rows(30))
     with FakeServer(responder=MethodResponder()) as server:
@@ -446,7 +453,7 @@ def test_progress_says_the_step_the_candidates_evaluated_and_the_best_rate(
 
 
 def test_a_proposal_the_server_refuses_is_a_refused_candidate(tmp_path: Path, evol) -> None:
-    from fake_server import Fault, first_user_turn
+    from tests.support.fake_server import Fault, first_user_turn
 
     def refuse_second(body: dict) -> Fault | None:
         refused = "This is proposal 2 of" in first_user_turn(body)

@@ -16,14 +16,15 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import run_args, write_seeds
-from test_metrics import record, write_run
-from test_select import SCRIPT
 
 from evol.errors import RunDirError, UsageError
 from evol.jsonl import atomic_write
 from evol.quality.scores import Sidecar
 from evol.rundir.store import RunStore, refuse_run_state
+from tests.support.runs import record, run_args, write_run, write_seeds
+from tests.support.selection import SCRIPT
+
+pytestmark = pytest.mark.usefixtures("scripted_backend")
 
 RECORDS = [
     record("s1", "Name a river"),

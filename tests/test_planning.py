@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write_seeds
+
+from tests.support.runs import write_seeds
 
 ROWS = [
     {"instruction": "Name a river", "topic": "geo"},

@@ -15,8 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import read_jsonl, run_args, write_seeds
-from fake_server import FakeServer, Responder
 
 import evol
 from evol.jsonl import repair_torn_tail
@@ -25,6 +23,8 @@ from evol.method.elimination import EliminationRules, Reason, check_rewrite
 from evol.method.operations import choose_operation, parse_weights
 from evol.method.prompts import PromptSet
 from evol.method.textstats import rouge_l, tokens
+from tests.support.fake_server import FakeServer, Responder
+from tests.support.runs import read_jsonl, run_args, write_seeds
 
 LEAKS = PromptSet.load().leak_detector()
 

@@ -12,10 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import read_jsonl, run_args, write_seeds
-from fake_server import FakeServer
 
 from evol.dataset.report import PLOT_NAMES
+from tests.support.fake_server import FakeServer
+from tests.support.runs import read_jsonl, run_args, write_seeds
 
 SEEDS = [
     {"instruction": "Explain <script>alert('x')</script> tags {safely}"},
@@ -104,9 +104,8 @@ def test_an_unfinished_run_is_said_so_by_report_and_stats(evol, server, tmp_path
 
 
 def test_a_scored_run_adds_its_plots_and_contamination(evol, server, tmp_path: Path) -> None:
-    from test_scoring import ScoringResponder
-
     from evol.dataset.report import SCORE_PLOT_NAMES
+    from tests.support.scoring import ScoringResponder
 
     seeds, run = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
     assert evol(*run_args(server, seeds, run, "--generations", "2")).exit_code == 0
@@ -165,7 +164,7 @@ MATH_SEEDS = [
 
 
 def math_run(tmp_path: Path) -> Path:
-    from test_metrics import record, write_run
+    from tests.support.runs import record, write_run
 
     records, eliminated = [], []
     for number, text in enumerate(MATH_SEEDS, start=1):
@@ -207,7 +206,7 @@ def test_the_report_draws_any_text_latex_dollars_braces_and_controls(evol, tmp_p
 def test_a_bad_place_to_write_the_report_is_one_line(
     evol, tmp_path: Path, options: tuple[str, ...], message: str
 ) -> None:
-    from test_metrics import record, write_run
+    from tests.support.runs import record, write_run
 
     run = write_run(tmp_path / "run", [record("s1", "Name a river")])
     (tmp_path / "a-file").write_text("mine")

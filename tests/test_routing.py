@@ -9,12 +9,11 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import assert_valid_run, run_args, write_seeds
-from fake_server import FakeServer, Fault
-
 from evol.errors import TransientBackendError
 from evol.llm import Completion, GenerationParams, LLMRequest
 from evol.llm.routing import LONGEST_REST_S, Endpoint, EndpointRouter
+from tests.support.fake_server import FakeServer, Fault
+from tests.support.runs import assert_valid_run, run_args, write_seeds
 
 SEEDS = [{"instruction": f"Explain idea {i} with an example."} for i in range(40)]
 

@@ -11,8 +11,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import assert_valid_run, read_jsonl, run_args, write_seeds
-from fake_server import FakeServer, Fault, kind_of, scripted
+
+from tests.support.fake_server import FakeServer, Fault, kind_of, scripted
+from tests.support.runs import assert_valid_run, read_jsonl, run_args, write_seeds
 
 SEEDS = [
     {"instruction": "Explain {recursion} with #an example", "topic": "cs"},

@@ -12,8 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import read_jsonl, run_args, write_seeds
 from filelock import FileLock
+
+from tests.support.runs import read_jsonl, run_args, write_seeds
 
 SEEDS = [{"instruction": f"Explain idea {i}"} for i in range(3)]
 
@@ -189,10 +190,10 @@ COMMANDS = ["run", "stats", "show", "report", "export", "merge"]
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from fake_server import FakeServer
     from typer.testing import CliRunner
 
     from evol.cli import app
+    from tests.support.fake_server import FakeServer
 
     folder = tmp_path_factory.mktemp("finished")
     seeds = write_seeds(folder / "seeds.jsonl", SEEDS)

@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from batch_server import BatchServer
-from conftest import read_jsonl
-from fake_server import ContextOverflow, FakeServer, Fault, kind_of
-from hostile_server import HostileServer, response
-from test_scoring import ScoringResponder
 
 from evol.llm.batch import request_line
 from evol.llm.protocol import GenerationParams
 from evol.rundir.manifest import load_manifest
+from tests.support.batch_server import BatchServer
+from tests.support.fake_server import ContextOverflow, FakeServer, Fault, kind_of
+from tests.support.hostile_server import HostileServer, response
+from tests.support.runs import read_jsonl
+from tests.support.scoring import ScoringResponder
 
 _SPEC = importlib.util.spec_from_file_location(
     "make_run_v1", Path(__file__).parent / "fixtures" / "make_run_v1.py"

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import pytest
-from fake_server import FakeServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, JsonValue
@@ -32,6 +31,7 @@ from evol.rundir.runjson import (
     parse,
     upgrade_v1,
 )
+from tests.support.fake_server import FakeServer
 
 _SPEC = importlib.util.spec_from_file_location(
     "make_run_v1", Path(__file__).parent / "fixtures" / "make_run_v1.py"

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import assert_valid_run, read_jsonl, run_args, write_seeds
-from fake_server import FakeServer, kind_of
+
+from tests.support.fake_server import FakeServer, kind_of
+from tests.support.runs import assert_valid_run, read_jsonl, run_args, write_seeds
 
 
 def content(body: dict[str, Any]) -> str:

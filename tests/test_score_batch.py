@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from batch_server import BatchServer
-from fake_server import FakeServer
-from test_scoring import ENV, ScoringResponder, by_key, make_run, scores
+
+from tests.support.batch_server import BatchServer
+from tests.support.fake_server import FakeServer
+from tests.support.scoring import ENV, ScoringResponder, by_key, make_run, scores
 
 FAST = ("--batch-poll-interval", "0.05", "--retry-max-wait", "0.05", "--answers", "--quiet")
 PRICES = ("--price-in", "1", "--price-out", "2")

@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from hostile_server import HostileServer, Request, answer_normally, models_body, response
 from pydantic import SecretStr
 
 from evol.errors import TransientBackendError, UsageError
@@ -25,6 +24,13 @@ from evol.llm import BackendSettings, Completion, GenerationParams, LLMRequest
 from evol.llm.openai_compatible import OpenAICompatibleBackend
 from evol.llm.openai_sdk import OpenAISDKBackend
 from evol.llm.sdk_client import SdkEndpoint
+from tests.support.hostile_server import (
+    HostileServer,
+    Request,
+    answer_normally,
+    models_body,
+    response,
+)
 
 KEY = "sk-test-SDK-CLIENT-0123456789abcdef"
 AZURE = "http://res.openai.azure.com/openai/deployments/gpt-4o?api-version=2024-10-21"

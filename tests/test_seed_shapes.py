@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import read_jsonl, run_args, write_seeds
 
 from evol.errors import SeedFileError
 from evol.seeds import SeedOptions, describe_seeds, iter_seeds
+from tests.support.runs import read_jsonl, run_args, write_seeds
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

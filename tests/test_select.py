@@ -7,57 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_metrics import record, write_run
 
-from evol.llm import BackendSettings, Completion, LLMRequest, register_backend
+from tests.support.runs import record, write_run
+from tests.support.selection import ROWS, SCRIPT, scored_run
 
-# instruction -> (difficulty, answer quality); None: the scorer's reply holds no number.
-SCRIPT: dict[str, tuple[int | None, int | None]] = {}
-
-
-class ScriptedBackend:
-    """Gives each instruction and answer the score SCRIPT says, keyed by the text."""
-
-    def __init__(self, settings: BackendSettings):
-        pass
-
-    async def complete(self, request: LLMRequest) -> Completion:
-        messages = request.messages
-        content = messages[0]["content"]
-        task = content.partition("<task>\n")[2].partition("\n</task>")[0]
-        difficulty, quality = SCRIPT[task]
-        value = quality if "<response>" in content else difficulty
-        return Completion(text="no idea" if value is None else str(value))
-
-    async def default_model(self) -> str:
-        return "script"
-
-    async def aclose(self) -> None:
-        pass
-
-
-register_backend("scripted", ScriptedBackend)
-
-
-def scored_run(evol, tmp_path: Path, rows: dict[str, tuple[int | None, int | None]]) -> Path:
-    """A run of one seed per row, scored for difficulty and answer quality as scripted."""
-    SCRIPT.clear()
-    SCRIPT.update(rows)
-    records = [record(f"s{n}", text, output=f"Answer {n}.") for n, text in enumerate(rows, start=1)]
-    run = write_run(tmp_path / "run", records)
-    result = evol("score", run, "--backend", "scripted", "--answers", "--no-complexity")
-    assert result.exit_code == 0, result.output
-    return run
-
-
-ROWS = {
-    "Explain recursion with an example": (8, 9),  # 72
-    "Write a haiku about autumn rain": (5, 8),  # 40
-    "Sort a list of names in Python": (9, 5),  # 45
-    "Translate hello into French": (2, 10),  # 20
-    "Prove that the square root of two is irrational": (None, 10),  # no difficulty: last
-    "Explain recursion with an example please": (8, 8),  # 64, but ROUGE-L 0.91 to the first
-}
+pytestmark = pytest.mark.usefixtures("scripted_backend")
 
 
 def select(evol, run: Path, out: Path, *options: object) -> dict[str, Any]:
@@ -157,9 +111,8 @@ def test_records_without_an_answer_are_passed_over(evol, tmp_path: Path) -> None
     assert summary["scores_used"] == ["difficulty"] and summary["dropped"] == {"no_output": 1}
 
 
+@pytest.mark.usefixtures("logprob_backend")
 def test_complexity_ranks_when_there_is_no_difficulty(evol, tmp_path: Path) -> None:
-    from test_scoring import LogprobBackend  # noqa: F401  (registers logprob-fake)
-
     records = [
         record("s1", "Add two numbers"),
         record("s1.1", "Add two numbers given as words, not digits"),

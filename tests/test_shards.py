@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Evol, assert_valid_run, read_jsonl, run_args, write_seeds
-from fake_server import FakeServer
 
 from evol.seeds import SeedOptions, Shard, iter_seeds, shard_of
+from tests.support.fake_server import FakeServer
+from tests.support.runs import Evol, assert_valid_run, read_jsonl, run_args, write_seeds
 
 # Distinct texts, so that with --dedup no rewrite repeats another lineage's instruction and the
 # shards decide exactly as the unsharded run. [equal] and [sorry] give eliminated records.

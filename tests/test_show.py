@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import read_jsonl, run_args, write_seeds
 
 from evol.dataset.show import SHOWN_CHARS, Lineage, LineageStep, format_lineage, lineage, word_diff
+from tests.support.runs import read_jsonl, run_args, write_seeds
 
 # s1 leaks the prompt on its first rewrite only, so round 1 is eliminated and rounds 2 and 3
 # are kept; every rewrite of s2 is judged equal to it; s3 has a model's escape sequences.

@@ -10,12 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from conftest import read_jsonl, run_args, write_seeds
-from fake_server import FakeServer
-
 from evol.dataset.stats import run_stats
 from evol.method.textstats import word_count
 from evol.rundir.store import iter_records
+from tests.support.fake_server import FakeServer
+from tests.support.runs import read_jsonl, run_args, write_seeds
 
 T = TypeVar("T")
 
@@ -127,7 +126,7 @@ def test_stats_and_report_read_every_generation_file_even_without_gen_0(
 
 
 def test_stats_show_scores_per_generation_and_operation(evol, tmp_path: Path) -> None:
-    from test_scoring import ScoringResponder, difficulty_of, kept, ranks, task
+    from tests.support.scoring import ScoringResponder, difficulty_of, kept, ranks, task
 
     seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS[:3]), tmp_path / "run"
     with FakeServer() as server:

@@ -12,11 +12,10 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import write_seeds
-from fake_server import FakeServer
-from test_metrics import record, write_run
 
 from evol.terminal import json_printable, printable
+from tests.support.fake_server import FakeServer
+from tests.support.runs import record, write_run, write_seeds
 
 HOSTILE_ID = "\x1b]0;pwned\x07\x1b[31mred-model"
 CLIPBOARD = "\x1b]52;c;cm0gLXJmIH4=\x07"  # OSC 52: "put `rm -rf ~` on the clipboard"
@@ -79,7 +78,7 @@ def test_a_hostile_model_id_and_error_message_reach_stderr_inert(evol, tmp_path:
 
 
 def test_score_prints_a_hostile_model_id_inert(evol, tmp_path: Path) -> None:
-    from test_scoring import ScoringResponder
+    from tests.support.scoring import ScoringResponder
 
     run = write_run(tmp_path / "run", [record("s1", "Name a river")])
     with FakeServer(models=(HOSTILE_ID,), responder=ScoringResponder()) as server:

@@ -22,16 +22,6 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
-from conftest import refused_url
-from fake_server import FakeServer
-from hostile_server import (
-    HostileServer,
-    Request,
-    answer_normally,
-    certificate,
-    response,
-    tls_context,
-)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -57,6 +47,16 @@ from evol.llm.transport import (
     url_login,
 )
 from evol.secrets import Secrets
+from tests.support.fake_server import FakeServer
+from tests.support.hostile_server import (
+    HostileServer,
+    Request,
+    answer_normally,
+    certificate,
+    response,
+    tls_context,
+)
+from tests.support.runs import refused_url
 
 KEY = "sk-test-TRANSPORT-0123456789abcdef"
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")

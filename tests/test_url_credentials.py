@@ -16,10 +16,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from batch_server import BatchServer, basic
-from conftest import write_seeds
-from hostile_server import HostileServer, Request, answer_normally, response
-from test_hostile import run_evol
+
+from tests.support.batch_server import BatchServer, basic
+from tests.support.hostile_server import HostileServer, Request, answer_normally, response
+from tests.support.runs import write_seeds
+from tests.test_hostile import run_evol
 
 USER, PASSWORD = "ann", "pa:ss@w/rd"
 QUOTED = "pa%3Ass%40w%2Frd"  # the password as a URL carries it

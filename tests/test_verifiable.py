@@ -15,9 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from batch_server import BatchServer
-from conftest import assert_valid_run, read_jsonl, run_args, write_seeds
-from fake_server import FakeServer, VerifiableResponder, first_user_turn, kind_of, meets
 
 from evol.errors import PromptError, UsageError
 from evol.method.constraints import KWARGS_SCHEMA, Constraint, check
@@ -29,6 +26,15 @@ from evol.method.operations import OPERATIONS, VERIFIABLE, choice_rng, parse_wei
 from evol.method.prompts import PromptSet
 from evol.method.wording import UNWORDED, judged, unstated
 from evol.rundir.records import EliminatedRecord, Record, compose
+from tests.support.batch_server import BatchServer
+from tests.support.fake_server import (
+    FakeServer,
+    VerifiableResponder,
+    first_user_turn,
+    kind_of,
+    meets,
+)
+from tests.support.runs import assert_valid_run, read_jsonl, run_args, write_seeds
 
 pytestmark = pytest.mark.usefixtures("private_cache")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

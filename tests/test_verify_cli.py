@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import read_jsonl, run_args, write_seeds
+
+from tests.support.runs import read_jsonl, run_args, write_seeds
 
 pytest.importorskip("if_verifiable", reason="the verify extra")
 

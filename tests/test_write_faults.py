@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_seeds
-from fake_server import FakeServer
 
 from evol.errors import StorageError
 from evol.jsonl import append_line, open_for_append
+from tests.support.fake_server import FakeServer
+from tests.support.runs import write_seeds
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
 # Lineages of every shape: kept, eliminated each round, eliminated once then kept (so that a

@@ -1,6 +1,6 @@
 """A raw HTTP server on 127.0.0.1 that misbehaves on purpose, for tests/test_hostile.py.
 
-Unlike tests/fake_server.py it writes the bytes of every response itself, so a test can send
+Unlike tests/support/fake_server.py it writes the bytes of every response itself, so a test can send
 what real proxies, gateways and overloaded servers send: interim 1xx responses, bombs, endless
 bodies, endless headers, a body that drips, redirects, replies that do not fit the schema.
 A `Behaviour` is a coroutine given the parsed request and the writer; it answers however it
@@ -22,7 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from fake_server import Responder
+from tests.support.fake_server import Responder
 
 
 @dataclass

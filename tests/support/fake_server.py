@@ -29,7 +29,7 @@ llama-cpp-python's server answers).
 add_verifiable_constraint prompt into the rewrite in IFEval's own words, and its answers meet
 every constraint an instruction states with a known probability (see its docstring).
 
-Run it by hand with `python tests/fake_server.py --port 8000 --latency 0.1`.
+Run it by hand with `python -m tests.support.fake_server --port 8000 --latency 0.1`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ It serves, from its own thread and event loop:
     GET  /v1/batches?limit=&after=   the batches, newest first, with their metadata
     GET  /v1/models
 
-Answers come from the same deterministic `Responder` as tests/fake_server.py. Output and error
+Answers come from the same deterministic `Responder` as tests/support/fake_server.py. Output and error
 rows are shuffled. How a batch ends is scripted by `batch_fate(serial) -> Fate` (completed,
 expired, cancelled, failed, null file ids), and each row by `row_fate(line, times) -> str`,
 where `times` is how often its custom_id was submitted before:
@@ -44,7 +44,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from fake_server import ContextOverflow, Responder, replies_to
+
+from tests.support.fake_server import ContextOverflow, Responder, replies_to
 
 INPUT_LIMIT_REQUESTS = 50_000
 INPUT_LIMIT_BYTES = 200_000_000
