@@ -1,7 +1,7 @@
 """The elimination rules at their edges: what each detail says, where each bound falls, and the
 leak rule's phrases read exactly off the templates.
 
-tests/test_elimination.py has the cases; these pin what a plausible slip would move: a
+tests/method/test_elimination.py has the cases; these pin what a plausible slip would move: a
 threshold by one, a `<` for a `<=`, a phrase in a verdict, the text a detail quotes.
 """
 

@@ -1,7 +1,7 @@
 """Cleaning replies, exactly: what each layer's note says (it goes into the record's detail),
 how many layers come off, and the edges where a wrapper is left on.
 
-tests/test_cleaning.py has the shapes real models reply in; these pin the words and the bounds.
+tests/method/test_cleaning.py has the shapes real models reply in; these pin the words and the bounds.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from evol.method.constraints import Constraint, check, ground_truth
 from evol.method.contradictions import contradicts
 from evol.method.drawing import pick
 
-RUN_FIXTURE = Path(__file__).parent / "fixtures" / "run_v1" / "complete"
+RUN_FIXTURE = Path(__file__).parents[1] / "fixtures" / "run_v1" / "complete"
 
 
 # -- helpers -------------------------------------------------------------------------------------

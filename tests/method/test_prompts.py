@@ -123,7 +123,7 @@ def test_prompts_cli_lists_and_shows(evol, tmp_path: Path) -> None:
 
 
 def test_wheel_ships_the_templates(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     subprocess.run(
         [
             sys.executable,
