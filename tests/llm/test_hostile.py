@@ -38,6 +38,8 @@ from tests.support.hostile_server import (
 )
 from tests.support.runs import assert_valid_run, read_jsonl, refused_url, write_seeds
 
+pytestmark = pytest.mark.measured  # asserts on time or memory: left out of `make mutate`
+
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
 BACKENDS = ["openai", "openai-sdk"]
 SEEDS = [

@@ -9,11 +9,15 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from evol.errors import TransientBackendError
 from evol.llm import Completion, GenerationParams, LLMRequest
 from evol.llm.routing import LONGEST_REST_S, Endpoint, EndpointRouter
 from tests.support.fake_server import FakeServer, Fault
 from tests.support.runs import assert_valid_run, run_args, write_seeds
+
+pytestmark = pytest.mark.measured  # asserts on time or memory: left out of `make mutate`
 
 SEEDS = [{"instruction": f"Explain idea {i} with an example."} for i in range(40)]
 

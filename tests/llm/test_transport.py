@@ -1,6 +1,6 @@
 """The `openai` backend's HTTP, driven in this process against real servers on 127.0.0.1.
 
-tests/test_hostile.py checks the same transport through `evol run` children (memory, exits);
+tests/llm/test_hostile.py checks the same transport through `evol run` children (memory, exits);
 this file calls `evol.llm.transport` (and the OpenAI API's reading of statuses and model lists)
 directly, so that what each function promises is checked where mutation testing can see it:
 what a request sends and gets back, the body cap at its edges, redirects, what each failure to
@@ -716,7 +716,7 @@ def test_a_proxy_that_is_not_http_is_refused_naming_it(scheme: str) -> None:
 
 
 def theirs(proxies: dict[str, str], url: str) -> str | None:
-    """httpx2's choice, through its (private) choice of transport, as tests/test_hostile.py
+    """httpx2's choice, through its (private) choice of transport, as tests/llm/test_hostile.py
     reads it."""
     httpx2_utils = pytest.importorskip("httpx2._utils")
     import httpx2

@@ -34,7 +34,7 @@ from evol.llm import (
 )
 from tests.support.runs import assert_valid_run, read_jsonl, write_seeds
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parents[1]  # tests/
 SMALL_SEEDS = [
     {"instruction": "Name three primary colors."},
     {"instruction": "What is 12 times 7?"},

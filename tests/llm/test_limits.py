@@ -13,6 +13,8 @@ from evol.limits import AdaptiveConcurrency, RequestBudget, TokenBucket
 from tests.support.fake_server import FakeServer, Fault, scripted
 from tests.support.runs import assert_valid_run, run_args, write_seeds
 
+pytestmark = pytest.mark.measured  # asserts on time or memory: left out of `make mutate`
+
 
 def most_in_any_window(moments: list[float], window: float) -> int:
     moments = sorted(moments)
