@@ -32,7 +32,7 @@ from tests.support.runs import read_jsonl
 from tests.support.scoring import ScoringResponder
 
 _SPEC = importlib.util.spec_from_file_location(
-    "make_run_v1", Path(__file__).parent / "fixtures" / "make_run_v1.py"
+    "make_run_v1", Path(__file__).parents[1] / "fixtures" / "make_run_v1.py"
 )
 assert _SPEC is not None and _SPEC.loader is not None
 fixtures = importlib.util.module_from_spec(_SPEC)
