@@ -13,7 +13,7 @@ from evol.errors import SeedFileError
 from evol.seeds import SeedOptions, describe_seeds, iter_seeds
 from tests.support.runs import read_jsonl, run_args, write_seeds
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def seeds_of(path: Path, **options) -> list:
