@@ -475,7 +475,7 @@ def test_a_refused_candidate_leaves_what_the_docs_say(tmp_path: Path, evol) -> N
     assert result.exit_code == 0, result.output
     assert history(out)["steps"][0]["candidates"][0]["refused"]
     assert not (out / "steps" / "1" / "candidate_1").exists()
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     for doc in ("docs/optimize.md", "src/evol/optimize/loop.py"):
         text = (root / doc).read_text(encoding="utf-8")
         assert "prompts/ only" not in text and "its reason is in history.json" in " ".join(
