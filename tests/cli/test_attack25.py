@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from evol.cli import app
+from tests.cli.test_first_hour import evol_child, run_at, without_quiet
 from tests.support.fake_server import FakeServer
 from tests.support.runs import refused_url, run_args, write_seeds
-from tests.test_first_hour import evol_child, run_at, without_quiet
 from tests.test_makefile import demo_command
 
 SEEDS = [{"instruction": f"Task {i}: explain the idea"} for i in range(2)]
