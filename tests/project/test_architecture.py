@@ -63,7 +63,7 @@ def test_the_import_contracts_in_pyproject_hold():
         if lint_imports.exists()
         else [shutil.which("lint-imports") or "lint-imports"]
     )
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "0 broken" in done.stdout
