@@ -21,6 +21,7 @@ from tests.support.runs import refused_url, run_args, write_seeds
 SEEDS = [{"instruction": f"Task {i}: explain the idea"} for i in range(2)]
 
 
+@pytest.mark.slow
 def test_a_progress_interval_past_what_a_thread_can_wait_is_no_traceback(tmp_path: Path) -> None:
     """EVOL_PROGRESS_INTERVAL=1e10 is a number above 0, yet Event.wait(1e10) overflows."""
     seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
@@ -60,6 +61,7 @@ def test_a_symbolic_link_loop_as_export_out_is_one_line(evol, server, tmp_path: 
     ]
 
 
+@pytest.mark.slow
 def test_a_seed_file_through_a_pipe_is_named_as_one_not_as_empty(tmp_path: Path) -> None:
     """`evol validate <(head seeds.jsonl)`: the sniffer read the pipe, the reader found it empty
     and said 'the file holds no seeds'. evol reads a seed file more than once; a pipe is refused
@@ -82,6 +84,7 @@ def test_a_seed_file_through_a_pipe_is_named_as_one_not_as_empty(tmp_path: Path)
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.slow
 def test_a_fifo_without_a_writer_is_refused_not_waited_on(tmp_path: Path) -> None:
     fifo = tmp_path / "seeds.jsonl"
     os.mkfifo(fifo)

@@ -118,6 +118,7 @@ def test_a_progress_line_says_done_kept_eliminated_speed_and_eta(
     assert PROGRESS_LINE.fullmatch(f"evol: {line}")
 
 
+@pytest.mark.slow
 def test_a_run_without_a_terminal_prints_progress_lines_and_a_last_one(tmp_path: Path) -> None:
     seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
 
@@ -175,6 +176,7 @@ def test_a_bad_progress_interval_is_one_line(evol, server, tmp_path: Path, value
 # 2. Resume says so ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_resume_says_how_far_the_run_got_and_what_it_sends_again(tmp_path: Path) -> None:
     seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
 
@@ -208,6 +210,7 @@ def test_a_resume_says_how_far_the_run_got_and_what_it_sends_again(tmp_path: Pat
     assert summary["calls_to_repeat"] == 4 and summary["calls_cut_off"] == 0
 
 
+@pytest.mark.slow
 def test_a_fresh_run_a_finished_one_and_a_killed_one_say_what_they_are(
     evol, tmp_path: Path
 ) -> None:

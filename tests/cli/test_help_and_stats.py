@@ -106,6 +106,7 @@ def test_the_seeds_argument_lists_every_format_read() -> None:
         assert re.search(rf"{re.escape(extension)}\b", described), extension
 
 
+@pytest.mark.slow
 def test_a_short_command_keeps_one_options_section() -> None:
     # stats takes the price options that run puts under "Output": three options need no panels.
     sections = help_sections(help_page("stats"))

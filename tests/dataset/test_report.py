@@ -55,6 +55,7 @@ def test_the_page_is_self_contained_and_escapes_run_text(report: tuple[Path, Pat
     assert "{safely}" in text
 
 
+@pytest.mark.slow
 def test_every_plot_renders_in_headless_chromium(report: tuple[Path, Path], tmp_path: Path) -> None:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -82,12 +83,14 @@ def test_report_of_a_directory_without_a_run(evol, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "no run here" in result.stderr
 
 
+@pytest.mark.slow
 def test_the_lineage_view_shows_what_each_rewrite_added(report: tuple[Path, Path]) -> None:
     text = report[0].read_text()
     assert re.search(r"<ins>Also consider case [0-9a-f]{6}\.</ins>", text)
     assert "(complete)" in text and 'class="warning"' not in text
 
 
+@pytest.mark.slow
 def test_an_unfinished_run_is_said_so_by_report_and_stats(evol, server, tmp_path: Path) -> None:
     seeds, run = write_seeds(tmp_path / "seeds.jsonl", SEEDS[1:2]), tmp_path / "run"
     assert evol(*run_args(server, seeds, run, "--generations", "1")).exit_code == 0
@@ -103,6 +106,7 @@ def test_an_unfinished_run_is_said_so_by_report_and_stats(evol, server, tmp_path
     assert json.loads(evol("stats", run, "--json").stdout)["status"] == "interrupted"
 
 
+@pytest.mark.slow
 def test_a_scored_run_adds_its_plots_and_contamination(evol, server, tmp_path: Path) -> None:
     from evol.dataset.report import SCORE_PLOT_NAMES
     from tests.support.scoring import ScoringResponder
@@ -184,6 +188,7 @@ def math_run(tmp_path: Path) -> Path:
     return write_run(tmp_path / "run", records, eliminated)
 
 
+@pytest.mark.slow
 def test_the_report_draws_any_text_latex_dollars_braces_and_controls(evol, tmp_path: Path) -> None:
     run = math_run(tmp_path)
     page, pngs = tmp_path / "report.html", tmp_path / "png"

@@ -269,6 +269,7 @@ def test_an_input_is_shown_where_it_appears_or_changes() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_a_long_text_is_cut_with_a_marker_unless_full(evol, run_dir: Path) -> None:
     seed = read_jsonl(run_dir / "gen_0.jsonl")[0]
     attempt = {

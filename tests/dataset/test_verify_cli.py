@@ -257,6 +257,7 @@ def test_a_missing_file_is_one_line(evol, tmp_path: Path):
     assert result.exit_code == 2 and "absent.jsonl: cannot read it" in result.stderr
 
 
+@pytest.mark.slow
 def test_without_the_verify_extra_verify_says_what_to_install(tmp_path: Path):
     path = write_lines(tmp_path / "rows.jsonl", [ifeval_row(0, "x", CASES[0][1])])
     done = verify_without("if_verifiable", path)

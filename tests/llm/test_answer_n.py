@@ -346,6 +346,7 @@ def test_a_dry_run_counts_two_answer_calls_and_every_answers_tokens(evol, tmp_pa
 # -- durability ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_kill_after_the_n_request_pays_for_nothing_twice(tmp_path: Path) -> None:
     """The n-request's reply is journalled; the kill comes while the answer checks that follow
     it are held. The resumed run sends those checks again, and no answer."""

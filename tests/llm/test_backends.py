@@ -70,6 +70,7 @@ def test_without_configuration_the_embedded_model_is_the_default() -> None:
         assert choose_backend(None, base_urls=[], has_api_key=False) == "local"
 
 
+@pytest.mark.slow
 def test_with_nothing_configured_or_installed_the_error_says_how(tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "seeds.jsonl", SMALL_SEEDS)
     # sys.modules[name] = None is how Python blocks an import: as if llama-cpp-python were absent.
@@ -98,6 +99,7 @@ def test_an_unknown_backend_lists_the_known_ones(evol, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_a_plugin_backend_installs_and_runs_by_name(tmp_path: Path) -> None:
     site = tmp_path / "site"
     subprocess.run(
@@ -208,6 +210,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # left out of make mutate
 @needs_model
 def test_real_model_behind_llama_cpp_server_through_the_openai_backend(
     llama_server: str, tmp_path: Path
@@ -245,6 +248,7 @@ def test_real_model_behind_llama_cpp_server_through_the_openai_backend(
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # left out of make mutate
 @needs_model
 def test_real_model_in_process_through_the_local_backend(tmp_path: Path) -> None:
     seeds, out = write_seeds(tmp_path / "seeds.jsonl", SMALL_SEEDS[:3]), tmp_path / "run"

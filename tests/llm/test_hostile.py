@@ -98,6 +98,7 @@ def manifest(out: Path) -> dict:
     ],
     ids=["103", "100", "100+103"],
 )
+@pytest.mark.slow
 def test_interim_responses_are_skipped_and_every_answer_is_its_own(
     tmp_path: Path, backend: str, interim: bytes
 ) -> None:
@@ -191,6 +192,7 @@ def normal_peak_rss_mb(backend: str) -> float:
     ],
     ids=["gzip-bomb", "endless-chunked", "huge-content-length", "endless-headers"],
 )
+@pytest.mark.slow
 def test_replies_that_would_eat_all_memory_fail_the_step_within_the_cap(
     tmp_path: Path, backend: str, behaviour, why: tuple[str, ...]
 ) -> None:
@@ -211,6 +213,7 @@ def test_replies_that_would_eat_all_memory_fail_the_step_within_the_cap(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.slow
 def test_a_body_that_drips_is_cut_by_the_whole_request_timeout(
     tmp_path: Path, backend: str
 ) -> None:
@@ -243,6 +246,7 @@ def test_a_body_that_drips_is_cut_by_the_whole_request_timeout(
     "status",
     ["301 Moved Permanently", "302 Found", "307 Temporary Redirect", "308 Permanent Redirect"],
 )
+@pytest.mark.slow
 def test_a_redirect_is_one_clear_error_naming_the_location(
     tmp_path: Path, backend: str, status: str
 ) -> None:
@@ -289,6 +293,7 @@ NOT_OBJECTS = {"a list": b'[{"choices": []}]', "a string": b'"hello"', "a number
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("misfit", sorted(MISFITS) + sorted(NOT_OBJECTS))
+@pytest.mark.slow
 def test_a_reply_that_does_not_fit_the_schema_fails_the_step_not_the_run(
     tmp_path: Path, backend: str, misfit: str
 ) -> None:
@@ -333,6 +338,7 @@ MODEL_LISTS = {
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("misfit", sorted(MODEL_LISTS))
+@pytest.mark.slow
 def test_a_model_list_that_does_not_fit_is_one_line_not_a_traceback(
     tmp_path: Path, backend: str, misfit: str
 ) -> None:
@@ -350,6 +356,7 @@ def test_a_model_list_that_does_not_fit_is_one_line_not_a_traceback(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.slow
 def test_a_model_id_with_escape_sequences_is_never_used_or_printed(
     tmp_path: Path, backend: str
 ) -> None:
@@ -370,6 +377,7 @@ def test_a_model_id_with_escape_sequences_is_never_used_or_printed(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.slow
 def test_a_server_message_reaches_the_terminal_and_run_json_without_escapes(
     tmp_path: Path, backend: str
 ) -> None:
@@ -394,6 +402,7 @@ def test_a_server_message_reaches_the_terminal_and_run_json_without_escapes(
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("bad_key", [KEY + "\r", KEY + "\n", "sk-a\rInjected: yes"])
+@pytest.mark.slow
 def test_a_key_with_control_characters_is_refused_without_printing_it(
     tmp_path: Path, backend: str, bad_key: str
 ) -> None:
@@ -411,6 +420,7 @@ def test_a_key_with_control_characters_is_refused_without_printing_it(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.slow
 def test_the_key_is_redacted_from_errors_that_echo_the_request(
     tmp_path: Path, backend: str
 ) -> None:
@@ -438,6 +448,7 @@ def test_the_key_is_redacted_from_errors_that_echo_the_request(
         assert KEY not in text and KEY[-12:] not in text
 
 
+@pytest.mark.slow
 def test_a_key_in_the_base_url_is_never_shown(tmp_path: Path) -> None:
     with FakeServer() as server:
         url = f"{server.base_url}?api-key={KEY}&api-version=2024-10-21"
@@ -471,6 +482,7 @@ def run_texts(out: Path, *printed: str) -> list[str]:
     ],
     ids=["one model", "two models"],
 )
+@pytest.mark.slow
 def test_a_model_id_that_holds_the_key_is_never_used_or_shown(
     tmp_path: Path, backend: str, served: list[str], refusal: str
 ) -> None:
@@ -497,6 +509,7 @@ def key_in_location(request: Request) -> str:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.slow
 def test_a_redirect_that_carries_the_key_names_it_redacted(tmp_path: Path, backend: str) -> None:
     async def moved(request: Request, writer: asyncio.StreamWriter) -> bool:
         writer.write(response("307 Temporary Redirect", b"", key_in_location(request)))
@@ -514,6 +527,7 @@ def test_a_redirect_that_carries_the_key_names_it_redacted(tmp_path: Path, backe
     assert pieces_of(KEY, *run_texts(out, child.stdout, child.stderr)) == []
 
 
+@pytest.mark.slow
 def test_a_redirect_that_carries_the_key_names_it_redacted_in_score(tmp_path: Path) -> None:
     async def moved(request: Request, writer: asyncio.StreamWriter) -> bool:
         writer.write(response("302 Found", b"", key_in_location(request)))
@@ -541,6 +555,7 @@ def test_a_redirect_that_carries_the_key_names_it_redacted_in_score(tmp_path: Pa
         ("--api-key", "--api-key"),
     ],
 )
+@pytest.mark.slow
 def test_a_refused_key_is_blamed_on_where_it_came_from(
     tmp_path: Path, how: str, source: str
 ) -> None:
@@ -568,6 +583,7 @@ def test_a_refused_key_is_blamed_on_where_it_came_from(
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", ["refused", "dns", "self-signed", "wrong host"])
+@pytest.mark.slow
 def test_an_unreachable_endpoint_stops_the_run_at_once_and_says_why(
     tmp_path: Path, backend: str, case: str
 ) -> None:
@@ -598,6 +614,7 @@ def test_an_unreachable_endpoint_stops_the_run_at_once_and_says_why(
     assert json.loads(child.stdout)["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_a_connection_error_no_task_took_up_adds_no_traceback(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -622,6 +639,7 @@ def test_a_connection_error_no_task_took_up_adds_no_traceback(
     assert "Future exception was never retrieved" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_server_that_stops_answering_mid_run_stops_it_and_a_resume_finishes(
     tmp_path: Path,
 ) -> None:
@@ -662,6 +680,7 @@ def test_a_server_that_stops_answering_mid_run_stops_it_and_a_resume_finishes(
 # -- proxies -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_proxies_come_from_the_environment_as_the_openai_sdk_takes_them(tmp_path: Path) -> None:
     via_proxy: list[str] = []
 
@@ -703,6 +722,7 @@ def test_proxies_come_from_the_environment_as_the_openai_sdk_takes_them(tmp_path
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("variable", ["HTTP_PROXY", "ALL_PROXY"])
+@pytest.mark.slow
 def test_a_proxy_that_refuses_is_named_not_the_base_url(
     tmp_path: Path, backend: str, variable: str
 ) -> None:

@@ -151,6 +151,7 @@ def test_rpm_caps_the_requests_the_server_sees_per_second(evol, tmp_path: Path) 
     assert_valid_run(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_tpm_caps_the_tokens_the_server_reports_per_second(evol, tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": f"Task {i}"} for i in range(6)])
     with FakeServer() as server:

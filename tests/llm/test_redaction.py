@@ -54,6 +54,7 @@ def test_a_key_at_any_offset_around_the_cut_is_redacted_whole(offset: int) -> No
     key=st.text(alphabet="cdefghijklmnopqrstuvwxyz0123456789-", min_size=8, max_size=60),
     limit=st.integers(min_value=8, max_value=500),
 )
+@pytest.mark.slow
 def test_no_eight_characters_of_a_key_survive_any_cut(prefix: str, key: str, limit: int) -> None:
     message = redact_then_cut(prefix + key + prefix, [key], limit)
     assert pieces_of_key(message, key) == [] and len(message) <= limit
@@ -111,6 +112,7 @@ def assert_key_nowhere(out: Path, *printed: str) -> None:
 
 @pytest.mark.parametrize("backend", ["openai", "openai-sdk"])
 @pytest.mark.parametrize("status", ["400 Bad Request", "500 Internal Server Error"])
+@pytest.mark.slow
 def test_a_key_echoed_at_any_offset_is_kept_nowhere_in_part(
     tmp_path: Path, backend: str, status: str
 ) -> None:
@@ -249,6 +251,7 @@ SPLIT_KEY = {
 
 @pytest.mark.parametrize("backend", ["openai", "openai-sdk"])
 @pytest.mark.parametrize("split", sorted(SPLIT_KEY))
+@pytest.mark.slow
 def test_a_key_echoed_in_pieces_is_kept_nowhere(tmp_path: Path, backend: str, split: str) -> None:
     async def echo_split_key(request: Request, writer: asyncio.StreamWriter) -> bool:
         if request.path.endswith("/models"):

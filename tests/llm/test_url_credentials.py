@@ -38,6 +38,7 @@ def assert_login_nowhere(out: Path, *printed: str) -> None:
 
 
 @pytest.mark.parametrize("backend", ["openai", "openai-sdk"])
+@pytest.mark.slow
 def test_a_login_in_the_base_url_goes_as_basic_auth(tmp_path: Path, backend: str) -> None:
     out = tmp_path / "run"
     with HostileServer(answer_normally) as server:
@@ -54,6 +55,7 @@ def test_a_login_in_the_base_url_goes_as_basic_auth(tmp_path: Path, backend: str
 
 
 @pytest.mark.parametrize("backend", ["openai", "openai-sdk"])
+@pytest.mark.slow
 def test_a_login_next_to_a_key_is_refused_in_one_line(tmp_path: Path, backend: str) -> None:
     out = tmp_path / "run"
     with HostileServer(answer_normally) as server:
@@ -133,6 +135,7 @@ def echoed_password(request: Request) -> str:
 
 @pytest.mark.parametrize("backend", ["openai", "openai-sdk"])
 @pytest.mark.parametrize("echo", sorted(ECHOES))
+@pytest.mark.slow
 def test_a_password_a_server_echoes_is_kept_nowhere(tmp_path: Path, backend: str, echo: str):
     status, template = ECHOES[echo]
 

@@ -279,6 +279,7 @@ def test_batch_rows_refused_for_their_schema_are_asked_again_without_it(
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
 
 
+@pytest.mark.slow
 def test_a_kill_between_answer_and_check_pays_neither_the_answer_nor_the_judge_again(
     tmp_path: Path,
 ) -> None:

@@ -371,6 +371,7 @@ def test_a_fifo_with_a_writer_is_read(tmp_path, evol):
     assert code == 0 and report["rows"]["checked"] == 3
 
 
+@pytest.mark.slow
 def test_a_fifty_megabyte_line_is_read(tmp_path, evol):
     row = ifeval_row(["punctuation:no_comma"], [{}], "ok") | {"blob": "x" * 50_000_000}
     code, report = verify_json(evol, write_rows(tmp_path / "big.jsonl", [row]))
@@ -400,6 +401,7 @@ phrases = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size
 
 @settings(max_examples=200, deadline=None)
 @given(words=st.lists(plain_words, min_size=1, max_size=3), phrase=phrases)
+@pytest.mark.slow
 def test_ground_truth_reads_back_the_same_through_literal_eval(words, phrase):
     constraints = [
         Constraint(id="keywords:existence", kwargs={"keywords": sorted(words)}),
@@ -465,6 +467,7 @@ def verify_in_child(path: Path, env: dict[str, str] | None = None) -> subprocess
     )
 
 
+@pytest.mark.slow
 def test_the_same_file_twice_gives_the_same_numbers(tmp_path):
     path = write_rows(tmp_path / "langs.jsonl", LANGUAGE_ROWS * 5)
     first, second = verify_in_child(path), verify_in_child(path)
@@ -472,6 +475,7 @@ def test_the_same_file_twice_gives_the_same_numbers(tmp_path):
     assert first.stdout == second.stdout
 
 
+@pytest.mark.slow
 def test_processes_building_the_punkt_cache_at_once_all_succeed(tmp_path):
     row = ifeval_row(
         ["length_constraints:number_sentences"],
@@ -508,6 +512,7 @@ def test_the_punkt_cache_is_as_readable_as_its_files(tmp_path):
     assert stat.S_IMODE(english.stat().st_mode) & 0o055 == 0o055
 
 
+@pytest.mark.slow
 def test_an_unwritable_cache_blocks_only_checks_that_need_punkt(tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
@@ -528,6 +533,7 @@ def test_an_unwritable_cache_blocks_only_checks_that_need_punkt(tmp_path):
     assert "cannot write the sentence splitter's data" in line and "XDG_CACHE_HOME" in line
 
 
+@pytest.mark.slow
 def test_a_relative_cache_home_is_not_written_under_the_working_directory(tmp_path):
     row = ifeval_row(["punctuation:no_comma"], [{}], "fine")
     path = write_rows(tmp_path / "nc.jsonl", [row])
@@ -545,6 +551,7 @@ def test_a_relative_cache_home_is_not_written_under_the_working_directory(tmp_pa
     assert (tmp_path / "home" / ".cache" / "evol" / "nltk_data").is_dir()
 
 
+@pytest.mark.slow
 def test_a_damaged_punkt_cache_is_rebuilt_or_one_line(tmp_path):
     from punkt import __version__ as punkt_version
 

@@ -323,6 +323,7 @@ def command(url: str, seeds: Path, out: Path, *extra: str) -> list[str]:
             "--quiet", "--retry-max-wait", "0.05", *extra]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_kill_9_mid_sampling_pays_nothing_twice(tmp_path: Path, private_cache: Path) -> None:
     """Hold the first retry (answer_2 of a constrained instruction), kill -9, resume: the calls
     paid are a straight run's plus the one held."""

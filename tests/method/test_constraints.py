@@ -718,6 +718,7 @@ def run_offline(tmp_path: Path, cache: Path) -> dict:
     return json.loads(done.stdout)
 
 
+@pytest.mark.slow
 def test_the_sentence_splitter_works_offline_from_evols_cache(tmp_path: Path):
     cache = tmp_path / "cache"
     first = run_offline(tmp_path, cache)
@@ -761,6 +762,7 @@ def test_a_partly_copied_punkt_model_is_rebuilt_whole(tmp_path: Path, monkeypatc
     assert [p.name for p in model.parent.iterdir()] == ["english"]  # nothing left aside
 
 
+@pytest.mark.slow
 def test_a_checker_that_fails_is_one_line(tmp_path: Path):
     """A punkt model whose files are all there but garbled: nltk's error while checking is a
     ConstraintError naming the id, not a traceback."""

@@ -77,6 +77,7 @@ def test_a_reply_off_the_schema_is_read_as_prose(reply: str) -> None:
 
 
 @given(st.text(max_size=300))
+@pytest.mark.slow
 def test_any_reply_gives_a_judgement_and_prose_reads_as_before(reply: str) -> None:
     judgement = read_judgement(reply)
     if judgement.form == "prose":

@@ -126,6 +126,7 @@ def _found(match: re.Match[str] | None) -> tuple | None:
 @example(text="<think>a</thinking></THINK>x")
 @example(text="a</think>b</think>")
 @example(text="X \n \n\n **This version \n\nNote: y\n")
+@pytest.mark.slow
 def test_the_cleaning_patterns_match_what_the_backtracking_ones_matched(text: str) -> None:
     for name in ("think", "think_tail", "preamble", "interjection", "label", "fence"):
         pattern = getattr(cleaning, f"_{name.upper()}")
@@ -139,6 +140,7 @@ def test_the_cleaning_patterns_match_what_the_backtracking_ones_matched(text: st
 @example(text="[12 ]  = score: ** 3 #2: 4")
 @example(text="Version #  3 \u2013 5, [1 to 10]")
 @example(text="Verdict: not equal.")
+@pytest.mark.slow
 def test_the_scoring_and_verdict_patterns_match_what_the_backtracking_ones_matched(
     text: str,
 ) -> None:
@@ -263,6 +265,7 @@ def _growth(
 @example(shape=("<think>", "a", "", 64))
 @example(shape=("```\n", "a\n", "", 64))
 @example(shape=("Explain tides.", "\n \n", "Note: x", 64))
+@pytest.mark.slow
 def test_text_work_grows_linearly_on_adversarial_shapes(shape: tuple[str, str, str, int]) -> None:
     """Each function on a shape of n and of 16 n characters: the second may take at most 64
     times as long (linear: 16; quadratic: 256).
@@ -323,6 +326,7 @@ MEGABYTE_SHAPES = {
 
 
 @pytest.mark.slow  # 14-25 s of CPU on 2 loaded cores; its child also imports evol afresh
+@pytest.mark.heavy  # left out of make mutate
 def test_a_megabyte_of_each_shape_is_read_by_every_function() -> None:
     """The backstop: each function on a megabyte of each shape, in a child process killed
     after 600 s: a guard against hours, not a pace (14-25 s of CPU, but it timed out at 120 s
@@ -337,7 +341,7 @@ def test_a_megabyte_of_each_shape_is_read_by_every_function() -> None:
     )
     done = subprocess.run(
         [sys.executable, "-c", script],
-        cwd=Path(__file__).resolve().parents[__name__.count(".")],  # the folder of tests/
+        cwd=Path(__file__).resolve().parents[__name__.count(".")],  # the folder that holds tests/
         capture_output=True,
         text=True,
         timeout=600,
@@ -382,6 +386,7 @@ class HugeReplies(Responder):
         return super().answer(instruction)
 
 
+@pytest.mark.slow
 def test_megabyte_replies_send_no_request_twice(tmp_path: Path) -> None:
     """Megabyte replies are read without holding up the replies to the other requests: with a
     short --timeout, the server sees every request exactly once and nothing is retried."""

@@ -658,6 +658,7 @@ def test_a_batch_run_samples_as_a_live_run_does(evol, tmp_path: Path) -> None:
     assert any(r.get("attempts", 1) > 1 for r in read_jsonl(live / "dataset.jsonl"))
 
 
+@pytest.mark.slow
 def test_a_kill_while_answers_are_drawn_again_pays_for_nothing_twice(tmp_path: Path) -> None:
     # Seeds with their answers: the evolutions' are the only answers asked for.
     rows = [row | {"output": "Given."} for row in SEEDS[:3]]
@@ -708,6 +709,7 @@ def test_a_kill_while_answers_are_drawn_again_pays_for_nothing_twice(tmp_path: P
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # left out of make mutate
 @pytest.mark.skipif(
     __import__("importlib").util.find_spec("llama_cpp") is None,
     reason="needs the local extra: pip install -e '.[dev]'",

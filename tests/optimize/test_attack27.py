@@ -123,6 +123,7 @@ def test_a_hostile_reply_is_refused_before_evaluation(reply: str) -> None:
     assert refusal(parse_method(reply), PromptSet.load(), ["deepen"]) is not None
 
 
+@pytest.mark.slow
 def test_a_reply_with_a_lone_surrogate_does_not_crash(tmp_path: Path, evol) -> None:
     """The server's JSON may carry "\\ud800"; the candidate is refused or evaluated, not a
     traceback (UnicodeEncodeError writing its prompts or history)."""
@@ -415,6 +416,7 @@ def test_a_rerun_with_other_optimizer_prompts_is_not_accepted_silently(
     assert again.exit_code != 0 and "settings" in again.output, (again.output, new_prompt_used)
 
 
+@pytest.mark.slow
 def test_kill_during_proposals_then_a_rerun_with_other_analysis_prompt_replays_nothing_stale(
     tmp_path: Path,
 ) -> None:

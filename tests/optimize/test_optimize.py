@@ -222,6 +222,7 @@ def optimize_process(server: FakeServer, seeds: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "evol", "optimize", str(seeds), *map(str, extra)]
 
 
+@pytest.mark.slow
 def test_a_kill_mid_step_then_a_rerun_pays_no_call_twice(tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "seeds.jsonl", seed_rows(40))
     with FakeServer(responder=MethodResponder()) as straight:
@@ -409,6 +410,7 @@ def test_the_dev_sample_is_reproducible_from_the_seed(tmp_path: Path) -> None:
     assert sample(1, 80) == ids  # fewer seeds than --dev-size: all of them
 
 
+@pytest.mark.slow
 def test_batch_no_wait_exits_3_while_evaluation_batches_wait_and_ends_as_a_live_run(
     tmp_path: Path, evol
 ) -> None:

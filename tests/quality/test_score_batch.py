@@ -57,6 +57,7 @@ def test_score_batch_scores_as_live_does_at_half_the_price(evol, made_run, tmp_p
     assert plans[1]["cost_usd"] == pytest.approx(plans[0]["cost_usd"] / 2, abs=2e-6)
 
 
+@pytest.mark.slow
 def test_score_batch_no_wait_goes_in_steps_that_exit_3_and_pays_each_row_once(
     evol, made_run, tmp_path
 ) -> None:
@@ -84,6 +85,7 @@ def test_score_batch_no_wait_goes_in_steps_that_exit_3_and_pays_each_row_once(
     assert by_key(made_run) == by_key(straight)
 
 
+@pytest.mark.slow
 def test_a_killed_score_batch_reattaches_to_its_batch_and_pays_no_row_twice(
     made_run, tmp_path
 ) -> None:

@@ -480,6 +480,7 @@ def stop_while_held(run: Path, how: signal.Signals) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.slow
 def test_a_stop_repays_only_the_calls_in_flight(
     made_run: Path, tmp_path: Path, how: signal.Signals
 ) -> None:

@@ -77,6 +77,7 @@ def manifest(out: Path) -> dict:
     return json.loads((out / "run.json").read_text())
 
 
+@pytest.mark.slow
 def test_a_batch_run_keeps_exactly_what_a_live_run_keeps(evol, tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS)
     live_run(evol, seeds, tmp_path / "live")
@@ -105,6 +106,7 @@ def test_a_batch_run_keeps_exactly_what_a_live_run_keeps(evol, tmp_path: Path) -
     assert json.loads(result.stdout)["waiting"] == 0
 
 
+@pytest.mark.slow
 def test_no_wait_exits_3_until_done_and_submits_each_row_once(evol, tmp_path: Path) -> None:
     seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "batch"
     live_run(evol, seeds, tmp_path / "live")
@@ -137,6 +139,7 @@ def test_no_wait_exits_3_until_done_and_submits_each_row_once(evol, tmp_path: Pa
     assert manifest(out)["status"] == "complete"
 
 
+@pytest.mark.slow
 def test_a_killed_run_reattaches_to_its_batches_and_pays_nothing_twice(
     evol, tmp_path: Path
 ) -> None:
@@ -154,6 +157,7 @@ def test_a_killed_run_reattaches_to_its_batches_and_pays_nothing_twice(
     assert outputs(out) == outputs(tmp_path / "live")
 
 
+@pytest.mark.slow
 def test_a_run_killed_during_the_create_call_finds_its_batch(evol, tmp_path: Path) -> None:
     seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "batch"
     live_run(evol, seeds, tmp_path / "live")
@@ -204,6 +208,7 @@ def test_batch_is_refused_where_no_batch_api_can_serve_it(evol, tmp_path: Path) 
         assert not out.exists()  # refused before the run directory was made
 
 
+@pytest.mark.slow
 def test_dry_run_and_stats_price_batch_calls_at_half(evol, tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "seeds.jsonl", SEEDS)
     prices = ("--price-in", "1", "--price-out", "2")
@@ -235,6 +240,7 @@ def test_dry_run_and_stats_price_batch_calls_at_half(evol, tmp_path: Path) -> No
     assert "Batch API rate" in evol("stats", tmp_path / "batch", *prices).stdout
 
 
+@pytest.mark.slow
 def test_progress_shows_the_batches_and_overwrite_forgets_them(evol, tmp_path: Path) -> None:
     seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS[:2]), tmp_path / "batch"
     with BatchServer(delay=0.3) as server:
@@ -249,6 +255,7 @@ def test_progress_shows_the_batches_and_overwrite_forgets_them(evol, tmp_path: P
         assert sum(server.submitted.values()) == 2 * sent
 
 
+@pytest.mark.slow
 def test_what_would_pay_for_batch_rows_again_is_refused(evol, tmp_path: Path) -> None:
     """A live resume of a batch run would ask again for the rows its batches hold or still
     run; --overwrite would abandon batches that are paid for. Both are refused, naming them."""
@@ -312,6 +319,7 @@ def test_a_step_that_resends_an_earlier_steps_text_gets_its_own_answer(
     assert outputs(tmp_path / "batch") == kept
 
 
+@pytest.mark.slow
 def test_a_row_that_never_gets_an_answer_is_not_paid_for_forever(evol, tmp_path: Path) -> None:
     """Each process starts the engine's retries afresh; the batches a request was submitted in
     are counted across processes, so a --batch-no-wait loop stops paying for it."""

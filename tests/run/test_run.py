@@ -445,6 +445,7 @@ def test_models_per_role_and_the_servers_default(evol, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("limit", [1, 6])
+@pytest.mark.slow
 def test_concurrency_bounds_the_requests_in_flight(tmp_path: Path, limit: int) -> None:
     seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": f"Task {i}"} for i in range(30)])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
@@ -547,6 +548,7 @@ def test_the_api_key_never_reaches_any_output(evol, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "signal_number", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"]
 )
+@pytest.mark.slow
 def test_a_signal_stops_at_once_saves_progress_and_resume_gives_the_same_dataset(
     tmp_path: Path, signal_number: int
 ) -> None:
@@ -604,6 +606,7 @@ def test_a_signal_stops_at_once_saves_progress_and_resume_gives_the_same_dataset
         ("soon", "0.5", 0.0),  # unreadable: the usual backoff
     ],
 )
+@pytest.mark.slow
 def test_retry_after_is_honoured_up_to_retry_max_wait(
     tmp_path: Path, header: str, max_wait: str, waited_at_least: float
 ) -> None:
@@ -669,6 +672,7 @@ def test_a_rejected_request_is_eliminated_with_the_servers_message(
     assert_valid_run(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_progress_bar_only_on_a_terminal(server: FakeServer, tmp_path: Path) -> None:
     import fcntl
     import pty

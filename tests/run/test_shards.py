@@ -77,6 +77,7 @@ def test_every_seed_is_in_exactly_one_shard(count: int) -> None:
         assert {shard_of(seed_id, count) for seed_id in ids} == set(range(count))
 
 
+@pytest.mark.slow
 def test_membership_is_the_same_in_every_process() -> None:
     """Python's hash() of a str changes with PYTHONHASHSEED; the shard must not."""
     code = "from evol.seeds import shard_of; print([shard_of(f's{n}', 8) for n in range(50)])"

@@ -72,6 +72,7 @@ CONCURRENCY = 4
 
 
 @pytest.mark.parametrize("held_kind", ["seed answer", "evolve", "answer", "judge"])
+@pytest.mark.slow
 def test_a_kill_repays_only_the_calls_in_flight(tmp_path: Path, held_kind: str) -> None:
     rows = seed_rows(12)
     seeds, seed_texts = (
@@ -113,6 +114,7 @@ def test_a_kill_repays_only_the_calls_in_flight(tmp_path: Path, held_kind: str) 
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # left out of make mutate
 def test_kill_9_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "seeds.jsonl", seed_rows(200))
     options = ("--generations", "3", "--concurrency", "8", "--seed", "3")
@@ -142,6 +144,7 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     assert not (out / "calls.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_a_crash_while_writing_the_dataset_is_repaired(tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "seeds.jsonl", seed_rows(20))
     with FakeServer() as server:
@@ -164,6 +167,7 @@ def test_a_crash_while_writing_the_dataset_is_repaired(tmp_path: Path) -> None:
     assert not (out / "dataset.jsonl.tmp").exists()
 
 
+@pytest.mark.slow
 def test_torn_last_lines_are_cut_and_redone(tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "seeds.jsonl", seed_rows(14))
     with FakeServer() as server:
@@ -191,6 +195,7 @@ def test_torn_last_lines_are_cut_and_redone(tmp_path: Path) -> None:
     assert_valid_run(out)
 
 
+@pytest.mark.slow
 def test_a_replayed_call_is_not_paid_again(tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "seeds.jsonl", [{"id": "a", "instruction": "Name a bird"}])
     with FakeServer() as server:
@@ -221,6 +226,7 @@ def test_a_replayed_call_is_not_paid_again(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # left out of make mutate
 def test_a_run_through_injected_faults_equals_a_clean_run(tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "seeds.jsonl", seed_rows(80))
     options = (

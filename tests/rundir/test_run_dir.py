@@ -104,6 +104,7 @@ def test_a_line_that_is_json_but_not_a_record_is_one_clear_error(
     assert f"{gen_1}:4: not an evol record" in result.stderr and "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_the_directory_is_locked_while_a_run_writes_it(evol, server, tmp_path: Path) -> None:
     seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
     assert evol(*run_args(server, seeds, out, "--generations", "0")).exit_code == 0
@@ -122,6 +123,7 @@ def test_the_directory_is_locked_while_a_run_writes_it(evol, server, tmp_path: P
     assert len(read_jsonl(out / "gen_1.jsonl")) == 3
 
 
+@pytest.mark.slow
 def test_evol_imports_without_posix_only_modules() -> None:
     code = (
         "import sys\n"

@@ -148,6 +148,7 @@ def test_an_interrupted_run_with_a_torn_journal_repays_only_the_calls_in_flight(
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # left out of make mutate
 def test_a_pending_batch_run_resumes_without_submitting_a_row_again(evol, runs: Path) -> None:
     state = json.loads((runs / "batch_pending.server.json").read_text())
     server = BatchServer(hold=True)

@@ -119,6 +119,7 @@ ONE_FOLDER = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 
 @settings(max_examples=150, deadline=None, suppress_health_check=ONE_FOLDER)
 @given(manifest=model(Manifest))
+@pytest.mark.slow
 def test_any_manifest_written_is_read_back_equal(tmp_path: Path, manifest: Manifest) -> None:
     write_manifest(tmp_path, manifest)
     assert load_manifest(tmp_path) == manifest

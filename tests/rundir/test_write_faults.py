@@ -67,6 +67,7 @@ def assert_one_clean_line(result: subprocess.CompletedProcess[str]) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # left out of make mutate
 def test_a_write_cut_at_each_point_ends_cleanly_and_the_resume_loses_nothing(
     tmp_path: Path,
 ) -> None:
@@ -181,6 +182,7 @@ def test_running_out_of_open_files_on_a_write_says_the_limit_and_the_remedy(
     ), result.stderr
 
 
+@pytest.mark.slow
 def test_an_open_file_limit_below_the_concurrency_is_refused_before_any_call(
     tmp_path: Path,
 ) -> None:

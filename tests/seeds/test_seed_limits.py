@@ -93,6 +93,7 @@ def test_a_csv_field_over_the_limit_names_its_line(
     assert str(raised.value) == f"{path}:{line}: {why}"
 
 
+@pytest.mark.slow
 def test_a_large_json_array_is_not_held_whole(tmp_path: Path) -> None:
     row = {"instruction": "Explain why the sky is blue " * 6, "input": "", "output": "x" * 40}
     path = tmp_path / "big.json"
@@ -143,6 +144,7 @@ SPACE = st.sampled_from(["", " ", "\n", "\r\n", "\t", " \n  ", "\n\n"])
     after=SPACE,
     block=st.sampled_from([1, 2, 3, 7, 64, 1 << 16]),
 )
+@pytest.mark.slow
 def test_json_array_elements_and_lines_match_a_whole_file_parse(
     tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,

@@ -184,6 +184,7 @@ def test_parquet_seeds_are_read_in_any_shape(tmp_path: Path) -> None:
     assert len(seeds) == 5 and {s.shape for s in seeds} == {"openai-chat"}
 
 
+@pytest.mark.slow
 def test_evol_runs_a_parquet_seed_file(evol, server, tmp_path: Path) -> None:
     path = write_parquet(
         tmp_path / "seeds.parquet", [{"instruction": f"Explain idea {i}"} for i in range(3)]
@@ -192,6 +193,7 @@ def test_evol_runs_a_parquet_seed_file(evol, server, tmp_path: Path) -> None:
     assert len(read_jsonl(tmp_path / "run" / "dataset.jsonl")) == 6
 
 
+@pytest.mark.slow
 def test_without_pyarrow_parquet_says_which_extra_to_install(tmp_path: Path) -> None:
     path = write_parquet(tmp_path / "seeds.parquet", [{"instruction": "x"}])
     code = (

@@ -596,6 +596,7 @@ CHILD = textwrap.dedent(
 
 
 @pytest.mark.parametrize("moment", ["create unanswered", "batch in progress"])
+@pytest.mark.slow
 def test_kill_9_while_batches_are_pending_then_restart_pays_nothing_twice(tmp_path, moment):
     texts = [f"question {i}" for i in range(20)]
     hold_create = moment == "create unanswered"
@@ -817,6 +818,7 @@ def test_a_batch_run_fails_the_step_whose_row_is_over_the_cap(tmp_path, evol) ->
 # -- through the engine ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_evol_run_through_the_batch_backend(tmp_path, evol) -> None:
     """The engine does not know about batches: a whole run, then a resume that extends it by a
     round; every request is paid once."""
