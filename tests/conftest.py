@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from evol.llm import register_backend
 from tests.support.backends import restored_registry
@@ -18,14 +19,28 @@ from tests.support.selection import ScriptedBackend
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Child processes (`python -m evol` in many tests) run the very evol these tests import:
-    the source tree under test, or mutmut's mutated copy of it, never another installed one."""
+    """What holds for the whole session, set once here rather than by a test module's import."""
     import evol as package
 
+    # Child processes (`python -m evol` in many tests) run the very evol these tests import:
+    # the source tree under test, or mutmut's mutated copy of it, never another installed one.
     source = str(Path(package.__file__).resolve().parents[1])
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [source, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     )
+    # `datasets` and the Hugging Face hub never go online: the tests load local files.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    # Property tests draw the same examples on every machine and run, with no deadline: a slow
+    # or loaded machine may take longer, never fail.
+    settings.register_profile(
+        "evol",
+        derandomize=True,
+        deadline=None,
+        max_examples=150,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    settings.load_profile("evol")
 
 
 @pytest.fixture(autouse=True)

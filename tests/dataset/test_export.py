@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import sys
 from pathlib import Path
@@ -15,10 +14,6 @@ import pytest
 from evol.dataset.export import export_run, parse_generations, parse_split
 from evol.dataset.export_scan import assign_lineages
 from tests.support.runs import read_jsonl, run_args, write_seeds
-
-# datasets must never reach for the Hub: these are local files.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 SHAPES = ["alpaca", "sharegpt", "openai-chat", "jsonl"]
 # 24 seeds, 2 generations: every 4th seed's rewrites are judged equal to it, so its lineage is

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +17,6 @@ from tests.support.runs import read_jsonl, run_args, write_seeds
 pytest.importorskip("if_verifiable", reason="the verify extra")
 
 from evol.method.constraints import Constraint, check, from_ground_truth  # noqa: E402
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-
 
 # The punkt_tab model goes to a cache of this module's, not the developer's ~/.cache.
 pytestmark = pytest.mark.usefixtures("private_cache")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -44,8 +43,6 @@ from tests.support.fake_server import (
 from tests.support.runs import assert_valid_run, read_jsonl, run_args, write_seeds
 
 pytestmark = pytest.mark.usefixtures("private_cache")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 RATE, EXTRA = 0.4, 3
 

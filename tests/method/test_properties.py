@@ -10,22 +10,13 @@ import csv
 import io
 import json
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evol.jsonl import repair_torn_tail
 from evol.method.operations import OPERATIONS, choose_operation, parse_weights
 from evol.method.prompts import PromptSet
 from evol.seeds import SeedOptions, iter_seeds
-
-settings.register_profile(
-    "evol",
-    derandomize=True,
-    deadline=None,
-    max_examples=150,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-settings.load_profile("evol")
 
 PROMPTS = PromptSet.load()
 # Any text a file or a request can carry: no lone surrogates (no UTF-8 for them), no NUL.

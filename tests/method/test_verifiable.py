@@ -37,8 +37,6 @@ from tests.support.fake_server import (
 from tests.support.runs import assert_valid_run, read_jsonl, run_args, write_seeds
 
 pytestmark = pytest.mark.usefixtures("private_cache")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 # The constraints the fake answerer can meet (or fail) on purpose.
 POOL = (

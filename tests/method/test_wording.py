@@ -8,22 +8,13 @@ sentences before it.
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 pytest.importorskip("if_verifiable", reason="the verify extra")
 
 from evol.method.constraints import Constraint  # noqa: E402
 from evol.method.wording import unstated  # noqa: E402
-
-settings.register_profile(
-    "evol",
-    derandomize=True,
-    deadline=None,
-    max_examples=150,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-settings.load_profile("evol")
 
 LESS, AT_LEAST = "less than", "at least"
 
