@@ -291,3 +291,53 @@ def test_a_shard_whose_fingerprint_lacks_an_entry_is_not_merged(
     result = evol("merge", shards["plain"][0], copy, "--out", tmp_path / "merged")
     assert result.exit_code == 2, result.output
     assert "not shards of one run" in result.stderr
+
+
+# -- evol export: what it refuses, in words that say what to do -----------------------------------
+
+
+@pytest.fixture
+def small_run(tmp_path: Path) -> Path:
+    from test_metrics import record, write_run
+
+    return write_run(tmp_path / "run", [record("s1", "Name a river."), record("s1.1", "Name two.")])
+
+
+@pytest.mark.parametrize(
+    ("shape", "what"),
+    [("jsonl", "writes evol's records as they are"), ("ifeval", "has no system turn")],
+)
+def test_a_system_prompt_for_a_shape_without_one_is_refused_saying_which_have_one(
+    evol, small_run: Path, tmp_path: Path, shape: str, what: str
+) -> None:
+    out = tmp_path / "out.jsonl"
+    result = evol(
+        "export", small_run, "--out", out, "--format", shape, "--system-prompt", "Be kind."
+    )
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"evol: error: --system-prompt: the {shape} format {what}; use alpaca, sharegpt or "
+        "openai-chat (or rlvr) for a system turn\n"
+    )
+    assert not out.exists()
+
+
+def test_ifeval_to_parquet_is_refused_saying_what_to_write_instead(
+    evol, small_run: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("pyarrow")
+    out = tmp_path / "out.parquet"
+    result = evol("export", small_run, "--out", out, "--format", "ifeval")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "evol: error: --format ifeval: its kwargs differ per constraint, which one Parquet "
+        "column cannot hold; write JSON Lines (or rlvr to Parquet)\n"
+    )
+
+
+def test_a_run_without_records_is_not_exported(evol, small_run: Path, tmp_path: Path) -> None:
+    for path in small_run.glob("gen_*.jsonl"):
+        path.unlink()
+    result = evol("export", small_run, "--out", tmp_path / "out.jsonl")
+    assert result.exit_code == 2
+    assert result.stderr == f"evol: error: {small_run}: the run has no records yet\n"
