@@ -341,3 +341,73 @@ def test_a_run_without_records_is_not_exported(evol, small_run: Path, tmp_path: 
     result = evol("export", small_run, "--out", tmp_path / "out.jsonl")
     assert result.exit_code == 2
     assert result.stderr == f"evol: error: {small_run}: the run has no records yet\n"
+
+
+# -- structured output: only a refusal of the format steps down from it ---------------------------
+
+
+def test_a_server_error_or_a_refusal_for_the_content_keeps_structured_output(
+    evol, tmp_path: Path
+) -> None:
+    """A 500 on a structured request is retried, and a 400 that does not name the format
+    fails that request alone: neither makes the endpoint's later requests go without
+    json_schema (each step down costs a request, and loses the schema's checks)."""
+    from fake_server import kind_of
+
+    faults = iter(
+        [Fault("status", 500), Fault("status", 400, message="flagged by the content filter")]
+    )
+
+    def plan(body: dict[str, Any]) -> Fault | None:
+        return next(faults, None) if "response_format" in body else None
+
+    seeds = write_seeds(
+        tmp_path / "seeds.jsonl",
+        [{"instruction": f"Explain idea {i} of gardening"} for i in range(3)],
+    )
+    with FakeServer(faults=plan) as server:
+        result = evol(
+            *run_args(server, seeds, tmp_path / "run", "--generations", "2", "--concurrency", "1"),
+            "--max-retries", "2", "--retry-max-wait", "0.01",
+        )  # fmt: skip
+        judged = [body for body in server.requests if kind_of(body) == "judge"]
+    assert result.exit_code in (0, 1), result.output
+    assert len(judged) >= 6
+    formats = [(body.get("response_format") or {}).get("type") for body in judged]
+    assert formats == ["json_schema"] * len(judged), formats
+
+
+# -- which shard a seed is in, and what a damaged record lacks ----------------------------------
+
+
+def test_a_seeds_shard_is_the_same_on_every_machine_and_every_version() -> None:
+    """blake2b of the id (docs/shards.md): a shard resumed by a later evol, or on another
+    machine, must hold the same seeds, or the merge would see seeds twice and others never."""
+    from evol.seeds import shard_of
+
+    assert [shard_of(f"p{n}", 4) for n in range(12)] == [0, 1, 0, 3, 2, 2, 1, 3, 0, 2, 0, 3]
+    assert [shard_of(seed_id, 7) for seed_id in ("a", "id-42", "ü")] == [2, 4, 3]
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"generation": "zero", "round": "first"}, "wrong generation, round"),
+        (
+            {"generation": "zero", "instruction": None, "output": None},
+            "wrong generation; missing instruction, output",
+        ),
+    ],
+)
+def test_a_damaged_record_is_named_with_every_field_at_fault(
+    evol, small_run: Path, tmp_path: Path, change: dict[str, Any], why: str
+) -> None:
+    path = small_run / "gen_1.jsonl"
+    [damaged] = read_jsonl(path)
+    damaged = {key: value for key, value in (damaged | change).items() if value is not None}
+    path.write_text(json.dumps(damaged) + "\n")
+    result = evol("export", small_run, "--out", tmp_path / "out.jsonl")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"evol: error: {path}:1: not an evol record ({why})"), (
+        result.stderr
+    )
