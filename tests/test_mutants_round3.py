@@ -411,3 +411,35 @@ def test_a_damaged_record_is_named_with_every_field_at_fault(
     assert result.stderr.startswith(f"evol: error: {path}:1: not an evol record ({why})"), (
         result.stderr
     )
+
+
+# -- evol stats: the contamination it reports ----------------------------------------------------
+
+
+def test_stats_lists_each_contaminated_record_with_every_place_it_matched(
+    evol, tmp_path: Path
+) -> None:
+    from test_contamination import NO_LLM, WORDS, write_bench
+    from test_metrics import record, write_run
+
+    copied = " ".join(WORDS)
+    run = write_run(
+        tmp_path / "run",
+        [record("s1", copied), record("s2", "Name a river."), record("s3", f"Say: {copied}")],
+    )
+    first = write_bench(tmp_path / "a.jsonl", ["Nothing alike here.", copied])
+    second = write_bench(tmp_path / "b.jsonl", [copied])
+    assert evol("score", run, *NO_LLM, "--against", first, "--against", second).exit_code == 0
+    with (run / "gen_0.jsonl").open("a") as grown:
+        grown.write(json.dumps(record("s4", "Name a lake.")) + "\n")
+    result = evol("stats", run)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("contaminated:"))
+    assert lines[start - 1] == ""
+    assert lines[start].endswith(f" share 13 words in a row with {first}, {second}"), lines[start]
+    assert lines[start + 1 : start + 4] == [
+        f"  s1: {first}:2, {second}:1",
+        f"  s3: {first}:2, {second}:1",
+        "  the run grew after this check: run evol score --against again",
+    ]
