@@ -443,3 +443,79 @@ def test_stats_lists_each_contaminated_record_with_every_place_it_matched(
         f"  s3: {first}:2, {second}:1",
         "  the run grew after this check: run evol score --against again",
     ]
+
+
+# -- evol score: a record's input is part of its task, and of what its score is for ------------
+
+
+def test_a_records_input_is_scored_with_it_and_a_new_input_is_scored_again(
+    evol, tmp_path: Path
+) -> None:
+    """The scorer sees the instruction with its input (a task without its data is another
+    task); a score is for that input, so a record whose input changed is asked again, and
+    only it (and its lineage's ranking)."""
+    rows = [
+        {"instruction": "Summarize the text", "input": "Rivers carve canyons over time."},
+        {"instruction": "Translate the sentence", "input": "Good morning, friends."},
+    ]
+    seeds = write_seeds(tmp_path / "seeds.jsonl", rows)
+    run = tmp_path / "run"
+    with FakeServer() as server:
+        assert evol(*run_args(server, seeds, run, "--generations", "1")).exit_code == 0
+    records = [r for g in (0, 1) for r in read_jsonl(run / f"gen_{g}.jsonl")]
+    assert all(r["input"].strip() for r in records) and len(records) == 4
+
+    def score() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        with FakeServer(responder=Scores()) as server:
+            result = evol(
+                "score", run, "--base-url", server.base_url, "--answers", "--json", "--no-metrics"
+            )
+            sent = list(server.requests)
+        assert result.exit_code == 0, result.output
+        return sent, json.loads(result.stdout)
+
+    sent, summary = score()
+    assert len(sent) == 4 + 4 + 2  # difficulty and quality of each record, a ranking per lineage
+    for body in sent:
+        prompt = body["messages"][0]["content"]
+        shown = [r for r in records if r["instruction"] in prompt]
+        assert shown and all(r["input"] in prompt for r in shown), prompt
+    for scorer in ("difficulty", "quality", "complexity"):
+        assert summary["scorers"][scorer]["records_scored"] == 4, scorer
+
+    changed = records[1]  # the first seed's evolution
+    path = run / "gen_1.jsonl"
+    path.write_text(
+        path.read_text().replace(json.dumps(changed["input"])[1:-1], "Lakes fill slowly.")
+    )
+    sent, summary = score()
+    prompts = [body["messages"][0]["content"] for body in sent]
+    assert len(prompts) == 3 and all("Lakes fill slowly." in prompt for prompt in prompts)
+    assert summary["scorers"]["difficulty"]["records_scored"] == 4
+
+
+class Sevens(Scores):
+    """Another judge: 7 for every single score, none for the [mute] task's."""
+
+    def __call__(self, body: dict[str, Any]) -> str:
+        if '<version id="' in body["messages"][0]["content"]:
+            return super().__call__(body)
+        return UNREADABLE if "[mute]" in body["messages"][0]["content"] else "7"
+
+
+def test_a_second_models_summary_is_of_its_own_scores(
+    evol, scored_run: Path, tmp_path: Path
+) -> None:
+    """Scores of two models in one scores.jsonl: the summary of a scoring is of its model's,
+    even where the other model's lines come first and give more scores."""
+    run = tmp_path / "run"
+    shutil.copytree(scored_run, run)
+    common = ("--json", "--no-metrics", "--no-complexity", "--max-retries", "0")
+    with FakeServer(models=("judge-a", "judge-b"), responder=Scores()) as server:
+        first = evol("score", run, "--base-url", server.base_url, "--model", "judge-a", *common)
+    assert first.exit_code == 0, first.output
+    with FakeServer(models=("judge-a", "judge-b"), responder=Sevens()) as server:
+        second = evol("score", run, "--base-url", server.base_url, "--model", "judge-b", *common)
+    assert second.exit_code == 0, second.output
+    summary = json.loads(second.stdout)["scorers"]["difficulty"]
+    assert (summary["model"], summary["records_scored"], summary["mean"]) == ("judge-b", 3, 7.0)
