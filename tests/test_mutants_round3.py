@@ -117,6 +117,7 @@ def test_a_prompt_over_the_context_is_recorded_as_asked_once_and_unscored(
     assert len(lines) == 3 and all("maximum context length" in line["error"] for line in lines)
     for line in lines:
         assert (line["score"], line["asked"], line["reply"], line["usage"]) == (None, 1, "", {})
+        assert line.get("source") is None  # nothing was read
 
 
 # -- evol merge ----------------------------------------------------------------------------------
@@ -519,3 +520,63 @@ def test_a_second_models_summary_is_of_its_own_scores(
     assert second.exit_code == 0, second.output
     summary = json.loads(second.stdout)["scorers"]["difficulty"]
     assert (summary["model"], summary["records_scored"], summary["mean"]) == ("judge-b", 3, 7.0)
+
+
+# -- evol score without log-probabilities --------------------------------------------------------
+
+LOGPROBS_REFUSED = "logprobs are not supported by this model"
+
+
+def test_without_logprobs_a_scorer_still_asks_at_temperature_0_within_its_token_cap(
+    evol, scored_run: Path, tmp_path: Path
+) -> None:
+    """The step down drops only the log-probabilities: the requests after it are as
+    deterministic and as short as before, the user is told once, and every score says it
+    was read from the text."""
+    run = tmp_path / "run"
+    shutil.copytree(scored_run, run)
+    refusal = Fault("status", 400, message=LOGPROBS_REFUSED)
+    with FakeServer(
+        responder=Scores(), faults=lambda body: refusal if body.get("logprobs") else None
+    ) as server:
+        result = evol(
+            "score", run, "--base-url", server.base_url, "--no-complexity", "--no-metrics",
+            "--concurrency", "1",
+        )  # fmt: skip
+        sent = list(server.requests)
+    assert result.exit_code == 0, result.output
+    first, *after = sent
+    assert first["logprobs"] and first["temperature"] == 0
+    assert after and all(not body.get("logprobs") for body in after)
+    assert all(
+        body["temperature"] == 0 and body["max_tokens"] == first["max_tokens"] for body in after
+    )
+    told = [line for line in result.stderr.splitlines() if "refused log-probabilities" in line]
+    assert (
+        len(told) == 1
+        and LOGPROBS_REFUSED in told[0]
+        and "difficulty goes on without them" in told[0]
+    )
+    lines = read_jsonl(run / "scores.jsonl")
+    assert lines and all(line["source"] == "text" for line in lines if line["score"] is not None)
+    muted = next(line for line in lines if line["asked"] == 2)
+    assert muted["reply"].startswith(f"{UNREADABLE}\n---\n")
+
+
+def test_a_server_that_refuses_logprobs_even_without_them_is_paid_once_more_per_record(
+    evol, scored_run: Path, tmp_path: Path
+) -> None:
+    """A refusal that names logprobs although none were asked is the request's own: it fails
+    that record, it is not one more step down to pay for."""
+    run = tmp_path / "run"
+    shutil.copytree(scored_run, run)
+    refusal = Fault("status", 400, message=LOGPROBS_REFUSED)
+    with FakeServer(responder=Scores(), faults=lambda body: refusal) as server:
+        result = evol(
+            "score", run, "--base-url", server.base_url, "--no-complexity", "--no-metrics",
+            "--concurrency", "1", "--json",
+        )  # fmt: skip
+        sent = len(server.requests)
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout)["scorers"]["difficulty"]["failed"] == 6
+    assert sent == 1 + 6  # the first step down, then each record once without
