@@ -9,6 +9,7 @@ sees it), so that it runs on 4f7dc9e's tree, where the mutants were found, as on
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from collections import Counter
@@ -580,3 +581,18 @@ def test_a_server_that_refuses_logprobs_even_without_them_is_paid_once_more_per_
     assert result.exit_code == 1, result.output
     assert json.loads(result.stdout)["scorers"]["difficulty"]["failed"] == 6
     assert sent == 1 + 6  # the first step down, then each record once without
+
+
+def test_a_number_followed_by_prose_is_still_read_from_its_log_probabilities() -> None:
+    """ "7 out of 10": the expected score is taken from the number's token, the words after it
+    aside (Deita's score, not the text's 7)."""
+    try:
+        from evol.quality.readings import single_reading
+    except ImportError:  # 4f7dc9e, before the quality package
+        from evol.scoring import single_reading
+    from evol.llm import Completion
+
+    half = math.log(0.5)
+    tokens = [{"7": half, "8": half}, {" out": 0.0}, {" of": 0.0}, {" 10": 0.0}, {".": 0.0}]
+    reading = single_reading(Completion(text="7 out of 10.", top_logprobs=tokens), 10)
+    assert (reading.value, reading.source) == (7.5, "logprobs")
