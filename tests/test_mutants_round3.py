@@ -430,8 +430,13 @@ def test_stats_lists_each_contaminated_record_with_every_place_it_matched(
         [record("s1", copied), record("s2", "Name a river."), record("s3", f"Say: {copied}")],
     )
     first = write_bench(tmp_path / "a.jsonl", ["Nothing alike here.", copied])
-    second = write_bench(tmp_path / "b.jsonl", [copied])
-    assert evol("score", run, *NO_LLM, "--against", first, "--against", second).exit_code == 0
+    second = write_bench(tmp_path / "b.jsonl", [copied] * 6)
+    scored = evol("score", run, *NO_LLM, "--against", first, "--against", second)
+    assert scored.exit_code == 0, scored.output
+    said = scored.stdout.splitlines()
+    assert f"  {first}: 2 items, 1 shorter than 13 words" in said
+    assert f"  {second}: 6 items" in said
+    assert said[-1] == "  s3: 2 more items" and "  s1: 2 more items" in said
     with (run / "gen_0.jsonl").open("a") as grown:
         grown.write(json.dumps(record("s4", "Name a lake.")) + "\n")
     result = evol("stats", run)
@@ -440,9 +445,10 @@ def test_stats_lists_each_contaminated_record_with_every_place_it_matched(
     start = next(i for i, line in enumerate(lines) if line.startswith("contaminated:"))
     assert lines[start - 1] == ""
     assert lines[start].endswith(f" share 13 words in a row with {first}, {second}"), lines[start]
+    kept = ", ".join([f"{first}:2", *(f"{second}:{line}" for line in range(1, 5))])
     assert lines[start + 1 : start + 4] == [
-        f"  s1: {first}:2, {second}:1",
-        f"  s3: {first}:2, {second}:1",
+        f"  s1: {kept}",
+        f"  s3: {kept}",
         "  the run grew after this check: run evol score --against again",
     ]
 
@@ -596,3 +602,64 @@ def test_a_number_followed_by_prose_is_still_read_from_its_log_probabilities() -
     tokens = [{"7": half, "8": half}, {" out": 0.0}, {" of": 0.0}, {" 10": 0.0}, {".": 0.0}]
     reading = single_reading(Completion(text="7 out of 10.", top_logprobs=tokens), 10)
     assert (reading.value, reading.source) == (7.5, "logprobs")
+
+
+class Unreadable(Responder):
+    def __call__(self, body: dict[str, Any]) -> str:
+        return UNREADABLE
+
+
+LOGPROBS_REFUSAL = Fault("status", 400, message=LOGPROBS_REFUSED)
+
+
+@pytest.mark.parametrize(
+    ("responder", "faults"),
+    [
+        (Scores, None),
+        (Scores, lambda body: LOGPROBS_REFUSAL if body.get("logprobs") else None),
+        (Unreadable, None),
+    ],
+    ids=["scored", "logprobs refused", "nothing read"],
+)
+def test_the_score_table_shows_the_figures_of_the_json_summary_in_its_columns(
+    evol, scored_run: Path, tmp_path: Path, responder: type[Responder], faults: Any
+) -> None:
+    """`evol score` prints, for a person, the figures `--json` gives a program: each scorer's
+    row under the header, each cell starting where its column's name does."""
+    runs = [tmp_path / "text", tmp_path / "json"]
+    outputs = []
+    for run, extra in zip(runs, [(), ("--json",)], strict=True):
+        shutil.copytree(scored_run, run)
+        with FakeServer(responder=responder(), faults=faults) as server:
+            result = evol("score", run, "--base-url", server.base_url, "--no-metrics", *extra)
+        assert result.exit_code == 0, result.output
+        outputs.append(result.stdout)
+    text, summary = outputs[0].splitlines(), json.loads(outputs[1])
+    assert text[0] == f"{runs[0]}: complete"
+    header = [
+        "scorer",
+        "model",
+        "now",
+        "missing",
+        "already",
+        "failed",
+        "logprobs",
+        "records",
+        "mean",
+    ]
+    assert text[1].split() == header
+    starts = [text[1].index(name) for name in header]
+    rows = text[2 : 2 + len(summary["scorers"])]
+    for line, (name, s) in zip(rows, summary["scorers"].items(), strict=True):
+        cells = [
+            name, s["model"], str(s["scored"]), str(s["missing"]), str(s["already"]),
+            str(s["failed"]), "refused" if s["logprobs_refused"] else str(s["from_logprobs"]),
+            str(s["records_scored"]), "-" if s["mean"] is None else f"{s['mean']:.2f}",
+        ]  # fmt: skip
+        assert line.split() == cells and line == line.rstrip(), line
+        assert [
+            line.index(cell, start) for cell, start in zip(cells, starts, strict=True)
+        ] == starts
+    assert text[2 + len(rows)] == (
+        "(counted in records, each version of a lineage for complexity; failed: calls)"
+    )
