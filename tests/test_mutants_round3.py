@@ -663,3 +663,78 @@ def test_the_score_table_shows_the_figures_of_the_json_summary_in_its_columns(
     assert text[2 + len(rows)] == (
         "(counted in records, each version of a lineage for complexity; failed: calls)"
     )
+
+
+def test_a_server_that_cannot_say_which_model_it_serves_is_named_as_the_step_that_failed(
+    evol, scored_run: Path
+) -> None:
+    """Without --model, evol score asks the server for its model first: a failure there says
+    so, rather than leave the user to guess which call failed."""
+    from hostile_server import HostileServer, response
+
+    async def unavailable(request, writer) -> bool:
+        writer.write(response("503 Service Unavailable", b'{"error": {"message": "busy"}}'))
+        return True
+
+    with HostileServer(unavailable) as server:
+        result = evol(
+            "score", scored_run, "--base-url", server.base_url, "--max-retries", "0",
+            "--no-metrics", "--quiet",
+        )  # fmt: skip
+        chats = len(server.chat_requests())
+    assert result.exit_code != 0 and chats == 0
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("evol: error: ") and line.endswith(" (asking it which model it serves)")
+    assert "503" in line, line
+
+
+def test_a_key_revoked_before_the_ask_again_stops_the_scoring_and_records_nothing(
+    evol, scored_run: Path, tmp_path: Path
+) -> None:
+    """A fatal error (here a 401) on the second ask of a [mute] record stops the scoring like
+    on any ask; that record's line is not written as missing, so the next run asks again."""
+    run = tmp_path / "run"
+    shutil.copytree(scored_run, run)
+    revoked = Fault("status", 401, message="Incorrect API key provided")
+    with FakeServer(
+        responder=Scores(), faults=lambda body: revoked if len(body["messages"]) > 1 else None
+    ) as server:
+        result = evol(
+            "score", run, "--base-url", server.base_url, "--no-complexity", "--no-metrics",
+            "--concurrency", "1", "--quiet",
+        )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    lines = read_jsonl(run / "scores.jsonl") if (run / "scores.jsonl").exists() else []
+    assert all(line["score"] is not None for line in lines), lines
+
+
+def test_a_scoring_says_what_it_will_ask_and_which_record_failed(
+    evol, scored_run: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(scored_run, run)
+    records = [r for g in (0, 1, 2) for r in read_jsonl(run / f"gen_{g}.jsonl")]
+    broken = Fault("status", 500)
+    with FakeServer(responder=Scores(), faults=lambda body: broken) as server:
+        result = evol(
+            "score", run, "--base-url", server.base_url, "--no-complexity", "--no-metrics",
+            "--max-retries", "0",
+        )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    said = result.stderr
+    assert f"backend openai, model fake-model: {len(records)} calls to make" in said
+    for r in records:
+        assert f"difficulty of {r['id']} failed after retries: " in said, r["id"]
+
+
+def test_a_second_scoring_with_the_model_named_says_there_is_nothing_to_ask(
+    evol, scored_run: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(scored_run, run)
+    command = ("score", run, "--no-complexity", "--no-metrics", "--model", "fake-model")
+    with FakeServer(responder=Scores()) as server:
+        assert evol(*command, "--base-url", server.base_url).exit_code == 0
+        again = evol(*command, "--base-url", server.base_url)
+        assert again.exit_code == 0, again.output
+        assert again.stderr == "evol: every record is scored already: nothing to ask\n"
