@@ -775,3 +775,28 @@ def test_a_judges_prose_is_read_clause_by_clause(reply: str, verdict: str) -> No
         from evol.elimination import parse_verdict
 
     assert parse_verdict(reply).name == verdict
+
+
+# -- evol stats: what the run cost --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("price_in", "price_out"), [(1_000_000, 2_000_000), (0.3, 0.7)])
+def test_a_runs_cost_is_its_tokens_at_the_prices_per_million_to_the_micro_dollar(
+    evol, scored_run: Path, price_in: float, price_out: float
+) -> None:
+    result = evol("stats", scored_run, "--price-in", price_in, "--price-out", price_out, "--json")
+    assert result.exit_code == 0, result.output
+    roles = json.loads(result.stdout)["roles"]
+    for name, role in roles.items():
+        paid = role["prompt_tokens"] * price_in + role["completion_tokens"] * price_out
+        assert role["cost_usd"] == round(paid / 1_000_000, 6), name
+
+
+def test_with_one_price_of_two_for_a_model_without_a_price_the_cost_is_unknown(
+    evol, scored_run: Path
+) -> None:
+    result = evol("stats", scored_run, "--price-in", "3", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["total_cost_usd"] is None
+    assert all(role["cost_usd"] is None for role in summary["roles"].values())
