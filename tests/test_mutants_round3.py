@@ -12,6 +12,7 @@ import json
 import math
 import re
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ def test_a_scoring_asks_as_the_user_and_reports_every_attempt_and_token(
     run = tmp_path / "run"
     shutil.copytree(scored_run, run)
     faults = scripted(Fault("status", 500), None, Fault("status", 503))
+    started = time.monotonic()
     with FakeServer(responder=Scores(), faults=faults) as server:
         result = evol(
             "score", run, "--base-url", server.base_url, "--json", "--concurrency", "1",
@@ -76,8 +78,11 @@ def test_a_scoring_asks_as_the_user_and_reports_every_attempt_and_token(
         )  # fmt: skip
         sent = list(server.requests)
     assert result.exit_code == 0, result.output
+    wall = time.monotonic() - started
     summary = json.loads(result.stdout)
     assert summary["requests"] == len(sent) and summary["retries"] == 2
+    elapsed = summary["elapsed_s"]  # the scoring's own time, in milliseconds
+    assert 0 < elapsed <= wall and elapsed == round(elapsed, 3)
 
     answered = [body for place, body in enumerate(sent) if place not in (0, 2)]
     prompt = sum(words(m["content"]) for body in answered for m in body["messages"])
