@@ -69,7 +69,7 @@ def test_a_scoring_asks_as_the_user_and_reports_every_attempt_and_token(
     without a number is asked again in the words of its scorer."""
     run = tmp_path / "run"
     shutil.copytree(scored_run, run)
-    faults = scripted(Fault("status", 500), None, Fault("status", 503))
+    faults = scripted(Fault("status", 500), None, Fault("status", 429, retry_after=0))
     started = time.monotonic()
     with FakeServer(responder=Scores(), faults=faults) as server:
         result = evol(
