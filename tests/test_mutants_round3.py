@@ -805,3 +805,35 @@ def test_with_one_price_of_two_for_a_model_without_a_price_the_cost_is_unknown(
     summary = json.loads(result.stdout)
     assert summary["total_cost_usd"] is None
     assert all(role["cost_usd"] is None for role in summary["roles"].values())
+
+
+# -- evol run --batch: a look at another run's batches changes nothing ----------------------------
+
+
+def test_the_check_for_a_runs_batches_leaves_a_line_being_written_alone(
+    evol, tmp_path: Path
+) -> None:
+    """Before it takes the run's lock, `evol run` reads the batch state to refuse what would
+    pay again. A `--batch` run may be writing that file's last line right then: the check
+    must not cut it as torn, or the batch it records would be forgotten, and paid again."""
+    from batch_server import BatchServer
+
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": "Write a haiku about the sea"}])
+    out = tmp_path / "batch"
+    fast = ("--batch-poll-interval", "0.05", "--retry-max-wait", "0.05", "--model", "fake-model")
+    with BatchServer(hold=True) as server, FakeServer() as live:
+        made = evol(
+            "run", seeds, "--out", out, "--base-url", server.base_url, "--batch", *fast,
+            "--batch-no-wait", "--quiet",
+        )  # fmt: skip
+        assert made.exit_code == 3, made.output
+        state = out / "batch" / "batches.jsonl"
+        with state.open("ab") as writing:
+            writing.write(b'{"event": "created", "ba')  # the other run, mid-line
+        before = state.read_bytes()
+        resumed = evol(
+            "run", seeds, "--out", out, "--base-url", live.base_url, "--model", "fake-model",
+            "--generations", "2", "--quiet",
+        )  # fmt: skip
+        assert resumed.exit_code == 2 and not live.requests
+        assert state.read_bytes() == before
