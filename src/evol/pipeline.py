@@ -45,6 +45,7 @@ from evol.run_start import (
 from evol.rundir.counts import RunCounts
 from evol.rundir.fingerprint import Fingerprint
 from evol.rundir.journal import CallJournal
+from evol.rundir.layout import JOURNAL, MANIFEST
 from evol.rundir.lineage import LineageIndex
 from evol.rundir.manifest import (
     Manifest,
@@ -56,7 +57,7 @@ from evol.rundir.manifest import (
     load_manifest,
     write_manifest,
 )
-from evol.rundir.store import JOURNAL, MANIFEST, RunStore
+from evol.rundir.store import RunStore
 from evol.secrets import display_url
 from evol.seeds import SeedScan, file_digest, iter_seeds, scan_seeds
 

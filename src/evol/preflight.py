@@ -15,7 +15,7 @@ from evol.llm.registry import runs_in_process
 from evol.method.ifeval_library import instruction_classes
 from evol.method.operations import VERIFIABLE
 from evol.oslimits import open_file_limit
-from evol.rundir.store import BATCH_DIR, SCORE_BATCH_DIR
+from evol.rundir.layout import BATCH_DIR, SCORE_BATCH_DIR
 
 
 def check_verifiable(config: RunConfig) -> None:

@@ -20,6 +20,7 @@ from evol.errors import (
 )
 from evol.llm import ChatBackend
 from evol.rundir.counts import RunCounts
+from evol.rundir.layout import output_sizes
 from evol.rundir.manifest import (
     Manifest,
     RunFacts,
@@ -30,7 +31,7 @@ from evol.rundir.manifest import (
     record_failed_restart,
     write_manifest,
 )
-from evol.rundir.store import RunStore, output_sizes
+from evol.rundir.store import RunStore
 from evol.seeds import SeedScan, scan_seeds
 
 

@@ -22,7 +22,7 @@ from evol.dataset.report_plots import draw_plots
 from evol.dataset.stats import RunStats, run_stats
 from evol.errors import UsageError
 from evol.jsonl import atomic_write, write_error
-from evol.rundir.store import ELIMINATED, refuse_run_state
+from evol.rundir.layout import ELIMINATED, refuse_run_state
 
 LINEAGE_SAMPLE = 6
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from evol.dataset.show import DiffOp, word_diff
-from evol.rundir.store import iter_records
+from evol.rundir.record_files import iter_records
 
 
 @dataclass

@@ -28,9 +28,10 @@ from evol.quality.contamination import Flagged, read_contamination
 from evol.quality.metrics import read_metrics, record_file_sizes
 from evol.quality.scores import read_scores
 from evol.rundir.counts import RunCounts
+from evol.rundir.layout import SCORES
 from evol.rundir.manifest import load_manifest
+from evol.rundir.record_files import iter_records
 from evol.rundir.records import MAX_GENERATIONS
-from evol.rundir.store import SCORES, iter_records
 
 # The row of `roles` for the calls of `evol score` (read from scores.jsonl).
 SCORE_ROLE = "score"

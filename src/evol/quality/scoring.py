@@ -52,8 +52,9 @@ from evol.quality.score_jobs import build_jobs, done_checker
 from evol.quality.score_summary import ScorerSummary, ScoreSummary
 from evol.quality.scorer import Scorer, ScoreTally
 from evol.quality.scores import SCORERS, ScorerName, Sidecar, read_score_lines, read_scores
+from evol.rundir.layout import SCORE_BATCH_DIR, generation_files, refuse_links
 from evol.rundir.manifest import load_manifest
-from evol.rundir.store import SCORE_BATCH_DIR, generation_files, iter_records, refuse_links
+from evol.rundir.record_files import iter_records
 
 # -- configuration ---------------------------------------------------------------------------------
 
