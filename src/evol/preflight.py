@@ -7,6 +7,7 @@ bad input costs nothing and touches no earlier output.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from evol.config import RunConfig
@@ -53,6 +54,8 @@ def check_batches(config: RunConfig) -> None:
     """Refuse what would pay again for rows that the run's batches hold or still run: a live
     resume of a run that has batches, and --overwrite while some (or some of `evol score
     --batch`) have not ended."""
+    if not any(os.path.lexists(config.out / name) for name in (BATCH_DIR, SCORE_BATCH_DIR)):
+        return  # none recorded; a live run need not load the Batch API's client (~0.4 s)
     from evol.llm.batch import RecordedBatches
 
     if config.overwrite:
