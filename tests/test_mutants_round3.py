@@ -861,3 +861,50 @@ def test_a_no_proxy_entry_with_a_port_matches_a_url_on_its_schemes_default_port(
     from evol.llm.transport import proxy_for
 
     assert (proxy_for(url, {"all": "http://p:1", "no": no_proxy}) is None) == direct
+
+
+# -- cleaning a rewrite: quotes come off only as one pair, and nothing of the task with them ----
+
+COPIED = "The river carved a deep canyon over many years."
+
+
+@pytest.mark.parametrize(
+    ("reply", "input_text", "rewrite"),
+    [
+        # The outer quotes are one pair only when the inner ones open and close in turn.
+        (
+            '"Write "" for an empty value in the table"',
+            "",
+            'Write "" for an empty value in the table',
+        ),
+        ('"Translate "x "a"b" y" into French"', "", '"Translate "x "a"b" y" into French"'),
+        ('""Hello" is a greeting, and "bye"', "", '""Hello" is a greeting, and "bye"'),
+        # Emphasis marks inside: the outer ones are not one pair either.
+        ("*Explain *why* the sky is blue*", "", "*Explain *why* the sky is blue*"),
+        # A copy of the input after the rewrite goes; the rewrite's own last character stays.
+        (
+            f"Summarize the passage in two lines :{COPIED}",
+            COPIED,
+            "Summarize the passage in two lines :",
+        ),
+        (
+            f"Summarize the passage in two lines.\n\nInput:\n```\n{COPIED}\n```",
+            COPIED,
+            "Summarize the passage in two lines.",
+        ),
+        (
+            "Summarize the passage in two lines.\n\nInput:\n```text\nN/A\n```",
+            "",
+            "Summarize the passage in two lines.",
+        ),
+    ],
+)
+def test_a_rewrite_loses_its_wrappers_and_nothing_of_its_own(
+    reply: str, input_text: str, rewrite: str
+) -> None:
+    try:
+        from evol.method.cleaning import clean_rewrite
+    except ImportError:  # 4f7dc9e, before the method package
+        from evol.cleaning import clean_rewrite
+
+    assert clean_rewrite(reply, input_text).text == rewrite
