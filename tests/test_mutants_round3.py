@@ -908,3 +908,19 @@ def test_a_rewrite_loses_its_wrappers_and_nothing_of_its_own(
         from evol.cleaning import clean_rewrite
 
     assert clean_rewrite(reply, input_text).text == rewrite
+
+
+def test_a_run_another_process_writes_is_not_scored_and_the_user_is_told_when_to(
+    evol, scored_run: Path, tmp_path: Path
+) -> None:
+    from filelock import FileLock
+
+    run = tmp_path / "run"
+    shutil.copytree(scored_run, run)
+    with FileLock(run / ".evol.lock"):  # the lock an evol run holds while it writes
+        result = evol("score", run, "--no-complexity", "--no-metrics", "--model", "m")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"evol: error: {run}: another evol process is writing to this directory; score it "
+        "when it has stopped\n"
+    )
