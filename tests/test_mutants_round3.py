@@ -924,3 +924,34 @@ def test_a_run_another_process_writes_is_not_scored_and_the_user_is_told_when_to
         f"evol: error: {run}: another evol process is writing to this directory; score it "
         "when it has stopped\n"
     )
+
+
+# -- a CSV header without an instruction column: which columns the refusal shows -----------------
+
+
+@pytest.mark.parametrize(
+    ("columns", "shown"),
+    [
+        (
+            [*(f"c{i}" for i in range(1, 8)), "y" * 40],
+            ", ".join([*(f"'c{i}'" for i in range(1, 8)), f"'{'y' * 40}'"]),
+        ),
+        (
+            [f"c{i}" for i in range(1, 10)],
+            ", ".join(f"'c{i}'" for i in range(1, 9)) + " and 1 more",
+        ),
+        (
+            [f"c{i}" for i in range(1, 9)] + ["z" * 41],
+            ", ".join(f"'c{i}'" for i in range(1, 9)) + " and 1 more",
+        ),
+    ],
+    ids=["eight, one of 40 characters", "nine", "nine, the last long"],
+)
+def test_a_header_without_an_instruction_column_is_shown_up_to_eight_columns(
+    evol, tmp_path: Path, columns: list[str], shown: str
+) -> None:
+    seeds = tmp_path / "seeds.csv"
+    seeds.write_text(",".join(columns) + "\n" + ",".join("v" for _ in columns) + "\n")
+    result = evol("run", seeds, "--out", tmp_path / "run", "--dry-run")
+    assert result.exit_code == 2
+    assert f"the CSV header has no instruction column: found {shown}; it must name" in result.stderr
