@@ -955,3 +955,16 @@ def test_a_header_without_an_instruction_column_is_shown_up_to_eight_columns(
     result = evol("run", seeds, "--out", tmp_path / "run", "--dry-run")
     assert result.exit_code == 2
     assert f"the CSV header has no instruction column: found {shown}; it must name" in result.stderr
+
+
+def test_a_run_json_without_a_status_is_exported_with_a_warning_that_says_so(
+    evol, small_run: Path, tmp_path: Path
+) -> None:
+    manifest = json.loads((small_run / "run.json").read_text())
+    del manifest["status"]
+    (small_run / "run.json").write_text(json.dumps(manifest))
+    result = evol("export", small_run, "--out", tmp_path / "out.jsonl")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        f"evol: warning: {small_run} is unknown: exporting the 2 records written so far\n"
+    )
