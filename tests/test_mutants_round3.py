@@ -968,3 +968,24 @@ def test_a_run_json_without_a_status_is_exported_with_a_warning_that_says_so(
     assert result.stderr == (
         f"evol: warning: {small_run} is unknown: exporting the 2 records written so far\n"
     )
+
+
+def test_a_merged_run_counts_the_retries_of_every_shard(evol, tmp_path: Path) -> None:
+    from evol.seeds import shard_of
+
+    ids = [next(f"p{n}" for n in range(100) if shard_of(f"p{n}", 2) == s) for s in (0, 1)]
+    seeds = write_seeds(
+        tmp_path / "seeds.jsonl",
+        [{"id": i, "instruction": f"Explain idea {i} of gardening"} for i in ids],
+    )
+    shard_dirs = [tmp_path / f"shard-{i}" for i in range(2)]
+    for index, out in enumerate(shard_dirs):
+        faults = scripted(Fault("status", 500), Fault("status", 503))
+        with FakeServer(faults=faults) as server:
+            options = ("--generations", "1", "--shard", f"{index}/2", "--retry-max-wait", "0.01")
+            assert evol(*run_args(server, seeds, out, *options)).exit_code == 0
+    merged(evol, shard_dirs, tmp_path / "merged")
+    retries = [json.loads((d / "run.json").read_text())["retries"] for d in shard_dirs]
+    assert all(retries)
+    total = Counter(retries[0]) + Counter(retries[1])
+    assert json.loads((tmp_path / "merged" / "run.json").read_text())["retries"] == dict(total)
