@@ -879,6 +879,19 @@ COPIED = "The river carved a deep canyon over many years."
         ),
         ('"Translate "x "a"b" y" into French"', "", '"Translate "x "a"b" y" into French"'),
         ('""Hello" is a greeting, and "bye"', "", '""Hello" is a greeting, and "bye"'),
+        # In single quotes, an apostrophe within or at the end of a word is no quote...
+        ("'Explain Rutherford's model of the atom'", "", "Explain Rutherford's model of the atom"),
+        ("'I'm told to list three rivers'", "", "I'm told to list three rivers"),
+        ("'Summarize O'Neill's first play'", "", "Summarize O'Neill's first play"),
+        ("'Explain the laws of Newton's'", "", "Explain the laws of Newton's"),
+        ("'Grade the students' essays fairly'", "", "Grade the students' essays fairly"),
+        # ...but a quote that opens and never closes, or one doubled at an end, is.
+        ("'Explain Rutherford's 'model'", "", "'Explain Rutherford's 'model'"),
+        ("''hello' is how the letter starts'", "", "''hello' is how the letter starts'"),
+        ("'Grade the essays of the students''", "", "'Grade the essays of the students''"),
+        # A quote opens after a space or a bracket, or at the very start.
+        ('""Hi" is what she said first"', "", '"Hi" is what she said first'),
+        ('"See X"Y" in the table"', "", '"See X"Y" in the table"'),
         # Emphasis marks inside: the outer ones are not one pair either.
         ("*Explain *why* the sky is blue*", "", "*Explain *why* the sky is blue*"),
         # A copy of the input after the rewrite goes; the rewrite's own last character stays.
