@@ -81,6 +81,7 @@ def test_a_scoring_asks_as_the_user_and_reports_every_attempt_and_token(
     wall = time.monotonic() - started
     summary = json.loads(result.stdout)
     assert summary["requests"] == len(sent) and summary["retries"] == 2
+    assert summary["metrics"] is None  # --no-metrics: no file, not an empty name
     elapsed = summary["elapsed_s"]  # the scoring's own time, in milliseconds
     assert 0 < elapsed <= wall and elapsed == round(elapsed, 3)
 
@@ -1002,3 +1003,19 @@ def test_a_merged_run_counts_the_retries_of_every_shard(evol, tmp_path: Path) ->
     assert all(retries)
     total = Counter(retries[0]) + Counter(retries[1])
     assert json.loads((tmp_path / "merged" / "run.json").read_text())["retries"] == dict(total)
+
+
+def test_a_shuffled_export_is_the_same_file_for_the_same_seed_on_any_machine(
+    evol, tmp_path: Path
+) -> None:
+    """docs/export.md: "the same seed, the same files". The order is seeded by the seed and
+    the part (none here), so a dataset exported again elsewhere, or by a later evol, is the
+    same file."""
+    from test_metrics import record, write_run
+
+    run = write_run(tmp_path / "run", [record(f"s{i}", f"Name river {i}.") for i in range(8)])
+    out = tmp_path / "out.jsonl"
+    result = evol("export", run, "--out", out, "--format", "jsonl", "--shuffle", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    order = [row["id"] for row in read_jsonl(out)]
+    assert order == ["s6", "s7", "s2", "s3", "s4", "s1", "s0", "s5"]
