@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from evol.dataset.report import PLOT_NAMES
+from evol.dataset.report_plots import PLOT_NAMES
 from tests.support.fake_server import FakeServer
 from tests.support.runs import read_jsonl, run_args, write_seeds
 
@@ -108,7 +108,7 @@ def test_an_unfinished_run_is_said_so_by_report_and_stats(evol, server, tmp_path
 
 @pytest.mark.slow
 def test_a_scored_run_adds_its_plots_and_contamination(evol, server, tmp_path: Path) -> None:
-    from evol.dataset.report import SCORE_PLOT_NAMES
+    from evol.dataset.report_plots import SCORE_PLOT_NAMES
     from tests.support.scoring import ScoringResponder
 
     seeds, run = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from evol.dataset.stats import run_stats
 from evol.method.textstats import word_count
-from evol.rundir.store import iter_records
+from evol.rundir.record_files import iter_records
 from tests.support.fake_server import FakeServer
 from tests.support.runs import read_jsonl, run_args, write_seeds
 

@@ -20,7 +20,8 @@ import pytest
 from evol.errors import RunDirError, UsageError
 from evol.jsonl import atomic_write
 from evol.quality.scores import Sidecar
-from evol.rundir.store import RunStore, refuse_run_state
+from evol.rundir.layout import refuse_run_state
+from evol.rundir.store import RunStore
 from tests.support.runs import record, run_args, write_run, write_seeds
 from tests.support.selection import SCRIPT
 
