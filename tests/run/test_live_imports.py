@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.fake_server import FakeServer
 from tests.support.runs import write_seeds
 
@@ -29,6 +31,7 @@ def _loaded_by_run(*args: object) -> set[str]:
     return set(done.stdout.split())
 
 
+@pytest.mark.slow
 def test_a_live_run_and_its_overwrite_do_not_load_the_batch_client(
     server: FakeServer, tmp_path: Path
 ) -> None:
