@@ -47,13 +47,18 @@ DEMO_OUT ?= runs/demo-$(DEMO_MODEL)
 demo: install-local
 	$(BIN)/evol run examples/seeds.jsonl --out $(DEMO_OUT) --generations 2 $(if $(filter 1 yes true,$(OVERWRITE)),--overwrite)
 
-## test: the whole suite, the real-model tests included
-test: install
-	$(BIN)/python -m pytest -n auto
+# TESTS picks the folders (or files) to run: tests/ holds one folder per source package,
+# e.g. `make test-fast TESTS=tests/method`.
+TESTS ?= tests
 
-## test-fast: the suite without the slow real-model tests
+## test: the whole suite on every core, the slow tests included
+##       (TESTS=tests/method for one package's tests)
+test: install
+	$(BIN)/python -m pytest -n auto $(TESTS)
+
+## test-fast: the suite without the tests marked slow (a second or more each)
 test-fast: install
-	$(BIN)/python -m pytest -n auto -m "not slow"
+	$(BIN)/python -m pytest -n auto -m "not slow" $(TESTS)
 
 ## bench: speed, memory and quality targets, measured (figures in bench/results.json)
 bench: install

@@ -1,7 +1,7 @@
 """What judging before answering saves: completion tokens per kept record, both ways (`make bench`).
 
 The same seeds go twice through `evol run` against one fake OpenAI-compatible server (the
-tests' tests/fake_server.py, L = 10 ms, --concurrency 64), once judge-first (the default:
+tests' tests/support/fake_server.py, L = 10 ms, --concurrency 64), once judge-first (the default:
 evolve, judge, then answer only a rewrite the judge let through) and once with
 --parallel-judge (answer and judge at once, the old order). The server's replies are
 deterministic and shaped like a real model's bill:
@@ -34,10 +34,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package tests
 
-from fake_server import FakeServer, Responder, kind_of  # noqa: E402
 from throughput import write_seeds  # noqa: E402  (bench/ is on the path: the script's own folder)
+
+from tests.support.fake_server import FakeServer, Responder, kind_of  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results.json")
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}

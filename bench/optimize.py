@@ -1,6 +1,6 @@
 """`evol optimize` on the fake setup: the failure rate before and after (`make bench`).
 
-One `evol optimize` runs against the tests' fake OpenAI-compatible server (tests/fake_server.py,
+One `evol optimize` runs against the tests' fake OpenAI-compatible server (tests/support/fake_server.py,
 `MethodResponder`): its evolver hands back an instruction unchanged (which the run eliminates)
 for a fixed share of the seeds that the method's wording sets: 60% with the shipped templates,
 10% when a template asks for a visible change (the "good" phrase), 90% when it asks to stay
@@ -25,9 +25,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package tests
 
-from fake_server import FakeServer, MethodResponder, kind_of  # noqa: E402
+from tests.support.fake_server import FakeServer, MethodResponder, kind_of  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results.json")
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}

@@ -1,6 +1,6 @@
 """What the elimination rules keep and lose, against failures planted at known rates (`make bench`).
 
-A fake OpenAI-compatible server (tests/fake_server.py with the responder below) answers every
+A fake OpenAI-compatible server (tests/support/fake_server.py with the responder below) answers every
 call of an `evol run` the way real models fail, at fixed rates, on top of good rewrites. Which
 mode a reply takes is a pure function of the text it answers (a hash), so this script can tell
 from the run's files what each record should have become:
@@ -34,9 +34,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package tests
 
-from fake_server import FakeServer  # noqa: E402
+from tests.support.fake_server import FakeServer  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results.json")
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}

@@ -1,6 +1,6 @@
 """Throughput, rate limits, several endpoints, memory and resume of `evol run` (`make bench`).
 
-Each case starts the tests' fake OpenAI-compatible server (tests/fake_server.py) with a fixed
+Each case starts the tests' fake OpenAI-compatible server (tests/support/fake_server.py) with a fixed
 latency L and no concurrency limit of its own, runs `evol run` as a child process on N synthetic
 seeds, and measures the child alone (os.wait4): wall time, CPU per LLM call, peak RSS.
 
@@ -33,9 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package tests
 
-from fake_server import FakeServer, Responder  # noqa: E402
+from tests.support.fake_server import FakeServer, Responder  # noqa: E402
 
 try:  # the servers share the machine with the client: let them use as little CPU as they can
     import uvloop

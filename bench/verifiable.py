@@ -1,7 +1,7 @@
 """Verifiable evolution, measured (`make bench`): rejection sampling against a fake answerer.
 
 The same seeds go through `evol run --verifiable` against the tests' fake server
-(tests/fake_server.py's VerifiableResponder): its evolver writes each added constraint into
+(tests/support/fake_server.py's VerifiableResponder): its evolver writes each added constraint into
 the rewrite in IFEval's own words, and each answer it gives meets every constraint of its
 instruction with probability p (a hash of the instruction and the answer's number, so the
 figures are the same every time), else fails each of them. Answers are about ANSWER_WORDS
@@ -49,11 +49,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from fake_server import FakeServer, VerifiableResponder  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package tests
 
 from evol.method.constraints import Constraint, check  # noqa: E402
+from tests.support.fake_server import FakeServer, VerifiableResponder  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results.json")
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}

@@ -5,7 +5,7 @@
 
 The text is what `evol COMMAND --help` prints at 100 columns (the width the app caps its help
 at), so the reference holds the same panels, defaults and ranges as the terminal, and
-tests/test_docs.py fails when a command changes and this file was not regenerated.
+tests/project/test_docs.py fails when a command changes and this file was not regenerated.
 """
 
 from __future__ import annotations

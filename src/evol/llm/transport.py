@@ -12,7 +12,7 @@ A run makes hundreds of thousands of small JSON POSTs to servers that may misbeh
 - redirects are not followed: a 3xx is an error that names its Location;
 - proxies come from the environment the way the openai SDK takes them (httpx2):
   HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, and NO_PROXY with host names, domains, IP addresses
-  and CIDR ranges. tests/test_transport.py checks the choice against httpx2's own.
+  and CIDR ranges. tests/llm/test_transport.py checks the choice against httpx2's own.
 """
 
 from __future__ import annotations

@@ -1,0 +1,636 @@
+"""`evol export`: files trainers load (JSON Lines, one JSON array, Parquet), lineage-safe
+splits, the system turn, and runs that did not finish."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from evol.dataset.export import export_run, parse_generations, parse_split
+from evol.dataset.export_scan import assign_lineages
+from tests.support.runs import read_jsonl, run_args, write_seeds
+
+SHAPES = ["alpaca", "sharegpt", "openai-chat", "jsonl"]
+# 24 seeds, 2 generations: every 4th seed's rewrites are judged equal to it, so its lineage is
+# the seed alone; the others keep 3 records. 18 x 3 + 6 x 1 = 60 records, 24 lineages.
+ROWS = [
+    {
+        "instruction": f"Explain idea number {i}" + (" [equal]" if i % 4 == 1 else ""),
+        **({"input": f"context {i}"} if i % 3 == 0 else {}),
+        "topic": f"topic {i % 2}",
+        **({"history": [{"role": "user", "turns": [1, 2]}]} if i == 2 else {}),
+    }
+    for i in range(24)
+]
+
+
+@pytest.fixture
+def run_dir(evol, server, tmp_path: Path) -> Path:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", ROWS), tmp_path / "run"
+    assert evol(*run_args(server, seeds, out, "--generations", "2")).exit_code == 0
+    return out
+
+
+def load(path: Path, tmp_path: Path, builder: str = "json"):
+    datasets = pytest.importorskip("datasets")
+    return datasets.load_dataset(
+        builder, data_files=str(path), split="train", cache_dir=str(tmp_path / "hf-cache")
+    )
+
+
+def user_text(record: dict) -> str:
+    return (
+        f"{record['instruction']}\n\n{record['input']}"
+        if record["input"]
+        else record["instruction"]
+    )
+
+
+def expected_row(record: dict, shape: str, system: str | None = None) -> dict:
+    """What one record must become in `shape`, written out by hand."""
+    if shape == "alpaca":
+        row = {"instruction": record["instruction"], "input": record["input"]}
+        return row | {"output": record["output"]} | ({"system": system} if system else {})
+    if shape == "sharegpt":
+        turns = [{"from": "system", "value": system}] if system else []
+        turns += [
+            {"from": "human", "value": user_text(record)},
+            {"from": "gpt", "value": record["output"]},
+        ]
+        return {"conversations": turns}
+    if shape == "openai-chat":
+        turns = [{"role": "system", "content": system}] if system else []
+        turns += [
+            {"role": "user", "content": user_text(record)},
+            {"role": "assistant", "content": record["output"]},
+        ]
+        return {"messages": turns}
+    return record
+
+
+def set_manifest(run_dir: Path, **changes) -> None:
+    """Edit run.json as a run with these facts would have written it."""
+    path = run_dir / "run.json"
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    for key, value in changes.items():
+        if key == "system_prompt":
+            manifest["config"]["system_prompt"] = value
+        else:
+            manifest[key] = value
+    path.write_text(json.dumps(manifest), encoding="utf-8")
+
+
+# -- files: JSON Lines, one JSON array, Parquet ---------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_each_format_loads_with_datasets(
+    evol, run_dir: Path, tmp_path: Path, shape: str, suffix: str
+) -> None:
+    out = tmp_path / f"export{suffix}"
+    result = evol("export", run_dir, "--format", shape, "--out", out)
+    assert result.exit_code == 0, result.stderr
+    records = read_jsonl(run_dir / "dataset.jsonl")
+    rows = load(out, tmp_path)
+    assert len(rows) == len(records) == 60
+    for row, record in zip(rows, records, strict=True):
+        if shape == "jsonl":
+            assert (row["id"], row["parent_id"], row["generation"]) == (
+                record["id"],
+                record["parent_id"],
+                record["generation"],
+            )
+        else:
+            assert row == expected_row(record, shape)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_json_is_one_array_and_anything_else_json_lines(
+    evol, run_dir: Path, tmp_path: Path, shape: str
+) -> None:
+    records = read_jsonl(run_dir / "dataset.jsonl")
+    as_array, as_lines = tmp_path / "a.json", tmp_path / "a.txt"
+    for out in (as_array, as_lines):
+        assert evol("export", run_dir, "--format", shape, "--out", out).exit_code == 0
+    array = json.loads(as_array.read_text(encoding="utf-8"))
+    assert array == [expected_row(r, shape) for r in records]
+    assert read_jsonl(as_lines) == array
+    # --file-format beats the name, both ways.
+    swapped_array, swapped_lines = tmp_path / "b.jsonl", tmp_path / "b.json"
+    evol("export", run_dir, "--format", shape, "--out", swapped_array, "--file-format", "json")
+    evol("export", run_dir, "--format", shape, "--out", swapped_lines, "--file-format", "jsonl")
+    assert json.loads(swapped_array.read_text(encoding="utf-8")) == array
+    assert read_jsonl(swapped_lines) == array
+
+
+def test_an_empty_json_export_is_an_empty_array(evol, run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "none.json"
+    assert evol("export", run_dir, "--out", out, "--generations", "7").exit_code == 0
+    assert json.loads(out.read_text(encoding="utf-8")) == []
+
+
+@pytest.mark.parametrize("by", ["extension", "option"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_parquet_loads_with_pyarrow_and_datasets(
+    evol, run_dir: Path, tmp_path: Path, shape: str, by: str
+) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    out = tmp_path / ("data.parquet" if by == "extension" else "data.bin")
+    options = [] if by == "extension" else ["--file-format", "parquet"]
+    result = evol("export", run_dir, "--format", shape, "--out", out, *options)
+    assert result.exit_code == 0, result.stderr
+    records = read_jsonl(run_dir / "dataset.jsonl")
+    table_rows = pq.read_table(out).to_pylist()
+    dataset_rows = list(load(out, tmp_path, builder="parquet"))
+    if shape != "jsonl":
+        # Nested lists of dicts (the turns) come back as lists of dicts.
+        assert table_rows == dataset_rows == [expected_row(r, shape) for r in records]
+        return
+    # evol's own records: scalar fields are columns, objects are JSON text.
+    for rows in (table_rows, dataset_rows):
+        assert len(rows) == len(records)
+        for row, original in zip(rows, records, strict=True):
+            record = dict(original)
+            assert json.loads(row.pop("metadata")) == record.pop("metadata")
+            assert json.loads(row.pop("usage")) == record.pop("usage")
+            assert row == record
+    history = [json.loads(row["metadata"]).get("history") for row in pq.read_table(out).to_pylist()]
+    assert [{"role": "user", "turns": [1, 2]}] in history
+
+
+def test_parquet_columns_of_evol_records_by_the_types_they_hold(
+    evol, run_dir: Path, tmp_path: Path
+) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    gen_1 = run_dir / "gen_1.jsonl"
+    records = read_jsonl(gen_1)
+    extra = [
+        {"score": [1, "high", None, 2.5][i % 4], "rank": i, "ratio": i / 2, "flag": i % 2 == 0}
+        | ({"later": "only here"} if i == 5 else {})
+        for i in range(len(records))
+    ]
+    gen_1.write_text("".join(json.dumps(r | e) + "\n" for r, e in zip(records, extra, strict=True)))
+    out = tmp_path / "records.parquet"
+    assert (
+        evol("export", run_dir, "--format", "jsonl", "--out", out, "--generations", "1").exit_code
+        == 0
+    )
+    table = pq.read_table(out)
+    types = {
+        name: table.schema.field(name).type for name in ("rank", "ratio", "flag", "later", "score")
+    }
+    assert types == {
+        "rank": pa.int64(),
+        "ratio": pa.float64(),  # 0.0, 0.5, 1.0, ... are floats in JSON as written by Python
+        "flag": pa.bool_(),
+        "later": pa.string(),
+        "score": pa.string(),  # int, str and float: one column can only hold them as JSON text
+    }
+    for row, e in zip(table.to_pylist(), extra, strict=True):
+        assert (row["rank"], row["ratio"], row["flag"]) == (e["rank"], e["ratio"], e["flag"])
+        assert row["later"] == e.get("later")
+        assert row["score"] == (None if e["score"] is None else json.dumps(e["score"]))
+
+
+@pytest.mark.parametrize(("rows_per_group", "groups"), [(7, 9), (60, 1), (59, 2), (1000, 1)])
+def test_parquet_is_written_in_row_groups(
+    run_dir: Path, tmp_path: Path, rows_per_group: int, groups: int
+) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    out = tmp_path / "data.parquet"
+    export_run(run_dir, out, shape="sharegpt", row_group_rows=rows_per_group)
+    parquet = pq.ParquetFile(out)
+    sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
+    assert len(sizes) == groups == math.ceil(60 / rows_per_group)
+    assert sum(sizes) == 60 and max(sizes) <= rows_per_group
+
+
+def test_parquet_without_pyarrow_names_the_extra(
+    evol, run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # sys.modules[name] = None is how Python blocks an import: as if pyarrow were absent.
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    result = evol("export", run_dir, "--out", tmp_path / "data.parquet")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "evol: error: writing Parquet needs pyarrow: pip install 'evol[parquet]'\n"
+    )
+    assert list(tmp_path.glob("data*")) == []
+
+
+# -- splits -----------------------------------------------------------------------------------
+
+
+def split_export(evol, run_dir: Path, out: Path, *options: str) -> dict:
+    args = ["export", run_dir, "--out", out, "--format", "jsonl", "--json", *options]
+    result = evol(*args)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_split_keeps_every_lineage_on_one_side(evol, run_dir: Path, tmp_path: Path) -> None:
+    summary = split_export(
+        evol, run_dir, tmp_path / "data.jsonl", "--split", "train=0.75,test=0.25"
+    )
+    train = read_jsonl(tmp_path / "data.train.jsonl")
+    test = read_jsonl(tmp_path / "data.test.jsonl")
+    train_roots, test_roots = {r["root_id"] for r in train}, {r["root_id"] for r in test}
+    assert not train_roots & test_roots
+    assert len(train_roots | test_roots) == 24
+    records = read_jsonl(run_dir / "dataset.jsonl")
+    # Nothing lost, nothing twice, and each part in the dataset's order.
+    assert sorted(r["id"] for r in train + test) == sorted(r["id"] for r in records)
+    order = [r["id"] for r in records]
+    for part in (train, test):
+        assert [r["id"] for r in part] == sorted((r["id"] for r in part), key=order.index)
+    # Sizes count records: 45 and 15 is what 0.75 and 0.25 of 60 ask; lineages hold 1 or 3.
+    assert abs(len(train) - 45) < 3 and abs(len(test) - 15) < 3
+    assert summary["parts"] == [
+        {
+            "name": "train",
+            "file": str(tmp_path / "data.train.jsonl"),
+            "records": len(train),
+            "lineages": len(train_roots),
+        },
+        {
+            "name": "test",
+            "file": str(tmp_path / "data.test.jsonl"),
+            "records": len(test),
+            "lineages": len(test_roots),
+        },
+    ]
+    assert summary["files"] == {
+        str(tmp_path / "data.train.jsonl"): len(train),
+        str(tmp_path / "data.test.jsonl"): len(test),
+    }
+
+
+def test_split_prints_records_and_lineages_per_part(evol, run_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "data.jsonl"
+    result = evol(
+        "export", run_dir, "--out", out, "--split", "train=0.5,test=0.5", "--format", "jsonl"
+    )
+    assert result.exit_code == 0 and result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{run_dir} (complete): 60 records exported"
+    for part, line in zip(["train", "test"], lines[1:], strict=True):
+        rows = read_jsonl(tmp_path / f"data.{part}.jsonl")
+        lineages = len({r["root_id"] for r in rows})
+        assert (
+            line == f"{tmp_path / f'data.{part}.jsonl'}: {len(rows)} records, {lineages} lineages"
+        )
+
+
+def test_split_is_deterministic_by_seed_and_shuffle_only_reorders(
+    evol, run_dir: Path, tmp_path: Path
+) -> None:
+    def parts(name: str, *options: str) -> tuple[list[str], list[str]]:
+        split_export(evol, run_dir, tmp_path / f"{name}.jsonl", "--split", "a=0.5,b=0.5", *options)
+        return tuple(
+            [r["id"] for r in read_jsonl(tmp_path / f"{name}.{part}.jsonl")] for part in "ab"
+        )
+
+    first, again = parts("first", "--seed", "3"), parts("again", "--seed", "3")
+    assert first == again
+    others = [parts(f"seed{seed}", "--seed", str(seed)) for seed in (4, 5, 6)]
+    assert any(set(other[0]) != set(first[0]) for other in others)
+    shuffled = parts("shuffled", "--seed", "3", "--shuffle")
+    assert [sorted(ids) for ids in shuffled] == [sorted(ids) for ids in first]
+    assert shuffled[0] != first[0] and shuffled[1] != first[1]
+    assert parts("shuffled-again", "--seed", "3", "--shuffle") == shuffled
+    assert parts("unshuffled", "--seed", "3", "--shuffle", "--no-shuffle") == first
+
+
+def test_shuffle_without_split_and_generations(evol, run_dir: Path, tmp_path: Path) -> None:
+    summary = split_export(
+        evol, run_dir, tmp_path / "data.jsonl", "--generations", "1-2", "--shuffle", "--seed", "4"
+    )
+    rows = read_jsonl(tmp_path / "data.jsonl")
+    expected = [r["id"] for r in read_jsonl(run_dir / "dataset.jsonl") if r["generation"] > 0]
+    assert sorted(r["id"] for r in rows) == sorted(expected) and len(rows) == 36
+    assert [r["id"] for r in rows] != expected
+    assert summary["parts"] == [
+        {"name": None, "file": str(tmp_path / "data.jsonl"), "records": 36, "lineages": 18}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "fractions", "expected"),
+    [
+        # Ten lineages of one record: the parts are exact.
+        ({f"r{i}": 1 for i in range(10)}, {"train": 0.7, "test": 0.3}, {"train": 7, "test": 3}),
+        ({f"r{i}": 1 for i in range(10)}, {"train": 0.75, "test": 0.25}, {"train": 8, "test": 2}),
+        # A zero fraction gets nothing, whichever side it is on.
+        ({f"r{i}": 2 for i in range(5)}, {"train": 1.0, "test": 0.0}, {"train": 10, "test": 0}),
+        ({f"r{i}": 2 for i in range(5)}, {"train": 0.0, "test": 1.0}, {"train": 0, "test": 10}),
+        # One lineage cannot be split: on a tie it goes to the first part listed.
+        ({"only": 5}, {"train": 0.5, "test": 0.5}, {"train": 5, "test": 0}),
+        ({"only": 5}, {"test": 0.5, "train": 0.5}, {"train": 0, "test": 5}),
+        # Three parts.
+        (
+            {f"r{i}": 1 for i in range(20)},
+            {"a": 0.5, "b": 0.3, "c": 0.2},
+            {"a": 10, "b": 6, "c": 4},
+        ),
+    ],
+)
+def test_assign_lineages_sizes(
+    sizes: dict[str, int], fractions: dict[str, float], expected: dict[str, int]
+) -> None:
+    assignment = assign_lineages(sizes, fractions, seed=0)
+    assert set(assignment) == set(sizes)
+    filled = dict.fromkeys(fractions, 0)
+    for root, part in assignment.items():
+        filled[part] += sizes[root]
+    assert filled == expected
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize(
+    "fractions",
+    [
+        {"train": 0.9, "test": 0.1},
+        {"train": 0.5, "test": 0.5},
+        {"train": 0.99, "test": 0.01},
+        {"a": 0.6, "b": 0.25, "c": 0.15},
+    ],
+)
+def test_assign_lineages_lands_within_one_lineage_of_each_target(
+    seed: int, fractions: dict[str, float]
+) -> None:
+    rng = random.Random(seed)
+    sizes = {f"s{i}": rng.randint(1, 5) for i in range(rng.randint(1, 300))}
+    assignment = assign_lineages(sizes, fractions, seed=seed)
+    total, largest = sum(sizes.values()), max(sizes.values())
+    filled = dict.fromkeys(fractions, 0)
+    for root, part in assignment.items():
+        filled[part] += sizes[root]
+    for part, fraction in fractions.items():
+        assert filled[part] - fraction * total < largest  # never a whole lineage too many
+        if len(fractions) == 2:
+            assert fraction * total - filled[part] < largest  # nor a whole one too few
+    # Deterministic, and the same whatever order the lineages were listed in.
+    shuffled = dict(sorted(sizes.items(), key=lambda item: random.Random(item[0]).random()))
+    assert assign_lineages(shuffled, fractions, seed=seed) == assignment
+
+
+def test_assign_lineages_depends_on_the_seed() -> None:
+    sizes = {f"s{i}": 1 + i % 3 for i in range(40)}
+    fractions = {"train": 0.8, "test": 0.2}
+    results = {
+        frozenset(r for r, p in assign_lineages(sizes, fractions, seed).items() if p == "test")
+        for seed in range(5)
+    }
+    assert len(results) == 5
+
+
+# -- the system turn ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["alpaca", "sharegpt", "openai-chat"])
+@pytest.mark.parametrize(
+    ("recorded", "option", "expected"),
+    [
+        (None, None, None),
+        ("You are terse.", None, "You are terse."),
+        ("You are terse.", "Answer in French.", "Answer in French."),
+        (None, "Answer in French.", "Answer in French."),
+        ("You are terse.", "", None),
+    ],
+)
+def test_system_turn(
+    evol,
+    run_dir: Path,
+    tmp_path: Path,
+    shape: str,
+    recorded: str | None,
+    option: str | None,
+    expected: str | None,
+) -> None:
+    set_manifest(run_dir, system_prompt=recorded)
+    out = tmp_path / "data.jsonl"
+    options = [] if option is None else ["--system-prompt", option]
+    result = evol("export", run_dir, "--format", shape, "--out", out, "--json", *options)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["system_prompt"] == expected
+    records = read_jsonl(run_dir / "dataset.jsonl")
+    assert read_jsonl(out) == [expected_row(r, shape, expected) for r in records]
+
+
+def test_system_turn_in_parquet(evol, run_dir: Path, tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    set_manifest(run_dir, system_prompt="You are terse.")
+    for shape in ("alpaca", "sharegpt"):
+        out = tmp_path / f"{shape}.parquet"
+        assert evol("export", run_dir, "--format", shape, "--out", out).exit_code == 0
+        records = read_jsonl(run_dir / "dataset.jsonl")
+        assert pq.read_table(out).to_pylist() == [
+            expected_row(r, shape, "You are terse.") for r in records
+        ]
+
+
+def test_jsonl_records_take_no_system_prompt(evol, run_dir: Path, tmp_path: Path) -> None:
+    set_manifest(run_dir, system_prompt="You are terse.")
+    out = tmp_path / "data.jsonl"
+    assert evol("export", run_dir, "--format", "jsonl", "--out", out).exit_code == 0
+    assert read_jsonl(out) == read_jsonl(run_dir / "dataset.jsonl")
+    result = evol("export", run_dir, "--format", "jsonl", "--out", out, "--system-prompt", "x")
+    assert result.exit_code == 2 and "use alpaca, sharegpt or openai-chat" in result.stderr
+    # "" asks for no system turn, which is what the jsonl shape always writes.
+    result = evol("export", run_dir, "--format", "jsonl", "--out", out, "--system-prompt", "")
+    assert result.exit_code == 0 and read_jsonl(out) == read_jsonl(run_dir / "dataset.jsonl")
+
+
+# -- runs that did not finish ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "warning"),
+    [
+        ("complete", None),
+        ("interrupted", "{run} is interrupted: exporting the 59 records written so far"),
+        (
+            "failed",
+            "{run} is incomplete (some steps failed after all retries): exporting the 59 records "
+            "written so far",
+        ),
+        ("unknown", "{run} is unknown: exporting the 59 records written so far"),
+        (
+            "running",
+            "{run} is still running, or was killed before it finished: exporting the 59 records "
+            "written so far",
+        ),
+    ],
+)
+def test_an_unfinished_run_is_exported_with_a_warning(
+    evol, run_dir: Path, tmp_path: Path, status: str, warning: str | None
+) -> None:
+    set_manifest(run_dir, status=status)
+    # A kill mid-write: the last record of gen_2 is torn, and the line before it is whole.
+    gen_2 = run_dir / "gen_2.jsonl"
+    whole = gen_2.read_bytes()
+    gen_2.write_bytes(whole[: len(whole) - 40])
+    out = tmp_path / "data.jsonl"
+    result = evol("export", run_dir, "--out", out, "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["status"] == status
+    expected = f"evol: warning: {warning.format(run=run_dir)}\n" if warning else ""
+    assert result.stderr == expected
+    assert len(read_jsonl(out)) == 59
+    human = evol("export", run_dir, "--out", out)
+    assert human.stdout.splitlines()[0] == f"{run_dir} ({status}): 59 records exported"
+    assert human.stderr == expected
+
+
+def test_records_without_output_are_left_out(evol, server, tmp_path: Path) -> None:
+    seeds, run = write_seeds(tmp_path / "seeds.jsonl", ROWS[:4]), tmp_path / "run"
+    assert (
+        evol(*run_args(server, seeds, run, "--generations", "1", "--no-answer-seeds")).exit_code
+        == 0
+    )
+    result = evol("export", run, "--out", tmp_path / "a.jsonl")
+    assert result.exit_code == 0 and "left out 4 records without an output" in result.stderr
+    assert len(read_jsonl(tmp_path / "a.jsonl")) == 3  # seed 1's rewrite was judged equal
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--split", "train=0.9,test=0.2"], "add up to 1"),
+        (["--split", "train=nan,test=0.5"], "add up to 1"),
+        (["--split", "train=inf,test=-inf"], "add up to 1"),
+        (["--split", "train=1.5,test=-0.5"], "add up to 1"),
+        (["--split", "train"], "name=fraction"),
+        (["--split", "train=0.5,train=0.5"], "named twice"),
+        (["--split", "../up=0.5,test=0.5"], "it names a file"),
+        (["--split", "=1"], "it names a file"),
+        (["--generations", "one"], "a range like 1-4"),
+        (["--generations", "3-1"], "a range like 1-4"),
+    ],
+)
+def test_bad_export_options(
+    evol, run_dir: Path, tmp_path: Path, options: list[str], message: str
+) -> None:
+    result = evol("export", run_dir, "--out", tmp_path / "x.jsonl", *options)
+    assert result.exit_code == 2
+    assert message in result.stderr and result.stderr.count("\n") == 1
+    assert list(tmp_path.glob("x*")) == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (None, None),
+        ("3", {3}),
+        ("1-4", {1, 2, 3, 4}),
+        ("2-2", {2}),
+        ("0, 2,5-6", {0, 2, 5, 6}),
+    ],
+)
+def test_parse_generations(spec: str | None, expected: set[int] | None) -> None:
+    assert parse_generations(spec) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (None, {}),
+        ("train=1", {"train": 1.0}),
+        ("train=0.9, test=0.1", {"train": 0.9, "test": 0.1}),
+        ("a=0.1,b=0.2,c=0.7", {"a": 0.1, "b": 0.2, "c": 0.7}),
+        ("held_out-1=0,train=1", {"held_out-1": 0.0, "train": 1.0}),
+    ],
+)
+def test_parse_split(spec: str | None, expected: dict[str, float]) -> None:
+    assert parse_split(spec) == expected
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "gen_1.jsonl",
+        "dataset.jsonl",
+        "run.json",
+        "eliminated.jsonl",
+        "scores.jsonl",
+        "metrics.json",
+        "contamination.json",
+        ".evol.lock",
+    ],
+)
+def test_export_never_overwrites_the_run(evol, run_dir: Path, name: str) -> None:
+    if not (run_dir / name).exists():  # what evol score writes, the lock's empty file
+        (run_dir / name).write_text("paid for\n")
+    before = (run_dir / name).read_bytes()
+    result = evol("export", run_dir, "--out", run_dir / name)
+    assert result.exit_code == 2 and f"is {name} of the run in {run_dir}" in result.stderr
+    assert (run_dir / name).read_bytes() == before
+
+
+def test_export_beside_the_run_files_is_fine(evol, run_dir: Path) -> None:
+    assert evol("export", run_dir, "--out", run_dir / "alpaca.json").exit_code == 0
+    assert len(json.loads((run_dir / "alpaca.json").read_text(encoding="utf-8"))) == 60
+
+
+def test_parts_are_written_all_or_none(evol, run_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "data.test.jsonl.tmp").mkdir()  # the second part cannot be written
+    result = evol(
+        "export", run_dir, "--out", tmp_path / "data.jsonl", "--split", "train=0.5,test=0.5"
+    )
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"evol: error: {tmp_path / 'data.test.jsonl'}: cannot write it: Is a directory\n"
+    )
+    assert sorted(p.name for p in tmp_path.glob("data*")) == ["data.test.jsonl.tmp"]
+
+
+def test_out_may_not_be_a_directory(evol, run_dir: Path, tmp_path: Path) -> None:
+    result = evol("export", run_dir, "--out", tmp_path)
+    assert result.exit_code == 2 and "is a directory" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        (b"{not json\n", "corrupt record"),
+        (b"[1, 2]\n", "not an evol record (not a JSON object)"),
+        (b'{"id": "x", "root_id": "x", "generation": "2"}\n', "wrong generation; missing"),
+        (b'{"id": "x", "root_id": 7, "generation": 1, "instruction": "i"}\n', "wrong root_id;"),
+    ],
+)
+def test_a_bad_record_names_its_file_and_line(
+    evol, run_dir: Path, tmp_path: Path, line: bytes, why: str
+) -> None:
+    gen_1 = run_dir / "gen_1.jsonl"
+    lines = gen_1.read_bytes().splitlines(keepends=True)
+    gen_1.write_bytes(b"".join(lines[:2] + [line] + lines[2:]))
+    result = evol("export", run_dir, "--out", tmp_path / "x.jsonl")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"evol: error: {gen_1}:3: ") and why in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert list(tmp_path.glob("x*")) == []
+
+
+def test_no_run_here(evol, tmp_path: Path) -> None:
+    result = evol("export", tmp_path, "--out", tmp_path / "x.jsonl")
+    assert result.exit_code == 2 and "run.json is missing" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["export", "show"])
+def test_flags_read_as_flags_in_help(evol, command: str) -> None:
+    result = evol(command, "--help", env={"COLUMNS": "200"})
+    rows = [row for row in result.stdout.splitlines() if "--json" in row or "--shuffle" in row]
+    assert rows and all("<bool>" not in row for row in rows)
+    if command == "export":
+        assert any("--shuffle" in row and "--no-shuffle" in row for row in rows)

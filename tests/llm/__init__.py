@@ -1,0 +1,1 @@
+"""The LLM call layer: backends, the dispatcher, the HTTP transport, retries and limits (evol.llm)."""

@@ -1,0 +1,439 @@
+"""Backends: the default choice, plugins from entry points, and the embedded model.
+
+The slow tests run SmolLM2-135M-Instruct for real: in-process through the `local` backend,
+and behind `python -m llama_cpp.server` through the `openai` backend. The small model fails
+often; the tests check that whatever it wrote is a valid, consistent run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from evol.errors import UsageError
+from evol.llm import (
+    BackendSettings,
+    Completion,
+    GenerationParams,
+    LLMRequest,
+    backend_names,
+    choose_backend,
+    local_backend_installed,
+)
+from tests.support.runs import assert_valid_run, read_jsonl, write_seeds
+
+HERE = Path(__file__).parents[1]  # tests/
+SMALL_SEEDS = [
+    {"instruction": "Name three primary colors."},
+    {"instruction": "What is 12 times 7?"},
+    {"instruction": "Summarize the sentence.", "input": "The cat slept all afternoon in the sun."},
+    {"instruction": "Give a synonym for happy."},
+    {"instruction": "Write one sentence about rain."},
+]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
+    return {**env, **extra}
+
+
+@pytest.mark.parametrize(
+    ("requested", "base_urls", "has_key", "expected"),
+    [
+        ("local", ["http://x/v1"], True, "local"),
+        (None, ["http://x/v1"], False, "openai"),
+        (None, [], True, "openai"),
+    ],
+)
+def test_backend_choice(requested, base_urls, has_key, expected) -> None:
+    assert choose_backend(requested, base_urls=base_urls, has_api_key=has_key) == expected
+
+
+def test_without_configuration_the_embedded_model_is_the_default() -> None:
+    expected = "local" if local_backend_installed() else None
+    if expected is None:
+        with pytest.raises(UsageError):
+            choose_backend(None, base_urls=[], has_api_key=False)
+    else:
+        assert choose_backend(None, base_urls=[], has_api_key=False) == "local"
+
+
+@pytest.mark.slow
+def test_with_nothing_configured_or_installed_the_error_says_how(tmp_path: Path) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SMALL_SEEDS)
+    # sys.modules[name] = None is how Python blocks an import: as if llama-cpp-python were absent.
+    code = "import sys; sys.modules['llama_cpp'] = None; from evol.cli import main; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "run", str(seeds), "--out", str(tmp_path / "run")],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "evol: error: no LLM configured: set OPENAI_API_KEY or --base-url for an OpenAI-compatible "
+        "server, or install the embedded model with pip install 'evol[local]'"
+    ]
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_backend_lists_the_known_ones(evol, tmp_path: Path) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SMALL_SEEDS)
+    result = evol("run", seeds, "--out", tmp_path / "run", "--backend", "nope")
+    assert result.exit_code == 2
+    assert (
+        result.stderr.strip()
+        == f"evol: error: unknown backend 'nope'; available: {', '.join(backend_names())}"
+    )
+
+
+@pytest.mark.slow
+def test_a_plugin_backend_installs_and_runs_by_name(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(HERE / "plugin_echo"),
+        ],
+        check=True,
+    )
+    env = clean_env(PYTHONPATH=str(site))
+    listed = subprocess.run(
+        [sys.executable, "-c", "from evol.llm import backend_names; print(backend_names())"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "'echo'" in listed.stdout
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SMALL_SEEDS[:2]), tmp_path / "run"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "evol",
+            "run",
+            str(seeds),
+            "--out",
+            str(out),
+            "--backend",
+            "echo",
+            "--generations",
+            "1",
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "backend echo, model echo-1" in result.stderr
+    assert [r["output"] for r in read_jsonl(out / "gen_0.jsonl")] == [
+        "Echo from echo-1: Name three primary colors.",
+        "Echo from echo-1: What is 12 times 7?",
+    ]
+    manifest = assert_valid_run(out)
+    assert manifest["backend"]["name"] == "echo"
+
+
+# -- the real model ------------------------------------------------------------------------
+
+
+def smollm2_gguf() -> Path:
+    from evol.llm.local import default_model_path
+
+    return default_model_path()
+
+
+needs_model = pytest.mark.skipif(
+    not local_backend_installed(), reason="needs the local extra: pip install -e '.[dev]'"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python -m llama_cpp.server` serving SmolLM2 on 127.0.0.1; yields its base URL."""
+    port = free_port()
+    # A log file, not a pipe: a pipe nobody reads fills up and stalls the server.
+    log = (tmp_path_factory.mktemp("llama_server") / "server.log").open("w+")
+    command = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()),
+        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", "1",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base_url}/models", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError(
+                        f"llama_cpp.server did not start: {log.read()[-2000:]}"
+                    ) from None
+                time.sleep(0.5)
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
+@pytest.mark.slow
+@pytest.mark.heavy  # left out of make mutate
+@needs_model
+def test_real_model_behind_llama_cpp_server_through_the_openai_backend(
+    llama_server: str, tmp_path: Path
+) -> None:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SMALL_SEEDS), tmp_path / "run"
+    command = [
+        sys.executable, "-m", "evol", "run", str(seeds), "--out", str(out), "--generations", "2",
+        "--base-url", llama_server, "--max-tokens", "128", "--temperature", "0.7", "--concurrency", "2", "--json",
+    ]  # fmt: skip
+    result = subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    manifest = assert_valid_run(out)
+    assert manifest["backend"]["name"] == "openai" and summary["backend"] == "openai"
+    assert summary["failed"] == []
+    # A sampled answer may fail a rule (cut at --max-tokens, say): each seed is kept with its
+    # answer or eliminated at generation 0 with a reason, never lost.
+    gen0 = read_jsonl(out / "gen_0.jsonl")
+    failed_seeds = [r for r in read_jsonl(out / "eliminated.jsonl") if r["generation"] == 0]
+    assert sorted(r["id"] for r in gen0 + failed_seeds) == [f"s{n}" for n in range(1, 6)]
+    assert gen0 and all(isinstance(r["output"], str) for r in gen0)
+    # Every evolution attempt ended kept or eliminated: 5 lineages x 2 rounds.
+    # (A seed whose answer failed is eliminated at generation 0 and still evolves.)
+    evolutions_eliminated = len(
+        [r for r in read_jsonl(out / "eliminated.jsonl") if r["generation"] > 0]
+    )
+    kept = sum(summary["kept_per_generation"].get(str(g), 0) for g in (1, 2))
+    assert kept + evolutions_eliminated == 10
+    assert summary["eliminated"] == evolutions_eliminated + len(failed_seeds)
+    assert summary["usage"]["evolve"]["completion_tokens"] > 0
+    # llama-cpp-python's server refuses a json_schema format (a 500 naming the field) and takes
+    # json_object with the schema: every verdict is read from the schema, none from prose.
+    read = manifest["judging"]["replies_read_as"].get("judge", {})
+    assert "prose" not in read and read.get("schema", 0) == summary["requests"].get("judge", 0)
+
+
+@pytest.mark.slow
+@pytest.mark.heavy  # left out of make mutate
+@needs_model
+def test_real_model_in_process_through_the_local_backend(tmp_path: Path) -> None:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SMALL_SEEDS[:3]), tmp_path / "run"
+    command = [
+        sys.executable, "-m", "evol", "run", str(seeds), "--out", str(out), "--generations", "1",
+        "--max-tokens", "128", "--json",
+    ]  # fmt: skip
+    result = subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert f"backend local, model {smollm2_gguf().name}" in result.stderr
+    manifest = assert_valid_run(out)
+    assert manifest["backend"]["name"] == "local"
+    assert manifest["backend"]["models"]["answer"] == smollm2_gguf().name
+    summary = json.loads(result.stdout)
+    # 3 evolutions, each kept or eliminated; a seed whose answer failed is eliminated at
+    # generation 0 as well, and still evolves.
+    evolutions_eliminated = len(
+        [r for r in read_jsonl(out / "eliminated.jsonl") if r["generation"] > 0]
+    )
+    assert summary["kept_per_generation"].get("1", 0) + evolutions_eliminated == 3
+    assert all(r["output"] for r in read_jsonl(out / "gen_0.jsonl"))
+
+
+def test_azure_style_endpoints_keep_their_query_and_take_the_key_as_api_key(
+    evol, tmp_path: Path
+) -> None:
+    from evol.llm.openai_api import auth_headers
+    from tests.support.fake_server import FakeServer
+
+    assert auth_headers("https://res.openai.azure.com/openai/deployments/gpt", "k") == {
+        "api-key": "k"
+    }
+    assert auth_headers("https://api.openai.com/v1", "k") == {"Authorization": "Bearer k"}
+    seeds = write_seeds(tmp_path / "seeds.jsonl", SMALL_SEEDS[:2])
+    with FakeServer(models=("gpt-4o",)) as server:
+        base = server.base_url.removesuffix("/v1")
+        url = f"{base}/openai/deployments/gpt-4o?api-version=2024-10-21"
+        result = evol(
+            "run", seeds, "--out", tmp_path / "run", "--base-url", url, "--model", "gpt-4o",
+            "--generations", "1", "--quiet", "--json",
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["status"] == "complete"
+    assert len(server.requests) == 2 * 4
+
+
+# -- the local backend's shutdown, with a stand-in for llama.cpp's model ------------------
+
+
+class BlockingModel:
+    """A model whose generation runs in its worker thread until released; closing it while
+    a generation runs is the crash the backend must never cause."""
+
+    def __init__(self) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+        self.running = 0
+        self.closed_while_running = False
+        self.closed = False
+
+    def create_chat_completion(self, **_request: object) -> dict:
+        self.running += 1
+        self.started.set()
+        self.release.wait(30)
+        self.running -= 1
+        return {"choices": [{"message": {"content": "done"}, "finish_reason": "stop"}]}
+
+    def close(self) -> None:
+        self.closed_while_running = self.closed_while_running or self.running > 0
+        self.closed = True
+
+
+def test_an_interrupted_generation_is_never_freed_under_its_thread(tmp_path: Path) -> None:
+    from evol.llm.local import LocalBackend
+
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+
+    async def scenario() -> BlockingModel:
+        backend = LocalBackend(BackendSettings(model_path=gguf))
+        model = backend._llama = BlockingModel()
+        request = asyncio.ensure_future(
+            backend.complete(
+                LLMRequest([{"role": "user", "content": "hi"}], "m", GenerationParams())
+            )
+        )
+        await asyncio.to_thread(model.started.wait, 30)
+        request.cancel()  # Ctrl-C: the task goes, the thread cannot
+        closing = asyncio.ensure_future(backend.aclose())
+        second = asyncio.ensure_future(
+            backend.complete(
+                LLMRequest([{"role": "user", "content": "again"}], "m", GenerationParams())
+            )
+        )
+        await asyncio.sleep(0.05)
+        assert not model.closed and model.running == 1  # both wait for the generation
+        model.release.set()
+        await closing
+        with contextlib.suppress(asyncio.CancelledError):
+            await request
+        with contextlib.suppress(Exception):
+            await second
+        return model
+
+    model = asyncio.run(scenario())
+    assert model.closed and not model.closed_while_running
+
+
+def test_register_backend_as_a_plugin_author_uses_it(tmp_path: Path) -> None:
+    import evol
+    from evol.llm import register_backend
+
+    class Shouting:
+        def __init__(self, settings: BackendSettings):
+            self.settings = settings
+
+        async def complete(self, request: LLMRequest) -> Completion:
+            messages, model = request.messages, request.model
+            text = messages[-1]["content"]
+            if "<first>" in text:
+                return Completion(text="Not Equal")
+            if "<instruction>" in text:
+                instruction = text.split("<instruction>\n")[1].split("\n</instruction>")[0]
+                return Completion(text=instruction + " Loudly.")
+            return Completion(text=f"{model} says: " + text.upper())
+
+        async def default_model(self) -> str:
+            return "shout-1"
+
+        async def aclose(self) -> None:
+            pass
+
+    register_backend("shouting", Shouting)
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": "Name a bird"}])
+    summary = evol.run(
+        evol.RunConfig(seeds=seeds, out=tmp_path / "run", generations=1, backend="shouting")
+    )
+    assert summary.status == "complete" and summary.models["answer"] == "shout-1"
+    records = read_jsonl(tmp_path / "run" / "dataset.jsonl")
+    assert [r["instruction"] for r in records] == ["Name a bird", "Name a bird Loudly."]
+    assert records[0]["output"] == "shout-1 says: NAME A BIRD"
+    assert "shouting" in backend_names()
+
+
+def test_the_built_in_backends_are_entry_points_as_a_plugins_would_be() -> None:
+    from importlib.metadata import entry_points
+
+    from evol.llm.registry import ENTRY_POINT_GROUP
+
+    declared = {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    assert declared["openai"] == "evol.llm.openai_compatible:OpenAICompatibleBackend"
+    assert {"openai", "openai-sdk", "local"} <= set(backend_names())
+
+
+def test_what_a_backend_can_do_comes_from_the_capabilities_its_class_declares() -> None:
+    from evol.llm import register_backend
+    from evol.llm.protocol import Capabilities
+    from evol.llm.registry import create_backend, missing_key_warning, runs_in_process
+
+    class Embedded:
+        capabilities = Capabilities(in_process=True)
+
+        def __init__(self, settings: BackendSettings):
+            self.settings = settings
+
+    class Hosted(Embedded):
+        capabilities = Capabilities(needs_key=True)
+
+    class Plain:  # declares nothing: the defaults
+        def __init__(self, settings: BackendSettings):
+            self.settings = settings
+
+    for name, backend in (("cap-embedded", Embedded), ("cap-hosted", Hosted), ("cap-plain", Plain)):
+        register_backend(name, backend)
+    settings = BackendSettings(base_urls=["http://127.0.0.1:9/v1"])
+    assert create_backend("cap-embedded", settings).settings.base_urls == []  # no server to call
+    assert create_backend("cap-plain", settings).settings.base_urls == settings.base_urls
+    assert [runs_in_process(n) for n in ("cap-embedded", "cap-hosted", "cap-plain", "local")] == [
+        True,
+        False,
+        False,
+        True,
+    ]
+    hosted = ["https://api.openai.com/v1"]
+    assert "no API key for api.openai.com" in (
+        missing_key_warning("cap-hosted", hosted, False) or ""
+    )
+    assert missing_key_warning("cap-plain", hosted, False) is None
+    assert missing_key_warning("cap-hosted", hosted, True) is None

@@ -1,0 +1,150 @@
+"""evol.llm.sdk_client: the openai SDK's client with evol's limits, for the `openai-sdk` backend
+and the batch backend, against real servers on 127.0.0.1.
+
+- An Azure OpenAI resource gets the key as `api-key` (no Authorization header) and the base
+  URL's `?api-version=` on every request, as the `openai` backend sends them; a query left in
+  the SDK's base URL would have the request's path glued onto it.
+- A base URL that is not http(s) is refused before anything is sent.
+- A call past its deadline says how long it waited and, where asked, which call it was.
+- A reply over the cap names the cap; a login in the URL goes as HTTP Basic auth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from pydantic import SecretStr
+
+from evol.errors import TransientBackendError, UsageError
+from evol.llm import BackendSettings, Completion, GenerationParams, LLMRequest
+from evol.llm.openai_compatible import OpenAICompatibleBackend
+from evol.llm.openai_sdk import OpenAISDKBackend
+from evol.llm.sdk_client import SdkEndpoint
+from tests.support.hostile_server import (
+    HostileServer,
+    Request,
+    answer_normally,
+    models_body,
+    response,
+)
+
+KEY = "sk-test-SDK-CLIENT-0123456789abcdef"
+AZURE = "http://res.openai.azure.com/openai/deployments/gpt-4o?api-version=2024-10-21"
+QUESTION = LLMRequest([{"role": "user", "content": "question"}], "gpt-4o", GenerationParams())
+
+
+async def answer(request: Request, writer: asyncio.StreamWriter) -> bool:
+    """As a well-behaved server answers, whatever query follows the path."""
+    if urlsplit(request.path).path.endswith("/models"):
+        writer.write(response("200 OK", models_body()))
+        return True
+    return await answer_normally(request, writer)
+
+
+async def ask_and_list(backend: Any) -> tuple[Completion, str]:
+    try:
+        return await backend.complete(QUESTION), await backend.default_model()
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.parametrize("backend", [OpenAISDKBackend, OpenAICompatibleBackend])
+def test_an_azure_resource_gets_its_key_as_api_key_and_its_query_on_every_request(
+    monkeypatch: pytest.MonkeyPatch, backend: type
+) -> None:
+    """Through a proxy (the test's server), so that the request names the Azure host."""
+    with HostileServer(answer) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.base_url.removesuffix("/v1"))
+        settings = BackendSettings(base_urls=[AZURE], api_key=SecretStr(KEY))
+        reply, model = asyncio.run(ask_and_list(backend(settings)))
+    assert isinstance(reply, Completion) and model == "fake-model"
+    deployment = "http://res.openai.azure.com/openai/deployments/gpt-4o"
+    assert [(r.method, r.path) for r in proxy.requests] == [
+        ("POST", f"{deployment}/chat/completions?api-version=2024-10-21"),
+        ("GET", f"{deployment}/models?api-version=2024-10-21"),
+    ]
+    for request in proxy.requests:
+        assert request.headers["api-key"] == KEY
+        assert "authorization" not in request.headers
+
+
+def test_elsewhere_the_key_goes_as_a_bearer_token_and_a_login_as_basic_auth() -> None:
+    with HostileServer(answer_normally) as server:
+        keyed = BackendSettings(base_urls=[server.base_url], api_key=SecretStr(KEY))
+        asyncio.run(ask_and_list(OpenAISDKBackend(keyed)))
+        login = server.base_url.replace("http://", "http://user:p%40ss@")
+        asyncio.run(ask_and_list(OpenAISDKBackend(BackendSettings(base_urls=[login]))))
+    basic = "Basic " + base64.b64encode(b"user:p@ss").decode()
+    assert [r.headers["authorization"] for r in server.requests] == [f"Bearer {KEY}"] * 2 + [
+        basic
+    ] * 2
+    assert all("api-key" not in r.headers for r in server.requests)
+    assert {r.headers["user-agent"].split("/")[0] for r in server.requests} == {"evol"}
+
+
+@pytest.mark.parametrize("url", ["ftp://example.com/v1", "http:///v1", "example.com/v1"])
+def test_a_base_url_that_is_not_http_is_refused_before_anything_is_sent(url: str) -> None:
+    with pytest.raises(UsageError, match="not an http:// or https:// URL"):
+        SdkEndpoint(BackendSettings(base_urls=[url]))
+
+
+async def silent(_request: Request, _writer: asyncio.StreamWriter) -> bool:
+    await asyncio.sleep(3600)  # never answers; the test's server ends it on shutdown
+    return False
+
+
+def test_a_call_past_its_deadline_says_how_long_it_waited_and_which_call_it_was() -> None:
+    async def main(url: str) -> BaseException:
+        endpoint = SdkEndpoint(BackendSettings(base_urls=[url], timeout=60))
+        client = endpoint.client(timeout=60)
+        try:
+            await endpoint.call(client.models.list, deadline=0.2, doing=" (GET /models)")
+        except TransientBackendError as error:
+            return error
+        finally:
+            await client.close()
+        raise AssertionError("no timeout")
+
+    with HostileServer(silent) as server:
+        error = asyncio.run(main(server.base_url))
+    assert str(error) == f"{server.base_url} timed out after 0.2s (GET /models)"
+
+
+BIG_BODY = models_body() + b" " * 4000
+
+
+@pytest.mark.parametrize(
+    ("announced", "said"),
+    [
+        (False, "sent a reply of over 100 bytes (--max-response-mb)"),
+        (True, f"announced a reply of {len(BIG_BODY):,} bytes, over the 100-byte cap"),
+    ],
+)
+def test_a_reply_over_the_cap_names_the_cap(announced: bool, said: str) -> None:
+    async def big(_request: Request, writer: asyncio.StreamWriter) -> bool:
+        if announced:
+            writer.write(response("200 OK", BIG_BODY))
+        else:  # no length: the body is counted as it comes, up to the connection's end
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + BIG_BODY)
+        return False
+
+    with HostileServer(big) as server:
+        backend = OpenAISDKBackend(
+            BackendSettings(base_urls=[server.base_url], max_response_bytes=100)
+        )
+
+        async def main() -> BaseException:
+            try:
+                await backend.default_model()
+            except TransientBackendError as error:
+                return error
+            finally:
+                await backend.aclose()
+            raise AssertionError("not refused")
+
+        error = asyncio.run(main())
+    assert str(error).startswith(server.base_url) and said in str(error)

@@ -1,0 +1,1 @@
+"""The method: elimination, cleaning, dedup, operations, prompts, judging, verifiable constraints (evol.method)."""

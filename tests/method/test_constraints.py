@@ -1,0 +1,800 @@
+"""The verifiable-constraint registry: IFEval's checkers on google-research's own test cases,
+kwargs drawn reproducibly, no two carried constraints that contradict, and the sentence
+splitter's data provided offline."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("if_verifiable", reason="the verify extra")
+
+from evol.errors import ConstraintError
+from evol.method import constraints, contradictions, ifeval_library  # noqa: E402
+from evol.method.constraints import (
+    KWARGS_SCHEMA,
+    Constraint,
+    check,
+    from_ground_truth,
+    ground_truth,
+)
+from evol.method.contradictions import contradicts
+from evol.method.drawing import describe, pick
+
+LESS, AT_LEAST = "less than", "at least"
+
+
+# The punkt_tab model goes to a cache of this module's, not the developer's ~/.cache.
+pytestmark = pytest.mark.usefixtures("private_cache")
+
+
+def c(instruction_id: str, **kwargs) -> Constraint:
+    return Constraint(id=instruction_id, kwargs=kwargs)
+
+
+# -- google-research's instructions_test.py, transcribed (registered ids only) ------------------
+
+BULLETS_1 = """
+  A Markdown bullet point is a way of formatting text to create a list. To
+  create a bullet point, start each line with an asterisk (*). For example:
+  * This is a bullet point.
+  *(no space required)Another bullet point.
+  * (no newline ending required)Another bullet point.
+  markdown bullet points are often used to create to-do lists or to list items
+  in a step-by-step guide."""
+BULLETS_2 = """
+  Check that inline asterisk (*), *, will not be counted. Only * that starts a
+  bullet list will be counted:
+    * This is a bullet point.
+    * Another bullet point.
+    . dot is not counted"""
+BULLETS_4 = """
+  Here are three markdown bullets:
+  - I am a large language model, also known as a conversational AI.
+  - I am trained on a massive amount of text data, and I am able to communicate.
+  -I am still under development, but I am learning new things every day."""
+BULLETS_5 = """
+  Paragraph 1
+  ***
+  Paragraph 2
+  ***
+  Paragraph 3
+  * only one bullet point
+  """
+HIGHLIGHTS_1 = """
+  To highlight text with Markdown, you can use the * character before and after
+  the text you want to highlight. For example, if you want to highlight the
+  word `hello`, you would type:*hello*, You can also use the ** character to
+  create bold text. For example, if you want to bold the word `hello`, you
+  would type: **hello** """
+HIGHLIGHTS_2 = """
+  Sure, here are the numerical methods for solving partial differential
+  equations highlighted with Markdown:
+  *Finite difference methods
+  *Finite element methods*
+  *Boundary element methods
+  *Monte Carlo methods
+  I hope this helps!"""
+HIGHLIGHTS_3 = """
+  There is allowed to be *two different* highlighted *sections in the same*
+  line. **This is also true** for **double markdown highlights.**
+  """
+SECTIONS_1 = """
+  Your response must have multiple sections. Mark the beginning of each section
+  with "Section X", such as:
+  Section 1
+  [content of section 1]
+  Section 2
+  [content of section 2]"""
+SECTIONS_2 = """SECTION 1
+  [content of section 1]
+  SECTION 2
+  [content of section 2]"""
+PARAGRAPHS_2 = """
+          ***
+  paragraph 1
+          ***
+      paragraph 2
+          ***
+      paragraph 3"""
+PARAGRAPHS_4 = """
+  paragraph 1
+          ***
+      paragraph 2
+          ***
+          ***"""
+POSTSCRIPT_1 = """
+  I will do my best to follow your instructions and always start my responses
+  with "My response is:". I will try to be as consistent as possible, but
+  please be patient with me if I make a mistake. I am still under development,
+  and I am always learning new things.
+
+  P.S. I hope this is what you were looking for."""
+POSTSCRIPT_2 = """
+  Sure, here is my response with a postscript starting with P.P.S.:
+
+  My response is: I hope this answers your question.
+
+  P.P.S. I am always happy to answer any other questions you may have.
+
+  Do you have any other questions for me?"""
+POSTSCRIPT_5 = """
+  The mysteries of space and time are mysterious.
+  P. S. Sometimes there are even spaces between P. and S..
+  """
+PARIS_1 = """
+  Paris is a city of beauty and romance. The romantic river Seine winds its way
+  through the city, past iconic landmarks like the Eiffel Tower and the Louvre
+  Museum, where the Mona Lisa resides. Whether you're taking a boat cruise down
+  the river or simply strolling along the banks, you're sure to be captivated
+  by the city's charm."""
+PARIS_2 = """
+  Paris is a city of beauty, romance, and history. It is home to some of the
+  most iconic landmarks in the world, including the Eiffel Tower, the Louvre
+  Museum, and the Notre Dame Cathedral. The city is also known for its romantic
+  river cruises, its delicious food, and its stylish people.
+  """
+NAZIS = """
+  The Nazis came to power in 1933 through a combination of legal and illegal
+  means. Hitler was appointed chancellor by President Paul von Hindenburg, and
+  the Nazis quickly consolidated their power by passing a series of laws that
+  restricted the rights of opposition parties and individuals. By 1934, Hitler
+  had become dictator of Germany.
+  """
+GPT = """
+  GPT, or Generative Pre-trained Transformer, is a family of neural network
+  models that uses the transformer architecture. GPT models are trained on a
+  massive dataset of text and code, and can be used for a variety of tasks,
+  including text generation, translation, and question answering. GPT models
+  have been shown to be very effective at these tasks, and are being used by
+  a variety of companies and organizations like Google.
+  """
+FIRST_WORD_4 = """
+  Wow this is a very long response.
+
+  I can't believe there is more than three paragraphs.
+
+  Really more than three? No way!
+
+  I can't believe it but I guess I am living proof.
+
+  Haha, you go that right."""
+FIRST_WORD_5 = FIRST_WORD_4.replace("Really more", '"Really?! more').replace(
+    "No way!\n", 'No way!"\n'
+)
+FIRST_WORD_6 = FIRST_WORD_4.replace("Really more", "Rea!lly more")
+
+UPSTREAM_CASES = [
+    (c("language:response_language", language="en"), "The response is English", True),
+    (c("language:response_language", language="es"), "Desayunamos en McDonald's hoy", True),
+    (c("language:response_language", language="en"), "Today we visit the Louvre", True),
+    (c("length_constraints:number_sentences", num_sentences=4, relation=LESS), "xx,x. xx,x! xx/x. x{x}x?", False),
+    (c("length_constraints:number_sentences", num_sentences=5, relation=LESS), "xxxx. xx,x! xxxx. x(x)x?", True),
+    (c("length_constraints:number_sentences", num_sentences=4, relation=AT_LEAST), "xxxx. xx,x! xx|x. x&x x?", True),
+    (c("length_constraints:number_sentences", num_sentences=5, relation=AT_LEAST), "xx-x. xx,x! xx}x. x,xx?", False),
+    (c("detectable_content:number_placeholders", num_placeholders=5), "Sure, here is a short template with 5 placeholders:\n[Name]\n[Email]\n[Phone]\n[Address]\n[Website]\nThis template can be used for a variety of purposes, such ascreating a contact list, sending out surveys, or creating a sign-up form.", True),
+    (c("detectable_content:number_placeholders", num_placeholders=7), "My [adjective] [noun] is [adjective] [noun]. I [verb] and [verb].", False),
+    (c("detectable_format:number_bullet_lists", num_bullets=3), BULLETS_1, True),
+    (c("detectable_format:number_bullet_lists", num_bullets=2), BULLETS_2, True),
+    (c("detectable_format:number_bullet_lists", num_bullets=3), BULLETS_4, True),
+    (c("detectable_format:number_bullet_lists", num_bullets=1), BULLETS_5, True),
+    (c("detectable_format:constrained_response"), "\n My answer is no.\n", True),
+    (c("detectable_format:constrained_response"), "My answer is no.   ", True),
+    (c("detectable_format:number_highlighted_sections", num_highlights=2), HIGHLIGHTS_1, True),
+    (c("detectable_format:number_highlighted_sections", num_highlights=2), HIGHLIGHTS_2, False),
+    (c("detectable_format:number_highlighted_sections", num_highlights=4), HIGHLIGHTS_3, True),
+    (c("detectable_format:multiple_sections", section_spliter="Section", num_sections=3), SECTIONS_1, False),
+    (c("detectable_format:multiple_sections", section_spliter="SECTION", num_sections=2), SECTIONS_2, True),
+    (c("length_constraints:number_paragraphs", num_paragraphs=3), "\n  paragraph 1\n  ***\n  paragraph 2\n  ***\n  paragraph 3", True),
+    (c("length_constraints:number_paragraphs", num_paragraphs=3), PARAGRAPHS_2, True),
+    (c("length_constraints:number_paragraphs", num_paragraphs=2), PARAGRAPHS_4, False),
+    (c("detectable_content:postscript", postscript_marker="P.S."), POSTSCRIPT_1, True),
+    (c("detectable_content:postscript", postscript_marker="PS:"), POSTSCRIPT_1, False),
+    (c("detectable_content:postscript", postscript_marker="P.P.S"), POSTSCRIPT_2, True),
+    (c("detectable_content:postscript", postscript_marker="P.P.S"), "\n  p.p.s what if the entire response was lower case letters?\n  ", True),
+    (c("detectable_content:postscript", postscript_marker="P.S."), POSTSCRIPT_5, True),
+    (c("keywords:existence", keywords=["romantic", "river", "Mona Lisa"]), PARIS_1, True),
+    (c("keywords:existence", keywords=["romantic", "river", "Mona Lisa"]), PARIS_2, False),
+    (c("keywords:frequency", keyword="  keyword ", frequency=4, relation=LESS), "\n  keyword, Keyword, KEYWORD\n  ", True),
+    (c("keywords:frequency", keyword="  keyword ", frequency=3, relation=AT_LEAST), "\n  keyword, Keyword, KEYWORD\n  ", True),
+    (c("keywords:frequency", keyword="KEYWORD", frequency=4, relation=AT_LEAST), "\n    *keyword\n    *Keyword\n    *KEYWORD\n  ", False),
+    (c("length_constraints:number_words", num_words=8, relation=LESS), "\n  d3sCRi7 lArge lAnguagE M0del w1tH 20 w0RdS.", True),
+    (c("length_constraints:number_words", num_words=16, relation=LESS), "\n  L4RGE L4NGU4GE M0DEL: AI syst3m th4t und3rstands, g3n3r4tes, or tr4nsforms\n  l4ngu4g3 b4s3d on pr3vious l3arning & d4t4.", False),
+    (c("length_constraints:number_words", num_words=16, relation=AT_LEAST), "\n  L4RGE L4NGU4GE M0DEL: AI syst3m th4t und3rstands, g3n3r4tes, or tr4nsforms\n  l4ngu4g3 b4s3d on pr3vious l3arning & d4t4.", True),
+    (c("length_constraints:nth_paragraph_first_word", num_paragraphs=3, nth_paragraph=2, first_word="I"), "\n  paragraph 1\n\n  I paragraph 2\n\n  paragraph 3", True),
+    (c("length_constraints:nth_paragraph_first_word", num_paragraphs=3, nth_paragraph=2, first_word="I"), "\n  paragraph 1\n\n  I paragraph 2", False),
+    (c("length_constraints:nth_paragraph_first_word", num_paragraphs=3, nth_paragraph=2, first_word="I"), "\n  paragraph 1\n\n  fail paragraph 2\n\n  paragraph 3", False),
+    (c("length_constraints:nth_paragraph_first_word", num_paragraphs=5, nth_paragraph=5, first_word="haha"), FIRST_WORD_4, True),
+    (c("length_constraints:nth_paragraph_first_word", num_paragraphs=5, nth_paragraph=3, first_word="Really"), FIRST_WORD_5, True),
+    (c("length_constraints:nth_paragraph_first_word", num_paragraphs=5, nth_paragraph=3, first_word="Really"), FIRST_WORD_6, False),
+    (c("keywords:forbidden_words", forbidden_words=["HOUSE", "POWER", "BECOME"]), NAZIS, False),
+    (c("keywords:forbidden_words", forbidden_words=["HOUSE", "POWER", "BECOME"]), GPT, True),
+    (c("keywords:forbidden_words", forbidden_words=["GOOGLE", "TEXT"]), NAZIS, True),
+    (c("keywords:forbidden_words", forbidden_words=["GOOGLE", "TEXT"]), GPT, False),
+    (c("keywords:forbidden_words", forbidden_words=["GENE", "TRANSFORM"]), GPT, True),
+    (c("combination:two_responses"), "\n  This is response 1.\n  ******\n  This is response 2.\n  ", True),
+    (c("combination:two_responses"), "\n  This is response 1.\n  ******\n  This is response 1.\n  ", False),
+    (c("combination:two_responses"), "\n  This is response 1.\n  ******\n  This is response 2.\n  ******\n  This is response 3.\n  ", False),
+    (c("combination:two_responses"), "\n  ******\n  Response 1.\n  ******\n  ******\n  Response 2.\n  ******\n  ", False),
+    (c("combination:two_responses"), "\n  ******\n  Response 1\n  ******\n  Response 2\n  ******\n  ", True),
+    (c("combination:repeat_prompt", prompt_to_repeat="Write a CL description."), "Write a CL description. Hi, Le and TJ, please\n  check this out. Thanks.\n  ", True),
+    (c("combination:repeat_prompt", prompt_to_repeat="Write a CL description."), "Hi, Le and TJ. Write a CL description. Thanks.\n  ", False),
+    (c("startend:end_checker", end_phrase="\n  Any more questions?\n  "), "\n  The answer is 7. Any more questions?\n  ", True),
+    (c("startend:end_checker", end_phrase="\n  This is the end.\n  "), "\n  At the end of this prompt I am required to say that this is the end.\n  ", True),
+    (c("startend:end_checker", end_phrase="\n  This will fail.\n  "), "\n  This will fail. Paris is cool.\n  ", False),
+    (c("detectable_format:title"), "\n  <<Song of Joy>>\n  La la la. Happy song.\n  ", True),
+    (c("detectable_format:title"), "\n  Is it fine for title to be at the end?\n  <<This is the title>>\n  ", True),
+    (c("detectable_format:title"), "\n  << >>\n  There is no title.\n  ", False),
+    (c("detectable_format:title"), "\n  <<This is not a title.\n  This is a paragraph.>>\n  ", False),
+    (c("keywords:letter_frequency", letter="T", let_frequency=4, let_relation=AT_LEAST), "\n  There is the T. Four T's.\n  ", True),
+    (c("keywords:letter_frequency", letter="a", let_frequency=4, let_relation=LESS), "\n  asdfghjkl!!aA\n  ", True),
+    (c("keywords:letter_frequency", letter="p", let_frequency=4, let_relation=AT_LEAST), "\n  asdfghjkl!!aA\n  ", False),
+    (c("change_case:english_capital"), "\n  THIS IS AN ENGLISH SENTENCE. EVERY LETTER IS CAPITALIZED!!! AMAZING.\n  ", True),
+    (c("change_case:english_capital"), "\n  Every Word Is Capitalized.\n  ", False),
+    (c("change_case:english_lowercase"), "\n  every letter is lowercase.\n  ", True),
+    (c("change_case:english_lowercase"), "\n  Almost every letter is lowercase.\n  ", False),
+    (c("punctuation:no_comma"), "\n  Every sentence is short. There is no need for a comma.\n  ", True),
+    (c("punctuation:no_comma"), "\n  Since the start of time, people have always found a way to punctuate.\n  ", False),
+    (c("change_case:capital_word_frequency", capital_frequency=3, capital_relation=AT_LEAST), "\n  HERE there are THREE FUlly CAPITAL words.\n  ", True),
+    (c("change_case:capital_word_frequency", capital_frequency=5, capital_relation=LESS), "\n  THERE are Four FULLY CAPITAL WORDS. Many Others Are Only Partially So.\n  ", True),
+    (c("change_case:capital_word_frequency", capital_frequency=4, capital_relation=LESS), "\n  THERE are Four FULLY CAPITAL WORDS. Many Others Are Only Partially So.\n  ", False),
+    (c("startend:quotation"), '\n  "This entire message is wrapped in double quotation marks."\n  ', True),
+    (c("startend:quotation"), '\n  "This message is wrapped in double quotation marks." But not everything.\n  ', False),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("constraint", "answer", "expected"),
+    UPSTREAM_CASES,
+    ids=[f"{i}-{case[0].id}" for i, case in enumerate(UPSTREAM_CASES)],
+)
+def test_the_checker_agrees_with_google_researchs_own_test_cases(constraint, answer, expected):
+    [verdict] = check(answer, [constraint])
+    assert verdict.strict is expected
+    assert verdict.constraint == constraint
+    if expected:
+        assert verdict.loose  # loose accepts whatever strict does
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ('```json\n{"answer": 42}\n```', True),
+        ('{"answer": 42}', True),
+        ("The answer is 42.", False),
+    ],
+)
+def test_the_json_checker_which_upstream_does_not_test(answer, expected):
+    assert check(answer, [c("detectable_format:json_format")])[0].strict is expected
+
+
+def test_every_registered_id_has_a_case():
+    tested = {case[0].id for case in UPSTREAM_CASES} | {"detectable_format:json_format"}
+    assert tested == set(ifeval_library.instruction_classes())
+
+
+def test_loose_accepts_an_answer_without_its_first_line_where_strict_does_not():
+    [verdict] = check(
+        "Sure! here it is:\nevery word here is lowercase.", [c("change_case:english_lowercase")]
+    )
+    assert (verdict.strict, verdict.loose) == (False, True)
+
+
+def test_an_empty_answer_meets_nothing():
+    [verdict] = check("   \n", [c("punctuation:no_comma")])
+    assert (verdict.strict, verdict.loose) == (False, False)
+
+
+def test_language_detection_is_seeded_before_every_check():
+    # Unseeded, langdetect called this English 296 times in 300 and something else 4 times.
+    import langdetect
+
+    langdetect.DetectorFactory.seed = None
+    english = c("language:response_language", language="en")
+    verdicts = {check("my answer is no", [english])[0].strict for _ in range(40)}
+    assert len(verdicts) == 1
+    assert langdetect.DetectorFactory.seed == 0
+
+
+# -- what the library would skip or fill at random is refused ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("constraint", "message"),
+    [
+        (c("keywords:no_such_check"), "unknown constraint id 'keywords:no_such_check'"),
+        (c("length_constraints:number_words", num_words=100), "kwargs missing relation"),
+        (c("punctuation:no_comma", comma=1), "kwargs unknown comma"),
+        (c("keywords:letter_frequency", letter="#", let_frequency=4, let_relation=AT_LEAST), "letter must be one ASCII letter, got '#'"),
+        (c("keywords:letter_frequency", letter="é", let_frequency=4, let_relation=AT_LEAST), "letter must be one ASCII letter"),
+        (c("length_constraints:nth_paragraph_first_word", num_paragraphs=2, nth_paragraph=3, first_word="we"), "nth_paragraph must be 1 to num_paragraphs (2), got 3"),
+        (c("detectable_format:number_bullet_lists", num_bullets=-1), "num_bullets must be a count, got -1"),
+        (c("length_constraints:number_words", num_words=100, relation="about"), "relation"),
+        (c("keywords:existence", keywords=["(a+)+$"]), "keywords must be plain words, got '(a+)+$'"),
+        (c("keywords:frequency", keyword="a*", frequency=1, relation=LESS), "keyword must be plain words"),
+        (c("detectable_content:postscript", postscript_marker="(p+)+q"), "postscript_marker must be plain words"),
+        (c("detectable_format:multiple_sections", section_spliter="[S]ection", num_sections=2), "section_spliter must be plain words"),
+        (c("keywords:letter_frequency", letter="a", let_frequency=2, let_relation="at most"), "let_relation must be 'less than' or 'at least', got 'at most'"),
+        (c("language:response_language", language="zh-TW"), "language must be one of IFEval's"),
+        (c("keywords:existence", keywords="river"), "keywords must be a list of words, got 'river'"),
+        (c("keywords:existence", keywords=["river", " "]), "keywords must be plain words, got ' '"),
+        (c("length_constraints:number_sentences", num_sentences=2.0, relation=LESS), "num_sentences must be a count, got 2.0"),
+        (c("combination:repeat_prompt", prompt_to_repeat=""), "prompt_to_repeat must be text"),
+        (c("combination:repeat_prompt", prompt_to_repeat=["a list"]), "prompt_to_repeat must be text"),
+    ],
+)  # fmt: skip
+def test_a_constraint_the_library_would_skip_or_randomise_is_refused(constraint, message):
+    with pytest.raises(ConstraintError) as raised:
+        check("any answer", [constraint])
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_loose_is_checked_only_where_strict_fails_and_agrees_with_ifevals_scorer():
+    from if_verifiable.common import get_loose_transformations
+
+    registry = ifeval_library.instruction_classes()
+    answers = ["*Title*\nplain words here\nP.S. end", "Hello, world", "a\n\nb", "   ", "x"]
+    for answer in answers:
+        for instruction_id, draw in KWARGS_SCHEMA.items():
+            constraint = c(instruction_id, **draw(random.Random(len(answer))))
+            checker = registry[instruction_id](instruction_id)
+            checker.build_description(**constraint.kwargs)
+            expected = any(
+                v.strip() and checker.check_following(v) for v in get_loose_transformations(answer)
+            )
+            assert check(answer, [constraint])[0].loose == expected
+
+
+def test_none_kwargs_are_dropped_as_ifeval_data_writes_them():
+    assert c("punctuation:no_comma", relation=None).kwargs == {}
+    assert Constraint.model_validate({"id": "punctuation:no_comma", "kwargs": None}).kwargs == {}
+
+
+# -- drawing ------------------------------------------------------------------------------------
+
+
+def picks(seed: int, count: int = 30) -> list[Constraint]:
+    rng, carried = random.Random(seed), []
+    for _ in range(count):
+        found = pick(rng, carried)
+        if found is None:
+            break
+        carried.append(found)
+    return carried
+
+
+def test_the_same_seed_draws_the_same_constraints_and_another_seed_others():
+    assert picks(7) == picks(7)
+    assert picks(7) != picks(8)
+
+
+def test_drawing_and_phrasing_never_touch_the_global_random():
+    state = random.getstate()
+    for seed in range(20):
+        for constraint in picks(seed):
+            describe(constraint)
+    assert random.getstate() == state
+
+
+def test_every_drawn_constraint_is_phrased_as_ifeval_phrases_its_kwargs():
+    rng = random.Random(3)
+    for instruction_id, draw in KWARGS_SCHEMA.items():
+        for _ in range(20):
+            constraint = Constraint(id=instruction_id, kwargs=draw(rng))
+            checker = ifeval_library.instruction_classes()[instruction_id](instruction_id)
+            assert describe(constraint) == checker.build_description(**constraint.kwargs)
+            assert (checker.get_instruction_args() or {}) == constraint.kwargs
+
+
+def test_nth_paragraph_never_exceeds_the_paragraph_count():
+    rng = random.Random(0)
+    draw = KWARGS_SCHEMA["length_constraints:nth_paragraph_first_word"]
+    for _ in range(500):
+        kwargs = draw(rng)
+        assert 1 <= kwargs["nth_paragraph"] <= kwargs["num_paragraphs"]
+
+
+def test_the_prompt_repeating_constraint_is_never_drawn():
+    assert "combination:repeat_prompt" not in KWARGS_SCHEMA
+    assert set(KWARGS_SCHEMA) | {"combination:repeat_prompt"} == set(
+        ifeval_library.instruction_classes()
+    )
+
+
+# -- contradictions -----------------------------------------------------------------------------
+
+
+@given(seed=st.integers(), count=st.integers(1, 12), order=st.randoms(use_true_random=False))
+def test_no_sequence_of_picks_carries_two_constraints_that_contradict(seed, count, order):
+    carried = picks(seed, count)
+    order.shuffle(carried)  # contradiction is symmetric: the order they were carried in is not
+    for i, first in enumerate(carried):
+        for second in carried[i + 1 :]:
+            assert not contradicts(first, second) and not contradicts(second, first)
+            assert second.id not in ifeval_library.conflict_table()[first.id]
+
+
+def test_the_librarys_conflict_table_is_left_as_it_is():
+    registry = ifeval_library._library()
+    before = copy.deepcopy(registry.INSTRUCTION_CONFLICTS)
+    ifeval_library.conflict_table.cache_clear()
+    table = ifeval_library.conflict_table()
+    assert before == registry.INSTRUCTION_CONFLICTS
+    # The raw table has english_capital conflict with itself only; the copy is symmetric.
+    assert before["change_case:english_capital"] == {"change_case:english_capital"}
+    assert "change_case:english_lowercase" in table["change_case:english_capital"]
+
+
+WORDS_UNDER_100 = c("length_constraints:number_words", num_words=100, relation=LESS)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        (c("change_case:english_capital"), c("change_case:english_lowercase"), True),
+        (WORDS_UNDER_100, c("length_constraints:number_words", num_words=300, relation=AT_LEAST), True),
+        (c("keywords:existence", keywords=["river", "Coast"]), c("keywords:forbidden_words", forbidden_words=["coast", "lake"]), True),
+        (c("keywords:existence", keywords=["river"]), c("keywords:forbidden_words", forbidden_words=["lake"]), False),
+        (c("keywords:frequency", keyword="river", frequency=2, relation=AT_LEAST), c("keywords:forbidden_words", forbidden_words=["river"]), True),
+        (c("keywords:frequency", keyword="river", frequency=2, relation=LESS), c("keywords:forbidden_words", forbidden_words=["river"]), False),
+        (c("keywords:frequency", keyword="river", frequency=1, relation=LESS), c("keywords:existence", keywords=["river"]), True),
+        (c("keywords:frequency", keyword="river", frequency=2, relation=LESS), c("keywords:existence", keywords=["river"]), False),
+        (c("length_constraints:nth_paragraph_first_word", num_paragraphs=2, nth_paragraph=1, first_word="river"), c("keywords:forbidden_words", forbidden_words=["river"]), True),
+        (c("language:response_language", language="fr"), c("length_constraints:nth_paragraph_first_word", num_paragraphs=2, nth_paragraph=1, first_word="river"), True),
+        (c("language:response_language", language="en"), c("length_constraints:nth_paragraph_first_word", num_paragraphs=2, nth_paragraph=1, first_word="river"), False),
+        (c("language:response_language", language="ru"), c("keywords:letter_frequency", letter="q", let_frequency=3, let_relation=AT_LEAST), True),
+        (c("language:response_language", language="ru"), c("keywords:letter_frequency", letter="q", let_frequency=3, let_relation=LESS), False),
+        (c("language:response_language", language="de"), c("keywords:letter_frequency", letter="q", let_frequency=3, let_relation=AT_LEAST), False),
+        (c("detectable_format:multiple_sections", section_spliter="Section", num_sections=2), c("change_case:english_lowercase"), True),
+        (c("detectable_format:multiple_sections", section_spliter="Section", num_sections=2), c("change_case:english_capital"), True),
+        (c("detectable_format:multiple_sections", section_spliter="SECTION", num_sections=2), c("change_case:english_capital"), False),
+        # The letter checker ignores case: a letter never clashes with a case constraint.
+        (c("keywords:letter_frequency", letter="q", let_frequency=3, let_relation=AT_LEAST), c("change_case:english_capital"), False),
+        (c("punctuation:no_comma"), c("detectable_format:title"), False),
+    ],
+)  # fmt: skip
+def test_contradictions(first, second, expected):
+    assert contradicts(first, second) is expected
+    assert contradicts(second, first) is expected
+
+
+def test_a_lowercase_answer_cannot_have_capitalised_sections():
+    """Why multiple_sections with "Section" contradicts english_lowercase: the checker matches
+    the word's case exactly."""
+    sections = c("detectable_format:multiple_sections", section_spliter="Section", num_sections=2)
+    lowered = "section 1\nfirst part\nsection 2\nsecond part"
+    verdicts = check(lowered, [sections, c("change_case:english_lowercase")])
+    assert [v.strict for v in verdicts] == [False, True]
+    assert check(lowered.replace("section", "Section"), [sections])[0].strict
+
+
+def minimal_answers(constraint: Constraint) -> list[str]:
+    """The shortest texts that meet `constraint`'s required words, written the way its
+    instruction asks (an expectation built apart from contradictions._required_texts)."""
+    k = constraint.kwargs
+    if constraint.id == "keywords:existence":
+        return list(k["keywords"])
+    if constraint.id == "keywords:frequency" and k["relation"] == AT_LEAST:
+        return [" ".join([k["keyword"]] * k["frequency"])]
+    if constraint.id == "detectable_format:multiple_sections":
+        word = k["section_spliter"]
+        return ["\n".join(f"{word} {n}" for n in range(1, k["num_sections"] + 1))]
+    for name in ("first_word", "end_phrase", "postscript_marker"):
+        if name in k:
+            return [k[name]]
+    return []
+
+
+@st.composite
+def limits_on(draw, texts: list[str]) -> Constraint:
+    """A constraint that bounds a letter or a word from `texts` (or any from IFEval's list)."""
+    words = [w.strip("?.") for t in texts for w in t.split() if w.strip("?.").isalpha()]
+    words = words or constraints._word_list()[:50]
+    word = draw(st.sampled_from(words))
+    kind = draw(st.sampled_from(["letter", "keyword", "forbidden"]))
+    times = draw(st.integers(1, 6))
+    if kind == "letter":
+        letter = draw(st.sampled_from(sorted({ch.lower() for ch in word})))
+        return c("keywords:letter_frequency", letter=letter, let_frequency=times, let_relation=LESS)
+    if kind == "keyword":
+        start = draw(st.integers(0, len(word) - 1))
+        part = word[start : draw(st.integers(start + 1, len(word)))]
+        return c("keywords:frequency", keyword=part, frequency=times, relation=LESS)
+    return c("keywords:forbidden_words", forbidden_words=[word, "zzzz"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(), data=st.data())
+def test_a_required_text_the_limits_checker_rejects_is_a_contradiction(seed, data):
+    """Each checker's own matching, run on the texts a drawn constraint needs: where the
+    limit's checker rejects one, contradicts() says so, both ways."""
+    rng = random.Random(seed)
+    instruction_id = rng.choice(sorted(KWARGS_SCHEMA))
+    drawn = c(instruction_id, **KWARGS_SCHEMA[instruction_id](rng))
+    texts = minimal_answers(drawn)
+    limit = data.draw(limits_on(texts))
+    if any(not check(text, [limit])[0].strict for text in texts):
+        assert contradicts(drawn, limit) and contradicts(limit, drawn)
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(), data=st.data())
+def test_pick_never_draws_a_constraint_whose_required_text_breaks_a_carried_limit(seed, data):
+    words = constraints._word_list()
+    limit = data.draw(limits_on([" ".join(words[:200]), *constraints.END_PHRASES, "Section P.S."]))
+    picked = pick(random.Random(seed), [limit])
+    assert picked is not None
+    assert all(check(text, [limit])[0].strict for text in minimal_answers(picked))
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        (c("keywords:letter_frequency", letter="s", let_frequency=5, let_relation=LESS), c("detectable_format:multiple_sections", section_spliter="Section", num_sections=4), False),
+        (c("keywords:letter_frequency", letter="s", let_frequency=4, let_relation=LESS), c("detectable_format:multiple_sections", section_spliter="Section", num_sections=4), True),
+        (c("keywords:letter_frequency", letter="p", let_frequency=2, let_relation=LESS), c("detectable_content:postscript", postscript_marker="P.P.S"), True),
+        (c("keywords:letter_frequency", letter="p", let_frequency=3, let_relation=LESS), c("detectable_content:postscript", postscript_marker="P.P.S"), False),
+        (c("keywords:letter_frequency", letter="e", let_frequency=1, let_relation=AT_LEAST), c("keywords:existence", keywords=["ocean"]), False),
+        (c("keywords:frequency", keyword="river", frequency=3, relation=LESS), c("keywords:frequency", keyword="river", frequency=3, relation=AT_LEAST), True),
+        (c("keywords:letter_frequency", letter="r", let_frequency=4, let_relation=LESS), c("keywords:frequency", keyword="river", frequency=2, relation=AT_LEAST), True),
+        (c("keywords:letter_frequency", letter="r", let_frequency=5, let_relation=LESS), c("keywords:frequency", keyword="river", frequency=2, relation=AT_LEAST), False),
+        # The forbidden-words checker wants word boundaries: "help" is not in "helpful".
+        (c("keywords:forbidden_words", forbidden_words=["help"]), c("keywords:existence", keywords=["helpful"]), False),
+        (c("keywords:forbidden_words", forbidden_words=["questions"]), c("startend:end_checker", end_phrase="Any other questions?"), True),
+        (c("keywords:forbidden_words", forbidden_words=["quest"]), c("startend:end_checker", end_phrase="Any other questions?"), False),
+    ],
+)  # fmt: skip
+def test_contradictions_of_required_text(first, second, expected):
+    assert contradicts(first, second) is expected
+    assert contradicts(second, first) is expected
+
+
+SECTIONS_CAPS = c("detectable_format:multiple_sections", section_spliter="SECTION", num_sections=3)
+SECTIONS_TITLE = c("detectable_format:multiple_sections", section_spliter="Section", num_sections=3)
+HELP_END = c("startend:end_checker", end_phrase="Is there anything else I can help with?")
+
+
+def capitals(n: int, relation: str = LESS) -> Constraint:
+    return c("change_case:capital_word_frequency", capital_frequency=n, capital_relation=relation)
+
+
+def letters(letter: str, n: int) -> Constraint:
+    return c("keywords:letter_frequency", letter=letter, let_frequency=n, let_relation=LESS)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        # "SECTION 1" ... "SECTION 3" are three all-capital words (attack26b, finding 1).
+        (SECTIONS_CAPS, capitals(3), True),
+        (SECTIONS_CAPS, capitals(4), False),
+        (SECTIONS_CAPS, capitals(3, AT_LEAST), False),
+        (SECTIONS_TITLE, capitals(1), False),
+        (SECTIONS_CAPS, c("change_case:english_lowercase"), True),
+        (SECTIONS_CAPS, c("change_case:english_capital"), False),
+        # The end and postscript checkers lowercase the answer: no capital is needed.
+        (HELP_END, capitals(1), False),
+        (c("detectable_content:postscript", postscript_marker="P.S."), capitals(1), False),
+        # Words as IFEval counts them: the end phrase alone is eight.
+        (HELP_END, c("length_constraints:number_words", num_words=8, relation=LESS), True),
+        (HELP_END, c("length_constraints:number_words", num_words=9, relation=LESS), False),
+        # Required texts add up (finding 2): "constant" and "shift" hold three t's ...
+        (c("keywords:existence", keywords=["constant", "shift"]), letters("t", 3), True),
+        (c("keywords:existence", keywords=["constant", "shift"]), letters("t", 4), False),
+        # ... but a text inside another needs no copy of its own: "ant" is in "constant".
+        (c("keywords:existence", keywords=["ant", "constant"]), letters("t", 3), False),
+        (c("keywords:existence", keywords=["ant", "constant"]), letters("a", 2), False),
+        (c("keywords:existence", keywords=["ant", "constant"]), letters("a", 1), True),
+    ],
+)  # fmt: skip
+def test_contradictions_of_texts_required_together(first, second, expected):
+    assert contradicts(first, second) is expected
+    assert contradicts(second, first) is expected
+
+
+def test_pick_sums_what_the_whole_lineage_requires() -> None:
+    """'constant' needs two t's, 'Any other questions?' two more: a limit of three t's fits
+    each alone but not the lineage, so pick never draws it; four fit."""
+    carried = [
+        c("keywords:existence", keywords=["constant", "river"]),
+        c("startend:end_checker", end_phrase="Any other questions?"),
+    ]
+    assert not any(contradicts(letters("t", 4), other) for other in carried)
+    drawn = [pick(random.Random(n), carried, ["keywords:letter_frequency"]) for n in range(300)]
+    limits = [
+        d for d in drawn if d and d.kwargs["letter"] == "t" and d.kwargs["let_relation"] == LESS
+    ]
+    assert limits and all(d.kwargs["let_frequency"] >= 5 for d in limits)
+    answer = "constant river. Any other questions?"
+    for limit in (d for d in drawn if d is not None and d.kwargs["let_relation"] == LESS):
+        assert check(answer, [*carried, limit])[-1].strict, limit
+
+
+def test_one_copy_serves_every_constraint_that_asks_for_a_text() -> None:
+    """A keyword both required once and as the first word is one copy, not two."""
+    carried = [
+        c("keywords:existence", keywords=["river", "stone"]),
+        c("length_constraints:nth_paragraph_first_word", num_paragraphs=1, nth_paragraph=1,
+          first_word="river"),
+    ]  # fmt: skip
+    assert not contradictions.limits_clash([*carried, letters("r", 3)])  # "river": two r's
+    assert contradictions.limits_clash([*carried, letters("r", 2)])
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(), data=st.data())
+def test_pick_never_draws_a_limit_the_lineages_texts_break_together(seed, data):
+    """Several carried constraints' minimal texts, joined: a limit pick adds fits them all."""
+    rng = random.Random(seed)
+    carried: list[Constraint] = []
+    for _ in range(data.draw(st.integers(1, 4))):
+        if (added := pick(rng, carried)) is not None:
+            carried.append(added)
+    texts = [text for carried_one in carried for text in minimal_answers(carried_one)]
+    limit = data.draw(limits_on(texts))
+    if any(contradicts(limit, other) for other in carried):
+        return
+    if contradictions.limits_clash([*carried, limit]):
+        return  # pick refuses it: checked against the joined texts below
+    joined = "\n".join(texts)
+    assert check(joined, [limit])[0].strict or not texts, (joined, limit)
+
+
+def test_pick_returns_nothing_when_everything_conflicts():
+    assert pick(random.Random(0), [c("detectable_format:constrained_response")]) is None
+
+
+def test_pick_skips_a_constraint_whose_kwargs_contradict_the_carried_ones():
+    forbidden = c("keywords:forbidden_words", forbidden_words=constraints._word_list())
+    for seed in range(30):
+        found = pick(random.Random(seed), [forbidden])
+        assert found is not None and not contradicts(found, forbidden)
+        assert found.id not in ("keywords:existence", "length_constraints:nth_paragraph_first_word")
+
+
+# -- the RLVR label -----------------------------------------------------------------------------
+
+
+def test_ground_truth_reads_the_same_as_a_python_literal_and_as_json():
+    import ast
+
+    carried = [
+        c("keywords:existence", keywords=["café", "naïve"]),
+        c("startend:end_checker", end_phrase='Say "bye" \\ then stop.'),
+        c("punctuation:no_comma"),
+    ]
+    label = ground_truth(carried)
+    assert ast.literal_eval(label) == json.loads(label)
+    assert from_ground_truth(label) == carried
+    # open-instruct's datasets write the Python repr, None for a constraint without kwargs.
+    python_repr = str([{"instruction_id": ["punctuation:no_comma"], "kwargs": [None]}])
+    assert from_ground_truth(python_repr) == [c("punctuation:no_comma")]
+
+
+# -- NLTK's sentence splitter, offline -------------------------------------------------------------
+
+OFFLINE_CHECK = """
+import json, socket, sys
+import nltk
+from evol.method import constraints, contradictions, ifeval_library
+
+def no_network(*args, **kwargs):
+    raise OSError("network use in the offline check")
+
+socket.socket = socket.create_connection = socket.getaddrinfo = no_network
+ifeval_library._library()
+root = str(ifeval_library.punkt_data_root())
+first = nltk.data.path[0]
+nltk.data.path[:] = [root]  # nowhere else to find punkt_tab
+sentences = constraints.Constraint(
+    id="length_constraints:number_sentences", kwargs={"num_sentences": 3, "relation": "at least"})
+capitals = constraints.Constraint(
+    id="change_case:capital_word_frequency",
+    kwargs={"capital_frequency": 2, "capital_relation": "at least"})
+verdicts = constraints.check("Dr. Smith came. He saw NASA and the UN. Then he left.", [sentences, capitals])
+print(json.dumps({"root": root, "first": first, "strict": [v.strict for v in verdicts]}))
+"""
+
+
+def run_offline(tmp_path: Path, cache: Path) -> dict:
+    env = {key: value for key, value in os.environ.items() if key not in ("NLTK_DATA", "HOME")} | {
+        "XDG_CACHE_HOME": str(cache),
+        "HOME": str(tmp_path / "home"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", OFFLINE_CHECK], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "nltk_data" not in done.stderr.replace(str(cache), "")  # no download was tried
+    return json.loads(done.stdout)
+
+
+@pytest.mark.slow
+def test_the_sentence_splitter_works_offline_from_evols_cache(tmp_path: Path):
+    cache = tmp_path / "cache"
+    first = run_offline(tmp_path, cache)
+    # "Dr." does not end a sentence: Punkt's abbreviations are there.
+    assert first["strict"] == [True, True]
+    model = Path(first["root"]) / "tokenizers" / "punkt_tab" / "english"
+    assert Path(first["root"]).is_relative_to(cache / "evol" / "nltk_data")
+    assert first["first"] == first["root"]  # evol put it first on nltk's path
+    files = {path.name: path.stat().st_mtime_ns for path in model.iterdir()}
+    assert set(files) == {
+        "abbrev_types.txt",
+        "sent_starters.txt",
+        "collocations.tab",
+        "ortho_context.tab",
+    }
+    assert not [p for p in model.parent.iterdir() if p.name != "english"]  # no leftovers
+    again = run_offline(tmp_path, cache)
+    assert again == first
+    assert {path.name: path.stat().st_mtime_ns for path in model.iterdir()} == files
+
+
+def test_an_unwritable_cache_is_one_line_naming_it(tmp_path: Path, monkeypatch):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    with pytest.raises(
+        ConstraintError, match="cannot write the sentence splitter's data"
+    ) as raised:
+        ifeval_library.punkt_data_root()
+    assert str(blocker) in str(raised.value) and "XDG_CACHE_HOME" in str(raised.value)
+
+
+def test_a_partly_copied_punkt_model_is_rebuilt_whole(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    model = ifeval_library.punkt_data_root() / "tokenizers" / "punkt_tab" / "english"
+    whole = {path.name: path.read_bytes() for path in model.iterdir()}
+    (model / "ortho_context.tab").unlink()
+    (model / "collocations.tab").write_text("half")
+    assert ifeval_library.punkt_data_root() / "tokenizers" / "punkt_tab" / "english" == model
+    assert {path.name: path.read_bytes() for path in model.iterdir()} == whole
+    assert [p.name for p in model.parent.iterdir()] == ["english"]  # nothing left aside
+
+
+@pytest.mark.slow
+def test_a_checker_that_fails_is_one_line(tmp_path: Path):
+    """A punkt model whose files are all there but garbled: nltk's error while checking is a
+    ConstraintError naming the id, not a traceback."""
+    code = (
+        "from pathlib import Path\n"
+        "from evol.errors import ConstraintError\n"
+        "from evol.method.constraints import Constraint, check\n"
+        "from evol.method.ifeval_library import punkt_data_root\n"
+        "model = punkt_data_root() / 'tokenizers' / 'punkt_tab' / 'english'\n"
+        "(model / 'ortho_context.tab').write_text('no tab here')\n"
+        "c = Constraint(id='length_constraints:number_sentences',"
+        " kwargs={'num_sentences': 2, 'relation': 'less than'})\n"
+        "try:\n    check('One. Two.', [c])\nexcept ConstraintError as error:\n    print(error)\n"
+    )
+    env = os.environ | {"XDG_CACHE_HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("length_constraints:number_sentences: the checker failed")
+    assert done.stdout.count("\n") == 1
+
+
+def test_a_relative_xdg_cache_home_is_ignored(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert ifeval_library.cache_dir() == tmp_path / ".cache" / "evol"
+
+
+def test_an_undetectable_language_is_not_logged_with_the_answer(caplog):
+    # IFEval counts it as followed, and its checker logs the whole answer as an error.
+    with caplog.at_level("DEBUG"):
+        [verdict] = check("12345 67890", [c("language:response_language", language="en")])
+    assert verdict.strict
+    assert not [record for record in caplog.records if "12345" in record.getMessage()]

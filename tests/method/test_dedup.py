@@ -1,0 +1,115 @@
+"""The duplicate rule: ROUGE-L against the pool, exact or through MinHash candidates."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from evol.method.dedup import DuplicateIndex, rouge_l, tokens
+from tests.support.runs import read_jsonl, write_seeds
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        ("the cat sat on the mat", "the cat sat on a mat", 5 / 6),  # LCS 5 of 6 and 6
+        ("a b c d", "d c b a", 1 / 4),  # LCS 1
+        ("a b c d e f", "a c e", 2 * (3 / 6) * 1 / (3 / 6 + 1)),  # LCS 3: P 3/6, R 3/3
+        ("Hello, World!", "hello world", 1.0),
+        ("", "anything", 0.0),
+        ("x y", "z w", 0.0),
+    ],
+)
+def test_rouge_l(first: str, second: str, expected: float) -> None:
+    assert rouge_l(tokens(first), tokens(second)) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("method", ["rouge-l", "minhash"])
+def test_index_finds_exact_and_near_duplicates_of_other_lineages(method: str) -> None:
+    pool = DuplicateIndex(method=method)
+    pool.add("s1", "s1", "Explain how photosynthesis works in green plants, step by step.")
+    pool.add("s2", "s2", "Write a haiku about the winter sea at night.")
+    assert pool.find("EXPLAIN how photosynthesis works in green plants step by step!", "s9") == "s1"
+    assert (
+        pool.find("Explain how photosynthesis works in plants, step by step please.", "s9") == "s1"
+    )
+    assert (
+        pool.find("Explain how photosynthesis works in green plants, step by step.", "s1") is None
+    )
+    assert pool.find("Describe the causes of the French Revolution.", "s9") is None
+    assert len(pool) == 2
+
+
+def test_exact_method_agrees_with_the_definition_and_minhash_never_invents() -> None:
+    rng = random.Random(5)
+    vocabulary = [f"w{i}" for i in range(40)]
+    texts = [" ".join(rng.choices(vocabulary, k=rng.randint(6, 14))) for _ in range(150)]
+    texts += [t.rsplit(" ", 1)[0] + " extra" for t in texts[:60]]  # near-duplicates
+    exact, hashed = DuplicateIndex(method="rouge-l"), DuplicateIndex(method="minhash")
+    for number, text in enumerate(texts):
+        root = f"r{number}"
+        truth = [
+            i for i, old in enumerate(texts[:number]) if rouge_l(tokens(text), tokens(old)) >= 0.7
+        ]
+        found = exact.find(text, root)
+        assert (found is not None) == bool(truth)
+        if found is not None:
+            assert int(found[1:]) in truth
+        maybe = hashed.find(text, root)
+        assert maybe is None or int(maybe[1:]) in truth
+        exact.add(f"r{number}", root, text)
+        hashed.add(f"r{number}", root, text)
+
+
+def test_minhash_recall_on_planted_near_duplicates() -> None:
+    rng = random.Random(11)
+    words = [f"word{i}" for i in range(5000)]
+    pool = DuplicateIndex(method="minhash")
+    originals = [" ".join(rng.choices(words, k=20)) for _ in range(2000)]
+    for number, text in enumerate(originals):
+        pool.add(f"o{number}", f"o{number}", text)
+    planted = [text.split() for text in originals[:300]]
+    for sentence in planted:
+        sentence[rng.randrange(20)] = "changed"  # ROUGE-L 0.95 with its original
+    found = sum(pool.find(" ".join(sentence), "new") is not None for sentence in planted)
+    assert found / len(planted) >= 0.98
+
+
+def test_dedup_eliminates_an_evolution_that_repeats_another_lineage(
+    evol, server, tmp_path: Path
+) -> None:
+    rows = [
+        {
+            "id": "a",
+            "instruction": "Explain how a cell divides into two cells during mitosis in humans",
+        },
+        {"id": "b", "instruction": "Explain how a cell divides into two cells during mitosis"},
+        {"id": "c", "instruction": "Write a limerick about a cat"},
+    ]
+    seeds = write_seeds(tmp_path / "seeds.jsonl", rows)
+    common = ["--base-url", server.base_url, "--generations", "1", "--quiet"]
+    assert evol("run", seeds, "--out", tmp_path / "plain", *common).exit_code == 0
+    assert not (tmp_path / "plain" / "eliminated.jsonl").exists()
+
+    server.requests.clear()
+    assert (
+        evol("run", seeds, "--out", tmp_path / "dedup", *common, "--dedup", "--json").exit_code == 0
+    )
+    eliminated = {r["root_id"]: r for r in read_jsonl(tmp_path / "dedup" / "eliminated.jsonl")}
+    # b + " Also consider case xxxxxx." is within ROUGE-L 0.7 of seed a, and the other way round.
+    assert set(eliminated) == {"a", "b"}
+    assert eliminated["a"]["reason"] == "duplicate" and eliminated["a"]["duplicate_of"] in {
+        "b",
+        "b.1",
+    }
+    assert eliminated["b"]["duplicate_of"] in {"a", "a.1"}
+    assert all(
+        set(r["usage"]) == {"evolve"} for r in eliminated.values()
+    )  # no answer or judge paid
+    assert [r["id"] for r in read_jsonl(tmp_path / "dedup" / "gen_1.jsonl")] == ["c.1"]
+    manifest = json.loads((tmp_path / "dedup" / "run.json").read_text())
+    assert manifest["counts"]["eliminated_per_reason"] == {"duplicate": 2}
+    assert manifest["config"]["rules"]["dedup"] is True

@@ -1,0 +1,1 @@
+"""`evol optimize`: a loop of ordinary runs (evol.optimize)."""

@@ -1,0 +1,1 @@
+"""The project around the code: the docs, the Makefile, the import layers."""

@@ -1,0 +1,54 @@
+"""The README's two commands, in the Makefile's own terms (`make -n` prints what would run)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+
+
+def demo_command(**env: str) -> str:
+    """The `evol run` line `make demo` would run with this environment (and make variables)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "EVOL_"))}
+    variables = [f"{k}={v}" for k, v in env.items() if not k.startswith("OPENAI_")]
+    clean.update({k: v for k, v in env.items() if k.startswith("OPENAI_")})
+    printed = subprocess.run(
+        ["make", "-s", "-n", "-C", str(ROOT), "demo", *variables],
+        env=clean, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return next(line for line in printed.splitlines() if " run examples/seeds.jsonl" in line)
+
+
+@pytest.mark.parametrize(
+    ("env", "out"),
+    [
+        ({}, "runs/demo-local"),
+        ({"OPENAI_BASE_URL": "http://127.0.0.1:8000/v1"}, "runs/demo-api"),
+        ({"OPENAI_API_KEY": "sk-test"}, "runs/demo-api"),
+    ],
+)
+def test_the_demo_follows_the_configured_model_into_a_run_of_its_own(
+    env: dict[str, str], out: str
+) -> None:
+    command = demo_command(**env)
+    assert f"--out {out} " in command + " " and "--overwrite" not in command
+
+
+def test_overwrite_starts_the_demo_again() -> None:
+    assert demo_command(OVERWRITE="1").endswith("--overwrite")
+
+
+def test_the_install_says_what_it_builds_and_hides_no_progress() -> None:
+    printed = subprocess.run(
+        ["make", "-n", "-B", "-C", str(ROOT), ".venv/.installed-local"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "builds llama-cpp-python from source" in printed
+    installs = [line for line in printed.splitlines() if "pip install" in line and "-e" in line]
+    assert installs and all("--quiet" not in line for line in installs)

@@ -1,0 +1,1 @@
+"""Scoring, selection and contamination (evol.quality)."""

@@ -1,0 +1,102 @@
+"""Contamination: a record sharing N words in a row with an evaluation item is flagged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evol.quality.contamination import EvalIndex
+from tests.support.runs import record, write_run
+
+WORDS = [f"w{i}" for i in range(1, 31)]  # the evaluation item: w1 .. w30
+NO_LLM = ("--no-difficulty", "--no-complexity", "--no-metrics")
+
+
+def write_bench(path: Path, prompts: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts), encoding="utf-8")
+    return path
+
+
+def shares(count: int) -> str:
+    """An instruction holding the item's first `count` words in a row, case and punctuation
+    changed, between words of its own."""
+    return "Please, " + " ".join(w.upper() for w in WORDS[:count]) + "! Thanks a lot"
+
+
+@pytest.mark.parametrize("ngram", [5, 13])
+def test_n_shared_words_flag_a_record_and_n_minus_1_do_not(
+    evol, tmp_path: Path, ngram: int
+) -> None:
+    run = write_run(
+        tmp_path / "run",
+        [
+            record("s1", shares(ngram - 1)),
+            record("s2", shares(ngram)),
+            record("s3", "unrelated", output=" ".join(WORDS[5 : 5 + ngram])),
+            record("s1.1", shares(ngram - 1) + " more"),
+        ],
+    )
+    bench = write_bench(tmp_path / "bench.jsonl", ["Short one.", " ".join(WORDS)])
+    result = evol("score", run, *NO_LLM, "--against", bench, "--ngram", ngram)
+    assert result.exit_code == 0, result.output
+    expected = " ".join(WORDS[:ngram])
+    assert f's2 (instruction) ~ {bench}:2: "{expected}"' in result.stdout
+    assert f"s3 (output) ~ {bench}:2:" in result.stdout
+    assert "s1 " not in result.stdout and "s1.1" not in result.stdout
+    assert f"{bench}: 2 items, 1 shorter than {ngram} words" in result.stdout
+
+    stats = json.loads(evol("stats", run, "--json").stdout)
+    check = stats["contamination"]
+    assert (check["ngram"], check["checked"], check["flagged"]) == (ngram, 4, 2)
+    assert check["share"] == 0.5 and check["stale"] is False
+    assert [r["id"] for r in check["records"]] == ["s2", "s3"]
+    assert check["records"][0]["matches"] == [
+        {"path": str(bench), "line": 2, "field": "instruction", "words": expected}
+    ]
+    assert [g["contaminated"] for g in stats["generations"]] == [2, 0]
+    assert "contaminated: 2 of 4 records (50.0%)" in evol("stats", run).stdout
+
+
+def test_csv_sets_and_several_files(evol, tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", [record("s1", shares(13)), record("s2", "w20 w21")])
+    csv = tmp_path / "bench.csv"
+    csv.write_text('id,question\n7,"' + " ".join(WORDS) + '"\n', encoding="utf-8")
+    other = write_bench(tmp_path / "other.jsonl", ["Nothing in common here at all."])
+    result = evol("score", run, *NO_LLM, "--against", other, "--against", csv)
+    assert result.exit_code == 0, result.output
+    assert f"s1 (instruction) ~ {csv}:2:" in result.stdout
+    report = json.loads((run / "contamination.json").read_text())
+    assert [s["path"] for s in report["against"]] == [str(other), str(csv)]
+
+    # A new check replaces the last one.
+    assert evol("score", run, *NO_LLM, "--against", other).exit_code == 0
+    assert json.loads((run / "contamination.json").read_text())["flagged"] == []
+
+
+def test_a_bad_evaluation_file_is_one_line_and_writes_nothing(evol, tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", [record("s1", shares(13))])
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text('{"prompt": "fine"}\n{"prompt": \n', encoding="utf-8")
+    for extra in ((), ("--dry-run",)):
+        result = evol(
+            "score", run, "--no-difficulty", "--no-complexity", "--against", bench, *extra
+        )
+        assert result.exit_code == 2
+        assert result.stderr.strip().startswith(f"evol: error: {bench}:2: invalid JSON")
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (run / "contamination.json").exists() and not (run / "metrics.json").exists()
+
+
+def test_index_reports_each_item_once_and_verifies_the_words() -> None:
+    index = EvalIndex(ngram=3)
+    index._add_item(0, 1, ["a", "b", "c", "a", "b", "c"])  # the same 3-gram twice
+    index._add_item(0, 2, ["x", "a", "b", "c"])
+    index._add_item(0, 3, ["a", "b", "d"])
+    found = list(index.matches(["z", "a", "b", "c", "a", "b", "c"]))
+    assert [(line, gram) for _set, line, gram in found] == [
+        (1, ["a", "b", "c"]),
+        (2, ["a", "b", "c"]),
+    ]
+    assert list(index.matches(["a", "b"])) == []  # shorter than the n-gram

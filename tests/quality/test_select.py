@@ -1,0 +1,173 @@
+"""`evol select`: complexity x quality, the budget, the similarity skip, contamination."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.runs import record, write_run
+from tests.support.selection import ROWS, SCRIPT, scored_run
+
+pytestmark = pytest.mark.usefixtures("scripted_backend")
+
+
+def select(evol, run: Path, out: Path, *options: object) -> dict[str, Any]:
+    result = evol("select", run, "--out", out, "--json", *options)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def picked(path: Path) -> list[str]:
+    return [json.loads(line)["instruction"] for line in path.read_text().splitlines()]
+
+
+def test_best_products_first_near_repeats_skipped_budget_kept(evol, tmp_path: Path) -> None:
+    run, out = scored_run(evol, tmp_path, ROWS), tmp_path / "picked.jsonl"
+    summary = select(evol, run, out, "--budget", "3")
+    assert picked(out) == [
+        "Explain recursion with an example",
+        "Sort a list of names in Python",
+        "Write a haiku about autumn rain",
+    ]
+    assert summary | {"out": None} == {
+        "out": None,
+        "picked": 3,
+        "records": 6,
+        "scores_used": ["difficulty", "quality"],
+        "models": {"difficulty": "script", "quality": "script"},
+        "dropped": {"too_similar": 1},
+        "not_reached": 2,
+        "picked_without_all_scores": 0,
+        "picked_contaminated": 0,
+        "contamination_stale": False,
+    }
+    assert json.loads(out.read_text().splitlines()[0]).keys() == {"instruction", "input", "output"}
+
+    # A budget above what is left: the record without a difficulty score comes last.
+    summary = select(evol, run, out, "--budget", "10")
+    assert picked(out)[-2:] == [
+        "Translate hello into French",
+        "Prove that the square root of two is irrational",
+    ]
+    assert summary["picked_without_all_scores"] == 1 and summary["not_reached"] == 0
+    text = evol("select", run, "--out", out, "--budget", "10").stdout
+    assert "ranked by difficulty (script) x quality (script)" in text
+    assert "passed over: too_similar 1; not reached: 0" in text
+
+
+@pytest.mark.parametrize(("similarity", "both"), [("0.75", False), ("0.76", True)])
+def test_similarity_is_passed_over_at_the_threshold_and_not_below(
+    evol, tmp_path: Path, similarity: str, both: bool
+) -> None:
+    # 3 of 4 words in order: ROUGE-L F1 = 2 * 3 / (4 + 4) = 0.75 exactly.
+    rows = {"alpha beta gamma delta": (9, 9), "alpha beta gamma omega": (5, 5)}
+    run, out = scored_run(evol, tmp_path, rows), tmp_path / "picked.jsonl"
+    summary = select(evol, run, out, "--budget", "5", "--similarity", similarity)
+    assert picked(out) == (list(rows) if both else ["alpha beta gamma delta"])
+    assert summary["dropped"] == ({} if both else {"too_similar": 1})
+
+
+def test_contaminated_records_are_dropped_on_request(evol, tmp_path: Path) -> None:
+    run, out = scored_run(evol, tmp_path, ROWS), tmp_path / "picked.json"
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(json.dumps({"question": "Sort a list of names in Python"}) + "\n")
+    checked = evol(
+        "score", run, "--no-difficulty", "--no-complexity", "--against", bench, "--ngram", "5"
+    )
+    assert checked.exit_code == 0 and "s3 (instruction)" in checked.stdout
+
+    kept = select(evol, run, out, "--budget", "2", "--format", "sharegpt")
+    assert kept["picked_contaminated"] == 1
+    rows = json.loads(out.read_text())  # a .json file holds one array
+    assert rows[1]["conversations"][0] == {
+        "from": "human",
+        "value": "Sort a list of names in Python",
+    }
+    assert (
+        "--drop-contaminated leaves them out"
+        in evol("select", run, "--out", out, "--budget", "2").stdout
+    )
+
+    dropped = select(evol, run, out, "--budget", "2", "--drop-contaminated")
+    assert dropped["dropped"] == {"contaminated": 1, "too_similar": 1}
+    assert [r["instruction"] for r in json.loads(out.read_text())] == [
+        "Explain recursion with an example",
+        "Write a haiku about autumn rain",
+    ]
+
+
+def test_records_without_an_answer_are_passed_over(evol, tmp_path: Path) -> None:
+    SCRIPT.clear()
+    SCRIPT.update({"Name a river": (3, None), "Name a mountain": (4, None)})
+    run = write_run(
+        tmp_path / "run",
+        [record("s1", "Name a river"), record("s2", "Name a mountain", output=None)],
+    )
+    assert evol("score", run, "--backend", "scripted", "--no-complexity").exit_code == 0
+    summary = select(evol, run, tmp_path / "out.jsonl", "--budget", "5")
+    assert summary["scores_used"] == ["difficulty"] and summary["dropped"] == {"no_output": 1}
+
+
+@pytest.mark.usefixtures("logprob_backend")
+def test_complexity_ranks_when_there_is_no_difficulty(evol, tmp_path: Path) -> None:
+    records = [
+        record("s1", "Add two numbers"),
+        record("s1.1", "Add two numbers given as words, not digits"),
+    ]
+    run = write_run(tmp_path / "run", records)
+    assert evol("score", run, "--backend", "logprob-fake", "--no-difficulty").exit_code == 0
+    out = tmp_path / "out.jsonl"
+    summary = select(evol, run, out, "--budget", "1", "--similarity", "1")
+    assert summary["scores_used"] == ["complexity"]
+    assert picked(out) == ["Add two numbers given as words, not digits"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ((), "has no scores: run evol score"),
+        (("--drop-contaminated",), "never checked for contamination"),
+    ],
+)
+def test_what_cannot_be_selected_is_one_line(
+    evol, tmp_path: Path, options: tuple[str, ...], message: str
+) -> None:
+    run = write_run(tmp_path / "run", [record("s1", "Name a river")])
+    if options:
+        SCRIPT.clear()
+        SCRIPT.update({"Name a river": (3, 3)})
+        assert evol("score", run, "--backend", "scripted", "--no-complexity").exit_code == 0
+    result = evol("select", run, "--out", tmp_path / "o.jsonl", "--budget", "1", *options)
+    assert result.exit_code == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["gen_0.jsonl", "run.json", "scores.jsonl", None])
+def test_select_never_writes_over_the_run_nor_into_a_directory(
+    evol, tmp_path: Path, name: str | None
+) -> None:
+    run = scored_run(evol, tmp_path, {"Name a river": (3, 3), "Name a lake": (4, 4)})
+    out = run / name if name else tmp_path / "a-directory"
+    if name is None:
+        out.mkdir()
+    before = {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()}
+    result = evol("select", run, "--out", out, "--budget", "1")
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+    assert {path.name: path.read_bytes() for path in run.iterdir() if path.is_file()} == before
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_select_writes_evols_own_records_as_parquet(evol, tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    run = scored_run(evol, tmp_path, {"Name a river": (3, 3), "Name a lake": (4, 4)})
+    out = tmp_path / "picked.parquet"
+    select(evol, run, out, "--budget", "2", "--format", "jsonl")
+    rows = pq.read_table(out).to_pylist()
+    assert [row["instruction"] for row in rows] == ["Name a lake", "Name a river"]
+    assert all(json.loads(row["metadata"]) == {} for row in rows)  # an empty object, as JSON text

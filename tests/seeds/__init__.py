@@ -1,0 +1,1 @@
+"""Seed files: formats, shapes, limits (evol.seeds)."""
