@@ -294,6 +294,32 @@ def test_engine_ray_with_batch_or_another_backend_is_a_usage_error(tmp_path: Pat
         open_backend(None, BackendSettings(base_urls=["http://a/v1", "http://b/v1"]), ray=ray)
 
 
+def test_a_dry_run_names_vllm_on_ray_and_its_model(evol, tmp_path: Path) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": "Name a tree"}])
+    result = evol("run", seeds, "--out", tmp_path / "run", "--engine", "ray",
+                  "--ray-model", "Qwen/Qwen2.5-0.5B-Instruct", "--dry-run")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "backend ray-vllm, model Qwen/Qwen2.5-0.5B-Instruct for every role" in result.stdout
+    refused = evol("run", seeds, "--out", tmp_path / "run", "--engine", "ray", "--backend",
+                   "openai", "--ray-model", "m", "--dry-run")  # fmt: skip
+    assert refused.exit_code == 2 and "drop --backend" in refused.stderr
+
+
+@needs_ray
+def test_a_cluster_nothing_answers_at_stops_the_run_at_once(
+    evol, server: FakeServer, tmp_path: Path
+) -> None:
+    from conftest import refused_url
+
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": "Name a tree"}])
+    address = refused_url().removeprefix("http://").removesuffix("/v1")
+    result = evol("run", seeds, "--out", tmp_path / "run", "--base-url", server.base_url,
+                  "--engine", "ray", "--ray-address", address, "--quiet")  # fmt: skip
+    assert result.exit_code == 2
+    assert f"cannot start or join {address}" in result.stderr and "nothing answers" in result.stderr
+    assert server.requests == []
+
+
 def test_the_cli_refuses_engine_ray_with_batch(evol, tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": "Name a tree"}])
     result = evol("run", seeds, "--out", tmp_path / "run", "--base-url", "http://127.0.0.1:9/v1",

@@ -92,7 +92,8 @@ def _factory(name: str) -> BackendFactory:
 
 # What vLLM on a Ray cluster (--engine ray --ray-model) can do: it has no factory of its own,
 # only --engine ray makes it. One choice a request; no key; its model is not in this process.
-_ENGINE_BACKENDS = {"ray-vllm": Capabilities()}
+VLLM_ON_RAY = "ray-vllm"
+_ENGINE_BACKENDS = {VLLM_ON_RAY: Capabilities()}
 
 
 def _capabilities(name: str) -> Capabilities:
@@ -145,8 +146,17 @@ def batch_backend_name(requested: str | None, *, base_urls: list[str]) -> str:
     return "openai"
 
 
-def ray_backend_name(requested: str | None, *, base_urls: list[str]) -> str:
-    """The backend an --engine ray run uses over HTTP: openai, at one --base-url."""
+def ray_backend_name(
+    requested: str | None, *, base_urls: list[str], model: str | None, batch: bool
+) -> str:
+    """The backend an --engine ray run uses: ray-vllm with --ray-model (vLLM on the
+    cluster), else openai at one --base-url, reached through Ray's HTTP stage."""
+    if batch:
+        raise UsageError("--batch and --engine ray are two ways to send requests: pick one")
+    if model is not None:
+        if requested is not None:
+            raise UsageError("--ray-model runs vLLM on the cluster: drop --backend")
+        return VLLM_ON_RAY
     if requested not in (None, "openai"):
         raise UsageError(
             f"--engine ray sends requests to an OpenAI-compatible endpoint (or to vLLM with "
@@ -173,16 +183,12 @@ def open_backend(
     run may go on with --batch or --engine ray (the pipeline refuses a live resume of a run
     with batches, which would pay again for what its batches hold).
     """
-    if batch is not None and ray is not None:
-        raise UsageError("--batch and --engine ray are two ways to send requests: pick one")
     if ray is not None:
-        from evol.llm.ray import VLLM_BACKEND, RayBackend
+        name = ray_backend_name(
+            requested, base_urls=settings.base_urls, model=ray.model, batch=batch is not None
+        )
+        from evol.llm.ray import RayBackend
 
-        if ray.model is not None:
-            if requested is not None:
-                raise UsageError("--ray-model runs vLLM on the cluster: drop --backend")
-            return VLLM_BACKEND, RayBackend(settings, ray)
-        name = ray_backend_name(requested, base_urls=settings.base_urls)
         return name, RayBackend(settings, ray)
     if batch is not None:
         name = batch_backend_name(requested, base_urls=settings.base_urls)

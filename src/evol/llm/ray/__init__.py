@@ -12,6 +12,5 @@ imported only when a wave runs (the `ray` extra: `pip install 'evol[ray]'`).
 """
 
 from evol.llm.ray.backend import RAY_EXTRA, RayBackend, RaySettings
-from evol.llm.ray.vllm import VLLM_BACKEND
 
-__all__ = ["RAY_EXTRA", "VLLM_BACKEND", "RayBackend", "RaySettings"]
+__all__ = ["RAY_EXTRA", "RayBackend", "RaySettings"]

@@ -15,13 +15,15 @@ the retry policy, or the next run, asks again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import importlib.util
 import itertools
+import socket
 import threading
 from collections.abc import Awaitable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -116,7 +118,6 @@ class RayBackend:
         self._submitter: asyncio.Task[None] | None = None
         self._waves: set[asyncio.Future[None]] = set()
         self._slots = asyncio.Semaphore(ray.max_waves)
-        self._threads = ThreadPoolExecutor(ray.max_waves, thread_name_prefix="evol-ray")
         self._stopping = threading.Event()
         self._connect_lock = threading.Lock()
         self._connected = self._started_ray = False
@@ -167,9 +168,12 @@ class RayBackend:
             self._submitter.cancel()
             await asyncio.gather(self._submitter, return_exceptions=True)
         self._fail_all(list(self._open), TransientBackendError(f"{self.where}: the run stopped"))
-        await asyncio.gather(*self._waves, return_exceptions=True)
-        self._threads.shutdown(wait=True)
-        await asyncio.to_thread(self._disconnect)
+        # A wave stops at its next batch; one stuck in Ray (a cluster gone) is left to die
+        # with the process (its thread is a daemon), and Ray is then left as it is.
+        if self._waves:
+            await asyncio.wait(self._waves, timeout=_WAVE_GRACE)
+        if not self._waves:
+            await asyncio.to_thread(self._disconnect)
         if self.models is not None:
             await self.models.aclose()
 
@@ -195,11 +199,7 @@ class RayBackend:
             if not rows:
                 self._slots.release()
                 continue
-            wave = asyncio.get_running_loop().run_in_executor(
-                self._threads, self._run_wave, rows, asyncio.get_running_loop()
-            )
-            self._waves.add(wave)
-            wave.add_done_callback(self._wave_ended)
+            self._launch(rows)
 
     def _take_wave(self) -> list[dict[str, str]]:
         """The rows of the next wave: of the oldest request's group, `max_wave` at most."""
@@ -209,6 +209,22 @@ class RayBackend:
         keys = [key for key, waiting in self._queue.items() if waiting.group == group]
         keys = keys[: self.ray.max_wave]
         return [{"key": key, **self._queue.pop(key).row} for key in keys]
+
+    def _launch(self, rows: list[dict[str, str]]) -> None:
+        """Run a wave on a daemon thread: Ray's calls block, and one that never returns (a
+        cluster that went away) must not keep the process from exiting."""
+        loop = asyncio.get_running_loop()
+        wave: asyncio.Future[None] = loop.create_future()
+        self._waves.add(wave)
+        wave.add_done_callback(self._wave_ended)
+
+        def work() -> None:
+            try:
+                self._run_wave(rows, loop)
+            finally:
+                _post(loop, _settle, wave)
+
+        threading.Thread(target=work, name="evol-ray-wave", daemon=True).start()
 
     def _wave_ended(self, wave: asyncio.Future[None]) -> None:
         self._waves.discard(wave)
@@ -223,20 +239,20 @@ class RayBackend:
             why = self.reader.secrets.cut(f"{type(error).__name__}: {error}")
             cluster = self.ray.address or "a local Ray"
             unreachable = EndpointUnreachable(f"cannot start or join {cluster}: {why}")
-            loop.call_soon_threadsafe(self._fail_all, keys, unreachable)
+            _post(loop, self._fail_all, keys, unreachable)
             return
         try:
             for batch in self._output(rows):
                 if self._stopping.is_set():
                     return
-                loop.call_soon_threadsafe(self._resolve, batch)
+                _post(loop, self._resolve, batch)
         except Exception as error:  # noqa: BLE001 (whatever Ray raises: the wave's failure)
             why = self.reader.secrets.cut(f"{type(error).__name__}: {error}")
             failure = TransientBackendError(f"{self.where}: a Ray wave failed ({why})")
-            loop.call_soon_threadsafe(self._fail_all, keys, failure)
+            _post(loop, self._fail_all, keys, failure)
             return
         missing = TransientBackendError(f"{self.where}: Ray returned no row for the request")
-        loop.call_soon_threadsafe(self._fail_all, keys, missing)
+        _post(loop, self._fail_all, keys, missing)
 
     def _output(self, rows: list[dict[str, str]]) -> Iterator[list[dict[str, Any]]]:
         """The wave's output rows, a batch at a time, as Ray yields them."""
@@ -292,6 +308,8 @@ class RayBackend:
             import ray
             import ray.data
 
+            if self.ray.address is not None:
+                _check_reachable(self.ray.address)
             if not ray.is_initialized():
                 ray.init(
                     address=self.ray.address,
@@ -309,3 +327,33 @@ class RayBackend:
 
             ray.shutdown()
             self._started_ray = False
+
+
+# Seconds aclose waits for the waves still reading rows before it leaves Ray as it is.
+_WAVE_GRACE = 5.0
+
+
+def _post(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:
+    """`callback(*args)` on the loop, from a wave's thread; nothing once the loop has closed."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)
+
+
+def _settle(wave: asyncio.Future[None]) -> None:
+    if not wave.done():
+        wave.set_result(None)
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse at once a cluster address nothing answers at: ray.init would retry it for
+    minutes. `auto` and `local` are Ray's own words and are left to it."""
+    parts = urlsplit(address if "://" in address else f"gcs://{address}")
+    if address in ("auto", "local") or parts.hostname is None or parts.port is None:
+        return
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=_CONNECT_TIMEOUT).close()
+    except OSError as error:
+        raise ConnectionError(f"nothing answers at {address} ({error.strerror or error})") from None
+
+
+_CONNECT_TIMEOUT = 10.0

@@ -13,10 +13,6 @@ from evol.errors import TransientBackendError
 from evol.llm.protocol import Completion, GenerationParams, LLMRequest
 from evol.llm.ray.rows import ReplyReader
 
-# The name a run through vLLM on Ray has in run.json and messages: not `openai`, since no
-# OpenAI-compatible server answers it.
-VLLM_BACKEND = "ray-vllm"
-
 
 def sampling_params(params: GenerationParams) -> dict[str, Any]:
     """The options set, as `vllm.SamplingParams` names them. Only those set: the provider's
