@@ -170,6 +170,17 @@ def test_a_vllm_row_is_read_as_a_completion(row: dict, max_tokens: int | None, e
         assert type(outcome) is expected and "sk-secret" not in str(outcome)
 
 
+@needs_ray
+def test_the_vllm_processor_config_is_built_from_the_options() -> None:
+    from evol.llm.ray.vllm import vllm_config
+
+    config = vllm_config("Qwen/Qwen2.5-0.5B-Instruct", tensor_parallel=2, replicas=3, batch_size=16)
+    assert config.model_source == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert config.engine_kwargs == {"tensor_parallel_size": 2}
+    assert (config.concurrency, config.batch_size) == (3, 16)
+    assert config.should_continue_on_error is True  # a failed row fails alone
+
+
 def test_vllm_logprobs_become_openai_style_top_logprobs() -> None:
     row = {
         "generated_text": "7",
@@ -320,6 +331,19 @@ def test_a_cluster_nothing_answers_at_stops_the_run_at_once(
     assert server.requests == []
 
 
+def test_a_live_runs_run_json_has_no_engine_fields(
+    evol, server: FakeServer, tmp_path: Path
+) -> None:
+    """run.json as before there was a choice of engine; a run through Ray records its own
+    (test_a_run_through_ray_equals_the_same_run_live)."""
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": "Name a tree"}])
+    result = evol("run", seeds, "--out", tmp_path / "run", "--base-url", server.base_url,
+                  "--generations", "0", "--quiet")  # fmt: skip
+    assert result.exit_code == 0
+    config = json.loads((tmp_path / "run" / "run.json").read_text())["config"]
+    assert not {name for name in config if name == "engine" or name.startswith("ray_")}
+
+
 def test_the_cli_refuses_engine_ray_with_batch(evol, tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": "Name a tree"}])
     result = evol("run", seeds, "--out", tmp_path / "run", "--base-url", "http://127.0.0.1:9/v1",
@@ -433,6 +457,7 @@ def test_a_run_through_ray_equals_the_same_run_live(ray_cluster: str, tmp_path: 
     assert ray_bodies == live_bodies  # the same requests, byte for byte once parsed
     manifest = assert_valid_run(tmp_path / "ray")
     assert manifest["backend"]["name"] == "openai" and manifest["config"]["engine"] == "ray"
+    assert manifest["config"]["ray_address"] == ray_cluster
 
 
 def first_time_faults(faults: dict[str, Fault]) -> Any:

@@ -19,6 +19,7 @@ import contextlib
 import copy
 import importlib.util
 import itertools
+import logging
 import socket
 import threading
 from collections.abc import Awaitable, Iterator
@@ -316,9 +317,13 @@ class RayBackend:
                     num_cpus=self.ray.local_cpus if self.ray.address is None else None,
                     include_dashboard=False,
                     log_to_driver=False,
+                    # Ray's INFO and WARNING lines (each dataset started, progress bars off)
+                    # would go between evol's own; its errors still show.
+                    logging_level=logging.ERROR,
                 )
                 self._started_ray = True
             ray.data.DataContext.get_current().enable_progress_bars = False
+            logging.getLogger("ray.data").setLevel(logging.ERROR)
             self._connected = True
 
     def _disconnect(self) -> None:
