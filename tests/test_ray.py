@@ -292,6 +292,30 @@ def test_the_session_meets_the_contract_of_rays_http_stage() -> None:
 # -- usage ------------------------------------------------------------------------------------
 
 
+@needs_ray
+def test_a_submitter_that_crashes_fails_its_callers_instead_of_leaving_them_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from evol.llm.ray import RayBackend
+
+    backend = RayBackend(BackendSettings(base_urls=["http://127.0.0.1:9/v1"]), RaySettings())
+
+    def broken() -> list:
+        raise RuntimeError("planted")
+
+    monkeypatch.setattr(backend, "_take_wave", broken)
+    request = LLMRequest([{"role": "user", "content": "hi"}], "m", GenerationParams())
+
+    async def ask() -> None:
+        try:
+            with pytest.raises(TransientBackendError, match="planted"):
+                await asyncio.wait_for(backend.complete(request), 30)
+        finally:
+            await backend.aclose()
+
+    asyncio.run(ask())
+
+
 def test_engine_ray_with_batch_or_another_backend_is_a_usage_error(tmp_path: Path) -> None:
     from evol.llm.batch import BatchSettings
 

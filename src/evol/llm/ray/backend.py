@@ -148,6 +148,7 @@ class RayBackend:
         self._arrival.set()
         if self._submitter is None:
             self._submitter = asyncio.get_running_loop().create_task(self._submit_loop())
+            self._submitter.add_done_callback(self._submitter_ended)
         try:
             return await waiting.future
         finally:
@@ -201,6 +202,13 @@ class RayBackend:
                 self._slots.release()
                 continue
             self._launch(rows)
+
+    def _submitter_ended(self, task: asyncio.Task[None]) -> None:
+        """A submitter that crashed fails every caller instead of leaving them waiting."""
+        if task.cancelled() or (error := task.exception()) is None:
+            return
+        self._submitter = None  # the next request starts another
+        self._fail_all(list(self._open), TransientBackendError(f"{self.where}: {error!r}"))
 
     def _take_wave(self) -> list[dict[str, str]]:
         """The rows of the next wave: of the oldest request's group, `max_wave` at most."""
