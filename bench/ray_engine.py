@@ -13,6 +13,7 @@ Figures go to bench/results.json under "ray_engine" and to docs/performance.md.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -60,6 +61,15 @@ def local_ray(cpus: int = 2) -> tuple[subprocess.Popen[bytes], str]:
         time.sleep(0.2)
 
 
+def forget_cluster(address: str) -> None:
+    """Remove the address `ray start` left for later `ray.init()` calls, if it is this
+    cluster's (killed, it cannot; a `ray.init()` with no address would try to join it)."""
+    current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    with contextlib.suppress(OSError):
+        if current.read_text().strip().endswith(":" + address.rsplit(":", 1)[1]):
+            current.unlink()
+
+
 def one_run(work: Path, name: str, seeds: Path, generations: int, *extra: object) -> dict:
     with FakeServer(latency=LATENCY, record=False) as server:
         run = evol_run(
@@ -92,6 +102,7 @@ def measure(work: Path, seeds: int = 500, generations: int = 2) -> dict[str, Any
     finally:
         os.killpg(cluster.pid, signal.SIGKILL)
         cluster.wait()
+        forget_cluster(address)
     return {
         "date": date.today().isoformat(),
         "seeds": seeds,

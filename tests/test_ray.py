@@ -12,6 +12,7 @@ one run against the embedded model behind `python -m llama_cpp.server`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -20,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -412,6 +414,17 @@ def ray_cluster() -> Iterator[str]:
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+        forget_cluster(port)
+
+
+def forget_cluster(port: int) -> None:
+    """Remove the address `ray start` left for later `ray.init()` calls, if it is this
+    cluster's: killed, the cluster cannot remove it (`ray stop` would), and a `ray.init()`
+    with no address would try to join the dead cluster."""
+    current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    with contextlib.suppress(OSError):
+        if current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
 
 
 def _accepts(port: int) -> bool:
