@@ -296,7 +296,7 @@ def test_dry_run_calls_nothing_and_writes_nothing(tmp_path: Path, evol) -> None:
 
 def test_the_dev_sample_depends_on_the_seed_only(tmp_path: Path) -> None:
     from evol.optimize.config import OptimizeConfig
-    from evol.optimize.loop import write_dev_seeds
+    from evol.optimize.dev_seeds import write_dev_seeds
 
     seeds = write_seeds(tmp_path / "seeds.jsonl", seed_rows(50))
 

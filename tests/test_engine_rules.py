@@ -40,11 +40,12 @@ from evol.method.judging import VERDICT_FORMAT
 from evol.method.operations import choose_operation, parse_weights
 from evol.method.prompts import PromptSet
 from evol.rundir.journal import CallJournal
+from evol.rundir.layout import JOURNAL
 from evol.rundir.lineage import LineageIndex
 from evol.rundir.manifest import load_manifest, write_manifest
 from evol.rundir.records import compose
 from evol.rundir.runjson import Manifest, RecordedConfig
-from evol.rundir.store import JOURNAL, RunStore
+from evol.rundir.store import RunStore
 from evol.seeds import Seed
 
 MODELS = RoleModels(evolve="the-evolver", answer="the-answerer", judge="the-judge")

@@ -262,7 +262,7 @@ def test_the_operations_plot_leaves_room_for_its_labels() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from evol.dataset.report import _operation_plot
+    from evol.dataset.report_plots import _operation_plot
 
     # Small counts, as in a first run: autoscaling put the top of the axes at the tallest bar.
     operations = {

@@ -41,7 +41,8 @@ from evol.llm.batch import STATE_FILE
 from evol.llm.batch.state import Journal
 from evol.quality.scores import read_score_lines
 from evol.rundir.journal import CallJournal
-from evol.rundir.store import RunStore, read_records
+from evol.rundir.record_files import read_records
+from evol.rundir.store import RunStore
 
 PROPERTY = settings(
     derandomize=True,

@@ -25,7 +25,7 @@ from evol.method.judging import (
     read_judgement,
 )
 from evol.method.verdicts import Verdict, parse_verdict
-from evol.pipeline import _with_instruction_check
+from evol.preflight import with_instruction_check as _with_instruction_check
 
 # -- reading the replies ---------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from evol.seeds import (
     iter_seeds,
     scan_seeds,
 )
-from evol.seeds.formats import MAX_ROW_BYTES
+from evol.seeds.containers import MAX_ROW_BYTES
 
 
 def seeds_of(path: Path, **options) -> list:

@@ -21,8 +21,9 @@ from evol.errors import most_telling as _most_telling
 from evol.jsonl import open_for_append, repair_torn_tail
 from evol.method.elimination import Reason
 from evol.rundir.lineage import LineageIndex, Tip
+from evol.rundir.record_files import iter_records
 from evol.rundir.records import EliminatedRecord, Record
-from evol.rundir.store import RunStore, iter_records
+from evol.rundir.store import RunStore
 
 
 def record(record_id: str, **fields: object) -> dict[str, object]:
@@ -238,7 +239,7 @@ def test_a_link_of_the_users_beside_a_run_is_not_refused_but_one_named_as_evols_
 
 def test_evols_own_files_are_known_by_name_and_place(tmp_path: Path) -> None:
     from evol.errors import UsageError
-    from evol.rundir.store import refuse_run_state
+    from evol.rundir.layout import refuse_run_state
 
     run = tmp_path / "run"
     run.mkdir()
@@ -295,7 +296,7 @@ def test_the_call_journal_replays_what_it_kept_across_a_reopen(tmp_path: Path) -
 
 
 def test_generation_files_come_in_number_order_past_nine(tmp_path: Path) -> None:
-    from evol.rundir.store import generation_files
+    from evol.rundir.layout import generation_files
 
     for generation in (10, 2, 0, 11, 1):
         (tmp_path / f"gen_{generation}.jsonl").write_text("")

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from evol.method.prompts import PromptSet, default_prompt_dir
 from evol.optimize.candidates import method_text, parse_method, refusal, template_problem
 from evol.optimize.config import OptimizeConfig
-from evol.optimize.loop import write_dev_seeds
+from evol.optimize.dev_seeds import write_dev_seeds
 from evol.optimize.paired import (
     binomial_cdf,
     clopper_pearson,

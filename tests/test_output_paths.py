@@ -23,7 +23,8 @@ from test_select import SCRIPT
 from evol.errors import RunDirError, UsageError
 from evol.jsonl import atomic_write
 from evol.quality.scores import Sidecar
-from evol.rundir.store import RunStore, refuse_run_state
+from evol.rundir.layout import refuse_run_state
+from evol.rundir.store import RunStore
 
 RECORDS = [
     record("s1", "Name a river"),

@@ -15,7 +15,7 @@ import pytest
 from conftest import read_jsonl, run_args, write_seeds
 from fake_server import FakeServer
 
-from evol.dataset.report import PLOT_NAMES
+from evol.dataset.report_plots import PLOT_NAMES
 
 SEEDS = [
     {"instruction": "Explain <script>alert('x')</script> tags {safely}"},
@@ -106,7 +106,7 @@ def test_an_unfinished_run_is_said_so_by_report_and_stats(evol, server, tmp_path
 def test_a_scored_run_adds_its_plots_and_contamination(evol, server, tmp_path: Path) -> None:
     from test_scoring import ScoringResponder
 
-    from evol.dataset.report import SCORE_PLOT_NAMES
+    from evol.dataset.report_plots import SCORE_PLOT_NAMES
 
     seeds, run = write_seeds(tmp_path / "seeds.jsonl", SEEDS), tmp_path / "run"
     assert evol(*run_args(server, seeds, run, "--generations", "2")).exit_code == 0

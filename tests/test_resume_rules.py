@@ -24,11 +24,12 @@ from evol.jsonl import repair_torn_tail
 from evol.method.elimination import Reason
 from evol.rundir.fingerprint import Fingerprint
 from evol.rundir.journal import CallJournal
+from evol.rundir.layout import JOURNAL
 from evol.rundir.lineage import LineageIndex, LineageProgress, Tip
 from evol.rundir.manifest import Manifest, check_resume, is_finished, load_manifest, write_manifest
 from evol.rundir.records import EliminatedRecord, Record
 from evol.rundir.runjson import RecordedConfig
-from evol.rundir.store import JOURNAL, RunStore
+from evol.rundir.store import RunStore
 
 MODELS = {"evolve": "fake-model"}
 FINGERPRINT = Fingerprint(models=MODELS, seed=0)

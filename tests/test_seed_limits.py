@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from evol.errors import SeedFileError
 from evol.seeds import SeedOptions, scan_seeds
-from evol.seeds.formats import MAX_ROW_BYTES, NUL_BYTE, ColumnNames, rows
+from evol.seeds.containers import MAX_ROW_BYTES, NUL_BYTE, ColumnNames
+from evol.seeds.formats import rows
 from evol.seeds.shapes import INSTRUCTION_FIELDS
 
 LONG = "x" * 1_500_000

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from evol.errors import SeedFileError
 from evol.seeds import SeedOptions, iter_seeds, scan_seeds
-from evol.seeds.formats import FORMAT_NAMES, SeedFormat, Sniffed, sniff, sniff_head
+from evol.seeds.containers import FORMAT_NAMES, SeedFormat
 from evol.seeds.shapes import INSTRUCTION_FIELDS
+from evol.seeds.sniffing import Sniffed, sniff, sniff_head
 
 CSV_ROWS = "instruction,output\n" + "".join(f"Name river {n},The Nile\n" for n in range(12))
 JSON_LINES = '{"instruction": "Name a river"}\n{"instruction": "Name a lake"}\n'

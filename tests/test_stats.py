@@ -15,7 +15,7 @@ from fake_server import FakeServer
 
 from evol.dataset.stats import run_stats
 from evol.method.textstats import word_count
-from evol.rundir.store import iter_records
+from evol.rundir.record_files import iter_records
 
 T = TypeVar("T")
 

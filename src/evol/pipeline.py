@@ -18,26 +18,34 @@ from typing import Any, NoReturn, TypeGuard
 from evol.config import RunConfig
 from evol.engine import Engine, RoleModels
 from evol.errors import (
-    BackendError,
     EvolError,
     Interrupted,
     RunDirError,
     StorageError,
-    TransientBackendError,
-    UsageError,
 )
 from evol.interrupts import until_signalled
 from evol.llm import ChatBackend, missing_key_warning, open_backend
 from evol.llm.protocol import BatchingBackend, SeveralEndpoints, capabilities_of
-from evol.llm.registry import runs_in_process
-from evol.method.ifeval_library import instruction_classes
-from evol.method.operations import VERIFIABLE
 from evol.method.prompts import PromptSet
-from evol.oslimits import open_file_limit
+from evol.preflight import (
+    batch_settings,
+    check_batches,
+    check_open_files,
+    check_verifiable,
+    with_instruction_check,
+)
 from evol.progress import Progress, ProgressCallback
+from evol.run_start import (
+    RunStart,
+    describe_models,
+    finished_as_recorded,
+    nothing_to_do,
+    summary_of,
+)
 from evol.rundir.counts import RunCounts
 from evol.rundir.fingerprint import Fingerprint
 from evol.rundir.journal import CallJournal
+from evol.rundir.layout import JOURNAL, MANIFEST
 from evol.rundir.lineage import LineageIndex
 from evol.rundir.manifest import (
     Manifest,
@@ -47,10 +55,9 @@ from evol.rundir.manifest import (
     check_resume,
     is_finished,
     load_manifest,
-    record_failed_restart,
     write_manifest,
 )
-from evol.rundir.store import BATCH_DIR, JOURNAL, MANIFEST, SCORE_BATCH_DIR, RunStore, output_sizes
+from evol.rundir.store import RunStore
 from evol.secrets import display_url
 from evol.seeds import SeedScan, file_digest, iter_seeds, scan_seeds
 
@@ -83,7 +90,7 @@ async def arun(
     seeds_digest = file_digest(config.seeds)
     scan = (
         None
-        if _finished_as_recorded(config, seeds_digest)
+        if finished_as_recorded(config, seeds_digest)
         else scan_seeds(config.seeds, config.seed_options)
     )
     backend_name, backend = open_backend(
@@ -92,12 +99,12 @@ async def arun(
         batch=batch_settings(config),
         ray=config.ray_settings(),
     )
-    config = _with_instruction_check(config, backend_name)
+    config = with_instruction_check(config, backend_name)
     if warning := missing_key_warning(backend_name, config.base_urls, config.api_key is not None):
         info(f"warning: {warning}")
     try:
-        _check_open_files(config, backend_name)
-        _check_batches(config)
+        check_open_files(config, backend_name)
+        check_batches(config)
         counts, lineages = RunCounts(), LineageIndex(config.generations)
         store = RunStore.open(
             config.out,
@@ -108,14 +115,14 @@ async def arun(
         journal = None
         try:
             previous = load_manifest(config.out, required=False)
-            start = _Start(config, backend_name, store, previous, scan, started)
+            start = RunStart(config, backend_name, store, previous, scan, started)
             models = await start.resolve_models(backend)
             print_ = Fingerprint.of(config, seeds_digest, prompts, backend_name, vars(models))
             if previous is not None and start.resuming:
                 check_resume(config.out, previous, print_, config)
                 if previous.summary and is_finished(previous, config, store.output_sizes()):
                     info(f"{config.out} is complete: nothing to do")
-                    return _nothing_to_do(previous.summary)
+                    return nothing_to_do(previous.summary)
             recorded: set[str] = set()
             store.scan(also=[lineages.add, lambda data, _reason: recorded.add(data["id"])])
             journal = CallJournal.open(config.out / JOURNAL, recorded)
@@ -123,7 +130,7 @@ async def arun(
             where = (
                 f" at {', '.join(map(display_url, config.base_urls))}" if config.base_urls else ""
             )
-            info(f"backend {backend_name}{where}, model {_describe(models)}")
+            info(f"backend {backend_name}{where}, model {describe_models(models)}")
             parts = _Run(
                 config, prompts, scan, backend, backend_name, models, print_, store, journal,
                 lineages, counts, previous if start.resuming else None, started, info,
@@ -135,207 +142,6 @@ async def arun(
             store.close()
     finally:
         await backend.aclose()
-
-
-@dataclass
-class _Start:
-    """A run directory, locked, before the first question to the backend: what a stop there
-    leaves in run.json."""
-
-    config: RunConfig
-    backend_name: str
-    store: RunStore
-    previous: Manifest | None
-    scan: SeedScan | None
-    started: float
-
-    @property
-    def resuming(self) -> bool:
-        """The directory holds a run that got as far as asking its backend (a run.json whose
-        only news is a stop before that, over no records, holds nothing to go on from)."""
-        previous = self.previous
-        return previous is not None and (
-            previous.fingerprint is not None or any(self.store.output_sizes().values())
-        )
-
-    async def resolve_models(self, backend: ChatBackend) -> RoleModels:
-        """The model of each role; when the backend cannot say (unreachable, key refused),
-        run.json says the run failed and why before the error goes on."""
-        try:
-            return await _resolve_models(self.config, backend)
-        except EvolError as stopped:
-            if isinstance(stopped, Interrupted):
-                raise
-            error = self.config.backend_settings().secrets().redact(str(stopped))
-            with contextlib.suppress(StorageError):  # what stopped the run matters more
-                stopped.summary = self.record_failure(error)
-            raise
-
-    def record_failure(self, error: str) -> dict[str, Any] | None:
-        if self.resuming:
-            return record_failed_restart(self.config.out, error)
-        config = self.config
-        facts = RunFacts(
-            config=config,
-            status="failed",
-            error=error,
-            backend_name=self.backend_name,
-            models=_configured_models(config),
-            fingerprint=None,  # no model yet: the next run starts afresh, refusing nothing
-            scan=self.scan or scan_seeds(config.seeds, config.seed_options),
-            counts=RunCounts(),
-            outputs=self.store.output_sizes(),
-            elapsed=time.monotonic() - self.started,
-        )
-        manifest = build_manifest(facts, self.previous)
-        write_manifest(config.out, manifest)
-        return _summary_of(manifest)
-
-
-def check_verifiable(config: RunConfig) -> None:
-    """Refuse, before any call, what verifiable constraints need and lack: --constraint-ids
-    or --answer-n without the operation that draws them, the operation without the `verify`
-    extra."""
-    if config.constraint_ids is not None and not config.verifiable:
-        raise UsageError(
-            f"--constraint-ids: only {VERIFIABLE} draws constraints: add --verifiable, or name "
-            f"{VERIFIABLE} in --operations"
-        )
-    if config.answer_n and not config.verifiable:
-        raise UsageError(
-            f"--answer-n: only records of {VERIFIABLE} draw further answers: add --verifiable, "
-            f"or name {VERIFIABLE} in --operations"
-        )
-    if config.verifiable:
-        instruction_classes()  # loads the checkers, or says which extra to install
-
-
-def _configured_models(config: RunConfig) -> dict[str, str]:
-    """The models named by the options, by role (a role left to the server is left out)."""
-    named = {
-        "evolve": config.evolve_model or config.model,
-        "answer": config.answer_model or config.model,
-        "judge": config.judge_model or config.model,
-    }
-    return {role: name for role, name in named.items() if name}
-
-
-def _summary_of(manifest: Manifest) -> dict[str, Any] | None:
-    """The summary of `manifest` as `--json` prints it with an error."""
-    return manifest.summary.model_dump(mode="json") if manifest.summary else None
-
-
-def _nothing_to_do(summary: RunSummary) -> RunSummary:
-    """A finished run's summary, as a rerun that found it finished reports it."""
-    steps = summary.seeds * (summary.generations + 1)
-    return summary.model_copy(
-        update={
-            "resumed": True,
-            "steps": steps,
-            "steps_done_at_start": steps,
-            "calls_to_repeat": 0,
-            "calls_cut_off": 0,
-        }
-    )
-
-
-def batch_settings(config: RunConfig) -> Any:
-    """With --batch, how the batch backend groups and waits; its state lives in the run.
-    Refuses the options a --batch run cannot honour (its dry run asks too)."""
-    if not config.batch:
-        return None
-    if config.rpm or config.tpm:
-        raise UsageError(
-            "--rpm and --tpm pace live requests; the Batch API has limits of its own: "
-            "drop them with --batch"
-        )
-    return config.batch_settings_in(config.out / BATCH_DIR)
-
-
-def _check_batches(config: RunConfig) -> None:
-    """Refuse what would pay again for rows that the run's batches hold or still run: a live
-    resume of a run that has batches, and --overwrite while some (or some of `evol score
-    --batch`) have not ended."""
-    from evol.llm.batch import RecordedBatches
-
-    if config.overwrite:
-        scoring = RecordedBatches.of(config.out / SCORE_BATCH_DIR)
-        if scoring.running:
-            raise UsageError(
-                f"{config.out}: batches of `evol score --batch` on this run are still running "
-                f"({scoring.some_running()}) and are paid for: collect them with `evol score "
-                "--batch` before --overwrite"
-            )
-    if config.batch and not config.overwrite:
-        return
-    batches = RecordedBatches.of(config.out / BATCH_DIR)
-    if config.overwrite:
-        if batches.running:
-            raise UsageError(
-                f"{config.out}: batches of this run are still running "
-                f"({batches.some_running()}) and are paid for: collect them with --batch (or "
-                "cancel them with the provider, then run once with --batch to see them end) "
-                "before --overwrite"
-            )
-        return
-    if batches:
-        held = (
-            f"batches of it are still running ({batches.some_running()})"
-            if batches.running
-            else "its batches hold answers the run may not have used yet"
-        )
-        raise UsageError(
-            f"{config.out}: this run sends its requests through the Batch API and {held}: "
-            "resume it with --batch (without it they would be paid again), or start afresh "
-            "with --overwrite"
-        )
-
-
-# Open files a live run holds beside its connections: Python's own, the event loop's, the lock,
-# the journal, eliminated.jsonl (a run with one connection and 3 record files needs ~20).
-_FILES_BESIDE_CONNECTIONS = 16
-
-
-def _with_instruction_check(config: RunConfig, backend_name: str) -> RunConfig:
-    """`config` with the judge's instruction check decided: on unless the user said, or the
-    judge is the embedded default model (SmolLM2-135M calls every rewrite no instruction)."""
-    if config.rules.instruction_check is not None:
-        return config
-    embedded_default = runs_in_process(backend_name) and config.model_path is None
-    rules = config.rules.model_copy(update={"instruction_check": not embedded_default})
-    return config.model_copy(update={"rules": rules})
-
-
-def _check_open_files(config: RunConfig, backend_name: str) -> None:
-    """Refuse, before any call, a run that would reach the open-file limit: every live request
-    in flight holds a connection, and each generation's record file stays open."""
-    limit = open_file_limit()
-    # No connection per request: a batch, Ray, or a model in this process.
-    if limit is None or config.batch or config.engine == "ray" or runs_in_process(backend_name):
-        return
-    needed = config.concurrency + config.generations + _FILES_BESIDE_CONNECTIONS
-    if limit < needed:
-        raise UsageError(
-            f"too many open files: the limit is {limit} (ulimit -n) and --concurrency "
-            f"{config.concurrency} needs about {needed}: lower --concurrency or raise the limit"
-        )
-
-
-def _finished_as_recorded(config: RunConfig, seeds_digest: str) -> bool:
-    """run.json says this seed file's run is complete and its files are as it left them
-    (checked again under the lock)."""
-    if config.overwrite:
-        return False
-    try:
-        previous = load_manifest(config.out, required=False)
-    except RunDirError:
-        return False
-    return (
-        previous is not None
-        and previous.fingerprint is not None
-        and previous.fingerprint.seeds_digest == seeds_digest
-        and is_finished(previous, config, output_sizes(config.out))
-    )
 
 
 @dataclass
@@ -454,9 +260,9 @@ class _Run:
                 f"{stopped}; and {MANIFEST} was not updated either ({also.strerror}): it still "
                 "says what it said before this run"
             )
-            unwritten.exit_code, unwritten.summary = stopped.exit_code, _summary_of(manifest)
+            unwritten.exit_code, unwritten.summary = stopped.exit_code, summary_of(manifest)
             raise unwritten from stopped
-        stopped.summary = _summary_of(manifest)
+        stopped.summary = summary_of(manifest)
         raise stopped
 
     def finish(
@@ -583,25 +389,3 @@ def _endpoint_stats(backend: ChatBackend, base_urls: list[str]) -> list[dict[str
     if capabilities_of(backend).endpoint_stats and isinstance(backend, SeveralEndpoints):
         return backend.endpoint_stats()
     return [{"url": display_url(url)} for url in base_urls]
-
-
-async def _resolve_models(config: RunConfig, backend: ChatBackend) -> RoleModels:
-    model = config.model
-    roles = (config.evolve_model, config.answer_model, config.judge_model)
-    if model is None and not all(roles):
-        try:
-            model = await backend.default_model()
-        except TransientBackendError as error:
-            raise BackendError(f"{error} (asking it which model it serves)") from None
-    return RoleModels(
-        evolve=config.evolve_model or model,
-        answer=config.answer_model or model,
-        judge=config.judge_model or model,
-    )
-
-
-def _describe(models: RoleModels) -> str:
-    names = {models.evolve, models.answer, models.judge}
-    if len(names) == 1:
-        return models.evolve
-    return f"evolve {models.evolve}, answer {models.answer}, judge {models.judge}"

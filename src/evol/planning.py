@@ -29,7 +29,7 @@ from evol.llm.registry import (
 from evol.method.judging import ANSWER_CHECK, model_role
 from evol.method.prompts import PromptSet
 from evol.method.textstats import estimate_tokens
-from evol.pipeline import batch_settings, check_verifiable
+from evol.preflight import batch_settings, check_verifiable
 from evol.rundir.lineage import LineageIndex
 from evol.rundir.store import RunStore
 from evol.seeds import iter_seeds, scan_seeds

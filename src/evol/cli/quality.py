@@ -14,8 +14,8 @@ from evol.cli.progress_display import with_progress
 from evol.command import MODEL_PANEL, OUTPUT_PANEL, SCORES_PANEL
 from evol.quality.score_plan import format_plan as format_score_plan
 from evol.quality.score_plan import plan_scoring
+from evol.quality.score_summary import format_summary as format_score_summary
 from evol.quality.scoring import ScoreConfig, score_run
-from evol.quality.scoring import format_summary as format_score_summary
 from evol.quality.selection import SelectConfig, select_records
 from evol.quality.selection import format_summary as format_select_summary
 

@@ -49,7 +49,7 @@ never held whole: the first pass checks every record and counts the lineages, th
 They stay open in between, so a run that finishes meanwhile (and replaces its files sorted)
 cannot shift the offsets, and a torn last line (a run killed mid-write) is skipped, as a resume
 would cut it. Every file is written beside its target and renamed into place once all are whole;
-none is written into a run directory's own files (`store.refuse_run_state`) or through a link.
+none is written into a run directory's own files (`layout.refuse_run_state`) or through a link.
 """
 
 from __future__ import annotations
@@ -87,8 +87,8 @@ from evol.dataset.export_files import (
 from evol.dataset.export_scan import check_target, members_of, part_file, scan_export
 from evol.errors import RunDirError, UsageError
 from evol.jsonl import write_error
+from evol.rundir.layout import generation_files
 from evol.rundir.manifest import Manifest, load_manifest
-from evol.rundir.store import generation_files
 
 _PART_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 

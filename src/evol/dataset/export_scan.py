@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from evol.errors import RunDirError, UsageError
 from evol.jsonl import link_refusal, open_to_read
 from evol.method.constraints import from_record
-from evol.rundir.store import generation_files, read_records, refuse_run_state
+from evol.rundir.layout import generation_files, refuse_run_state
+from evol.rundir.record_files import read_records
 
 
 def assign_lineages(

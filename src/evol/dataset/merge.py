@@ -28,7 +28,9 @@ from evol.jsonl import atomic_write
 from evol.jsonl import open_to_read as open_record_file
 from evol.rundir.counts import RunCounts
 from evol.rundir.fingerprint import Fingerprint
+from evol.rundir.layout import ELIMINATED, MANIFEST, output_files, output_sizes
 from evol.rundir.manifest import RunFacts, build_manifest, load_manifest, write_manifest
+from evol.rundir.record_files import iter_records, parse_record
 from evol.rundir.records import EliminatedRecord, Record
 from evol.rundir.runjson import (
     BackendPart,
@@ -40,15 +42,7 @@ from evol.rundir.runjson import (
     ShardRun,
     ShardsPart,
 )
-from evol.rundir.store import (
-    ELIMINATED,
-    MANIFEST,
-    RunStore,
-    iter_records,
-    output_files,
-    output_sizes,
-    parse_record,
-)
+from evol.rundir.store import RunStore
 from evol.seeds import SeedScan, Shard, file_digest, iter_seeds
 
 # Fingerprint fields that may differ between shards of one run.
@@ -268,9 +262,9 @@ def _record_files(shards: list[_Shard]) -> list[str]:
 
 def _concatenated(paths: list[Path]) -> Any:
     """The shards' files one after the other, each line checked as a record on the way: a
-    damaged one is named in its shard, not in the merged copy. Not `store.read_records`: a
-    finished shard's last line is whole even without its newline (the store's reader drops
-    such a line as torn, which here would lose a record)."""
+    damaged one is named in its shard, not in the merged copy. Not
+    `record_files.read_records`: a finished shard's last line is whole even without its
+    newline (the store's reader drops such a line as torn, which here would lose a record)."""
 
     def write(out: Any) -> None:
         for path in paths:

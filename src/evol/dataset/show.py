@@ -22,8 +22,9 @@ from pydantic import BaseModel, Field
 
 from evol.errors import UsageError
 from evol.jsonl import open_to_read
+from evol.rundir.layout import ELIMINATED, generation_files
 from evol.rundir.manifest import load_manifest
-from evol.rundir.store import ELIMINATED, generation_files, read_records
+from evol.rundir.record_files import read_records
 from evol.terminal import printable
 
 DiffOp = Literal["equal", "insert", "delete"]

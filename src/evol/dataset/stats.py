@@ -19,19 +19,19 @@ from typing import Any
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
-from evol.errors import UsageError
-from evol.llm.pricing import BATCH_RATE, cost_usd, unit_prices
-from evol.llm.registry import runs_in_process
-from evol.method.elimination import Reason
+from evol.dataset.stats_constraints import ConstraintStats, ConstraintTally
+from evol.dataset.stats_costs import RoleCost, role_cost, runs_on_this_machine, scoring_cost
+from evol.llm.pricing import BATCH_RATE
 from evol.method.judging import model_role
 from evol.method.textstats import Lengths, summarize, word_count
 from evol.quality.contamination import Flagged, read_contamination
 from evol.quality.metrics import read_metrics, record_file_sizes
-from evol.quality.scores import read_score_lines, read_scores
+from evol.quality.scores import read_scores
 from evol.rundir.counts import RunCounts
+from evol.rundir.layout import SCORES
 from evol.rundir.manifest import load_manifest
+from evol.rundir.record_files import iter_records
 from evol.rundir.records import MAX_GENERATIONS
-from evol.rundir.store import SCORES, iter_records
 
 # The row of `roles` for the calls of `evol score` (read from scores.jsonl).
 SCORE_ROLE = "score"
@@ -83,45 +83,6 @@ class ContaminationStats(BaseModel):
     records: list[Flagged]
 
 
-class RoleCost(BaseModel):
-    model: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float | None = Field(description="None when no price is known for the model")
-
-
-class ConstraintGeneration(BaseModel):
-    """The kept records of one generation that carry verifiable constraints."""
-
-    records: int
-    constraints_mean: float
-    constraints_max: int
-    attempts_mean: float = Field(description="answers drawn per record, the kept one included")
-
-
-class ConstraintRate(BaseModel):
-    """How often the answers checked against one constraint id met it."""
-
-    answers: int = Field(description="answers checked against it")
-    met: int
-    rate: float
-
-
-class ConstraintStats(BaseModel):
-    """Verifiable constraints: what the records carry, and how often answers met them.
-
-    The pass rates count every answer drawn for a record that finished its sampling (kept, or
-    eliminated as constraint_unmet): the ones thrown away as well as the one kept."""
-
-    per_generation: dict[str, ConstraintGeneration]
-    pass_rate: dict[str, ConstraintRate]
-    kept: int = Field(description="kept records with constraints")
-    attempts_mean: float | None = Field(description="answers drawn per kept record")
-    attempts: dict[str, int] = Field(description="kept records by the answers they took")
-    lost: int = Field(description="rewrites eliminated as constraint_lost")
-    unmet: int = Field(description="records eliminated as constraint_unmet")
-
-
 class RunStats(BaseModel):
     """Everything `evol stats` prints."""
 
@@ -154,8 +115,8 @@ def run_stats(
     manifest = load_manifest(run_dir)
     backend = manifest.backend
     models = backend.models if backend else {}
-    in_process = backend is not None and _runs_in_process(backend.name)
-    scoring = _scoring_cost(run_dir, models, in_process, price_in, price_out)
+    in_process = backend is not None and runs_on_this_machine(backend.name)
+    scoring = scoring_cost(run_dir, models, in_process, price_in, price_out)
     if in_process and price_in is None and price_out is None:
         price_in = price_out = 0.0  # the model ran on your own machine
     # A run priced by how it was last run: one that switched between live and --batch
@@ -164,7 +125,7 @@ def run_stats(
 
     # The counts are run.json's own (evol.rundir.counts); the lengths are what stats adds.
     counts = RunCounts()
-    constrained = _ConstraintTally()
+    constrained = ConstraintTally()
     instruction_words: dict[int, list[int]] = defaultdict(list)
     answer_words: dict[int, list[int]] = defaultdict(list)
     for record in iter_records(run_dir):
@@ -198,7 +159,7 @@ def run_stats(
         for name, counts in sorted(operations.items())
     }
     roles = {
-        role: _role_cost(
+        role: role_cost(
             models.get(model_role(role)),
             used,
             price_in,
@@ -225,110 +186,6 @@ def run_stats(
     _add_metrics(run_dir, stats)
     _add_contamination(run_dir, stats)
     return stats
-
-
-class _ConstraintTally:
-    """The constraint figures of `ConstraintStats`, fed one record at a time."""
-
-    def __init__(self) -> None:
-        self.carried: dict[int, list[int]] = defaultdict(list)  # generation -> constraints each
-        self.tried: dict[int, list[int]] = defaultdict(list)  # generation -> attempts each
-        self.answers: Counter[str] = Counter()  # constraint id -> answers checked against it
-        self.failed: Counter[str] = Counter()
-        self.lost = self.unmet = 0
-        self.seen = False
-
-    def add(self, record: dict[str, Any], reason: str | None) -> None:
-        constraints = record.get("constraints")
-        if not isinstance(constraints, list) or not constraints:
-            return
-        self.seen = True
-        self.lost += reason == Reason.CONSTRAINT_LOST
-        self.unmet += reason == Reason.CONSTRAINT_UNMET
-        attempts = record.get("attempts")
-        # Every answer checked by code counts, whatever ended the record afterwards (the
-        # answer check, say): its file says how many there were and which ids they failed.
-        if not isinstance(attempts, int) or isinstance(attempts, bool):
-            return
-        ids = [c.get("id") for c in constraints if isinstance(c, dict)]
-        unmet = record.get("unmet") if isinstance(record.get("unmet"), dict) else {}
-        for cid in ids:
-            self.answers[str(cid)] += attempts
-            failed = unmet.get(cid, 0)
-            self.failed[str(cid)] += failed if isinstance(failed, int) else 0
-        if reason is None:
-            self.carried[record["generation"]].append(len(constraints))
-            self.tried[record["generation"]].append(attempts)
-
-    def stats(self) -> ConstraintStats | None:
-        if not self.seen:
-            return None
-        tries = [count for counts in self.tried.values() for count in counts]
-        return ConstraintStats(
-            per_generation={
-                str(g): ConstraintGeneration(
-                    records=len(carried),
-                    constraints_mean=round(statistics.mean(carried), 4),
-                    constraints_max=max(carried),
-                    attempts_mean=round(statistics.mean(self.tried[g]), 4),
-                )
-                for g, carried in sorted(self.carried.items())
-            },
-            pass_rate={
-                cid: ConstraintRate(
-                    answers=answers,
-                    met=answers - self.failed[cid],
-                    rate=round((answers - self.failed[cid]) / answers, 4) if answers else 0.0,
-                )
-                for cid, answers in sorted(self.answers.items())
-            },
-            kept=len(tries),
-            attempts_mean=round(statistics.mean(tries), 4) if tries else None,
-            attempts={str(n): c for n, c in sorted(Counter(tries).items())},
-            lost=self.lost,
-            unmet=self.unmet,
-        )
-
-
-def _runs_in_process(backend_name: str) -> bool:
-    """Whether the run's backend ran its model on this machine (so its calls cost nothing); a
-    backend no longer installed is taken as a server's."""
-    try:
-        return runs_in_process(backend_name)
-    except UsageError:
-        return False
-
-
-def _scoring_cost(
-    run_dir: Path,
-    run_models: dict[str, str],
-    run_in_process: bool,
-    price_in: float | None,
-    price_out: float | None,
-) -> RoleCost | None:
-    """The tokens of `evol score`'s calls (every line of scores.jsonl: each call was paid,
-    stale ones too) and their cost; None when the run was never scored."""
-    # Per model, and whether the call went through the Batch API (billed at BATCH_RATE).
-    used: dict[tuple[str, bool], Counter[str]] = defaultdict(Counter)
-    for line in read_score_lines(run_dir):
-        used[line.model, line.batch].update(line.usage)
-    if not used:
-        return None
-    rows = []
-    for (model, batch), tokens in used.items():
-        embedded = run_in_process and model in run_models.values()
-        free = embedded and price_in is None and price_out is None
-        rate = BATCH_RATE if batch else 1.0
-        rows.append(
-            _role_cost(model, tokens, 0.0 if free else price_in, 0.0 if free else price_out, rate)
-        )
-    costs = [row.cost_usd for row in rows]
-    return RoleCost(
-        model=", ".join(sorted({model for model, _batch in used})),
-        prompt_tokens=sum(row.prompt_tokens for row in rows),
-        completion_tokens=sum(row.completion_tokens for row in rows),
-        cost_usd=round(sum(costs), 6) if None not in costs else None,
-    )
 
 
 def _generations(found: set[int]) -> list[int]:
@@ -414,15 +271,3 @@ def _add_contamination(run_dir: Path, stats: RunStats) -> None:
 
 def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
-
-
-def _role_cost(
-    model: str | None,
-    used: Counter[str],
-    price_in: float | None,
-    price_out: float | None,
-    rate: float,
-) -> RoleCost:
-    prompt, completion = used["prompt_tokens"], used["completion_tokens"]
-    cost = cost_usd(unit_prices(model, price_in, price_out), prompt, completion, rate)
-    return RoleCost(model=model, prompt_tokens=prompt, completion_tokens=completion, cost_usd=cost)

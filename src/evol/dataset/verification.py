@@ -33,7 +33,8 @@ from evol.method.constraints import (
     from_ifeval_columns,
     from_record,
 )
-from evol.rundir.store import generation_files, read_records
+from evol.rundir.layout import generation_files
+from evol.rundir.record_files import read_records
 
 RowFormat = Literal["ifeval", "rlvr", "evol"]
 PARQUET_MAGIC = b"PAR1"

@@ -14,6 +14,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from evol.method.closing_words import (
+    CLOSING_MAX_CHARS,
+    LETTER,
+    SENTENCE_START,
+    before_blanks,
+    closing_words_start,
+    is_talk_about_the_rewrite,
+)
+
 # Every pattern here reads model text, which can be megabytes of newlines from a stuck model:
 # each must run in time linear in its input. Whitespace runs next to other whitespace runs are
 # possessive (`\s*+`), so a failed match never tries the ways of splitting one run between
@@ -253,80 +262,7 @@ def _afterword_start(text: str) -> int | None:
     return None
 
 
-# -- closing words to the user, and an input echoed after the rewrite -------------------------
-
-# A closing sentence that speaks to the user or about the rewrite, never the task's own words:
-# an offer ("Let me know if ...", "I can also translate it if needed."), a wish ("Hope this
-# helps!"), a check ("Does this work for you?") or a note on what was changed ("I added the
-# night conditions to make it more complex."). Each reads one short sentence from its start.
-_OFFER = re.compile(
-    r"(?:just\s++|please\s++|also,?\s++|and\s++)?(?:let\s++me\s++know\b|feel\s++free\s++to\s++"
-    r"(?:tweak|adjust|modify|edit|change|customi[sz]e|reach\s++out|ask|let\s++me|add\s++more"
-    r"\s++(?:constraints|requirements|details))|(?:would|do)\s++you\s++(?:like|want)\s++(?:me|a"
-    r"|an|another|more|it|this|any)\b|want\s++(?:me|a|an|another|more)\b[^.!?]{0,60}\?"
-    r"|shall\s++i\b|is\s++there\s++anything\s++else|anything\s++else\b[^.!]{0,60}\?"
-    r"|(?:does|do|will|would)\s++(?:this|that|it)\s++(?:work|look|sound|fit|suit|meet)[^.!?]{0,40}"
-    r"\b(?:you|your)\b|is\s++(?:this|that|it)\s++what\s++you|how\s++does\s++(?:this|that)\s++"
-    r"(?:look|sound)|what\s++do\s++you\s++think|(?:i\s++)?hope\s++(?:this|that|it|you)\b"
-    r"|good\s++luck\b|best\s++of\s++luck|have\s++fun\b|enjoy\b|happy\s++\w+ing\b|cheers\b"
-    r"|thanks\b|thank\s++you\b|(?:sorry|apologies)\s++(?:if|for)\b"
-    r"|if\s++(?:you(?:'d)?\s++(?:like|want|need|prefer|wish)|needed|necessary|that's|this\s++is"
-    r"|it's|that\s++is|it\s++is)\b[^.!?]{0,80}\b(?:i\s++can|i\s++could|i'll|i\s++will|i'd|let\s++me\s++know"
-    r"|just\s++ask|feel\s++free)\b"
-    r"|i\s++(?:can|could)\s++also\b|i(?:\s++can|\s++could|'d\s++be\s++happy\s++to|\s++would\s++be"
-    r"\s++happy\s++to|'m\s++happy\s++to|\s++am\s++happy\s++to)\b[^.!?]{0,80}\b(?:if\s++you|if"
-    r"\s++needed|if\s++necessary|depending\s++on|for\s++you|your\s++needs|as\s++needed|on"
-    r"\s++request)\b)",
-    re.IGNORECASE,
-)
-_CHANGE_NOTE = re.compile(
-    r"(?:note\s*+:\s*+)?(?:i(?:'ve|\s++have)?\s++(?:added|made|tried|rewrote|rewritten|changed"
-    r"|included|kept|focused|expanded|increased|introduced|revised|incorporated|modified|adjusted"
-    r"|chose|narrowed|deepened|turned|asked)\b[^.!?]{0,160}\b(?:prompt|instruction|question|task"
-    r"|version|original|complex|complicated|challenging|difficult|specific|harder|deeper|depth"
-    r"|concise|constraints?|requirements?|asked\s++for|angles?)\b"
-    r"|(?:this|that)\s++(?:should|will|now|makes|adds|is\s++now)\b[^.!?]{0,80}\b(?:original"
-    r"|than\s++before|the\s++(?:first|previous)\s++(?:one|version))\b|(?:this|my)\s++(?:new\s++|rewritten\s++|revised\s++|updated\s++)?"
-    r"(?:version|revision|rewrite)\b)",
-    re.IGNORECASE,
-)
-# Where a closing sentence may start: after a sentence's end mark (and a closing quote or
-# bracket) and blanks, or at a line break.
-_SENTENCE_START = re.compile(r"(?:[.!?\u2026][\"'\u201d\u2019)\]]?+[ \t]++|\n[ \t]*+)(?=\S)")
-CLOSING_MAX_CHARS = 300
-_LETTER = re.compile(r"[^\W\d_]")
-
-
-def is_talk_about_the_rewrite(sentence: str) -> bool:
-    """Whether one short sentence speaks to the user or about the rewrite (see `_OFFER`)."""
-    sentence = sentence.strip().strip("()[]*_ \t\n")
-    if len(sentence) > CLOSING_MAX_CHARS:
-        return False
-    return bool(_OFFER.match(sentence) or _CHANGE_NOTE.match(sentence))
-
-
-def closing_words_start(text: str) -> int | None:
-    """Where closing sentences to the user begin at the end of `text`, if any (only the last
-    few hundred characters are read, so this costs the same on any length)."""
-    tail_start = max(0, len(text) - 2 * CLOSING_MAX_CHARS)
-    starts = [m.end() for m in _SENTENCE_START.finditer(text, tail_start)]
-    cut, end = None, len(text)
-    for start in reversed(starts):  # the last sentence first, then the one before it
-        if not _LETTER.search(text, start, end):
-            end = start
-            continue  # an emoji after "Happy strumming!" goes with the sentence before it
-        if not is_talk_about_the_rewrite(text[start : len(text) if cut is None else cut]):
-            break
-        cut = end = start
-    if cut is None or not text[:cut].strip() or text[:cut].rstrip().endswith(":"):
-        return None  # nothing before it, or a line that introduces it as the task's own
-    return _before_blanks(text, cut)
-
-
-def _before_blanks(text: str, at: int) -> int:
-    while at > 0 and text[at - 1].isspace():
-        at -= 1
-    return at
+# -- an input echoed after the rewrite (closing words: evol.method.closing_words) ----------
 
 
 # An input block or a placeholder for one, glued after the rewrite: "Input: (none)", "<noinput>",
@@ -359,24 +295,24 @@ def echoed_input_start(text: str, input_text: str) -> int | None:
         candidates.append(last)
     block = _input_block_start(body, input_text)
     if block is not None and body[:block].strip():
-        return _before_blanks(body, block)
+        return before_blanks(body, block)
     content_from = len(body) - len(body.lstrip())
     for start in sorted(set(candidates)):
         if start > content_from and _is_echo(body[start:], input_text):
-            return _before_blanks(body, start)
+            return before_blanks(body, start)
     return None
 
 
 def _last_sentence_start(body: str) -> int | None:
     found = None
-    for match in _SENTENCE_START.finditer(body, max(0, len(body) - CLOSING_MAX_CHARS)):
+    for match in SENTENCE_START.finditer(body, max(0, len(body) - CLOSING_MAX_CHARS)):
         found = match.end()
     return found
 
 
 def _is_echo(tail: str, input_text: str) -> bool:
     tail = tail.strip()
-    if _PLACEHOLDER.fullmatch(tail) and (tail[:1] in "([<{" or _LETTER.search(tail)):
+    if _PLACEHOLDER.fullmatch(tail) and (tail[:1] in "([<{" or LETTER.search(tail)):
         return True  # "(none)", "<noinput>", "N/A", "No input required."
     if not (label := _INPUT_LABEL.match(tail)) or not label.group().strip():
         return False

@@ -4,17 +4,21 @@ history.json) and prints (`OptimizeSummary`).
 history.json is the loop's memory: each finished step with its candidates, their failure
 rates and intervals, the refused ones with their reason, the chosen one and the optimizer's
 analysis. A rerun with the same settings goes on after its last step; other settings are
-refused, since the runs under --out were made with these.
+refused, since the runs under --out were made with these (`load_history`).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from evol.config import Connection, RunConfig
+from evol.errors import RunDirError, UsageError
+from evol.jsonl import atomic_write
 from evol.method.elimination import EliminationRules
 from evol.method.operations import parse_weights
 from evol.optimize.paired import Interval
@@ -22,6 +26,35 @@ from evol.rundir.records import MAX_GENERATIONS
 from evol.seeds import SeedFormat, SeedOptions
 
 HISTORY_FORMAT = 2  # 2: exact intervals (improved, worsened, bound), optimizer_prompts setting
+
+HISTORY = "history.json"
+CANDIDATE_NAME = re.compile(r"candidate_[1-9][0-9]{0,5}")
+
+# Each setting history.json records, as the options that set it (for the refusal of a rerun).
+SETTING_FLAGS = {
+    "seeds_digest": "the seed file's content",
+    "method_digest": "--prompts (the method's templates)",
+    "optimizer_prompts": "--prompts (optimize_analysis, optimize_propose)",
+    "dev_size": "--dev-size",
+    "seed": "--seed",
+    "rounds": "--rounds",
+    "candidates": "--candidates",
+    "analysis_batch": "--analysis-batch",
+    "confidence": "--confidence",
+    "operations": "--operations",
+    "optimizer_model": "--optimizer-model",
+    "backend": "--backend",
+    "model": "--model",
+    "evolve_model": "--evolve-model",
+    "answer_model": "--answer-model",
+    "judge_model": "--judge-model",
+    "seed_format": "--format",
+    "instruction_field": "--instruction-field",
+    "input_field": "--input-field",
+    "output_field": "--output-field",
+    "skip_invalid": "--skip-invalid",
+    "rules": "elimination rules",
+}
 
 
 class OptimizeConfig(Connection):
@@ -204,3 +237,69 @@ def _difference(interval: Interval | None) -> str:
 
 def _rate(rate: float | None) -> str:
     return "unknown" if rate is None else f"{rate:.3f}"
+
+
+def load_history(out: Path, settings: dict) -> History:
+    """history.json as a rerun may go on from: readable, of this format, made with these
+    settings, and naming only what it wrote (every path it gives is checked)."""
+    path = out / HISTORY
+    if not path.exists() and not path.is_symlink():
+        return History(settings=settings)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise RunDirError(
+            f"{path}: cannot read it ({error.strerror or error}): move it away, "
+            "or choose another --out"
+        ) from None
+    history = _parse_history(path, raw)
+    saved = orjson.loads(orjson.dumps(settings))
+    if changed := [key for key in saved if history.settings.get(key) != saved[key]]:
+        flags = ", ".join(dict.fromkeys(SETTING_FLAGS.get(key, key) for key in changed))
+        raise UsageError(
+            f"{out} was optimized with other settings ({flags}; recorded in {HISTORY}): use "
+            "the same ones to resume, or another --out"
+        )
+    _check_steps(path, history)
+    return history
+
+
+def _parse_history(path: Path, raw: bytes) -> History:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise RunDirError(
+            f"{path}: damaged (not JSON): move it away, or choose another --out"
+        ) from None
+    version = data.get("format_version") if isinstance(data, dict) else None
+    if isinstance(data, dict) and version != HISTORY_FORMAT:
+        raise RunDirError(
+            f"{path}: format {version!r} is not this evol's ({HISTORY_FORMAT}): choose another --out"
+        )
+    try:
+        return History.model_validate(data)
+    except ValueError as error:
+        raise RunDirError(f"{path}: damaged ({error.__class__.__name__})") from None
+
+
+def _check_steps(path: Path, history: History) -> None:
+    """Each step is numbered in turn, and its `chosen` names one of its own evaluated
+    candidates: `chosen` becomes a path under --out, so nothing else may pass."""
+    for number, step in enumerate(history.steps, start=1):
+        if step.step != number:
+            raise RunDirError(f"{path}: step {number} is recorded as step {step.step}: damaged")
+        if step.chosen is None:
+            continue
+        evaluated = {
+            c.name for c in step.candidates if c.refused is None and c.failure_rate is not None
+        }
+        if not CANDIDATE_NAME.fullmatch(step.chosen) or step.chosen not in evaluated:
+            raise RunDirError(
+                f"{path}: step {number} chose {step.chosen!r}, not one of its evaluated "
+                "candidates: damaged or edited by hand; choose another --out"
+            )
+
+
+def save_history(out: Path, history: History) -> None:
+    """Write history.json whole (atomically: a kill leaves the old one or the new one)."""
+    atomic_write(out / HISTORY, history.model_dump_json(indent=2) + "\n")

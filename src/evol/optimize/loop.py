@@ -23,16 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import random
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-
-from evol.errors import RunDirError, UsageError
-from evol.jsonl import LOCK_FILE, atomic_write, lock_directory
+from evol.errors import UsageError
+from evol.jsonl import LOCK_FILE, lock_directory
 from evol.llm import open_backend
 from evol.method.prompts import OPTIMIZE_PROMPT_NAMES, PromptSet
 from evol.optimize.candidates import (
@@ -43,55 +39,30 @@ from evol.optimize.candidates import (
     write_prompts,
 )
 from evol.optimize.config import (
-    HISTORY_FORMAT,
+    HISTORY,
     CandidateResult,
     History,
     OptimizeConfig,
     OptimizeSummary,
     StepResult,
+    load_history,
+    save_history,
 )
+from evol.optimize.dev_seeds import dev_sample, write_if_changed
 from evol.optimize.optimizer import Optimizer, Refused
 from evol.optimize.paired import Interval, paired_interval
 from evol.optimize.trajectories import Outcomes, Trajectory, outcomes, read_trajectories
 from evol.pipeline import arun
 from evol.progress import ProgressCallback
 from evol.rundir.journal import CallJournal
-from evol.seeds import file_digest, iter_seeds, scan_seeds
+from evol.seeds import file_digest
 
-HISTORY = "history.json"
 DEV_SEEDS = "dev_seeds.jsonl"
 OPTIMIZER_JOURNAL = "optimizer_calls.jsonl"
 BEST = "prompts"
 STEPS = "steps"
 START = "current"
 OWN_NAMES = {HISTORY, DEV_SEEDS, OPTIMIZER_JOURNAL, BEST, STEPS, LOCK_FILE}
-CANDIDATE_NAME = re.compile(r"candidate_[1-9][0-9]{0,5}")
-
-# Each setting history.json records, as the options that set it (for the refusal of a rerun).
-SETTING_FLAGS = {
-    "seeds_digest": "the seed file's content",
-    "method_digest": "--prompts (the method's templates)",
-    "optimizer_prompts": "--prompts (optimize_analysis, optimize_propose)",
-    "dev_size": "--dev-size",
-    "seed": "--seed",
-    "rounds": "--rounds",
-    "candidates": "--candidates",
-    "analysis_batch": "--analysis-batch",
-    "confidence": "--confidence",
-    "operations": "--operations",
-    "optimizer_model": "--optimizer-model",
-    "backend": "--backend",
-    "model": "--model",
-    "evolve_model": "--evolve-model",
-    "answer_model": "--answer-model",
-    "judge_model": "--judge-model",
-    "seed_format": "--format",
-    "instruction_field": "--instruction-field",
-    "input_field": "--input-field",
-    "output_field": "--output-field",
-    "skip_invalid": "--skip-invalid",
-    "rules": "elimination rules",
-}
 
 
 def optimize(
@@ -122,11 +93,11 @@ async def aoptimize(
             start.digest(config.operations),
             optimizer_digest(start),
         )
-        history = _load_history(config.out, settings)
+        history = load_history(config.out, settings)
         # Only now, once the settings are known to be this directory's: a refused rerun leaves
         # the sample its runs were made from as it was.
-        dev = _write_if_changed(config.out / DEV_SEEDS, sample)
-        _save_history(config.out, history)  # a rerun checks its settings, even if none ended
+        dev = write_if_changed(config.out / DEV_SEEDS, sample)
+        save_history(config.out, history)  # a rerun checks its settings, even if none ended
         loop = _Loop(config, dev, history, info, on_progress)
         return await loop.execute(start)
     finally:
@@ -212,7 +183,7 @@ class _Loop:
                 else:
                     current = chosen
                     self.save_best(current)
-                _save_history(self.config.out, self.history)
+                save_history(self.config.out, self.history)
             journal.clear()  # every step it served is in history.json
         finally:
             journal.close()
@@ -332,7 +303,7 @@ class _Loop:
     def save_best(self, method: Method) -> None:
         self.best_rate = method.outcomes.failure_rate
         write_prompts(method.prompts, {}, self.config.out / BEST)
-        _save_history(self.config.out, self.history)
+        save_history(self.config.out, self.history)
 
     def summary(self, status: str, error: str | None = None) -> OptimizeSummary:
         history, out = self.history, self.config.out
@@ -359,39 +330,6 @@ def _rate(rate: float | None) -> str:
     return "unknown" if rate is None else f"{rate:.3f}"
 
 
-def write_dev_seeds(config: OptimizeConfig, path: Path) -> Path:
-    """Write the development sample (`dev_sample`) as a seed file at `path`."""
-    return _write_if_changed(path, dev_sample(config))
-
-
-def dev_sample(config: OptimizeConfig) -> bytes:
-    """The development sample as a seed file's bytes: --dev-size seeds drawn with --seed (all
-    of them when there are fewer), in seed-file order. A seed file with no seed is refused in
-    its own name (the sample would be empty)."""
-    seeds = list(iter_seeds(config.seeds, config.seed_options))
-    if not seeds:
-        scan_seeds(config.seeds, config.seed_options)  # raises the seed file's own error
-    chosen = range(len(seeds))
-    if len(seeds) > config.dev_size:
-        rng = random.Random(f"{config.seed}\0dev")
-        chosen = sorted(rng.sample(range(len(seeds)), config.dev_size))
-    return b"".join(
-        orjson.dumps(
-            {"id": seeds[i].id, "instruction": seeds[i].instruction}
-            | ({"input": seeds[i].input} if seeds[i].input.strip() else {})
-        )
-        + b"\n"
-        for i in chosen
-    )
-
-
-def _write_if_changed(path: Path, lines: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists() or path.read_bytes() != lines:
-        atomic_write(path, lines)
-    return path
-
-
 def _refuse_foreign(out: Path) -> None:
     """Refuse an --out that holds files of something else: evol writes only its own there."""
     if not out.is_dir():
@@ -402,68 +340,3 @@ def _refuse_foreign(out: Path) -> None:
             f"{out}: holds files that are not evol optimize's ({', '.join(foreign[:3])}): "
             "choose a new or empty --out"
         )
-
-
-def _load_history(out: Path, settings: dict) -> History:
-    """history.json as a rerun may go on from: readable, of this format, made with these
-    settings, and naming only what it wrote (every path it gives is checked)."""
-    path = out / HISTORY
-    if not path.exists() and not path.is_symlink():
-        return History(settings=settings)
-    try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise RunDirError(
-            f"{path}: cannot read it ({error.strerror or error}): move it away, "
-            "or choose another --out"
-        ) from None
-    history = _parse_history(path, raw)
-    saved = orjson.loads(orjson.dumps(settings))
-    if changed := [key for key in saved if history.settings.get(key) != saved[key]]:
-        flags = ", ".join(dict.fromkeys(SETTING_FLAGS.get(key, key) for key in changed))
-        raise UsageError(
-            f"{out} was optimized with other settings ({flags}; recorded in {HISTORY}): use "
-            "the same ones to resume, or another --out"
-        )
-    _check_steps(path, history)
-    return history
-
-
-def _parse_history(path: Path, raw: bytes) -> History:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise RunDirError(
-            f"{path}: damaged (not JSON): move it away, or choose another --out"
-        ) from None
-    version = data.get("format_version") if isinstance(data, dict) else None
-    if isinstance(data, dict) and version != HISTORY_FORMAT:
-        raise RunDirError(
-            f"{path}: format {version!r} is not this evol's ({HISTORY_FORMAT}): choose another --out"
-        )
-    try:
-        return History.model_validate(data)
-    except ValueError as error:
-        raise RunDirError(f"{path}: damaged ({error.__class__.__name__})") from None
-
-
-def _check_steps(path: Path, history: History) -> None:
-    """Each step is numbered in turn, and its `chosen` names one of its own evaluated
-    candidates: `chosen` becomes a path under --out, so nothing else may pass."""
-    for number, step in enumerate(history.steps, start=1):
-        if step.step != number:
-            raise RunDirError(f"{path}: step {number} is recorded as step {step.step}: damaged")
-        if step.chosen is None:
-            continue
-        evaluated = {
-            c.name for c in step.candidates if c.refused is None and c.failure_rate is not None
-        }
-        if not CANDIDATE_NAME.fullmatch(step.chosen) or step.chosen not in evaluated:
-            raise RunDirError(
-                f"{path}: step {number} chose {step.chosen!r}, not one of its evaluated "
-                "candidates: damaged or edited by hand; choose another --out"
-            )
-
-
-def _save_history(out: Path, history: History) -> None:
-    atomic_write(out / HISTORY, history.model_dump_json(indent=2) + "\n")

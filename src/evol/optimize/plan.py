@@ -21,7 +21,7 @@ from evol.method.prompts import OPTIMIZE_ANALYSIS, OPTIMIZE_PROPOSE, PromptSet
 from evol.method.textstats import estimate_tokens
 from evol.optimize.candidates import method_text
 from evol.optimize.config import OptimizeConfig
-from evol.optimize.loop import write_dev_seeds
+from evol.optimize.dev_seeds import write_dev_seeds
 from evol.optimize.optimizer import ANSWER_SHOWN
 from evol.planning import ANSWER_TOKENS, GROWTH_TOKENS, RunPlan, format_plan, plan_run
 from evol.seeds import iter_seeds

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from evol.rundir.store import iter_records
+from evol.rundir.record_files import iter_records
 
 KEPT = "kept"
 

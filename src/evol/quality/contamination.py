@@ -24,7 +24,8 @@ from evol.errors import RunDirError
 from evol.jsonl import atomic_write
 from evol.method.textstats import tokens
 from evol.quality.metrics import record_file_sizes
-from evol.rundir.store import CONTAMINATION, iter_records
+from evol.rundir.layout import CONTAMINATION
+from evol.rundir.record_files import iter_records
 from evol.seeds import iter_seeds
 
 DEFAULT_NGRAM = 13

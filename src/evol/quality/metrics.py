@@ -28,7 +28,8 @@ from evol.errors import RunDirError
 from evol.jsonl import atomic_write
 from evol.method.textstats import rouge_l_bitparallel as rouge_l
 from evol.method.textstats import tokens
-from evol.rundir.store import METRICS, generation_files, iter_records
+from evol.rundir.layout import METRICS, generation_files
+from evol.rundir.record_files import iter_records
 
 NEAR_DUPLICATE = 0.7  # the duplicate rule's default threshold (Self-Instruct's)
 

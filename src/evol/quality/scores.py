@@ -24,8 +24,9 @@ from evol.jsonl import (
     repair_torn_tail,
     scan,
 )
+from evol.rundir.layout import SCORES
+from evol.rundir.record_files import iter_records
 from evol.rundir.records import compose
-from evol.rundir.store import SCORES, iter_records
 
 ScorerName = Literal["difficulty", "complexity", "quality"]
 SCORERS: tuple[ScorerName, ...] = ("difficulty", "complexity", "quality")

@@ -28,70 +28,35 @@ the contamination check (`evol.quality.contamination`, contamination.json); neit
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from evol.config import Connection
-from evol.errors import (
-    BackendError,
-    ContextLengthExceeded,
-    RunDirError,
-    TransientBackendError,
-    UsageError,
-    most_telling,
-)
+from evol.errors import BackendError, RunDirError, TransientBackendError, UsageError
 from evol.interrupts import until_signalled
-from evol.jsonl import (
-    lock_directory,
-)
-from evol.llm import (
-    ChatBackend,
-    Completion,
-    GenerationParams,
-    LLMRequest,
-    Message,
-    open_backend,
-)
-from evol.llm.dispatch import CallFailed, CallPolicy, CallRefused, CallWaiting, Dispatcher
-from evol.method.prompts import (
-    SCORE_RANKING_AGAIN,
-    SCORE_SINGLE_AGAIN,
-    PromptSet,
-)
-from evol.progress import Progress, ProgressCallback
-from evol.quality.contamination import (
-    DEFAULT_NGRAM,
-    ContaminationReport,
-    check_contamination,
-    write_contamination,
-)
+from evol.jsonl import lock_directory
+from evol.llm import ChatBackend, open_backend
+from evol.llm.dispatch import CallPolicy
+from evol.method.prompts import PromptSet
+from evol.progress import ProgressCallback
+from evol.quality.contamination import DEFAULT_NGRAM, check_contamination, write_contamination
 from evol.quality.metrics import compute_metrics, write_metrics
-from evol.quality.readings import Reading, ranking_readings, single_reading
-from evol.quality.score_jobs import Job, build_jobs, done_checker
-from evol.quality.scores import (
-    REPLY_KEPT,
-    SCORERS,
-    ScoreLine,
-    ScorerName,
-    Sidecar,
-    read_score_lines,
-    read_scores,
-)
+from evol.quality.score_jobs import build_jobs, done_checker
+from evol.quality.score_summary import ScorerSummary, ScoreSummary
+from evol.quality.scorer import Scorer, ScoreTally
+from evol.quality.scores import SCORERS, ScorerName, Sidecar, read_score_lines, read_scores
+from evol.rundir.layout import SCORE_BATCH_DIR, generation_files, refuse_links
 from evol.rundir.manifest import load_manifest
-from evol.rundir.store import SCORE_BATCH_DIR, generation_files, iter_records, refuse_links
+from evol.rundir.record_files import iter_records
 
-TOP_LOGPROBS = 20  # OpenAI's maximum
-
-# -- configuration, plan and summary ---------------------------------------------------------
+# -- configuration ---------------------------------------------------------------------------------
 
 
 class ScoreConfig(Connection):
@@ -118,230 +83,6 @@ class ScoreConfig(Connection):
         wanted = {"difficulty": self.difficulty, "complexity": self.complexity}
         wanted["quality"] = self.quality
         return [name for name in SCORERS if wanted[name]]
-
-
-class ScorerSummary(BaseModel):
-    """What one scorer did in this run of `evol score`, and where the run stands."""
-
-    model: str
-    # Counted in records, as `evol stats` counts them: a complexity call covers a lineage.
-    scored: int = Field(0, description="records given a score now")
-    missing: int = Field(0, description="records recorded now without a score (no number, twice)")
-    already: int = Field(0, description="records scored before by this model: no call made")
-    failed: int = Field(0, description="calls that failed after all retries: asked next time")
-    waiting: int = Field(0, description="calls whose reply waits in a batch: collected next time")
-    from_logprobs: int = Field(0, description="records scored now from log-probabilities")
-    asked_again: int = 0
-    logprobs_refused: bool = False
-    records_scored: int = Field(0, description="records of the run with a score by this model")
-    mean: float | None = None
-
-
-class ScoreSummary(BaseModel):
-    """What `evol score` prints (`--json`)."""
-
-    run: str
-    status: str = Field(
-        description="complete; failed when some calls failed after retries; pending when some "
-        "replies wait in batches (--batch-no-wait: run the same command again)"
-    )
-    scorers: dict[str, ScorerSummary]
-    requests: int
-    retries: int
-    usage: dict[str, int]
-    metrics: str | None = Field(description="the metrics file written, if any")
-    contamination: ContaminationReport | None
-    elapsed_s: float
-
-
-# -- jobs ------------------------------------------------------------------------------------
-
-
-# -- calling the model -----------------------------------------------------------------------
-
-
-def _params(max_tokens: int, logprobs: bool) -> GenerationParams:
-    if logprobs:
-        return GenerationParams(
-            temperature=0, max_tokens=max_tokens, logprobs=True, top_logprobs=TOP_LOGPROBS
-        )
-    return GenerationParams(temperature=0, max_tokens=max_tokens)
-
-
-@dataclass
-class _Tally:
-    requests: int = 0
-    retries: int = 0
-    usage: Counter[str] = field(default_factory=Counter)
-    per_scorer: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
-    logprobs_refused: set[str] = field(default_factory=set)
-
-
-class _Scorer:
-    """Makes the scoring calls of one `evol score`: one concurrency limit, one retry policy."""
-
-    def __init__(
-        self,
-        backend: ChatBackend,
-        model: str,
-        config: ScoreConfig,
-        info: Callable[[str], None],
-        prompts: PromptSet,
-    ):
-        self.model, self.config, self.info, self.prompts = model, config, info, prompts
-        policy = CallPolicy(
-            in_flight=config.in_flight,
-            max_retries=config.max_retries,
-            retry_max_wait=config.retry_max_wait,
-        )
-        self.calls = Dispatcher(backend, policy)
-        self.tally = _Tally()
-
-    async def run(self, jobs: list[Job], sidecar: Sidecar, on_progress: ProgressCallback) -> None:
-        pending, done = iter(jobs), 0
-        on_progress(Progress(0, len(jobs), unit="call"))
-
-        async def worker() -> None:
-            nonlocal done
-            for job in pending:  # next() never awaits: workers never race on it
-                line = await self.score(job)
-                if line is not None:
-                    sidecar.append(line)
-                done += 1
-                on_progress(Progress(done, len(jobs), unit="call"))
-
-        try:
-            async with asyncio.TaskGroup() as group:
-                for _ in range(min(self.config.in_flight, len(jobs))):
-                    group.create_task(worker())
-        except BaseExceptionGroup as errors:
-            raise most_telling(errors) from None
-        finally:
-            self.tally.requests = sum(self.calls.stats.requests.values())
-            self.tally.retries = sum(self.calls.stats.retries.values())
-
-    async def score(self, job: Job) -> ScoreLine | None:
-        """Ask, read, ask again once if need be; None when the call failed after retries."""
-        counts = self.tally.per_scorer[job.scorer]
-        messages: list[Message] = [{"role": "user", "content": job.prompt}]
-        usage: Counter[str] = Counter()
-        try:
-            first = await self.complete(job, messages, usage)
-            readings = self.read(job, first)
-            replies, asked = [first.text], 1
-            if len(readings) < max(1, len(job.versions)):
-                name = SCORE_RANKING_AGAIN if job.versions else SCORE_SINGLE_AGAIN
-                again = self.prompts[name].render(count=str(job.maximum), maximum=str(job.maximum))
-                messages += [
-                    {"role": "assistant", "content": first.text},
-                    {"role": "user", "content": again},
-                ]
-                asked = 2
-                counts["asked_again"] += 1
-                try:
-                    second = await self.complete(job, messages, usage)
-                except (CallFailed, CallRefused) as error:
-                    # The first reply is paid for: record it, missing, for --retry-missing.
-                    return self.counted(
-                        self.line(job, readings, usage, asked=2, replies=replies, error=str(error))
-                    )
-                readings = {**readings, **self.read(job, second)}
-                replies.append(second.text)
-        except (CallFailed, CallRefused) as error:
-            if isinstance(error, CallRefused) and isinstance(error.error, ContextLengthExceeded):
-                return self.counted(
-                    self.line(job, {}, usage, asked=1, replies=[], error=str(error))
-                )
-            counts["failed"] += 1
-            self.info(f"{job.scorer} of {job.key} failed after retries: {error}")
-            return None
-        except CallWaiting:  # --batch-no-wait: the next `evol score` collects it
-            counts["waiting"] += 1
-            return None
-        return self.counted(self.line(job, readings, usage, asked=asked, replies=replies))
-
-    def counted(self, line: ScoreLine) -> ScoreLine:
-        """Count the line's records as scored or missing (a lineage counts each version)."""
-        counts = self.tally.per_scorer[line.scorer]
-        given = sum(value is not None for value in line.record_scores)
-        counts["scored"] += given
-        counts["missing"] += len(line.record_scores) - given
-        counts["from_logprobs"] += given if line.source == "logprobs" else 0
-        return line
-
-    def read(self, job: Job, completion: Completion) -> dict[int, Reading]:
-        if job.versions:
-            return ranking_readings(completion, job.maximum)
-        reading = single_reading(completion, job.maximum)
-        return {1: reading} if reading else {}
-
-    def line(
-        self,
-        job: Job,
-        readings: dict[int, Reading],
-        usage: Counter[str],
-        *,
-        asked: int,
-        replies: list[str],
-        error: str | None = None,
-    ) -> ScoreLine:
-        sources = {reading.source for reading in readings.values()}
-        source = next(iter(sources)) if len(sources) == 1 else ("mixed" if sources else None)
-        values = {version: reading.value for version, reading in readings.items()}
-        common = {
-            "scorer": job.scorer,
-            "model": self.model,
-            "id": job.key,
-            "digest": job.digest,
-            "asked": asked,
-            "reply": "\n---\n".join(replies)[:REPLY_KEPT],
-            "error": error,
-            "usage": dict(usage),
-            "batch": self.config.batch,
-        }
-        if job.versions:
-            scores = {rid: values.get(place) for place, rid in enumerate(job.versions, start=1)}
-            return ScoreLine(**common, scores=scores, source=source)
-        return ScoreLine(**common, score=values.get(1), source=source)
-
-    async def complete(self, job: Job, messages: list[Message], usage: Counter[str]) -> Completion:
-        """One request with the retry policy; without log-probabilities once refused them."""
-        logprobs = job.scorer not in self.tally.logprobs_refused
-        try:
-            completion = await self.request(job, messages, _params(job.max_tokens, logprobs))
-        except CallRefused as refused:
-            # A plain BackendError is a 4xx refusal; its subclasses (context, credentials,
-            # model) are something else, which no fallback fixes.
-            error = refused.error
-            if (
-                not logprobs
-                or type(error) is not BackendError
-                or "logprob" not in str(error).lower()
-            ):
-                raise  # a refusal of this request (a content filter, say), not of logprobs
-            if job.scorer not in self.tally.logprobs_refused:
-                self.tally.logprobs_refused.add(job.scorer)
-                self.info(
-                    f"the server refused log-probabilities ({error}); {job.scorer} goes on without them"
-                )
-            completion = await self.request(job, messages, _params(job.max_tokens, False))
-        spent = {
-            "prompt_tokens": completion.prompt_tokens,
-            "completion_tokens": completion.completion_tokens,
-        }
-        usage.update(spent)
-        self.tally.usage.update(spent)
-        return completion
-
-    async def request(
-        self, job: Job, messages: list[Message], params: GenerationParams
-    ) -> Completion:
-        # The step names the job and which ask this is: a batch keys its rows by it.
-        ask = f"ask{len(messages) // 2 + 1}"
-        step = f"{job.scorer}/{job.key}"
-        return await self.calls.complete(
-            LLMRequest(messages, self.model, params, "score", step, ask)
-        )
 
 
 # -- the command -----------------------------------------------------------------------------
@@ -377,7 +118,7 @@ async def ascore_run(
         metrics_path = None
         if config.metrics:
             metrics_path = str(write_metrics(config.run_dir, compute_metrics(config.run_dir)))
-        tally, model, already = _Tally(), None, Counter()
+        tally, model, already = ScoreTally(), None, Counter()
         if config.scorers:
             model, tally, already = await _score_with_model(
                 config, records, on_progress, info, prompts
@@ -409,7 +150,7 @@ async def _score_with_model(
     on_progress: ProgressCallback | None,
     info: Callable[[str], None],
     prompts: PromptSet,
-) -> tuple[str, _Tally, Counter[str]]:
+) -> tuple[str, ScoreTally, Counter[str]]:
     lines = read_score_lines(config.run_dir)
     if config.model:
         jobs, already = build_jobs(
@@ -420,7 +161,7 @@ async def _score_with_model(
         )
         if not jobs:
             info("every record is scored already: nothing to ask")
-            return config.model, _Tally(), already
+            return config.model, ScoreTally(), already
     batch = config.batch_settings_in(config.run_dir / SCORE_BATCH_DIR)
     _check_score_batches(config)
     backend_name, backend = open_backend(config.backend, config.backend_settings(), batch=batch)
@@ -430,7 +171,12 @@ async def _score_with_model(
             records, config.scorers, done_checker(lines, model, config.retry_missing), prompts
         )
         info(f"backend {backend_name}, model {model}: {len(jobs)} calls to make")
-        scorer = _Scorer(backend, model, config, info, prompts)
+        policy = CallPolicy(
+            in_flight=config.in_flight,
+            max_retries=config.max_retries,
+            retry_max_wait=config.retry_max_wait,
+        )
+        scorer = Scorer(backend, model, policy, info, prompts, batch=config.batch)
         sidecar = Sidecar(config.run_dir)
         try:
             await until_signalled(
@@ -505,7 +251,7 @@ def _scorer_summaries(
     config: ScoreConfig,
     records: list[dict[str, Any]],
     model: str | None,
-    tally: _Tally,
+    tally: ScoreTally,
     already: Counter[str],
 ) -> dict[str, ScorerSummary]:
     if model is None:
@@ -529,74 +275,3 @@ def _scorer_summaries(
             mean=round(sum(values) / len(values), 4) if values else None,
         )
     return summaries
-
-
-# -- output ----------------------------------------------------------------------------------
-
-
-def format_summary(summary: ScoreSummary) -> str:
-    """The summary as plain text: a table of scorers, then what the CPU checks found."""
-    lines = [f"{summary.run}: {summary.status}"]
-    if summary.scorers:
-        header = [
-            "scorer",
-            "model",
-            "now",
-            "missing",
-            "already",
-            "failed",
-            "logprobs",
-            "records",
-            "mean",
-        ]
-        rows = [
-            [
-                name,
-                s.model,
-                str(s.scored),
-                str(s.missing),
-                str(s.already),
-                str(s.failed),
-                "refused" if s.logprobs_refused else str(s.from_logprobs),
-                str(s.records_scored),
-                "-" if s.mean is None else f"{s.mean:.2f}",
-            ]
-            for name, s in summary.scorers.items()
-        ]
-        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-        for row in [header, *rows]:
-            lines.append(
-                "  ".join(
-                    cell.ljust(width) for cell, width in zip(row, widths, strict=True)
-                ).rstrip()
-            )
-        lines.append(
-            "(counted in records, each version of a lineage for complexity; failed: calls)"
-        )
-        if waiting := sum(s.waiting for s in summary.scorers.values()):
-            lines.append(
-                f"{waiting} calls wait in batches (--batch-no-wait): run the same command again "
-                "to collect them"
-            )
-    if summary.metrics:
-        lines.append(f"diversity and drift per generation: {summary.metrics}")
-    if report := summary.contamination:
-        lines.append(
-            f"contamination: {len(report.flagged)} of {report.checked} records share "
-            f"{report.ngram} words in a row with an evaluation item"
-        )
-        for eval_set in report.against:
-            short = (
-                f", {eval_set.too_short} shorter than {report.ngram} words"
-                if eval_set.too_short
-                else ""
-            )
-            lines.append(f"  {eval_set.path}: {eval_set.items} items{short}")
-        for flagged in report.flagged:
-            for match in flagged.matches:
-                lines.append(
-                    f"  {flagged.id} ({match.field}) ~ {match.path}:{match.line}: {json.dumps(match.words)}"
-                )
-            if flagged.more_matches:
-                lines.append(f"  {flagged.id}: {flagged.more_matches} more items")
-    return "\n".join(lines)

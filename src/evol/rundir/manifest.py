@@ -24,6 +24,7 @@ from evol.errors import ConfigMismatch, RunDirError
 from evol.jsonl import atomic_write
 from evol.rundir.counts import RunCounts
 from evol.rundir.fingerprint import FLAGS, Fingerprint
+from evol.rundir.layout import DATASET, MANIFEST
 from evol.rundir.runjson import (
     BackendPart,
     CountsPart,
@@ -37,7 +38,6 @@ from evol.rundir.runjson import (
     TimingsPart,
     parse,
 )
-from evol.rundir.store import DATASET, MANIFEST
 from evol.secrets import display_url
 from evol.seeds import SeedScan
 

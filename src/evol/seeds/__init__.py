@@ -22,18 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from evol.errors import SeedFileError, UsageError
 from evol.method.textstats import Lengths, summarize, word_count
 from evol.rundir.records import MAX_GENERATIONS
-from evol.seeds.formats import (
-    ColumnNames,
-    RowError,
-    SeedFormat,
-    check_content,
-    detect_format,
-    json_type,
-    open_binary,
-    rows,
-    with_format_hint,
-)
+from evol.seeds.containers import ColumnNames, RowError, SeedFormat, json_type, open_binary
+from evol.seeds.formats import detect_format, rows
 from evol.seeds.shapes import FIELD_NAMES, INSTRUCTION_FIELDS, FieldPaths, extract
+from evol.seeds.sniffing import check_content, with_format_hint
 
 __all__ = [
     "Seed",

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from evol.seeds.formats import RowError, json_type
+from evol.seeds.containers import RowError, json_type
 
 INSTRUCTION_FIELDS = ("instruction", "prompt", "question")
 # Every top-level field a shape reads: a CSV/TSV column naming one is matched in any case.

@@ -1,0 +1,38 @@
+"""A live run loads what it uses: the Batch API's client (the openai SDK, ~0.4 s of CPU) only
+where the run directory holds batches or --batch is asked for."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import write_seeds
+from fake_server import FakeServer
+
+_LOADED = """
+import sys
+from evol.cli import main
+sys.argv = ["evol", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as stop:
+    assert not stop.code, stop.code
+print(" ".join(sorted(m for m in sys.modules if m == "openai" or m.startswith("evol.llm.batch"))))
+"""
+
+
+def _loaded_by_run(*args: object) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", _LOADED, *map(str, args)], capture_output=True, text=True, check=True
+    )
+    return set(done.stdout.split())
+
+
+def test_a_live_run_and_its_overwrite_do_not_load_the_batch_client(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": "Explain the tides."}])
+    run = ["run", seeds, "--out", tmp_path / "out", "--base-url", server.base_url, "--quiet"]
+    assert _loaded_by_run(*run, "--generations", "1") == set()
+    assert _loaded_by_run(*run, "--generations", "1", "--overwrite") == set()
