@@ -69,6 +69,7 @@ bench: install
 	$(BIN)/python bench/judge_first.py
 	$(BIN)/python bench/verifiable.py
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/ray_engine.py
 	$(BIN)/python bench/seed_memory.py
 	$(BIN)/python bench/optimize.py
 

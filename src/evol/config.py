@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -13,8 +13,9 @@ from evol.method.operations import VERIFIABLE, parse_weights
 from evol.rundir.records import MAX_GENERATIONS
 from evol.seeds import SeedFormat, SeedOptions, Shard
 
-if TYPE_CHECKING:  # the batch backend loads only for --batch
+if TYPE_CHECKING:  # the batch backend loads only for --batch, Ray's for --engine ray
     from evol.llm.batch import BatchSettings
+    from evol.llm.ray import RaySettings
 
 # The judge writes a small JSON object (a verdict, what the rewrite is, a reason of at most 15
 # words: about 40 tokens), the same way every time.
@@ -76,6 +77,17 @@ class Connection(BaseModel):
         False, description="submit what is due, then stop (status 'pending', exit 3)"
     )
 
+    engine: Literal["live", "ray"] = Field(
+        "live", description="live: evol sends each request; ray: through Ray Data LLM"
+    )
+    ray_address: str | None = Field(None, description="the Ray cluster; None: a local Ray")
+    ray_model: str | None = Field(
+        None, description="a model vLLM serves on the cluster; None: HTTP to the base URL"
+    )
+    ray_tp: int = Field(1, ge=1, description="vLLM tensor parallel size")
+    ray_replicas: int = Field(1, ge=1, description="HTTP actors or vLLM engine replicas")
+    ray_batch_size: int = Field(64, ge=1, description="rows per batch of the Ray stage")
+
     @property
     def in_flight(self) -> int:
         """Requests (and lineages) at once: with --batch, enough to fill an input file, since
@@ -99,6 +111,22 @@ class Connection(BaseModel):
             no_wait=self.batch_no_wait,
             max_retries=self.max_retries,
             retry_max_wait=self.retry_max_wait,
+        )
+
+    def ray_settings(self) -> RaySettings | None:
+        """With --engine ray, how requests go through Ray."""
+        if self.engine != "ray":
+            return None
+        from evol.llm.ray import RaySettings
+
+        return RaySettings(
+            address=self.ray_address,
+            model=self.ray_model,
+            tensor_parallel=self.ray_tp,
+            replicas=self.ray_replicas,
+            batch_size=self.ray_batch_size,
+            # A wave holds what is in flight: every lineage's current call.
+            max_wave=self.in_flight,
         )
 
     def backend_settings(self) -> BackendSettings:

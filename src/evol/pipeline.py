@@ -94,7 +94,10 @@ async def arun(
         else scan_seeds(config.seeds, config.seed_options)
     )
     backend_name, backend = open_backend(
-        config.backend, config.backend_settings(), batch=batch_settings(config)
+        config.backend,
+        config.backend_settings(),
+        batch=batch_settings(config),
+        ray=config.ray_settings(),
     )
     config = with_instruction_check(config, backend_name)
     if warning := missing_key_warning(backend_name, config.base_urls, config.api_key is not None):

@@ -20,7 +20,12 @@ from evol.errors import UsageError
 from evol.llm import choose_backend, missing_key_warning
 from evol.llm.local import default_model_path
 from evol.llm.pricing import BATCH_RATE, cost_usd, unit_prices
-from evol.llm.registry import batch_backend_name, runs_in_process, sends_n
+from evol.llm.registry import (
+    batch_backend_name,
+    ray_backend_name,
+    runs_in_process,
+    sends_n,
+)
 from evol.method.judging import ANSWER_CHECK, model_role
 from evol.method.prompts import PromptSet
 from evol.method.textstats import estimate_tokens
@@ -167,7 +172,13 @@ def _backend_and_models(config: RunConfig) -> tuple[str, dict[str, str | None], 
     """The backend a run would use, the model of each role as far as it is known without a
     call (a server's only model is asked for at start), and warnings about them."""
     has_key = config.api_key is not None
-    if config.batch:  # refused as the run refuses it, and never the embedded model
+    default = None
+    if config.engine == "ray":  # refused as the run refuses it, and never the embedded model
+        backend = ray_backend_name(
+            config.backend, base_urls=config.base_urls, model=config.ray_model, batch=config.batch
+        )
+        default = config.ray_model
+    elif config.batch:
         batch_settings(config)
         backend = batch_backend_name(config.backend, base_urls=config.base_urls)
     else:
@@ -179,7 +190,6 @@ def _backend_and_models(config: RunConfig) -> tuple[str, dict[str, str | None], 
             backend = "local"  # nothing configured: a real run says what to do
     warning = missing_key_warning(backend, config.base_urls, has_key)
     warnings = [warning] if warning else []
-    default = None
     if config.model is None and backend == "local":
         try:  # the file's name, as a run records it; the model is not loaded
             default = (config.model_path or default_model_path()).name

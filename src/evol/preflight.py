@@ -110,7 +110,8 @@ def check_open_files(config: RunConfig, backend_name: str) -> None:
     """Refuse, before any call, a run that would reach the open-file limit: every live request
     in flight holds a connection, and each generation's record file stays open."""
     limit = open_file_limit()
-    if limit is None or config.batch or runs_in_process(backend_name):  # no connection per request
+    # No connection per request: a batch, Ray, or a model in this process.
+    if limit is None or config.batch or config.engine == "ray" or runs_in_process(backend_name):
         return
     needed = config.concurrency + config.generations + _FILES_BESIDE_CONNECTIONS
     if limit < needed:

@@ -102,6 +102,9 @@ VALUES = {
     "dedup_method": "minhash",
     "base_url": "http://127.0.0.1:9/v1",
     "constraint_ids": "punctuation:no_comma",
+    "engine": "ray",
+    "ray_address": "ray://head:10001",
+    "ray_model": "Qwen/Qwen2.5-0.5B-Instruct",
 }
 
 

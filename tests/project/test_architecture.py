@@ -67,3 +67,17 @@ def test_the_import_contracts_in_pyproject_hold():
     done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "0 broken" in done.stdout
+
+
+def test_ray_is_imported_only_by_the_ray_engine_and_only_when_a_wave_runs():
+    """Ray costs seconds to import: a run without --engine ray never loads it, and only
+    evol.llm.ray names it at all."""
+    graph = grimp.build_graph("evol", include_external_packages=True)
+    importers = graph.find_modules_that_directly_import("ray") if "ray" in graph.modules else set()
+    assert all(module.startswith("evol.llm.ray.") for module in importers), importers
+    code = (
+        "import sys; from evol.cli import app; import evol.pipeline, evol.llm.ray; "
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -23,9 +23,10 @@ GENERATED = {"cli.md"}
 OTHERS_TEXT = {"mutation.md"}
 PAGES = sorted(DOCS.glob("*.md"))
 MARKDOWN = [README, *PAGES]
-# Options of other programs that the examples use (Slurm, kubectl, mkdocs).
+# Options of other programs that the examples use (Slurm, kubectl, mkdocs, vllm bench).
 FOREIGN_OPTIONS = {
-    "--job-name", "--array", "--time", "--parsable", "--dependency", "--wrap", "--for", "--strict"
+    "--job-name", "--array", "--time", "--parsable", "--dependency", "--wrap", "--for", "--strict",
+    "--input-len", "--output-len", "--num-prompts",
 }  # fmt: skip
 
 

@@ -203,8 +203,7 @@ Batch = Annotated[
     typer.Option(
         "--batch",
         envvar=env("batch"),
-        help="Send requests through the OpenAI Batch API: half price, up to 24 h a step; a "
-        "rerun re-attaches to its batches.",
+        help="OpenAI Batch API: half price, up to 24 h a step.",
         rich_help_panel=BATCH_PANEL,
     ),
 ]
@@ -213,7 +212,7 @@ BatchMaxRequests = Annotated[
     typer.Option(
         min=1,
         envvar=env("batch_max_requests"),
-        help="Requests per batch file (also split at 200 MB).",
+        help="Requests per file (200 MB at most).",
         rich_help_panel=BATCH_PANEL,
     ),
 ]
@@ -231,7 +230,66 @@ BatchNoWait = Annotated[
     typer.Option(
         "--batch-no-wait",
         envvar=env("batch_no_wait"),
-        help="Implies --batch: submit what is due, exit 3 while batches are pending; rerun to go on.",
+        help="As --batch, but exit 3 while batches run; rerun to go on.",
+        rich_help_panel=BATCH_PANEL,
+    ),
+]
+
+
+class EngineChoice(StrEnum):
+    live = "live"
+    ray = "ray"
+
+
+Engine = Annotated[
+    EngineChoice,
+    typer.Option(
+        envvar=env("engine"),
+        show_default=False,
+        help="live (default), or ray: through Ray Data LLM.",
+        rich_help_panel=BATCH_PANEL,
+    ),
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        envvar=[env("ray_address"), "RAY_ADDRESS"],
+        help="Ray cluster (default: $RAY_ADDRESS, else a local Ray).",
+        rich_help_panel=BATCH_PANEL,
+    ),
+]
+RayModel = Annotated[
+    str | None,
+    typer.Option(
+        envvar=env("ray_model"),
+        help="vLLM model on the cluster (default: HTTP to --base-url).",
+        rich_help_panel=BATCH_PANEL,
+    ),
+]
+RayTp = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        envvar=env("ray_tp"),
+        help="GPUs per vLLM engine (tensor parallel).",
+        rich_help_panel=BATCH_PANEL,
+    ),
+]
+RayReplicas = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        envvar=env("ray_replicas"),
+        help="Ray HTTP actors, or vLLM engines.",
+        rich_help_panel=BATCH_PANEL,
+    ),
+]
+RayBatchSize = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        envvar=env("ray_batch_size"),
+        help="Rows per batch of the Ray stage.",
         rich_help_panel=BATCH_PANEL,
     ),
 ]

@@ -121,8 +121,7 @@ ShardSpec = Annotated[
     str | None,
     typer.Option(
         envvar=env("shard"),
-        help="i/N: evolve only the seeds that hash to shard i of N (after --limit); join the "
-        "shards with evol merge.",
+        help="i/N: evolve only shard i of N; evol merge joins the shards.",
         rich_help_panel=BATCH_PANEL,
     ),
 ]
@@ -213,7 +212,7 @@ ParallelJudge = Annotated[
     typer.Option(
         "--parallel-judge/--no-parallel-judge",
         envvar=env("parallel_judge"),
-        help="Answer and judge at once: faster, but pays for rejected rewrites' answers.",
+        help="Answer and judge at once; pays for rejected rewrites.",
         rich_help_panel=METHOD_PANEL,
     ),
 ]
@@ -222,8 +221,7 @@ InstructionCheck = Annotated[
     typer.Option(
         "--instruction-check/--no-instruction-check",
         envvar=env("instruction_check"),
-        help="Eliminate rewrites the judge says are no instruction (talk to the user, an "
-        "answer, an echoed input, a missing part). Default: on, but for the embedded model.",
+        help="Eliminate non-instructions (default: on; off for SmolLM2).",
         rich_help_panel=METHOD_PANEL,
     ),
 ]

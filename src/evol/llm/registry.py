@@ -22,10 +22,17 @@ from urllib.parse import urlsplit
 
 from evol.errors import UsageError
 from evol.llm.openai_api import DEFAULT_BASE_URL
-from evol.llm.protocol import BackendFactory, BackendSettings, ChatBackend, capabilities_of
+from evol.llm.protocol import (
+    BackendFactory,
+    BackendSettings,
+    Capabilities,
+    ChatBackend,
+    capabilities_of,
+)
 
 if TYPE_CHECKING:
     from evol.llm.batch import BatchSettings
+    from evol.llm.ray import RaySettings
 
 ENTRY_POINT_GROUP = "evol.backends"
 # Hosted APIs that always want a key (a local vLLM, Ollama or llama.cpp server takes any).
@@ -83,14 +90,26 @@ def _factory(name: str) -> BackendFactory:
     raise UsageError(f"unknown backend {name!r}; available: {', '.join(backend_names())}")
 
 
+# What vLLM on a Ray cluster (--engine ray --ray-model) can do: it has no factory of its own,
+# only --engine ray makes it. One choice a request; no key; its model is not in this process.
+VLLM_ON_RAY = "ray-vllm"
+_ENGINE_BACKENDS = {VLLM_ON_RAY: Capabilities()}
+
+
+def _capabilities(name: str) -> Capabilities:
+    if name in _ENGINE_BACKENDS:
+        return _ENGINE_BACKENDS[name]
+    return capabilities_of(_factory(name))
+
+
 def runs_in_process(name: str) -> bool:
     """True for a backend that runs its model on this machine (free, no server)."""
-    return capabilities_of(_factory(name)).in_process
+    return _capabilities(name).in_process
 
 
 def sends_n(name: str) -> bool:
     """True for a backend that asks for several choices in one request (`n`)."""
-    return capabilities_of(_factory(name)).several_choices
+    return _capabilities(name).several_choices
 
 
 def local_backend_installed() -> bool:
@@ -127,15 +146,50 @@ def batch_backend_name(requested: str | None, *, base_urls: list[str]) -> str:
     return "openai"
 
 
+def ray_backend_name(
+    requested: str | None, *, base_urls: list[str], model: str | None, batch: bool
+) -> str:
+    """The backend an --engine ray run uses: ray-vllm with --ray-model (vLLM on the
+    cluster), else openai at one --base-url, reached through Ray's HTTP stage."""
+    if batch:
+        raise UsageError("--batch and --engine ray are two ways to send requests: pick one")
+    if model is not None:
+        if requested is not None:
+            raise UsageError("--ray-model runs vLLM on the cluster: drop --backend")
+        return VLLM_ON_RAY
+    if requested not in (None, "openai"):
+        raise UsageError(
+            f"--engine ray sends requests to an OpenAI-compatible endpoint (or to vLLM with "
+            f"--ray-model): it works with the openai backend, not with --backend {requested}"
+        )
+    if len(base_urls) > 1:
+        raise UsageError(
+            "--engine ray takes one --base-url: Ray spreads the requests (--ray-replicas)"
+        )
+    return "openai"
+
+
 def open_backend(
-    requested: str | None, settings: BackendSettings, *, batch: BatchSettings | None = None
+    requested: str | None,
+    settings: BackendSettings,
+    *,
+    batch: BatchSettings | None = None,
+    ray: RaySettings | None = None,
 ) -> tuple[str, ChatBackend]:
     """The backend a command uses (`choose_backend`), made from `settings`: its name and it.
 
-    With `batch`, the requests of the `openai` backend go through the Batch API instead. Its
-    name stays `openai`: the replies are the same, so a live run may go on with --batch (the
-    pipeline refuses the other way, which would pay again for what its batches hold).
+    With `batch`, the requests of the `openai` backend go through the Batch API instead; with
+    `ray`, through Ray Data LLM. Its name stays `openai`: the replies are the same, so a live
+    run may go on with --batch or --engine ray (the pipeline refuses a live resume of a run
+    with batches, which would pay again for what its batches hold).
     """
+    if ray is not None:
+        name = ray_backend_name(
+            requested, base_urls=settings.base_urls, model=ray.model, batch=batch is not None
+        )
+        from evol.llm.ray import RayBackend
+
+        return name, RayBackend(settings, ray)
     if batch is not None:
         name = batch_backend_name(requested, base_urls=settings.base_urls)
         from evol.llm.batch import BatchBackend
@@ -149,7 +203,7 @@ def open_backend(
 
 def missing_key_warning(backend: str, base_urls: list[str], has_api_key: bool) -> str | None:
     """A warning when a hosted API that wants a key is called without one, else None."""
-    if has_api_key or not capabilities_of(_factory(backend)).needs_key:
+    if has_api_key or not _capabilities(backend).needs_key:
         return None
     for url in base_urls or [DEFAULT_BASE_URL]:
         host = (urlsplit(url).hostname or "").lower()

@@ -263,10 +263,14 @@ def _judging(facts: RunFacts, previous: Manifest | None) -> JudgingPart:
 
 # The config fields of verifiable constraints: in run.json for a run that draws them only.
 VERIFIABLE_CONFIG = {"constraint_ids", "answer_attempts", "answer_n"}
+# The fields of --engine ray: in run.json for a run through Ray only (a live run's run.json
+# stays as it was before there was a choice of engine).
+RAY_CONFIG = {"engine", "ray_address", "ray_model", "ray_tp", "ray_replicas", "ray_batch_size"}
 
 
 def _public_config(config: RunConfig) -> dict[str, Any]:
     hidden = {"api_key"} | (set() if config.verifiable else VERIFIABLE_CONFIG)
+    hidden |= set() if config.engine == "ray" else RAY_CONFIG
     data = config.model_dump(mode="json", exclude=hidden)
     data["base_urls"] = [display_url(url) for url in config.base_urls]
     return data

@@ -1,0 +1,143 @@
+"""What runs on Ray's workers: the HTTP stage's session (`EnvelopeSession`), and the preprocess
+and postprocess functions of a wave's rows.
+
+Ray Data LLM's HTTP stage sends a batch's requests one after the other, retries 429/5xx itself,
+and raises on a garbled body, which aborts the whole dataset (ray #59194). The session it is
+given (`HttpRequestProcessorConfig.session_factory`) fixes all three: `post()` starts each
+request at once, sends evol's own request body byte for byte, reads at most `cap` bytes of the
+reply, and hands the stage an envelope, `{"status", "body", "error", "retry_after",
+"location"}`, that is always a 200 JSON object, so the stage never retries and never raises.
+The driver reads each envelope like a live reply (`evol.llm.ray.rows`).
+
+This module imports only aiohttp and the standard library: it is pickled by value onto the
+workers, so a cluster need not have evol installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Generator
+from typing import Any
+
+import aiohttp
+
+# The payload key that carries evol's request body, a JSON string. A string, not an object:
+# rows pass through Arrow, which gives every row the union of all rows' keys (a judge's
+# `response_format` would reach an evolve call as null).
+BODY_KEY = "evol_body"
+# The reply headers the driver needs to read a reply as evol's live backend does.
+_HEADERS = ("retry-after", "retry-after-ms", "location")
+
+
+def envelope(
+    status: int, body: str | None = None, error: str | None = None, **headers: str | None
+) -> dict[str, Any]:
+    """What the stage gets for one request; every key always present (Arrow again)."""
+    return {
+        "status": status,
+        "body": body,
+        "error": error,
+        "retry_after": headers.get("retry-after"),
+        "retry_after_ms": headers.get("retry-after-ms"),
+        "location": headers.get("location"),
+    }
+
+
+class _Reply:
+    """An envelope posing as the stage's aiohttp response: status 200, the envelope as JSON."""
+
+    status = 200
+    reason = "OK"
+
+    def __init__(self, payload: dict[str, Any]):
+        self._payload = payload
+
+    async def json(self) -> dict[str, Any]:
+        return self._payload
+
+    async def __aenter__(self) -> _Reply:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        return None
+
+
+class _Started:
+    """A request already under way: the stage awaits it when it gets to it."""
+
+    def __init__(self, task: asyncio.Task[_Reply]):
+        self.task = task
+
+    def __await__(self) -> Generator[Any, None, _Reply]:
+        return self.task.__await__()
+
+
+class EnvelopeSession:
+    """The stage's `session_factory`: an aiohttp session whose `post` never raises."""
+
+    def __init__(self, *, cap: int, timeout: float, connections: int):
+        self.cap, self.timeout, self.connections = cap, timeout, connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def __call__(self) -> EnvelopeSession:
+        """A fresh session for one batch (the stage calls its factory once a batch)."""
+        return EnvelopeSession(cap=self.cap, timeout=self.timeout, connections=self.connections)
+
+    async def __aenter__(self) -> EnvelopeSession:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            connector=aiohttp.TCPConnector(limit=self.connections),
+        )
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def post(self, url: str, *, headers: dict[str, str], data: str) -> Awaitable[_Reply]:
+        """Start the request now; what the stage awaits later is its envelope."""
+        return _Started(asyncio.ensure_future(self._send(url, headers, data)))
+
+    async def _send(self, url: str, headers: dict[str, str], data: str) -> _Reply:
+        assert self._session is not None
+        try:
+            body = json.loads(data)[BODY_KEY].encode()
+            async with self._session.post(
+                url, headers=headers, data=body, allow_redirects=False
+            ) as response:
+                raw = await response.content.read(self.cap + 1)
+                found = {name: response.headers.get(name) for name in _HEADERS}
+                if len(raw) > self.cap:
+                    error = f"a reply over the {self.cap:,}-byte cap (--max-response-mb)"
+                    return _Reply(envelope(response.status, error=error, **found))
+                text = raw.decode("utf-8", errors="replace")
+                return _Reply(envelope(response.status, body=text, **found))
+        except Exception as error:  # noqa: BLE001 (a timeout, a reset: the row's failure only)
+            return _Reply(envelope(0, error=f"{type(error).__name__}: {error}"))
+
+
+def to_payload(row: dict[str, Any]) -> dict[str, Any]:
+    """The preprocess step: the row's body as the stage's payload."""
+    return {"payload": {BODY_KEY: row["body"]}}
+
+
+def from_reply(row: dict[str, Any]) -> dict[str, Any]:
+    """The postprocess step: the row's key and its envelope, nothing of the request."""
+    return {"key": row["key"], **row["http_response"]}
+
+
+def to_vllm(row: dict[str, Any]) -> dict[str, Any]:
+    """The preprocess step of the vLLM path: the row's messages and sampling params."""
+    return {"messages": json.loads(row["messages"]), "sampling_params": json.loads(row["sampling"])}
+
+
+def from_vllm(row: dict[str, Any]) -> dict[str, Any]:
+    """The postprocess step of the vLLM path: the key and what the stage generated."""
+    return {
+        "key": row["key"],
+        "generated_text": row.get("generated_text"),
+        "num_input_tokens": row.get("num_input_tokens"),
+        "num_generated_tokens": row.get("num_generated_tokens"),
+        "logprobs": row.get("logprobs"),
+    }
