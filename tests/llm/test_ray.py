@@ -29,9 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import assert_valid_run, read_jsonl, write_seeds
-from fake_server import FakeServer, Fault, Responder, kind_of
-from test_backends import SMALL_SEEDS, llama_server, needs_model  # noqa: F401 (a fixture)
 
 from evol.errors import (
     AuthenticationFailed,
@@ -49,6 +46,9 @@ from evol.llm.ray import RaySettings, session
 from evol.llm.ray.rows import ReplyReader, envelope_outcome
 from evol.llm.ray.vllm import sampling_params, vllm_outcome, vllm_row
 from evol.secrets import Secrets
+from tests.llm.test_backends import SMALL_SEEDS, llama_server, needs_model  # noqa: F401 (a fixture)
+from tests.support.fake_server import FakeServer, Fault, Responder, kind_of
+from tests.support.runs import assert_valid_run, read_jsonl, write_seeds
 
 needs_ray = pytest.mark.skipif(
     importlib.util.find_spec("ray") is None, reason="needs the ray extra: pip install -e '.[dev]'"
@@ -346,7 +346,7 @@ def test_a_dry_run_names_vllm_on_ray_and_its_model(evol, tmp_path: Path) -> None
 def test_a_cluster_nothing_answers_at_stops_the_run_at_once(
     evol, server: FakeServer, tmp_path: Path
 ) -> None:
-    from conftest import refused_url
+    from tests.support.runs import refused_url
 
     seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": "Name a tree"}])
     address = refused_url().removeprefix("http://").removesuffix("/v1")
