@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from evol.cli import options as shared
+from evol.cli import rule_options as rules
 from evol.cli import run_options as own
 from evol.cli.options import CONNECTION
 from evol.cli.output import echo_outside, end_with, user_errors
@@ -46,15 +47,15 @@ def run(
     shard: own.ShardSpec = None,
     prompts: shared.Prompts = None,
     answer_seeds: own.AnswerSeeds = True,
-    judge: own.Judge = True,
-    sorry_check: own.SorryCheck = True,
-    stopword_check: own.StopwordCheck = True,
-    leak_check: own.LeakCheck = True,
-    growth_check: own.GrowthCheck = True,
-    signal_check: own.SignalCheck = True,
-    dedup: own.Dedup = False,
-    dedup_method: own.DedupMethod = own.DedupChoice.auto,
-    dedup_threshold: own.DedupThreshold = 0.7,
+    judge: rules.Judge = True,
+    sorry_check: rules.SorryCheck = True,
+    stopword_check: rules.StopwordCheck = True,
+    leak_check: rules.LeakCheck = True,
+    growth_check: rules.GrowthCheck = True,
+    signal_check: rules.SignalCheck = True,
+    dedup: rules.Dedup = False,
+    dedup_method: rules.DedupMethod = rules.DedupChoice.auto,
+    dedup_threshold: rules.DedupThreshold = 0.7,
     backend: shared.Backend = CONNECTION.backend,
     base_url: shared.BaseUrl = None,
     api_key: shared.ApiKey = None,

@@ -3,7 +3,6 @@ turns all of them into the `RunConfig` the run is given."""
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +15,6 @@ from evol.command import (
     METHOD_PANEL,
     MODEL_PANEL,
     OUTPUT_PANEL,
-    RULES_PANEL,
     SAMPLING_PANEL,
     SEEDS_PANEL,
 )
@@ -26,13 +24,6 @@ from evol.method.elimination import EliminationRules
 from evol.method.operations import parse_weights
 from evol.seeds import Shard
 from evol.seeds.formats import EXTENSIONS
-
-
-class DedupChoice(StrEnum):
-    auto = "auto"
-    rouge_l = "rouge-l"
-    minhash = "minhash"
-
 
 # -- seeds and output --------------------------------------------------------------------------
 
@@ -233,65 +224,6 @@ AnswerCheck = Annotated[
         help="The judge model checks each answer does its task (one call more per "
         "answer). Default: on when --judge-model is set.",
         rich_help_panel=METHOD_PANEL,
-    ),
-]
-
-# -- the elimination rules -------------------------------------------------------------------
-
-
-def _rule(flag: str, help: str) -> Any:
-    """A rule's on/off pair, --NAME/--no-NAME, under Rules."""
-    return typer.Option(
-        f"--{flag}/--no-{flag}", envvar=env(flag), help=help, rich_help_panel=RULES_PANEL
-    )
-
-
-Judge = Annotated[bool, _rule("judge", "Eliminate evolutions an LLM judges equal to their parent.")]
-SorryCheck = Annotated[bool, _rule("sorry-check", "Eliminate short sorry answers.")]
-StopwordCheck = Annotated[
-    bool, _rule("stopword-check", "Eliminate answers of only stop words and punctuation.")
-]
-LeakCheck = Annotated[
-    bool, _rule("leak-check", "Eliminate instructions that leak the evolving prompt's words.")
-]
-GrowthCheck = Annotated[
-    bool,
-    _rule(
-        "growth-check",
-        "Eliminate rewrites that grew far past their parent (an answer, not a rewrite).",
-    ),
-]
-SignalCheck = Annotated[
-    bool,
-    _rule(
-        "signal-check", "Eliminate rewrites whose answer asks back or only repeats the instruction."
-    ),
-]
-Dedup = Annotated[
-    bool,
-    typer.Option(
-        "--dedup",
-        envvar=env("dedup"),
-        help="Eliminate repeats of another lineage's instruction.",
-        rich_help_panel=RULES_PANEL,
-    ),
-]
-DedupMethod = Annotated[
-    DedupChoice,
-    typer.Option(
-        envvar=env("dedup_method"),
-        help="rouge-l: compare with all; minhash: likely candidates only (large pools).",
-        rich_help_panel=RULES_PANEL,
-    ),
-]
-DedupThreshold = Annotated[
-    float,
-    typer.Option(
-        min=0.01,
-        max=1.0,
-        envvar=env("dedup_threshold"),
-        help="ROUGE-L F1 at which two instructions are duplicates.",
-        rich_help_panel=RULES_PANEL,
     ),
 ]
 
