@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -495,6 +496,36 @@ def test_a_run_through_ray_equals_the_same_run_live(ray_cluster: str, tmp_path: 
     manifest = assert_valid_run(tmp_path / "ray")
     assert manifest["backend"]["name"] == "openai" and manifest["config"]["engine"] == "ray"
     assert manifest["config"]["ray_address"] == ray_cluster
+
+
+@pytest.mark.slow
+@needs_ray
+def test_a_run_on_a_local_ray_that_evol_starts_itself_completes(tmp_path: Path) -> None:
+    """No --ray-address: evol starts a local Ray, on the thread that lives as long as the run
+    (a local Ray's head dies with the thread that started it: started on a wave's thread, it
+    was gone after the first wave and the run never ended)."""
+    seeds = write_seeds(tmp_path / "seeds.jsonl", VARIED[:2])
+    # A temp dir of its own: with no address, ray.init joins the cluster named in
+    # $TMPDIR/ray/ray_current_cluster (the module's, another test's) if there is one.
+    # Short: Ray's socket paths under it must fit in 107 bytes.
+    alone = tempfile.mkdtemp(prefix="evol-ray-", dir="/tmp")
+    env = os.environ | RAY_ENV | {"TMPDIR": alone}
+    with FakeServer() as server:
+        child = subprocess.Popen(
+            run_command(server, seeds, tmp_path / "out", "--generations", "2", *RAY_OPTIONS),
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            _, stderr = child.communicate(timeout=400)
+        finally:  # the Ray agents that outlive ray.shutdown, killed with the session
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            shutil.rmtree(alone, ignore_errors=True)
+    assert child.returncode == 0, stderr[-3000:]
+    manifest = assert_valid_run(tmp_path / "out")
+    assert manifest["status"] == "complete"
+    assert len(read_jsonl(tmp_path / "out" / "dataset.jsonl")) >= 2
 
 
 def first_time_faults(faults: dict[str, Fault]) -> Any:

@@ -223,6 +223,17 @@ class RayBackend:
         """Run a wave on a daemon thread: Ray's calls block, and one that never returns (a
         cluster that went away) must not keep the process from exiting."""
         loop = asyncio.get_running_loop()
+        try:
+            # On the loop's thread, which lives as long as the run: a local Ray's head
+            # processes die with the thread that started them (a wave's thread ends).
+            self._connect()
+        except Exception as error:  # noqa: BLE001 (no cluster: nothing can be sent)
+            why = self.reader.secrets.cut(f"{type(error).__name__}: {error}")
+            cluster = self.ray.address or "a local Ray"
+            unreachable = EndpointUnreachable(f"cannot start or join {cluster}: {why}")
+            self._fail_all([row["key"] for row in rows], unreachable)
+            self._slots.release()
+            return
         wave: asyncio.Future[None] = loop.create_future()
         self._waves.add(wave)
         wave.add_done_callback(self._wave_ended)
@@ -242,14 +253,6 @@ class RayBackend:
     def _run_wave(self, rows: list[dict[str, str]], loop: asyncio.AbstractEventLoop) -> None:
         """On a thread: run one wave's dataset, resolving each batch of rows as it lands."""
         keys = [row["key"] for row in rows]
-        try:
-            self._connect()
-        except Exception as error:  # noqa: BLE001 (no cluster: nothing can be sent)
-            why = self.reader.secrets.cut(f"{type(error).__name__}: {error}")
-            cluster = self.ray.address or "a local Ray"
-            unreachable = EndpointUnreachable(f"cannot start or join {cluster}: {why}")
-            _post(loop, self._fail_all, keys, unreachable)
-            return
         try:
             for batch in self._output(rows):
                 if self._stopping.is_set():
@@ -310,7 +313,7 @@ class RayBackend:
     # -- the cluster --------------------------------------------------------------------------
 
     def _connect(self) -> None:
-        """Join the cluster at `address`, or start a local Ray, once (on a wave's thread)."""
+        """Join the cluster at `address`, or start a local Ray, once (on the loop's thread)."""
         with self._connect_lock:
             if self._connected:
                 return
