@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from evol.errors import UsageError
 from evol.llm import BackendSettings, GenerationParams
 from evol.method.elimination import EliminationRules
 from evol.method.operations import VERIFIABLE, parse_weights
@@ -87,6 +88,13 @@ class Connection(BaseModel):
     ray_tp: int = Field(1, ge=1, description="vLLM tensor parallel size")
     ray_replicas: int = Field(1, ge=1, description="HTTP actors or vLLM engine replicas")
     ray_batch_size: int = Field(64, ge=1, description="rows per batch of the Ray stage")
+
+    @model_validator(mode="after")
+    def _ray_model_needs_ray(self) -> Self:
+        # Refused, not ignored: without it the run would use another model than the one named.
+        if self.ray_model is not None and self.engine != "ray":
+            raise UsageError("--ray-model runs vLLM through Ray: add --engine ray")
+        return self
 
     @property
     def in_flight(self) -> int:

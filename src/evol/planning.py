@@ -175,7 +175,11 @@ def _backend_and_models(config: RunConfig) -> tuple[str, dict[str, str | None], 
     default = None
     if config.engine == "ray":  # refused as the run refuses it, and never the embedded model
         backend = ray_backend_name(
-            config.backend, base_urls=config.base_urls, model=config.ray_model, batch=config.batch
+            config.backend,
+            base_urls=config.base_urls,
+            model=config.ray_model,
+            batch=config.batch,
+            model_path=config.model_path,
         )
         default = config.ray_model
     elif config.batch:

@@ -343,6 +343,30 @@ def test_a_dry_run_names_vllm_on_ray_and_its_model(evol, tmp_path: Path) -> None
     assert refused.exit_code == 2 and "drop --backend" in refused.stderr
 
 
+@pytest.mark.parametrize(
+    ("options", "refusal"),
+    [
+        (["--engine", "ray", "--ray-model", "m", "--base-url", "http://x/v1"], "drop --base-url"),
+        (["--engine", "ray", "--model-path", "m.gguf"], "--model-path runs a GGUF"),
+        (["--engine", "ray", "--ray-model", "m", "--model-path", "m.gguf"], "--model-path"),
+        (["--ray-model", "m"], "add --engine ray"),
+    ],
+    ids=["vllm-and-base-url", "http-and-model-path", "vllm-and-model-path", "no-engine"],
+)
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "run"])
+def test_an_option_ray_would_not_use_is_refused_not_ignored(
+    evol, tmp_path: Path, options: list[str], refusal: str, dry_run: bool
+) -> None:
+    """attack28: each of these ran, on another model than the one named (a GGUF given with
+    --engine ray went to api.openai.com), or left an option unused without a word."""
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": "Name a tree"}])
+    result = evol("run", seeds, "--out", tmp_path / "run", *options,
+                  *(["--dry-run"] if dry_run else []))  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert refusal in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 @needs_ray
 def test_a_cluster_nothing_answers_at_stops_the_run_at_once(
     evol, server: FakeServer, tmp_path: Path

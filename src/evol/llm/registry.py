@@ -147,15 +147,28 @@ def batch_backend_name(requested: str | None, *, base_urls: list[str]) -> str:
 
 
 def ray_backend_name(
-    requested: str | None, *, base_urls: list[str], model: str | None, batch: bool
+    requested: str | None,
+    *,
+    base_urls: list[str],
+    model: str | None,
+    batch: bool,
+    model_path: object | None = None,
 ) -> str:
     """The backend an --engine ray run uses: ray-vllm with --ray-model (vLLM on the
-    cluster), else openai at one --base-url, reached through Ray's HTTP stage."""
+    cluster), else openai at one --base-url, reached through Ray's HTTP stage. An option
+    Ray would not use is refused, not ignored."""
     if batch:
         raise UsageError("--batch and --engine ray are two ways to send requests: pick one")
+    if model_path is not None:
+        raise UsageError(
+            "--model-path runs a GGUF model in this process, --engine ray sends requests "
+            "through Ray: drop one"
+        )
     if model is not None:
         if requested is not None:
             raise UsageError("--ray-model runs vLLM on the cluster: drop --backend")
+        if base_urls:
+            raise UsageError("--ray-model runs vLLM on the cluster: drop --base-url")
         return VLLM_ON_RAY
     if requested not in (None, "openai"):
         raise UsageError(
@@ -185,7 +198,11 @@ def open_backend(
     """
     if ray is not None:
         name = ray_backend_name(
-            requested, base_urls=settings.base_urls, model=ray.model, batch=batch is not None
+            requested,
+            base_urls=settings.base_urls,
+            model=ray.model,
+            batch=batch is not None,
+            model_path=settings.model_path,
         )
         from evol.llm.ray import RayBackend
 
