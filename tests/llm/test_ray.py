@@ -44,9 +44,10 @@ from evol.errors import (
     UsageError,
 )
 from evol.llm import BackendSettings, GenerationParams, LLMRequest, open_backend
+from evol.llm.openai_api import ReplyReader
 from evol.llm.protocol import Completion
 from evol.llm.ray import RayBackend, RaySettings, session
-from evol.llm.ray.rows import ReplyReader, envelope_outcome
+from evol.llm.ray.rows import envelope_outcome
 from evol.llm.ray.vllm import sampling_params, vllm_outcome, vllm_row
 from evol.secrets import Secrets
 from tests.llm.test_backends import SMALL_SEEDS, llama_server, needs_model  # noqa: F401 (a fixture)

@@ -37,7 +37,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from evol.errors import EndpointUnreachable, TransientBackendError, UsageError
-from evol.llm.openai_api import DEFAULT_BASE_URL, ResponseFormats, auth_headers
+from evol.llm.openai_api import DEFAULT_BASE_URL, ReplyReader, ResponseFormats, auth_headers
 from evol.llm.openai_compatible import OpenAICompatibleBackend
 from evol.llm.protocol import (
     BackendSettings,
@@ -48,7 +48,7 @@ from evol.llm.protocol import (
 )
 from evol.llm.ray import session
 from evol.llm.ray.processor import HttpTarget, http_processor
-from evol.llm.ray.rows import ReplyReader, envelope_outcome
+from evol.llm.ray.rows import envelope_outcome
 from evol.llm.ray.vllm import vllm_config, vllm_outcome, vllm_row
 from evol.llm.transport import url_login
 from evol.secrets import check_api_key, display_url
@@ -115,7 +115,9 @@ class RayBackend:
             replicas=ray.replicas,
         )
         where = f"vLLM ({ray.model}) on Ray" if ray.model else display_url(base_url)
-        self.reader = ReplyReader(where, settings.api_key_source, settings.secrets())
+        self.reader = ReplyReader(
+            where, settings.api_key_source, settings.secrets(), settings.max_response_bytes
+        )
         # The HTTP path asks its server which model it serves, as the openai backend does.
         self.models = OpenAICompatibleBackend(settings) if ray.model is None else None
         self.formats = ResponseFormats()
