@@ -428,6 +428,35 @@ def test_engine_ray_with_batch_or_another_backend_is_a_usage_error(tmp_path: Pat
         open_backend(None, BackendSettings(base_urls=["http://a/v1", "http://b/v1"]), ray=ray)
 
 
+@pytest.mark.parametrize(
+    ("engine", "options", "refusal"),
+    [
+        ("live", {"ray_model": "m"}, "add --engine ray"),
+        ("ray", {"batch": True}, "pick one"),
+        ("ray", {"model_path": "m.gguf"}, "--model-path runs a GGUF"),
+        ("ray", {"ray_model": "m", "requested": "openai"}, "drop --backend"),
+        ("ray", {"ray_model": "m", "base_urls": ["http://a/v1"]}, "drop --base-url"),
+        ("ray", {"requested": "local"}, "not with --backend local"),
+        ("ray", {"base_urls": ["http://a/v1", "http://b/v1"]}, "one --base-url"),
+        ("live", {"batch": True, "model_path": "m.gguf", "base_urls": ["http://a/v1", "http://b/v1"]}, None),
+        ("ray", {"requested": "openai", "base_urls": ["http://a/v1"]}, None),
+        ("ray", {"ray_model": "m"}, None),
+    ],
+)  # fmt: skip
+def test_each_option_an_engine_would_not_use_is_refused(
+    engine: str, options: dict[str, Any], refusal: str | None
+) -> None:
+    from evol.llm.registry import check_engine_options
+
+    given = {"requested": None, "ray_model": None, "base_urls": [], "batch": False} | options
+    requested = given.pop("requested")
+    if refusal is None:
+        check_engine_options(requested, engine=engine, **given)
+    else:
+        with pytest.raises(UsageError, match=refusal):
+            check_engine_options(requested, engine=engine, **given)
+
+
 def test_a_dry_run_names_vllm_on_ray_and_its_model(evol, tmp_path: Path) -> None:
     seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": "Name a tree"}])
     result = evol("run", seeds, "--out", tmp_path / "run", "--engine", "ray",
