@@ -100,3 +100,25 @@ def test_a_run_without_records_has_one_empty_row_for_its_seeds(evol, tmp_path: P
     (run / "gen_0.jsonl").unlink()
     rows = stats_of(evol, run)["generations"]
     assert [(row["generation"], row["kept"]) for row in rows] == [(0, 0)]
+
+
+def test_an_export_into_folders_that_do_not_exist_yet_makes_them(evol, tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", [record("s1", "Name a river.")])
+    out = tmp_path / "exports" / "today" / "data.jsonl"
+    result = evol("export", run, "--out", out, "--format", "jsonl")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["s1"]
+
+
+def test_an_export_over_a_file_of_the_run_is_refused_naming_the_option(
+    evol, tmp_path: Path
+) -> None:
+    run = write_run(tmp_path / "run", [record("s1", "Name a river.")])
+    before = (run / "gen_0.jsonl").read_bytes()
+    result = evol("export", run, "--out", run / "gen_0.jsonl", "--format", "jsonl")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"evol: error: {run / 'gen_0.jsonl'}: is gen_0.jsonl of the run in {run}; give --out a "
+        "path outside the run's own files\n"
+    )
+    assert (run / "gen_0.jsonl").read_bytes() == before
