@@ -268,6 +268,22 @@ def test_the_session_never_raises_whatever_the_server_does() -> None:
     assert set(fine) == set(huge)  # every envelope has every key (Arrow would fill them in)
 
 
+def test_the_session_reads_a_whole_reply_longer_than_one_network_read() -> None:
+    """A reply of 1 MB under the cap arrives whole (found by attack28b: a single
+    `read(cap + 1)` returned what was buffered, about 128 KB, and the run failed)."""
+    long_text = "word " * 200_000
+    with FakeServer(responder=lambda body: long_text) as server:
+        (reply,) = post_through_session(server, [chat("hi")], cap=10_000_000)
+    assert reply["status"] == 200 and reply["error"] is None
+    assert json.loads(reply["body"])["choices"][0]["message"]["content"] == long_text
+
+
+def test_a_reply_over_the_cap_in_many_reads_is_refused() -> None:
+    with FakeServer(responder=lambda body: "word " * 200_000) as server:
+        (reply,) = post_through_session(server, [chat("hi")], cap=500_000)
+    assert reply["body"] is None and "500,000-byte cap" in reply["error"]
+
+
 @needs_ray
 def test_the_session_meets_the_contract_of_rays_http_stage() -> None:
     """Ray's own HTTP stage, in this process, with our session: a garbled body and a dropped

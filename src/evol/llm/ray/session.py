@@ -146,15 +146,27 @@ class EnvelopeSession:
             async with self._session.post(
                 url, headers=headers, data=body, allow_redirects=False
             ) as response:
-                raw = await response.content.read(self.cap + 1)
                 found = {name: response.headers.get(name) for name in _HEADERS}
-                if len(raw) > self.cap:
+                raw = await self._capped(response.content)
+                if raw is None:
                     error = f"a reply over the {self.cap:,}-byte cap (--max-response-mb)"
                     return envelope(response.status, error=error, **found)
                 text = raw.decode("utf-8", errors="replace")
                 return envelope(response.status, body=text, **found)
         except Exception as error:  # noqa: BLE001 (a timeout, a reset: the row's failure only)
             return envelope(0, error=f"{type(error).__name__}: {error}")
+
+
+    async def _capped(self, stream: aiohttp.StreamReader) -> bytes | None:
+        """The whole body, or None once it passes `cap` bytes. (`stream.read(n)` would give
+        only what is buffered so far: a long reply came back cut.)"""
+        parts, size = [], 0
+        async for chunk in stream.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > self.cap:
+                return None
+            parts.append(chunk)
+        return b"".join(parts)
 
 
 class ReplySink:
