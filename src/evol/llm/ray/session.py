@@ -156,7 +156,6 @@ class EnvelopeSession:
         except Exception as error:  # noqa: BLE001 (a timeout, a reset: the row's failure only)
             return envelope(0, error=f"{type(error).__name__}: {error}")
 
-
     async def _capped(self, stream: aiohttp.StreamReader) -> bytes | None:
         """The whole body, or None once it passes `cap` bytes. (`stream.read(n)` would give
         only what is buffered so far: a long reply came back cut.)"""
