@@ -11,13 +11,9 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,16 +28,15 @@ from evol.llm import (
     choose_backend,
     local_backend_installed,
 )
+from tests.support.real_model import (
+    SMALL_SEEDS,
+    llama_server,  # noqa: F401 (a fixture)
+    needs_model,
+    smollm2_gguf,
+)
 from tests.support.runs import assert_valid_run, read_jsonl, write_seeds
 
 HERE = Path(__file__).parents[1]  # tests/
-SMALL_SEEDS = [
-    {"instruction": "Name three primary colors."},
-    {"instruction": "What is 12 times 7?"},
-    {"instruction": "Summarize the sentence.", "input": "The cat slept all afternoon in the sun."},
-    {"instruction": "Give a synonym for happy."},
-    {"instruction": "Write one sentence about rain."},
-]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -159,61 +154,12 @@ def test_a_plugin_backend_installs_and_runs_by_name(tmp_path: Path) -> None:
 # -- the real model ------------------------------------------------------------------------
 
 
-def smollm2_gguf() -> Path:
-    from evol.llm.local import default_model_path
-
-    return default_model_path()
-
-
-needs_model = pytest.mark.skipif(
-    not local_backend_installed(), reason="needs the local extra: pip install -e '.[dev]'"
-)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`python -m llama_cpp.server` serving SmolLM2 on 127.0.0.1; yields its base URL."""
-    port = free_port()
-    # A log file, not a pipe: a pipe nobody reads fills up and stalls the server.
-    log = (tmp_path_factory.mktemp("llama_server") / "server.log").open("w+")
-    command = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()),
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", "1",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base_url}/models", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise RuntimeError(
-                        f"llama_cpp.server did not start: {log.read()[-2000:]}"
-                    ) from None
-                time.sleep(0.5)
-        yield base_url
-    finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
-
-
 @pytest.mark.slow
 @pytest.mark.heavy  # left out of make mutate
 @needs_model
 def test_real_model_behind_llama_cpp_server_through_the_openai_backend(
-    llama_server: str, tmp_path: Path
+    llama_server: str,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
 ) -> None:
     seeds, out = write_seeds(tmp_path / "seeds.jsonl", SMALL_SEEDS), tmp_path / "run"
     command = [
