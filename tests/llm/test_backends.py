@@ -338,6 +338,68 @@ def test_register_backend_as_a_plugin_author_uses_it(tmp_path: Path) -> None:
     assert "shouting" in backend_names()
 
 
+class Named:
+    """A factory that only remembers its settings."""
+
+    def __init__(self, settings: BackendSettings):
+        self.settings = settings
+
+
+def test_unregister_backend_forgets_what_register_backend_made_and_hands_it_back() -> None:
+    from evol.llm import create_backend, register_backend, unregister_backend
+
+    register_backend("for-a-while", Named)
+    assert "for-a-while" in backend_names()
+    assert unregister_backend("for-a-while") is Named
+    assert "for-a-while" not in backend_names()
+    with pytest.raises(UsageError, match="unknown backend 'for-a-while'"):
+        create_backend("for-a-while", BackendSettings())
+    assert unregister_backend("for-a-while") is None  # nothing left: no error either
+
+
+def test_unregistering_a_backend_that_shadows_an_entry_point_brings_the_entry_point_back() -> None:
+    from evol.llm import create_backend, register_backend, unregister_backend
+    from evol.llm.openai_compatible import OpenAICompatibleBackend
+
+    settings = BackendSettings(base_urls=["http://127.0.0.1:9/v1"])
+    register_backend("openai", Named)
+    assert type(create_backend("openai", settings)) is Named
+    assert unregister_backend("openai") is Named
+    assert type(create_backend("openai", settings)) is OpenAICompatibleBackend
+    assert unregister_backend("openai") is None  # an entry point is not unregistered
+    assert "openai" in backend_names()
+
+
+def test_registered_backends_are_those_made_in_code_and_a_copy() -> None:
+    from evol.llm import register_backend, registered_backends, unregister_backend
+
+    register_backend("in-code", Named)
+    registered = registered_backends()
+    assert registered["in-code"] is Named and "openai" not in registered  # no entry points
+    registered.pop("in-code")
+    assert registered_backends()["in-code"] is Named
+    unregister_backend("in-code")
+    assert "in-code" not in registered_backends()
+
+
+def test_a_restored_registry_holds_after_the_block_what_it_held_before() -> None:
+    from evol.llm import register_backend, registered_backends
+    from tests.support.backends import registered_backend, restored_registry
+
+    class Other(Named):
+        pass
+
+    register_backend("kept", Named)
+    before = registered_backends()
+    with restored_registry():
+        register_backend("kept", Other)  # replaced inside
+        register_backend("added", Other)
+        with registered_backend("nested", Other):
+            assert registered_backends()["nested"] is Other
+        assert "nested" not in registered_backends()
+    assert registered_backends() == before and before["kept"] is Named
+
+
 def test_the_built_in_backends_are_entry_points_as_a_plugins_would_be() -> None:
     from importlib.metadata import entry_points
 
