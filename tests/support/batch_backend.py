@@ -1,6 +1,6 @@
 """The batch backend driven in this process against the fake Batch API (batch_server): a
 backend with quick polls, every text asked at once, what the server answers, and the events of
-the state file."""
+the state file, and a process's life on a state folder (ask_all)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from evol.llm import BackendSettings, Completion, GenerationParams, LLMRequest, Message
-from evol.llm.batch import STATE_FILE, BatchBackend, BatchSettings
+from evol.llm.batch import STATE_FILE, BatchBackend, BatchSettings, request_line
 from evol.llm.retry import with_retries
 from tests.support.batch_server import BatchServer
 from tests.support.fake_server import Responder
@@ -86,3 +86,23 @@ def events(state_dir: Path) -> list[str]:
         return []
     lines = (state_dir / STATE_FILE).read_text().splitlines()
     return [json.loads(line)["event"] for line in lines]
+
+
+def custom_id(text: str, model: str = MODEL) -> str:
+    """The custom_id of the batch row that asks `text` of `model`."""
+    return request_line(ask(text), model, PARAMS)[0]
+
+
+def ask_all(
+    server: BatchServer, state_dir: Path, texts: list[str], *, retries: int = 0, **options: Any
+) -> list[Completion | BaseException]:
+    """One process's life: a backend on `state_dir` asks every text at once, then closes."""
+
+    async def main() -> list[Completion | BaseException]:
+        backend = make_backend(server, state_dir, **options)
+        try:
+            return await complete_all(backend, texts, retries=retries)
+        finally:
+            await backend.aclose()
+
+    return asyncio.run(main())

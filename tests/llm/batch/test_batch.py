@@ -16,7 +16,6 @@ import sys
 import textwrap
 import tracemalloc
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,7 +53,9 @@ from tests.support.batch_backend import (
     MODEL,
     PARAMS,
     ask,
+    ask_all,
     complete_all,
+    custom_id,
     events,
     expected,
     make_backend,
@@ -63,25 +64,6 @@ from tests.support.batch_backend import (
 )
 from tests.support.batch_server import BatchServer, Fate, content_of
 from tests.support.runs import assert_valid_run, write_seeds
-
-
-def custom_id(text: str, model: str = MODEL) -> str:
-    return request_line(ask(text), model, PARAMS)[0]
-
-
-def ask_all(
-    server: BatchServer, state_dir: Path, texts: list[str], *, retries: int = 0, **options: Any
-) -> list[Completion | BaseException]:
-    """One process's life: a backend on `state_dir` asks every text at once, then closes."""
-
-    async def main() -> list[Completion | BaseException]:
-        backend = make_backend(server, state_dir, **options)
-        try:
-            return await complete_all(backend, texts, retries=retries)
-        finally:
-            await backend.aclose()
-
-    return asyncio.run(main())
 
 
 def run(coroutine_function: Callable[[], Any]) -> Any:
