@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from evol.cli import app
-from tests.cli.test_first_hour import evol_child, run_at, without_quiet
-from tests.project.test_makefile import demo_command
 from tests.support.fake_server import FakeServer
-from tests.support.runs import refused_url, run_args, write_seeds
+from tests.support.make import demo_command
+from tests.support.runs import refused_url, run_args, run_at, without_quiet, write_seeds
+from tests.support.subprocesses import evol_child
 
 SEEDS = [{"instruction": f"Task {i}: explain the idea"} for i in range(2)]
 

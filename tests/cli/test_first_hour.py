@@ -4,11 +4,9 @@ that says so, a stop at start that leaves run.json, a dry run that knows the emb
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -16,9 +14,9 @@ import pytest
 
 from evol.progress import Progress, format_progress
 from tests.support.fake_server import FakeServer, Fault, kind_of, scripted
-from tests.support.runs import read_jsonl, refused_url, run_args, write_seeds
+from tests.support.runs import read_jsonl, refused_url, run_args, run_at, without_quiet, write_seeds
+from tests.support.subprocesses import evol_child
 
-ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
 SEEDS = [{"instruction": f"Task {i}: explain the idea"} for i in range(6)]
 NUMBER = r"\d+"
 PROGRESS_LINE = re.compile(
@@ -29,30 +27,9 @@ PROGRESS_LINE = re.compile(
 )
 
 
-def evol_child(*args: object, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """`python -m evol ARGS` with stdout and stderr piped (no terminal)."""
-    command = [sys.executable, "-m", "evol", *map(str, args)]
-    return subprocess.Popen(
-        command,
-        env={**ENV, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def read_lines(child: subprocess.Popen[str], lines: list[str]) -> None:
     for line in child.stderr or []:
         lines.append(line)
-
-
-def run_at(url: str, seeds: Path, out: Path, *extra: object) -> list[object]:
-    """`evol run` against `url`, which may be a server that is not there."""
-    return ["run", seeds, "--out", out, "--base-url", url, "--quiet", *extra]
-
-
-def without_quiet(arguments: list[object]) -> list[object]:
-    return [a for a in arguments if a != "--quiet"]
 
 
 def all_records(out: Path) -> list[dict]:

@@ -38,6 +38,7 @@ from tests.support.runs import (
 )
 from tests.support.scoring import ScoringResponder
 from tests.support.selection import scored_run
+from tests.support.shards import seed_ids
 
 pytestmark = pytest.mark.usefixtures("scripted_backend")
 
@@ -66,12 +67,6 @@ RECORD_FILES = [
     "eliminated.jsonl",
     "dataset.jsonl",
 ]
-
-
-def seed_ids(shards: list[int], count: int) -> list[str]:
-    """An id for each wanted shard, in order: p<n> ids that `count` shards place there."""
-    pool = (f"p{n}" for n in itertools.count())
-    return [next(i for i in pool if shard_of(i, count) == shard) for shard in shards]
 
 
 class VariedAnswers(Responder):

@@ -30,7 +30,6 @@ from evol.llm.registry import register_backend
 from evol.llm.routing import EndpointRouter
 from evol.rundir.records import compose
 from evol.secrets import Secrets
-from tests.method.test_verifiable import ENV, POOL, SEEDS, constraints_of, expected_attempts, fails
 from tests.support.batch_server import BatchServer
 from tests.support.fake_server import (
     FakeServer,
@@ -41,6 +40,8 @@ from tests.support.fake_server import (
     meets,
 )
 from tests.support.runs import assert_valid_run, read_jsonl, run_args, write_seeds
+from tests.support.subprocesses import ENV
+from tests.support.verifiable import POOL, SEEDS, constraints_of, expected_attempts, fails
 
 pytestmark = pytest.mark.usefixtures("private_cache")
 

@@ -11,13 +11,9 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,16 +28,15 @@ from evol.llm import (
     choose_backend,
     local_backend_installed,
 )
+from tests.support.real_model import (
+    SMALL_SEEDS,
+    llama_server,  # noqa: F401 (a fixture)
+    needs_model,
+    smollm2_gguf,
+)
 from tests.support.runs import assert_valid_run, read_jsonl, write_seeds
 
 HERE = Path(__file__).parents[1]  # tests/
-SMALL_SEEDS = [
-    {"instruction": "Name three primary colors."},
-    {"instruction": "What is 12 times 7?"},
-    {"instruction": "Summarize the sentence.", "input": "The cat slept all afternoon in the sun."},
-    {"instruction": "Give a synonym for happy."},
-    {"instruction": "Write one sentence about rain."},
-]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -159,61 +154,12 @@ def test_a_plugin_backend_installs_and_runs_by_name(tmp_path: Path) -> None:
 # -- the real model ------------------------------------------------------------------------
 
 
-def smollm2_gguf() -> Path:
-    from evol.llm.local import default_model_path
-
-    return default_model_path()
-
-
-needs_model = pytest.mark.skipif(
-    not local_backend_installed(), reason="needs the local extra: pip install -e '.[dev]'"
-)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`python -m llama_cpp.server` serving SmolLM2 on 127.0.0.1; yields its base URL."""
-    port = free_port()
-    # A log file, not a pipe: a pipe nobody reads fills up and stalls the server.
-    log = (tmp_path_factory.mktemp("llama_server") / "server.log").open("w+")
-    command = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()),
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", "1",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base_url}/models", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise RuntimeError(
-                        f"llama_cpp.server did not start: {log.read()[-2000:]}"
-                    ) from None
-                time.sleep(0.5)
-        yield base_url
-    finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
-
-
 @pytest.mark.slow
 @pytest.mark.heavy  # left out of make mutate
 @needs_model
 def test_real_model_behind_llama_cpp_server_through_the_openai_backend(
-    llama_server: str, tmp_path: Path
+    llama_server: str,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
 ) -> None:
     seeds, out = write_seeds(tmp_path / "seeds.jsonl", SMALL_SEEDS), tmp_path / "run"
     command = [
@@ -390,6 +336,68 @@ def test_register_backend_as_a_plugin_author_uses_it(tmp_path: Path) -> None:
     assert [r["instruction"] for r in records] == ["Name a bird", "Name a bird Loudly."]
     assert records[0]["output"] == "shout-1 says: NAME A BIRD"
     assert "shouting" in backend_names()
+
+
+class Named:
+    """A factory that only remembers its settings."""
+
+    def __init__(self, settings: BackendSettings):
+        self.settings = settings
+
+
+def test_unregister_backend_forgets_what_register_backend_made_and_hands_it_back() -> None:
+    from evol.llm import create_backend, register_backend, unregister_backend
+
+    register_backend("for-a-while", Named)
+    assert "for-a-while" in backend_names()
+    assert unregister_backend("for-a-while") is Named
+    assert "for-a-while" not in backend_names()
+    with pytest.raises(UsageError, match="unknown backend 'for-a-while'"):
+        create_backend("for-a-while", BackendSettings())
+    assert unregister_backend("for-a-while") is None  # nothing left: no error either
+
+
+def test_unregistering_a_backend_that_shadows_an_entry_point_brings_the_entry_point_back() -> None:
+    from evol.llm import create_backend, register_backend, unregister_backend
+    from evol.llm.openai_compatible import OpenAICompatibleBackend
+
+    settings = BackendSettings(base_urls=["http://127.0.0.1:9/v1"])
+    register_backend("openai", Named)
+    assert type(create_backend("openai", settings)) is Named
+    assert unregister_backend("openai") is Named
+    assert type(create_backend("openai", settings)) is OpenAICompatibleBackend
+    assert unregister_backend("openai") is None  # an entry point is not unregistered
+    assert "openai" in backend_names()
+
+
+def test_registered_backends_are_those_made_in_code_and_a_copy() -> None:
+    from evol.llm import register_backend, registered_backends, unregister_backend
+
+    register_backend("in-code", Named)
+    registered = registered_backends()
+    assert registered["in-code"] is Named and "openai" not in registered  # no entry points
+    registered.pop("in-code")
+    assert registered_backends()["in-code"] is Named
+    unregister_backend("in-code")
+    assert "in-code" not in registered_backends()
+
+
+def test_a_restored_registry_holds_after_the_block_what_it_held_before() -> None:
+    from evol.llm import register_backend, registered_backends
+    from tests.support.backends import registered_backend, restored_registry
+
+    class Other(Named):
+        pass
+
+    register_backend("kept", Named)
+    before = registered_backends()
+    with restored_registry():
+        register_backend("kept", Other)  # replaced inside
+        register_backend("added", Other)
+        with registered_backend("nested", Other):
+            assert registered_backends()["nested"] is Other
+        assert "nested" not in registered_backends()
+    assert registered_backends() == before and before["kept"] is Named
 
 
 def test_the_built_in_backends_are_entry_points_as_a_plugins_would_be() -> None:

@@ -10,15 +10,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import os
-import signal
 import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import zlib
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -37,48 +34,15 @@ from tests.support.hostile_server import (
     tls_context,
 )
 from tests.support.runs import assert_valid_run, read_jsonl, refused_url, write_seeds
+from tests.support.subprocesses import ENV, run_evol
 
 pytestmark = pytest.mark.measured  # asserts on time or memory: left out of `make mutate`
 
-ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
 BACKENDS = ["openai", "openai-sdk"]
 SEEDS = [
     {"id": f"s{i}", "instruction": f"Explain topic number {i} to a student"} for i in range(12)
 ]
 KEY = "sk-test-HOSTILE-0123456789abcdef"
-
-
-@dataclass
-class Child:
-    returncode: int
-    stdout: str
-    stderr: str
-    peak_rss_mb: float
-
-
-def run_evol(url: str, out: Path, *extra: object, env: dict | None = None, seeds=None) -> Child:
-    """`evol run` in a child process; its exit, output and peak RSS. Killed after 120 s."""
-    seed_file = write_seeds(out.parent / f"{out.name}-seeds.jsonl", seeds or SEEDS[:1])
-    command = [sys.executable, "-m", "evol", "run", str(seed_file), "--out", str(out)]
-    command += ["--base-url", url, "--model", "fake-model", "--quiet", *map(str, extra)]
-    with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
-        child = subprocess.Popen(command, env={**ENV, **(env or {})}, stdout=stdout, stderr=stderr)
-        # A time limit only against a hang; wait4 gives the child's own peak RSS.
-        watchdog = threading.Timer(120, child.send_signal, args=(signal.SIGKILL,))
-        watchdog.start()
-        try:
-            _pid, status, usage = os.wait4(child.pid, 0)
-        finally:
-            watchdog.cancel()
-        child.returncode = os.waitstatus_to_exitcode(status)
-        stdout.seek(0)
-        stderr.seek(0)
-        return Child(
-            returncode=child.returncode,
-            stdout=stdout.read().decode(),
-            stderr=stderr.read().decode(),
-            peak_rss_mb=usage.ru_maxrss / 1024,
-        )
 
 
 def manifest(out: Path) -> dict:

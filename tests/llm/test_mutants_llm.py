@@ -16,18 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import gzip
 import json
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import SecretStr
 
 from evol.errors import (
     AuthenticationFailed,
@@ -39,11 +38,23 @@ from evol.errors import (
     TransientBackendError,
     Unreachable,
 )
-from evol.llm import BackendSettings, Completion, GenerationParams, LLMRequest, Message
-from evol.llm.batch import STATE_FILE, BatchBackend, BatchSettings, request_line
+from evol.llm import BackendSettings, Completion, GenerationParams, LLMRequest
+from evol.llm.batch import STATE_FILE, request_line
 from evol.llm.openai_compatible import OpenAICompatibleBackend
-from evol.llm.retry import with_retries
 from evol.llm.transport import JsonTransport
+from tests.support.batch_backend import (
+    MODEL,
+    PARAMS,
+    ask,
+    ask_all,
+    complete_all,
+    custom_id,
+    events,
+    expected,
+    make_backend,
+    texts_of,
+    until,
+)
 from tests.support.batch_server import BatchServer, Fate, content_of
 from tests.support.fake_server import FakeServer, Fault, kind_of
 from tests.support.hostile_server import (
@@ -55,84 +66,15 @@ from tests.support.hostile_server import (
 )
 from tests.support.runs import read_jsonl, run_args, write_seeds
 
-MODEL = "fake-model"
-PARAMS = GenerationParams()
 KEY = "sk-test-MUTANTS-0123456789abcdef"
-
-
-def ask(text: str) -> list[Message]:
-    return [{"role": "user", "content": text}]
 
 
 # -- the batch backend: what is paid, and how often ------------------------------------------
 
 
-def batch_backend(server: BatchServer, state_dir: Path, **options: Any) -> BatchBackend:
-    settings = {"quiet_period": 0.02, "poll_interval": 0.02, "retry_max_wait": 0.01} | options
-    key = settings.pop("api_key", None)
-    return BatchBackend(
-        BackendSettings(base_urls=[server.base_url], api_key=SecretStr(key) if key else None),
-        BatchSettings(state_dir=state_dir, **settings),
-    )
-
-
-async def ask_batch(
-    backend: BatchBackend, texts: list[str], *, retries: int = 0
-) -> list[Completion | BaseException]:
-    """Every text at once, each retried as the engine retries a transient failure."""
-
-    async def one(text: str) -> Completion:
-        async def call() -> Completion:
-            return await backend.complete(LLMRequest(ask(text), MODEL, PARAMS))
-
-        return await with_retries(call, max_retries=retries, max_wait=0.01)
-
-    async with asyncio.timeout(600):  # a guard against a hang, never a pace
-        return await asyncio.gather(*(one(text) for text in texts), return_exceptions=True)
-
-
-def one_process(
-    server: BatchServer, state_dir: Path, texts: list[str], *, retries: int = 0, **options: Any
-) -> list[Completion | BaseException]:
-    """One process's life on `state_dir`: ask every text, then close."""
-
-    async def main() -> list[Completion | BaseException]:
-        backend = batch_backend(server, state_dir, **options)
-        try:
-            return await ask_batch(backend, texts, retries=retries)
-        finally:
-            await backend.aclose()
-
-    return asyncio.run(main())
-
-
-def custom_id(text: str) -> str:
-    return request_line(ask(text), MODEL, PARAMS)[0]
-
-
-def answered(replies: list[Completion | BaseException]) -> list[str]:
-    assert all(isinstance(reply, Completion) for reply in replies), replies
-    return [reply.text for reply in replies]  # type: ignore[union-attr]
-
-
-def events(state_dir: Path) -> list[str]:
-    if not (state_dir / STATE_FILE).exists():
-        return []
-    return [json.loads(line)["event"] for line in (state_dir / STATE_FILE).open()]
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait in the loop until `condition()` holds; the limit only guards against a hang."""
-    async with asyncio.timeout(600):
-        while not condition():
-            await asyncio.sleep(0.01)
-
-
-def expected(text: str) -> str:
-    """The fake servers' deterministic answer to `text`."""
-    from tests.support.fake_server import Responder
-
-    return Responder()({"model": MODEL, "messages": ask(text)})
+# These tests submit a batch 0.02 s after its last request (the batch tests wait 0.05 s).
+batch_backend = functools.partial(make_backend, quiet_period=0.02)
+one_process = functools.partial(ask_all, quiet_period=0.02)
 
 
 def intent(texts: list[str], token: str = "0" * 32) -> dict[str, Any]:
@@ -160,7 +102,7 @@ def test_a_batch_given_up_before_it_was_made_is_not_counted_against_the_retries(
     (tmp_path / STATE_FILE).write_text("".join(json.dumps(line) + "\n" for line in lines))
     with BatchServer() as server:
         replies = one_process(server, tmp_path, ["a", "b"], max_retries=0)
-    assert answered(replies) == [expected("a"), expected("b")]
+    assert texts_of(replies) == [expected("a"), expected("b")]
     assert server.submitted == {custom_id("a"): 1, custom_id("b"): 1}
 
 
@@ -170,7 +112,7 @@ def test_an_intent_the_server_never_saw_leaves_every_retry_to_its_requests(tmp_p
     (tmp_path / STATE_FILE).write_text(json.dumps(intent(["a [flaky]", "b"])) + "\n")
     with BatchServer(row_fate=fails_first("[flaky]")) as server:
         replies = one_process(server, tmp_path, ["a [flaky]", "b"], retries=1, max_retries=1)
-    assert answered(replies) == [expected("a [flaky]"), expected("b")]
+    assert texts_of(replies) == [expected("a [flaky]"), expected("b")]
     assert server.submitted == {custom_id("a [flaky]"): 2, custom_id("b"): 1}
     assert set(server.answered.values()) == {1}
 
@@ -207,13 +149,13 @@ def test_a_request_waiting_in_a_running_batch_is_not_refused_by_the_count(tmp_pa
 
         async def main() -> list[Completion | BaseException]:
             first = batch_backend(server, tmp_path, max_retries=0)
-            asked = asyncio.ensure_future(ask_batch(first, ["a", "b"]))
+            asked = asyncio.ensure_future(complete_all(first, ["a", "b"]))
             await until(lambda: "created" in events(tmp_path))
             await first.aclose()  # the process ends with its batch in progress
             asked.cancel()
             again = batch_backend(server, tmp_path, max_retries=0)
             try:
-                waiting = asyncio.ensure_future(ask_batch(again, ["a", "b"]))
+                waiting = asyncio.ensure_future(complete_all(again, ["a", "b"]))
                 await until(lambda: server.requests.count("GET /v1/batches/batch_1") >= 2)
                 server.release()
                 return await waiting
@@ -221,7 +163,7 @@ def test_a_request_waiting_in_a_running_batch_is_not_refused_by_the_count(tmp_pa
                 await again.aclose()
 
         replies = asyncio.run(main())
-    assert answered(replies) == [expected("a"), expected("b")]
+    assert texts_of(replies) == [expected("a"), expected("b")]
     assert server.batch_sizes() == [2]
 
 
@@ -230,7 +172,7 @@ def test_a_create_call_whose_answer_was_lost_is_found_not_paid_again(tmp_path) -
     exist, so it stays open; the poller finds it by its token and the retry waits for it."""
     with BatchServer(create_faults=["after"]) as server:
         replies = one_process(server, tmp_path, ["a", "b"], retries=1, max_retries=0)
-    assert answered(replies) == [expected("a"), expected("b")]
+    assert texts_of(replies) == [expected("a"), expected("b")]
     assert server.batch_sizes() == [2]
     assert set(server.submitted.values()) == {1}
     assert events(tmp_path) == ["intent", "created", "ended"]
@@ -242,12 +184,12 @@ def test_an_answered_request_asked_again_in_the_same_process_is_not_sent(tmp_pat
         async def main() -> tuple[list[Any], list[Any]]:
             backend = batch_backend(server, tmp_path)
             try:
-                return await ask_batch(backend, ["a"]), await ask_batch(backend, ["a", "b"])
+                return await complete_all(backend, ["a"]), await complete_all(backend, ["a", "b"])
             finally:
                 await backend.aclose()
 
         first, again = asyncio.run(main())
-    assert answered(first) + answered(again) == [expected("a"), expected("a"), expected("b")]
+    assert texts_of(first) + texts_of(again) == [expected("a"), expected("a"), expected("b")]
     assert server.batch_sizes() == [1, 1]  # only "b" went in the second batch
     assert set(server.answered.values()) == {1}
 
@@ -302,19 +244,19 @@ def test_a_batch_run_stopped_anywhere_and_resumed_pays_each_row_at_most_once(
         async def main() -> list[Completion | BaseException]:
             if stop != "never":
                 first = batch_backend(server, state)
-                asked = asyncio.ensure_future(ask_batch(first, texts, retries=3))
+                asked = asyncio.ensure_future(complete_all(first, texts, retries=3))
                 await until(lambda: bool(server.batches))
                 await first.aclose()
                 asked.cancel()
                 server.release()
             again = batch_backend(server, state)
             try:
-                return await ask_batch(again, texts, retries=3)
+                return await complete_all(again, texts, retries=3)
             finally:
                 await again.aclose()
 
         replies = asyncio.run(main())
-    assert answered(replies) == [expected(text) for text in texts]
+    assert texts_of(replies) == [expected(text) for text in texts]
     assert set(server.answered.values()) == {1}  # each row paid once
     # In one batch each; a row that got no answer the first time in exactly one more.
     assert server.submitted == {c: 1 if fate == "ok" else 2 for c, fate in fate_of.items()}

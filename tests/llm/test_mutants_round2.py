@@ -22,10 +22,10 @@ from evol.errors import EndpointUnreachable
 from evol.llm.transport import failure_of, proxy_for
 from evol.quality import contamination
 from evol.quality.contamination import EvalIndex
-from tests.llm.test_transport import PlainGreeter, no_proxy_in_the_environment, outcome, theirs
-from tests.quality.test_contamination import NO_LLM, WORDS, write_bench
+from tests.support.contamination import NO_LLM, WORDS, write_bench
 from tests.support.fake_server import FakeServer, Responder
 from tests.support.runs import Evol, record, run_args, write_run
+from tests.support.transport import PlainGreeter, no_proxy_in_the_environment, outcome, theirs
 
 __all__ = ["no_proxy_in_the_environment"]  # autouse: the environment's proxies stay out
 

@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 
 from evol.llm.openai_api import body_message
 from evol.secrets import MESSAGE_LIMIT, Secrets, redact, redact_then_cut
-from tests.llm.test_hostile import run_evol
 from tests.support.batch_server import BatchServer
 from tests.support.hostile_server import HostileServer, Request, answer_normally, response
 from tests.support.runs import write_seeds
+from tests.support.subprocesses import run_evol
 
 KEY = "sk-proj-REDACT0123456789abcdefghijklmnopqrstuv"
 # The first offset puts the key's end just before the cut, the last its start just after.

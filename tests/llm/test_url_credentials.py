@@ -17,10 +17,10 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.llm.test_hostile import run_evol
 from tests.support.batch_server import BatchServer, basic
 from tests.support.hostile_server import HostileServer, Request, answer_normally, response
 from tests.support.runs import write_seeds
+from tests.support.subprocesses import run_evol
 
 USER, PASSWORD = "ann", "pa:ss@w/rd"
 QUOTED = "pa%3Ass%40w%2Frd"  # the password as a URL carries it

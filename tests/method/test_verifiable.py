@@ -5,7 +5,6 @@ passes, and stats, export, --batch and a resume after kill -9 agree with what wa
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -32,36 +31,12 @@ from tests.support.fake_server import (
     VerifiableResponder,
     first_user_turn,
     kind_of,
-    meets,
 )
 from tests.support.runs import assert_valid_run, read_jsonl, run_args, write_seeds
+from tests.support.subprocesses import ENV
+from tests.support.verifiable import POOL, SEEDS, constraints_of, expected_attempts, fails
 
 pytestmark = pytest.mark.usefixtures("private_cache")
-
-# The constraints the fake answerer can meet (or fail) on purpose.
-POOL = (
-    "punctuation:no_comma,change_case:english_lowercase,startend:end_checker,"
-    "detectable_content:postscript,keywords:existence,length_constraints:number_words"
-)
-SEEDS = [
-    {"instruction": "Explain why the sky is blue."},
-    {"instruction": "Describe a walk in the park.", "input": "It rained in the morning."},
-    {"instruction": "Summarise the plot of a heist film."},
-    {"instruction": "Compare two ways to brew coffee."},
-    {"instruction": "Give advice to a new gardener."},
-    {"instruction": "Write a short note to a neighbour."},
-    {"instruction": "Explain how a lock and key work."},
-    {"instruction": "Describe the life of a honeybee."},
-]
-ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
-
-
-def constraints_of(record: dict[str, Any]) -> list[Constraint]:
-    return [Constraint.model_validate(c) for c in record.get("constraints") or []]
-
-
-def fails(answer: str, constraints: list[Constraint]) -> list[str]:
-    return [v.constraint.id for v in check(answer, constraints) if not v.strict]
 
 
 def c(cid: str, **kwargs: Any) -> Constraint:
@@ -350,12 +325,6 @@ def verifiable_run(evol, server, tmp_path: Path, *extra: object, rows=SEEDS, nam
     result = evol(*run_args(server, seeds, out, "--verifiable", *extra))
     assert result.exit_code == 0, result.output
     return out
-
-
-def expected_attempts(text: str, pass_rate: float, extra: int) -> int | None:
-    """The answers the run draws for an instruction, by the fake answerer's own rule; None when
-    none of 1 + extra meets the constraints."""
-    return next((k for k in range(1, extra + 2) if meets(text, k, pass_rate)), None)
 
 
 def test_every_kept_answer_passes_and_the_counts_match_a_recount(evol, tmp_path: Path) -> None:

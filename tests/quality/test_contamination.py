@@ -8,15 +8,8 @@ from pathlib import Path
 import pytest
 
 from evol.quality.contamination import EvalIndex
+from tests.support.contamination import NO_LLM, WORDS, write_bench
 from tests.support.runs import record, write_run
-
-WORDS = [f"w{i}" for i in range(1, 31)]  # the evaluation item: w1 .. w30
-NO_LLM = ("--no-difficulty", "--no-complexity", "--no-metrics")
-
-
-def write_bench(path: Path, prompts: list[str]) -> Path:
-    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts), encoding="utf-8")
-    return path
 
 
 def shares(count: int) -> str:

@@ -428,7 +428,7 @@ def test_a_damaged_record_is_named_with_every_field_at_fault(
 def test_stats_lists_each_contaminated_record_with_every_place_it_matched(
     evol, tmp_path: Path
 ) -> None:
-    from tests.quality.test_contamination import NO_LLM, WORDS, write_bench
+    from tests.support.contamination import NO_LLM, WORDS, write_bench
     from tests.support.runs import record, write_run
 
     copied = " ".join(WORDS)

@@ -26,11 +26,11 @@ from evol.quality.readings import expected_score
 from evol.quality.score_plan import plan_scoring
 from evol.quality.scoring import ScoreConfig
 from evol.rundir.records import compose
-from tests.dataset.test_mutants_dataset import seed_ids
 from tests.support.fake_server import FakeServer
 from tests.support.runs import read_jsonl, record, run_args, write_run, write_seeds
 from tests.support.scoring import ScoringResponder
 from tests.support.selection import ROWS, scored_run
+from tests.support.shards import seed_ids
 
 pytestmark = pytest.mark.usefixtures("scripted_backend")
 

@@ -16,9 +16,8 @@ import pytest
 
 from tests.support.batch_server import BatchServer
 from tests.support.fake_server import FakeServer
-from tests.support.scoring import ENV, ScoringResponder, by_key, make_run, scores
+from tests.support.scoring import ENV, ScoringResponder, by_key, make_run, score_args, scores
 
-FAST = ("--batch-poll-interval", "0.05", "--retry-max-wait", "0.05", "--answers", "--quiet")
 PRICES = ("--price-in", "1", "--price-out", "2")
 
 
@@ -26,10 +25,6 @@ PRICES = ("--price-in", "1", "--price-out", "2")
 def made_run(evol, tmp_path: Path) -> Path:
     """A real run: 4 lineages of 3 kept records (test_scoring's)."""
     return make_run(evol, tmp_path)
-
-
-def score_args(run: Path, url: str, *extra: str) -> list[object]:
-    return ["score", run, "--base-url", url, "--model", "fake-model", *FAST, *extra]
 
 
 def score_cost(evol, run: Path) -> float:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.seeds.test_seeds import BAD_FILES
 from tests.support.fake_server import FakeServer, fault_rates, kind_of
 from tests.support.runs import assert_valid_run, read_jsonl, write_seeds
+from tests.support.seed_files import BAD_FILES
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
 

@@ -6,18 +6,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from evol.llm import BackendFactory, register_backend, registry
+from evol.llm import BackendFactory, register_backend, registered_backends, unregister_backend
 
 
 @contextmanager
 def restored_registry() -> Iterator[None]:
     """Whatever is registered inside is gone after, and what was there before is back."""
-    saved = dict(registry._registered)
+    saved = registered_backends()
     try:
         yield
     finally:
-        registry._registered.clear()
-        registry._registered.update(saved)
+        for name in registered_backends():
+            unregister_backend(name)
+        for name, factory in saved.items():
+            register_backend(name, factory)
 
 
 @contextmanager

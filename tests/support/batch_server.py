@@ -32,11 +32,9 @@ Every row of every created batch is counted in `submitted`, every 200 answer in 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import random
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -45,6 +43,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.background_server import AppServer, error_response
 from tests.support.fake_server import ContextOverflow, Responder, replies_to
 
 INPUT_LIMIT_REQUESTS = 50_000
@@ -72,8 +71,10 @@ class _Batch:
 
 
 @dataclass
-class BatchServer:
+class BatchServer(AppServer):
     """The Batch API, scripted; `with BatchServer(...) as server:` runs it."""
+
+    kind = "batch"
 
     responder: Callable[[dict[str, Any]], Any] = field(default_factory=Responder)
     models: tuple[str, ...] = ("fake-model", "other-model")
@@ -107,16 +108,8 @@ class BatchServer:
         self.held_creates = 0
         self._serials = 0
         self.headers: list[dict[str, str]] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._gate: asyncio.Event | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
 
     # -- what the tests read and do -----------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
 
     def created(self) -> list[dict[str, Any]]:
         """Every batch created, oldest first, as the API shows it."""
@@ -139,50 +132,7 @@ class BatchServer:
         if self._loop and self._gate:
             self._loop.call_soon_threadsafe(self._gate.set)
 
-    def wait_until(self, condition: Callable[[], bool], limit: float = 600.0) -> None:
-        """Block until `condition()` holds; `limit` only guards against a hang, never a pace."""
-        deadline = time.monotonic() + limit
-        while not condition():
-            if time.monotonic() > deadline:
-                raise TimeoutError("the condition never held")
-            time.sleep(0.01)
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> BatchServer:
-        started = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
-        self._thread.start()
-        if not started.wait(10):
-            raise RuntimeError("batch server did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._loop and self._runner:
-            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread:
-            self._thread.join(10)
-
-    def __enter__(self) -> BatchServer:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
-
-    async def _shutdown(self) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
-        current = asyncio.current_task()
-        pending = [task for task in asyncio.all_tasks() if task is not current]
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-
-    def _serve(self, started: threading.Event) -> None:
-        self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self._loop)
-        self._gate = asyncio.Event()
+    def _application(self) -> web.Application:
         app = web.Application(middlewares=[self._record], client_max_size=1 << 30)
         app.router.add_get("/v1/models", self._models)
         if self.has_batch_api:
@@ -193,14 +143,7 @@ class BatchServer:
             app.router.add_get("/v1/batches/{id}", self._retrieve)
         if self.live_chat:
             app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        self._loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        started.set()
-        self._loop.run_forever()
-        self._loop.close()
+        return app
 
     # -- handlers --------------------------------------------------------------------------
 
@@ -211,9 +154,9 @@ class BatchServer:
         if self.api_key is not None and (
             request.headers.get("Authorization") != f"Bearer {self.api_key}"
         ):
-            return _error(401, "Incorrect API key provided.", "invalid_api_key")
+            return error_response(401, "Incorrect API key provided.", "invalid_api_key")
         if self.login is not None and request.headers.get("Authorization") != basic(*self.login):
-            return _error(401, "This server wants HTTP Basic auth.", "invalid_login")
+            return error_response(401, "This server wants HTTP Basic auth.", "invalid_login")
         return await handler(request)
 
     async def _models(self, _request: web.Request) -> web.Response:
@@ -236,7 +179,7 @@ class BatchServer:
         form = await request.post()
         upload = form.get("file")
         if form.get("purpose") != "batch" or not isinstance(upload, web.FileField):
-            return _error(400, "expected purpose=batch and a file", "invalid_request")
+            return error_response(400, "expected purpose=batch and a file", "invalid_request")
         file_id = f"file-{len(self.files) + 1}"
         self.files[file_id] = upload.file.read()
         return web.json_response(
@@ -246,31 +189,31 @@ class BatchServer:
     async def _content(self, request: web.Request) -> web.Response:
         content = self.files.get(request.match_info["id"])
         if content is None or self.missing_files:
-            return _error(404, "No such file", "not_found")
+            return error_response(404, "No such file", "not_found")
         return web.Response(body=content, content_type="application/octet-stream")
 
     async def _create(self, request: web.Request) -> web.Response:
         payload = await request.json()
         fault = self.create_faults.pop(0) if self.create_faults else None
         if fault == "before":
-            return _error(500, "injected 500 before creating", "server_error")
+            return error_response(500, "injected 500 before creating", "server_error")
         if fault == "refuse":
-            return _error(400, "Invalid metadata: refused", "invalid_request")
+            return error_response(400, "Invalid metadata: refused", "invalid_request")
         if payload.get("input_file_id") not in self.files:
-            return _error(400, "No such input file", "invalid_request")
+            return error_response(400, "No such input file", "invalid_request")
         batch = self._new_batch(payload)
         if self.hold_create:
             assert self._gate is not None
             self.held_creates += 1
             await self._gate.wait()
         if fault == "after":
-            return _error(500, "injected 500 after creating", "server_error")
+            return error_response(500, "injected 500 after creating", "server_error")
         return web.json_response(batch.object)
 
     async def _retrieve(self, request: web.Request) -> web.Response:
         batch = self.batches.get(request.match_info["id"])
         if batch is None:
-            return _error(404, "No such batch", "not_found")
+            return error_response(404, "No such batch", "not_found")
         batch.looks += 1
         running = batch.object["status"] == "in_progress"
         if running and not self.hold and time.monotonic() >= batch.done_at:
@@ -473,8 +416,3 @@ def _line(
 
 def _error_body(message: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": "invalid_request_error", "code": None}}
-
-
-def _error(status: int, message: str, code: str) -> web.Response:
-    payload = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
-    return web.Response(status=status, text=json.dumps(payload), content_type="application/json")

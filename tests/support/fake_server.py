@@ -49,6 +49,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.background_server import AppServer, error_response
+
 
 @dataclass
 class Fault:
@@ -384,8 +386,11 @@ def first_user_turn(body: dict[str, Any]) -> str:
     return next(m["content"] for m in body["messages"] if m["role"] == "user")
 
 
-class FakeServer:
+class FakeServer(AppServer):
     """An OpenAI-compatible server on 127.0.0.1 in a background thread."""
+
+    kind = "fake"
+    backlog = 4096
 
     def __init__(
         self,
@@ -422,7 +427,6 @@ class FakeServer:
         self.held = 0
         self.refuse_formats, self.refuse_status = refuse_formats, refuse_status
         self.ignore_n = ignore_n  # one choice whatever `n` asks, as llama-cpp-python's server
-        self._gate: asyncio.Event | None = None
         self.served = 0
         self.requests: list[dict[str, Any]] = []
         self.arrivals: list[float] = []  # time.monotonic() of each chat request
@@ -431,13 +435,6 @@ class FakeServer:
         self.faults_sent: Counter[str] = Counter()
         self.in_flight = 0
         self.peak_in_flight = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
 
     def requests_for(self, kind: str) -> list[dict[str, Any]]:
         """Recorded requests of one kind: evolve, judge or answer."""
@@ -450,62 +447,13 @@ class FakeServer:
         if self._loop and self._gate:
             self._loop.call_soon_threadsafe(self._gate.set)
 
-    def wait_until(self, condition: Callable[[], bool], limit: float = 600.0) -> None:
-        """Block until `condition()` holds; `limit` only guards against a hang, never a pace."""
-        deadline = time.monotonic() + limit
-        while not condition():
-            if time.monotonic() > deadline:
-                raise TimeoutError("the condition never held")
-            time.sleep(0.01)
-
-    def start(self) -> FakeServer:
-        started = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
-        self._thread.start()
-        if not started.wait(10):
-            raise RuntimeError("fake server did not start")
-        return self
-
-    def stop(self) -> None:
-        if self._loop and self._runner:
-            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread:
-            self._thread.join(10)
-
-    async def _shutdown(self) -> None:
-        """Stop serving, then end the handlers still waiting (held or hung requests)."""
-        assert self._runner is not None
-        await self._runner.cleanup()
-        current = asyncio.current_task()
-        pending = [task for task in asyncio.all_tasks() if task is not current]
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-
-    def __enter__(self) -> FakeServer:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
-
-    def _serve(self, started: threading.Event) -> None:
-        self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self._loop)
-        self._gate = asyncio.Event()
+    def _application(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/chat/completions", self._chat)
         # Azure OpenAI's layout: the deployment in the path, the API version in the query.
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._chat)
-        # Held or hung requests are cancelled 1 s into a stop, as a server going down drops them.
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=4096)
-        self._loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        started.set()
-        self._loop.run_forever()
+        return app
 
     async def _models(self, request: web.Request) -> web.Response:
         if denied := self._check_key(request):
@@ -520,7 +468,7 @@ class FakeServer:
         body = await request.json()
         if "deployment" in request.match_info:
             if "api-version" not in request.query:
-                return _error(404, "Resource not found (no api-version)", "404")
+                return error_response(404, "Resource not found (no api-version)", "404")
             body.setdefault("model", request.match_info["deployment"])
         serial = len(self.requests)
         self.served += 1
@@ -534,11 +482,13 @@ class FakeServer:
         try:
             if self.max_rate is not None and not self._within_rate():
                 self.faults_sent["429"] += 1
-                return _error(429, "Rate limit reached for requests.", "rate_limit_exceeded")
+                return error_response(
+                    429, "Rate limit reached for requests.", "rate_limit_exceeded"
+                )
             if denied := self._check_key(request):
                 return denied
             if body.get("model") not in self.models:
-                return _error(
+                return error_response(
                     404, f"The model `{body.get('model')}` does not exist.", "model_not_found"
                 )
             return await self._reply(request, body)
@@ -577,7 +527,7 @@ class FakeServer:
         if (body.get("response_format") or {}).get("type") in self.refuse_formats:
             kind = body["response_format"]["type"]
             message = f"response_format.type: Input should be 'text', not {kind!r}"
-            return _error(self.refuse_status, message, "bad_request")
+            return error_response(self.refuse_status, message, "bad_request")
         fault = self.faults(body) if self.faults else None
         if fault:
             self.faults_sent[fault.kind if fault.kind != "status" else str(fault.status)] += 1
@@ -595,14 +545,14 @@ class FakeServer:
                 after = fault.retry_after
                 headers = {} if after is None else {"Retry-After": str(after)}
                 message = fault.message or f"injected {fault.status}"
-                return _error(fault.status, message, "injected", headers)
+                return error_response(fault.status, message, "injected", headers)
         pause = self.latency + (self.delay(body) if self.delay else 0.0)
         if pause:
             await asyncio.sleep(pause)
         try:
             replies = replies_to(self.responder, body, ignore_n=self.ignore_n)
         except ContextOverflow:
-            return _error(
+            return error_response(
                 400,
                 "This model's maximum context length is 4096 tokens. Please reduce the length of the messages.",
                 "context_length_exceeded",
@@ -634,16 +584,7 @@ class FakeServer:
     def _check_key(self, request: web.Request) -> web.Response | None:
         if self.api_key is None or request.headers.get("Authorization") == f"Bearer {self.api_key}":
             return None
-        return _error(401, "Incorrect API key provided.", "invalid_api_key")
-
-
-def _error(
-    status: int, message: str, code: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    payload = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
-    return web.Response(
-        status=status, text=json.dumps(payload), content_type="application/json", headers=headers
-    )
+        return error_response(401, "Incorrect API key provided.", "invalid_api_key")
 
 
 def main() -> None:

@@ -15,13 +15,13 @@ import json
 import ssl
 import subprocess
 import tempfile
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from tests.support.background_server import BackgroundServer
 from tests.support.fake_server import Responder
 
 
@@ -79,17 +79,17 @@ async def answer_normally(request: Request, writer: asyncio.StreamWriter) -> boo
     return True
 
 
-class HostileServer:
+class HostileServer(BackgroundServer):
     """Serve `behaviour` on 127.0.0.1 (TLS with `tls`) from a background thread."""
+
+    kind = "hostile"
 
     def __init__(self, behaviour: Behaviour, *, tls: ssl.SSLContext | None = None):
         self.behaviour = behaviour
         self.tls = tls
         self.requests: list[Request] = []
         self.port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
@@ -98,39 +98,14 @@ class HostileServer:
     def chat_requests(self) -> list[Request]:
         return [r for r in list(self.requests) if r.path.endswith("/chat/completions")]
 
-    def __enter__(self) -> HostileServer:
-        started = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
-        self._thread.start()
-        if not started.wait(10):
-            raise RuntimeError("hostile server did not start")
-        return self
+    async def _listen(self) -> int:
+        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0, ssl=self.tls)
+        return self._server.sockets[0].getsockname()[1]
 
-    def __exit__(self, *_exc: object) -> None:
-        if self._loop and self._server:
-            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread:
-            self._thread.join(10)
-
-    async def _shutdown(self) -> None:
-        """Stop listening and end the connections still being served (endless ones too)."""
+    async def _stop_listening(self) -> None:
+        """Stop listening; the connections still being served (endless ones too) end after."""
         assert self._server is not None
         self._server.close()
-        current = asyncio.current_task()
-        pending = [task for task in asyncio.all_tasks() if task is not current]
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-
-    def _serve(self, started: threading.Event) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._connection, "127.0.0.1", 0, ssl=self.tls)
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        started.set()
-        self._loop.run_forever()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

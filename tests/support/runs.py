@@ -50,6 +50,15 @@ def run_args(
     return ["run", seeds, "--out", out, *urls, "--quiet", *extra]
 
 
+def run_at(url: str, seeds: Path, out: Path, *extra: object) -> list[object]:
+    """`evol run` against `url`, which may be a server that is not there."""
+    return ["run", seeds, "--out", out, "--base-url", url, "--quiet", *extra]
+
+
+def without_quiet(arguments: list[object]) -> list[object]:
+    return [a for a in arguments if a != "--quiet"]
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []

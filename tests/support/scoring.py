@@ -98,6 +98,15 @@ def make_run(evol, tmp_path: Path) -> Path:
     return run
 
 
+# Batches polled and retries waited for in tens of milliseconds; answers scored too.
+SCORE_FAST = ("--batch-poll-interval", "0.05", "--retry-max-wait", "0.05", "--answers", "--quiet")
+
+
+def score_args(run: Path, url: str, *extra: str) -> list[object]:
+    """`evol score RUN --base-url URL --model fake-model` with fast polls and retries, then EXTRA."""
+    return ["score", run, "--base-url", url, "--model", "fake-model", *SCORE_FAST, *extra]
+
+
 def kept(run: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for path in sorted(run.glob("gen_*.jsonl")) for line in path.open()]
 

@@ -2,7 +2,7 @@
 
     protocol.py           ChatBackend, LLMRequest, Message, GenerationParams, Completion, BackendSettings
     dispatch.py           every call of run and score: retries, limits, the journal, the counts
-    registry.py           built-in backends, register_backend, entry points, the default choice
+    registry.py           built-in backends, register_backend/unregister_backend, entry points, the default choice
     openai_api.py         the OpenAI chat-completions API: reply schema, statuses as errors
     transport.py          HTTP for the openai backend (aiohttp, every limit set)
     openai_compatible.py  the `openai` backend
@@ -32,6 +32,8 @@ from evol.llm.registry import (
     missing_key_warning,
     open_backend,
     register_backend,
+    registered_backends,
+    unregister_backend,
 )
 
 __all__ = [
@@ -50,4 +52,6 @@ __all__ = [
     "missing_key_warning",
     "open_backend",
     "register_backend",
+    "registered_backends",
+    "unregister_backend",
 ]

@@ -7,7 +7,8 @@ A backend is a factory under the entry-point group `evol.backends`, the built-in
     echo = "my_package:EchoBackend"
 
 A factory is called with the run's `BackendSettings` and returns a `ChatBackend`; code that
-embeds evol can call `register_backend(name, factory)` instead. What a backend can do is read
+embeds evol can call `register_backend(name, factory)` instead, and `unregister_backend(name)`
+when it is done with it (as llm's plugin manager pairs register with unregister). What a backend can do is read
 from the `capabilities` its class declares (`evol.llm.protocol.Capabilities`), never from its
 name.
 """
@@ -57,6 +58,17 @@ _registered: dict[str, BackendFactory] = {}
 def register_backend(name: str, factory: BackendFactory) -> None:
     """Make `factory` available as `--backend name` (for code that embeds evol)."""
     _registered[name] = factory
+
+
+def unregister_backend(name: str) -> BackendFactory | None:
+    """Forget the backend registered in code as `name`, and return its factory (None when none
+    was): `--backend name` then means the entry point of that name, if one is installed."""
+    return _registered.pop(name, None)
+
+
+def registered_backends() -> dict[str, BackendFactory]:
+    """The backends registered in code, by name (a copy: entry points are not in it)."""
+    return dict(_registered)
 
 
 def backend_names() -> list[str]:

@@ -18,10 +18,9 @@ from evol.llm.batch.client import BatchClient
 from evol.llm.batch.settings import BatchSettings
 from evol.llm.batch.state import Results
 from evol.rundir.manifest import load_manifest
-from tests.quality.test_score_batch import score_args
 from tests.support.batch_server import BatchServer, content_of
 from tests.support.fake_server import FakeServer
-from tests.support.scoring import ScoringResponder, make_run
+from tests.support.scoring import ScoringResponder, make_run, score_args
 
 
 @pytest.fixture

@@ -16,11 +16,9 @@ import sys
 import textwrap
 import tracemalloc
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from evol.errors import (
     AuthenticationFailed,
@@ -32,7 +30,7 @@ from evol.errors import (
     TransientBackendError,
     UsageError,
 )
-from evol.llm import BackendSettings, Completion, GenerationParams, LLMRequest, Message
+from evol.llm import BackendSettings, Completion, GenerationParams, LLMRequest
 from evol.llm.batch import (
     RESULTS_FILE,
     STATE_FILE,
@@ -50,95 +48,22 @@ from evol.llm.batch import (
     row_outcome,
 )
 from evol.llm.openai_api import ReplyReader
-from evol.llm.retry import with_retries
 from evol.secrets import Secrets
+from tests.support.batch_backend import (
+    MODEL,
+    PARAMS,
+    ask,
+    ask_all,
+    complete_all,
+    custom_id,
+    events,
+    expected,
+    make_backend,
+    texts_of,
+    until,
+)
 from tests.support.batch_server import BatchServer, Fate, content_of
-from tests.support.fake_server import Responder
 from tests.support.runs import assert_valid_run, write_seeds
-
-MODEL = "fake-model"
-PARAMS = GenerationParams()
-
-
-def make_backend(
-    server: BatchServer,
-    state_dir: Path,
-    *,
-    api_key: str | None = None,
-    max_response_bytes: int = 16 << 20,
-    **options: Any,
-) -> BatchBackend:
-    settings = {"quiet_period": 0.05, "poll_interval": 0.02, "retry_max_wait": 0.01} | options
-    return BatchBackend(
-        BackendSettings(
-            base_urls=[server.base_url],
-            api_key=SecretStr(api_key) if api_key else None,
-            max_response_bytes=max_response_bytes,
-        ),
-        BatchSettings(state_dir=state_dir, **settings),
-    )
-
-
-def ask(text: str) -> list[Message]:
-    return [{"role": "user", "content": text}]
-
-
-def expected(text: str) -> str:
-    """What the server answers to `text`: the fake servers' deterministic responder."""
-    return Responder()({"model": MODEL, "messages": ask(text)})
-
-
-def custom_id(text: str, model: str = MODEL) -> str:
-    return request_line(ask(text), model, PARAMS)[0]
-
-
-async def complete_all(
-    backend: BatchBackend, texts: list[str], *, model: str = MODEL, retries: int = 0
-) -> list[Completion | BaseException]:
-    """Every text asked at once, each retried as the engine retries a transient failure."""
-
-    async def one(text: str) -> Completion:
-        async def call() -> Completion:
-            return await backend.complete(LLMRequest(ask(text), model, PARAMS))
-
-        return await with_retries(call, max_retries=retries, max_wait=0.01)
-
-    async with asyncio.timeout(600):  # a guard against a hang, never a pace
-        return await asyncio.gather(*(one(text) for text in texts), return_exceptions=True)
-
-
-async def until(condition: Callable[[], bool], limit: float = 600.0) -> None:
-    """Wait, in the loop, until `condition()` holds; `limit` only guards against a hang."""
-    async with asyncio.timeout(limit):
-        while not condition():
-            await asyncio.sleep(0.01)
-
-
-def texts_of(replies: list[Completion | BaseException]) -> list[str]:
-    assert all(isinstance(r, Completion) for r in replies), replies
-    return [r.text for r in replies]  # type: ignore[union-attr]
-
-
-def events(state_dir: Path) -> list[str]:
-    if not (state_dir / STATE_FILE).exists():
-        return []
-    lines = (state_dir / STATE_FILE).read_text().splitlines()
-    return [json.loads(line)["event"] for line in lines]
-
-
-def ask_all(
-    server: BatchServer, state_dir: Path, texts: list[str], *, retries: int = 0, **options: Any
-) -> list[Completion | BaseException]:
-    """One process's life: a backend on `state_dir` asks every text at once, then closes."""
-
-    async def main() -> list[Completion | BaseException]:
-        backend = make_backend(server, state_dir, **options)
-        try:
-            return await complete_all(backend, texts, retries=retries)
-        finally:
-            await backend.aclose()
-
-    return asyncio.run(main())
 
 
 def run(coroutine_function: Callable[[], Any]) -> Any:

@@ -4,7 +4,8 @@ cursor of its own, and collected when it has already ended; with `no_wait`, an o
 earlier process whose rows are asked only in part is reported pending, not resubmitted.
 
 Each test drives the backend against the fake Files + Batches API, with the helpers of the batch
-tests, so that it runs on 4f7dc9e's tree, where the mutants were found, as on `main`.
+tests (tests.support.batch_backend; on 4f7dc9e's tree, where the mutants were found, they are
+tests/test_batch.py's).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from evol.llm.batch import STATE_FILE, BatchPending
-from tests.llm.batch.test_batch import (
+from tests.support.batch_backend import (
     complete_all,
     events,
     expected,
