@@ -50,8 +50,8 @@ from evol.llm.ray import RayBackend, RaySettings, session
 from evol.llm.ray.rows import envelope_outcome
 from evol.llm.ray.vllm import sampling_params, vllm_outcome, vllm_row
 from evol.secrets import Secrets
-from tests.llm.test_backends import SMALL_SEEDS, llama_server, needs_model  # noqa: F401 (a fixture)
 from tests.support.fake_server import FakeServer, Fault, Responder, first_user_turn, kind_of
+from tests.support.real_model import SMALL_SEEDS, llama_server, needs_model  # noqa: F401 (a fixture)
 from tests.support.runs import assert_valid_run, read_jsonl, write_seeds
 
 needs_ray = pytest.mark.skipif(

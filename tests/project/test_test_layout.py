@@ -10,11 +10,6 @@ import pytest
 
 TESTS = Path(__file__).resolve().parents[1]
 
-# Imports that wait for another branch: tests/llm/test_ray.py is being edited elsewhere, and its
-# import moves to tests.support.real_model when that work is merged. Remove the entry then (the
-# last test below fails once it is no longer needed).
-WAITING = {"tests.llm.test_ray": {"tests.llm.test_backends"}}
-
 
 def module_name(path: Path) -> str:
     """`tests.llm.test_ray` for tests/llm/test_ray.py; a package is named by its folder."""
@@ -108,16 +103,5 @@ def test_an_import_of_a_test_module_is_found_however_it_is_written(
 def test_no_test_module_imports_from_another_test_module() -> None:
     """A helper that two test modules share moves to tests.support (a module named for what it
     holds), where both import it: a test module's helpers can change with its tests alone."""
-    found = stray_imports()
-    unexpected = {
-        module: sorted(names - WAITING.get(module, set()))
-        for module, names in found.items()
-        if names - WAITING.get(module, set())
-    }
-    assert not unexpected, f"move these helpers into tests.support: {unexpected}"
-
-
-def test_every_import_that_waits_for_another_branch_is_still_there() -> None:
-    found = stray_imports()
-    done = {module: names - found.get(module, set()) for module, names in WAITING.items()}
-    assert not any(done.values()), f"remove from WAITING, they moved to tests.support: {done}"
+    found = {module: sorted(names) for module, names in stray_imports().items() if names}
+    assert not found, f"move these helpers into tests.support: {found}"

@@ -16,7 +16,8 @@ import pytest
 
 from tests.support.batch_server import BatchServer
 from tests.support.fake_server import FakeServer
-from tests.support.scoring import ENV, ScoringResponder, by_key, make_run, score_args, scores
+from tests.support.scoring import ScoringResponder, by_key, make_run, score_args, scores
+from tests.support.subprocesses import ENV
 
 PRICES = ("--price-in", "1", "--price-out", "2")
 

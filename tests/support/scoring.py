@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ from evol.llm import BackendSettings, Completion, GenerationParams, LLMRequest
 from tests.support.fake_server import FakeServer, Responder
 from tests.support.runs import run_args, write_seeds
 
-ENV = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
 UNPARSEABLE = "Hard to say: it depends on the reader."
 
 
