@@ -556,6 +556,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# The `ray start` process of each cluster the fixture below started, by address: its workers
+# are its descendants.
+HEAD_PIDS: dict[str, int] = {}
+
+
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
     """A local Ray head with 2 CPUs in a process group of its own; yields its address. Every
@@ -570,6 +575,7 @@ def ray_cluster() -> Iterator[str]:
         start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     address = f"127.0.0.1:{port}"
+    HEAD_PIDS[address] = process.pid
     try:
         deadline = time.monotonic() + 120
         while not _accepts(port):
@@ -939,6 +945,96 @@ def test_a_reply_is_journaled_as_it_arrives_not_when_its_batch_ends(
     assert sent + len(paid_again) - straight_calls == 1
     assert [held(body) for body in paid_again] == [True]  # the held request, and nothing else
     assert run_content(out) == run_content(straight)
+    assert_valid_run(out)
+
+
+def stage_workers(head: int) -> list[int]:
+    """The pids of the HTTP stage's workers (`ray::MapWorker(...)`) under the Ray head `head`."""
+    listing = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True)
+    parent, command = {}, {}
+    for line in listing.stdout.splitlines():
+        pid, ppid, args = (line.split(None, 2) + [""])[:3]
+        parent[int(pid)], command[int(pid)] = int(ppid), args
+
+    def under_head(pid: int) -> bool:
+        while pid > 1 and pid != head:
+            pid = parent.get(pid, 1)
+        return pid == head
+
+    return [pid for pid, args in command.items() if args.startswith("ray::Map") and under_head(pid)]
+
+
+@pytest.mark.slow
+@needs_ray
+def test_a_stage_worker_that_dies_pays_again_for_no_journaled_reply(
+    ray_cluster: str, tmp_path: Path
+) -> None:
+    """kill -9 of the HTTP stage's worker while it holds one request and the rest of its batch
+    is answered and journaled. Ray Data would restart the worker and run the whole batch again,
+    paying again for every answered row (found by attack28c); with no restart the wave fails,
+    and evol asks again only for the held request."""
+    seeds = write_seeds(tmp_path / "seeds.jsonl", HELD_SEEDS)
+    seed_texts = {row["instruction"] for row in HELD_SEEDS}
+    options = ("--generations", "1", "--concurrency", "16", "--seed", "3")
+    through_ray = (*options, "--engine", "ray", "--ray-batch-size", "64", "--timeout", "3600",
+                   "--max-retries", "3", "--ray-address", ray_cluster)  # fmt: skip
+
+    def marked(body: dict[str, Any]) -> bool:
+        return "[hold]" in json.dumps(body["messages"])
+
+    def held(body: dict[str, Any]) -> bool:  # the [hold] lineage's rewrite
+        return kind_of(body) == "evolve" and marked(body)
+
+    with FakeServer() as server:  # the same run, live: how many calls wait for the held one
+        done = subprocess.run(run_command(server, seeds, tmp_path / "live", *options))
+        assert done.returncode == 0
+        waiting = [
+            body
+            for body in server.requests
+            if marked(body) and kind_or_seed_answer(body, seed_texts) in ("answer", "judge")
+        ]
+        still = len(server.requests) - len(waiting)  # calls out once all else is done
+
+    out = tmp_path / "run"
+    with FakeServer(hold=held) as server:
+        process = subprocess.Popen(
+            run_command(server, seeds, out, *through_ray),
+            env=os.environ | RAY_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True, start_new_session=True,
+        )  # fmt: skip
+        try:
+            # Every call but the held one and those that wait for it is answered and
+            # journaled: nothing else is to come, the state is still.
+            server.wait_until(
+                lambda: (
+                    process.poll() is not None
+                    or (
+                        server.held == 1
+                        and len(server.requests) == still
+                        and journal_lines(out) == still - 1
+                    )
+                ),
+                limit=300,
+            )
+            assert process.poll() is None, "the run ended before the kill"
+            workers = stage_workers(HEAD_PIDS[ray_cluster])
+            assert workers, "no HTTP stage worker found"
+            answered = [
+                json.dumps(body, sort_keys=True)
+                for body, finished in zip(server.requests, server.finishes, strict=True)
+                if finished is not None
+            ]
+            for pid in workers:
+                os.kill(pid, signal.SIGKILL)
+            server.release()
+            _, stderr = process.communicate(timeout=400)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        sent = [json.dumps(body, sort_keys=True) for body in server.requests]
+    assert process.returncode == 0, stderr[-3000:]
+    paid_twice = [body for body in answered if sent.count(body) > 1]
+    assert paid_twice == [], f"{len(paid_twice)} of {len(answered)} answered rows sent again"
     assert_valid_run(out)
 
 
