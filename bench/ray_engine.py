@@ -29,9 +29,9 @@ from typing import Any
 
 from throughput import ENV, RESULTS, evol_run, write_seeds
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the package tests
 
-from fake_server import FakeServer  # noqa: E402
+from tests.support.fake_server import FakeServer  # noqa: E402
 
 TABLES_PAGE = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 TABLE_START, TABLE_END = "<!-- bench:ray -->", "<!-- /bench:ray -->"

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from evol.errors import UsageError
 from evol.llm import BackendSettings, GenerationParams
+from evol.llm.registry import check_engine_options
 from evol.method.elimination import EliminationRules
 from evol.method.operations import VERIFIABLE, parse_weights
 from evol.rundir.records import MAX_GENERATIONS
@@ -90,10 +90,16 @@ class Connection(BaseModel):
     ray_batch_size: int = Field(64, ge=1, description="rows per batch of the Ray stage")
 
     @model_validator(mode="after")
-    def _ray_model_needs_ray(self) -> Self:
-        # Refused, not ignored: without it the run would use another model than the one named.
-        if self.ray_model is not None and self.engine != "ray":
-            raise UsageError("--ray-model runs vLLM through Ray: add --engine ray")
+    def _engine_options(self) -> Self:
+        # Before a run or a dry run starts, as open_backend refuses them for its own callers.
+        check_engine_options(
+            self.backend,
+            engine=self.engine,
+            ray_model=self.ray_model,
+            base_urls=self.base_urls,
+            batch=self.batch,
+            model_path=self.model_path,
+        )
         return self
 
     @property

@@ -173,14 +173,8 @@ def _backend_and_models(config: RunConfig) -> tuple[str, dict[str, str | None], 
     call (a server's only model is asked for at start), and warnings about them."""
     has_key = config.api_key is not None
     default = None
-    if config.engine == "ray":  # refused as the run refuses it, and never the embedded model
-        backend = ray_backend_name(
-            config.backend,
-            base_urls=config.base_urls,
-            model=config.ray_model,
-            batch=config.batch,
-            model_path=config.model_path,
-        )
+    if config.engine == "ray":  # never the embedded model (the config refused --model-path)
+        backend = ray_backend_name(config.ray_model)
         default = config.ray_model
     elif config.batch:
         batch_settings(config)

@@ -1,12 +1,14 @@
 """`evol run --engine ray`: each step's requests through Ray Data LLM, as durable as a live run.
 
 The pure parts (an envelope or a vLLM row read as a reply, the sampling params, the session
-the HTTP stage is given) are checked without a cluster. The rest runs on a real local Ray
-with 2 CPUs, started once for the module (`ray start --head` in its own process group, killed
-whole at the end), against the fake server: a run through Ray equals the same run live,
-record for record; a bad row fails alone; a driver killed by kill -9 while requests are held
-unanswered resumes to the same records and pays again only for those it had not received; and
-one run against the embedded model behind `python -m llama_cpp.server`.
+the HTTP stage is given, the sink it sends each reply to) are checked without a cluster. The
+rest runs on a real local Ray with 2 CPUs, started once for the module (`ray start --head` in
+its own process group, killed whole at the end), against the fake server: a run through Ray
+equals the same run live, record for record; a bad row fails alone; replies reach their
+callers one by one, not a stage batch at a time, and without the sink still come; a driver
+killed by kill -9 while requests are held unanswered (all it has out, or one row of a batch
+the rest of which was answered) resumes to the same records and pays again only for those it
+had not received; and one run against the embedded model behind `python -m llama_cpp.server`.
 """
 
 from __future__ import annotations
@@ -42,13 +44,14 @@ from evol.errors import (
     UsageError,
 )
 from evol.llm import BackendSettings, GenerationParams, LLMRequest, open_backend
+from evol.llm.openai_api import ReplyReader
 from evol.llm.protocol import Completion
-from evol.llm.ray import RaySettings, session
-from evol.llm.ray.rows import ReplyReader, envelope_outcome
+from evol.llm.ray import RayBackend, RaySettings, session
+from evol.llm.ray.rows import envelope_outcome
 from evol.llm.ray.vllm import sampling_params, vllm_outcome, vllm_row
 from evol.secrets import Secrets
 from tests.llm.test_backends import SMALL_SEEDS, llama_server, needs_model  # noqa: F401 (a fixture)
-from tests.support.fake_server import FakeServer, Fault, Responder, kind_of
+from tests.support.fake_server import FakeServer, Fault, Responder, first_user_turn, kind_of
 from tests.support.runs import assert_valid_run, read_jsonl, write_seeds
 
 needs_ray = pytest.mark.skipif(
@@ -214,9 +217,11 @@ def post_through_session(server: FakeServer, bodies: list[dict], **limits: Any) 
                 http.post(
                     server.base_url + "/chat/completions",
                     headers={"Content-Type": "application/json"},
-                    data=json.dumps(session.to_payload({"body": json.dumps(body)})["payload"]),
+                    data=json.dumps(
+                        session.to_payload({"key": str(i), "body": json.dumps(body)})["payload"]
+                    ),
                 )
-                for body in bodies
+                for i, body in enumerate(bodies)
             ]
             replies = []
             for request in pending:
@@ -280,7 +285,10 @@ def test_the_session_meets_the_contract_of_rays_http_stage() -> None:
             session_factory=session.EnvelopeSession(cap=1 << 20, timeout=30, connections=8),
         )
         batch = [
-            {udf.IDX_IN_BATCH_COLUMN: i, **session.to_payload({"body": json.dumps(chat(text))})}
+            {
+                udf.IDX_IN_BATCH_COLUMN: i,
+                **session.to_payload({"key": str(i), "body": json.dumps(chat(text))}),
+            }
             for i, text in enumerate(["garbled", "dropped", "a", "b"])
         ]
 
@@ -290,6 +298,94 @@ def test_the_session_meets_the_contract_of_rays_http_stage() -> None:
         out = asyncio.run(rows())
     assert [row["http_response"]["status"] for row in out] == [200, 0, 200, 200]
     assert len(server.requests) == 4 and server.peak_in_flight >= 2
+
+
+class RecordingSink:
+    """Stands in for the `ReplySink` actor's handle: `sink.put.remote(rows)` keeps the rows."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.messages = 0
+        self.put = self
+
+    def remote(self, rows: list[dict[str, Any]]) -> None:
+        self.rows.extend(rows)
+        self.messages += 1
+
+
+class BrokenSink(RecordingSink):
+    """A sink whose actor is gone: every message fails."""
+
+    def remote(self, rows: list[dict[str, Any]]) -> None:
+        raise RuntimeError("the actor died")
+
+
+def stage_with_a_held_row(
+    server: FakeServer, sink: Any, early: int
+) -> tuple[list[dict], list[dict]]:
+    """Ray's HTTP stage with our session: rows "slow", "a" and "b" (keys 0 to 2) posted at
+    once, the server holding "slow". Returns what the sink held (once it held `early` rows)
+    before "slow" was released, and the stage's replies."""
+
+    async def stage() -> tuple[list[dict], list[dict]]:
+        factory = session.EnvelopeSession(cap=1 << 20, timeout=30, connections=8, sink=sink)
+        async with factory() as http:
+            pending = [
+                http.post(
+                    server.base_url + "/chat/completions",
+                    headers={"Authorization": "Bearer sk-secret"},
+                    data=json.dumps(
+                        session.to_payload({"key": str(i), "body": json.dumps(chat(text))})[
+                            "payload"
+                        ]
+                    ),
+                )
+                for i, text in enumerate(["slow", "a", "b"])
+            ]
+            while server.served < 3 or len(sink.rows) < early:
+                await asyncio.sleep(0.01)
+            held_back = list(sink.rows)
+            server.release()
+            return held_back, [await (await request).json() for request in pending]
+
+    return asyncio.run(asyncio.wait_for(stage(), 120))  # a guard against a hang, not a pace
+
+
+def test_the_session_sends_each_reply_to_the_sink_as_it_arrives() -> None:
+    """The rows a held row keeps in its batch reach the sink without waiting for it; every
+    reply reaches it once, with its row's key, and nothing of the request (the API key)."""
+    sink = RecordingSink()
+    with FakeServer(hold=lambda body: first_user_turn(body) == "slow") as server:
+        early, replies = stage_with_a_held_row(server, sink, early=2)
+    assert sorted(row["key"] for row in early) == ["1", "2"]
+    assert sorted(sink.rows, key=lambda row: row["key"]) == [
+        {"key": str(i), **reply} for i, reply in enumerate(replies)
+    ]
+    assert all(reply["status"] == 200 for reply in replies)
+    assert "sk-secret" not in json.dumps(sink.rows)
+    assert sink.messages <= 3  # replies of one turn of the loop go in one message
+
+
+def test_a_sink_that_fails_leaves_the_stage_its_replies() -> None:
+    with FakeServer(hold=lambda body: first_user_turn(body) == "slow") as server:
+        early, replies = stage_with_a_held_row(server, BrokenSink(), early=0)
+    assert early == [] and [reply["status"] for reply in replies] == [200, 200, 200]
+
+
+def test_the_reply_sink_hands_over_what_it_holds_and_keeps_none_of_it() -> None:
+    async def scenario() -> None:
+        sink = session.ReplySink()
+        assert await sink.take(0.01) == []  # nothing came: an empty hand after the wait
+        await sink.put([{"key": "1"}])
+        await sink.put([{"key": "2"}, {"key": "3"}])
+        assert await sink.take(60) == [{"key": "1"}, {"key": "2"}, {"key": "3"}]
+        assert await sink.take(0.01) == []  # what it handed over is gone
+        waiting = asyncio.ensure_future(sink.take(60))
+        await asyncio.sleep(0)
+        await sink.put([{"key": "4"}])
+        assert await asyncio.wait_for(waiting, 60) == [{"key": "4"}]  # woken by the put
+
+    asyncio.run(scenario())
 
 
 # -- usage ------------------------------------------------------------------------------------
@@ -330,6 +426,35 @@ def test_engine_ray_with_batch_or_another_backend_is_a_usage_error(tmp_path: Pat
         open_backend("local", settings, ray=ray)
     with pytest.raises(UsageError, match="one --base-url"):
         open_backend(None, BackendSettings(base_urls=["http://a/v1", "http://b/v1"]), ray=ray)
+
+
+@pytest.mark.parametrize(
+    ("engine", "options", "refusal"),
+    [
+        ("live", {"ray_model": "m"}, "add --engine ray"),
+        ("ray", {"batch": True}, "pick one"),
+        ("ray", {"model_path": "m.gguf"}, "--model-path runs a GGUF"),
+        ("ray", {"ray_model": "m", "requested": "openai"}, "drop --backend"),
+        ("ray", {"ray_model": "m", "base_urls": ["http://a/v1"]}, "drop --base-url"),
+        ("ray", {"requested": "local"}, "not with --backend local"),
+        ("ray", {"base_urls": ["http://a/v1", "http://b/v1"]}, "one --base-url"),
+        ("live", {"batch": True, "model_path": "m.gguf", "base_urls": ["http://a/v1", "http://b/v1"]}, None),
+        ("ray", {"requested": "openai", "base_urls": ["http://a/v1"]}, None),
+        ("ray", {"ray_model": "m"}, None),
+    ],
+)  # fmt: skip
+def test_each_option_an_engine_would_not_use_is_refused(
+    engine: str, options: dict[str, Any], refusal: str | None
+) -> None:
+    from evol.llm.registry import check_engine_options
+
+    given = {"requested": None, "ray_model": None, "base_urls": [], "batch": False} | options
+    requested = given.pop("requested")
+    if refusal is None:
+        check_engine_options(requested, engine=engine, **given)
+    else:
+        with pytest.raises(UsageError, match=refusal):
+            check_engine_options(requested, engine=engine, **given)
 
 
 def test_a_dry_run_names_vllm_on_ray_and_its_model(evol, tmp_path: Path) -> None:
@@ -634,8 +759,8 @@ def test_a_killed_driver_resumes_and_repays_only_what_it_had_not_received(
     ones, and its records equal an uninterrupted run's.
 
     The bound in general: a killed driver pays again at most for the requests it had out
-    (--concurrency at most), those whose stage batch had not reached it; a reply it held is
-    never paid twice. Holding every slot makes that count exact on any machine."""
+    (--concurrency at most), those whose reply had not reached it; a reply it held is never
+    paid twice. Holding every slot makes that count exact on any machine."""
     rows = [{"instruction": f"Task {i}: explain topic {i}"} for i in range(5)]
     seeds, seed_texts = (
         write_seeds(tmp_path / "seeds.jsonl", rows),
@@ -674,6 +799,131 @@ def test_a_killed_driver_resumes_and_repays_only_what_it_had_not_received(
     assert run_content(out) == run_content(straight)
     assert_valid_run(out)
     assert not (out / "calls.jsonl").exists()
+
+
+def ask(text: str) -> LLMRequest:
+    return LLMRequest([{"role": "user", "content": text}], "fake-model", GenerationParams())
+
+
+@pytest.mark.slow
+@needs_ray
+def test_replies_come_one_by_one_and_without_the_sink_a_batch_at_a_time(ray_cluster: str) -> None:
+    """In one process, on the cluster: two replies answer their callers while a third row of
+    their batch is held; the sink killed, the held row and a later wave still answer (through
+    the batches' rows), and aclose ends the sink and its thread."""
+    import ray
+
+    ray.init(address=ray_cluster, log_to_driver=False, logging_level="ERROR")
+    try:
+        with FakeServer(hold=lambda body: first_user_turn(body) == "slow") as server:
+            settings = BackendSettings(base_urls=[server.base_url])
+            backend = RayBackend(settings, RaySettings(address=ray_cluster, batch_size=8))
+
+            async def scenario() -> tuple[list[str], Any]:
+                asks = [asyncio.ensure_future(backend.complete(ask(t))) for t in ("slow", "a", "b")]
+                try:
+                    done, _ = await asyncio.wait(asks[1:], timeout=300)  # a hang guard
+                    assert len(done) == 2 and not asks[0].done()
+                    sink = backend._sink
+                    ray.kill(sink)
+                    server.release()
+                    held = await asyncio.wait_for(asks[0], 300)
+                    later = await asyncio.wait_for(backend.complete(ask("c")), 300)
+                    return [held.text, later.text], sink
+                finally:
+                    await asyncio.wait_for(backend.aclose(), 60)
+
+            texts, sink = asyncio.run(scenario())
+        assert all(texts) and backend._drainer is not None and not backend._drainer.is_alive()
+
+        with FakeServer() as server:  # a sink that lives until aclose, which ends it
+            settings = BackendSettings(base_urls=[server.base_url])
+            backend = RayBackend(settings, RaySettings(address=ray_cluster))
+
+            async def one() -> Any:
+                try:
+                    await asyncio.wait_for(backend.complete(ask("d")), 300)
+                    return backend._sink
+                finally:
+                    await asyncio.wait_for(backend.aclose(), 60)
+
+            sink = asyncio.run(one())
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(sink.take.remote(0), timeout=60)
+    finally:
+        ray.shutdown()
+
+
+def journal_lines(out: Path) -> int:
+    """Replies in the call journal (a run only appends to it); a torn last line not counted."""
+    path = out / "calls.jsonl"
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+HELD_SEEDS = [{"instruction": f"Explain topic {i} in two sentences."} for i in range(5)] + [
+    {"instruction": "[hold] Describe a lake."}
+]
+
+
+@pytest.mark.slow
+@needs_ray
+def test_a_reply_is_journaled_as_it_arrives_not_when_its_batch_ends(
+    ray_cluster: str, tmp_path: Path
+) -> None:
+    """The server answers every request but one, the last of the [hold] lineage, which waits
+    in one stage batch with the other lineages' answered ones (--ray-batch-size above
+    --concurrency). Ray yields the batch only once that row is done, yet every answered reply
+    must reach the journal: the driver, killed then, pays again only for the held request."""
+    seeds = write_seeds(tmp_path / "seeds.jsonl", HELD_SEEDS)
+    seed_texts = {row["instruction"] for row in HELD_SEEDS}
+    options = ("--generations", "1", "--concurrency", str(len(HELD_SEEDS)), "--seed", "3")
+    # No timeout while the test waits: a held request that timed out would end its batch.
+    through_ray = (*options, "--engine", "ray", "--ray-batch-size", "16", "--timeout", "3600",
+                   "--ray-address", ray_cluster)  # fmt: skip
+    env = os.environ | RAY_ENV
+    with FakeServer() as server:
+        straight = tmp_path / "straight"
+        done = subprocess.run(run_command(server, seeds, straight, *options), env=env)
+        assert done.returncode == 0
+        straight_calls = len(server.requests)
+
+    def held(body: dict[str, Any]) -> bool:  # the lineage's last request: its answer
+        marked = "[hold]" in json.dumps(body["messages"])
+        return marked and kind_or_seed_answer(body, seed_texts) == "answer"
+
+    out = tmp_path / "killed"
+    with FakeServer(hold=held) as server:
+        process = subprocess.Popen(run_command(server, seeds, out, *through_ray), env=env)
+
+        def all_but_the_held_journaled() -> bool:
+            sent = len(server.requests) == straight_calls and server.held == 1
+            return sent and journal_lines(out) == straight_calls - 1
+
+        try:
+            # Every request is out then and nothing else is to come: the state is still.
+            server.wait_until(
+                lambda: all_but_the_held_journaled() or process.poll() is not None, limit=180
+            )
+        except TimeoutError:
+            pass  # what was not journaled is told below
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        journaled, answered = journal_lines(out), len(server.requests) - server.held
+        assert server.held == 1 and journaled == answered == straight_calls - 1, (
+            f"{journaled} of the {answered} answered replies journaled, {server.held} held"
+        )
+        sent = len(server.requests)
+        server.release()
+
+    with FakeServer() as server:
+        resumed = subprocess.run(run_command(server, seeds, out, *through_ray), env=env)
+        assert resumed.returncode == 0
+        paid_again = list(server.requests)
+    assert sent + len(paid_again) - straight_calls == 1
+    assert [held(body) for body in paid_again] == [True]  # the held request, and nothing else
+    assert run_content(out) == run_content(straight)
+    assert_valid_run(out)
 
 
 @pytest.mark.slow

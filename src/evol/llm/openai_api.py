@@ -12,6 +12,7 @@ import email.utils
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -30,7 +31,7 @@ from evol.errors import (
     UsageError,
 )
 from evol.llm.protocol import Completion, GenerationParams
-from evol.llm.transport import redirected
+from evol.llm.transport import DEFAULT_MAX_RESPONSE_BYTES, redirected
 from evol.secrets import Secrets
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -96,6 +97,19 @@ class _ModelEntry(_Schema):
 
 class _ModelList(_Schema):
     data: list[_ModelEntry]
+
+
+@dataclass(frozen=True)
+class ReplyReader:
+    """What reading a reply that came another way than evol's own HTTP (a Batch API row, a Ray
+    row) needs: where it came from (for messages), the variable its key came from (for a
+    401's remedy), the secrets no message may show, and the most bytes a reply may hold
+    (--max-response-mb, as for a live reply)."""
+
+    where: str
+    key_source: str
+    secrets: Secrets
+    max_reply_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
 
 def parse_reply(raw: bytes, where: str, secrets: Secrets) -> Completion:

@@ -153,17 +153,27 @@ def batch_backend_name(requested: str | None, *, base_urls: list[str]) -> str:
     return "openai"
 
 
-def ray_backend_name(
+def ray_backend_name(ray_model: str | None) -> str:
+    """The backend an --engine ray run uses: ray-vllm with --ray-model (vLLM on the
+    cluster), else openai at one --base-url, reached through Ray's HTTP stage."""
+    return VLLM_ON_RAY if ray_model is not None else "openai"
+
+
+def check_engine_options(
     requested: str | None,
     *,
+    engine: str,
+    ray_model: str | None,
     base_urls: list[str],
-    model: str | None,
     batch: bool,
     model_path: object | None = None,
-) -> str:
-    """The backend an --engine ray run uses: ray-vllm with --ray-model (vLLM on the
-    cluster), else openai at one --base-url, reached through Ray's HTTP stage. An option
-    Ray would not use is refused, not ignored."""
+) -> None:
+    """Refuse an option the engine (`live` or `ray`) would not use: refused, not ignored,
+    since the run would otherwise go to another model, or another way, than the one named."""
+    if engine != "ray":
+        if ray_model is not None:
+            raise UsageError("--ray-model runs vLLM through Ray: add --engine ray")
+        return
     if batch:
         raise UsageError("--batch and --engine ray are two ways to send requests: pick one")
     if model_path is not None:
@@ -171,12 +181,12 @@ def ray_backend_name(
             "--model-path runs a GGUF model in this process, --engine ray sends requests "
             "through Ray: drop one"
         )
-    if model is not None:
+    if ray_model is not None:
         if requested is not None:
             raise UsageError("--ray-model runs vLLM on the cluster: drop --backend")
         if base_urls:
             raise UsageError("--ray-model runs vLLM on the cluster: drop --base-url")
-        return VLLM_ON_RAY
+        return
     if requested not in (None, "openai"):
         raise UsageError(
             f"--engine ray sends requests to an OpenAI-compatible endpoint (or to vLLM with "
@@ -186,7 +196,6 @@ def ray_backend_name(
         raise UsageError(
             "--engine ray takes one --base-url: Ray spreads the requests (--ray-replicas)"
         )
-    return "openai"
 
 
 def open_backend(
@@ -204,16 +213,17 @@ def open_backend(
     with batches, which would pay again for what its batches hold).
     """
     if ray is not None:
-        name = ray_backend_name(
+        check_engine_options(
             requested,
+            engine="ray",
+            ray_model=ray.model,
             base_urls=settings.base_urls,
-            model=ray.model,
             batch=batch is not None,
             model_path=settings.model_path,
         )
         from evol.llm.ray import RayBackend
 
-        return name, RayBackend(settings, ray)
+        return ray_backend_name(ray.model), RayBackend(settings, ray)
     if batch is not None:
         name = batch_backend_name(requested, base_urls=settings.base_urls)
         from evol.llm.batch import BatchBackend

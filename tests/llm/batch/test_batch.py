@@ -42,7 +42,6 @@ from evol.llm.batch import (
     BatchSettings,
     BatchUnknown,
     OversizeRow,
-    RowReader,
     bounded_lines,
     is_final,
     plan_files,
@@ -50,6 +49,7 @@ from evol.llm.batch import (
     request_line,
     row_outcome,
 )
+from evol.llm.openai_api import ReplyReader
 from evol.llm.retry import with_retries
 from evol.secrets import Secrets
 from tests.support.batch_server import BatchServer, Fate, content_of
@@ -183,7 +183,7 @@ def test_request_line_is_deterministic_and_names_every_part_of_the_request() -> 
 
 # -- rows read like live replies ----------------------------------------------------------
 
-READER = RowReader("http://x/v1 batch b1", "OPENAI_API_KEY", Secrets("sk-secret-key-123"))
+READER = ReplyReader("http://x/v1 batch b1", "OPENAI_API_KEY", Secrets("sk-secret-key-123"))
 
 
 def completion_body(message: dict[str, Any]) -> dict[str, Any]:

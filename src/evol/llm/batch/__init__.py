@@ -36,7 +36,6 @@ from evol.llm.batch.backend import BatchBackend
 from evol.llm.batch.ledger import RecordedBatches, recorded_batches
 from evol.llm.batch.rows import (
     OversizeRow,
-    RowReader,
     bounded_lines,
     is_final,
     plan_files,
@@ -70,7 +69,6 @@ __all__ = [
     "BatchUnknown",
     "OversizeRow",
     "RecordedBatches",
-    "RowReader",
     "bounded_lines",
     "describe_batches",
     "is_final",

@@ -19,9 +19,9 @@ from pydantic import AfterValidator, BaseModel, Field, StrictFloat, StrictInt, S
 
 from evol.errors import TransientBackendError, UsageError
 from evol.jsonl import open_fresh
-from evol.llm.batch.rows import RowReader, Schema
+from evol.llm.batch.rows import Schema
 from evol.llm.batch.settings import ENDPOINT, TOKEN_KEY, BatchSettings
-from evol.llm.openai_api import SchemaError, body_message
+from evol.llm.openai_api import ReplyReader, SchemaError, body_message
 from evol.llm.protocol import BackendSettings
 from evol.llm.sdk_client import SdkEndpoint
 
@@ -100,7 +100,7 @@ class BatchClient:
         self.endpoint = SdkEndpoint(settings)
         self.where, self.secrets = self.endpoint.where, self.endpoint.secrets
         self.transfer_timeout, self.max_download = batch.transfer_timeout, batch.max_output_bytes
-        self.reader = RowReader(
+        self.reader = ReplyReader(
             self.where, settings.api_key_source, self.secrets, settings.max_response_bytes
         )
         self._headers = self.endpoint.request_headers

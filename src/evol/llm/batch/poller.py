@@ -15,8 +15,9 @@ from evol.errors import EvolError, TransientBackendError
 from evol.llm.batch.callers import Callers
 from evol.llm.batch.client import BatchClient, BatchObject, Gone
 from evol.llm.batch.ledger import Batch, Ledger
-from evol.llm.batch.rows import RowReader, reply_outcome
+from evol.llm.batch.rows import reply_outcome
 from evol.llm.batch.settings import BatchFailed, BatchSettings, BatchUnknown, retried
+from evol.llm.openai_api import ReplyReader
 
 _TERMINAL = frozenset({"completed", "expired", "cancelled", "failed"})
 # A batch that failed on these is refused for now, not for good (OpenAI: "try again once the
@@ -148,7 +149,7 @@ class Poller:
             return TransientBackendError(f"{where} failed: {reasons}")
         return BatchFailed(f"{where} failed validation: {reasons}")
 
-    def _reader(self, batch: Batch) -> RowReader:
+    def _reader(self, batch: Batch) -> ReplyReader:
         return dataclasses.replace(
             self.client.reader, where=f"{self.client.where} batch {batch.id}"
         )

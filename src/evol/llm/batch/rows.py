@@ -15,10 +15,14 @@ from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 
 from evol.errors import BackendError, ContextLengthExceeded, RateLimited, TransientBackendError
 from evol.llm.batch.settings import ENDPOINT
-from evol.llm.openai_api import SchemaError, body_message, parse_reply, status_error
+from evol.llm.openai_api import (
+    ReplyReader,
+    SchemaError,
+    body_message,
+    parse_reply,
+    status_error,
+)
 from evol.llm.protocol import Completion, GenerationParams, Message
-from evol.llm.transport import DEFAULT_MAX_RESPONSE_BYTES
-from evol.secrets import Secrets
 
 _CHUNK = 1 << 16
 # How much of each end of an oversize row is kept to find its custom_id.
@@ -55,18 +59,9 @@ def plan_files(sizes: Iterable[int], *, max_requests: int, max_bytes: int) -> li
     return counts
 
 
-@dataclass(frozen=True)
-class RowReader:
-    """What reading a row needs: where it came from (for messages), the secrets to redact,
-    and the most bytes a row may hold (--max-response-mb, as for a live reply)."""
-
-    where: str
-    key_source: str
-    secrets: Secrets
-    max_row_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
-
-
-def reply_outcome(status: int, body: Any, model: str, reader: RowReader) -> Completion | Exception:
+def reply_outcome(
+    status: int, body: Any, model: str, reader: ReplyReader
+) -> Completion | Exception:
     """A row's response read like a live reply with that status: a Completion or the error."""
     if 200 <= status < 300:
         try:
@@ -137,7 +132,7 @@ def bounded_lines(lines: BinaryIO, cap: int) -> Iterator[bytes | OversizeRow]:
 
 
 def row_outcome(
-    raw: bytes | OversizeRow, model: str, reader: RowReader
+    raw: bytes | OversizeRow, model: str, reader: ReplyReader
 ) -> tuple[str, Completion | Exception]:
     """One line of an output or error file as (custom_id, outcome); ValueError if garbled.
     A row over the cap is the request's failure, asked again like a dropped reply."""
@@ -146,7 +141,7 @@ def row_outcome(
             raise ValueError("a row over the cap, with no custom_id at its ends")
         return raw.custom_id, TransientBackendError(
             f"{reader.where} sent a row of {raw.size:,} bytes, over the "
-            f"{reader.max_row_bytes:,}-byte cap (--max-response-mb)"
+            f"{reader.max_reply_bytes:,}-byte cap (--max-response-mb)"
         )
     try:
         row = _Row.model_validate_json(raw)

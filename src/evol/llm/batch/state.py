@@ -21,8 +21,8 @@ from evol.jsonl import (
     scan,
     sync_file,
 )
-from evol.llm.batch.rows import RowReader, bounded_lines, is_final, row_outcome
-from evol.llm.openai_api import SchemaError, body_message
+from evol.llm.batch.rows import bounded_lines, is_final, row_outcome
+from evol.llm.openai_api import ReplyReader, SchemaError, body_message
 from evol.secrets import Secrets
 
 
@@ -122,7 +122,7 @@ class Results:
         return row["status_code"], row["body"]
 
     def ingest(
-        self, paths: list[Path], expected: frozenset[str], model: str, reader: RowReader
+        self, paths: list[Path], expected: frozenset[str], model: str, reader: ReplyReader
     ) -> dict[str, int | Exception]:
         """Read downloaded output/error files (run in a thread); append the final rows here.
 
@@ -140,13 +140,13 @@ class Results:
                 path.unlink(missing_ok=True)
 
     def _ingest(
-        self, paths: list[Path], expected: frozenset[str], model: str, reader: RowReader
+        self, paths: list[Path], expected: frozenset[str], model: str, reader: ReplyReader
     ) -> dict[str, int | Exception]:
         outcomes: dict[str, int | Exception] = {}
         with open_for_append(self.path) as out:
             for path in paths:
                 with path.open("rb") as lines:
-                    for raw in bounded_lines(lines, reader.max_row_bytes):
+                    for raw in bounded_lines(lines, reader.max_reply_bytes):
                         try:
                             custom_id, outcome = row_outcome(raw, model, reader)
                         except ValueError:

@@ -7,6 +7,13 @@ dataset sent through a processor (`HttpRequestProcessorConfig` at --base-url, or
 (a stage's batch at a time) and resolve their callers at once; the Dispatcher journals each
 reply as its `complete()` returns. Up to `max_waves` waves run at once.
 
+Ray yields a stage batch only once its last row is done. On the HTTP path each reply also
+comes one by one, as the stage's session gets it, through a `ReplySink` actor that a driver
+thread drains: whichever of the two reaches a caller first answers it, the other is dropped.
+So a reply the server sent is journaled without waiting for its batch's slowest row, and the
+batch's rows still answer what the sink did not (a message lost, the sink gone). The vLLM
+stage has no such hook: its replies come a batch at a time.
+
 Ray never retries (evol's one retry policy does). A failed row fails its request alone; a wave
 whose dataset fails (the cluster lost, say) fails its open requests as transient errors, which
 the retry policy, or the next run, asks again.
@@ -30,7 +37,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from evol.errors import EndpointUnreachable, TransientBackendError, UsageError
-from evol.llm.openai_api import DEFAULT_BASE_URL, ResponseFormats, auth_headers
+from evol.llm.openai_api import DEFAULT_BASE_URL, ReplyReader, ResponseFormats, auth_headers
 from evol.llm.openai_compatible import OpenAICompatibleBackend
 from evol.llm.protocol import (
     BackendSettings,
@@ -41,7 +48,7 @@ from evol.llm.protocol import (
 )
 from evol.llm.ray import session
 from evol.llm.ray.processor import HttpTarget, http_processor
-from evol.llm.ray.rows import ReplyReader, envelope_outcome
+from evol.llm.ray.rows import envelope_outcome
 from evol.llm.ray.vllm import vllm_config, vllm_outcome, vllm_row
 from evol.llm.transport import url_login
 from evol.secrets import check_api_key, display_url
@@ -108,7 +115,9 @@ class RayBackend:
             replicas=ray.replicas,
         )
         where = f"vLLM ({ray.model}) on Ray" if ray.model else display_url(base_url)
-        self.reader = ReplyReader(where, settings.api_key_source, settings.secrets())
+        self.reader = ReplyReader(
+            where, settings.api_key_source, settings.secrets(), settings.max_response_bytes
+        )
         # The HTTP path asks its server which model it serves, as the openai backend does.
         self.models = OpenAICompatibleBackend(settings) if ray.model is None else None
         self.formats = ResponseFormats()
@@ -122,6 +131,9 @@ class RayBackend:
         self._stopping = threading.Event()
         self._connect_lock = threading.Lock()
         self._connected = self._started_ray = False
+        self._sink: Any = None  # the ReplySink actor's handle, on the HTTP path
+        self._drainer: threading.Thread | None = None
+        self._sink_tried = False
 
     @property
     def where(self) -> str:
@@ -234,6 +246,8 @@ class RayBackend:
             self._fail_all([row["key"] for row in rows], unreachable)
             self._slots.release()
             return
+        if self.ray.model is None and not self._sink_tried:
+            self._start_sink(loop)
         wave: asyncio.Future[None] = loop.create_future()
         self._waves.add(wave)
         wave.add_done_callback(self._wave_ended)
@@ -272,7 +286,7 @@ class RayBackend:
         from ray.data.llm import build_processor
 
         if self.ray.model is None:
-            processor = http_processor(self.target)
+            processor = http_processor(self.target, self._sink)
         else:
             ray.cloudpickle.register_pickle_by_value(session)
             config = vllm_config(
@@ -338,15 +352,63 @@ class RayBackend:
             self._connected = True
 
     def _disconnect(self) -> None:
+        if self._sink is not None:
+            import ray
+
+            with contextlib.suppress(Exception):  # gone already
+                ray.kill(self._sink)
+            self._sink = None
+        if self._drainer is not None:
+            self._drainer.join(_WAVE_GRACE)  # it stops at its next take (the sink's end, say)
         if self._started_ray:
             import ray
 
             ray.shutdown()
             self._started_ray = False
 
+    # -- the sink: replies one by one ---------------------------------------------------------
+
+    def _start_sink(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the `ReplySink` actor (no CPU of its own) and the thread that drains it;
+        without them (Ray refused the actor) replies come a batch at a time."""
+        import ray
+
+        self._sink_tried = True
+        ray.cloudpickle.register_pickle_by_value(session)  # the cluster need not have evol
+        try:
+            self._sink = ray.remote(num_cpus=0)(session.ReplySink).remote()
+        except Exception:  # noqa: BLE001 (whatever Ray raises: no sink, the batches answer)
+            return
+        self._drainer = threading.Thread(
+            target=self._drain, args=(self._sink, loop), name="evol-ray-sink", daemon=True
+        )
+        self._drainer.start()
+
+    def _drain(self, sink: Any, loop: asyncio.AbstractEventLoop) -> None:
+        """On a thread: take the replies from the sink as they come and answer their callers.
+        A sink that fails is left: the waves' own rows answer, a batch at a time."""
+        import ray
+        from ray.exceptions import GetTimeoutError
+
+        taking = None
+        while not self._stopping.is_set():
+            if taking is None:
+                taking = sink.take.remote(_TAKE_WAIT)
+            try:
+                rows = ray.get(taking, timeout=_TAKE_WAIT)
+            except GetTimeoutError:  # the sink not started yet, or slow: the same take again
+                continue
+            except Exception:  # noqa: BLE001 (the sink died or was killed)
+                return
+            taking = None
+            if rows:
+                _post(loop, self._resolve, rows)
+
 
 # Seconds aclose waits for the waves still reading rows before it leaves Ray as it is.
 _WAVE_GRACE = 5.0
+# Seconds a take from the sink waits for a reply: how soon the drainer sees the run stop.
+_TAKE_WAIT = 1.0
 
 
 def _post(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:

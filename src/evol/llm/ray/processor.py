@@ -21,9 +21,10 @@ class HttpTarget:
     replicas: int
 
 
-def http_processor(target: HttpTarget) -> Any:
+def http_processor(target: HttpTarget, sink: Any = None) -> Any:
     """`HttpRequestProcessorConfig` at `target`, through `EnvelopeSession`: Ray retries
-    nothing (`max_retries=0`), and every request of a batch is sent at once."""
+    nothing (`max_retries=0`), every request of a batch is sent at once, and each reply goes
+    to `sink` (a `ReplySink` actor's handle, if any) as it arrives."""
     import ray.cloudpickle
     from ray.data.llm import HttpRequestProcessorConfig, build_processor
 
@@ -36,7 +37,7 @@ def http_processor(target: HttpTarget) -> Any:
         concurrency=target.replicas,
         max_retries=0,
         session_factory=session.EnvelopeSession(
-            cap=target.cap, timeout=target.timeout, connections=target.batch_size
+            cap=target.cap, timeout=target.timeout, connections=target.batch_size, sink=sink
         ),
         # A fraction of a CPU: waves run side by side on a small cluster.
         http_request_stage={"num_cpus": _STAGE_CPUS},

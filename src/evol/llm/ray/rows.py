@@ -4,22 +4,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from evol.errors import BackendError, TransientBackendError
-from evol.llm.openai_api import body_message, json_or_text, parse_reply, status_error
+from evol.llm.openai_api import (
+    ReplyReader,
+    body_message,
+    json_or_text,
+    parse_reply,
+    status_error,
+)
 from evol.llm.protocol import Completion
-from evol.secrets import Secrets
-
-
-@dataclass(frozen=True)
-class ReplyReader:
-    """What reading a row needs: where it came from and the secrets no message may show."""
-
-    where: str
-    key_source: str
-    secrets: Secrets
 
 
 def envelope_outcome(

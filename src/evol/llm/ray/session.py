@@ -1,5 +1,6 @@
-"""What runs on Ray's workers: the HTTP stage's session (`EnvelopeSession`), and the preprocess
-and postprocess functions of a wave's rows.
+"""What runs on Ray's workers: the HTTP stage's session (`EnvelopeSession`), the sink its
+replies go to as they arrive (`ReplySink`), and the preprocess and postprocess functions of a
+wave's rows.
 
 Ray Data LLM's HTTP stage sends a batch's requests one after the other, retries 429/5xx itself,
 and raises on a garbled body, which aborts the whole dataset (ray #59194). The session it is
@@ -9,6 +10,12 @@ reply, and hands the stage an envelope, `{"status", "body", "error", "retry_afte
 "location"}`, that is always a 200 JSON object, so the stage never retries and never raises.
 The driver reads each envelope like a live reply (`evol.llm.ray.rows`).
 
+Ray hands the driver a stage batch's rows only once the whole batch is done, so a reply that
+waits there with a slow row would be lost, and paid again, if the driver were killed. The
+session therefore also sends each envelope, with its row's key, to a `ReplySink` actor the
+moment it has it; the driver takes them from there as they come. The batch's rows still
+follow, and answer whatever the sink did not (a message lost, the sink gone).
+
 This module imports only aiohttp and the standard library: it is pickled by value onto the
 workers, so a cluster need not have evol installed.
 """
@@ -16,6 +23,7 @@ workers, so a cluster need not have evol installed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Generator
 from typing import Any
@@ -26,6 +34,8 @@ import aiohttp
 # rows pass through Arrow, which gives every row the union of all rows' keys (a judge's
 # `response_format` would reach an evolve call as null).
 BODY_KEY = "evol_body"
+# The payload key that carries the row's key, for the reply's trip through the sink.
+ROW_KEY = "evol_key"
 # The reply headers the driver needs to read a reply as evol's live backend does.
 _HEADERS = ("retry-after", "retry-after-ms", "location")
 
@@ -74,15 +84,19 @@ class _Started:
 
 
 class EnvelopeSession:
-    """The stage's `session_factory`: an aiohttp session whose `post` never raises."""
+    """The stage's `session_factory`: an aiohttp session whose `post` never raises, and
+    which sends each envelope to `sink` (a `ReplySink` actor's handle) as soon as it has it."""
 
-    def __init__(self, *, cap: int, timeout: float, connections: int):
-        self.cap, self.timeout, self.connections = cap, timeout, connections
+    def __init__(self, *, cap: int, timeout: float, connections: int, sink: Any = None):
+        self.cap, self.timeout, self.connections, self.sink = cap, timeout, connections, sink
         self._session: aiohttp.ClientSession | None = None
+        self._outbox: list[dict[str, Any]] = []
 
     def __call__(self) -> EnvelopeSession:
         """A fresh session for one batch (the stage calls its factory once a batch)."""
-        return EnvelopeSession(cap=self.cap, timeout=self.timeout, connections=self.connections)
+        return EnvelopeSession(
+            cap=self.cap, timeout=self.timeout, connections=self.connections, sink=self.sink
+        )
 
     async def __aenter__(self) -> EnvelopeSession:
         self._session = aiohttp.ClientSession(
@@ -92,6 +106,7 @@ class EnvelopeSession:
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
+        self._flush()
         if self._session is not None:
             await self._session.close()
 
@@ -100,9 +115,34 @@ class EnvelopeSession:
         return _Started(asyncio.ensure_future(self._send(url, headers, data)))
 
     async def _send(self, url: str, headers: dict[str, str], data: str) -> _Reply:
+        try:
+            payload = json.loads(data)
+            body, key = payload[BODY_KEY].encode(), payload.get(ROW_KEY)
+        except Exception as error:  # noqa: BLE001 (not evol's payload: the row's failure only)
+            return _Reply(envelope(0, error=f"{type(error).__name__}: {error}"))
+        reply = await self._envelope(url, headers, body)
+        if self.sink is not None and key is not None:
+            self._forward({"key": key, **reply})
+        return _Reply(reply)
+
+    def _forward(self, row: dict[str, Any]) -> None:
+        """Queue `row` for the sink; the replies that arrive in the same turn of the event
+        loop go in one message, sent without waiting for it to land."""
+        self._outbox.append(row)
+        if len(self._outbox) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        rows, self._outbox = self._outbox, []
+        if not rows:
+            return
+        # A sink that is gone costs only the head start: the batch's rows still follow.
+        with contextlib.suppress(Exception):
+            self.sink.put.remote(rows)
+
+    async def _envelope(self, url: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
         assert self._session is not None
         try:
-            body = json.loads(data)[BODY_KEY].encode()
             async with self._session.post(
                 url, headers=headers, data=body, allow_redirects=False
             ) as response:
@@ -110,16 +150,38 @@ class EnvelopeSession:
                 found = {name: response.headers.get(name) for name in _HEADERS}
                 if len(raw) > self.cap:
                     error = f"a reply over the {self.cap:,}-byte cap (--max-response-mb)"
-                    return _Reply(envelope(response.status, error=error, **found))
+                    return envelope(response.status, error=error, **found)
                 text = raw.decode("utf-8", errors="replace")
-                return _Reply(envelope(response.status, body=text, **found))
+                return envelope(response.status, body=text, **found)
         except Exception as error:  # noqa: BLE001 (a timeout, a reset: the row's failure only)
-            return _Reply(envelope(0, error=f"{type(error).__name__}: {error}"))
+            return envelope(0, error=f"{type(error).__name__}: {error}")
+
+
+class ReplySink:
+    """Replies as the HTTP stage's sessions get them, until the driver takes them. The
+    driver makes it an async actor (`ray.remote`); it keeps nothing the driver has taken."""
+
+    def __init__(self) -> None:
+        self._rows: list[dict[str, Any]] = []
+        self._arrived = asyncio.Event()
+
+    async def put(self, rows: list[dict[str, Any]]) -> None:
+        self._rows.extend(rows)
+        self._arrived.set()
+
+    async def take(self, wait: float) -> list[dict[str, Any]]:
+        """Every row put since the last take, once there is one or `wait` seconds passed."""
+        if not self._rows:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), wait)
+        rows, self._rows = self._rows, []
+        self._arrived.clear()
+        return rows
 
 
 def to_payload(row: dict[str, Any]) -> dict[str, Any]:
-    """The preprocess step: the row's body as the stage's payload."""
-    return {"payload": {BODY_KEY: row["body"]}}
+    """The preprocess step: the row's body, and its key, as the stage's payload."""
+    return {"payload": {BODY_KEY: row["body"], ROW_KEY: row["key"]}}
 
 
 def from_reply(row: dict[str, Any]) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 
 from evol.errors import TransientBackendError
+from evol.llm.openai_api import ReplyReader
 from evol.llm.protocol import Completion, GenerationParams, LLMRequest
-from evol.llm.ray.rows import ReplyReader
 
 
 def sampling_params(params: GenerationParams) -> dict[str, Any]:
