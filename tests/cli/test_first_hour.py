@@ -331,3 +331,23 @@ def test_a_dry_run_names_the_backend_and_each_roles_model(evol, tmp_path: Path) 
     plan = json.loads(evol("run", seeds, *options, "--model", "gpt-4o-mini", "--json").stdout)
     assert plan["backend"] == "openai" and plan["cost_usd"] > 0
     assert set(plan["models"].values()) == {"gpt-4o-mini"}
+
+
+def test_on_a_terminal_the_progress_is_a_bar_and_a_message_a_line_above_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The bar (tqdm, loaded only here) takes each report, a message is printed above it
+    with its escape sequences made harmless, and the work's result comes back."""
+    from evol.cli import progress_display
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+
+    def work(on_progress, on_info) -> str:
+        on_progress(Progress(done=3, total=8, unit="call"))
+        on_info("model \x1b[31mx\x1b[0m")
+        return "done"
+
+    assert progress_display.with_progress(False, work) == "done"
+    shown = capsys.readouterr().err
+    assert "evol: model " in shown and "\x1b" not in shown
+    assert "3/8" in shown and "call" in shown

@@ -445,3 +445,32 @@ def test_what_a_backend_can_do_comes_from_the_capabilities_its_class_declares() 
     )
     assert missing_key_warning("cap-plain", hosted, False) is None
     assert missing_key_warning("cap-hosted", hosted, True) is None
+
+
+def test_an_entry_point_is_looked_up_once_however_often_its_backend_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run asks for its backend's capabilities and then the backend: the metadata of every
+    installed distribution is read once, not each time; a backend registered in code still
+    comes first, and a name nothing declares is still refused."""
+    from evol.llm import registry
+
+    looked_up: list[str] = []
+    real = registry.entry_points
+
+    def counting(**selection: str):
+        looked_up.append(selection.get("name", ""))
+        return real(**selection)
+
+    monkeypatch.setattr(registry, "entry_points", counting)
+    monkeypatch.setattr(registry, "_loaded", {})
+    assert not registry.runs_in_process("openai") and registry.sends_n("openai")
+    settings = BackendSettings(base_urls=["http://127.0.0.1:9/v1"])
+    assert type(registry.create_backend("openai", settings)).__name__ == "OpenAICompatibleBackend"
+    assert looked_up == ["openai"]
+    assert registry.runs_in_process("local") and registry.runs_in_process("local")
+    assert looked_up == ["openai", "local"]
+    with pytest.raises(UsageError, match="unknown backend 'no-such-backend'"):
+        registry.create_backend("no-such-backend", settings)
+    monkeypatch.setitem(registry._registered, "openai", lambda settings: "in code")
+    assert registry.create_backend("openai", settings) == "in code"

@@ -132,3 +132,48 @@ _WORDY = st.text(alphabet="ab9'\u2019_ \n.-\u00e9\u0301\u4e00", max_size=400) | 
 @given(text=_WORDY, limit=st.integers(0, 60))
 def test_the_first_words_are_the_words_cut_to_the_limit(text: str, limit: int) -> None:
     assert words(text, limit) == words(text)[:limit]
+
+
+def _plain_words(text: str) -> list[str]:
+    """The definition, a character at a time: a run of letters or digits (`str.isalnum`, what
+    `re` calls a word character, less `_`), joined to the next run by one apostrophe."""
+    found, at = [], 0
+    while at < len(text):
+        if not text[at].isalnum():
+            at += 1
+            continue
+        start = at
+        while True:
+            while at < len(text) and text[at].isalnum():
+                at += 1
+            if at + 1 < len(text) and text[at] in "'\u2019" and text[at + 1].isalnum():
+                at += 1
+                continue
+            break
+        found.append(text[start:at])
+    return found
+
+
+# Letters, digits and marks of several scripts, the characters `\w` takes that `isalnum` does
+# not (`_`), numbers that are no digits (`²`, `½`), apostrophes in runs, and separators.
+_ANY_TEXT = st.text(
+    alphabet="aZ9_'\u2019\u2019 \t\n.,-\u00e9\u0301\u00b2\u00bd\u0663\u4e00\u05d0\U0001d7d8!",
+    max_size=300,
+)
+
+
+@given(text=_ANY_TEXT | _WORDY, limit=st.integers(0, 70))
+def test_words_are_the_plain_definition_whole_and_cut_to_a_limit(text: str, limit: int) -> None:
+    expected = _plain_words(text)
+    assert words(text) == expected
+    assert words(text, limit) == expected[:limit]
+    assert word_count(text) == len(expected)
+
+
+@pytest.mark.parametrize("size", [1, 5, 47, 48, 49, 95, 96, 97, 1000])
+def test_a_word_across_the_first_windows_is_taken_whole(size: int) -> None:
+    """`words(limit=3)` reads a window of 24 characters first, then 48 more, then 96: a word
+    that reaches past each is still one word, and the words after it follow."""
+    text = "a " + "b" * size + "'c d e f"
+    assert words(text, 3) == ["a", "b" * size + "'c", "d"]
+    assert words(text, 1) == ["a"] and words(text, 0) == []

@@ -5,25 +5,19 @@ from __future__ import annotations
 import shutil
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from evol.cli import options as shared
 from evol.cli.output import echo_outside, user_errors, warn, warn_unfinished
-from evol.dataset.export import (
-    ExportResult,
-    export_run,
-    format_export,
-    parse_generations,
-    parse_split,
-    status_warning,
-)
-from evol.dataset.report import write_report
-from evol.dataset.show import SHOWN_CHARS, format_lineage, lineage
-from evol.dataset.stats import run_stats
-from evol.dataset.stats_text import format_stats
-from evol.dataset.verification import format_verify, verify_dataset
+from evol.dataset.show import SHOWN_CHARS
+
+if TYPE_CHECKING:
+    from evol.dataset.export import ExportResult
+
+# Each command imports the library code it calls when it runs: `evol run`, which needs none of
+# it, then starts without it (imports are most of the CPU a run spends before its first request).
 
 
 class ExportFileFormat(StrEnum):
@@ -66,6 +60,8 @@ def export(
 ) -> None:
     """Write a run's dataset as Alpaca, ShareGPT, OpenAI chat, IFEval, RLVR, DPO pairs or evol's
     records."""
+    from evol.dataset.export import export_run, format_export, parse_generations, parse_split
+
     with user_errors(False, as_json=as_json):
         result = export_run(
             run_dir,
@@ -84,6 +80,8 @@ def export(
 
 def _warn_export(result: ExportResult) -> None:
     """Say on stderr what an export left out, and that a run not complete is exported so far."""
+    from evol.dataset.export import status_warning
+
     warning = status_warning(result)
     if warning:
         warn(warning)
@@ -127,6 +125,8 @@ def verify(
     ] = False,
 ) -> None:
     """Check each answer against its verifiable constraints; pass rates per constraint id."""
+    from evol.dataset.verification import format_verify, verify_dataset
+
     with user_errors(False, as_json=as_json):
         result = verify_dataset(dataset, response_field)
     echo_outside(result.model_dump_json() if as_json else format_verify(result), as_json=as_json)
@@ -152,6 +152,8 @@ def show(
     ] = False,
 ) -> None:
     """Show one lineage as a tree: each rewrite, what it changed, and the attempts eliminated."""
+    from evol.dataset.show import format_lineage, lineage
+
     with user_errors(False, as_json=as_json):
         found = lineage(run_dir, record_id)
     if as_json:
@@ -169,6 +171,8 @@ def report(
     ] = None,
 ) -> None:
     """Write a self-contained HTML page of plots about a run (and, with --png, the plots alone)."""
+    from evol.dataset.report import write_report
+
     with user_errors(False):
         plots, status = write_report(run_dir, out, png_dir=png)
     warn_unfinished(run_dir, status)
@@ -184,6 +188,9 @@ def stats(
     ] = False,
 ) -> None:
     """Show what a run kept and eliminated per generation and operation, and what it cost."""
+    from evol.dataset.stats import run_stats
+    from evol.dataset.stats_text import format_stats
+
     with user_errors(False, as_json=as_json):
         result = run_stats(run_dir, price_in=price_in, price_out=price_out)
     warn_unfinished(run_dir, result.status)

@@ -15,9 +15,8 @@ from evol.cli.progress_display import with_progress
 from evol.cli.run import run_tuned
 from evol.command import METHOD_PANEL, MODEL_PANEL, OUTPUT_PANEL
 from evol.method.operations import parse_weights
-from evol.optimize.config import OptimizeConfig, format_optimize_summary
-from evol.optimize.loop import aoptimize
-from evol.optimize.plan import format_optimize_plan, plan_optimize
+
+# The optimizer loads when `evol optimize` runs, not when any other command starts.
 
 
 def _loop_option(help: str, **limits: float) -> typer.models.OptionInfo:
@@ -107,6 +106,10 @@ def optimize(
 
     Every option can also be set as EVOL_<OPTION>, e.g. EVOL_DEV_SIZE=50.
     """
+    from evol.optimize.config import OptimizeConfig, format_optimize_summary
+    from evol.optimize.loop import aoptimize
+    from evol.optimize.plan import format_optimize_plan, plan_optimize
+
     with user_errors(debug, as_json=as_json):
         config = OptimizeConfig(
             **config_fields(

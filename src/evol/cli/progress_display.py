@@ -11,8 +11,6 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO, TypeVar
 
-from tqdm import tqdm
-
 from evol.errors import UsageError
 from evol.progress import Progress, format_progress
 from evol.terminal import printable
@@ -41,6 +39,8 @@ def with_progress(quiet: bool, work: Callable[[Any, Any], T]) -> T:
 
 
 def _with_bar(work: Callable[[Any, Any], T]) -> T:
+    from tqdm import tqdm  # only a terminal shows a bar: --quiet and CI never load it
+
     bar = tqdm(total=0, unit="step", file=sys.stderr, dynamic_ncols=True)
 
     def on_progress(progress: Progress) -> None:

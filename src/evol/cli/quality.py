@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -12,12 +12,22 @@ from evol.cli.options import CONNECTION, config_fields, env
 from evol.cli.output import echo_outside, exit_for, user_errors
 from evol.cli.progress_display import with_progress
 from evol.command import MODEL_PANEL, OUTPUT_PANEL, SCORES_PANEL
-from evol.quality.score_plan import format_plan as format_score_plan
-from evol.quality.score_plan import plan_scoring
-from evol.quality.score_summary import format_summary as format_score_summary
-from evol.quality.scoring import ScoreConfig, score_run
-from evol.quality.selection import SelectConfig, select_records
-from evol.quality.selection import format_summary as format_select_summary
+
+if TYPE_CHECKING:
+    from evol.quality.score_plan import ScorePlan
+    from evol.quality.scoring import ScoreConfig
+
+# Each command imports the library code it calls when it runs: `evol run`, which needs none of
+# it, then starts without it (imports are most of the CPU a run spends before its first request).
+
+
+def plan_scoring(
+    config: ScoreConfig, *, price_in: float | None = None, price_out: float | None = None
+) -> ScorePlan:
+    """`evol.quality.score_plan.plan_scoring`, loaded when a dry run asks for it."""
+    from evol.quality.score_plan import plan_scoring as plan
+
+    return plan(config, price_in=price_in, price_out=price_out)
 
 
 def score(
@@ -143,6 +153,10 @@ def score(
 
     The model, connection and score options can also be set as EVOL_<OPTION>.
     """
+    from evol.quality.score_plan import format_plan as format_score_plan
+    from evol.quality.score_summary import format_summary as format_score_summary
+    from evol.quality.scoring import ScoreConfig, score_run
+
     with user_errors(debug, as_json=as_json):
         config = ScoreConfig(
             **config_fields(
@@ -195,6 +209,9 @@ def select(
     ] = False,
 ) -> None:
     """Pick the best N records of a scored run (complexity x quality), skipping near repeats."""
+    from evol.quality.selection import SelectConfig, select_records
+    from evol.quality.selection import format_summary as format_select_summary
+
     with user_errors(False, as_json=as_json):
         summary = select_records(
             SelectConfig(

@@ -16,8 +16,6 @@ from evol.cli import run_options as own
 from evol.cli.options import CONNECTION
 from evol.cli.output import echo_outside, end_with, user_errors
 from evol.cli.progress_display import with_progress
-from evol.dataset.merge import MergeConfig, merge_runs
-from evol.dataset.merge import format_summary as format_merge_summary
 from evol.pipeline import arun
 from evol.planning import format_plan, plan_run
 from evol.rundir.manifest import format_summary
@@ -147,6 +145,9 @@ def merge(
     ] = False,
 ) -> None:
     """Join the shards of one run (evol run --shard i/N) into one run directory."""
+    from evol.dataset.merge import MergeConfig, merge_runs
+    from evol.dataset.merge import format_summary as format_merge_summary
+
     with user_errors(False, as_json=as_json):
         summary = merge_runs(
             MergeConfig(

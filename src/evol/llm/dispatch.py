@@ -113,7 +113,8 @@ class Dispatcher:
         completion = await self._attempts(request)
         reply = completion.__dict__  # its fields, no dump
         if not completion.choices:  # one choice: journalled as before there were several
-            reply = {name: value for name, value in reply.items() if name != "choices"}
+            reply = reply.copy()
+            del reply["choices"]
         self.journal.remember(request.item, key, reply)
         return completion
 

@@ -11,17 +11,12 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
+from typing import TYPE_CHECKING, TypeVar
 
 from evol.errors import TransientBackendError
+
+if TYPE_CHECKING:
+    from tenacity import RetryCallState
 
 T = TypeVar("T")
 
@@ -34,9 +29,9 @@ async def with_retries(
     on_retry: Callable[[TransientBackendError], None] | None = None,
 ) -> T:
     """Run `call`, retrying transient failures up to `max_retries` times."""
-    backoff = wait_random_exponential(multiplier=0.5, max=max_wait)
     # Most calls succeed at once, and tenacity's controller costs more CPU than the request
-    # itself: make the first attempt bare, and hand a failure to the policy.
+    # itself: make the first attempt bare, and hand a failure to the policy (tenacity is
+    # imported then: a run whose calls all succeed never loads it).
     try:
         return await call()
     except TransientBackendError as error:
@@ -50,6 +45,14 @@ async def with_retries(
             else random.uniform(0, min(0.5, max_wait))
         )
         await asyncio.sleep(_bounded(first_wait, max_wait))
+    from tenacity import (
+        AsyncRetrying,
+        retry_if_exception_type,
+        stop_after_attempt,
+        wait_random_exponential,
+    )
+
+    backoff = wait_random_exponential(multiplier=0.5, max=max_wait)
 
     def wait(state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None

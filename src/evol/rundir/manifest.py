@@ -15,6 +15,7 @@ import platform
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, overload
@@ -279,11 +280,16 @@ def _public_config(config: RunConfig) -> dict[str, Any]:
 def _versions() -> dict[str, str | None]:
     found: dict[str, str | None] = {"python": platform.python_version()}
     for package in ("evol", "openai", "llama-cpp-python"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = None
+        found[package] = _installed(package)
     return found
+
+
+@cache  # run.json is written at the start and the end: each read parses a METADATA file
+def _installed(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def _now() -> str:

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, Field
 
 from evol.method.elimination import Reason
 from evol.method.verdicts import Verdict
 
 # The most rounds a run may have (--generations): no record's id has more suffixes.
 MAX_GENERATIONS = 100
-# The fields of a record with verifiable constraints, left out where they are None.
-CONSTRAINT_FIELDS = ("constraints", "attempts", "rejected_output", "unmet")
 
 
 def compose(instruction: str, input_text: str) -> str:
     """The user message for an instruction with an optional Alpaca-style input: what the
     answering model is asked, and what chat-shaped exports put in the user turn."""
     return f"{instruction}\n\n{input_text}" if input_text.strip() else instruction
+
+
+def _is_none(value: object) -> bool:
+    return value is None
 
 
 class TokenUsage(BaseModel):
@@ -49,25 +51,26 @@ class Record(BaseModel):
         None, description="what cleaning took off the replies; for an elimination, why first"
     )
     # Verifiable constraints (#26), written only on records that carry them: a record without
-    # keeps the shape it always had.
+    # keeps the shape it always had. (`exclude_if` is decided in pydantic-core: a serializer
+    # of our own around the whole record took twice as long as the dump itself.)
     constraints: list[dict[str, Any]] | None = Field(
-        None, description="IFEval ids with their kwargs, the parent's and any new one"
+        None,
+        description="IFEval ids with their kwargs, the parent's and any new one",
+        exclude_if=_is_none,
     )
-    attempts: int | None = Field(None, description="answers drawn until one met the constraints")
+    attempts: int | None = Field(
+        None, description="answers drawn until one met the constraints", exclude_if=_is_none
+    )
     rejected_output: str | None = Field(
-        None, description="the first answer that failed a constraint (for DPO pairs)"
+        None,
+        description="the first answer that failed a constraint (for DPO pairs)",
+        exclude_if=_is_none,
     )
     unmet: dict[str, int] | None = Field(
-        None, description="per constraint id, how many of the answers drawn failed it"
+        None,
+        description="per constraint id, how many of the answers drawn failed it",
+        exclude_if=_is_none,
     )
-
-    @model_serializer(mode="wrap")
-    def _without_unset_constraints(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data = handler(self)
-        for key in CONSTRAINT_FIELDS:
-            if data.get(key) is None:
-                data.pop(key, None)
-        return data
 
 
 class EliminatedRecord(Record):
