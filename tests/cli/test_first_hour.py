@@ -7,6 +7,7 @@ import json
 import re
 import signal
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
