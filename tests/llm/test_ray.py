@@ -206,13 +206,15 @@ def test_vllm_logprobs_become_openai_style_top_logprobs() -> None:
 # -- the session the HTTP stage is given ------------------------------------------------------
 
 
-def post_through_session(server: FakeServer, bodies: list[dict], **limits: Any) -> list[dict]:
+def post_through_session(
+    server: FakeServer, bodies: list[dict], sink: Any = None, **limits: Any
+) -> list[dict]:
     """What Ray's HTTP stage does with its session: post every row's payload, then await each
     reply in order (http_request_stage.py, ray 2.60)."""
     settings = {"cap": 1 << 20, "timeout": 30.0, "connections": 64} | limits
 
     async def stage() -> list[dict]:
-        async with session.EnvelopeSession(**settings)() as http:
+        async with session.EnvelopeSession(**settings, sink=sink)() as http:
             pending = [
                 http.post(
                     server.base_url + "/chat/completions",
@@ -400,6 +402,48 @@ def test_the_reply_sink_hands_over_what_it_holds_and_keeps_none_of_it() -> None:
         await asyncio.sleep(0)
         await sink.put([{"key": "4"}])
         assert await asyncio.wait_for(waiting, 60) == [{"key": "4"}]  # woken by the put
+
+    asyncio.run(scenario())
+
+
+class KnowingSink(RecordingSink):
+    """A sink that already had the replies of `known` (a batch Ray runs again on a new worker
+    after the first one died): `sink.holding.remote(keys)` says so, as the actor's would."""
+
+    def __init__(self, known: set[str]) -> None:
+        super().__init__()
+        self.known, self.holding, self.asked = known, _Holding(self), []
+
+
+class _Holding:
+    def __init__(self, sink: KnowingSink) -> None:
+        self.sink = sink
+
+    async def remote(self, keys: list[str]) -> list[str]:
+        self.sink.asked.append(sorted(keys))
+        return [key for key in keys if key in self.sink.known]
+
+
+def test_a_batch_run_again_sends_no_row_whose_reply_the_sink_had() -> None:
+    sink = KnowingSink(known={"1"})
+    with FakeServer() as server:
+        texts = ["zero", "one", "two"]
+        replies = post_through_session(server, [chat(text) for text in texts], sink=sink)
+    assert [first_user_turn(body) for body in server.requests] == ["zero", "two"]
+    assert sink.asked == [["0", "1", "2"]]  # one message for the batch
+    assert replies[1]["status"] == 0 and "has this reply already" in replies[1]["error"]
+    assert [replies[0]["status"], replies[2]["status"]] == [200, 200]
+    assert sorted(row["key"] for row in sink.rows) == ["0", "2"]
+
+
+def test_the_reply_sink_knows_the_keys_of_running_waves_until_they_are_forgotten() -> None:
+    async def scenario() -> None:
+        sink = session.ReplySink()
+        await sink.put([{"key": "1"}, {"key": "2"}])
+        await sink.take(60)
+        assert await sink.holding(["1", "2", "3"]) == ["1", "2"]  # taken, still known
+        await sink.forget(["1"])
+        assert await sink.holding(["1", "2"]) == ["2"]
 
     asyncio.run(scenario())
 

@@ -277,6 +277,10 @@ class RayBackend:
             failure = TransientBackendError(f"{self.where}: a Ray wave failed ({why})")
             _post(loop, self._fail_all, keys, failure)
             return
+        finally:
+            if self._sink is not None:  # the sink may let go of the wave's keys
+                with contextlib.suppress(Exception):
+                    self._sink.forget.remote(keys)
         missing = TransientBackendError(f"{self.where}: Ray returned no row for the request")
         _post(loop, self._fail_all, keys, missing)
 

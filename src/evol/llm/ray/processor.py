@@ -43,19 +43,13 @@ def http_processor(target: HttpTarget, sink: Any = None) -> Any:
         http_request_stage={"num_cpus": _STAGE_CPUS},
     )
     light = {"num_cpus": _STAGE_CPUS}
-    processor = build_processor(
+    return build_processor(
         config,
         preprocess=session.to_payload,
         postprocess=session.from_reply,
         preprocess_map_kwargs=light,
         postprocess_map_kwargs=light,
     )
-    # Ray Data restarts a stage worker that died and runs its whole batch again, which would
-    # pay again for the rows whose replies the driver already journaled. Without restarts the
-    # wave fails instead, and evol's retry policy asks again for the rows it still lacks.
-    for name in processor.list_stage_names():
-        processor.get_stage_by_name(name).map_batches_kwargs["max_restarts"] = 0
-    return processor
 
 
 _STAGE_CPUS = 0.25

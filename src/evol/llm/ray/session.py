@@ -91,6 +91,7 @@ class EnvelopeSession:
         self.cap, self.timeout, self.connections, self.sink = cap, timeout, connections, sink
         self._session: aiohttp.ClientSession | None = None
         self._outbox: list[dict[str, Any]] = []
+        self._asking: dict[str, asyncio.Future[bool]] = {}
 
     def __call__(self) -> EnvelopeSession:
         """A fresh session for one batch (the stage calls its factory once a batch)."""
@@ -120,10 +121,35 @@ class EnvelopeSession:
             body, key = payload[BODY_KEY].encode(), payload.get(ROW_KEY)
         except Exception as error:  # noqa: BLE001 (not evol's payload: the row's failure only)
             return _Reply(envelope(0, error=f"{type(error).__name__}: {error}"))
+        if key is not None and await self._delivered(key):
+            return _Reply(envelope(0, error="not sent: the driver has this reply already"))
         reply = await self._envelope(url, headers, body)
         if self.sink is not None and key is not None:
             self._forward({"key": key, **reply})
         return _Reply(reply)
+
+    async def _delivered(self, key: str) -> bool:
+        """Whether the sink already had `key`'s reply. Ray runs a dead stage worker's whole
+        batch again on a new one; a row whose reply reached the driver is not paid again.
+        The rows posted in one turn of the event loop (a batch) ask in one message."""
+        if self.sink is None:
+            return False
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bool] = loop.create_future()
+        self._asking[key] = answer
+        if len(self._asking) == 1:
+            loop.call_soon(lambda: asyncio.ensure_future(self._ask()))
+        return await answer
+
+    async def _ask(self) -> None:
+        asking, self._asking = self._asking, {}
+        try:
+            held = set(await self.sink.holding.remote(list(asking)))
+        except Exception:  # noqa: BLE001 (the sink gone: send, as without one)
+            held = set()
+        for key, answer in asking.items():
+            if not answer.done():
+                answer.set_result(key in held)
 
     def _forward(self, row: dict[str, Any]) -> None:
         """Queue `row` for the sink; the replies that arrive in the same turn of the event
@@ -170,15 +196,26 @@ class EnvelopeSession:
 
 class ReplySink:
     """Replies as the HTTP stage's sessions get them, until the driver takes them. The
-    driver makes it an async actor (`ray.remote`); it keeps nothing the driver has taken."""
+    driver makes it an async actor (`ray.remote`). It keeps no reply the driver has taken,
+    only the keys of the replies of waves still running (`holding`), until `forget`."""
 
     def __init__(self) -> None:
         self._rows: list[dict[str, Any]] = []
+        self._keys: set[str] = set()
         self._arrived = asyncio.Event()
 
     async def put(self, rows: list[dict[str, Any]]) -> None:
         self._rows.extend(rows)
+        self._keys.update(row["key"] for row in rows)
         self._arrived.set()
+
+    async def holding(self, keys: list[str]) -> list[str]:
+        """Those of `keys` whose replies it had."""
+        return [key for key in keys if key in self._keys]
+
+    async def forget(self, keys: list[str]) -> None:
+        """A wave ended: Ray runs none of its rows again."""
+        self._keys.difference_update(keys)
 
     async def take(self, wait: float) -> list[dict[str, Any]]:
         """Every row put since the last take, once there is one or `wait` seconds passed."""
