@@ -436,6 +436,23 @@ def test_a_batch_run_again_sends_no_row_whose_reply_the_sink_had() -> None:
     assert sorted(row["key"] for row in sink.rows) == ["0", "2"]
 
 
+class _NeverAnswers:
+    async def remote(self, keys: list[str]) -> list[str]:
+        await asyncio.Event().wait()
+        return []
+
+
+def test_a_sink_that_never_answers_delays_a_batch_but_does_not_stop_it() -> None:
+    """The sink alive but stuck (its node cut off): the batch waits `sink_wait`, then sends
+    (attack28d: every row waited for the sink's answer for ever)."""
+    sink = RecordingSink()
+    sink.holding = _NeverAnswers()
+    with FakeServer() as server:
+        replies = post_through_session(server, [chat("a"), chat("b")], sink=sink, sink_wait=0.2)
+        assert len(server.requests) == 2
+    assert [reply["status"] for reply in replies] == [200, 200]
+
+
 def test_the_reply_sink_knows_the_keys_of_running_waves_until_they_are_forgotten() -> None:
     async def scenario() -> None:
         sink = session.ReplySink()

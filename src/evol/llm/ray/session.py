@@ -87,8 +87,17 @@ class EnvelopeSession:
     """The stage's `session_factory`: an aiohttp session whose `post` never raises, and
     which sends each envelope to `sink` (a `ReplySink` actor's handle) as soon as it has it."""
 
-    def __init__(self, *, cap: int, timeout: float, connections: int, sink: Any = None):
+    def __init__(
+        self,
+        *,
+        cap: int,
+        timeout: float,
+        connections: int,
+        sink: Any = None,
+        sink_wait: float = 10.0,
+    ):
         self.cap, self.timeout, self.connections, self.sink = cap, timeout, connections, sink
+        self.sink_wait = sink_wait  # seconds a batch waits for the sink's answer, then sends
         self._session: aiohttp.ClientSession | None = None
         self._outbox: list[dict[str, Any]] = []
         self._asking: dict[str, asyncio.Future[bool]] = {}
@@ -96,7 +105,11 @@ class EnvelopeSession:
     def __call__(self) -> EnvelopeSession:
         """A fresh session for one batch (the stage calls its factory once a batch)."""
         return EnvelopeSession(
-            cap=self.cap, timeout=self.timeout, connections=self.connections, sink=self.sink
+            cap=self.cap,
+            timeout=self.timeout,
+            connections=self.connections,
+            sink=self.sink,
+            sink_wait=self.sink_wait,
         )
 
     async def __aenter__(self) -> EnvelopeSession:
@@ -144,8 +157,9 @@ class EnvelopeSession:
     async def _ask(self) -> None:
         asking, self._asking = self._asking, {}
         try:
-            held = set(await self.sink.holding.remote(list(asking)))
-        except Exception:  # noqa: BLE001 (the sink gone: send, as without one)
+            asked = self.sink.holding.remote(list(asking))
+            held = set(await asyncio.wait_for(asked, self.sink_wait))
+        except Exception:  # noqa: BLE001 (the sink gone or stuck: send, as without one)
             held = set()
         for key, answer in asking.items():
             if not answer.done():
