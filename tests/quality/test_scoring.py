@@ -29,7 +29,6 @@ from evol.quality.readings import (
 from tests.support.fake_server import FakeServer, Fault
 from tests.support.runs import read_jsonl, record, write_run
 from tests.support.scoring import (
-    ENV,
     UNPARSEABLE,
     LogprobBackend,
     ScoringResponder,
@@ -43,6 +42,7 @@ from tests.support.scoring import (
     scores,
     task,
 )
+from tests.support.subprocesses import ENV
 
 # -- reading replies -------------------------------------------------------------------------
 
