@@ -26,12 +26,9 @@ import contextlib
 import copy
 import importlib.util
 import itertools
-import logging
-import socket
 import threading
 from collections.abc import Awaitable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -47,6 +44,7 @@ from evol.llm.protocol import (
     LLMRequest,
 )
 from evol.llm.ray import session
+from evol.llm.ray.cluster import Cluster
 from evol.llm.ray.processor import HttpTarget, http_processor
 from evol.llm.ray.rows import envelope_outcome
 from evol.llm.ray.vllm import vllm_config, vllm_outcome, vllm_row
@@ -129,8 +127,7 @@ class RayBackend:
         self._waves: set[asyncio.Future[None]] = set()
         self._slots = asyncio.Semaphore(ray.max_waves)
         self._stopping = threading.Event()
-        self._connect_lock = threading.Lock()
-        self._connected = self._started_ray = False
+        self._cluster = Cluster(ray.address, ray.local_cpus)
         self._sink: Any = None  # the ReplySink actor's handle, on the HTTP path
         self._drainer: threading.Thread | None = None
         self._sink_tried = False
@@ -238,7 +235,7 @@ class RayBackend:
         try:
             # On the loop's thread, which lives as long as the run: a local Ray's head
             # processes die with the thread that started them (a wave's thread ends).
-            self._connect()
+            self._cluster.connect()
         except Exception as error:  # noqa: BLE001 (no cluster: nothing can be sent)
             why = self.reader.secrets.cut(f"{type(error).__name__}: {error}")
             cluster = self.ray.address or "a local Ray"
@@ -328,33 +325,6 @@ class RayBackend:
             if waiting is not None and not waiting.future.done():
                 waiting.future.set_exception(copy.copy(error))
 
-    # -- the cluster --------------------------------------------------------------------------
-
-    def _connect(self) -> None:
-        """Join the cluster at `address`, or start a local Ray, once (on the loop's thread)."""
-        with self._connect_lock:
-            if self._connected:
-                return
-            import ray
-            import ray.data
-
-            if self.ray.address is not None:
-                _check_reachable(self.ray.address)
-            if not ray.is_initialized():
-                ray.init(
-                    address=self.ray.address,
-                    num_cpus=self.ray.local_cpus if self.ray.address is None else None,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    # Ray's INFO and WARNING lines (each dataset started, progress bars off)
-                    # would go between evol's own; its errors still show.
-                    logging_level=logging.ERROR,
-                )
-                self._started_ray = True
-            ray.data.DataContext.get_current().enable_progress_bars = False
-            logging.getLogger("ray.data").setLevel(logging.ERROR)
-            self._connected = True
-
     def _disconnect(self) -> None:
         if self._sink is not None:
             import ray
@@ -364,11 +334,7 @@ class RayBackend:
             self._sink = None
         if self._drainer is not None:
             self._drainer.join(_WAVE_GRACE)  # it stops at its next take (the sink's end, say)
-        if self._started_ray:
-            import ray
-
-            ray.shutdown()
-            self._started_ray = False
+        self._cluster.disconnect()
 
     # -- the sink: replies one by one ---------------------------------------------------------
 
@@ -424,18 +390,3 @@ def _post(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:
 def _settle(wave: asyncio.Future[None]) -> None:
     if not wave.done():
         wave.set_result(None)
-
-
-def _check_reachable(address: str) -> None:
-    """Refuse at once a cluster address nothing answers at: ray.init would retry it for
-    minutes. `auto` and `local` are Ray's own words and are left to it."""
-    parts = urlsplit(address if "://" in address else f"gcs://{address}")
-    if address in ("auto", "local") or parts.hostname is None or parts.port is None:
-        return
-    try:
-        socket.create_connection((parts.hostname, parts.port), timeout=_CONNECT_TIMEOUT).close()
-    except OSError as error:
-        raise ConnectionError(f"nothing answers at {address} ({error.strerror or error})") from None
-
-
-_CONNECT_TIMEOUT = 10.0
