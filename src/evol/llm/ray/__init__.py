@@ -9,6 +9,7 @@ imported only when a wave runs (the `ray` extra: `pip install 'evol[ray]'`).
     processor.py  the HTTP processor, built from evol's settings
     vllm.py       the vLLM path: sampling params, its config, its rows read as replies
     cluster.py    the cluster joined, or a local Ray started, once; shut down if evol started it
+    sink.py       the driver's end of the ReplySink: the actor started, the thread draining it
     backend.py    RayBackend and RaySettings: the queue, the waves
 """
 
