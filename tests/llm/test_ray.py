@@ -907,7 +907,7 @@ def test_replies_come_one_by_one_and_without_the_sink_a_batch_at_a_time(ray_clus
                 try:
                     done, _ = await asyncio.wait(asks[1:], timeout=300)  # a hang guard
                     assert len(done) == 2 and not asks[0].done()
-                    sink = backend._sink
+                    sink = backend._replies.actor
                     ray.kill(sink)
                     server.release()
                     held = await asyncio.wait_for(asks[0], 300)
@@ -917,7 +917,8 @@ def test_replies_come_one_by_one_and_without_the_sink_a_batch_at_a_time(ray_clus
                     await asyncio.wait_for(backend.aclose(), 60)
 
             texts, sink = asyncio.run(scenario())
-        assert all(texts) and backend._drainer is not None and not backend._drainer.is_alive()
+        drainer = backend._replies.thread
+        assert all(texts) and drainer is not None and not drainer.is_alive()
 
         with FakeServer() as server:  # a sink that lives until aclose, which ends it
             settings = BackendSettings(base_urls=[server.base_url])
@@ -926,7 +927,7 @@ def test_replies_come_one_by_one_and_without_the_sink_a_batch_at_a_time(ray_clus
             async def one() -> Any:
                 try:
                     await asyncio.wait_for(backend.complete(ask("d")), 300)
-                    return backend._sink
+                    return backend._replies.actor
                 finally:
                     await asyncio.wait_for(backend.aclose(), 60)
 

@@ -1,4 +1,5 @@
-"""The import graph: leaf modules load alone, and lower layers never import higher ones."""
+"""The import graph: leaf modules load alone, and lower layers never import higher ones;
+and no module is too long to read in one sitting."""
 
 import shutil
 import subprocess
@@ -81,3 +82,16 @@ def test_ray_is_imported_only_by_the_ray_engine_and_only_when_a_wave_runs():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+SOURCE = Path(__file__).resolve().parents[2] / "src" / "evol"
+MAX_MODULE_LINES = 400  # issue #23: one concern a module, none a grab bag
+
+
+def test_no_module_of_evol_is_over_400_lines():
+    lengths = {
+        path.relative_to(SOURCE).as_posix(): len(path.read_text(encoding="utf-8").splitlines())
+        for path in SOURCE.rglob("*.py")
+    }
+    assert len(lengths) > 30
+    assert {name: n for name, n in lengths.items() if n > MAX_MODULE_LINES} == {}
