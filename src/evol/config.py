@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Self
 
@@ -155,7 +156,40 @@ class Connection(BaseModel):
         )
 
 
-class RunConfig(Connection):
+class SeedFields(BaseModel):
+    """How a command reads its seed file: `evol run` and `evol optimize` alike."""
+
+    seed_format: SeedFormat | None = None
+    instruction_field: str | None = Field(None, description="dotted path of the instruction")
+    input_field: str | None = Field(None, description="dotted path of the input")
+    output_field: str | None = Field(None, description="dotted path of the output")
+    skip_invalid: bool = False
+
+    @property
+    def seed_options(self) -> SeedOptions:
+        return SeedOptions(
+            format=self.seed_format,
+            instruction_field=self.instruction_field,
+            input_field=self.input_field,
+            output_field=self.output_field,
+            skip_invalid=self.skip_invalid,
+        )
+
+
+class RoleModels(BaseModel):
+    """The model of each role (None: `model`, else the server's)."""
+
+    model: str | None = None
+    evolve_model: str | None = None
+    answer_model: str | None = None
+    judge_model: str | None = None
+
+    @property
+    def role_models(self) -> dict[str, str | None]:
+        return {name: getattr(self, name) for name in RoleModels.model_fields}
+
+
+class RunConfig(SeedFields, RoleModels, Connection):
     """Everything `evol run` needs."""
 
     seeds: Path
@@ -165,11 +199,6 @@ class RunConfig(Connection):
     operations: dict[str, float] = Field(
         default_factory=lambda: parse_weights(None), description="weights; default all, uniform"
     )
-    seed_format: SeedFormat | None = None
-    instruction_field: str | None = Field(None, description="dotted path of the instruction")
-    input_field: str | None = Field(None, description="dotted path of the input")
-    output_field: str | None = Field(None, description="dotted path of the output")
-    skip_invalid: bool = False
     limit: int | None = Field(None, ge=1, description="evolve only the first N seeds")
     shard: Shard | None = Field(
         None, description="evolve only this shard's seeds (after --limit); evol merge joins them"
@@ -178,10 +207,6 @@ class RunConfig(Connection):
     answer_seeds: bool = True
     rules: EliminationRules = EliminationRules()
 
-    model: str | None = None
-    evolve_model: str | None = None
-    answer_model: str | None = None
-    judge_model: str | None = None
     params: RoleParams = Field(default_factory=lambda: RoleParams())
     system_prompt: str | None = Field(None, description="a system turn for the answering model")
     parallel_judge: bool = Field(
@@ -223,12 +248,4 @@ class RunConfig(Connection):
 
     @property
     def seed_options(self) -> SeedOptions:
-        return SeedOptions(
-            format=self.seed_format,
-            instruction_field=self.instruction_field,
-            input_field=self.input_field,
-            output_field=self.output_field,
-            skip_invalid=self.skip_invalid,
-            limit=self.limit,
-            shard=self.shard,
-        )
+        return replace(super().seed_options, limit=self.limit, shard=self.shard)
