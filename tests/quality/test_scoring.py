@@ -404,6 +404,26 @@ def test_score_caps_reply_bodies_like_run(evol, made_run: Path) -> None:
         assert evol("score", made_run, "--base-url", server.base_url, *options).exit_code == 0
 
 
+def test_rpm_and_tpm_pace_every_scoring_call_and_batch_refuses_them(
+    evol, made_run: Path, tmp_path: Path
+) -> None:
+    unpaced = shutil.copytree(made_run, tmp_path / "unpaced")
+    base = ("--no-complexity", "--json")
+    with FakeServer(responder=ScoringResponder()) as server:
+        # Budgets far above what the calls need: none waits, each is counted as let through.
+        budget = ("--rpm", "600000", "--tpm", "1000000000")
+        paced = evol("score", made_run, "--base-url", server.base_url, *base, *budget)
+        free = evol("score", unpaced, "--base-url", server.base_url, *base)
+    assert paced.exit_code == free.exit_code == 0, paced.output + free.output
+    summary = json.loads(paced.stdout)
+    assert summary["requests"] == summary["paced"] == 12 + 6  # [mute] and [never] asked twice
+    assert json.loads(free.stdout)["paced"] == 0
+    assert by_key(made_run) == by_key(unpaced)
+    for option in ("--rpm", "--tpm"):
+        refused = evol("score", made_run, "--batch", option, "10", "--base-url", server.base_url)
+        assert refused.exit_code == 2 and "--rpm and --tpm pace live" in refused.stderr
+
+
 def test_dry_run_counts_the_calls_left_and_prices_them(evol, made_run: Path) -> None:
     options = ("--model", "m", "--price-in", "1", "--price-out", "2", "--json")
     plan = json.loads(evol("score", made_run, "--dry-run", "--answers", *options).stdout)

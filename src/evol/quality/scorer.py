@@ -34,6 +34,7 @@ class ScoreTally:
 
     requests: int = 0
     retries: int = 0
+    paced: int = 0  # requests the --rpm/--tpm budget let through
     usage: Counter[str] = field(default_factory=Counter)
     per_scorer: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     logprobs_refused: set[str] = field(default_factory=set)
@@ -81,6 +82,7 @@ class Scorer:
         finally:
             self.tally.requests = sum(self.calls.stats.requests.values())
             self.tally.retries = sum(self.calls.stats.retries.values())
+            self.tally.paced = self.calls.stats.paced
 
     async def score(self, job: Job) -> ScoreLine | None:
         """Ask, read, ask again once if need be; None when the call failed after retries."""

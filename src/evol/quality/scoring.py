@@ -43,7 +43,6 @@ from evol.errors import BackendError, RunDirError, TransientBackendError, UsageE
 from evol.interrupts import until_signalled
 from evol.jsonl import lock_directory
 from evol.llm import ChatBackend, open_backend
-from evol.llm.dispatch import CallPolicy
 from evol.method.prompts import PromptSet
 from evol.progress import ProgressCallback
 from evol.quality.contamination import DEFAULT_NGRAM, check_contamination, write_contamination
@@ -137,6 +136,7 @@ async def ascore_run(
         scorers=summaries,
         requests=tally.requests,
         retries=tally.retries,
+        paced=tally.paced,
         usage=dict(tally.usage),
         metrics=metrics_path,
         contamination=contamination,
@@ -171,12 +171,7 @@ async def _score_with_model(
             records, config.scorers, done_checker(lines, model, config.retry_missing), prompts
         )
         info(f"backend {backend_name}, model {model}: {len(jobs)} calls to make")
-        policy = CallPolicy(
-            in_flight=config.in_flight,
-            max_retries=config.max_retries,
-            retry_max_wait=config.retry_max_wait,
-        )
-        scorer = Scorer(backend, model, policy, info, prompts, batch=config.batch)
+        scorer = Scorer(backend, model, config.call_policy(), info, prompts, batch=config.batch)
         sidecar = Sidecar(config.run_dir)
         try:
             await until_signalled(
