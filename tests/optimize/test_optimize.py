@@ -186,6 +186,7 @@ def test_dry_run_prices_the_whole_loop_and_calls_nothing(tmp_path: Path, evol) -
     assert "9 evaluation runs of 24 dev seeds" in text.stdout
 
 
+@pytest.mark.slow
 def test_rpm_and_tpm_pace_the_optimizer_and_every_evaluation_run(tmp_path: Path, evol) -> None:
     from evol.optimize.optimizer import Optimizer
     from evol.rundir.journal import CallJournal

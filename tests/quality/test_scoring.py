@@ -404,6 +404,7 @@ def test_score_caps_reply_bodies_like_run(evol, made_run: Path) -> None:
         assert evol("score", made_run, "--base-url", server.base_url, *options).exit_code == 0
 
 
+@pytest.mark.slow
 def test_rpm_and_tpm_pace_every_scoring_call_and_batch_refuses_them(
     evol, made_run: Path, tmp_path: Path
 ) -> None:
@@ -539,6 +540,7 @@ def asks_of(requests: list[dict[str, Any]], task: str) -> Counter[int]:
     )
 
 
+@pytest.mark.slow
 def test_a_score_killed_between_two_asks_pays_the_first_once(
     made_run: Path, tmp_path: Path
 ) -> None:
