@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evol.method.cleaning import clean_reply, clean_rewrite
+from evol.method.cleaning import Cleaned, clean_reply, clean_rewrite
 
 REWRITE = "Explain photosynthesis in three steps, with one example per step."
 
@@ -117,3 +117,93 @@ def test_an_answer_only_loses_its_think_block() -> None:
     answer = "Sure! Here is the answer: photosynthesis turns light into sugar."
     assert clean_reply(answer).text == answer
     assert clean_reply(f"<think>hm</think>\n{answer}").text == answer
+
+
+# -- each layer's detail and edges (found by mutation testing) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "cleaned"),
+    [
+        ("<think>x</think>Hi", Cleaned("Hi", ("a <think> block",))),
+        ("<think>x</think>", Cleaned("", ("a <think> block",))),  # closed at the very end
+        ("<THINKING>x</Thinking>", Cleaned("", ("a <thinking> block",))),
+        ("<think>x", Cleaned("", ("a <think> block (never closed)",))),
+        ("Hi", Cleaned("Hi", ())),
+    ],
+)
+def test_a_reply_loses_its_think_block_and_says_so(reply: str, cleaned: Cleaned) -> None:
+    assert clean_reply(reply) == cleaned
+
+
+@pytest.mark.parametrize(
+    ("reply", "cleaned"),
+    [
+        (
+            "Sure! Here is the rewritten instruction: Do X",
+            Cleaned("Do X", ("preamble 'Sure! Here is the rewritten instruction:'",)),
+        ),
+        ("Sure!\nDo X", Cleaned("Do X", ("preamble 'Sure!'",))),
+        ("New instruction: Do X", Cleaned("Do X", ("label 'New instruction:'",))),
+        # Nothing after the wrapper: the reply is left as it is (the leak rule reads it).
+        ("New instruction:", Cleaned("New instruction:", ())),
+        ("Here is the rewritten instruction:", Cleaned("Here is the rewritten instruction:", ())),
+        # An afterword one character in still goes.
+        ("X\n\nNote: this is harder", Cleaned("X", ("an afterword 'Note: this is harder'",))),
+        (
+            "Do X\n\nNote: I " + "n" * 80,
+            Cleaned("Do X", (f"an afterword {'Note: I ' + 'n' * 52!r}",)),
+        ),
+        ("Do X\n\nNote: in French.", Cleaned("Do X\n\nNote: in French.", ())),  # the task's
+        ("```\nDo X\n```", Cleaned("Do X", ("a code fence around the whole reply",))),
+        ('"Do X"', Cleaned("Do X", ("quotes around the whole reply",))),
+        ('""', Cleaned("", ("quotes around the whole reply",))),
+        ('"', Cleaned('"', ())),
+        # Quotes that also open (or close) inside are not one pair around the whole reply.
+        ("\u201cSay \u201chi to them\u201d", Cleaned("\u201cSay \u201chi to them\u201d", ())),
+        ("\u201cSay hi\u201d to them\u201d", Cleaned("\u201cSay hi\u201d to them\u201d", ())),
+    ],
+)
+def test_each_layer_of_a_rewrite_comes_off_and_is_named(reply: str, cleaned: Cleaned) -> None:
+    assert clean_rewrite(reply) == cleaned
+
+
+def test_eight_layers_come_off_and_a_ninth_is_left() -> None:
+    # The loop's bound (MAX_LAYERS): a ninth layer stays, for the rules to read.
+    assert clean_rewrite("Okay!\n" * 9 + "Do X") == Cleaned(
+        "Okay!\nDo X", ("preamble 'Okay!'",) * 8
+    )
+
+
+def test_every_layer_of_a_wrapped_rewrite_comes_off() -> None:
+    inner = '```\n"*New instruction: Do X*"\n```'
+    reply = f"Sure!\nHere is the rewritten instruction:\n---\n{inner}\n---\n\nNote: this is harder."
+    assert clean_rewrite(reply + "\n\nHope this helps! Thanks!\nInput: N/A") == Cleaned(
+        "Do X",
+        (
+            "preamble 'Sure!\\nHere is the rewritten instruction:'",
+            "an afterword 'Note: this is harder.\\n\\nHope this helps! Thanks!\\nInput: N/A'",
+            "rules around the whole reply",
+            "a code fence around the whole reply",
+            "quotes around the whole reply",
+            "quotes around the whole reply",
+            "label 'New instruction:'",
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("input_text", "cleaned"),
+    [
+        ("a" * 20, Cleaned("Sort these:", ("a copy of the input",))),
+        ("a" * 19, Cleaned("Sort these: " + "a" * 20, ())),
+    ],
+)
+def test_a_copy_of_an_input_of_20_characters_or_more_comes_off(
+    input_text: str, cleaned: Cleaned
+) -> None:
+    assert clean_rewrite("Sort these: " + "a" * 20, input_text) == cleaned
+
+
+def test_without_an_input_nothing_is_taken_for_a_copy_of_it() -> None:
+    assert clean_rewrite("Sort XXXX") == Cleaned("Sort XXXX", ())
