@@ -322,3 +322,17 @@ def test_merge_lists_duplicates_across_shards(evol, server, tmp_path: Path) -> N
     full = tmp_path / "full"
     assert evol(*run_args(server, seeds, full, "--dedup")).exit_code == 0
     assert any(r["reason"] == "duplicate" for r in read_jsonl(full / "eliminated.jsonl"))
+
+
+# -- one shard of one (found by mutation testing) ----------------------------------------------
+
+
+def test_one_shard_of_one_is_the_whole_file_and_none_of_none_is_refused() -> None:
+    from evol.errors import UsageError
+    from evol.seeds import Shard, shard_of
+
+    whole = Shard.parse("0/1")
+    assert (whole.index, whole.count) == (0, 1)
+    assert {shard_of(f"p{n}", 1) for n in range(50)} == {0}
+    with pytest.raises(UsageError, match="0/0"):
+        Shard.parse("0/0")
