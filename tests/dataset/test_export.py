@@ -8,6 +8,7 @@ import math
 import random
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -731,3 +732,109 @@ def test_a_damaged_constraints_list_is_refused_naming_the_file_the_line_and_why(
     assert str(refused.value) == (
         f"{run / 'gen_1.jsonl'}:1: not an evol record (constraints: {why})"
     )
+
+
+# -- found by the third mutation round ---------------------------------------------------------
+
+
+# -- evol export: what it refuses, in words that say what to do -----------------------------------
+
+
+@pytest.fixture
+def small_run(tmp_path: Path) -> Path:
+    from tests.support.runs import record, write_run
+
+    return write_run(tmp_path / "run", [record("s1", "Name a river."), record("s1.1", "Name two.")])
+
+
+@pytest.mark.parametrize(
+    ("shape", "what"),
+    [("jsonl", "writes evol's records as they are"), ("ifeval", "has no system turn")],
+)
+def test_a_system_prompt_for_a_shape_without_one_is_refused_saying_which_have_one(
+    evol, small_run: Path, tmp_path: Path, shape: str, what: str
+) -> None:
+    out = tmp_path / "out.jsonl"
+    result = evol(
+        "export", small_run, "--out", out, "--format", shape, "--system-prompt", "Be kind."
+    )
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"evol: error: --system-prompt: the {shape} format {what}; use alpaca, sharegpt or "
+        "openai-chat (or rlvr) for a system turn\n"
+    )
+    assert not out.exists()
+
+
+def test_ifeval_to_parquet_is_refused_saying_what_to_write_instead(
+    evol, small_run: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("pyarrow")
+    out = tmp_path / "out.parquet"
+    result = evol("export", small_run, "--out", out, "--format", "ifeval")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "evol: error: --format ifeval: its kwargs differ per constraint, which one Parquet "
+        "column cannot hold; write JSON Lines (or rlvr to Parquet)\n"
+    )
+
+
+def test_a_run_without_records_is_not_exported(evol, small_run: Path, tmp_path: Path) -> None:
+    for path in small_run.glob("gen_*.jsonl"):
+        path.unlink()
+    result = evol("export", small_run, "--out", tmp_path / "out.jsonl")
+    assert result.exit_code == 2
+    assert result.stderr == f"evol: error: {small_run}: the run has no records yet\n"
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"generation": "zero", "round": "first"}, "wrong generation, round"),
+        (
+            {"generation": "zero", "instruction": None, "output": None},
+            "wrong generation; missing instruction, output",
+        ),
+    ],
+)
+def test_a_damaged_record_is_named_with_every_field_at_fault(
+    evol, small_run: Path, tmp_path: Path, change: dict[str, Any], why: str
+) -> None:
+    path = small_run / "gen_1.jsonl"
+    [damaged] = read_jsonl(path)
+    damaged = {key: value for key, value in (damaged | change).items() if value is not None}
+    path.write_text(json.dumps(damaged) + "\n")
+    result = evol("export", small_run, "--out", tmp_path / "out.jsonl")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"evol: error: {path}:1: not an evol record ({why})"), (
+        result.stderr
+    )
+
+
+def test_a_run_json_without_a_status_is_exported_with_a_warning_that_says_so(
+    evol, small_run: Path, tmp_path: Path
+) -> None:
+    manifest = json.loads((small_run / "run.json").read_text())
+    del manifest["status"]
+    (small_run / "run.json").write_text(json.dumps(manifest))
+    result = evol("export", small_run, "--out", tmp_path / "out.jsonl")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        f"evol: warning: {small_run} is unknown: exporting the 2 records written so far\n"
+    )
+
+
+def test_a_shuffled_export_is_the_same_file_for_the_same_seed_on_any_machine(
+    evol, tmp_path: Path
+) -> None:
+    """docs/export.md: "the same seed, the same files". The order is seeded by the seed and
+    the part (none here), so a dataset exported again elsewhere, or by a later evol, is the
+    same file."""
+    from tests.support.runs import record, write_run
+
+    run = write_run(tmp_path / "run", [record(f"s{i}", f"Name river {i}.") for i in range(8)])
+    out = tmp_path / "out.jsonl"
+    result = evol("export", run, "--out", out, "--format", "jsonl", "--shuffle", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    order = [row["id"] for row in read_jsonl(out)]
+    assert order == ["s6", "s7", "s2", "s3", "s4", "s1", "s0", "s5"]

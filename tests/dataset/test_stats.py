@@ -10,11 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+
 from evol.dataset.stats import run_stats
 from evol.method.textstats import word_count
 from evol.rundir.record_files import iter_records
 from tests.support.fake_server import FakeServer
 from tests.support.runs import read_jsonl, record, run_args, write_run, write_seeds
+from tests.support.score_runs import scored_run
+
+__all__ = ["scored_run"]  # a fixture, for the run's cost
 
 T = TypeVar("T")
 
@@ -304,3 +309,69 @@ def test_a_run_without_records_has_one_empty_row_for_its_seeds(evol, tmp_path: P
     (run / "gen_0.jsonl").unlink()
     rows = stats_of(evol, run)["generations"]
     assert [(row["generation"], row["kept"]) for row in rows] == [(0, 0)]
+
+
+# -- found by the third mutation round ---------------------------------------------------------
+
+
+# -- evol stats: the contamination it reports ----------------------------------------------------
+
+
+def test_stats_lists_each_contaminated_record_with_every_place_it_matched(
+    evol, tmp_path: Path
+) -> None:
+    from tests.support.contamination import NO_LLM, WORDS, write_bench
+    from tests.support.runs import record, write_run
+
+    copied = " ".join(WORDS)
+    run = write_run(
+        tmp_path / "run",
+        [record("s1", copied), record("s2", "Name a river."), record("s3", f"Say: {copied}")],
+    )
+    first = write_bench(tmp_path / "a.jsonl", ["Nothing alike here.", copied])
+    second = write_bench(tmp_path / "b.jsonl", [copied] * 6)
+    scored = evol("score", run, *NO_LLM, "--against", first, "--against", second)
+    assert scored.exit_code == 0, scored.output
+    said = scored.stdout.splitlines()
+    assert f"  {first}: 2 items, 1 shorter than 13 words" in said
+    assert f"  {second}: 6 items" in said
+    assert said[-1] == "  s3: 2 more items" and "  s1: 2 more items" in said
+    with (run / "gen_0.jsonl").open("a") as grown:
+        grown.write(json.dumps(record("s4", "Name a lake.")) + "\n")
+    result = evol("stats", run)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("contaminated:"))
+    assert lines[start - 1] == ""
+    assert lines[start].endswith(f" share 13 words in a row with {first}, {second}"), lines[start]
+    kept = ", ".join([f"{first}:2", *(f"{second}:{line}" for line in range(1, 5))])
+    assert lines[start + 1 : start + 4] == [
+        f"  s1: {kept}",
+        f"  s3: {kept}",
+        "  the run grew after this check: run evol score --against again",
+    ]
+
+
+# -- evol stats: what the run cost --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("price_in", "price_out"), [(1_000_000, 2_000_000), (0.3, 0.7)])
+def test_a_runs_cost_is_its_tokens_at_the_prices_per_million_to_the_micro_dollar(
+    evol, scored_run: Path, price_in: float, price_out: float
+) -> None:
+    result = evol("stats", scored_run, "--price-in", price_in, "--price-out", price_out, "--json")
+    assert result.exit_code == 0, result.output
+    roles = json.loads(result.stdout)["roles"]
+    for name, role in roles.items():
+        paid = role["prompt_tokens"] * price_in + role["completion_tokens"] * price_out
+        assert role["cost_usd"] == round(paid / 1_000_000, 6), name
+
+
+def test_with_one_price_of_two_for_a_model_without_a_price_the_cost_is_unknown(
+    evol, scored_run: Path
+) -> None:
+    result = evol("stats", scored_run, "--price-in", "3", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["total_cost_usd"] is None
+    assert all(role["cost_usd"] is None for role in summary["roles"].values())

@@ -1009,3 +1009,30 @@ def test_an_ipv6_entry_with_another_port_is_proxied_as_httpx2_does() -> None:
     url = "http://[::1]:8000/v1"
     assert theirs({"all": "http://p:1", "no": "[::1]:9000"}, url) is not None
     assert not bypassed("[::1]:9000", url)
+
+
+# -- found by the third mutation round ---------------------------------------------------------
+
+
+# -- NO_PROXY: the default port, and empty entries ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "url", "direct"),
+    [
+        ("example.com:80", "http://example.com/v1", True),
+        ("example.com:443", "https://example.com/v1", True),
+        ("example.com:443", "http://example.com/v1", False),
+        ("example.com:80", "https://example.com/v1", False),
+        (" , ,example.com", "http://example.com/v1", True),
+        ("other.org,,example.com", "http://example.com/v1", True),
+    ],
+)
+def test_a_no_proxy_entry_with_a_port_matches_a_url_on_its_schemes_default_port(
+    no_proxy: str, url: str, direct: bool
+) -> None:
+    """A URL without a port is on 80 (http) or 443 (https), as curl and httpx2 read it; an
+    empty entry (a stray comma) is passed over, not the end of the list."""
+    from evol.llm.transport import proxy_for
+
+    assert (proxy_for(url, {"all": "http://p:1", "no": no_proxy}) is None) == direct

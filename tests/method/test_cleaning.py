@@ -207,3 +207,66 @@ def test_a_copy_of_an_input_of_20_characters_or_more_comes_off(
 
 def test_without_an_input_nothing_is_taken_for_a_copy_of_it() -> None:
     assert clean_rewrite("Sort XXXX") == Cleaned("Sort XXXX", ())
+
+
+# -- found by the third mutation round ---------------------------------------------------------
+
+
+# -- cleaning a rewrite: quotes come off only as one pair, and nothing of the task with them ----
+
+COPIED = "The river carved a deep canyon over many years."
+
+
+@pytest.mark.parametrize(
+    ("reply", "input_text", "rewrite"),
+    [
+        # The outer quotes are one pair only when the inner ones open and close in turn.
+        (
+            '"Write "" for an empty value in the table"',
+            "",
+            'Write "" for an empty value in the table',
+        ),
+        ('"Translate "x "a"b" y" into French"', "", '"Translate "x "a"b" y" into French"'),
+        ('""Hello" is a greeting, and "bye"', "", '""Hello" is a greeting, and "bye"'),
+        # In single quotes, an apostrophe within or at the end of a word is no quote...
+        ("'Explain Rutherford's model of the atom'", "", "Explain Rutherford's model of the atom"),
+        ("'I'm told to list three rivers'", "", "I'm told to list three rivers"),
+        ("'Summarize O'Neill's first play'", "", "Summarize O'Neill's first play"),
+        ("'Explain the laws of Newton's'", "", "Explain the laws of Newton's"),
+        ("'Grade the students' essays fairly'", "", "Grade the students' essays fairly"),
+        # ...but a quote that opens and never closes, or one doubled at an end, is.
+        ("'Explain Rutherford's 'model'", "", "'Explain Rutherford's 'model'"),
+        ("''hello' is how the letter starts'", "", "''hello' is how the letter starts'"),
+        ("'Grade the essays of the students''", "", "'Grade the essays of the students''"),
+        # A quote opens after a space or a bracket, or at the very start.
+        ('""Hi" is what she said first"', "", '"Hi" is what she said first'),
+        ('"See X"Y" in the table"', "", '"See X"Y" in the table"'),
+        # Emphasis marks inside: the outer ones are not one pair either.
+        ("*Explain *why* the sky is blue*", "", "*Explain *why* the sky is blue*"),
+        # A copy of the input after the rewrite goes; the rewrite's own last character stays.
+        (
+            f"Summarize the passage in two lines :{COPIED}",
+            COPIED,
+            "Summarize the passage in two lines :",
+        ),
+        (
+            f"Summarize the passage in two lines.\n\nInput:\n```\n{COPIED}\n```",
+            COPIED,
+            "Summarize the passage in two lines.",
+        ),
+        (
+            "Summarize the passage in two lines.\n\nInput:\n```text\nN/A\n```",
+            "",
+            "Summarize the passage in two lines.",
+        ),
+    ],
+)
+def test_a_rewrite_loses_its_wrappers_and_nothing_of_its_own(
+    reply: str, input_text: str, rewrite: str
+) -> None:
+    try:
+        from evol.method.cleaning import clean_rewrite
+    except ImportError:  # 4f7dc9e, before the method package
+        from evol.cleaning import clean_rewrite
+
+    assert clean_rewrite(reply, input_text).text == rewrite

@@ -390,3 +390,43 @@ def test_a_labelled_verdict_decides_whatever_a_later_clause_says(reply: str, ver
     """The judge decides whether an evolution is kept: a later clause read over the verdict it
     named as its answer would drop an evolution or keep a copy."""
     assert parse_verdict(reply).name == verdict
+
+
+# -- found by the third mutation round ---------------------------------------------------------
+
+
+# -- the judge's prose: what a clause decides -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "verdict"),
+    [
+        # A question decides nothing, even one that names a verdict.
+        ("Are the two instructions the same?", "UNCLEAR"),
+        # Negation by a contraction.
+        ("They aren't equal.", "DIFFERENT"),
+        ("The second isn't equivalent to the first.", "DIFFERENT"),
+        # A likeness of one aspect, two words either side, is no verdict...
+        ("Tone same.", "UNCLEAR"),
+        ("Wording the same.", "UNCLEAR"),
+        ("The words are identical.", "UNCLEAR"),
+        ("The length is the same but the task is different.", "UNCLEAR"),
+        ("they are the same tone and different", "UNCLEAR"),
+        ("Different in topic wording but equal.", "UNCLEAR"),
+        ("The first and second share topic but differ.", "UNCLEAR"),
+        # ...and does not hide a verdict elsewhere in the clause, nor one further off.
+        ("they differ in tone only and are equal", "EQUAL"),
+        ("same subject matter entirely and equal", "EQUAL"),
+        ("The rewrite is the same apart from style.", "EQUAL"),
+        ("It is identical save for tone.", "EQUAL"),
+    ],
+)
+def test_a_judges_prose_is_read_clause_by_clause(reply: str, verdict: str) -> None:
+    """The judge decides whether an evolution is kept: a misread "equal" drops it, a misread
+    "different" keeps a copy."""
+    try:
+        from evol.method.verdicts import parse_verdict
+    except ImportError:  # 4f7dc9e, before the method package
+        from evol.elimination import parse_verdict
+
+    assert parse_verdict(reply).name == verdict
