@@ -6,7 +6,9 @@ Every command's files go through here: the run's records (`evol.rundir.store`), 
 
 Links: every file is opened for writing with O_NOFOLLOW (a symbolic link in its place is
 refused, its target untouched) and O_NONBLOCK (a FIFO in its place fails the open rather than
-waiting for a reader); a file read or repaired must be a regular file.
+waiting for a reader); a file read or repaired must be a regular file. A file evol reads back
+to rewrite, join or ingest is read with O_NOFOLLOW too (`open_to_read(..., follow_links=False)`),
+and `refuse_symlinks` is the one check of the names evol writes before it uses a directory.
 
 Durability, one policy for every file:
 
@@ -32,7 +34,7 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -87,15 +89,37 @@ def open_fresh(path: Path) -> BinaryIO:
     return open(path, "wb", opener=opener)
 
 
-def open_to_read(path: Path) -> BinaryIO:
+def open_to_read(path: Path, *, follow_links: bool = True) -> BinaryIO:
     """Open a file to read; one that is not a regular file (a FIFO, a directory, a device)
-    is a RunDirError rather than a read that blocks or fails later."""
+    is a RunDirError rather than a read that blocks or fails later. Without `follow_links`
+    (a file evol wrote and reads back to rewrite, join or ingest), a symbolic link in its
+    place is refused too."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_links else _NO_FOLLOW)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        fd = os.open(path, flags)
     except OSError as error:
+        if not follow_links and path.is_symlink():
+            raise _link(path, OWN_LINK_REMEDY) from None
         raise RunDirError(f"{path}: cannot read it: {error.strerror}") from None
     _refuse_irregular(fd, path)
     return open(fd, "rb", closefd=True)
+
+
+OWN_LINK_REMEDY = "remove it (evol made none)"
+
+
+def refuse_symlinks(paths: Iterable[Path], remedy: str) -> None:
+    """Refuse the first of `paths` that is a symbolic link, with a RunDirError that names it
+    and says `remedy`: for the files and folders evol cuts, rewrites or deletes, where a link
+    would carry the change elsewhere. The check before a whole directory is used; each open
+    refuses a link again (O_NOFOLLOW)."""
+    for path in paths:
+        if path.is_symlink():
+            raise _link(path, remedy)
+
+
+def _link(path: Path, remedy: str) -> RunDirError:
+    return RunDirError(f"{path}: is a symbolic link; {remedy}")
 
 
 def write_failure(path: Path, error: OSError) -> RunDirError:

@@ -305,6 +305,54 @@ def test_a_fresh_file_is_never_made_through_a_link(planted: tuple[Path, Path]) -
     assert target.read_bytes() == b"not evol's\n{torn" and link.is_symlink()
 
 
+def test_a_file_read_back_to_be_rewritten_is_read_through_no_link(
+    planted: tuple[Path, Path],
+) -> None:
+    """evol's own files read back (to sort, join or ingest them) refuse a link; a command that
+    only reads (show, stats, export) follows one, as it always did."""
+    link, target = planted
+    with pytest.raises(RunDirError) as raised:
+        open_to_read(link, follow_links=False)
+    assert str(raised.value) == f"{link}: is a symbolic link; remove it (evol made none)"
+    with open_to_read(link) as fp:
+        assert fp.read() == b"not evol's\n{torn"
+    with open_to_read(target, follow_links=False) as fp:
+        assert fp.read() == b"not evol's\n{torn"
+    assert target.read_bytes() == b"not evol's\n{torn" and link.is_symlink()
+
+
+def test_a_missing_file_read_through_no_link_says_it_cannot_be_read(tmp_path: Path) -> None:
+    with pytest.raises(RunDirError, match="gen_0.jsonl: cannot read it: No such file"):
+        open_to_read(tmp_path / "gen_0.jsonl", follow_links=False)
+
+
+@pytest.mark.parametrize(
+    ("entries", "refused"),
+    [
+        ([], None),
+        (["file", "missing", "folder"], None),
+        (["file", "link", "dangling"], "link"),  # the first link is named
+        (["dangling", "link"], "dangling"),  # a link to nothing is a link too
+        (["folder link"], "folder link"),
+    ],
+)
+def test_refuse_symlinks_names_the_first_link_and_the_remedy(
+    tmp_path: Path, entries: list[str], refused: str | None
+) -> None:
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "file")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "folder link").symlink_to(tmp_path / "folder")
+    paths = [tmp_path / name for name in entries]
+    if refused is None:
+        jsonl.refuse_symlinks(paths, "remove it")
+        return
+    with pytest.raises(RunDirError) as raised:
+        jsonl.refuse_symlinks(paths, "remove it")
+    assert str(raised.value) == f"{tmp_path / refused}: is a symbolic link; remove it"
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 def test_a_fifo_in_a_files_place_is_refused_without_waiting(tmp_path: Path) -> None:
     fifo = tmp_path / "gen_0.jsonl"
