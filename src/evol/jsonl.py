@@ -1,5 +1,6 @@
 """Append-only JSON Lines files: the one place evol opens, appends to, repairs, reads and
-replaces them, and takes a run directory's lock.
+replaces them, and takes a run directory's lock; and the JSON files that hold one model
+(`write_model`, `read_model`: metrics.json, contamination.json).
 
 Every command's files go through here: the run's records (`evol.rundir.store`), the call journal
 (`evol.rundir.journal`), the batch state (`evol.llm.batch`) and the scores (`evol.quality.scoring`).
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -40,6 +42,7 @@ from typing import Any, BinaryIO, TypeVar
 
 import orjson
 from filelock import FileLock, Timeout
+from pydantic import BaseModel
 
 from evol.errors import RunDirError, StorageError
 
@@ -52,6 +55,7 @@ _FRESH_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW
 _WINDOW = 1 << 16  # bytes read from the end at first to find the last line; then 1 MiB more
 
 T = TypeVar("T")
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 # -- opening ---------------------------------------------------------------------------------
 
@@ -320,6 +324,25 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_model(path: Path, model: BaseModel) -> Path:
+    """Replace a JSON file (metrics.json, contamination.json) with `model`, indented,
+    atomically; returns its path."""
+    atomic_write(path, model.model_dump_json(indent=2) + "\n")
+    return path
+
+
+def read_model(path: Path, model: type[ModelT], remedy: str) -> ModelT | None:
+    """A JSON file written by `write_model`, read as `model`; None when there is no such file.
+    One that is not JSON, or not the model, is a RunDirError of one line that says `remedy`."""
+    if not path.is_file():
+        return None
+    try:
+        return model.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except ValueError as error:
+        why = str(error).strip().splitlines()[0]
+        raise RunDirError(f"{path}: unreadable ({why}); {remedy}") from None
 
 
 # -- the lock --------------------------------------------------------------------------------

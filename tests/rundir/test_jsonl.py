@@ -23,6 +23,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from evol import jsonl
 from evol.errors import RunDirError, StorageError
@@ -368,6 +369,48 @@ def test_a_directory_in_a_files_place_is_not_a_regular_file(tmp_path: Path) -> N
     (tmp_path / "gen_0.jsonl").mkdir()
     with pytest.raises(RunDirError, match="gen_0.jsonl: not a regular file"):
         repair_torn_tail(tmp_path / "gen_0.jsonl")
+
+
+# -- a model in a JSON file ---------------------------------------------------------------------
+
+
+class Figures(BaseModel):
+    count: int
+    names: list[str] = []
+
+
+def test_a_model_written_is_read_back_the_same(tmp_path: Path) -> None:
+    path = tmp_path / "figures.json"
+    assert jsonl.write_model(path, Figures(count=3, names=["a"])) == path
+    assert path.read_text() == '{\n  "count": 3,\n  "names": [\n    "a"\n  ]\n}\n'
+    assert jsonl.read_model(path, Figures, "score again") == Figures(count=3, names=["a"])
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_model_file_never_written_is_none(tmp_path: Path) -> None:
+    assert jsonl.read_model(tmp_path / "figures.json", Figures, "score again") is None
+    (tmp_path / "figures.json").mkdir()  # not a file either
+    assert jsonl.read_model(tmp_path / "figures.json", Figures, "score again") is None
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b'{"count": 3', "Expecting ',' delimiter: line 1 column 12 (char 11)"),
+        (b"", "Expecting value: line 1 column 1 (char 0)"),
+        (b'{"count": "three"}', "1 validation error for Figures"),
+        (b"[1]", "1 validation error for Figures"),
+        (b"\xff", "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"),
+    ],
+)
+def test_a_model_file_that_is_damaged_is_one_line_with_the_remedy(
+    tmp_path: Path, content: bytes, why: str
+) -> None:
+    path = tmp_path / "figures.json"
+    path.write_bytes(content)
+    with pytest.raises(RunDirError) as raised:
+        jsonl.read_model(path, Figures, "score again")
+    assert str(raised.value) == f"{path}: unreadable ({why}); score again"
 
 
 HOLD = textwrap.dedent(

@@ -13,15 +13,13 @@ contamination.json in the run directory, replacing the previous check's.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from evol.errors import RunDirError
-from evol.jsonl import atomic_write
+from evol.jsonl import read_model, write_model
 from evol.method.textstats import tokens
 from evol.quality.metrics import record_file_sizes
 from evol.rundir.layout import CONTAMINATION
@@ -178,20 +176,11 @@ def _record_matches(index: EvalIndex, record: dict[str, Any]) -> list[Match]:
 
 def write_contamination(run_dir: Path, report: ContaminationReport) -> Path:
     """Replace contamination.json atomically."""
-    path = run_dir / CONTAMINATION
-    atomic_write(path, report.model_dump_json(indent=2) + "\n")
-    return path
+    return write_model(run_dir / CONTAMINATION, report)
 
 
 def read_contamination(run_dir: Path) -> ContaminationReport | None:
     """The last check's result, or None when the run was never checked."""
-    path = run_dir / CONTAMINATION
-    if not path.is_file():
-        return None
-    try:
-        return ContaminationReport.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except ValueError as error:
-        why = str(error).strip().splitlines()[0]
-        raise RunDirError(
-            f"{path}: unreadable ({why}); check again with evol score --against"
-        ) from None
+    return read_model(
+        run_dir / CONTAMINATION, ContaminationReport, "check again with evol score --against"
+    )
