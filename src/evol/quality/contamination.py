@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from evol.jsonl import read_model, write_model
+from evol.method.buckets import add_to_buckets
 from evol.method.textstats import tokens
 from evol.quality.metrics import record_file_sizes
 from evol.rundir.layout import CONTAMINATION
@@ -116,20 +117,11 @@ class EvalIndex:
     def _add_item(self, set_number: int, line: int, words: list[str]) -> None:
         number = len(self._items)
         self._items.append((set_number, line, words))
-        added: set[int] = set()
+        first: dict[int, int] = {}  # each n-gram of the item once, at its first position
         for position in range(min(len(words) - self.ngram + 1, 1 << _POSITION_BITS)):
             key = hash(tuple(words[position : position + self.ngram]))
-            if key in added:
-                continue
-            added.add(key)
-            packed = (number << _POSITION_BITS) | position
-            held = self._grams.get(key)
-            if held is None:
-                self._grams[key] = packed
-            elif isinstance(held, int):
-                self._grams[key] = [held, packed]
-            else:
-                held.append(packed)
+            first.setdefault(key, (number << _POSITION_BITS) | position)
+        add_to_buckets(self._grams, first.items())
 
 
 def check_contamination(
