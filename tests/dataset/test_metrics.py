@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from evol.errors import RunDirError
 from evol.method.dedup import DuplicateIndex, rouge_l, rouge_l_bitparallel
-from evol.quality.metrics import RunMetrics, read_metrics, write_metrics
 from tests.support.runs import record, write_run
 
 GREEK = "alpha beta gamma delta epsilon zeta eta theta iota kappa"
@@ -105,19 +103,3 @@ def test_bit_parallel_rouge_l_equals_the_definition() -> None:
         first = rng.choices(vocabulary, k=rng.randint(0, 70))
         second = rng.choices(vocabulary, k=rng.randint(0, 70))
         assert rouge_l_bitparallel(first, second) == pytest.approx(rouge_l(first, second))
-
-
-def test_metrics_json_is_written_read_back_and_a_damaged_one_says_score_again(
-    tmp_path: Path,
-) -> None:
-    assert read_metrics(tmp_path) is None
-    metrics = RunMetrics(generations=[], files={"gen_0.jsonl": 12})
-    assert write_metrics(tmp_path, metrics) == tmp_path / "metrics.json"
-    assert read_metrics(tmp_path) == metrics
-    (tmp_path / "metrics.json").write_text('{"generations": []}')
-    with pytest.raises(RunDirError) as raised:
-        read_metrics(tmp_path)
-    assert str(raised.value) == (
-        f"{tmp_path / 'metrics.json'}: unreadable (1 validation error for RunMetrics); "
-        "run evol score again"
-    )

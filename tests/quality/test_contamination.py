@@ -7,13 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from evol.errors import RunDirError
-from evol.quality.contamination import (
-    ContaminationReport,
-    EvalIndex,
-    read_contamination,
-    write_contamination,
-)
+from evol.quality.contamination import EvalIndex
 from tests.support.contamination import NO_LLM, WORDS, write_bench
 from tests.support.runs import record, write_run
 
@@ -99,19 +93,3 @@ def test_index_reports_each_item_once_and_verifies_the_words() -> None:
         (2, ["a", "b", "c"]),
     ]
     assert list(index.matches(["a", "b"])) == []  # shorter than the n-gram
-
-
-def test_contamination_json_is_written_read_back_and_a_damaged_one_says_check_again(
-    tmp_path: Path,
-) -> None:
-    assert read_contamination(tmp_path) is None
-    report = ContaminationReport(ngram=13, against=[], checked=4, flagged=[], files={})
-    assert write_contamination(tmp_path, report) == tmp_path / "contamination.json"
-    assert read_contamination(tmp_path) == report
-    (tmp_path / "contamination.json").write_text("{")
-    with pytest.raises(RunDirError) as raised:
-        read_contamination(tmp_path)
-    assert str(raised.value) == (
-        f"{tmp_path / 'contamination.json'}: unreadable (Expecting property name enclosed in "
-        "double quotes: line 1 column 2 (char 1)); check again with evol score --against"
-    )

@@ -40,6 +40,12 @@ from evol.jsonl import (
 )
 from evol.llm.batch import STATE_FILE
 from evol.llm.batch.state import Journal
+from evol.quality.contamination import (
+    ContaminationReport,
+    read_contamination,
+    write_contamination,
+)
+from evol.quality.metrics import RunMetrics, read_metrics, write_metrics
 from evol.quality.scores import read_score_lines
 from evol.rundir.journal import CallJournal
 from evol.rundir.record_files import read_records
@@ -411,6 +417,37 @@ def test_a_model_file_that_is_damaged_is_one_line_with_the_remedy(
     with pytest.raises(RunDirError) as raised:
         jsonl.read_model(path, Figures, "score again")
     assert str(raised.value) == f"{path}: unreadable ({why}); score again"
+
+
+MODEL_FILES = {
+    "metrics.json": (
+        write_metrics,
+        read_metrics,
+        RunMetrics(generations=[], files={"gen_0.jsonl": 12}),
+        "run evol score again",
+    ),
+    "contamination.json": (
+        write_contamination,
+        read_contamination,
+        ContaminationReport(ngram=13, against=[], checked=4, flagged=[], files={}),
+        "check again with evol score --against",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(MODEL_FILES))
+def test_each_model_file_is_read_back_and_a_damaged_one_says_its_remedy(
+    tmp_path: Path, name: str
+) -> None:
+    write, read, model, remedy = MODEL_FILES[name]
+    assert read(tmp_path) is None
+    assert write(tmp_path, model) == tmp_path / name
+    assert read(tmp_path) == model
+    (tmp_path / name).write_text("{")
+    with pytest.raises(RunDirError) as raised:
+        read(tmp_path)
+    why = "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
+    assert str(raised.value) == f"{tmp_path / name}: unreadable ({why}); {remedy}"
 
 
 HOLD = textwrap.dedent(
