@@ -8,7 +8,7 @@ record that carries verifiable constraints (#26) is also checked for free to sti
 --answer-attempts more answers are drawn, each its own journalled call (with --answer-n, all
 in one request with `n`, where the backend sends it). Lineages
 run side by side with no barrier between rounds; one adaptive limit bounds the requests in
-flight (halved on 429, see `evol.limits`), the --rpm/--tpm budget paces them, and one retry
+flight (halved on 429, see `evol.llm.limits`), the --rpm/--tpm budget paces them, and one retry
 policy wraps every request. Results go to the store as soon as they exist.
 
 The answer model's calls are in `evol.answer_calls`, the judge model's in `evol.judge_calls`,

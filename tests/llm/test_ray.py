@@ -465,6 +465,25 @@ def test_the_reply_sink_knows_the_keys_of_running_waves_until_they_are_forgotten
     asyncio.run(scenario())
 
 
+def test_a_reply_put_after_its_wave_was_forgotten_is_not_kept() -> None:
+    """The dataset's copy of a row can answer first and end its wave before the session's put
+    reaches the sink: that late key must not stay in the sink for the rest of the run."""
+
+    async def scenario() -> None:
+        sink = session.ReplySink()
+        await sink.forget(["late", "other"])
+        await sink.put([{"key": "late"}, {"key": "new"}])
+        assert await sink.holding(["late", "new"]) == ["new"]
+        assert [row["key"] for row in await sink.take(60)] == ["new"]
+        # Only the last waves forgotten are remembered, so that set stays bounded too.
+        for wave in range(session.ReplySink.FORGOTTEN_WAVES):
+            await sink.forget([f"wave{wave}"])
+        await sink.put([{"key": "late"}])
+        assert await sink.holding(["late"]) == ["late"]
+
+    asyncio.run(scenario())
+
+
 # -- usage ------------------------------------------------------------------------------------
 
 

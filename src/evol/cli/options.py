@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import BaseModel, SecretStr
 
-from evol.command import (
+from evol.cli.command import (
     BATCH_PANEL,
     LIMITS_PANEL,
     METHOD_PANEL,

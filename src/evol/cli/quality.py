@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from evol.cli import options as shared
+from evol.cli.command import MODEL_PANEL, OUTPUT_PANEL, SCORES_PANEL
 from evol.cli.options import CONNECTION, config_fields, env
 from evol.cli.output import echo_outside, exit_for, user_errors
 from evol.cli.progress_display import with_progress
-from evol.command import MODEL_PANEL, OUTPUT_PANEL, SCORES_PANEL
 
 if TYPE_CHECKING:
     from evol.quality.score_plan import ScorePlan

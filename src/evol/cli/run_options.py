@@ -8,8 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from evol.cli.options import config_fields, env, read_config_file
-from evol.command import (
+from evol.cli.command import (
     BATCH_PANEL,
     METHOD_PANEL,
     MODEL_PANEL,
@@ -17,6 +16,7 @@ from evol.command import (
     SAMPLING_PANEL,
     SEEDS_PANEL,
 )
+from evol.cli.options import config_fields, env, read_config_file
 from evol.config import RoleParams, RunConfig
 from evol.method.drawing import parse_ids
 from evol.method.elimination import EliminationRules

@@ -2,7 +2,7 @@
 
 It owns what a call needs beyond the backend: the journal (a reply paid for before a crash is
 replayed, not paid again), the adaptive limit on requests in flight (halved on 429, see
-`evol.limits`), the --rpm/--tpm budget, the one retry policy (`evol.llm.retry`), and the
+`evol.llm.limits`), the --rpm/--tpm budget, the one retry policy (`evol.llm.retry`), and the
 counts of requests, retries and calls cut off. A failure reaches the caller as one of three
 outcomes it can act on, whatever the backend:
 
@@ -32,7 +32,7 @@ from evol.errors import (
     TransientBackendError,
     Unreachable,
 )
-from evol.limits import AdaptiveConcurrency, RequestBudget
+from evol.llm.limits import AdaptiveConcurrency, RequestBudget
 from evol.llm.protocol import ChatBackend, Completion, LLMRequest
 from evol.llm.retry import with_retries
 

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from evol.errors import RunDirError, UsageError
-from evol.jsonl import LOCK_FILE
+from evol.jsonl import LOCK_FILE, refuse_symlinks
 
 MANIFEST = "run.json"
 ELIMINATED = "eliminated.jsonl"
@@ -81,12 +81,11 @@ def refuse_run_state(target: Path, option: str) -> None:
 
 def refuse_links(run_dir: Path) -> None:
     """Refuse a run directory where a name evol writes is a symbolic link."""
-    for entry in run_dir.iterdir():
-        if is_own_name(entry.name) and entry.is_symlink():
-            raise RunDirError(
-                f"{entry}: is a symbolic link; evol writes only regular files in its run "
-                "directory: remove the link or choose another --out"
-            )
+    refuse_symlinks(
+        (entry for entry in run_dir.iterdir() if is_own_name(entry.name)),
+        "evol writes only regular files in its run directory: remove the link or choose "
+        "another --out",
+    )
 
 
 def _holds_a_run(folder: Path) -> bool:

@@ -175,7 +175,7 @@ class RunStore:
             for generation in range(self.generations + 1):
                 path = self.out_dir / generation_file(generation)
                 if path.exists():
-                    with path.open("rb") as source:
+                    with open_to_read(path, follow_links=False) as source:
                         for line in source:
                             out.write(line)
                             lines += 1
@@ -228,7 +228,7 @@ class RunStore:
 
 def _sort_lines(path: Path, key: Callable[[dict[str, Any]], tuple[int, int]]) -> None:
     """Rewrite a JSONL file with its lines ordered by `key`; holds offsets, not the lines."""
-    with path.open("rb") as source:
+    with open_to_read(path, follow_links=False) as source:
         places: list[tuple[tuple[int, int], int, int]] = []
         offset = 0
         for line in source:
