@@ -30,7 +30,6 @@ from evol.judge_calls import JudgeCalls, with_format
 from evol.llm import ChatBackend, Completion, GenerationParams, LLMRequest, Message
 from evol.llm.dispatch import (
     CallFailed,
-    CallPolicy,
     CallRefused,
     CallStats,
     CallWaiting,
@@ -115,13 +114,7 @@ class Engine:
         self.pool = pool  # the kept instructions, when the duplicate rule is on
         self.on_step = on_step or (lambda: None)
         self.stats = EngineStats()
-        policy = CallPolicy(
-            in_flight=config.in_flight,
-            max_retries=config.max_retries,
-            retry_max_wait=config.retry_max_wait,
-            rpm=config.rpm,
-            tpm=config.tpm,
-        )
+        policy = config.call_policy()
         self.calls = Dispatcher(backend, policy, journal=journal, stats=self.stats)
         self.slots = self.calls.slots
         judge = config.params.judge

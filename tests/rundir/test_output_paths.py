@@ -199,6 +199,8 @@ def test_no_output_is_written_through_a_link(
     ("name", "options"),
     [
         ("scores.jsonl", ()),
+        ("score_calls.jsonl", ()),
+        ("score_calls.jsonl.tmp", ()),
         ("metrics.json.tmp", ("--no-difficulty",)),
         ("metrics.json", ("--no-difficulty",)),
         (".evol.lock", ("--no-difficulty",)),

@@ -91,6 +91,8 @@ def optimize(
     batch_no_wait: shared.BatchNoWait = CONNECTION.batch_no_wait,
     timeout: shared.Timeout = CONNECTION.timeout,
     concurrency: shared.Concurrency = CONNECTION.concurrency,
+    rpm: shared.Rpm = CONNECTION.rpm,
+    tpm: shared.Tpm = CONNECTION.tpm,
     max_retries: shared.MaxRetries = CONNECTION.max_retries,
     retry_max_wait: shared.RetryMaxWait = CONNECTION.retry_max_wait,
     max_response_mb: shared.MaxResponseMb = CONNECTION.max_response_bytes / shared.MB,

@@ -118,6 +118,8 @@ def score(
     model_path: shared.ModelPath = CONNECTION.model_path,
     timeout: shared.Timeout = CONNECTION.timeout,
     concurrency: shared.Concurrency = CONNECTION.concurrency,
+    rpm: shared.Rpm = CONNECTION.rpm,
+    tpm: shared.Tpm = CONNECTION.tpm,
     max_retries: shared.MaxRetries = CONNECTION.max_retries,
     retry_max_wait: shared.RetryMaxWait = CONNECTION.retry_max_wait,
     max_response_mb: shared.MaxResponseMb = CONNECTION.max_response_bytes / shared.MB,

@@ -10,7 +10,6 @@ import typer
 
 from evol.cli.command import (
     BATCH_PANEL,
-    LIMITS_PANEL,
     METHOD_PANEL,
     MODEL_PANEL,
     OUTPUT_PANEL,
@@ -296,27 +295,6 @@ SAMPLING = (
         for name in ("temperature", "max_tokens")
     ),
 )
-
-# -- the pace ----------------------------------------------------------------------------------
-
-Rpm = Annotated[
-    float | None,
-    typer.Option(
-        min=0.1,
-        envvar=env("rpm"),
-        help="Requests per minute at most (default: no cap).",
-        rich_help_panel=LIMITS_PANEL,
-    ),
-]
-Tpm = Annotated[
-    float | None,
-    typer.Option(
-        min=1,
-        envvar=env("tpm"),
-        help="Tokens (in + out) per minute at most (default: no cap).",
-        rich_help_panel=LIMITS_PANEL,
-    ),
-]
 
 
 def run_config(ctx: typer.Context) -> RunConfig:

@@ -56,6 +56,7 @@ class CallStats:
     retries: Counter[str] = field(default_factory=Counter)
     cut_off: int = 0  # requests in flight when the work was stopped: the next run sends them again
     deferred: int = 0  # calls whose reply waits in a batch for a later process
+    paced: int = 0  # requests the --rpm/--tpm budget let through (0: no budget)
 
 
 class CallFailed(Exception):
@@ -157,6 +158,7 @@ class Dispatcher:
             if budget := self._budget:
                 estimate = budget.estimate(request.messages, request.params.max_tokens, choices)
                 await budget.take(estimate)
+                self.stats.paced += 1
             sent_at = time.monotonic()
             self.stats.requests[request.role] += 1
             try:

@@ -17,6 +17,7 @@ DATASET = "dataset.jsonl"
 JOURNAL = "calls.jsonl"
 # What `evol score` adds beside the run's records.
 SCORES = "scores.jsonl"
+SCORE_JOURNAL = "score_calls.jsonl"  # the scoring calls' replies not yet in scores.jsonl
 METRICS = "metrics.json"
 CONTAMINATION = "contamination.json"
 BATCH_DIR = "batch"  # `evol run --batch`: the batches made and the rows they returned
@@ -24,7 +25,7 @@ SCORE_BATCH_DIR = "batch-score"  # `evol score --batch`: the same, for the scori
 # Every file evol may write in a run directory; nothing else there is ever touched.
 OWN_FILE_NAME = re.compile(
     r"(gen_\d+\.jsonl|eliminated\.jsonl|dataset\.jsonl|calls\.jsonl|run\.json"
-    r"|scores\.jsonl|metrics\.json|contamination\.json)(\.tmp)?"
+    r"|scores\.jsonl|score_calls\.jsonl|metrics\.json|contamination\.json)(\.tmp)?"
 )
 
 

@@ -56,6 +56,7 @@ from evol.rundir.layout import (
     METRICS,
     OWN_FILE_NAME,
     SCORE_BATCH_DIR,
+    SCORE_JOURNAL,
     SCORES,
     generation_file,
     output_files,
@@ -211,7 +212,7 @@ class RunStore:
     def _remove_outputs(self) -> None:
         for path in self.output_files():
             path.unlink()
-        for name in (MANIFEST, DATASET, JOURNAL, SCORES, METRICS, CONTAMINATION):
+        for name in (MANIFEST, DATASET, JOURNAL, SCORES, SCORE_JOURNAL, METRICS, CONTAMINATION):
             (self.out_dir / name).unlink(missing_ok=True)
         for folder in (BATCH_DIR, SCORE_BATCH_DIR):
             batches = self.out_dir / folder
