@@ -18,10 +18,10 @@ from pydantic import BaseModel
 from evol.config import RunConfig
 from evol.errors import UsageError
 from evol.llm import choose_backend, missing_key_warning
-from evol.llm.local import default_model_path
 from evol.llm.pricing import BATCH_RATE, cost_usd, unit_prices
 from evol.llm.registry import (
     batch_backend_name,
+    planned_model,
     ray_backend_name,
     runs_in_process,
     sends_n,
@@ -187,9 +187,9 @@ def _backend_and_models(config: RunConfig) -> tuple[str, dict[str, str | None], 
             backend = "local"  # nothing configured: a real run says what to do
     warning = missing_key_warning(backend, config.base_urls, has_key)
     warnings = [warning] if warning else []
-    if config.model is None and backend == "local":
-        try:  # the file's name, as a run records it; the model is not loaded
-            default = (config.model_path or default_model_path()).name
+    if config.model is None and default is None:
+        try:
+            default = planned_model(backend, config.backend_settings())
         except UsageError as missing:
             warnings.append(str(missing))
     models = {
