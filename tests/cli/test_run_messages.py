@@ -352,3 +352,19 @@ def test_on_a_terminal_the_progress_is_a_bar_and_a_message_a_line_above_it(
     shown = capsys.readouterr().err
     assert "evol: model " in shown and "\x1b" not in shown
     assert "3/8" in shown and "call" in shown
+
+
+TWO_SEEDS = [{"instruction": f"Task {i}: explain the idea"} for i in range(2)]
+
+
+@pytest.mark.slow
+def test_a_progress_interval_past_what_a_thread_can_wait_is_no_traceback(tmp_path: Path) -> None:
+    """EVOL_PROGRESS_INTERVAL=1e10 is a number above 0, yet Event.wait(1e10) overflows."""
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", TWO_SEEDS), tmp_path / "run"
+    with FakeServer() as server:
+        arguments = without_quiet(run_args(server, seeds, out, "--generations", "1"))
+        child = evol_child(*arguments, env={"EVOL_PROGRESS_INTERVAL": "1e10"})
+        _, stderr = child.communicate(timeout=600)
+    assert child.returncode == 0, stderr
+    assert "Traceback" not in stderr and "OverflowError" not in stderr
+    assert "evol: progress: 4/4 steps (100%)" in stderr

@@ -16,17 +16,9 @@ import pytest
 
 from evol.seeds import shard_of
 from tests.support.fake_server import FakeServer, Fault, scripted
-from tests.support.runs import (
-    Evol,
-    assert_valid_run,
-    read_jsonl,
-    run_args,
-    write_seeds,
-)
+from tests.support.runs import Evol, assert_valid_run, read_jsonl, run_args, write_seeds
 from tests.support.shards import seed_ids
-from tests.support.varied_runs import (
-    evolve,
-)
+from tests.support.varied_runs import evolve
 
 # -- merge: the merged run.json describes the run as the unsharded one does ---------------------
 
@@ -512,3 +504,43 @@ def test_cross_shard_duplicates_are_exactly_the_evolutions_repeating_another_sha
             assert duplicate["duplicate_of"] == fourth
     manifest = json.loads((tmp_path / "merged" / "run.json").read_text())
     assert manifest["shards"]["cross_shard_duplicates"] == found
+
+
+def test_merge_says_which_shards_it_joined_what_is_missing_and_what_repeats(
+    evol, tmp_path: Path
+) -> None:
+    first, second, third = seed_ids([0, 1, 2], 3)
+    text = "Describe the water cycle for a class of ten year old pupils"
+    rows = [
+        {"id": first, "instruction": text},
+        {"id": second, "instruction": text.upper()},
+        {"id": third, "instruction": "Write a short poem about the first snow in a quiet town"},
+    ]
+    seeds = write_seeds(tmp_path / "seeds.jsonl", rows)
+    shards = [tmp_path / f"shard-{index}" for index in range(3)]
+    for index, shard in enumerate(shards):
+        with FakeServer() as server:
+            made = evol(
+                *run_args(server, seeds, shard, "--generations", "1", "--dedup"),
+                "--shard",
+                f"{index}/3",
+            )
+        assert made.exit_code == 0, made.output
+    out = tmp_path / "merged"
+    result = evol("merge", shards[0], shards[1], "--out", out, "--partial")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "run.json").read_text())
+    kept = sum(len(read_jsonl(out / f"gen_{g}.jsonl")) for g in range(2))
+    eliminated = len(read_jsonl(out / "eliminated.jsonl"))
+    dataset = len(read_jsonl(out / "dataset.jsonl"))
+    duplicates = len(manifest["shards"]["cross_shard_duplicates"])
+    assert duplicates > 0  # the water cycle, told in either shard
+    assert result.stdout.splitlines() == [
+        f"{out}: merged 2 shards (0/3, 1/3): 2 seeds, {kept} records kept, {eliminated} eliminated",
+        f"dataset: {out / 'dataset.jsonl'} ({dataset} records)",
+        "missing shards (--partial): 2/3",
+        f"{duplicates} kept evolutions repeat an instruction of another shard "
+        "(kept; listed in run.json under shards.cross_shard_duplicates)",
+    ]
+    alone = evol("merge", shards[1], "--out", tmp_path / "alone", "--partial")
+    assert alone.stdout.splitlines()[2:] == ["missing shards (--partial): 0/3, 2/3"]

@@ -16,21 +16,11 @@ from evol.dataset.stats import run_stats
 from evol.method.textstats import word_count
 from evol.rundir.record_files import iter_records
 from tests.support.fake_server import FakeServer
-from tests.support.runs import (
-    read_jsonl,
-    record,
-    run_args,
-    write_run,
-    write_seeds,
-)
+from tests.support.runs import read_jsonl, record, run_args, write_run, write_seeds
 from tests.support.score_runs import scored_run
-from tests.support.varied_runs import (
-    NGRAM,
-    contaminated_ids,
-    kept_of,
-    recorded_scores,
-    scored,
-)
+from tests.support.selection import ROWS
+from tests.support.selection import scored_run as scripted_run
+from tests.support.varied_runs import NGRAM, contaminated_ids, kept_of, recorded_scores, scored
 
 __all__ = ["scored", "scored_run"]  # fixtures: a scored, checked run; the run's cost
 
@@ -486,3 +476,26 @@ def test_stats_per_generation_and_operation_equal_a_recount(evol, scored: dict[s
         }
         for name, values in book.items()
     }
+
+
+@pytest.mark.usefixtures("scripted_backend")
+def test_the_stats_table_shows_the_figures_the_json_holds(evol, tmp_path: Path) -> None:
+    """Generation 1 was never scored: its means show as -; counts show whole, means to two
+    places."""
+    run = scripted_run(evol, tmp_path, ROWS)
+    (run / "gen_1.jsonl").write_text(json.dumps(record("s1.1", "Explain recursion twice")) + "\n")
+    figures = json.loads(evol("stats", run, "--json").stdout)["generations"]
+    assert [(row["difficulty_mean"], row["difficulty_sd"]) for row in figures] == [
+        (6.4, 2.881),
+        (None, None),
+    ]
+    assert figures[0]["difficulty_scored"] == 5
+    text = evol("stats", run).stdout.splitlines()
+    header = text.index(
+        next(line for line in text if line.split()[:2] == ["generation", "difficulty"])
+    )
+    assert text[header].split()[:4] == ["generation", "difficulty", "sd", "scored"]
+    assert [row.split()[:4] for row in text[header + 2 : header + 4]] == [
+        ["0", "6.40", "2.88", "5"],
+        ["1", "-", "-", str(figures[1]["difficulty_scored"])],
+    ]

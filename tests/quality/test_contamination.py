@@ -15,17 +15,8 @@ from evol.method.textstats import tokens
 from evol.quality import contamination
 from evol.quality.contamination import MATCHES_KEPT, EvalIndex, check_contamination
 from tests.support.contamination import NO_LLM, WORDS, write_bench
-from tests.support.runs import (
-    record,
-    write_run,
-)
-from tests.support.varied_runs import (
-    NGRAM,
-    contaminated_ids,
-    kept_of,
-    ngrams,
-    scored,
-)
+from tests.support.runs import record, write_run
+from tests.support.varied_runs import NGRAM, contaminated_ids, kept_of, ngrams, scored
 
 __all__ = ["scored"]  # a fixture: a scored, checked run
 

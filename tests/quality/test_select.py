@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from evol.method.textstats import rouge_l, tokens
-from tests.support.runs import (
-    read_jsonl,
-    record,
-    write_run,
-)
+from tests.support.runs import read_jsonl, record, write_run, write_seeds
 from tests.support.selection import ROWS, SCRIPT, scored_run
-from tests.support.varied_runs import (
-    NGRAM,
-    contaminated_ids,
-    kept_of,
-    recorded_scores,
-    scored,
-)
+from tests.support.varied_runs import NGRAM, contaminated_ids, kept_of, recorded_scores, scored
 
 __all__ = ["scored"]  # a fixture: a scored, checked run
 
@@ -315,3 +306,57 @@ def test_a_near_copy_of_a_picked_seed_in_its_own_lineage_is_passed_over(
     assert result.exit_code == 0, result.output
     assert [r["id"] for r in read_jsonl(out)] == ["s1", "s9", "s10"]
     assert json.loads(result.stdout)["dropped"] == {"no_output": 1, "too_similar": 2}
+
+
+def select_lines(evol, run: Path, out: Path, *options: str) -> list[str]:
+    result = evol("select", run, "--out", out, *options)
+    assert result.exit_code == 0, result.output
+    return result.stdout.splitlines()
+
+
+def test_select_says_what_it_picked_passed_over_and_what_to_run_next(evol, tmp_path: Path) -> None:
+    """The haiku is in the evaluation set; the proof has no difficulty score; the second
+    recursion prompt is too similar to the first."""
+    run = scored_run(evol, tmp_path, ROWS)
+    evaluation = write_seeds(
+        tmp_path / "eval.jsonl", [{"instruction": "A haiku about autumn rain"}]
+    )
+    checked = evol("score", run, "--backend", "scripted", "--against", evaluation, "--ngram", "3")
+    assert checked.exit_code == 0, checked.output
+    ranked = "ranked by difficulty (script) x quality (script)"
+    out = tmp_path / "picked.jsonl"
+
+    assert select_lines(evol, run, out, "--budget", "1") == [
+        f"{out}: 1 of 6 records, {ranked}",
+        "passed over: none; not reached: 5",
+    ]
+    assert select_lines(evol, run, out, "--budget", "6") == [
+        f"{out}: 5 of 6 records, {ranked}",
+        "passed over: too_similar 1; not reached: 0",
+        "1 picked records lack a score (ranked last); evol score --retry-missing asks again",
+        "1 picked records are flagged as contaminated; --drop-contaminated leaves them out",
+    ]
+    grown = tmp_path / "grown"
+    shutil.copytree(run, grown)
+    with (grown / "gen_0.jsonl").open("a", encoding="utf-8") as fp:
+        fp.write(json.dumps(record("s9", "Name a lake in Finland")) + "\n")
+    assert select_lines(evol, grown, out, "--budget", "9", "--drop-contaminated") == [
+        f"{out}: 5 of 7 records, {ranked}",
+        "passed over: contaminated 1, too_similar 1; not reached: 0",
+        "2 picked records lack a score (ranked last); evol score --retry-missing asks again",
+        "the run grew after its contamination check: run evol score --against again",
+    ]
+
+
+def test_select_writes_the_same_rows_to_parquet_and_to_jsonl_without_pyarrow(
+    evol, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pyarrow = pytest.importorskip("pyarrow.parquet")
+    run = scored_run(evol, tmp_path, ROWS)
+    select_lines(evol, run, tmp_path / "picked.parquet", "--budget", "3")
+    with monkeypatch.context() as blocked:
+        blocked.setitem(sys.modules, "pyarrow", None)  # pyarrow is optional: jsonl needs none
+        select_lines(evol, run, tmp_path / "picked.jsonl", "--budget", "3")
+    rows = read_jsonl(tmp_path / "picked.jsonl")
+    assert len(rows) == 3 and set(rows[0]) == {"instruction", "input", "output"}
+    assert pyarrow.read_table(tmp_path / "picked.parquet").to_pylist() == rows

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import evol
 from tests.support.fake_server import FakeServer, Fault, kind_of, scripted
 from tests.support.runs import assert_valid_run, read_jsonl, run_args, write_seeds
 
@@ -813,3 +814,33 @@ def test_every_generation_has_its_file_empty_when_nothing_was_kept(
     assert sizes[0] > 0 and sizes[1] == sizes[2] == sizes[3] == 0
     assert not (out / "gen_4.jsonl").exists()
     assert len(read_jsonl(out / "eliminated.jsonl")) == 3  # unchanged, each round
+
+
+def test_a_finished_run_run_again_reports_every_step_done_and_nothing_to_repeat(
+    server, tmp_path: Path
+) -> None:
+    seeds = write_seeds(
+        tmp_path / "seeds.jsonl",
+        [{"instruction": text} for text in ("Name a bird", "Name a tree", "Name a river")],
+    )
+    config = evol.RunConfig(
+        seeds=seeds, out=tmp_path / "run", generations=2, base_urls=[server.base_url]
+    )
+    progress: list[tuple[int, int]] = []
+    first = evol.run(config, on_progress=lambda p: progress.append((p.done, p.total)))
+    assert first.status == "complete" and not first.resumed
+    assert progress[-1] == (9, 9)  # three seeds: an answer and two rounds each
+    calls = len(server.requests)
+    rerun_fields = {"resumed", "steps", "steps_done_at_start", "calls_to_repeat", "calls_cut_off"}
+    for _case in ("fresh", "once resumed"):
+        said: list[str] = []
+        again = evol.run(config, on_info=said.append)
+        assert said == [f"{config.out} is complete: nothing to do"]
+        assert len(server.requests) == calls
+        assert again.resumed and again.steps == again.steps_done_at_start == 9
+        assert (again.calls_to_repeat, again.calls_cut_off) == (0, 0)
+        assert again.model_dump(exclude=rerun_fields) == first.model_dump(exclude=rerun_fields)
+        # As a run resumed after a kill leaves it: its own resume repeated four calls.
+        manifest = json.loads((config.out / "run.json").read_text())
+        manifest["summary"] |= {"resumed": True, "steps_done_at_start": 5, "calls_to_repeat": 4}
+        (config.out / "run.json").write_text(json.dumps(manifest))

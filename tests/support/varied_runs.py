@@ -1,8 +1,11 @@
-"""Runs as varied as real ones, made against the fake server with `evol run` (lineages of
-several generations with eliminated rounds between, failed seed answers), and the recounts
-that check a command's output on them from the record and score files: `scored`, a module-scoped
-fixture (a test module that uses it imports it and names it in __all__), is such a run scored for
-difficulty, complexity and quality and checked against a small bench."""
+"""Runs as varied as real ones (lineages of several generations with eliminated rounds
+between, so `id`, `parent_id` and `root_id` differ and `round` differs from `generation`), and
+the recounts that check a command's output on them from the record and score files.
+
+`scored` (module-scoped) is a run made with `evol run` against the fake server, failed seed
+answers included, scored for difficulty, complexity and quality and checked against a small
+bench; `varied_run` is VARIED and ELIMINATED written by hand. A test module that uses either
+fixture imports it and names it in __all__."""
 
 from __future__ import annotations
 
@@ -14,12 +17,7 @@ import pytest
 
 from evol.method.textstats import tokens
 from tests.support.fake_server import FakeServer, Responder
-from tests.support.runs import (
-    Evol,
-    read_jsonl,
-    run_args,
-    write_seeds,
-)
+from tests.support.runs import Evol, read_jsonl, record, run_args, write_run, write_seeds
 from tests.support.scoring import ScoringResponder
 
 
@@ -112,3 +110,37 @@ def contaminated_ids(run: Path, items: list[dict[str, str]], n: int) -> set[str]
         for r in kept_of(run)
         if any(set(ngrams(tokens(r.get(f) or ""), n)) & bench for f in ("instruction", "input", "output"))
     }  # fmt: skip
+
+
+# Word counts make the complexity ranks: within a chain they are not in generation order.
+VARIED = [
+    record("q7", "Sort a list of numbers"),  # 5 words
+    record("b2", "Name the capital city of France please"),  # 7
+    record("nx", "Describe a cat", output=None),  # a seed without an answer (--no-answer-seeds)
+    record("zz", "A lone seed with nothing kept after it"),  # no complexity: nothing to rank
+    # Generation 1: q7's round 1 and nx's rounds 1-2 were eliminated.
+    record("q7.2", "Sort a list of numbers without any built-in sort at all", output="Use merge."),
+    record("b2.1", "Name", output="Paris."),  # 1 word: b2.1 is simpler than its seed
+    record("nx.3", "Describe a cat to someone who has never seen one", output="Fur, whiskers."),
+    # Generation 2.
+    record("q7.2.4", "Sort numbers in place", output="Heap sort."),  # 4 words
+    record("nx.3.4", "Describe a cat briefly", output="A small feline."),
+    # Generation 3.
+    record("q7.2.4.6", "Sort numbers in place in linear time when they are small", output="Count."),
+]
+
+
+ELIMINATED = [
+    record("q7.1", "Sort a list", reason="no_information_gain"),
+    record("nx.1", "Describe", reason="no_information_gain"),
+    record("nx.2", "Describe a dog", reason="prompt_leak"),
+    record("q7.2.3", "Sort", reason="no_information_gain"),
+    record("q7.2.4.5", "Sort numbers", reason="no_information_gain"),
+]
+
+
+@pytest.fixture
+def varied_run(tmp_path: Path) -> Path:
+    run = write_run(tmp_path / "run", [dict(r) for r in VARIED], ELIMINATED)
+    assert any(r["round"] != r["generation"] for r in VARIED)
+    return run
