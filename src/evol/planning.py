@@ -29,7 +29,7 @@ from evol.llm.registry import (
 from evol.method.judging import ANSWER_CHECK, model_role
 from evol.method.prompts import PromptSet
 from evol.method.textstats import estimate_tokens
-from evol.preflight import batch_settings, check_verifiable
+from evol.preflight import check_verifiable
 from evol.rundir.lineage import LineageIndex
 from evol.rundir.store import RunStore
 from evol.seeds import iter_seeds, scan_seeds
@@ -177,7 +177,6 @@ def _backend_and_models(config: RunConfig) -> tuple[str, dict[str, str | None], 
         backend = ray_backend_name(config.ray_model)
         default = config.ray_model
     elif config.batch:
-        batch_settings(config)
         backend = batch_backend_name(config.backend, base_urls=config.base_urls)
     else:
         try:

@@ -408,6 +408,27 @@ def test_score_caps_reply_bodies_like_run(evol, made_run: Path) -> None:
         assert evol("score", made_run, "--base-url", server.base_url, *options).exit_code == 0
 
 
+@pytest.mark.slow
+def test_rpm_and_tpm_pace_every_scoring_call_and_batch_refuses_them(
+    evol, made_run: Path, tmp_path: Path
+) -> None:
+    unpaced = shutil.copytree(made_run, tmp_path / "unpaced")
+    base = ("--no-complexity", "--json")
+    with FakeServer(responder=ScoringResponder()) as server:
+        # Budgets far above what the calls need: none waits, each is counted as let through.
+        budget = ("--rpm", "600000", "--tpm", "1000000000")
+        paced = evol("score", made_run, "--base-url", server.base_url, *base, *budget)
+        free = evol("score", unpaced, "--base-url", server.base_url, *base)
+    assert paced.exit_code == free.exit_code == 0, paced.output + free.output
+    summary = json.loads(paced.stdout)
+    assert summary["requests"] == summary["paced"] == 12 + 6  # [mute] and [never] asked twice
+    assert json.loads(free.stdout)["paced"] == 0
+    assert by_key(made_run) == by_key(unpaced)
+    for option in ("--rpm", "--tpm"):
+        refused = evol("score", made_run, "--batch", option, "10", "--base-url", server.base_url)
+        assert refused.exit_code == 2 and "--rpm and --tpm pace live" in refused.stderr
+
+
 def test_dry_run_counts_the_calls_left_and_prices_them(evol, made_run: Path) -> None:
     options = ("--model", "m", "--price-in", "1", "--price-out", "2", "--json")
     plan = json.loads(evol("score", made_run, "--dry-run", "--answers", *options).stdout)
@@ -503,6 +524,63 @@ def test_a_stop_repays_only_the_calls_in_flight(
     assert sent_before + sent_after - straight_calls == CONCURRENCY
     assert by_key(made_run) == by_key(straight)
     assert len(scores(made_run)) == len(scores(straight))
+
+
+MUTE_SEED = "<task>\n[mute] List three prime numbers below twenty\n</task>"
+
+
+def one_at_a_time(run: Path, server: FakeServer) -> list[str]:
+    return [
+        sys.executable, "-m", "evol", "score", str(run), "--base-url", server.base_url, "--quiet",
+        "--concurrency", "1", "--no-complexity", "--retry-max-wait", "0.05",
+    ]  # fmt: skip
+
+
+def asks_of(requests: list[dict[str, Any]], task: str) -> Counter[int]:
+    """How many requests for `task` the server saw, by the number of messages (1: the first ask,
+    3: the question asked again)."""
+    return Counter(
+        len(body["messages"]) for body in requests if task in body["messages"][0]["content"]
+    )
+
+
+@pytest.mark.slow
+def test_a_score_killed_between_two_asks_pays_the_first_once(
+    made_run: Path, tmp_path: Path
+) -> None:
+    straight = shutil.copytree(made_run, tmp_path / "straight")
+    with FakeServer(responder=ScoringResponder()) as server:
+        assert subprocess.run(one_at_a_time(straight, server), env=ENV).returncode == 0
+
+    # The [mute] seed's reply gives no number: it is asked again, and that second ask is held.
+    # One call at a time, so nothing else is in flight when the process is killed.
+    held = lambda body: len(body["messages"]) > 1  # noqa: E731
+    with FakeServer(responder=ScoringResponder(), hold=held) as server:
+        process = subprocess.Popen(one_at_a_time(made_run, server), env=ENV)
+        try:
+            server.wait_until(lambda: server.held == 1 or process.poll() is not None)
+            # The first reply was journalled before the second ask went out.
+            journal = read_jsonl(made_run / "score_calls.jsonl")
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        server.release()
+        before = list(server.requests)
+    assert asks_of(before, MUTE_SEED) == {1: 1, 3: 1}
+    # Each reply so far, the last the [mute] seed's: its scorer, record, digest and model.
+    scorer, record_id, _digest, model = journal[-1]["item"].split("/")
+    assert (scorer, record_id, model, journal[-1]["role"]) == (
+        "difficulty", "s3", "fake-model", "ask1",
+    )  # fmt: skip
+    assert journal[-1]["reply"]["text"] == UNPARSEABLE
+    assert len(journal) == len(before) - 1  # every reply but the one held
+
+    with FakeServer(responder=ScoringResponder()) as server:
+        assert subprocess.run(one_at_a_time(made_run, server), env=ENV).returncode == 0
+        after = list(server.requests)
+    assert asks_of(after, MUTE_SEED) == {3: 1}  # the first ask replayed, not sent again
+    assert (made_run / "scores.jsonl").read_bytes() == (straight / "scores.jsonl").read_bytes()
+    assert not (made_run / "score_calls.jsonl").exists()  # nothing waits: the journal goes
 
 
 # -- the log-probability path, in process ----------------------------------------------------

@@ -10,11 +10,18 @@ from dataclasses import dataclass, field
 
 from evol.errors import BackendError, ContextLengthExceeded, most_telling
 from evol.llm import ChatBackend, Completion, GenerationParams, LLMRequest, Message
-from evol.llm.dispatch import CallFailed, CallPolicy, CallRefused, CallWaiting, Dispatcher
+from evol.llm.dispatch import (
+    CallFailed,
+    CallPolicy,
+    CallRefused,
+    CallWaiting,
+    Dispatcher,
+    ReplyJournal,
+)
 from evol.method.prompts import SCORE_RANKING_AGAIN, SCORE_SINGLE_AGAIN, PromptSet
 from evol.progress import Progress, ProgressCallback
 from evol.quality.readings import Reading, ranking_readings, single_reading
-from evol.quality.score_jobs import Job
+from evol.quality.score_jobs import Job, call_item
 from evol.quality.scores import REPLY_KEPT, ScoreLine, Sidecar
 
 TOP_LOGPROBS = 20  # OpenAI's maximum
@@ -34,6 +41,7 @@ class ScoreTally:
 
     requests: int = 0
     retries: int = 0
+    paced: int = 0  # requests the --rpm/--tpm budget let through
     usage: Counter[str] = field(default_factory=Counter)
     per_scorer: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     logprobs_refused: set[str] = field(default_factory=set)
@@ -51,12 +59,15 @@ class Scorer:
         prompts: PromptSet,
         *,
         batch: bool,
+        journal: ReplyJournal | None = None,
     ):
-        """`policy`: the concurrency limit and retries; `batch`: the calls go through the Batch
-        API (each line says so)."""
+        """`policy`: the concurrency limit, retries and budget; `batch`: the calls go through
+        the Batch API (each line says so); `journal`: where each reply is kept until its line
+        is written (score_calls.jsonl), so that a score killed between a job's two asks does
+        not pay for the first again."""
         self.model, self.policy, self.info, self.prompts = model, policy, info, prompts
         self.batch = batch
-        self.calls = Dispatcher(backend, policy)
+        self.calls = Dispatcher(backend, policy, journal=journal)
         self.tally = ScoreTally()
 
     async def run(self, jobs: list[Job], sidecar: Sidecar, on_progress: ProgressCallback) -> None:
@@ -81,6 +92,7 @@ class Scorer:
         finally:
             self.tally.requests = sum(self.calls.stats.requests.values())
             self.tally.retries = sum(self.calls.stats.retries.values())
+            self.tally.paced = self.calls.stats.paced
 
     async def score(self, job: Job) -> ScoreLine | None:
         """Ask, read, ask again once if need be; None when the call failed after retries."""
@@ -198,9 +210,9 @@ class Scorer:
     async def request(
         self, job: Job, messages: list[Message], params: GenerationParams
     ) -> Completion:
-        # The step names the job and which ask this is: a batch keys its rows by it.
+        # The step names the job and which ask this is: the journal and a batch key replies by it.
         ask = f"ask{len(messages) // 2 + 1}"
-        step = f"{job.scorer}/{job.key}"
+        step = call_item(job.scorer, job.key, job.digest, self.model)
         return await self.calls.complete(
             LLMRequest(messages, self.model, params, "score", step, ask)
         )

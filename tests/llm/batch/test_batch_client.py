@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from pydantic import SecretStr
 
-from evol.errors import TransientBackendError, UsageError
+from evol.errors import RunDirError, TransientBackendError, UsageError
 from evol.llm import BackendSettings
 from evol.llm.batch import BatchSettings
 from evol.llm.batch import client as client_module
@@ -362,3 +362,19 @@ def test_a_batch_list_whose_cursor_cycles_is_no_proof_that_the_batch_is_absent(
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+# -- no file is read through a link -------------------------------------------------------------
+
+
+def test_an_upload_reads_no_input_file_through_a_link(tmp_path) -> None:
+    """The input file is evol's own (made afresh in batch/tmp): a link in its place is refused
+    before any call, and the file it points at is neither sent nor touched."""
+    theirs = tmp_path / "theirs.jsonl"
+    theirs.write_bytes(b'{"private": "not for the server"}\n')
+    link = tmp_path / "input.jsonl"
+    link.symlink_to(theirs)
+    error = outcome(client_for("http://127.0.0.1:9/v1", tmp_path), lambda c: c.upload(link))
+    assert isinstance(error, RunDirError)
+    assert str(error) == f"{link}: is a symbolic link; remove it (evol made none)"
+    assert theirs.read_bytes() == b'{"private": "not for the server"}\n' and link.is_symlink()
