@@ -123,7 +123,7 @@ class SlowUpload(BatchServer):
     """Takes longer over an upload than the client's --timeout (a large file, a slow link)."""
 
     async def _upload(self, request: web.Request) -> web.Response:
-        await asyncio.sleep(3)
+        await asyncio.sleep(4)  # twice the client's --timeout
         return await super()._upload(request)
 
 
@@ -133,7 +133,7 @@ def test_an_upload_has_the_transfer_deadline_not_the_request_timeout(tmp_path: P
 
         async def main() -> list[Completion | BaseException]:
             backend = BatchBackend(
-                BackendSettings(base_urls=[server.base_url], timeout=1.0),
+                BackendSettings(base_urls=[server.base_url], timeout=2.0),
                 BatchSettings(
                     state_dir=tmp_path, quiet_period=0.05, poll_interval=0.02, retry_max_wait=0.01
                 ),
