@@ -127,6 +127,7 @@ class SlowUpload(BatchServer):
         return await super()._upload(request)
 
 
+@pytest.mark.slow  # the server takes 4 s over the upload
 def test_an_upload_has_the_transfer_deadline_not_the_request_timeout(tmp_path: Path) -> None:
     """--timeout bounds the JSON calls; an input file's upload gets `transfer_timeout`."""
     with SlowUpload() as server:
