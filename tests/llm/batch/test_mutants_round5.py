@@ -57,13 +57,14 @@ class OpenAiStrict(BatchServer):
     """Refuses, as OpenAI does, a create call without the endpoint or with another completion
     window than 24h; keeps the name and type of each uploaded file."""
 
-    uploads: list[tuple[str | None, str | None]]
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.uploads: list[tuple[str | None, str | None]] = []
 
     async def _upload(self, request: web.Request) -> web.Response:
-        form = await request.post()
-        upload = form.get("file")
+        upload = (await request.post()).get("file")
         if isinstance(upload, web.FileField):
-            self.uploads = [*getattr(self, "uploads", []), (upload.filename, upload.content_type)]
+            self.uploads.append((upload.filename, upload.content_type))
         return await super()._upload(request)
 
     async def _create(self, request: web.Request) -> web.Response:
