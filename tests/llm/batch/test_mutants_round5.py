@@ -13,7 +13,10 @@ tests/test_batch.py's).
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +25,11 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evol.errors import TransientBackendError
+from evol.errors import RunDirError, TransientBackendError
 from evol.llm import BackendSettings, Completion, GenerationParams
 from evol.llm.batch import (
     BatchBackend,
+    BatchFailed,
     BatchInfo,
     BatchPending,
     BatchSettings,
@@ -305,3 +309,118 @@ def test_with_no_wait_any_one_row_of_an_earlier_open_batch_is_pending(
         done = ask_all(server, tmp_path, texts, no_wait=True)
     assert texts_of(done) == [expected(t) for t in texts]
     assert set(server.submitted.values()) == {1}
+
+
+# -- a batch that could not be submitted -------------------------------------------------------
+
+
+class RefusesUploads(BatchServer):
+    async def _upload(self, request: web.Request) -> web.Response:
+        await request.post()
+        return refused("File is not in a supported format")
+
+
+def test_a_refused_upload_fails_its_requests_saying_what_could_not_be_done(
+    tmp_path: Path,
+) -> None:
+    with RefusesUploads() as server:
+        (error,) = ask_all(server, tmp_path, ["Name a river."], max_retries=0)
+    assert isinstance(error, BatchFailed)
+    assert str(error).startswith("could not upload a batch input file: ")
+    assert "File is not in a supported format" in str(error)
+    assert server.created() == []
+
+
+@pytest.fixture
+def unwritable(tmp_path: Path) -> Iterator[Callable[[], None]]:
+    """tmp/ of the batch folder, where no file can be made until the function it gives is
+    called: immutable for root (who ignores permissions), else read-only."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is not available here")
+
+        def writable_again() -> None:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+    else:
+        folder.chmod(0o555)
+
+        def writable_again() -> None:
+            folder.chmod(0o755)
+
+    yield writable_again
+    writable_again()
+
+
+def test_an_input_file_that_cannot_be_written_fails_only_its_requests_with_the_reason(
+    tmp_path: Path, unwritable: Callable[[], None]
+) -> None:
+    """The batch folder's tmp/ takes no new file: the request fails with the system's reason
+    and nothing is uploaded; once it takes files again, the next request is answered."""
+    with BatchServer() as server:
+
+        async def main() -> tuple[
+            list[Completion | BaseException], list[Completion | BaseException]
+        ]:
+            backend = make_backend(server, tmp_path, max_retries=0)
+            try:
+                failed = await complete_all(backend, ["Name a river."])
+                assert "POST /v1/files" not in server.requests
+                unwritable()
+                return failed, await complete_all(backend, ["Name a lake."])
+            finally:
+                await backend.aclose()
+
+        (error,), later = asyncio.run(main())
+    assert isinstance(error, RunDirError), error
+    assert str(error).startswith("cannot write a batch input file: ")
+    assert texts_of(later) == [expected("Name a lake.")]
+
+
+def test_the_rows_of_a_refused_batch_are_not_sent_again_behind_their_callers(
+    tmp_path: Path,
+) -> None:
+    """The create call is refused once: its callers are told, and its rows are not queued
+    again; a request that comes after goes in a batch of its own."""
+    with BatchServer(create_faults=["refuse"]) as server:
+
+        async def main() -> tuple[
+            list[Completion | BaseException], list[Completion | BaseException]
+        ]:
+            backend = make_backend(server, tmp_path, max_retries=0)
+            try:
+                first = await complete_all(backend, ["question 1", "question 2"])
+                later = await complete_all(backend, ["question 3"])
+                return first, later
+            finally:
+                await backend.aclose()
+
+        first, later = asyncio.run(main())
+    assert all(isinstance(error, BatchFailed) for error in first), first
+    assert texts_of(later) == [expected("question 3")]
+    assert server.batch_sizes() == [1]
+    assert set(server.submitted) == {custom_id("question 3")}
+
+
+# -- what a later process knows of an earlier one's batches ------------------------------------
+
+
+def test_a_later_process_lists_an_earlier_ones_batch_with_its_model_and_input_file(
+    tmp_path: Path,
+) -> None:
+    with BatchServer(hold=True) as server:
+        pending = ask_all(server, tmp_path, ["question 1"], no_wait=True)
+        assert [type(r) for r in pending] == [BatchPending]
+
+        async def later() -> list[dict[str, Any]]:
+            backend = make_backend(server, tmp_path)
+            try:
+                return [info.model_dump() for info in backend.batches()]
+            finally:
+                await backend.aclose()
+
+        (listed,) = asyncio.run(later())
+    (created,) = server.created()
+    assert listed["model"] == MODEL
+    assert listed["input_file_id"] == created["input_file_id"] is not None
