@@ -13,6 +13,7 @@ tests/test_batch.py's).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 from collections import Counter
@@ -25,7 +26,7 @@ from aiohttp import web
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evol.errors import RunDirError, TransientBackendError
+from evol.errors import BackendError, RunDirError, TransientBackendError
 from evol.llm import BackendSettings, Completion, GenerationParams
 from evol.llm.batch import (
     BatchBackend,
@@ -424,3 +425,33 @@ def test_a_later_process_lists_an_earlier_ones_batch_with_its_model_and_input_fi
     (created,) = server.created()
     assert listed["model"] == MODEL
     assert listed["input_file_id"] == created["input_file_id"] is not None
+
+
+# -- rows ----------------------------------------------------------------------------------------
+
+
+class WordlessRefusals(BatchServer):
+    """Refuses each row marked [refused] with a 400 whose body says nothing (an empty object)."""
+
+    def _row(self, batch: Any, number: int, line: dict[str, Any], kind: str, *rest: Any) -> None:
+        if "[refused]" not in content_of(line):
+            return super()._row(batch, number, line, kind, *rest)
+        _status, output, _failed = rest
+        row_id = f"{batch.object['id']}_req_{number}"
+        response = {"request_id": f"req_{row_id}", "status_code": 400, "body": {}}
+        row = {"id": row_id, "custom_id": line["custom_id"], "response": response, "error": None}
+        output.append(json.dumps(row).encode() + b"\n")
+
+
+def test_a_refused_row_without_a_message_is_named_by_its_status_and_kept(tmp_path: Path) -> None:
+    """The 400 is the request's answer for good: said with its status, kept in results.jsonl,
+    and read from there by the next process instead of being asked again."""
+    texts = ["Name a river.", "Name a lake [refused]."]
+    with WordlessRefusals() as server:
+        fine, refused_row = ask_all(server, tmp_path, texts, max_retries=0)
+        again = ask_all(server, tmp_path, texts[1:], max_retries=0)
+    assert texts_of([fine]) == [expected(texts[0])]
+    assert type(refused_row) is BackendError, refused_row
+    assert "status 400" in str(refused_row)
+    assert [str(error) for error in again] == [str(refused_row)]
+    assert set(server.submitted.values()) == {1}
