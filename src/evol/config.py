@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from evol.errors import UsageError
 from evol.llm import BackendSettings, GenerationParams
+from evol.llm.dispatch import CallPolicy
 from evol.llm.registry import check_engine_options
 from evol.method.elimination import EliminationRules
 from evol.method.operations import VERIFIABLE, parse_weights
@@ -70,6 +73,8 @@ class Connection(BaseModel):
     concurrency: int = Field(16, ge=1)
     max_retries: int = Field(5, ge=0)
     retry_max_wait: float = Field(60.0, gt=0)
+    rpm: float | None = Field(None, gt=0, description="requests per minute; None: no cap")
+    tpm: float | None = Field(None, gt=0, description="tokens per minute; None: no cap")
     max_response_bytes: int = Field(16 * 1024 * 1024, ge=1, description="reply body cap")
     batch: bool = Field(False, description="send requests through the Batch API (half price)")
     batch_max_requests: int = Field(50_000, ge=1, description="requests per batch input file")
@@ -91,7 +96,8 @@ class Connection(BaseModel):
 
     @model_validator(mode="after")
     def _engine_options(self) -> Self:
-        # Before a run or a dry run starts, as open_backend refuses them for its own callers.
+        # Before a run or a dry run starts, as open_backend refuses them for its own callers;
+        # and --rpm/--tpm, which a batch cannot honour.
         check_engine_options(
             self.backend,
             engine=self.engine,
@@ -100,6 +106,11 @@ class Connection(BaseModel):
             batch=self.batch,
             model_path=self.model_path,
         )
+        if self.batch and (self.rpm or self.tpm):
+            raise UsageError(
+                "--rpm and --tpm pace live requests; the Batch API has limits of its own: "
+                "drop them with --batch"
+            )
         return self
 
     @property
@@ -107,6 +118,17 @@ class Connection(BaseModel):
         """Requests (and lineages) at once: with --batch, enough to fill an input file, since
         each waits for its whole batch."""
         return max(self.concurrency, self.batch_max_requests) if self.batch else self.concurrency
+
+    def call_policy(self, in_flight: int | None = None) -> CallPolicy:
+        """How the command's dispatcher sends its calls: `in_flight` at once (None: as many as
+        `in_flight` says), the retries, and the --rpm/--tpm budget."""
+        return CallPolicy(
+            in_flight=self.in_flight if in_flight is None else in_flight,
+            max_retries=self.max_retries,
+            retry_max_wait=self.retry_max_wait,
+            rpm=self.rpm,
+            tpm=self.tpm,
+        )
 
     def batch_settings_in(self, state_dir: Path) -> BatchSettings | None:
         """With --batch, how the batch backend groups and waits, its state kept in `state_dir`."""
@@ -155,7 +177,40 @@ class Connection(BaseModel):
         )
 
 
-class RunConfig(Connection):
+class SeedFields(BaseModel):
+    """How a command reads its seed file: `evol run` and `evol optimize` alike."""
+
+    seed_format: SeedFormat | None = None
+    instruction_field: str | None = Field(None, description="dotted path of the instruction")
+    input_field: str | None = Field(None, description="dotted path of the input")
+    output_field: str | None = Field(None, description="dotted path of the output")
+    skip_invalid: bool = False
+
+    @property
+    def seed_options(self) -> SeedOptions:
+        return SeedOptions(
+            format=self.seed_format,
+            instruction_field=self.instruction_field,
+            input_field=self.input_field,
+            output_field=self.output_field,
+            skip_invalid=self.skip_invalid,
+        )
+
+
+class RoleModels(BaseModel):
+    """The model of each role (None: `model`, else the server's)."""
+
+    model: str | None = None
+    evolve_model: str | None = None
+    answer_model: str | None = None
+    judge_model: str | None = None
+
+    @property
+    def role_models(self) -> dict[str, str | None]:
+        return {name: getattr(self, name) for name in RoleModels.model_fields}
+
+
+class RunConfig(SeedFields, RoleModels, Connection):
     """Everything `evol run` needs."""
 
     seeds: Path
@@ -165,11 +220,6 @@ class RunConfig(Connection):
     operations: dict[str, float] = Field(
         default_factory=lambda: parse_weights(None), description="weights; default all, uniform"
     )
-    seed_format: SeedFormat | None = None
-    instruction_field: str | None = Field(None, description="dotted path of the instruction")
-    input_field: str | None = Field(None, description="dotted path of the input")
-    output_field: str | None = Field(None, description="dotted path of the output")
-    skip_invalid: bool = False
     limit: int | None = Field(None, ge=1, description="evolve only the first N seeds")
     shard: Shard | None = Field(
         None, description="evolve only this shard's seeds (after --limit); evol merge joins them"
@@ -178,10 +228,6 @@ class RunConfig(Connection):
     answer_seeds: bool = True
     rules: EliminationRules = EliminationRules()
 
-    model: str | None = None
-    evolve_model: str | None = None
-    answer_model: str | None = None
-    judge_model: str | None = None
     params: RoleParams = Field(default_factory=lambda: RoleParams())
     system_prompt: str | None = Field(None, description="a system turn for the answering model")
     parallel_judge: bool = Field(
@@ -204,8 +250,6 @@ class RunConfig(Connection):
         "(where the backend sends n); False: one call per answer",
     )
 
-    rpm: float | None = Field(None, gt=0, description="requests per minute; None: no cap")
-    tpm: float | None = Field(None, gt=0, description="tokens per minute; None: no cap")
     overwrite: bool = False
 
     @property
@@ -223,12 +267,4 @@ class RunConfig(Connection):
 
     @property
     def seed_options(self) -> SeedOptions:
-        return SeedOptions(
-            format=self.seed_format,
-            instruction_field=self.instruction_field,
-            input_field=self.input_field,
-            output_field=self.output_field,
-            skip_invalid=self.skip_invalid,
-            limit=self.limit,
-            shard=self.shard,
-        )
+        return replace(super().seed_options, limit=self.limit, shard=self.shard)

@@ -8,7 +8,7 @@ record that carries verifiable constraints (#26) is also checked for free to sti
 --answer-attempts more answers are drawn, each its own journalled call (with --answer-n, all
 in one request with `n`, where the backend sends it). Lineages
 run side by side with no barrier between rounds; one adaptive limit bounds the requests in
-flight (halved on 429, see `evol.limits`), the --rpm/--tpm budget paces them, and one retry
+flight (halved on 429, see `evol.llm.limits`), the --rpm/--tpm budget paces them, and one retry
 policy wraps every request. Results go to the store as soon as they exist.
 
 The answer model's calls are in `evol.answer_calls`, the judge model's in `evol.judge_calls`,
@@ -30,7 +30,6 @@ from evol.judge_calls import JudgeCalls, with_format
 from evol.llm import ChatBackend, Completion, GenerationParams, LLMRequest, Message
 from evol.llm.dispatch import (
     CallFailed,
-    CallPolicy,
     CallRefused,
     CallStats,
     CallWaiting,
@@ -115,13 +114,7 @@ class Engine:
         self.pool = pool  # the kept instructions, when the duplicate rule is on
         self.on_step = on_step or (lambda: None)
         self.stats = EngineStats()
-        policy = CallPolicy(
-            in_flight=config.in_flight,
-            max_retries=config.max_retries,
-            retry_max_wait=config.retry_max_wait,
-            rpm=config.rpm,
-            tpm=config.tpm,
-        )
+        policy = config.call_policy()
         self.calls = Dispatcher(backend, policy, journal=journal, stats=self.stats)
         self.slots = self.calls.slots
         judge = config.params.judge

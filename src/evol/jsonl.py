@@ -1,12 +1,15 @@
 """Append-only JSON Lines files: the one place evol opens, appends to, repairs, reads and
-replaces them, and takes a run directory's lock.
+replaces them, and takes a run directory's lock; and the JSON files that hold one model
+(`write_model`, `read_model`: metrics.json, contamination.json).
 
 Every command's files go through here: the run's records (`evol.rundir.store`), the call journal
 (`evol.rundir.journal`), the batch state (`evol.llm.batch`) and the scores (`evol.quality.scoring`).
 
 Links: every file is opened for writing with O_NOFOLLOW (a symbolic link in its place is
 refused, its target untouched) and O_NONBLOCK (a FIFO in its place fails the open rather than
-waiting for a reader); a file read or repaired must be a regular file.
+waiting for a reader); a file read or repaired must be a regular file. A file evol reads back
+to rewrite, join or ingest is read with O_NOFOLLOW too (`open_to_read(..., follow_links=False)`),
+and `refuse_symlinks` is the one check of the names evol writes before it uses a directory.
 
 Durability, one policy for every file:
 
@@ -30,14 +33,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 import orjson
 from filelock import FileLock, Timeout
+from pydantic import BaseModel
 
 from evol.errors import RunDirError, StorageError
 
@@ -50,6 +55,7 @@ _FRESH_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW
 _WINDOW = 1 << 16  # bytes read from the end at first to find the last line; then 1 MiB more
 
 T = TypeVar("T")
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 # -- opening ---------------------------------------------------------------------------------
 
@@ -87,15 +93,37 @@ def open_fresh(path: Path) -> BinaryIO:
     return open(path, "wb", opener=opener)
 
 
-def open_to_read(path: Path) -> BinaryIO:
+def open_to_read(path: Path, *, follow_links: bool = True) -> BinaryIO:
     """Open a file to read; one that is not a regular file (a FIFO, a directory, a device)
-    is a RunDirError rather than a read that blocks or fails later."""
+    is a RunDirError rather than a read that blocks or fails later. Without `follow_links`
+    (a file evol wrote and reads back to rewrite, join or ingest), a symbolic link in its
+    place is refused too."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_links else _NO_FOLLOW)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        fd = os.open(path, flags)
     except OSError as error:
+        if not follow_links and path.is_symlink():
+            raise _link(path, OWN_LINK_REMEDY) from None
         raise RunDirError(f"{path}: cannot read it: {error.strerror}") from None
     _refuse_irregular(fd, path)
     return open(fd, "rb", closefd=True)
+
+
+OWN_LINK_REMEDY = "remove it (evol made none)"
+
+
+def refuse_symlinks(paths: Iterable[Path], remedy: str) -> None:
+    """Refuse the first of `paths` that is a symbolic link, with a RunDirError that names it
+    and says `remedy`: for the files and folders evol cuts, rewrites or deletes, where a link
+    would carry the change elsewhere. The check before a whole directory is used; each open
+    refuses a link again (O_NOFOLLOW)."""
+    for path in paths:
+        if path.is_symlink():
+            raise _link(path, remedy)
+
+
+def _link(path: Path, remedy: str) -> RunDirError:
+    return RunDirError(f"{path}: is a symbolic link; {remedy}")
 
 
 def write_failure(path: Path, error: OSError) -> RunDirError:
@@ -296,6 +324,25 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_model(path: Path, model: BaseModel) -> Path:
+    """Replace a JSON file (metrics.json, contamination.json) with `model`, indented,
+    atomically; returns its path."""
+    atomic_write(path, model.model_dump_json(indent=2) + "\n")
+    return path
+
+
+def read_model(path: Path, model: type[ModelT], remedy: str) -> ModelT | None:
+    """A JSON file written by `write_model`, read as `model`; None when there is no such file.
+    One that is not JSON, or not the model, is a RunDirError of one line that says `remedy`."""
+    if not path.is_file():
+        return None
+    try:
+        return model.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except ValueError as error:
+        why = str(error).strip().splitlines()[0]
+        raise RunDirError(f"{path}: unreadable ({why}); {remedy}") from None
 
 
 # -- the lock --------------------------------------------------------------------------------

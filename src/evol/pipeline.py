@@ -315,23 +315,22 @@ class _Run:
             steps_done_at_start=self.done_at_start,
             calls_to_repeat=self.calls_to_repeat,
             # A batch row cut off here is collected by the next run, not sent again.
-            calls_cut_off=0 if self.config.batch else engine.stats.cut_off,
+            calls_cut_off=0 if _batching(self.backend) else engine.stats.cut_off,
         )
         return build_manifest(facts, self.previous)
 
     def batches(self) -> list[dict[str, Any]] | None:
-        """With --batch: every batch of the run, as run.json lists it."""
-        if not self.config.batch:
-            return None
+        """With a backend that batches (--batch, or a plugin's): every batch of the run, as
+        run.json lists it."""
         backend = self.backend
-        return [batch.model_dump() for batch in backend.batches()] if _batching(backend) else []
+        return [batch.model_dump() for batch in backend.batches()] if _batching(backend) else None
 
     @contextlib.asynccontextmanager
     async def batch_progress(self) -> AsyncIterator[None]:
-        """With --batch: a line each time the batches' states change, since a step can
-        wait hours for one."""
+        """With a backend that batches: a line each time the batches' states change, since a
+        step can wait hours for one."""
         backend = self.backend
-        if not self.config.batch or not _batching(backend):
+        if not _batching(backend):
             yield
             return
         from evol.llm.batch import describe_batches

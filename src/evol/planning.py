@@ -18,10 +18,10 @@ from pydantic import BaseModel
 from evol.config import RunConfig
 from evol.errors import UsageError
 from evol.llm import choose_backend, missing_key_warning
-from evol.llm.local import default_model_path
 from evol.llm.pricing import BATCH_RATE, cost_usd, unit_prices
 from evol.llm.registry import (
     batch_backend_name,
+    planned_model,
     ray_backend_name,
     runs_in_process,
     sends_n,
@@ -29,7 +29,7 @@ from evol.llm.registry import (
 from evol.method.judging import ANSWER_CHECK, model_role
 from evol.method.prompts import PromptSet
 from evol.method.textstats import estimate_tokens
-from evol.preflight import batch_settings, check_verifiable
+from evol.preflight import check_verifiable
 from evol.rundir.lineage import LineageIndex
 from evol.rundir.store import RunStore
 from evol.seeds import iter_seeds, scan_seeds
@@ -177,7 +177,6 @@ def _backend_and_models(config: RunConfig) -> tuple[str, dict[str, str | None], 
         backend = ray_backend_name(config.ray_model)
         default = config.ray_model
     elif config.batch:
-        batch_settings(config)
         backend = batch_backend_name(config.backend, base_urls=config.base_urls)
     else:
         try:
@@ -188,9 +187,9 @@ def _backend_and_models(config: RunConfig) -> tuple[str, dict[str, str | None], 
             backend = "local"  # nothing configured: a real run says what to do
     warning = missing_key_warning(backend, config.base_urls, has_key)
     warnings = [warning] if warning else []
-    if config.model is None and backend == "local":
-        try:  # the file's name, as a run records it; the model is not loaded
-            default = (config.model_path or default_model_path()).name
+    if config.model is None and default is None:
+        try:
+            default = planned_model(backend, config.backend_settings())
         except UsageError as missing:
             warnings.append(str(missing))
     models = {

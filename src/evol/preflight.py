@@ -38,15 +38,7 @@ def check_verifiable(config: RunConfig) -> None:
 
 
 def batch_settings(config: RunConfig) -> Any:
-    """With --batch, how the batch backend groups and waits; its state lives in the run.
-    Refuses the options a --batch run cannot honour (its dry run asks too)."""
-    if not config.batch:
-        return None
-    if config.rpm or config.tpm:
-        raise UsageError(
-            "--rpm and --tpm pace live requests; the Batch API has limits of its own: "
-            "drop them with --batch"
-        )
+    """With --batch, how the batch backend groups and waits; its state lives in the run."""
     return config.batch_settings_in(config.out / BATCH_DIR)
 
 

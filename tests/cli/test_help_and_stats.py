@@ -15,7 +15,7 @@ import pytest
 from typer.main import get_command
 
 from evol.cli import app
-from evol.command import PANELS
+from evol.cli.command import PANELS
 from evol.dataset.stats import OperationStats, RunStats
 from evol.seeds.formats import EXTENSIONS
 from tests.support.fake_server import FakeServer

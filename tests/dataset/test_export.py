@@ -8,12 +8,13 @@ import math
 import random
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from evol.dataset.export import export_run, parse_generations, parse_split
 from evol.dataset.export_scan import assign_lineages
-from tests.support.runs import read_jsonl, run_args, write_seeds
+from tests.support.runs import read_jsonl, record, run_args, write_run, write_seeds
 
 SHAPES = ["alpaca", "sharegpt", "openai-chat", "jsonl"]
 # 24 seeds, 2 generations: every 4th seed's rewrites are judged equal to it, so its lineage is
@@ -99,15 +100,15 @@ def test_each_format_loads_with_datasets(
     records = read_jsonl(run_dir / "dataset.jsonl")
     rows = load(out, tmp_path)
     assert len(rows) == len(records) == 60
-    for row, record in zip(rows, records, strict=True):
+    for row, kept in zip(rows, records, strict=True):
         if shape == "jsonl":
             assert (row["id"], row["parent_id"], row["generation"]) == (
-                record["id"],
-                record["parent_id"],
-                record["generation"],
+                kept["id"],
+                kept["parent_id"],
+                kept["generation"],
             )
         else:
-            assert row == expected_row(record, shape)
+            assert row == expected_row(kept, shape)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -634,3 +635,206 @@ def test_flags_read_as_flags_in_help(evol, command: str) -> None:
     assert rows and all("<bool>" not in row for row in rows)
     if command == "export":
         assert any("--shuffle" in row and "--no-shuffle" in row for row in rows)
+
+
+# -- where an export may write (found by mutation testing) -------------------------------------
+
+
+def test_an_export_into_folders_that_do_not_exist_yet_makes_them(evol, tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", [record("s1", "Name a river.")])
+    out = tmp_path / "exports" / "today" / "data.jsonl"
+    result = evol("export", run, "--out", out, "--format", "jsonl")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["s1"]
+
+
+def test_an_export_over_a_file_of_the_run_is_refused_naming_the_option(
+    evol, tmp_path: Path
+) -> None:
+    run = write_run(tmp_path / "run", [record("s1", "Name a river.")])
+    before = (run / "gen_0.jsonl").read_bytes()
+    result = evol("export", run, "--out", run / "gen_0.jsonl", "--format", "jsonl")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"evol: error: {run / 'gen_0.jsonl'}: is gen_0.jsonl of the run in {run}; give --out a "
+        "path outside the run's own files\n"
+    )
+    assert (run / "gen_0.jsonl").read_bytes() == before
+
+
+# -- a planted link, every chat shape's prompt, a damaged constraints list (found by mutation testing) ---
+
+
+# -- a planted link ------------------------------------------------------------------------------
+
+
+def test_a_link_in_place_of_the_output_is_refused_saying_what_to_do(evol, tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", [record("s1", "Name a river.")])
+    target = tmp_path / "precious.txt"
+    target.write_text("precious\n", encoding="utf-8")
+    link = tmp_path / "out.jsonl"
+    link.symlink_to(target)
+    result = evol("export", run, "--out", link)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"evol: error: {link}: is a symbolic link; evol writes no file through a link: "
+        "remove it or choose another name\n"
+    )
+    assert target.read_text(encoding="utf-8") == "precious\n"
+
+
+# -- every export shape shows the trainer the whole task (attack22's survivor) -----------------
+
+TASK = {
+    "id": "s1.2",
+    "instruction": "Summarise the text below in one sentence, all in lowercase.",
+    "input": "The cat sat on the mat while the dog slept by the door.",
+    "output": "a cat sat and a dog slept.",
+    "constraints": [{"id": "change_case:english_lowercase", "kwargs": {}}],
+}
+
+
+@pytest.mark.parametrize("shape", ["sharegpt", "openai-chat", "ifeval", "rlvr"])
+def test_every_chat_shaped_export_prompts_with_the_instruction_and_its_input(shape: str) -> None:
+    from evol.dataset.export_files import shape_record
+    from evol.rundir.records import compose
+
+    row = shape_record(dict(TASK), shape, None)
+    whole_task = compose(TASK["instruction"], TASK["input"])
+    prompts = {
+        "sharegpt": lambda: row["conversations"][0]["value"],
+        "openai-chat": lambda: row["messages"][0]["content"],
+        "ifeval": lambda: row["prompt"],
+        "rlvr": lambda: row["messages"][0]["content"],
+    }
+    assert prompts[shape]() == whole_task
+    assert TASK["input"] in whole_task and TASK["instruction"] in whole_task
+
+
+@pytest.mark.parametrize(
+    ("constraints", "why"),
+    [
+        ([{"kwargs": {}}], "Field required"),
+        ([{"id": "x", "kwargs": []}], "Input should be a valid dictionary"),
+    ],
+)
+def test_a_damaged_constraints_list_is_refused_naming_the_file_the_line_and_why(
+    tmp_path: Path, constraints: object, why: str
+) -> None:
+    from evol.dataset.export import export_run
+    from evol.errors import RunDirError
+
+    rows = [record("s1", "Name a colour."), record("s1.1", "Name a warm colour.")]
+    rows[1]["constraints"] = constraints
+    run = write_run(tmp_path / "run", rows)
+    with pytest.raises(RunDirError) as refused:
+        export_run(run, tmp_path / "out.jsonl", shape="ifeval")
+    assert str(refused.value) == (
+        f"{run / 'gen_1.jsonl'}:1: not an evol record (constraints: {why})"
+    )
+
+
+# -- found by the third mutation round ---------------------------------------------------------
+
+
+# -- evol export: what it refuses, in words that say what to do -----------------------------------
+
+
+@pytest.fixture
+def small_run(tmp_path: Path) -> Path:
+    from tests.support.runs import record, write_run
+
+    return write_run(tmp_path / "run", [record("s1", "Name a river."), record("s1.1", "Name two.")])
+
+
+@pytest.mark.parametrize(
+    ("shape", "what"),
+    [("jsonl", "writes evol's records as they are"), ("ifeval", "has no system turn")],
+)
+def test_a_system_prompt_for_a_shape_without_one_is_refused_saying_which_have_one(
+    evol, small_run: Path, tmp_path: Path, shape: str, what: str
+) -> None:
+    out = tmp_path / "out.jsonl"
+    result = evol(
+        "export", small_run, "--out", out, "--format", shape, "--system-prompt", "Be kind."
+    )
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"evol: error: --system-prompt: the {shape} format {what}; use alpaca, sharegpt or "
+        "openai-chat (or rlvr) for a system turn\n"
+    )
+    assert not out.exists()
+
+
+def test_ifeval_to_parquet_is_refused_saying_what_to_write_instead(
+    evol, small_run: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("pyarrow")
+    out = tmp_path / "out.parquet"
+    result = evol("export", small_run, "--out", out, "--format", "ifeval")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "evol: error: --format ifeval: its kwargs differ per constraint, which one Parquet "
+        "column cannot hold; write JSON Lines (or rlvr to Parquet)\n"
+    )
+
+
+def test_a_run_without_records_is_not_exported(evol, small_run: Path, tmp_path: Path) -> None:
+    for path in small_run.glob("gen_*.jsonl"):
+        path.unlink()
+    result = evol("export", small_run, "--out", tmp_path / "out.jsonl")
+    assert result.exit_code == 2
+    assert result.stderr == f"evol: error: {small_run}: the run has no records yet\n"
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"generation": "zero", "round": "first"}, "wrong generation, round"),
+        (
+            {"generation": "zero", "instruction": None, "output": None},
+            "wrong generation; missing instruction, output",
+        ),
+    ],
+)
+def test_a_damaged_record_is_named_with_every_field_at_fault(
+    evol, small_run: Path, tmp_path: Path, change: dict[str, Any], why: str
+) -> None:
+    path = small_run / "gen_1.jsonl"
+    [damaged] = read_jsonl(path)
+    damaged = {key: value for key, value in (damaged | change).items() if value is not None}
+    path.write_text(json.dumps(damaged) + "\n")
+    result = evol("export", small_run, "--out", tmp_path / "out.jsonl")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"evol: error: {path}:1: not an evol record ({why})"), (
+        result.stderr
+    )
+
+
+def test_a_run_json_without_a_status_is_exported_with_a_warning_that_says_so(
+    evol, small_run: Path, tmp_path: Path
+) -> None:
+    manifest = json.loads((small_run / "run.json").read_text())
+    del manifest["status"]
+    (small_run / "run.json").write_text(json.dumps(manifest))
+    result = evol("export", small_run, "--out", tmp_path / "out.jsonl")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        f"evol: warning: {small_run} is unknown: exporting the 2 records written so far\n"
+    )
+
+
+def test_a_shuffled_export_is_the_same_file_for_the_same_seed_on_any_machine(
+    evol, tmp_path: Path
+) -> None:
+    """docs/export.md: "the same seed, the same files". The order is seeded by the seed and
+    the part (none here), so a dataset exported again elsewhere, or by a later evol, is the
+    same file."""
+    from tests.support.runs import record, write_run
+
+    run = write_run(tmp_path / "run", [record(f"s{i}", f"Name river {i}.") for i in range(8)])
+    out = tmp_path / "out.jsonl"
+    result = evol("export", run, "--out", out, "--format", "jsonl", "--shuffle", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    order = [row["id"] for row in read_jsonl(out)]
+    assert order == ["s6", "s7", "s2", "s3", "s4", "s1", "s0", "s5"]

@@ -10,11 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+
 from evol.dataset.stats import run_stats
 from evol.method.textstats import word_count
 from evol.rundir.record_files import iter_records
 from tests.support.fake_server import FakeServer
-from tests.support.runs import read_jsonl, run_args, write_seeds
+from tests.support.runs import read_jsonl, record, run_args, write_run, write_seeds
+from tests.support.score_runs import scored_run
+
+__all__ = ["scored_run"]  # a fixture, for the run's cost
 
 T = TypeVar("T")
 
@@ -214,3 +219,159 @@ def test_absurd_numbers_in_a_run_cost_nothing(evol, tmp_path: Path) -> None:
     assert stats.generations[0].instruction_words.max == 15_000
     table = evol("stats", out)
     assert table.exit_code == 0 and "\n100000000 " in table.stdout and "\n-3 " in table.stdout
+
+
+# -- the scoring calls' cost and the generation rows (found by mutation testing) ---------------
+
+
+def scores_line(model: str, record_id: str, prompt: int, completion: int) -> str:
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion}
+    line = {"scorer": "difficulty", "model": model, "id": record_id, "digest": "0" * 16}
+    return json.dumps(line | {"score": 5.0, "usage": usage}) + "\n"
+
+
+def stats_of(evol, run: Path, *args: str) -> dict:
+    result = evol("stats", run, "--json", *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_the_scoring_calls_are_priced_by_the_table_per_model_and_unknown_with_one_unpriced(
+    evol, tmp_path: Path
+) -> None:
+    run = write_run(tmp_path / "run", [record("s1", "Name a river."), record("s2", "Name two.")])
+    scores = run / "scores.jsonl"
+    scores.write_text(
+        scores_line("gpt-4o-mini", "s1", 1000, 100) + scores_line("gpt-4o-mini", "s2", 3000, 100)
+    )
+    stats = stats_of(evol, run)
+    assert stats["run"] == str(run)
+    # gpt-4o-mini: $0.15 and $0.60 per million tokens in, out.
+    assert stats["roles"]["score"] == {
+        "model": "gpt-4o-mini",
+        "prompt_tokens": 4000,
+        "completion_tokens": 200,
+        "cost_usd": round((4000 * 0.15 + 200 * 0.60) / 1e6, 6),
+    }
+
+    with scores.open("a") as out:  # scored again by a model the table does not price
+        out.write(scores_line("fake-model", "s1", 10, 1))
+    stats = stats_of(evol, run)
+    assert stats["roles"]["score"] == {
+        "model": "fake-model, gpt-4o-mini",
+        "prompt_tokens": 4010,
+        "completion_tokens": 201,
+        "cost_usd": None,
+    }
+    assert stats["total_cost_usd"] is None
+    priced = stats_of(evol, run, "--price-in", "1", "--price-out", "2")["roles"]["score"]
+    assert priced["cost_usd"] == round((4010 + 2 * 201) / 1e6, 6)
+
+
+def test_a_run_json_that_names_no_backend_still_has_its_stats(evol, tmp_path: Path) -> None:
+    """A run.json of an evol before the backend was recorded, or written by another tool: the
+    models of its roles are unknown, the scoring calls are priced by their own model."""
+    run = write_run(tmp_path / "run", [record("s1", "Name a river."), record("s1.1", "Name two.")])
+    manifest = json.loads((run / "run.json").read_text())
+    del manifest["backend"]
+    (run / "run.json").write_text(json.dumps(manifest))
+    (run / "scores.jsonl").write_text(scores_line("gpt-4o-mini", "s1", 1000, 100))
+    stats = stats_of(evol, run)
+    assert [row["kept"] for row in stats["generations"]] == [1, 1]
+    assert stats["roles"]["score"]["cost_usd"] == round((1000 * 0.15 + 100 * 0.60) / 1e6, 6)
+
+
+def test_the_table_has_a_row_for_every_generation_up_to_the_last_with_records(
+    evol, tmp_path: Path
+) -> None:
+    """Generations 1 and 2 lost every record (eliminated, then the file removed): their rows
+    are there, empty, between gen 0 and gen 3."""
+    run = write_run(
+        tmp_path / "run", [record("s1", "Name a river."), record("s1.1.1.1", "Name four.")]
+    )
+    rows = stats_of(evol, run)["generations"]
+    assert [(row["generation"], row["kept"]) for row in rows] == [(0, 1), (1, 0), (2, 0), (3, 1)]
+
+
+def test_a_record_of_the_last_generation_a_run_can_make_has_every_row_before_it(
+    evol, tmp_path: Path
+) -> None:
+    run = write_run(
+        tmp_path / "run", [record("s1", "Name a river."), record("s1.1", "Far.", generation=100)]
+    )
+    rows = stats_of(evol, run)["generations"]
+    assert [row["generation"] for row in rows] == list(range(101))
+    assert [row["kept"] for row in rows] == [1] + [0] * 99 + [1]
+
+
+def test_a_run_without_records_has_one_empty_row_for_its_seeds(evol, tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", [record("s1", "Name a river.")])
+    (run / "gen_0.jsonl").unlink()
+    rows = stats_of(evol, run)["generations"]
+    assert [(row["generation"], row["kept"]) for row in rows] == [(0, 0)]
+
+
+# -- found by the third mutation round ---------------------------------------------------------
+
+
+# -- evol stats: the contamination it reports ----------------------------------------------------
+
+
+def test_stats_lists_each_contaminated_record_with_every_place_it_matched(
+    evol, tmp_path: Path
+) -> None:
+    from tests.support.contamination import NO_LLM, WORDS, write_bench
+    from tests.support.runs import record, write_run
+
+    copied = " ".join(WORDS)
+    run = write_run(
+        tmp_path / "run",
+        [record("s1", copied), record("s2", "Name a river."), record("s3", f"Say: {copied}")],
+    )
+    first = write_bench(tmp_path / "a.jsonl", ["Nothing alike here.", copied])
+    second = write_bench(tmp_path / "b.jsonl", [copied] * 6)
+    scored = evol("score", run, *NO_LLM, "--against", first, "--against", second)
+    assert scored.exit_code == 0, scored.output
+    said = scored.stdout.splitlines()
+    assert f"  {first}: 2 items, 1 shorter than 13 words" in said
+    assert f"  {second}: 6 items" in said
+    assert said[-1] == "  s3: 2 more items" and "  s1: 2 more items" in said
+    with (run / "gen_0.jsonl").open("a") as grown:
+        grown.write(json.dumps(record("s4", "Name a lake.")) + "\n")
+    result = evol("stats", run)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("contaminated:"))
+    assert lines[start - 1] == ""
+    assert lines[start].endswith(f" share 13 words in a row with {first}, {second}"), lines[start]
+    kept = ", ".join([f"{first}:2", *(f"{second}:{line}" for line in range(1, 5))])
+    assert lines[start + 1 : start + 4] == [
+        f"  s1: {kept}",
+        f"  s3: {kept}",
+        "  the run grew after this check: run evol score --against again",
+    ]
+
+
+# -- evol stats: what the run cost --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("price_in", "price_out"), [(1_000_000, 2_000_000), (0.3, 0.7)])
+def test_a_runs_cost_is_its_tokens_at_the_prices_per_million_to_the_micro_dollar(
+    evol, scored_run: Path, price_in: float, price_out: float
+) -> None:
+    result = evol("stats", scored_run, "--price-in", price_in, "--price-out", price_out, "--json")
+    assert result.exit_code == 0, result.output
+    roles = json.loads(result.stdout)["roles"]
+    for name, role in roles.items():
+        paid = role["prompt_tokens"] * price_in + role["completion_tokens"] * price_out
+        assert role["cost_usd"] == round(paid / 1_000_000, 6), name
+
+
+def test_with_one_price_of_two_for_a_model_without_a_price_the_cost_is_unknown(
+    evol, scored_run: Path
+) -> None:
+    result = evol("stats", scored_run, "--price-in", "3", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["total_cost_usd"] is None
+    assert all(role["cost_usd"] is None for role in summary["roles"].values())

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from evol.errors import BackendError, GarbledReply, TransientBackendError
-from evol.limits import RequestBudget
 from evol.llm import BackendSettings, GenerationParams, LLMRequest
 from evol.llm.batch import BatchBackend
+from evol.llm.limits import RequestBudget
 from evol.llm.local import LocalBackend
 from evol.llm.openai_api import parse_reply
 from evol.llm.openai_compatible import OpenAICompatibleBackend

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from evol.limits import AdaptiveConcurrency, RequestBudget, TokenBucket
+from evol.llm.limits import AdaptiveConcurrency, RequestBudget, TokenBucket
 from tests.support.fake_server import FakeServer, Fault, scripted
 from tests.support.runs import assert_valid_run, run_args, write_seeds
 

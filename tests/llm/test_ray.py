@@ -465,6 +465,25 @@ def test_the_reply_sink_knows_the_keys_of_running_waves_until_they_are_forgotten
     asyncio.run(scenario())
 
 
+def test_a_reply_put_after_its_wave_was_forgotten_is_not_kept() -> None:
+    """The dataset's copy of a row can answer first and end its wave before the session's put
+    reaches the sink: that late key must not stay in the sink for the rest of the run."""
+
+    async def scenario() -> None:
+        sink = session.ReplySink()
+        await sink.forget(["late", "other"])
+        await sink.put([{"key": "late"}, {"key": "new"}])
+        assert await sink.holding(["late", "new"]) == ["new"]
+        assert [row["key"] for row in await sink.take(60)] == ["new"]
+        # Only the last waves forgotten are remembered, so that set stays bounded too.
+        for wave in range(session.ReplySink.FORGOTTEN_WAVES):
+            await sink.forget([f"wave{wave}"])
+        await sink.put([{"key": "late"}])
+        assert await sink.holding(["late"]) == ["late"]
+
+    asyncio.run(scenario())
+
+
 # -- usage ------------------------------------------------------------------------------------
 
 
@@ -907,7 +926,7 @@ def test_replies_come_one_by_one_and_without_the_sink_a_batch_at_a_time(ray_clus
                 try:
                     done, _ = await asyncio.wait(asks[1:], timeout=300)  # a hang guard
                     assert len(done) == 2 and not asks[0].done()
-                    sink = backend._sink
+                    sink = backend._replies.actor
                     ray.kill(sink)
                     server.release()
                     held = await asyncio.wait_for(asks[0], 300)
@@ -917,7 +936,8 @@ def test_replies_come_one_by_one_and_without_the_sink_a_batch_at_a_time(ray_clus
                     await asyncio.wait_for(backend.aclose(), 60)
 
             texts, sink = asyncio.run(scenario())
-        assert all(texts) and backend._drainer is not None and not backend._drainer.is_alive()
+        drainer = backend._replies.thread
+        assert all(texts) and drainer is not None and not drainer.is_alive()
 
         with FakeServer() as server:  # a sink that lives until aclose, which ends it
             settings = BackendSettings(base_urls=[server.base_url])
@@ -926,7 +946,7 @@ def test_replies_come_one_by_one_and_without_the_sink_a_batch_at_a_time(ray_clus
             async def one() -> Any:
                 try:
                     await asyncio.wait_for(backend.complete(ask("d")), 300)
-                    return backend._sink
+                    return backend._replies.actor
                 finally:
                     await asyncio.wait_for(backend.aclose(), 60)
 

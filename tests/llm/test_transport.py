@@ -13,6 +13,7 @@ import asyncio
 import base64
 import gzip
 import json
+import re
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -868,3 +869,170 @@ def test_the_key_reaches_the_server_as_a_bearer_token() -> None:
         (request,) = server.requests
     assert request.headers["authorization"] == f"Bearer {KEY}"
     assert request.headers["content-type"] == "application/json"
+
+
+# -- a server gone after answering (found by mutation testing) ---------------------------------
+
+
+def test_a_server_gone_after_answering_is_unreachable_not_misconfigured() -> None:
+    """Never reached: --base-url is wrong (EndpointUnreachable). Gone after answering: it
+    may be restarting (Unreachable), and the message does not blame --base-url."""
+
+    async def close_after(request: Request, writer: asyncio.StreamWriter) -> bool:
+        await answer_normally(request, writer)
+        return False
+
+    async def main() -> tuple[int, BaseException, BaseException]:
+        with HostileServer(close_after) as server:
+            url = server.base_url
+            answered_once = JsonTransport(url, {}, timeout=10)
+            first = await answered_once.request("GET", "/models", None)
+        # The server is gone now, its port closed.
+        errors = []
+        for transport in (answered_once, JsonTransport(url, {}, timeout=10)):
+            try:
+                await transport.request("GET", "/models", None)
+            except Exception as error:  # what the test looks at
+                errors.append(error)
+            finally:
+                await transport.close()
+        return first.status, errors[0], errors[1]
+
+    status, again, never = asyncio.run(main())
+    assert status == 200
+    assert type(again) is Unreachable and "--base-url" not in str(again)
+    assert type(never) is EndpointUnreachable and "check --base-url" in str(never)
+
+
+# -- what a failure to connect is called, and which addresses a NO_PROXY entry covers (found by mutation testing) ---
+
+
+CONNECTION_KEY = aiohttp.client_reqrep.ConnectionKey("h", 443, True, True, None, None, None)
+
+
+# -- what a failure to connect is called ---------------------------------------------------------
+
+
+def connect_failure(error: Exception) -> str:
+    """The line a run stops with when the first connection fails with `error`."""
+    result = failure_of(error, "W", 1, answered=False)
+    assert type(result) is EndpointUnreachable
+    return str(result)
+
+
+def test_a_tls_failure_is_named_by_its_reason_not_by_openssls_whole_line() -> None:
+    with PlainGreeter(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n") as greeter:
+        url = f"https://127.0.0.1:{greeter.port}/v1"
+        result = outcome(url)
+    assert type(result) is EndpointUnreachable
+    assert re.fullmatch(
+        rf"cannot reach {re.escape(url)}: TLS failed \([A-Z_]+\); check --base-url", str(result)
+    ), result
+
+
+def test_a_tls_error_without_a_reason_is_named_by_its_words() -> None:
+    """An SSLError raised outside OpenSSL carries no `reason`."""
+    error = aiohttp.ClientConnectorSSLError(CONNECTION_KEY, ssl.SSLError(1, "handshake cut short"))
+    assert (
+        connect_failure(error)
+        == "cannot reach W: TLS failed (handshake cut short); check --base-url"
+    )
+
+
+def test_a_certificate_error_without_openssls_message_is_named_by_its_words() -> None:
+    """A certificate error raised in Python (a host name check) has no `verify_message`."""
+    cause = ssl.SSLCertVerificationError(1, "hostname 'h' doesn't match 'example.com'")
+    error = aiohttp.ClientConnectorCertificateError(CONNECTION_KEY, cause)
+    assert connect_failure(error) == (
+        "cannot reach W: TLS certificate verification failed "
+        "(hostname 'h' doesn't match 'example.com'); check --base-url"
+    )
+
+
+def test_a_reset_without_an_error_number_is_named_by_its_kind() -> None:
+    """As a reset in the TLS handshake arrives: no number, no words."""
+    error = aiohttp.ClientConnectorError(CONNECTION_KEY, ConnectionResetError())
+    assert connect_failure(error) == "cannot reach W: connection reset by peer; check --base-url"
+
+
+def test_a_failure_with_no_number_and_no_known_kind_keeps_its_own_words() -> None:
+    """Every address of a host failing its own way: asyncio joins them in one bare OSError."""
+    words = "Multiple exceptions: [Errno 111] Connect call failed, [Errno 101] Network unreachable"
+    error = aiohttp.ClientConnectorError(CONNECTION_KEY, OSError(words))
+    assert connect_failure(error) == f"cannot reach W: {words}; check --base-url"
+
+
+# -- which addresses a NO_PROXY entry covers -------------------------------------------------
+
+
+def bypassed(no_proxy: str, url: str) -> bool:
+    return proxy_for(url, {"all": "http://p:1", "no": no_proxy}) is None
+
+
+@pytest.mark.parametrize("url", ["http://10.9.9.9/v1", "http://10.0.0.1:8000/v1"])
+def test_a_range_written_from_one_of_its_addresses_covers_the_range(url: str) -> None:
+    """10.1.2.3/8 is 10.0.0.0/8, as httpx2 reads it, not a name to compare."""
+    assert bypassed("10.1.2.3/8", url)
+    assert theirs({"all": "http://p:1", "no": "10.1.2.3/8"}, url) is None
+    assert not bypassed("10.1.2.3/8", "http://11.0.0.1/v1")
+
+
+@pytest.mark.parametrize(
+    ("bracketed", "bare", "url"),
+    [
+        ("[::1]", "::1", "http://[0:0::1]/v1"),
+        ("[::1]", "::1", "http://[::2]/v1"),
+        ("[127.0.0.1]:8000", "127.0.0.1:8000", "http://127.0.0.1:8000/v1"),
+        ("[127.0.0.1]:8000", "127.0.0.1:8000", "http://127.0.0.1:9000/v1"),
+    ],
+)
+def test_brackets_around_an_address_do_not_change_what_an_entry_covers(
+    bracketed: str, bare: str, url: str
+) -> None:
+    """As for the address alone; httpx2 compares these entries as strings (it proxies all four)."""
+    assert bypassed(bracketed, url) == bypassed(bare, url)
+
+
+def test_the_bracketed_entries_cover_their_address() -> None:
+    assert bypassed("[::1]", "http://[0:0::1]/v1")
+    assert bypassed("[127.0.0.1]:8000", "http://127.0.0.1:8000/v1")
+
+
+@pytest.mark.parametrize("entry", ["[::1]:8000", "http://[::1]:8000"])
+def test_an_ipv6_entry_with_a_port_goes_direct_as_httpx2_does(entry: str) -> None:
+    url = "http://[::1]:8000/v1"
+    assert theirs({"all": "http://p:1", "no": entry}, url) is None
+    assert bypassed(entry, url)
+
+
+def test_an_ipv6_entry_with_another_port_is_proxied_as_httpx2_does() -> None:
+    url = "http://[::1]:8000/v1"
+    assert theirs({"all": "http://p:1", "no": "[::1]:9000"}, url) is not None
+    assert not bypassed("[::1]:9000", url)
+
+
+# -- found by the third mutation round ---------------------------------------------------------
+
+
+# -- NO_PROXY: the default port, and empty entries ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "url", "direct"),
+    [
+        ("example.com:80", "http://example.com/v1", True),
+        ("example.com:443", "https://example.com/v1", True),
+        ("example.com:443", "http://example.com/v1", False),
+        ("example.com:80", "https://example.com/v1", False),
+        (" , ,example.com", "http://example.com/v1", True),
+        ("other.org,,example.com", "http://example.com/v1", True),
+    ],
+)
+def test_a_no_proxy_entry_with_a_port_matches_a_url_on_its_schemes_default_port(
+    no_proxy: str, url: str, direct: bool
+) -> None:
+    """A URL without a port is on 80 (http) or 443 (https), as curl and httpx2 read it; an
+    empty entry (a stray comma) is passed over, not the end of the list."""
+    from evol.llm.transport import proxy_for
+
+    assert (proxy_for(url, {"all": "http://p:1", "no": no_proxy}) is None) == direct

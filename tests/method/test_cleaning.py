@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evol.method.cleaning import clean_reply, clean_rewrite
+from evol.method.cleaning import Cleaned, clean_reply, clean_rewrite
 
 REWRITE = "Explain photosynthesis in three steps, with one example per step."
 
@@ -117,3 +117,156 @@ def test_an_answer_only_loses_its_think_block() -> None:
     answer = "Sure! Here is the answer: photosynthesis turns light into sugar."
     assert clean_reply(answer).text == answer
     assert clean_reply(f"<think>hm</think>\n{answer}").text == answer
+
+
+# -- each layer's detail and edges (found by mutation testing) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "cleaned"),
+    [
+        ("<think>x</think>Hi", Cleaned("Hi", ("a <think> block",))),
+        ("<think>x</think>", Cleaned("", ("a <think> block",))),  # closed at the very end
+        ("<THINKING>x</Thinking>", Cleaned("", ("a <thinking> block",))),
+        ("<think>x", Cleaned("", ("a <think> block (never closed)",))),
+        ("Hi", Cleaned("Hi", ())),
+    ],
+)
+def test_a_reply_loses_its_think_block_and_says_so(reply: str, cleaned: Cleaned) -> None:
+    assert clean_reply(reply) == cleaned
+
+
+@pytest.mark.parametrize(
+    ("reply", "cleaned"),
+    [
+        (
+            "Sure! Here is the rewritten instruction: Do X",
+            Cleaned("Do X", ("preamble 'Sure! Here is the rewritten instruction:'",)),
+        ),
+        ("Sure!\nDo X", Cleaned("Do X", ("preamble 'Sure!'",))),
+        ("New instruction: Do X", Cleaned("Do X", ("label 'New instruction:'",))),
+        # Nothing after the wrapper: the reply is left as it is (the leak rule reads it).
+        ("New instruction:", Cleaned("New instruction:", ())),
+        ("Here is the rewritten instruction:", Cleaned("Here is the rewritten instruction:", ())),
+        # An afterword one character in still goes.
+        ("X\n\nNote: this is harder", Cleaned("X", ("an afterword 'Note: this is harder'",))),
+        (
+            "Do X\n\nNote: I " + "n" * 80,
+            Cleaned("Do X", (f"an afterword {'Note: I ' + 'n' * 52!r}",)),
+        ),
+        ("Do X\n\nNote: in French.", Cleaned("Do X\n\nNote: in French.", ())),  # the task's
+        ("```\nDo X\n```", Cleaned("Do X", ("a code fence around the whole reply",))),
+        ('"Do X"', Cleaned("Do X", ("quotes around the whole reply",))),
+        ('""', Cleaned("", ("quotes around the whole reply",))),
+        ('"', Cleaned('"', ())),
+        # Quotes that also open (or close) inside are not one pair around the whole reply.
+        ("\u201cSay \u201chi to them\u201d", Cleaned("\u201cSay \u201chi to them\u201d", ())),
+        ("\u201cSay hi\u201d to them\u201d", Cleaned("\u201cSay hi\u201d to them\u201d", ())),
+    ],
+)
+def test_each_layer_of_a_rewrite_comes_off_and_is_named(reply: str, cleaned: Cleaned) -> None:
+    assert clean_rewrite(reply) == cleaned
+
+
+def test_eight_layers_come_off_and_a_ninth_is_left() -> None:
+    # The loop's bound (MAX_LAYERS): a ninth layer stays, for the rules to read.
+    assert clean_rewrite("Okay!\n" * 9 + "Do X") == Cleaned(
+        "Okay!\nDo X", ("preamble 'Okay!'",) * 8
+    )
+
+
+def test_every_layer_of_a_wrapped_rewrite_comes_off() -> None:
+    inner = '```\n"*New instruction: Do X*"\n```'
+    reply = f"Sure!\nHere is the rewritten instruction:\n---\n{inner}\n---\n\nNote: this is harder."
+    assert clean_rewrite(reply + "\n\nHope this helps! Thanks!\nInput: N/A") == Cleaned(
+        "Do X",
+        (
+            "preamble 'Sure!\\nHere is the rewritten instruction:'",
+            "an afterword 'Note: this is harder.\\n\\nHope this helps! Thanks!\\nInput: N/A'",
+            "rules around the whole reply",
+            "a code fence around the whole reply",
+            "quotes around the whole reply",
+            "quotes around the whole reply",
+            "label 'New instruction:'",
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("input_text", "cleaned"),
+    [
+        ("a" * 20, Cleaned("Sort these:", ("a copy of the input",))),
+        ("a" * 19, Cleaned("Sort these: " + "a" * 20, ())),
+    ],
+)
+def test_a_copy_of_an_input_of_20_characters_or_more_comes_off(
+    input_text: str, cleaned: Cleaned
+) -> None:
+    assert clean_rewrite("Sort these: " + "a" * 20, input_text) == cleaned
+
+
+def test_without_an_input_nothing_is_taken_for_a_copy_of_it() -> None:
+    assert clean_rewrite("Sort XXXX") == Cleaned("Sort XXXX", ())
+
+
+# -- found by the third mutation round ---------------------------------------------------------
+
+
+# -- cleaning a rewrite: quotes come off only as one pair, and nothing of the task with them ----
+
+COPIED = "The river carved a deep canyon over many years."
+
+
+@pytest.mark.parametrize(
+    ("reply", "input_text", "rewrite"),
+    [
+        # The outer quotes are one pair only when the inner ones open and close in turn.
+        (
+            '"Write "" for an empty value in the table"',
+            "",
+            'Write "" for an empty value in the table',
+        ),
+        ('"Translate "x "a"b" y" into French"', "", '"Translate "x "a"b" y" into French"'),
+        ('""Hello" is a greeting, and "bye"', "", '""Hello" is a greeting, and "bye"'),
+        # In single quotes, an apostrophe within or at the end of a word is no quote...
+        ("'Explain Rutherford's model of the atom'", "", "Explain Rutherford's model of the atom"),
+        ("'I'm told to list three rivers'", "", "I'm told to list three rivers"),
+        ("'Summarize O'Neill's first play'", "", "Summarize O'Neill's first play"),
+        ("'Explain the laws of Newton's'", "", "Explain the laws of Newton's"),
+        ("'Grade the students' essays fairly'", "", "Grade the students' essays fairly"),
+        # ...but a quote that opens and never closes, or one doubled at an end, is.
+        ("'Explain Rutherford's 'model'", "", "'Explain Rutherford's 'model'"),
+        ("''hello' is how the letter starts'", "", "''hello' is how the letter starts'"),
+        ("'Grade the essays of the students''", "", "'Grade the essays of the students''"),
+        # A quote opens after a space or a bracket, or at the very start.
+        ('""Hi" is what she said first"', "", '"Hi" is what she said first'),
+        ('"See X"Y" in the table"', "", '"See X"Y" in the table"'),
+        # Emphasis marks inside: the outer ones are not one pair either.
+        ("*Explain *why* the sky is blue*", "", "*Explain *why* the sky is blue*"),
+        # A copy of the input after the rewrite goes; the rewrite's own last character stays.
+        (
+            f"Summarize the passage in two lines :{COPIED}",
+            COPIED,
+            "Summarize the passage in two lines :",
+        ),
+        (
+            f"Summarize the passage in two lines.\n\nInput:\n```\n{COPIED}\n```",
+            COPIED,
+            "Summarize the passage in two lines.",
+        ),
+        (
+            "Summarize the passage in two lines.\n\nInput:\n```text\nN/A\n```",
+            "",
+            "Summarize the passage in two lines.",
+        ),
+    ],
+)
+def test_a_rewrite_loses_its_wrappers_and_nothing_of_its_own(
+    reply: str, input_text: str, rewrite: str
+) -> None:
+    try:
+        from evol.method.cleaning import clean_rewrite
+    except ImportError:  # 4f7dc9e, before the method package
+        from evol.cleaning import clean_rewrite
+
+    assert clean_rewrite(reply, input_text).text == rewrite

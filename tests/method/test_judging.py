@@ -24,7 +24,7 @@ from evol.method.judging import (
 )
 from evol.method.verdicts import Verdict, parse_verdict
 from evol.preflight import with_instruction_check as _with_instruction_check
-from tests.support.fake_server import FakeServer
+from tests.support.fake_server import FakeServer, Responder
 from tests.support.runs import Evol, read_jsonl, run_args, write_seeds
 
 # -- reading the replies ---------------------------------------------------------------------
@@ -371,3 +371,34 @@ def test_run_json_counts_the_replies_of_every_run_of_the_directory(
         assert evol(*run_args(server, seeds, out, "--generations", generations)).exit_code == 0
     read = json.loads((out / "run.json").read_text())["judging"]["replies_read_as"]
     assert read == {"judge": {"schema": 3}} and len(server.requests_for("judge")) == 3
+
+
+# -- an answer check cut at the token limit (found by mutation testing) ------------------------
+
+
+# -- the answer check: a reply cut at the token limit decides nothing ----------------------------
+
+
+class CutAnswerChecks(Responder):
+    """Every answer check's reply names a problem in prose, then is cut at the token limit."""
+
+    def check_answer(self, task: str, structured: bool) -> str | tuple[str, str]:
+        return "My choice: asks_for_information, since the answer", "length"
+
+
+def test_an_answer_check_cut_at_the_token_limit_eliminates_nothing(evol, tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(
+        "".join(json.dumps({"instruction": f"Explain idea {i}"}) + "\n" for i in range(2))
+    )
+    with FakeServer(responder=CutAnswerChecks()) as server:
+        result = evol(
+            *run_args(server, seeds, tmp_path / "run", "--generations", "1", "--answer-check")
+        )
+        checks = len(server.requests_for("answer_check"))
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "run" / "eliminated.jsonl").exists()
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert checks >= 4 and manifest["judging"]["replies_read_as"]["answer_check"] == {
+        "unread": checks
+    }

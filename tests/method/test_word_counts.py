@@ -177,3 +177,22 @@ def test_a_word_across_the_first_windows_is_taken_whole(size: int) -> None:
     text = "a " + "b" * size + "'c d e f"
     assert words(text, 3) == ["a", "b" * size + "'c", "d"]
     assert words(text, 1) == ["a"] and words(text, 0) == []
+
+
+# -- tokens and the token estimate (found by mutation testing) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Don\u2019t stop", ["don't", "stop"]),
+        ("DON'T", ["don't"]),
+    ],
+)
+def test_a_curly_apostrophe_is_a_straight_one_in_a_token(text: str, expected: list[str]) -> None:
+    assert tokens(text) == expected
+
+
+@pytest.mark.parametrize(("text", "estimate"), [("", 0), ("one two three", 4), ("a b", 3)])
+def test_a_token_estimate_is_four_thirds_of_the_words(text: str, estimate: int) -> None:
+    assert estimate_tokens(text) == estimate

@@ -186,6 +186,27 @@ def test_dry_run_prices_the_whole_loop_and_calls_nothing(tmp_path: Path, evol) -
     assert "9 evaluation runs of 24 dev seeds" in text.stdout
 
 
+@pytest.mark.slow
+def test_rpm_and_tpm_pace_the_optimizer_and_every_evaluation_run(tmp_path: Path, evol) -> None:
+    from evol.optimize.optimizer import Optimizer
+    from evol.rundir.journal import CallJournal
+
+    seeds = write_seeds(tmp_path / "seeds.jsonl", seed_rows(30))
+    out = tmp_path / "opt"
+    with FakeServer(responder=MethodResponder()) as server:
+        budget = ("--rpm", "600000", "--tpm", "1000000000")
+        assert evol("optimize", seeds, *options(server, out, *budget)).exit_code == 0
+    runs = sorted(out.glob("steps/*/*/run/run.json"))
+    assert len(runs) > 1
+    for path in runs:
+        config = json.loads(path.read_text(encoding="utf-8"))["config"]
+        assert (config["rpm"], config["tpm"]) == (600000, 1000000000)
+    config = OptimizeConfig(seeds=seeds, out=out, rpm=30, tpm=9000, batch=False)
+    optimizer = Optimizer(config, backend=None, journal=CallJournal(tmp_path / "j.jsonl"))
+    policy = optimizer.calls.policy
+    assert (policy.rpm, policy.tpm, policy.in_flight) == (30, 9000, config.concurrency)
+
+
 def test_a_rerun_resumes_and_other_settings_are_refused(tmp_path: Path, evol) -> None:
     seeds = write_seeds(tmp_path / "seeds.jsonl", seed_rows(30))
     out = tmp_path / "opt"

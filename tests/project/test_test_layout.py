@@ -4,6 +4,7 @@ in the tests.support package, and no test module imports from another one."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,48 @@ def test_no_test_module_imports_from_another_test_module() -> None:
     holds), where both import it: a test module's helpers can change with its tests alone."""
     found = {module: sorted(names) for module, names in stray_imports().items() if names}
     assert not found, f"move these helpers into tests.support: {found}"
+
+
+HISTORY_WORDS = ("attack", "round", "mutants")
+
+
+def history_words(name: str) -> list[str]:
+    """The parts of a test file's name that tell when or how its tests were found (an attack, a
+    mutation round, a number) rather than what they test; a format version (`v1`) is a name."""
+    parts = name.removesuffix(".py").split("_")
+    return [
+        part
+        for part in parts
+        if part.startswith(HISTORY_WORDS)
+        or (any(c.isdigit() for c in part) and not re.fullmatch(r"v\d+", part))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("test_attack23.py", ["attack23"]),
+        ("test_attack_answer_n.py", ["attack"]),
+        ("test_mutants_round4.py", ["mutants", "round4"]),
+        ("test_mutants_store.py", ["mutants"]),
+        ("test_batch_26b.py", ["26b"]),
+        ("test_batch_hostile.py", []),
+        ("test_run_v1_fixtures.py", []),
+        ("test_dedup_rules.py", []),
+    ],
+)
+def test_a_history_name_is_told_from_a_module_name(name: str, expected: list[str]) -> None:
+    assert history_words(name) == expected
+
+
+def test_test_files_are_named_for_what_they_test() -> None:
+    """A test file is named for the module or the feature it tests (tests/<package>/
+    test_<module>[_<aspect>].py), never for the attack or mutation round that found its
+    tests: a newcomer looks for a module's tests by its name. Why a test exists may stay in
+    its docstring."""
+    found = {
+        str(path.relative_to(TESTS)): words
+        for path in sorted(TESTS.rglob("test_*.py"))
+        if (words := history_words(path.name))
+    }
+    assert not found, f"name these by the module or feature they test: {found}"

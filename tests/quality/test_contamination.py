@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from evol.quality import contamination
 from evol.quality.contamination import EvalIndex
 from tests.support.contamination import NO_LLM, WORDS, write_bench
 from tests.support.runs import record, write_run
@@ -93,3 +94,45 @@ def test_index_reports_each_item_once_and_verifies_the_words() -> None:
         (2, ["a", "b", "c"]),
     ]
     assert list(index.matches(["a", "b"])) == []  # shorter than the n-gram
+
+
+# -- records that lack a field, the report's layout, long items (found by mutation testing) ----
+
+
+# -- contamination -------------------------------------------------------------------------------
+
+
+def test_a_record_without_an_input_is_still_checked_in_its_output(evol, tmp_path: Path) -> None:
+    """A record that lacks `input` (a merged or hand-made dataset) was skipped past it, so a
+    benchmark answer copied into its output went unflagged."""
+    copied = record("s1", "Unrelated question?", output=" ".join(WORDS))
+    del copied["input"]
+    run = write_run(tmp_path / "run", [copied, record("s2", "Another one?")])
+    bench = write_bench(tmp_path / "bench.jsonl", [" ".join(WORDS)])
+    result = evol("score", run, *NO_LLM, "--against", bench)
+    assert result.exit_code == 0, result.output
+    assert f"s1 (output) ~ {bench}:1:" in result.stdout
+    assert "s2 " not in result.stdout
+
+
+def test_contamination_json_is_laid_out_for_reading(evol, tmp_path: Path) -> None:
+    """One field a line, two spaces a level, as the other files a person opens in a run."""
+    run = write_run(tmp_path / "run", [record("s1", " ".join(WORDS))])
+    bench = write_bench(tmp_path / "bench.jsonl", [" ".join(WORDS)])
+    assert evol("score", run, *NO_LLM, "--against", bench).exit_code == 0
+    text = (run / "contamination.json").read_text(encoding="utf-8")
+    assert text == json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n"
+
+
+def test_an_item_longer_than_the_packed_positions_is_matched_up_to_them_and_no_further(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Positions past the packing's width would spill into the item's number: a match there
+    named an item that does not exist. The width is shrunk to 16 positions so that the item
+    need not be 16 million words long."""
+    monkeypatch.setattr(contamination, "_POSITION_BITS", 4)
+    bench = write_bench(tmp_path / "bench.jsonl", ["a " * 16 + "secret word"])
+    index = EvalIndex(2)
+    index.add_file(bench)
+    assert list(index.matches(["a", "secret"])) == [(0, 1, ["a", "secret"])]  # position 15
+    assert list(index.matches(["secret", "word"])) == []  # position 16: not held

@@ -5,6 +5,7 @@ scoring is refused while a scoring batch still runs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import signal
@@ -140,3 +141,31 @@ def test_score_batches_are_the_runs_own_state_kept_through_overwrite_and_export(
                      "--base-url", server.base_url, "--quiet", "--generations", "1")  # fmt: skip
         assert again.exit_code == 0, again.stderr
     assert not (made_run / "batch-score").exists() and not (made_run / "scores.jsonl").exists()
+
+
+def test_score_batch_rows_are_named_by_scorer_record_and_ask_as_before_the_journal(
+    evol, made_run
+) -> None:
+    """A row's custom_id hashes its step and body. A score submitted by an earlier build, and
+    collected by this one, is found again only while the step keeps its form, scorer/record/ask:
+    the journal's richer key (text digest and model) must not reach the batch rows."""
+    with BatchServer(responder=ScoringResponder()) as server:
+        assert evol(*score_args(made_run, server.base_url, "--batch")).exit_code == 0
+        lines = [
+            json.loads(line)
+            for content in server.files.values()
+            for line in content.splitlines()
+            if line.startswith(b'{"custom_id"')
+        ]
+    named = {(line["scorer"], line["id"]) for line in scores(made_run)}
+    steps = [f"{scorer}/{key}/ask{n}" for scorer, key in named for n in (1, 2)]
+    assert lines and named
+
+    def custom_id(step: str, body: dict) -> str:
+        keyed = json.dumps(
+            {"step": step, "body": body}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+        return f"evol-{hashlib.sha256(keyed.encode()).hexdigest()[:32]}"
+
+    for line in lines:
+        assert line["custom_id"] in {custom_id(step, line["body"]) for step in steps}

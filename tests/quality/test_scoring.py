@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import signal
 import subprocess
@@ -20,12 +21,15 @@ from typing import Any
 
 import pytest
 
+from evol.errors import RunDirError
 from evol.method.prompts import PromptSet
+from evol.quality.contamination import read_contamination
 from evol.quality.readings import (
     expected_score,
     read_number,
     read_ranking,
 )
+from evol.quality.scores import SCORES, read_score_lines
 from tests.support.fake_server import FakeServer, Fault
 from tests.support.runs import read_jsonl, record, write_run
 from tests.support.scoring import (
@@ -404,6 +408,27 @@ def test_score_caps_reply_bodies_like_run(evol, made_run: Path) -> None:
         assert evol("score", made_run, "--base-url", server.base_url, *options).exit_code == 0
 
 
+@pytest.mark.slow
+def test_rpm_and_tpm_pace_every_scoring_call_and_batch_refuses_them(
+    evol, made_run: Path, tmp_path: Path
+) -> None:
+    unpaced = shutil.copytree(made_run, tmp_path / "unpaced")
+    base = ("--no-complexity", "--json")
+    with FakeServer(responder=ScoringResponder()) as server:
+        # Budgets far above what the calls need: none waits, each is counted as let through.
+        budget = ("--rpm", "600000", "--tpm", "1000000000")
+        paced = evol("score", made_run, "--base-url", server.base_url, *base, *budget)
+        free = evol("score", unpaced, "--base-url", server.base_url, *base)
+    assert paced.exit_code == free.exit_code == 0, paced.output + free.output
+    summary = json.loads(paced.stdout)
+    assert summary["requests"] == summary["paced"] == 12 + 6  # [mute] and [never] asked twice
+    assert json.loads(free.stdout)["paced"] == 0
+    assert by_key(made_run) == by_key(unpaced)
+    for option in ("--rpm", "--tpm"):
+        refused = evol("score", made_run, "--batch", option, "10", "--base-url", server.base_url)
+        assert refused.exit_code == 2 and "--rpm and --tpm pace live" in refused.stderr
+
+
 def test_dry_run_counts_the_calls_left_and_prices_them(evol, made_run: Path) -> None:
     options = ("--model", "m", "--price-in", "1", "--price-out", "2", "--json")
     plan = json.loads(evol("score", made_run, "--dry-run", "--answers", *options).stdout)
@@ -501,6 +526,63 @@ def test_a_stop_repays_only_the_calls_in_flight(
     assert len(scores(made_run)) == len(scores(straight))
 
 
+MUTE_SEED = "<task>\n[mute] List three prime numbers below twenty\n</task>"
+
+
+def one_at_a_time(run: Path, server: FakeServer) -> list[str]:
+    return [
+        sys.executable, "-m", "evol", "score", str(run), "--base-url", server.base_url, "--quiet",
+        "--concurrency", "1", "--no-complexity", "--retry-max-wait", "0.05",
+    ]  # fmt: skip
+
+
+def asks_of(requests: list[dict[str, Any]], task: str) -> Counter[int]:
+    """How many requests for `task` the server saw, by the number of messages (1: the first ask,
+    3: the question asked again)."""
+    return Counter(
+        len(body["messages"]) for body in requests if task in body["messages"][0]["content"]
+    )
+
+
+@pytest.mark.slow
+def test_a_score_killed_between_two_asks_pays_the_first_once(
+    made_run: Path, tmp_path: Path
+) -> None:
+    straight = shutil.copytree(made_run, tmp_path / "straight")
+    with FakeServer(responder=ScoringResponder()) as server:
+        assert subprocess.run(one_at_a_time(straight, server), env=ENV).returncode == 0
+
+    # The [mute] seed's reply gives no number: it is asked again, and that second ask is held.
+    # One call at a time, so nothing else is in flight when the process is killed.
+    held = lambda body: len(body["messages"]) > 1  # noqa: E731
+    with FakeServer(responder=ScoringResponder(), hold=held) as server:
+        process = subprocess.Popen(one_at_a_time(made_run, server), env=ENV)
+        try:
+            server.wait_until(lambda: server.held == 1 or process.poll() is not None)
+            # The first reply was journalled before the second ask went out.
+            journal = read_jsonl(made_run / "score_calls.jsonl")
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        server.release()
+        before = list(server.requests)
+    assert asks_of(before, MUTE_SEED) == {1: 1, 3: 1}
+    # Each reply so far, the last the [mute] seed's: its scorer, record, digest and model.
+    scorer, record_id, _digest, model = journal[-1]["item"].split("/")
+    assert (scorer, record_id, model, journal[-1]["role"]) == (
+        "difficulty", "s3", "fake-model", "ask1",
+    )  # fmt: skip
+    assert journal[-1]["reply"]["text"] == UNPARSEABLE
+    assert len(journal) == len(before) - 1  # every reply but the one held
+
+    with FakeServer(responder=ScoringResponder()) as server:
+        assert subprocess.run(one_at_a_time(made_run, server), env=ENV).returncode == 0
+        after = list(server.requests)
+    assert asks_of(after, MUTE_SEED) == {3: 1}  # the first ask replayed, not sent again
+    assert (made_run / "scores.jsonl").read_bytes() == (straight / "scores.jsonl").read_bytes()
+    assert not (made_run / "score_calls.jsonl").exists()  # nothing waits: the journal goes
+
+
 # -- the log-probability path, in process ----------------------------------------------------
 
 
@@ -551,3 +633,94 @@ def test_the_backend_is_closed_when_a_fatal_error_stops_scoring(evol, tmp_path: 
     )
     assert LogprobBackend.made[-1].closed == 1
     assert [s["id"] for s in scores(run)] == ["s1"]
+
+
+# -- scores.jsonl's lines, a score out of the maximum, and refusals (found by mutation testing) ---
+
+
+def score_line(record_id: str, score: float) -> bytes:
+    line = {
+        "scorer": "difficulty",
+        "model": "fake-model",
+        "id": record_id,
+        "digest": "0" * 16,
+        "score": score,
+        "usage": {"prompt_tokens": 10, "completion_tokens": 1},
+    }
+    return json.dumps(line).encode() + b"\n"
+
+
+def scored_ids(run: Path) -> list[tuple[str, float | None]]:
+    return [(line.id, line.score) for line in read_score_lines(run)]
+
+
+def test_a_blank_line_in_scores_jsonl_hides_none_of_the_lines_after_it(tmp_path: Path) -> None:
+    """Each line after it was paid for: dropped, its record would be scored (and paid) again."""
+    (tmp_path / SCORES).write_bytes(score_line("a", 3) + b"\n   \n" + score_line("b", 4))
+    assert scored_ids(tmp_path) == [("a", 3.0), ("b", 4.0)]
+
+
+def test_a_last_line_cut_mid_write_is_left_out_and_the_others_are_kept(tmp_path: Path) -> None:
+    """A crash can leave the last line's newline written and its text not (a hole of zeros on
+    some file systems): the lines before it count."""
+    whole = score_line("a", 3) + score_line("b", 4)
+    (tmp_path / SCORES).write_bytes(whole + b"\0" * 20 + b"\n")
+    assert scored_ids(tmp_path) == [("a", 3.0), ("b", 4.0)]
+
+
+@pytest.mark.parametrize(
+    ("damaged", "after"),
+    [(b"not json\n", score_line("b", 4)), (b"\0" * 20 + b"\n", b'{"scorer": "diffi')],
+    ids=["a whole line after it", "a torn tail after it"],
+)
+def test_a_damaged_line_that_is_not_the_last_write_is_named_with_what_to_do(
+    tmp_path: Path, damaged: bytes, after: bytes
+) -> None:
+    """Only the very end of the file can be a write cut short; a bad line with anything after
+    it is named, not passed over."""
+    path = tmp_path / SCORES
+    path.write_bytes(score_line("a", 3) + damaged + after)
+    with pytest.raises(RunDirError) as raised:
+        read_score_lines(tmp_path)
+    assert str(raised.value) == (
+        f"{path}:2: not a score line; delete that line (its record is scored again) or the file"
+    )
+
+
+@pytest.mark.parametrize(
+    "reply", ["7 Out Of 10", "I would rate it 7 OUT OF 10, no more.", "It is 7/10"]
+)
+def test_a_score_out_of_the_maximum_is_read_in_any_case(reply: str) -> None:
+    found = read_number(reply, 10)
+    assert found is not None and found[0] == 7.0
+    assert reply[found[1] : found[2]] == "7"
+
+
+def test_a_run_without_records_is_not_scored(evol, tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", [record("s1", "Name a river.")])
+    for path in run.glob("gen_*.jsonl"):
+        path.unlink()
+    result = evol("score", run, "--base-url", "http://127.0.0.1:9/v1", "--no-metrics")
+    assert result.exit_code == 2
+    assert result.stderr == f"evol: error: {run}: the run has no records yet\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ('{"ngram": 13', r"Expecting ',' delimiter: line 1 column 13 \(char 12\)"),
+        ('{"ngram": "thirteen"}', r"\d+ validation errors? for ContaminationReport"),
+    ],
+    ids=["not JSON", "not a report"],
+)
+def test_a_damaged_contamination_check_is_named_with_its_first_fault(
+    tmp_path: Path, content: str, why: str
+) -> None:
+    path = tmp_path / "contamination.json"
+    path.write_text(content)
+    with pytest.raises(RunDirError) as raised:
+        read_contamination(tmp_path)
+    expected = re.escape(f"{path}: unreadable (") + why
+    assert re.fullmatch(
+        expected + re.escape("); check again with evol score --against"), str(raised.value)
+    )

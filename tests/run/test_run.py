@@ -712,7 +712,7 @@ def test_progress_bar_only_on_a_terminal(server: FakeServer, tmp_path: Path) -> 
 
     assert "10/10" in stderr_of("tty", tty=True)
     piped = stderr_of("pipe", tty=False)
-    # Without a terminal, no bar: lines (one at the end here), each whole (see test_first_hour).
+    # Without a terminal, no bar: lines (one at the end here), each whole (see test_run_messages.py).
     assert "evol: complete" in piped and "\r" not in piped
     assert "evol: progress: 10/10 steps (100%), " in piped
     assert stderr_of("quiet", "--quiet", tty=True) == ""

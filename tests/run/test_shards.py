@@ -322,3 +322,32 @@ def test_merge_lists_duplicates_across_shards(evol, server, tmp_path: Path) -> N
     full = tmp_path / "full"
     assert evol(*run_args(server, seeds, full, "--dedup")).exit_code == 0
     assert any(r["reason"] == "duplicate" for r in read_jsonl(full / "eliminated.jsonl"))
+
+
+# -- one shard of one (found by mutation testing) ----------------------------------------------
+
+
+def test_one_shard_of_one_is_the_whole_file_and_none_of_none_is_refused() -> None:
+    from evol.errors import UsageError
+    from evol.seeds import Shard, shard_of
+
+    whole = Shard.parse("0/1")
+    assert (whole.index, whole.count) == (0, 1)
+    assert {shard_of(f"p{n}", 1) for n in range(50)} == {0}
+    with pytest.raises(UsageError, match="0/0"):
+        Shard.parse("0/0")
+
+
+# -- found by the third mutation round ---------------------------------------------------------
+
+
+# -- which shard a seed is in, and what a damaged record lacks ----------------------------------
+
+
+def test_a_seeds_shard_is_the_same_on_every_machine_and_every_version() -> None:
+    """blake2b of the id (docs/shards.md): a shard resumed by a later evol, or on another
+    machine, must hold the same seeds, or the merge would see seeds twice and others never."""
+    from evol.seeds import shard_of
+
+    assert [shard_of(f"p{n}", 4) for n in range(12)] == [0, 1, 0, 3, 2, 2, 1, 3, 0, 2, 0, 3]
+    assert [shard_of(seed_id, 7) for seed_id in ("a", "id-42", "ü")] == [2, 4, 3]

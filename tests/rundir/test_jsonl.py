@@ -23,6 +23,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from evol import jsonl
 from evol.errors import RunDirError, StorageError
@@ -39,6 +40,12 @@ from evol.jsonl import (
 )
 from evol.llm.batch import STATE_FILE
 from evol.llm.batch.state import Journal
+from evol.quality.contamination import (
+    ContaminationReport,
+    read_contamination,
+    write_contamination,
+)
+from evol.quality.metrics import RunMetrics, read_metrics, write_metrics
 from evol.quality.scores import read_score_lines
 from evol.rundir.journal import CallJournal
 from evol.rundir.record_files import read_records
@@ -305,6 +312,54 @@ def test_a_fresh_file_is_never_made_through_a_link(planted: tuple[Path, Path]) -
     assert target.read_bytes() == b"not evol's\n{torn" and link.is_symlink()
 
 
+def test_a_file_read_back_to_be_rewritten_is_read_through_no_link(
+    planted: tuple[Path, Path],
+) -> None:
+    """evol's own files read back (to sort, join or ingest them) refuse a link; a command that
+    only reads (show, stats, export) follows one, as it always did."""
+    link, target = planted
+    with pytest.raises(RunDirError) as raised:
+        open_to_read(link, follow_links=False)
+    assert str(raised.value) == f"{link}: is a symbolic link; remove it (evol made none)"
+    with open_to_read(link) as fp:
+        assert fp.read() == b"not evol's\n{torn"
+    with open_to_read(target, follow_links=False) as fp:
+        assert fp.read() == b"not evol's\n{torn"
+    assert target.read_bytes() == b"not evol's\n{torn" and link.is_symlink()
+
+
+def test_a_missing_file_read_through_no_link_says_it_cannot_be_read(tmp_path: Path) -> None:
+    with pytest.raises(RunDirError, match="gen_0.jsonl: cannot read it: No such file"):
+        open_to_read(tmp_path / "gen_0.jsonl", follow_links=False)
+
+
+@pytest.mark.parametrize(
+    ("entries", "refused"),
+    [
+        ([], None),
+        (["file", "missing", "folder"], None),
+        (["file", "link", "dangling"], "link"),  # the first link is named
+        (["dangling", "link"], "dangling"),  # a link to nothing is a link too
+        (["folder link"], "folder link"),
+    ],
+)
+def test_refuse_symlinks_names_the_first_link_and_the_remedy(
+    tmp_path: Path, entries: list[str], refused: str | None
+) -> None:
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "file")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "folder link").symlink_to(tmp_path / "folder")
+    paths = [tmp_path / name for name in entries]
+    if refused is None:
+        jsonl.refuse_symlinks(paths, "remove it")
+        return
+    with pytest.raises(RunDirError) as raised:
+        jsonl.refuse_symlinks(paths, "remove it")
+    assert str(raised.value) == f"{tmp_path / refused}: is a symbolic link; remove it"
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 def test_a_fifo_in_a_files_place_is_refused_without_waiting(tmp_path: Path) -> None:
     fifo = tmp_path / "gen_0.jsonl"
@@ -320,6 +375,79 @@ def test_a_directory_in_a_files_place_is_not_a_regular_file(tmp_path: Path) -> N
     (tmp_path / "gen_0.jsonl").mkdir()
     with pytest.raises(RunDirError, match="gen_0.jsonl: not a regular file"):
         repair_torn_tail(tmp_path / "gen_0.jsonl")
+
+
+# -- a model in a JSON file ---------------------------------------------------------------------
+
+
+class Figures(BaseModel):
+    count: int
+    names: list[str] = []
+
+
+def test_a_model_written_is_read_back_the_same(tmp_path: Path) -> None:
+    path = tmp_path / "figures.json"
+    assert jsonl.write_model(path, Figures(count=3, names=["a"])) == path
+    assert path.read_text() == '{\n  "count": 3,\n  "names": [\n    "a"\n  ]\n}\n'
+    assert jsonl.read_model(path, Figures, "score again") == Figures(count=3, names=["a"])
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_model_file_never_written_is_none(tmp_path: Path) -> None:
+    assert jsonl.read_model(tmp_path / "figures.json", Figures, "score again") is None
+    (tmp_path / "figures.json").mkdir()  # not a file either
+    assert jsonl.read_model(tmp_path / "figures.json", Figures, "score again") is None
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b'{"count": 3', "Expecting ',' delimiter: line 1 column 12 (char 11)"),
+        (b"", "Expecting value: line 1 column 1 (char 0)"),
+        (b'{"count": "three"}', "1 validation error for Figures"),
+        (b"[1]", "1 validation error for Figures"),
+        (b"\xff", "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"),
+    ],
+)
+def test_a_model_file_that_is_damaged_is_one_line_with_the_remedy(
+    tmp_path: Path, content: bytes, why: str
+) -> None:
+    path = tmp_path / "figures.json"
+    path.write_bytes(content)
+    with pytest.raises(RunDirError) as raised:
+        jsonl.read_model(path, Figures, "score again")
+    assert str(raised.value) == f"{path}: unreadable ({why}); score again"
+
+
+MODEL_FILES = {
+    "metrics.json": (
+        write_metrics,
+        read_metrics,
+        RunMetrics(generations=[], files={"gen_0.jsonl": 12}),
+        "run evol score again",
+    ),
+    "contamination.json": (
+        write_contamination,
+        read_contamination,
+        ContaminationReport(ngram=13, against=[], checked=4, flagged=[], files={}),
+        "check again with evol score --against",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(MODEL_FILES))
+def test_each_model_file_is_read_back_and_a_damaged_one_says_its_remedy(
+    tmp_path: Path, name: str
+) -> None:
+    write, read, model, remedy = MODEL_FILES[name]
+    assert read(tmp_path) is None
+    assert write(tmp_path, model) == tmp_path / name
+    assert read(tmp_path) == model
+    (tmp_path / name).write_text("{")
+    with pytest.raises(RunDirError) as raised:
+        read(tmp_path)
+    why = "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
+    assert str(raised.value) == f"{tmp_path / name}: unreadable ({why}); {remedy}"
 
 
 HOLD = textwrap.dedent(

@@ -199,6 +199,8 @@ def test_no_output_is_written_through_a_link(
     ("name", "options"),
     [
         ("scores.jsonl", ()),
+        ("score_calls.jsonl", ()),
+        ("score_calls.jsonl.tmp", ()),
         ("metrics.json.tmp", ("--no-difficulty",)),
         ("metrics.json", ("--no-difficulty",)),
         (".evol.lock", ("--no-difficulty",)),
@@ -234,6 +236,31 @@ def test_an_atomic_write_follows_no_link(tmp_path: Path, target: Path, planted: 
         atomic_write(tmp_path / "dataset.jsonl", "new\n")
     assert target.read_bytes() == b"precious\nlast line, not JSON"
     assert os.path.islink(tmp_path / planted)
+
+
+THEIRS = b'{"root_id": "b", "round": 1}\n{"root_id": "a", "round": 1}\n'
+
+
+@pytest.mark.parametrize("step", ["sort_outputs", "write_dataset"])
+def test_a_run_sorts_and_joins_its_record_files_through_no_link(tmp_path: Path, step: str) -> None:
+    """A run's end reads its record files back to put them in order and to join them into
+    dataset.jsonl: a link planted in a record file's place since the run began is refused (a
+    link there at the start is refused by the open), neither read, followed nor replaced."""
+    out, theirs = tmp_path / "run", tmp_path / "theirs.jsonl"
+    theirs.write_bytes(THEIRS)
+    store = RunStore.open(out, generations=1, overwrite=False)
+    try:
+        (out / "gen_1.jsonl").symlink_to(theirs)
+        with pytest.raises(RunDirError) as raised:
+            store.sort_outputs(
+                {"a": 0, "b": 1}
+            ) if step == "sort_outputs" else store.write_dataset()
+    finally:
+        store.close()
+    link = out / "gen_1.jsonl"
+    assert str(raised.value) == f"{link}: is a symbolic link; remove it (evol made none)"
+    assert theirs.read_bytes() == THEIRS and link.is_symlink()
+    assert not (out / "dataset.jsonl").exists() and not list(out.glob("*.tmp"))
 
 
 # -- no writer goes through a hard link or into a FIFO ------------------------------------------

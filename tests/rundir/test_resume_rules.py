@@ -30,6 +30,9 @@ from evol.rundir.manifest import Manifest, check_resume, is_finished, load_manif
 from evol.rundir.records import EliminatedRecord, Record
 from evol.rundir.runjson import RecordedConfig
 from evol.rundir.store import RunStore
+from tests.support.batch_backend import MODEL
+from tests.support.fake_server import FakeServer, Fault, kind_of
+from tests.support.runs import read_jsonl, run_args, write_seeds
 
 MODELS = {"evolve": "fake-model"}
 FINGERPRINT = Fingerprint(models=MODELS, seed=0)
@@ -509,3 +512,57 @@ def test_the_dataset_is_every_kept_generation_in_order(tmp_path: Path) -> None:
     ids = [json.loads(row)["id"] for row in (out / "dataset.jsonl").read_text().splitlines()]
     assert ids == ["a", "b", "a.1", "a.1.2.3"]
     assert not list(out.glob("*.tmp"))
+
+
+# -- the call journal of a failed run (found by mutation testing) ------------------------------
+
+
+# -- the call journal at the end of a run ---------------------------------------------------------
+
+JOURNAL_SEEDS = [
+    {"id": "s0", "instruction": "Explain photosynthesis to a child"},
+    {"id": "s1", "instruction": "Describe a lighthouse at night [doomed]"},
+    {"id": "s2", "instruction": "Compare TCP and UDP"},
+]
+
+
+def doomed_answers(body: dict[str, Any]) -> Fault | None:
+    """The answer to s1's rewrite fails every time; everything else is answered."""
+    text = body["messages"][-1]["content"]
+    if kind_of(body) == "answer" and "[doomed]" in text and "Also consider case" in text:
+        return Fault("status", 500)
+    return None
+
+
+def test_a_failed_runs_journal_is_kept_and_its_resume_pays_only_what_failed(evol, tmp_path) -> None:
+    """The step whose answer failed had its rewrite paid for: the journal keeps that reply, so
+    the resume asks only for the answer (and what follows it), and ends where a run without
+    the failure ends; the journal goes once the run is complete."""
+    seeds = write_seeds(tmp_path / "seeds.jsonl", JOURNAL_SEEDS)
+    options = ("--generations", "1", "--model", MODEL, "--max-retries", "0", "--seed", "5")
+    with FakeServer() as server:
+        straight = evol(*run_args(server, seeds, tmp_path / "straight", *options))
+        assert straight.exit_code == 0, straight.stderr
+    out = tmp_path / "run"
+    with FakeServer(faults=doomed_answers) as server:
+        failed = evol(*run_args(server, seeds, out, *options, "--json"))
+        evolved = len(server.requests_for("evolve"))
+    assert failed.exit_code == 1, failed.stderr
+    assert json.loads((out / "run.json").read_text())["status"] == "failed"
+    journalled = {(entry["item"], entry["role"]) for entry in read_jsonl(out / "calls.jsonl")}
+    assert ("s1.1", "evolve") in journalled
+    # Failed again: nothing paid twice, and the journal keeps only the step not recorded.
+    with FakeServer(faults=doomed_answers) as server:
+        assert evol(*run_args(server, seeds, out, *options)).exit_code == 1
+        assert [kind_of(body) for body in server.requests] == ["answer"]
+    kept = sorted((e["item"], e["role"]) for e in read_jsonl(out / "calls.jsonl"))
+    assert kept == [("s1.1", "evolve"), ("s1.1", "judge")]
+    with FakeServer() as server:
+        resumed = evol(*run_args(server, seeds, out, *options))
+        asked = [kind_of(body) for body in server.requests]
+    assert resumed.exit_code == 0, resumed.stderr
+    assert evolved == len(JOURNAL_SEEDS) and "evolve" not in asked
+    assert asked.count("answer") == 1
+    assert not (out / "calls.jsonl").exists()
+    for name in ("gen_0.jsonl", "gen_1.jsonl", "eliminated.jsonl", "dataset.jsonl"):
+        assert read_jsonl(out / name) == read_jsonl(tmp_path / "straight" / name), name

@@ -337,3 +337,67 @@ def test_a_file_read_as_another_format_names_the_right_one(
 def test_a_table_is_columns_that_hold_across_records(head: bytes, seen_as: str) -> None:
     sniffed = sniff_head(head, False)
     assert sniffed is not None and sniffed.format == seen_as
+
+
+# -- a first line longer than what the sniffer reads (found by mutation testing) ---------------
+
+
+HEAD = 1 << 16  # what the sniffer reads of a seed file
+
+
+ROW = {"instruction": "Name a river " + "and its longest tributary " * 3000}  # over the head
+
+
+def refusal(path: Path) -> str:
+    with pytest.raises(SeedFileError) as raised:
+        scan_seeds(path, SeedOptions())
+    return str(raised.value)
+
+
+# -- a first line longer than what the sniffer reads ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "indent", "content", "hint"),
+    [
+        ("seeds.txt", "    ", json.dumps(ROW) + "\n", "JSON Lines, use --format jsonl"),
+        ("seeds.jsonl", "\t", json.dumps([ROW, ROW]) + "\n", "a JSON array, use --format json"),
+    ],
+    ids=["json-lines-as-text", "json-array-as-json-lines"],
+)
+def test_an_indented_first_line_longer_than_the_head_is_known_by_how_it_starts(
+    tmp_path: Path, name: str, indent: str, content: str, hint: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(indent + content, encoding="utf-8")
+    assert len(content) > HEAD
+    assert refusal(path).endswith(f"; it looks like {hint}")
+
+
+@pytest.mark.parametrize("opening", ["[", "[ ", "[ {", '[ {"'])
+def test_a_json_array_is_known_wherever_the_head_ends_in_its_opening(
+    tmp_path: Path, opening: str
+) -> None:
+    # Blank lines up to the head, which ends right after `opening`: all the sniffer sees of it.
+    array = json.dumps([{"instruction": "Name a river"}, {"instruction": "Name a lake"}])
+    array = array.replace("[{", "[ {", 1)
+    assert array.startswith(opening)
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("\n" * (HEAD - len(opening)) + array + "\n", encoding="utf-8")
+    assert refusal(path).endswith("; it looks like a JSON array, use --format json")
+    assert [seed.instruction for seed in iter_seeds(path, SeedOptions(format="json"))] == [
+        "Name a river",
+        "Name a lake",
+    ]
+
+
+def test_a_long_text_instruction_with_json_after_its_first_word_is_read_as_text(
+    tmp_path: Path,
+) -> None:
+    # Longer than the head, so all the sniffer sees is how it starts: a word, not a bracket.
+    first = 'A {"city": "Oslo"} record: describe it' + " in more detail" * 5000
+    assert len(first) > HEAD
+    path = tmp_path / "seeds.txt"
+    path.write_text(first + "\nName a lake\n", encoding="utf-8")
+    assert scan_seeds(path, SeedOptions()).count == 2
+    assert [seed.instruction for seed in iter_seeds(path, SeedOptions())] == [first, "Name a lake"]

@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from evol.cli import dataset, optimize, prompts, quality, run
-from evol.command import EvolCommand
+from evol.cli.command import EvolCommand
 from evol.version import __version__
 
 app = typer.Typer(

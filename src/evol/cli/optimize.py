@@ -9,11 +9,11 @@ import typer
 
 from evol.cli import options as shared
 from evol.cli import run_options as own
+from evol.cli.command import METHOD_PANEL, MODEL_PANEL, OUTPUT_PANEL
 from evol.cli.options import CONNECTION, config_fields, env
 from evol.cli.output import echo_outside, end_with, user_errors
 from evol.cli.progress_display import with_progress
 from evol.cli.run import run_tuned
-from evol.command import METHOD_PANEL, MODEL_PANEL, OUTPUT_PANEL
 from evol.method.operations import parse_weights
 
 # The optimizer loads when `evol optimize` runs, not when any other command starts.
@@ -91,6 +91,8 @@ def optimize(
     batch_no_wait: shared.BatchNoWait = CONNECTION.batch_no_wait,
     timeout: shared.Timeout = CONNECTION.timeout,
     concurrency: shared.Concurrency = CONNECTION.concurrency,
+    rpm: shared.Rpm = CONNECTION.rpm,
+    tpm: shared.Tpm = CONNECTION.tpm,
     max_retries: shared.MaxRetries = CONNECTION.max_retries,
     retry_max_wait: shared.RetryMaxWait = CONNECTION.retry_max_wait,
     max_response_mb: shared.MaxResponseMb = CONNECTION.max_response_bytes / shared.MB,

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import BaseModel, SecretStr
 
-from evol.command import (
+from evol.cli.command import (
     BATCH_PANEL,
     LIMITS_PANEL,
     METHOD_PANEL,
@@ -117,7 +117,7 @@ OutFile = Annotated[
 ]
 Shape = Annotated[ExportShape, typer.Option("--format", help="Record shape for the trainer.")]
 
-# -- the connection, limits and batch options: run and score ---------------------------------
+# -- the connection, limits and batch options: run, score and optimize -----------------------
 
 Backend = Annotated[
     str | None,
@@ -154,48 +154,39 @@ ModelPath = Annotated[
         rich_help_panel=MODEL_PANEL,
     ),
 ]
-Timeout = Annotated[
-    float,
-    typer.Option(
-        envvar=env("timeout"),
-        help="Seconds a request may take before a retry.",
-        rich_help_panel=LIMITS_PANEL,
-    ),
-]
+
+
+def _limit(name: str, help: str, **bounds: float) -> Any:
+    """An option of the limits panel, read from EVOL_<NAME> too."""
+    return typer.Option(envvar=env(name), help=help, rich_help_panel=LIMITS_PANEL, **bounds)
+
+
+Timeout = Annotated[float, _limit("timeout", "Seconds a request may take before a retry.")]
 Concurrency = Annotated[
     int,
-    typer.Option(
-        min=1,
-        envvar=env("concurrency"),
-        help="Requests in flight at most (halved on 429, then grown back).",
-        rich_help_panel=LIMITS_PANEL,
-    ),
+    _limit("concurrency", "Requests in flight at most (halved on 429, then grown back).", min=1),
 ]
-MaxRetries = Annotated[
-    int,
-    typer.Option(
-        min=0,
-        envvar=env("max_retries"),
-        help="Retries of a 429, 5xx or timeout.",
-        rich_help_panel=LIMITS_PANEL,
-    ),
+Rpm = Annotated[
+    float | None, _limit("rpm", "Requests per minute at most (default: no cap).", min=0.1)
 ]
+Tpm = Annotated[
+    float | None, _limit("tpm", "Tokens (in + out) per minute at most (default: no cap).", min=1)
+]
+MaxRetries = Annotated[int, _limit("max_retries", "Retries of a 429, 5xx or timeout.", min=0)]
 RetryMaxWait = Annotated[
     float,
-    typer.Option(
+    _limit(
+        "retry_max_wait",
+        "Longest wait between retries, in seconds, whatever a Retry-After asks.",
         min=0.001,
-        envvar=env("retry_max_wait"),
-        help="Longest wait between retries, in seconds, whatever a Retry-After asks.",
-        rich_help_panel=LIMITS_PANEL,
     ),
 ]
 MaxResponseMb = Annotated[
     float,
-    typer.Option(
+    _limit(
+        "max_response_mb",
+        "Largest reply body (decompressed) or batch row, in MB; a larger one is retried.",
         min=0.001,
-        envvar=env("max_response_mb"),
-        help="Largest reply body (decompressed) or batch row, in MB; a larger one is retried.",
-        rich_help_panel=LIMITS_PANEL,
     ),
 ]
 Batch = Annotated[

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from evol.cli import options as shared
+from evol.cli.command import EvolCommand
 from evol.cli.output import echo_outside, user_errors
-from evol.command import EvolCommand
 from evol.method.prompts import PROMPT_NAMES, PromptSet, format_sources, template_text
 
 app = typer.Typer(

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from evol.cli import options as shared
+from evol.cli.command import MODEL_PANEL, OUTPUT_PANEL, SCORES_PANEL
 from evol.cli.options import CONNECTION, config_fields, env
 from evol.cli.output import echo_outside, exit_for, user_errors
 from evol.cli.progress_display import with_progress
-from evol.command import MODEL_PANEL, OUTPUT_PANEL, SCORES_PANEL
 
 if TYPE_CHECKING:
     from evol.quality.score_plan import ScorePlan
@@ -118,6 +118,8 @@ def score(
     model_path: shared.ModelPath = CONNECTION.model_path,
     timeout: shared.Timeout = CONNECTION.timeout,
     concurrency: shared.Concurrency = CONNECTION.concurrency,
+    rpm: shared.Rpm = CONNECTION.rpm,
+    tpm: shared.Tpm = CONNECTION.tpm,
     max_retries: shared.MaxRetries = CONNECTION.max_retries,
     retry_max_wait: shared.RetryMaxWait = CONNECTION.retry_max_wait,
     max_response_mb: shared.MaxResponseMb = CONNECTION.max_response_bytes / shared.MB,

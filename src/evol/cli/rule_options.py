@@ -8,10 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
-from evol.cli.options import env
-from evol.command import (
+from evol.cli.command import (
     RULES_PANEL,
 )
+from evol.cli.options import env
 
 
 class DedupChoice(StrEnum):

@@ -8,16 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
-from evol.cli.options import config_fields, env, read_config_file
-from evol.command import (
+from evol.cli.command import (
     BATCH_PANEL,
-    LIMITS_PANEL,
     METHOD_PANEL,
     MODEL_PANEL,
     OUTPUT_PANEL,
     SAMPLING_PANEL,
     SEEDS_PANEL,
 )
+from evol.cli.options import config_fields, env, read_config_file
 from evol.config import RoleParams, RunConfig
 from evol.method.drawing import parse_ids
 from evol.method.elimination import EliminationRules
@@ -296,27 +295,6 @@ SAMPLING = (
         for name in ("temperature", "max_tokens")
     ),
 )
-
-# -- the pace ----------------------------------------------------------------------------------
-
-Rpm = Annotated[
-    float | None,
-    typer.Option(
-        min=0.1,
-        envvar=env("rpm"),
-        help="Requests per minute at most (default: no cap).",
-        rich_help_panel=LIMITS_PANEL,
-    ),
-]
-Tpm = Annotated[
-    float | None,
-    typer.Option(
-        min=1,
-        envvar=env("tpm"),
-        help="Tokens (in + out) per minute at most (default: no cap).",
-        rich_help_panel=LIMITS_PANEL,
-    ),
-]
 
 
 def run_config(ctx: typer.Context) -> RunConfig:

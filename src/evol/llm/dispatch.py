@@ -2,7 +2,7 @@
 
 It owns what a call needs beyond the backend: the journal (a reply paid for before a crash is
 replayed, not paid again), the adaptive limit on requests in flight (halved on 429, see
-`evol.limits`), the --rpm/--tpm budget, the one retry policy (`evol.llm.retry`), and the
+`evol.llm.limits`), the --rpm/--tpm budget, the one retry policy (`evol.llm.retry`), and the
 counts of requests, retries and calls cut off. A failure reaches the caller as one of three
 outcomes it can act on, whatever the backend:
 
@@ -32,7 +32,7 @@ from evol.errors import (
     TransientBackendError,
     Unreachable,
 )
-from evol.limits import AdaptiveConcurrency, RequestBudget
+from evol.llm.limits import AdaptiveConcurrency, RequestBudget
 from evol.llm.protocol import ChatBackend, Completion, LLMRequest
 from evol.llm.retry import with_retries
 
@@ -56,6 +56,7 @@ class CallStats:
     retries: Counter[str] = field(default_factory=Counter)
     cut_off: int = 0  # requests in flight when the work was stopped: the next run sends them again
     deferred: int = 0  # calls whose reply waits in a batch for a later process
+    paced: int = 0  # requests the --rpm/--tpm budget let through (0: no budget)
 
 
 class CallFailed(Exception):
@@ -157,6 +158,7 @@ class Dispatcher:
             if budget := self._budget:
                 estimate = budget.estimate(request.messages, request.params.max_tokens, choices)
                 await budget.take(estimate)
+                self.stats.paced += 1
             sent_at = time.monotonic()
             self.stats.requests[request.role] += 1
             try:

@@ -45,6 +45,11 @@ class LocalBackend:
 
     capabilities = Capabilities(in_process=True)
 
+    @staticmethod
+    def planned_model(settings: BackendSettings) -> str:
+        """The model file's name, as a run records it, without loading it (a dry run)."""
+        return (settings.model_path or default_model_path()).name
+
     def __init__(self, settings: BackendSettings):
         self.model_path = settings.model_path or default_model_path()
         if not self.model_path.is_file():

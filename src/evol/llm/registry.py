@@ -126,6 +126,15 @@ def runs_in_process(name: str) -> bool:
     return _capabilities(name).in_process
 
 
+def planned_model(name: str, settings: BackendSettings) -> str | None:
+    """The model `name` uses when none is named, where its class knows it without a call
+    (`planned_model(settings)`: the embedded model's file name); None: asked for at start."""
+    if name in _ENGINE_BACKENDS:
+        return None
+    known = getattr(_factory(name), "planned_model", None)
+    return known(settings) if callable(known) else None
+
+
 def sends_n(name: str) -> bool:
     """True for a backend that asks for several choices in one request (`n`)."""
     return _capabilities(name).several_choices

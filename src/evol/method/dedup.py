@@ -20,10 +20,12 @@ import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Literal
 
 import numpy as np
 
+from evol.method.buckets import add_to_buckets
 from evol.method.elimination import EliminationRules
 from evol.method.textstats import rouge_l, rouge_l_bitparallel, tokens
 
@@ -76,14 +78,7 @@ class DuplicateIndex:
         position = len(self._entries)
         self._entries.append(_Entry(record_id, root_id, words))
         self._exact[" ".join(words)].append(position)
-        for key in keys:
-            held = self._buckets.get(key)
-            if held is None:
-                self._buckets[key] = position
-            elif isinstance(held, int):
-                self._buckets[key] = [held, position]
-            else:
-                held.append(position)
+        add_to_buckets(self._buckets, zip(keys, repeat(position)))
 
     def find(self, text: str, root_id: str) -> str | None:
         """The id of a pool instruction from another lineage that `text` duplicates, if any."""

@@ -16,14 +16,13 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from evol.config import Connection, RunConfig
+from evol.config import Connection, RoleModels, RunConfig, SeedFields
 from evol.errors import RunDirError, UsageError
 from evol.jsonl import atomic_write
 from evol.method.elimination import EliminationRules
 from evol.method.operations import parse_weights
 from evol.optimize.paired import Interval
 from evol.rundir.records import MAX_GENERATIONS
-from evol.seeds import SeedFormat, SeedOptions
 
 HISTORY_FORMAT = 2  # 2: exact intervals (improved, worsened, bound), optimizer_prompts setting
 
@@ -57,7 +56,7 @@ SETTING_FLAGS = {
 }
 
 
-class OptimizeConfig(Connection):
+class OptimizeConfig(SeedFields, RoleModels, Connection):
     """Everything `evol optimize` needs: the seeds, the loop's sizes, the models."""
 
     seeds: Path
@@ -71,27 +70,8 @@ class OptimizeConfig(Connection):
     confidence: float = Field(0.95, gt=0, lt=1)
     operations: dict[str, float] = Field(default_factory=lambda: parse_weights(None))
     prompts_dir: Path | None = Field(None, description="the method to start from")
-    seed_format: SeedFormat | None = None
-    instruction_field: str | None = None
-    input_field: str | None = None
-    output_field: str | None = None
-    skip_invalid: bool = False
-    model: str | None = None
-    evolve_model: str | None = None
-    answer_model: str | None = None
-    judge_model: str | None = None
     optimizer_model: str | None = Field(None, description="None: --model, else the server's")
     rules: EliminationRules = EliminationRules()
-
-    @property
-    def seed_options(self) -> SeedOptions:
-        return SeedOptions(
-            format=self.seed_format,
-            instruction_field=self.instruction_field,
-            input_field=self.input_field,
-            output_field=self.output_field,
-            skip_invalid=self.skip_invalid,
-        )
 
     def run_config(self, seeds: Path, out: Path, prompts_dir: Path) -> RunConfig:
         """The evaluation run of one method: the dev seeds, --rounds generations, the same
@@ -108,10 +88,7 @@ class OptimizeConfig(Connection):
             prompts_dir=prompts_dir,
             answer_seeds=False,
             rules=self.rules,
-            model=self.model,
-            evolve_model=self.evolve_model,
-            answer_model=self.answer_model,
-            judge_model=self.judge_model,
+            **self.role_models,
         )
 
     def settings(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from evol.errors import BackendError, GarbledReply
 from evol.llm import ChatBackend, GenerationParams, LLMRequest
-from evol.llm.dispatch import CallFailed, CallPolicy, CallRefused, Dispatcher
+from evol.llm.dispatch import CallFailed, CallRefused, Dispatcher
 from evol.method.prompts import OPTIMIZE_ANALYSIS, OPTIMIZE_PROPOSE, PromptSet
 from evol.optimize.config import OptimizeConfig
 from evol.optimize.trajectories import Trajectory
@@ -33,11 +33,8 @@ class Optimizer:
 
     def __init__(self, config: OptimizeConfig, backend: ChatBackend, journal: CallJournal):
         self.config, self.backend = config, backend
-        policy = CallPolicy(
-            in_flight=config.concurrency,
-            max_retries=config.max_retries,
-            retry_max_wait=config.retry_max_wait,
-        )
+        # Its own calls are live, --batch or not (the evaluation runs are the batched ones).
+        policy = config.call_policy(in_flight=config.concurrency)
         self.calls = Dispatcher(backend, policy, journal=journal)
         self.prompts = PromptSet.load(config.prompts_dir)
         self._model: str | None = config.optimizer_model or config.model

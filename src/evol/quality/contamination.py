@@ -13,15 +13,14 @@ contamination.json in the run directory, replacing the previous check's.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from evol.errors import RunDirError
-from evol.jsonl import atomic_write
+from evol.jsonl import read_model, write_model
+from evol.method.buckets import add_to_buckets
 from evol.method.textstats import tokens
 from evol.quality.metrics import record_file_sizes
 from evol.rundir.layout import CONTAMINATION
@@ -118,20 +117,11 @@ class EvalIndex:
     def _add_item(self, set_number: int, line: int, words: list[str]) -> None:
         number = len(self._items)
         self._items.append((set_number, line, words))
-        added: set[int] = set()
+        first: dict[int, int] = {}  # each n-gram of the item once, at its first position
         for position in range(min(len(words) - self.ngram + 1, 1 << _POSITION_BITS)):
             key = hash(tuple(words[position : position + self.ngram]))
-            if key in added:
-                continue
-            added.add(key)
-            packed = (number << _POSITION_BITS) | position
-            held = self._grams.get(key)
-            if held is None:
-                self._grams[key] = packed
-            elif isinstance(held, int):
-                self._grams[key] = [held, packed]
-            else:
-                held.append(packed)
+            first.setdefault(key, (number << _POSITION_BITS) | position)
+        add_to_buckets(self._grams, first.items())
 
 
 def check_contamination(
@@ -178,20 +168,11 @@ def _record_matches(index: EvalIndex, record: dict[str, Any]) -> list[Match]:
 
 def write_contamination(run_dir: Path, report: ContaminationReport) -> Path:
     """Replace contamination.json atomically."""
-    path = run_dir / CONTAMINATION
-    atomic_write(path, report.model_dump_json(indent=2) + "\n")
-    return path
+    return write_model(run_dir / CONTAMINATION, report)
 
 
 def read_contamination(run_dir: Path) -> ContaminationReport | None:
     """The last check's result, or None when the run was never checked."""
-    path = run_dir / CONTAMINATION
-    if not path.is_file():
-        return None
-    try:
-        return ContaminationReport.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except ValueError as error:
-        why = str(error).strip().splitlines()[0]
-        raise RunDirError(
-            f"{path}: unreadable ({why}); check again with evol score --against"
-        ) from None
+    return read_model(
+        run_dir / CONTAMINATION, ContaminationReport, "check again with evol score --against"
+    )

@@ -16,7 +16,6 @@ figures to metrics.json in the run directory; `evol stats` and `evol report` rea
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from itertools import groupby
 from pathlib import Path
@@ -24,8 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from evol.errors import RunDirError
-from evol.jsonl import atomic_write
+from evol.jsonl import read_model, write_model
 from evol.method.textstats import rouge_l_bitparallel as rouge_l
 from evol.method.textstats import tokens
 from evol.rundir.layout import METRICS, generation_files
@@ -133,23 +131,9 @@ def _mean(values: list[float]) -> float | None:
 
 def write_metrics(run_dir: Path, metrics: RunMetrics) -> Path:
     """Replace metrics.json atomically."""
-    path = run_dir / METRICS
-    atomic_write(path, metrics.model_dump_json(indent=2) + "\n")
-    return path
+    return write_model(run_dir / METRICS, metrics)
 
 
 def read_metrics(run_dir: Path) -> RunMetrics | None:
     """metrics.json, or None when the run has never been measured."""
-    path = run_dir / METRICS
-    if not path.is_file():
-        return None
-    try:
-        return RunMetrics.model_validate(json.loads(path.read_text(encoding="utf-8")))
-    except ValueError as error:
-        raise RunDirError(
-            f"{path}: unreadable ({_first_line(error)}); run evol score again"
-        ) from None
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0]
+    return read_model(run_dir / METRICS, RunMetrics, "run evol score again")

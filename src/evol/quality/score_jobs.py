@@ -45,6 +45,13 @@ class Job:
         return 8 * len(self.versions) + 16 if self.versions else SINGLE_MAX_TOKENS
 
 
+def call_item(scorer: str, key: str, digest: str, model: str) -> str:
+    """The name of a job's calls in the journal and in a batch: its scorer, its record (or
+    lineage), the digest of the text scored and the model. A journalled reply is replayed only
+    to the same question: not to a lineage that has grown since, nor to another --model."""
+    return f"{scorer}/{key}/{digest}/{model}"
+
+
 def build_jobs(
     records: list[dict[str, Any]],
     scorers: list[ScorerName],

@@ -37,6 +37,7 @@ class ScoreSummary(BaseModel):
     scorers: dict[str, ScorerSummary]
     requests: int
     retries: int
+    paced: int = Field(0, description="requests sent under the --rpm/--tpm budget")
     usage: dict[str, int]
     metrics: str | None = Field(description="the metrics file written, if any")
     contamination: ContaminationReport | None

@@ -19,7 +19,9 @@ log-probabilities (400) gets that scorer's requests without them.
 Scores are appended to scores.jsonl in the run directory, one line a record (a lineage for
 complexity), flushed as each reply arrives, naming the scorer, the model and a digest of the
 text scored. A rerun asks only for what that scorer and model have not scored yet (text
-unchanged), so a kill -9 loses at most the calls in flight; a torn last line is cut.
+unchanged), so a kill -9 loses at most the calls in flight; a torn last line is cut. Each reply
+is journalled (score_calls.jsonl, `evol.rundir.journal`) until its line is written: a record
+asked again once is not asked the first time again after a kill between its two asks.
 
 The same command writes the CPU figures (`evol.quality.metrics`, metrics.json) and, with `--against`,
 the contamination check (`evol.quality.contamination`, contamination.json); neither needs a model.
@@ -43,16 +45,16 @@ from evol.errors import BackendError, RunDirError, TransientBackendError, UsageE
 from evol.interrupts import until_signalled
 from evol.jsonl import lock_directory
 from evol.llm import ChatBackend, open_backend
-from evol.llm.dispatch import CallPolicy
 from evol.method.prompts import PromptSet
 from evol.progress import ProgressCallback
 from evol.quality.contamination import DEFAULT_NGRAM, check_contamination, write_contamination
 from evol.quality.metrics import compute_metrics, write_metrics
-from evol.quality.score_jobs import build_jobs, done_checker
+from evol.quality.score_jobs import build_jobs, call_item, done_checker
 from evol.quality.score_summary import ScorerSummary, ScoreSummary
 from evol.quality.scorer import Scorer, ScoreTally
 from evol.quality.scores import SCORERS, ScorerName, Sidecar, read_score_lines, read_scores
-from evol.rundir.layout import SCORE_BATCH_DIR, generation_files, refuse_links
+from evol.rundir.journal import CallJournal
+from evol.rundir.layout import SCORE_BATCH_DIR, SCORE_JOURNAL, generation_files, refuse_links
 from evol.rundir.manifest import load_manifest
 from evol.rundir.record_files import iter_records
 
@@ -137,6 +139,7 @@ async def ascore_run(
         scorers=summaries,
         requests=tally.requests,
         retries=tally.retries,
+        paced=tally.paced,
         usage=dict(tally.usage),
         metrics=metrics_path,
         contamination=contamination,
@@ -171,19 +174,22 @@ async def _score_with_model(
             records, config.scorers, done_checker(lines, model, config.retry_missing), prompts
         )
         info(f"backend {backend_name}, model {model}: {len(jobs)} calls to make")
-        policy = CallPolicy(
-            in_flight=config.in_flight,
-            max_retries=config.max_retries,
-            retry_max_wait=config.retry_max_wait,
+        # Replies whose line is written are spent: what the journal keeps is the rest.
+        written = {call_item(s.scorer, s.id, s.digest, s.model) for s in lines}
+        journal = CallJournal.open(config.run_dir / SCORE_JOURNAL, written)
+        scorer = Scorer(
+            backend, model, config.call_policy(), info, prompts, batch=config.batch, journal=journal
         )
-        scorer = Scorer(backend, model, policy, info, prompts, batch=config.batch)
         sidecar = Sidecar(config.run_dir)
         try:
             await until_signalled(
                 scorer.run(jobs, sidecar, on_progress or (lambda _progress: None))
             )
+            if not any(counts["waiting"] for counts in scorer.tally.per_scorer.values()):
+                journal.clear()  # each reply it kept is in a line of scores.jsonl
         finally:
             sidecar.close()
+            journal.close()
         return model, scorer.tally, already
     finally:
         await backend.aclose()

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from evol.errors import RunDirError, UsageError
-from evol.jsonl import LOCK_FILE
+from evol.jsonl import LOCK_FILE, refuse_symlinks
 
 MANIFEST = "run.json"
 ELIMINATED = "eliminated.jsonl"
@@ -17,6 +17,7 @@ DATASET = "dataset.jsonl"
 JOURNAL = "calls.jsonl"
 # What `evol score` adds beside the run's records.
 SCORES = "scores.jsonl"
+SCORE_JOURNAL = "score_calls.jsonl"  # the scoring calls' replies not yet in scores.jsonl
 METRICS = "metrics.json"
 CONTAMINATION = "contamination.json"
 BATCH_DIR = "batch"  # `evol run --batch`: the batches made and the rows they returned
@@ -24,7 +25,7 @@ SCORE_BATCH_DIR = "batch-score"  # `evol score --batch`: the same, for the scori
 # Every file evol may write in a run directory; nothing else there is ever touched.
 OWN_FILE_NAME = re.compile(
     r"(gen_\d+\.jsonl|eliminated\.jsonl|dataset\.jsonl|calls\.jsonl|run\.json"
-    r"|scores\.jsonl|metrics\.json|contamination\.json)(\.tmp)?"
+    r"|scores\.jsonl|score_calls\.jsonl|metrics\.json|contamination\.json)(\.tmp)?"
 )
 
 
@@ -80,12 +81,11 @@ def refuse_run_state(target: Path, option: str) -> None:
 
 def refuse_links(run_dir: Path) -> None:
     """Refuse a run directory where a name evol writes is a symbolic link."""
-    for entry in run_dir.iterdir():
-        if is_own_name(entry.name) and entry.is_symlink():
-            raise RunDirError(
-                f"{entry}: is a symbolic link; evol writes only regular files in its run "
-                "directory: remove the link or choose another --out"
-            )
+    refuse_symlinks(
+        (entry for entry in run_dir.iterdir() if is_own_name(entry.name)),
+        "evol writes only regular files in its run directory: remove the link or choose "
+        "another --out",
+    )
 
 
 def _holds_a_run(folder: Path) -> bool:

@@ -56,6 +56,7 @@ from evol.rundir.layout import (
     METRICS,
     OWN_FILE_NAME,
     SCORE_BATCH_DIR,
+    SCORE_JOURNAL,
     SCORES,
     generation_file,
     output_files,
@@ -174,7 +175,7 @@ class RunStore:
             for generation in range(self.generations + 1):
                 path = self.out_dir / generation_file(generation)
                 if path.exists():
-                    with path.open("rb") as source:
+                    with open_to_read(path, follow_links=False) as source:
                         for line in source:
                             out.write(line)
                             lines += 1
@@ -211,7 +212,7 @@ class RunStore:
     def _remove_outputs(self) -> None:
         for path in self.output_files():
             path.unlink()
-        for name in (MANIFEST, DATASET, JOURNAL, SCORES, METRICS, CONTAMINATION):
+        for name in (MANIFEST, DATASET, JOURNAL, SCORES, SCORE_JOURNAL, METRICS, CONTAMINATION):
             (self.out_dir / name).unlink(missing_ok=True)
         for folder in (BATCH_DIR, SCORE_BATCH_DIR):
             batches = self.out_dir / folder
@@ -227,7 +228,7 @@ class RunStore:
 
 def _sort_lines(path: Path, key: Callable[[dict[str, Any]], tuple[int, int]]) -> None:
     """Rewrite a JSONL file with its lines ordered by `key`; holds offsets, not the lines."""
-    with path.open("rb") as source:
+    with open_to_read(path, follow_links=False) as source:
         places: list[tuple[tuple[int, int], int, int]] = []
         offset = 0
         for line in source:

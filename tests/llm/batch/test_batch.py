@@ -16,9 +16,11 @@ import sys
 import textwrap
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from evol.errors import (
     AuthenticationFailed,
@@ -63,6 +65,7 @@ from tests.support.batch_backend import (
     until,
 )
 from tests.support.batch_server import BatchServer, Fate, content_of
+from tests.support.fake_server import FakeServer
 from tests.support.runs import assert_valid_run, write_seeds
 
 
@@ -788,3 +791,123 @@ def test_a_link_in_the_state_directory_is_refused_and_nothing_behind_it_touched(
         backend.batches()
     kept = (target / "thesis.tmp") if name == "tmp" else target
     assert kept.read_bytes() == (b"mine" if name == "tmp" else b'{"torn')
+
+
+# -- found by the third mutation round ---------------------------------------------------------
+
+
+# -- evol run --batch: a look at another run's batches changes nothing ----------------------------
+
+
+def test_the_check_for_a_runs_batches_leaves_a_line_being_written_alone(
+    evol, tmp_path: Path
+) -> None:
+    """Before it takes the run's lock, `evol run` reads the batch state to refuse what would
+    pay again. A `--batch` run may be writing that file's last line right then: the check
+    must not cut it as torn, or the batch it records would be forgotten, and paid again."""
+    from tests.support.batch_server import BatchServer
+
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": "Write a haiku about the sea"}])
+    out = tmp_path / "batch"
+    fast = ("--batch-poll-interval", "0.05", "--retry-max-wait", "0.05", "--model", "fake-model")
+    with BatchServer(hold=True) as server, FakeServer() as live:
+        made = evol(
+            "run", seeds, "--out", out, "--base-url", server.base_url, "--batch", *fast,
+            "--batch-no-wait", "--quiet",
+        )  # fmt: skip
+        assert made.exit_code == 3, made.output
+        state = out / "batch" / "batches.jsonl"
+        with state.open("ab") as writing:
+            writing.write(b'{"event": "created", "ba')  # the other run, mid-line
+        before = state.read_bytes()
+        resumed = evol(
+            "run", seeds, "--out", out, "--base-url", live.base_url, "--model", "fake-model",
+            "--generations", "2", "--quiet",
+        )  # fmt: skip
+        assert resumed.exit_code == 2 and not live.requests
+        assert state.read_bytes() == before
+
+
+# -- a batch whose id was never recorded, and an open batch asked in part (found by mutation testing) ---
+
+
+class CursorlessList(BatchServer):
+    """A compatible server whose list pages carry no `last_id`: the next page is asked for
+    after the last batch of this one."""
+
+    async def _list(self, request: web.Request) -> web.Response:
+        page = json.loads((await super()._list(request)).body)
+        page["last_id"] = None
+        return web.json_response(page)
+
+
+def crash_before_the_id_is_recorded(server: BatchServer, run: Path, texts: list[str]) -> None:
+    """The first process creates the batch and dies before writing its id."""
+
+    async def main() -> None:
+        first = make_backend(server, run)
+        asked = asyncio.ensure_future(complete_all(first, texts))
+        await until(lambda: "created" in events(run))
+        await first.aclose()
+        asked.cancel()
+
+    asyncio.run(main())
+    intent = (run / STATE_FILE).read_text().splitlines()[0]
+    (run / STATE_FILE).write_text(intent + "\n")
+
+
+def test_a_batch_is_found_by_its_token_in_a_list_without_cursors_and_paid_once(
+    tmp_path: Path,
+) -> None:
+    """Behind three newer batches of other runs, on a fourth page of one batch each; found,
+    and already ended, its answers are collected as they are, and nothing is submitted again."""
+    texts = [f"question {i}" for i in range(3)]
+    with CursorlessList(hold=True, page_size=1) as server:
+        crash_before_the_id_is_recorded(server, tmp_path / "run", texts)
+        server.release()
+        for other in range(3):
+            replies = asyncio.run(
+                _ask_once(server, tmp_path / f"other-{other}", [f"another run's {other}"])
+            )
+            assert texts_of(replies) == [expected(f"another run's {other}")]
+        ours = server.batches["batch_1"]
+        server._finish(ours)  # it ended while no process of its run was there
+        replies = asyncio.run(_ask_once(server, tmp_path / "run", texts))
+    assert texts_of(replies) == [expected(t) for t in texts]
+    assert server.batch_sizes() == [3, 1, 1, 1]
+    assert set(server.submitted.values()) == {1}
+    assert events(tmp_path / "run") == ["intent", "created", "ended"]
+
+
+async def _ask_once(server: BatchServer, run: Path, texts: list[str]) -> list:
+    backend = make_backend(server, run)
+    try:
+        return await complete_all(backend, texts)
+    finally:
+        await backend.aclose()
+
+
+def test_with_no_wait_an_earlier_batch_asked_in_part_is_pending_not_sent_again(
+    tmp_path: Path,
+) -> None:
+    """A rerun that asks one row of an earlier process's open batch (the others were eliminated
+    meanwhile, or are not reached yet) is told it is pending; its batch is not sent again."""
+    texts = [f"question {i}" for i in range(4)]
+    with BatchServer(hold=True) as server:
+        first = asyncio.run(_ask_once_no_wait(server, tmp_path, texts))
+        assert all(isinstance(r, BatchPending) for r in first)
+        again = asyncio.run(_ask_once_no_wait(server, tmp_path, texts[:1]))
+        assert [type(r) for r in again] == [BatchPending]
+        assert server.requests.count("POST /v1/batches") == 1
+        server.release()
+        done = asyncio.run(_ask_once_no_wait(server, tmp_path, texts))
+    assert texts_of(done) == [expected(t) for t in texts]
+    assert set(server.submitted.values()) == {1}
+
+
+async def _ask_once_no_wait(server: BatchServer, run: Path, texts: list[str]) -> list:
+    backend = make_backend(server, run, no_wait=True)
+    try:
+        return await complete_all(backend, texts)
+    finally:
+        await backend.aclose()

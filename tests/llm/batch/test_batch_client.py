@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from pydantic import SecretStr
 
-from evol.errors import TransientBackendError, UsageError
+from evol.errors import RunDirError, TransientBackendError, UsageError
 from evol.llm import BackendSettings
 from evol.llm.batch import BatchSettings
 from evol.llm.batch import client as client_module
@@ -319,3 +319,19 @@ def test_azure_gets_the_key_as_api_key_and_the_query_on_every_call(tmp_path, mon
         assert parts.hostname == "res.openai.azure.com"
         assert parse_qs(parts.query)["api-version"] == ["2025-04-01-preview"]
         assert request.headers["api-key"] == KEY and "authorization" not in request.headers
+
+
+# -- no file is read through a link -------------------------------------------------------------
+
+
+def test_an_upload_reads_no_input_file_through_a_link(tmp_path) -> None:
+    """The input file is evol's own (made afresh in batch/tmp): a link in its place is refused
+    before any call, and the file it points at is neither sent nor touched."""
+    theirs = tmp_path / "theirs.jsonl"
+    theirs.write_bytes(b'{"private": "not for the server"}\n')
+    link = tmp_path / "input.jsonl"
+    link.symlink_to(theirs)
+    error = outcome(client_for("http://127.0.0.1:9/v1", tmp_path), lambda c: c.upload(link))
+    assert isinstance(error, RunDirError)
+    assert str(error) == f"{link}: is a symbolic link; remove it (evol made none)"
+    assert theirs.read_bytes() == b'{"private": "not for the server"}\n' and link.is_symlink()

@@ -18,7 +18,7 @@ import openai
 from pydantic import AfterValidator, BaseModel, Field, StrictFloat, StrictInt, StrictStr
 
 from evol.errors import TransientBackendError, UsageError
-from evol.jsonl import open_fresh
+from evol.jsonl import open_fresh, open_to_read
 from evol.llm.batch.rows import Schema
 from evol.llm.batch.settings import ENDPOINT, TOKEN_KEY, BatchSettings
 from evol.llm.openai_api import ReplyReader, SchemaError, body_message
@@ -111,7 +111,7 @@ class BatchClient:
 
     async def upload(self, path: Path) -> str:
         """POST /files with purpose `batch`, the file streamed from disk; returns its id."""
-        with path.open("rb") as content:
+        with open_to_read(path, follow_links=False) as content:
             raw = await self._json(
                 "POST",
                 "/files",

@@ -13,7 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evol.errors import RunDirError, TransientBackendError
+from evol.errors import TransientBackendError
+from evol.jsonl import OWN_LINK_REMEDY, refuse_symlinks
 from evol.llm.batch.client import BatchObject
 from evol.llm.batch.settings import RESULTS_FILE, STATE_FILE, BatchInfo
 from evol.llm.batch.state import Entry, Journal, Results
@@ -76,9 +77,10 @@ class Ledger:
         if self._journal is not None:
             return
         state = self.state_dir
-        for path in (state, state / STATE_FILE, state / RESULTS_FILE, self.tmp):
-            if path.is_symlink():  # its files are cut, appended to and deleted: never elsewhere
-                raise RunDirError(f"{path}: is a symbolic link; remove it (evol made none)")
+        # its files are cut, appended to and deleted: never elsewhere
+        refuse_symlinks(
+            (state, state / STATE_FILE, state / RESULTS_FILE, self.tmp), OWN_LINK_REMEDY
+        )
         self._results = Results(state / RESULTS_FILE)
         self._journal = Journal(state / STATE_FILE)
         entries = self.journal.read()

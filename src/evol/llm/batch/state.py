@@ -145,7 +145,7 @@ class Results:
         outcomes: dict[str, int | Exception] = {}
         with open_for_append(self.path) as out:
             for path in paths:
-                with path.open("rb") as lines:
+                with open_to_read(path, follow_links=False) as lines:
                     for raw in bounded_lines(lines, reader.max_reply_bytes):
                         try:
                             custom_id, outcome = row_outcome(raw, model, reader)

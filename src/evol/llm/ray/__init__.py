@@ -8,7 +8,9 @@ imported only when a wave runs (the `ray` extra: `pip install 'evol[ray]'`).
     rows.py       an output row (an HTTP envelope, a vLLM row) read as a live reply
     processor.py  the HTTP processor, built from evol's settings
     vllm.py       the vLLM path: sampling params, its config, its rows read as replies
-    backend.py    RayBackend and RaySettings: the queue, the waves, the cluster
+    cluster.py    the cluster joined, or a local Ray started, once; shut down if evol started it
+    sink.py       the driver's end of the ReplySink: the actor started, the thread draining it
+    backend.py    RayBackend and RaySettings: the queue, the waves
 """
 
 from evol.llm.ray.backend import RAY_EXTRA, RayBackend, RaySettings

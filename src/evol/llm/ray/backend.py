@@ -24,14 +24,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import importlib.util
 import itertools
-import logging
-import socket
 import threading
 from collections.abc import Awaitable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -47,8 +45,10 @@ from evol.llm.protocol import (
     LLMRequest,
 )
 from evol.llm.ray import session
+from evol.llm.ray.cluster import Cluster
 from evol.llm.ray.processor import HttpTarget, http_processor
 from evol.llm.ray.rows import envelope_outcome
+from evol.llm.ray.sink import ReplyFeed
 from evol.llm.ray.vllm import vllm_config, vllm_outcome, vllm_row
 from evol.llm.transport import url_login
 from evol.secrets import check_api_key, display_url
@@ -129,11 +129,8 @@ class RayBackend:
         self._waves: set[asyncio.Future[None]] = set()
         self._slots = asyncio.Semaphore(ray.max_waves)
         self._stopping = threading.Event()
-        self._connect_lock = threading.Lock()
-        self._connected = self._started_ray = False
-        self._sink: Any = None  # the ReplySink actor's handle, on the HTTP path
-        self._drainer: threading.Thread | None = None
-        self._sink_tried = False
+        self._cluster = Cluster(ray.address, ray.local_cpus)
+        self._replies = ReplyFeed(self._stopping)  # one by one, on the HTTP path
 
     @property
     def where(self) -> str:
@@ -238,7 +235,7 @@ class RayBackend:
         try:
             # On the loop's thread, which lives as long as the run: a local Ray's head
             # processes die with the thread that started them (a wave's thread ends).
-            self._connect()
+            self._cluster.connect()
         except Exception as error:  # noqa: BLE001 (no cluster: nothing can be sent)
             why = self.reader.secrets.cut(f"{type(error).__name__}: {error}")
             cluster = self.ray.address or "a local Ray"
@@ -246,8 +243,8 @@ class RayBackend:
             self._fail_all([row["key"] for row in rows], unreachable)
             self._slots.release()
             return
-        if self.ray.model is None and not self._sink_tried:
-            self._start_sink(loop)
+        if self.ray.model is None:
+            self._replies.start(functools.partial(_post, loop, self._resolve))
         wave: asyncio.Future[None] = loop.create_future()
         self._waves.add(wave)
         wave.add_done_callback(self._wave_ended)
@@ -278,9 +275,7 @@ class RayBackend:
             _post(loop, self._fail_all, keys, failure)
             return
         finally:
-            if self._sink is not None:  # the sink may let go of the wave's keys
-                with contextlib.suppress(Exception):
-                    self._sink.forget.remote(keys)
+            self._replies.forget(keys)
         missing = TransientBackendError(f"{self.where}: Ray returned no row for the request")
         _post(loop, self._fail_all, keys, missing)
 
@@ -290,7 +285,7 @@ class RayBackend:
         from ray.data.llm import build_processor
 
         if self.ray.model is None:
-            processor = http_processor(self.target, self._sink)
+            processor = http_processor(self.target, self._replies.actor)
         else:
             ray.cloudpickle.register_pickle_by_value(session)
             config = vllm_config(
@@ -328,91 +323,13 @@ class RayBackend:
             if waiting is not None and not waiting.future.done():
                 waiting.future.set_exception(copy.copy(error))
 
-    # -- the cluster --------------------------------------------------------------------------
-
-    def _connect(self) -> None:
-        """Join the cluster at `address`, or start a local Ray, once (on the loop's thread)."""
-        with self._connect_lock:
-            if self._connected:
-                return
-            import ray
-            import ray.data
-
-            if self.ray.address is not None:
-                _check_reachable(self.ray.address)
-            if not ray.is_initialized():
-                ray.init(
-                    address=self.ray.address,
-                    num_cpus=self.ray.local_cpus if self.ray.address is None else None,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    # Ray's INFO and WARNING lines (each dataset started, progress bars off)
-                    # would go between evol's own; its errors still show.
-                    logging_level=logging.ERROR,
-                )
-                self._started_ray = True
-            ray.data.DataContext.get_current().enable_progress_bars = False
-            logging.getLogger("ray.data").setLevel(logging.ERROR)
-            self._connected = True
-
     def _disconnect(self) -> None:
-        if self._sink is not None:
-            import ray
-
-            with contextlib.suppress(Exception):  # gone already
-                ray.kill(self._sink)
-            self._sink = None
-        if self._drainer is not None:
-            self._drainer.join(_WAVE_GRACE)  # it stops at its next take (the sink's end, say)
-        if self._started_ray:
-            import ray
-
-            ray.shutdown()
-            self._started_ray = False
-
-    # -- the sink: replies one by one ---------------------------------------------------------
-
-    def _start_sink(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start the `ReplySink` actor (no CPU of its own) and the thread that drains it;
-        without them (Ray refused the actor) replies come a batch at a time."""
-        import ray
-
-        self._sink_tried = True
-        ray.cloudpickle.register_pickle_by_value(session)  # the cluster need not have evol
-        try:
-            self._sink = ray.remote(num_cpus=0)(session.ReplySink).remote()
-        except Exception:  # noqa: BLE001 (whatever Ray raises: no sink, the batches answer)
-            return
-        self._drainer = threading.Thread(
-            target=self._drain, args=(self._sink, loop), name="evol-ray-sink", daemon=True
-        )
-        self._drainer.start()
-
-    def _drain(self, sink: Any, loop: asyncio.AbstractEventLoop) -> None:
-        """On a thread: take the replies from the sink as they come and answer their callers.
-        A sink that fails is left: the waves' own rows answer, a batch at a time."""
-        import ray
-        from ray.exceptions import GetTimeoutError
-
-        taking = None
-        while not self._stopping.is_set():
-            if taking is None:
-                taking = sink.take.remote(_TAKE_WAIT)
-            try:
-                rows = ray.get(taking, timeout=_TAKE_WAIT)
-            except GetTimeoutError:  # the sink not started yet, or slow: the same take again
-                continue
-            except Exception:  # noqa: BLE001 (the sink died or was killed)
-                return
-            taking = None
-            if rows:
-                _post(loop, self._resolve, rows)
+        self._replies.close(_WAVE_GRACE)
+        self._cluster.disconnect()
 
 
 # Seconds aclose waits for the waves still reading rows before it leaves Ray as it is.
 _WAVE_GRACE = 5.0
-# Seconds a take from the sink waits for a reply: how soon the drainer sees the run stop.
-_TAKE_WAIT = 1.0
 
 
 def _post(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:
@@ -424,18 +341,3 @@ def _post(loop: asyncio.AbstractEventLoop, callback: Any, *args: Any) -> None:
 def _settle(wave: asyncio.Future[None]) -> None:
     if not wave.done():
         wave.set_result(None)
-
-
-def _check_reachable(address: str) -> None:
-    """Refuse at once a cluster address nothing answers at: ray.init would retry it for
-    minutes. `auto` and `local` are Ray's own words and are left to it."""
-    parts = urlsplit(address if "://" in address else f"gcs://{address}")
-    if address in ("auto", "local") or parts.hostname is None or parts.port is None:
-        return
-    try:
-        socket.create_connection((parts.hostname, parts.port), timeout=_CONNECT_TIMEOUT).close()
-    except OSError as error:
-        raise ConnectionError(f"nothing answers at {address} ({error.strerror or error})") from None
-
-
-_CONNECT_TIMEOUT = 10.0

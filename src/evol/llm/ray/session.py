@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import deque
 from collections.abc import Awaitable, Generator
 from typing import Any
 
@@ -213,12 +214,21 @@ class ReplySink:
     driver makes it an async actor (`ray.remote`). It keeps no reply the driver has taken,
     only the keys of the replies of waves still running (`holding`), until `forget`."""
 
+    # A put can reach the sink after the driver forgot its wave (the dataset's copy of the row
+    # answered first): the keys of the last waves forgotten are refused, so none stays for good.
+    FORGOTTEN_WAVES = 8
+
     def __init__(self) -> None:
         self._rows: list[dict[str, Any]] = []
         self._keys: set[str] = set()
+        self._forgotten: deque[frozenset[str]] = deque(maxlen=self.FORGOTTEN_WAVES)
         self._arrived = asyncio.Event()
 
     async def put(self, rows: list[dict[str, Any]]) -> None:
+        late = set().union(*self._forgotten)
+        rows = [row for row in rows if row["key"] not in late]
+        if not rows:
+            return
         self._rows.extend(rows)
         self._keys.update(row["key"] for row in rows)
         self._arrived.set()
@@ -230,6 +240,7 @@ class ReplySink:
     async def forget(self, keys: list[str]) -> None:
         """A wave ended: Ray runs none of its rows again."""
         self._keys.difference_update(keys)
+        self._forgotten.append(frozenset(keys))
 
     async def take(self, wait: float) -> list[dict[str, Any]]:
         """Every row put since the last take, once there is one or `wait` seconds passed."""

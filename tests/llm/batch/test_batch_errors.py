@@ -48,6 +48,7 @@ from evol.llm.batch import (
 from evol.llm.retry import with_retries
 from tests.support.batch_server import BatchServer, Fate
 from tests.support.fake_server import Responder
+from tests.support.runs import write_seeds
 
 MODEL = "fake-model"
 PARAMS = GenerationParams()
@@ -391,3 +392,25 @@ def test_throttled_polls_go_on_and_a_caller_asking_again_gets_the_batchs_answer(
     assert type(first) is TransientBackendError
     assert second.text == expected("a")
     assert server.submitted == {next(iter(server.submitted)): 1}
+
+
+# -- the request a server refused, as HTTP spells it (found by mutation testing) ---------------
+
+
+# -- the batch backend's errors ----------------------------------------------------------------
+
+
+def test_a_batch_run_names_the_request_that_was_refused_as_http_spells_it(
+    evol, tmp_path: Path
+) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": "Name a river"}])
+    with BatchServer() as server:
+        elsewhere = server.base_url.replace("/v1", "/elsewhere/v1")  # no API there
+        result = evol(
+            "run", seeds, "--out", tmp_path / "run", "--batch", "--base-url", elsewhere, "--quiet"
+        )
+        assert server.requests == ["GET /elsewhere/v1/models"]
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"evol: error: {elsewhere} has no Batch API, or not all of it (GET ")
+    assert "(GET /models answered 404: " in line

@@ -559,3 +559,37 @@ def test_only_the_text_parts_of_a_message_are_read(tmp_path: Path) -> None:
     row = {"messages": [{"role": "user", "content": content}]}
     (seed,) = seeds_of(write_seeds(tmp_path / "s.jsonl", [row]))
     assert seed.instruction == "What is in the picture?"
+
+
+# -- found by the third mutation round ---------------------------------------------------------
+
+
+# -- a CSV header without an instruction column: which columns the refusal shows -----------------
+
+
+@pytest.mark.parametrize(
+    ("columns", "shown"),
+    [
+        (
+            [*(f"c{i}" for i in range(1, 8)), "y" * 40],
+            ", ".join([*(f"'c{i}'" for i in range(1, 8)), f"'{'y' * 40}'"]),
+        ),
+        (
+            [f"c{i}" for i in range(1, 10)],
+            ", ".join(f"'c{i}'" for i in range(1, 9)) + " and 1 more",
+        ),
+        (
+            [f"c{i}" for i in range(1, 9)] + ["z" * 41],
+            ", ".join(f"'c{i}'" for i in range(1, 9)) + " and 1 more",
+        ),
+    ],
+    ids=["eight, one of 40 characters", "nine", "nine, the last long"],
+)
+def test_a_header_without_an_instruction_column_is_shown_up_to_eight_columns(
+    evol, tmp_path: Path, columns: list[str], shown: str
+) -> None:
+    seeds = tmp_path / "seeds.csv"
+    seeds.write_text(",".join(columns) + "\n" + ",".join("v" for _ in columns) + "\n")
+    result = evol("run", seeds, "--out", tmp_path / "run", "--dry-run")
+    assert result.exit_code == 2
+    assert f"the CSV header has no instruction column: found {shown}; it must name" in result.stderr

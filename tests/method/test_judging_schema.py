@@ -410,3 +410,40 @@ def test_escape_sequences_in_the_judges_reason_reach_no_file_or_terminal_raw(
     assert not any(mark in raw for mark in ("\x1b", "\x07", "\u202e", "\\u001b", "\\u0007"))
     shown = evol("show", out, "s1.1")
     assert "offers help" in shown.output and "\x1b" not in shown.output
+
+
+# -- found by the third mutation round ---------------------------------------------------------
+
+
+# -- structured output: only a refusal of the format steps down from it ---------------------------
+
+
+def test_a_server_error_or_a_refusal_for_the_content_keeps_structured_output(
+    evol, tmp_path: Path
+) -> None:
+    """A 500 on a structured request is retried, and a 400 that does not name the format
+    fails that request alone: neither makes the endpoint's later requests go without
+    json_schema (each step down costs a request, and loses the schema's checks)."""
+    from tests.support.fake_server import kind_of
+
+    faults = iter(
+        [Fault("status", 500), Fault("status", 400, message="flagged by the content filter")]
+    )
+
+    def plan(body: dict[str, Any]) -> Fault | None:
+        return next(faults, None) if "response_format" in body else None
+
+    seeds = write_seeds(
+        tmp_path / "seeds.jsonl",
+        [{"instruction": f"Explain idea {i} of gardening"} for i in range(3)],
+    )
+    with FakeServer(faults=plan) as server:
+        result = evol(
+            *run_args(server, seeds, tmp_path / "run", "--generations", "2", "--concurrency", "1"),
+            "--max-retries", "2", "--retry-max-wait", "0.01",
+        )  # fmt: skip
+        judged = [body for body in server.requests if kind_of(body) == "judge"]
+    assert result.exit_code in (0, 1), result.output
+    assert len(judged) >= 6
+    formats = [(body.get("response_format") or {}).get("type") for body in judged]
+    assert formats == ["json_schema"] * len(judged), formats

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from evol.llm import BackendSettings
 from evol.progress import Progress, format_progress
+from tests.support.backends import registered_backend
 from tests.support.fake_server import FakeServer, Fault, kind_of, scripted
 from tests.support.runs import read_jsonl, refused_url, run_args, run_at, without_quiet, write_seeds
 from tests.support.subprocesses import evol_child
@@ -352,3 +354,20 @@ def test_on_a_terminal_the_progress_is_a_bar_and_a_message_a_line_above_it(
     shown = capsys.readouterr().err
     assert "evol: model " in shown and "\x1b" not in shown
     assert "3/8" in shown and "call" in shown
+
+
+def test_a_dry_run_names_the_model_a_plugin_knows_without_a_call(evol, tmp_path: Path) -> None:
+    """The registry asks the backend's class (`planned_model`), never its name: a plugin that
+    knows its model is named in the plan like the embedded one."""
+
+    class KnowsItsModel:
+        @staticmethod
+        def planned_model(settings: BackendSettings) -> str:
+            return f"plugin-model-{settings.timeout:g}"
+
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SEEDS[:2]), tmp_path / "run"
+    with registered_backend("knows", KnowsItsModel):
+        options = ["--out", out, "--backend", "knows", "--timeout", "7", "--dry-run", "--json"]
+        plan = json.loads(evol("run", seeds, *options).stdout)
+    assert plan["backend"] == "knows"
+    assert plan["models"] == dict.fromkeys(("evolve", "answer", "judge"), "plugin-model-7")

@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections import deque
 
-from evol.llm import Message
+from evol.llm.protocol import Message
 
 # Additive increase: the ceiling / RECOVERY_ROUND_TRIPS per round trip, so a run recovers from
 # a cut in tens of round trips, not hundreds (classic AIMD adds 1 per round trip).

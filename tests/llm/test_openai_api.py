@@ -1,0 +1,43 @@
+"""Reading what an OpenAI-compatible server sends (evol.llm.openai_api): a reply by its schema,
+an error body by its status and its words, a retry hint in its own unit.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from evol.llm.openai_api import body_message, json_or_text
+from evol.secrets import Secrets
+
+
+@pytest.mark.parametrize("raw", [b"null", b"[1, 2]", b"42", b"true", b"  ", b""])
+def test_an_error_body_that_holds_no_message_gives_the_fallback(raw: bytes) -> None:
+    assert body_message(json_or_text(raw), "status 502", Secrets()) == "status 502"
+
+
+def test_an_error_body_of_text_is_the_message_redacted() -> None:
+    body = json_or_text(b"upstream sk-secret-key-123 timed out")
+    assert body_message(body, "status 502", Secrets("sk-secret-key-123")) == (
+        "upstream *** timed out"
+    )
+
+
+# -- a FastAPI 422's detail (found by mutation testing) ----------------------------------------
+
+
+def test_a_fastapi_422_names_where_and_what_of_each_error() -> None:
+    from evol.llm.openai_api import _detail
+
+    body = {
+        "detail": [
+            {"loc": ["body", "response_format"], "msg": "Extra inputs are not permitted"},
+            {"loc": ["body", "n"], "msg": "Input should be less than 2"},
+            {"msg": "no place"},
+        ]
+    }
+    assert _detail(body) == (
+        "body.response_format: Extra inputs are not permitted; "
+        "body.n: Input should be less than 2; : no place"
+    )
+    assert _detail({"detail": "Model not loaded"}) == "Model not loaded"
+    assert _detail({"detail": []}) is None and _detail({"error": "x"}) is None
