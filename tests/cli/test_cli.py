@@ -201,3 +201,15 @@ def test_run_and_score_map_the_connection_options_alike(planned, command) -> Non
     defaults = planned(command)
     assert defaults["base_urls"] == [] and defaults["api_key_source"] == "OPENAI_API_KEY"
     assert defaults["max_response_bytes"] == 16 * 1024 * 1024 and defaults["batch"] is False
+
+
+def test_run_help_in_a_narrow_terminal_breaks_no_word(tmp_path: Path) -> None:
+    """At COLUMNS=40 the options' column kept 36 characters and left 12 for the help, so
+    words were cut in two ('extensi' / 'on)')."""
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "40"}, terminal_width=40)
+    assert result.exit_code == 0
+    words = result.stdout.split()
+    assert "extension)." in words
+    assert "instru" not in words and "extensi" not in words

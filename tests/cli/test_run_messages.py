@@ -371,3 +371,19 @@ def test_a_dry_run_names_the_model_a_plugin_knows_without_a_call(evol, tmp_path:
         plan = json.loads(evol("run", seeds, *options).stdout)
     assert plan["backend"] == "knows"
     assert plan["models"] == dict.fromkeys(("evolve", "answer", "judge"), "plugin-model-7")
+
+
+TWO_SEEDS = [{"instruction": f"Task {i}: explain the idea"} for i in range(2)]
+
+
+@pytest.mark.slow
+def test_a_progress_interval_past_what_a_thread_can_wait_is_no_traceback(tmp_path: Path) -> None:
+    """EVOL_PROGRESS_INTERVAL=1e10 is a number above 0, yet Event.wait(1e10) overflows."""
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", TWO_SEEDS), tmp_path / "run"
+    with FakeServer() as server:
+        arguments = without_quiet(run_args(server, seeds, out, "--generations", "1"))
+        child = evol_child(*arguments, env={"EVOL_PROGRESS_INTERVAL": "1e10"})
+        _, stderr = child.communicate(timeout=600)
+    assert child.returncode == 0, stderr
+    assert "Traceback" not in stderr and "OverflowError" not in stderr
+    assert "evol: progress: 4/4 steps (100%)" in stderr

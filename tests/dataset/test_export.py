@@ -6,15 +6,26 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import sys
+import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from evol.dataset.export import export_run, parse_generations, parse_split
 from evol.dataset.export_scan import assign_lineages
+from evol.method.constraints import Constraint, check
+from evol.method.drawing import pick
 from tests.support.runs import read_jsonl, record, run_args, write_run, write_seeds
+from tests.support.varied_runs import VARIED, varied_run
+from tests.support.verifiable import open_instruct_constraints, verify_report, write_rows
+
+__all__ = ["varied_run"]  # a fixture: a run as varied as real ones, written by hand
 
 SHAPES = ["alpaca", "sharegpt", "openai-chat", "jsonl"]
 # 24 seeds, 2 generations: every 4th seed's rewrites are judged equal to it, so its lineage is
@@ -838,3 +849,191 @@ def test_a_shuffled_export_is_the_same_file_for_the_same_seed_on_any_machine(
     assert result.exit_code == 0, result.output
     order = [row["id"] for row in read_jsonl(out)]
     assert order == ["s6", "s7", "s2", "s3", "s4", "s1", "s0", "s5"]
+
+
+RUN_FIXTURE = Path(__file__).parents[1] / "fixtures" / "run_v1" / "complete"
+
+
+def constrained_run(tmp_path: Path) -> Path:
+    """The committed finished run, every record given constraints drawn by `pick`."""
+    run = tmp_path / "run"
+    shutil.copytree(RUN_FIXTURE, run)
+    rng = random.Random(1)
+    for path in sorted(run.glob("gen_*.jsonl")):
+        rows = [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+        for row in rows:
+            carried: list[Constraint] = []
+            for _ in range(3):
+                drawn = pick(rng, carried)
+                if drawn:
+                    carried.append(drawn)
+            row["constraints"] = [c.model_dump() for c in carried]
+        write_rows(path, rows)
+    return run
+
+
+def test_exports_load_with_datasets_and_verify_round_trips(tmp_path, evol):
+    datasets = pytest.importorskip("datasets")
+    run = constrained_run(tmp_path)
+    for shape, name in [("rlvr", "r.jsonl"), ("ifeval", "i.jsonl"), ("rlvr", "r.json")]:
+        out = tmp_path / name
+        export_run(run, out, shape=shape)
+        loaded = datasets.load_dataset(
+            "json", data_files=str(out), split="train", cache_dir=str(tmp_path / "hf")
+        )
+        assert loaded.num_rows == 20
+        code, report = verify_report(evol, out)
+        assert code == 0 and report["rows"]["checked"] == 20
+        if shape == "rlvr":
+            for row in loaded:
+                for key, kwargs in open_instruct_constraints(row["ground_truth"]):
+                    check(row["messages"][-1]["content"], [Constraint(id=key, kwargs=kwargs)])
+
+
+def test_an_rlvr_parquet_export_round_trips_through_evol_verify(tmp_path, evol):
+    pytest.importorskip("pyarrow")
+    out = tmp_path / "r.parquet"
+    export_run(constrained_run(tmp_path), out, shape="rlvr")
+    code, report = verify_report(evol, out)
+    assert code == 0 and report["rows"]["checked"] == 20
+
+
+@st.composite
+def varied_runs(draw) -> list[dict[str, Any]]:
+    """Kept records of a run: lineages of 0 to 3 evolutions, with eliminated rounds between
+    (so round != generation), root ids listed out of sorted order, and some seeds without an
+    answer."""
+    count = draw(st.integers(1, 14))
+    names = draw(st.permutations([f"{chr(97 + k % 26)}{k}" for k in range(count)]))
+    records = []
+    for name in names:
+        record_id, round_ = name, 0
+        records.append(record(name, f"seed {name}", output=draw(st.sampled_from(["A.", None]))))
+        for _ in range(draw(st.integers(0, 3))):
+            round_ += draw(st.integers(1, 3))  # the rounds between were eliminated
+            record_id = f"{record_id}.{round_}"
+            records.append(record(record_id, f"evolved {record_id}"))
+    return records
+
+
+def dataset_order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """gen_0 first, each generation in file order: what `evol run` writes."""
+    return sorted(records, key=lambda r: r["generation"])
+
+
+def reference_split(
+    exported: list[dict[str, Any]], fractions: dict[str, float], seed: int
+) -> dict[str, str]:
+    """The dealing the docs describe, written plainly: root id -> part."""
+    sizes = Counter(r["root_id"] for r in exported)
+    total = sum(sizes.values())
+    filled = dict.fromkeys(fractions, 0)
+    roots = sorted(sizes)
+    random.Random(seed).shuffle(roots)
+    assignment = {}
+    for root in roots:
+        best = None
+        for name in fractions:  # the first part listed wins a tie
+            if (
+                best is None
+                or fractions[name] * total - filled[name] > fractions[best] * total - filled[best]
+            ):
+                best = name
+        filled[best] += sizes[root]
+        assignment[root] = best
+    return assignment
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    records=varied_runs(),
+    weights=st.lists(st.integers(0, 10), min_size=2, max_size=3).filter(any),
+    seed=st.integers(0, 2**16),
+    generations=st.none() | st.sets(st.integers(0, 3), min_size=1),
+    shuffle=st.booleans(),
+)
+def test_split_keeps_lineages_whole_and_loses_nothing(
+    records: list[dict[str, Any]],
+    weights: list[int],
+    seed: int,
+    generations: set[int] | None,
+    shuffle: bool,
+) -> None:
+    names = ["train", "test", "dev"][: len(weights)]
+    fractions = {name: w / sum(weights) for name, w in zip(names, weights, strict=True)}
+    with tempfile.TemporaryDirectory() as tmp:
+        run = write_run(Path(tmp) / "run", records)
+        result = export_run(
+            run,
+            Path(tmp) / "out" / "data.jsonl",
+            shape="jsonl",
+            split=fractions,
+            seed=seed,
+            shuffle=shuffle,
+            generations=generations,
+        )
+        parts = {name: read_jsonl(Path(tmp) / "out" / f"data.{name}.jsonl") for name in names}
+    chosen = [
+        r for r in dataset_order(records) if generations is None or r["generation"] in generations
+    ]
+    exported = [r for r in chosen if r["output"] is not None]
+    assert result.left_out_without_output == len(chosen) - len(exported)
+
+    # Nothing lost, nothing twice, no lineage on two sides.
+    assert sorted(r["id"] for rows in parts.values() for r in rows) == sorted(
+        r["id"] for r in exported
+    )
+    side: dict[str, str] = {}
+    for name, rows in parts.items():
+        for r in rows:
+            assert side.setdefault(r["root_id"], name) == name, r["root_id"]
+    # Each part in the dataset's order unless shuffled; the result counts what the files hold.
+    order = [r["id"] for r in exported]
+    for name, rows in parts.items():
+        ids = [r["id"] for r in rows]
+        if not shuffle:
+            assert ids == sorted(ids, key=order.index)
+        part = next(p for p in result.parts if p.name == name)
+        assert (part.records, part.lineages) == (len(rows), len({r["root_id"] for r in rows}))
+        assert part.file == str(Path(tmp) / "out" / f"data.{name}.jsonl")
+
+    # Whole lineages dealt as documented, and each part within one lineage of its target.
+    assert side == reference_split(exported, fractions, seed)
+    if exported:
+        largest = max(Counter(r["root_id"] for r in exported).values())
+        for name, fraction in fractions.items():
+            assert len(parts[name]) - fraction * len(exported) < largest
+            if len(fractions) == 2:
+                assert fraction * len(exported) - len(parts[name]) < largest
+
+
+def test_export_by_generation_reads_generation_not_round(
+    evol, varied_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "data.jsonl"
+    result = evol(
+        "export", varied_run, "--out", out, "--format", "jsonl", "--generations", "1-2",
+        "--split", "train=0.5,test=0.5", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = read_jsonl(tmp_path / "data.train.jsonl") + read_jsonl(tmp_path / "data.test.jsonl")
+    assert sorted(r["id"] for r in rows) == sorted(
+        r["id"] for r in VARIED if r["generation"] in (1, 2)
+    )
+    summary = json.loads(result.stdout)
+    assert summary["left_out_without_output"] == 0
+    assert sum(p["lineages"] for p in summary["parts"]) == 3  # q7, b2, nx: each on one side
+
+
+def test_shuffle_follows_the_seed(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", [record(f"s{i}", f"seed {i}") for i in range(30)])
+
+    def order(seed: int) -> list[str]:
+        out = tmp_path / f"data-{seed}.jsonl"
+        export_run(run, out, shape="jsonl", split={"all": 1.0}, shuffle=True, seed=seed)
+        return [r["id"] for r in read_jsonl(tmp_path / f"data-{seed}.all.jsonl")]
+
+    first = order(1)
+    assert sorted(first) == sorted(f"s{i}" for i in range(30))
+    assert order(1) == first  # the same seed, the same order
+    assert len({tuple(order(seed)) for seed in (1, 2, 3)}) == 3

@@ -5,6 +5,7 @@ lineages as varied as real ones.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from collections import Counter
@@ -13,8 +14,11 @@ from typing import Any
 
 import pytest
 
+from evol.seeds import shard_of
 from tests.support.fake_server import FakeServer, Fault, scripted
-from tests.support.runs import Evol, run_args, write_seeds
+from tests.support.runs import Evol, assert_valid_run, read_jsonl, run_args, write_seeds
+from tests.support.shards import seed_ids
+from tests.support.varied_runs import evolve
 
 # -- merge: the merged run.json describes the run as the unsharded one does ---------------------
 
@@ -297,3 +301,246 @@ def test_a_merged_run_counts_the_retries_of_every_shard(evol, tmp_path: Path) ->
     assert all(retries)
     total = Counter(retries[0]) + Counter(retries[1])
     assert json.loads((tmp_path / "merged" / "run.json").read_text())["retries"] == dict(total)
+
+
+SHARDS = 4
+
+
+# (shard, marker, text) of each seed, in seed-file order. Shard 0 holds only lineages whose
+# first rewrite leaks (round 1 eliminated, so an empty gen_3.jsonl); shard 3 only clean ones (no
+# eliminated.jsonl); shard 1 a seed whose answer fails and one the judge finds equal.
+LAYOUT = [
+    (1, "", "Explain how rivers carve canyons over many thousands of years"),
+    (0, "[leak-once] ", "Suggest a name for a small bakery by the sea"),
+    (3, "", "Describe how the gears of a bicycle help on steep hills"),
+    (2, "[leak] ", "Describe what a good guide dog must learn"),
+    (1, "[sorry] ", "Summarize the plot of Hamlet for a ten year old"),
+    (0, "[leak-once] ", "Plan a weekend trip to Lisbon on a small budget"),
+    (2, "", "Compute the area of a circle whose radius is three metres"),
+    (3, "", "Give tips for a job interview at a large bank"),
+    (1, "[equal] ", "Translate good morning into Spanish and Portuguese"),
+]
+
+
+RECORD_FILES = [
+    "gen_0.jsonl",
+    "gen_1.jsonl",
+    "gen_2.jsonl",
+    "gen_3.jsonl",
+    "eliminated.jsonl",
+    "dataset.jsonl",
+]
+
+
+@pytest.fixture(scope="module")
+def shard_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The unsharded run and its four shards, made once."""
+    base = tmp_path_factory.mktemp("merge")
+    ids = seed_ids([shard for shard, _marker, _text in LAYOUT], SHARDS)
+    rows = [
+        {"id": seed_id, "instruction": marker + text}
+        for seed_id, (_shard, marker, text) in zip(ids, LAYOUT, strict=True)
+    ]
+    seeds = write_seeds(base / "seeds.jsonl", rows)
+    evolve(seeds, base / "full")
+    shards = []
+    for index in range(SHARDS):
+        shards.append(base / f"shard-{index}")
+        evolve(seeds, shards[-1], "--shard", f"{index}/{SHARDS}")
+    roots = {seed_id: shard for seed_id, (shard, _m, _t) in zip(ids, LAYOUT, strict=True)}
+    return {"seeds": seeds, "full": base / "full", "shards": shards, "roots": roots}
+
+
+def lines_of(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines(keepends=True) if path.exists() else []
+
+
+def test_the_fixture_is_as_varied_as_a_real_run(shard_runs: dict[str, Any]) -> None:
+    full, shards = shard_runs["full"], shard_runs["shards"]
+    kept = [r for g in range(4) for r in read_jsonl(full / f"gen_{g}.jsonl")]
+    assert any(r["round"] != r["generation"] for r in kept)
+    assert any(r["parent_id"] not in (None, r["root_id"]) for r in kept)
+    assert any(r["generation"] == 0 for r in read_jsonl(full / "eliminated.jsonl"))
+    # Shard 0 kept nothing at generation 3: its file is there, empty, as in any finished run.
+    assert (shards[0] / "gen_3.jsonl").stat().st_size == 0
+    assert (shards[1] / "gen_3.jsonl").stat().st_size > 0
+    assert not (shards[3] / "eliminated.jsonl").exists()
+
+
+SUBSETS = [c for k in range(1, SHARDS + 1) for c in itertools.combinations(range(SHARDS), k)]
+
+
+@pytest.mark.parametrize("present", SUBSETS, ids=lambda c: "+".join(map(str, c)))
+def test_any_subset_of_shards_merges_to_the_unsharded_run_or_is_refused(
+    evol, shard_runs: dict[str, Any], tmp_path: Path, present: tuple[int, ...]
+) -> None:
+    full, shards, roots = shard_runs["full"], shard_runs["shards"], shard_runs["roots"]
+    given = [shards[i] for i in reversed(present)]  # in any order
+    missing = [f"{i}/{SHARDS}" for i in range(SHARDS) if i not in present]
+    out = tmp_path / "merged"
+    result = evol("merge", *given, "--out", out, "--json")
+    if missing:
+        assert result.exit_code == 2
+        plural = "s" if len(missing) > 1 else ""
+        assert f"missing shard{plural} {', '.join(missing)}: pass every" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+        result = evol("merge", *given, "--out", out, "--json", "--partial")
+    assert result.exit_code == 0, result.output
+
+    # The unsharded run's records of these shards' lineages, in its order, byte for byte.
+    mine = {root for root, shard in roots.items() if shard in present}
+    for name in RECORD_FILES:
+        expected = [line for line in lines_of(full / name) if json.loads(line)["root_id"] in mine]
+        assert lines_of(out / name) == expected, name
+    manifest = assert_valid_run(out)
+    summary = json.loads(result.stdout)
+    own = [json.loads((shards[i] / "run.json").read_text()) for i in present]
+    assert summary | {"out": None} == {
+        "out": None,
+        "shards": [f"{i}/{SHARDS}" for i in present],
+        "missing": missing,
+        "seeds": len(mine),
+        "kept": len(lines_of(out / "dataset.jsonl")),
+        "eliminated": len(lines_of(out / "eliminated.jsonl")),
+        "dataset": str(out / "dataset.jsonl"),
+        "dataset_records": len(lines_of(out / "dataset.jsonl")),
+        "cross_shard_duplicates": [],
+    }
+    assert manifest["seeds"]["count"] == len(mine) and manifest["status"] == "complete"
+    assert manifest["shards"]["missing"] == missing
+    assert manifest["shards"]["runs"] == [
+        {
+            "path": str(shards[i]),
+            "shard": f"{i}/{SHARDS}",
+            "seeds": shard["seeds"]["count"],
+            "kept": shard["counts"]["kept"],
+            "eliminated": shard["counts"]["eliminated"],
+        }
+        for i, shard in zip(present, own, strict=True)
+    ]
+    requests = sum((Counter(shard["summary"]["requests"]) for shard in own), Counter())
+    assert manifest["summary"]["requests"] == dict(requests)
+    if not missing:
+        unsharded = json.loads((full / "run.json").read_text())
+        assert manifest["counts"] == unsharded["counts"]
+        assert manifest["summary"]["requests"] == unsharded["summary"]["requests"]
+
+
+def test_a_shard_file_without_its_last_newline_merges_whole(
+    evol, shard_runs: dict[str, Any], tmp_path: Path
+) -> None:
+    copies = []
+    for index, shard in enumerate(shard_runs["shards"]):
+        copies.append(tmp_path / f"shard-{index}")
+        shutil.copytree(shard, copies[-1])
+    for name in ("gen_0.jsonl", "eliminated.jsonl"):  # cut where another shard's lines follow
+        path = copies[1] / name
+        path.write_bytes(path.read_bytes().rstrip(b"\n"))
+    result = evol("merge", *copies, "--out", tmp_path / "merged")
+    assert result.exit_code == 0, result.output
+    for name in RECORD_FILES:
+        assert lines_of(tmp_path / "merged" / name) == lines_of(shard_runs["full"] / name), name
+
+
+@pytest.mark.parametrize(
+    ("option", "named"), [(("--limit", "8"), "--limit"), (("--generations", "2"), "--generations")]
+)
+def test_a_shard_made_with_another_limit_or_depth_is_refused(
+    evol, shard_runs: dict[str, Any], tmp_path: Path, option: tuple[str, str], named: str
+) -> None:
+    other = tmp_path / "other"
+    with FakeServer() as server:
+        made = evol(
+            *run_args(server, shard_runs["seeds"], other, "--generations", "3", "--dedup"),
+            "--shard",
+            f"1/{SHARDS}",
+            *option,  # the last --generations given counts
+        )
+    assert made.exit_code == 0, made.output
+    shards = shard_runs["shards"]
+    result = evol("merge", shards[0], other, shards[2], shards[3], "--out", tmp_path / "m")
+    assert result.exit_code == 2
+    assert f"{other} and {shards[0]} are not shards of one run: they differ in {named}" in (
+        result.stderr
+    )
+    assert not (tmp_path / "m").exists()
+
+
+def test_cross_shard_duplicates_are_exactly_the_evolutions_repeating_another_shard(
+    evol, tmp_path: Path
+) -> None:
+    """With --dedup: every kept evolution of the three lineages that repeat another shard's
+    seed (one of them a seed whose answer failed, still in the pool) is listed, no seed."""
+    first, second, third, fourth = seed_ids([0, 1, 0, 1], 2)
+    text = "Describe the water cycle for a class of ten year old pupils"
+    other = "Write a short poem about the first snow falling on a quiet town"
+    rows = [
+        {"id": first, "instruction": text},
+        {"id": second, "instruction": text.upper()},
+        {"id": third, "instruction": other},
+        {"id": fourth, "instruction": "[sorry] " + other},
+    ]
+    seeds = write_seeds(tmp_path / "seeds.jsonl", rows)
+    shards = []
+    for index in range(2):
+        shards.append(tmp_path / f"shard-{index}")
+        with FakeServer() as server:
+            made = evol(
+                *run_args(server, seeds, shards[-1], "--generations", "2", "--dedup"),
+                "--shard",
+                f"{index}/2",
+            )
+        assert made.exit_code == 0, made.output
+    result = evol("merge", *reversed(shards), "--out", tmp_path / "merged", "--json")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)["cross_shard_duplicates"]
+    evolutions = [r for r in read_jsonl(tmp_path / "merged" / "dataset.jsonl") if r["generation"]]
+    assert {r["root_id"] for r in evolutions} == {first, second, third}
+    assert sorted(d["id"] for d in found) == sorted(r["id"] for r in evolutions)
+    for duplicate in found:
+        original = duplicate["duplicate_of"].split(".")[0]
+        assert shard_of(original, 2) != shard_of(duplicate["id"].split(".")[0], 2)
+        if duplicate["id"].startswith(third + "."):
+            assert duplicate["duplicate_of"] == fourth
+    manifest = json.loads((tmp_path / "merged" / "run.json").read_text())
+    assert manifest["shards"]["cross_shard_duplicates"] == found
+
+
+def test_merge_says_which_shards_it_joined_what_is_missing_and_what_repeats(
+    evol, tmp_path: Path
+) -> None:
+    first, second, third = seed_ids([0, 1, 2], 3)
+    text = "Describe the water cycle for a class of ten year old pupils"
+    rows = [
+        {"id": first, "instruction": text},
+        {"id": second, "instruction": text.upper()},
+        {"id": third, "instruction": "Write a short poem about the first snow in a quiet town"},
+    ]
+    seeds = write_seeds(tmp_path / "seeds.jsonl", rows)
+    shards = [tmp_path / f"shard-{index}" for index in range(3)]
+    for index, shard in enumerate(shards):
+        with FakeServer() as server:
+            made = evol(
+                *run_args(server, seeds, shard, "--generations", "1", "--dedup"),
+                "--shard",
+                f"{index}/3",
+            )
+        assert made.exit_code == 0, made.output
+    out = tmp_path / "merged"
+    result = evol("merge", shards[0], shards[1], "--out", out, "--partial")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "run.json").read_text())
+    kept = sum(len(read_jsonl(out / f"gen_{g}.jsonl")) for g in range(2))
+    eliminated = len(read_jsonl(out / "eliminated.jsonl"))
+    dataset = len(read_jsonl(out / "dataset.jsonl"))
+    duplicates = len(manifest["shards"]["cross_shard_duplicates"])
+    assert duplicates > 0  # the water cycle, told in either shard
+    assert result.stdout.splitlines() == [
+        f"{out}: merged 2 shards (0/3, 1/3): 2 seeds, {kept} records kept, {eliminated} eliminated",
+        f"dataset: {out / 'dataset.jsonl'} ({dataset} records)",
+        "missing shards (--partial): 2/3",
+        f"{duplicates} kept evolutions repeat an instruction of another shard "
+        "(kept; listed in run.json under shards.cross_shard_duplicates)",
+    ]
+    alone = evol("merge", shards[1], "--out", tmp_path / "alone", "--partial")
+    assert alone.stdout.splitlines()[2:] == ["missing shards (--partial): 0/3, 2/3"]

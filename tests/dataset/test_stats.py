@@ -8,7 +8,7 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
@@ -18,8 +18,11 @@ from evol.rundir.record_files import iter_records
 from tests.support.fake_server import FakeServer
 from tests.support.runs import read_jsonl, record, run_args, write_run, write_seeds
 from tests.support.score_runs import scored_run
+from tests.support.selection import ROWS
+from tests.support.selection import scored_run as scripted_run
+from tests.support.varied_runs import NGRAM, contaminated_ids, kept_of, recorded_scores, scored
 
-__all__ = ["scored_run"]  # a fixture, for the run's cost
+__all__ = ["scored", "scored_run"]  # fixtures: a scored, checked run; the run's cost
 
 T = TypeVar("T")
 
@@ -375,3 +378,124 @@ def test_with_one_price_of_two_for_a_model_without_a_price_the_cost_is_unknown(
     summary = json.loads(result.stdout)
     assert summary["total_cost_usd"] is None
     assert all(role["cost_usd"] is None for role in summary["roles"].values())
+
+
+def lengths(values: list[int]) -> dict[str, float] | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return {"mean": float(values[0]), "p50": values[0], "p90": values[0], "max": values[0]}
+    p90 = statistics.quantiles(values, n=10, method="inclusive")[8]
+    return {
+        "mean": round(statistics.mean(values), 1),
+        "p50": statistics.median(values),
+        "p90": round(p90, 1),
+        "max": max(values),
+    }
+
+
+def present(scores: dict[str, float | None], records: list[dict[str, Any]]) -> list[float]:
+    """The scores of these records, those that have one (a score is never guessed)."""
+    return [v for r in records if (v := scores.get(r["id"])) is not None]
+
+
+def mean(values: list[float]) -> float | None:
+    return round(statistics.mean(values), 4) if values else None
+
+
+def test_the_scored_run_is_as_varied_as_a_real_one(scored: dict[str, Any]) -> None:
+    kept = kept_of(scored["run"])
+    assert Counter(r["generation"] for r in kept) == {0: 5, 1: 4, 2: 4, 3: 3}
+    assert any(r["round"] != r["generation"] for r in kept)
+    assert len({word_count(r["output"]) for r in kept}) > 3
+    book = recorded_scores(scored["run"])
+    never = {r["id"] for r in kept if r["root_id"] == "s6"}
+    for name in ("difficulty", "quality"):
+        assert {i for i, v in book[name].items() if v is None} == never
+    # E's lineage is its seed alone: nothing to rank, so no complexity score at all.
+    assert {r["id"] for r in kept if book["complexity"].get(r["id"]) is None} == never | {"s5"}
+
+
+def test_stats_per_generation_and_operation_equal_a_recount(evol, scored: dict[str, Any]) -> None:
+    run = scored["run"]
+    stats = json.loads(evol("stats", run, "--json").stdout)
+    kept, eliminated = kept_of(run), read_jsonl(run / "eliminated.jsonl")
+    book = recorded_scores(run)
+    flagged = contaminated_ids(run, scored["items"], NGRAM)
+    assert [row["generation"] for row in stats["generations"]] == [0, 1, 2, 3]
+    for row in stats["generations"]:
+        mine = [r for r in kept if r["generation"] == row["generation"]]
+        gone = Counter(r["reason"] for r in eliminated if r["generation"] == row["generation"])
+        difficulty = present(book["difficulty"], mine)  # two in generation 3
+        assert row == {
+            "generation": row["generation"],
+            "kept": len(mine),
+            "eliminated": dict(sorted(gone.items())),
+            "instruction_words": lengths([word_count(r["instruction"]) for r in mine]),
+            "answer_words": lengths([word_count(r["output"]) for r in mine]),
+            "difficulty_mean": mean(difficulty),
+            "difficulty_sd": round(statistics.stdev(difficulty), 4),
+            "difficulty_scored": len(difficulty),
+            "complexity_mean": mean(present(book["complexity"], mine)),
+            "quality_mean": mean(present(book["quality"], mine)),
+            "distinct_1": None,
+            "distinct_2": None,
+            "drift_rouge_l": None,
+            "nearest_rouge_l": None,
+            "near_duplicates": None,
+            "contaminated": sum(r["id"] in flagged for r in mine),
+        }
+    everything = [r for r in kept + eliminated if r["operation"]]
+    assert set(stats["operations"]) == {r["operation"] for r in everything}
+    for name, row in stats["operations"].items():
+        children = [r for r in kept if r["operation"] == name]
+        failed = [r for r in eliminated if r["operation"] == name]
+        gain = {
+            scorer: mean(
+                [
+                    book[scorer][r["id"]] - book[scorer][r["parent_id"]]
+                    for r in children
+                    if None not in (book[scorer].get(r["id"]), book[scorer].get(r["parent_id"]))
+                ]
+            )
+            for scorer in ("difficulty", "complexity")
+        }
+        assert row == {
+            "kept": len(children),
+            "eliminated": len(failed),
+            "success_rate": round(len(children) / (len(children) + len(failed)), 4),
+            "difficulty_mean": mean(present(book["difficulty"], children)),
+            "difficulty_gain": gain["difficulty"],
+            "complexity_gain": gain["complexity"],
+        }
+    assert stats["scores"] == {
+        name: {
+            "model": "fake-model",
+            "scored": sum(v is not None for v in values.values()),
+            "missing": sum(v is None for v in values.values()),
+        }
+        for name, values in book.items()
+    }
+
+
+@pytest.mark.usefixtures("scripted_backend")
+def test_the_stats_table_shows_the_figures_the_json_holds(evol, tmp_path: Path) -> None:
+    """Generation 1 was never scored: its means show as -; counts show whole, means to two
+    places."""
+    run = scripted_run(evol, tmp_path, ROWS)
+    (run / "gen_1.jsonl").write_text(json.dumps(record("s1.1", "Explain recursion twice")) + "\n")
+    figures = json.loads(evol("stats", run, "--json").stdout)["generations"]
+    assert [(row["difficulty_mean"], row["difficulty_sd"]) for row in figures] == [
+        (6.4, 2.881),
+        (None, None),
+    ]
+    assert figures[0]["difficulty_scored"] == 5
+    text = evol("stats", run).stdout.splitlines()
+    header = text.index(
+        next(line for line in text if line.split()[:2] == ["generation", "difficulty"])
+    )
+    assert text[header].split()[:4] == ["generation", "difficulty", "sd", "scored"]
+    assert [row.split()[:4] for row in text[header + 2 : header + 4]] == [
+        ["0", "6.40", "2.88", "5"],
+        ["1", "-", "-", str(figures[1]["difficulty_scored"])],
+    ]

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,8 @@ from tests.support.runs import read_jsonl, run_args, write_seeds
 
 pytest.importorskip("if_verifiable", reason="the verify extra")
 
-from evol.method.constraints import Constraint, check, from_ground_truth  # noqa: E402
+from evol.method.constraints import Constraint, check, from_ground_truth, ground_truth  # noqa: E402
+from tests.support.verifiable import ifeval_input, verify_in_child, verify_report, write_rows
 
 # The punkt_tab model goes to a cache of this module's, not the developer's ~/.cache.
 pytestmark = pytest.mark.usefixtures("private_cache")
@@ -396,3 +399,145 @@ def test_select_does_not_write_the_constrained_formats(evol, constrained_run, tm
         tmp_path / "x.jsonl",
     )
     assert result.exit_code == 2 and "evol export writes rlvr" in result.stderr
+
+
+def test_a_deeply_nested_answer_is_a_failed_json_check_not_a_crash(tmp_path, evol):
+    rows = [ifeval_input(["detectable_format:json_format"], [{}], "[" * 100_000)]
+    code, report = verify_report(evol, write_rows(tmp_path / "deep.jsonl", rows))
+    assert code == 0
+    assert report["per_id"]["detectable_format:json_format"]["strict"] == 0
+
+
+WRONG_TYPED_KWARGS = [
+    pytest.param("startend:end_checker", {"end_phrase": 5}, id="end_phrase-int"),
+    pytest.param("language:response_language", {"language": "zh-TW"}, id="language-zh-TW"),
+    pytest.param("language:response_language", {"language": 5}, id="language-int"),
+    pytest.param(
+        "detectable_format:multiple_sections",
+        {"section_spliter": 3, "num_sections": 1},
+        id="section_spliter-int",
+    ),
+]
+
+
+@pytest.mark.parametrize(("instruction_id", "kwargs"), WRONG_TYPED_KWARGS)
+def test_wrong_typed_kwargs_are_one_line_naming_the_row(tmp_path, evol, instruction_id, kwargs):
+    path = write_rows(tmp_path / "wild.jsonl", [ifeval_input([instruction_id], [kwargs], "hi")])
+    result = evol("verify", path)
+    assert result.exit_code == 2
+    assert f"{path}:1:" in result.stderr
+
+
+def test_a_bom_at_the_start_of_a_jsonl_file_is_read(tmp_path, evol):
+    path = tmp_path / "bom.jsonl"
+    row = ifeval_input(["punctuation:no_comma"], [{}], "no commas here")
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(row).encode() + b"\n")
+    code, report = verify_report(evol, path)
+    assert code == 0 and report["rows"]["strict"] == 1
+
+
+def test_an_rlvr_answer_is_checked_after_its_thinking_section(tmp_path, evol):
+    row = {
+        "messages": [
+            {"role": "user", "content": "Answer without commas."},
+            {"role": "assistant", "content": "<think>Well, first, no commas.</think>Done here"},
+        ],
+        "ground_truth": ground_truth([Constraint(id="punctuation:no_comma")]),
+        "dataset": "ifeval",
+    }
+    code, report = verify_report(evol, write_rows(tmp_path / "think.jsonl", [row]))
+    assert code == 0 and report["rows"]["strict"] == 1
+
+
+def test_google_ifeval_rows_with_every_kwarg_null_are_read(tmp_path, evol):
+    """HF google/IFEval writes every kwarg of every id, null where unused."""
+    names = ["num_highlights", "relation", "num_words", "num_placeholders", "prompt_to_repeat"]
+    names += ["num_bullets", "section_spliter", "num_sections", "capital_relation", "keywords"]
+    names += ["capital_frequency", "num_paragraphs", "language", "let_relation", "letter"]
+    names += ["let_frequency", "end_phrase", "forbidden_words", "keyword", "frequency"]
+    names += ["num_sentences", "postscript_marker", "first_word", "nth_paragraph"]
+    nulls = dict.fromkeys(names)
+    rows = [
+        ifeval_input(
+            ["punctuation:no_comma", "length_constraints:number_words"],
+            [nulls, nulls | {"relation": "less than", "num_words": 5}],
+            "short and plain",
+        ),
+        ifeval_input(["punctuation:no_comma"], [None], "a, b"),  # a null kwargs entry
+    ]
+    code, report = verify_report(evol, write_rows(tmp_path / "google.jsonl", rows))
+    assert code == 0
+    assert report["rows"] == report["rows"] | {"checked": 2, "strict": 1}
+
+
+def test_json_array_crlf_and_nested_extras_are_read(tmp_path, evol):
+    rows = [
+        ifeval_input(["punctuation:no_comma"], [{}], "fine\r\nstill fine")
+        | {"extra": {"deep": [[[1.5e300]]], "nul": "\x00", "big": 10**30}},
+        ifeval_input(["punctuation:no_comma"], [{}], "a, b"),
+    ]
+    array = tmp_path / "rows.json"
+    array.write_text("\r\n" + json.dumps(rows, indent=2).replace("\n", "\r\n"), "utf-8")
+    code, report = verify_report(evol, array)
+    assert code == 0 and report["rows"] == report["rows"] | {"checked": 2, "strict": 1}
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b"", "no row to check"),
+        (b"[1, 2]", "row 1: not a JSON object"),
+        (b'{"a": 1}\n{"a": \n', ":2: not valid JSON"),
+    ],
+)
+def test_unreadable_files_are_one_line_with_a_json_status(tmp_path, evol, content, needle):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(content)
+    code, report = verify_report(evol, path)
+    assert code == 2 and report["status"] == "failed" and needle in report["error"]
+
+
+def test_a_fifo_with_a_writer_is_read(tmp_path, evol):
+    fifo = tmp_path / "rows.fifo"
+    os.mkfifo(fifo)
+    line = json.dumps(ifeval_input(["punctuation:no_comma"], [{}], "ok")) + "\n"
+
+    def feed() -> None:
+        with open(fifo, "w", encoding="utf-8") as fp:
+            fp.write(line * 3)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    code, report = verify_report(evol, fifo)
+    writer.join()
+    assert code == 0 and report["rows"]["checked"] == 3
+
+
+@pytest.mark.slow
+def test_a_fifty_megabyte_line_is_read(tmp_path, evol):
+    row = ifeval_input(["punctuation:no_comma"], [{}], "ok") | {"blob": "x" * 50_000_000}
+    code, report = verify_report(evol, write_rows(tmp_path / "big.jsonl", [row]))
+    assert code == 0 and report["rows"]["strict"] == 1
+
+
+LANGUAGE_ROWS = [
+    ifeval_input(["language:response_language"], [{"language": lang}], text)
+    for lang, text in [
+        ("en", "ok"),
+        ("de", "Das ist gut so"),
+        ("it", "Ciao a tutti, come va oggi"),
+        ("pt", "Obrigado pelo seu tempo"),
+        ("fr", "Merci beaucoup pour tout"),
+        ("pl", "Dziękuję bardzo za wszystko"),
+        ("en", "Hi"),
+        ("sw", "Habari yako rafiki"),
+    ]
+]
+
+
+@pytest.mark.slow
+def test_the_same_file_twice_gives_the_same_numbers(tmp_path):
+    path = write_rows(tmp_path / "langs.jsonl", LANGUAGE_ROWS * 5)
+    first, second = verify_in_child(path), verify_in_child(path)
+    assert first.returncode == second.returncode == 0
+    assert first.stdout == second.stdout

@@ -22,7 +22,7 @@ from evol.llm.openai_api import body_message
 from evol.secrets import MESSAGE_LIMIT, Secrets, redact, redact_then_cut
 from tests.support.batch_server import BatchServer
 from tests.support.hostile_server import HostileServer, Request, answer_normally, response
-from tests.support.runs import write_seeds
+from tests.support.runs import refused_url, run_at, write_seeds
 from tests.support.subprocesses import run_evol
 
 KEY = "sk-proj-REDACT0123456789abcdefghijklmnopqrstuv"
@@ -302,3 +302,38 @@ def test_a_value_redacted_already_keeps_the_text_after_it(text: str) -> None:
     """A URL shown redacted (`display_url`) goes through redaction again in an error: the rest
     of its query and the message's colon stay (the credential pattern ate them)."""
     assert redact(text, "sk-abcdefghijklmnop") == text
+
+
+TWO_SEEDS = [{"instruction": f"Task {i}: explain the idea"} for i in range(2)]
+
+
+def test_a_redacted_query_key_keeps_the_messages_colon(evol, tmp_path: Path) -> None:
+    """'cannot reach http://...?api-key=*** connection refused': the header rule took the ':'
+    after the *** that display_url had put there for the key."""
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", TWO_SEEDS), tmp_path / "run"
+    url = refused_url()
+    result = evol(*run_at(f"{url}?api-key=sk-SECRETKEY1", seeds, out))
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"evol: error: cannot reach {url}?api-key=***: connection refused; check --base-url"
+    ]
+    assert "SECRETKEY1" not in (out / "run.json").read_text()
+
+
+@pytest.mark.parametrize(
+    "echoed",
+    [
+        "Authorization: Bearer tok-0123456789abcdef",
+        "Proxy-Authorization: Basic dXNlcjpwYXNzd29yZA==",
+        "authorization: bearer tok-0123456789abcdef",
+    ],
+)
+def test_a_bearer_credential_evol_does_not_know_is_redacted(echoed: str) -> None:
+    """A credential header echoed by a server or a proxy, not evol's own key: the separator's
+    `b?` (for a bytes repr, b'...') took the B of 'Bearer', the value rule then took 'earer',
+    and the token itself stayed: 'Authorization: B*** tok-0123456789abcdef'."""
+    from evol.secrets import redact
+
+    shown = redact(echoed)
+    assert echoed.split()[-1] not in shown
+    assert shown.endswith(": ***")

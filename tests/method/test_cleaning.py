@@ -270,3 +270,53 @@ def test_a_rewrite_loses_its_wrappers_and_nothing_of_its_own(
         from evol.cleaning import clean_rewrite
 
     assert clean_rewrite(reply, input_text).text == rewrite
+
+
+@pytest.mark.parametrize(
+    ("reply", "text", "detail"),
+    [
+        ("<think>a</think>Explain X.", "Explain X.", "stripped a <think> block"),
+        ("<think>only thinking</think>", "", "stripped a <think> block"),
+        ("<THINK>shouting</THINK> Explain X.", "Explain X.", "stripped a <think> block"),
+        ("<think>never done", "", "stripped a <think> block (never closed)"),
+        (
+            "Sure! Here is the new prompt: Explain X.",
+            "Explain X.",
+            "stripped preamble 'Sure! Here is the new prompt:'",
+        ),
+        ("Certainly!\nExplain X.", "Explain X.", "stripped preamble 'Certainly!'"),
+        ("Prompt: Explain X.", "Explain X.", "stripped label 'Prompt:'"),
+        ("```\nExplain X.\n```", "Explain X.", "stripped a code fence around the whole reply"),
+        ('"Explain X."', "Explain X.", "stripped quotes around the whole reply"),
+        ('""', "", "stripped quotes around the whole reply"),
+        (
+            "A\n\nThis version adds " + "a case " * 20,
+            "A",
+            "stripped an afterword " + repr(("This version adds " + "a case " * 20).strip()[:60]),
+        ),
+    ],
+)
+def test_cleaning_details(reply: str, text: str, detail: str) -> None:
+    cleaned = clean_rewrite(reply)
+    assert (cleaned.text, cleaned.detail) == (text, detail)
+
+
+def test_a_wrapper_with_nothing_inside_is_left_for_the_rules() -> None:
+    assert clean_rewrite("New instruction:").text == "New instruction:"
+
+
+def test_curly_quotes_inside_keep_the_outer_ones() -> None:
+    reply = "\u201cSay \u201d twice\u201d"
+    assert clean_rewrite(reply).text == reply
+
+
+@pytest.mark.parametrize(("length", "taken"), [(19, False), (20, True)])
+def test_an_input_copied_into_the_rewrite_from_20_characters(length: int, taken: bool) -> None:
+    data = "x" * length
+    cleaned = clean_rewrite(f"Sort this: {data}", data)
+    assert (cleaned.text == "Sort this:") is taken
+    assert (cleaned.detail == "stripped a copy of the input") is taken
+
+
+def test_an_answer_keeps_what_was_taken_off_it() -> None:
+    assert clean_reply("<think>x</think>Yes.").stripped == ("a <think> block",)

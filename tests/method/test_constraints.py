@@ -8,6 +8,7 @@ import copy
 import json
 import os
 import random
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,12 @@ from evol.method.constraints import (
 )
 from evol.method.contradictions import contradicts
 from evol.method.drawing import describe, pick
+from tests.support.verifiable import (
+    ifeval_input,
+    open_instruct_constraints,
+    verify_in_child,
+    write_rows,
+)
 
 LESS, AT_LEAST = "less than", "at least"
 
@@ -798,3 +805,292 @@ def test_an_undetectable_language_is_not_logged_with_the_answer(caplog):
         [verdict] = check("12345 67890", [c("language:response_language", language="en")])
     assert verdict.strict
     assert not [record for record in caplog.records if "12345" in record.getMessage()]
+
+
+RANDOM_FILLED = [
+    pytest.param("keywords:existence", {"keywords": []}, id="keywords-empty-list"),
+    pytest.param("keywords:forbidden_words", {"forbidden_words": []}, id="forbidden-empty-list"),
+    pytest.param(
+        "keywords:frequency",
+        {"keyword": "", "frequency": 1, "relation": "at least"},
+        id="keyword-empty",
+    ),
+    pytest.param(
+        "length_constraints:number_words",
+        {"num_words": -1.5, "relation": "at least"},
+        id="num_words-negative-float",
+    ),
+    pytest.param(
+        "keywords:letter_frequency",
+        {"letter": "a", "let_frequency": -2.0, "let_relation": "at least"},
+        id="let_frequency-negative-float",
+    ),
+]
+
+
+@pytest.mark.parametrize(("instruction_id", "kwargs"), RANDOM_FILLED)
+def test_kwargs_that_ifeval_fills_at_random_are_refused(instruction_id, kwargs):
+    with pytest.raises(ConstraintError):
+        check("some answer text", [Constraint(id=instruction_id, kwargs=kwargs)])
+
+
+def test_a_verdict_does_not_depend_on_the_global_rng():
+    from if_verifiable.ifeval import instructions_util
+
+    words = instructions_util.WORD_LIST
+    answer = " ".join(words[: len(words) // 2])
+    constraint = Constraint(id="keywords:forbidden_words", kwargs={"forbidden_words": []})
+    state = random.getstate()
+    verdicts = set()
+    try:
+        for seed in range(40):
+            random.seed(seed)
+            try:
+                verdicts.add(check(answer, [constraint])[0].strict)
+            except ConstraintError:
+                return  # refused: nothing random left to observe
+    finally:
+        random.setstate(state)
+    assert len(verdicts) == 1
+
+
+VACUOUS = [
+    pytest.param("detectable_content:postscript", {"postscript_marker": ""}, id="postscript-empty"),
+    pytest.param("startend:end_checker", {"end_phrase": ""}, id="end_phrase-empty"),
+    pytest.param("startend:end_checker", {"end_phrase": "   "}, id="end_phrase-blank"),
+]
+
+
+@pytest.mark.parametrize(("instruction_id", "kwargs"), VACUOUS)
+def test_empty_marker_kwargs_are_refused(instruction_id, kwargs):
+    with pytest.raises(ConstraintError):
+        check("anything at all", [Constraint(id=instruction_id, kwargs=kwargs)])
+
+
+def test_no_non_blank_text_has_zero_sentences():
+    """Why 'less than 1' sentences is unmeetable (a sample of odd answers)."""
+    c = Constraint(
+        id="length_constraints:number_sentences",
+        kwargs={"num_sentences": 1, "relation": "less than"},
+    )
+    for answer in ["x", ".", "...", "\u200b", "a\n\nb", "-", "*", "1", "日本語"]:
+        assert not check(answer, [c])[0].loose
+
+
+plain_words = st.text(
+    st.characters(categories=["L", "Nd"], exclude_characters="\x00"), min_size=1, max_size=12
+)
+
+
+phrases = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40).filter(
+    lambda s: s.strip()
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(words=st.lists(plain_words, min_size=1, max_size=3), phrase=phrases)
+@pytest.mark.slow
+def test_ground_truth_reads_back_the_same_through_literal_eval(words, phrase):
+    constraints = [
+        Constraint(id="keywords:existence", kwargs={"keywords": sorted(words)}),
+        Constraint(id="startend:end_checker", kwargs={"end_phrase": phrase}),
+        Constraint(id="punctuation:no_comma"),
+    ]
+    label = ground_truth(constraints)
+    assert open_instruct_constraints(label) == [(c.id, c.kwargs) for c in constraints]
+    assert json.loads(label)[0]["kwargs"][1]["end_phrase"] == phrase
+
+
+def letter(ch: str, times: int = 1) -> Constraint:
+    return Constraint(
+        id="keywords:letter_frequency",
+        kwargs={"letter": ch, "let_frequency": times, "let_relation": "less than"},
+    )
+
+
+UNSATISFIABLE_PAIRS = [
+    pytest.param(
+        letter("e"),
+        Constraint(id="keywords:existence", kwargs={"keywords": ["ocean", "river"]}),
+        id="letter-e-absent-vs-keywords-with-e",
+    ),
+    pytest.param(
+        letter("q"),
+        Constraint(id="startend:end_checker", kwargs={"end_phrase": "Any other questions?"}),
+        id="letter-q-absent-vs-end-phrase",
+    ),
+    pytest.param(
+        letter("p"),
+        Constraint(id="detectable_content:postscript", kwargs={"postscript_marker": "P.S."}),
+        id="letter-p-absent-vs-postscript",
+    ),
+    pytest.param(
+        letter("s", 3),
+        Constraint(
+            id="detectable_format:multiple_sections",
+            kwargs={"section_spliter": "Section", "num_sections": 5},
+        ),
+        id="letter-s-under-3-vs-5-sections",
+    ),
+    pytest.param(
+        Constraint(id="keywords:forbidden_words", kwargs={"forbidden_words": ["help", "ocean"]}),
+        Constraint(
+            id="startend:end_checker",
+            kwargs={"end_phrase": "Is there anything else I can help with?"},
+        ),
+        id="forbidden-help-vs-end-phrase",
+    ),
+    pytest.param(
+        Constraint(id="keywords:forbidden_words", kwargs={"forbidden_words": ["ocean", "section"]}),
+        Constraint(
+            id="detectable_format:multiple_sections",
+            kwargs={"section_spliter": "Section", "num_sections": 2},
+        ),
+        id="forbidden-section-vs-sections",
+    ),
+    pytest.param(
+        Constraint(
+            id="keywords:frequency",
+            kwargs={"keyword": "other", "frequency": 1, "relation": "less than"},
+        ),
+        Constraint(id="startend:end_checker", kwargs={"end_phrase": "Any other questions?"}),
+        id="keyword-other-absent-vs-end-phrase",
+    ),
+    pytest.param(
+        Constraint(
+            id="keywords:frequency",
+            kwargs={"keyword": "press", "frequency": 1, "relation": "less than"},
+        ),
+        Constraint(id="keywords:existence", kwargs={"keywords": ["expression", "ocean"]}),
+        id="keyword-press-absent-vs-expression",  # IFEval counts substrings
+    ),
+]
+
+
+@pytest.mark.parametrize(("a", "b"), UNSATISFIABLE_PAIRS)
+def test_pairs_no_answer_can_meet_are_contradictions(a, b):
+    assert contradicts(a, b) and contradicts(b, a)
+
+
+def _required_text(c: Constraint) -> str:
+    """Text any answer meeting `c` must contain (IFEval's checkers ignore case here)."""
+    k = c.kwargs
+    parts = [*k.get("keywords", []), k.get("first_word", ""), k.get("end_phrase", "")]
+    parts += [k.get("section_spliter", ""), k.get("postscript_marker", "")]
+    if c.id == "keywords:frequency" and k.get("relation") == "at least":
+        parts.append(k["keyword"])
+    return " ".join(parts).lower()
+
+
+def test_pick_never_adds_a_constraint_that_needs_a_letter_the_lineage_forbids():
+    carried = [letter("e")]
+    needs_e = [
+        picked
+        for seed in range(300)
+        if (picked := pick(random.Random(seed), carried)) and "e" in _required_text(picked)
+    ]
+    assert needs_e == []
+
+
+def test_pick_never_draws_a_constraint_no_answer_meets():
+    never = {"num_sentences": 1, "relation": "less than"}
+    drawn = [
+        s
+        for s in range(1000, 1100)
+        if (c := pick(random.Random(s), [])).id == "length_constraints:number_sentences"
+        and c.kwargs == never
+    ]
+    assert drawn == []
+
+
+@pytest.mark.slow
+def test_processes_building_the_punkt_cache_at_once_all_succeed(tmp_path):
+    row = ifeval_input(
+        ["length_constraints:number_sentences"],
+        [{"num_sentences": 3, "relation": "less than"}],
+        "One here. Two here.",
+    )
+    path = write_rows(tmp_path / "s.jsonl", [row])
+    env = os.environ | {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "evol", "verify", str(path), "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        for _ in range(3)
+    ]
+    for child in children:
+        out, _err = child.communicate(timeout=300)
+        assert child.returncode == 0 and json.loads(out)["rows"]["strict"] == 1
+
+
+def test_the_punkt_cache_is_as_readable_as_its_files(tmp_path):
+    code = (
+        "import os; os.umask(0o022)\n"
+        "from evol.method.ifeval_library import punkt_data_root\n"
+        "print(punkt_data_root())\n"
+    )
+    env = os.environ | {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    english = Path(done.stdout.strip()) / "tokenizers" / "punkt_tab" / "english"
+    assert stat.S_IMODE(english.stat().st_mode) & 0o055 == 0o055
+
+
+@pytest.mark.slow
+def test_an_unwritable_cache_blocks_only_checks_that_need_punkt(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    env = os.environ | {"XDG_CACHE_HOME": str(blocker / "cache"), "HOME": str(blocker)}
+    path = write_rows(
+        tmp_path / "nc.jsonl", [ifeval_input(["punctuation:no_comma"], [{}], "no commas")]
+    )
+    done = verify_in_child(path, env)
+    assert done.returncode == 0, done.stderr
+    # A check that splits sentences says why it cannot, in one line.
+    kwargs = {"num_sentences": 2, "relation": "less than"}
+    row = ifeval_input(["length_constraints:number_sentences"], [kwargs], "One. Two.")
+    path = write_rows(tmp_path / "sentences.jsonl", [row])
+    done = verify_in_child(path, env)
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "length_constraints:number_sentences" in line
+    assert "cannot write the sentence splitter's data" in line and "XDG_CACHE_HOME" in line
+
+
+@pytest.mark.slow
+def test_a_relative_cache_home_is_not_written_under_the_working_directory(tmp_path):
+    row = ifeval_input(["punctuation:no_comma"], [{}], "fine")
+    path = write_rows(tmp_path / "nc.jsonl", [row])
+    env = os.environ | {"XDG_CACHE_HOME": "relative-cache", "HOME": str(tmp_path / "home")}
+    done = subprocess.run(
+        [sys.executable, "-m", "evol", "verify", str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "relative-cache").exists()
+    assert (tmp_path / "home" / ".cache" / "evol" / "nltk_data").is_dir()
+
+
+@pytest.mark.slow
+def test_a_damaged_punkt_cache_is_rebuilt_or_one_line(tmp_path):
+    from punkt import __version__ as punkt_version
+
+    english = tmp_path / "cache" / "evol" / "nltk_data" / f"punkt-{punkt_version}"
+    english = english / "tokenizers" / "punkt_tab" / "english"
+    english.mkdir(parents=True)
+    row = ifeval_input(
+        ["length_constraints:number_sentences"],
+        [{"num_sentences": 3, "relation": "less than"}],
+        "One here. Two here.",
+    )
+    path = write_rows(tmp_path / "s.jsonl", [row])
+    done = verify_in_child(path, os.environ | {"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert done.returncode in (0, 2) and "Traceback" not in done.stderr, done.stderr[-300:]

@@ -2,25 +2,23 @@
 
 A stuck model sends a megabyte of newlines or spaces; a pattern that backtracks over such a
 run took 38 s on 1,000 newlines and over a minute on `#` and 2,000 spaces, on the event loop.
-Three kinds of test here:
+Two kinds of test here (tests/run/test_run.py has the third: `evol run` with megabyte replies
+among normal ones sends no request twice):
 
 - the patterns rewritten to be linear (possessive runs, unrolled loops, a paragraph scan)
   give what the backtracking ones gave, on short texts made of the pieces they look for;
 - every cleaning, parsing and scoring function grows at most linearly on adversarial shapes
   (a ratio of CPU times, see `test_text_work_grows_linearly_on_adversarial_shapes`), and
-  finishes on a megabyte of each in a child process that is killed after two minutes;
-- `evol run` with megabyte replies among normal ones sends no request twice.
+  finishes on a megabyte of each in a child process that is killed after two minutes.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import re
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,15 +29,13 @@ from hypothesis import strategies as st
 from evol.method import cleaning, elimination, verdicts
 from evol.method.cleaning import clean_reply, clean_rewrite
 from evol.method.dedup import DuplicateIndex
-from evol.method.elimination import EliminationRules, Reason, check_answer, check_rewrite
+from evol.method.elimination import EliminationRules, check_answer, check_rewrite
 from evol.method.leaks import LeakDetector
 from evol.method.prompts import PromptSet
 from evol.method.textstats import estimate_tokens, normalize, tokens, word_count, words
 from evol.method.verdicts import parse_verdict
 from evol.quality import readings
 from evol.quality.readings import read_number, read_ranking
-from tests.support.fake_server import FakeServer, Responder, kind_of
-from tests.support.runs import write_seeds
 
 # -- the patterns as they were, the reference for what the linear ones must give -------------
 
@@ -284,15 +280,6 @@ def test_text_work_grows_linearly_on_adversarial_shapes(shape: tuple[str, str, s
         assert growth <= MAX_GROWTH, f"{name} on {shape}: {growth:.0f} times for 16 times the text"
 
 
-def test_an_answer_that_repeats_a_long_instruction_is_caught_by_its_first_words() -> None:
-    """ROUGE-L is quadratic in words: past REPEAT_MAX_WORDS the repeat rule compares the first
-    words of each, bit-parallel (word by word, 30,000 words each took minutes)."""
-    instruction = " ".join(f"w{i % 997}" for i in range(30_000))
-    failure = check_answer(instruction, f"{instruction} done", RULES)
-    assert failure is not None and failure.reason == Reason.NOT_A_TASK
-    assert "ROUGE-L 1.00" in failure.detail
-
-
 @pytest.mark.parametrize("instruction", [PARENT, " ".join([PARENT] * 20)])
 def test_an_answer_is_read_no_further_than_its_rules_need(instruction: str) -> None:
     """An answer 64 times longer costs at most 8 times as much (reading it all: about 64)."""
@@ -347,68 +334,3 @@ def test_a_megabyte_of_each_shape_is_read_by_every_function() -> None:
         timeout=600,
     )
     assert done.returncode == 0 and done.stdout == "done\n", done.stderr
-
-
-# -- a run with megabyte replies among normal ones -------------------------------------------
-
-ROUNDS_SEEDS = [
-    # A rewrite that is its parent with a megabyte of blank lines inside (eliminated as
-    # unchanged), one that is its parent behind '#' and a megabyte of spaces (the same), a
-    # judge reply and an answer each with a megabyte of padding, and normal seeds around them.
-    {"id": "blank-lines", "instruction": "Explain how tides work [blank-lines]"},
-    {"id": "label", "instruction": "# Explain how magnets work [label]"},
-    {"id": "judge", "instruction": "Explain how rainbows form [huge-judge]"},
-    {"id": "answer", "instruction": "Explain how bees dance [huge-answer]"},
-    *({"id": f"s{i}", "instruction": f"Explain topic number {i} to a student"} for i in range(8)),
-]
-
-
-class HugeReplies(Responder):
-    """The default script, with a megabyte reply where a seed's marker asks for one."""
-
-    def evolve(self, instruction: str, prompt: str) -> str | tuple[str, str]:
-        if "[blank-lines]" in instruction:
-            head, _, tail = instruction.partition(" ")
-            return f"{head}\n{chr(10) * MEGABYTE}{tail}"
-        if "[label]" in instruction:
-            return "#" + " " * MEGABYTE + instruction.removeprefix("#")
-        return super().evolve(instruction, prompt)
-
-    def judge(self, second: str, *, asked_again: bool = False, structured: bool = False) -> str:
-        if "[huge-judge]" in second:
-            return "Not equal." + "\n" * MEGABYTE + "[1" + " " * MEGABYTE + "]"
-        return super().judge(second, asked_again=asked_again, structured=structured)
-
-    def answer(self, instruction: str) -> str | tuple[str, str]:
-        if "[huge-answer]" in instruction:
-            thought = "\n" * MEGABYTE
-            return f"<think>{thought}</think>Bees dance to show where the flowers are."
-        return super().answer(instruction)
-
-
-@pytest.mark.slow
-def test_megabyte_replies_send_no_request_twice(tmp_path: Path) -> None:
-    """Megabyte replies are read without holding up the replies to the other requests: with a
-    short --timeout, the server sees every request exactly once and nothing is retried."""
-    seeds = write_seeds(tmp_path / "seeds.jsonl", ROUNDS_SEEDS)
-    out = tmp_path / "run"
-    with FakeServer(responder=HugeReplies()) as server:
-        command = [sys.executable, "-m", "evol", "run", str(seeds), "--out", str(out)]
-        command += ["--base-url", server.base_url, "--model", "fake-model", "--quiet"]
-        command += ["--generations", "1", "--timeout", "3", "--json"]
-        # The limit only ends a hang (the backtracking patterns never finished).
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-        requests = list(server.requests)
-    assert result.returncode == 0, result.stderr
-    sent = Counter(json.dumps(body["messages"]) for body in requests)
-    assert max(sent.values()) == 1
-    summary = json.loads(result.stdout)
-    assert summary["retries"] == 0 and summary["failed"] == []
-    kinds = Counter(kind_of(body) for body in requests)
-    # 12 seed answers, 12 rewrites; the two unchanged ones get no judge and no answer.
-    assert kinds == {"answer": 22, "evolve": 12, "judge": 10}
-    eliminated = {r["id"]: r for r in map(json.loads, (out / "eliminated.jsonl").open())}
-    assert eliminated["blank-lines.1"]["reason"] == eliminated["label.1"]["reason"] == "unchanged"
-    kept = {r["id"]: r for r in map(json.loads, (out / "dataset.jsonl").open())}
-    assert kept["judge.1"]["judge"] == "different"
-    assert kept["answer.1"]["output"] == "Bees dance to show where the flowers are."

@@ -57,3 +57,17 @@ def test_uniform_by_default_and_weighted_on_request() -> None:
     )
     assert set(weighted) == {"deepen", "breadth"}
     assert 2.5 < weighted["deepen"] / weighted["breadth"] < 3.5
+
+
+def test_weights_errors_name_the_operations() -> None:
+    with pytest.raises(UsageError) as unknown:
+        parse_weights("deepen,nope")
+    assert str(unknown.value) == (
+        "--operations: unknown operation 'nope'; known: add_constraints, deepen, concretize, "
+        "increase_reasoning, complicate_input, breadth"
+    )
+    with pytest.raises(UsageError) as all_zero:
+        parse_weights("deepen=0")
+    assert str(all_zero.value) == "--operations: at least one operation needs a weight above 0"
+    with pytest.raises(UsageError):
+        parse_weights("deepen=inf")

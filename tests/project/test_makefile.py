@@ -39,3 +39,11 @@ def test_the_install_says_what_it_builds_and_hides_no_progress() -> None:
     assert "builds llama-cpp-python from source" in printed
     installs = [line for line in printed.splitlines() if "pip install" in line and "-e" in line]
     assert installs and all("--quiet" not in line for line in installs)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.parametrize("value", ["0", "no", "false"])
+def test_overwrite_0_keeps_the_demo(value: str) -> None:
+    """`make demo OVERWRITE=0` (meaning: don't) deleted the demo run: make's $(if) is true for
+    any non-empty text."""
+    assert "--overwrite" not in demo_command(OVERWRITE=value)

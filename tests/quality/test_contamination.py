@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from evol.method.textstats import tokens
 from evol.quality import contamination
-from evol.quality.contamination import EvalIndex
+from evol.quality.contamination import MATCHES_KEPT, EvalIndex, check_contamination
 from tests.support.contamination import NO_LLM, WORDS, write_bench
 from tests.support.runs import record, write_run
+from tests.support.varied_runs import NGRAM, contaminated_ids, kept_of, ngrams, scored
+
+__all__ = ["scored"]  # a fixture: a scored, checked run
 
 
 def shares(count: int) -> str:
@@ -136,3 +144,88 @@ def test_an_item_longer_than_the_packed_positions_is_matched_up_to_them_and_no_f
     index.add_file(bench)
     assert list(index.matches(["a", "secret"])) == [(0, 1, ["a", "secret"])]  # position 15
     assert list(index.matches(["secret", "word"])) == []  # position 16: not held
+
+
+def test_contamination_flags_the_records_that_share_the_words(scored: dict[str, Any]) -> None:
+    run = scored["run"]
+    report = json.loads((run / "contamination.json").read_text())
+    kept = {r["id"]: r for r in kept_of(run)}
+    flagged = contaminated_ids(run, scored["items"], NGRAM)
+    # A's lineage (the seed is an item's input) and C's evolutions, not C's seed.
+    assert {kept[i]["root_id"] for i in flagged} == {"s1", "s3"} and "s3" not in flagged
+    assert [r["id"] for r in report["flagged"]] == [i for i in kept if i in flagged]
+    for row in report["flagged"]:
+        assert row["generation"] == kept[row["id"]]["generation"]
+        (match,) = row["matches"]
+        assert match["path"] == str(scored["bench"]) and match["field"] == "instruction"
+        assert match["line"] == (3 if row["id"].startswith("s1") else 2)
+        shared = tuple(match["words"].split())
+        assert len(shared) == NGRAM and shared in ngrams(
+            tokens(kept[row["id"]]["instruction"]), NGRAM
+        )
+    assert report["checked"] == len(kept)
+    assert report["against"] == [{"path": str(scored["bench"]), "items": 3, "too_short": 1}]
+
+
+PHRASES = st.lists(st.sampled_from(["ab", "Cd", "ef"]), max_size=9).map(" ".join)
+
+
+ITEMS = st.lists(st.tuples(PHRASES.filter(bool), PHRASES), min_size=1, max_size=4)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ngram=st.integers(1, 4),
+    files=st.lists(ITEMS, min_size=1, max_size=2),
+    texts=st.lists(
+        st.tuples(PHRASES.filter(bool), PHRASES, st.none() | PHRASES), min_size=1, max_size=4
+    ),
+)
+def test_a_record_is_flagged_for_exactly_the_items_it_shares_n_words_with(
+    ngram: int, files: list[list[tuple[str, str]]], texts: list[tuple[str, str, str | None]]
+) -> None:
+    # Ids of a lineage with eliminated rounds: s1 (round 0), s1.2 (generation 1), s1.2.4, ...
+    ids = ["s1", "s1.2", "s1.2.4", "s1.2.4.5"]
+    records = [
+        record(ids[k], instruction, input=given_input, output=output)
+        for k, (instruction, given_input, output) in enumerate(texts)
+    ]
+    with tempfile.TemporaryDirectory() as scratch:
+        run = write_run(Path(scratch) / "run", records)
+        benches = [Path(scratch) / f"bench-{k}.jsonl" for k in range(len(files))]
+        for bench, items in zip(benches, files, strict=True):
+            rows = [{"instruction": i, "input": extra} for i, extra in items]
+            bench.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+        report = check_contamination(run, benches, ngram=ngram)
+    index = [  # (file, line, n-grams in order) of each item's instruction and input
+        (str(bench), line, ngrams(tokens(text), ngram))
+        for bench, items in zip(benches, files, strict=True)
+        for line, item in enumerate(items, start=1)
+        for text in item
+    ]
+    expected = []
+    for data in records:
+        found: dict[tuple[str, int], dict[str, Any]] = {}
+        for field in ("instruction", "input", "output"):
+            for gram in ngrams(tokens(data[field] or ""), ngram):
+                for path, line, grams in index:
+                    if gram in grams and (path, line) not in found:
+                        words = " ".join(gram)
+                        found[path, line] = {
+                            "path": path,
+                            "line": line,
+                            "field": field,
+                            "words": words,
+                        }
+        if found:
+            matches = list(found.values())
+            expected.append({
+                "id": data["id"], "generation": data["generation"],
+                "matches": matches[:MATCHES_KEPT], "more_matches": max(0, len(matches) - MATCHES_KEPT),
+            })  # fmt: skip
+    assert [row.model_dump() for row in report.flagged] == expected
+    assert report.checked == len(records)
+    assert [(s.path, s.items, s.too_short) for s in report.against] == [
+        (str(bench), len(items), sum(all(len(tokens(t)) < ngram for t in item) for item in items))
+        for bench, items in zip(benches, files, strict=True)
+    ]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.batch_server import BatchServer
+from tests.support.batch_server import BatchServer, content_of
 from tests.support.fake_server import FakeServer
 from tests.support.scoring import ScoringResponder, by_key, make_run, score_args, scores
 from tests.support.subprocesses import ENV
@@ -169,3 +169,29 @@ def test_score_batch_rows_are_named_by_scorer_record_and_ask_as_before_the_journ
 
     for line in lines:
         assert line["custom_id"] in {custom_id(step, line["body"]) for step in steps}
+
+
+def test_live_scoring_is_refused_while_ended_score_batches_hold_paid_replies(
+    evol, made_run
+) -> None:
+    refuse_one = lambda line, _times: "error:400" if "[prose]" in content_of(line) else "ok"  # noqa: E731
+    with BatchServer(responder=ScoringResponder(), row_fate=refuse_one) as server:
+        batched = evol(*score_args(made_run, server.base_url, "--batch"))
+        assert batched.exit_code == 1, batched.stderr  # a row refused: the scoring failed
+    assert (made_run / "batch-score").is_dir()  # kept: its batches hold what was paid
+    with FakeServer(responder=ScoringResponder()) as server:
+        live = evol("score", made_run, "--base-url", server.base_url, "--quiet", "--answers")
+        assert live.exit_code == 2 and "hold replies" in live.stderr
+        assert server.requests == []
+
+
+def test_a_complete_batched_scoring_forgets_its_batches_and_live_scoring_goes_on(
+    evol, made_run
+) -> None:
+    with BatchServer(responder=ScoringResponder()) as server:
+        assert evol(*score_args(made_run, server.base_url, "--batch")).exit_code == 0
+    assert not (made_run / "batch-score").exists()
+    with FakeServer(responder=ScoringResponder()) as server:
+        live = evol("score", made_run, "--base-url", server.base_url, "--quiet", "--answers")
+        assert live.exit_code == 0, live.stderr
+        assert server.requests == []  # everything was scored by the batches

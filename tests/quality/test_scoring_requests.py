@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 
+from evol.rundir.records import compose
 from tests.support.fake_server import FakeServer, Fault, Responder, scripted
-from tests.support.runs import read_jsonl, run_args, write_seeds
+from tests.support.runs import read_jsonl, record, run_args, write_run, write_seeds
 from tests.support.score_runs import scored_run
+from tests.support.scoring import ScoringResponder
 
 __all__ = ["scored_run"]
 
@@ -419,3 +421,36 @@ def test_a_run_another_process_writes_is_not_scored_and_the_user_is_told_when_to
         f"evol: error: {run}: another evol process is writing to this directory; score it "
         "when it has stopped\n"
     )
+
+
+def ranking_prompt(evol, run: Path) -> str:
+    """The one complexity prompt `evol score` sends for the run's one lineage."""
+    with FakeServer(responder=ScoringResponder()) as server:
+        result = evol("score", run, "--base-url", server.base_url, "--no-difficulty")
+        prompts = [body["messages"][0]["content"] for body in server.requests]
+    assert result.exit_code == 0, result.output
+    (prompt,) = prompts
+    return prompt
+
+
+def test_the_ranking_prompt_shows_each_version_once_numbered_and_in_a_fixed_order(
+    evol, tmp_path: Path
+) -> None:
+    """Every version with its input, numbered 1 to N, the count stated; the order drawn from
+    the lineage, so a rerun asks the same question."""
+    texts = [f"Write {n} lines about the sea, each rhyming with the one before" for n in range(6)]
+    chain = [
+        record(".".join(["r", *map(str, range(1, k + 1))]), text, input=f"Use the word tide {k}")
+        for k, text in enumerate(texts)
+    ]
+    prompt = ranking_prompt(evol, write_run(tmp_path / "one", chain))
+    blocks = re.findall(r'<version id="(\d+)">\n(.*?)\n</version>', prompt, re.S)
+    assert [place for place, _text in blocks] == [str(n) for n in range(1, 7)]
+    assert sorted(text for _place, text in blocks) == sorted(
+        compose(r["instruction"], r["input"]) for r in chain
+    )
+    shown = "\n\n".join(f'<version id="{place}">\n{text}\n</version>' for place, text in blocks)
+    assert shown in prompt and "Below are 6 versions" in prompt
+    assert ranking_prompt(evol, write_run(tmp_path / "two", chain)) == prompt
+    (line,) = read_jsonl(tmp_path / "one" / "scores.jsonl")  # the reply held no logprobs
+    assert (line["scorer"], line["source"]) == ("complexity", "text")

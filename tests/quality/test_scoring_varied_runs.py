@@ -1,70 +1,34 @@
-"""What `evol score` and `evol export --split` promise, checked on runs as varied as real ones.
+"""What `evol score` promises, checked on runs as varied as real ones.
 
 Issue #22: bugs a refactor plants (a score inflated by alternatives past the scale, a score
 given to the wrong record, a stale score counted, a lineage on both sides of a split, a
 generation filter that reads `round`) passed the suites. These tests hold the promises at the
 level a user meets them: a whole `evol score` against an in-process model that returns
-log-probabilities, read back through `evol stats`; a whole export, compared with a plain
-recount of the run's files.
+log-probabilities, read back through `evol stats`.
 
-The run below has lineages of several generations with eliminated rounds between, so `id`,
-`parent_id` and `root_id` differ and `round` differs from `generation`; the model's score
-tokens carry alternatives past the scale (11 on a scale to 10, 5 on a chain of 4) and below it.
+The run (tests.support.varied_runs.VARIED) has lineages of several generations with eliminated
+rounds between, so `id`, `parent_id` and `root_id` differ and `round` differs from
+`generation`; the model's score tokens carry alternatives past the scale (11 on a scale to 10,
+5 on a chain of 4) and below it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import random
 import re
-import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from evol.dataset.export import export_run
 from evol.errors import BackendError
 from evol.llm import BackendSettings, Completion, LLMRequest, register_backend
-from evol.quality.readings import expected_score
 from tests.support.runs import read_jsonl, record, write_run
+from tests.support.varied_runs import VARIED, varied_run
 
-# -- the run ------------------------------------------------------------------------------------
-
-# Word counts make the complexity ranks: within a chain they are not in generation order.
-VARIED = [
-    record("q7", "Sort a list of numbers"),  # 5 words
-    record("b2", "Name the capital city of France please"),  # 7
-    record("nx", "Describe a cat", output=None),  # a seed without an answer (--no-answer-seeds)
-    record("zz", "A lone seed with nothing kept after it"),  # no complexity: nothing to rank
-    # Generation 1: q7's round 1 and nx's rounds 1-2 were eliminated.
-    record("q7.2", "Sort a list of numbers without any built-in sort at all", output="Use merge."),
-    record("b2.1", "Name", output="Paris."),  # 1 word: b2.1 is simpler than its seed
-    record("nx.3", "Describe a cat to someone who has never seen one", output="Fur, whiskers."),
-    # Generation 2.
-    record("q7.2.4", "Sort numbers in place", output="Heap sort."),  # 4 words
-    record("nx.3.4", "Describe a cat briefly", output="A small feline."),
-    # Generation 3.
-    record("q7.2.4.6", "Sort numbers in place in linear time when they are small", output="Count."),
-]
-ELIMINATED = [
-    record("q7.1", "Sort a list", reason="no_information_gain"),
-    record("nx.1", "Describe", reason="no_information_gain"),
-    record("nx.2", "Describe a dog", reason="prompt_leak"),
-    record("q7.2.3", "Sort", reason="no_information_gain"),
-    record("q7.2.4.5", "Sort numbers", reason="no_information_gain"),
-]
-
-
-@pytest.fixture
-def varied_run(tmp_path: Path) -> Path:
-    run = write_run(tmp_path / "run", [dict(r) for r in VARIED], ELIMINATED)
-    assert any(r["round"] != r["generation"] for r in VARIED)
-    return run
+__all__ = ["varied_run"]  # a fixture: a run as varied as real ones, written by hand
 
 
 def task_of(r: dict[str, Any]) -> str:
@@ -469,207 +433,3 @@ def test_the_dry_run_counts_any_model_as_done_and_skips_records_without_an_answe
     assert other["calls"] == len(VARIED) + len(chains())
     assert score(evol, varied_run, "--no-difficulty", "--no-complexity").exit_code == 0
     assert (varied_run / "metrics.json").exists()
-
-
-# -- the expected score, against a plain reference ---------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("tokens", "text", "maximum", "expected"),
-    [
-        # " 7" and "7" are one number: their probabilities add up.
-        ([{" 7": math.log(0.25), "7": math.log(0.25), " 8": math.log(0.5)}], " 7", 10, 7.5),
-        # Past the scale and below it: no score, and no share of the normalisation.
-        (
-            [{"3": math.log(0.5), "4": math.log(0.2), "5": -0.5, "9": -0.5, "0": -1.0}],
-            "3",
-            4,
-            3 + 2 / 7,
-        ),
-        # Two alternatives fit the text: the likeliest one is the token written.
-        ([{" ": math.log(0.3), " 6": math.log(0.6), " 4": math.log(0.1)}], " 6", 10, 5.714285714),
-        # The number after a run of other tokens is found at its offset.
-        (
-            [{"#": 0.0}, {"2": 0.0}, {":": 0.0}, {" 3": math.log(0.6), " 1": math.log(0.4)}],
-            "#2: 3",
-            3,
-            2.2,
-        ),
-    ],
-)
-def test_expected_score_table(
-    tokens: list[dict[str, float]], text: str, maximum: int, expected: float
-) -> None:
-    number = list(re.finditer(r"\d+", text))[-1]  # the score: the last number of the reply
-    assert expected_score(tokens, text, number.start(), number.end(), maximum) == pytest.approx(
-        expected, abs=1e-4
-    )
-
-
-@settings(max_examples=80, deadline=None)
-@given(
-    maximum=st.integers(2, 9),
-    data=st.data(),
-)
-def test_expected_score_is_the_normalised_mean_over_the_scale(maximum: int, data) -> None:
-    """On a scale below 10 (a chain of versions), any alternatives: the expectation over the
-    numbers 1..maximum alone, and never outside the scale."""
-    numbers = st.integers(0, 15).map(str) | st.sampled_from(["x", "\n", "-", "1.5"])
-    spaced = st.tuples(st.booleans(), numbers).map(lambda t: (" " if t[0] else "") + t[1])
-    alternatives = data.draw(
-        st.dictionaries(spaced, st.floats(-20, -0.01), max_size=12), label="alternatives"
-    )
-    chosen = str(data.draw(st.integers(1, maximum), label="chosen"))
-    alternatives[chosen] = 0.0  # the likeliest, and so the token written
-    weights: dict[int, float] = defaultdict(float)
-    for token, logprob in alternatives.items():
-        if token.strip().isdigit() and 1 <= int(token.strip()) <= maximum:
-            weights[int(token.strip())] += math.exp(logprob)
-    reference = sum(n * w for n, w in weights.items()) / sum(weights.values())
-    value = expected_score([alternatives], chosen, 0, len(chosen), maximum)
-    assert value == pytest.approx(reference, abs=1e-4)
-    assert 1 <= value <= maximum
-
-
-# -- the lineage-safe split, on any run -----------------------------------------------------------
-
-
-@st.composite
-def varied_runs(draw) -> list[dict[str, Any]]:
-    """Kept records of a run: lineages of 0 to 3 evolutions, with eliminated rounds between
-    (so round != generation), root ids listed out of sorted order, and some seeds without an
-    answer."""
-    count = draw(st.integers(1, 14))
-    names = draw(st.permutations([f"{chr(97 + k % 26)}{k}" for k in range(count)]))
-    records = []
-    for name in names:
-        record_id, round_ = name, 0
-        records.append(record(name, f"seed {name}", output=draw(st.sampled_from(["A.", None]))))
-        for _ in range(draw(st.integers(0, 3))):
-            round_ += draw(st.integers(1, 3))  # the rounds between were eliminated
-            record_id = f"{record_id}.{round_}"
-            records.append(record(record_id, f"evolved {record_id}"))
-    return records
-
-
-def dataset_order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """gen_0 first, each generation in file order: what `evol run` writes."""
-    return sorted(records, key=lambda r: r["generation"])
-
-
-def reference_split(
-    exported: list[dict[str, Any]], fractions: dict[str, float], seed: int
-) -> dict[str, str]:
-    """The dealing the docs describe, written plainly: root id -> part."""
-    sizes = Counter(r["root_id"] for r in exported)
-    total = sum(sizes.values())
-    filled = dict.fromkeys(fractions, 0)
-    roots = sorted(sizes)
-    random.Random(seed).shuffle(roots)
-    assignment = {}
-    for root in roots:
-        best = None
-        for name in fractions:  # the first part listed wins a tie
-            if (
-                best is None
-                or fractions[name] * total - filled[name] > fractions[best] * total - filled[best]
-            ):
-                best = name
-        filled[best] += sizes[root]
-        assignment[root] = best
-    return assignment
-
-
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    records=varied_runs(),
-    weights=st.lists(st.integers(0, 10), min_size=2, max_size=3).filter(any),
-    seed=st.integers(0, 2**16),
-    generations=st.none() | st.sets(st.integers(0, 3), min_size=1),
-    shuffle=st.booleans(),
-)
-def test_split_keeps_lineages_whole_and_loses_nothing(
-    records: list[dict[str, Any]],
-    weights: list[int],
-    seed: int,
-    generations: set[int] | None,
-    shuffle: bool,
-) -> None:
-    names = ["train", "test", "dev"][: len(weights)]
-    fractions = {name: w / sum(weights) for name, w in zip(names, weights, strict=True)}
-    with tempfile.TemporaryDirectory() as tmp:
-        run = write_run(Path(tmp) / "run", records)
-        result = export_run(
-            run,
-            Path(tmp) / "out" / "data.jsonl",
-            shape="jsonl",
-            split=fractions,
-            seed=seed,
-            shuffle=shuffle,
-            generations=generations,
-        )
-        parts = {name: read_jsonl(Path(tmp) / "out" / f"data.{name}.jsonl") for name in names}
-    chosen = [
-        r for r in dataset_order(records) if generations is None or r["generation"] in generations
-    ]
-    exported = [r for r in chosen if r["output"] is not None]
-    assert result.left_out_without_output == len(chosen) - len(exported)
-
-    # Nothing lost, nothing twice, no lineage on two sides.
-    assert sorted(r["id"] for rows in parts.values() for r in rows) == sorted(
-        r["id"] for r in exported
-    )
-    side: dict[str, str] = {}
-    for name, rows in parts.items():
-        for r in rows:
-            assert side.setdefault(r["root_id"], name) == name, r["root_id"]
-    # Each part in the dataset's order unless shuffled; the result counts what the files hold.
-    order = [r["id"] for r in exported]
-    for name, rows in parts.items():
-        ids = [r["id"] for r in rows]
-        if not shuffle:
-            assert ids == sorted(ids, key=order.index)
-        part = next(p for p in result.parts if p.name == name)
-        assert (part.records, part.lineages) == (len(rows), len({r["root_id"] for r in rows}))
-        assert part.file == str(Path(tmp) / "out" / f"data.{name}.jsonl")
-
-    # Whole lineages dealt as documented, and each part within one lineage of its target.
-    assert side == reference_split(exported, fractions, seed)
-    if exported:
-        largest = max(Counter(r["root_id"] for r in exported).values())
-        for name, fraction in fractions.items():
-            assert len(parts[name]) - fraction * len(exported) < largest
-            if len(fractions) == 2:
-                assert fraction * len(exported) - len(parts[name]) < largest
-
-
-def test_export_by_generation_reads_generation_not_round(
-    evol, varied_run: Path, tmp_path: Path
-) -> None:
-    out = tmp_path / "data.jsonl"
-    result = evol(
-        "export", varied_run, "--out", out, "--format", "jsonl", "--generations", "1-2",
-        "--split", "train=0.5,test=0.5", "--json",
-    )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    rows = read_jsonl(tmp_path / "data.train.jsonl") + read_jsonl(tmp_path / "data.test.jsonl")
-    assert sorted(r["id"] for r in rows) == sorted(
-        r["id"] for r in VARIED if r["generation"] in (1, 2)
-    )
-    summary = json.loads(result.stdout)
-    assert summary["left_out_without_output"] == 0
-    assert sum(p["lineages"] for p in summary["parts"]) == 3  # q7, b2, nx: each on one side
-
-
-def test_shuffle_follows_the_seed(tmp_path: Path) -> None:
-    run = write_run(tmp_path / "run", [record(f"s{i}", f"seed {i}") for i in range(30)])
-
-    def order(seed: int) -> list[str]:
-        out = tmp_path / f"data-{seed}.jsonl"
-        export_run(run, out, shape="jsonl", split={"all": 1.0}, shuffle=True, seed=seed)
-        return [r["id"] for r in read_jsonl(tmp_path / f"data-{seed}.all.jsonl")]
-
-    first = order(1)
-    assert sorted(first) == sorted(f"s{i}" for i in range(30))
-    assert order(1) == first  # the same seed, the same order
-    assert len({tuple(order(seed)) for seed in (1, 2, 3)}) == 3

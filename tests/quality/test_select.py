@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.runs import record, write_run
+from evol.method.textstats import rouge_l, tokens
+from tests.support.runs import read_jsonl, record, write_run, write_seeds
 from tests.support.selection import ROWS, SCRIPT, scored_run
+from tests.support.varied_runs import NGRAM, contaminated_ids, kept_of, recorded_scores, scored
+
+__all__ = ["scored"]  # a fixture: a scored, checked run
 
 pytestmark = pytest.mark.usefixtures("scripted_backend")
 
@@ -171,3 +177,186 @@ def test_select_writes_evols_own_records_as_parquet(evol, tmp_path: Path) -> Non
     rows = pq.read_table(out).to_pylist()
     assert [row["instruction"] for row in rows] == ["Name a lake", "Name a river"]
     assert all(json.loads(row["metadata"]) == {} for row in rows)  # an empty object, as JSON text
+
+
+def greedy(
+    records: list[dict[str, Any]],
+    book: dict[str, dict[str, float | None]],
+    budget: int,
+    similarity: float,
+    flagged: set[str],
+) -> list[str]:
+    """The ids `evol select` should pick, by the rule its docs give, computed plainly."""
+
+    def rank(candidate: dict[str, Any]) -> tuple[int, float]:
+        values = [book[name].get(candidate["id"]) for name in ("difficulty", "quality")]
+        if None in values:
+            return 1, 0.0
+        return 0, -(values[0] * values[1])
+
+    picks: list[dict[str, Any]] = []
+    for candidate in sorted(records, key=rank):
+        if len(picks) == budget:
+            break
+        words = tokens(candidate["instruction"])
+        if candidate["output"] is None or candidate["id"] in flagged:
+            continue
+        if any(rouge_l(words, tokens(p["instruction"])) >= similarity for p in picks):
+            continue
+        picks.append(candidate)
+    return [p["id"] for p in picks]
+
+
+@pytest.mark.parametrize(
+    ("budget", "similarity", "drop"),
+    [(2, "0.7", False), (100, "0.7", False), (100, "0.7", True), (6, "1", True), (100, "1", False)],
+)
+def test_select_picks_what_a_plain_greedy_pick_does(
+    evol, scored: dict[str, Any], tmp_path: Path, budget: int, similarity: str, drop: bool
+) -> None:
+    run, out = scored["run"], tmp_path / "picked.jsonl"
+    flagged = contaminated_ids(run, scored["items"], NGRAM)
+    options = ["--drop-contaminated"] if drop else []
+    result = evol("select", run, "--out", out, "--json", "--format", "jsonl", "--budget", budget,
+                  "--similarity", similarity, *options)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    records = kept_of(run)
+    expected = greedy(
+        records, recorded_scores(run), budget, float(similarity), flagged if drop else set()
+    )
+    assert [r["id"] for r in read_jsonl(out)] == expected
+    assert summary["scores_used"] == ["difficulty", "quality"]
+    assert summary["picked"] == len(expected)
+    assert summary["picked_contaminated"] == sum(i in flagged for i in expected)
+    unscored = {i for i, v in recorded_scores(run)["difficulty"].items() if v is None}
+    assert summary["picked_without_all_scores"] == len(unscored & set(expected))
+    assert summary["contamination_stale"] is False
+    passed_over = sum(summary["dropped"].values())
+    assert summary["not_reached"] == len(records) - len(expected) - passed_over
+    if drop:
+        assert not flagged & set(expected) and summary["dropped"]["contaminated"] > 0
+
+
+def test_a_run_grown_after_its_check_says_so(evol, scored: dict[str, Any], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(scored["run"], run)
+    last = read_jsonl(run / "gen_3.jsonl")[-1]
+    with (run / "gen_3.jsonl").open("a", encoding="utf-8") as fp:
+        fp.write(json.dumps(last | {"id": last["id"] + ".9", "instruction": "Name a lake"}) + "\n")
+    stats = json.loads(evol("stats", run, "--json").stdout)
+    assert stats["contamination"]["stale"] is True
+    assert "the run grew after this check" in evol("stats", run).stdout
+    result = evol("select", run, "--out", tmp_path / "p.jsonl", "--budget", "2", "--json")
+    assert json.loads(result.stdout)["contamination_stale"] is True
+
+
+def test_the_product_ranks_and_equal_products_keep_run_order(evol, tmp_path: Path) -> None:
+    # By the sum of the scores (11, 10, 12, 10) the order would differ from the product's.
+    rows = {
+        "Name every planet of the solar system": (10, 1),  # 10
+        "Write a sonnet about a lighthouse keeper": (5, 5),  # 25
+        "Prove that there are infinitely many primes": (3, 9),  # 27
+        "Describe the taste of fresh bread to a robot": (1, 9),  # 9
+        "Explain why the sky looks blue at noon": (9, 1),  # 9: after the one before it
+    }
+    run, out = scored_run(evol, tmp_path, rows), tmp_path / "picked.jsonl"
+    result = evol("select", run, "--out", out, "--budget", "5", "--json")
+    assert result.exit_code == 0, result.output
+    order = sorted(rows, key=lambda text: -(rows[text][0] * rows[text][1]))
+    assert [r["instruction"] for r in read_jsonl(out)] == order
+
+
+def test_a_near_copy_of_a_picked_seed_in_its_own_lineage_is_passed_over(
+    evol, tmp_path: Path
+) -> None:
+    """And equal products keep run order (s9 before s10), a record without an answer is
+    passed over whatever its rank."""
+    from tests.support.selection import SCRIPT
+
+    seed, child, grandchild = (
+        "Explain recursion with an example",
+        "Explain recursion with an example please",
+        "Explain recursion with an example, please, now",
+    )
+    SCRIPT.clear()
+    SCRIPT.update(
+        {
+            seed: (9, 9),
+            child: (8, 8),
+            grandchild: (7, 7),
+            "Name a river": (2, 2),
+            "Name a desert in Asia": (2, 2),
+            "Name a mountain": (10, None),
+        }
+    )
+    records = [
+        record("s1", seed, output="Answer 1."),
+        record("s9", "Name a river", output="Answer 2."),
+        record("s10", "Name a desert in Asia", output="Answer 3."),
+        record("s3", "Name a mountain", output=None),
+        record("s1.2", child, output="Answer 4."),  # round 1 was eliminated
+        record("s1.2.3", grandchild, output="Answer 5."),
+    ]
+    run = write_run(tmp_path / "run", records)
+    scoring = evol("score", run, "--backend", "scripted", "--answers", "--no-complexity")
+    assert scoring.exit_code == 0, scoring.output
+    out = tmp_path / "picked.jsonl"
+    result = evol("select", run, "--out", out, "--budget", "4", "--json", "--format", "jsonl")
+    assert result.exit_code == 0, result.output
+    assert [r["id"] for r in read_jsonl(out)] == ["s1", "s9", "s10"]
+    assert json.loads(result.stdout)["dropped"] == {"no_output": 1, "too_similar": 2}
+
+
+def select_lines(evol, run: Path, out: Path, *options: str) -> list[str]:
+    result = evol("select", run, "--out", out, *options)
+    assert result.exit_code == 0, result.output
+    return result.stdout.splitlines()
+
+
+def test_select_says_what_it_picked_passed_over_and_what_to_run_next(evol, tmp_path: Path) -> None:
+    """The haiku is in the evaluation set; the proof has no difficulty score; the second
+    recursion prompt is too similar to the first."""
+    run = scored_run(evol, tmp_path, ROWS)
+    evaluation = write_seeds(
+        tmp_path / "eval.jsonl", [{"instruction": "A haiku about autumn rain"}]
+    )
+    checked = evol("score", run, "--backend", "scripted", "--against", evaluation, "--ngram", "3")
+    assert checked.exit_code == 0, checked.output
+    ranked = "ranked by difficulty (script) x quality (script)"
+    out = tmp_path / "picked.jsonl"
+
+    assert select_lines(evol, run, out, "--budget", "1") == [
+        f"{out}: 1 of 6 records, {ranked}",
+        "passed over: none; not reached: 5",
+    ]
+    assert select_lines(evol, run, out, "--budget", "6") == [
+        f"{out}: 5 of 6 records, {ranked}",
+        "passed over: too_similar 1; not reached: 0",
+        "1 picked records lack a score (ranked last); evol score --retry-missing asks again",
+        "1 picked records are flagged as contaminated; --drop-contaminated leaves them out",
+    ]
+    grown = tmp_path / "grown"
+    shutil.copytree(run, grown)
+    with (grown / "gen_0.jsonl").open("a", encoding="utf-8") as fp:
+        fp.write(json.dumps(record("s9", "Name a lake in Finland")) + "\n")
+    assert select_lines(evol, grown, out, "--budget", "9", "--drop-contaminated") == [
+        f"{out}: 5 of 7 records, {ranked}",
+        "passed over: contaminated 1, too_similar 1; not reached: 0",
+        "2 picked records lack a score (ranked last); evol score --retry-missing asks again",
+        "the run grew after its contamination check: run evol score --against again",
+    ]
+
+
+def test_select_writes_the_same_rows_to_parquet_and_to_jsonl_without_pyarrow(
+    evol, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pyarrow = pytest.importorskip("pyarrow.parquet")
+    run = scored_run(evol, tmp_path, ROWS)
+    select_lines(evol, run, tmp_path / "picked.parquet", "--budget", "3")
+    with monkeypatch.context() as blocked:
+        blocked.setitem(sys.modules, "pyarrow", None)  # pyarrow is optional: jsonl needs none
+        select_lines(evol, run, tmp_path / "picked.jsonl", "--budget", "3")
+    rows = read_jsonl(tmp_path / "picked.jsonl")
+    assert len(rows) == 3 and set(rows[0]) == {"instruction", "input", "output"}
+    assert pyarrow.read_table(tmp_path / "picked.parquet").to_pylist() == rows

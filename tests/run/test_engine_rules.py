@@ -26,12 +26,10 @@ from evol.errors import (
     BackendError,
     ContextLengthExceeded,
     EndpointUnreachable,
-    EvolError,
     RateLimited,
     TransientBackendError,
     Unreachable,
 )
-from evol.errors import most_telling as _most_telling
 from evol.llm import ChatBackend, Completion, GenerationParams, LLMRequest, Message
 from evol.method.dedup import DuplicateIndex
 from evol.method.elimination import EliminationRules
@@ -640,15 +638,6 @@ def test_the_engine_paces_its_requests_by_the_caps_given_and_only_those(
     assert budget is not None
     per_second = tuple(None if b is None else b.rate for b in (budget.requests, budget.tokens))
     assert per_second == rates
-
-
-def test_the_error_surfaced_from_a_group_is_the_users_one() -> None:
-    user_facing = AuthenticationFailed("bad key")
-    group = BaseExceptionGroup("two", [RuntimeError("a"), ExceptionGroup("in", [user_facing])])
-    assert _most_telling(group) is user_facing
-    plain_error = RuntimeError("first")
-    assert _most_telling(BaseExceptionGroup("two", [plain_error, KeyError("b")])) is plain_error
-    assert isinstance(user_facing, EvolError)
 
 
 # -- the journal: a reply is paid once --------------------------------------------------------

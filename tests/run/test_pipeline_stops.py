@@ -199,16 +199,3 @@ def test_a_finished_run_of_an_earlier_evol_run_again_reports_every_step_done(
     assert summary["resumed"] is True
     assert summary["steps"] == summary["steps_done_at_start"] == 9  # 3 seeds, 2 rounds each
     assert (summary["calls_to_repeat"], summary["calls_cut_off"]) == (0, 0)
-
-
-def test_a_refusal_names_three_batches_at_most_then_says_there_are_more() -> None:
-    from evol.llm.batch import RecordedBatches
-
-    def some(ended: dict[str, bool]) -> str:
-        return RecordedBatches(ended).some_running()
-
-    assert some({"batch_1": False, "batch_0": True}) == "batch_1"
-    assert some({f"batch_{n}": False for n in range(1, 4)}) == "batch_1, batch_2, batch_3"
-    assert some({f"batch_{n}": False for n in range(1, 6)}) == "batch_1, batch_2, batch_3, ..."
-    assert not RecordedBatches({}) and RecordedBatches({"batch_0": True})
-    assert RecordedBatches({"batch_0": True}).running == []

@@ -149,3 +149,39 @@ def test_a_hosted_api_without_a_key_is_warned_about_once(
         assert warnings == [f"warning: no API key for {warned}: set OPENAI_API_KEY (or --api-key)"]
     else:
         assert warnings == []
+
+
+TWO_SEEDS = [{"instruction": f"Task {i}: explain the idea"} for i in range(2)]
+
+
+@pytest.mark.parametrize(
+    ("extra", "refusal"),
+    [
+        (["--base-url", "http://127.0.0.1:9/v1", "--base-url", "http://127.0.0.1:10/v1"],
+         "--batch takes one --base-url"),
+        (["--base-url", "http://127.0.0.1:9/v1", "--rpm", "10"], "--rpm and --tpm pace live"),
+        (["--base-url", "http://127.0.0.1:9/v1", "--backend", "openai-sdk"],
+         "it works with the openai backend, not with --backend openai-sdk"),
+    ],
+)  # fmt: skip
+def test_a_dry_run_of_batch_refuses_what_the_run_refuses(
+    evol, tmp_path: Path, extra: list[str], refusal: str
+) -> None:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", TWO_SEEDS), tmp_path / "run"
+    real = evol("run", seeds, "--out", out, "--batch", *extra)
+    assert real.exit_code == 2 and refusal in real.stderr
+    dry = evol("run", seeds, "--out", out, "--batch", "--dry-run", *extra)
+    assert dry.exit_code == 2
+    assert refusal in dry.stderr
+    assert not out.exists()
+
+
+def test_a_dry_run_of_batch_names_the_backend_the_run_uses(evol, tmp_path: Path) -> None:
+    """With nothing configured, --batch runs the openai backend at api.openai.com; its dry run
+    planned the embedded model, '$0 (free: runs on this machine) at the Batch API rate'."""
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", TWO_SEEDS), tmp_path / "run"
+    dry = evol("run", seeds, "--out", out, "--batch", "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    assert "backend openai" in dry.stdout
+    assert "free" not in dry.stdout
+    assert "no API key for api.openai.com" in dry.stdout + dry.stderr

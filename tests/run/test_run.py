@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fake_server import FakeServer, Fault, kind_of, scripted
+import evol
+from tests.support.fake_server import FakeServer, Fault, Responder, kind_of, scripted
 from tests.support.runs import assert_valid_run, read_jsonl, run_args, write_seeds
 
 SEEDS = [
@@ -813,3 +814,99 @@ def test_every_generation_has_its_file_empty_when_nothing_was_kept(
     assert sizes[0] > 0 and sizes[1] == sizes[2] == sizes[3] == 0
     assert not (out / "gen_4.jsonl").exists()
     assert len(read_jsonl(out / "eliminated.jsonl")) == 3  # unchanged, each round
+
+
+def test_a_finished_run_run_again_reports_every_step_done_and_nothing_to_repeat(
+    server, tmp_path: Path
+) -> None:
+    seeds = write_seeds(
+        tmp_path / "seeds.jsonl",
+        [{"instruction": text} for text in ("Name a bird", "Name a tree", "Name a river")],
+    )
+    config = evol.RunConfig(
+        seeds=seeds, out=tmp_path / "run", generations=2, base_urls=[server.base_url]
+    )
+    progress: list[tuple[int, int]] = []
+    first = evol.run(config, on_progress=lambda p: progress.append((p.done, p.total)))
+    assert first.status == "complete" and not first.resumed
+    assert progress[-1] == (9, 9)  # three seeds: an answer and two rounds each
+    calls = len(server.requests)
+    rerun_fields = {"resumed", "steps", "steps_done_at_start", "calls_to_repeat", "calls_cut_off"}
+    for _case in ("fresh", "once resumed"):
+        said: list[str] = []
+        again = evol.run(config, on_info=said.append)
+        assert said == [f"{config.out} is complete: nothing to do"]
+        assert len(server.requests) == calls
+        assert again.resumed and again.steps == again.steps_done_at_start == 9
+        assert (again.calls_to_repeat, again.calls_cut_off) == (0, 0)
+        assert again.model_dump(exclude=rerun_fields) == first.model_dump(exclude=rerun_fields)
+        # As a run resumed after a kill leaves it: its own resume repeated four calls.
+        manifest = json.loads((config.out / "run.json").read_text())
+        manifest["summary"] |= {"resumed": True, "steps_done_at_start": 5, "calls_to_repeat": 4}
+        (config.out / "run.json").write_text(json.dumps(manifest))
+
+
+MEGABYTE = 1_000_000
+
+
+ROUNDS_SEEDS = [
+    # A rewrite that is its parent with a megabyte of blank lines inside (eliminated as
+    # unchanged), one that is its parent behind '#' and a megabyte of spaces (the same), a
+    # judge reply and an answer each with a megabyte of padding, and normal seeds around them.
+    {"id": "blank-lines", "instruction": "Explain how tides work [blank-lines]"},
+    {"id": "label", "instruction": "# Explain how magnets work [label]"},
+    {"id": "judge", "instruction": "Explain how rainbows form [huge-judge]"},
+    {"id": "answer", "instruction": "Explain how bees dance [huge-answer]"},
+    *({"id": f"s{i}", "instruction": f"Explain topic number {i} to a student"} for i in range(8)),
+]
+
+
+class HugeReplies(Responder):
+    """The default script, with a megabyte reply where a seed's marker asks for one."""
+
+    def evolve(self, instruction: str, prompt: str) -> str | tuple[str, str]:
+        if "[blank-lines]" in instruction:
+            head, _, tail = instruction.partition(" ")
+            return f"{head}\n{chr(10) * MEGABYTE}{tail}"
+        if "[label]" in instruction:
+            return "#" + " " * MEGABYTE + instruction.removeprefix("#")
+        return super().evolve(instruction, prompt)
+
+    def judge(self, second: str, *, asked_again: bool = False, structured: bool = False) -> str:
+        if "[huge-judge]" in second:
+            return "Not equal." + "\n" * MEGABYTE + "[1" + " " * MEGABYTE + "]"
+        return super().judge(second, asked_again=asked_again, structured=structured)
+
+    def answer(self, instruction: str) -> str | tuple[str, str]:
+        if "[huge-answer]" in instruction:
+            thought = "\n" * MEGABYTE
+            return f"<think>{thought}</think>Bees dance to show where the flowers are."
+        return super().answer(instruction)
+
+
+@pytest.mark.slow
+def test_megabyte_replies_send_no_request_twice(tmp_path: Path) -> None:
+    """Megabyte replies are read without holding up the replies to the other requests: with a
+    short --timeout, the server sees every request exactly once and nothing is retried."""
+    seeds = write_seeds(tmp_path / "seeds.jsonl", ROUNDS_SEEDS)
+    out = tmp_path / "run"
+    with FakeServer(responder=HugeReplies()) as server:
+        command = [sys.executable, "-m", "evol", "run", str(seeds), "--out", str(out)]
+        command += ["--base-url", server.base_url, "--model", "fake-model", "--quiet"]
+        command += ["--generations", "1", "--timeout", "3", "--json"]
+        # The limit only ends a hang (the backtracking patterns never finished).
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        requests = list(server.requests)
+    assert result.returncode == 0, result.stderr
+    sent = Counter(json.dumps(body["messages"]) for body in requests)
+    assert max(sent.values()) == 1
+    summary = json.loads(result.stdout)
+    assert summary["retries"] == 0 and summary["failed"] == []
+    kinds = Counter(kind_of(body) for body in requests)
+    # 12 seed answers, 12 rewrites; the two unchanged ones get no judge and no answer.
+    assert kinds == {"answer": 22, "evolve": 12, "judge": 10}
+    eliminated = {r["id"]: r for r in map(json.loads, (out / "eliminated.jsonl").open())}
+    assert eliminated["blank-lines.1"]["reason"] == eliminated["label.1"]["reason"] == "unchanged"
+    kept = {r["id"]: r for r in map(json.loads, (out / "dataset.jsonl").open())}
+    assert kept["judge.1"]["judge"] == "different"
+    assert kept["answer.1"]["output"] == "Bees dance to show where the flowers are."

@@ -12,6 +12,7 @@ import errno
 import io
 import json
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -50,6 +51,7 @@ from evol.quality.scores import read_score_lines
 from evol.rundir.journal import CallJournal
 from evol.rundir.record_files import read_records
 from evol.rundir.store import RunStore
+from tests.support.runs import bare_record
 
 PROPERTY = settings(
     derandomize=True,
@@ -643,3 +645,60 @@ def test_each_reader_reports_each_damage_as_it_always_did(
     with pytest.raises(RunDirError) as raised:
         read_as(reader, path)
     assert str(raised.value).startswith(f"{path}:{outcome}")
+
+
+def record_lines(count: int, size: int) -> bytes:
+    return b"".join(
+        json.dumps(bare_record(f"r{i}", text="x" * size)).encode() + b"\n" for i in range(count)
+    )
+
+
+@pytest.mark.parametrize("last_size", [65_534, 65_535, 65_536, 65_537, 2_000_000])
+@pytest.mark.parametrize("whole", [True, False])
+def test_a_torn_tail_after_many_lines_is_cut_at_the_window_edges(
+    tmp_path: Path, last_size: int, whole: bool
+) -> None:
+    # 3,000 lines before the last: the newline that ends them is read in the first window
+    # (64 KiB from the end) or a later one, wherever the last line's length puts it.
+    path = tmp_path / "gen_0.jsonl"
+    before = record_lines(3_000, 40)
+    last = b'{"id": "z", "text": "' + b"y" * (last_size - 24) + b'"}\n'
+    assert len(last) == last_size
+    path.write_bytes(before + (last if whole else last[:-1]))
+    repair_torn_tail(path)
+    assert path.read_bytes() == (before + last if whole else before)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"\n{torn", b"\n"),  # the first byte is the newline that ends the last whole line
+        (b"\n", b""),  # a lone empty line is no record
+        (b"{torn", b""),
+        (b"", b""),
+    ],
+)
+def test_a_torn_tail_is_cut_right_after_the_last_newline(
+    tmp_path: Path, content: bytes, expected: bytes
+) -> None:
+    path = tmp_path / "gen_0.jsonl"
+    path.write_bytes(content)
+    repair_torn_tail(path)
+    assert path.read_bytes() == expected
+
+
+def test_a_record_file_is_made_readable_by_all_writable_by_its_owner(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        writer = open_for_append(tmp_path / "gen_0.jsonl")
+        writer.close()
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "gen_0.jsonl").stat().st_mode) == 0o644
+
+
+def test_a_record_file_that_cannot_be_opened_is_named_with_why(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "gen_0.jsonl"
+    with pytest.raises(RunDirError) as raised:
+        open_for_append(path)
+    assert str(raised.value) == f"{path}: cannot write it: No such file or directory"

@@ -361,3 +361,33 @@ def test_no_output_is_written_into_a_fifo(evol, run: Path, tmp_path: Path, name:
         leaked = reader.close()
     assert result.exit_code == 0, result.output
     assert leaked == b""
+
+
+TWO_SEEDS = [{"instruction": f"Task {i}: explain the idea"} for i in range(2)]
+
+
+def loop_at(tmp_path: Path) -> Path:
+    (tmp_path / "loop-a").symlink_to(tmp_path / "loop-b")
+    (tmp_path / "loop-b").symlink_to(tmp_path / "loop-a")
+    return tmp_path / "loop-a"
+
+
+def test_a_symbolic_link_loop_as_run_out_is_one_line(evol, server, tmp_path: Path) -> None:
+    seeds, loop = write_seeds(tmp_path / "seeds.jsonl", TWO_SEEDS), loop_at(tmp_path)
+    result = evol(*run_args(server, seeds, loop))
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"evol: error: {loop}: a loop of symbolic links; give --out another path"
+    ]
+    assert server.requests == []
+
+
+def test_a_symbolic_link_loop_as_export_out_is_one_line(evol, server, tmp_path: Path) -> None:
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", TWO_SEEDS), tmp_path / "run"
+    assert evol(*run_args(server, seeds, out, "--generations", "1")).exit_code == 0
+    loop = loop_at(tmp_path)
+    result = evol("export", out, "--out", loop)
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"evol: error: {loop}: a loop of symbolic links; give --out another path"
+    ]

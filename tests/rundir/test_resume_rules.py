@@ -32,7 +32,7 @@ from evol.rundir.runjson import RecordedConfig
 from evol.rundir.store import RunStore
 from tests.support.batch_backend import MODEL
 from tests.support.fake_server import FakeServer, Fault, kind_of
-from tests.support.runs import read_jsonl, run_args, write_seeds
+from tests.support.runs import bare_record, read_jsonl, run_args, write_seeds
 
 MODELS = {"evolve": "fake-model"}
 FINGERPRINT = Fingerprint(models=MODELS, seed=0)
@@ -566,3 +566,28 @@ def test_a_failed_runs_journal_is_kept_and_its_resume_pays_only_what_failed(evol
     assert not (out / "calls.jsonl").exists()
     for name in ("gen_0.jsonl", "gen_1.jsonl", "eliminated.jsonl", "dataset.jsonl"):
         assert read_jsonl(out / name) == read_jsonl(tmp_path / "straight" / name), name
+
+
+def test_a_kept_record_without_an_input_is_a_tip_with_an_empty_one() -> None:
+    lineages = LineageIndex(generations=3)
+    lineages.add(bare_record("a.1", round=1, generation=1, instruction="Sort it"), None)
+    assert lineages.progress("a").tip == Tip("a.1", "Sort it", "", 1)
+
+
+def test_the_call_journal_replays_what_it_kept_across_a_reopen(tmp_path: Path) -> None:
+    from evol.rundir.journal import CallJournal
+
+    path = tmp_path / "calls.jsonl"
+    journal = CallJournal.open(path, recorded=set())
+    journal.remember("s1.1", "evolve", {"text": "a rewrite"})
+    journal.remember("s2.1", "answer", {"text": "an answer"})
+    journal.close()
+    compacted = CallJournal.open(path, recorded={"s2.1"})  # s2.1 is a record now
+    compacted.close()
+    assert [json.loads(line) for line in path.read_text().splitlines()] == [
+        {"item": "s1.1", "role": "evolve", "reply": {"text": "a rewrite"}}
+    ]
+    again = CallJournal.open(path, recorded=set())
+    assert again.recall("s1.1", "evolve") == {"text": "a rewrite"}
+    assert again.recall("s1.1", "evolve") is None  # once
+    again.close()

@@ -380,3 +380,14 @@ def test_format_1_upgrade_is_the_fingerprint_renamed_and_the_version_set() -> No
     }
     assert v2["fingerprint"] == {V1_KEYS[key]: value for key, value in v1["fingerprint"].items()}
     assert v1 == raw(fixtures.ROOT / "complete")  # the file's own dict is left as it was
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_a_run_json_holding_nan_or_infinity_is_damaged(tmp_path: Path, constant: str) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(
+        f'{{"format_version": 2, "timings": {{"elapsed_s": {constant}}}}}'
+    )
+    with pytest.raises(RunDirError, match="is not a JSON value"):
+        load_manifest(run)

@@ -314,3 +314,15 @@ def test_limit_evolves_the_first_seeds_and_a_later_run_extends(
     assert len(read_jsonl(out / "dataset.jsonl")) == 10
     report = describe_seeds(seeds, SeedOptions(limit=2))
     assert report.seeds == 2
+
+
+def test_output_field_alone_overrides_the_detected_shape(evol, tmp_path: Path) -> None:
+    """README: --instruction-field, --input-field and --output-field 'override the detection'.
+    --output-field without --instruction-field was ignored: a Question,Answer file's answers
+    went to metadata and every seed was answered again, at a price."""
+    seeds = tmp_path / "qa.csv"
+    seeds.write_text("Question,Answer,Context\nWhat is X?,X is x.,about X\n", encoding="utf-8")
+    result = evol("validate", seeds, "--output-field", "Answer", "--input-field", "Context")
+    assert result.exit_code == 0, result.stderr
+    assert "with input: 1, with output: 1" in result.stdout
+    assert "metadata fields" not in result.stdout

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from evol.errors import SeedFileError
 from evol.seeds import SeedOptions, iter_seeds, scan_seeds
+from tests.support.runs import write_seeds
 from tests.support.seed_files import BAD_FILES
 
 
@@ -142,3 +146,44 @@ def test_a_csv_field_over_the_csv_modules_default_cap_is_read(tmp_path: Path) ->
     long_instruction = "word " * 60_000
     path.write_text(f'instruction\n"{long_instruction}"\n')
     assert [s.instruction for s in load(path)] == [long_instruction]
+
+
+TWO_SEEDS = [{"instruction": f"Task {i}: explain the idea"} for i in range(2)]
+
+
+@pytest.mark.slow
+def test_a_seed_file_through_a_pipe_is_named_as_one_not_as_empty(tmp_path: Path) -> None:
+    """`evol validate <(head seeds.jsonl)`: the sniffer read the pipe, the reader found it empty
+    and said 'the file holds no seeds'. evol reads a seed file more than once; a pipe is refused
+    in words, and a FIFO without a writer does not hang the run."""
+    seeds = write_seeds(tmp_path / "seeds.jsonl", TWO_SEEDS)
+    script = (
+        "import subprocess, sys; "
+        "feeder = subprocess.Popen(['cat', sys.argv[1]], stdout=subprocess.PIPE); "
+        "path = f'/dev/fd/{feeder.stdout.fileno()}'; "
+        "done = subprocess.run([sys.executable, '-m', 'evol', 'validate', path], "
+        "pass_fds=[feeder.stdout.fileno()], capture_output=True, text=True); "
+        "print(done.returncode); print(done.stderr.strip())"
+    )
+    printed = subprocess.run(
+        [sys.executable, "-c", script, str(seeds)], capture_output=True, text=True, timeout=120
+    ).stdout.splitlines()
+    assert printed[0] == "2"
+    assert "holds no seeds" not in printed[1]
+    assert "not a regular file" in printed[1]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.slow
+def test_a_fifo_without_a_writer_is_refused_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "seeds.jsonl"
+    os.mkfifo(fifo)
+    done = subprocess.run(
+        [sys.executable, "-m", "evol", "validate", str(fifo)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"evol: error: {fifo}: not a regular file (a pipe, a FIFO or a device): evol reads "
+        "the seed file more than once; save it to a file first"
+    ]

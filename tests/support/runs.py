@@ -174,3 +174,17 @@ def write_run(
     }
     (run_dir / "run.json").write_text(json.dumps(manifest), encoding="utf-8")
     return run_dir
+
+
+def bare_record(record_id: str, **fields: object) -> dict[str, object]:
+    """A seed's record with every field the record model requires."""
+    return {
+        "id": record_id,
+        "parent_id": None,
+        "root_id": record_id.split(".")[0],
+        "round": 0,
+        "generation": 0,
+        "operation": None,
+        "instruction": f"Instruction {record_id}",
+        "output": None,
+    } | fields

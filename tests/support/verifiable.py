@@ -4,6 +4,11 @@ the run draws by the answerer's own rule."""
 
 from __future__ import annotations
 
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from evol.method.constraints import Constraint, check
@@ -40,3 +45,43 @@ def expected_attempts(text: str, pass_rate: float, extra: int) -> int | None:
     """The answers the run draws for an instruction, by the fake answerer's own rule; None when
     none of 1 + extra meets the constraints."""
     return next((k for k in range(1, extra + 2) if meets(text, k, pass_rate)), None)
+
+
+def ifeval_input(ids: list[str], kwargs: list[Any], response: str) -> dict[str, Any]:
+    return {
+        "key": 1,
+        "prompt": "p",
+        "instruction_id_list": ids,
+        "kwargs": kwargs,
+        "response": response,
+    }
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    return path
+
+
+def verify_report(evol, path: Path) -> tuple[int, dict[str, Any]]:
+    result = evol("verify", path, "--json")
+    return result.exit_code, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def verify_in_child(path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "evol", "verify", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+
+
+def open_instruct_constraints(label: str) -> list[tuple[str, dict[str, Any]]]:
+    """open-instruct's IFEvalVerifier reading a `ground_truth` label."""
+    constraint_dict = ast.literal_eval(label)
+    constraint_dict = constraint_dict[0]
+    if isinstance(constraint_dict, str):
+        constraint_dict = json.loads(constraint_dict)
+    pairs = zip(constraint_dict["instruction_id"], constraint_dict["kwargs"], strict=True)
+    return [(key, {k: v for k, v in (args or {}).items() if v is not None}) for key, args in pairs]

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Awaitable, Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -319,6 +321,47 @@ def test_azure_gets_the_key_as_api_key_and_the_query_on_every_call(tmp_path, mon
         assert parts.hostname == "res.openai.azure.com"
         assert parse_qs(parts.query)["api-version"] == ["2025-04-01-preview"]
         assert request.headers["api-key"] == KEY and "authorization" not in request.headers
+
+
+class _SamePage(BaseHTTPRequestHandler):
+    """Answers every list request with one page that says there is more: its cursor cycles."""
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        page = {"data": [{"id": "batch_other", "status": "in_progress"}], "has_more": True}
+        body = json.dumps(page).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_batch_list_whose_cursor_cycles_is_no_proof_that_the_batch_is_absent(
+    tmp_path: Path,
+) -> None:
+    """Reading it as absent would abandon the intent and submit its requests again."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _SamePage)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+
+    async def find() -> object:
+        client = BatchClient(
+            BackendSettings(base_urls=[f"http://127.0.0.1:{httpd.server_port}/v1"], timeout=5),
+            BatchSettings(state_dir=tmp_path),
+        )
+        try:
+            return await client.find("token")
+        finally:
+            await client.close()
+
+    try:
+        with pytest.raises(TransientBackendError, match="without end"):
+            asyncio.run(find())
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 # -- no file is read through a link -------------------------------------------------------------

@@ -91,3 +91,16 @@ def test_a_batch_s_end_answers_from_its_rows_then_the_kept_rows_then_missing(tmp
     assert [b.request_counts for b in loaded(tmp_path).infos()] == [
         {"total": 3, "completed": 0, "failed": 0}
     ]
+
+
+def test_a_refusal_names_three_batches_at_most_then_says_there_are_more() -> None:
+    from evol.llm.batch import RecordedBatches
+
+    def some(ended: dict[str, bool]) -> str:
+        return RecordedBatches(ended).some_running()
+
+    assert some({"batch_1": False, "batch_0": True}) == "batch_1"
+    assert some({f"batch_{n}": False for n in range(1, 4)}) == "batch_1, batch_2, batch_3"
+    assert some({f"batch_{n}": False for n in range(1, 6)}) == "batch_1, batch_2, batch_3, ..."
+    assert not RecordedBatches({}) and RecordedBatches({"batch_0": True})
+    assert RecordedBatches({"batch_0": True}).running == []

@@ -1,6 +1,7 @@
 """evol.llm.batch.state: results.jsonl, fed from the downloaded output files. A downloaded part
 is evol's own file in batch/tmp: a link in its place is refused, what it points at is neither
-read nor touched, and nothing is appended for it."""
+read nor touched, and nothing is appended for it. A stored answer without its status or body is
+a one-line error."""
 
 from __future__ import annotations
 
@@ -47,3 +48,13 @@ def test_a_link_in_a_downloaded_parts_place_is_refused_and_its_target_untouched(
     assert theirs.read_bytes() == row("evol-1") + b"\n"
     assert not link.is_symlink()  # the link is removed as the parts are, never what it names
     assert (tmp_path / RESULTS_FILE).read_bytes() == b""
+
+
+@pytest.mark.parametrize("row", [b'{"custom_id":"a"}\n', b'{"custom_id":"a","status_code":200}\n'])
+def test_a_stored_answer_without_its_status_or_body_is_a_one_line_error(
+    tmp_path: Path, row: bytes
+) -> None:
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(row)
+    with pytest.raises(RunDirError, match=r"results\.jsonl:1: not a stored answer"):
+        Results(path)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from evol.method.textstats import (
     Lengths,
     estimate_tokens,
+    normalize,
     rouge_l,
     summarize,
     tokens,
@@ -196,3 +197,23 @@ def test_a_curly_apostrophe_is_a_straight_one_in_a_token(text: str, expected: li
 @pytest.mark.parametrize(("text", "estimate"), [("", 0), ("one two three", 4), ("a b", 3)])
 def test_a_token_estimate_is_four_thirds_of_the_words(text: str, estimate: int) -> None:
     assert estimate_tokens(text) == estimate
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("  Hello\u3000WORLD \n", "hello world"),  # NFKC folds the ideographic space
+        ("Straße", "strasse"),  # casefold, not lower
+        ("ﬁne", "fine"),  # NFKC
+    ],
+)
+def test_normalize(text: str, expected: str) -> None:
+    assert normalize(text) == expected
+
+
+def test_curly_apostrophes_are_straightened_in_tokens() -> None:
+    assert tokens("Don\u2019t STOP") == ["don't", "stop"]
+
+
+def test_the_token_estimate_is_four_thirds_of_the_words() -> None:
+    assert estimate_tokens("one two three four five six") == 8
