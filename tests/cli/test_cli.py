@@ -10,7 +10,7 @@ import typer
 
 from evol import __version__
 from evol.cli import app
-from tests.support.runs import run_args, write_seeds
+from tests.support.runs import write_seeds
 
 
 def commands(typer_app: typer.Typer, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -213,22 +213,3 @@ def test_run_help_in_a_narrow_terminal_breaks_no_word(tmp_path: Path) -> None:
     words = result.stdout.split()
     assert "extension)." in words
     assert "instru" not in words and "extensi" not in words
-
-
-def test_the_command_line_beats_the_environment_which_beats_the_config_file(
-    evol, server, tmp_path: Path
-) -> None:
-    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": "Name a bird"}])
-    config = tmp_path / "evol.toml"
-    config.write_text('generations = 3\nseed = 11\noperations = "deepen"\n')
-    env = {"EVOL_GENERATIONS": "2", "EVOL_SEED": "12"}
-    result = evol(
-        *run_args(server, seeds, tmp_path / "run", "--config", config, "--seed", "13"), env=env
-    )
-    assert result.exit_code == 0, result.output
-    settings = json.loads((tmp_path / "run" / "run.json").read_text())["config"]
-    assert (settings["generations"], settings["seed"], settings["operations"]) == (
-        2,  # the environment over the file
-        13,  # the command line over both
-        {"deepen": 1.0},  # the file, where nothing else says otherwise
-    )
