@@ -112,6 +112,16 @@ def open_to_read(path: Path, *, follow_links: bool = True) -> BinaryIO:
 OWN_LINK_REMEDY = "remove it (evol made none)"
 
 
+def read_back(path: Path) -> bytes | None:
+    """The bytes of a file evol wrote and reads back before it rewrites it (None where there is
+    none): a symbolic link in its place is refused (`open_to_read(..., follow_links=False)`),
+    never read through, so the rewrite is never skipped for what lies elsewhere."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    with open_to_read(path, follow_links=False) as file:
+        return file.read()
+
+
 def refuse_symlinks(paths: Iterable[Path], remedy: str) -> None:
     """Refuse the first of `paths` that is a symbolic link, with a RunDirError that names it
     and says `remedy`: for the files and folders evol cuts, rewrites or deletes, where a link

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evol.config import Connection, RoleModels, RunConfig, SeedFields
 from evol.errors import RunDirError, UsageError
-from evol.jsonl import atomic_write
+from evol.jsonl import OWN_LINK_REMEDY, atomic_write, refuse_symlinks
 from evol.method.elimination import EliminationRules
 from evol.method.operations import parse_weights
 from evol.optimize.paired import Interval
@@ -222,6 +222,7 @@ def load_history(out: Path, settings: dict) -> History:
     path = out / HISTORY
     if not path.exists() and not path.is_symlink():
         return History(settings=settings)
+    refuse_symlinks([path], OWN_LINK_REMEDY)  # as _refuse_foreign did: never a file elsewhere
     try:
         raw = path.read_bytes()
     except OSError as error:
