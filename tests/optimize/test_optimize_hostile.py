@@ -719,3 +719,22 @@ def test_a_link_in_place_of_a_file_optimize_wrote_is_refused_and_its_target_unto
     assert result.exit_code == 2, result.output
     assert result.stderr == f"evol: error: {own}: is a symbolic link; remove it (evol made none)\n"
     assert {p: p.read_bytes() for p in held} == held
+
+
+@pytest.mark.parametrize("name", ["dev_seeds.jsonl", "prompts/deepen.txt"])
+def test_a_folder_in_place_of_a_file_optimize_reads_back_names_optimize_s_remedy(
+    tmp_path: Path, evol, name: str
+) -> None:
+    """Not the run directory's remedy (evol optimize has no --overwrite): its own."""
+    with FakeServer(responder=MethodResponder(proposals=("good",))) as server:
+        seeds, out = finished(tmp_path, evol, server)
+        (out / name).unlink()
+        (out / name).mkdir()
+        result = evol(
+            "optimize", seeds, *options(server, out, "--candidates", "1", "--steps", "1", *OPS)
+        )
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"evol: error: {out / name}: not a regular file: evol optimize keeps a file here: "
+        "move it away, or choose another --out\n"
+    )

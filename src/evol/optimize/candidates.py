@@ -24,6 +24,7 @@ from evol.jsonl import atomic_write, read_back
 from evol.method.leaks import PAPER_MARKERS
 from evol.method.prompts import PROMPT_NAMES, PromptSet, template_slots
 from evol.method.textstats import normalize
+from evol.optimize.config import OUT_REMEDY
 
 # How the method travels in the optimizer's prompts and replies: one block per template.
 OPEN = '<template name="'
@@ -135,5 +136,5 @@ def write_prompts(prompts: PromptSet, rewritten: dict[str, str], folder: Path) -
     for name in PROMPT_NAMES:
         text = rewritten.get(name, prompts[name].text)
         path = folder / f"{name}.txt"
-        if read_back(path) != text.encode("utf-8"):
+        if read_back(path, remedy=OUT_REMEDY) != text.encode("utf-8"):
             atomic_write(path, text)

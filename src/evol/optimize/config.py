@@ -27,6 +27,8 @@ from evol.rundir.records import MAX_GENERATIONS
 HISTORY_FORMAT = 2  # 2: exact intervals (improved, worsened, bound), optimizer_prompts setting
 
 HISTORY = "history.json"
+# What a file of --out that evol optimize reads back, found not a regular file, asks for.
+OUT_REMEDY = "evol optimize keeps a file here: move it away, or choose another --out"
 CANDIDATE_NAME = re.compile(r"candidate_[1-9][0-9]{0,5}")
 
 # Each setting history.json records, as the options that set it (for the refusal of a rerun).
