@@ -56,7 +56,7 @@ TESTS ?= tests
 test: install
 	$(BIN)/python -m pytest -n auto $(TESTS)
 
-## test-fast: the suite without the tests marked slow (a second or more each)
+## test-fast: the suite without the tests marked slow (half a second or more each on 2 idle cores)
 test-fast: install
 	$(BIN)/python -m pytest -n auto -m "not slow" $(TESTS)
 

@@ -93,11 +93,12 @@ def open_fresh(path: Path) -> BinaryIO:
     return open(path, "wb", opener=opener)
 
 
-def open_to_read(path: Path, *, follow_links: bool = True) -> BinaryIO:
+def open_to_read(path: Path, *, follow_links: bool = True, remedy: str | None = None) -> BinaryIO:
     """Open a file to read; one that is not a regular file (a FIFO, a directory, a device)
     is a RunDirError rather than a read that blocks or fails later. Without `follow_links`
     (a file evol wrote and reads back to rewrite, join or ingest), a symbolic link in its
-    place is refused too."""
+    place is refused too. `remedy`: what the refusal of an irregular file tells the user to do
+    (default: restore the run directory, or --overwrite)."""
     flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_links else _NO_FOLLOW)
     try:
         fd = os.open(path, flags)
@@ -105,11 +106,21 @@ def open_to_read(path: Path, *, follow_links: bool = True) -> BinaryIO:
         if not follow_links and path.is_symlink():
             raise _link(path, OWN_LINK_REMEDY) from None
         raise RunDirError(f"{path}: cannot read it: {error.strerror}") from None
-    _refuse_irregular(fd, path)
+    _refuse_irregular(fd, path, remedy)
     return open(fd, "rb", closefd=True)
 
 
 OWN_LINK_REMEDY = "remove it (evol made none)"
+
+
+def read_back(path: Path, *, remedy: str | None = None) -> bytes | None:
+    """The bytes of a file evol wrote and reads back before it rewrites it (None where there is
+    none): a symbolic link in its place is refused (`open_to_read(..., follow_links=False)`),
+    never read through, so the rewrite is never skipped for what lies elsewhere."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    with open_to_read(path, follow_links=False, remedy=remedy) as file:
+        return file.read()
 
 
 def refuse_symlinks(paths: Iterable[Path], remedy: str) -> None:
@@ -146,18 +157,18 @@ def link_refusal(path: Path) -> str:
     )
 
 
-def _refuse_irregular(fd: int, path: Path) -> None:
+def _refuse_irregular(fd: int, path: Path, remedy: str | None = None) -> None:
     if stat.S_ISREG(os.fstat(fd).st_mode):
         return
     os.close(fd)
-    raise _irregular(path)
+    raise _irregular(path, remedy)
 
 
-def _irregular(path: Path) -> RunDirError:
-    return RunDirError(
-        f"{path}: not a regular file: the run directory is damaged: restore it, or start "
-        "again with --overwrite"
-    )
+RUN_DIR_REMEDY = "the run directory is damaged: restore it, or start again with --overwrite"
+
+
+def _irregular(path: Path, remedy: str | None = None) -> RunDirError:
+    return RunDirError(f"{path}: not a regular file: {remedy or RUN_DIR_REMEDY}")
 
 
 # -- appending -------------------------------------------------------------------------------

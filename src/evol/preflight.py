@@ -12,7 +12,7 @@ from typing import Any
 
 from evol.config import RunConfig
 from evol.errors import UsageError
-from evol.llm.registry import runs_in_process
+from evol.llm.registry import instruction_check_default, runs_in_process
 from evol.method.ifeval_library import instruction_classes
 from evol.method.operations import VERIFIABLE
 from evol.oslimits import open_file_limit
@@ -90,11 +90,12 @@ _FILES_BESIDE_CONNECTIONS = 16
 
 def with_instruction_check(config: RunConfig, backend_name: str) -> RunConfig:
     """`config` with the judge's instruction check decided: on unless the user said, or the
-    judge is the embedded default model (SmolLM2-135M calls every rewrite no instruction)."""
+    backend's class says otherwise for its settings (the local backend's embedded default
+    model, SmolLM2-135M, calls every rewrite no instruction)."""
     if config.rules.instruction_check is not None:
         return config
-    embedded_default = runs_in_process(backend_name) and config.model_path is None
-    rules = config.rules.model_copy(update={"instruction_check": not embedded_default})
+    checks = instruction_check_default(backend_name, config.backend_settings())
+    rules = config.rules.model_copy(update={"instruction_check": checks})
     return config.model_copy(update={"rules": rules})
 
 

@@ -89,6 +89,37 @@ def test_boolean_flags_read_as_flags_in_help(evol, command: list[str]) -> None:
         assert "--judge / --no-judge" in text and "--dedup " in text
 
 
+def _command_objects(group=None, prefix: tuple[str, ...] = ()):
+    """Every command of `evol` as (path, click command), groups walked into."""
+    from typer.main import get_command
+
+    group = group or get_command(app)
+    for name, command in sorted(getattr(group, "commands", {}).items()):
+        yield (*prefix, name), command
+        yield from _command_objects(command, (*prefix, name))
+
+
+def test_every_command_that_prints_json_takes_the_one_json_option() -> None:
+    """One declaration (evol.cli.options.Json): the same spelling, variable and help for every
+    command, so --no-json undoes EVOL_JSON wherever --json is taken."""
+    declared = {
+        path: (*option.opts, *option.secondary_opts, option.envvar, option.help)
+        for path, command in _command_objects()
+        for option in getattr(command, "params", [])
+        if option.name == "as_json"
+    }
+    assert {path[0] for path in declared} >= {"run", "score", "stats", "export", "show", "merge"}
+    one = ("--json", "--no-json", "EVOL_JSON", "Print the result as one JSON object on stdout.")
+    assert {path: one for path in declared} == declared
+
+
+def test_evol_json_asks_any_command_for_json_and_no_json_undoes_it(evol, tmp_path: Path) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": "Name three birds."}])
+    assert json.loads(evol("validate", seeds, env={"EVOL_JSON": "1"}).stdout)["seeds"] == 1
+    as_text = evol("validate", seeds, "--no-json", env={"EVOL_JSON": "1"}).stdout
+    assert not as_text.lstrip().startswith("{")
+
+
 # -- every option reaches the config it is for -----------------------------------------------
 
 # Neither the config nor the library call: how the command prints or fails, where it reads.

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from evol.config import RunConfig
 from evol.llm.openai_api import json_object_format
+from evol.llm.openai_compatible import OpenAICompatibleBackend
+from evol.llm.protocol import BackendSettings, Capabilities
 from evol.method.elimination import EliminationRules, Reason
 from evol.method.judging import (
     ANSWER_CHECK_SCHEMA,
@@ -24,6 +26,7 @@ from evol.method.judging import (
 )
 from evol.method.verdicts import Verdict, parse_verdict
 from evol.preflight import with_instruction_check as _with_instruction_check
+from tests.support.backends import registered_backend
 from tests.support.fake_server import FakeServer, Responder
 from tests.support.runs import Evol, read_jsonl, run_args, write_seeds
 
@@ -340,6 +343,12 @@ def test_no_instruction_check_keeps_what_the_judge_calls_no_instruction(
     assert manifest["fingerprint"]["elimination_rules"]["instruction_check"] is False
 
 
+class InProcessPlugin:
+    """A plugin whose model runs in this process, as far as evol can tell."""
+
+    capabilities = Capabilities(in_process=True)
+
+
 @pytest.mark.parametrize(
     ("backend", "model_path", "asked", "checks"),
     [
@@ -348,6 +357,7 @@ def test_no_instruction_check_keeps_what_the_judge_calls_no_instruction(
         ("local", Path("big.gguf"), None, True),
         ("local", None, True, True),
         ("openai", None, False, False),
+        ("in-process", None, None, True),  # a plugin's model in this process is no SmolLM2
     ],
 )
 def test_the_instruction_check_is_on_but_for_the_embedded_default_model(
@@ -359,7 +369,35 @@ def test_the_instruction_check_is_on_but_for_the_embedded_default_model(
         model_path=model_path,
         rules=EliminationRules(instruction_check=asked),
     )
-    assert _with_instruction_check(config, backend).rules.instruction_check is checks
+    with registered_backend("in-process", InProcessPlugin):
+        assert _with_instruction_check(config, backend).rules.instruction_check is checks
+
+
+def test_a_plugin_in_process_keeps_the_instruction_check_on_for_the_model_it_is_given(
+    evol: Evol, tmp_path: Path
+) -> None:
+    """Only the local backend's embedded model turns the check off, never the in-process
+    capability: a plugin run with --model llama-70b still eliminates what is no instruction."""
+
+    class InProcessServer(OpenAICompatibleBackend):
+        """In process as far as evol can tell (it gets no URL); it calls the fake server."""
+
+        capabilities = Capabilities(in_process=True)
+
+        def __init__(self, settings: BackendSettings):
+            super().__init__(settings.model_copy(update={"base_urls": [server.base_url]}))
+
+    with (
+        FakeServer(models=("llama-70b",)) as server,
+        registered_backend("in-process", InProcessServer),
+    ):
+        result, out, manifest = run(
+            evol, server, tmp_path, "--backend", "in-process", "--model", "llama-70b"
+        )
+    assert result.exit_code == 0, result.output
+    assert manifest["config"]["rules"]["instruction_check"] is True
+    assert manifest["fingerprint"]["elimination_rules"]["instruction_check"] is True
+    assert eliminated(out)["s2"]["reason"] == "not_an_instruction"
 
 
 def test_run_json_counts_the_replies_of_every_run_of_the_directory(

@@ -692,3 +692,49 @@ def test_a_body_that_is_no_chat_completion_is_a_garbled_reply_still_retried(body
     with pytest.raises(GarbledReply, match="sent a reply that is not a chat completion") as raised:
         parse_reply(body, "http://x/v1", Secrets("sk-test"))
     assert isinstance(raised.value, TransientBackendError)
+
+
+# --- links in place of optimize's own files ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["history.json", "dev_seeds.jsonl", "prompts/deepen.txt", "prompts", "steps"]
+)
+def test_a_link_in_place_of_a_file_optimize_wrote_is_refused_and_its_target_untouched(
+    tmp_path: Path, evol, name: str
+) -> None:
+    """A rerun reads its own files back before it rewrites them: a link in place of one (here
+    to a copy of what was there, so that nothing else differs) is refused, never read
+    through, as in a run directory."""
+    with FakeServer(responder=MethodResponder(proposals=("good",))) as server:
+        seeds, out = finished(tmp_path, evol, server)
+        own, target = out / name, tmp_path / "elsewhere" / name
+        target.parent.mkdir(parents=True)
+        own.rename(target)
+        own.symlink_to(target)
+        held = {p: p.read_bytes() for p in [target, *target.rglob("*")] if p.is_file()}
+        result = evol(
+            "optimize", seeds, *options(server, out, "--candidates", "1", "--steps", "1", *OPS)
+        )
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"evol: error: {own}: is a symbolic link; remove it (evol made none)\n"
+    assert {p: p.read_bytes() for p in held} == held
+
+
+@pytest.mark.parametrize("name", ["dev_seeds.jsonl", "prompts/deepen.txt"])
+def test_a_folder_in_place_of_a_file_optimize_reads_back_names_optimize_s_remedy(
+    tmp_path: Path, evol, name: str
+) -> None:
+    """Not the run directory's remedy (evol optimize has no --overwrite): its own."""
+    with FakeServer(responder=MethodResponder(proposals=("good",))) as server:
+        seeds, out = finished(tmp_path, evol, server)
+        (out / name).unlink()
+        (out / name).mkdir()
+        result = evol(
+            "optimize", seeds, *options(server, out, "--candidates", "1", "--steps", "1", *OPS)
+        )
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"evol: error: {out / name}: not a regular file: evol optimize keeps a file here: "
+        "move it away, or choose another --out\n"
+    )

@@ -330,6 +330,20 @@ def test_a_file_read_back_to_be_rewritten_is_read_through_no_link(
     assert target.read_bytes() == b"not evol's\n{torn" and link.is_symlink()
 
 
+def test_a_file_read_back_before_a_rewrite_is_its_bytes_none_or_a_refused_link(
+    planted: tuple[Path, Path], tmp_path: Path
+) -> None:
+    link, target = planted
+    assert jsonl.read_back(tmp_path / "never-written") is None
+    assert jsonl.read_back(target) == b"not evol's\n{torn"
+    with pytest.raises(RunDirError) as raised:
+        jsonl.read_back(link)
+    assert str(raised.value) == f"{link}: is a symbolic link; remove it (evol made none)"
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")  # a link to nothing is one too
+    with pytest.raises(RunDirError, match="is a symbolic link"):
+        jsonl.read_back(tmp_path / "dangling")
+
+
 def test_a_missing_file_read_through_no_link_says_it_cannot_be_read(tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match="gen_0.jsonl: cannot read it: No such file"):
         open_to_read(tmp_path / "gen_0.jsonl", follow_links=False)

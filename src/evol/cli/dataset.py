@@ -54,9 +54,7 @@ def export(
             help="System turn to write (default: the run's --system-prompt; '' for none).",
         ),
     ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json/--no-json", help="Print what was written as one JSON object.")
-    ] = False,
+    as_json: shared.Json = False,
 ) -> None:
     """Write a run's dataset as Alpaca, ShareGPT, OpenAI chat, IFEval, RLVR, DPO pairs or evol's
     records."""
@@ -120,9 +118,7 @@ def verify(
             "for RLVR, output for evol's records).",
         ),
     ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json/--no-json", help="Print the pass rates as one JSON object.")
-    ] = False,
+    as_json: shared.Json = False,
 ) -> None:
     """Check each answer against its verifiable constraints; pass rates per constraint id."""
     from evol.dataset.verification import format_verify, verify_dataset
@@ -140,9 +136,7 @@ def show(
             metavar="ID", help="A record id; its whole lineage is shown, from the seed."
         ),
     ],
-    as_json: Annotated[
-        bool, typer.Option("--json/--no-json", help="Print the lineage as one JSON object.")
-    ] = False,
+    as_json: shared.Json = False,
     full: Annotated[
         bool,
         typer.Option(
@@ -183,9 +177,7 @@ def stats(
     run_dir: shared.RunDir,
     price_in: shared.PriceIn = None,
     price_out: shared.PriceOut = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the figures as one JSON object.")
-    ] = False,
+    as_json: shared.Json = False,
 ) -> None:
     """Show what a run kept and eliminated per generation and operation, and what it cost."""
     from evol.dataset.stats import run_stats

@@ -97,7 +97,7 @@ def optimize(
     retry_max_wait: shared.RetryMaxWait = CONNECTION.retry_max_wait,
     max_response_mb: shared.MaxResponseMb = CONNECTION.max_response_bytes / shared.MB,
     quiet: own.Quiet = False,
-    as_json: own.Json = False,
+    as_json: shared.Json = False,
     debug: shared.Debug = False,
     dry_run: own.DryRun = False,
     price_in: shared.PriceIn = None,

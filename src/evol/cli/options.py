@@ -309,6 +309,16 @@ Debug = Annotated[
     bool,
     typer.Option(envvar=env("debug"), help="Show tracebacks.", rich_help_panel=OUTPUT_PANEL),
 ]
+# Every command that can print JSON takes this one option; --no-json undoes EVOL_JSON for one call.
+Json = Annotated[
+    bool,
+    typer.Option(
+        "--json/--no-json",
+        envvar=env("json"),
+        help="Print the result as one JSON object on stdout.",
+        rich_help_panel=OUTPUT_PANEL,
+    ),
+]
 
 
 # -- from options to a config -----------------------------------------------------------------

@@ -143,12 +143,7 @@ def score(
             "--quiet", "-q", help="No progress bar or messages.", rich_help_panel=OUTPUT_PANEL
         ),
     ] = False,
-    as_json: Annotated[
-        bool,
-        typer.Option(
-            "--json", help="Print the summary as one JSON object.", rich_help_panel=OUTPUT_PANEL
-        ),
-    ] = False,
+    as_json: shared.Json = False,
     debug: shared.Debug = False,
 ) -> None:
     """Rate a run's records with an LLM, measure diversity and drift, check contamination.
@@ -206,9 +201,7 @@ def select(
             "--drop-contaminated", help="Leave out the records that evol score --against flagged."
         ),
     ] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the summary as one JSON object.")
-    ] = False,
+    as_json: shared.Json = False,
 ) -> None:
     """Pick the best N records of a scored run (complexity x quality), skipping near repeats."""
     from evol.quality.selection import SelectConfig, select_records

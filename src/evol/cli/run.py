@@ -93,7 +93,7 @@ def run(
     max_response_mb: shared.MaxResponseMb = CONNECTION.max_response_bytes / shared.MB,
     overwrite: own.Overwrite = False,
     quiet: own.Quiet = False,
-    as_json: own.Json = False,
+    as_json: shared.Json = False,
     debug: shared.Debug = False,
     dry_run: own.DryRun = False,
     price_in: shared.PriceIn = None,
@@ -140,9 +140,7 @@ def merge(
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace the run that --out holds.")] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the summary as one JSON object.")
-    ] = False,
+    as_json: shared.Json = False,
 ) -> None:
     """Join the shards of one run (evol run --shard i/N) into one run directory."""
     from evol.dataset.merge import MergeConfig, merge_runs
@@ -173,9 +171,7 @@ def validate(
             help="Report invalid rows instead of stopping at the first.",
         ),
     ] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the report as one JSON object.")
-    ] = False,
+    as_json: shared.Json = False,
 ) -> None:
     """Check a seed file the way evol run reads it, and say what it holds."""
     options = SeedOptions(

@@ -79,15 +79,6 @@ Quiet = Annotated[
         rich_help_panel=OUTPUT_PANEL,
     ),
 ]
-Json = Annotated[
-    bool,
-    typer.Option(
-        "--json",
-        envvar=env("json"),
-        help="Print the summary as one JSON object on stdout.",
-        rich_help_panel=OUTPUT_PANEL,
-    ),
-]
 DryRun = Annotated[
     bool,
     typer.Option(

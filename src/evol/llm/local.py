@@ -50,6 +50,12 @@ class LocalBackend:
         """The model file's name, as a run records it, without loading it (a dry run)."""
         return (settings.model_path or default_model_path()).name
 
+    @staticmethod
+    def instruction_check_default(settings: BackendSettings) -> bool:
+        """Off for the embedded SmolLM2-135M, which calls every rewrite no instruction; on for
+        a model the user names with --model-path."""
+        return settings.model_path is not None
+
     def __init__(self, settings: BackendSettings):
         self.model_path = settings.model_path or default_model_path()
         if not self.model_path.is_file():

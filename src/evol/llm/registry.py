@@ -135,6 +135,16 @@ def planned_model(name: str, settings: BackendSettings) -> str | None:
     return known(settings) if callable(known) else None
 
 
+def instruction_check_default(name: str, settings: BackendSettings) -> bool:
+    """Whether the judge's instruction check is on when the user did not say: on, unless the
+    class says otherwise for these settings (`instruction_check_default(settings)`: the local
+    backend's embedded model calls every rewrite no instruction)."""
+    if name in _ENGINE_BACKENDS:
+        return True
+    default = getattr(_factory(name), "instruction_check_default", None)
+    return bool(default(settings)) if callable(default) else True
+
+
 def sends_n(name: str) -> bool:
     """True for a backend that asks for several choices in one request (`n`)."""
     return _capabilities(name).several_choices

@@ -20,10 +20,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from string import Template
 
-from evol.jsonl import atomic_write
+from evol.jsonl import atomic_write, read_back
 from evol.method.leaks import PAPER_MARKERS
 from evol.method.prompts import PROMPT_NAMES, PromptSet, template_slots
 from evol.method.textstats import normalize
+from evol.optimize.config import OUT_REMEDY
 
 # How the method travels in the optimizer's prompts and replies: one block per template.
 OPEN = '<template name="'
@@ -135,5 +136,5 @@ def write_prompts(prompts: PromptSet, rewritten: dict[str, str], folder: Path) -
     for name in PROMPT_NAMES:
         text = rewritten.get(name, prompts[name].text)
         path = folder / f"{name}.txt"
-        if not path.exists() or path.read_text(encoding="utf-8") != text:
+        if read_back(path, remedy=OUT_REMEDY) != text.encode("utf-8"):
             atomic_write(path, text)

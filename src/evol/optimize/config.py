@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from evol.config import Connection, RoleModels, RunConfig, SeedFields
 from evol.errors import RunDirError, UsageError
-from evol.jsonl import atomic_write
+from evol.jsonl import OWN_LINK_REMEDY, atomic_write, refuse_symlinks
 from evol.method.elimination import EliminationRules
 from evol.method.operations import parse_weights
 from evol.optimize.paired import Interval
@@ -27,6 +27,8 @@ from evol.rundir.records import MAX_GENERATIONS
 HISTORY_FORMAT = 2  # 2: exact intervals (improved, worsened, bound), optimizer_prompts setting
 
 HISTORY = "history.json"
+# What a file of --out that evol optimize reads back, found not a regular file, asks for.
+OUT_REMEDY = "evol optimize keeps a file here: move it away, or choose another --out"
 CANDIDATE_NAME = re.compile(r"candidate_[1-9][0-9]{0,5}")
 
 # Each setting history.json records, as the options that set it (for the refusal of a rerun).
@@ -222,6 +224,7 @@ def load_history(out: Path, settings: dict) -> History:
     path = out / HISTORY
     if not path.exists() and not path.is_symlink():
         return History(settings=settings)
+    refuse_symlinks([path], OWN_LINK_REMEDY)  # as _refuse_foreign did: never a file elsewhere
     try:
         raw = path.read_bytes()
     except OSError as error:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import orjson
 
-from evol.jsonl import atomic_write
-from evol.optimize.config import OptimizeConfig
+from evol.jsonl import atomic_write, read_back
+from evol.optimize.config import OUT_REMEDY, OptimizeConfig
 from evol.seeds import iter_seeds, scan_seeds
 
 
@@ -42,6 +42,6 @@ def dev_sample(config: OptimizeConfig) -> bytes:
 def write_if_changed(path: Path, lines: bytes) -> Path:
     """Write `lines` to `path` unless it holds them already (a rerun leaves it untouched)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists() or path.read_bytes() != lines:
+    if read_back(path, remedy=OUT_REMEDY) != lines:
         atomic_write(path, lines)
     return path

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evol.errors import UsageError
-from evol.jsonl import LOCK_FILE, lock_directory
+from evol.jsonl import LOCK_FILE, OWN_LINK_REMEDY, lock_directory, refuse_symlinks
 from evol.llm import open_backend
 from evol.method.prompts import OPTIMIZE_PROMPT_NAMES, PromptSet
 from evol.optimize.candidates import (
@@ -331,9 +331,11 @@ def _rate(rate: float | None) -> str:
 
 
 def _refuse_foreign(out: Path) -> None:
-    """Refuse an --out that holds files of something else: evol writes only its own there."""
+    """Refuse an --out that holds files of something else, or a link in place of one of its
+    own (a rewrite would carry the change elsewhere): evol writes only its own files there."""
     if not out.is_dir():
         return
+    refuse_symlinks((out / name for name in sorted(OWN_NAMES)), OWN_LINK_REMEDY)
     foreign = sorted(p.name for p in out.iterdir() if p.name not in OWN_NAMES)
     if foreign and not (out / HISTORY).exists():
         raise UsageError(
