@@ -1,6 +1,6 @@
 """The `openai` backend's HTTP, driven in this process against real servers on 127.0.0.1.
 
-tests/llm/test_hostile.py checks the same transport through `evol run` children (memory, exits);
+tests/llm/test_transport_hostile.py checks the same transport through `evol run` children (memory, exits);
 this file calls `evol.llm.transport` (and the OpenAI API's reading of statuses and model lists)
 directly, so that what each function promises is checked where mutation testing can see it:
 what a request sends and gets back, the body cap at its edges, redirects, what each failure to

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
 import pytest
 
 from evol.method.dedup import DuplicateIndex, rouge_l, tokens
-from tests.support.runs import read_jsonl, write_seeds
+from tests.support.fake_server import FakeServer, Responder
+from tests.support.runs import read_jsonl, run_args, write_seeds
 
 
 @pytest.mark.parametrize(
@@ -157,3 +159,99 @@ def test_every_entrys_neighbour_is_its_best_even_after_a_pair_was_skipped() -> N
         "t3": "t2",
         "t4": "t1",
     }
+
+
+GREEK = "alpha beta gamma delta epsilon zeta eta theta iota kappa"
+
+
+@pytest.mark.parametrize("method", ["rouge-l", "minhash"])
+def test_neighbours_are_the_best_other_entries(method: str) -> None:
+    pool = DuplicateIndex(method=method)
+    pool.add("a", "a", GREEK)
+    pool.add("b", "b", GREEK.replace("kappa", "lambda"))  # a's, one word changed: 0.9
+    pool.add("c", "c", GREEK.replace("iota kappa", "omega psi"))  # two changed: 0.8 to a, b
+    pool.add("d", "d", "One, two; THREE four")
+    pool.add("e", "e", "one two three four")  # d's words exactly
+    found = pool.neighbours()
+    assert found["a"] == ("b", pytest.approx(0.9)) and found["b"] == ("a", pytest.approx(0.9))
+    assert found["c"] == ("a", pytest.approx(0.8))  # a and b tie: the first added
+    assert found["d"] == ("e", 1.0) and found["e"] == ("d", 1.0)
+
+
+def test_neighbours_with_minhash_are_none_when_nothing_is_close() -> None:
+    pool = DuplicateIndex(method="minhash")
+    pool.add("a", "a", GREEK)
+    pool.add("b", "b", "one two three four five six")
+    assert pool.neighbours() == {"a": None, "b": None}
+    assert DuplicateIndex(method="rouge-l").neighbours() == {}
+
+
+@pytest.mark.parametrize("method", ["rouge-l", "minhash"])
+def test_a_score_exactly_at_the_threshold_counts_as_a_duplicate(method: str) -> None:
+    kept = "one two three four five six seven eight nine ten"
+    new = "one two three four five six seven eight ALPHA BETA"
+    score = rouge_l(tokens(new), tokens(kept))  # the very float the index computes
+    for threshold, expected in ((score, "a.1"), (math.nextafter(score, 1.0), None)):
+        pool = DuplicateIndex(method=method, threshold=threshold)
+        pool.add("a.1", "a", kept)
+        assert pool.find(new, "b") == expected, threshold
+
+
+class CopyingResponder(Responder):
+    """Lineage b's round-2 rewrite copies lineage a's round-1 kept evolution."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a_round_1: str | None = None
+
+    def evolve(self, instruction: str, prompt: str):
+        rewrite = super().evolve(instruction, prompt)
+        if instruction.startswith("Alpha") and self.a_round_1 is None:
+            self.a_round_1 = rewrite
+        if instruction.startswith("Bravo") and "Also consider" in instruction:
+            assert self.a_round_1 is not None
+            return self.a_round_1
+        return rewrite
+
+
+def test_kept_evolutions_join_the_duplicate_pool(evol, tmp_path: Path) -> None:
+    rows = [
+        {"id": "a", "instruction": "Alpha: explain tides"},
+        {"id": "b", "instruction": "Bravo: explain rain"},
+    ]
+    seeds = write_seeds(tmp_path / "seeds.jsonl", rows)
+    with FakeServer(responder=CopyingResponder()) as server:
+        result = evol(
+            *run_args(
+                server,
+                seeds,
+                tmp_path / "run",
+                "--generations",
+                "2",
+                "--dedup",
+                "--concurrency",
+                "1",
+            )
+        )
+    assert result.exit_code == 0, result.output
+    eliminated = read_jsonl(tmp_path / "run" / "eliminated.jsonl")
+    assert [(r["id"], r["reason"], r["duplicate_of"]) for r in eliminated] == [
+        ("b.1.2", "duplicate", "a.1")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("seeds", "generations", "method"), [(250, 3, "rouge-l"), (251, 3, "minhash")]
+)
+def test_auto_dedup_compares_exactly_up_to_1000_instructions(
+    evol, server, tmp_path: Path, seeds: int, generations: int, method: str
+) -> None:
+    rows = [{"instruction": f"Explain idea {i}"} for i in range(seeds)]
+    seed_file = write_seeds(tmp_path / "seeds.jsonl", rows)
+    # 250 seeds x (3 rounds + the seed) = 1,000 instructions at most: compared exactly.
+    result = evol(
+        *run_args(server, seed_file, tmp_path / "run", "--generations", generations, "--dedup",
+                  "--no-judge", "--dry-run", "--json")
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["dedup_method"] == method

@@ -7,6 +7,7 @@ import pytest
 
 from evol.method.elimination import EliminationRules, Reason, check_rewrite
 from evol.method.leaks import PAPER_MARKERS, LeakDetector
+from evol.method.prompts import PromptSet
 from evol.method.textstats import normalize
 
 ON = EliminationRules()
@@ -184,3 +185,40 @@ def test_a_phrase_of_words_is_in_the_parent_only_as_whole_words() -> None:
     assert detector.find("Praise the forgiven prompts", "Praise the given prompt") == (
         "given prompt"
     )
+
+
+LEAKS = PromptSet.load().leak_detector()
+
+
+# Written out rather than read from the code: deleting one there must fail here.
+EXPECTED_LEAK_PHRASES = [
+    "#given prompt#",
+    "#rewritten prompt#",
+    "#created prompt#",
+    "given prompt",
+    "rewritten prompt",
+    "created prompt",
+    "rewritten instruction",
+    "original instruction",
+    "new instruction:",
+    "input: (none)",
+    "rewritten version",
+    "rewrite the instruction",
+    "no heading",
+    # from the shipped templates
+    "<instruction>",
+    "</instruction>",
+    "<input>",
+    "</input>",
+    "<first>",
+    "<second>",
+    "the rewrite must",
+    "the new instruction must",
+]
+
+
+@pytest.mark.parametrize("phrase", EXPECTED_LEAK_PHRASES)
+def test_each_expected_leak_phrase_is_caught(phrase: str) -> None:
+    child = f"Describe the tides. {phrase.upper()} Use two examples."
+    failure = check_rewrite("Describe the tides.", child, EliminationRules(), LEAKS)
+    assert failure and failure.reason == Reason.PROMPT_LEAK, phrase

@@ -4,6 +4,7 @@ rule's ROUGE-L, and the length summaries of `evol stats`, checked against plain 
 
 from __future__ import annotations
 
+import random
 from functools import cache
 
 import numpy as np
@@ -16,6 +17,7 @@ from evol.method.textstats import (
     estimate_tokens,
     normalize,
     rouge_l,
+    rouge_l_bitparallel,
     summarize,
     tokens,
     word_count,
@@ -217,3 +219,12 @@ def test_curly_apostrophes_are_straightened_in_tokens() -> None:
 
 def test_the_token_estimate_is_four_thirds_of_the_words() -> None:
     assert estimate_tokens("one two three four five six") == 8
+
+
+def test_bit_parallel_rouge_l_equals_the_definition() -> None:
+    rng = random.Random(11)
+    for _ in range(3_000):
+        vocabulary = [f"w{i}" for i in range(rng.randint(1, 8))]
+        first = rng.choices(vocabulary, k=rng.randint(0, 70))
+        second = rng.choices(vocabulary, k=rng.randint(0, 70))
+        assert rouge_l_bitparallel(first, second) == pytest.approx(rouge_l(first, second))

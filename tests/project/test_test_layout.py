@@ -151,3 +151,88 @@ def test_test_files_are_named_for_what_they_test() -> None:
         if (words := history_words(path.name))
     }
     assert not found, f"name these by the module or feature they test: {found}"
+
+
+# Test files named for no one module, package or command, on purpose: each checks one promise
+# over many modules at once, where a file per module would split one table of cases.
+CROSS_CUTTING = {
+    # Repository checks: the docs, the Makefile, the import contracts, the tests' own layout
+    # and their servers; they test the project, not a module of evol.
+    "project/",
+    # One Hypothesis property per function, over seeds, operations, prompts and jsonl alike
+    # (any input, derandomized): the property is the unit, not the module.
+    "method/test_properties.py",
+    # One linearity check (issue #21) over every cleaning, parsing and scoring function: the
+    # same adversarial shapes and the same CPU-time ratio for all of them.
+    "method/test_linear_text.py",
+    # Would be rundir/test_jsonl_write_faults.py, but [tool.mutmut]'s --deselect names one of
+    # its tests by this path: renamed with that line, by whoever may edit that section.
+    "rundir/test_write_faults.py",
+}
+
+
+def evol_names() -> set[str]:
+    """What a test file may be named for: every module and package of evol (the one imported,
+    mutmut's copy under mutation) and every command of the CLI, `-` read as `_`."""
+    from typer.main import get_command
+
+    import evol
+    from evol.cli import app
+
+    source = Path(evol.__file__).parent
+    names = {path.stem for path in source.rglob("*.py") if path.stem != "__init__"}
+    names |= {path.parent.name for path in source.rglob("__init__.py")}
+    return names | {command.replace("-", "_") for command in get_command(app).commands}
+
+
+def named_for(file_name: str, names: set[str]) -> str | None:
+    """The module, package or command a test file is named for: the longest `_`-joined start of
+    what follows `test_` that is one of `names` (the rest is the aspect), or None."""
+    parts = file_name.removesuffix(".py").removeprefix("test_").split("_")
+    for end in range(len(parts), 0, -1):
+        if (candidate := "_".join(parts[:end])) in names:
+            return candidate
+    return None
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("test_dedup.py", "dedup"),
+        ("test_stats_scoring.py", "stats"),  # a module and an aspect
+        ("test_stats_costs.py", "stats_costs"),  # the longest start that names a module
+        ("test_record_files_damaged.py", "record_files"),
+        ("test_run_dir.py", "run"),  # a command
+        ("test_ray.py", "ray"),  # a package
+        ("test_verify.py", "verify"),
+        ("test_frobnicate.py", None),  # made up
+        ("test_seed_details.py", None),  # `seed` is not `seeds`
+        ("test_promises.py", None),
+        ("test_help_and_stats.py", None),  # a start that names nothing, then a command
+        ("test_.py", None),
+    ],
+)
+def test_a_file_name_is_read_as_the_module_it_is_named_for(name: str, expected: str | None) -> None:
+    assert named_for(name, evol_names()) == expected
+
+
+def test_each_test_file_is_named_for_a_module_package_or_command() -> None:
+    """tests/<package>/test_<module>[_<aspect>].py: a newcomer finds a module's tests by its
+    name. A file that checks one promise across many modules is named in CROSS_CUTTING, with
+    the reason."""
+    names = evol_names()
+    found = []
+    for path in sorted(TESTS.rglob("test_*.py")):
+        relative = path.relative_to(TESTS).as_posix()
+        if relative in CROSS_CUTTING or any(
+            relative.startswith(folder) for folder in CROSS_CUTTING if folder.endswith("/")
+        ):
+            continue
+        if named_for(path.name, names) is None:
+            found.append(relative)
+    assert not found, f"name these test_<module>[_<aspect>].py, or list them with a reason: {found}"
+
+
+def test_every_cross_cutting_entry_is_still_there() -> None:
+    """A stale entry would let a new file of that name through unexamined."""
+    assert [entry for entry in sorted(CROSS_CUTTING) if not (TESTS / entry).exists()] == []

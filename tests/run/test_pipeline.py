@@ -73,3 +73,16 @@ def test_a_plugin_that_batches_has_its_batches_in_run_json_and_progress_lines(
     manifest = json.loads((out / "run.json").read_text(encoding="utf-8"))
     assert manifest["batches"] == [BATCH.model_dump()]
     assert "batches: 1 in_progress (3 requests)" in lines
+
+
+def test_the_async_library_call_runs_inside_an_existing_event_loop(server, tmp_path: Path) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": "Name a bird"}])
+    config = evol.RunConfig(
+        seeds=seeds, out=tmp_path / "run", generations=1, base_urls=[server.base_url]
+    )
+
+    async def host_application() -> evol.RunSummary:
+        return await evol.arun(config)
+
+    summary = asyncio.run(host_application())
+    assert summary.status == "complete" and summary.kept_per_generation == {"0": 1, "1": 1}

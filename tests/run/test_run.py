@@ -910,3 +910,22 @@ def test_megabyte_replies_send_no_request_twice(tmp_path: Path) -> None:
     kept = {r["id"]: r for r in map(json.loads, (out / "dataset.jsonl").open())}
     assert kept["judge.1"]["judge"] == "different"
     assert kept["answer.1"]["output"] == "Bees dance to show where the flowers are."
+
+
+def test_the_command_line_beats_the_environment_which_beats_the_config_file(
+    evol, server, tmp_path: Path
+) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": "Name a bird"}])
+    config = tmp_path / "evol.toml"
+    config.write_text('generations = 3\nseed = 11\noperations = "deepen"\n')
+    env = {"EVOL_GENERATIONS": "2", "EVOL_SEED": "12"}
+    result = evol(
+        *run_args(server, seeds, tmp_path / "run", "--config", config, "--seed", "13"), env=env
+    )
+    assert result.exit_code == 0, result.output
+    settings = json.loads((tmp_path / "run" / "run.json").read_text())["config"]
+    assert (settings["generations"], settings["seed"], settings["operations"]) == (
+        2,  # the environment over the file
+        13,  # the command line over both
+        {"deepen": 1.0},  # the file, where nothing else says otherwise
+    )

@@ -51,7 +51,7 @@ from evol.quality.scores import read_score_lines
 from evol.rundir.journal import CallJournal
 from evol.rundir.record_files import read_records
 from evol.rundir.store import RunStore
-from tests.support.runs import bare_record
+from tests.support.runs import bare_record, read_jsonl, run_args, write_seeds
 
 PROPERTY = settings(
     derandomize=True,
@@ -716,3 +716,37 @@ def test_a_record_file_that_cannot_be_opened_is_named_with_why(tmp_path: Path) -
     with pytest.raises(RunDirError) as raised:
         open_for_append(path)
     assert str(raised.value) == f"{path}: cannot write it: No such file or directory"
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b'{"id": "s2", "root_id": "s2", "round": 0, "generation": 0}',  # whole, newline lost
+        b'{"id": "s2", "root_id": "s2", "ro',  # half a record
+        b"\n",  # an empty last line
+    ],
+)
+def test_repair_cuts_a_last_record_that_lost_its_newline(tmp_path: Path, tail: bytes) -> None:
+    first = b'{"id": "s1", "root_id": "s1", "round": 0, "generation": 0}\n'
+    path = tmp_path / "gen_0.jsonl"
+    path.write_bytes(first + tail)
+    repair_torn_tail(path)
+    # Anything short of a whole line with its newline goes: the step is redone, and the next
+    # record appended cannot be glued to it.
+    assert path.read_bytes() == first
+
+
+def test_a_record_that_lost_its_newline_is_redone_and_the_dataset_stays_valid(
+    evol, server, tmp_path: Path
+) -> None:
+    seeds = write_seeds(tmp_path / "seeds.jsonl", [{"instruction": f"Task {i}"} for i in range(6)])
+    straight, out = tmp_path / "straight", tmp_path / "run"
+    assert evol(*run_args(server, seeds, straight, "--generations", "2")).exit_code == 0
+    assert evol(*run_args(server, seeds, out, "--generations", "1")).exit_code == 0
+    gen_1 = out / "gen_1.jsonl"
+    gen_1.write_bytes(gen_1.read_bytes().rstrip(b"\n"))  # the last record loses only its newline
+    assert evol(*run_args(server, seeds, out, "--generations", "2")).exit_code == 0
+    rows = [json.loads(line) for line in (out / "dataset.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == sorted(
+        r["id"] for r in read_jsonl(straight / "dataset.jsonl")
+    )

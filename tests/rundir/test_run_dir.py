@@ -328,3 +328,39 @@ def test_what_a_run_says_at_its_end(fields: dict, expected: str) -> None:
     from evol.rundir.manifest import format_summary
 
     assert format_summary(_summary(**fields)) == expected
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["stats"],
+        ["show", "{run}", "s1"],
+        ["report", "{run}", "--out", "{tmp}/r.html"],
+        ["export", "{run}", "--out", "{tmp}/x.jsonl"],
+        ["score", "{run}"],
+        ["select", "{run}", "--budget", "2", "--out", "{tmp}/x.jsonl"],
+        ["merge", "{run}", "--out", "{tmp}/merged"],
+    ],
+    ids=lambda command: command[0],
+)
+def test_a_run_directory_that_does_not_exist_is_named_as_such(
+    evol, tmp_path: Path, command: list[str]
+) -> None:
+    run = tmp_path / "runs" / "nope"
+    args = [a.replace("{run}", str(run)).replace("{tmp}", str(tmp_path)) for a in command]
+    if "{run}" not in command:
+        args.append(str(run))
+    result = evol(*args)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"evol: error: {run}: the directory does not exist (name the --out of an evol run)"
+    ]
+    assert not (tmp_path / "runs").exists()
+
+    run.parent.mkdir()
+    run.write_text("not a run\n")
+    result = evol(*args)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"evol: error: {run}: not a directory (name the --out of an evol run)"
+    ]

@@ -12,7 +12,7 @@ import pytest
 
 from evol.errors import SeedFileError
 from evol.seeds import SeedOptions, iter_seeds, scan_seeds
-from tests.support.runs import write_seeds
+from tests.support.runs import read_jsonl, run_args, write_seeds
 from tests.support.seed_files import BAD_FILES
 
 
@@ -187,3 +187,24 @@ def test_a_fifo_without_a_writer_is_refused_not_waited_on(tmp_path: Path) -> Non
         f"evol: error: {fifo}: not a regular file (a pipe, a FIFO or a device): evol reads "
         "the seed file more than once; save it to a file first"
     ]
+
+
+def test_field_and_format_through_the_command_line(evol, server, tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds.data"
+    seeds.write_text('{"task": "Name a bird", "id": "x"}\n')
+    result = evol(
+        *run_args(
+            server,
+            seeds,
+            tmp_path / "run",
+            "--generations",
+            "0",
+            "--format",
+            "jsonl",
+            "--field",
+            "task",
+        )
+    )
+    assert result.exit_code == 0, result.output
+    (record,) = read_jsonl(tmp_path / "run" / "gen_0.jsonl")
+    assert (record["id"], record["instruction"]) == ("x", "Name a bird")

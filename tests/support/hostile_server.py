@@ -1,4 +1,4 @@
-"""A raw HTTP server on 127.0.0.1 that misbehaves on purpose, for tests/llm/test_hostile.py.
+"""A raw HTTP server on 127.0.0.1 that misbehaves on purpose, for tests/llm/test_transport_hostile.py.
 
 Unlike tests/support/fake_server.py it writes the bytes of every response itself, so a test can send
 what real proxies, gateways and overloaded servers send: interim 1xx responses, bombs, endless

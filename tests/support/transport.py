@@ -75,7 +75,7 @@ class PlainGreeter:
 
 
 def theirs(proxies: dict[str, str], url: str) -> str | None:
-    """httpx2's choice, through its (private) choice of transport, as tests/llm/test_hostile.py
+    """httpx2's choice, through its (private) choice of transport, as tests/llm/test_transport_hostile.py
     reads it."""
     httpx2_utils = pytest.importorskip("httpx2._utils")
     import httpx2

@@ -4,6 +4,10 @@ operation as a pure function of (run seed, item id, round).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from evol.errors import UsageError
@@ -59,3 +63,31 @@ def test_the_choice_is_spread_over_the_names_in_sorted_order() -> None:
     assert picks == [choose_operation(same, 0, f"s{i}", 1) for i in range(300)]
     assert picks.count("deepen") > 240
     assert [choose_operation(swapped, 0, f"s{i}", 1) for i in range(300)].count("breadth") > 240
+
+
+def test_the_operation_depends_on_the_round() -> None:
+    weights = parse_weights(None)
+    for item in ("s1", "s2", "seed-a", "s1.3"):
+        chosen = {choose_operation(weights, 0, item, round_) for round_ in range(1, 41)}
+        assert len(chosen) > 1, item  # the same for 40 rounds: the round is ignored
+
+
+def test_the_operation_choice_is_the_same_in_every_process() -> None:
+    """A per-process hash() in the choice would change with PYTHONHASHSEED."""
+    code = (
+        "from evol.method.operations import choose_operation, parse_weights\n"
+        "w = parse_weights(None)\n"
+        "print(','.join(choose_operation(w, 5, f's{i}', r) for i in range(30) for r in (1, 2)))\n"
+    )
+    outputs = set()
+    for hash_seed in ("0", "1", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        result = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        outputs.add(result.stdout)
+    local = ",".join(
+        choose_operation(parse_weights(None), 5, f"s{i}", r) for i in range(30) for r in (1, 2)
+    )
+    assert outputs == {local + "\n"}

@@ -5,7 +5,7 @@ with other options is refused naming them, and dataset.jsonl holds every kept ge
 
 These open the run directory in-process as `evol run` does (evol.pipeline: the store, its records
 read into the lineage index, the call journal, the manifest checked by `check_resume` and
-`is_finished`), while the crash tests in test_durability.py kill a real `python -m evol`, so
+`is_finished`), while the crash tests in test_rundir_durability.py kill a real `python -m evol`, so
 that each rule is checked where it is decided.
 """
 
@@ -591,3 +591,35 @@ def test_the_call_journal_replays_what_it_kept_across_a_reopen(tmp_path: Path) -
     assert again.recall("s1.1", "evolve") == {"text": "a rewrite"}
     assert again.recall("s1.1", "evolve") is None  # once
     again.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (("--model", "other-model"), "--model"),
+        (("--temperature", "0.9"), "--temperature/--max-tokens"),
+        (("--judge-max-tokens", "9"), "--temperature/--max-tokens"),
+        (("--no-sorry-check",), "elimination rules"),
+        (("--dedup",), "elimination rules"),
+        (("--system-prompt", "Be brief."), "--system-prompt"),
+        (("--prompts", "PROMPTS"), "--prompts"),
+    ],
+)
+def test_a_resume_with_other_settings_is_refused_and_names_them(
+    evol, tmp_path: Path, change: tuple[str, ...], named: str
+) -> None:
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "deepen.txt").write_text("Go deeper: $instruction $input")
+    change = tuple(str(prompts) if part == "PROMPTS" else part for part in change)
+    seeds, out = (
+        write_seeds(tmp_path / "seeds.jsonl", [{"instruction": "Name a bird"}]),
+        tmp_path / "run",
+    )
+    with FakeServer(models=("fake-model", "other-model")) as server:
+        first = evol(*run_args(server, seeds, out, "--generations", "1", "--model", "fake-model"))
+        assert first.exit_code == 0, first.output
+        model = () if change[0] == "--model" else ("--model", "fake-model")
+        again = evol(*run_args(server, seeds, out, "--generations", "1", *model, *change))
+    assert again.exit_code == 2
+    assert named in again.stderr and "holds a run made with other options" in again.stderr

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
-import pytest
-
-from evol.method.dedup import DuplicateIndex, rouge_l, rouge_l_bitparallel
 from tests.support.runs import record, write_run
 
 GREEK = "alpha beta gamma delta epsilon zeta eta theta iota kappa"
@@ -72,34 +68,3 @@ def test_a_run_never_measured_shows_no_diversity(evol, tmp_path: Path) -> None:
     assert stats["metrics_stale"] is None
     assert all(row["distinct_1"] is None for row in stats["generations"])
     assert "distinct-1" not in evol("stats", run).stdout
-
-
-@pytest.mark.parametrize("method", ["rouge-l", "minhash"])
-def test_neighbours_are_the_best_other_entries(method: str) -> None:
-    pool = DuplicateIndex(method=method)
-    pool.add("a", "a", GREEK)
-    pool.add("b", "b", GREEK.replace("kappa", "lambda"))  # a's, one word changed: 0.9
-    pool.add("c", "c", GREEK.replace("iota kappa", "omega psi"))  # two changed: 0.8 to a, b
-    pool.add("d", "d", "One, two; THREE four")
-    pool.add("e", "e", "one two three four")  # d's words exactly
-    found = pool.neighbours()
-    assert found["a"] == ("b", pytest.approx(0.9)) and found["b"] == ("a", pytest.approx(0.9))
-    assert found["c"] == ("a", pytest.approx(0.8))  # a and b tie: the first added
-    assert found["d"] == ("e", 1.0) and found["e"] == ("d", 1.0)
-
-
-def test_neighbours_with_minhash_are_none_when_nothing_is_close() -> None:
-    pool = DuplicateIndex(method="minhash")
-    pool.add("a", "a", GREEK)
-    pool.add("b", "b", "one two three four five six")
-    assert pool.neighbours() == {"a": None, "b": None}
-    assert DuplicateIndex(method="rouge-l").neighbours() == {}
-
-
-def test_bit_parallel_rouge_l_equals_the_definition() -> None:
-    rng = random.Random(11)
-    for _ in range(3_000):
-        vocabulary = [f"w{i}" for i in range(rng.randint(1, 8))]
-        first = rng.choices(vocabulary, k=rng.randint(0, 70))
-        second = rng.choices(vocabulary, k=rng.randint(0, 70))
-        assert rouge_l_bitparallel(first, second) == pytest.approx(rouge_l(first, second))
