@@ -165,9 +165,6 @@ CROSS_CUTTING = {
     # One linearity check (issue #21) over every cleaning, parsing and scoring function: the
     # same adversarial shapes and the same CPU-time ratio for all of them.
     "method/test_linear_text.py",
-    # Would be rundir/test_jsonl_write_faults.py, but [tool.mutmut]'s --deselect names one of
-    # its tests by this path: renamed with that line, by whoever may edit that section.
-    "rundir/test_write_faults.py",
 }
 
 
