@@ -317,6 +317,19 @@ def resume(work: Path, size: int = 100_000) -> dict[str, Any]:
 def readme_tables(figures: dict[str, Any]) -> str:
     """docs/performance.md's throughput tables, from the figures in results.json."""
     out: list[str] = []
+    # The same workload with answers of about 1,200 characters (`--case long_answers`).
+    longer = figures.get("long_answers")
+    long_row = (
+        [
+            f"| {longer['calls']:,} (answers of ~1,200 characters) | {longer['wall_s']} s "
+            f"| {longer['calls_per_s']:,} | {longer['limit_calls_per_s']:,} "
+            f"| {longer['fraction_of_limit']:.1%} "
+            f"| {longer.get('steady_fraction_of_limit', float('nan')):.1%} "
+            f"| {longer['client_cpu_ms_per_call']} ms | {longer['client_peak_rss_mb']} MB |"
+        ]
+        if longer
+        else []
+    )
     if run := figures.get("saturation"):
         out += [
             f"Saturation: {run['seeds']:,} seeds x {run['generations']} generations, answers and "
@@ -329,6 +342,7 @@ def readme_tables(figures: dict[str, Any]) -> str:
             f"| {run['limit_calls_per_s']:,} | {run['fraction_of_limit']:.1%} "
             f"| {run.get('steady_fraction_of_limit', float('nan')):.1%} "
             f"| {run['client_cpu_ms_per_call']} ms | {run['client_peak_rss_mb']} MB |",
+            *long_row,
             "",
             "The fraction of limit is end to end (wall time from starting `evol run` to its "
             "exit); the steady state is the rate while the 10th to the 90th percent of the calls "
