@@ -73,8 +73,12 @@ class Connection(BaseModel):
     concurrency: int = Field(16, ge=1)
     max_retries: int = Field(5, ge=0)
     retry_max_wait: float = Field(60.0, gt=0)
-    rpm: float | None = Field(None, gt=0, description="requests per minute; None: no cap")
-    tpm: float | None = Field(None, gt=0, description="tokens per minute; None: no cap")
+    rpm: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="requests per minute; None: no cap"
+    )
+    tpm: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="tokens per minute; None: no cap"
+    )
     max_response_bytes: int = Field(16 * 1024 * 1024, ge=1, description="reply body cap")
     batch: bool = Field(False, description="send requests through the Batch API (half price)")
     batch_max_requests: int = Field(50_000, ge=1, description="requests per batch input file")

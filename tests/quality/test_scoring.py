@@ -527,13 +527,29 @@ def test_a_stop_repays_only_the_calls_in_flight(
 
 
 MUTE_SEED = "<task>\n[mute] List three prime numbers below twenty\n</task>"
+NEVER_SEED = "<task>\n[never] Describe a cat\n</task>"
 
 
-def one_at_a_time(run: Path, server: FakeServer) -> list[str]:
+def one_at_a_time(run: Path, server: FakeServer, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "evol", "score", str(run), "--base-url", server.base_url, "--quiet",
-        "--concurrency", "1", "--no-complexity", "--retry-max-wait", "0.05",
+        "--concurrency", "1", "--no-complexity", "--retry-max-wait", "0.05", *extra,
     ]  # fmt: skip
+
+
+def killed_at_second_ask(run: Path, task: str, *extra: str) -> list[dict[str, Any]]:
+    """Score one call at a time, hold `task`'s second ask, kill -9: the requests sent."""
+    held = lambda body: len(body["messages"]) > 1 and task in body["messages"][0]["content"]  # noqa: E731
+    with FakeServer(responder=ScoringResponder(), hold=held) as server:
+        process = subprocess.Popen(one_at_a_time(run, server, *extra), env=ENV)
+        try:
+            server.wait_until(lambda: server.held == 1 or process.poll() is not None)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        assert server.held == 1
+        server.release()
+        return list(server.requests)
 
 
 def asks_of(requests: list[dict[str, Any]], task: str) -> Counter[int]:
@@ -568,7 +584,7 @@ def test_a_score_killed_between_two_asks_pays_the_first_once(
         before = list(server.requests)
     assert asks_of(before, MUTE_SEED) == {1: 1, 3: 1}
     # Each reply so far, the last the [mute] seed's: its scorer, record, digest and model.
-    scorer, record_id, _digest, model = journal[-1]["item"].split("/")
+    scorer, record_id, _digest, model, _prompts = journal[-1]["item"].split("/")
     assert (scorer, record_id, model, journal[-1]["role"]) == (
         "difficulty", "s3", "fake-model", "ask1",
     )  # fmt: skip
@@ -581,6 +597,47 @@ def test_a_score_killed_between_two_asks_pays_the_first_once(
     assert asks_of(after, MUTE_SEED) == {3: 1}  # the first ask replayed, not sent again
     assert (made_run / "scores.jsonl").read_bytes() == (straight / "scores.jsonl").read_bytes()
     assert not (made_run / "score_calls.jsonl").exists()  # nothing waits: the journal goes
+
+
+@pytest.mark.slow
+def test_a_retry_of_a_missing_score_killed_between_its_asks_pays_its_first_once(
+    made_run: Path,
+) -> None:
+    """--retry-missing asks again a question whose line is written (missing): the replies of
+    that retry are journalled apart from the first time's, which the written line spent."""
+    with FakeServer(responder=ScoringResponder()) as server:
+        assert subprocess.run(one_at_a_time(made_run, server), env=ENV).returncode == 0
+    assert any(line["id"] == "s4" and line["score"] is None for line in scores(made_run))
+    before = killed_at_second_ask(made_run, NEVER_SEED, "--retry-missing")
+    assert asks_of(before, NEVER_SEED) == {1: 1, 3: 1}
+    with FakeServer(responder=ScoringResponder()) as server:
+        command = one_at_a_time(made_run, server, "--retry-missing")
+        assert subprocess.run(command, env=ENV).returncode == 0
+        after = list(server.requests)
+    assert asks_of(after, NEVER_SEED) == {3: 1}  # the retry's first ask replayed, not paid again
+
+
+@pytest.mark.slow
+def test_a_journalled_reply_is_not_replayed_to_other_prompts(
+    made_run: Path, tmp_path: Path
+) -> None:
+    """A reply answers the prompt it was asked with: a resume with other --prompts asks anew."""
+    before = killed_at_second_ask(made_run, MUTE_SEED)
+    assert asks_of(before, MUTE_SEED) == {1: 1, 3: 1}
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    shipped = PromptSet.load()["score_difficulty"].text
+    (prompts / "score_difficulty.txt").write_text("CHANGED TEMPLATE. " + shipped)
+    with FakeServer(responder=ScoringResponder()) as server:
+        command = one_at_a_time(made_run, server, "--prompts", str(prompts))
+        assert subprocess.run(command, env=ENV).returncode == 0
+        after = list(server.requests)
+    assert asks_of(after, MUTE_SEED) == {1: 1, 3: 1}
+    assert all(
+        "CHANGED TEMPLATE" in body["messages"][0]["content"]
+        for body in after
+        if MUTE_SEED in body["messages"][0]["content"]
+    )
 
 
 # -- the log-probability path, in process ----------------------------------------------------

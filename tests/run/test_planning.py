@@ -185,3 +185,18 @@ def test_a_dry_run_of_batch_names_the_backend_the_run_uses(evol, tmp_path: Path)
     assert "backend openai" in dry.stdout
     assert "free" not in dry.stdout
     assert "no API key for api.openai.com" in dry.stdout + dry.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "score"])
+@pytest.mark.parametrize("option", ["--rpm", "--tpm"])
+def test_an_endless_budget_is_refused_not_taken_for_no_cap(
+    evol, tmp_path: Path, command: str, option: str
+) -> None:
+    """`inf` parses as a number above the option's minimum; a budget must be finite."""
+    seeds, out = write_seeds(tmp_path / "seeds.jsonl", TWO_SEEDS), tmp_path / "run"
+    target = [seeds, "--out", out] if command == "run" else [out]
+    if command == "score":
+        out.mkdir()
+    result = evol(command, *target, "--base-url", "http://127.0.0.1:9/v1", option, "inf")
+    assert result.exit_code == 2, result.output
+    assert "finite" in result.stderr and "Traceback" not in result.stderr

@@ -145,8 +145,12 @@ class PromptSet:
     def digest(self, operations: Iterable[str] | None = None) -> str:
         """A hash of the text of every template a run with `operations` may use (None: all):
         a resumed run must use the same prompts."""
+        return self.digest_of(run_prompt_names(operations))
+
+    def digest_of(self, names: Iterable[str]) -> str:
+        """A hash of the named templates' text: what a journalled reply answered."""
         digest = hashlib.sha256()
-        for name in run_prompt_names(operations):
+        for name in names:
             digest.update(f"{name}\0{self.templates[name].text}\0".encode())
         return digest.hexdigest()[:16]
 

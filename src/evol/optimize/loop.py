@@ -22,7 +22,6 @@ Layout of --out:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,10 +106,7 @@ async def aoptimize(
 def optimizer_digest(prompts: PromptSet) -> str:
     """A hash of the optimizer's own templates (optimize_analysis, optimize_propose): its
     journalled replies answer these, so a rerun with other ones must not replay them."""
-    digest = hashlib.sha256()
-    for name in OPTIMIZE_PROMPT_NAMES:
-        digest.update(f"{name}\0{prompts[name].text}\0".encode())
-    return digest.hexdigest()[:16]
+    return prompts.digest_of(OPTIMIZE_PROMPT_NAMES)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from evol.llm.dispatch import ReplyJournal
 from evol.method.prompts import (
     SCORE_COMPLEXITY,
     SCORE_DIFFICULTY,
@@ -45,11 +46,53 @@ class Job:
         return 8 * len(self.versions) + 16 if self.versions else SINGLE_MAX_TOKENS
 
 
-def call_item(scorer: str, key: str, digest: str, model: str) -> str:
-    """The name of a job's calls in the journal and in a batch: its scorer, its record (or
-    lineage), the digest of the text scored and the model. A journalled reply is replayed only
-    to the same question: not to a lineage that has grown since, nor to another --model."""
-    return f"{scorer}/{key}/{digest}/{model}"
+def job_step(job: Job) -> str:
+    """A job's name in its requests: its scorer and its record (or lineage). A batch keys its
+    rows by it (the text scored and the model are in each row's body)."""
+    return f"{job.scorer}/{job.key}"
+
+
+def call_item(question: tuple[str, str, str, str], prompts: str, attempt: int) -> str:
+    """The name of a job's calls in the journal: the question (scorer, record or lineage,
+    digest of the text scored, model), the digest of the scoring prompts, and how many lines
+    scores.jsonl held for that question before (a --retry-missing asks it again). A journalled
+    reply is replayed only to the same question, asked the same way, the same time: not to a
+    lineage that has grown since, another --model or other --prompts, nor to a retry of a
+    score that came out missing."""
+    return "/".join(question) + f"/{prompts}" + (f"/again{attempt}" if attempt else "")
+
+
+def journal_items(
+    jobs: list[Job], lines: list[ScoreLine], model: str, prompts: str
+) -> tuple[dict[str, str], set[str]]:
+    """Each job's `call_item` by its `job_step`, and the items of the lines already written
+    (their replies are spent: the journal drops them)."""
+    written: set[str] = set()
+    tries: Counter[tuple[str, str, str, str]] = Counter()
+    for line in lines:
+        question = (line.scorer, line.id, line.digest, line.model)
+        written.add(call_item(question, prompts, tries[question]))
+        tries[question] += 1
+    items = {}
+    for job in jobs:
+        question = (job.scorer, job.key, job.digest, model)
+        items[job_step(job)] = call_item(question, prompts, tries[question])
+    return items, written
+
+
+class JobJournal:
+    """The score's journal, keyed by each job's `call_item` where requests name only the
+    job's step: a journalled reply goes back to the same question only, while a batch's rows
+    keep the custom_ids they were submitted with."""
+
+    def __init__(self, journal: ReplyJournal, items: dict[str, str]):
+        self.journal, self.items = journal, items
+
+    def recall(self, item_id: str, role: str) -> dict[str, Any] | None:
+        return self.journal.recall(self.items[item_id], role)
+
+    def remember(self, item_id: str, role: str, reply: dict[str, Any]) -> None:
+        self.journal.remember(self.items[item_id], role, reply)
 
 
 def build_jobs(

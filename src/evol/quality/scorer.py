@@ -7,7 +7,6 @@ import asyncio
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from evol.errors import BackendError, ContextLengthExceeded, most_telling
 from evol.llm import ChatBackend, Completion, GenerationParams, LLMRequest, Message
@@ -22,7 +21,7 @@ from evol.llm.dispatch import (
 from evol.method.prompts import SCORE_RANKING_AGAIN, SCORE_SINGLE_AGAIN, PromptSet
 from evol.progress import Progress, ProgressCallback
 from evol.quality.readings import Reading, ranking_readings, single_reading
-from evol.quality.score_jobs import Job, call_item
+from evol.quality.score_jobs import Job, job_step
 from evol.quality.scores import REPLY_KEPT, ScoreLine, Sidecar
 
 TOP_LOGPROBS = 20  # OpenAI's maximum
@@ -64,17 +63,14 @@ class Scorer:
     ):
         """`policy`: the concurrency limit, retries and budget; `batch`: the calls go through
         the Batch API (each line says so); `journal`: where each reply is kept until its line
-        is written (score_calls.jsonl), so that a score killed between a job's two asks does
+        is written (score_calls.jsonl, keyed by step: `score_jobs.JobJournal`), so that a score killed between a job's two asks does
         not pay for the first again."""
         self.model, self.policy, self.info, self.prompts = model, policy, info, prompts
         self.batch = batch
-        self.journal = _JobJournal(journal) if journal is not None else None
-        self.calls = Dispatcher(backend, policy, journal=self.journal)
+        self.calls = Dispatcher(backend, policy, journal=journal)
         self.tally = ScoreTally()
 
     async def run(self, jobs: list[Job], sidecar: Sidecar, on_progress: ProgressCallback) -> None:
-        if self.journal is not None:
-            self.journal.name(jobs, self.model)
         pending, done = iter(jobs), 0
         on_progress(Progress(0, len(jobs), unit="call"))
 
@@ -214,32 +210,9 @@ class Scorer:
     async def request(
         self, job: Job, messages: list[Message], params: GenerationParams
     ) -> Completion:
-        # The step names the job and which ask this is: a batch keys its rows by it (the text
-        # and the model are in each row's body), the journal by the job's `call_item`.
+        # The step names the job and which ask this is: a batch keys its rows by it, the
+        # journal (score_jobs.JobJournal) by the job's `call_item`.
         ask = f"ask{len(messages) // 2 + 1}"
         return await self.calls.complete(
-            LLMRequest(messages, self.model, params, "score", _step(job), ask)
+            LLMRequest(messages, self.model, params, "score", job_step(job), ask)
         )
-
-
-def _step(job: Job) -> str:
-    return f"{job.scorer}/{job.key}"
-
-
-class _JobJournal:
-    """The score's journal, keyed by each job's `call_item` (its scorer, record, digest and
-    model) where requests name only the scorer and the record: a journalled reply goes back to
-    the same question only, while a batch's rows keep the custom_ids they were submitted with."""
-
-    def __init__(self, journal: ReplyJournal):
-        self.journal = journal
-        self.items: dict[str, str] = {}
-
-    def name(self, jobs: list[Job], model: str) -> None:
-        self.items = {_step(job): call_item(job.scorer, job.key, job.digest, model) for job in jobs}
-
-    def recall(self, item_id: str, role: str) -> dict[str, Any] | None:
-        return self.journal.recall(self.items[item_id], role)
-
-    def remember(self, item_id: str, role: str, reply: dict[str, Any]) -> None:
-        self.journal.remember(self.items[item_id], role, reply)

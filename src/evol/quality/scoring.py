@@ -45,11 +45,11 @@ from evol.errors import BackendError, RunDirError, TransientBackendError, UsageE
 from evol.interrupts import until_signalled
 from evol.jsonl import lock_directory
 from evol.llm import ChatBackend, open_backend
-from evol.method.prompts import PromptSet
+from evol.method.prompts import SCORE_PROMPT_NAMES, PromptSet
 from evol.progress import ProgressCallback
 from evol.quality.contamination import DEFAULT_NGRAM, check_contamination, write_contamination
 from evol.quality.metrics import compute_metrics, write_metrics
-from evol.quality.score_jobs import build_jobs, call_item, done_checker
+from evol.quality.score_jobs import JobJournal, build_jobs, done_checker, journal_items
 from evol.quality.score_summary import ScorerSummary, ScoreSummary
 from evol.quality.scorer import Scorer, ScoreTally
 from evol.quality.scores import SCORERS, ScorerName, Sidecar, read_score_lines, read_scores
@@ -175,10 +175,17 @@ async def _score_with_model(
         )
         info(f"backend {backend_name}, model {model}: {len(jobs)} calls to make")
         # Replies whose line is written are spent: what the journal keeps is the rest.
-        written = {call_item(s.scorer, s.id, s.digest, s.model) for s in lines}
+        asked = prompts.digest_of(SCORE_PROMPT_NAMES)
+        items, written = journal_items(jobs, lines, model, asked)
         journal = CallJournal.open(config.run_dir / SCORE_JOURNAL, written)
         scorer = Scorer(
-            backend, model, config.call_policy(), info, prompts, batch=config.batch, journal=journal
+            backend,
+            model,
+            config.call_policy(),
+            info,
+            prompts,
+            batch=config.batch,
+            journal=JobJournal(journal, items),
         )
         sidecar = Sidecar(config.run_dir)
         try:
