@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from evol.errors import UsageError
@@ -129,20 +129,23 @@ def runs_in_process(name: str) -> bool:
 def planned_model(name: str, settings: BackendSettings) -> str | None:
     """The model `name` uses when none is named, where its class knows it without a call
     (`planned_model(settings)`: the embedded model's file name); None: asked for at start."""
-    if name in _ENGINE_BACKENDS:
-        return None
-    known = getattr(_factory(name), "planned_model", None)
-    return known(settings) if callable(known) else None
+    return _class_hook(name, "planned_model", settings, None)
 
 
 def instruction_check_default(name: str, settings: BackendSettings) -> bool:
     """Whether the judge's instruction check is on when the user did not say: on, unless the
     class says otherwise for these settings (`instruction_check_default(settings)`: the local
     backend's embedded model calls every rewrite no instruction)."""
+    return bool(_class_hook(name, "instruction_check_default", settings, True))
+
+
+def _class_hook(name: str, hook: str, settings: BackendSettings, default: Any) -> Any:
+    """What the optional static method `hook` of `name`'s class says for `settings`, or
+    `default` where the class has none (and for the engine-made backends, which have none)."""
     if name in _ENGINE_BACKENDS:
-        return True
-    default = getattr(_factory(name), "instruction_check_default", None)
-    return bool(default(settings)) if callable(default) else True
+        return default
+    method = getattr(_factory(name), hook, None)
+    return method(settings) if callable(method) else default
 
 
 def sends_n(name: str) -> bool:
