@@ -225,8 +225,8 @@ class ReplySink:
         self._arrived = asyncio.Event()
 
     async def put(self, rows: list[dict[str, Any]]) -> None:
-        late = set().union(*self._forgotten)
-        rows = [row for row in rows if row["key"] not in late]
+        # Each row looked up in each remembered wave: no union of them all on every put.
+        rows = [row for row in rows if not any(row["key"] in wave for wave in self._forgotten)]
         if not rows:
             return
         self._rows.extend(rows)
