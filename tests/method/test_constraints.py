@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -1094,3 +1095,27 @@ def test_a_damaged_punkt_cache_is_rebuilt_or_one_line(tmp_path):
     path = write_rows(tmp_path / "s.jsonl", [row])
     done = verify_in_child(path, os.environ | {"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert done.returncode in (0, 2) and "Traceback" not in done.stderr, done.stderr[-300:]
+
+
+def test_checks_from_many_threads_take_turns_and_agree_with_one_thread(monkeypatch) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from evol.method import constraints
+
+    answers = [
+        "Das ist eine kurze Antwort auf Deutsch, ohne Umschweife.",
+        "this is a short answer in english, all in lowercase.",
+        "Voici une réponse courte en français, sans détour.",
+    ] * 8
+    asked = [c("language:response_language", language=code) for code in ("de", "en", "fr")]
+    alone = [[v.strict for v in check(answer, asked)] for answer in answers]
+    follows, inside = constraints._follows, []
+
+    def watched(*args: Any) -> bool:
+        inside.append(constraints._CHECKING.locked())  # langdetect's state is one per process
+        return follows(*args)
+
+    monkeypatch.setattr(constraints, "_follows", watched)
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda a: [v.strict for v in check(a, asked)], answers))
+    assert together == alone and inside and all(inside)
