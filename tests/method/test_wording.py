@@ -75,6 +75,8 @@ def test_a_negation_governs_the_bound_it_comes_before(relation, rewrite, expecte
 @pytest.mark.parametrize(
     ("rewrite", "expected"),
     [
+        # They require the words: a negation word elsewhere in the sentence ("no exceptions")
+        # does not pass them as forbidding them.
         ("Describe fruit. Mention apple and pear, with no exceptions.", "garbled"),
         ("Describe fruit. Mention apple and pear with no exceptions.", "garbled"),
         ("Describe banana fruit, apple and pear.", "garbled"),  # "ban" is no negation
@@ -265,12 +267,3 @@ def test_the_judge_is_asked_about_the_unworded_constraints_only() -> None:
         "detectable_format:title",
     ]
     assert set(UNWORDED) < set(KWARGS_SCHEMA)
-
-
-def test_forbidden_words_required_are_garbled() -> None:
-    """'Mention apple and pear, with no exceptions' requires the words; any negation word
-    in the sentence passes it as forbidding them."""
-    forbidden = Constraint(
-        id="keywords:forbidden_words", kwargs={"forbidden_words": ["apple", "pear"]}
-    )
-    assert unstated("Describe fruit. Mention apple and pear, with no exceptions.", forbidden)
