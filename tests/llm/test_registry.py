@@ -4,7 +4,6 @@ declares it can do. (The embedded model run for real: test_local.py, and behind
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -132,29 +131,6 @@ def test_a_plugin_backend_installs_and_runs_by_name(tmp_path: Path) -> None:
     ]
     manifest = assert_valid_run(out)
     assert manifest["backend"]["name"] == "echo"
-
-
-def test_azure_style_endpoints_keep_their_query_and_take_the_key_as_api_key(
-    evol, tmp_path: Path
-) -> None:
-    from evol.llm.openai_api import auth_headers
-    from tests.support.fake_server import FakeServer
-
-    assert auth_headers("https://res.openai.azure.com/openai/deployments/gpt", "k") == {
-        "api-key": "k"
-    }
-    assert auth_headers("https://api.openai.com/v1", "k") == {"Authorization": "Bearer k"}
-    seeds = write_seeds(tmp_path / "seeds.jsonl", SMALL_SEEDS[:2])
-    with FakeServer(models=("gpt-4o",)) as server:
-        base = server.base_url.removesuffix("/v1")
-        url = f"{base}/openai/deployments/gpt-4o?api-version=2024-10-21"
-        result = evol(
-            "run", seeds, "--out", tmp_path / "run", "--base-url", url, "--model", "gpt-4o",
-            "--generations", "1", "--quiet", "--json",
-        )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["status"] == "complete"
-    assert len(server.requests) == 2 * 4
 
 
 def test_register_backend_as_a_plugin_author_uses_it(tmp_path: Path) -> None:

@@ -20,7 +20,6 @@ pytest.importorskip("if_verifiable", reason="the verify extra")
 from evol.method.constraints import KWARGS_SCHEMA, Constraint  # noqa: E402
 from evol.method.drawing import describe  # noqa: E402
 from evol.method.wording import UNWORDED, judged, unstated  # noqa: E402
-from tests.support.verifiable import WORDS  # noqa: E402
 
 LESS, AT_LEAST = "less than", "at least"
 
@@ -42,7 +41,9 @@ def verdict(rewrite: str, constraint: Constraint) -> str | None:
 @pytest.mark.parametrize(
     ("relation", "rewrite", "expected"),
     [
-        # A negation before the bound turns it round (attack26b's four).
+        # A negation before the bound turns it round (attack26b's four), even with a verb
+        # between them ("not be less than"): the bound read alone would pass the rewrite as
+        # stating the constraint.
         (LESS, "Explain tides. Your answer should not be less than 150 words.", "garbled"),
         (LESS, "Explain tides. Do not write fewer than 150 words.", "garbled"),
         (AT_LEAST, "Explain tides. Do not write more than 150 words.", "garbled"),
@@ -74,6 +75,8 @@ def test_a_negation_governs_the_bound_it_comes_before(relation, rewrite, expecte
 @pytest.mark.parametrize(
     ("rewrite", "expected"),
     [
+        # They require the words: a negation word elsewhere in the sentence ("no exceptions")
+        # does not pass them as forbidding them.
         ("Describe fruit. Mention apple and pear, with no exceptions.", "garbled"),
         ("Describe fruit. Mention apple and pear with no exceptions.", "garbled"),
         ("Describe banana fruit, apple and pear.", "garbled"),  # "ban" is no negation
@@ -264,28 +267,3 @@ def test_the_judge_is_asked_about_the_unworded_constraints_only() -> None:
         "detectable_format:title",
     ]
     assert set(UNWORDED) < set(KWARGS_SCHEMA)
-
-
-@pytest.mark.parametrize(
-    ("relation", "rewrite"),
-    [
-        ("less than", "Explain tides. Your answer should not be less than 150 words."),
-        ("less than", "Explain tides. Do not write fewer than 150 words."),
-        ("at least", "Explain tides. Do not write more than 150 words."),
-        ("at least", "Explain tides. It must not be at least 150 words long."),
-    ],
-)
-def test_a_negated_count_is_garbled(relation: str, rewrite: str) -> None:
-    """A negation with a verb between it and the bound ("not be less than") turns the bound
-    round; the check reads the bound alone and takes the rewrite as stating the constraint."""
-    constraint = Constraint(id=WORDS, kwargs={"num_words": 150, "relation": relation})
-    assert unstated(rewrite, constraint) is not None
-
-
-def test_forbidden_words_required_are_garbled() -> None:
-    """'Mention apple and pear, with no exceptions' requires the words; any negation word
-    in the sentence passes it as forbidding them."""
-    forbidden = Constraint(
-        id="keywords:forbidden_words", kwargs={"forbidden_words": ["apple", "pear"]}
-    )
-    assert unstated("Describe fruit. Mention apple and pear, with no exceptions.", forbidden)
