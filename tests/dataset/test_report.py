@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from evol.dataset.report_plots import PLOT_NAMES
-from tests.support.fake_server import FakeServer
+from tests.support.fake_server import FakeServer, VerifiableResponder
 from tests.support.runs import read_jsonl, run_args, write_seeds
+from tests.support.verifiable import POOL, verifiable_run
 
 SEEDS = [
     {"instruction": "Explain <script>alert('x')</script> tags {safely}"},
@@ -219,3 +220,13 @@ def test_a_bad_place_to_write_the_report_is_one_line(
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert len(result.stderr.splitlines()) == 1 and message.format(tmp=tmp_path) in result.stderr
     assert (tmp_path / "a-file").read_text() == "mine"
+
+
+@pytest.mark.usefixtures("private_cache")
+def test_the_report_draws_the_constraints(evol, tmp_path: Path) -> None:
+    with FakeServer(responder=VerifiableResponder(pass_rate=0.5)) as server:
+        out = verifiable_run(evol, server, tmp_path, "--generations", "1", "--constraint-ids", POOL)
+    result = evol("report", out, "--out", tmp_path / "r.html", "--png", tmp_path / "png")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "png" / "constraints.png").read_bytes().startswith(b"\x89PNG")
+    assert "kept records carry verifiable constraints" in (tmp_path / "r.html").read_text()

@@ -1,19 +1,11 @@
-"""Backends: the default choice, plugins from entry points, and the embedded model.
-
-The slow tests run SmolLM2-135M-Instruct for real: in-process through the `local` backend,
-and behind `python -m llama_cpp.server` through the `openai` backend. The small model fails
-often; the tests check that whatever it wrote is a valid, consistent run.
-"""
+"""Backends: the default choice, plugins from entry points and from code, and what a backend
+declares it can do. (The embedded model run for real: test_local.py, and behind
+`python -m llama_cpp.server`: test_openai_compatible_real_model.py.)"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -22,26 +14,16 @@ from evol.errors import UsageError
 from evol.llm import (
     BackendSettings,
     Completion,
-    GenerationParams,
     LLMRequest,
     backend_names,
     choose_backend,
     local_backend_installed,
 )
-from tests.support.real_model import (
-    SMALL_SEEDS,
-    llama_server,  # noqa: F401 (a fixture)
-    needs_model,
-    smollm2_gguf,
-)
+from tests.support.real_model import SMALL_SEEDS
 from tests.support.runs import assert_valid_run, read_jsonl, write_seeds
+from tests.support.subprocesses import clean_env
 
 HERE = Path(__file__).parents[1]  # tests/
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
-    return {**env, **extra}
 
 
 @pytest.mark.parametrize(
@@ -149,157 +131,6 @@ def test_a_plugin_backend_installs_and_runs_by_name(tmp_path: Path) -> None:
     ]
     manifest = assert_valid_run(out)
     assert manifest["backend"]["name"] == "echo"
-
-
-# -- the real model ------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-@pytest.mark.heavy  # left out of make mutate
-@needs_model
-def test_real_model_behind_llama_cpp_server_through_the_openai_backend(
-    llama_server: str,  # noqa: F811 (the fixture imported above)
-    tmp_path: Path,
-) -> None:
-    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SMALL_SEEDS), tmp_path / "run"
-    command = [
-        sys.executable, "-m", "evol", "run", str(seeds), "--out", str(out), "--generations", "2",
-        "--base-url", llama_server, "--max-tokens", "128", "--temperature", "0.7", "--concurrency", "2", "--json",
-    ]  # fmt: skip
-    result = subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
-    manifest = assert_valid_run(out)
-    assert manifest["backend"]["name"] == "openai" and summary["backend"] == "openai"
-    assert summary["failed"] == []
-    # A sampled answer may fail a rule (cut at --max-tokens, say): each seed is kept with its
-    # answer or eliminated at generation 0 with a reason, never lost.
-    gen0 = read_jsonl(out / "gen_0.jsonl")
-    failed_seeds = [r for r in read_jsonl(out / "eliminated.jsonl") if r["generation"] == 0]
-    assert sorted(r["id"] for r in gen0 + failed_seeds) == [f"s{n}" for n in range(1, 6)]
-    assert gen0 and all(isinstance(r["output"], str) for r in gen0)
-    # Every evolution attempt ended kept or eliminated: 5 lineages x 2 rounds.
-    # (A seed whose answer failed is eliminated at generation 0 and still evolves.)
-    evolutions_eliminated = len(
-        [r for r in read_jsonl(out / "eliminated.jsonl") if r["generation"] > 0]
-    )
-    kept = sum(summary["kept_per_generation"].get(str(g), 0) for g in (1, 2))
-    assert kept + evolutions_eliminated == 10
-    assert summary["eliminated"] == evolutions_eliminated + len(failed_seeds)
-    assert summary["usage"]["evolve"]["completion_tokens"] > 0
-    # llama-cpp-python's server refuses a json_schema format (a 500 naming the field) and takes
-    # json_object with the schema: every verdict is read from the schema, none from prose.
-    read = manifest["judging"]["replies_read_as"].get("judge", {})
-    assert "prose" not in read and read.get("schema", 0) == summary["requests"].get("judge", 0)
-
-
-@pytest.mark.slow
-@pytest.mark.heavy  # left out of make mutate
-@needs_model
-def test_real_model_in_process_through_the_local_backend(tmp_path: Path) -> None:
-    seeds, out = write_seeds(tmp_path / "seeds.jsonl", SMALL_SEEDS[:3]), tmp_path / "run"
-    command = [
-        sys.executable, "-m", "evol", "run", str(seeds), "--out", str(out), "--generations", "1",
-        "--max-tokens", "128", "--json",
-    ]  # fmt: skip
-    result = subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    assert f"backend local, model {smollm2_gguf().name}" in result.stderr
-    manifest = assert_valid_run(out)
-    assert manifest["backend"]["name"] == "local"
-    assert manifest["backend"]["models"]["answer"] == smollm2_gguf().name
-    summary = json.loads(result.stdout)
-    # 3 evolutions, each kept or eliminated; a seed whose answer failed is eliminated at
-    # generation 0 as well, and still evolves.
-    evolutions_eliminated = len(
-        [r for r in read_jsonl(out / "eliminated.jsonl") if r["generation"] > 0]
-    )
-    assert summary["kept_per_generation"].get("1", 0) + evolutions_eliminated == 3
-    assert all(r["output"] for r in read_jsonl(out / "gen_0.jsonl"))
-
-
-def test_azure_style_endpoints_keep_their_query_and_take_the_key_as_api_key(
-    evol, tmp_path: Path
-) -> None:
-    from evol.llm.openai_api import auth_headers
-    from tests.support.fake_server import FakeServer
-
-    assert auth_headers("https://res.openai.azure.com/openai/deployments/gpt", "k") == {
-        "api-key": "k"
-    }
-    assert auth_headers("https://api.openai.com/v1", "k") == {"Authorization": "Bearer k"}
-    seeds = write_seeds(tmp_path / "seeds.jsonl", SMALL_SEEDS[:2])
-    with FakeServer(models=("gpt-4o",)) as server:
-        base = server.base_url.removesuffix("/v1")
-        url = f"{base}/openai/deployments/gpt-4o?api-version=2024-10-21"
-        result = evol(
-            "run", seeds, "--out", tmp_path / "run", "--base-url", url, "--model", "gpt-4o",
-            "--generations", "1", "--quiet", "--json",
-        )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["status"] == "complete"
-    assert len(server.requests) == 2 * 4
-
-
-# -- the local backend's shutdown, with a stand-in for llama.cpp's model ------------------
-
-
-class BlockingModel:
-    """A model whose generation runs in its worker thread until released; closing it while
-    a generation runs is the crash the backend must never cause."""
-
-    def __init__(self) -> None:
-        self.started, self.release = threading.Event(), threading.Event()
-        self.running = 0
-        self.closed_while_running = False
-        self.closed = False
-
-    def create_chat_completion(self, **_request: object) -> dict:
-        self.running += 1
-        self.started.set()
-        self.release.wait(30)
-        self.running -= 1
-        return {"choices": [{"message": {"content": "done"}, "finish_reason": "stop"}]}
-
-    def close(self) -> None:
-        self.closed_while_running = self.closed_while_running or self.running > 0
-        self.closed = True
-
-
-def test_an_interrupted_generation_is_never_freed_under_its_thread(tmp_path: Path) -> None:
-    from evol.llm.local import LocalBackend
-
-    gguf = tmp_path / "model.gguf"
-    gguf.write_bytes(b"GGUF")
-
-    async def scenario() -> BlockingModel:
-        backend = LocalBackend(BackendSettings(model_path=gguf))
-        model = backend._llama = BlockingModel()
-        request = asyncio.ensure_future(
-            backend.complete(
-                LLMRequest([{"role": "user", "content": "hi"}], "m", GenerationParams())
-            )
-        )
-        await asyncio.to_thread(model.started.wait, 30)
-        request.cancel()  # Ctrl-C: the task goes, the thread cannot
-        closing = asyncio.ensure_future(backend.aclose())
-        second = asyncio.ensure_future(
-            backend.complete(
-                LLMRequest([{"role": "user", "content": "again"}], "m", GenerationParams())
-            )
-        )
-        await asyncio.sleep(0.05)
-        assert not model.closed and model.running == 1  # both wait for the generation
-        model.release.set()
-        await closing
-        with contextlib.suppress(asyncio.CancelledError):
-            await request
-        with contextlib.suppress(Exception):
-            await second
-        return model
-
-    model = asyncio.run(scenario())
-    assert model.closed and not model.closed_while_running
 
 
 def test_register_backend_as_a_plugin_author_uses_it(tmp_path: Path) -> None:

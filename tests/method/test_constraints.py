@@ -1,6 +1,6 @@
 """The verifiable-constraint registry: IFEval's checkers on google-research's own test cases,
-kwargs drawn reproducibly, no two carried constraints that contradict, and the sentence
-splitter's data provided offline."""
+the kwargs drawn for each id, the RLVR label, and the sentence splitter's data provided offline.
+(Drawing a constraint: test_drawing.py; pairs no answer can meet: test_contradictions.py.)"""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 pytest.importorskip("if_verifiable", reason="the verify extra")
 
 from evol.errors import ConstraintError
-from evol.method import constraints, contradictions, ifeval_library  # noqa: E402
+from evol.method import ifeval_library  # noqa: E402
 from evol.method.constraints import (
     KWARGS_SCHEMA,
     Constraint,
@@ -28,8 +29,7 @@ from evol.method.constraints import (
     from_ground_truth,
     ground_truth,
 )
-from evol.method.contradictions import contradicts
-from evol.method.drawing import describe, pick
+from tests.support.constraint_cases import AT_LEAST, LESS, c
 from tests.support.verifiable import (
     ifeval_input,
     open_instruct_constraints,
@@ -37,15 +37,8 @@ from tests.support.verifiable import (
     write_rows,
 )
 
-LESS, AT_LEAST = "less than", "at least"
-
-
 # The punkt_tab model goes to a cache of this module's, not the developer's ~/.cache.
 pytestmark = pytest.mark.usefixtures("private_cache")
-
-
-def c(instruction_id: str, **kwargs) -> Constraint:
-    return Constraint(id=instruction_id, kwargs=kwargs)
 
 
 # -- google-research's instructions_test.py, transcribed (registered ids only) ------------------
@@ -366,40 +359,7 @@ def test_none_kwargs_are_dropped_as_ifeval_data_writes_them():
     assert Constraint.model_validate({"id": "punctuation:no_comma", "kwargs": None}).kwargs == {}
 
 
-# -- drawing ------------------------------------------------------------------------------------
-
-
-def picks(seed: int, count: int = 30) -> list[Constraint]:
-    rng, carried = random.Random(seed), []
-    for _ in range(count):
-        found = pick(rng, carried)
-        if found is None:
-            break
-        carried.append(found)
-    return carried
-
-
-def test_the_same_seed_draws_the_same_constraints_and_another_seed_others():
-    assert picks(7) == picks(7)
-    assert picks(7) != picks(8)
-
-
-def test_drawing_and_phrasing_never_touch_the_global_random():
-    state = random.getstate()
-    for seed in range(20):
-        for constraint in picks(seed):
-            describe(constraint)
-    assert random.getstate() == state
-
-
-def test_every_drawn_constraint_is_phrased_as_ifeval_phrases_its_kwargs():
-    rng = random.Random(3)
-    for instruction_id, draw in KWARGS_SCHEMA.items():
-        for _ in range(20):
-            constraint = Constraint(id=instruction_id, kwargs=draw(rng))
-            checker = ifeval_library.instruction_classes()[instruction_id](instruction_id)
-            assert describe(constraint) == checker.build_description(**constraint.kwargs)
-            assert (checker.get_instruction_args() or {}) == constraint.kwargs
+# -- the kwargs drawn for each id -----------------------------------------------------------------
 
 
 def test_nth_paragraph_never_exceeds_the_paragraph_count():
@@ -417,17 +377,7 @@ def test_the_prompt_repeating_constraint_is_never_drawn():
     )
 
 
-# -- contradictions -----------------------------------------------------------------------------
-
-
-@given(seed=st.integers(), count=st.integers(1, 12), order=st.randoms(use_true_random=False))
-def test_no_sequence_of_picks_carries_two_constraints_that_contradict(seed, count, order):
-    carried = picks(seed, count)
-    order.shuffle(carried)  # contradiction is symmetric: the order they were carried in is not
-    for i, first in enumerate(carried):
-        for second in carried[i + 1 :]:
-            assert not contradicts(first, second) and not contradicts(second, first)
-            assert second.id not in ifeval_library.conflict_table()[first.id]
+# -- IFEval's conflict table, copied and left as it is ----------------------------------------------
 
 
 def test_the_librarys_conflict_table_is_left_as_it_is():
@@ -439,233 +389,6 @@ def test_the_librarys_conflict_table_is_left_as_it_is():
     # The raw table has english_capital conflict with itself only; the copy is symmetric.
     assert before["change_case:english_capital"] == {"change_case:english_capital"}
     assert "change_case:english_lowercase" in table["change_case:english_capital"]
-
-
-WORDS_UNDER_100 = c("length_constraints:number_words", num_words=100, relation=LESS)
-
-
-@pytest.mark.parametrize(
-    ("first", "second", "expected"),
-    [
-        (c("change_case:english_capital"), c("change_case:english_lowercase"), True),
-        (WORDS_UNDER_100, c("length_constraints:number_words", num_words=300, relation=AT_LEAST), True),
-        (c("keywords:existence", keywords=["river", "Coast"]), c("keywords:forbidden_words", forbidden_words=["coast", "lake"]), True),
-        (c("keywords:existence", keywords=["river"]), c("keywords:forbidden_words", forbidden_words=["lake"]), False),
-        (c("keywords:frequency", keyword="river", frequency=2, relation=AT_LEAST), c("keywords:forbidden_words", forbidden_words=["river"]), True),
-        (c("keywords:frequency", keyword="river", frequency=2, relation=LESS), c("keywords:forbidden_words", forbidden_words=["river"]), False),
-        (c("keywords:frequency", keyword="river", frequency=1, relation=LESS), c("keywords:existence", keywords=["river"]), True),
-        (c("keywords:frequency", keyword="river", frequency=2, relation=LESS), c("keywords:existence", keywords=["river"]), False),
-        (c("length_constraints:nth_paragraph_first_word", num_paragraphs=2, nth_paragraph=1, first_word="river"), c("keywords:forbidden_words", forbidden_words=["river"]), True),
-        (c("language:response_language", language="fr"), c("length_constraints:nth_paragraph_first_word", num_paragraphs=2, nth_paragraph=1, first_word="river"), True),
-        (c("language:response_language", language="en"), c("length_constraints:nth_paragraph_first_word", num_paragraphs=2, nth_paragraph=1, first_word="river"), False),
-        (c("language:response_language", language="ru"), c("keywords:letter_frequency", letter="q", let_frequency=3, let_relation=AT_LEAST), True),
-        (c("language:response_language", language="ru"), c("keywords:letter_frequency", letter="q", let_frequency=3, let_relation=LESS), False),
-        (c("language:response_language", language="de"), c("keywords:letter_frequency", letter="q", let_frequency=3, let_relation=AT_LEAST), False),
-        (c("detectable_format:multiple_sections", section_spliter="Section", num_sections=2), c("change_case:english_lowercase"), True),
-        (c("detectable_format:multiple_sections", section_spliter="Section", num_sections=2), c("change_case:english_capital"), True),
-        (c("detectable_format:multiple_sections", section_spliter="SECTION", num_sections=2), c("change_case:english_capital"), False),
-        # The letter checker ignores case: a letter never clashes with a case constraint.
-        (c("keywords:letter_frequency", letter="q", let_frequency=3, let_relation=AT_LEAST), c("change_case:english_capital"), False),
-        (c("punctuation:no_comma"), c("detectable_format:title"), False),
-    ],
-)  # fmt: skip
-def test_contradictions(first, second, expected):
-    assert contradicts(first, second) is expected
-    assert contradicts(second, first) is expected
-
-
-def test_a_lowercase_answer_cannot_have_capitalised_sections():
-    """Why multiple_sections with "Section" contradicts english_lowercase: the checker matches
-    the word's case exactly."""
-    sections = c("detectable_format:multiple_sections", section_spliter="Section", num_sections=2)
-    lowered = "section 1\nfirst part\nsection 2\nsecond part"
-    verdicts = check(lowered, [sections, c("change_case:english_lowercase")])
-    assert [v.strict for v in verdicts] == [False, True]
-    assert check(lowered.replace("section", "Section"), [sections])[0].strict
-
-
-def minimal_answers(constraint: Constraint) -> list[str]:
-    """The shortest texts that meet `constraint`'s required words, written the way its
-    instruction asks (an expectation built apart from contradictions._required_texts)."""
-    k = constraint.kwargs
-    if constraint.id == "keywords:existence":
-        return list(k["keywords"])
-    if constraint.id == "keywords:frequency" and k["relation"] == AT_LEAST:
-        return [" ".join([k["keyword"]] * k["frequency"])]
-    if constraint.id == "detectable_format:multiple_sections":
-        word = k["section_spliter"]
-        return ["\n".join(f"{word} {n}" for n in range(1, k["num_sections"] + 1))]
-    for name in ("first_word", "end_phrase", "postscript_marker"):
-        if name in k:
-            return [k[name]]
-    return []
-
-
-@st.composite
-def limits_on(draw, texts: list[str]) -> Constraint:
-    """A constraint that bounds a letter or a word from `texts` (or any from IFEval's list)."""
-    words = [w.strip("?.") for t in texts for w in t.split() if w.strip("?.").isalpha()]
-    words = words or constraints._word_list()[:50]
-    word = draw(st.sampled_from(words))
-    kind = draw(st.sampled_from(["letter", "keyword", "forbidden"]))
-    times = draw(st.integers(1, 6))
-    if kind == "letter":
-        letter = draw(st.sampled_from(sorted({ch.lower() for ch in word})))
-        return c("keywords:letter_frequency", letter=letter, let_frequency=times, let_relation=LESS)
-    if kind == "keyword":
-        start = draw(st.integers(0, len(word) - 1))
-        part = word[start : draw(st.integers(start + 1, len(word)))]
-        return c("keywords:frequency", keyword=part, frequency=times, relation=LESS)
-    return c("keywords:forbidden_words", forbidden_words=[word, "zzzz"])
-
-
-@settings(max_examples=300, deadline=None)
-@given(seed=st.integers(), data=st.data())
-def test_a_required_text_the_limits_checker_rejects_is_a_contradiction(seed, data):
-    """Each checker's own matching, run on the texts a drawn constraint needs: where the
-    limit's checker rejects one, contradicts() says so, both ways."""
-    rng = random.Random(seed)
-    instruction_id = rng.choice(sorted(KWARGS_SCHEMA))
-    drawn = c(instruction_id, **KWARGS_SCHEMA[instruction_id](rng))
-    texts = minimal_answers(drawn)
-    limit = data.draw(limits_on(texts))
-    if any(not check(text, [limit])[0].strict for text in texts):
-        assert contradicts(drawn, limit) and contradicts(limit, drawn)
-
-
-@settings(max_examples=200, deadline=None)
-@given(seed=st.integers(), data=st.data())
-def test_pick_never_draws_a_constraint_whose_required_text_breaks_a_carried_limit(seed, data):
-    words = constraints._word_list()
-    limit = data.draw(limits_on([" ".join(words[:200]), *constraints.END_PHRASES, "Section P.S."]))
-    picked = pick(random.Random(seed), [limit])
-    assert picked is not None
-    assert all(check(text, [limit])[0].strict for text in minimal_answers(picked))
-
-
-@pytest.mark.parametrize(
-    ("first", "second", "expected"),
-    [
-        (c("keywords:letter_frequency", letter="s", let_frequency=5, let_relation=LESS), c("detectable_format:multiple_sections", section_spliter="Section", num_sections=4), False),
-        (c("keywords:letter_frequency", letter="s", let_frequency=4, let_relation=LESS), c("detectable_format:multiple_sections", section_spliter="Section", num_sections=4), True),
-        (c("keywords:letter_frequency", letter="p", let_frequency=2, let_relation=LESS), c("detectable_content:postscript", postscript_marker="P.P.S"), True),
-        (c("keywords:letter_frequency", letter="p", let_frequency=3, let_relation=LESS), c("detectable_content:postscript", postscript_marker="P.P.S"), False),
-        (c("keywords:letter_frequency", letter="e", let_frequency=1, let_relation=AT_LEAST), c("keywords:existence", keywords=["ocean"]), False),
-        (c("keywords:frequency", keyword="river", frequency=3, relation=LESS), c("keywords:frequency", keyword="river", frequency=3, relation=AT_LEAST), True),
-        (c("keywords:letter_frequency", letter="r", let_frequency=4, let_relation=LESS), c("keywords:frequency", keyword="river", frequency=2, relation=AT_LEAST), True),
-        (c("keywords:letter_frequency", letter="r", let_frequency=5, let_relation=LESS), c("keywords:frequency", keyword="river", frequency=2, relation=AT_LEAST), False),
-        # The forbidden-words checker wants word boundaries: "help" is not in "helpful".
-        (c("keywords:forbidden_words", forbidden_words=["help"]), c("keywords:existence", keywords=["helpful"]), False),
-        (c("keywords:forbidden_words", forbidden_words=["questions"]), c("startend:end_checker", end_phrase="Any other questions?"), True),
-        (c("keywords:forbidden_words", forbidden_words=["quest"]), c("startend:end_checker", end_phrase="Any other questions?"), False),
-    ],
-)  # fmt: skip
-def test_contradictions_of_required_text(first, second, expected):
-    assert contradicts(first, second) is expected
-    assert contradicts(second, first) is expected
-
-
-SECTIONS_CAPS = c("detectable_format:multiple_sections", section_spliter="SECTION", num_sections=3)
-SECTIONS_TITLE = c("detectable_format:multiple_sections", section_spliter="Section", num_sections=3)
-HELP_END = c("startend:end_checker", end_phrase="Is there anything else I can help with?")
-
-
-def capitals(n: int, relation: str = LESS) -> Constraint:
-    return c("change_case:capital_word_frequency", capital_frequency=n, capital_relation=relation)
-
-
-def letters(letter: str, n: int) -> Constraint:
-    return c("keywords:letter_frequency", letter=letter, let_frequency=n, let_relation=LESS)
-
-
-@pytest.mark.parametrize(
-    ("first", "second", "expected"),
-    [
-        # "SECTION 1" ... "SECTION 3" are three all-capital words (attack26b, finding 1).
-        (SECTIONS_CAPS, capitals(3), True),
-        (SECTIONS_CAPS, capitals(4), False),
-        (SECTIONS_CAPS, capitals(3, AT_LEAST), False),
-        (SECTIONS_TITLE, capitals(1), False),
-        (SECTIONS_CAPS, c("change_case:english_lowercase"), True),
-        (SECTIONS_CAPS, c("change_case:english_capital"), False),
-        # The end and postscript checkers lowercase the answer: no capital is needed.
-        (HELP_END, capitals(1), False),
-        (c("detectable_content:postscript", postscript_marker="P.S."), capitals(1), False),
-        # Words as IFEval counts them: the end phrase alone is eight.
-        (HELP_END, c("length_constraints:number_words", num_words=8, relation=LESS), True),
-        (HELP_END, c("length_constraints:number_words", num_words=9, relation=LESS), False),
-        # Required texts add up (finding 2): "constant" and "shift" hold three t's ...
-        (c("keywords:existence", keywords=["constant", "shift"]), letters("t", 3), True),
-        (c("keywords:existence", keywords=["constant", "shift"]), letters("t", 4), False),
-        # ... but a text inside another needs no copy of its own: "ant" is in "constant".
-        (c("keywords:existence", keywords=["ant", "constant"]), letters("t", 3), False),
-        (c("keywords:existence", keywords=["ant", "constant"]), letters("a", 2), False),
-        (c("keywords:existence", keywords=["ant", "constant"]), letters("a", 1), True),
-    ],
-)  # fmt: skip
-def test_contradictions_of_texts_required_together(first, second, expected):
-    assert contradicts(first, second) is expected
-    assert contradicts(second, first) is expected
-
-
-def test_pick_sums_what_the_whole_lineage_requires() -> None:
-    """'constant' needs two t's, 'Any other questions?' two more: a limit of three t's fits
-    each alone but not the lineage, so pick never draws it; four fit."""
-    carried = [
-        c("keywords:existence", keywords=["constant", "river"]),
-        c("startend:end_checker", end_phrase="Any other questions?"),
-    ]
-    assert not any(contradicts(letters("t", 4), other) for other in carried)
-    drawn = [pick(random.Random(n), carried, ["keywords:letter_frequency"]) for n in range(300)]
-    limits = [
-        d for d in drawn if d and d.kwargs["letter"] == "t" and d.kwargs["let_relation"] == LESS
-    ]
-    assert limits and all(d.kwargs["let_frequency"] >= 5 for d in limits)
-    answer = "constant river. Any other questions?"
-    for limit in (d for d in drawn if d is not None and d.kwargs["let_relation"] == LESS):
-        assert check(answer, [*carried, limit])[-1].strict, limit
-
-
-def test_one_copy_serves_every_constraint_that_asks_for_a_text() -> None:
-    """A keyword both required once and as the first word is one copy, not two."""
-    carried = [
-        c("keywords:existence", keywords=["river", "stone"]),
-        c("length_constraints:nth_paragraph_first_word", num_paragraphs=1, nth_paragraph=1,
-          first_word="river"),
-    ]  # fmt: skip
-    assert not contradictions.limits_clash([*carried, letters("r", 3)])  # "river": two r's
-    assert contradictions.limits_clash([*carried, letters("r", 2)])
-
-
-@settings(max_examples=150, deadline=None)
-@given(seed=st.integers(), data=st.data())
-def test_pick_never_draws_a_limit_the_lineages_texts_break_together(seed, data):
-    """Several carried constraints' minimal texts, joined: a limit pick adds fits them all."""
-    rng = random.Random(seed)
-    carried: list[Constraint] = []
-    for _ in range(data.draw(st.integers(1, 4))):
-        if (added := pick(rng, carried)) is not None:
-            carried.append(added)
-    texts = [text for carried_one in carried for text in minimal_answers(carried_one)]
-    limit = data.draw(limits_on(texts))
-    if any(contradicts(limit, other) for other in carried):
-        return
-    if contradictions.limits_clash([*carried, limit]):
-        return  # pick refuses it: checked against the joined texts below
-    joined = "\n".join(texts)
-    assert check(joined, [limit])[0].strict or not texts, (joined, limit)
-
-
-def test_pick_returns_nothing_when_everything_conflicts():
-    assert pick(random.Random(0), [c("detectable_format:constrained_response")]) is None
-
-
-def test_pick_skips_a_constraint_whose_kwargs_contradict_the_carried_ones():
-    forbidden = c("keywords:forbidden_words", forbidden_words=constraints._word_list())
-    for seed in range(30):
-        found = pick(random.Random(seed), [forbidden])
-        assert found is not None and not contradicts(found, forbidden)
-        assert found.id not in ("keywords:existence", "length_constraints:nth_paragraph_first_word")
 
 
 # -- the RLVR label -----------------------------------------------------------------------------
@@ -901,108 +624,6 @@ def test_ground_truth_reads_back_the_same_through_literal_eval(words, phrase):
     assert json.loads(label)[0]["kwargs"][1]["end_phrase"] == phrase
 
 
-def letter(ch: str, times: int = 1) -> Constraint:
-    return Constraint(
-        id="keywords:letter_frequency",
-        kwargs={"letter": ch, "let_frequency": times, "let_relation": "less than"},
-    )
-
-
-UNSATISFIABLE_PAIRS = [
-    pytest.param(
-        letter("e"),
-        Constraint(id="keywords:existence", kwargs={"keywords": ["ocean", "river"]}),
-        id="letter-e-absent-vs-keywords-with-e",
-    ),
-    pytest.param(
-        letter("q"),
-        Constraint(id="startend:end_checker", kwargs={"end_phrase": "Any other questions?"}),
-        id="letter-q-absent-vs-end-phrase",
-    ),
-    pytest.param(
-        letter("p"),
-        Constraint(id="detectable_content:postscript", kwargs={"postscript_marker": "P.S."}),
-        id="letter-p-absent-vs-postscript",
-    ),
-    pytest.param(
-        letter("s", 3),
-        Constraint(
-            id="detectable_format:multiple_sections",
-            kwargs={"section_spliter": "Section", "num_sections": 5},
-        ),
-        id="letter-s-under-3-vs-5-sections",
-    ),
-    pytest.param(
-        Constraint(id="keywords:forbidden_words", kwargs={"forbidden_words": ["help", "ocean"]}),
-        Constraint(
-            id="startend:end_checker",
-            kwargs={"end_phrase": "Is there anything else I can help with?"},
-        ),
-        id="forbidden-help-vs-end-phrase",
-    ),
-    pytest.param(
-        Constraint(id="keywords:forbidden_words", kwargs={"forbidden_words": ["ocean", "section"]}),
-        Constraint(
-            id="detectable_format:multiple_sections",
-            kwargs={"section_spliter": "Section", "num_sections": 2},
-        ),
-        id="forbidden-section-vs-sections",
-    ),
-    pytest.param(
-        Constraint(
-            id="keywords:frequency",
-            kwargs={"keyword": "other", "frequency": 1, "relation": "less than"},
-        ),
-        Constraint(id="startend:end_checker", kwargs={"end_phrase": "Any other questions?"}),
-        id="keyword-other-absent-vs-end-phrase",
-    ),
-    pytest.param(
-        Constraint(
-            id="keywords:frequency",
-            kwargs={"keyword": "press", "frequency": 1, "relation": "less than"},
-        ),
-        Constraint(id="keywords:existence", kwargs={"keywords": ["expression", "ocean"]}),
-        id="keyword-press-absent-vs-expression",  # IFEval counts substrings
-    ),
-]
-
-
-@pytest.mark.parametrize(("a", "b"), UNSATISFIABLE_PAIRS)
-def test_pairs_no_answer_can_meet_are_contradictions(a, b):
-    assert contradicts(a, b) and contradicts(b, a)
-
-
-def _required_text(c: Constraint) -> str:
-    """Text any answer meeting `c` must contain (IFEval's checkers ignore case here)."""
-    k = c.kwargs
-    parts = [*k.get("keywords", []), k.get("first_word", ""), k.get("end_phrase", "")]
-    parts += [k.get("section_spliter", ""), k.get("postscript_marker", "")]
-    if c.id == "keywords:frequency" and k.get("relation") == "at least":
-        parts.append(k["keyword"])
-    return " ".join(parts).lower()
-
-
-def test_pick_never_adds_a_constraint_that_needs_a_letter_the_lineage_forbids():
-    carried = [letter("e")]
-    needs_e = [
-        picked
-        for seed in range(300)
-        if (picked := pick(random.Random(seed), carried)) and "e" in _required_text(picked)
-    ]
-    assert needs_e == []
-
-
-def test_pick_never_draws_a_constraint_no_answer_meets():
-    never = {"num_sentences": 1, "relation": "less than"}
-    drawn = [
-        s
-        for s in range(1000, 1100)
-        if (c := pick(random.Random(s), [])).id == "length_constraints:number_sentences"
-        and c.kwargs == never
-    ]
-    assert drawn == []
-
-
 @pytest.mark.slow
 def test_processes_building_the_punkt_cache_at_once_all_succeed(tmp_path):
     row = ifeval_input(
@@ -1094,3 +715,27 @@ def test_a_damaged_punkt_cache_is_rebuilt_or_one_line(tmp_path):
     path = write_rows(tmp_path / "s.jsonl", [row])
     done = verify_in_child(path, os.environ | {"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert done.returncode in (0, 2) and "Traceback" not in done.stderr, done.stderr[-300:]
+
+
+def test_checks_from_many_threads_take_turns_and_agree_with_one_thread(monkeypatch) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from evol.method import constraints
+
+    answers = [
+        "Das ist eine kurze Antwort auf Deutsch, ohne Umschweife.",
+        "this is a short answer in english, all in lowercase.",
+        "Voici une réponse courte en français, sans détour.",
+    ] * 8
+    asked = [c("language:response_language", language=code) for code in ("de", "en", "fr")]
+    alone = [[v.strict for v in check(answer, asked)] for answer in answers]
+    follows, inside = constraints._follows, []
+
+    def watched(*args: Any) -> bool:
+        inside.append(constraints._CHECKING.locked())  # langdetect's state is one per process
+        return follows(*args)
+
+    monkeypatch.setattr(constraints, "_follows", watched)
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda a: [v.strict for v in check(a, asked)], answers))
+    assert together == alone and inside and all(inside)

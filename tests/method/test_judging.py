@@ -440,3 +440,19 @@ def test_an_answer_check_cut_at_the_token_limit_eliminates_nothing(evol, tmp_pat
     assert checks >= 4 and manifest["judging"]["replies_read_as"]["answer_check"] == {
         "unread": checks
     }
+
+
+def test_the_judges_word_on_requirements_counts_only_where_it_was_asked() -> None:
+    reply = '{"reason": "dropped", "second_is": "instruction", "states_requirements": "no", "verdict": "different"}'
+    asked = read_judgement(reply, states_asked=True)
+    assert asked.states is False
+    failure = asked.failure(reply)
+    assert failure and failure.reason == Reason.CONSTRAINT_LOST and "dropped" in failure.detail
+    plain = read_judgement(reply)
+    assert plain.states is None and plain.failure(reply) is None
+    kept = read_judgement(reply.replace('"no"', '"YES"'), states_asked=True)
+    assert kept.states is True and kept.failure(reply) is None
+    silent = read_judgement(reply.replace(', "states_requirements": "no"', ""), states_asked=True)
+    assert silent.states is None and silent.failure(reply) is None
+    equal = read_judgement(reply.replace('"different"', '"equal"'), states_asked=True)
+    assert equal.failure(reply).reason == Reason.NO_INFORMATION_GAIN  # the paper's rule first

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from evol.errors import UsageError
-from evol.method.operations import OPERATIONS, choose_operation, parse_weights
+from evol.method.operations import OPERATIONS, VERIFIABLE, choose_operation, parse_weights
 
 
 @pytest.mark.parametrize(
@@ -71,3 +71,12 @@ def test_weights_errors_name_the_operations() -> None:
     assert str(all_zero.value) == "--operations: at least one operation needs a weight above 0"
     with pytest.raises(UsageError):
         parse_weights("deepen=inf")
+
+
+def test_the_operation_is_used_only_when_named() -> None:
+    assert VERIFIABLE not in parse_weights(None) and set(parse_weights(None)) == set(OPERATIONS)
+    assert parse_weights("add_verifiable_constraint=2,deepen") == {VERIFIABLE: 2.0, "deepen": 1.0}
+    assert parse_weights(None, verifiable=True) == {VERIFIABLE: 1.0}
+    assert parse_weights("  ", verifiable=True) == {VERIFIABLE: 1.0}
+    with pytest.raises(UsageError, match="--verifiable evolves with add_verifiable_constraint"):
+        parse_weights("deepen", verifiable=True)

@@ -5,13 +5,14 @@ operation as a pure function of (run seed, item id, round).
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 
 import pytest
 
 from evol.errors import UsageError
-from evol.method.operations import OPERATIONS, choose_operation, parse_weights
+from evol.method.operations import OPERATIONS, choice_rng, choose_operation, parse_weights
 
 KNOWN = "add_constraints, deepen, concretize, increase_reasoning, complicate_input, breadth"
 
@@ -91,3 +92,13 @@ def test_the_operation_choice_is_the_same_in_every_process() -> None:
         choose_operation(parse_weights(None), 5, f"s{i}", r) for i in range(30) for r in (1, 2)
     )
     assert outputs == {local + "\n"}
+
+
+def test_the_choice_streams_are_the_operations_as_before_and_the_constraints_own() -> None:
+    before = random.Random("7\0s1.2\x003").random()  # choose_operation's stream until now
+    assert choice_rng(7, "s1.2", 3).random() == before
+    assert choice_rng(7, "s1.2", 3, "constraint").random() != before
+    assert (
+        choice_rng(7, "s1.2", 3, "constraint").random()
+        == random.Random("7\0s1.2\x003\0constraint").random()
+    )

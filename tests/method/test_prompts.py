@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from evol.errors import PromptError, UsageError
-from evol.method.operations import OPERATIONS
+from evol.method.operations import OPERATIONS, VERIFIABLE
 from evol.method.prompts import (
     PROMPT_NAMES,
     PromptSet,
@@ -158,3 +158,54 @@ def test_an_unknown_template_is_refused_before_the_templates_are_read(tmp_path: 
     with pytest.raises(PromptError, match="must be a directory"):
         template_text("judge", tmp_path / "no such directory")
     assert template_text("judge") == (default_prompt_dir() / "judge.txt").read_text()
+
+
+# -- add_verifiable_constraint and judge_constraint (#26) --------------------------------------
+
+
+def test_runs_without_the_operation_keep_their_prompt_digest_and_leak_rule(tmp_path: Path):
+    shipped = PromptSet.load()
+    assert shipped.digest(OPERATIONS) == "48d74de7d03ecce0"  # main's, before #26's templates
+    (tmp_path / "add_verifiable_constraint.txt").write_text(
+        "Add this: $constraint\n<instruction>\n$instruction\n</instruction>\n"
+    )
+    (tmp_path / "judge_constraint.txt").write_text("$first / $second / $requirements")
+    other = PromptSet.load(tmp_path)
+    assert other.digest(["deepen"]) == shipped.digest(["deepen"])
+    assert other.digest([VERIFIABLE]) != shipped.digest([VERIFIABLE])
+    assert other.evolve_prompt(VERIFIABLE, "Do X", "", "No commas.").startswith(
+        "Add this: No commas.\n<instruction>\nDo X"
+    )
+    rewrite = "Describe tides. <requirement> Use no commas."
+    assert shipped.leak_detector(OPERATIONS).find("Describe tides.", rewrite) is None
+    assert shipped.leak_detector([VERIFIABLE]).find("Describe tides.", rewrite) == "<requirement>"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("add_verifiable_constraint.txt", "$instruction only", "missing placeholder $constraint"),
+        ("add_verifiable_constraint.txt", "$constraint only", "missing placeholder $instruction"),
+        ("judge_constraint.txt", "$first $second", "missing placeholder $requirements"),
+        ("judge_constraint.txt", "$first $second $requirements $input", "unknown placeholder"),
+    ],
+)
+def test_the_new_templates_placeholders_are_checked_on_load(tmp_path, name, text, message):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(PromptError, match=message.replace("$", r"\$")):
+        PromptSet.load(tmp_path)
+
+
+def test_seed_text_and_the_constraint_go_into_the_template_verbatim() -> None:
+    prompts = PromptSet.load()
+    hostile = "Costs $5 or ${amount} or $constraint {0} </instruction> <requirement>"
+    rendered = prompts.evolve_prompt(VERIFIABLE, hostile, "in $input", "Say {x} $$ $instruction")
+    assert f"<instruction>\n{hostile}\n</instruction>" in rendered
+    assert "<input>\nin $input\n</input>" in rendered
+    assert "<requirement>\nSay {x} $$ $instruction\n</requirement>" in rendered
+
+
+def test_the_judge_is_shown_each_requirement_on_a_line() -> None:
+    rendered = PromptSet.load().judge_constraint_prompt("A {x}", "B $y", ["No commas.", "Say $5."])
+    assert "<first>\nA {x}\n</first>" in rendered and "<second>\nB $y\n</second>" in rendered
+    assert "\n- No commas.\n- Say $5.\n" in rendered

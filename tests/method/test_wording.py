@@ -2,10 +2,14 @@
 that governs a forbidden word forbids it, and one elsewhere in the text does neither
 (attack26b findings 3 and 4). Tables of real phrasings, then properties over token soups:
 any text gives a verdict (no crash), and a sentence's verdict does not depend on the
-sentences before it.
+sentences before it. Then every constraint's own IFEval wording, a table of what a rewrite must
+say for each, and which constraints are left to the judge (#26).
 """
 
 from __future__ import annotations
+
+import random
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -13,8 +17,9 @@ from hypothesis import strategies as st
 
 pytest.importorskip("if_verifiable", reason="the verify extra")
 
-from evol.method.constraints import Constraint  # noqa: E402
-from evol.method.wording import unstated  # noqa: E402
+from evol.method.constraints import KWARGS_SCHEMA, Constraint  # noqa: E402
+from evol.method.drawing import describe  # noqa: E402
+from evol.method.wording import UNWORDED, judged, unstated  # noqa: E402
 
 LESS, AT_LEAST = "less than", "at least"
 
@@ -36,7 +41,9 @@ def verdict(rewrite: str, constraint: Constraint) -> str | None:
 @pytest.mark.parametrize(
     ("relation", "rewrite", "expected"),
     [
-        # A negation before the bound turns it round (attack26b's four).
+        # A negation before the bound turns it round (attack26b's four), even with a verb
+        # between them ("not be less than"): the bound read alone would pass the rewrite as
+        # stating the constraint.
         (LESS, "Explain tides. Your answer should not be less than 150 words.", "garbled"),
         (LESS, "Explain tides. Do not write fewer than 150 words.", "garbled"),
         (AT_LEAST, "Explain tides. Do not write more than 150 words.", "garbled"),
@@ -68,6 +75,8 @@ def test_a_negation_governs_the_bound_it_comes_before(relation, rewrite, expecte
 @pytest.mark.parametrize(
     ("rewrite", "expected"),
     [
+        # They require the words: a negation word elsewhere in the sentence ("no exceptions")
+        # does not pass them as forbidding them.
         ("Describe fruit. Mention apple and pear, with no exceptions.", "garbled"),
         ("Describe fruit. Mention apple and pear with no exceptions.", "garbled"),
         ("Describe banana fruit, apple and pear.", "garbled"),  # "ban" is no negation
@@ -131,3 +140,130 @@ def test_a_long_soup_is_read_whole() -> None:
     text = " ".join(["do not write fewer than 150 words, no apple"] * 3000)
     assert verdict(text, words(LESS)) == "garbled"
     assert verdict(text + ". Avoid pear.", FORBIDDEN) is None
+
+
+# -- every constraint's wording (#26) ----------------------------------------------------------
+
+
+def c(cid: str, **kwargs: Any) -> Constraint:
+    return Constraint(id=cid, kwargs=kwargs)
+
+
+@pytest.mark.usefixtures("private_cache")  # describe() builds a checker, which needs punkt
+@pytest.mark.parametrize("draw", range(12))
+def test_ifevals_own_wording_states_every_constraint_and_a_bare_task_none(draw: int) -> None:
+    rng = random.Random(draw)
+    for cid, make in sorted(KWARGS_SCHEMA.items()):
+        constraint = Constraint(id=cid, kwargs=make(rng))
+        assert unstated(f"Write about the sea. {describe(constraint)}", constraint) is None
+        assert unstated("Write about the sea.", constraint) is not None, cid
+
+
+@pytest.mark.usefixtures("private_cache")  # describe() builds a checker, which needs punkt
+@pytest.mark.parametrize("draw", range(12))
+def test_a_count_said_the_other_way_round_is_garbled(draw: int) -> None:
+    rng = random.Random(draw)
+    turned = {"less than": "at least", "at least": "less than"}
+    for cid, make in sorted(KWARGS_SCHEMA.items()):
+        constraint = Constraint(id=cid, kwargs=make(rng))
+        relation = next((v for k, v in constraint.kwargs.items() if k.endswith("relation")), None)
+        if relation is None:
+            continue
+        reversed_ = describe(constraint).replace(relation, turned[relation])
+        assert (unstated(f"Write. {reversed_}", constraint) or "").startswith("garbled"), cid
+
+
+AT_LEAST_300 = c("length_constraints:number_words", num_words=300, relation="at least")
+LESS_THAN_300 = c("length_constraints:number_words", num_words=300, relation="less than")
+
+
+@pytest.mark.parametrize(
+    ("constraint", "rewrite", "expected"),
+    [
+        (AT_LEAST_300, "Write an essay of at least 300 words.", None),
+        (AT_LEAST_300, "Write an essay of no fewer than 300 words.", None),
+        (AT_LEAST_300, "Write an essay of 300 words or more.", None),
+        (AT_LEAST_300, "Write an essay of more than 300 words.", None),  # implies at least
+        (AT_LEAST_300, "Write a 300-word essay.", None),  # a bare count: about exactly
+        (AT_LEAST_300, "Write an essay in fewer than 300 words.", "garbled"),
+        (AT_LEAST_300, "Write an essay of at most 300 words.", "garbled"),
+        (AT_LEAST_300, "Write an essay, 300 words at most.", "garbled"),
+        (AT_LEAST_300, "Write an essay of under 300 words.", "garbled"),
+        (AT_LEAST_300, "Write a long essay.", "lost"),
+        (AT_LEAST_300, "Write 300 essays.", "lost"),  # the count without its unit
+        (LESS_THAN_300, "Write an essay of under 300 words.", None),
+        (LESS_THAN_300, "Keep the essay shorter than 300 words.", None),
+        (LESS_THAN_300, "Use fewer than 300 words; quote 300 words of it.", None),
+        (LESS_THAN_300, "Write a 300-word essay.", "garbled"),  # allows 300
+        (LESS_THAN_300, "Write at most 300 words.", "garbled"),  # allows 300 too
+        (LESS_THAN_300, "Write at least 300 words.", "garbled"),
+        (c("keywords:frequency", keyword="tide", frequency=2, relation="at least"),
+         "Describe the coast, using the word tide at least twice.", None),
+        (c("keywords:frequency", keyword="tide", frequency=2, relation="at least"),
+         "Describe the coast, using the word tide fewer than 2 times.", "garbled"),
+        (c("keywords:frequency", keyword="tide", frequency=2, relation="at least"),
+         "Describe the coast at least twice.", "lost"),  # the keyword is gone
+        (c("detectable_format:number_bullet_lists", num_bullets=4),
+         "List its parts in exactly four bullet points.", None),
+        (c("detectable_format:number_bullet_lists", num_bullets=4),
+         "List its parts in at least 4 bullet points.", "garbled"),
+        (c("length_constraints:number_paragraphs", num_paragraphs=3),
+         "Write 3 paragraphs.", "lost"),  # without the *** divider its checker counts one
+        (c("length_constraints:number_paragraphs", num_paragraphs=3),
+         "Write 3 paragraphs separated by ***.", None),
+        (c("keywords:forbidden_words", forbidden_words=["boy", "elevator"]),
+         "Describe a ride; the words boy and elevator must not appear.", None),
+        (c("keywords:forbidden_words", forbidden_words=["boy", "elevator"]),
+         "Describe a ride. Use the words boy and elevator.", "garbled"),
+        (c("keywords:existence", keywords=["chip", "revenue"]),
+         "Explain it. Mention chip and revenue.", None),
+        (c("keywords:existence", keywords=["chip", "revenue"]),
+         "Explain it. Do not include chip or revenue.", "garbled"),
+        (c("keywords:existence", keywords=["chip", "revenue"]),
+         "Explain microchips and revenues.", "lost"),  # whole words only
+        (c("keywords:letter_frequency", letter="z", let_frequency=3, let_relation="at least"),
+         "Use the letter 'z' at least 3 times.", None),
+        (c("keywords:letter_frequency", letter="z", let_frequency=3, let_relation="at least"),
+         "Use at least 3 zebras.", "lost"),
+        (c("language:response_language", language="mr"), "Reply in Marathi only.", None),
+        (c("language:response_language", language="mr"), "Reply in Hindi only.", "lost"),
+        (c("detectable_format:multiple_sections", section_spliter="Section", num_sections=2),
+         "Write 2 sections headed Section 1 and Section 2.", None),
+        (c("detectable_format:multiple_sections", section_spliter="SECTION", num_sections=2),
+         "Write 2 sections headed Section 1 and Section 2.", "lost"),  # its checker's case
+        (c("length_constraints:nth_paragraph_first_word", num_paragraphs=3, nth_paragraph=2,
+           first_word="strain"), "Write 3 paragraphs; the second one starts with strain.", None),
+        (c("length_constraints:nth_paragraph_first_word", num_paragraphs=3, nth_paragraph=2,
+           first_word="strain"), "Write 3 paragraphs; one starts with strain.", "lost"),
+        (c("detectable_content:postscript", postscript_marker="P.P.S"),
+         "End with a note after P.P.S.", None),
+        (c("detectable_content:postscript", postscript_marker="P.P.S"),
+         "End with a note after P.S.", "lost"),
+        (c("startend:end_checker", end_phrase="Any other questions?"),
+         'Close with "any other questions?" and nothing after it.', None),
+        (c("detectable_format:constrained_response"), "Answer yes or no.", "lost"),
+        (c("punctuation:no_comma"), "Write the story without a single comma.", None),
+        (c("punctuation:no_comma"), "Write the story.", "lost"),
+        (c("change_case:english_lowercase"), "Reply in lower case only.", None),
+        (c("change_case:english_capital"), "Reply in ALL CAPS.", None),
+        (c("detectable_format:json_format"), "Reply as a Json object.", None),
+        (c("detectable_format:title"), "Give it a title like <<this>>.", None),
+        (c("combination:two_responses"), "Give two answers split by ******.", None),
+        (c("startend:quotation"), "Wrap it in double quotes.", None),
+        (c("startend:quotation"), "Wrap it up.", "lost"),
+    ],
+)  # fmt: skip
+def test_what_a_rewrite_must_say(constraint: Constraint, rewrite: str, expected: str | None):
+    found = unstated(rewrite, constraint)
+    assert (found.split(":")[0] if found else None) == (expected and expected.split(":")[0])
+    if expected == "lost" and constraint.id in UNWORDED:
+        assert found == "lost: no word of it is left"
+
+
+def test_the_judge_is_asked_about_the_unworded_constraints_only() -> None:
+    constraints = [c("punctuation:no_comma"), AT_LEAST_300, c("detectable_format:title")]
+    assert [x.id for x in judged(constraints)] == [
+        "punctuation:no_comma",
+        "detectable_format:title",
+    ]
+    assert set(UNWORDED) < set(KWARGS_SCHEMA)

@@ -698,7 +698,20 @@ def test_a_body_that_is_no_chat_completion_is_a_garbled_reply_still_retried(body
 
 
 @pytest.mark.parametrize(
-    "name", ["history.json", "dev_seeds.jsonl", "prompts/deepen.txt", "prompts", "steps"]
+    "name",
+    [
+        "history.json",
+        "dev_seeds.jsonl",
+        "prompts/deepen.txt",
+        "prompts",
+        "steps",
+        # below steps/: an evaluation's folder, its prompts and its run
+        "steps/0",
+        "steps/0/current",
+        "steps/0/current/prompts",
+        "steps/0/current/run",
+        "steps/1/candidate_1",
+    ],
 )
 def test_a_link_in_place_of_a_file_optimize_wrote_is_refused_and_its_target_untouched(
     tmp_path: Path, evol, name: str

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.runs import write_seeds
+from tests.support.fake_server import FakeServer
+from tests.support.runs import run_args, write_seeds
+from tests.support.verifiable import SEEDS
 
 ROWS = [
     {"instruction": "Name a river", "topic": "geo"},
@@ -200,3 +202,16 @@ def test_an_endless_budget_is_refused_not_taken_for_no_cap(
     result = evol(command, *target, "--base-url", "http://127.0.0.1:9/v1", option, "inf")
     assert result.exit_code == 2, result.output
     assert "finite" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.usefixtures("private_cache")
+def test_a_dry_run_counts_every_answer_sampling_may_draw(evol, tmp_path: Path) -> None:
+    seeds = write_seeds(tmp_path / "s.jsonl", SEEDS[:2])
+    with FakeServer() as server:
+        plain = evol(*run_args(server, seeds, tmp_path / "a", "--dry-run", "--json"))
+        sampled = evol(*run_args(
+            server, seeds, tmp_path / "b", "--dry-run", "--json", "--verifiable",
+            "--answer-attempts", "2",
+        ))  # fmt: skip
+    answers = [json.loads(r.stdout)["roles"]["answer"]["calls"] for r in (plain, sampled)]
+    assert answers == [2 + 2 * 4, 2 + 2 * 4 * 3]  # the seeds', then 1 + 2 per evolution

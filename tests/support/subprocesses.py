@@ -66,3 +66,10 @@ def evol_child(*args: object, env: dict[str, str] | None = None) -> subprocess.P
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment as it is now, without EVOL_* and OPENAI_* settings, and with
+    `extra` on top: for a child that must not pick up the developer's configuration."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
+    return {**env, **extra}

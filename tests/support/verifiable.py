@@ -1,6 +1,7 @@
 """Verifiable runs against the fake answerer: the constraints it meets or fails on purpose
-(POOL), seeds to evolve, a record's constraints, the ones an answer fails, and how many answers
-the run draws by the answerer's own rule."""
+(POOL), seeds to evolve, a `--verifiable` run of them (verifiable_run), an answerer whose second
+answer fails an answer rule (SecondAnswerBad), a record's constraints, the ones an answer fails,
+and how many answers the run draws by the answerer's own rule."""
 
 from __future__ import annotations
 
@@ -8,11 +9,16 @@ import ast
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from evol.method.constraints import Constraint, check
-from tests.support.fake_server import meets
+from tests.support.fake_server import VerifiableResponder, constrained_answer, meets
+from tests.support.runs import run_args, write_seeds
+
+# The word-count constraint, the one whose statement a rewrite garbles most ways.
+WORDS = "length_constraints:number_words"
 
 # The constraints the fake answerer can meet (or fail) on purpose.
 POOL = (
@@ -85,3 +91,28 @@ def open_instruct_constraints(label: str) -> list[tuple[str, dict[str, Any]]]:
         constraint_dict = json.loads(constraint_dict)
     pairs = zip(constraint_dict["instruction_id"], constraint_dict["kwargs"], strict=True)
     return [(key, {k: v for k, v in (args or {}).items() if v is not None}) for key, args in pairs]
+
+
+def verifiable_run(evol, server, tmp_path: Path, *extra: object, rows=SEEDS, name="run") -> Path:
+    """`evol run --verifiable` of `rows` against `server` into tmp_path/<name>; it must succeed."""
+    seeds, out = write_seeds(tmp_path / f"{name}.jsonl", rows), tmp_path / name
+    result = evol(*run_args(server, seeds, out, "--verifiable", *extra))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@dataclass
+class SecondAnswerBad(VerifiableResponder):
+    """Answer 1 fails the constraints, answer 2 is `bad`, answer 3 meets them."""
+
+    bad: object = "Sorry, I cannot help with that."
+
+    def answer(self, instruction: str):  # type: ignore[override]
+        if "(v" not in instruction:
+            return super().answer(instruction)
+        with self.lock:
+            self.answers[instruction] += 1
+            attempt = self.answers[instruction]
+        if attempt == 2:
+            return self.bad
+        return constrained_answer(instruction, meet=attempt >= 3)

@@ -328,10 +328,17 @@ def _rate(rate: float | None) -> str:
 
 def _refuse_foreign(out: Path) -> None:
     """Refuse an --out that holds files of something else, or a link in place of one of its
-    own (a rewrite would carry the change elsewhere): evol writes only its own files there."""
+    own (a rewrite would carry the change elsewhere): evol writes only its own files there.
+    Under steps/, that is each evaluation's folder and its prompts/ and run/ (steps/<k>/<name>/
+    run/), whose own files the run directory checks."""
     if not out.is_dir():
         return
-    refuse_symlinks((out / name for name in sorted(OWN_NAMES)), OWN_LINK_REMEDY)
+    own = [out / name for name in sorted(OWN_NAMES)]
+    if (out / STEPS).is_dir() and not (out / STEPS).is_symlink():
+        own += [
+            path for depth in ("*", "*/*", "*/*/*") for path in sorted((out / STEPS).glob(depth))
+        ]
+    refuse_symlinks(own, OWN_LINK_REMEDY)
     foreign = sorted(p.name for p in out.iterdir() if p.name not in OWN_NAMES)
     if foreign and not (out / HISTORY).exists():
         raise UsageError(

@@ -1,11 +1,11 @@
-"""Hostile cases against verifiable evolution (issue #26, second half): each test fails where
-evol misbehaves."""
+"""Hostile cases against `evol run --verifiable` (issue #26, second half): answers that fail an
+answer rule while they are drawn again, judges that never confirm, odd reply shapes, kill -9
+mid-sampling and --batch. Each test fails where evol misbehaves."""
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -15,18 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from evol.method.constraints import Constraint, check, from_record
-from evol.method.contradictions import contradicts
-from evol.method.drawing import pick
-from evol.method.wording import unstated
+from evol.method.constraints import check, from_record
 from tests.support.batch_server import BatchServer
 from tests.support.fake_server import FakeServer, VerifiableResponder, constrained_answer, kind_of
+from tests.support.hostile_server import HostileServer, models_body, response
 from tests.support.runs import assert_valid_run, read_jsonl, run_args, write_seeds
+from tests.support.verifiable import WORDS, SecondAnswerBad
 
 pytestmark = pytest.mark.usefixtures("private_cache")
 
+
 ENV_BASE = {k: v for k, v in os.environ.items() if not k.startswith(("EVOL_", "OPENAI_"))}
-WORDS = "length_constraints:number_words"
 
 
 def seeds_file(tmp_path: Path, count: int = 4) -> Path:
@@ -39,82 +38,7 @@ def records(out: Path) -> list[dict]:
     return rows + read_jsonl(out / "eliminated.jsonl")
 
 
-# -- contradictions ---------------------------------------------------------------------------
-
-
-def test_all_capital_section_word_contradicts_few_capital_words() -> None:
-    """multiple_sections with "SECTION" needs `num_sections` all-capital words ("SECTION 1"),
-    which capital_word_frequency "less than n" (n <= num_sections) forbids: pick draws it."""
-    sections = Constraint(
-        id="detectable_format:multiple_sections",
-        kwargs={"section_spliter": "SECTION", "num_sections": 3},
-    )
-    drawn = [
-        pick(random.Random(s), [sections], ["change_case:capital_word_frequency"])
-        for s in range(200)
-    ]
-    impossible = [
-        c
-        for c in drawn
-        if c and c.kwargs["capital_relation"] == "less than" and c.kwargs["capital_frequency"] <= 3
-    ]
-    # The natural answer fails it, strictly.
-    answer = "SECTION 1\nOne part.\nSECTION 2\nAnother part.\nSECTION 3\nThe last part."
-    capital = Constraint(
-        id="change_case:capital_word_frequency",
-        kwargs={"capital_frequency": 3, "capital_relation": "less than"},
-    )
-    assert [v.strict for v in check(answer, [sections, capital])] == [True, False]
-    assert contradicts(sections, capital)
-    assert impossible == []
-
-
-# -- the rewrite check: a garbled statement kept --------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("relation", "rewrite"),
-    [
-        ("less than", "Explain tides. Your answer should not be less than 150 words."),
-        ("less than", "Explain tides. Do not write fewer than 150 words."),
-        ("at least", "Explain tides. Do not write more than 150 words."),
-        ("at least", "Explain tides. It must not be at least 150 words long."),
-    ],
-)
-def test_a_negated_count_is_garbled(relation: str, rewrite: str) -> None:
-    """A negation with a verb between it and the bound ("not be less than") turns the bound
-    round; the check reads the bound alone and takes the rewrite as stating the constraint."""
-    constraint = Constraint(id=WORDS, kwargs={"num_words": 150, "relation": relation})
-    assert unstated(rewrite, constraint) is not None
-
-
-def test_forbidden_words_required_are_garbled() -> None:
-    """'Mention apple and pear, with no exceptions' requires the words; any negation word
-    in the sentence passes it as forbidding them."""
-    forbidden = Constraint(
-        id="keywords:forbidden_words", kwargs={"forbidden_words": ["apple", "pear"]}
-    )
-    assert unstated("Describe fruit. Mention apple and pear, with no exceptions.", forbidden)
-
-
-# -- rejection sampling ---------------------------------------------------------------------
-
-
-@dataclass
-class SecondAnswerBad(VerifiableResponder):
-    """Answer 1 fails the constraints, answer 2 is `bad`, answer 3 meets them."""
-
-    bad: object = "Sorry, I cannot help with that."
-
-    def answer(self, instruction: str):  # type: ignore[override]
-        if "(v" not in instruction:
-            return super().answer(instruction)
-        with self.lock:
-            self.answers[instruction] += 1
-            attempt = self.answers[instruction]
-        if attempt == 2:
-            return self.bad
-        return constrained_answer(instruction, meet=attempt >= 3)
+# -- rejection sampling ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -288,7 +212,7 @@ def test_a_fixed_seed_gives_the_same_run(evol, tmp_path: Path) -> None:
     assert outs[0] == outs[1]
 
 
-# -- usage -----------------------------------------------------------------------------------
+# -- usage ----------------------------------------------------------------------------------------
 
 
 def test_constraint_ids_naming_nothing_is_a_usage_error(evol, tmp_path: Path) -> None:
@@ -315,7 +239,7 @@ def test_constraint_ids_naming_nothing_is_a_usage_error(evol, tmp_path: Path) ->
     assert server.requests == [] and not (out / "eliminated.jsonl").exists()
 
 
-# -- kill -9 mid-sampling ----------------------------------------------------------------------
+# -- kill -9 mid-sampling -------------------------------------------------------------------------
 
 
 def command(url: str, seeds: Path, out: Path, *extra: str) -> list[str]:
@@ -372,7 +296,7 @@ def test_kill_9_mid_sampling_pays_nothing_twice(tmp_path: Path, private_cache: P
     )
 
 
-# -- --batch ---------------------------------------------------------------------------------
+# -- --batch --------------------------------------------------------------------------------------
 
 
 def test_batch_keeps_what_a_live_run_keeps(evol, tmp_path: Path) -> None:
@@ -407,11 +331,11 @@ def test_batch_keeps_what_a_live_run_keeps(evol, tmp_path: Path) -> None:
     assert paid == live_calls
 
 
-# -- hostile answers -------------------------------------------------------------------------
+# -- hostile answers ------------------------------------------------------------------------------
 
-from tests.support.hostile_server import HostileServer, models_body, response  # noqa: E402
 
 PASSING = constrained_answer("Answer with less than 300 words.", meet=True)
+
 
 ODD_ANSWERS = {
     "null content": {"message": {"role": "assistant", "content": None}},
@@ -468,17 +392,7 @@ def test_an_odd_answer_is_never_kept_wrongly_nor_a_traceback(
         assert all(v.strict for v in check(record["output"], from_record(record["constraints"])))
 
 
-def test_two_required_keywords_together_exceed_a_letter_limit() -> None:
-    """keywords:existence ['constant', 'shift'] needs three t's (the words cannot overlap);
-    letter_frequency t "less than 3" allows two. Each word alone fits, so the pair is drawn
-    (pick, seed 169: the carried keywords and this letter limit both come from one stream)."""
-    keywords = Constraint(id="keywords:existence", kwargs={"keywords": ["constant", "shift"]})
-    letters = Constraint(
-        id="keywords:letter_frequency",
-        kwargs={"letter": "t", "let_frequency": 3, "let_relation": "less than"},
-    )
-    assert [v.strict for v in check("constant shift", [keywords, letters])] == [True, False]
-    assert contradicts(keywords, letters)
+# -- rewrites and judges --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -608,44 +522,3 @@ def test_an_unconfirmed_statement_is_asked_again(evol, tmp_path: Path) -> None:
             == 0
         )
         assert len(server.requests_for("judge")) == 1
-
-
-def test_stats_count_the_failed_answers_of_a_record_lost_to_an_answer_rule(
-    evol, tmp_path: Path
-) -> None:
-    """Answers 1 and 2 fail (answer 1 the constraint, answer 2 is a refusal), answer 3 meets
-    it, then the answer check finds it asks for information: every answer checked by code
-    counts in the pass rate, as the record's file shows them (attempts 3, its unmet).
-
-    (attack26b's version had the refusal end the record; since a further answer that fails an
-    answer rule is one more attempt, the record is now lost to the answer check instead.)"""
-    seeds = write_seeds(tmp_path / "s.jsonl", [{"instruction": "Explain topic one [asks]."}])
-    out = tmp_path / "out"
-    with FakeServer(responder=SecondAnswerBad()) as server:
-        assert (
-            evol(
-                *run_args(
-                    server,
-                    seeds,
-                    out,
-                    "--verifiable",
-                    "--generations",
-                    "1",
-                    "--seed",
-                    "1",
-                    "--answer-attempts",
-                    "3",
-                    "--constraint-ids",
-                    WORDS,
-                    "--answer-check",
-                )  # fmt: skip
-            ).exit_code
-            == 0
-        )
-    # The seed's own answer is checked too (and eliminated): the evolution is the one sampled.
-    (record,) = [r for r in read_jsonl(out / "eliminated.jsonl") if r["id"] == "s1.1"]
-    assert (record["reason"], record["attempts"]) == ("asks_for_information", 3)
-    assert record["unmet"][WORDS] >= 1
-    stats = json.loads(evol("stats", out, "--json").output)["constraints"]
-    rate = stats["pass_rate"][WORDS]
-    assert (rate["answers"], rate["met"]) == (3, 3 - record["unmet"][WORDS])

@@ -1,0 +1,56 @@
+"""`evol stats` on the verifiable constraints (evol.dataset.stats_constraints): the pass rate
+counts every answer checked by code, as the record files show them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support.fake_server import FakeServer
+from tests.support.runs import read_jsonl, run_args, write_seeds
+from tests.support.verifiable import WORDS, SecondAnswerBad
+
+pytestmark = pytest.mark.usefixtures("private_cache")
+
+
+def test_stats_count_the_failed_answers_of_a_record_lost_to_an_answer_rule(
+    evol, tmp_path: Path
+) -> None:
+    """Answers 1 and 2 fail (answer 1 the constraint, answer 2 is a refusal), answer 3 meets
+    it, then the answer check finds it asks for information: every answer checked by code
+    counts in the pass rate, as the record's file shows them (attempts 3, its unmet).
+
+    (attack26b's version had the refusal end the record; since a further answer that fails an
+    answer rule is one more attempt, the record is now lost to the answer check instead.)"""
+    seeds = write_seeds(tmp_path / "s.jsonl", [{"instruction": "Explain topic one [asks]."}])
+    out = tmp_path / "out"
+    with FakeServer(responder=SecondAnswerBad()) as server:
+        assert (
+            evol(
+                *run_args(
+                    server,
+                    seeds,
+                    out,
+                    "--verifiable",
+                    "--generations",
+                    "1",
+                    "--seed",
+                    "1",
+                    "--answer-attempts",
+                    "3",
+                    "--constraint-ids",
+                    WORDS,
+                    "--answer-check",
+                )  # fmt: skip
+            ).exit_code
+            == 0
+        )
+    # The seed's own answer is checked too (and eliminated): the evolution is the one sampled.
+    (record,) = [r for r in read_jsonl(out / "eliminated.jsonl") if r["id"] == "s1.1"]
+    assert (record["reason"], record["attempts"]) == ("asks_for_information", 3)
+    assert record["unmet"][WORDS] >= 1
+    stats = json.loads(evol("stats", out, "--json").output)["constraints"]
+    rate = stats["pass_rate"][WORDS]
+    assert (rate["answers"], rate["met"]) == (3, 3 - record["unmet"][WORDS])
