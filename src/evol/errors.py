@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 from pathlib import Path
+from typing import Any
 
 from evol.oslimits import file_size_limit, open_file_limit
 
@@ -16,6 +17,19 @@ class EvolError(Exception):
     """Base of every user-facing failure."""
 
     exit_code = 2
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Copied and pickled as it is, without calling __init__ again: a subclass's own
+        # arguments (StorageError's path and OSError) are not its args, and the batch backend
+        # gives each waiting caller a copy of a failure (a TypeError there left them waiting).
+        return _rebuilt, (type(self), self.args, self.__dict__)
+
+
+def _rebuilt(cls: type[EvolError], args: tuple[Any, ...], state: dict[str, Any]) -> EvolError:
+    """An `EvolError` with these args and attributes, its __init__ not called."""
+    error = cls.__new__(cls, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class UsageError(EvolError):
