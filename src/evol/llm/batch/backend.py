@@ -6,7 +6,6 @@ submitted as one batch, each step recorded in the ledger before it counts. The p
 from __future__ import annotations
 
 import asyncio
-import copy
 import secrets
 from collections.abc import Awaitable
 from typing import Any
@@ -19,7 +18,7 @@ from evol.errors import (
     TransientBackendError,
 )
 from evol.jsonl import open_fresh
-from evol.llm.batch.callers import Callers, Waiter
+from evol.llm.batch.callers import Callers, Waiter, own_copy
 from evol.llm.batch.client import BatchClient, BatchObject
 from evol.llm.batch.ledger import Batch, Ledger
 from evol.llm.batch.poller import Poller
@@ -79,7 +78,7 @@ class BatchBackend:
         if (stored := self.ledger.results.get(custom_id)) is not None:
             return _returned(reply_outcome(*stored, model, self.client.reader))
         if self._broken is not None:
-            raise copy.copy(self._broken)
+            raise own_copy(self._broken)
         batch = self.ledger.in_batch.get(custom_id)
         if batch is not None and self.settings.no_wait and self.poller.attached:
             raise BatchPending(batch.id, batch.status)

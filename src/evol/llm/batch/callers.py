@@ -43,7 +43,7 @@ class Callers:
         return self._waiting.pop(custom_id, None)
 
     def answer(self, waiter: Waiter, outcome: Completion | Exception) -> None:
-        settle(waiter.future, copy.copy(outcome) if isinstance(outcome, Exception) else outcome)
+        settle(waiter.future, own_copy(outcome) if isinstance(outcome, Exception) else outcome)
 
     def fail(self, custom_ids: list[str], error: Exception) -> None:
         """Fail the waiting callers of these requests with `error`."""
@@ -51,7 +51,7 @@ class Callers:
             error = TransientBackendError(str(error), error.retry_after)
         for custom_id in custom_ids:
             if (waiter := self.take(custom_id)) is not None:
-                settle(waiter.future, copy.copy(error))
+                settle(waiter.future, own_copy(error))
 
     def pend(self, batch: Batch) -> None:
         """With `no_wait`: tell the batch's callers it is pending instead of waiting for it."""
@@ -62,13 +62,23 @@ class Callers:
     def fail_all(self, error: BaseException) -> None:
         """Every waiting caller gets `error` (a background task crashed with it)."""
         for waiter in self._waiting.values():
-            settle(waiter.future, copy.copy(error))
+            settle(waiter.future, own_copy(error))
         self._waiting.clear()
 
     def cancel_all(self) -> None:
         for waiter in self._waiting.values():
             waiter.future.cancel()
         self._waiting.clear()
+
+
+def own_copy(error: BaseException) -> BaseException:
+    """A copy of `error` for one more caller (each raise adds to an error's traceback), or
+    `error` itself where it cannot be copied: a library's error whose __init__ takes arguments
+    that are not its args (the SDK's APIConnectionError) must still reach every caller."""
+    try:
+        return copy.copy(error)
+    except Exception:
+        return error
 
 
 def settle(future: asyncio.Future[Completion], outcome: Completion | BaseException) -> None:
