@@ -6,6 +6,7 @@ and gets a traceback only with `--debug`.
 
 from __future__ import annotations
 
+import copy
 import errno
 from pathlib import Path
 from typing import Any
@@ -200,3 +201,13 @@ def most_telling(errors: BaseExceptionGroup) -> BaseException:
 class ConstraintError(EvolError):
     """A constraint evol cannot check: the extra is missing, or an id or its kwargs are not
     what IFEval's checker takes."""
+
+
+def own_copy(error: BaseException) -> BaseException:
+    """A copy of `error` for one more caller (each raise adds to an error's traceback), or
+    `error` itself where it cannot be copied: a library's error whose __init__ takes arguments
+    that are not its args (the SDK's APIConnectionError) must still reach every caller."""
+    try:
+        return copy.copy(error)
+    except Exception:
+        return error

@@ -35,3 +35,22 @@ def test_a_copy_of_an_error_is_the_same_error(error: EvolError, duplicate) -> No
     assert type(again) is type(error) and again is not error
     assert str(again) == str(error) and again.args == error.args
     assert vars(again) == vars(error)
+
+
+class KeywordOnly(Exception):
+    """Like the SDK's APIConnectionError: copy.copy cannot rebuild it from its args."""
+
+    def __init__(self, *, request: str) -> None:
+        super().__init__(f"connection error on {request}")
+
+
+def test_an_error_for_another_caller_is_a_copy_or_the_error_itself() -> None:
+    from evol.errors import own_copy
+
+    error = ERRORS[0]
+    again = own_copy(error)
+    assert type(again) is type(error) and again is not error and str(again) == str(error)
+    foreign = KeywordOnly(request="POST /v1/files")
+    with pytest.raises(TypeError):
+        copy.copy(foreign)
+    assert own_copy(foreign) is foreign

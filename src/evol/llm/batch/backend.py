@@ -16,9 +16,10 @@ from evol.errors import (
     RunDirError,
     StorageError,
     TransientBackendError,
+    own_copy,
 )
 from evol.jsonl import open_fresh
-from evol.llm.batch.callers import Callers, Waiter, own_copy
+from evol.llm.batch.callers import Callers, Waiter
 from evol.llm.batch.client import BatchClient, BatchObject
 from evol.llm.batch.ledger import Batch, Ledger
 from evol.llm.batch.poller import Poller

@@ -4,10 +4,9 @@ caller that asks the same thing, settled once with its answer, its error or `Bat
 from __future__ import annotations
 
 import asyncio
-import copy
 from dataclasses import dataclass
 
-from evol.errors import RateLimited, TransientBackendError
+from evol.errors import RateLimited, TransientBackendError, own_copy
 from evol.llm.batch.ledger import Batch
 from evol.llm.batch.settings import BatchPending
 from evol.llm.protocol import Completion
@@ -69,16 +68,6 @@ class Callers:
         for waiter in self._waiting.values():
             waiter.future.cancel()
         self._waiting.clear()
-
-
-def own_copy(error: BaseException) -> BaseException:
-    """A copy of `error` for one more caller (each raise adds to an error's traceback), or
-    `error` itself where it cannot be copied: a library's error whose __init__ takes arguments
-    that are not its args (the SDK's APIConnectionError) must still reach every caller."""
-    try:
-        return copy.copy(error)
-    except Exception:
-        return error
 
 
 def settle(future: asyncio.Future[Completion], outcome: Completion | BaseException) -> None:

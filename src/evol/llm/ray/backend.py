@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import functools
 import importlib.util
 import itertools
@@ -34,7 +33,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from evol.errors import EndpointUnreachable, TransientBackendError, UsageError
+from evol.errors import EndpointUnreachable, TransientBackendError, UsageError, own_copy
 from evol.llm.openai_api import DEFAULT_BASE_URL, ReplyReader, ResponseFormats, auth_headers
 from evol.llm.openai_compatible import OpenAICompatibleBackend
 from evol.llm.protocol import (
@@ -321,7 +320,7 @@ class RayBackend:
         for key in keys:
             waiting = self._open.get(key)
             if waiting is not None and not waiting.future.done():
-                waiting.future.set_exception(copy.copy(error))
+                waiting.future.set_exception(own_copy(error))
 
     def _disconnect(self) -> None:
         self._replies.close(_WAVE_GRACE)
