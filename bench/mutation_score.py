@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -20,6 +21,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("results.json")
 MUTMUT = [sys.executable, "-m", "mutmut"]
+
+
+def mutmut_environment() -> dict[str, str]:
+    """The environment without PYTHONDONTWRITEBYTECODE: each mutant's pytest imports its test
+    modules anew (tests/mutation_isolation.py), and without the bytecode pytest caches it
+    rewrites every assert of every one of them again, about 0.35 s a module (a fourfold slower
+    collection, measured on 48 modules)."""
+    return {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
 
 
 def scores(root: Path = ROOT) -> dict[str, dict[str, int]]:
@@ -115,7 +124,10 @@ def main() -> None:
     only = f"evol.{args.module}." if args.module else None
     if not args.report_only:
         subprocess.run(
-            [*MUTMUT, "run", *([only + "*"] if only else [])], cwd=args.root, check=False
+            [*MUTMUT, "run", *([only + "*"] if only else [])],
+            cwd=args.root,
+            env=mutmut_environment(),
+            check=False,
         )
     figures = scores(args.root)
     if only:

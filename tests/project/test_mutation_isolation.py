@@ -58,3 +58,20 @@ def test_the_clean_run_is_not_limited(tmp_path: Path) -> None:
     timed, not failed."""
     result = run_pytest(tmp_path, "", sleep_s=3)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_make_mutate_lets_pytest_cache_its_rewritten_test_modules(monkeypatch) -> None:
+    """bench/mutation_score.py runs mutmut without PYTHONDONTWRITEBYTECODE, and with every
+    other variable as it was."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "mutation_score", ROOT / "bench" / "mutation_score.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.setenv("EVOL_SOMETHING", "kept")
+    environment = module.mutmut_environment()
+    assert "PYTHONDONTWRITEBYTECODE" not in environment
+    assert environment["EVOL_SOMETHING"] == "kept" and environment["PATH"] == os.environ["PATH"]
