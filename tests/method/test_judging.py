@@ -195,8 +195,11 @@ def test_the_judge_is_asked_in_a_schema_and_a_rewrite_that_is_no_instruction_fai
     assert result.exit_code == 0, result.output
     judged = server.requests_for("judge")
     assert len(judged) == 3
+    # OpenAI's Structured Outputs: a named schema, enforced only with "strict": true.
+    strict_schema = {"name": "verdict", "strict": True, "schema": VERDICT_SCHEMA}
     assert all(
-        body["response_format"]["json_schema"]["schema"] == VERDICT_SCHEMA for body in judged
+        body["response_format"] == {"type": "json_schema", "json_schema": strict_schema}
+        for body in judged
     )
     assert not any("response_format" in body for body in server.requests_for("evolve"))
     assert not any("response_format" in body for body in server.requests_for("answer"))
