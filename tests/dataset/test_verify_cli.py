@@ -184,6 +184,7 @@ def test_verify_reads_a_json_array_and_a_named_response_field(evol, tmp_path: Pa
         (['"text"'], ":1: not a JSON object"),
         (['{"instruction_id_list": ["keywords:nope"], "kwargs": [{}], "response": "x"}'], ":1: unknown constraint id 'keywords:nope'"),
         (['{"instruction_id_list": ["punctuation:no_comma"], "kwargs": [], "response": "x"}'], ":1: unreadable constraints: instruction_id_list and kwargs must be lists of the same length"),
+        (['{"instruction_id_list": ["punctuation:no_comma"], "kwargs": null, "response": "x"}'], ":1: unreadable constraints: instruction_id_list and kwargs must be lists of the same length\n"),
         (['{"instruction_id_list": ["keywords:letter_frequency"], "kwargs": [{"letter": "#", "let_frequency": 4, "let_relation": "at least"}], "response": "x"}'], ":1: keywords:letter_frequency: letter must be one ASCII letter, got '#'"),
         (['{"instruction_id_list": ["length_constraints:number_words"], "kwargs": [{"num_words": 9}], "response": "x"}'], ":1: length_constraints:number_words: kwargs missing relation"),
         (['{"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}'], ":1: no 'response' field: name the answer's with --response-field"),
