@@ -61,7 +61,7 @@ class BlockingModel:
     def create_chat_completion(self, **_request: object) -> dict:
         self.running += 1
         self.started.set()
-        self.release.wait(30)
+        self.release.wait(600)  # a hang guard: the test releases it
         self.running -= 1
         return {"choices": [{"message": {"content": "done"}, "finish_reason": "stop"}]}
 
@@ -84,7 +84,7 @@ def test_an_interrupted_generation_is_never_freed_under_its_thread(tmp_path: Pat
                 LLMRequest([{"role": "user", "content": "hi"}], "m", GenerationParams())
             )
         )
-        await asyncio.to_thread(model.started.wait, 30)
+        assert await asyncio.to_thread(model.started.wait, 600)  # a hang guard
         request.cancel()  # Ctrl-C: the task goes, the thread cannot
         closing = asyncio.ensure_future(backend.aclose())
         second = asyncio.ensure_future(

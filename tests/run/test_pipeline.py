@@ -35,8 +35,8 @@ class BatchingPlugin:
         return [BATCH]
 
     async def complete(self, request: LLMRequest) -> Completion:
-        # A limit against a hang only: the watcher looks every 50 ms.
-        await asyncio.wait_for(self.watched.wait(), timeout=30)
+        # A limit against a hang only (the watcher looks every 50 ms), never a pace.
+        await asyncio.wait_for(self.watched.wait(), timeout=600)
         text = request.messages[-1]["content"]
         if "<first>" in text:
             return Completion(text="Not Equal")

@@ -50,16 +50,21 @@ class BackgroundServer:
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._serve, args=(self._started,), daemon=True)
         self._thread.start()
-        if not self._started.wait(10):
-            raise RuntimeError(f"{self.kind} server did not start")
+        # A hang guard, never a pace: a loaded machine may take seconds to start a loop; a
+        # server whose start failed ends its thread, and is reported at once.
+        deadline = time.monotonic() + 600
+        while not self._started.wait(0.05):
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.kind} server did not start")
         return self
 
     def stop(self) -> None:
         if self._loop and self._started and self._started.is_set():
-            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
+            # Handlers are cancelled 1 s into the stop; 600 s is a hang guard, never a pace.
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(600)
             self._loop.call_soon_threadsafe(self._loop.stop)
         if self._thread:
-            self._thread.join(10)
+            self._thread.join(600)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from evol.llm.ray import session
@@ -48,10 +51,32 @@ def chat(text: str, **options: Any) -> dict[str, Any]:
     return {"model": "fake-model", "messages": [{"role": "user", "content": text}], **options}
 
 
+@contextmanager
+def released_once(server: FakeServer, held: Callable[[], bool]) -> Iterator[None]:
+    """Release the server's held requests once `held()` holds, from a watcher thread: requests
+    in flight together are so because the server held them, not because the machine sent
+    them within a latency (a hang guard of 600 s, never a pace: a session that sends one at a
+    time is released by it and fails the count)."""
+
+    def watch() -> None:
+        try:
+            server.wait_until(held)
+        finally:
+            server.release()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        watcher.join()
+
+
 def test_the_session_sends_a_batch_at_once_and_evols_body_as_it_is() -> None:
-    with FakeServer(latency=0.2) as server:
+    with FakeServer(hold=lambda _body: True) as server:
         bodies = [chat(f"say {i}") for i in range(8)]
-        replies = post_through_session(server, bodies)
+        with released_once(server, lambda: server.held == 8):
+            replies = post_through_session(server, bodies)
     assert server.peak_in_flight == 8  # the stock stage sends one at a time
     assert server.requests == bodies  # no key added, none null-filled, none dropped
     assert [r["status"] for r in replies] == [200] * 8
@@ -103,7 +128,11 @@ def test_the_session_meets_the_contract_of_rays_http_stage() -> None:
 
     faults = {"garbled": Fault("malformed"), "dropped": Fault("drop")}
     plan = lambda body: faults.get(body["messages"][0]["content"])  # noqa: E731
-    with FakeServer(faults=plan, latency=0.1) as server:
+    both = lambda body: first_user_turn(body) in ("a", "b")  # noqa: E731
+    with (
+        FakeServer(faults=plan, hold=both) as server,
+        released_once(server, lambda: server.held == 2),
+    ):
         udf = HttpRequestUDF(
             data_column="__data",
             expected_input_keys=["payload"],
