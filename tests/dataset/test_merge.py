@@ -192,6 +192,14 @@ def test_a_merge_with_overwrite_over_a_longer_run_leaves_none_of_its_files(
     with FakeServer() as server:
         result = evol(*run_args(server, shards["seeds"], out, "--generations", "2"))
     assert result.exit_code == 0, result.output
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    refused = evol("merge", *shards["plain"], "--out", out)  # without --overwrite
+    assert refused.exit_code == 2
+    assert refused.stderr == (
+        f"evol: error: {out}: holds a run already; choose a new or empty --out, or "
+        "--overwrite to replace it\n"
+    )
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
     merged(evol, shards["plain"], out, "--overwrite")
     assert {path.name: path.read_bytes() for path in out.glob("*.jsonl")} == {
         path.name: path.read_bytes() for path in (tmp_path / "fresh").glob("*.jsonl")
@@ -382,8 +390,11 @@ def test_any_subset_of_shards_merges_to_the_unsharded_run_or_is_refused(
     if missing:
         assert result.exit_code == 2
         plural = "s" if len(missing) > 1 else ""
-        assert f"missing shard{plural} {', '.join(missing)}: pass every" in result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+        assert result.stderr == (
+            f"evol: error: missing shard{plural} {', '.join(missing)}: pass every shard's run "
+            "directory, or --partial to merge these alone\n"
+        )
+        assert not out.exists()
         result = evol("merge", *given, "--out", out, "--json", "--partial")
     assert result.exit_code == 0, result.output
 

@@ -499,3 +499,25 @@ def test_the_stats_table_shows_the_figures_the_json_holds(evol, tmp_path: Path) 
         ["0", "6.40", "2.88", "5"],
         ["1", "-", "-", str(figures[1]["difficulty_scored"])],
     ]
+
+
+@pytest.mark.parametrize("prices", [("--price-in", "3", "--price-out", "15"), ()])
+def test_the_cost_table_shows_each_role_s_cost_and_the_total_the_json_holds(
+    evol, scored_run: Path, prices: tuple[str, ...]
+) -> None:
+    """Priced, each role's row ends in its cost and the total line says it; unpriced, they
+    show "-" and the total line says how to price them."""
+    summary = json.loads(evol("stats", scored_run, "--json", *prices).stdout)
+    text = evol("stats", scored_run, *prices).stdout.splitlines()
+    shown = lambda value: "-" if value is None else f"${value:.4f}"  # noqa: E731
+    header = next(i for i, line in enumerate(text) if line.split()[:2] == ["role", "model"])
+    rows = {line.split()[0]: line.split() for line in text[header + 2 :][: len(summary["roles"])]}
+    assert {role: row[-1] for role, row in rows.items()} == {
+        role: shown(figures["cost_usd"]) for role, figures in summary["roles"].items()
+    }
+    total = summary["total_cost_usd"]
+    assert (total is None) == (not prices)
+    (line,) = [line for line in text if line.startswith("total cost: ")]
+    assert line == f"total cost: {shown(total)}" + (
+        " (no price known: pass --price-in and --price-out)" if total is None else ""
+    )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fake_server import FakeServer
+from tests.support.fake_server import FakeServer, VerifiableResponder
 from tests.support.runs import read_jsonl, run_args, write_seeds
 from tests.support.verifiable import WORDS, SecondAnswerBad
 
@@ -54,3 +54,33 @@ def test_stats_count_the_failed_answers_of_a_record_lost_to_an_answer_rule(
     stats = json.loads(evol("stats", out, "--json").output)["constraints"]
     rate = stats["pass_rate"][WORDS]
     assert (rate["answers"], rate["met"]) == (3, 3 - record["unmet"][WORDS])
+
+
+@pytest.mark.parametrize("pass_rate", [0.5, 0.0])
+def test_the_text_table_says_the_attempts_the_json_holds(
+    evol, tmp_path: Path, pass_rate: float
+) -> None:
+    """The line under the constraint tables: the mean attempts of a kept record, how many
+    records took each number, and the records lost to a constraint, as --json has them; "-"
+    and "none kept" where every record with constraints was eliminated."""
+    seeds = write_seeds(
+        tmp_path / "s.jsonl", [{"instruction": f"Explain topic {n}."} for n in range(8)]
+    )
+    out = tmp_path / "out"
+    options = ["--verifiable", "--generations", "1", "--seed", "1", "--answer-attempts", "3"]
+    with FakeServer(responder=VerifiableResponder(pass_rate=pass_rate)) as server:
+        result = evol(*run_args(server, seeds, out, *options, "--constraint-ids", WORDS))
+    assert result.exit_code == 0, result.output
+    found = json.loads(evol("stats", out, "--json").output)["constraints"]
+    if pass_rate:
+        assert found["attempts_mean"] is not None and len(found["attempts"]) > 1
+        mean = f"{found['attempts_mean']:.2f}"
+        tally = ", ".join(f"{n}: {count}" for n, count in found["attempts"].items())
+    else:
+        assert found["attempts_mean"] is None and found["unmet"] > 0
+        mean, tally = "-", "none kept"
+    text = evol("stats", out).output.splitlines()
+    assert (
+        f"attempts per kept record: mean {mean} ({tally}); eliminated: {found['lost']} "
+        f"constraint_lost, {found['unmet']} constraint_unmet"
+    ) in text

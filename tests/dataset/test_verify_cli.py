@@ -184,15 +184,16 @@ def test_verify_reads_a_json_array_and_a_named_response_field(evol, tmp_path: Pa
         (['"text"'], ":1: not a JSON object"),
         (['{"instruction_id_list": ["keywords:nope"], "kwargs": [{}], "response": "x"}'], ":1: unknown constraint id 'keywords:nope'"),
         (['{"instruction_id_list": ["punctuation:no_comma"], "kwargs": [], "response": "x"}'], ":1: unreadable constraints: instruction_id_list and kwargs must be lists of the same length"),
+        (['{"instruction_id_list": ["punctuation:no_comma"], "kwargs": null, "response": "x"}'], ":1: unreadable constraints: instruction_id_list and kwargs must be lists of the same length\n"),
         (['{"instruction_id_list": ["keywords:letter_frequency"], "kwargs": [{"letter": "#", "let_frequency": 4, "let_relation": "at least"}], "response": "x"}'], ":1: keywords:letter_frequency: letter must be one ASCII letter, got '#'"),
         (['{"instruction_id_list": ["length_constraints:number_words"], "kwargs": [{"num_words": 9}], "response": "x"}'], ":1: length_constraints:number_words: kwargs missing relation"),
         (['{"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}'], ":1: no 'response' field: name the answer's with --response-field"),
         (['{"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}], "response": 3}'], ":1: the answer is not a string: int"),
         (['{"messages": [{"role": "user", "content": "q"}], "ground_truth": "[{\'instruction_id\': [\'punctuation:no_comma\'], \'kwargs\': [None]}]"}'], ":1: the last message is not the assistant's"),
-        (['{"messages": [], "ground_truth": "[{\'no\': 1}]"}'], ":1: unreadable constraints"),
+        (['{"messages": [], "ground_truth": "[{\'no\': 1}]"}'], ':1: unreadable constraints: expected [{"instruction_id": [...], "kwargs": [...]}]\n'),
         (['{"constraints": [{"id": "punctuation:no_comma", "kwargs": [1]}], "output": "x"}'], ":1: not a constraint: kwargs"),
         (['{"prompt": "nothing to check", "response": "x"}'], ": no row to check: expected instruction_id_list"),
-        (['{"messages": [], "ground_truth": "{\\"func_name\\": \\"validate_lowercase\\"}", "dataset": "ifeval"}'], ":1: unreadable constraints: a {func_name: ...} label (allenai/RLVR-IFeval"),
+        (['{"messages": [], "ground_truth": "{\\"func_name\\": \\"validate_lowercase\\"}", "dataset": "ifeval"}'], ":1: unreadable constraints: a {func_name: ...} label (allenai/RLVR-IFeval, open-instruct's ifeval_old) names open-instruct's own functions, not IFEval ids\n"),
         (['{"instruction_id_list": ["startend:end_checker"], "kwargs": [{"end_phrase": ["Bye"]}], "response": "x"}'], ":1: startend:end_checker: end_phrase must be text, got ['Bye']"),
         (['{"instruction_id_list": ["keywords:existence"], "kwargs": [{"keywords": []}], "response": "x"}'], ":1: keywords:existence: keywords must be a list of words, got []"),
         (["PAR1 but nothing a Parquet file holds"], ": not a readable Parquet file"),
@@ -447,6 +448,40 @@ def test_an_rlvr_answer_is_checked_after_its_thinking_section(tmp_path, evol):
     }
     code, report = verify_report(evol, write_rows(tmp_path / "think.jsonl", [row]))
     assert code == 0 and report["rows"]["strict"] == 1
+
+
+NO_COMMA_LABEL = {"instruction_id": ["punctuation:no_comma"], "kwargs": [None]}
+
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        [NO_COMMA_LABEL],  # a list already, not text
+        json.dumps([NO_COMMA_LABEL]),  # JSON, whose null is no Python literal
+        [json.dumps(NO_COMMA_LABEL)],  # the label as text inside the list
+        json.dumps([str(NO_COMMA_LABEL)]),  # ... and that list itself as text
+    ],
+    ids=["list", "json text", "text in a list", "text in a list as text"],
+)
+def test_a_ground_truth_in_each_shape_open_instruct_reads_is_checked(tmp_path, evol, label):
+    """open-instruct's ifeval verifier takes the label's first entry, read again where it is
+    text: every such shape is the one constraint, checked (one answer meets it, one does
+    not), never an unreadable row."""
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": "Answer without commas."},
+                {"role": "assistant", "content": answer},
+            ],
+            "ground_truth": label,
+            "dataset": "ifeval",
+        }
+        for answer in ("Done here", "Done, here")
+    ]
+    code, report = verify_report(evol, write_rows(tmp_path / "labels.jsonl", rows))
+    assert code == 0
+    assert report["rows"] == report["rows"] | {"checked": 2, "strict": 1}
+    assert report["per_id"]["punctuation:no_comma"]["checked"] == 2
 
 
 def test_google_ifeval_rows_with_every_kwarg_null_are_read(tmp_path, evol):

@@ -77,6 +77,18 @@ def test_every_drawn_constraint_is_phrased_as_ifeval_phrases_its_kwargs():
             assert (checker.get_instruction_args() or {}) == constraint.kwargs
 
 
+def test_the_paragraph_draw_covers_ifeval_s_range_and_names_a_paragraph_there_is() -> None:
+    """IFEval draws 1 to 5 paragraphs (and an nth that can go one past); evol draws the same
+    counts, with an nth among them: a one-paragraph answer is as much a case as five."""
+    rng = random.Random(7)
+    draw = KWARGS_SCHEMA["length_constraints:nth_paragraph_first_word"]
+    drawn = [draw(rng) for _ in range(300)]
+    assert {kwargs["num_paragraphs"] for kwargs in drawn} == set(range(1, 6))
+    assert all(1 <= kwargs["nth_paragraph"] <= kwargs["num_paragraphs"] for kwargs in drawn)
+    fifths = {kwargs["nth_paragraph"] for kwargs in drawn if kwargs["num_paragraphs"] == 5}
+    assert fifths == set(range(1, 6))
+
+
 # -- never what contradicts the lineage, or what no answer meets ---------------------------------
 
 

@@ -121,9 +121,15 @@ def test_an_answer_check_is_read_from_the_schema_or_from_the_one_choice_it_names
         check = read_answer_check(json.dumps({"answer": choice, "reason": "wants the data"}))
         failure = check.failure()
         assert check.form == "schema" and failure is not None and failure.reason == reason
-        assert "wants the data" in failure.detail
-        prose = read_answer_check(f"I would say: {choice.replace('_', ' ')}.")
+        what = choice.replace("_", " ")
+        assert failure.detail == f"the answer check says it {what}: 'wants the data'"
+        # The record's detail quotes the judge only where it gave a reason.
+        unsaid = read_answer_check(json.dumps({"answer": choice, "reason": ""})).failure()
+        assert unsaid is not None and unsaid.detail == f"the answer check says it {what}"
+        prose = read_answer_check(f"I would say: {what}.")
         assert prose.form == "prose" and prose.problem == choice
+        found = prose.failure()
+        assert found is not None and found.detail == f"the answer check says it {what}"
     passed = read_answer_check('{"answer": "does_the_task", "reason": ""}')
     assert passed.failure() is None and passed.form == "schema"
     assert read_answer_check("does the task").failure() is None
@@ -195,8 +201,11 @@ def test_the_judge_is_asked_in_a_schema_and_a_rewrite_that_is_no_instruction_fai
     assert result.exit_code == 0, result.output
     judged = server.requests_for("judge")
     assert len(judged) == 3
+    # OpenAI's Structured Outputs: a named schema, enforced only with "strict": true.
+    strict_schema = {"name": "verdict", "strict": True, "schema": VERDICT_SCHEMA}
     assert all(
-        body["response_format"]["json_schema"]["schema"] == VERDICT_SCHEMA for body in judged
+        body["response_format"] == {"type": "json_schema", "json_schema": strict_schema}
+        for body in judged
     )
     assert not any("response_format" in body for body in server.requests_for("evolve"))
     assert not any("response_format" in body for body in server.requests_for("answer"))

@@ -97,6 +97,9 @@ def test_hostile_objects_are_read_without_error(reply: str) -> None:
         "It never asks for information.",
         "It does not only acknowledge the task.",
         "No asks_for_information here.",
+        # A contraction denies as "not" does: the label named, then turned down.
+        "The answer isn't asks_for_information.",
+        "I wouldn't say only_acknowledges: it does the work.",
     ],
 )
 def test_a_choice_the_prose_denies_is_not_read_as_chosen(reply: str) -> None:

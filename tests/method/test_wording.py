@@ -188,6 +188,9 @@ LESS_THAN_300 = c("length_constraints:number_words", num_words=300, relation="le
         (AT_LEAST_300, "Write an essay in fewer than 300 words.", "garbled"),
         (AT_LEAST_300, "Write an essay of at most 300 words.", "garbled"),
         (AT_LEAST_300, "Write an essay, 300 words at most.", "garbled"),
+        # A bound after the unit is read with words after it too, in two words or one.
+        (AT_LEAST_300, "Write an essay, 300 words at most, on tides.", "garbled"),
+        (AT_LEAST_300, "Write an essay, 300 words maximum, on tides.", "garbled"),
         (AT_LEAST_300, "Write an essay of under 300 words.", "garbled"),
         (AT_LEAST_300, "Write a long essay.", "lost"),
         (AT_LEAST_300, "Write 300 essays.", "lost"),  # the count without its unit
@@ -235,6 +238,13 @@ LESS_THAN_300 = c("length_constraints:number_words", num_words=300, relation="le
            first_word="strain"), "Write 3 paragraphs; the second one starts with strain.", None),
         (c("length_constraints:nth_paragraph_first_word", num_paragraphs=3, nth_paragraph=2,
            first_word="strain"), "Write 3 paragraphs; one starts with strain.", "lost"),
+        (c("length_constraints:nth_paragraph_first_word", num_paragraphs=3, nth_paragraph=2,
+           first_word="strain"), "Write 3 paragraphs; the 2nd starts with strain.", None),
+        (c("length_constraints:nth_paragraph_first_word", num_paragraphs=2, nth_paragraph=2,
+           first_word="strain"), "Write 2 paragraphs; one starts with strain.", "lost"),
+        # A single paragraph: which one is not to be said.
+        (c("length_constraints:nth_paragraph_first_word", num_paragraphs=1, nth_paragraph=1,
+           first_word="strain"), "Write one paragraph that starts with strain.", None),
         (c("detectable_content:postscript", postscript_marker="P.P.S"),
          "End with a note after P.P.S.", None),
         (c("detectable_content:postscript", postscript_marker="P.P.S"),
@@ -258,6 +268,21 @@ def test_what_a_rewrite_must_say(constraint: Constraint, rewrite: str, expected:
     assert (found.split(":")[0] if found else None) == (expected and expected.split(":")[0])
     if expected == "lost" and constraint.id in UNWORDED:
         assert found == "lost: no word of it is left"
+
+
+@pytest.mark.parametrize(("nth", "name"), [(1, "first"), (2, "second"), (5, "fifth")])
+def test_a_rewrite_that_loses_which_paragraph_is_told_its_position_in_words(
+    nth: int, name: str
+) -> None:
+    """The reason an eliminated record carries names the paragraph as the constraint does."""
+    constraint = c(
+        "length_constraints:nth_paragraph_first_word",
+        num_paragraphs=5,
+        nth_paragraph=nth,
+        first_word="strain",
+    )
+    found = unstated("Write 5 paragraphs; one starts with strain.", constraint)
+    assert found == f"lost: it never says which paragraph (the {name})"
 
 
 def test_the_judge_is_asked_about_the_unworded_constraints_only() -> None:

@@ -195,3 +195,33 @@ def test_a_complete_batched_scoring_forgets_its_batches_and_live_scoring_goes_on
         live = evol("score", made_run, "--base-url", server.base_url, "--quiet", "--answers")
         assert live.exit_code == 0, live.stderr
         assert server.requests == []  # everything was scored by the batches
+
+
+def scoring(run: Path, url: str, *extra: str) -> list[object]:
+    """`evol score` with fast polls, without --answers: each call names its own scorer."""
+    fast = ("--batch-poll-interval", "0.05", "--retry-max-wait", "0.05", "--quiet")
+    return ["score", run, "--base-url", url, "--model", "fake-model", *fast, *extra]
+
+
+def test_a_complete_batched_scoring_keeps_the_batches_another_scorer_still_runs(
+    evol, made_run
+) -> None:
+    """Difficulty waits in a batch that runs on; complexity, scored meanwhile with --batch,
+    completes. Its end forgets no batch state while difficulty's batch runs: the next
+    scoring of difficulty collects that batch, and no row is paid twice."""
+    state = made_run / "batch-score"
+    with BatchServer(responder=ScoringResponder(), hold=True) as server:
+        first = evol(*scoring(made_run, server.base_url, "--no-complexity", "--batch-no-wait"))
+        assert first.exit_code == 3, first.stderr
+        (difficulty,) = server.batches.values()
+        difficulty.done_at = float("inf")  # it runs on after the release
+        server.release()
+        other = evol(*scoring(made_run, server.base_url, "--no-difficulty", "--batch"))
+        assert other.exit_code == 0, other.stderr
+        assert state.is_dir()  # difficulty's batch still runs
+        difficulty.done_at = 0.0
+        last = evol(*scoring(made_run, server.base_url, "--no-complexity", "--batch"))
+        assert last.exit_code == 0, last.stderr
+        assert set(server.submitted.values()) == {1}  # difficulty's rows were not asked again
+    assert not state.exists()  # nothing runs now: forgotten
+    assert {line["scorer"] for line in scores(made_run)} == {"difficulty", "complexity"}

@@ -181,8 +181,26 @@ def _status_is_missing_its_type(manifest: dict) -> str:
     return "`status` is not a string"
 
 
+def _summary_kept_is_missing(manifest: dict) -> str:
+    del manifest["summary"]["kept"]
+    return "`summary.kept` is missing"
+
+
+def _fingerprint_seed_is_a_string(manifest: dict) -> str:
+    manifest["fingerprint"]["seed"] = "3"
+    return "`fingerprint.seed` is not an integer"  # format 2's own key, not format 1's --seed
+
+
+def _fingerprint_is_a_list(manifest: dict) -> str:
+    manifest["fingerprint"] = []
+    return "`fingerprint` is not an object"
+
+
 DAMAGES = {
     "config is a list": _config_is_a_list,
+    "summary's kept is missing": _summary_kept_is_missing,
+    "fingerprint's seed is a string": _fingerprint_seed_is_a_string,
+    "fingerprint is a list": _fingerprint_is_a_list,
     "generations is a string": _generations_is_a_string,
     "summary's generations is a string": _summary_generations_is_a_string,
     "status is null": _status_is_missing_its_type,

@@ -249,15 +249,33 @@ def test_a_v1_judging_is_read_as_format_1_read_it() -> None:
     assert parse({"judging": {"replies_read_as": 1}}, "run.json").judging == JudgingPart()
 
 
-def test_a_damaged_v1_fingerprint_is_named_by_its_v1_key(runs: Path) -> None:
-    recorded = raw(runs / "complete")
+def _v1_seed_is_a_string(recorded: dict) -> str:
     recorded["fingerprint"]["--seed"] = "3"
+    return "`fingerprint.--seed` is not an integer"
+
+
+def _v1_fingerprint_is_a_list(recorded: dict) -> str:
+    recorded["fingerprint"] = []
+    return "`fingerprint` is not an object"
+
+
+def _v1_config_is_a_list(recorded: dict) -> str:
+    recorded["config"] = []
+    return "`config` is not an object"
+
+
+@pytest.mark.parametrize(
+    "damage", [_v1_seed_is_a_string, _v1_fingerprint_is_a_list, _v1_config_is_a_list]
+)
+def test_a_damaged_v1_run_json_is_named_as_format_1_spells_it(runs: Path, damage) -> None:
+    """A part of a format-1 fingerprint by its format-1 key; the fingerprint or another part
+    that is whole, by its own name."""
+    recorded = raw(runs / "complete")
+    what = damage(recorded)
     (runs / "complete" / "run.json").write_text(json.dumps(recorded))
     with pytest.raises(RunDirError) as raised:
         load_manifest(runs / "complete")
-    assert str(raised.value) == (
-        f"{runs / 'complete' / 'run.json'}: `fingerprint.--seed` is not an integer: {DAMAGED}"
-    )
+    assert str(raised.value) == f"{runs / 'complete' / 'run.json'}: {what}: {DAMAGED}"
 
 
 @pytest.mark.parametrize(

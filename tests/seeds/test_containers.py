@@ -198,10 +198,10 @@ def test_a_nul_in_a_csv_header_is_refused_as_in_any_row(tmp_path: Path) -> None:
     assert str(raised.value) == f"{path}:1: {NUL_BYTE}"
 
 
-@pytest.mark.parametrize("name", ["s.csv", "s.parquet"])
+@pytest.mark.parametrize("name", ["s.csv", "s.parquet", "lists.parquet"])
 def test_a_row_is_measured_by_all_its_fields_together(tmp_path: Path, name: str) -> None:
     """Each field is within the limit, the row is not: a row read as values (CSV, Parquet)
-    counts every text it holds, nested ones included."""
+    counts every text it holds, nested ones included (in an object, or in a list)."""
     half = "x" * (MAX_ROW_BYTES // 2 + 10)
     path = tmp_path / name
     if name == "s.csv":
@@ -211,7 +211,10 @@ def test_a_row_is_measured_by_all_its_fields_together(tmp_path: Path, name: str)
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        meta = pa.array([{"note": "a"}, {"note": half}, {"note": "c"}])
+        if name == "lists.parquet":
+            meta = pa.array([["a"], ["b", half], ["c"]])
+        else:
+            meta = pa.array([{"note": "a"}, {"note": half}, {"note": "c"}])
         table = pa.table({"instruction": ["first", half, "third"], "meta": meta})
         pq.write_table(table, path)
         line = 2

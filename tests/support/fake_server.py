@@ -15,8 +15,9 @@ Markers in a seed's text steer it, and survive evolution because the evolver kee
 length on the evolve call), `[leak-once]` (leaks only the first time its lineage is evolved),
 `[wrapped]` (the rewrite comes with a preamble, a label and quotes around it), `[think]` (a
 think block before the rewrite), `[cut]` (the rewrite stops at the token limit),
-`[cut-answer]` (the answer does), `[unclear]` (the judge's first reply has no verdict; the
-follow-up gets "Not Equal"), `[unclear-twice]` (neither has one), `[understood]`, `[sure]`,
+`[cut-answer]` (the answer does), `[empty-answer]` (the answer is empty), `[unclear]` (the
+judge's first reply has no verdict; the follow-up gets "Not Equal"), `[unclear-twice]`
+(neither has one), `[understood]`, `[sure]`,
 `[please]` and `[echo]` (answers that show the rewrite failed, after Auto Evol-Instruct),
 `[chatty]` (the judge says the rewrite talks to the user), `[asks]` (the answer check says
 the answer asks for information). `refuse_formats=("json_schema", "json_object")` makes it
@@ -183,6 +184,8 @@ class Responder:
             return "It is what it is, and that is all."
         if "[cut-answer]" in instruction:
             return "Here is the first part of a long answer, which then", "length"
+        if "[empty-answer]" in instruction:
+            return ""
         if "[understood]" in instruction:
             return "Understood. What would you like me to do with it?"
         if "[sure]" in instruction:

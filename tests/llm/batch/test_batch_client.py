@@ -306,7 +306,7 @@ def test_azure_gets_the_key_as_api_key_and_the_query_on_every_call(tmp_path, mon
     url = "http://res.openai.azure.com/openai/v1?api-version=2025-04-01-preview"
     with HostileServer(batch_api()) as proxy:
         monkeypatch.setenv("HTTP_PROXY", proxy.base_url.removesuffix("/v1"))
-        for call in CALLS.values():
+        for call in [*CALLS.values(), lambda _tmp: lambda client: client.models()]:
             outcome(client_for(url, tmp_path, api_key=SecretStr(KEY)), call(tmp_path))
         requests = list(proxy.requests)
     assert [(r.method, urlsplit(r.path).path) for r in requests] == [
@@ -315,6 +315,7 @@ def test_azure_gets_the_key_as_api_key_and_the_query_on_every_call(tmp_path, mon
         ("GET", "/openai/v1/batches/batch_1"),
         ("GET", "/openai/v1/batches"),
         ("GET", "/openai/v1/files/file-2/content"),
+        ("GET", "/openai/v1/models"),  # the served model, asked when --model is not given
     ]
     for request in requests:
         parts = urlsplit(request.path)
