@@ -344,6 +344,17 @@ def test_a_file_read_back_before_a_rewrite_is_its_bytes_none_or_a_refused_link(
         jsonl.read_back(tmp_path / "dangling")
 
 
+def test_a_folder_read_back_in_place_of_a_file_names_the_caller_s_remedy(tmp_path: Path) -> None:
+    """Not the run directory's remedy where the caller (evol optimize) has its own."""
+    folder = tmp_path / "deepen.txt"
+    folder.mkdir()
+    with pytest.raises(RunDirError) as raised:
+        jsonl.read_back(folder, remedy="choose another --out")
+    assert str(raised.value) == f"{folder}: not a regular file: choose another --out"
+    with pytest.raises(RunDirError, match=r"not a regular file: the run directory is damaged"):
+        jsonl.read_back(folder)
+
+
 def test_a_missing_file_read_through_no_link_says_it_cannot_be_read(tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match="gen_0.jsonl: cannot read it: No such file"):
         open_to_read(tmp_path / "gen_0.jsonl", follow_links=False)
