@@ -8,7 +8,8 @@ and the batch backend, against real servers on 127.0.0.1.
 - A call past its deadline says how long it waited and, where asked, which call it was.
 - A reply over the cap names the cap; a login in the URL goes as HTTP Basic auth.
 - The SDK's own timeout reads as evol's deadline does; a refused connection, with no proxy,
-  stops the run and names the connection's own failure.
+  stops the run and names the connection's own failure; through a proxy, the proxy and its
+  variable too.
 """
 
 from __future__ import annotations
@@ -194,3 +195,30 @@ def test_an_endpoint_that_refuses_the_connection_stops_the_run_and_says_why() ->
     assert message.endswith("; check --base-url")
     cause = message.removeprefix(f"cannot reach {url}: ").removesuffix("; check --base-url")
     assert cause not in ("", "None", "Connection error.")
+
+
+def test_a_proxy_that_refuses_the_connection_is_named_with_the_variable_it_came_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through a proxy that is not there: EndpointUnreachable (the run stops), naming the
+    endpoint, the proxy, the connection's own failure and the variable to fix."""
+    with HostileServer(answer) as gone:
+        proxy = gone.base_url.removesuffix("/v1")  # its port, free once the server is gone
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    url = "http://api.example.com/v1"
+    backend = OpenAISDKBackend(BackendSettings(base_urls=[url], timeout=10))
+
+    async def main() -> BaseException:
+        try:
+            await backend.default_model()
+        except EndpointUnreachable as error:
+            return error
+        finally:
+            await backend.aclose()
+        raise AssertionError("not refused")
+
+    message = str(asyncio.run(main()))
+    assert message.startswith(f"cannot reach {url} through the proxy {proxy}: ")
+    assert message.endswith("; check HTTP_PROXY (or NO_PROXY)")
+    cause = message.removeprefix(f"cannot reach {url} through the proxy {proxy}: ")
+    assert cause.removesuffix("; check HTTP_PROXY (or NO_PROXY)") not in ("", "None")
