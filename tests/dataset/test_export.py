@@ -634,6 +634,20 @@ def test_a_bad_record_names_its_file_and_line(
     assert list(tmp_path.glob("x*")) == []
 
 
+def test_a_bad_record_is_refused_in_a_generation_not_exported_too(
+    evol, run_dir: Path, tmp_path: Path
+) -> None:
+    """The first pass checks every record of the run, not only those of `--generations`: a
+    damaged run directory is refused whole, not exported in part."""
+    gen_1 = run_dir / "gen_1.jsonl"
+    lines = gen_1.read_bytes().splitlines(keepends=True)
+    gen_1.write_bytes(b"".join(lines[:2] + [b"{not json\n"] + lines[2:]))
+    result = evol("export", run_dir, "--out", tmp_path / "x.jsonl", "--generations", "2")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"evol: error: {gen_1}:3: corrupt record")
+    assert list(tmp_path.glob("x*")) == []
+
+
 def test_no_run_here(evol, tmp_path: Path) -> None:
     result = evol("export", tmp_path, "--out", tmp_path / "x.jsonl")
     assert result.exit_code == 2 and "run.json is missing" in result.stderr

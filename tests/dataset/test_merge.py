@@ -273,6 +273,25 @@ def test_a_shard_whose_run_json_this_evol_cannot_read_is_named(
     assert result.stderr == f"evol: error: {copy}: run.json is not one this evol can read\n"
 
 
+@pytest.mark.parametrize("part", ["fingerprint", "backend", "seeds", "counts"])
+def test_a_complete_shard_whose_run_json_lacks_a_part_is_named_not_merged(
+    evol, shards: dict[str, Any], tmp_path: Path, part: str
+) -> None:
+    """A complete run records its fingerprint, backend, seeds and counts; a shard's run.json
+    without any one of them (null, as the format allows for a run that stopped early) is
+    refused in one line, naming the shard, and nothing is written."""
+    copy = tmp_path / "shard-1"
+    shutil.copytree(shards["plain"][1], copy)
+    manifest = json.loads((copy / "run.json").read_text())
+    assert manifest["status"] == "complete" and manifest[part] is not None
+    manifest[part] = None
+    (copy / "run.json").write_text(json.dumps(manifest))
+    result = evol("merge", shards["plain"][0], copy, "--out", tmp_path / "merged")
+    assert result.exit_code == 2, result.output
+    assert result.stderr == f"evol: error: {copy}: run.json is not one this evol can read\n"
+    assert not (tmp_path / "merged").exists()
+
+
 def test_a_shard_whose_fingerprint_lacks_an_entry_is_not_merged(
     evol, shards: dict[str, Any], tmp_path: Path
 ) -> None:

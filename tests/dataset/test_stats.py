@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import tracemalloc
 from collections import Counter
@@ -521,3 +522,39 @@ def test_the_cost_table_shows_each_role_s_cost_and_the_total_the_json_holds(
     assert line == f"total cost: {shown(total)}" + (
         " (no price known: pass --price-in and --price-out)" if total is None else ""
     )
+
+
+RUN_V1 = Path(__file__).parents[1] / "fixtures" / "run_v1"
+
+
+def _in_v1_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of the format-1 fixture runs as the working directory (they record relative
+    paths)."""
+    shutil.copytree(RUN_V1, tmp_path / "run_v1")
+    monkeypatch.chdir(tmp_path / "run_v1")
+
+
+def test_a_generation_that_kept_nothing_shows_no_lengths(
+    evol, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interrupted run's generation 1 kept nothing: "-" under each length column, not a
+    figure and not any other mark."""
+    _in_v1_runs(tmp_path, monkeypatch)
+    text = evol("stats", "interrupted").stdout.splitlines()
+    header = next(i for i, line in enumerate(text) if line.startswith("generation  kept"))
+    lengths = ["instr", "mean", "p50", "p90", "answer", "mean", "p50", "p90"]
+    assert text[header].split()[-8:] == lengths
+    row = next(line.split() for line in text[header + 2 :] if line.split()[:1] == ["1"])
+    assert row[:2] == ["1", "0"] and row[-6:] == ["-"] * 6
+
+
+def test_a_batch_run_s_total_cost_says_it_is_at_the_batch_rate(
+    evol, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Priced, a run made with --batch says its total is at half price, in those words."""
+    _in_v1_runs(tmp_path, monkeypatch)
+    prices = ("--price-in", "3", "--price-out", "15")
+    total = json.loads(evol("stats", "batch_pending", "--json", *prices).stdout)["total_cost_usd"]
+    text = evol("stats", "batch_pending", *prices).stdout.splitlines()
+    (line,) = [line for line in text if line.startswith("total cost: ")]
+    assert line == f"total cost: ${total:.4f} at the Batch API rate (half price)"

@@ -84,3 +84,64 @@ def test_the_text_table_says_the_attempts_the_json_holds(
         f"attempts per kept record: mean {mean} ({tally}); eliminated: {found['lost']} "
         f"constraint_lost, {found['unmet']} constraint_unmet"
     ) in text
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A text table as `evol stats` lays it out: the first column to the left, the others to
+    the right, two spaces between, a rule of dashes under the header."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            cell.rjust(width) if i else cell.ljust(width)
+            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return [line(header), line(["-" * width for width in widths]), *map(line, rows)]
+
+
+def test_the_text_tables_of_constraints_say_what_the_json_holds(evol, tmp_path: Path) -> None:
+    """`evol stats`' constraint section, each figure under the column that names it: per
+    generation the records with constraints, their mean and max count and the mean attempts;
+    per constraint the answers checked, those that met it and the pass rate; then the
+    attempts line, each part after a blank line."""
+    seeds = write_seeds(
+        tmp_path / "s.jsonl", [{"instruction": f"Explain topic {n}."} for n in range(8)]
+    )
+    out = tmp_path / "out"
+    options = ["--verifiable", "--generations", "2", "--seed", "1", "--answer-attempts", "3"]
+    with FakeServer(responder=VerifiableResponder(pass_rate=0.5)) as server:
+        result = evol(*run_args(server, seeds, out, *options))
+    assert result.exit_code == 0, result.output
+    found = json.loads(evol("stats", out, "--json").output)["constraints"]
+    assert found["per_generation"] and found["pass_rate"]
+    per_generation = [
+        [
+            g,
+            str(row["records"]),
+            f"{row['constraints_mean']:.2f}",
+            str(row["constraints_max"]),
+            f"{row['attempts_mean']:.2f}",
+        ]
+        for g, row in found["per_generation"].items()
+    ]
+    pass_rate = [
+        [cid, str(rate["answers"]), str(rate["met"]), f"{rate['rate']:.0%}"]
+        for cid, rate in found["pass_rate"].items()
+    ]
+    tally = ", ".join(f"{n}: {count}" for n, count in found["attempts"].items())
+    expected = [
+        "",
+        *_table(
+            ["generation", "with constraints", "constraints mean", "max", "attempts mean"],
+            per_generation,
+        ),
+        "",
+        *_table(["constraint", "answers", "met", "pass rate"], pass_rate),
+        "",
+        f"attempts per kept record: mean {found['attempts_mean']:.2f} ({tally}); eliminated: "
+        f"{found['lost']} constraint_lost, {found['unmet']} constraint_unmet",
+    ]
+    text = evol("stats", out).output.splitlines()
+    start = text.index(expected[1]) - 1
+    assert text[start : start + len(expected)] == expected

@@ -7,6 +7,9 @@ and the batch backend, against real servers on 127.0.0.1.
 - A base URL that is not http(s) is refused before anything is sent.
 - A call past its deadline says how long it waited and, where asked, which call it was.
 - A reply over the cap names the cap; a login in the URL goes as HTTP Basic auth.
+- The SDK's own timeout reads as evol's deadline does; a refused connection, with no proxy,
+  stops the run and names the connection's own failure; through a proxy, the proxy and its
+  variable too.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 from pydantic import SecretStr
 
-from evol.errors import TransientBackendError, UsageError
+from evol.errors import EndpointUnreachable, TransientBackendError, UsageError
 from evol.llm import BackendSettings, Completion, GenerationParams, LLMRequest
 from evol.llm.openai_compatible import OpenAICompatibleBackend
 from evol.llm.openai_sdk import OpenAISDKBackend
@@ -148,3 +151,74 @@ def test_a_reply_over_the_cap_names_the_cap(announced: bool, said: str) -> None:
 
         error = asyncio.run(main())
     assert str(error).startswith(server.base_url) and said in str(error)
+
+
+def test_a_timeout_of_the_sdk_s_own_says_how_long_it_waited_and_which_call_it_was() -> None:
+    """The client's own timeout (the SDK's APITimeoutError, not evol's deadline) reads the
+    same way: a retryable timeout that names the deadline and the call."""
+
+    async def main(url: str) -> BaseException:
+        endpoint = SdkEndpoint(BackendSettings(base_urls=[url], timeout=60))
+        client = endpoint.client(timeout=0.2)
+        try:
+            await endpoint.call(client.models.list, deadline=30, doing=" (GET /models)")
+        except TransientBackendError as error:
+            return error
+        finally:
+            await client.close()
+        raise AssertionError("no timeout")
+
+    with HostileServer(silent) as server:
+        error = asyncio.run(main(server.base_url))
+    assert str(error) == f"{server.base_url} timed out after 30s (GET /models)"
+
+
+def test_an_endpoint_that_refuses_the_connection_stops_the_run_and_says_why() -> None:
+    """No proxy, nothing listening: EndpointUnreachable (the run stops, not retried), naming
+    the endpoint, the connection's own failure and the remedy."""
+    with HostileServer(answer) as server:
+        url = server.base_url  # its port, free once the server is gone
+    backend = OpenAISDKBackend(BackendSettings(base_urls=[url], timeout=10))
+
+    async def main() -> BaseException:
+        try:
+            await backend.default_model()
+        except EndpointUnreachable as error:
+            return error
+        finally:
+            await backend.aclose()
+        raise AssertionError("not refused")
+
+    error = asyncio.run(main())
+    message = str(error)
+    assert message.startswith(f"cannot reach {url}: ")
+    assert message.endswith("; check --base-url")
+    cause = message.removeprefix(f"cannot reach {url}: ").removesuffix("; check --base-url")
+    assert cause not in ("", "None", "Connection error.")
+
+
+def test_a_proxy_that_refuses_the_connection_is_named_with_the_variable_it_came_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through a proxy that is not there: EndpointUnreachable (the run stops), naming the
+    endpoint, the proxy, the connection's own failure and the variable to fix."""
+    with HostileServer(answer) as gone:
+        proxy = gone.base_url.removesuffix("/v1")  # its port, free once the server is gone
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    url = "http://api.example.com/v1"
+    backend = OpenAISDKBackend(BackendSettings(base_urls=[url], timeout=10))
+
+    async def main() -> BaseException:
+        try:
+            await backend.default_model()
+        except EndpointUnreachable as error:
+            return error
+        finally:
+            await backend.aclose()
+        raise AssertionError("not refused")
+
+    message = str(asyncio.run(main()))
+    assert message.startswith(f"cannot reach {url} through the proxy {proxy}: ")
+    assert message.endswith("; check HTTP_PROXY (or NO_PROXY)")
+    cause = message.removeprefix(f"cannot reach {url} through the proxy {proxy}: ")
+    assert cause.removesuffix("; check HTTP_PROXY (or NO_PROXY)") not in ("", "None")

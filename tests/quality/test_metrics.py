@@ -59,7 +59,10 @@ def test_figures_of_a_hand_built_run(evol, tmp_path: Path) -> None:
     with (run / "gen_1.jsonl").open("a") as fp:
         fp.write(json.dumps(record("s2.1", "something else entirely")) + "\n")
     assert json.loads(evol("stats", run, "--json").stdout)["metrics_stale"] is True
-    assert "measured before the run grew" in evol("stats", run).stdout
+    assert (
+        "diversity and drift were measured before the run grew: run evol score again"
+        in evol("stats", run).stdout.splitlines()
+    )
 
 
 def test_a_run_never_measured_shows_no_diversity(evol, tmp_path: Path) -> None:

@@ -375,3 +375,21 @@ def test_the_embedded_model_evolves_verifiable_constraints_end_to_end(tmp_path: 
     figures = json.loads(stats.stdout)["constraints"]
     assert figures["kept"] == len(evolved)
     assert figures["lost"] == sum(r["reason"] == "constraint_lost" for r in gone)
+
+
+def test_a_record_no_answer_of_which_met_its_constraints_says_which_and_how_often(
+    evol, tmp_path: Path
+) -> None:
+    """Every answer fails its constraints: the record is eliminated as constraint_unmet, and
+    its detail names the constraints unmet and how many of its answers failed each, as its
+    `unmet` and `attempts` fields hold them, and no answer rule (none failed)."""
+    with FakeServer(responder=VerifiableResponder(pass_rate=0.0)) as server:
+        out = verifiable_run(evol, server, tmp_path, "--generations", "1", "--seed", "1")
+    lost = [r for r in read_jsonl(out / "eliminated.jsonl") if r["reason"] == "constraint_unmet"]
+    assert lost
+    for record in lost:
+        unmet, attempts = record["unmet"], record["attempts"]
+        tally = ", ".join(f"{cid} {unmet[cid]} of {attempts}" for cid in sorted(unmet))
+        assert record["detail"] == (
+            f"no answer of {attempts} met {', '.join(sorted(unmet))} (failed: {tally})"
+        )
