@@ -2,10 +2,6 @@
 of up to max_output_bytes is collected and a longer one refused, whether the server announces
 its length or not; a refusal names the announced size and the setting to raise; a download
 has the transfer deadline, not --timeout.
-
-Each test drives the batch backend through names both trees share (`evol.llm.batch`), so that
-it runs on the tree of the mutation pass (4f7dc9e, its hand-written client) and on `main` (the
-openai SDK's).
 """
 
 from __future__ import annotations
@@ -18,35 +14,19 @@ import pytest
 from aiohttp import web
 
 from evol.errors import TransientBackendError
-from evol.llm import BackendSettings, Completion, GenerationParams
+from evol.llm import BackendSettings, Completion, LLMRequest
 from evol.llm.batch import BatchBackend, BatchSettings
 from evol.llm.retry import with_retries
+from tests.support.batch_backend import MODEL, PARAMS, expected
+from tests.support.batch_backend import ask as turn
+from tests.support.batch_server import BatchServer
 
-try:  # the fake Batch API, wherever this tree keeps it
-    from tests.support.batch_server import BatchServer
-    from tests.support.fake_server import Responder
-except ImportError:  # pragma: no cover - the tree before the test folders were split
-    from tests.batch_server import BatchServer  # type: ignore[no-redef]
-    from tests.fake_server import Responder  # type: ignore[no-redef]
-
-MODEL = "fake-model"
-PARAMS = GenerationParams()
 TEXT = "Name a river."
 REMEDY = " so far); raise the batch backend's max_output_bytes if an output file is that large"
 
 
-def expected(text: str) -> str:
-    """What the fake server answers to `text`."""
-    return Responder()({"model": MODEL, "messages": [{"role": "user", "content": text}]})
-
-
 async def _complete(backend: BatchBackend, text: str) -> Completion:
-    messages = [{"role": "user", "content": text}]
-    try:
-        from evol.llm import LLMRequest  # type: ignore[attr-defined]
-    except ImportError:  # pragma: no cover - the tree before requests were objects
-        return await backend.complete(messages, model=MODEL, params=PARAMS)  # type: ignore[call-arg]
-    return await backend.complete(LLMRequest(messages, MODEL, PARAMS))
+    return await backend.complete(LLMRequest(turn(text), MODEL, PARAMS))
 
 
 def ask(

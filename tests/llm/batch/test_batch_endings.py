@@ -2,9 +2,6 @@
 shows each ended batch as the process that saw it end did (its status, request counts and
 files, which run.json lists), and an ended batch is neither polled nor downloaded again while
 the run goes on.
-
-Each test drives the batch backend through names both trees share (`evol.llm.batch`), so that
-it runs on the tree of the mutation pass (4f7dc9e) and on `main`.
 """
 
 from __future__ import annotations
@@ -15,16 +12,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from evol.llm import BackendSettings, Completion, GenerationParams
+from evol.llm import BackendSettings, Completion, LLMRequest
 from evol.llm.batch import STATE_FILE, BatchBackend, BatchInfo, BatchSettings
-
-try:  # the fake Batch API, wherever this tree keeps it
-    from tests.support.batch_server import BatchServer, Fate
-except ImportError:  # pragma: no cover - the tree before the test folders were split
-    from tests.batch_server import BatchServer, Fate  # type: ignore[no-redef]
-
-MODEL = "fake-model"
-PARAMS = GenerationParams()
+from tests.support.batch_backend import MODEL, PARAMS, ask
+from tests.support.batch_server import BatchServer, Fate
 
 
 def backend_on(server: BatchServer, state_dir: Path) -> BatchBackend:
@@ -45,12 +36,7 @@ async def ask_all(backend: BatchBackend, texts: list[str]) -> list[Completion | 
     """Every text asked at once, no retry."""
 
     async def one(text: str) -> Completion:
-        messages = [{"role": "user", "content": text}]
-        try:
-            from evol.llm import LLMRequest  # type: ignore[attr-defined]
-        except ImportError:  # pragma: no cover - the tree before requests were objects
-            return await backend.complete(messages, model=MODEL, params=PARAMS)  # type: ignore[call-arg]
-        return await backend.complete(LLMRequest(messages, MODEL, PARAMS))
+        return await backend.complete(LLMRequest(ask(text), MODEL, PARAMS))
 
     async with asyncio.timeout(600):  # a guard against a hang, never a pace
         return await asyncio.gather(*(one(text) for text in texts), return_exceptions=True)

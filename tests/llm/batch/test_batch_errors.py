@@ -18,9 +18,6 @@ process (mutmut credits only tests that call the code here).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import resource
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +43,7 @@ from evol.llm.batch import (
     recorded_batches,
 )
 from evol.llm.retry import with_retries
+from tests.support.batch_backend import file_size_limit
 from tests.support.batch_server import BatchServer, Fate
 from tests.support.fake_server import Responder
 from tests.support.runs import write_seeds
@@ -294,17 +292,6 @@ def test_an_output_file_over_the_cap_names_the_setting_to_raise(tmp_path) -> Non
     assert str(error).endswith(
         " so far); raise the batch backend's max_output_bytes if an output file is that large"
     )
-
-
-@contextlib.contextmanager
-def file_size_limit(size: int) -> Iterator[None]:
-    """Writes to regular files past `size` bytes fail with EFBIG (Python ignores SIGXFSZ)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
 def test_an_input_file_that_cannot_be_written_is_a_run_directory_error(tmp_path) -> None:

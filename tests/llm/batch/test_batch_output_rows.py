@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from evol.llm import BackendSettings, Completion, GenerationParams
+from evol.llm import BackendSettings, Completion, LLMRequest
 from evol.llm.batch import (
     RESULTS_FILE,
     BatchBackend,
@@ -24,14 +24,8 @@ from evol.llm.batch import (
     bounded_lines,
     request_line,
 )
-
-try:  # the fake Batch API, wherever this tree keeps it
-    from tests.support.batch_server import BatchServer
-except ImportError:  # pragma: no cover - the tree before the test folders were split
-    from tests.batch_server import BatchServer  # type: ignore[no-redef]
-
-MODEL = "fake-model"
-PARAMS = GenerationParams()
+from tests.support.batch_backend import MODEL, PARAMS, ask
+from tests.support.batch_server import BatchServer
 
 _ids = st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
 
@@ -88,12 +82,7 @@ class _ForeignRows(BatchServer):
 
 
 async def _complete(backend: BatchBackend, text: str) -> Completion:
-    messages = [{"role": "user", "content": text}]
-    try:
-        from evol.llm import LLMRequest  # type: ignore[attr-defined]
-    except ImportError:  # pragma: no cover - the tree before requests were objects
-        return await backend.complete(messages, model=MODEL, params=PARAMS)  # type: ignore[call-arg]
-    return await backend.complete(LLMRequest(messages, MODEL, PARAMS))
+    return await backend.complete(LLMRequest(ask(text), MODEL, PARAMS))
 
 
 def test_a_row_of_no_request_or_a_second_row_hides_no_row_after_it_and_is_not_kept(

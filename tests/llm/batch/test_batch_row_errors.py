@@ -4,21 +4,16 @@ completion in it is asked again); an error row is the error a live reply with th
 would be, in the same words, naming the server, the batch, the model and the key's source; a
 results.jsonl that cannot be written stops the batch's requests with the file named, and the
 next process collects the batch without paying for it again.
-
-Each test drives the batch backend through names both trees share (`evol.llm.batch`), so that
-it runs on the tree of the mutation pass (4f7dc9e) and on `main`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import errno
 import json
 import os
-import resource
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,30 +26,15 @@ from evol.errors import (
     StorageError,
     TransientBackendError,
 )
-from evol.llm import BackendSettings, Completion, GenerationParams
+from evol.llm import BackendSettings, Completion, LLMRequest
 from evol.llm.batch import RESULTS_FILE, BatchBackend, BatchSettings, request_line
 from evol.llm.retry import with_retries
+from tests.support.batch_backend import MODEL, PARAMS, expected, file_size_limit
+from tests.support.batch_backend import ask as messages
+from tests.support.batch_server import BatchServer
 
-try:  # the fake Batch API, wherever this tree keeps it
-    from tests.support.batch_server import BatchServer
-    from tests.support.fake_server import Responder
-except ImportError:  # pragma: no cover - the tree before the test folders were split
-    from tests.batch_server import BatchServer  # type: ignore[no-redef]
-    from tests.fake_server import Responder  # type: ignore[no-redef]
-
-MODEL = "fake-model"
-PARAMS = GenerationParams()
 # A row's new (response, error), made from the row the server wrote.
 Rewrite = Callable[[dict[str, Any]], tuple[dict[str, Any] | None, dict[str, Any] | None]]
-
-
-def messages(text: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": text}]
-
-
-def expected(text: str) -> str:
-    """What the fake server answers to `text`."""
-    return Responder()({"model": MODEL, "messages": messages(text)})
 
 
 def custom_id(text: str) -> str:
@@ -94,10 +74,6 @@ def ask_all(
 
     async def one(backend: BatchBackend, text: str) -> Completion:
         async def call() -> Completion:
-            try:
-                from evol.llm import LLMRequest  # type: ignore[attr-defined]
-            except ImportError:  # pragma: no cover - the tree before requests were objects
-                return await backend.complete(messages(text), model=MODEL, params=PARAMS)  # type: ignore[call-arg]
             return await backend.complete(LLMRequest(messages(text), MODEL, PARAMS))
 
         return await with_retries(call, max_retries=retries, max_wait=0.01)
@@ -200,17 +176,6 @@ def test_an_error_row_is_the_error_a_live_reply_would_be_in_its_words(tmp_path: 
     error = replies["not a completion"]
     assert isinstance(error, TransientBackendError)
     assert str(error).startswith(f"{where} sent a reply that is not a chat completion (choices")
-
-
-@contextlib.contextmanager
-def file_size_limit(size: int) -> Iterator[None]:
-    """Writes to regular files past `size` bytes fail with EFBIG (Python ignores SIGXFSZ)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
 
 def test_a_results_file_that_cannot_be_written_is_named_and_the_batch_collected_later(
