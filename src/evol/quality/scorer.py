@@ -63,8 +63,8 @@ class Scorer:
     ):
         """`policy`: the concurrency limit, retries and budget; `batch`: the calls go through
         the Batch API (each line says so); `journal`: where each reply is kept until its line
-        is written (score_calls.jsonl, keyed by step: `score_jobs.JobJournal`), so that a score killed between a job's two asks does
-        not pay for the first again."""
+        is written (score_calls.jsonl, keyed by step: `score_jobs.JobJournal`), so that a
+        score killed between a job's two asks does not pay for the first again."""
         self.model, self.policy, self.info, self.prompts = model, policy, info, prompts
         self.batch = batch
         self.calls = Dispatcher(backend, policy, journal=journal)
