@@ -618,6 +618,26 @@ def test_a_retry_of_a_missing_score_killed_between_its_asks_pays_its_first_once(
 
 
 @pytest.mark.slow
+def test_a_second_retry_of_a_missing_score_killed_between_its_asks_pays_its_first_once(
+    made_run: Path,
+) -> None:
+    """Each retry of a question is journalled under its own name: the third time a score is
+    asked for, its first reply is not taken for the second time's, which a written line spent."""
+    for _ in range(2):  # the [never] seed's score comes out missing, then missing again
+        with FakeServer(responder=ScoringResponder()) as server:
+            command = one_at_a_time(made_run, server, "--retry-missing")
+            assert subprocess.run(command, env=ENV).returncode == 0
+    assert [line["score"] for line in scores(made_run) if line["id"] == "s4"] == [None, None]
+    before = killed_at_second_ask(made_run, NEVER_SEED, "--retry-missing")
+    assert asks_of(before, NEVER_SEED) == {1: 1, 3: 1}
+    with FakeServer(responder=ScoringResponder()) as server:
+        command = one_at_a_time(made_run, server, "--retry-missing")
+        assert subprocess.run(command, env=ENV).returncode == 0
+        after = list(server.requests)
+    assert asks_of(after, NEVER_SEED) == {3: 1}  # the third time's first ask replayed
+
+
+@pytest.mark.slow
 def test_a_journalled_reply_is_not_replayed_to_other_prompts(
     made_run: Path, tmp_path: Path
 ) -> None:
