@@ -30,6 +30,7 @@ from evol.quality.readings import (
     read_ranking,
 )
 from evol.quality.scores import SCORES, read_score_lines
+from evol.quality.scoring import ScoreConfig, score_run
 from tests.support.fake_server import FakeServer, Fault
 from tests.support.runs import read_jsonl, record, write_run
 from tests.support.scoring import (
@@ -270,6 +271,21 @@ def test_a_rerun_pays_for_nothing_scored_and_another_model_scores_afresh(
         assert {body["model"] for body in server.requests[first + 6 :]} == {"judge-b"}
     lines = scores(made_run)
     assert Counter(line["model"] for line in lines) == {"judge-a": 12 + 3, "judge-b": 12}
+
+
+def test_scoring_shows_its_progress_as_calls_done_of_the_calls_to_make(made_run: Path) -> None:
+    """From 0 before the first call to every call, one at a time, counted in calls: the
+    progress the command shows while it scores."""
+    progress: list[tuple[int, int, str]] = []
+    with FakeServer(responder=ScoringResponder()) as server:
+        config = ScoreConfig(
+            run_dir=made_run, base_urls=[server.base_url], complexity=False, metrics=False
+        )
+        summary = score_run(
+            config, on_progress=lambda p: progress.append((p.done, p.total, p.unit))
+        )
+    assert summary.status == "complete"
+    assert progress == [(done, 12, "call") for done in range(13)]  # a job a record
 
 
 def test_a_torn_last_line_is_cut_and_its_record_scored_again(evol, made_run: Path) -> None:
