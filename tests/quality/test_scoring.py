@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from evol.errors import RunDirError
+from evol.llm import Completion, LLMRequest, register_backend
 from evol.method.prompts import PromptSet
 from evol.quality.contamination import read_contamination
 from evol.quality.readings import (
@@ -712,6 +713,42 @@ def test_scores_are_expected_values_over_the_digits_when_logprobs_come_back(
     assert backend.closed == 1
     assert {(p.temperature, p.logprobs, p.top_logprobs) for p in backend.params} == {(0, True, 20)}
     assert {p.max_tokens for p in backend.params} == {16, 8 * 3 + 16}
+
+
+class MixedSourceBackend(LogprobBackend):
+    """A ranking's second line has its ":" and its score in one token: that version's score is
+    read from the text, the others' from the log-probabilities."""
+
+    async def complete(self, request: LLMRequest) -> Completion:
+        completion = await super().complete(request)
+        if '<version id="' not in request.messages[0]["content"]:
+            return completion
+        tokens = list(completion.top_logprobs or [])
+        score = tokens[8]  # line 2 is "#", "2", ":", its score, "\n"
+        tokens[7:9] = [{":" + max(score, key=score.__getitem__): 0.0}]
+        return completion.model_copy(update={"top_logprobs": tokens})
+
+
+@pytest.mark.usefixtures("backend_registry")
+def test_a_ranking_read_partly_from_logprobs_says_its_source_is_mixed(evol, tmp_path: Path) -> None:
+    register_backend("mixed-fake", MixedSourceBackend)
+    records = [
+        record("s1", "Add two numbers"),
+        record("s1.1", "Add two numbers given as words, not digits"),
+        record("s1.1.2", "Add two numbers given as words in French, and show the carry steps"),
+    ]
+    run = write_run(tmp_path / "run", records)
+    result = evol("score", run, "--backend", "mixed-fake", "--no-difficulty", "--json")
+    assert result.exit_code == 0, result.output
+    [line] = scores(run)
+    assert line["scores"] == {  # s1 is shown second (an order drawn from the lineage id)
+        "s1": 1.0,  # read from the text
+        "s1.1": pytest.approx(0.75 * 2 + 0.25 * 3),
+        "s1.1.2": 3.0,
+    }
+    assert line["source"] == "mixed"
+    complexity = json.loads(result.stdout)["scorers"]["complexity"]
+    assert (complexity["scored"], complexity["from_logprobs"]) == (3, 0)
 
 
 @pytest.mark.usefixtures("logprob_backend")
