@@ -208,6 +208,40 @@ def test_a_lineage_whose_every_constraint_is_taken_ends_its_rounds_for_free(evol
     assert "punctuation:no_comma" in gone[0]["detail"] and evolved == 1
 
 
+def test_no_constraint_left_names_the_pool_and_what_the_lineage_carries(evol, tmp_path) -> None:
+    """The detail of a lineage whose pool is spent: the ids it was drawn from, and those it
+    carries, in the order they were added."""
+    pool = ["punctuation:no_comma", "startend:end_checker"]
+    rows = [{"instruction": "Tell a story about a fox."}]
+    with FakeServer(responder=VerifiableResponder()) as server:
+        out = verifiable_run(
+            evol, server, tmp_path, "--generations", "3", "--constraint-ids", ",".join(pool),
+            rows=rows,
+        )  # fmt: skip
+    [kept] = read_jsonl(out / "gen_2.jsonl")
+    carried = [c["id"] for c in kept["constraints"]]
+    assert sorted(carried) == pool
+    [gone] = read_jsonl(out / "eliminated.jsonl")
+    assert (gone["id"], gone["reason"]) == ("s1.1.2.3", "no_constraint_left")
+    assert gone["detail"] == (
+        "each constraint of punctuation:no_comma, startend:end_checker contradicts one the "
+        f"lineage carries ({', '.join(carried)})"
+    )
+
+
+def test_the_constraints_drawn_follow_the_seed(evol, tmp_path) -> None:
+    """Each constraint is drawn from (--seed, the record, its generation): another --seed
+    draws others."""
+    drawn = []
+    for seed in ("1", "2"):
+        with FakeServer(responder=VerifiableResponder()) as server:
+            out = verifiable_run(
+                evol, server, tmp_path, "--generations", "1", "--seed", seed, name=f"seed{seed}"
+            )
+        drawn.append({r["id"]: r["constraints"] for r in read_jsonl(out / "gen_1.jsonl")})
+    assert drawn[0] != drawn[1]
+
+
 def test_a_mix_of_operations_carries_constraints_through_in_depth_rounds(evol, tmp_path) -> None:
     with FakeServer(responder=VerifiableResponder()) as server:
         seeds, out = write_seeds(tmp_path / "s.jsonl", SEEDS), tmp_path / "run"
