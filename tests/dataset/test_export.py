@@ -21,6 +21,7 @@ from evol.dataset.export import export_run, parse_generations, parse_split
 from evol.dataset.export_scan import assign_lineages
 from evol.method.constraints import Constraint, check
 from evol.method.drawing import pick
+from evol.rundir.record_files import iter_records
 from tests.support.runs import read_jsonl, record, run_args, write_run, write_seeds
 from tests.support.varied_runs import VARIED, varied_run
 from tests.support.verifiable import open_instruct_constraints, verify_report, write_rows
@@ -236,6 +237,19 @@ def test_parquet_without_pyarrow_names_the_extra(
         "evol: error: writing Parquet needs pyarrow: pip install 'evol[parquet]'\n"
     )
     assert list(tmp_path.glob("data*")) == []
+
+
+@pytest.mark.parametrize("shape", ["alpaca", "jsonl"])
+def test_json_lines_are_written_without_pyarrow(
+    evol, run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shape: str
+) -> None:
+    """Only Parquet needs the parquet extra: an export to JSON Lines never imports pyarrow."""
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    out = tmp_path / "data.jsonl"
+    result = evol("export", run_dir, "--out", out, "--format", shape)
+    assert result.exit_code == 0, result.stderr
+    assert len(out.read_text().splitlines()) == len(list(iter_records(run_dir)))
 
 
 # -- splits -----------------------------------------------------------------------------------
