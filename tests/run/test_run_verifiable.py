@@ -427,3 +427,22 @@ def test_a_record_no_answer_of_which_met_its_constraints_says_which_and_how_ofte
         assert record["detail"] == (
             f"no answer of {attempts} met {', '.join(sorted(unmet))} (failed: {tally})"
         )
+
+
+def test_an_unmet_record_with_two_constraints_names_both_with_a_tally_each(evol, tmp_path) -> None:
+    """A second-generation record carries two constraints; when no answer meets them, its
+    detail names both, sorted, and how many answers failed each."""
+    pool = "punctuation:no_comma,startend:end_checker,keywords:existence"
+    with FakeServer(responder=VerifiableResponder(pass_rate=0.5)) as server:
+        out = verifiable_run(
+            evol, server, tmp_path, "--generations", "2", "--seed", "3", "--constraint-ids", pool
+        )
+    lost = [r for r in read_jsonl(out / "eliminated.jsonl") if r["reason"] == "constraint_unmet"]
+    both = [r for r in lost if len(r["unmet"]) == 2]
+    assert both
+    for record in both:
+        (first, a), (second, b) = sorted(record["unmet"].items())
+        n = record["attempts"]
+        assert record["detail"] == (
+            f"no answer of {n} met {first}, {second} (failed: {first} {a} of {n}, {second} {b} of {n})"
+        )
