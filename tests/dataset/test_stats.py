@@ -558,3 +558,22 @@ def test_a_batch_run_s_total_cost_says_it_is_at_the_batch_rate(
     text = evol("stats", "batch_pending", *prices).stdout.splitlines()
     (line,) = [line for line in text if line.startswith("total cost: ")]
     assert line == f"total cost: ${total:.4f} at the Batch API rate (half price)"
+
+
+def test_a_role_whose_model_run_json_does_not_record_shows_a_dash(evol, tmp_path: Path) -> None:
+    """A run.json without its backend (a run stopped before asking it): the role's tokens are
+    counted, its model and cost shown as "-" in the text, null in --json."""
+    usage = {"evolve": {"prompt_tokens": 10, "completion_tokens": 4}}
+    run = write_run(
+        tmp_path / "run",
+        [record("s1", "Add two numbers"), record("s1.1", "Add three numbers", usage=usage)],
+    )
+    manifest = json.loads((run / "run.json").read_text())
+    del manifest["backend"]
+    (run / "run.json").write_text(json.dumps(manifest))
+    roles = json.loads(evol("stats", run, "--json").stdout)["roles"]
+    assert (roles["evolve"]["model"], roles["evolve"]["cost_usd"]) == (None, None)
+    text = evol("stats", run)
+    assert text.exit_code == 0, text.stderr
+    [row] = [line.split() for line in text.stdout.splitlines() if line.startswith("evolve ")]
+    assert row == ["evolve", "-", "10", "4", "-"]
