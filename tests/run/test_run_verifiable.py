@@ -446,3 +446,27 @@ def test_an_unmet_record_with_two_constraints_names_both_with_a_tally_each(evol,
         assert record["detail"] == (
             f"no answer of {n} met {first}, {second} (failed: {first} {a} of {n}, {second} {b} of {n})"
         )
+
+
+class EmptyAnswers(VerifiableResponder):
+    """Every answer to an evolved instruction is empty."""
+
+    def answer(self, instruction: str) -> str | tuple[str, str]:
+        return "" if "(v" in instruction else super().answer(instruction)
+
+
+def test_an_empty_answer_meets_no_constraint_even_with_the_stop_word_rule_off(
+    evol, tmp_path
+) -> None:
+    """With --no-stopword-check an empty answer passes the answer rules, but IFEval's checks
+    fail it: no record is kept with an empty answer as meeting its constraints."""
+    rows = [{"instruction": "Tell a story about a fox."}]
+    with FakeServer(responder=EmptyAnswers()) as server:
+        out = verifiable_run(
+            evol, server, tmp_path, "--generations", "1", "--no-stopword-check",
+            "--constraint-ids", "punctuation:no_comma", "--answer-attempts", "1", rows=rows,
+        )  # fmt: skip
+    assert not (out / "gen_1.jsonl").exists() or read_jsonl(out / "gen_1.jsonl") == []
+    [gone] = read_jsonl(out / "eliminated.jsonl")
+    assert (gone["id"], gone["reason"]) == ("s1.1", "constraint_unmet")
+    assert gone["unmet"] == {"punctuation:no_comma": 2}
