@@ -205,6 +205,11 @@ def test_live_scoring_is_refused_while_ended_score_batches_hold_paid_replies(
         live = evol("score", made_run, "--base-url", server.base_url, "--quiet", "--answers")
         assert live.exit_code == 2 and "hold replies" in live.stderr
         assert server.requests == []
+    assert live.stderr == (
+        f"evol: error: {made_run}: batches of an earlier `evol score --batch` hold replies "
+        "that may not be in scores.jsonl yet and are paid for: collect them with --batch (or "
+        "delete batch-score/ to ask live, paying again)\n"
+    )
 
 
 def test_a_complete_batched_scoring_forgets_its_batches_and_live_scoring_goes_on(
