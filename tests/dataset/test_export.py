@@ -3,8 +3,10 @@ splits, the system turn, and runs that did not finish."""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import random
 import shutil
 import sys
@@ -19,8 +21,10 @@ from hypothesis import strategies as st
 
 from evol.dataset.export import export_run, parse_generations, parse_split
 from evol.dataset.export_scan import assign_lineages
+from evol.errors import UsageError
 from evol.method.constraints import Constraint, check
 from evol.method.drawing import pick
+from evol.rundir.record_files import iter_records
 from tests.support.runs import read_jsonl, record, run_args, write_run, write_seeds
 from tests.support.varied_runs import VARIED, varied_run
 from tests.support.verifiable import open_instruct_constraints, verify_report, write_rows
@@ -236,6 +240,41 @@ def test_parquet_without_pyarrow_names_the_extra(
         "evol: error: writing Parquet needs pyarrow: pip install 'evol[parquet]'\n"
     )
     assert list(tmp_path.glob("data*")) == []
+
+
+@pytest.mark.parametrize("shape", ["alpaca", "jsonl"])
+def test_json_lines_are_written_without_pyarrow(
+    evol, run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shape: str
+) -> None:
+    """Only Parquet needs the parquet extra: an export to JSON Lines never imports pyarrow."""
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    out = tmp_path / "data.jsonl"
+    result = evol("export", run_dir, "--out", out, "--format", shape)
+    assert result.exit_code == 0, result.stderr
+    assert len(out.read_text().splitlines()) == len(list(iter_records(run_dir)))
+
+
+def test_a_part_that_cannot_be_put_in_place_is_named_and_no_temporary_is_left(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rename that fails after another part's succeeded: one plain error naming the part
+    and the cause, and no .tmp file left beside the parts."""
+    out = tmp_path / "data.jsonl"
+    replace = Path.replace
+
+    def failing(self: Path, target: Path) -> Path:
+        if Path(target).name == "data.test.jsonl":
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+        return replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", failing)
+    with pytest.raises(UsageError) as refused:
+        export_run(run_dir, out, split={"train": 0.5, "test": 0.5})
+    assert str(refused.value) == (
+        f"{tmp_path / 'data.test.jsonl'}: cannot write it: {os.strerror(errno.EXDEV)}"
+    )
+    assert not list(tmp_path.glob("*.tmp"))
 
 
 # -- splits -----------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from evol.rundir.record_files import iter_records
 from tests.support.fake_server import FakeServer
 from tests.support.runs import read_jsonl, record, run_args, write_run, write_seeds
 from tests.support.score_runs import scored_run
+from tests.support.scoring import ScoringResponder, make_run, score_args
 from tests.support.selection import ROWS
 from tests.support.selection import scored_run as scripted_run
 from tests.support.varied_runs import NGRAM, contaminated_ids, kept_of, recorded_scores, scored
@@ -558,3 +559,34 @@ def test_a_batch_run_s_total_cost_says_it_is_at_the_batch_rate(
     text = evol("stats", "batch_pending", *prices).stdout.splitlines()
     (line,) = [line for line in text if line.startswith("total cost: ")]
     assert line == f"total cost: ${total:.4f} at the Batch API rate (half price)"
+
+
+def test_a_role_whose_model_run_json_does_not_record_shows_a_dash(evol, tmp_path: Path) -> None:
+    """A run.json without its backend (a run stopped before asking it): the role's tokens are
+    counted, its model and cost shown as "-" in the text, null in --json."""
+    usage = {"evolve": {"prompt_tokens": 10, "completion_tokens": 4}}
+    run = write_run(
+        tmp_path / "run",
+        [record("s1", "Add two numbers"), record("s1.1", "Add three numbers", usage=usage)],
+    )
+    manifest = json.loads((run / "run.json").read_text())
+    del manifest["backend"]
+    (run / "run.json").write_text(json.dumps(manifest))
+    roles = json.loads(evol("stats", run, "--json").stdout)["roles"]
+    assert (roles["evolve"]["model"], roles["evolve"]["cost_usd"]) == (None, None)
+    text = evol("stats", run)
+    assert text.exit_code == 0, text.stderr
+    [row] = [line.split() for line in text.stdout.splitlines() if line.startswith("evolve ")]
+    assert row == ["evolve", "-", "10", "4", "-"]
+
+
+def test_a_run_scored_without_difficulty_has_no_difficulty_count(evol, tmp_path: Path) -> None:
+    """Scored for complexity and quality only: each generation's difficulty count is null (not
+    asked), not 0 (asked and none scored)."""
+    run = make_run(evol, tmp_path)
+    with FakeServer(responder=ScoringResponder()) as server:
+        scored = evol(*score_args(run, server.base_url, "--no-difficulty"))
+        assert scored.exit_code == 0, scored.stderr
+    rows = json.loads(evol("stats", run, "--json").stdout)["generations"]
+    assert [row["difficulty_scored"] for row in rows] == [None] * len(rows)
+    assert all(row["quality_mean"] is not None for row in rows)

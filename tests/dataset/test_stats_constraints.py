@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.fake_server import FakeServer, VerifiableResponder
-from tests.support.runs import read_jsonl, run_args, write_seeds
+from tests.support.runs import read_jsonl, record, run_args, write_run, write_seeds
 from tests.support.verifiable import WORDS, SecondAnswerBad
 
 pytestmark = pytest.mark.usefixtures("private_cache")
@@ -145,3 +145,39 @@ def test_the_text_tables_of_constraints_say_what_the_json_holds(evol, tmp_path: 
     text = evol("stats", out).output.splitlines()
     start = text.index(expected[1]) - 1
     assert text[start : start + len(expected)] == expected
+
+
+def test_the_constraint_figures_are_a_recount_of_the_records_to_four_decimals(
+    evol, tmp_path: Path
+) -> None:
+    """Each mean and pass rate --json gives is the recount from the records, rounded to 4
+    decimals: 1/3 is 0.3333, not 0 or 0.33333."""
+    a, b = "punctuation:no_comma", "startend:end_checker"
+
+    def carrying(rid: str, ids: list[str], attempts: int, unmet: dict[str, int]) -> dict:
+        constraints = [
+            {"id": cid, "kwargs": {"end_phrase": "Bye."} if cid == b else {}} for cid in ids
+        ]
+        return record(rid, f"Task {rid}", constraints=constraints, attempts=attempts, unmet=unmet)
+
+    records = [
+        record("s1", "Task s1"), record("s2", "Task s2"), record("s3", "Task s3"),
+        carrying("s1.1", [a], 1, {}),
+        carrying("s2.1", [a, b], 2, {a: 1}),
+        carrying("s3.1", [a], 4, {a: 3}),
+    ]  # fmt: skip
+    run = write_run(tmp_path / "run", records)
+    result = evol("stats", run, "--json")
+    assert result.exit_code == 0, result.stderr
+    figures = json.loads(result.stdout)["constraints"]
+    assert figures["per_generation"]["1"] == {
+        "records": 3,
+        "constraints_mean": 1.3333,  # 4 constraints over 3 records
+        "constraints_max": 2,
+        "attempts_mean": 2.3333,  # 7 answers over 3 records
+    }
+    assert figures["attempts_mean"] == 2.3333
+    assert figures["pass_rate"] == {
+        a: {"answers": 7, "met": 3, "rate": 0.4286},
+        b: {"answers": 2, "met": 2, "rate": 1.0},
+    }

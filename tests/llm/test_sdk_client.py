@@ -19,10 +19,12 @@ import base64
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx2
+import openai
 import pytest
 from pydantic import SecretStr
 
-from evol.errors import EndpointUnreachable, TransientBackendError, UsageError
+from evol.errors import EndpointUnreachable, TransientBackendError, Unreachable, UsageError
 from evol.llm import BackendSettings, Completion, GenerationParams, LLMRequest
 from evol.llm.openai_compatible import OpenAICompatibleBackend
 from evol.llm.openai_sdk import OpenAISDKBackend
@@ -222,3 +224,63 @@ def test_a_proxy_that_refuses_the_connection_is_named_with_the_variable_it_came_
     assert message.endswith("; check HTTP_PROXY (or NO_PROXY)")
     cause = message.removeprefix(f"cannot reach {url} through the proxy {proxy}: ")
     assert cause.removesuffix("; check HTTP_PROXY (or NO_PROXY)") not in ("", "None")
+
+
+URL = "http://api.example.com/v1"
+
+
+def sdk_error(kind: str, cause: BaseException | None = None) -> openai.APIError:
+    """An error of the SDK's, as it raises it: `kind`'s class, `cause` as its __cause__."""
+    request = httpx2.Request("GET", f"{URL}/models")
+    error: openai.APIError
+    if kind == "connection":
+        error = openai.APIConnectionError(request=request)
+    elif kind == "malformed":
+        response = httpx2.Response(200, request=request)
+        error = openai.APIResponseValidationError(response=response, body=None)
+    else:
+        error = openai.APIError("the stream ended without its last event", request, body=None)
+    error.__cause__ = cause
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "answered", "kind", "message"),
+    [
+        # Connected, then the reply broke off: retried, with the connection's own failure.
+        (sdk_error("connection", httpx2.ReadError("the peer reset it")), False,
+         TransientBackendError, f"cannot reach {URL}: the peer reset it"),
+        # No connection to an endpoint that answered before: it may be restarting.
+        (sdk_error("connection", httpx2.ConnectError("refused")), True,
+         Unreachable, f"cannot reach {URL}: refused"),
+        (sdk_error("malformed"), False, TransientBackendError, f"{URL} sent a malformed reply"),
+        (sdk_error("other"), False, TransientBackendError,
+         f"{URL}: the stream ended without its last event"),
+    ],
+)  # fmt: skip
+def test_each_sdk_error_is_read_as_what_a_retry_can_fix_in_words(
+    error: openai.APIError, answered: bool, kind: type[Exception], message: str
+) -> None:
+    endpoint = SdkEndpoint(BackendSettings(base_urls=[URL], timeout=10))
+    endpoint.answered = answered
+    read = endpoint.error(error, model="m", deadline=30)
+    assert type(read) is kind and str(read) == message
+
+
+def test_a_proxy_that_fails_after_the_endpoint_answered_is_retried_not_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The way through the proxy worked before in this run: Unreachable (retried, the run
+    stops only when the retries run out), not EndpointUnreachable at the first failure."""
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example.com:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    endpoint = SdkEndpoint(BackendSettings(base_urls=[URL], timeout=10))
+    endpoint.answered = True
+    read = endpoint.error(
+        sdk_error("connection", httpx2.ConnectError("refused")), model="m", deadline=30
+    )
+    assert type(read) is Unreachable
+    assert str(read) == (
+        f"cannot reach {URL} through the proxy http://proxy.example.com:3128: refused"
+    )

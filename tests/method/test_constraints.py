@@ -338,6 +338,21 @@ def test_a_constraint_the_library_would_skip_or_randomise_is_refused(constraint,
     assert message in str(raised.value) and "\n" not in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("constraint", "met"),
+    [
+        (c("detectable_content:number_placeholders", num_placeholders=0), True),
+        (c("keywords:letter_frequency", letter="z", let_frequency=0, let_relation=LESS), False),
+        (c("keywords:letter_frequency", letter="z", let_frequency=0, let_relation=AT_LEAST), True),
+    ],
+)  # fmt: skip
+def test_a_count_of_zero_is_checked_as_ifeval_checks_it(constraint: Constraint, met: bool) -> None:
+    """IFEval draws a count afresh only where it is missing or negative: 0 is a count, checked
+    (an answer has fewer than 0 of nothing), not refused as a broken constraint."""
+    [verdict] = check("any answer", [constraint])
+    assert verdict.strict is met
+
+
 def test_loose_is_checked_only_where_strict_fails_and_agrees_with_ifevals_scorer():
     from if_verifiable.common import get_loose_transformations
 

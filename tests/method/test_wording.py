@@ -292,3 +292,65 @@ def test_the_judge_is_asked_about_the_unworded_constraints_only() -> None:
         "detectable_format:title",
     ]
     assert set(UNWORDED) < set(KWARGS_SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("constraint", "rewrite", "expected"),
+    [
+        # Where the bound sits: at the very start of the rewrite (no word before it to read a
+        # negation from), after "don't" split into two tokens, after fillers ("a total of").
+        (words(LESS), "Fewer than 150 words: explain tides.", None),
+        (words(AT_LEAST), "150 words at least: explain tides.", None),
+        (words(AT_LEAST), "Never write fewer than 150 words on tides.", None),
+        (words(AT_LEAST), "Don't make the text fewer than 150 words.", None),
+        (words(LESS), "Explain tides in fewer than a total of 150 words.", None),
+        # The count said first without its unit, then with it: the second mention counts.
+        (words(LESS), "Give 150 examples of tides in fewer than 150 words.", None),
+        # A count in one word ("twice") is read with the bound said after it.
+        (
+            c("keywords:frequency", keyword="moon", frequency=2, relation=LESS),
+            "Use the word moon twice or fewer.",
+            "garbled: it says at most 2 times, where the constraint is less than 2 times",
+        ),
+        # A number said in other units is no count of times.
+        (
+            c("keywords:frequency", keyword="moon", frequency=3, relation=AT_LEAST),
+            "Use the word moon in 3 sentences.",
+            "lost: it never says at least 3 times",
+        ),
+        # The reason names what is said and what the constraint wants, in its own words.
+        (
+            words(LESS),
+            "Explain tides in 150 words.",
+            "garbled: it says 150 words with no 'less than', where the constraint is less "
+            "than 150 words",
+        ),
+        (
+            words(AT_LEAST),
+            "Explain tides in fewer than 150 words.",
+            "garbled: it says fewer than 150 words, where the constraint is at least 150 words",
+        ),
+        (words(LESS), "Explain tides.", "lost: it never says less than 150 words"),
+        (
+            c("detectable_format:number_bullet_lists", num_bullets=3),
+            "Explain tides.",
+            "lost: it never says 3 bullets",
+        ),
+        # Every problem is named, one after the other.
+        (
+            c("keywords:letter_frequency", letter="q", let_frequency=3, let_relation=AT_LEAST),
+            "Explain tides.",
+            "lost: it never says at least 3 times; lost: it never names the letter 'q'",
+        ),
+        (
+            c("keywords:letter_frequency", letter="q", let_frequency=3, let_relation=AT_LEAST),
+            "Explain tides, using the letter 'q' at least 3 times.",
+            None,
+        ),
+    ],
+)  # fmt: skip
+def test_the_reason_a_rewrite_loses_a_count_is_read_wherever_the_bound_sits(
+    constraint: Constraint, rewrite: str, expected: str | None
+) -> None:
+    """What `constraint_lost` eliminates on, and the detail the eliminated record carries."""
+    assert unstated(rewrite, constraint) == expected

@@ -182,6 +182,9 @@ def test_dry_run_prices_the_whole_loop_and_calls_nothing(tmp_path: Path, evol) -
     assert plan["cost_usd"] == pytest.approx(
         plan["evaluation_cost_usd"] + plan["optimizer_cost_usd"], abs=1e-6
     )
+    # The optimizer's calls are live, at the prices given ($1 and $2 a million tokens).
+    tokens = plan["optimizer_prompt_tokens"] + 2 * plan["optimizer_completion_tokens"]
+    assert plan["optimizer_cost_usd"] == pytest.approx(tokens / 1e6, abs=1e-6)
     text = evol("optimize", seeds, *args, "--dry-run")
     assert "9 evaluation runs of 24 dev seeds" in text.stdout
 

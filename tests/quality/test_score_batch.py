@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.batch_server import BatchServer, content_of
 from tests.support.fake_server import FakeServer
-from tests.support.scoring import ScoringResponder, by_key, make_run, score_args, scores
+from tests.support.scoring import ScoringResponder, by_key, kept, make_run, score_args, scores
 from tests.support.subprocesses import ENV
 
 PRICES = ("--price-in", "1", "--price-out", "2")
@@ -80,6 +80,28 @@ def test_score_batch_no_wait_goes_in_steps_that_exit_3_and_pays_each_row_once(
             assert steps < 20
         assert max(server.submitted.values()) == 1  # no row sent twice
     assert by_key(made_run) == by_key(straight)
+
+
+def test_score_batch_no_wait_counts_each_waiting_call_once_and_says_how_to_collect_them(
+    evol, made_run
+) -> None:
+    """Every call of the first step waits in a held batch: the summary counts each once, per
+    scorer (a record for difficulty and quality, a lineage for complexity), and the text
+    says how many wait and what to do."""
+    records = kept(made_run)
+    lineages = {record["root_id"] for record in records}
+    calls = {"difficulty": len(records), "complexity": len(lineages), "quality": len(records)}
+    with BatchServer(responder=ScoringResponder(), hold=True) as server:
+        first = evol(*score_args(made_run, server.base_url, "--batch-no-wait"), "--json")
+        assert first.exit_code == 3, first.stderr
+        summary = json.loads(first.stdout)
+        assert {name: s["waiting"] for name, s in summary["scorers"].items()} == calls
+        again = evol(*score_args(made_run, server.base_url, "--batch-no-wait"))
+        assert again.exit_code == 3, again.stderr
+    assert (
+        f"{sum(calls.values())} calls wait in batches (--batch-no-wait): run the same command "
+        "again to collect them"
+    ) in again.stdout.splitlines()
 
 
 @pytest.mark.slow
@@ -183,6 +205,11 @@ def test_live_scoring_is_refused_while_ended_score_batches_hold_paid_replies(
         live = evol("score", made_run, "--base-url", server.base_url, "--quiet", "--answers")
         assert live.exit_code == 2 and "hold replies" in live.stderr
         assert server.requests == []
+    assert live.stderr == (
+        f"evol: error: {made_run}: batches of an earlier `evol score --batch` hold replies "
+        "that may not be in scores.jsonl yet and are paid for: collect them with --batch (or "
+        "delete batch-score/ to ask live, paying again)\n"
+    )
 
 
 def test_a_complete_batched_scoring_forgets_its_batches_and_live_scoring_goes_on(

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from evol.errors import RunDirError
+from evol.llm import Completion, LLMRequest, register_backend
 from evol.method.prompts import PromptSet
 from evol.quality.contamination import read_contamination
 from evol.quality.readings import (
@@ -30,6 +31,7 @@ from evol.quality.readings import (
     read_ranking,
 )
 from evol.quality.scores import SCORES, read_score_lines
+from evol.quality.scoring import ScoreConfig, score_run
 from tests.support.fake_server import FakeServer, Fault
 from tests.support.runs import read_jsonl, record, write_run
 from tests.support.scoring import (
@@ -270,6 +272,21 @@ def test_a_rerun_pays_for_nothing_scored_and_another_model_scores_afresh(
         assert {body["model"] for body in server.requests[first + 6 :]} == {"judge-b"}
     lines = scores(made_run)
     assert Counter(line["model"] for line in lines) == {"judge-a": 12 + 3, "judge-b": 12}
+
+
+def test_scoring_shows_its_progress_as_calls_done_of_the_calls_to_make(made_run: Path) -> None:
+    """From 0 before the first call to every call, one at a time, counted in calls: the
+    progress the command shows while it scores."""
+    progress: list[tuple[int, int, str]] = []
+    with FakeServer(responder=ScoringResponder()) as server:
+        config = ScoreConfig(
+            run_dir=made_run, base_urls=[server.base_url], complexity=False, metrics=False
+        )
+        summary = score_run(
+            config, on_progress=lambda p: progress.append((p.done, p.total, p.unit))
+        )
+    assert summary.status == "complete"
+    assert progress == [(done, 12, "call") for done in range(13)]  # a job a record
 
 
 def test_a_torn_last_line_is_cut_and_its_record_scored_again(evol, made_run: Path) -> None:
@@ -618,6 +635,26 @@ def test_a_retry_of_a_missing_score_killed_between_its_asks_pays_its_first_once(
 
 
 @pytest.mark.slow
+def test_a_second_retry_of_a_missing_score_killed_between_its_asks_pays_its_first_once(
+    made_run: Path,
+) -> None:
+    """Each retry of a question is journalled under its own name: the third time a score is
+    asked for, its first reply is not taken for the second time's, which a written line spent."""
+    for _ in range(2):  # the [never] seed's score comes out missing, then missing again
+        with FakeServer(responder=ScoringResponder()) as server:
+            command = one_at_a_time(made_run, server, "--retry-missing")
+            assert subprocess.run(command, env=ENV).returncode == 0
+    assert [line["score"] for line in scores(made_run) if line["id"] == "s4"] == [None, None]
+    before = killed_at_second_ask(made_run, NEVER_SEED, "--retry-missing")
+    assert asks_of(before, NEVER_SEED) == {1: 1, 3: 1}
+    with FakeServer(responder=ScoringResponder()) as server:
+        command = one_at_a_time(made_run, server, "--retry-missing")
+        assert subprocess.run(command, env=ENV).returncode == 0
+        after = list(server.requests)
+    assert asks_of(after, NEVER_SEED) == {3: 1}  # the third time's first ask replayed
+
+
+@pytest.mark.slow
 def test_a_journalled_reply_is_not_replayed_to_other_prompts(
     made_run: Path, tmp_path: Path
 ) -> None:
@@ -676,6 +713,42 @@ def test_scores_are_expected_values_over_the_digits_when_logprobs_come_back(
     assert backend.closed == 1
     assert {(p.temperature, p.logprobs, p.top_logprobs) for p in backend.params} == {(0, True, 20)}
     assert {p.max_tokens for p in backend.params} == {16, 8 * 3 + 16}
+
+
+class MixedSourceBackend(LogprobBackend):
+    """A ranking's second line has its ":" and its score in one token: that version's score is
+    read from the text, the others' from the log-probabilities."""
+
+    async def complete(self, request: LLMRequest) -> Completion:
+        completion = await super().complete(request)
+        if '<version id="' not in request.messages[0]["content"]:
+            return completion
+        tokens = list(completion.top_logprobs or [])
+        score = tokens[8]  # line 2 is "#", "2", ":", its score, "\n"
+        tokens[7:9] = [{":" + max(score, key=score.__getitem__): 0.0}]
+        return completion.model_copy(update={"top_logprobs": tokens})
+
+
+@pytest.mark.usefixtures("backend_registry")
+def test_a_ranking_read_partly_from_logprobs_says_its_source_is_mixed(evol, tmp_path: Path) -> None:
+    register_backend("mixed-fake", MixedSourceBackend)
+    records = [
+        record("s1", "Add two numbers"),
+        record("s1.1", "Add two numbers given as words, not digits"),
+        record("s1.1.2", "Add two numbers given as words in French, and show the carry steps"),
+    ]
+    run = write_run(tmp_path / "run", records)
+    result = evol("score", run, "--backend", "mixed-fake", "--no-difficulty", "--json")
+    assert result.exit_code == 0, result.output
+    [line] = scores(run)
+    assert line["scores"] == {  # s1 is shown second (an order drawn from the lineage id)
+        "s1": 1.0,  # read from the text
+        "s1.1": pytest.approx(0.75 * 2 + 0.25 * 3),
+        "s1.1.2": 3.0,
+    }
+    assert line["source"] == "mixed"
+    complexity = json.loads(result.stdout)["scorers"]["complexity"]
+    assert (complexity["scored"], complexity["from_logprobs"]) == (3, 0)
 
 
 @pytest.mark.usefixtures("logprob_backend")

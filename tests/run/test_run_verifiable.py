@@ -208,6 +208,40 @@ def test_a_lineage_whose_every_constraint_is_taken_ends_its_rounds_for_free(evol
     assert "punctuation:no_comma" in gone[0]["detail"] and evolved == 1
 
 
+def test_no_constraint_left_names_the_pool_and_what_the_lineage_carries(evol, tmp_path) -> None:
+    """The detail of a lineage whose pool is spent: the ids it was drawn from, and those it
+    carries, in the order they were added."""
+    pool = ["punctuation:no_comma", "startend:end_checker"]
+    rows = [{"instruction": "Tell a story about a fox."}]
+    with FakeServer(responder=VerifiableResponder()) as server:
+        out = verifiable_run(
+            evol, server, tmp_path, "--generations", "3", "--constraint-ids", ",".join(pool),
+            rows=rows,
+        )  # fmt: skip
+    [kept] = read_jsonl(out / "gen_2.jsonl")
+    carried = [c["id"] for c in kept["constraints"]]
+    assert sorted(carried) == pool
+    [gone] = read_jsonl(out / "eliminated.jsonl")
+    assert (gone["id"], gone["reason"]) == ("s1.1.2.3", "no_constraint_left")
+    assert gone["detail"] == (
+        "each constraint of punctuation:no_comma, startend:end_checker contradicts one the "
+        f"lineage carries ({', '.join(carried)})"
+    )
+
+
+def test_the_constraints_drawn_follow_the_seed(evol, tmp_path) -> None:
+    """Each constraint is drawn from (--seed, the record, its generation): another --seed
+    draws others."""
+    drawn = []
+    for seed in ("1", "2"):
+        with FakeServer(responder=VerifiableResponder()) as server:
+            out = verifiable_run(
+                evol, server, tmp_path, "--generations", "1", "--seed", seed, name=f"seed{seed}"
+            )
+        drawn.append({r["id"]: r["constraints"] for r in read_jsonl(out / "gen_1.jsonl")})
+    assert drawn[0] != drawn[1]
+
+
 def test_a_mix_of_operations_carries_constraints_through_in_depth_rounds(evol, tmp_path) -> None:
     with FakeServer(responder=VerifiableResponder()) as server:
         seeds, out = write_seeds(tmp_path / "s.jsonl", SEEDS), tmp_path / "run"
@@ -393,3 +427,46 @@ def test_a_record_no_answer_of_which_met_its_constraints_says_which_and_how_ofte
         assert record["detail"] == (
             f"no answer of {attempts} met {', '.join(sorted(unmet))} (failed: {tally})"
         )
+
+
+def test_an_unmet_record_with_two_constraints_names_both_with_a_tally_each(evol, tmp_path) -> None:
+    """A second-generation record carries two constraints; when no answer meets them, its
+    detail names both, sorted, and how many answers failed each."""
+    pool = "punctuation:no_comma,startend:end_checker,keywords:existence"
+    with FakeServer(responder=VerifiableResponder(pass_rate=0.5)) as server:
+        out = verifiable_run(
+            evol, server, tmp_path, "--generations", "2", "--seed", "3", "--constraint-ids", pool
+        )
+    lost = [r for r in read_jsonl(out / "eliminated.jsonl") if r["reason"] == "constraint_unmet"]
+    both = [r for r in lost if len(r["unmet"]) == 2]
+    assert both
+    for record in both:
+        (first, a), (second, b) = sorted(record["unmet"].items())
+        n = record["attempts"]
+        assert record["detail"] == (
+            f"no answer of {n} met {first}, {second} (failed: {first} {a} of {n}, {second} {b} of {n})"
+        )
+
+
+class EmptyAnswers(VerifiableResponder):
+    """Every answer to an evolved instruction is empty."""
+
+    def answer(self, instruction: str) -> str | tuple[str, str]:
+        return "" if "(v" in instruction else super().answer(instruction)
+
+
+def test_an_empty_answer_meets_no_constraint_even_with_the_stop_word_rule_off(
+    evol, tmp_path
+) -> None:
+    """With --no-stopword-check an empty answer passes the answer rules, but IFEval's checks
+    fail it: no record is kept with an empty answer as meeting its constraints."""
+    rows = [{"instruction": "Tell a story about a fox."}]
+    with FakeServer(responder=EmptyAnswers()) as server:
+        out = verifiable_run(
+            evol, server, tmp_path, "--generations", "1", "--no-stopword-check",
+            "--constraint-ids", "punctuation:no_comma", "--answer-attempts", "1", rows=rows,
+        )  # fmt: skip
+    assert not (out / "gen_1.jsonl").exists() or read_jsonl(out / "gen_1.jsonl") == []
+    [gone] = read_jsonl(out / "eliminated.jsonl")
+    assert (gone["id"], gone["reason"]) == ("s1.1", "constraint_unmet")
+    assert gone["unmet"] == {"punctuation:no_comma": 2}

@@ -204,6 +204,25 @@ def test_the_batch_is_found_by_its_token_on_a_later_page(tmp_path) -> None:
     assert cursors == [None, ["batch_8"]] and limits == {("100",)}
 
 
+def test_a_page_with_more_but_no_batch_and_no_cursor_is_a_list_without_end(tmp_path) -> None:
+    """The first page is asked for with no cursor at all (not an empty one); a page that says
+    there is more but gives no way to it is a list without end, not an absent batch."""
+    page = {"data": [], "has_more": True, "last_id": None}
+
+    async def listing(request: Request, writer: asyncio.StreamWriter) -> bool:
+        writer.write(response("200 OK", json.dumps(page).encode()))
+        return True
+
+    with HostileServer(listing) as server:
+        result = outcome(client_for(server.base_url, tmp_path), CALLS["list"](tmp_path))
+        queries = [
+            parse_qs(urlsplit(r.path).query, keep_blank_values=True) for r in server.requests
+        ]
+    assert type(result) is TransientBackendError
+    assert str(result) == f"{server.base_url} lists batches without end"
+    assert queries == [{"limit": ["100"]}]
+
+
 # -- a 404 --------------------------------------------------------------------------------------
 
 
