@@ -269,7 +269,9 @@ def _system_turn(manifest: Manifest, shape: ExportFormat, option: str | None) ->
 
 
 def _write_all(files: dict[Path, array], write: Callable[[Path, array], None]) -> None:
-    """`write` each file's records beside it, then rename them all into place: all or none."""
+    """`write` each file's records beside it, then rename them into place. Writing is all or
+    none; the renames are not (one fails only in rare cases, such as a target that became a
+    folder meanwhile), so a failed one leaves the parts before it replaced and names its own."""
     written: list[tuple[Path, Path]] = []
     try:
         for target, indices in files.items():
