@@ -616,15 +616,21 @@ def test_a_score_killed_between_two_asks_pays_the_first_once(
     assert not (made_run / "score_calls.jsonl").exists()  # nothing waits: the journal goes
 
 
+@pytest.mark.parametrize("missing_before", [1, 2], ids=["first retry", "second retry"])
 @pytest.mark.slow
 def test_a_retry_of_a_missing_score_killed_between_its_asks_pays_its_first_once(
-    made_run: Path,
+    made_run: Path, missing_before: int
 ) -> None:
-    """--retry-missing asks again a question whose line is written (missing): the replies of
-    that retry are journalled apart from the first time's, which the written line spent."""
-    with FakeServer(responder=ScoringResponder()) as server:
-        assert subprocess.run(one_at_a_time(made_run, server), env=ENV).returncode == 0
-    assert any(line["id"] == "s4" and line["score"] is None for line in scores(made_run))
+    """--retry-missing asks again a question whose line is written (missing): each retry's
+    replies are journalled under its own name, so the first ask of a retry killed between its
+    asks is replayed, not taken for an earlier time's (which a written line spent)."""
+    for _ in range(missing_before):  # the [never] seed's score comes out missing each time
+        with FakeServer(responder=ScoringResponder()) as server:
+            command = one_at_a_time(made_run, server, "--retry-missing")
+            assert subprocess.run(command, env=ENV).returncode == 0
+    assert [line["score"] for line in scores(made_run) if line["id"] == "s4"] == [
+        None
+    ] * missing_before
     before = killed_at_second_ask(made_run, NEVER_SEED, "--retry-missing")
     assert asks_of(before, NEVER_SEED) == {1: 1, 3: 1}
     with FakeServer(responder=ScoringResponder()) as server:
@@ -632,26 +638,6 @@ def test_a_retry_of_a_missing_score_killed_between_its_asks_pays_its_first_once(
         assert subprocess.run(command, env=ENV).returncode == 0
         after = list(server.requests)
     assert asks_of(after, NEVER_SEED) == {3: 1}  # the retry's first ask replayed, not paid again
-
-
-@pytest.mark.slow
-def test_a_second_retry_of_a_missing_score_killed_between_its_asks_pays_its_first_once(
-    made_run: Path,
-) -> None:
-    """Each retry of a question is journalled under its own name: the third time a score is
-    asked for, its first reply is not taken for the second time's, which a written line spent."""
-    for _ in range(2):  # the [never] seed's score comes out missing, then missing again
-        with FakeServer(responder=ScoringResponder()) as server:
-            command = one_at_a_time(made_run, server, "--retry-missing")
-            assert subprocess.run(command, env=ENV).returncode == 0
-    assert [line["score"] for line in scores(made_run) if line["id"] == "s4"] == [None, None]
-    before = killed_at_second_ask(made_run, NEVER_SEED, "--retry-missing")
-    assert asks_of(before, NEVER_SEED) == {1: 1, 3: 1}
-    with FakeServer(responder=ScoringResponder()) as server:
-        command = one_at_a_time(made_run, server, "--retry-missing")
-        assert subprocess.run(command, env=ENV).returncode == 0
-        after = list(server.requests)
-    assert asks_of(after, NEVER_SEED) == {3: 1}  # the third time's first ask replayed
 
 
 @pytest.mark.slow
