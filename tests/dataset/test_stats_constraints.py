@@ -181,3 +181,21 @@ def test_the_constraint_figures_are_a_recount_of_the_records_to_four_decimals(
         a: {"answers": 7, "met": 3, "rate": 0.4286},
         b: {"answers": 2, "met": 2, "rate": 1.0},
     }
+
+
+def test_an_id_with_no_answer_checked_has_no_pass_rate_to_claim(evol, tmp_path: Path) -> None:
+    """A record that says no answer was drawn (attempts 0, as a file edited by hand or written
+    by another tool may): its ids count 0 answers, none met, a rate of 0, not 1, and the other
+    figures stand."""
+    a, b = "punctuation:no_comma", "detectable_format:title"
+    records = [
+        record("s1", "Task s1"), record("s2", "Task s2"),
+        record("s1.1", "Task s1.1", constraints=[{"id": a, "kwargs": {}}], attempts=0, unmet={}),
+        record("s2.1", "Task s2.1", constraints=[{"id": b, "kwargs": {}}], attempts=2, unmet={}),
+    ]  # fmt: skip
+    result = evol("stats", write_run(tmp_path / "run", records), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["constraints"]["pass_rate"] == {
+        a: {"answers": 0, "met": 0, "rate": 0.0},
+        b: {"answers": 2, "met": 2, "rate": 1.0},
+    }
