@@ -181,3 +181,65 @@ def test_the_constraint_figures_are_a_recount_of_the_records_to_four_decimals(
         a: {"answers": 7, "met": 3, "rate": 0.4286},
         b: {"answers": 2, "met": 2, "rate": 1.0},
     }
+
+
+def test_an_id_with_no_answer_checked_has_no_pass_rate_to_claim(evol, tmp_path: Path) -> None:
+    """A record that says no answer was drawn (attempts 0, as a file edited by hand or written
+    by another tool may): its ids count 0 answers, none met, a rate of 0, not 1, and the other
+    figures stand."""
+    a, b = "punctuation:no_comma", "detectable_format:title"
+    records = [
+        record("s1", "Task s1"), record("s2", "Task s2"),
+        record("s1.1", "Task s1.1", constraints=[{"id": a, "kwargs": {}}], attempts=0, unmet={}),
+        record("s2.1", "Task s2.1", constraints=[{"id": b, "kwargs": {}}], attempts=2, unmet={}),
+    ]  # fmt: skip
+    result = evol("stats", write_run(tmp_path / "run", records), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["constraints"]["pass_rate"] == {
+        a: {"answers": 0, "met": 0, "rate": 0.0},
+        b: {"answers": 2, "met": 2, "rate": 1.0},
+    }
+
+
+def test_rewrites_lost_to_their_constraint_are_counted_and_answer_nothing(
+    evol, tmp_path: Path
+) -> None:
+    """Rewrites eliminated as constraint_lost carry their constraints but no answer (no
+    attempts): each counts once in `lost`, none in the pass rates, and records of other
+    reasons, or with `constraints: []`, count in neither."""
+    a = "punctuation:no_comma"
+    held = [{"id": a, "kwargs": {}}]
+
+    def gone(rid: str, reason: str, **fields: object) -> dict:
+        return record(rid, f"Task {rid}", output=None, reason=reason, detail="-", **fields)
+
+    records = [
+        record("s1", "Task s1"), record("s2", "Task s2"), record("s3", "Task s3"),
+        record("s1.1", "Task s1.1", constraints=held, attempts=2, unmet={a: 1}),
+        record("s3.1", "Task s3.1", constraints=[]),
+    ]  # fmt: skip
+    eliminated = [
+        gone("s2.1", "constraint_lost", constraints=held),
+        gone("s2.2", "constraint_lost", constraints=held),
+        gone("s1.2", "constraint_lost", constraints=held),
+        gone("s3.2", "unchanged", constraints=held, attempts=1, unmet={}),
+        gone("s2.3", "constraint_lost", constraints=[]),
+        gone("s3.3", "unchanged"),
+    ]
+    result = evol("stats", write_run(tmp_path / "run", records, eliminated), "--json")
+    assert result.exit_code == 0, result.stderr
+    figures = json.loads(result.stdout)["constraints"]
+    assert (figures["lost"], figures["unmet"], figures["kept"]) == (3, 0, 1)
+    assert figures["pass_rate"] == {a: {"answers": 3, "met": 2, "rate": 0.6667}}
+    assert figures["per_generation"]["1"]["records"] == 1
+
+
+def test_a_run_whose_records_carry_no_constraint_has_no_constraint_figures(
+    evol, tmp_path: Path
+) -> None:
+    """`constraints: []` (a record written by another tool) is no constraint: stats shows no
+    constraint figures for such a run."""
+    records = [record("s1", "Task s1"), record("s1.1", "Task s1.1", constraints=[])]
+    result = evol("stats", write_run(tmp_path / "run", records), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout).get("constraints") is None

@@ -90,3 +90,7 @@ def test_stats_cost_table_has_a_row_for_the_scoring_calls(evol, scored_run) -> N
     gone = evol("stats", run, "--json", "--price-in", "1", "--price-out", "2")
     assert gone.exit_code == 0, gone.output
     assert json.loads(gone.stdout)["roles"]["score"]["cost_usd"] == row["cost_usd"] > 0
+    # With no price given, such a run's calls are not free: fake-model has no known price.
+    unpriced = json.loads(evol("stats", run, "--json").stdout)
+    assert unpriced["roles"]["score"]["cost_usd"] is None
+    assert unpriced["total_cost_usd"] is None

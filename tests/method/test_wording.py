@@ -194,6 +194,10 @@ LESS_THAN_300 = c("length_constraints:number_words", num_words=300, relation="le
         (AT_LEAST_300, "Write an essay of under 300 words.", "garbled"),
         (AT_LEAST_300, "Write a long essay.", "lost"),
         (AT_LEAST_300, "Write 300 essays.", "lost"),  # the count without its unit
+        # A unit is read up to 4 words after its count ("4 short markdown bullet points"),
+        # not further: the fifth word on is about something else.
+        (AT_LEAST_300, "Use at least 300 words; quote under 300 of the Latin words.", "garbled"),
+        (AT_LEAST_300, "Use at least 300 words; quote under 300 of the old Latin words.", None),
         (LESS_THAN_300, "Write an essay of under 300 words.", None),
         (LESS_THAN_300, "Keep the essay shorter than 300 words.", None),
         (LESS_THAN_300, "Use fewer than 300 words; quote 300 words of it.", None),

@@ -403,7 +403,8 @@ def test_a_failed_call_is_left_for_the_next_run_and_exits_1(evol, made_run: Path
     with FakeServer(responder=ScoringResponder(), faults=always_500) as server:
         result = evol("score", made_run, "--base-url", server.base_url, *options, "--json")
     assert result.exit_code == 1
-    assert json.loads(result.stdout)["scorers"]["difficulty"]["failed"] == 3
+    summary = json.loads(result.stdout)
+    assert (summary["status"], summary["scorers"]["difficulty"]["failed"]) == ("failed", 3)
     with FakeServer(responder=ScoringResponder()) as server:
         assert evol("score", made_run, "--base-url", server.base_url, *options).exit_code == 0
         assert len(server.requests) == 3

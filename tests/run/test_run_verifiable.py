@@ -470,3 +470,35 @@ def test_an_empty_answer_meets_no_constraint_even_with_the_stop_word_rule_off(
     [gone] = read_jsonl(out / "eliminated.jsonl")
     assert (gone["id"], gone["reason"]) == ("s1.1", "constraint_unmet")
     assert gone["unmet"] == {"punctuation:no_comma": 2}
+
+
+class OptionsResponder(VerifiableResponder):
+    """VerifiableResponder whose answers to an instruction that lists IFEval's fixed options
+    give the first of them (detectable_format:constrained_response)."""
+
+    def answer(self, instruction: str) -> str | tuple[str, str]:
+        if "My answer is yes." in instruction:
+            return "My answer is yes."
+        return super().answer(instruction)
+
+
+def test_a_lineage_holding_a_constraint_against_every_id_names_the_whole_pool(
+    evol, tmp_path
+) -> None:
+    """With no --constraint-ids, the pool is every id evol draws: a lineage that drew
+    constrained_response (an answer that is one of three fixed phrases, which every other
+    constraint contradicts) ends at its next rewrite, for free, and says so in those words.
+    (--seed 103 draws constrained_response for s1.1.)"""
+    rows = [{"instruction": "Tell a story about a fox."}]
+    with FakeServer(responder=OptionsResponder()) as server:
+        out = verifiable_run(
+            evol, server, tmp_path, "--generations", "2", "--seed", "103", rows=rows
+        )
+    [kept] = read_jsonl(out / "gen_1.jsonl")
+    assert [c["id"] for c in kept["constraints"]] == ["detectable_format:constrained_response"]
+    [gone] = read_jsonl(out / "eliminated.jsonl")
+    assert (gone["id"], gone["reason"]) == ("s1.1.2", "no_constraint_left")
+    assert gone["detail"] == (
+        "each constraint of every id contradicts one the lineage carries "
+        "(detectable_format:constrained_response)"
+    )

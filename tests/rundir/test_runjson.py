@@ -249,6 +249,15 @@ def test_a_v1_judging_is_read_as_format_1_read_it() -> None:
     assert parse({"judging": {"replies_read_as": 1}}, "run.json").judging == JudgingPart()
 
 
+def test_a_v1_judging_keeps_a_checked_answer_and_a_single_reply() -> None:
+    """A run that checked its answers says so after the upgrade, and a form that read one
+    reply keeps its count of 1: the counts the next run adds to."""
+    judging = {"answer_check": True, "replies_read_as": {"answer_check": {"prose": 1}}}
+    assert parse({"judging": judging}, "run.json").judging == JudgingPart(
+        answer_check=True, replies_read_as={"answer_check": {"prose": 1}}
+    )
+
+
 def _v1_seed_is_a_string(recorded: dict) -> str:
     recorded["fingerprint"]["--seed"] = "3"
     return "`fingerprint.--seed` is not an integer"
