@@ -363,19 +363,19 @@ class _Run:
         """With --dedup: every kept instruction so far and every seed, ready for lookups."""
         if not self.config.rules.dedup:
             return None
-        from evol.method.dedup import load_pool  # numpy loads only when the rule is on
+        from evol.method.dedup import largest_pool, load_pool  # numpy: only with the rule on
 
         seeds = (
             (seed.id, seed.instruction)
             for seed in iter_seeds(self.config.seeds, self.config.seed_options)
         )
-        largest = self.scan.count * (self.config.generations + 1)
+        largest = largest_pool(self.scan.count, self.config.generations)
         return load_pool(self.config.rules, largest, self.store.kept_instructions(), seeds)
 
     def pool_method(self) -> str:
-        from evol.method.dedup import resolved_method
+        from evol.method.dedup import largest_pool, resolved_method
 
-        largest = self.scan.count * (self.config.generations + 1)
+        largest = largest_pool(self.scan.count, self.config.generations)
         return resolved_method(self.config.rules.dedup_method, largest)
 
 

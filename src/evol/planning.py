@@ -147,9 +147,10 @@ def plan_run(
     costs = [role.cost_usd for role in roles.values()]
     method = None
     if config.rules.dedup:
-        from evol.method.dedup import resolved_method
+        from evol.method.dedup import largest_pool, resolved_method
 
-        method = resolved_method(config.rules.dedup_method, scan.count * (config.generations + 1))
+        largest = largest_pool(scan.count, config.generations)
+        method = resolved_method(config.rules.dedup_method, largest)
     return RunPlan(
         backend=backend,
         in_process=in_process,

@@ -68,6 +68,7 @@ def test_a_threshold_outside_0_to_1_is_one_line_and_exit_2(
         (3, ["--dedup-method", "minhash"], "minhash"),  # asked for, however small the pool
         (300, ["--dedup-method", "rouge-l"], "rouge-l"),  # asked for, however large
         (300, [], "minhash"),
+        (250, [], "rouge-l"),  # 250 seeds and 3 rewrites of each: at most EXACT_UP_TO, exact
         (3, [], "rouge-l"),
     ],
 )

@@ -285,7 +285,11 @@ def _cross_shard_duplicates(shards: list[_Shard], config: RunConfig) -> list[Cro
     index keyed by shard rather than lineage makes its search skip the shard's own records
     (which the shard's run already compared, the same lineage among them).
     """
-    from evol.method.dedup import DuplicateIndex, resolved_method  # numpy loads only for --dedup
+    from evol.method.dedup import (  # numpy loads only for --dedup
+        DuplicateIndex,
+        largest_pool,
+        resolved_method,
+    )
 
     records = []
     for shard in shards:
@@ -297,7 +301,7 @@ def _cross_shard_duplicates(shards: list[_Shard], config: RunConfig) -> list[Cro
         ]
     seeds = sum(shard.seeds.count for shard in shards)
     pool = DuplicateIndex(
-        method=resolved_method(config.rules.dedup_method, seeds * (config.generations + 1)),
+        method=resolved_method(config.rules.dedup_method, largest_pool(seeds, config.generations)),
         threshold=config.rules.dedup_threshold,
     )
     found = []

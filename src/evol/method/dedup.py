@@ -179,6 +179,11 @@ def _may_reach(first: list[str], second: list[str], threshold: float) -> bool:
     return 2 * (len(vocabulary & other) + repeats) >= threshold * total
 
 
+def largest_pool(seeds: int, generations: int) -> int:
+    """How large a run's pool may grow: every seed and one rewrite of each per generation."""
+    return seeds * (generations + 1)
+
+
 def resolved_method(method: str, largest_pool: int) -> DedupMethod:
     """The search `method` means for a pool that may grow to `largest_pool` instructions."""
     if method == "auto":
