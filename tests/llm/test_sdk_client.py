@@ -57,6 +57,39 @@ async def ask_and_list(backend: Any) -> tuple[Completion, str]:
         await backend.aclose()
 
 
+def model_lookup_error(backend: OpenAISDKBackend, expected: type[BaseException]) -> BaseException:
+    """The `expected` error that asking `backend` for its model raises (the test fails on none)."""
+
+    async def main() -> BaseException:
+        try:
+            await backend.default_model()
+        except expected as error:
+            return error
+        finally:
+            await backend.aclose()
+        raise AssertionError(f"no {expected.__name__}")
+
+    return asyncio.run(main())
+
+
+def timed_out_listing(url: str, *, client_timeout: float, deadline: float) -> BaseException:
+    """The error of listing `url`'s models with the SDK client's own timeout and evol's
+    deadline as given (the test fails on none)."""
+
+    async def main() -> BaseException:
+        endpoint = SdkEndpoint(BackendSettings(base_urls=[url], timeout=60))
+        client = endpoint.client(timeout=client_timeout)
+        try:
+            await endpoint.call(client.models.list, deadline=deadline, doing=" (GET /models)")
+        except TransientBackendError as error:
+            return error
+        finally:
+            await client.close()
+        raise AssertionError("no timeout")
+
+    return asyncio.run(main())
+
+
 @pytest.mark.parametrize("backend", [OpenAISDKBackend, OpenAICompatibleBackend])
 def test_an_azure_resource_gets_its_key_as_api_key_and_its_query_on_every_request(
     monkeypatch: pytest.MonkeyPatch, backend: type
@@ -103,19 +136,8 @@ async def silent(_request: Request, _writer: asyncio.StreamWriter) -> bool:
 
 
 def test_a_call_past_its_deadline_says_how_long_it_waited_and_which_call_it_was() -> None:
-    async def main(url: str) -> BaseException:
-        endpoint = SdkEndpoint(BackendSettings(base_urls=[url], timeout=60))
-        client = endpoint.client(timeout=60)
-        try:
-            await endpoint.call(client.models.list, deadline=0.2, doing=" (GET /models)")
-        except TransientBackendError as error:
-            return error
-        finally:
-            await client.close()
-        raise AssertionError("no timeout")
-
     with HostileServer(silent) as server:
-        error = asyncio.run(main(server.base_url))
+        error = timed_out_listing(server.base_url, client_timeout=60, deadline=0.2)
     assert str(error) == f"{server.base_url} timed out after 0.2s (GET /models)"
 
 
@@ -141,37 +163,15 @@ def test_a_reply_over_the_cap_names_the_cap(announced: bool, said: str) -> None:
         backend = OpenAISDKBackend(
             BackendSettings(base_urls=[server.base_url], max_response_bytes=100)
         )
-
-        async def main() -> BaseException:
-            try:
-                await backend.default_model()
-            except TransientBackendError as error:
-                return error
-            finally:
-                await backend.aclose()
-            raise AssertionError("not refused")
-
-        error = asyncio.run(main())
+        error = model_lookup_error(backend, TransientBackendError)
     assert str(error).startswith(server.base_url) and said in str(error)
 
 
 def test_a_timeout_of_the_sdk_s_own_says_how_long_it_waited_and_which_call_it_was() -> None:
     """The client's own timeout (the SDK's APITimeoutError, not evol's deadline) reads the
     same way: a retryable timeout that names the deadline and the call."""
-
-    async def main(url: str) -> BaseException:
-        endpoint = SdkEndpoint(BackendSettings(base_urls=[url], timeout=60))
-        client = endpoint.client(timeout=0.2)
-        try:
-            await endpoint.call(client.models.list, deadline=30, doing=" (GET /models)")
-        except TransientBackendError as error:
-            return error
-        finally:
-            await client.close()
-        raise AssertionError("no timeout")
-
     with HostileServer(silent) as server:
-        error = asyncio.run(main(server.base_url))
+        error = timed_out_listing(server.base_url, client_timeout=0.2, deadline=30)
     assert str(error) == f"{server.base_url} timed out after 30s (GET /models)"
 
 
@@ -181,18 +181,7 @@ def test_an_endpoint_that_refuses_the_connection_stops_the_run_and_says_why() ->
     with HostileServer(answer) as server:
         url = server.base_url  # its port, free once the server is gone
     backend = OpenAISDKBackend(BackendSettings(base_urls=[url], timeout=10))
-
-    async def main() -> BaseException:
-        try:
-            await backend.default_model()
-        except EndpointUnreachable as error:
-            return error
-        finally:
-            await backend.aclose()
-        raise AssertionError("not refused")
-
-    error = asyncio.run(main())
-    message = str(error)
+    message = str(model_lookup_error(backend, EndpointUnreachable))
     assert message.startswith(f"cannot reach {url}: ")
     assert message.endswith("; check --base-url")
     cause = message.removeprefix(f"cannot reach {url}: ").removesuffix("; check --base-url")
@@ -209,17 +198,7 @@ def test_a_proxy_that_refuses_the_connection_is_named_with_the_variable_it_came_
     monkeypatch.setenv("HTTP_PROXY", proxy)
     url = "http://api.example.com/v1"
     backend = OpenAISDKBackend(BackendSettings(base_urls=[url], timeout=10))
-
-    async def main() -> BaseException:
-        try:
-            await backend.default_model()
-        except EndpointUnreachable as error:
-            return error
-        finally:
-            await backend.aclose()
-        raise AssertionError("not refused")
-
-    message = str(asyncio.run(main()))
+    message = str(model_lookup_error(backend, EndpointUnreachable))
     assert message.startswith(f"cannot reach {url} through the proxy {proxy}: ")
     assert message.endswith("; check HTTP_PROXY (or NO_PROXY)")
     cause = message.removeprefix(f"cannot reach {url} through the proxy {proxy}: ")
